@@ -1,0 +1,26 @@
+//! HTTP request and response bodies of the rota control plane, shared by the server (which
+//! derives `/openapi.json` from them) and the client. Plain serde data: no I/O, no logic.
+//!
+//! Naming: the job document ([`rota_domain::JobSpec`]) keeps the snake_case field names of
+//! PRODUCT.md; every other body is camelCase.
+//!
+//! # Layout
+//! - [`worker`]: the worker protocol (`/worker/...`).
+//! - [`jobs`]: operator job calls (`/api/v1/jobs...`).
+//! - [`workers`]: operator views of workers (`/api/v1/workers`).
+//! - [`fleet`]: fleet control: commands to workers, revokes, paused queues.
+//! - [`bytes`]: byte-exact payloads carried as base64.
+//! - [`error`]: the error body every non-2xx reply carries.
+
+pub mod bytes;
+pub mod error;
+pub mod fleet;
+pub mod jobs;
+pub mod worker;
+pub mod workers;
+
+pub use bytes::Bytes64;
+pub use error::ErrorBody;
+
+/// Header carrying a submit's idempotency key.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";

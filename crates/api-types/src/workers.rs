@@ -1,0 +1,57 @@
+//! Operator views of workers.
+
+use chrono::{DateTime, Utc};
+use rota_domain::SessionId;
+use serde::{Deserialize, Serialize};
+
+/// A worker's registration state, as the server sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Heartbeating and claiming.
+    Active,
+    /// Heartbeating, not claiming (shutting down).
+    Draining,
+    /// No heartbeat for a lease TTL.
+    Stale,
+    /// Unregistered, superseded, or gone for long.
+    Offline,
+}
+
+/// `GET /api/v1/workers` entry.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerView {
+    /// Worker name.
+    pub name: String,
+    /// Current session.
+    pub session_id: SessionId,
+    /// Host name.
+    pub host: String,
+    /// Profile.
+    pub profile: Option<String>,
+    /// Binary version.
+    pub version: String,
+    /// Queues.
+    pub queues: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Concurrency limit.
+    pub concurrency: u32,
+    /// State.
+    pub state: WorkerState,
+    /// Attempts it holds.
+    pub running: u32,
+    /// When it registered.
+    pub registered_at: DateTime<Utc>,
+    /// Last heartbeat.
+    pub last_heartbeat_at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/workers`.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerList {
+    /// Workers, live ones first, then by name.
+    pub workers: Vec<WorkerView>,
+}

@@ -1,0 +1,137 @@
+//! A throwaway rota server (and workers) for one measurement: own temp dir, port 0, the
+//! tokens it generates. Killed on drop.
+
+use anyhow::{Context, Result, bail};
+use rota_client::Client;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub(crate) struct BenchCluster {
+    pub(crate) dir: tempfile::TempDir,
+    rota: PathBuf,
+    server: Child,
+    pub(crate) url: String,
+    pub(crate) join_token: String,
+    pub(crate) client: Client,
+    workers: Vec<Child>,
+}
+
+impl BenchCluster {
+    pub(crate) async fn start(rota: &Path) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(rota);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .env("ROTA_LOG", "warn,rota_server=info")
+            .args(["server", "--listen", "127.0.0.1:0", "--database"])
+            .arg(dir.path().join("rota.db"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut server = cmd.spawn().context("starting rota server")?;
+        let stderr = server.stderr.take().context("server stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && let Some(pos) = line.find("http://") {
+                    let _ = tx.send(line[pos..].split_whitespace().next().unwrap_or("").to_string());
+                    sent = true;
+                }
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(30)).context("server printed no URL")?;
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.path().join("data/rota").join(f)).map(|s| s.trim().to_string())
+        };
+        let admin = read("admin.token").context("admin.token")?;
+        let join_token = read("join.token").context("join.token")?;
+        let client = Client::new(&url, Some(admin))?;
+        Ok(Self { dir, rota: rota.to_path_buf(), server, url, join_token, client, workers: Vec::new() })
+    }
+
+    /// Launches `rota worker run`; returns at once (the caller times from here).
+    pub(crate) fn launch_worker(&mut self, name: &str, concurrency: u32) -> Result<()> {
+        let ws = self.dir.path().join(format!("ws-{name}"));
+        let child = Command::new(&self.rota)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("ROTA_LOG", "warn")
+            .args(["worker", "run", "--server", &self.url, "--join-token", &self.join_token, "--name", name])
+            .args(["--concurrency", &concurrency.to_string(), "--workspace"])
+            .arg(ws)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting rota worker")?;
+        self.workers.push(child);
+        Ok(())
+    }
+
+    /// Waits until a worker named `name` is registered.
+    pub(crate) async fn wait_registered(&self, name: &str) -> Result<()> {
+        for _ in 0..600 {
+            if let Ok(list) = self.client.list_workers().await
+                && list.workers.iter().any(|w| w.name == name)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("worker {name} did not register")
+    }
+
+    /// CPU time used so far by the server process.
+    pub(crate) fn server_cpu(&self) -> Result<CpuTimes> {
+        CpuTimes::of(self.server.id())
+    }
+
+    /// CPU time used so far by the first worker process (its own and its reaped steps').
+    pub(crate) fn worker_cpu(&self) -> Result<CpuTimes> {
+        CpuTimes::of(self.workers.first().context("no worker launched")?.id())
+    }
+
+    /// A counter from `/metrics`.
+    pub(crate) async fn metric(&self, name: &str) -> Result<u64> {
+        let text = self.client.metrics_text().await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .with_context(|| format!("metric {name} missing"))
+    }
+}
+
+/// CPU seconds of a process from `/proc/<pid>/stat`: its own (user + system) and that of
+/// its children it has waited for (a worker's steps).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CpuTimes {
+    pub(crate) own: f64,
+    pub(crate) children: f64,
+}
+
+impl CpuTimes {
+    pub(crate) fn of(pid: u32) -> Result<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let rest = text.rsplit_once(')').map(|(_, r)| r).context("unparsable stat")?;
+        let fields: Vec<f64> =
+            rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+        let [utime, stime, cutime, cstime] = fields[..] else { bail!("unparsable stat of {pid}") };
+        // Fields 14-17 are in USER_HZ, which the kernel ABI fixes at 100 on Linux.
+        Ok(Self { own: (utime + stime) / 100.0, children: (cutime + cstime) / 100.0 })
+    }
+}
+
+impl Drop for BenchCluster {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}

@@ -1,0 +1,192 @@
+//! The measurements. Each returns one JSON object; timing is wall clock on this host.
+
+use crate::cluster::{BenchCluster, CpuTimes};
+use anyhow::{Context, Result, bail};
+use rota_api_types::jobs::{ListJobsQuery, LogsQuery};
+use rota_domain::{JobSpec, StepSpec, Target};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn shell_job(run: &str) -> JobSpec {
+    JobSpec {
+        name: None,
+        queue: "default".into(),
+        priority: 0,
+        target: Target::default(),
+        env: BTreeMap::new(),
+        idempotency_key: None,
+        deadline: None,
+        steps: vec![StepSpec::new("s", run)],
+    }
+}
+
+/// `sh -c true` with stdout/stderr piped and read, `parallel` threads: the ceiling a worker
+/// that captures output can reach on this machine.
+pub(crate) fn spawn_probe(jobs: u32, parallel: u32) -> Result<Value> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let cpu_before = CpuTimes::of(std::process::id())?;
+    let start = Instant::now();
+    let threads: Vec<_> = (0..parallel.max(1))
+        .map(|_| {
+            let next = next.clone();
+            std::thread::spawn(move || -> std::io::Result<()> {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < jobs {
+                    let mut child = Command::new("sh")
+                        .args(["-c", "true"])
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::piped())
+                        .spawn()?;
+                    let mut sink = Vec::new();
+                    if let Some(mut o) = child.stdout.take() {
+                        o.read_to_end(&mut sink)?;
+                    }
+                    if let Some(mut e) = child.stderr.take() {
+                        e.read_to_end(&mut sink)?;
+                    }
+                    child.wait()?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("probe thread panicked"))??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = CpuTimes::of(std::process::id())?;
+    let spent = (cpu.own - cpu_before.own) + (cpu.children - cpu_before.children);
+    Ok(
+        json!({"probe": "spawn", "jobs": jobs, "parallel": parallel, "seconds": secs, "per_s": f64::from(jobs) / secs,
+        "cpu_ms_per_spawn": (spent * 1e6 / f64::from(jobs)).round() / 1000.0}),
+    )
+}
+
+/// N `sh -c true` jobs queued first, then one worker launched; timed from its launch until
+/// the server has recorded every completion. Checks nothing was lost or run twice, and reports
+/// the CPU time the worker, its steps and the server used per job.
+pub(crate) async fn burn_down(rota: &Path, jobs: u32, concurrency: u32) -> Result<Value> {
+    let mut c = BenchCluster::start(rota).await?;
+    let batch: Vec<JobSpec> = (0..1000).map(|_| shell_job("true")).collect();
+    let mut queued = 0;
+    while queued < jobs {
+        let n = (jobs - queued).min(1000) as usize;
+        let r = c.client.submit_batch(&batch[..n]).await?;
+        if r.results.iter().any(|i| i.status != 201) {
+            bail!("a batch submit was refused");
+        }
+        queued += n as u32;
+    }
+    let server_before = c.server_cpu()?;
+    let start = Instant::now();
+    c.launch_worker("bench", concurrency)?;
+    let mut first_done: Option<Duration> = None;
+    loop {
+        let done = c.metric("rota_attempts_completed_total").await?;
+        if done > 0 && first_done.is_none() {
+            first_done = Some(start.elapsed());
+        }
+        if done >= u64::from(jobs) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("burn-down did not finish in 10 minutes ({done}/{jobs})");
+        }
+        // /metrics is not free for the server (it lists the workers for a gauge): poll it
+        // gently, at a cost of at most 50 ms on a run of many seconds.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // Robust against other load on the machine, unlike jobs/s.
+    let (server, worker) = (c.server_cpu()?, c.worker_cpu()?);
+    let per_job_ms = |s: f64| (s * 1000.0 / f64::from(jobs) * 1000.0).round() / 1000.0;
+    let claimed = c.metric("rota_attempts_claimed_total").await?;
+    let completed = c.metric("rota_attempts_completed_total").await?;
+    let q = ListJobsQuery {
+        state: Some("queued,unschedulable,running,failed,cancelled,revoked".into()),
+        queue: None,
+        limit: Some(1000),
+    };
+    let unfinished = c.client.list_jobs(&q).await?.jobs.len();
+    Ok(json!({
+        "workload": "burn-down", "jobs": jobs, "concurrency": concurrency, "seconds": secs,
+        "per_s": f64::from(jobs) / secs,
+        "first_completion_s": first_done.map(|d| d.as_secs_f64()),
+        "cpu_ms_per_job": {
+            "worker": per_job_ms(worker.own), "steps": per_job_ms(worker.children),
+            "server": per_job_ms(server.own - server_before.own),
+        },
+        "attempts_claimed": claimed, "completions": completed, "not_succeeded": unfinished,
+        "lost_or_duplicated": claimed != u64::from(jobs) || completed != u64::from(jobs) || unfinished != 0,
+    }))
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Idle latency, measured as the peers were: one job at a time, each submitted 50 ms after
+/// the previous one ended, from just before the submit call to the step's first
+/// instruction (`date +%s%N`). The cost of `sh` starting `date` is measured separately on
+/// this host and reported, so the spawn moment can be derived.
+pub(crate) async fn latency(rota: &Path, samples: u32, concurrency: u32) -> Result<Value> {
+    let mut c = BenchCluster::start(rota).await?;
+    c.launch_worker("bench", concurrency)?;
+    c.wait_registered("bench").await?;
+    let mut stamp_cost = Vec::new();
+    for _ in 0..50 {
+        let t0 = now_ns();
+        let out = Command::new("sh").args(["-c", "date +%s%N"]).output()?;
+        let t1: u128 = String::from_utf8_lossy(&out.stdout).trim().parse().context("date output")?;
+        stamp_cost.push((t1.saturating_sub(t0)) as f64 / 1e6);
+    }
+    stamp_cost.sort_by(f64::total_cmp);
+    let mut lat = Vec::new();
+    for i in 0..(samples + 5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t0 = now_ns();
+        let id = c.client.submit(&shell_job("date +%s%N"), None).await?.id;
+        let mut after = 0;
+        let stamp: u128 = loop {
+            let q = LogsQuery { step: None, after: Some(after), wait_ms: Some(5000), max_bytes: None };
+            let page = c.client.job_logs(id, &q).await?;
+            after = page.next_cursor;
+            if let Some(ch) = page.chunks.first() {
+                break String::from_utf8_lossy(&ch.data.0).trim().parse().context("stamp")?;
+            }
+            if page.done {
+                bail!("job {id} ended without output");
+            }
+        };
+        for _ in 0..500 {
+            let d = c.client.get_job(id).await?;
+            if d.summary.state == "succeeded" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if i >= 5 {
+            lat.push((stamp.saturating_sub(t0)) as f64 / 1e6);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let cost = pct(&stamp_cost, 0.5);
+    Ok(json!({
+        "workload": "idle-latency", "samples": samples, "concurrency": concurrency,
+        "submit_to_stamp_ms": {"p50": pct(&lat, 0.5), "p90": pct(&lat, 0.9), "p99": pct(&lat, 0.99), "max": pct(&lat, 1.0)},
+        "sh_date_stamp_cost_ms_p50": cost,
+        "submit_to_spawn_ms": {"p50": pct(&lat, 0.5) - cost, "p99": pct(&lat, 0.99) - cost},
+    }))
+}

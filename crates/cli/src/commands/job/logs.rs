@@ -1,0 +1,86 @@
+//! `rota job logs ID`: the job's output written to stdout exactly as stored (byte for
+//! byte, nothing added), paging through `after` cursors. Which step and attempt a stretch
+//! of output came from goes to stderr as `==> step S (attempt N) <==`, only when stderr is a
+//! terminal or with `--headers`, so `rota job logs ID > out` captures the raw bytes.
+//! `-f` long-polls until the job has ended and every chunk has been returned.
+
+use super::Api;
+use crate::args::LogsArgs;
+use crate::output::{Out, note};
+use anyhow::Result;
+use rota_api_types::jobs::{JobDetail, LogsQuery};
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long one follow request may wait for new output (the server caps it at 30 s).
+const FOLLOW_WAIT_MS: u64 = 20_000;
+
+pub(crate) async fn run(api: &Api, args: &LogsArgs) -> Result<ExitCode> {
+    let id = args.id;
+    // Fetching the job first turns a wrong id into "no job <id>" and tells us whether the
+    // output spans several steps or attempts.
+    let job = api.client.get_job(id).await.map_err(|e| api.error(e, Some(id)))?;
+    if let Some(step) = &args.step
+        && !job.step_details.iter().any(|s| &s.name == step)
+    {
+        return Err(crate::failure::usage(format!("--step {step}: job {id} has no step named '{step}'")));
+    }
+    let headers = args.headers || std::io::stderr().is_terminal();
+    let mut printed_header = headers && spans_several(&job, args.step.as_deref());
+
+    let mut out = Out::new();
+    let mut after = 0;
+    let mut current: Option<(String, u32)> = None;
+    let mut reported_cuts = HashSet::new();
+    loop {
+        let query = LogsQuery {
+            step: args.step.clone(),
+            after: Some(after),
+            wait_ms: args.follow.then_some(FOLLOW_WAIT_MS),
+            max_bytes: None,
+        };
+        let page = api.client.job_logs(id, &query).await.map_err(|e| api.error(e, Some(id)))?;
+        for chunk in &page.chunks {
+            let source = (chunk.step.clone(), chunk.attempt);
+            if current.as_ref() != Some(&source) {
+                // Only announce the first stretch if there will be others; announce every
+                // change after that.
+                if headers && (printed_header || current.is_some()) {
+                    out.flush()?;
+                    note(format_args!("==> step {} (attempt {}) <==", chunk.step, chunk.attempt));
+                    printed_header = true;
+                }
+                current = Some(source);
+            }
+            out.write_all(&chunk.data.0)?;
+        }
+        out.flush()?;
+        for cut in &page.truncated {
+            if reported_cuts.insert((cut.step.clone(), cut.attempt_id)) {
+                note(format_args!(
+                    "rota: step {} (attempt id {}): the first {} bytes of output were cut by the log cap",
+                    cut.step, cut.attempt_id, cut.cut_bytes
+                ));
+            }
+        }
+        let advanced = page.next_cursor != after;
+        after = page.next_cursor;
+        if page.done || (!args.follow && page.chunks.is_empty()) {
+            break;
+        }
+        if args.follow && !advanced {
+            // The server answered without waiting (or has nothing yet): do not spin.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whether the output (of `step`, if given) comes from more than one step or attempt.
+fn spans_several(job: &JobDetail, step: Option<&str>) -> bool {
+    let attempts: usize =
+        job.step_details.iter().filter(|s| step.is_none_or(|n| n == s.name)).map(|s| s.attempts.len()).sum();
+    attempts > 1
+}

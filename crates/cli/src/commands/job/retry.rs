@@ -1,0 +1,20 @@
+//! `rota job retry ID`: a finished job's failed, cancelled and skipped steps run again
+//! (succeeded steps are kept); prints the job's resulting summary.
+
+use super::{Api, summary_table};
+use crate::output::Out;
+use anyhow::Result;
+use rota_domain::JobId;
+use std::process::ExitCode;
+
+pub(crate) async fn run(api: &Api, id: JobId, json: bool) -> Result<ExitCode> {
+    let job = api.client.retry_job(id).await.map_err(|e| api.error(e, Some(id)))?;
+    let mut out = Out::new();
+    if json {
+        out.json(&job)?;
+    } else {
+        out.table(&summary_table(std::slice::from_ref(&job)))?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

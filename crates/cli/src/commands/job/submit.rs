@@ -1,0 +1,54 @@
+//! `rota job submit`: build the job from a document, flags and argv (see `job_document`),
+//! validate it here so mistakes exit 2 before any network call, submit, print the id.
+//! `--wait` then follows the job to its end: exit 0 if it succeeded, 1 otherwise.
+
+use super::Api;
+use crate::args::SubmitArgs;
+use crate::job_document;
+use crate::output::{Out, note, or_dash};
+use anyhow::Result;
+use rota_domain::{JobId, JobState};
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub(crate) async fn run(api: &Api, args: &SubmitArgs, json: bool) -> Result<ExitCode> {
+    let mut spec = job_document::build(args, chrono::Utc::now())?;
+    // Routing: explicit --queue, else a route by job name, else the document; then aliases.
+    let routing = crate::routing::load_active()?;
+    spec.queue = routing
+        .routing
+        .queue_for(args.queue.as_deref(), spec.name.as_deref(), &spec.queue)
+        .map_err(|e| crate::failure::usage(format!("routing: {e:#}")))?;
+    let key = spec.idempotency_key.clone();
+    let submitted = api.client.submit(&spec, key.as_deref()).await.map_err(|e| api.error(e, None))?;
+    let mut out = Out::new();
+    if json {
+        out.json(&submitted)?;
+    } else if submitted.created {
+        writeln!(out, "submitted {}", submitted.id)?;
+    } else {
+        writeln!(out, "submitted {} (already known by its idempotency key)", submitted.id)?;
+    }
+    out.flush()?;
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait(api, submitted.id).await
+}
+
+/// Polls until the job is terminal, starting fast (short jobs are the common case in
+/// scripts) and backing off to one poll a second.
+async fn wait(api: &Api, id: JobId) -> Result<ExitCode> {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let job = api.client.get_job(id).await.map_err(|e| api.error(e, Some(id)))?;
+        let s = &job.summary;
+        if s.state.parse::<JobState>().is_ok_and(JobState::is_terminal) {
+            note(format_args!("job {id} {}: {}", s.state, or_dash(s.reason.as_deref())));
+            let ok = s.state == JobState::Succeeded.as_str();
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,113 @@
+//! `rota server`: the control plane in the foreground, on SQLite. Creates the token files on
+//! first start, prints the bound URL (tests read the `rota server listening on URL` line)
+//! and where the tokens are, never the tokens. SIGINT/SIGTERM stop it gracefully, exit 0.
+//! Under `rota server start` it reports readiness and stops with its supervisor.
+
+use crate::args::ServerArgs;
+use crate::config::{Paths, ServerSettings};
+use crate::lifecycle::readiness::{self, ReadyLine};
+use crate::output::note;
+use crate::signals::StopSignals;
+use crate::tokens;
+use anyhow::{Context, Result};
+use rota_server::ServerConfig;
+use rota_store::JobStore;
+use rota_store_sqlite::{SqliteOptions, SqliteStore};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) async fn run(args: &ServerArgs, paths: &Paths) -> Result<ExitCode> {
+    // Under `rota server start`: one line on the readiness pipe once it listens.
+    let ready_pipe = readiness::take_from_stdout();
+    let settings = ServerSettings::from_args(args, paths)?;
+    super::init_tracing();
+    let signals = StopSignals::install()?;
+    let server = Prepared::new(&settings, paths).await?;
+    server.announce(paths);
+
+    let shutdown = CancellationToken::new();
+    if !crate::lifecycle::supervisor::follow_supervisor() {
+        shutdown.cancel();
+    }
+    if let Some(pipe) = ready_pipe {
+        let port = server.listener.local_addr().ok().map(|a| a.port());
+        let line = ReadyLine {
+            ok: true,
+            pid: Some(std::process::id()),
+            port,
+            name: Some(server.url.clone()),
+            ..ReadyLine::default()
+        };
+        readiness::send(pipe, &line);
+    }
+    // The server has no slower and faster stop: both signals mean "stop".
+    signals.spawn_escalation(shutdown.clone(), shutdown.clone());
+    rota_server::run(server.listener, server.store, server.config, shutdown)
+        .await
+        .context("server stopped with an error")?;
+    tracing::info!("server stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A server ready to run: tokens in place, store open, socket bound.
+pub(crate) struct Prepared {
+    pub(crate) listener: TcpListener,
+    /// `http://ADDR` of the bound socket.
+    pub(crate) url: String,
+    pub(crate) store: Arc<dyn JobStore>,
+    pub(crate) config: ServerConfig,
+    /// True when this start generated a token file (first start on this machine).
+    pub(crate) tokens_created: bool,
+}
+
+impl Prepared {
+    pub(crate) async fn new(settings: &ServerSettings, paths: &Paths) -> Result<Self> {
+        let (admin_token, admin_created) = tokens::read_or_create(&paths.admin_token())?;
+        let (join_token, join_created) = tokens::read_or_create(&paths.join_token())?;
+        let store = open_store(settings)?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let addr = listener.local_addr().context("cannot read the bound address")?;
+        let config = ServerConfig {
+            admin_token,
+            join_token,
+            heartbeat_interval: settings.heartbeat_interval,
+            lease_ttl: settings.lease_ttl,
+            retention: settings.retention,
+            ..ServerConfig::default()
+        };
+        Ok(Self {
+            listener,
+            url: format!("http://{addr}"),
+            store,
+            config,
+            tokens_created: admin_created || join_created,
+        })
+    }
+
+    /// The lines people (and tests) look for on stderr.
+    pub(crate) fn announce(&self, paths: &Paths) {
+        note(format_args!("rota server listening on {}", self.url));
+        announce_tokens(paths, self.tokens_created);
+    }
+}
+
+/// Where the tokens are, never what they are.
+pub(crate) fn announce_tokens(paths: &Paths, created: bool) {
+    let created = if created { " (created now, mode 0600)" } else { "" };
+    note(format_args!("admin token (ROTA_TOKEN): {}{created}", paths.admin_token().display()));
+    note(format_args!("join token (ROTA_JOIN_TOKEN): {}{created}", paths.join_token().display()));
+}
+
+fn open_store(settings: &ServerSettings) -> Result<Arc<dyn JobStore>> {
+    let path = &settings.database;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let store = SqliteStore::open(path, SqliteOptions::default())
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    Ok(Arc::new(store))
+}

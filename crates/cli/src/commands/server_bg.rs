@@ -1,0 +1,188 @@
+//! `rota server start|stop|restart|status`: the control plane in the background, managed
+//! exactly like the background worker (same supervisor, locks, files and readiness pipe;
+//! key `server`). Flags given to `start` are saved; `stop` is SIGTERM (its graceful stop),
+//! KILL after 20 s. Status exits 0 when it runs and answers, 3 when not running, 1 else.
+
+use super::worker::took;
+use crate::args::{GlobalArgs, ServerArgs, ServerCommand, ServerStartArgs};
+use crate::config::{Paths, ServerSettings};
+use crate::lifecycle::halt::{self, Stopped};
+use crate::lifecycle::launch::{self, Launched, StartRequest};
+use crate::lifecycle::locks;
+use crate::lifecycle::meta::Overrides;
+use crate::lifecycle::paths::{Dirs, Instance, InstancePaths};
+use crate::lifecycle::report;
+use crate::output::{Out, note};
+use anyhow::{Context, Result};
+use rota_worker::ShutdownMode;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+pub(crate) fn run(global: &GlobalArgs, command: ServerCommand, paths: &Paths) -> Result<ExitCode> {
+    let dirs = Dirs::from_env()?;
+    let ipaths = dirs.instance(&Instance::Server);
+    match command {
+        ServerCommand::Start(args) => start(global, &dirs, &ipaths, &args, paths),
+        ServerCommand::Stop => {
+            let s = stop_locked_or_not(&dirs, &ipaths)?;
+            print_stop(&s, global.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServerCommand::Restart(wait) => {
+            dirs.ensure()?;
+            let _lifecycle = locks::lock(&ipaths.lifecycle_lock)?;
+            let mut notes = Vec::new();
+            let Some(meta) = launch::load_meta(&ipaths, &mut notes)? else {
+                return Err(anyhow::anyhow!(
+                    "the background server was never started here; run `rota server start`"
+                ));
+            };
+            let s = halt::stop_locked(&ipaths, &meta, ShutdownMode::Warm, None)?;
+            if !global.json {
+                print_stop(&s, false)?;
+            }
+            let req = StartRequest {
+                default_server: meta.server.clone(),
+                wait: (!wait.no_wait).then_some(wait.wait_timeout),
+                ..StartRequest::default()
+            };
+            print_start(&ipaths, &launch::start_locked(&ipaths, &req)?, global.json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ServerCommand::Status => status(global, &ipaths),
+    }
+}
+
+fn start(
+    global: &GlobalArgs,
+    dirs: &Dirs,
+    ipaths: &InstancePaths,
+    args: &ServerStartArgs,
+    paths: &Paths,
+) -> Result<ExitCode> {
+    // The same checks as the foreground server, before anything is spawned.
+    let settings = ServerSettings::from_args(&args.server, paths)?;
+    let sv = &args.supervision;
+    let overrides = Overrides {
+        server_flags: given_flags(&args.server, &global.explicit)?,
+        restart_delay: sv.restart_delay,
+        max_restarts: sv.max_restarts,
+        restart_window: sv.restart_window,
+        min_uptime: sv.min_uptime,
+        ..Overrides::default()
+    };
+    let req = StartRequest {
+        overrides,
+        default_server: format!("http://{}", settings.listen),
+        wait: (!args.wait.no_wait).then_some(args.wait.wait_timeout),
+    };
+    let launched = launch::start(dirs, ipaths, &req)?;
+    print_start(ipaths, &launched, global.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `rota server` flags given on this command line, as saved (durations as text,
+/// paths absolute, switches as `true`).
+fn given_flags(a: &ServerArgs, explicit: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut flags = BTreeMap::new();
+    let dur = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    for id in explicit {
+        let value = match id.as_str() {
+            "listen" => a.listen.clone(),
+            "allow_remote" if a.allow_remote => "true".into(),
+            "database" => match &a.database {
+                Some(p) => std::path::absolute(p).context("cannot resolve --database")?.display().to_string(),
+                None => continue,
+            },
+            "retention" => dur(a.retention),
+            "heartbeat_interval" => dur(a.heartbeat_interval),
+            "lease_ttl" => dur(a.lease_ttl),
+            _ => continue,
+        };
+        flags.insert(id.clone(), value);
+    }
+    Ok(flags)
+}
+
+fn stop_locked_or_not(dirs: &Dirs, ipaths: &InstancePaths) -> Result<Stopped> {
+    let mut notes = Vec::new();
+    let meta = launch::load_meta(ipaths, &mut notes)?;
+    for n in notes {
+        note(format_args!("note: {n}"));
+    }
+    let meta = meta.unwrap_or_else(|| crate::lifecycle::meta::Meta::fresh(ipaths, String::new()));
+    halt::stop(dirs, ipaths, &meta, ShutdownMode::Warm, None)
+}
+
+fn status(global: &GlobalArgs, ipaths: &InstancePaths) -> Result<ExitCode> {
+    let mut notes = Vec::new();
+    let meta = launch::load_meta(ipaths, &mut notes)?;
+    let mut s = report::local(ipaths, meta.as_ref())?;
+    s.warnings.extend(notes);
+    let url = s.name.clone().or_else(|| meta.as_ref().map(|m| m.server.clone()));
+    if let (true, Some(url)) = (s.running, url) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        s.server = Some(runtime.block_on(report::health_view(&url)));
+    }
+    s.diagnostic = report::diagnose(&s);
+    let code = s.exit_code();
+    let mut out = Out::new();
+    if global.json {
+        out.json(&s)?;
+    } else {
+        let pid = s.worker.as_ref().map(|w| format!(", pid {}", w.pid)).unwrap_or_default();
+        writeln!(out, "the background server: {}{pid}", s.state)?;
+        if let Some(p) = &s.log_path {
+            writeln!(out, "  log: {}", p.display())?;
+        }
+        writeln!(out, "  {}", s.diagnostic)?;
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn print_start(ipaths: &InstancePaths, l: &Launched, json: bool) -> Result<()> {
+    let mut out = Out::new();
+    if json {
+        return out.json(&super::worker::LaunchView::of(&ipaths.key, l));
+    }
+    for n in &l.notes {
+        note(format_args!("note: {n}"));
+    }
+    let url = l.name.as_deref().unwrap_or("?");
+    match (&l.outcome, l.pid) {
+        (launch::Outcome::Reused, Some(pid)) => {
+            writeln!(out, "the background server is already running: pid {pid} on {url}; reused")
+        }
+        (_, Some(pid)) => {
+            writeln!(
+                out,
+                "started the background server: pid {pid} (supervisor {}), listening on {url} in {}",
+                l.supervisor_pid,
+                took(l.took)
+            )?;
+            writeln!(out, "  log: {}", l.meta.log_path.display())
+        }
+        (_, None) => writeln!(out, "started the background server's supervisor (pid {})", l.supervisor_pid),
+    }
+}
+
+fn print_stop(s: &Stopped, json: bool) -> Result<()> {
+    let mut out = Out::new();
+    match s {
+        Stopped::NotRunning { .. } if json => out.json(&json!({"outcome": "not_running"})),
+        Stopped::NotRunning { .. } => writeln!(out, "the background server is not running; nothing to stop"),
+        Stopped::Stopped { worker_pid, took: t, .. } if json => out.json(&json!({
+            "outcome": "stopped",
+            "pid": worker_pid,
+            "tookMs": u64::try_from(t.as_millis()).unwrap_or(u64::MAX),
+        })),
+        Stopped::Stopped { worker_pid, took: t, .. } => {
+            let pid = worker_pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+            writeln!(out, "stopped the background server{pid} in {}", took(*t))
+        }
+    }
+}

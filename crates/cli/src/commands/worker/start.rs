@@ -1,0 +1,111 @@
+//! `rota worker start`: start or reuse this host's background worker (per profile) and
+//! return once it registered (or failed: exit 1 with the log path, its last lines and
+//! the foreground command). Prints what happened; `--json` prints it as one object.
+
+use super::{overrides, took};
+use crate::args::{GlobalArgs, StartArgs};
+use crate::config::server_url;
+use crate::lifecycle::launch::{self, Launched, Outcome, StartRequest};
+use crate::lifecycle::paths::{Dirs, Instance};
+use crate::output::{Out, note};
+use anyhow::Result;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// `rota worker start --json`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LaunchView {
+    /// started or reused.
+    outcome: &'static str,
+    /// The worker's key.
+    key: String,
+    /// The worker's pid (null with --no-wait).
+    pid: Option<i32>,
+    /// The supervisor's pid.
+    supervisor_pid: i32,
+    /// The registered name.
+    name: Option<String>,
+    /// The control port.
+    port: Option<u16>,
+    /// The server.
+    server: String,
+    /// The log file.
+    log_path: PathBuf,
+    /// How long it took, in milliseconds.
+    took_ms: u64,
+    /// Notices (stale files removed, a failed worker reset, ...).
+    notes: Vec<String>,
+}
+
+impl LaunchView {
+    pub(crate) fn of(key: &str, l: &Launched) -> Self {
+        Self {
+            outcome: match l.outcome {
+                Outcome::Started => "started",
+                Outcome::Reused => "reused",
+            },
+            key: key.to_string(),
+            pid: l.pid,
+            supervisor_pid: l.supervisor_pid,
+            name: l.name.clone(),
+            port: l.port,
+            server: l.meta.server.clone(),
+            log_path: l.meta.log_path.clone(),
+            took_ms: u64::try_from(l.took.as_millis()).unwrap_or(u64::MAX),
+            notes: l.notes.clone(),
+        }
+    }
+}
+
+pub(super) fn start(global: &GlobalArgs, args: &StartArgs) -> Result<ExitCode> {
+    let instance = Instance::profile(args.run.profile.as_deref())?;
+    let dirs = Dirs::from_env()?;
+    let paths = dirs.instance(&instance);
+    let req = StartRequest {
+        overrides: overrides(global, &args.run, &args.supervision)?,
+        default_server: server_url(&global.server)?,
+        wait: (!args.wait.no_wait).then_some(args.wait.wait_timeout),
+    };
+    let launched = launch::start(&dirs, &paths, &req)?;
+    print(&instance, &paths.key, &launched, global.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a launch: notes to stderr, the result to stdout.
+pub(super) fn print(instance: &Instance, key: &str, l: &Launched, json: bool) -> Result<()> {
+    let mut out = Out::new();
+    if json {
+        return out.json(&LaunchView::of(key, l));
+    }
+    for n in &l.notes {
+        note(format_args!("note: {n}"));
+    }
+    let name = l.name.as_deref().unwrap_or("?");
+    match (&l.outcome, l.pid) {
+        (Outcome::Reused, Some(pid)) => writeln!(
+            out,
+            "{instance} is already running: worker {name}, pid {pid} (supervisor {}); reused",
+            l.supervisor_pid
+        ),
+        (Outcome::Started, Some(pid)) => {
+            writeln!(
+                out,
+                "started {instance}: worker {name}, pid {pid} (supervisor {}), registered with {} in {}",
+                l.supervisor_pid,
+                l.meta.server,
+                took(l.took)
+            )?;
+            writeln!(out, "  log: {}", l.meta.log_path.display())
+        }
+        (_, None) => {
+            writeln!(
+                out,
+                "started {instance}'s supervisor (pid {}); not waiting for the registration",
+                l.supervisor_pid
+            )?;
+            writeln!(out, "  log: {}", l.meta.log_path.display())
+        }
+    }
+}

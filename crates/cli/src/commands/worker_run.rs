@@ -1,0 +1,284 @@
+//! `rota worker [run]`: one worker in the foreground. A first SIGTERM/SIGINT drains it, a
+//! second stops it now. Exit 0 after a clean stop (also one asked on the control port), 78
+//! for a refusal or bad configuration (never restarted), 1 otherwise. Supervised, it also
+//! reports readiness on `ROTA_READY_FD`, serves `--bind` and stops with its supervisor.
+
+use crate::args::{GlobalArgs, WorkerRunArgs};
+use crate::config::{Paths, server_url};
+use crate::failure::{EXIT_CONFIG, Failure, with_code};
+use crate::lifecycle::control::{self, SECRET_FILE_ENV, Served};
+use crate::lifecycle::meta::parse_bind;
+use crate::lifecycle::paths::{DEFAULT_PROFILE, Dirs, Instance};
+use crate::lifecycle::readiness::{self, NotReady, ReadyLine};
+use crate::lifecycle::supervisor::EXIT_RECYCLE;
+use crate::output::note;
+use crate::signals::StopSignals;
+use crate::tokens;
+use anyhow::{Context, Result, anyhow};
+use rota_worker::{ShutdownHandle, ShutdownMode, WorkerConfig, WorkerError};
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// The readiness pipe, until its one line has been written.
+type Pipe = Arc<Mutex<Option<File>>>;
+
+pub(crate) async fn run(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Result<ExitCode> {
+    let pipe: Pipe = Arc::new(Mutex::new(readiness::take_from_stdout()));
+    let prepared = prepare(global, args, paths).await;
+    let (config, port, registered, handle) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            report(
+                &pipe,
+                ReadyLine::failed(NotReady::Refused, format!("{e:#}"), Some(i32::from(EXIT_CONFIG))),
+            );
+            return Err(config_error(e));
+        }
+    };
+    let signals = StopSignals::install()?;
+    watch_supervisor(&handle);
+    let stop_now = CancellationToken::new();
+    let graceful = CancellationToken::new();
+    signals.spawn_worker_modes(handle.clone(), graceful.clone(), stop_now.clone());
+    tokio::spawn({
+        let (handle, graceful) = (handle.clone(), graceful.clone());
+        async move {
+            graceful.cancelled().await;
+            handle.request(ShutdownMode::Warm);
+        }
+    });
+
+    let server = config.server.clone();
+    let (ready_tx, ready_rx) = oneshot::channel::<rota_worker::Ready>();
+    tokio::spawn({
+        let (pipe, crash_file) = (pipe.clone(), args.test_crash_file.clone());
+        async move {
+            let Ok(ready) = ready_rx.await else { return };
+            registered.store(true, Ordering::Relaxed);
+            // Machine-readable: tests and scripts wait for this line.
+            note(format_args!(
+                "rota worker ready: {} registered with {server} (session {})",
+                ready.name, ready.session_id
+            ));
+            report(
+                &pipe,
+                ReadyLine {
+                    ok: true,
+                    pid: Some(std::process::id()),
+                    port,
+                    name: Some(ready.name.clone()),
+                    session_id: Some(ready.session_id.to_string()),
+                    ..ReadyLine::default()
+                },
+            );
+            if let Some(file) = crash_file {
+                crash_when_exists(file).await;
+            }
+        }
+    });
+    let mut worker = tokio::spawn(rota_worker::run_with(config, handle, Some(ready_tx)));
+    let result = tokio::select! {
+        res = &mut worker => res,
+        () = stop_now.cancelled() => {
+            // Dropping the worker is its hard stop: it kills every running step's process
+            // group at once instead of waiting for the drain.
+            worker.abort();
+            worker.await
+        }
+    };
+    match result {
+        Ok(Ok(())) => Ok(ExitCode::SUCCESS),
+        Ok(Err(WorkerError::Recycled { reason })) => {
+            // Not a failure: the supervisor starts a fresh worker under the same name.
+            note(format_args!("rota worker: recycled ({reason}); exiting with {EXIT_RECYCLE}"));
+            Ok(ExitCode::from(EXIT_RECYCLE as u8))
+        }
+        Err(e) if e.is_cancelled() => Ok(ExitCode::from(1)),
+        Ok(Err(e @ (WorkerError::Refused { .. } | WorkerError::InvalidConfig(_)))) => {
+            report(&pipe, ReadyLine::failed(NotReady::Refused, e.to_string(), Some(i32::from(EXIT_CONFIG))));
+            Err(with_code(EXIT_CONFIG, anyhow::Error::new(e)))
+        }
+        Ok(Err(e)) => {
+            report(&pipe, ReadyLine::failed(NotReady::Exited, e.to_string(), Some(1)));
+            Err(anyhow::Error::new(e).context("worker stopped with an error"))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("worker panicked")),
+    }
+}
+
+/// Configuration, logging and the control port: everything that can be wrong before the
+/// worker starts (exit 78).
+async fn prepare(
+    global: &GlobalArgs,
+    args: &WorkerRunArgs,
+    paths: &Paths,
+) -> Result<(WorkerConfig, Option<u16>, Arc<AtomicBool>, ShutdownHandle)> {
+    let config = worker_config(global, args, paths)?;
+    init_logging(args)?;
+    let handle = ShutdownHandle::new();
+    let registered = Arc::new(AtomicBool::new(false));
+    let port = match &args.bind {
+        None => None,
+        Some(bind) => {
+            let addr = parse_bind(bind)?;
+            let secret = match std::env::var_os(SECRET_FILE_ENV) {
+                Some(f) => Some(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| {
+                            format!("cannot read the control secret {}", PathBuf::from(&f).display())
+                        })?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let served = Served {
+                handle: handle.clone(),
+                registered: registered.clone(),
+                secret,
+                hang: args.test_hang_control,
+            };
+            let port = control::serve(addr, served)
+                .await
+                .with_context(|| format!("--bind {addr}: cannot listen"))?;
+            tracing::info!(port, "control port listening on {}", std::net::SocketAddr::new(addr.ip(), port));
+            Some(port)
+        }
+    };
+    Ok((config, port, registered, handle))
+}
+
+/// `--log-path`, `--log-file` (the profile's file in the state dir) or stderr.
+fn init_logging(args: &WorkerRunArgs) -> Result<()> {
+    let path = match (&args.log_path, args.log_file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => {
+            let dirs = Dirs::from_env()?;
+            dirs.ensure()?;
+            Some(dirs.instance(&instance(args)?).default_log)
+        }
+        (None, false) => None,
+    };
+    match path {
+        None => super::init_tracing(),
+        Some(p) => {
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&p)
+                .with_context(|| format!("cannot open the log file {}", p.display()))?;
+            super::init_tracing_to(file);
+        }
+    }
+    Ok(())
+}
+
+fn instance(args: &WorkerRunArgs) -> Result<Instance> {
+    match std::env::var("ROTA_WORKER_NODE") {
+        Ok(node) if !node.is_empty() => Instance::node(&node),
+        _ => Instance::profile(args.profile.as_deref()),
+    }
+}
+
+/// Under a supervisor: SIGTERM (a warm drain) when it dies, so that no worker outlives it
+/// unsupervised. If it is already gone, drain now.
+fn watch_supervisor(handle: &ShutdownHandle) {
+    if !crate::lifecycle::supervisor::follow_supervisor() {
+        handle.request(ShutdownMode::Warm);
+    }
+}
+
+fn report(pipe: &Pipe, line: ReadyLine) {
+    if let Some(f) = pipe.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        readiness::send(f, &line);
+    }
+}
+
+/// TEST ONLY (`--test-crash-file`): exits abruptly, leaving steps behind, while the file
+/// exists, so that supervision can be tested with real crashes.
+async fn crash_when_exists(file: PathBuf) {
+    loop {
+        if file.exists() {
+            tracing::error!("TEST ONLY: {} exists (--test-crash-file): crashing now", file.display());
+            std::process::exit(1);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Bad flags or a missing join token are configuration errors: exit 78, not 2.
+fn config_error(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<Failure>() {
+        Ok(f) => with_code(EXIT_CONFIG, f.error),
+        Err(e) => with_code(EXIT_CONFIG, e),
+    }
+}
+
+fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Result<WorkerConfig> {
+    let server = server_url(&global.server)?;
+    let join_token = match &args.join_token {
+        Some(t) => t.trim().to_string(),
+        None => tokens::read(&paths.join_token())?.ok_or_else(|| {
+            anyhow!(
+                "no join token: pass --join-token or set ROTA_JOIN_TOKEN (a server on this machine \
+                 writes it to {})",
+                paths.join_token().display()
+            )
+        })?,
+    };
+    let inst = instance(args)?;
+    let workspace = args.workspace.clone().unwrap_or_else(|| match &inst {
+        Instance::Profile(p) if p == DEFAULT_PROFILE => paths.workspace(),
+        other => paths.data_dir.join(format!("workspace-{}", other.key())),
+    });
+    let mut config = WorkerConfig::new(server, join_token, workspace);
+    match &inst {
+        Instance::Node(node) => config.name = node.clone(),
+        Instance::Profile(p) if p != DEFAULT_PROFILE => {
+            config.profile = Some(p.clone());
+            config.name = format!("{p}@{}", config.host);
+        }
+        Instance::Profile(_) | Instance::Server => {}
+    }
+    if let Some(name) = &args.name {
+        config.name = name.clone();
+    }
+    if !args.queues.is_empty() {
+        config.queues = args.queues.clone();
+    } else if let Ok(q) = std::env::var("ROTA_WORKER_QUEUES") {
+        let queues: Vec<String> =
+            q.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+        if !queues.is_empty() {
+            config.queues = queues;
+        }
+    }
+    config.tags = args.tags.clone();
+    if let Some(n) = args.concurrency {
+        config.concurrency = n;
+    }
+    if let Some(d) = args.drain_timeout {
+        config.drain_timeout = d;
+    }
+    config.autoscale = args.autoscale;
+    if let Some(n) = args.scale_up_step {
+        config.scale_up_step = n;
+    }
+    if let Some(n) = args.scale_down_step {
+        config.scale_down_step = n;
+    }
+    if let Some(d) = args.idle_period {
+        config.idle_period = d;
+    }
+    if let Some(d) = args.cooldown {
+        config.cooldown = d;
+    }
+    config.max_jobs = args.max_jobs;
+    config.max_memory = args.max_memory;
+    Ok(config)
+}

@@ -1,0 +1,146 @@
+//! Validated settings built from the raw flags in `args.rs`, plus where rota keeps its files
+//! (XDG data dir: the default database, the token files, the dev workspace). Errors here
+//! are usage errors (exit 2); nothing here opens a socket or a database.
+
+use crate::args::{GlobalArgs, ServerArgs};
+use crate::failure::usage;
+use anyhow::{Context, Result};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where rota keeps its files on this machine.
+#[derive(Clone, Debug)]
+pub(crate) struct Paths {
+    /// `$XDG_DATA_HOME/rota`: database, tokens, workspace.
+    pub(crate) data_dir: PathBuf,
+}
+
+impl Paths {
+    /// The per-user directories (`XDG_DATA_HOME` is honoured, else `~/.local/share`).
+    pub(crate) fn from_env() -> Result<Self> {
+        let dirs = directories::ProjectDirs::from("", "", "rota")
+            .context("cannot find a home directory for rota's files (is HOME set?)")?;
+        Ok(Self { data_dir: dirs.data_dir().to_path_buf() })
+    }
+
+    /// The default SQLite database.
+    pub(crate) fn database(&self) -> PathBuf {
+        self.data_dir.join("rota.db")
+    }
+
+    /// The default directory steps run in.
+    pub(crate) fn workspace(&self) -> PathBuf {
+        self.data_dir.join("workspace")
+    }
+
+    /// The admin token file.
+    pub(crate) fn admin_token(&self) -> PathBuf {
+        self.data_dir.join("admin.token")
+    }
+
+    /// The join token file.
+    pub(crate) fn join_token(&self) -> PathBuf {
+        self.data_dir.join("join.token")
+    }
+}
+
+/// What `rota server` (and the server half of `rota dev`) runs with.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) database: PathBuf,
+    pub(crate) retention: Duration,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) lease_ttl: Duration,
+}
+
+impl ServerSettings {
+    pub(crate) fn from_args(args: &ServerArgs, paths: &Paths) -> Result<Self> {
+        let listen = parse_listen(&args.listen)?;
+        if !listen.ip().is_loopback() && !args.allow_remote {
+            return Err(usage(format!(
+                "--listen {listen}: not a loopback address, so other machines could reach the \
+                 server; pass --allow-remote as well if that is what you want"
+            )));
+        }
+        if args.heartbeat_interval.is_zero() {
+            return Err(usage("--heartbeat-interval: must be greater than zero"));
+        }
+        if args.lease_ttl <= args.heartbeat_interval {
+            return Err(usage(format!(
+                "--lease-ttl {}: must be longer than --heartbeat-interval {} (a lease must survive \
+                 a late heartbeat)",
+                humantime::format_duration(args.lease_ttl),
+                humantime::format_duration(args.heartbeat_interval)
+            )));
+        }
+        Ok(Self {
+            listen,
+            database: args.database.clone().unwrap_or_else(|| paths.database()),
+            retention: args.retention,
+            heartbeat_interval: args.heartbeat_interval,
+            lease_ttl: args.lease_ttl,
+        })
+    }
+}
+
+/// `127.0.0.1:7777`, `[::1]:7777`, `localhost:7777` or `:7777` (loopback).
+fn parse_listen(s: &str) -> Result<SocketAddr> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let port = s.strip_prefix("localhost:").or_else(|| s.strip_prefix(':'));
+    match port.map(str::parse::<u16>) {
+        Some(Ok(port)) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+        _ => Err(usage(format!("--listen '{s}': expected IP:PORT, e.g. 127.0.0.1:7777"))),
+    }
+}
+
+/// How to reach the control plane as an operator.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientSettings {
+    /// Base URL, e.g. `http://127.0.0.1:7777`.
+    pub(crate) server: String,
+    /// Admin token, if one was given or found.
+    pub(crate) token: Option<String>,
+}
+
+impl ClientSettings {
+    /// `--token`/`ROTA_TOKEN`, else the local admin.token file if there is one.
+    pub(crate) fn from_args(global: &GlobalArgs, paths: &Paths) -> Result<Self> {
+        let token = match &global.token {
+            Some(t) => Some(t.trim().to_string()),
+            None => crate::tokens::read(&paths.admin_token())?,
+        };
+        Ok(Self { server: server_url(&global.server)?, token })
+    }
+}
+
+/// Normalizes `--server` (`host:port`, `:port`, `host` or a URL) to a base URL without a
+/// trailing `/`, with the client's own rules (a bare host gets port 7777).
+pub(crate) fn server_url(s: &str) -> Result<String> {
+    let url = rota_client::server_url(s).map_err(|e| usage(format!("--server: {e}")))?;
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
+        assert!(parse_listen("localhost:7777").unwrap().ip().is_loopback());
+        assert!(parse_listen("[::1]:7").unwrap().ip().is_loopback());
+        assert!(parse_listen("example.com:80").is_err());
+    }
+
+    #[test]
+    fn server_urls() {
+        assert_eq!(server_url("zeus:7777").unwrap(), "http://zeus:7777");
+        assert_eq!(server_url("https://r.example/").unwrap(), "https://r.example");
+        assert_eq!(server_url(":7777").unwrap(), "http://127.0.0.1:7777");
+        assert!(server_url("ftp://x").is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! Exit codes, and the error that carries one. Commands return `anyhow::Error`; the few
+//! that must not exit 1 (usage errors, refused worker configuration, a closed stdout) wrap
+//! it in [`Failure`] or [`StdoutClosed`], which `main` finds with `downcast_ref`.
+
+use std::fmt;
+
+/// A usage error: bad flag values, invalid job documents.
+pub(crate) const EXIT_USAGE: u8 = 2;
+/// The worker's own exit for bad configuration (refused token, invalid flags): a supervisor
+/// must not restart it.
+pub(crate) const EXIT_CONFIG: u8 = 78;
+
+/// An error with the exit code it should end the process with.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) code: u8,
+    pub(crate) error: anyhow::Error,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// A usage error (exit 2) with this message.
+pub(crate) fn usage(message: impl fmt::Display) -> anyhow::Error {
+    Failure { code: EXIT_USAGE, error: anyhow::anyhow!("{message}") }.into()
+}
+
+/// `error`, ending the process with `code`.
+pub(crate) fn with_code(code: u8, error: anyhow::Error) -> anyhow::Error {
+    Failure { code, error }.into()
+}
+
+/// Stdout was closed by the reader (`rota job logs ID | head`): not an error, stop quietly.
+#[derive(Debug)]
+pub(crate) struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stdout closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}

@@ -1,0 +1,192 @@
+//! Small, careful file operations for worker files: atomic writes (temp file in the same
+//! directory, fsync, rename, fsync of the directory), versioned JSON that is quarantined
+//! as `*.corrupt` when it cannot be trusted, and pid files. No policy lives here.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// The only version of the metadata and state files this binary writes and trusts.
+pub(crate) const FILE_VERSION: u64 = 1;
+
+/// Writes `bytes` to `path` atomically with `mode`: a reader sees the old or the new file,
+/// never a mix, and the new one survives a crash of the machine once this returns.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), rand::random::<u32>()));
+    let written = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    File::open(dir)?.sync_all()
+}
+
+/// `value` as pretty JSON, written with [`write_atomic`].
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T, mode: u32) -> io::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, mode)
+}
+
+/// What reading a versioned JSON file found.
+#[derive(Debug)]
+pub(crate) enum Loaded<T> {
+    /// There is no such file.
+    Missing,
+    /// The file, parsed.
+    Found(T),
+    /// The file could not be trusted and was moved aside.
+    Quarantined {
+        /// Where it is now.
+        to: PathBuf,
+        /// Why it was not trusted.
+        why: String,
+    },
+}
+
+/// Reads a JSON file whose `version` must be [`FILE_VERSION`]. An unreadable, corrupt or
+/// unknown-version file is renamed to `<file>.corrupt` and reported, never trusted.
+pub(crate) fn load_json<T: DeserializeOwned>(path: &Path) -> io::Result<Loaded<T>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(e) => return Err(e),
+    };
+    match parse_versioned(&bytes) {
+        Ok(v) => Ok(Loaded::Found(v)),
+        Err(why) => {
+            let to = quarantine(path)?;
+            Ok(Loaded::Quarantined { to, why })
+        }
+    }
+}
+
+/// Reads a versioned JSON file without touching it (read-only callers: heal's detector,
+/// diagnose). `Ok(None)` when missing; `Err` says why it cannot be trusted.
+pub(crate) fn peek_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
+    match fs::read(path) {
+        Ok(bytes) => parse_versioned(&bytes).map(Some),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn parse_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
+    match value.get("version").and_then(serde_json::Value::as_u64) {
+        Some(FILE_VERSION) => {}
+        Some(v) => return Err(format!("unknown version {v} (this rota understands {FILE_VERSION})")),
+        None => return Err("no version field".into()),
+    }
+    serde_json::from_value(value).map_err(|e| format!("unexpected content ({e})"))
+}
+
+/// Renames `path` to `<path>.corrupt` (replacing an older one); returns the new path.
+pub(crate) fn quarantine(path: &Path) -> io::Result<PathBuf> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".corrupt");
+    let to = path.with_file_name(name);
+    match fs::rename(path, &to) {
+        // Someone else quarantined it first.
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(to),
+        r => r.map(|()| to),
+    }
+}
+
+/// Reads the pid in a pid file: `Ok(None)` when there is no file, `Err` text when its
+/// content is not a pid.
+pub(crate) fn read_pidfile(path: &Path) -> io::Result<Option<Result<i32, String>>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let first = text.lines().next().unwrap_or_default().trim();
+    Ok(Some(match first.parse::<i32>() {
+        Ok(pid) if pid > 0 => Ok(pid),
+        _ => Err(format!("'{}' is not a pid", first.chars().take(40).collect::<String>())),
+    }))
+}
+
+/// Writes `pid` as a plain pid file (0644, for external tools).
+pub(crate) fn write_pidfile(path: &Path, pid: u32) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir)?;
+    }
+    write_atomic(path, format!("{pid}\n").as_bytes(), 0o644)
+}
+
+/// Removes the pid file if it still names `pid` (someone else's is left alone).
+pub(crate) fn remove_pidfile_of(path: &Path, pid: i32) {
+    if let Ok(Some(Ok(p))) = read_pidfile(path)
+        && p == pid
+    {
+        let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    struct Doc {
+        version: u64,
+        name: String,
+    }
+
+    #[test]
+    fn atomic_json_round_trips_and_bad_files_are_quarantined() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.json");
+        assert!(matches!(load_json::<Doc>(&path).unwrap(), Loaded::Missing));
+        let doc = Doc { version: FILE_VERSION, name: "a".into() };
+        write_json(&path, &doc, 0o600).unwrap();
+        assert!(matches!(load_json::<Doc>(&path).unwrap(), Loaded::Found(d) if d == doc));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "temp file left behind");
+
+        for (bad, why) in [
+            (&b"{\"version\": 1, \"na"[..], "not JSON"),
+            (b"", "not JSON"),
+            (b"{\"version\": 99, \"name\": \"a\"}", "unknown version 99"),
+            (b"{\"name\": \"a\"}", "no version"),
+        ] {
+            fs::write(&path, bad).unwrap();
+            match load_json::<Doc>(&path).unwrap() {
+                Loaded::Quarantined { to, why: got } => {
+                    assert!(got.contains(why), "{got}");
+                    assert_eq!(to, dir.path().join("w.json.corrupt"));
+                    assert_eq!(fs::read(&to).unwrap(), bad);
+                    assert!(!path.exists());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn pidfiles() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/w.pid");
+        assert!(read_pidfile(&path).unwrap().is_none());
+        write_pidfile(&path, 42).unwrap();
+        assert_eq!(read_pidfile(&path).unwrap(), Some(Ok(42)));
+        remove_pidfile_of(&path, 43);
+        assert!(path.exists());
+        remove_pidfile_of(&path, 42);
+        assert!(!path.exists());
+        fs::write(&path, "garbage").unwrap();
+        assert!(read_pidfile(&path).unwrap().unwrap().is_err());
+    }
+}

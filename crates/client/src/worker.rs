@@ -1,0 +1,171 @@
+//! The worker protocol client: register with the join token, then every call with the
+//! session credential that register returned. It holds the credential and nothing else:
+//! no retries, no session recovery (the worker decides what a 401 or 409 means).
+
+use crate::error::{ClientError, Result};
+use crate::transport::{CALL_TIMEOUT, Call, Reply, Transport, long_poll_timeout};
+use reqwest::{Method, Url};
+use rota_api_types::worker::{
+    ClaimRequest, ClaimResponse, CompleteBatchRequest, CompleteBatchResponse, CompleteRequest,
+    CompleteResponse, ControlRequest, ControlResponse, HeartbeatRequest, HeartbeatResponse, LogsBatchRequest,
+    LogsBatchResponse, LogsRequest, RegisterRequest, RegisterResponse, StartRequest, UnregisterRequest,
+};
+use rota_domain::JobId;
+use serde::Serialize;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// The session credential and how many registrations produced one so far.
+#[derive(Debug, Default)]
+struct Credential {
+    generation: u64,
+    token: Option<Arc<str>>,
+}
+
+/// Typed client for `/worker/...`. Cheap to clone; clones share the connection pool and
+/// the credential, so a re-registration is seen by every clone.
+#[derive(Clone, Debug)]
+pub struct WorkerClient {
+    transport: Transport,
+    credential: Arc<RwLock<Credential>>,
+}
+
+impl WorkerClient {
+    /// A client for `server` (`host:port` or URL), not yet registered.
+    pub fn new(server: &str) -> Result<Self> {
+        Ok(Self { transport: Transport::new(server)?, credential: Arc::default() })
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &Url {
+        self.transport.base()
+    }
+
+    /// How many times `register` succeeded on this client (0 = never). A caller that gets a
+    /// 401 compares this with the value it read before the call to tell whether the
+    /// credential it used is the current one.
+    pub fn credential_generation(&self) -> u64 {
+        self.credential.read().unwrap_or_else(PoisonError::into_inner).generation
+    }
+
+    /// Forgets the credential (after `unregister`, or when the session is known gone).
+    pub fn clear_credential(&self) {
+        self.credential.write().unwrap_or_else(PoisonError::into_inner).token = None;
+    }
+
+    fn token(&self) -> Result<Arc<str>> {
+        let cred = self.credential.read().unwrap_or_else(PoisonError::into_inner);
+        cred.token.clone().ok_or(ClientError::NotRegistered)
+    }
+
+    async fn post<B: Serialize + ?Sized>(
+        &self,
+        segments: &[&str],
+        body: &B,
+        wait_ms: Option<u64>,
+    ) -> Result<Reply> {
+        let token = self.token()?;
+        let url = self.transport.url(segments, &[]);
+        let timeout = wait_ms.map_or(CALL_TIMEOUT, long_poll_timeout);
+        let call =
+            Call { method: Method::POST, url, token: Some(&token), body: Some(body), timeout, headers: &[] };
+        self.transport.send(call).await
+    }
+
+    /// `POST /worker/register` with the join token. On success the returned credential is
+    /// used for every later call. 401 = bad join token; 400 = protocol version mismatch.
+    pub async fn register(&self, join_token: &str, req: &RegisterRequest) -> Result<RegisterResponse> {
+        let url = self.transport.url(&["worker", "register"], &[]);
+        let call = Call {
+            method: Method::POST,
+            url,
+            token: Some(join_token),
+            body: Some(req),
+            timeout: CALL_TIMEOUT,
+            headers: &[],
+        };
+        let resp: RegisterResponse = self.transport.send(call).await?.json()?;
+        let mut cred = self.credential.write().unwrap_or_else(PoisonError::into_inner);
+        cred.generation += 1;
+        cred.token = Some(Arc::from(resp.credential.as_str()));
+        Ok(resp)
+    }
+
+    /// `POST /worker/heartbeat`: renews the leases of the listed attempts.
+    pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatResponse> {
+        self.post(&["worker", "heartbeat"], req, None).await?.json()
+    }
+
+    /// `POST /worker/control`: long-polls up to `req.wait_ms` for commands.
+    pub async fn control(&self, req: &ControlRequest) -> Result<ControlResponse> {
+        self.post(&["worker", "control"], req, Some(req.wait_ms)).await?.json()
+    }
+
+    /// `POST /worker/jobs/claim`: long-polls up to `req.wait_ms` for up to `req.max` steps.
+    pub async fn claim(&self, req: &ClaimRequest) -> Result<ClaimResponse> {
+        self.post(&["worker", "jobs", "claim"], req, Some(req.wait_ms)).await?.json()
+    }
+
+    /// `POST /worker/jobs/{job}/steps/{step}/start`: records the step's pid.
+    pub async fn start(&self, job_id: JobId, step: &str, req: &StartRequest) -> Result<()> {
+        let job = job_id.to_string();
+        self.post(&["worker", "jobs", &job, "steps", step, "start"], req, None).await.map(drop)
+    }
+
+    /// `POST /worker/jobs/{job}/steps/{step}/complete`. 409 = the attempt is not held.
+    pub async fn complete(
+        &self,
+        job_id: JobId,
+        step: &str,
+        req: &CompleteRequest,
+    ) -> Result<CompleteResponse> {
+        let job = job_id.to_string();
+        self.post(&["worker", "jobs", &job, "steps", step, "complete"], req, None).await?.json()
+    }
+
+    /// `POST /worker/jobs/complete`: several results; each entry carries its own status.
+    pub async fn complete_batch(&self, req: &CompleteBatchRequest) -> Result<CompleteBatchResponse> {
+        self.post(&["worker", "jobs", "complete"], req, None).await?.json()
+    }
+
+    /// `POST /worker/jobs/{job}/logs`. 409 = the attempt is not held.
+    pub async fn logs(&self, job_id: JobId, req: &LogsRequest) -> Result<()> {
+        let job = job_id.to_string();
+        self.post(&["worker", "jobs", &job, "logs"], req, None).await.map(drop)
+    }
+
+    /// `POST /worker/logs`: chunks of several attempts; each entry carries its own status.
+    pub async fn logs_batch(&self, req: &LogsBatchRequest) -> Result<LogsBatchResponse> {
+        self.post(&["worker", "logs"], req, None).await?.json()
+    }
+
+    /// `POST /worker/unregister`: ends the session; the credential is forgotten.
+    pub async fn unregister(&self) -> Result<()> {
+        self.post(&["worker", "unregister"], &UnregisterRequest {}, None).await?;
+        self.clear_credential();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn calls_before_register_fail_without_touching_the_network() {
+        let c = WorkerClient::new("127.0.0.1:1").unwrap();
+        assert_eq!(c.credential_generation(), 0);
+        let err = c.heartbeat(&HeartbeatRequest::default()).await.unwrap_err();
+        assert!(matches!(err, ClientError::NotRegistered), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable() {
+        // Port 1 on loopback is closed on any sane test machine: connection refused.
+        let c = crate::Client::new("127.0.0.1:1", None).unwrap();
+        let err = c.healthz().await.unwrap_err();
+        assert!(err.is_unreachable(), "{err:?}");
+        assert!(err.is_transient());
+        assert_eq!(err.status(), None);
+    }
+}

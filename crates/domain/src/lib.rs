@@ -1,0 +1,27 @@
+//! rota's domain: jobs, steps, attempts and the rules that move them between states.
+//!
+//! Pure: no I/O, no async runtime, no clock. Time is passed in as `now`, randomness (retry
+//! jitter) as a number in `[0, 1)`. Storage, HTTP and processes live in other crates.
+//!
+//! # Layout
+//! - [`ids`]: newtype identifiers (jobs, attempts = fencing ids, worker sessions).
+//! - [`spec`]: the job document users submit, and its validation.
+//! - [`state`]: job/step/attempt states and terminal reasons.
+//! - [`policy`]: what happens after an attempt ends (retry, fail, succeed) and the job's
+//!   resulting state.
+//! - [`units`]: durations and byte sizes as written in job documents and flags.
+
+pub mod ids;
+pub mod policy;
+pub mod spec;
+pub mod state;
+pub mod units;
+
+pub use ids::{AttemptId, JobId, SessionId};
+pub use policy::{StepDecision, decide_after_attempt, job_state_from_steps, retry_delay};
+pub use spec::{Backoff, JobSpec, OnLost, RetryPolicy, SpecError, StepSpec, Target};
+pub use state::{AttemptOutcome, AttemptStatus, JobState, StepState, Stream};
+
+/// Version of the worker protocol spoken by this build. Registration carries it and the
+/// server refuses any other, naming both.
+pub const PROTOCOL_VERSION: u32 = 1;

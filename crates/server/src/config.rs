@@ -1,0 +1,39 @@
+//! Server settings: plain data with defaults, built by the CLI and passed by value.
+
+use std::time::Duration;
+
+/// Settings of one server process.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Operator token (`ROTA_TOKEN`); compared in constant time.
+    pub admin_token: String,
+    /// Token workers join with (`ROTA_JOIN_TOKEN`).
+    pub join_token: String,
+    /// How often workers heartbeat (told to them at registration).
+    pub heartbeat_interval: Duration,
+    /// An attempt not renewed for this long is lost.
+    pub lease_ttl: Duration,
+    /// Finished jobs and their logs are deleted after this long.
+    pub retention: Duration,
+    /// Largest request body on operator and most worker routes.
+    pub body_limit: usize,
+    /// Largest request body on log and complete routes (they carry output).
+    pub log_body_limit: usize,
+    /// Longest a long-poll (claim, control, log follow) may be held.
+    pub max_poll: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: String::new(),
+            join_token: String::new(),
+            heartbeat_interval: Duration::from_secs(2),
+            lease_ttl: Duration::from_secs(10),
+            retention: Duration::from_secs(30 * 24 * 3600),
+            body_limit: 2 << 20,
+            log_body_limit: 48 << 20,
+            max_poll: Duration::from_secs(30),
+        }
+    }
+}

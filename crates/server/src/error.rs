@@ -1,0 +1,114 @@
+//! [`ApiError`]: every failure a handler returns, mapped to a status and the JSON error
+//! body. Bad input is answered as is and not logged; internal errors become a generic 500
+//! and are logged once here.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rota_api_types::ErrorBody;
+use rota_api_types::error::ErrorDetail;
+use rota_store::StoreError;
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code (`bad_request`, `conflict`, ...).
+    pub code: &'static str,
+    /// Message for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
+    }
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into() }
+    }
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into() }
+    }
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+    }
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into() }
+    }
+    /// 500 (the detail is logged, not sent).
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: "internal error".into() }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => Self::not_found(m),
+            StoreError::Conflict(m) => Self::conflict(m),
+            StoreError::Invalid(m) => Self::bad_request(m),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// `Json<T>` whose rejections are [`ApiError`]s: malformed JSON → 400 naming the problem
+/// (with line and column), oversized body → 413.
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                let status = rejection.status();
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    return Err(ApiError {
+                        status,
+                        code: "payload_too_large",
+                        message: "request body is larger than the server accepts".into(),
+                    });
+                }
+                let message = match &rejection {
+                    JsonRejection::JsonDataError(e) => format!("invalid request body: {}", source_text(e)),
+                    JsonRejection::JsonSyntaxError(e) => format!("malformed JSON: {}", source_text(e)),
+                    JsonRejection::MissingJsonContentType(_) => {
+                        "expected a JSON body with Content-Type: application/json".to_string()
+                    }
+                    other => other.body_text(),
+                };
+                Err(ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message })
+            }
+        }
+    }
+}
+
+fn source_text(e: &dyn std::error::Error) -> String {
+    // The innermost source is serde_json's message with line/column.
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

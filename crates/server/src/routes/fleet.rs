@@ -1,0 +1,253 @@
+//! Fleet control for operators: commands fanned out to live workers through their control
+//! long-polls (replies collected until a timeout, silent workers named), durable revokes
+//! (stored before anything is broadcast), and paused queues.
+
+use crate::auth::Admin;
+use crate::error::{ApiError, ApiJson};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use rota_api_types::fleet::{
+    FleetCommand, FleetRequest, FleetResponse, NoReply, QueueList, QueueView, RevokeList, RevokeRequest,
+    RevokeResponse, RevokeResult, RevokeView, WorkerReply,
+};
+use rota_api_types::worker::{Command, StopOrder, StopReason};
+use rota_store::{SessionStatus, WorkerRecord};
+use std::time::{Duration, Instant};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends ping, inspect, stats or shutdown to every live worker (or the named ones) and
+/// collects the replies until the timeout; workers that did not answer are listed.
+#[utoipa::path(post, path = "/api/v1/workers/control", tag = "workers", security(("admin" = [])),
+    request_body = FleetRequest,
+    responses((status = 200, body = FleetResponse), (status = 400), (status = 401), (status = 403)))]
+pub(crate) async fn fleet_control(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<FleetRequest>,
+) -> Result<Json<FleetResponse>, ApiError> {
+    let timeout =
+        req.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT).min(state.config.max_poll);
+    let command = match req.command {
+        FleetCommand::Ping => Command::Ping,
+        FleetCommand::Inspect => Command::Inspect,
+        FleetCommand::Stats => Command::Stats,
+        FleetCommand::Shutdown => Command::Shutdown {
+            mode: req.mode.ok_or_else(|| ApiError::bad_request("mode: shutdown needs warm, soft or hard"))?,
+        },
+    };
+    let workers = state.store.list_workers().await?;
+    let ttl = chrono::Duration::from_std(state.config.lease_ttl).unwrap_or(chrono::Duration::MAX);
+    let now = chrono::Utc::now();
+    let is_live = |w: &WorkerRecord| {
+        w.status != SessionStatus::Offline && now.signed_duration_since(w.last_heartbeat_at) <= ttl
+    };
+    let mut targets = Vec::new();
+    let mut no_reply = Vec::new();
+    if req.workers.is_empty() {
+        targets.extend(workers.iter().filter(|w| is_live(w)).cloned());
+    } else {
+        for name in &req.workers {
+            match workers.iter().find(|w| &w.name == name) {
+                Some(w) if is_live(w) => targets.push(w.clone()),
+                Some(w) if w.status == SessionStatus::Offline => {
+                    no_reply.push(NoReply { worker: name.clone(), why: "offline".into() })
+                }
+                Some(_) => no_reply.push(NoReply { worker: name.clone(), why: "stale".into() }),
+                None => no_reply.push(NoReply { worker: name.clone(), why: "unknown".into() }),
+            }
+        }
+    }
+    let asks = targets.into_iter().map(|w| {
+        let hub = state.hub.clone();
+        let command = command.clone();
+        async move {
+            let start = Instant::now();
+            let reply = hub.request(w.session, command, timeout).await;
+            (w, start.elapsed(), reply)
+        }
+    });
+    let mut replies = Vec::new();
+    for (w, rtt, reply) in futures_join_all(asks).await {
+        match reply {
+            Some(reply) => replies.push(WorkerReply {
+                worker: w.name,
+                host: w.host,
+                session_id: w.session,
+                rtt_ms: rtt.as_secs_f64() * 1000.0,
+                reply,
+            }),
+            None => no_reply.push(NoReply { worker: w.name, why: "timeout".into() }),
+        }
+    }
+    replies.sort_by(|a, b| a.worker.cmp(&b.worker));
+    no_reply.sort_by(|a, b| a.worker.cmp(&b.worker));
+    Ok(Json(FleetResponse { replies, no_reply }))
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Revokes jobs: written to the store (serialized with claims, durable) before anything is
+/// broadcast; with `terminate`, running steps get the signal, then KILL after the grace.
+#[utoipa::path(post, path = "/api/v1/revokes", tag = "workers", security(("admin" = [])), request_body = RevokeRequest,
+    responses((status = 200, body = RevokeResponse), (status = 400), (status = 401), (status = 403)))]
+pub(crate) async fn revoke(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RevokeRequest>,
+) -> Result<Json<RevokeResponse>, ApiError> {
+    if req.jobs.is_empty() {
+        return Err(ApiError::bad_request("jobs: name at least one job"));
+    }
+    if let Some(sig) = req.signal
+        && !(1..=64).contains(&sig)
+    {
+        return Err(ApiError::bad_request(format!("signal: {sig} is not a signal number")));
+    }
+    let now = chrono::Utc::now();
+    let expires_at = req
+        .expires_ms
+        .map(|ms| now + chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2)));
+    let reqs = req
+        .jobs
+        .iter()
+        .map(|id| rota_store::RevokeRequest {
+            job_id: *id,
+            terminate: req.terminate,
+            signal: req.signal,
+            expires_at,
+        })
+        .collect();
+    let outcomes = state.store.revoke_jobs(reqs, now).await?;
+    let mut results = Vec::new();
+    for (id, out) in req.jobs.iter().zip(outcomes) {
+        let out = out?;
+        for r in &out.running {
+            tracing::info!(job_id = %r.job_id, step = %r.step, attempt_id = %r.attempt_id, "revoke --terminate: stopping attempt");
+            state.hub.push(
+                r.session,
+                Command::Stop(StopOrder {
+                    attempt_id: r.attempt_id,
+                    reason: StopReason::Revoked,
+                    signal: req.signal,
+                }),
+            );
+        }
+        results.push(RevokeResult {
+            job_id: *id,
+            state: out.row.as_ref().map(|r| r.state.as_str().to_string()),
+            changed: out.changed,
+            terminated: out.running.len() as u32,
+        });
+    }
+    // Tell every live worker, so `inspect --revoked` shows what each holds.
+    for w in state.store.list_workers().await? {
+        if w.status != SessionStatus::Offline {
+            state.hub.push(w.session, Command::Revoke { jobs: req.jobs.clone() });
+        }
+    }
+    state.bump_progress();
+    Ok(Json(RevokeResponse { results }))
+}
+
+/// Revokes in force, newest first.
+#[utoipa::path(get, path = "/api/v1/revokes", tag = "workers", security(("admin" = [])),
+    responses((status = 200, body = RevokeList), (status = 401), (status = 403)))]
+pub(crate) async fn list_revokes(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<RevokeList>, ApiError> {
+    let revokes = state.store.list_revokes(chrono::Utc::now()).await?;
+    Ok(Json(RevokeList {
+        revokes: revokes
+            .into_iter()
+            .map(|r| RevokeView {
+                job_id: r.job_id,
+                terminate: r.terminate,
+                signal: r.signal,
+                expires_at: r.expires_at,
+                created_at: r.created_at,
+            })
+            .collect(),
+    }))
+}
+
+async fn queue_list(state: &AppState) -> Result<Vec<QueueView>, ApiError> {
+    Ok(state
+        .store
+        .queue_stats()
+        .await?
+        .into_iter()
+        .map(|q| QueueView { queue: q.queue, ready: q.ready, running: q.running, paused: q.paused })
+        .collect())
+}
+
+/// Queues with live steps or paused, with their depth.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "workers", security(("admin" = [])),
+    responses((status = 200, body = QueueList), (status = 401), (status = 403)))]
+pub(crate) async fn list_queues(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<QueueList>, ApiError> {
+    Ok(Json(QueueList { queues: queue_list(&state).await? }))
+}
+
+async fn set_paused(state: &AppState, queue: &str, paused: bool) -> Result<Json<QueueView>, ApiError> {
+    if queue.is_empty()
+        || queue.len() > 128
+        || !queue.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(ApiError::bad_request(format!(
+            "queue '{queue}': use 1-128 characters of A-Z a-z 0-9 _ - ."
+        )));
+    }
+    state.store.set_queue_paused(queue, paused, chrono::Utc::now()).await?;
+    if !paused {
+        state.wake_claimers();
+    }
+    let view = queue_list(state).await?.into_iter().find(|q| q.queue == queue).unwrap_or(QueueView {
+        queue: queue.to_string(),
+        ready: 0,
+        running: 0,
+        paused,
+    });
+    Ok(Json(view))
+}
+
+/// Pauses a queue: no worker claims from it until it is resumed (persisted).
+#[utoipa::path(post, path = "/api/v1/queues/{queue}/pause", tag = "workers", security(("admin" = [])),
+    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403)))]
+pub(crate) async fn pause_queue(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> Result<Json<QueueView>, ApiError> {
+    set_paused(&state, &queue, true).await
+}
+
+/// Resumes a paused queue.
+#[utoipa::path(post, path = "/api/v1/queues/{queue}/resume", tag = "workers", security(("admin" = [])),
+    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403)))]
+pub(crate) async fn resume_queue(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> Result<Json<QueueView>, ApiError> {
+    set_paused(&state, &queue, false).await
+}

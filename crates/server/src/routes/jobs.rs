@@ -1,0 +1,296 @@
+//! Operator job calls: submit (single, batch), list, show, logs (with follow), cancel,
+//! retry. Input is validated here against the domain rules; state changes are store calls.
+
+use crate::auth::Admin;
+use crate::error::{ApiError, ApiJson};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::views::{self, Fleet};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use rota_api_types::jobs::{
+    BatchSubmitRequest, BatchSubmitResponse, JobDetail, JobList, JobSummary, ListJobsQuery, LogPage,
+    LogRecord, LogsQuery, SubmitResponse, Truncation,
+};
+use rota_api_types::worker::{Command, ItemResult, StopOrder, StopReason};
+use rota_api_types::{Bytes64, IDEMPOTENCY_KEY_HEADER};
+use rota_domain::{JobId, JobSpec, JobState};
+use rota_store::{JobFilter, NewJob, StopKind};
+use std::time::Duration;
+
+const DEFAULT_LIST_LIMIT: u32 = 50;
+const MAX_LIST_LIMIT: u32 = 1000;
+const DEFAULT_LOG_PAGE: u64 = 4 << 20;
+
+fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse().map_err(|_| ApiError::bad_request(format!("'{raw}' is not a job id (expected a UUID)")))
+}
+
+async fn fleet(state: &AppState) -> Result<Fleet, ApiError> {
+    Ok(Fleet::new(state.store.list_workers().await?, state.config.lease_ttl))
+}
+
+fn prepare(mut spec: JobSpec, header_key: Option<String>) -> Result<NewJob, String> {
+    if let Some(k) = header_key {
+        spec.idempotency_key = Some(k);
+    }
+    spec.validate().map_err(|e| e.to_string())?;
+    Ok(NewJob { id: JobId::new(), spec, now: chrono::Utc::now() })
+}
+
+/// Submits one job. 201 when created; 200 with the existing id when the idempotency key
+/// (header or document) is already known. The reply is sent only after the job is on disk.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("admin" = [])), request_body = JobSpec,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Submitting twice with one key yields one job")),
+    responses((status = 201, body = SubmitResponse), (status = 200, body = SubmitResponse),
+        (status = 400, body = rota_api_types::ErrorBody), (status = 401), (status = 403), (status = 413)))]
+pub(crate) async fn submit_job(
+    _: Admin,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(spec): ApiJson<JobSpec>,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let key = match headers.get(IDEMPOTENCY_KEY_HEADER) {
+        Some(v) => Some(
+            v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key header is not text"))?.to_string(),
+        ),
+        None => None,
+    };
+    let job = prepare(spec, key).map_err(ApiError::bad_request)?;
+    let mut results = state.store.submit_jobs(vec![job]).await?;
+    let submitted = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
+    if submitted.created {
+        Metrics::add(&state.metrics.jobs_submitted, 1);
+        state.wake_claimers();
+    }
+    let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(SubmitResponse { id: submitted.id, created: submitted.created })))
+}
+
+/// Submits many jobs in one durable commit; each is accepted or refused on its own.
+#[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", security(("admin" = [])), request_body = BatchSubmitRequest,
+    responses((status = 200, body = BatchSubmitResponse), (status = 400), (status = 401), (status = 403), (status = 413)))]
+pub(crate) async fn submit_batch(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<BatchSubmitRequest>,
+) -> Result<Json<BatchSubmitResponse>, ApiError> {
+    let mut slots: Vec<Option<ItemResult<SubmitResponse>>> = Vec::with_capacity(req.jobs.len());
+    let mut valid = Vec::new();
+    let mut positions = Vec::new();
+    for (i, spec) in req.jobs.into_iter().enumerate() {
+        match prepare(spec, None) {
+            Ok(job) => {
+                positions.push(i);
+                valid.push(job);
+                slots.push(None);
+            }
+            Err(e) => slots.push(Some(ItemResult {
+                status: 400,
+                result: None,
+                error: Some(format!("jobs[{i}].{e}")),
+            })),
+        }
+    }
+    let results = if valid.is_empty() { Vec::new() } else { state.store.submit_jobs(valid).await? };
+    let mut created = 0;
+    for (pos, r) in positions.into_iter().zip(results) {
+        slots[pos] = Some(match r {
+            Ok(s) => {
+                created += u64::from(s.created);
+                ItemResult {
+                    status: if s.created { 201 } else { 200 },
+                    result: Some(SubmitResponse { id: s.id, created: s.created }),
+                    error: None,
+                }
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                ItemResult { status: e.status.as_u16(), result: None, error: Some(e.message) }
+            }
+        });
+    }
+    if created > 0 {
+        Metrics::add(&state.metrics.jobs_submitted, created);
+        state.wake_claimers();
+    }
+    let results = slots
+        .into_iter()
+        .map(|s| s.unwrap_or(ItemResult { status: 500, result: None, error: Some("internal error".into()) }))
+        .collect();
+    Ok(Json(BatchSubmitResponse { results }))
+}
+
+/// Lists jobs, newest first (default 50, at most 1000).
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("admin" = [])), params(ListJobsQuery),
+    responses((status = 200, body = JobList), (status = 400), (status = 401), (status = 403)))]
+pub(crate) async fn list_jobs(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<ListJobsQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if limit == 0 || limit > MAX_LIST_LIMIT {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIST_LIMIT}")));
+    }
+    let mut states = Vec::new();
+    let mut only_unschedulable = false;
+    let mut only_schedulable_queued = false;
+    if let Some(raw) = &q.state {
+        for s in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if s == "unschedulable" {
+                only_unschedulable = true;
+                states.push(JobState::Queued);
+            } else {
+                let st: JobState = s
+                    .parse()
+                    .map_err(|e: String| ApiError::bad_request(format!("state: {e}, unschedulable")))?;
+                if st == JobState::Queued {
+                    only_schedulable_queued = true;
+                }
+                states.push(st);
+            }
+        }
+    }
+    let fleet = fleet(&state).await?;
+    // Unschedulable is derived, so over-fetch when filtering on it.
+    let fetch = if only_unschedulable != only_schedulable_queued { MAX_LIST_LIMIT } else { limit };
+    let rows = state.store.list_jobs(&JobFilter { states, queue: q.queue.clone(), limit: fetch }).await?;
+    let jobs = rows
+        .iter()
+        .map(|r| views::summary(r, &fleet))
+        .filter(|s| match (only_unschedulable, only_schedulable_queued) {
+            (true, false) => s.state != "queued",
+            (false, true) => s.state != "unschedulable",
+            _ => true,
+        })
+        .take(limit as usize)
+        .collect();
+    Ok(Json(JobList { jobs }))
+}
+
+/// One job with its steps and attempts.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("admin" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = JobDetail), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub(crate) async fn get_job(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobDetail>, ApiError> {
+    let id = parse_job_id(&id)?;
+    let rec = state.store.get_job(id).await?;
+    let fleet = fleet(&state).await?;
+    Ok(Json(views::detail(&rec, &fleet)))
+}
+
+/// A page of the job's output after `after`; with `waitMs`, waits for new output (follow).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "jobs", security(("admin" = [])),
+    params(("id" = String, Path), LogsQuery),
+    responses((status = 200, body = LogPage), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub(crate) async fn job_logs(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Json<LogPage>, ApiError> {
+    let id = parse_job_id(&id)?;
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(state.config.max_poll);
+    let deadline = tokio::time::Instant::now() + wait;
+    let query = rota_store::LogQuery {
+        job_id: id,
+        step: q.step.clone(),
+        after: q.after.unwrap_or(0),
+        max_bytes: q.max_bytes.unwrap_or(DEFAULT_LOG_PAGE).clamp(1, 32 << 20),
+    };
+    let mut progress = state.progress.subscribe();
+    loop {
+        progress.borrow_and_update();
+        // Read the job first: if it had ended before the page was read, an empty page
+        // really is the end.
+        let job = state.store.get_job(id).await?;
+        let ended = job.row.state.is_terminal() && job.row.counts.running == 0;
+        let page = state.store.read_logs(&query).await?;
+        let waiting = page.chunks.is_empty() && !ended && tokio::time::Instant::now() < deadline;
+        if !waiting {
+            let done = ended && page.chunks.is_empty();
+            return Ok(Json(to_page(page, &job, done)));
+        }
+        tokio::select! {
+            _ = progress.changed() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+        if state.shutdown.is_cancelled() {
+            let page = state.store.read_logs(&query).await?;
+            return Ok(Json(to_page(page, &job, false)));
+        }
+    }
+}
+
+fn to_page(page: rota_store::LogPage, _job: &rota_store::JobRecord, done: bool) -> LogPage {
+    LogPage {
+        chunks: page
+            .chunks
+            .into_iter()
+            .map(|c| LogRecord {
+                cursor: c.cursor,
+                step: c.step,
+                attempt_id: c.attempt_id,
+                attempt: c.attempt,
+                stream: c.stream,
+                data: Bytes64(c.data),
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+        done,
+        truncated: page
+            .truncated
+            .into_iter()
+            .map(|(step, attempt_id, cut_bytes)| Truncation { step, attempt_id, cut_bytes })
+            .collect(),
+    }
+}
+
+/// Cancels a job: steps not started end at once, running steps' process groups are told to
+/// stop (TERM, grace, KILL). The job ends `cancelled`.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("admin" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404)))]
+pub(crate) async fn cancel_job(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobSummary>, ApiError> {
+    let id = parse_job_id(&id)?;
+    let out = state.store.stop_job(id, StopKind::Cancel, chrono::Utc::now()).await?;
+    for r in &out.running {
+        tracing::info!(job_id = %r.job_id, step = %r.step, attempt_id = %r.attempt_id, "cancel: stopping attempt");
+        state.hub.push(
+            r.session,
+            Command::Stop(StopOrder {
+                attempt_id: r.attempt_id,
+                reason: StopReason::Cancelled,
+                signal: None,
+            }),
+        );
+    }
+    state.bump_progress();
+    let fleet = fleet(&state).await?;
+    Ok(Json(views::summary(&out.row, &fleet)))
+}
+
+/// Queues a failed, cancelled or revoked job again (succeeded steps are kept).
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", security(("admin" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub(crate) async fn retry_job(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobSummary>, ApiError> {
+    let id = parse_job_id(&id)?;
+    let row = state.store.retry_job(id, chrono::Utc::now()).await?;
+    state.wake_claimers();
+    state.bump_progress();
+    let fleet = fleet(&state).await?;
+    Ok(Json(views::summary(&row, &fleet)))
+}

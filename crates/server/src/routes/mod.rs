@@ -1,0 +1,70 @@
+//! Assembles the router: every handler is registered through `utoipa_axum::routes!` so
+//! `/openapi.json` is generated from the same code that serves requests.
+
+mod fleet;
+mod jobs;
+mod meta;
+mod worker;
+mod workers;
+
+use crate::state::AppState;
+use axum::extract::DefaultBodyLimit;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+fn api_router(body_limit: usize, log_body_limit: usize) -> OpenApiRouter<AppState> {
+    let small = OpenApiRouter::new()
+        .routes(routes!(jobs::submit_job))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::job_logs))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::retry_job))
+        .routes(routes!(workers::list_workers))
+        .routes(routes!(fleet::fleet_control))
+        .routes(routes!(fleet::revoke))
+        .routes(routes!(fleet::list_revokes))
+        .routes(routes!(fleet::list_queues))
+        .routes(routes!(fleet::pause_queue))
+        .routes(routes!(fleet::resume_queue))
+        .routes(routes!(worker::register))
+        .routes(routes!(worker::heartbeat))
+        .routes(routes!(worker::control))
+        .routes(routes!(worker::claim))
+        .routes(routes!(worker::start_step))
+        .routes(routes!(worker::unregister))
+        .layer(DefaultBodyLimit::max(body_limit));
+    let large = OpenApiRouter::new()
+        .routes(routes!(jobs::submit_batch))
+        .routes(routes!(worker::complete_step))
+        .routes(routes!(worker::complete_batch))
+        .routes(routes!(worker::append_logs))
+        .routes(routes!(worker::append_logs_batch))
+        .layer(DefaultBodyLimit::max(log_body_limit));
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .merge(small)
+        .merge(large)
+        .routes(routes!(meta::healthz))
+        .routes(routes!(meta::metrics))
+        .routes(routes!(meta::openapi_json))
+}
+
+/// The OpenAPI document with security schemes.
+pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+    let defaults = crate::config::ServerConfig::default();
+    let mut doc = api_router(defaults.body_limit, defaults.log_body_limit).into_openapi();
+    let components = doc.components.get_or_insert_with(Default::default);
+    for name in ["admin", "join", "worker"] {
+        components.add_security_scheme(
+            name,
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+    doc
+}
+
+pub(crate) fn build(state: AppState) -> axum::Router {
+    let (router, _) = api_router(state.config.body_limit, state.config.log_body_limit).split_for_parts();
+    router.with_state(state)
+}

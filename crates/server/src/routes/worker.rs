@@ -1,0 +1,414 @@
+//! The worker protocol. Every attempt-scoped call is fenced by the store: a session that
+//! does not hold the attempt (lost, superseded, someone else's) gets 409 and nothing
+//! changes. Claims and control are long-polls that end early on a wake-up.
+
+use crate::auth::{Joiner, Session, hash_token, new_credential};
+use crate::error::{ApiError, ApiJson};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use rota_api_types::worker::{
+    ClaimRequest, ClaimResponse, ClaimedStep, CompleteBatchRequest, CompleteBatchResponse, CompleteRequest,
+    CompleteResponse, ControlRequest, ControlResponse, HeartbeatRequest, HeartbeatResponse, ItemResult,
+    LogChunk, LogsBatchRequest, LogsBatchResponse, LogsRequest, RegisterRequest, RegisterResponse,
+    StartRequest, StopOrder, StopReason,
+};
+use rota_domain::{JobId, PROTOCOL_VERSION, SessionId};
+use rota_store::{
+    ClaimedAttempt, Completion, CompletionRecorded, Heartbeat, LogAppend, NewLogChunk, StopCause,
+};
+use std::time::Duration;
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse().map_err(|_| ApiError::bad_request(format!("'{raw}' is not a job id (expected a UUID)")))
+}
+
+/// Joins the fleet: checks the protocol version and creates a session with its own
+/// credential. A live session of the same name is superseded and its attempts are lost.
+#[utoipa::path(post, path = "/worker/register", tag = "worker", security(("join" = [])), request_body = RegisterRequest,
+    responses((status = 200, body = RegisterResponse), (status = 400, description = "bad input or protocol mismatch"),
+        (status = 401), (status = 403)))]
+pub(crate) async fn register(
+    _: Joiner,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<Json<RegisterResponse>, ApiError> {
+    if req.protocol_version != PROTOCOL_VERSION {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "protocol_mismatch",
+            message: format!(
+                "protocol version mismatch: the worker speaks version {}, this server speaks version {}",
+                req.protocol_version, PROTOCOL_VERSION
+            ),
+        });
+    }
+    if req.name.trim().is_empty() {
+        return Err(ApiError::bad_request("name: must not be empty"));
+    }
+    if req.queues.is_empty() {
+        return Err(ApiError::bad_request("queues: a worker needs at least one queue"));
+    }
+    if req.concurrency == 0 {
+        return Err(ApiError::bad_request("concurrency: must be at least 1"));
+    }
+    let session = SessionId::new();
+    let credential = new_credential();
+    let reg = rota_store::WorkerRegistration {
+        session,
+        token_hash: hash_token(&credential),
+        name: req.name.clone(),
+        host: req.host,
+        profile: req.profile,
+        version: req.version,
+        queues: req.queues,
+        tags: req.tags,
+        concurrency: req.concurrency,
+        pid: req.pid,
+    };
+    let registered = state.store.register_worker(reg, chrono::Utc::now()).await?;
+    if let Some(old) = registered.superseded {
+        tracing::info!(worker = %req.name, old_session = %old, new_session = %session, lost = registered.lost.len(),
+            "worker re-registered: old session superseded");
+        state.auth.forget_session(old);
+        state.hub.drop_session(old);
+    }
+    if !registered.lost.is_empty() {
+        Metrics::add(&state.metrics.attempts_lost, registered.lost.len() as u64);
+        state.bump_progress();
+    }
+    state.wake_claimers();
+    // A worker that starts later holds the revokes in force too.
+    let revoked = state.store.list_revokes(chrono::Utc::now()).await?.into_iter().map(|r| r.job_id).collect();
+    tracing::info!(worker = %req.name, session = %session, "worker registered");
+    Ok(Json(RegisterResponse {
+        session_id: session,
+        credential,
+        heartbeat_interval_ms: ms(state.config.heartbeat_interval),
+        lease_ttl_ms: ms(state.config.lease_ttl),
+        protocol_version: PROTOCOL_VERSION,
+        superseded: registered.superseded,
+        revoked,
+    }))
+}
+
+/// Renews the leases of the attempts the worker holds and says which it must stop.
+#[utoipa::path(post, path = "/worker/heartbeat", tag = "worker", security(("worker" = [])), request_body = HeartbeatRequest,
+    responses((status = 200, body = HeartbeatResponse), (status = 401), (status = 403)))]
+pub(crate) async fn heartbeat(
+    Session(me): Session,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let hb = Heartbeat {
+        session: me.session,
+        attempts: req.attempts,
+        draining: req.draining,
+        concurrency: req.concurrency,
+    };
+    let out = state.store.heartbeat(hb, chrono::Utc::now(), state.config.lease_ttl).await?;
+    let stop = out
+        .stop
+        .into_iter()
+        .map(|(attempt_id, cause)| StopOrder { attempt_id, reason: stop_reason(cause), signal: None })
+        .collect();
+    Ok(Json(HeartbeatResponse { renewed: out.renewed, stop, lease_ttl_ms: ms(state.config.lease_ttl) }))
+}
+
+fn stop_reason(cause: StopCause) -> StopReason {
+    match cause {
+        StopCause::Cancelled => StopReason::Cancelled,
+        StopCause::Revoked => StopReason::Revoked,
+        StopCause::Deadline => StopReason::Deadline,
+        StopCause::NotHeld => StopReason::NotHeld,
+    }
+}
+
+/// Long-poll for commands (ping, stop, ...), carrying replies to earlier ones.
+#[utoipa::path(post, path = "/worker/control", tag = "worker", security(("worker" = [])), request_body = ControlRequest,
+    responses((status = 200, body = ControlResponse), (status = 401), (status = 403)))]
+pub(crate) async fn control(
+    Session(me): Session,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ControlRequest>,
+) -> Result<Json<ControlResponse>, ApiError> {
+    state.hub.deliver(req.replies);
+    let wait = Duration::from_millis(req.wait_ms).min(state.config.max_poll);
+    let commands = state.hub.take(me.session, wait, &state.shutdown).await;
+    Ok(Json(ControlResponse { commands }))
+}
+
+/// Claims up to `max` ready steps; waits up to `waitMs` when none is ready.
+#[utoipa::path(post, path = "/worker/jobs/claim", tag = "worker", security(("worker" = [])), request_body = ClaimRequest,
+    responses((status = 200, body = ClaimResponse), (status = 401), (status = 403)))]
+pub(crate) async fn claim(
+    Session(me): Session,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ClaimRequest>,
+) -> Result<Json<ClaimResponse>, ApiError> {
+    let max = req.max.min(1024);
+    if max == 0 {
+        return Ok(Json(ClaimResponse::default()));
+    }
+    let wait = Duration::from_millis(req.wait_ms).min(state.config.max_poll);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register interest before looking, so a submit between the look and the wait
+        // still wakes us.
+        let notified = state.work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let got = state.store.claim(me.session, max, chrono::Utc::now(), state.config.lease_ttl).await?;
+        let now = tokio::time::Instant::now();
+        if !got.is_empty() || now >= deadline || state.shutdown.is_cancelled() {
+            Metrics::add(&state.metrics.attempts_claimed, got.len() as u64);
+            if !got.is_empty() {
+                state.bump_progress();
+            }
+            return Ok(Json(ClaimResponse { attempts: got.into_iter().map(to_claimed).collect() }));
+        }
+        // Retries with a backoff become claimable without a wake-up: look again at least
+        // once a second.
+        let nap = (deadline - now).min(Duration::from_secs(1));
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(nap) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
+}
+
+fn to_claimed(a: ClaimedAttempt) -> ClaimedStep {
+    ClaimedStep {
+        attempt_id: a.attempt_id,
+        job_id: a.job_id,
+        step: a.step,
+        attempt: a.number,
+        run: a.run,
+        env: a.env,
+        timeout_ms: a.timeout.map(ms),
+        memory_limit: a.memory_limit,
+        keep_workspace: a.keep_workspace,
+        log_cap: a.log_cap,
+        queue: Some(a.queue),
+    }
+}
+
+/// Records the pid of a step's shell (optional; claims already mark attempts running).
+#[utoipa::path(post, path = "/worker/jobs/{id}/steps/{step}/start", tag = "worker", security(("worker" = [])),
+    params(("id" = String, Path), ("step" = String, Path)), request_body = StartRequest,
+    responses((status = 204), (status = 401), (status = 403), (status = 409)))]
+pub(crate) async fn start_step(
+    Session(me): Session,
+    State(state): State<AppState>,
+    Path((id, _step)): Path<(String, String)>,
+    ApiJson(req): ApiJson<StartRequest>,
+) -> Result<StatusCode, ApiError> {
+    parse_job_id(&id)?;
+    state.store.record_start(me.session, req.attempt_id, req.pid).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn to_new_chunks(chunks: Vec<LogChunk>) -> (Vec<NewLogChunk>, u64) {
+    let mut bytes = 0u64;
+    let out = chunks
+        .into_iter()
+        .map(|c| {
+            bytes += c.data.0.len() as u64;
+            NewLogChunk { stream: c.stream, seq: c.seq, data: c.data.0 }
+        })
+        .collect();
+    (out, bytes)
+}
+
+fn to_response(r: CompletionRecorded) -> CompleteResponse {
+    CompleteResponse { attempt_id: r.attempt_id, status: r.status, outcome: r.outcome, repeated: r.repeated }
+}
+
+async fn complete_items(
+    state: &AppState,
+    session: SessionId,
+    items: Vec<(JobId, String, rota_api_types::worker::CompleteItem)>,
+) -> Result<Vec<Result<CompletionRecorded, ApiError>>, ApiError> {
+    // Final log chunks first, so a finished job's log is complete the moment it ends.
+    let mut appends = Vec::new();
+    for (job_id, step, item) in &items {
+        if !item.logs.is_empty() {
+            let (chunks, bytes) = to_new_chunks(item.logs.clone());
+            Metrics::add(&state.metrics.log_bytes, bytes);
+            appends.push(LogAppend {
+                session,
+                job_id: *job_id,
+                step: step.clone(),
+                attempt_id: item.attempt_id,
+                chunks,
+            });
+        }
+    }
+    if !appends.is_empty() {
+        // A refused append (not held) is answered by the completion's own 409 below.
+        let _ = state.store.append_logs(appends).await?;
+    }
+    let completions = items
+        .into_iter()
+        .map(|(job_id, step, item)| Completion {
+            session,
+            job_id,
+            step,
+            attempt_id: item.attempt_id,
+            outcome: item.outcome,
+            jitter01: rand::random::<f64>(),
+        })
+        .collect();
+    let results = state.store.complete(completions, chrono::Utc::now()).await?;
+    let mut wake = false;
+    let out = results
+        .into_iter()
+        .map(|r| {
+            r.inspect(|rec| {
+                if !rec.repeated {
+                    Metrics::add(&state.metrics.attempts_completed, 1);
+                    wake = true;
+                }
+            })
+            .map_err(ApiError::from)
+        })
+        .collect();
+    if wake {
+        // Completions ready dependents and retries, and free the worker's slot.
+        state.wake_claimers();
+    }
+    state.bump_progress();
+    Ok(out)
+}
+
+/// Records how an attempt ended (with its final log chunks). A repeat of a recorded
+/// completion returns the recorded result; an attempt the caller does not hold → 409.
+#[utoipa::path(post, path = "/worker/jobs/{id}/steps/{step}/complete", tag = "worker", security(("worker" = [])),
+    params(("id" = String, Path), ("step" = String, Path)), request_body = CompleteRequest,
+    responses((status = 200, body = CompleteResponse), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub(crate) async fn complete_step(
+    Session(me): Session,
+    State(state): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+    ApiJson(req): ApiJson<CompleteRequest>,
+) -> Result<Json<CompleteResponse>, ApiError> {
+    let job_id = parse_job_id(&id)?;
+    let item = rota_api_types::worker::CompleteItem {
+        job_id,
+        step: step.clone(),
+        attempt_id: req.attempt_id,
+        outcome: req.outcome,
+        logs: req.logs,
+    };
+    let mut results = complete_items(&state, me.session, vec![(job_id, step, item)]).await?;
+    let r = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
+    Ok(Json(to_response(r)))
+}
+
+/// Several completions in one call; one entry per item with its own status.
+#[utoipa::path(post, path = "/worker/jobs/complete", tag = "worker", security(("worker" = [])),
+    request_body = CompleteBatchRequest,
+    responses((status = 200, body = CompleteBatchResponse), (status = 401), (status = 403)))]
+pub(crate) async fn complete_batch(
+    Session(me): Session,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CompleteBatchRequest>,
+) -> Result<Json<CompleteBatchResponse>, ApiError> {
+    let items = req.results.into_iter().map(|i| (i.job_id, i.step.clone(), i)).collect();
+    let results = complete_items(&state, me.session, items).await?;
+    Ok(Json(CompleteBatchResponse {
+        results: results
+            .into_iter()
+            .map(|r| match r {
+                Ok(rec) => ItemResult { status: 200, result: Some(to_response(rec)), error: None },
+                Err(e) => ItemResult { status: e.status.as_u16(), result: None, error: Some(e.message) },
+            })
+            .collect(),
+    }))
+}
+
+async fn append(state: &AppState, items: Vec<LogAppend>) -> Result<Vec<Result<(), ApiError>>, ApiError> {
+    let results = state.store.append_logs(items).await?;
+    state.bump_progress();
+    Ok(results.into_iter().map(|r| r.map_err(ApiError::from)).collect())
+}
+
+/// Appends output chunks of an attempt the caller holds (409 otherwise).
+#[utoipa::path(post, path = "/worker/jobs/{id}/logs", tag = "worker", security(("worker" = [])),
+    params(("id" = String, Path)), request_body = LogsRequest,
+    responses((status = 204), (status = 401), (status = 403), (status = 409), (status = 413)))]
+pub(crate) async fn append_logs(
+    Session(me): Session,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<LogsRequest>,
+) -> Result<StatusCode, ApiError> {
+    let job_id = parse_job_id(&id)?;
+    let (chunks, bytes) = to_new_chunks(req.chunks);
+    Metrics::add(&state.metrics.log_bytes, bytes);
+    let item = LogAppend { session: me.session, job_id, step: req.step, attempt_id: req.attempt_id, chunks };
+    let mut results = append(&state, vec![item]).await?;
+    results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Output chunks of several attempts, coalesced by the worker.
+#[utoipa::path(post, path = "/worker/logs", tag = "worker", security(("worker" = [])), request_body = LogsBatchRequest,
+    responses((status = 200, body = LogsBatchResponse), (status = 401), (status = 403), (status = 413)))]
+pub(crate) async fn append_logs_batch(
+    Session(me): Session,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LogsBatchRequest>,
+) -> Result<Json<LogsBatchResponse>, ApiError> {
+    let items = req
+        .batches
+        .into_iter()
+        .map(|b| {
+            let (chunks, bytes) = to_new_chunks(b.chunks);
+            Metrics::add(&state.metrics.log_bytes, bytes);
+            LogAppend {
+                session: me.session,
+                job_id: b.job_id,
+                step: b.step,
+                attempt_id: b.attempt_id,
+                chunks,
+            }
+        })
+        .collect();
+    let results = append(&state, items).await?;
+    Ok(Json(LogsBatchResponse {
+        results: results
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => ItemResult { status: 204, result: None, error: None },
+                Err(e) => ItemResult { status: e.status.as_u16(), result: None, error: Some(e.message) },
+            })
+            .collect(),
+    }))
+}
+
+/// Leaves the fleet cleanly; attempts still held are lost (and follow `on_lost`).
+#[utoipa::path(post, path = "/worker/unregister", tag = "worker", security(("worker" = [])),
+    responses((status = 204), (status = 401), (status = 403)))]
+pub(crate) async fn unregister(
+    Session(me): Session,
+    State(state): State<AppState>,
+) -> Result<StatusCode, ApiError> {
+    let lost = state.store.unregister_worker(me.session, chrono::Utc::now()).await?;
+    state.auth.forget_session(me.session);
+    state.hub.drop_session(me.session);
+    if !lost.is_empty() {
+        Metrics::add(&state.metrics.attempts_lost, lost.len() as u64);
+        state.wake_claimers();
+        state.bump_progress();
+    }
+    tracing::info!(worker = %me.name, session = %me.session, "worker unregistered");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,376 @@
+//! The HTTP contract against a real SQLite store: authentication (401/403), fencing (409),
+//! repeated completions, bad input (400/413), idempotent submits, the protocol version
+//! check and the generated OpenAPI document.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use rota_server::ServerConfig;
+use rota_store_sqlite::{SqliteOptions, SqliteStore};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin-secret";
+const JOIN: &str = "join-secret";
+
+struct Api {
+    app: Router,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("rota.db"), SqliteOptions::default()).unwrap();
+        let config =
+            ServerConfig { admin_token: ADMIN.into(), join_token: JOIN.into(), ..ServerConfig::default() };
+        Self { app: rota_server::router(Arc::new(store), config), _dir: dir }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let raw = body.map(|b| b.to_string());
+        self.call_raw(method, path, token, raw, &[]).await
+    }
+
+    async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = match body {
+            Some(b) => req.header("content-type", "application/json").body(Body::from(b)).unwrap(),
+            None => req.body(Body::empty()).unwrap(),
+        };
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, value)
+    }
+
+    async fn register(&self, name: &str) -> (String, Value) {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/worker/register",
+                Some(JOIN),
+                Some(json!({"protocolVersion": 1, "name": name, "host": "h", "version": "t", "queues": ["default"], "concurrency": 2})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        (v["credential"].as_str().unwrap().to_string(), v)
+    }
+
+    async fn submit(&self, run: &str) -> String {
+        let (s, v) = self
+            .call("POST", "/api/v1/jobs", Some(ADMIN), Some(json!({"steps": [{"name": "a", "run": run}]})))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_checked_by_kind() {
+    let api = Api::new();
+    let (cred, _) = api.register("w1").await;
+    assert_eq!(api.call("GET", "/api/v1/jobs", None, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.call("GET", "/api/v1/jobs", Some("nope"), None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.call("GET", "/api/v1/jobs", Some(&cred), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(api.call("GET", "/api/v1/jobs", Some(JOIN), None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(api.call("GET", "/api/v1/jobs", Some(ADMIN), None).await.0, StatusCode::OK);
+    let hb = json!({"attempts": []});
+    assert_eq!(
+        api.call("POST", "/worker/heartbeat", Some(ADMIN), Some(hb.clone())).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.call("POST", "/worker/heartbeat", Some("nope"), Some(hb.clone())).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(api.call("POST", "/worker/heartbeat", Some(&cred), Some(hb)).await.0, StatusCode::OK);
+    // Health needs no token and touches no store.
+    let (s, v) = api.call("GET", "/healthz", None, None).await;
+    assert_eq!((s, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+}
+
+#[tokio::test]
+async fn superseded_session_loses_its_credential() {
+    let api = Api::new();
+    let (old, _) = api.register("same").await;
+    let (_new, v) = api.register("same").await;
+    assert!(v["superseded"].is_string(), "{v}");
+    let (s, _) = api.call("POST", "/worker/heartbeat", Some(&old), Some(json!({"attempts": []}))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn protocol_mismatch_names_both_versions() {
+    let api = Api::new();
+    let (s, v) = api
+        .call(
+            "POST",
+            "/worker/register",
+            Some(JOIN),
+            Some(json!({"protocolVersion": 99, "name": "w", "host": "h", "version": "t", "queues": ["default"], "concurrency": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("99") && msg.contains('1'), "{msg}");
+    assert_eq!(v["error"]["code"], "protocol_mismatch");
+}
+
+#[tokio::test]
+async fn fencing_and_repeated_complete() {
+    let api = Api::new();
+    let job = api.submit("true").await;
+    let (w1, _) = api.register("w1").await;
+    let (w2, _) = api.register("w2").await;
+    let (s, v) = api.call("POST", "/worker/jobs/claim", Some(&w1), Some(json!({"max": 4}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let attempts = v["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1, "{v}");
+    let attempt = attempts[0]["attemptId"].as_i64().unwrap();
+    let path = format!("/worker/jobs/{job}/steps/a/complete");
+    let body = json!({"attemptId": attempt, "outcome": {"status": "succeeded"}});
+
+    // Someone else's attempt: 409, nothing changes.
+    let (s, _) = api.call("POST", &path, Some(&w2), Some(body.clone())).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (_, shown) = api.call("GET", &format!("/api/v1/jobs/{job}"), Some(ADMIN), None).await;
+    assert_eq!(shown["state"], "running", "{shown}");
+    let logs = json!({"attemptId": attempt, "step": "a", "chunks": [{"stream": "stdout", "seq": 0, "data": "aGk="}]});
+    let (s, _) = api.call("POST", &format!("/worker/jobs/{job}/logs"), Some(&w2), Some(logs.clone())).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+
+    // The holder: recorded once, and the repeat is answered with the recorded result.
+    let (s, first) = api.call("POST", &path, Some(&w1), Some(body.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(first["repeated"], false);
+    let (s, again) = api.call("POST", &path, Some(&w1), Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["repeated"], true);
+    assert_eq!(again["outcome"], first["outcome"]);
+    // A different outcome for a recorded attempt is a conflict.
+    let other = json!({"attemptId": attempt, "outcome": {"status": "failed", "exit_code": 1}});
+    assert_eq!(api.call("POST", &path, Some(&w1), Some(other)).await.0, StatusCode::CONFLICT);
+    // Logs for a finished attempt are refused too.
+    let (s, _) = api.call("POST", &format!("/worker/jobs/{job}/logs"), Some(&w1), Some(logs)).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+
+    let (_, shown) = api.call("GET", &format!("/api/v1/jobs/{job}"), Some(ADMIN), None).await;
+    assert_eq!(shown["state"], "succeeded", "{shown}");
+    assert!(shown["reason"].is_string());
+}
+
+#[tokio::test]
+async fn bad_input_is_named() {
+    let api = Api::new();
+    let (s, v) = api.call_raw("POST", "/api/v1/jobs", Some(ADMIN), Some("{\"steps\": [".into()), &[]).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("malformed JSON"), "{v}");
+
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/jobs",
+            Some(ADMIN),
+            Some(json!({"steps": [{"name": "a", "run": "x", "needs": ["zz"]}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("steps[0].needs[0]"), "{v}");
+
+    let (s, v) = api.call("POST", "/api/v1/jobs", Some(ADMIN), Some(json!({"steps": [], "bogus": 1}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("bogus"), "{v}");
+
+    let huge = format!("{{\"steps\": [{{\"name\": \"a\", \"run\": \"{}\"}}]}}", "x".repeat(3 << 20));
+    let (s, v) = api.call_raw("POST", "/api/v1/jobs", Some(ADMIN), Some(huge), &[]).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+
+    let (s, _) = api.call("GET", "/api/v1/jobs/not-a-uuid", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = api.call("GET", &format!("/api/v1/jobs/{}", uuid_v7()), Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+fn uuid_v7() -> String {
+    rota_domain::JobId::new().to_string()
+}
+
+#[tokio::test]
+async fn idempotency_key_yields_one_job() {
+    let api = Api::new();
+    let body = json!({"steps": [{"name": "a", "run": "true"}]}).to_string();
+    let key = [("idempotency-key", "order-42")];
+    let (s1, v1) = api.call_raw("POST", "/api/v1/jobs", Some(ADMIN), Some(body.clone()), &key).await;
+    let (s2, v2) = api.call_raw("POST", "/api/v1/jobs", Some(ADMIN), Some(body), &key).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(v1["id"], v2["id"]);
+    assert_eq!(v2["created"], false);
+    let (_, list) = api.call("GET", "/api/v1/jobs", Some(ADMIN), None).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn queued_job_without_workers_is_unschedulable() {
+    let api = Api::new();
+    let id = api.submit("true").await;
+    let (_, v) = api.call("GET", &format!("/api/v1/jobs/{id}"), Some(ADMIN), None).await;
+    assert_eq!(v["state"], "unschedulable", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("queue 'default'"));
+    api.register("w1").await;
+    let (_, v) = api.call("GET", &format!("/api/v1/jobs/{id}"), Some(ADMIN), None).await;
+    assert_eq!(v["state"], "queued", "{v}");
+    let (_, v) = api.call("GET", "/api/v1/jobs?state=unschedulable", Some(ADMIN), None).await;
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn openapi_describes_every_endpoint() {
+    let api = Api::new();
+    let (s, doc) = api.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/worker/register",
+        "/worker/heartbeat",
+        "/worker/control",
+        "/worker/jobs/claim",
+        "/worker/jobs/{id}/steps/{step}/start",
+        "/worker/jobs/{id}/steps/{step}/complete",
+        "/worker/jobs/complete",
+        "/worker/jobs/{id}/logs",
+        "/worker/logs",
+        "/worker/unregister",
+        "/api/v1/jobs",
+        "/api/v1/jobs/batch",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/logs",
+        "/api/v1/jobs/{id}/cancel",
+        "/api/v1/jobs/{id}/retry",
+        "/api/v1/workers",
+        "/api/v1/workers/control",
+        "/api/v1/revokes",
+        "/api/v1/queues",
+        "/api/v1/queues/{queue}/pause",
+        "/api/v1/queues/{queue}/resume",
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(p), "missing {p} in /openapi.json");
+    }
+    assert!(doc["components"]["schemas"]["JobSpec"].is_object());
+}
+
+#[tokio::test]
+async fn revokes_are_durable_state_and_reach_later_workers() {
+    let api = Api::new();
+    let id = api.submit("true").await;
+    let (s, v) = api.call("POST", "/api/v1/revokes", Some(ADMIN), Some(json!({"jobs": [id]}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"][0]["state"], "revoked");
+    let (w, reg) = api.register("late").await;
+    assert_eq!(reg["revoked"], json!([id]), "a worker registering later holds the revoke");
+    let (_, claimed) = api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 4}))).await;
+    assert_eq!(claimed["attempts"].as_array().unwrap().len(), 0, "a revoked job never starts");
+    let (_, list) = api.call("GET", "/api/v1/revokes", Some(ADMIN), None).await;
+    assert_eq!(list["revokes"][0]["jobId"], json!(id));
+    let (s, _) = api.call("POST", "/api/v1/revokes", Some(ADMIN), Some(json!({"jobs": []}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn paused_queue_holds_its_jobs_until_resumed() {
+    let api = Api::new();
+    let id = api.submit("true").await;
+    let (w, _) = api.register("w1").await;
+    let (s, v) = api.call("POST", "/api/v1/queues/default/pause", Some(ADMIN), None).await;
+    assert_eq!((s, v["paused"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    let (_, claimed) = api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 4}))).await;
+    assert_eq!(claimed["attempts"].as_array().unwrap().len(), 0);
+    let (_, qs) = api.call("GET", "/api/v1/queues", Some(ADMIN), None).await;
+    assert_eq!(qs["queues"], json!([{"queue": "default", "ready": 1, "running": 0, "paused": true}]));
+    api.call("POST", "/api/v1/queues/default/resume", Some(ADMIN), None).await;
+    let (_, claimed) = api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 4}))).await;
+    assert_eq!(claimed["attempts"][0]["jobId"], json!(id));
+    let (s, _) = api.call("POST", "/api/v1/queues/bad%20name/pause", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn fleet_commands_collect_replies_and_name_the_silent() {
+    let api = std::sync::Arc::new(Api::new());
+    let (talker, _) = api.register("talker").await;
+    let _ = api.register("silent").await;
+    // The talker answers its control long-poll like a worker would.
+    let a = api.clone();
+    let answering = tokio::spawn(async move {
+        let mut replies = json!([]);
+        loop {
+            let (_, v) = a
+                .call(
+                    "POST",
+                    "/worker/control",
+                    Some(&talker),
+                    Some(json!({"waitMs": 2000, "replies": replies})),
+                )
+                .await;
+            let cmds = v["commands"].as_array().cloned().unwrap_or_default();
+            replies = json!(
+                cmds.iter()
+                    .map(|c| json!({"id": c["id"], "reply": {"type": "pong", "name": "talker", "host": "h"}}))
+                    .collect::<Vec<_>>()
+            );
+        }
+    });
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/workers/control",
+            Some(ADMIN),
+            Some(json!({"command": "ping", "timeoutMs": 1500})),
+        )
+        .await;
+    answering.abort();
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["replies"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["replies"][0]["worker"], "talker");
+    assert_eq!(v["replies"][0]["reply"]["type"], "pong");
+    assert_eq!(v["noReply"], json!([{"worker": "silent", "why": "timeout"}]));
+    let (_, v) = api
+        .call(
+            "POST",
+            "/api/v1/workers/control",
+            Some(ADMIN),
+            Some(json!({"command": "ping", "workers": ["nobody"], "timeoutMs": 100})),
+        )
+        .await;
+    assert_eq!(v["noReply"], json!([{"worker": "nobody", "why": "unknown"}]));
+    let (s, _) =
+        api.call("POST", "/api/v1/workers/control", Some(ADMIN), Some(json!({"command": "shutdown"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "shutdown needs a mode");
+}

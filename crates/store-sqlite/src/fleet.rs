@@ -1,0 +1,159 @@
+//! Fleet control state: durable revokes and paused queues, and per-queue depth. A revoke
+//! is a row written in the same serialized writer as claims, so once it commits no claim
+//! can start the job. It never signals anything itself: running attempts are flagged
+//! (with `terminate`) and returned for the server to push.
+
+use crate::codec::{job_id, ms, opt_time, time};
+use crate::control;
+use crate::error::Result;
+use crate::jobs_read::load_row;
+use chrono::{DateTime, Utc};
+use rota_domain::JobState;
+use rota_store::{QueueStats, RevokeOutcome, RevokeRecord, RevokeRequest, StopCause};
+use rusqlite::{Connection, OptionalExtension};
+use std::collections::BTreeMap;
+
+const UPSERT_REVOKE: &str = "INSERT INTO revokes (job_id, terminate, signal, expires_at, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (job_id) DO UPDATE SET terminate = excluded.terminate, \
+     signal = excluded.signal, expires_at = excluded.expires_at";
+
+const JOB_EXISTS: &str = "SELECT 1 FROM jobs WHERE id = ?1";
+
+const LIVE_REVOKES: &str = "SELECT job_id, terminate, signal, expires_at, created_at FROM revokes \
+     WHERE expires_at IS NULL OR expires_at >= ?1 ORDER BY created_at DESC, job_id";
+
+const PRUNE_REVOKES: &str = "DELETE FROM revokes WHERE expires_at IS NOT NULL AND expires_at < ?1";
+
+const REVOKE_OF: &str =
+    "SELECT terminate FROM revokes WHERE job_id = ?1 AND (expires_at IS NULL OR expires_at >= ?2)";
+
+const PAUSE: &str =
+    "INSERT INTO paused_queues (queue, paused_at) VALUES (?1, ?2) ON CONFLICT (queue) DO NOTHING";
+const RESUME: &str = "DELETE FROM paused_queues WHERE queue = ?1";
+const PAUSED: &str = "SELECT queue FROM paused_queues";
+
+const QUEUE_DEPTHS: &str = "SELECT queue, state, COUNT(*) FROM steps WHERE state IN ('ready', 'running') \
+     GROUP BY queue, state";
+
+/// Records each revoke and ends the live jobs it names.
+pub(crate) fn revoke_jobs(
+    conn: &Connection,
+    reqs: Vec<RevokeRequest>,
+    now: DateTime<Utc>,
+) -> Result<Vec<rota_store::Result<RevokeOutcome>>> {
+    Ok(reqs
+        .into_iter()
+        .map(|r| crate::writer::in_savepoint(conn, |c| revoke_one(c, &r, now)).map_err(Into::into))
+        .collect())
+}
+
+fn revoke_one(conn: &Connection, r: &RevokeRequest, now: DateTime<Utc>) -> Result<RevokeOutcome> {
+    let id = r.job_id.to_string();
+    conn.prepare_cached(UPSERT_REVOKE)?.execute((
+        &id,
+        r.terminate,
+        r.signal,
+        r.expires_at.map(ms),
+        ms(now),
+    ))?;
+    let exists = conn.prepare_cached(JOB_EXISTS)?.query_row([&id], |_| Ok(())).optional()?.is_some();
+    if !exists {
+        return Ok(RevokeOutcome { job_id: r.job_id, row: None, changed: false, running: Vec::new() });
+    }
+    let row = load_row(conn, r.job_id)?;
+    if row.state.is_terminal() {
+        return Ok(RevokeOutcome { job_id: r.job_id, row: Some(row), changed: false, running: Vec::new() });
+    }
+    let running =
+        control::end_job_with(conn, r.job_id, JobState::Revoked, StopCause::Revoked, now, r.terminate)?;
+    Ok(RevokeOutcome { job_id: r.job_id, row: Some(load_row(conn, r.job_id)?), changed: true, running })
+}
+
+/// After a job is inserted: if a revoke names it, it ends `revoked` at once.
+pub(crate) fn apply_pending_revoke(
+    conn: &Connection,
+    id: rota_domain::JobId,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let pending = conn
+        .prepare_cached(REVOKE_OF)?
+        .query_row((id.to_string(), ms(now)), |r| r.get::<_, bool>(0))
+        .optional()?;
+    if pending.is_some() {
+        control::end_job_with(conn, id, JobState::Revoked, StopCause::Revoked, now, false)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn list_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {
+    let mut st = conn.prepare_cached(LIVE_REVOKES)?;
+    let rows = st
+        .query_map([ms(now)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, bool>(1)?,
+                r.get::<_, Option<i32>>(2)?,
+                r.get(3)?,
+                r.get(4)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<(String, bool, Option<i32>, Option<i64>, i64)>>>()?;
+    rows.into_iter()
+        .map(|(id, terminate, signal, expires, created)| {
+            Ok(RevokeRecord {
+                job_id: job_id(&id)?,
+                terminate,
+                signal,
+                expires_at: opt_time(expires)?,
+                created_at: time(created)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) fn prune_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<u64> {
+    Ok(conn.prepare_cached(PRUNE_REVOKES)?.execute([ms(now)])? as u64)
+}
+
+pub(crate) fn set_paused(conn: &Connection, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<bool> {
+    let changed = if paused {
+        conn.prepare_cached(PAUSE)?.execute((queue, ms(now)))?
+    } else {
+        conn.prepare_cached(RESUME)?.execute([queue])?
+    };
+    Ok(changed > 0)
+}
+
+/// Names of paused queues.
+pub(crate) fn paused_queues(conn: &Connection) -> Result<Vec<String>> {
+    let mut st = conn.prepare_cached(PAUSED)?;
+    Ok(st.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?)
+}
+
+pub(crate) fn queue_stats(conn: &Connection) -> Result<Vec<QueueStats>> {
+    let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
+    let mut st = conn.prepare_cached(QUEUE_DEPTHS)?;
+    let rows = st
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (queue, state, n) in rows {
+        let e = by_queue.entry(queue.clone()).or_insert(QueueStats {
+            queue,
+            ready: 0,
+            running: 0,
+            paused: false,
+        });
+        if state == "ready" {
+            e.ready = n as u64;
+        } else {
+            e.running = n as u64;
+        }
+    }
+    for q in paused_queues(conn)? {
+        by_queue
+            .entry(q.clone())
+            .or_insert(QueueStats { queue: q, ready: 0, running: 0, paused: true })
+            .paused = true;
+    }
+    Ok(by_queue.into_values().collect())
+}

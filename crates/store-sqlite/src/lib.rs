@@ -1,0 +1,276 @@
+//! rota's embedded storage: [`SqliteStore`] implements [`rota_store::JobStore`] on SQLite.
+//!
+//! Two files: the main database (jobs, steps, attempts, workers) and `<path>.logs` (log
+//! chunks), so a step writing hundreds of MB never delays claims. Each file has one writer
+//! thread with group commit and a pool of read-only connections. The rules for what an
+//! ended attempt means come from `rota_domain::policy`; this crate only applies them.
+//!
+//! # Layout
+//! - `writer`: the group-commit writer thread; `readers`: the read-only pool.
+//! - `schema`: connections, PRAGMAs, embedded migrations (`migrations/{main,logs}/`).
+//! - `submit`, `claim`, `complete`, `lease`, `control`, `fleet`, `workers`, `prune`: the write
+//!   paths, one file per concern; `settle` and `attempts` are what they share.
+//! - `jobs_read`: job listings and records; `logs`: the log file.
+//! - `codec`: column encodings; `error`: [`SqliteError`] and the mapping to `StoreError`.
+
+mod attempts;
+mod claim;
+mod codec;
+mod complete;
+mod control;
+mod error;
+mod fleet;
+mod jobs_read;
+mod lease;
+mod logs;
+mod prune;
+mod readers;
+mod schema;
+mod settle;
+mod submit;
+mod workers;
+mod writer;
+
+pub use error::SqliteError;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use readers::Readers;
+use rota_domain::{AttemptId, JobId, SessionId};
+use rota_store::{
+    ClaimedAttempt, Completion, CompletionRecorded, Heartbeat, HeartbeatOutcome, JobFilter, JobRecord,
+    JobRow, JobStore, LogAppend, LogPage, LogQuery, LostAttempt, NewJob, QueueStats, Registered,
+    RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
+    WorkerRecord, WorkerRegistration,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use writer::{Durability, Writer};
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to open a [`SqliteStore`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// How long a connection waits for a lock held by another process before failing.
+    pub busy_timeout: Duration,
+    /// Idle read-only connections kept per database file.
+    pub reader_connections: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { busy_timeout: Duration::from_secs(5), reader_connections: 4 }
+    }
+}
+
+/// The SQLite [`JobStore`]. Dropping it finishes queued writes and closes the files.
+pub struct SqliteStore {
+    path: PathBuf,
+    logs_path: PathBuf,
+    main: Writer,
+    logs: Writer,
+    main_readers: Arc<Readers>,
+    logs_readers: Arc<Readers>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path` and its logs file
+    /// `<path>.logs`. Refuses a database written by a newer rota.
+    pub fn open(path: &Path, opts: SqliteOptions) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(SqliteError::Io)?;
+        }
+        let logs_path = Self::logs_path_for(path);
+        let mut main = schema::open_writer(path, opts.busy_timeout)?;
+        schema::migrate(&mut main, schema::MAIN, path)?;
+        let mut logs = schema::open_writer(&logs_path, opts.busy_timeout)?;
+        schema::migrate(&mut logs, schema::LOGS, &logs_path)?;
+        let keep = opts.reader_connections;
+        Ok(SqliteStore {
+            main: Writer::spawn("main", main)?,
+            logs: Writer::spawn("logs", logs)?,
+            main_readers: Readers::new("main readers", path.to_path_buf(), opts.busy_timeout, keep),
+            logs_readers: Readers::new("logs readers", logs_path.clone(), opts.busy_timeout, keep),
+            path: path.to_path_buf(),
+            logs_path,
+        })
+    }
+
+    /// The logs file that goes with the database at `path`.
+    pub fn logs_path_for(path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".logs");
+        PathBuf::from(name)
+    }
+
+    /// The main database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The logs database file.
+    pub fn logs_path(&self) -> &Path {
+        &self.logs_path
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        durability: Durability,
+        work: impl FnOnce(&rusqlite::Connection) -> error::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.main.run(durability, work).await
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn submit_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Submitted>>> {
+        self.write(Durability::Full, move |c| submit::submit_jobs(c, jobs)).await
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<JobRecord> {
+        self.main_readers.run(move |c| jobs_read::get_job(c, id)).await
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>> {
+        let filter = filter.clone();
+        self.main_readers.run(move |c| jobs_read::list_jobs(c, &filter)).await
+    }
+
+    async fn stop_job(&self, id: JobId, kind: StopKind, now: DateTime<Utc>) -> Result<StopOutcome> {
+        self.write(Durability::Full, move |c| control::stop_job(c, id, kind, now)).await
+    }
+
+    async fn retry_job(&self, id: JobId, _now: DateTime<Utc>) -> Result<JobRow> {
+        self.write(Durability::Full, move |c| control::retry_job(c, id)).await
+    }
+
+    async fn register_worker(&self, reg: WorkerRegistration, now: DateTime<Utc>) -> Result<Registered> {
+        self.write(Durability::Full, move |c| workers::register_worker(c, &reg, now)).await
+    }
+
+    async fn unregister_worker(&self, session: SessionId, now: DateTime<Utc>) -> Result<Vec<LostAttempt>> {
+        self.write(Durability::Normal, move |c| workers::unregister_worker(c, session, now)).await
+    }
+
+    async fn session_by_token(&self, token_hash: &str) -> Result<Option<WorkerRecord>> {
+        let token_hash = token_hash.to_string();
+        self.main_readers.run(move |c| workers::session_by_token(c, &token_hash)).await
+    }
+
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>> {
+        self.main_readers.run(workers::list_workers).await
+    }
+
+    async fn heartbeat(&self, hb: Heartbeat, now: DateTime<Utc>, ttl: Duration) -> Result<HeartbeatOutcome> {
+        self.write(Durability::Normal, move |c| lease::heartbeat(c, &hb, now, ttl)).await
+    }
+
+    async fn claim(
+        &self,
+        session: SessionId,
+        max: u32,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<Vec<ClaimedAttempt>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.write(Durability::Normal, move |c| claim::claim(c, session, max, now, ttl)).await
+    }
+
+    async fn record_start(&self, session: SessionId, attempt: AttemptId, pid: u32) -> Result<()> {
+        self.write(Durability::Normal, move |c| complete::record_start(c, session, attempt, pid)).await
+    }
+
+    async fn complete(
+        &self,
+        items: Vec<Completion>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<CompletionRecorded>>> {
+        self.write(Durability::Normal, move |c| complete::complete(c, items, now)).await
+    }
+
+    async fn append_logs(&self, items: Vec<LogAppend>) -> Result<Vec<Result<()>>> {
+        let checked = self
+            .main_readers
+            .run(move |c| Ok(items.into_iter().map(|i| logs::check_append(c, i)).collect::<Vec<_>>()))
+            .await?;
+        let mut results: Vec<Result<()>> = Vec::with_capacity(checked.len());
+        let mut positions = Vec::new();
+        let mut valid = Vec::new();
+        for (i, r) in checked.into_iter().enumerate() {
+            match r {
+                Ok(item) => {
+                    positions.push(i);
+                    valid.push(item);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e.into())),
+            }
+        }
+        if !valid.is_empty() {
+            let stored = self.logs.run(Durability::Normal, move |c| logs::append(c, valid)).await?;
+            for (i, r) in positions.into_iter().zip(stored) {
+                results[i] = r;
+            }
+        }
+        Ok(results)
+    }
+
+    async fn read_logs(&self, q: &LogQuery) -> Result<LogPage> {
+        let q = q.clone();
+        self.logs_readers.run(move |c| logs::read_logs(c, &q)).await
+    }
+
+    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<LostAttempt>> {
+        self.write(Durability::Normal, move |c| lease::expire_leases(c, now)).await
+    }
+
+    async fn extend_live_leases(&self, now: DateTime<Utc>, ttl: Duration) -> Result<u64> {
+        self.write(Durability::Normal, move |c| lease::extend_live_leases(c, now, ttl)).await
+    }
+
+    async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<Vec<RunningAttempt>> {
+        self.write(Durability::Normal, move |c| control::expire_deadlines(c, now)).await
+    }
+
+    async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64> {
+        let ids = self.main_readers.run(move |c| prune::finished_before(c, before)).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = serde_json::to_string(&ids).map_err(|e| SqliteError::Corrupt(e.to_string()))?;
+        let for_logs = ids.clone();
+        self.logs.run(Durability::Normal, move |c| logs::delete_jobs(c, &for_logs)).await?;
+        self.write(Durability::Normal, move |c| prune::delete_jobs(c, &ids, before)).await
+    }
+
+    async fn revoke_jobs(
+        &self,
+        reqs: Vec<RevokeRequest>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<RevokeOutcome>>> {
+        // Durable before the reply (and before any broadcast): a revoke must survive a crash.
+        self.write(Durability::Full, move |c| fleet::revoke_jobs(c, reqs, now)).await
+    }
+
+    async fn list_revokes(&self, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {
+        self.main_readers.run(move |c| fleet::list_revokes(c, now)).await
+    }
+
+    async fn prune_revokes(&self, now: DateTime<Utc>) -> Result<u64> {
+        self.write(Durability::Normal, move |c| fleet::prune_revokes(c, now)).await
+    }
+
+    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<bool> {
+        let queue = queue.to_string();
+        self.write(Durability::Full, move |c| fleet::set_paused(c, &queue, paused, now)).await
+    }
+
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
+        self.main_readers.run(fleet::queue_stats).await
+    }
+}

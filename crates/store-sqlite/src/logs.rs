@@ -1,0 +1,195 @@
+//! Log chunks, in their own database file: checking that the sender holds the attempt (a
+//! read of the main database), appending with dedupe on (attempt, stream, seq), the per-
+//! attempt cap that keeps the tail, paged reads and pruning. Never touches job tables.
+
+use crate::codec::{i64_of, job_id, parse_name, session_id, u32_of};
+use crate::error::{Result, conflict};
+use crate::writer::in_savepoint;
+use rota_domain::spec::DEFAULT_LOG_CAP;
+use rota_domain::{AttemptId, AttemptStatus, Stream};
+use rota_store::{LogAppend, LogPage, LogQuery, StoredChunk};
+use rusqlite::{Connection, OptionalExtension};
+
+/// Most chunks in one page, however small they are.
+const MAX_PAGE_CHUNKS: usize = 10_000;
+
+const HOLDER: &str = "SELECT a.job_id, a.step, a.session, a.status, a.number, s.log_cap \
+     FROM attempts a JOIN steps s ON s.job_id = a.job_id AND s.name = a.step WHERE a.id = ?1";
+
+const INSERT_CHUNK: &str = "INSERT OR IGNORE INTO log_chunks \
+     (job_id, step, attempt_id, attempt_number, stream, seq, size, data) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+const ADD_KEPT: &str = "INSERT INTO log_attempts (attempt_id, job_id, step, bytes_kept) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (attempt_id) DO UPDATE SET bytes_kept = bytes_kept + excluded.bytes_kept";
+
+const KEPT: &str = "SELECT bytes_kept FROM log_attempts WHERE attempt_id = ?1";
+
+const OLDEST_KEPT: &str =
+    "SELECT cursor, size FROM log_chunks WHERE attempt_id = ?1 AND size > 0 ORDER BY cursor";
+
+// A dropped chunk keeps its row (empty) so a resent copy is still a duplicate.
+const DROP_CHUNK: &str = "UPDATE log_chunks SET data = X'', size = 0 WHERE cursor = ?1";
+
+const TRIM_CHUNK: &str =
+    "UPDATE log_chunks SET data = substr(data, ?2 + 1), size = size - ?2 WHERE cursor = ?1";
+
+const RECORD_CUT: &str =
+    "UPDATE log_attempts SET bytes_kept = bytes_kept - ?2, bytes_cut = bytes_cut + ?2 WHERE attempt_id = ?1";
+
+const PAGE: &str = "SELECT cursor, step, attempt_id, attempt_number, stream, size, data FROM log_chunks \
+     WHERE job_id = ?1 AND cursor > ?2 AND (?3 IS NULL OR step = ?3) AND size > 0 ORDER BY cursor";
+
+const TRUNCATED: &str = "SELECT step, attempt_id, bytes_cut FROM log_attempts \
+     WHERE job_id = ?1 AND bytes_cut > 0 AND (?2 IS NULL OR step = ?2) ORDER BY attempt_id";
+
+const DELETE_CHUNKS: &str = "DELETE FROM log_chunks WHERE job_id IN (SELECT value FROM json_each(?1))";
+const DELETE_ATTEMPTS: &str = "DELETE FROM log_attempts WHERE job_id IN (SELECT value FROM json_each(?1))";
+
+/// An append that passed the holder check, with what storing it needs.
+pub(crate) struct CheckedAppend {
+    pub(crate) append: LogAppend,
+    pub(crate) number: u32,
+    pub(crate) cap: u64,
+}
+
+/// On the main database: `Conflict` unless the sender holds the running attempt named.
+pub(crate) fn check_append(conn: &Connection, append: LogAppend) -> Result<CheckedAppend> {
+    let id = append.attempt_id;
+    let row = conn
+        .prepare_cached(HOLDER)?
+        .query_row([id.0], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(5)?,
+            ))
+        })
+        .optional()?
+        .ok_or_else(|| conflict(format!("attempt {id} is unknown")))?;
+    let (job, step, session, status, number, cap) = row;
+    if job_id(&job)? != append.job_id || step != append.step {
+        return Err(conflict(format!("attempt {id} belongs to job {job} step '{step}'")));
+    }
+    if session_id(&session)? != append.session {
+        return Err(conflict(format!("attempt {id} is held by another worker session")));
+    }
+    if parse_name::<AttemptStatus>(&status)? != AttemptStatus::Running {
+        return Err(conflict(format!("attempt {id} is no longer running ({status})")));
+    }
+    let cap = cap.and_then(|c| u64::try_from(c).ok()).unwrap_or(DEFAULT_LOG_CAP);
+    Ok(CheckedAppend { append, number: u32_of(number)?, cap })
+}
+
+/// On the logs database: stores each checked append in its own savepoint.
+pub(crate) fn append(conn: &Connection, items: Vec<CheckedAppend>) -> Result<Vec<rota_store::Result<()>>> {
+    Ok(items.iter().map(|item| in_savepoint(conn, |c| append_one(c, item)).map_err(Into::into)).collect())
+}
+
+fn append_one(conn: &Connection, item: &CheckedAppend) -> Result<()> {
+    let a = &item.append;
+    let job = a.job_id.to_string();
+    let mut insert = conn.prepare_cached(INSERT_CHUNK)?;
+    let mut added: i64 = 0;
+    for ch in &a.chunks {
+        let size = i64_of(ch.data.len() as u64);
+        let n = insert.execute((
+            &job,
+            &a.step,
+            a.attempt_id.0,
+            i64::from(item.number),
+            ch.stream.as_str(),
+            i64_of(ch.seq),
+            size,
+            &ch.data,
+        ))?;
+        if n == 1 {
+            added += size;
+        }
+    }
+    if added > 0 {
+        conn.prepare_cached(ADD_KEPT)?.execute((a.attempt_id.0, &job, &a.step, added))?;
+        enforce_cap(conn, a.attempt_id, i64_of(item.cap))?;
+    }
+    Ok(())
+}
+
+/// Drops the oldest bytes of an attempt past `cap`: whole chunks, then the head of the
+/// oldest remaining one, so exactly the last `cap` bytes are kept.
+fn enforce_cap(conn: &Connection, attempt: AttemptId, cap: i64) -> Result<()> {
+    let kept: i64 = conn.prepare_cached(KEPT)?.query_row([attempt.0], |r| r.get(0))?;
+    let excess = kept - cap;
+    if excess <= 0 {
+        return Ok(());
+    }
+    let mut victims = Vec::new();
+    {
+        let mut st = conn.prepare_cached(OLDEST_KEPT)?;
+        let mut rows = st.query([attempt.0])?;
+        let mut covered = 0;
+        while covered < excess {
+            let Some(r) = rows.next()? else { break };
+            let (cursor, size): (i64, i64) = (r.get(0)?, r.get(1)?);
+            victims.push((cursor, size.min(excess - covered), size));
+            covered += size;
+        }
+    }
+    let mut cut = 0;
+    for (cursor, drop, size) in victims {
+        if drop == size {
+            conn.prepare_cached(DROP_CHUNK)?.execute([cursor])?;
+        } else {
+            conn.prepare_cached(TRIM_CHUNK)?.execute((cursor, drop))?;
+        }
+        cut += drop;
+    }
+    conn.prepare_cached(RECORD_CUT)?.execute((attempt.0, cut))?;
+    Ok(())
+}
+
+/// A page of a job's chunks after `q.after`, about `q.max_bytes` long (at least one chunk).
+pub(crate) fn read_logs(conn: &Connection, q: &LogQuery) -> Result<LogPage> {
+    let job = q.job_id.to_string();
+    let mut page = LogPage { next_cursor: q.after, ..LogPage::default() };
+    let max = i64_of(q.max_bytes);
+    let mut total: i64 = 0;
+    {
+        let mut st = conn.prepare_cached(PAGE)?;
+        let mut rows = st.query((&job, q.after, q.step.as_deref()))?;
+        while let Some(r) = rows.next()? {
+            let size: i64 = r.get(5)?;
+            if !page.chunks.is_empty() && (total + size > max || page.chunks.len() >= MAX_PAGE_CHUNKS) {
+                break;
+            }
+            total += size;
+            let chunk = StoredChunk {
+                cursor: r.get(0)?,
+                step: r.get(1)?,
+                attempt_id: AttemptId(r.get(2)?),
+                attempt: u32_of(r.get(3)?)?,
+                stream: parse_name::<Stream>(&r.get::<_, String>(4)?)?,
+                data: r.get(6)?,
+            };
+            page.next_cursor = chunk.cursor;
+            page.chunks.push(chunk);
+        }
+    }
+    let mut st = conn.prepare_cached(TRUNCATED)?;
+    let rows = st
+        .query_map((&job, q.step.as_deref()), |r| {
+            Ok((r.get::<_, String>(0)?, AttemptId(r.get(1)?), r.get::<_, i64>(2)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    page.truncated = rows.into_iter().map(|(s, a, cut)| (s, a, cut.max(0) as u64)).collect();
+    Ok(page)
+}
+
+/// Deletes every chunk of the jobs listed in `ids_json` (a JSON array of job ids).
+pub(crate) fn delete_jobs(conn: &Connection, ids_json: &str) -> Result<()> {
+    conn.prepare_cached(DELETE_CHUNKS)?.execute([ids_json])?;
+    conn.prepare_cached(DELETE_ATTEMPTS)?.execute([ids_json])?;
+    Ok(())
+}

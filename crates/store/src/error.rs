@@ -1,0 +1,22 @@
+//! Errors every backend maps its driver errors into.
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The job, attempt or session does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The caller does not hold the attempt, it was superseded, or the state forbids it.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The input cannot be stored as given.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The backend failed (I/O, corruption, driver error).
+    #[error("storage backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

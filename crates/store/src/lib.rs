@@ -1,0 +1,139 @@
+//! The storage seam: [`JobStore`], the one trait the server talks to, its record types and
+//! [`StoreError`]. Backends (`rota-store-sqlite`, later `rota-store-postgres`) implement it;
+//! the server and worker never name a backend.
+//!
+//! Every state change happens inside the store so that it is atomic and fenced: claims,
+//! completions, lease expiry and cancellation are each one transaction, and the rules they
+//! apply come from `rota_domain::policy`. Batched calls (submit, complete, logs) return one
+//! result per item: one failing item never rolls back the others.
+//!
+//! # Layout
+//! - [`records`]: what goes in and comes out (domain types only, never a driver's).
+//! - [`error`]: [`StoreError`] and the `Result` alias.
+//! - `conformance` (feature): the suite every backend must pass.
+
+pub mod error;
+pub mod records;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::{Result, StoreError};
+pub use records::*;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rota_domain::{AttemptId, JobId, SessionId};
+use std::time::Duration;
+
+/// Durable state of the control plane. Object-safe; used as `Arc<dyn JobStore>`.
+///
+/// Time is always passed in (`now`) so tests and the sweeper control it. Durability: a
+/// successful [`JobStore::submit_jobs`] is on disk (fsynced) before it returns; other
+/// writes may be committed more cheaply because losing one only re-runs a step.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Stores new jobs (already validated). Per item: `created: false` with the existing id
+    /// when the idempotency key is already known.
+    async fn submit_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Submitted>>>;
+
+    /// One job with its steps and attempts. `NotFound` if unknown.
+    async fn get_job(&self, id: JobId) -> Result<JobRecord>;
+
+    /// Jobs matching the filter, newest first.
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>>;
+
+    /// Cancels (or revokes) a job: steps not started end at once; running attempts are
+    /// flagged so heartbeats tell their worker to stop, and are returned so the caller can
+    /// push a stop command. A job already terminal is returned unchanged (`changed: false`).
+    async fn stop_job(&self, id: JobId, kind: StopKind, now: DateTime<Utc>) -> Result<StopOutcome>;
+
+    /// Puts a failed, cancelled or revoked job back in the queue: its unfinished steps run
+    /// again (succeeded steps are kept). `Conflict` if the job has not ended.
+    async fn retry_job(&self, id: JobId, now: DateTime<Utc>) -> Result<JobRow>;
+
+    /// Registers a worker session. A live session with the same name is superseded: it goes
+    /// offline and its running attempts are lost (and follow their step's `on_lost`).
+    async fn register_worker(&self, reg: WorkerRegistration, now: DateTime<Utc>) -> Result<Registered>;
+
+    /// A session leaves cleanly; any attempts it still holds are lost.
+    async fn unregister_worker(&self, session: SessionId, now: DateTime<Utc>) -> Result<Vec<LostAttempt>>;
+
+    /// The live (not offline) session whose credential hashes to `token_hash`.
+    async fn session_by_token(&self, token_hash: &str) -> Result<Option<WorkerRecord>>;
+
+    /// Every worker's latest session, live ones first.
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>>;
+
+    /// Renews the leases of the attempts a session holds; says which it must stop.
+    async fn heartbeat(&self, hb: Heartbeat, now: DateTime<Utc>, ttl: Duration) -> Result<HeartbeatOutcome>;
+
+    /// Claims up to `max` ready steps for the session (priority, then age), creating
+    /// attempts already marked running with a lease of `ttl`.
+    async fn claim(
+        &self,
+        session: SessionId,
+        max: u32,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<Vec<ClaimedAttempt>>;
+
+    /// Records the pid of a running attempt. `Conflict` if the session does not hold it.
+    async fn record_start(&self, session: SessionId, attempt: AttemptId, pid: u32) -> Result<()>;
+
+    /// Records finished attempts (per item: `Conflict` if not held or superseded; a repeat
+    /// from the holder returns the recorded result with `repeated: true`). Applies the
+    /// step's policy (retry, fail, ready dependents) and the job's resulting state.
+    async fn complete(
+        &self,
+        items: Vec<Completion>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<CompletionRecorded>>>;
+
+    /// Appends log chunks (per item: `Conflict` if the session does not hold the attempt).
+    /// Chunks already stored (same attempt, stream, seq) are ignored. Past the step's log
+    /// cap, the oldest chunks of the attempt are dropped and the cut is recorded.
+    async fn append_logs(&self, items: Vec<LogAppend>) -> Result<Vec<Result<()>>>;
+
+    /// A page of a job's log output after a cursor.
+    async fn read_logs(&self, q: &LogQuery) -> Result<LogPage>;
+
+    /// Marks attempts whose lease ended before `now` lost and applies each step's
+    /// `on_lost`. Returns what it changed.
+    async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<LostAttempt>>;
+
+    /// Sets every running attempt's lease to `now + ttl` (server start: workers get a full
+    /// TTL to reconnect). Returns how many.
+    async fn extend_live_leases(&self, now: DateTime<Utc>, ttl: Duration) -> Result<u64>;
+
+    /// Fails jobs whose deadline passed: steps not started are skipped, running attempts
+    /// are flagged to stop and returned.
+    async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<Vec<RunningAttempt>>;
+
+    /// Deletes jobs (and their logs) that ended before `before`. Returns how many.
+    async fn prune_finished(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// Records revokes durably (serialized with claims: a revoked job is never claimed
+    /// again, by any worker, across restarts). A live job ends `revoked`: steps not started
+    /// are revoked; with `terminate` its running attempts are flagged and returned,
+    /// otherwise they finish but nothing after them starts. A job not known yet is revoked
+    /// when it appears, until the revoke expires. Per item results.
+    async fn revoke_jobs(
+        &self,
+        reqs: Vec<RevokeRequest>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<RevokeOutcome>>>;
+
+    /// Revokes still in force at `now`, newest first.
+    async fn list_revokes(&self, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>>;
+
+    /// Forgets revokes that expired before `now`. Returns how many.
+    async fn prune_revokes(&self, now: DateTime<Utc>) -> Result<u64>;
+
+    /// Pauses (`true`) or resumes a queue, durably: no step of a paused queue is claimed.
+    /// Returns whether the state changed.
+    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<bool>;
+
+    /// Every queue that has live steps or is paused, by name.
+    async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+}

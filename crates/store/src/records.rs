@@ -1,0 +1,488 @@
+//! Records going into and coming out of a [`crate::JobStore`]. Domain types only.
+
+use chrono::{DateTime, Utc};
+use rota_domain::{
+    AttemptId, AttemptOutcome, AttemptStatus, JobId, JobSpec, JobState, SessionId, StepState, Stream,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A validated job to store.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// Id chosen by the caller (UUID v7).
+    pub id: JobId,
+    /// The document (validated).
+    pub spec: JobSpec,
+    /// Submission time.
+    pub now: DateTime<Utc>,
+}
+
+/// Result of storing one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    /// The stored job's id (an older job's when the idempotency key matched).
+    pub id: JobId,
+    /// False when the idempotency key matched an existing job.
+    pub created: bool,
+}
+
+/// Step counts of a job.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepCountsRecord {
+    /// All steps.
+    pub total: u32,
+    /// Succeeded.
+    pub succeeded: u32,
+    /// Running.
+    pub running: u32,
+    /// Failed, cancelled, revoked or skipped.
+    pub failed: u32,
+}
+
+/// A job as listed.
+#[derive(Clone, Debug)]
+pub struct JobRow {
+    /// Id.
+    pub id: JobId,
+    /// Optional name.
+    pub name: Option<String>,
+    /// Queue.
+    pub queue: String,
+    /// Priority.
+    pub priority: i32,
+    /// Target (to decide `unschedulable`).
+    pub target: rota_domain::Target,
+    /// Stored state.
+    pub state: JobState,
+    /// Reason for the state.
+    pub reason: Option<String>,
+    /// Step counts.
+    pub counts: StepCountsRecord,
+    /// Submitted at.
+    pub created_at: DateTime<Utc>,
+    /// Ended at.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A job with everything about it.
+#[derive(Clone, Debug)]
+pub struct JobRecord {
+    /// The listing fields.
+    pub row: JobRow,
+    /// The document as submitted.
+    pub spec: JobSpec,
+    /// Steps in document order.
+    pub steps: Vec<StepRecord>,
+}
+
+/// A step and its attempts.
+#[derive(Clone, Debug)]
+pub struct StepRecord {
+    /// Name.
+    pub name: String,
+    /// State.
+    pub state: StepState,
+    /// Reason.
+    pub reason: Option<String>,
+    /// Not claimable before.
+    pub run_after: Option<DateTime<Utc>>,
+    /// Attempts, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One attempt.
+#[derive(Clone, Debug)]
+pub struct AttemptRecord {
+    /// Fencing id.
+    pub id: AttemptId,
+    /// 1-based number within the step.
+    pub number: u32,
+    /// Session that held it.
+    pub session: SessionId,
+    /// Worker name that held it.
+    pub worker: String,
+    /// Status.
+    pub status: AttemptStatus,
+    /// Outcome once ended.
+    pub outcome: Option<AttemptOutcome>,
+    /// Reason once ended.
+    pub reason: Option<String>,
+    /// Pid if recorded.
+    pub pid: Option<u32>,
+    /// Claimed at.
+    pub started_at: DateTime<Utc>,
+    /// Ended at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Lease end while running.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+impl AttemptRecord {
+    /// Exit code, if the outcome carries one.
+    pub fn exit_code(&self) -> Option<i32> {
+        match &self.outcome {
+            Some(AttemptOutcome::Succeeded) => Some(0),
+            Some(AttemptOutcome::Failed { exit_code, .. }) => *exit_code,
+            _ => None,
+        }
+    }
+}
+
+/// Which jobs to list.
+#[derive(Clone, Debug)]
+pub struct JobFilter {
+    /// Only these states (empty = all).
+    pub states: Vec<JobState>,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+impl Default for JobFilter {
+    fn default() -> Self {
+        Self { states: Vec::new(), queue: None, limit: 50 }
+    }
+}
+
+/// Why a job is being stopped by an operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopKind {
+    /// `rota job cancel`: ends `cancelled`.
+    Cancel,
+    /// `rota worker revoke`: ends `revoked`.
+    Revoke,
+}
+
+/// Why a running attempt must stop (what heartbeats and control commands carry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopCause {
+    /// The job was cancelled.
+    Cancelled,
+    /// The job was revoked.
+    Revoked,
+    /// The job's deadline passed.
+    Deadline,
+    /// The session does not hold this attempt (lost, superseded, finished, unknown).
+    NotHeld,
+}
+
+/// A running attempt and who holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningAttempt {
+    /// The attempt.
+    pub attempt_id: AttemptId,
+    /// Its job.
+    pub job_id: JobId,
+    /// Its step.
+    pub step: String,
+    /// The session holding it.
+    pub session: SessionId,
+    /// Why it must stop.
+    pub cause: StopCause,
+}
+
+/// Result of [`crate::JobStore::stop_job`].
+#[derive(Clone, Debug)]
+pub struct StopOutcome {
+    /// The job after the call.
+    pub row: JobRow,
+    /// False when the job had already ended.
+    pub changed: bool,
+    /// Running attempts to stop now.
+    pub running: Vec<RunningAttempt>,
+}
+
+/// A worker registering.
+#[derive(Clone, Debug)]
+pub struct WorkerRegistration {
+    /// New session id.
+    pub session: SessionId,
+    /// SHA-256 (hex) of the session credential.
+    pub token_hash: String,
+    /// Worker name.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Profile.
+    pub profile: Option<String>,
+    /// Version.
+    pub version: String,
+    /// Queues.
+    pub queues: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Concurrency.
+    pub concurrency: u32,
+    /// Pid.
+    pub pid: Option<u32>,
+}
+
+/// Result of a registration.
+#[derive(Clone, Debug)]
+pub struct Registered {
+    /// The live session with the same name that was replaced.
+    pub superseded: Option<SessionId>,
+    /// Attempts of the superseded session now lost.
+    pub lost: Vec<LostAttempt>,
+}
+
+/// Stored session status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// Registered and claiming.
+    Active,
+    /// Registered, not claiming.
+    Draining,
+    /// Unregistered or superseded.
+    Offline,
+}
+
+/// A worker session.
+#[derive(Clone, Debug)]
+pub struct WorkerRecord {
+    /// Session.
+    pub session: SessionId,
+    /// Name.
+    pub name: String,
+    /// Host.
+    pub host: String,
+    /// Profile.
+    pub profile: Option<String>,
+    /// Version.
+    pub version: String,
+    /// Queues.
+    pub queues: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Concurrency (latest reported).
+    pub concurrency: u32,
+    /// Stored status (staleness is derived from `last_heartbeat_at` by the caller).
+    pub status: SessionStatus,
+    /// Registered at.
+    pub registered_at: DateTime<Utc>,
+    /// Last heartbeat (registration counts as one).
+    pub last_heartbeat_at: DateTime<Utc>,
+    /// Attempts it holds now.
+    pub running: u32,
+}
+
+/// A heartbeat.
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    /// Session.
+    pub session: SessionId,
+    /// Attempts the worker believes it holds.
+    pub attempts: Vec<AttemptId>,
+    /// Stopped claiming.
+    pub draining: bool,
+    /// Current concurrency, if changed.
+    pub concurrency: Option<u32>,
+}
+
+/// Result of a heartbeat.
+#[derive(Clone, Debug, Default)]
+pub struct HeartbeatOutcome {
+    /// Leases renewed.
+    pub renewed: Vec<AttemptId>,
+    /// Attempts to stop, with why.
+    pub stop: Vec<(AttemptId, StopCause)>,
+}
+
+/// A claimed attempt with what the worker needs to run it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedAttempt {
+    /// Fencing id.
+    pub attempt_id: AttemptId,
+    /// Job.
+    pub job_id: JobId,
+    /// Step name.
+    pub step: String,
+    /// 1-based attempt number.
+    pub number: u32,
+    /// Script.
+    pub run: String,
+    /// Job env overlaid with step env.
+    pub env: BTreeMap<String, String>,
+    /// Timeout.
+    pub timeout: Option<Duration>,
+    /// Memory limit.
+    pub memory_limit: Option<u64>,
+    /// Keep the attempt directory.
+    pub keep_workspace: bool,
+    /// Log cap in bytes.
+    pub log_cap: u64,
+    /// Queue it was claimed from.
+    pub queue: String,
+}
+
+/// A finished attempt reported by its worker.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    /// Reporting session.
+    pub session: SessionId,
+    /// Job (must match the attempt's).
+    pub job_id: JobId,
+    /// Step (must match the attempt's).
+    pub step: String,
+    /// Attempt.
+    pub attempt_id: AttemptId,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// Random number in [0, 1) for retry jitter.
+    pub jitter01: f64,
+}
+
+/// What was recorded for a completion.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompletionRecorded {
+    /// Attempt.
+    pub attempt_id: AttemptId,
+    /// Recorded status.
+    pub status: AttemptStatus,
+    /// Recorded outcome.
+    pub outcome: AttemptOutcome,
+    /// True when this repeated an earlier, identical completion.
+    pub repeated: bool,
+    /// True when the job reached a terminal state with this completion.
+    pub job_finished: bool,
+    /// How many steps became claimable (dependents, retries).
+    pub readied: u32,
+}
+
+/// An attempt marked lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostAttempt {
+    /// Attempt.
+    pub attempt_id: AttemptId,
+    /// Job.
+    pub job_id: JobId,
+    /// Step.
+    pub step: String,
+    /// Session that held it.
+    pub session: SessionId,
+    /// True if the step will run again.
+    pub retried: bool,
+}
+
+/// Chunks of one attempt to append.
+#[derive(Clone, Debug)]
+pub struct LogAppend {
+    /// Sending session (must hold the attempt).
+    pub session: SessionId,
+    /// Job.
+    pub job_id: JobId,
+    /// Step.
+    pub step: String,
+    /// Attempt.
+    pub attempt_id: AttemptId,
+    /// Chunks in order.
+    pub chunks: Vec<NewLogChunk>,
+}
+
+/// One chunk to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewLogChunk {
+    /// Stream.
+    pub stream: Stream,
+    /// Sequence number within (attempt, stream).
+    pub seq: u64,
+    /// Bytes.
+    pub data: Vec<u8>,
+}
+
+/// A page request.
+#[derive(Clone, Debug)]
+pub struct LogQuery {
+    /// Job.
+    pub job_id: JobId,
+    /// Only this step.
+    pub step: Option<String>,
+    /// After this cursor (0 = start).
+    pub after: i64,
+    /// Roughly at most this many data bytes (at least one chunk is returned).
+    pub max_bytes: u64,
+}
+
+/// A stored chunk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredChunk {
+    /// Position (increasing in storage order).
+    pub cursor: i64,
+    /// Step.
+    pub step: String,
+    /// Attempt.
+    pub attempt_id: AttemptId,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Stream.
+    pub stream: Stream,
+    /// Bytes.
+    pub data: Vec<u8>,
+}
+
+/// A page of chunks.
+#[derive(Clone, Debug, Default)]
+pub struct LogPage {
+    /// Chunks in storage order.
+    pub chunks: Vec<StoredChunk>,
+    /// Cursor for the next page (the last chunk's, or the request's if none).
+    pub next_cursor: i64,
+    /// Attempts (step, attempt, bytes cut) whose head was cut by the log cap.
+    pub truncated: Vec<(String, AttemptId, u64)>,
+}
+
+/// A revoke to record.
+#[derive(Clone, Debug)]
+pub struct RevokeRequest {
+    /// The job (it may not exist yet).
+    pub job_id: JobId,
+    /// Also stop its running steps (signal, grace, KILL); otherwise they finish.
+    pub terminate: bool,
+    /// Signal for `terminate` (default TERM).
+    pub signal: Option<i32>,
+    /// Forget the revoke after this instant if the job was never seen.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What a revoke did.
+#[derive(Clone, Debug)]
+pub struct RevokeOutcome {
+    /// The job.
+    pub job_id: JobId,
+    /// The job after the call, if it exists.
+    pub row: Option<JobRow>,
+    /// True when a live job was revoked by this call.
+    pub changed: bool,
+    /// Running attempts to stop now (only with `terminate`).
+    pub running: Vec<RunningAttempt>,
+}
+
+/// A stored revoke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokeRecord {
+    /// The job.
+    pub job_id: JobId,
+    /// Whether running steps were terminated.
+    pub terminate: bool,
+    /// Signal used for terminate.
+    pub signal: Option<i32>,
+    /// When it is forgotten (never if `None`).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Depth and state of one queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Queue name.
+    pub queue: String,
+    /// Steps ready to be claimed (including ones waiting for a retry time).
+    pub ready: u64,
+    /// Steps running.
+    pub running: u64,
+    /// Paused by an operator.
+    pub paused: bool,
+}

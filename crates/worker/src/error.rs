@@ -1,0 +1,36 @@
+//! The worker's error type: only what ends `run`. Transient trouble (an unreachable
+//! server, a failed step) is handled inside and never surfaces here.
+
+use std::path::PathBuf;
+
+/// Why [`crate::run`] returned an error.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The server refused to register this worker (bad join token, protocol version
+    /// mismatch, invalid registration). Retrying will not help: bad configuration.
+    #[error("the server refused this worker: {message}")]
+    Refused {
+        /// The server's explanation.
+        message: String,
+    },
+    /// The workspace cannot be created, locked or read.
+    #[error("workspace {}: {source}", path.display())]
+    Workspace {
+        /// The directory or file concerned.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration cannot work (bad server address, zero concurrency, ...).
+    #[error("invalid worker configuration: {0}")]
+    InvalidConfig(String),
+    /// Not a failure: the worker drained and stopped to be replaced by a fresh process
+    /// (`--max-jobs` reached or `--max-memory` passed). The CLI exits with the recycling
+    /// code so the supervisor starts a new worker under the same name.
+    #[error("recycled: {reason}")]
+    Recycled {
+        /// What triggered it.
+        reason: String,
+    },
+}

@@ -1,0 +1,409 @@
+//! One attempt from claim to result: attempt directory, spawn, durable pgid record,
+//! output pumping, timeout and stop orders (TERM → grace → KILL on the group), no orphans
+//! after `sh` exits, cleanup, and the outcome. It never talks to the server directly
+//! except for the optional, deferred `start` call; results go to the reporter.
+
+use crate::attempts::StopKind;
+use crate::context::Ctx;
+use crate::kill;
+use crate::logship::LogShip;
+use crate::pgid::{Journal, PgidRecord};
+use crate::procfs;
+use crate::spawn::{self, BaseEnv};
+use crate::workspace::AttemptDirs;
+use rota_api_types::worker::{ClaimedStep, CompleteItem, StartRequest, Stream};
+use rota_domain::{AttemptId, AttemptOutcome};
+use rustix::process::{Pid, Signal};
+use std::os::unix::process::ExitStatusExt;
+use std::pin::Pin;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::process::{ChildStderr, ChildStdout};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// How long output pipes may stay open after the group was killed (something escaped it).
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
+/// Steps still running after this long get their pid reported (`start` call); shorter
+/// ones cost no extra request.
+const START_REPORT_AFTER: Duration = Duration::from_secs(1);
+
+/// What an attempt needs from its worker, apart from the server.
+pub(crate) struct Setup<'a> {
+    /// The attempt directories.
+    pub(crate) dirs: &'a AttemptDirs,
+    /// Where the step's process group is recorded.
+    pub(crate) journal: &'a Journal,
+    /// Inherited PATH/HOME/LANG/TZ.
+    pub(crate) base_env: &'a BaseEnv,
+    /// Values a step's env must not carry.
+    pub(crate) secrets: &'a [&'a str],
+    /// TERM → KILL grace.
+    pub(crate) kill_grace: Duration,
+}
+
+/// Callbacks from a running attempt.
+pub(crate) trait Hooks: Send + Sync {
+    /// The step's group was spawned and recorded (`Some`), or is gone (`None`).
+    fn group(&self, pgid: Option<Pid>);
+    /// The step has been running for a while: its pid is worth reporting.
+    fn long_running(&self, pid: u32);
+}
+
+/// How the attempt ended as far as the worker decided it (else the exit status decides).
+enum Ending {
+    Report(AttemptOutcome),
+    /// The session is gone: report nothing.
+    Silent,
+}
+
+/// Runs one attempt to its end. `None` = nothing to report (the session was superseded).
+/// Everything happens on this one task (output included): per step, hand-offs between
+/// tasks and threads cost more than the work they carried.
+pub(crate) async fn run_attempt(
+    step: &ClaimedStep,
+    setup: &Setup<'_>,
+    logs: &LogShip,
+    mut stop_rx: mpsc::UnboundedReceiver<StopKind>,
+    hooks: &dyn Hooks,
+) -> Option<AttemptOutcome> {
+    let keep = step.keep_workspace;
+    let dir = match setup.dirs.acquire(step.attempt_id) {
+        Ok(dir) => dir,
+        Err(e) => return Some(lost(format!("cannot create the attempt directory: {e}"))),
+    };
+    let env = spawn::build_env(setup.base_env, step, setup.secrets);
+    let sp = match spawn::spawn_step(&step.run, &env, dir.path()) {
+        Ok(sp) => sp,
+        Err(e) => {
+            setup.dirs.release(dir, keep, true).await;
+            return Some(lost(format!("cannot start sh: {e}")));
+        }
+    };
+    let spawn::Spawned { mut child, pid, stdout, stderr } = sp;
+    let Some(pgid) = Pid::from_raw(pid) else { return Some(lost("spawned step has pid 0".into())) };
+    // The leader cannot be reaped before we wait for it, so its stat is readable here.
+    let record = procfs::read_stat(pid).map(|s| PgidRecord {
+        attempt_id: step.attempt_id,
+        pid,
+        pgid: pid,
+        start_ticks: s.start_ticks,
+    });
+    // One small append to the page cache: cheaper inline than a hand-off to a thread.
+    let written = record.and_then(|rec| setup.journal.record(&rec));
+    if let Err(e) = written {
+        kill::kill_group(pgid);
+        let _ = child.wait().await;
+        setup.dirs.release(dir, keep, false).await;
+        return Some(lost(format!("cannot record the step's process group durably: {e}")));
+    }
+    hooks.group(Some(pgid));
+    tracing::debug!(pid, "step started");
+
+    let mut output = Output::new(stdout, stderr, logs, step.attempt_id);
+    let (status, ending) =
+        supervise(&mut child, pgid, step, setup.kill_grace, &mut stop_rx, &mut output, hooks).await;
+    // No orphans: whatever is left of the group dies with its shell.
+    kill::kill_group(pgid);
+    let drained = tokio::time::timeout(PIPE_DRAIN, output.drain()).await.is_ok();
+    if !drained {
+        tracing::warn!(
+            "output pipe still open {PIPE_DRAIN:?} after the step's group was killed; stopped reading"
+        );
+    }
+    drop(output);
+    let gone = kill::wait_group_gone(pgid, Instant::now() + Duration::from_millis(500)).await;
+    hooks.group(None);
+    if let Err(e) = setup.journal.forget(step.attempt_id) {
+        tracing::warn!("cannot journal the end of the step's process group: {e}");
+    }
+    // A process that escaped the group and still holds a pipe may also still use the
+    // directory: it is then removed, never handed to another attempt.
+    setup.dirs.release(dir, keep, drained && gone).await;
+    match ending {
+        Some(Ending::Silent) => None,
+        Some(Ending::Report(o)) => Some(o),
+        None => Some(match status {
+            Ok(st) => outcome_of(st),
+            Err(e) => lost(format!("cannot wait for the step: {e}")),
+        }),
+    }
+}
+
+fn lost(why: String) -> AttemptOutcome {
+    AttemptOutcome::Lost { why }
+}
+
+/// Exit 0 → succeeded; other code → failed with it; signal → failed with it.
+pub(crate) fn outcome_of(status: ExitStatus) -> AttemptOutcome {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => AttemptOutcome::Succeeded,
+        (Some(code), _) => AttemptOutcome::Failed { exit_code: Some(code), signal: None },
+        (None, signal) => AttemptOutcome::Failed { exit_code: None, signal },
+    }
+}
+
+/// What a stop request means: `Some(signal)` = gentle (signal, grace, KILL), `None` =
+/// KILL at once; and how the attempt ends.
+fn plan(kind: StopKind) -> (Option<Signal>, Ending) {
+    match kind {
+        StopKind::NotHeld => (None, Ending::Report(lost("not held".into()))),
+        StopKind::Fence => (None, Ending::Report(lost("self-fenced: lease not renewed".into()))),
+        StopKind::Memory => (None, Ending::Report(AttemptOutcome::Memory)),
+        StopKind::Superseded => (None, Ending::Silent),
+        StopKind::Cancel(sig) => (Some(sig), Ending::Report(AttemptOutcome::Cancelled)),
+        StopKind::Shutdown => (Some(Signal::TERM), Ending::Report(lost("worker shut down".into()))),
+        StopKind::HardShutdown => (None, Ending::Report(lost("worker shut down".into()))),
+    }
+}
+
+/// Waits for the shell while copying its output and acting on the timeout and stop
+/// requests.
+async fn supervise(
+    child: &mut tokio::process::Child,
+    pgid: Pid,
+    step: &ClaimedStep,
+    grace: Duration,
+    stop_rx: &mut mpsc::UnboundedReceiver<StopKind>,
+    output: &mut Output<'_>,
+    hooks: &dyn Hooks,
+) -> (std::io::Result<ExitStatus>, Option<Ending>) {
+    let started = Instant::now();
+    // Timers are armed once (a disabled branch never registers its timer).
+    let timeout = tokio::time::sleep_until(started + Duration::from_millis(step.timeout_ms.unwrap_or(0)));
+    let report = tokio::time::sleep_until(started + START_REPORT_AFTER);
+    tokio::pin!(timeout, report);
+    let mut reported = false;
+    let mut ending: Option<Ending> = None;
+    let gentle = loop {
+        tokio::select! {
+            biased;
+            status = child.wait() => return (status, ending),
+            Some(kind) = stop_rx.recv() => match plan(kind) {
+                (Some(sig), outcome) if ending.is_none() => {
+                    ending = Some(outcome);
+                    break sig;
+                }
+                (Some(_), _) => {}
+                (None, outcome) => {
+                    // KILL now, then keep waiting for the shell to be reaped.
+                    kill::kill_group(pgid);
+                    if !matches!(ending, Some(Ending::Silent)) {
+                        ending = Some(outcome);
+                    }
+                }
+            },
+            () = output.read_some(), if output.is_open() => {}
+            () = &mut timeout, if ending.is_none() && step.timeout_ms.is_some() => {
+                tracing::info!(timeout_ms = step.timeout_ms, "step timed out: stopping its process group");
+                ending = Some(Ending::Report(AttemptOutcome::Timeout));
+                break Signal::TERM;
+            }
+            () = &mut report, if !reported => {
+                reported = true;
+                hooks.long_running(pgid.as_raw_nonzero().get().unsigned_abs());
+            }
+        }
+    };
+    // Signal, grace, KILL; a later order that must not wait (not held, fenced, memory,
+    // superseded) cuts the grace short and decides the ending. Output is still copied.
+    let hurry = async {
+        let mut orders = true;
+        loop {
+            tokio::select! {
+                kind = stop_rx.recv(), if orders => match kind {
+                    Some(kind) => {
+                        if let (None, outcome) = plan(kind) {
+                            if !matches!(ending, Some(Ending::Silent)) {
+                                ending = Some(outcome);
+                            }
+                            return;
+                        }
+                    }
+                    None => orders = false,
+                },
+                () = output.read_some(), if output.is_open() => {}
+                else => std::future::pending::<()>().await,
+            }
+        }
+    };
+    let status = kill::terminate_group(pgid, gentle, grace, child, hurry).await;
+    (status, ending)
+}
+
+/// Bytes read from a pipe at once.
+const READ_SIZE: usize = 64 * 1024;
+
+/// A step's two output pipes, copied into the log buffer as raw bytes.
+struct Output<'a> {
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+    /// Read buffer, allocated on first output (most steps print little or nothing).
+    buf: Vec<u8>,
+    /// Which pipe is looked at first next time, so neither starves the other.
+    stderr_first: bool,
+    logs: &'a LogShip,
+    id: AttemptId,
+}
+
+impl<'a> Output<'a> {
+    fn new(stdout: ChildStdout, stderr: ChildStderr, logs: &'a LogShip, id: AttemptId) -> Self {
+        Self { stdout: Some(stdout), stderr: Some(stderr), buf: Vec::new(), stderr_first: false, logs, id }
+    }
+
+    fn is_open(&self) -> bool {
+        self.stdout.is_some() || self.stderr.is_some()
+    }
+
+    /// Waits until a pipe has output (buffered here) or reaches its end (closed here).
+    /// Cancel-safe: what was read is buffered before it returns. Pending while both pipes
+    /// are closed.
+    async fn read_some(&mut self) {
+        std::future::poll_fn(|cx| {
+            let Self { stdout, stderr, buf, stderr_first, logs, id } = &mut *self;
+            *stderr_first = !*stderr_first;
+            for round in [*stderr_first, !*stderr_first] {
+                let progress = if round {
+                    poll_pipe(stderr, Stream::Stderr, cx, buf, logs, *id)
+                } else {
+                    poll_pipe(stdout, Stream::Stdout, cx, buf, logs, *id)
+                };
+                if progress.is_some() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// Copies until both pipes are closed.
+    async fn drain(&mut self) {
+        while self.is_open() {
+            self.read_some().await;
+        }
+    }
+}
+
+/// Polls one pipe; `Some` when it made progress (output buffered, or the pipe closed).
+fn poll_pipe<R: AsyncRead + Unpin>(
+    pipe: &mut Option<R>,
+    stream: Stream,
+    cx: &mut Context<'_>,
+    buf: &mut Vec<u8>,
+    logs: &LogShip,
+    id: AttemptId,
+) -> Option<()> {
+    let reader = pipe.as_mut()?;
+    if buf.capacity() < READ_SIZE {
+        buf.reserve_exact(READ_SIZE);
+    }
+    buf.clear();
+    let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
+    match Pin::new(reader).poll_read(cx, &mut rb) {
+        Poll::Pending => None,
+        Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+            *pipe = None;
+            Some(())
+        }
+        Poll::Ready(Ok(())) => {
+            logs.push(id, stream, rb.filled());
+            Some(())
+        }
+        Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+            cx.waker().wake_by_ref();
+            None
+        }
+        Poll::Ready(Err(e)) => {
+            tracing::warn!(?stream, "cannot read step output: {e}");
+            *pipe = None;
+            Some(())
+        }
+    }
+}
+
+/// The worker's hooks: keep the held table's pgid current; report long steps' pids.
+struct CtxHooks<'a> {
+    ctx: &'a Arc<Ctx>,
+    step: &'a ClaimedStep,
+}
+
+impl Hooks for CtxHooks<'_> {
+    fn group(&self, pgid: Option<Pid>) {
+        self.ctx.attempts.set_pgid(self.step.attempt_id, pgid);
+    }
+
+    fn long_running(&self, pid: u32) {
+        let ctx = self.ctx.clone();
+        let (job_id, step, attempt_id) = (self.step.job_id, self.step.step.clone(), self.step.attempt_id);
+        tokio::spawn(
+            async move {
+                if let Err(e) = ctx.client.start(job_id, &step, &StartRequest { attempt_id, pid }).await {
+                    tracing::debug!("pid report not recorded: {e}");
+                }
+            }
+            .in_current_span(),
+        );
+    }
+}
+
+/// Runs a claimed attempt on the worker and queues its result. `slot` is released as soon
+/// as the step's processes are gone.
+pub(crate) async fn execute(
+    ctx: Arc<Ctx>,
+    step: ClaimedStep,
+    stop_rx: mpsc::UnboundedReceiver<StopKind>,
+    slot: Option<OwnedSemaphorePermit>,
+) {
+    let span = tracing::info_span!("attempt", job_id = %step.job_id, step = %step.step,
+        attempt_id = %step.attempt_id, attempt = step.attempt);
+    let logs = ctx.logship.clone();
+    async move {
+        logs.open(step.attempt_id, step.job_id, &step.step, step.log_cap);
+        tracing::debug!("running step");
+        let secrets = [ctx.config.join_token.as_str()];
+        let setup = Setup {
+            dirs: &ctx.dirs,
+            journal: &ctx.journal,
+            base_env: &ctx.base_env,
+            secrets: &secrets,
+            kill_grace: ctx.config.kill_grace,
+        };
+        let hooks = CtxHooks { ctx: &ctx, step: &step };
+        let outcome = run_attempt(&step, &setup, &logs, stop_rx, &hooks).await;
+        ctx.attempts.finished(step.attempt_id);
+        drop(slot);
+        ctx.fleet.finished(step.attempt_id, outcome.as_ref());
+        let Some(outcome) = outcome else {
+            logs.discard(step.attempt_id);
+            ctx.attempts.remove(step.attempt_id);
+            tracing::debug!("step stopped: session superseded, nothing reported");
+            return;
+        };
+        let fin = logs.finish(step.attempt_id).await;
+        if fin.dropped > 0 {
+            tracing::warn!(
+                dropped_bytes = fin.dropped,
+                "output exceeded the log cap while unsent: oldest bytes dropped"
+            );
+        }
+        tracing::debug!(outcome = %outcome.reason(), "step ended");
+        ctx.reporter.push(CompleteItem {
+            job_id: step.job_id,
+            step: step.step.clone(),
+            attempt_id: step.attempt_id,
+            outcome,
+            logs: if fin.rejected { Vec::new() } else { fin.chunks },
+        });
+    }
+    .instrument(span)
+    .await;
+}
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod tests;

@@ -1,0 +1,240 @@
+//! Real processes through `run_attempt`: outcomes, byte-exact output, timeouts, stops,
+//! no orphans, attempt directories and pgid records.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::procfs::live_group_members;
+use rota_domain::{AttemptId, JobId};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Recorder {
+    groups: Mutex<Vec<Option<i32>>>,
+}
+
+impl Hooks for Recorder {
+    fn group(&self, pgid: Option<Pid>) {
+        self.groups.lock().unwrap().push(pgid.map(|p| p.as_raw_nonzero().get()));
+    }
+    fn long_running(&self, _pid: u32) {}
+}
+
+impl Recorder {
+    fn pgid(&self) -> i32 {
+        self.groups.lock().unwrap().iter().flatten().copied().next().unwrap()
+    }
+}
+
+fn claimed(id: i64, run: &str) -> ClaimedStep {
+    ClaimedStep {
+        attempt_id: AttemptId(id),
+        job_id: JobId::new(),
+        step: "s".into(),
+        attempt: 1,
+        run: run.into(),
+        env: BTreeMap::new(),
+        timeout_ms: None,
+        memory_limit: None,
+        keep_workspace: false,
+        log_cap: 64 << 20,
+        queue: None,
+    }
+}
+
+struct Harness {
+    ws: tempfile::TempDir,
+    journal: Journal,
+    dirs: crate::workspace::AttemptDirs,
+    _lock: crate::workspace::WorkspaceLock,
+    logs: Arc<LogShip>,
+    base: BaseEnv,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let ws = tempfile::tempdir().unwrap();
+        let lock = crate::workspace::prepare(ws.path()).unwrap();
+        let journal = Journal::new(ws.path());
+        let dirs = crate::workspace::AttemptDirs::new(ws.path());
+        Self {
+            ws,
+            journal,
+            dirs,
+            _lock: lock,
+            logs: Arc::new(LogShip::new(Duration::from_millis(250))),
+            base: BaseEnv::from_process(),
+        }
+    }
+
+    fn setup(&self, grace: Duration) -> Setup<'_> {
+        Setup {
+            dirs: &self.dirs,
+            journal: &self.journal,
+            base_env: &self.base,
+            secrets: &[],
+            kill_grace: grace,
+        }
+    }
+
+    async fn run(
+        &self,
+        step: &ClaimedStep,
+        stop_rx: mpsc::UnboundedReceiver<StopKind>,
+        hooks: &Recorder,
+    ) -> Option<AttemptOutcome> {
+        self.logs.open(step.attempt_id, step.job_id, &step.step, step.log_cap);
+        run_attempt(step, &self.setup(Duration::from_millis(500)), &self.logs, stop_rx, hooks).await
+    }
+}
+
+fn stream_bytes(fin: &crate::logbuf::FinalLogs, stream: Stream) -> Vec<u8> {
+    fin.chunks.iter().filter(|c| c.stream == stream).flat_map(|c| c.data.0.clone()).collect()
+}
+
+#[tokio::test]
+async fn output_is_byte_exact_for_non_utf8_without_trailing_newline() {
+    let h = Harness::new();
+    let step = claimed(1, r"printf 'caf\351 \377\376\000end'; printf 'err\200' >&2");
+    let (_tx, rx) = mpsc::unbounded_channel();
+    let rec = Recorder::default();
+    assert_eq!(h.run(&step, rx, &rec).await, Some(AttemptOutcome::Succeeded));
+    let fin = h.logs.finish(step.attempt_id).await;
+    assert_eq!(stream_bytes(&fin, Stream::Stdout), b"caf\xe9 \xff\xfe\x00end");
+    assert_eq!(stream_bytes(&fin, Stream::Stderr), b"err\x80");
+    // The attempt directory and the pgid record are gone, the group was reported gone.
+    assert!(!h.ws.path().join("attempts").join("1").exists());
+    assert!(h.journal.get(step.attempt_id).is_none());
+    let journal = std::fs::read_to_string(crate::pgid::journal_path(h.ws.path())).unwrap();
+    assert!(journal.starts_with("+{") && journal.ends_with("\n-1\n"), "{journal}");
+    assert_eq!(rec.groups.lock().unwrap().last(), Some(&None));
+}
+
+#[tokio::test]
+async fn exit_codes_and_signals_become_outcomes() {
+    let h = Harness::new();
+    let cases = [
+        ("exit 3", AttemptOutcome::Failed { exit_code: Some(3), signal: None }),
+        ("kill -9 $$", AttemptOutcome::Failed { exit_code: None, signal: Some(9) }),
+        ("true", AttemptOutcome::Succeeded),
+    ];
+    for (i, (run, want)) in cases.into_iter().enumerate() {
+        let step = claimed(10 + i as i64, run);
+        let (_tx, rx) = mpsc::unbounded_channel();
+        assert_eq!(h.run(&step, rx, &Recorder::default()).await, Some(want), "{run}");
+    }
+}
+
+#[tokio::test]
+async fn the_step_runs_in_its_attempt_directory_which_can_be_kept() {
+    let h = Harness::new();
+    let mut step = claimed(20, "pwd; touch marker");
+    step.keep_workspace = true;
+    let (_tx, rx) = mpsc::unbounded_channel();
+    assert_eq!(h.run(&step, rx, &Recorder::default()).await, Some(AttemptOutcome::Succeeded));
+    let dir = h.ws.path().join("attempts").join("20");
+    assert!(dir.join("marker").exists());
+    let fin = h.logs.finish(step.attempt_id).await;
+    let pwd = String::from_utf8(stream_bytes(&fin, Stream::Stdout)).unwrap();
+    assert_eq!(std::fs::canonicalize(pwd.trim()).unwrap(), std::fs::canonicalize(&dir).unwrap());
+}
+
+#[tokio::test]
+async fn background_children_do_not_outlive_the_step() {
+    let h = Harness::new();
+    let step = claimed(30, "sleep 300 >/dev/null 2>&1 & echo started");
+    let (_tx, rx) = mpsc::unbounded_channel();
+    let rec = Recorder::default();
+    let began = std::time::Instant::now();
+    assert_eq!(h.run(&step, rx, &rec).await, Some(AttemptOutcome::Succeeded));
+    assert!(began.elapsed() < Duration::from_secs(5));
+    assert!(live_group_members(rec.pgid()).is_empty(), "orphans left behind");
+}
+
+#[tokio::test]
+async fn an_escaped_process_holding_the_pipe_delays_the_end_by_at_most_the_drain_bound() {
+    let h = Harness::new();
+    // setsid leaves the group; the escaped sleep keeps stdout open.
+    let step = claimed(31, "setsid sleep 30 & echo hi");
+    let (_tx, rx) = mpsc::unbounded_channel();
+    let began = std::time::Instant::now();
+    assert_eq!(h.run(&step, rx, &Recorder::default()).await, Some(AttemptOutcome::Succeeded));
+    assert!(began.elapsed() < PIPE_DRAIN + Duration::from_secs(3), "{:?}", began.elapsed());
+}
+
+#[tokio::test]
+async fn a_timeout_stops_the_whole_group() {
+    let h = Harness::new();
+    let mut step = claimed(40, "sleep 300 & sleep 300");
+    step.timeout_ms = Some(300);
+    let (_tx, rx) = mpsc::unbounded_channel();
+    let rec = Recorder::default();
+    let began = std::time::Instant::now();
+    assert_eq!(h.run(&step, rx, &rec).await, Some(AttemptOutcome::Timeout));
+    assert!(began.elapsed() < Duration::from_secs(5));
+    assert!(live_group_members(rec.pgid()).is_empty());
+}
+
+#[tokio::test]
+async fn stop_orders_decide_the_outcome() {
+    let h = Harness::new();
+    let cases = [
+        (StopKind::Cancel(Signal::TERM), Some(AttemptOutcome::Cancelled)),
+        (StopKind::NotHeld, Some(AttemptOutcome::Lost { why: "not held".into() })),
+        (StopKind::Fence, Some(AttemptOutcome::Lost { why: "self-fenced: lease not renewed".into() })),
+        (StopKind::Shutdown, Some(AttemptOutcome::Lost { why: "worker shut down".into() })),
+        (StopKind::Memory, Some(AttemptOutcome::Memory)),
+        (StopKind::Superseded, None),
+    ];
+    for (i, (kind, want)) in cases.into_iter().enumerate() {
+        // TERM is ignored, so gentle stops need the KILL after the grace.
+        let step = claimed(50 + i as i64, "trap '' TERM; sleep 300 & sleep 300; sleep 300");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rec = Recorder::default();
+        let stopper = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tx.send(kind).unwrap();
+            tx
+        });
+        let began = std::time::Instant::now();
+        assert_eq!(h.run(&step, rx, &rec).await, want, "{kind:?}");
+        assert!(began.elapsed() < Duration::from_secs(5), "{kind:?} took {:?}", began.elapsed());
+        assert!(live_group_members(rec.pgid()).is_empty(), "{kind:?} left processes");
+        drop(stopper.await);
+    }
+}
+
+#[tokio::test]
+async fn a_kill_now_order_cuts_a_grace_short() {
+    let h = Harness::new();
+    let step = claimed(60, "trap '' TERM; sleep 300");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let setup = Setup { kill_grace: Duration::from_secs(60), ..h.setup(Duration::ZERO) };
+    h.logs.open(step.attempt_id, step.job_id, &step.step, step.log_cap);
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(StopKind::Cancel(Signal::TERM)).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.send(StopKind::NotHeld).unwrap();
+        std::future::pending::<()>().await;
+    });
+    let began = std::time::Instant::now();
+    let outcome = run_attempt(&step, &setup, &h.logs, rx, &Recorder::default()).await;
+    assert_eq!(outcome, Some(AttemptOutcome::Lost { why: "not held".into() }));
+    assert!(began.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_step_that_cannot_be_spawned_is_reported_lost() {
+    let h = Harness::new();
+    // `sh` is spawned by absolute path, so a bad PATH no longer stops it; a NUL byte in
+    // its argument does.
+    let step = claimed(70, "echo a\0b");
+    let (_tx, rx) = mpsc::unbounded_channel();
+    match h.run(&step, rx, &Recorder::default()).await {
+        Some(AttemptOutcome::Lost { why }) => assert!(why.contains("cannot start sh"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!h.ws.path().join("attempts").join("70").exists());
+}

@@ -1,0 +1,337 @@
+//! A worker's fleet-control state: what `inspect` and `stats` report (steps in flight,
+//! counters, uptime), the revokes it holds, the concurrency in force (autoscaling) and the
+//! recycling budget (`--max-jobs`, `--max-memory`). It answers questions and keeps
+//! numbers; it never claims, spawns or signals anything itself.
+
+use crate::config::WorkerConfig;
+use crate::shutdown::ShutdownHandle;
+use rota_api_types::fleet::{InFlight, WorkerStats};
+use rota_api_types::worker::ClaimedStep;
+use rota_domain::{AttemptId, AttemptOutcome, JobId};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+struct Entry {
+    job_id: JobId,
+    step: String,
+    attempt: u32,
+    queue: Option<String>,
+    started: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Shared by the claim loop, executors, control and the autoscaler.
+pub(crate) struct FleetState {
+    started: Instant,
+    min: u32,
+    max: u32,
+    active: AtomicU32,
+    processed: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    claimed: AtomicU64,
+    max_jobs: Option<u64>,
+    in_flight: Mutex<HashMap<AttemptId, Entry>>,
+    revoked: Mutex<HashSet<JobId>>,
+    last_busy: Mutex<Instant>,
+    last_change: Mutex<Instant>,
+    recycle: Mutex<Option<String>>,
+    shutdown: Mutex<Option<ShutdownHandle>>,
+    /// Woken when a slot frees up or the concurrency changes.
+    pub(crate) changed: Notify,
+}
+
+impl std::fmt::Debug for FleetState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetState").field("active", &self.active).field("claimed", &self.claimed).finish()
+    }
+}
+
+impl FleetState {
+    pub(crate) fn new(config: &WorkerConfig) -> Self {
+        let (min, max) = config.concurrency_bounds();
+        let now = Instant::now();
+        Self {
+            started: now,
+            min,
+            max,
+            active: AtomicU32::new(min),
+            processed: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
+            max_jobs: config.max_jobs,
+            in_flight: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashSet::new()),
+            last_busy: Mutex::new(now),
+            last_change: Mutex::new(now),
+            recycle: Mutex::new(None),
+            shutdown: Mutex::new(None),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Slots the claim loop may fill now: the concurrency in force minus steps in flight,
+    /// capped by what is left of the `--max-jobs` budget.
+    pub(crate) fn claimable(&self) -> u32 {
+        let running = lock(&self.in_flight).len() as u32;
+        let mut free = self.active.load(Ordering::Relaxed).saturating_sub(running);
+        if let Some(n) = self.max_jobs {
+            let left = n.saturating_sub(self.claimed.load(Ordering::Relaxed));
+            free = free.min(u32::try_from(left).unwrap_or(u32::MAX));
+        }
+        free
+    }
+
+    /// The most slots the worker can ever use (the semaphore's size).
+    pub(crate) fn capacity(&self) -> u32 {
+        self.max
+    }
+
+    /// Concurrency in force now.
+    pub(crate) fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// True once `--max-jobs` steps have been claimed.
+    pub(crate) fn budget_spent(&self) -> bool {
+        self.max_jobs.is_some_and(|n| self.claimed.load(Ordering::Relaxed) >= n)
+    }
+
+    pub(crate) fn claimed(&self, step: &ClaimedStep, queue: Option<String>) {
+        self.claimed.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_busy) = Instant::now();
+        lock(&self.in_flight).insert(
+            step.attempt_id,
+            Entry {
+                job_id: step.job_id,
+                step: step.step.clone(),
+                attempt: step.attempt,
+                queue,
+                started: Instant::now(),
+            },
+        );
+    }
+
+    /// An attempt ended (`None`: superseded, nothing to count).
+    pub(crate) fn finished(&self, id: AttemptId, outcome: Option<&AttemptOutcome>) {
+        lock(&self.in_flight).remove(&id);
+        *lock(&self.last_busy) = Instant::now();
+        if let Some(o) = outcome {
+            self.processed.fetch_add(1, Ordering::Relaxed);
+            let counter = if matches!(o, AttemptOutcome::Succeeded) { &self.succeeded } else { &self.failed };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn in_flight_count(&self) -> usize {
+        lock(&self.in_flight).len()
+    }
+
+    /// `inspect`: steps in flight, with the pid looked up by `pid_of`.
+    pub(crate) fn inspect(&self, pid_of: impl Fn(AttemptId) -> Option<u32>) -> Vec<InFlight> {
+        let mut v: Vec<InFlight> = lock(&self.in_flight)
+            .iter()
+            .map(|(id, e)| InFlight {
+                job_id: e.job_id,
+                step: e.step.clone(),
+                attempt: e.attempt,
+                attempt_id: *id,
+                pid: pid_of(*id),
+                running_ms: u64::try_from(e.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                queue: e.queue.clone(),
+            })
+            .collect();
+        v.sort_by_key(|f| f.attempt_id);
+        v
+    }
+
+    pub(crate) fn stats(&self, queues: &[String]) -> WorkerStats {
+        WorkerStats {
+            max_concurrency: self.max,
+            min_concurrency: self.min,
+            active_concurrency: self.active(),
+            in_flight: self.in_flight_count() as u32,
+            processed: self.processed.load(Ordering::Relaxed),
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            rss_bytes: own_rss(),
+            queues: queues.to_vec(),
+        }
+    }
+
+    pub(crate) fn hold_revokes(&self, jobs: &[JobId]) {
+        lock(&self.revoked).extend(jobs.iter().copied());
+    }
+
+    pub(crate) fn revoked(&self) -> Vec<JobId> {
+        let mut v: Vec<JobId> = lock(&self.revoked).iter().copied().collect();
+        v.sort();
+        v
+    }
+
+    pub(crate) fn set_shutdown(&self, handle: ShutdownHandle) {
+        *lock(&self.shutdown) = Some(handle);
+    }
+
+    pub(crate) fn shutdown_handle(&self) -> Option<ShutdownHandle> {
+        lock(&self.shutdown).clone()
+    }
+
+    /// Asks the worker to drain and exit to be replaced, once.
+    pub(crate) fn request_recycle(&self, why: String) {
+        let mut r = lock(&self.recycle);
+        if r.is_none() {
+            tracing::info!(reason = %why, "recycling: draining, then exiting to be replaced");
+            *r = Some(why);
+            if let Some(h) = self.shutdown_handle() {
+                h.request(crate::ShutdownMode::Warm);
+            }
+        }
+    }
+
+    pub(crate) fn recycle_reason(&self) -> Option<String> {
+        lock(&self.recycle).clone()
+    }
+
+    /// One autoscaling decision. Up by a step when the last claim filled every free slot
+    /// (the backlog is at least what the worker can take) and all slots are busy; down by
+    /// a step once nothing ran for `idle_period`; never outside MIN..MAX, never more often
+    /// than `cooldown`. Returns the new concurrency if it changed.
+    pub(crate) fn autoscale(&self, config: &WorkerConfig, backlog_full: bool) -> Option<u32> {
+        if self.min == self.max {
+            return None;
+        }
+        let now = Instant::now();
+        let mut last_change = lock(&self.last_change);
+        if now.duration_since(*last_change) < config.cooldown {
+            return None;
+        }
+        let active = self.active();
+        let busy = self.in_flight_count() as u32;
+        let idle_for = if busy > 0 { Duration::ZERO } else { now.duration_since(*lock(&self.last_busy)) };
+        let next = if backlog_full && busy >= active && active < self.max {
+            (active + config.scale_up_step).min(self.max)
+        } else if idle_for >= config.idle_period && active > self.min {
+            active.saturating_sub(config.scale_down_step).max(self.min)
+        } else {
+            return None;
+        };
+        self.active.store(next, Ordering::Relaxed);
+        *last_change = now;
+        drop(last_change);
+        tracing::info!(from = active, to = next, "autoscale: concurrency changed");
+        self.changed.notify_waiters();
+        Some(next)
+    }
+}
+
+/// Every 250 ms: scale down when idle, and start recycling once the `--max-jobs` budget is
+/// spent and nothing runs, or the worker's RSS passed `--max-memory`.
+pub(crate) async fn ticker(ctx: &crate::context::Ctx, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let f = &ctx.fleet;
+        f.autoscale(&ctx.config, false);
+        if f.budget_spent() && f.in_flight_count() == 0 {
+            let n = ctx.config.max_jobs.unwrap_or(0);
+            f.request_recycle(format!("ran its {n} jobs (--max-jobs)"));
+        }
+        if let Some(limit) = ctx.config.max_memory {
+            let rss = own_rss();
+            if rss > limit {
+                f.request_recycle(format!("RSS {rss} bytes passed --max-memory {limit}"));
+            }
+        }
+    }
+}
+
+/// Resident memory of this process.
+pub(crate) fn own_rss() -> u64 {
+    crate::procfs::rss_bytes(i32::try_from(std::process::id()).unwrap_or(0)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(autoscale: Option<(u32, u32)>) -> WorkerConfig {
+        let mut c = WorkerConfig::new("127.0.0.1:1", "t", "/tmp/ws");
+        c.autoscale = autoscale;
+        c.cooldown = Duration::ZERO;
+        c.idle_period = Duration::from_millis(50);
+        c
+    }
+
+    fn step(id: i64) -> ClaimedStep {
+        ClaimedStep {
+            attempt_id: AttemptId(id),
+            job_id: JobId::new(),
+            step: "s".into(),
+            attempt: 1,
+            run: "true".into(),
+            env: Default::default(),
+            timeout_ms: None,
+            memory_limit: None,
+            keep_workspace: false,
+            log_cap: 1,
+            queue: None,
+        }
+    }
+
+    #[test]
+    fn scales_up_under_a_full_backlog_and_down_when_idle() {
+        let c = config(Some((2, 8)));
+        let f = FleetState::new(&c);
+        assert_eq!((f.active(), f.capacity()), (2, 8));
+        f.claimed(&step(1), None);
+        f.claimed(&step(2), None);
+        assert_eq!(f.autoscale(&c, true), Some(4));
+        assert_eq!(f.autoscale(&c, false), None, "busy but the last claim did not fill the slots");
+        for i in 3..=8 {
+            f.claimed(&step(i), None);
+        }
+        assert_eq!(f.autoscale(&c, true), Some(6));
+        assert_eq!(f.autoscale(&c, true), Some(8));
+        assert_eq!(f.autoscale(&c, true), None, "never above MAX");
+        for i in 1..=8 {
+            f.finished(AttemptId(i), Some(&AttemptOutcome::Succeeded));
+        }
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(f.autoscale(&c, false), Some(6));
+        assert_eq!(f.autoscale(&c, false), Some(4));
+        assert_eq!(f.autoscale(&c, false), Some(2));
+        assert_eq!(f.autoscale(&c, false), None, "never below MIN");
+        assert_eq!(f.stats(&[]).processed, 8);
+    }
+
+    #[test]
+    fn max_jobs_caps_claims() {
+        let mut c = config(None);
+        c.concurrency = 4;
+        c.max_jobs = Some(5);
+        let f = FleetState::new(&c);
+        assert_eq!(f.claimable(), 4);
+        for i in 1..=4 {
+            f.claimed(&step(i), None);
+        }
+        assert_eq!(f.claimable(), 0);
+        f.finished(AttemptId(1), Some(&AttemptOutcome::Succeeded));
+        f.finished(AttemptId(2), Some(&AttemptOutcome::Succeeded));
+        assert_eq!(f.claimable(), 1, "only one job of the budget is left");
+        f.claimed(&step(5), None);
+        assert!(f.budget_spent());
+        assert_eq!(f.claimable(), 0);
+    }
+}

@@ -1,0 +1,158 @@
+//! rota's worker: registers with the control plane, heartbeats, claims steps for its free
+//! slots, runs each as `sh -c` in its own process group with a built environment, ships
+//! the output byte-exact, reports results, and stops steps on timeout, cancel, lost
+//! leases (self-fencing) and shutdown. It never names a store and never reads flags or
+//! environment variables for its configuration (the CLI builds [`WorkerConfig`]).
+//!
+//! # Layout
+//! - [`config`]: [`WorkerConfig`] and its defaults. `error.rs`: [`WorkerError`].
+//! - `lifecycle.rs` (register → session → drain), `session.rs` (registration with backoff),
+//!   `context.rs` (shared state), `attempts.rs` (held attempts).
+//! - `runner.rs` (claim loop + slots), `executor.rs` (one attempt), `spawn.rs` (env +
+//!   spawn), `kill.rs` (TERM → grace → KILL), `pgid.rs` (durable pgid records, boot
+//!   reaping), `procfs.rs`, `workspace.rs`.
+//! - `heartbeat.rs`, `control.rs`, `logbuf.rs` + `logship.rs` (output), `report.rs`, `fence.rs` (self-fencing),
+//!   `memory.rs` (memory limits), `backoff.rs`.
+//! - `shutdown.rs`: [`ShutdownHandle`] and its warm/soft/hard [`ShutdownMode`]s.
+
+mod attempts;
+mod backoff;
+pub mod config;
+mod context;
+mod control;
+mod error;
+mod executor;
+mod fence;
+mod fleet;
+mod heartbeat;
+mod kill;
+mod lifecycle;
+mod logbuf;
+mod logship;
+mod memory;
+mod pgid;
+mod procfs;
+mod report;
+mod runner;
+mod session;
+mod shutdown;
+mod spawn;
+mod workspace;
+
+pub use config::{WorkerConfig, host_name};
+pub use error::WorkerError;
+pub use shutdown::{ShutdownHandle, ShutdownMode, UnknownShutdownMode};
+
+use context::Ctx;
+use rota_client::WorkerClient;
+use rota_domain::SessionId;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// Dropping the `run` future (an aborted task: the CLI's second signal) must not leave
+/// steps running: their groups are KILLed at once and the background tasks stopped.
+struct HardStop {
+    ctx: Arc<Ctx>,
+    background: CancellationToken,
+}
+
+impl Drop for HardStop {
+    fn drop(&mut self) {
+        let n = self.ctx.attempts.kill_all_now();
+        if n > 0 {
+            tracing::warn!(steps = n, "worker stopped abruptly: killed the running steps' process groups");
+        }
+        self.background.cancel();
+    }
+}
+
+/// Sent once, after the first successful registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    /// The session the server created.
+    pub session_id: SessionId,
+    /// The name the worker registered under.
+    pub name: String,
+}
+
+/// Runs a worker until `shutdown` is cancelled (a warm drain: no new claims, running
+/// steps get `drain_timeout`, then are stopped), then returns `Ok(())`. The same as
+/// [`run_with`] with a handle whose warm request is `shutdown`.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+    ready: Option<oneshot::Sender<Ready>>,
+) -> Result<(), WorkerError> {
+    run_with(config, ShutdownHandle::from_token(shutdown), ready).await
+}
+
+/// Runs a worker until a shutdown is requested on `shutdown`, in the mode requested
+/// ([`ShutdownMode`]; a later, harsher request escalates a stop in progress), then
+/// returns `Ok(())`. Steps stopped by a soft or hard shutdown are reported lost ("worker
+/// shut down"); the worker then flushes its results and unregisters.
+///
+/// Before registering it locks the workspace and kills process groups a previous worker
+/// left behind. An unreachable server is retried with backoff forever; a refusal
+/// (bad join token, protocol mismatch) returns [`WorkerError::Refused`] at once. `ready`
+/// receives [`Ready`] after the first successful registration.
+///
+/// Dropping the returned future (aborting its task) is a hard stop: every running step's
+/// process group is KILLed at once; nothing is reported (the server marks the attempts
+/// lost when their leases expire).
+pub async fn run_with(
+    config: WorkerConfig,
+    shutdown: ShutdownHandle,
+    ready: Option<oneshot::Sender<Ready>>,
+) -> Result<(), WorkerError> {
+    config.validate()?;
+    let client = WorkerClient::new(&config.server).map_err(|e| WorkerError::InvalidConfig(e.to_string()))?;
+    let _lock = workspace::prepare(&config.workspace)?;
+    let ws = config.workspace.clone();
+    let reaped = tokio::task::spawn_blocking(move || pgid::reap_leftovers(&ws))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        .map_err(|source| WorkerError::Workspace { path: pgid::running_dir(&config.workspace), source })?;
+    if !reaped.killed.is_empty() || reaped.stale > 0 {
+        tracing::warn!(
+            killed = reaped.killed.len(),
+            stale = reaped.stale,
+            "cleaned up process groups recorded by a previous worker"
+        );
+    }
+
+    let ctx = Arc::new(Ctx::new(config, client));
+    ctx.fleet.set_shutdown(shutdown.clone());
+    let background = CancellationToken::new();
+    let _hard_stop = HardStop { ctx: ctx.clone(), background: background.clone() };
+    let tasks = [
+        tokio::spawn({
+            let (ctx, stop) = (ctx.clone(), background.clone());
+            async move { ctx.logship.run(&ctx, stop).await }
+        }),
+        tokio::spawn({
+            let (ctx, stop) = (ctx.clone(), background.clone());
+            async move { ctx.reporter.run(&ctx, stop).await }
+        }),
+        tokio::spawn({
+            let (ctx, stop) = (ctx.clone(), background.clone());
+            async move { fence::watchdog(&ctx, stop).await }
+        }),
+        tokio::spawn(memory::memory_watch(ctx.clone(), background.clone())),
+        tokio::spawn({
+            let (ctx, stop) = (ctx.clone(), background.clone());
+            async move { fleet::ticker(&ctx, stop).await }
+        }),
+    ];
+    let result = lifecycle::serve(&ctx, &shutdown, ready).await;
+    // Whatever still runs (a refusal after a lost session) must not outlive the worker.
+    ctx.attempts.stop_all(attempts::StopKind::Superseded);
+    background.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    match (result, ctx.fleet.recycle_reason()) {
+        (Ok(()), Some(reason)) => Err(WorkerError::Recycled { reason }),
+        (r, _) => r,
+    }
+}

@@ -1,0 +1,174 @@
+//! Step output on its way to the server: one shipper per worker coalesces every attempt's
+//! chunks into `POST /worker/logs` at least every `log_flush` (sooner at 1 MiB), puts them
+//! back while the server is away, stops an attempt's output on 409, and hands out final
+//! chunks only after requests in flight settled. Buffering itself is `logbuf.rs`.
+
+use crate::backoff::Backoff;
+use crate::context::Ctx;
+use crate::logbuf::{FinalLogs, LogBuffers};
+use rota_api_types::worker::{LogsBatchRequest, Stream};
+use rota_domain::{AttemptId, JobId};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Buffered bytes that trigger a send before the flush interval.
+const WAKE_AT: usize = 1 << 20;
+/// Raw bytes per `POST /worker/logs` at most (base64 makes it 4/3 on the wire).
+pub(crate) const REQUEST_MAX: usize = 8 << 20;
+/// A log request that takes longer is abandoned (and its chunks retried).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The per-worker log buffer and shipper.
+#[derive(Debug)]
+pub(crate) struct LogShip {
+    buffers: Mutex<LogBuffers>,
+    wake: Notify,
+    /// Held while a request is in flight, so an attempt's final chunks are taken only
+    /// after its earlier chunks were stored or put back.
+    send_lock: tokio::sync::Mutex<()>,
+    flush_every: Duration,
+}
+
+impl LogShip {
+    /// A shipper that sends at least every `flush_every`.
+    pub(crate) fn new(flush_every: Duration) -> Self {
+        Self {
+            buffers: Mutex::default(),
+            wake: Notify::new(),
+            send_lock: tokio::sync::Mutex::new(()),
+            flush_every,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LogBuffers> {
+        self.buffers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts buffering for an attempt, keeping at most `cap` unsent bytes.
+    pub(crate) fn open(&self, id: AttemptId, job_id: JobId, step: &str, cap: u64) {
+        self.lock().open(id, job_id, step, cap);
+    }
+
+    /// Buffers output of an attempt (ignored once it was finished or refused).
+    pub(crate) fn push(&self, id: AttemptId, stream: Stream, data: &[u8]) {
+        let total = {
+            let mut b = self.lock();
+            b.push(id, stream, data);
+            b.total()
+        };
+        if total >= WAKE_AT {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Unsent bytes across attempts.
+    pub(crate) fn buffered(&self) -> usize {
+        self.lock().total()
+    }
+
+    /// Ends an attempt's buffering and returns what was never shipped, after any request
+    /// in flight has settled.
+    pub(crate) async fn finish(&self, id: AttemptId) -> FinalLogs {
+        let _sending = self.send_lock.lock().await;
+        self.lock().take_final(id)
+    }
+
+    /// Forgets an attempt's output (its session is gone).
+    pub(crate) fn discard(&self, id: AttemptId) {
+        self.lock().discard(id);
+    }
+
+    /// Sends everything buffered now. Err = the server could not take it (retry later).
+    async fn ship_once(&self, ctx: &Ctx) -> Result<(), ()> {
+        let _sending = self.send_lock.lock().await;
+        loop {
+            let batches = self.lock().take_batch(REQUEST_MAX);
+            if batches.is_empty() {
+                return Ok(());
+            }
+            let generation = ctx.client.credential_generation();
+            let req = LogsBatchRequest { batches };
+            let res = tokio::time::timeout(SEND_TIMEOUT, ctx.client.logs_batch(&req)).await;
+            let batches = req.batches;
+            match res {
+                Ok(Ok(resp)) => {
+                    let mut results = resp.results.into_iter();
+                    let mut retry = Vec::new();
+                    for batch in batches {
+                        match results.next().map(|r| (r.status, r.error)) {
+                            Some((200..=299, _)) => {}
+                            Some((409, _)) => {
+                                tracing::info!(attempt_id = %batch.attempt_id,
+                                    "server refused logs (409): attempt superseded, no more output is sent for it");
+                                self.lock().reject(batch.attempt_id);
+                            }
+                            Some((status @ 400..=499, error)) if status != 408 && status != 429 => {
+                                tracing::warn!(attempt_id = %batch.attempt_id, status,
+                                    "server refused logs: {}; no more output is sent for it", error.unwrap_or_default());
+                                self.lock().reject(batch.attempt_id);
+                            }
+                            _ => retry.push(batch),
+                        }
+                    }
+                    if !retry.is_empty() {
+                        self.lock().put_back(retry);
+                        return Err(());
+                    }
+                }
+                Ok(Err(e)) if e.is_unauthorized() => {
+                    self.lock().put_back(batches);
+                    ctx.session_lost(generation);
+                    return Err(());
+                }
+                Ok(Err(e)) if e.is_transient() || matches!(e, rota_client::ClientError::NotRegistered) => {
+                    tracing::debug!("log shipping failed: {e}");
+                    self.lock().put_back(batches);
+                    return Err(());
+                }
+                Ok(Err(e)) => {
+                    let n: usize = batches.iter().map(|b| b.chunks.len()).sum();
+                    tracing::warn!("server refused a log batch ({e}): {n} chunks dropped");
+                }
+                Err(_) => {
+                    tracing::debug!("log shipping timed out");
+                    self.lock().put_back(batches);
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    /// The shipper: sends at least every `flush_every`, sooner when 1 MiB is buffered,
+    /// backing off while the server is away. Returns when `stop` is cancelled.
+    pub(crate) async fn run(&self, ctx: &Ctx, stop: CancellationToken) {
+        let mut backoff = Backoff::new(self.flush_every, Duration::from_secs(5));
+        let mut delay = self.flush_every;
+        loop {
+            let failing = backoff.is_failing();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.wake.notified(), if !failing => {}
+                () = stop.cancelled() => return,
+            }
+            if self.ship_once(ctx).await.is_ok() {
+                backoff.reset();
+                delay = self.flush_every;
+            } else {
+                delay = backoff.next_delay();
+            }
+        }
+    }
+
+    /// Ships what is buffered, retrying until empty or `deadline`.
+    pub(crate) async fn flush(&self, ctx: &Ctx, deadline: Instant) {
+        while Instant::now() < deadline {
+            if self.ship_once(ctx).await.is_ok() && self.buffered() == 0 {
+                return;
+            }
+            tokio::time::sleep_until((Instant::now() + Duration::from_millis(200)).min(deadline)).await;
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Delivering results with their final log chunks, batched (`POST /worker/jobs/complete`)
+//! when several are ready; kept and retried with backoff while the server is away; a 409
+//! is logged and never retried. It runs no steps; it only makes sure a refused attempt's
+//! group is dead.
+
+use crate::backoff::Backoff;
+use crate::context::Ctx;
+use rota_api_types::worker::{
+    CompleteBatchRequest, CompleteItem, CompleteRequest, LogBatch, LogsBatchRequest,
+};
+use rota_client::ClientError;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Results per request at most.
+const BATCH_MAX: usize = 64;
+/// While other steps still run, a result waits this long for company before it is sent:
+/// each request costs the server a transaction and a commit, so one request per few
+/// results instead of one per result is most of what the server spends on a busy worker.
+/// A result with no step left running goes at once.
+const LINGER: Duration = Duration::from_millis(2);
+/// Final log bytes carried inside one completion request at most; an attempt with more
+/// ships them through the logs endpoint first.
+const CARRIED_LOGS_MAX: usize = 4 << 20;
+
+/// The queue of results to deliver.
+#[derive(Debug, Default)]
+pub(crate) struct Reporter {
+    queue: Mutex<VecDeque<CompleteItem>>,
+    /// Results taken from the queue by a request still in flight.
+    in_flight: AtomicUsize,
+    wake: Notify,
+}
+
+/// Counts taken results as in flight until the request settled (and any retry was
+/// queued again), so `pending` never reads 0 while a result is on the wire.
+struct InFlight<'a>(&'a AtomicUsize, usize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::SeqCst);
+    }
+}
+
+fn log_bytes(item: &CompleteItem) -> usize {
+    item.logs.iter().map(|c| c.data.0.len()).sum()
+}
+
+/// What became of one result.
+enum Delivery {
+    Done,
+    Retry,
+}
+
+impl Reporter {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<CompleteItem>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a result.
+    pub(crate) fn push(&self, item: CompleteItem) {
+        self.lock().push_back(item);
+        self.wake.notify_one();
+    }
+
+    /// Results not delivered yet (queued or on the wire).
+    pub(crate) fn pending(&self) -> usize {
+        let queued = self.lock().len();
+        queued + self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Takes the next request's worth: up to [`BATCH_MAX`] results carrying at most
+    /// [`CARRIED_LOGS_MAX`] log bytes (always at least one).
+    fn take(&self) -> Vec<CompleteItem> {
+        let mut q = self.lock();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while let Some(front) = q.front() {
+            let b = log_bytes(front);
+            if !out.is_empty() && (out.len() >= BATCH_MAX || bytes + b > CARRIED_LOGS_MAX) {
+                break;
+            }
+            bytes += b;
+            out.extend(q.pop_front());
+        }
+        self.in_flight.fetch_add(out.len(), Ordering::SeqCst);
+        out
+    }
+
+    fn requeue(&self, items: Vec<CompleteItem>) {
+        let mut q = self.lock();
+        for item in items.into_iter().rev() {
+            q.push_front(item);
+        }
+    }
+
+    /// The delivery loop; returns when `stop` is cancelled.
+    pub(crate) async fn run(&self, ctx: &Ctx, stop: CancellationToken) {
+        let mut backoff = Backoff::server();
+        loop {
+            if self.pending() == 0 {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = stop.cancelled() => return,
+                }
+                continue;
+            }
+            let until = Instant::now() + LINGER;
+            while self.lock().len() < BATCH_MAX && ctx.attempts.running_count() > 0 {
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep_until(until) => break,
+                    () = stop.cancelled() => return,
+                }
+            }
+            if self.deliver_some(ctx).await {
+                if backoff.is_failing() {
+                    tracing::info!("results are being delivered again");
+                }
+                backoff.reset();
+            } else {
+                let delay = backoff.next_delay();
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    /// Delivers until the queue is empty or `deadline` passes.
+    pub(crate) async fn flush(&self, ctx: &Ctx, deadline: Instant) {
+        let mut backoff = Backoff::server();
+        while self.pending() > 0 && Instant::now() < deadline {
+            if self.lock().is_empty() {
+                // Everything left is on the wire from the background loop.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            if !self.deliver_some(ctx).await {
+                let nap = backoff.next_delay();
+                tokio::time::sleep_until((Instant::now() + nap).min(deadline)).await;
+            }
+        }
+    }
+
+    /// Sends one request's worth. False when something must be retried later.
+    async fn deliver_some(&self, ctx: &Ctx) -> bool {
+        let mut items = self.take();
+        let _in_flight = InFlight(&self.in_flight, items.len());
+        if items.is_empty() {
+            return true;
+        }
+        // Oversized final output goes through the logs endpoint first.
+        for item in items.iter_mut().filter(|i| log_bytes(i) > CARRIED_LOGS_MAX) {
+            if ship_logs_first(ctx, item).await.is_err() {
+                self.requeue(items);
+                return false;
+            }
+        }
+        let generation = ctx.client.credential_generation();
+        let outcome = if items.len() == 1 {
+            let item = &items[0];
+            let req = CompleteRequest {
+                attempt_id: item.attempt_id,
+                outcome: item.outcome.clone(),
+                logs: item.logs.clone(),
+            };
+            ctx.client.complete(item.job_id, &item.step, &req).await.map(|_| vec![(200, None)])
+        } else {
+            let req = CompleteBatchRequest { results: items.clone() };
+            ctx.client
+                .complete_batch(&req)
+                .await
+                .map(|resp| resp.results.into_iter().map(|r| (r.status, r.error)).collect::<Vec<_>>())
+        };
+        match outcome {
+            Ok(statuses) => {
+                let mut retry = Vec::new();
+                let mut statuses = statuses.into_iter();
+                for item in items {
+                    let (status, error) =
+                        statuses.next().unwrap_or((503, Some("no result for this entry".into())));
+                    match settle(ctx, &item, status, error.as_deref()) {
+                        Delivery::Done => ctx.attempts.remove(item.attempt_id),
+                        Delivery::Retry => retry.push(item),
+                    }
+                }
+                let ok = retry.is_empty();
+                self.requeue(retry);
+                ok
+            }
+            Err(ClientError::Http { status, message, .. }) if items.len() == 1 && status != 401 => {
+                let item = items.remove(0);
+                match settle(ctx, &item, status, Some(&message)) {
+                    Delivery::Done => {
+                        ctx.attempts.remove(item.attempt_id);
+                        true
+                    }
+                    Delivery::Retry => {
+                        self.requeue(vec![item]);
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                if e.is_unauthorized() {
+                    ctx.session_lost(generation);
+                } else if e.is_transient() || matches!(e, ClientError::NotRegistered) {
+                    tracing::debug!(results = items.len(), "results not delivered yet: {e}");
+                } else {
+                    tracing::warn!(results = items.len(), "result delivery failed: {e}; retrying");
+                }
+                self.requeue(items);
+                false
+            }
+        }
+    }
+}
+
+/// Decides what a per-result status means.
+fn settle(ctx: &Ctx, item: &CompleteItem, status: u16, error: Option<&str>) -> Delivery {
+    match status {
+        200..=299 => {
+            tracing::debug!(attempt_id = %item.attempt_id, job_id = %item.job_id, step = %item.step,
+                outcome = %item.outcome.reason(), "result recorded");
+            Delivery::Done
+        }
+        409 => {
+            tracing::warn!("attempt {} superseded: result not recorded (409)", item.attempt_id);
+            ctx.journal.kill_if_recorded(item.attempt_id);
+            Delivery::Done
+        }
+        401 | 408 | 429 | 500..=599 => Delivery::Retry,
+        _ => {
+            tracing::error!(attempt_id = %item.attempt_id, status,
+                "server refused the result: {}; it is dropped", error.unwrap_or("no reason given"));
+            ctx.journal.kill_if_recorded(item.attempt_id);
+            Delivery::Done
+        }
+    }
+}
+
+/// Sends an item's final chunks via `POST /worker/logs` in bounded requests, removing
+/// what was stored. A 409/4xx for them clears them too (the completion will tell).
+async fn ship_logs_first(ctx: &Ctx, item: &mut CompleteItem) -> Result<(), ClientError> {
+    while !item.logs.is_empty() {
+        let mut bytes = 0;
+        let n = item
+            .logs
+            .iter()
+            .take_while(|c| {
+                bytes += c.data.0.len();
+                bytes <= crate::logship::REQUEST_MAX
+            })
+            .count()
+            .max(1);
+        let chunks: Vec<_> = item.logs[..n].to_vec();
+        let batch =
+            LogBatch { job_id: item.job_id, step: item.step.clone(), attempt_id: item.attempt_id, chunks };
+        let generation = ctx.client.credential_generation();
+        match ctx.client.logs_batch(&LogsBatchRequest { batches: vec![batch] }).await {
+            Ok(resp) => {
+                let status = resp.results.first().map_or(503, |r| r.status);
+                if (500..=599).contains(&status) {
+                    return Err(ClientError::Http {
+                        status,
+                        code: "retry".into(),
+                        message: "log append failed".into(),
+                    });
+                }
+                item.logs.drain(..n);
+            }
+            Err(e) => {
+                if e.is_unauthorized() {
+                    ctx.session_lost(generation);
+                }
+                if e.is_transient() || e.is_unauthorized() || matches!(e, ClientError::NotRegistered) {
+                    return Err(e);
+                }
+                item.logs.drain(..n);
+            }
+        }
+    }
+    Ok(())
+}

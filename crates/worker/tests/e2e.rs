@@ -1,0 +1,394 @@
+//! The worker against the real server (axum + SQLite in a temp dir) over real HTTP, with
+//! real processes: happy path with byte-exact output, failure, timeout, cancel, drain,
+//! drain timeout, results delivered across a server restart, self-fencing when the server
+//! is gone, and a superseded session.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use rota_api_types::jobs::{JobDetail, LogsQuery};
+use rota_client::{Client, WorkerClient};
+use rota_domain::{AttemptStatus, JobId, JobSpec, OnLost, StepSpec, Target};
+use rota_server::ServerConfig;
+use rota_store_sqlite::{SqliteOptions, SqliteStore};
+use rota_worker::{Ready, WorkerConfig, WorkerError};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const ADMIN: &str = "admin-token";
+const JOIN: &str = "join-token";
+
+struct Server {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(db: &Path, addr: Option<SocketAddr>, lease: (u64, u64)) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let store: Arc<dyn rota_store::JobStore> =
+            Arc::new(SqliteStore::open(db, SqliteOptions::default()).unwrap());
+        let config = ServerConfig {
+            admin_token: ADMIN.into(),
+            join_token: JOIN.into(),
+            heartbeat_interval: Duration::from_millis(lease.0),
+            lease_ttl: Duration::from_millis(lease.1),
+            // Keeps graceful shutdowns short: they wait for open long-polls.
+            max_poll: Duration::from_secs(2),
+            ..ServerConfig::default()
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { rota_server::run(listener, store, config, stop).await.unwrap() }
+        });
+        Self { addr, stop, task }
+    }
+
+    async fn shut(self) {
+        self.stop.cancel();
+        self.task.await.unwrap();
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.addr.to_string(), Some(ADMIN.into())).unwrap()
+    }
+}
+
+struct Worker {
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), WorkerError>>,
+    ready: Ready,
+}
+
+/// `RUST_LOG=rota_worker=debug cargo test -p rota-worker --test e2e -- --nocapture` shows
+/// the worker's (and server's) log.
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+async fn start_worker(config: WorkerConfig) -> Worker {
+    init_tracing();
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(rota_worker::run(config, shutdown.clone(), Some(tx)));
+    let ready = tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+    Worker { shutdown, task, ready }
+}
+
+fn worker_config(server: &Server, ws: &Path) -> WorkerConfig {
+    let mut c = WorkerConfig::new(server.addr.to_string(), JOIN, ws);
+    c.name = format!("w-{}", ws.file_name().unwrap().to_string_lossy());
+    c.concurrency = 4;
+    c.kill_grace = Duration::from_millis(500);
+    c
+}
+
+fn job(steps: Vec<StepSpec>) -> JobSpec {
+    JobSpec {
+        name: None,
+        queue: "default".into(),
+        priority: 0,
+        target: Target::default(),
+        env: BTreeMap::new(),
+        idempotency_key: None,
+        deadline: None,
+        steps,
+    }
+}
+
+async fn wait_job(c: &Client, id: JobId, what: &str, ok: impl Fn(&JobDetail) -> bool) -> JobDetail {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = c.get_job(id).await.unwrap();
+        if ok(&d) {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}: {d:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_state(c: &Client, id: JobId, state: &str) -> JobDetail {
+    wait_job(c, id, state, |d| d.summary.state == state).await
+}
+
+async fn read_pid(file: &Path) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(pid) =
+            std::fs::read_to_string(file).ok().and_then(|s| s.lines().last()?.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "step never wrote {}", file.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Live (non-zombie) processes of group `pgid`, from /proc.
+fn live_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) && f[0] != "Z" && f[0] != "X" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+async fn wait_group_dead(pgid: i32, within: Duration) {
+    let deadline = Instant::now() + within;
+    while !live_members(pgid).is_empty() {
+        assert!(Instant::now() < deadline, "group {pgid} still alive: {:?}", live_members(pgid));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn output(c: &Client, id: JobId, step: &str) -> (Vec<u8>, Vec<u8>) {
+    let q = LogsQuery { step: Some(step.into()), ..LogsQuery::default() };
+    let page = c.job_logs(id, &q).await.unwrap();
+    let mut out = (Vec::new(), Vec::new());
+    for ch in page.chunks {
+        match ch.stream {
+            rota_domain::Stream::Stdout => out.0.extend(ch.data.0),
+            rota_domain::Stream::Stderr => out.1.extend(ch.data.0),
+        }
+    }
+    out
+}
+
+fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let db = t.path().join("rota.db");
+    let ws = t.path().join("ws");
+    (t, db, ws)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_jobs_with_exact_output_failures_and_timeouts() {
+    let (_t, db, ws) = dirs();
+    let server = Server::start(&db, None, (500, 5000)).await;
+    let c = server.client();
+    let w = start_worker(worker_config(&server, &ws)).await;
+    assert_eq!(w.ready.name, "w-ws");
+
+    let mut b = StepSpec::new("b", r#"test -z "$ROTA_JOIN_TOKEN" && printf '%s' "$ROTA_STEP" >&2"#);
+    b.needs = vec!["a".into()];
+    let ok = c.submit(&job(vec![StepSpec::new("a", r"printf 'bin\377\376\000ary'"), b]), None).await.unwrap();
+    let fail = c.submit(&job(vec![StepSpec::new("x", "echo doomed; exit 3")]), None).await.unwrap();
+    let mut slow = StepSpec::new("slow", "sleep 30 & sleep 30");
+    slow.timeout = Some(Duration::from_millis(300));
+    let timeout = c.submit(&job(vec![slow]), None).await.unwrap();
+
+    wait_state(&c, ok.id, "succeeded").await;
+    assert_eq!(output(&c, ok.id, "a").await, (b"bin\xff\xfe\x00ary".to_vec(), Vec::new()));
+    assert_eq!(output(&c, ok.id, "b").await, (Vec::new(), b"b".to_vec()));
+    let d = wait_state(&c, fail.id, "failed").await;
+    assert_eq!(d.step_details[0].attempts[0].exit_code, Some(3));
+    assert_eq!(output(&c, fail.id, "x").await.0, b"doomed\n");
+    let d = wait_state(&c, timeout.id, "failed").await;
+    assert_eq!(d.step_details[0].attempts[0].status, AttemptStatus::Timeout);
+
+    w.shutdown.cancel();
+    w.task.await.unwrap().unwrap();
+    let workers = c.list_workers().await.unwrap();
+    assert_eq!(workers.workers[0].state, rota_api_types::workers::WorkerState::Offline, "{workers:?}");
+    server.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_kills_the_step_group() {
+    let (t, db, ws) = dirs();
+    let server = Server::start(&db, None, (500, 5000)).await;
+    let c = server.client();
+    let w = start_worker(worker_config(&server, &ws)).await;
+    let pidfile = t.path().join("pid");
+    let run = format!("echo $$ > {}; sleep 300 & sleep 300", pidfile.display());
+    let j = c.submit(&job(vec![StepSpec::new("s", run)]), None).await.unwrap();
+    let pgid = read_pid(&pidfile).await;
+    assert!(!live_members(pgid).is_empty());
+    c.cancel_job(j.id).await.unwrap();
+    wait_state(&c, j.id, "cancelled").await;
+    wait_group_dead(pgid, Duration::from_secs(5)).await;
+    w.shutdown.cancel();
+    w.task.await.unwrap().unwrap();
+    server.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_lets_steps_finish_and_the_timeout_stops_the_rest() {
+    let (t, db, ws) = dirs();
+    let server = Server::start(&db, None, (500, 5000)).await;
+    let c = server.client();
+    let mut config = worker_config(&server, &ws);
+    config.drain_timeout = Duration::from_secs(2);
+    let w = start_worker(config).await;
+    let (p1, p2) = (t.path().join("p1"), t.path().join("p2"));
+    let q = StepSpec::new("q", format!("echo $$ > {}; sleep 1; echo ok", p1.display()));
+    let quick = c.submit(&job(vec![q]), None).await.unwrap();
+    let mut stuck = StepSpec::new("s", format!("echo $$ > {}; trap '' TERM; sleep 300", p2.display()));
+    stuck.on_lost = OnLost::Fail;
+    let stuck = c.submit(&job(vec![stuck]), None).await.unwrap();
+    read_pid(&p1).await;
+    let pgid = read_pid(&p2).await;
+
+    let began = Instant::now();
+    w.shutdown.cancel();
+    w.task.await.unwrap().unwrap();
+    assert!(began.elapsed() < Duration::from_secs(8), "drain took {:?}", began.elapsed());
+    assert!(live_members(pgid).is_empty(), "the stuck step survived the drain");
+    wait_state(&c, quick.id, "succeeded").await;
+    assert_eq!(output(&c, quick.id, "q").await.0, b"ok\n");
+    let d = wait_state(&c, stuck.id, "failed").await;
+    let a = &d.step_details[0].attempts[0];
+    assert_eq!(a.status, AttemptStatus::Lost);
+    assert!(a.reason.as_deref().unwrap_or_default().contains("worker shut down"), "{a:?}");
+    server.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_are_delivered_after_a_server_restart() {
+    let (t, db, ws) = dirs();
+    let server = Server::start(&db, None, (300, 5000)).await;
+    let addr = server.addr;
+    let w = start_worker(worker_config(&server, &ws)).await;
+    let pidfile = t.path().join("pid");
+    let run = format!("echo $$ > {}; sleep 1.5; printf 'after restart'", pidfile.display());
+    let j = server.client().submit(&job(vec![StepSpec::new("s", run)]), None).await.unwrap();
+    read_pid(&pidfile).await;
+    server.shut().await;
+    // The step ends while the server is away; the worker keeps the result.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let server = Server::start(&db, Some(addr), (300, 5000)).await;
+    let c = server.client();
+    wait_state(&c, j.id, "succeeded").await;
+    assert_eq!(output(&c, j.id, "s").await.0, b"after restart");
+    w.shutdown.cancel();
+    w.task.await.unwrap().unwrap();
+    server.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_cut_off_from_the_server_fences_its_steps() {
+    let (t, db, ws) = dirs();
+    let server = Server::start(&db, None, (300, 2000)).await;
+    let w = start_worker(worker_config(&server, &ws)).await;
+    let pidfile = t.path().join("pid");
+    let run = format!("echo $$ > {}; sleep 300 & sleep 300", pidfile.display());
+    server.client().submit(&job(vec![StepSpec::new("s", run)]), None).await.unwrap();
+    let pgid = read_pid(&pidfile).await;
+    let cut = Instant::now();
+    server.stop.cancel();
+    // Lease 2 s, margin min(300 ms, 500 ms): fenced about 1.7 s after the last renewal.
+    wait_group_dead(pgid, Duration::from_secs(4)).await;
+    assert!(cut.elapsed() < Duration::from_secs(4));
+    // Aborting the worker is a hard stop; nothing may be left running.
+    w.task.abort();
+    let _ = w.task.await;
+    server.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_superseded_session_kills_its_steps_and_registers_again() {
+    let (t, db, ws) = dirs();
+    let server = Server::start(&db, None, (300, 5000)).await;
+    let c = server.client();
+    let config = worker_config(&server, &ws);
+    let name = config.name.clone();
+    let w = start_worker(config).await;
+    let pidfile = t.path().join("pid");
+    let run = format!("echo $$ >> {}; sleep 300", pidfile.display());
+    let j = c.submit(&job(vec![StepSpec::new("s", run)]), None).await.unwrap();
+    let first = read_pid(&pidfile).await;
+
+    // Someone registers the same name: the worker's session is superseded.
+    let imposter = WorkerClient::new(&server.addr.to_string()).unwrap();
+    let req = rota_api_types::worker::RegisterRequest {
+        protocol_version: rota_domain::PROTOCOL_VERSION,
+        name,
+        host: "elsewhere".into(),
+        profile: None,
+        version: "test".into(),
+        queues: vec!["nothing-here".into()],
+        tags: vec![],
+        concurrency: 1,
+        capabilities: vec![],
+        pid: None,
+    };
+    imposter.register(JOIN, &req).await.unwrap();
+    wait_group_dead(first, Duration::from_secs(5)).await;
+    // The lost attempt is retried on the worker's new session.
+    let d = wait_job(&c, j.id, "a second attempt", |d| d.step_details[0].attempts.len() >= 2).await;
+    assert_eq!(d.step_details[0].attempts[0].status, AttemptStatus::Lost);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let second = loop {
+        let pid = read_pid(&pidfile).await;
+        if pid != first {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the retry never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    c.cancel_job(j.id).await.unwrap();
+    wait_state(&c, j.id, "cancelled").await;
+    wait_group_dead(second, Duration::from_secs(5)).await;
+    w.shutdown.cancel();
+    w.task.await.unwrap().unwrap();
+    server.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_join_token_is_refused_at_once() {
+    let (_t, db, ws) = dirs();
+    let server = Server::start(&db, None, (500, 5000)).await;
+    let mut config = worker_config(&server, &ws);
+    config.join_token = "wrong".into();
+    let res = tokio::time::timeout(
+        Duration::from_secs(5),
+        rota_worker::run(config, CancellationToken::new(), None),
+    );
+    match res.await.unwrap() {
+        Err(WorkerError::Refused { message }) => assert!(message.contains("join token"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    server.shut().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_step_over_its_memory_limit_is_killed() {
+    let (t, db, ws) = dirs();
+    let server = Server::start(&db, None, (500, 5000)).await;
+    let c = server.client();
+    let w = start_worker(worker_config(&server, &ws)).await;
+    let pidfile = t.path().join("pid");
+    // `tail` keeps its whole (newline-free) input: about 60 MB for 30 s.
+    let run =
+        format!("echo $$ > {}; (head -c 60000000 /dev/zero; sleep 30) | tail >/dev/null", pidfile.display());
+    let mut step = StepSpec::new("hog", run);
+    step.memory_limit = Some(20 << 20);
+    let j = c.submit(&job(vec![step]), None).await.unwrap();
+    let pgid = read_pid(&pidfile).await;
+    let d = wait_state(&c, j.id, "failed").await;
+    assert_eq!(d.step_details[0].attempts[0].status, AttemptStatus::Memory);
+    wait_group_dead(pgid, Duration::from_secs(5)).await;
+    w.shutdown.cancel();
+    w.task.await.unwrap().unwrap();
+    server.shut().await;
+}
