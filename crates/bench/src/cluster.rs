@@ -56,21 +56,47 @@ impl BenchCluster {
 
     /// Launches `rota worker run`; returns at once (the caller times from here).
     pub(crate) fn launch_worker(&mut self, name: &str, concurrency: u32) -> Result<()> {
+        self.launch_worker_with(name, concurrency, &[])
+    }
+
+    /// Launches `rota worker run` with `extra` arguments; returns at once.
+    pub(crate) fn launch_worker_with(&mut self, name: &str, concurrency: u32, extra: &[&str]) -> Result<()> {
+        let child = self.worker_command(name, concurrency, extra, "warn").stderr(Stdio::inherit()).spawn();
+        self.workers.push(child.context("starting rota worker")?);
+        Ok(())
+    }
+
+    /// The command that runs a worker named `name` against this server (workspace
+    /// `<dir>/ws-<name>`, log filter `log`), for callers that need its stderr or its pid.
+    pub(crate) fn worker_command(&self, name: &str, concurrency: u32, extra: &[&str], log: &str) -> Command {
         let ws = self.dir.path().join(format!("ws-{name}"));
-        let child = Command::new(&self.rota)
-            .env_clear()
+        let mut cmd = Command::new(&self.rota);
+        cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
-            .env("ROTA_LOG", "warn")
+            .env("ROTA_LOG", log)
             .args(["worker", "run", "--server", &self.url, "--join-token", &self.join_token, "--name", name])
             .args(["--concurrency", &concurrency.to_string(), "--workspace"])
             .arg(ws)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("starting rota worker")?;
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        cmd
+    }
+
+    /// Adopts a worker the caller spawned itself (killed with the cluster).
+    pub(crate) fn adopt_worker(&mut self, child: Child) {
         self.workers.push(child);
-        Ok(())
+    }
+
+    /// The pid of the server process.
+    pub(crate) fn server_pid(&self) -> u32 {
+        self.server.id()
+    }
+
+    /// Resident memory of the first worker, in bytes.
+    pub(crate) fn worker_rss_bytes(&self) -> Option<u64> {
+        rss_bytes(self.workers.first()?.id())
     }
 
     /// Waits until a worker named `name` is registered.
@@ -103,6 +129,13 @@ impl BenchCluster {
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
             .with_context(|| format!("metric {name} missing"))
     }
+}
+
+/// Resident memory (`VmRSS`) of `pid` in bytes.
+pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// CPU seconds of a process from `/proc/<pid>/stat`: its own (user + system) and that of

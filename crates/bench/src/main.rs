@@ -1,12 +1,21 @@
 //! `rota-bench`: the measuring side of `bench/run`. Each subcommand prints one JSON object
-//! on stdout so the script can tabulate runs. It starts real `rota` processes (release
-//! build) in a throwaway directory and never reuses state between runs.
+//! on stdout so the orchestrator (`bench/orchestrate.py`) can tabulate runs. It starts real
+//! `rota` processes (release build) in a throwaway directory and never reuses state.
 //!
-//! Subcommands: `spawn-probe` (bare `sh -c true` loop, the hardware ceiling), `burn-down`
-//! (N jobs queued first, then one worker drains them), `latency` (idle submit → step start).
+//! Every workload object carries `"workload"`, its figures, and the exactly-once counts
+//! `"lost"` and `"duplicated"` (plus `"reexecuted"` where re-runs are expected); the
+//! orchestrator fails the whole run if any `lost` or `duplicated` is non-zero.
 
+mod capacity;
 mod cluster;
+mod latency;
+mod limits;
+mod logs;
 mod probes;
+mod recovery;
+mod soak;
+mod start;
+mod submit;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -28,6 +37,8 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         parallel: u32,
     },
+    /// The machine's other limits: 1-row SQLite FULL commits/s, loopback HTTP round trip.
+    Limits(limits::Args),
     /// Queue `jobs` shell jobs, then time one worker draining them from its launch.
     BurnDown {
         #[arg(long)]
@@ -36,16 +47,24 @@ enum Cmd {
         jobs: u32,
         #[arg(long, default_value_t = 8)]
         concurrency: u32,
-    },
-    /// Idle latency: one job at a time, from just before submit to the step's start stamp.
-    Latency {
+        /// Make the worker hold this many MiB of resident memory while it works.
         #[arg(long)]
-        rota: PathBuf,
-        #[arg(long, default_value_t = 200)]
-        samples: u32,
-        #[arg(long, default_value_t = 8)]
-        concurrency: u32,
+        ballast_mib: Option<u32>,
     },
+    /// Synthetic protocol clients that claim and complete without spawning anything.
+    ServerCapacity(capacity::Args),
+    /// Open-loop submit → spawn latency, at idle or at a fixed arrival rate.
+    Latency(latency::Args),
+    /// Jobs accepted per second by the API, one per request or batched.
+    SubmitRate(submit::Args),
+    /// `rota worker start` → registered, repeated.
+    WorkerStart(start::Args),
+    /// SIGKILL a worker with steps in flight; time until each runs again elsewhere.
+    FailureRecovery(recovery::Args),
+    /// Log capture throughput: one big writer, many 1 MB writers, burn-down while streaming.
+    LogCapture(logs::Args),
+    /// Soak and scale (`--full` only): steady offered load, claim latency vs queue depth, RSS.
+    Soak(soak::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,12 +72,17 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let value = match args.cmd {
         Cmd::SpawnProbe { jobs, parallel } => probes::spawn_probe(jobs, parallel)?,
-        Cmd::BurnDown { rota, jobs, concurrency } => {
-            rt.block_on(probes::burn_down(&rota, jobs, concurrency))?
+        Cmd::Limits(a) => rt.block_on(limits::run(a))?,
+        Cmd::BurnDown { rota, jobs, concurrency, ballast_mib } => {
+            rt.block_on(probes::burn_down(&rota, jobs, concurrency, ballast_mib))?
         }
-        Cmd::Latency { rota, samples, concurrency } => {
-            rt.block_on(probes::latency(&rota, samples, concurrency))?
-        }
+        Cmd::ServerCapacity(a) => rt.block_on(capacity::run(a))?,
+        Cmd::Latency(a) => rt.block_on(latency::run(a))?,
+        Cmd::SubmitRate(a) => rt.block_on(submit::run(a))?,
+        Cmd::WorkerStart(a) => rt.block_on(start::run(a))?,
+        Cmd::FailureRecovery(a) => rt.block_on(recovery::run(a))?,
+        Cmd::LogCapture(a) => rt.block_on(logs::run(a))?,
+        Cmd::Soak(a) => rt.block_on(soak::run(a))?,
     };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{value}")?;

@@ -69,7 +69,7 @@ pub(crate) fn spawn_probe(jobs: u32, parallel: u32) -> Result<Value> {
 /// N `sh -c true` jobs queued first, then one worker launched; timed from its launch until
 /// the server has recorded every completion. Checks nothing was lost or run twice, and reports
 /// the CPU time the worker, its steps and the server used per job.
-pub(crate) async fn burn_down(rota: &Path, jobs: u32, concurrency: u32) -> Result<Value> {
+pub(crate) async fn burn_down(rota: &Path, jobs: u32, concurrency: u32, ballast_mib: Option<u32>) -> Result<Value> {
     let mut c = BenchCluster::start(rota).await?;
     let batch: Vec<JobSpec> = (0..1000).map(|_| shell_job("true")).collect();
     let mut queued = 0;
@@ -83,7 +83,10 @@ pub(crate) async fn burn_down(rota: &Path, jobs: u32, concurrency: u32) -> Resul
     }
     let server_before = c.server_cpu()?;
     let start = Instant::now();
-    c.launch_worker("bench", concurrency)?;
+    match ballast_mib {
+        Some(mib) => c.launch_worker_with("bench", concurrency, &["--bench-ballast-mib", &mib.to_string()])?,
+        None => c.launch_worker("bench", concurrency)?,
+    }
     let mut first_done: Option<Duration> = None;
     loop {
         let done = c.metric("rota_attempts_completed_total").await?;
@@ -101,6 +104,7 @@ pub(crate) async fn burn_down(rota: &Path, jobs: u32, concurrency: u32) -> Resul
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let secs = start.elapsed().as_secs_f64();
+    let worker_rss_mib = c.worker_rss_bytes().map(|b| b / (1024 * 1024));
     // Robust against other load on the machine, unlike jobs/s.
     let (server, worker) = (c.server_cpu()?, c.worker_cpu()?);
     let per_job_ms = |s: f64| (s * 1000.0 / f64::from(jobs) * 1000.0).round() / 1000.0;
@@ -113,7 +117,8 @@ pub(crate) async fn burn_down(rota: &Path, jobs: u32, concurrency: u32) -> Resul
     };
     let unfinished = c.client.list_jobs(&q).await?.jobs.len();
     Ok(json!({
-        "workload": "burn-down", "jobs": jobs, "concurrency": concurrency, "seconds": secs,
+        "workload": "burn-down", "jobs": jobs, "concurrency": concurrency, "ballast_mib": ballast_mib,
+        "worker_rss_mib": worker_rss_mib, "seconds": secs,
         "per_s": f64::from(jobs) / secs,
         "first_completion_s": first_done.map(|d| d.as_secs_f64()),
         "cpu_ms_per_job": {
@@ -121,7 +126,8 @@ pub(crate) async fn burn_down(rota: &Path, jobs: u32, concurrency: u32) -> Resul
             "server": per_job_ms(server.own - server_before.own),
         },
         "attempts_claimed": claimed, "completions": completed, "not_succeeded": unfinished,
-        "lost_or_duplicated": claimed != u64::from(jobs) || completed != u64::from(jobs) || unfinished != 0,
+        "lost": u64::from(jobs).saturating_sub(completed).max(unfinished as u64),
+        "duplicated": completed.saturating_sub(u64::from(jobs)),
     }))
 }
 

@@ -255,6 +255,10 @@ pub(crate) struct WorkerRunArgs {
     /// TEST ONLY: accept shutdown requests on the control port but never answer them.
     #[arg(long, hide = true)]
     pub(crate) test_hang_control: bool,
+    /// BENCHMARK ONLY: hold this many MiB of touched memory for the worker's whole life, so
+    /// bench/run can show that spawning a step does not slow down with a large worker RSS.
+    #[arg(long, hide = true, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub(crate) bench_ballast_mib: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -84,6 +84,7 @@ pub(crate) async fn run_attempt(
             return Some(lost(format!("cannot start sh: {e}")));
         }
     };
+    let spawned_at = std::time::SystemTime::now();
     let spawn::Spawned { mut child, pid, stdout, stderr } = sp;
     let Some(pgid) = Pid::from_raw(pid) else { return Some(lost("spawned step has pid 0".into())) };
     // The leader cannot be reaped before we wait for it, so its stat is readable here.
@@ -102,7 +103,10 @@ pub(crate) async fn run_attempt(
         return Some(lost(format!("cannot record the step's process group durably: {e}")));
     }
     hooks.group(Some(pgid));
-    tracing::debug!(pid, "step started");
+    // The wall-clock moment of the spawn, for latency measurements that compare it with a
+    // submitter's clock on the same host (bench/run); microseconds since the Unix epoch.
+    let spawned_unix_us = spawned_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    tracing::debug!(pid, spawned_unix_us, "step started");
 
     let mut output = Output::new(stdout, stderr, logs, step.attempt_id);
     let (status, ending) =

@@ -121,6 +121,9 @@ async fn prepare(
 ) -> Result<(WorkerConfig, Option<u16>, Arc<AtomicBool>, ShutdownHandle)> {
     let config = worker_config(global, args, paths)?;
     init_logging(args)?;
+    if let Some(mib) = args.bench_ballast_mib {
+        hold_ballast(mib);
+    }
     let handle = ShutdownHandle::new();
     let registered = Arc::new(AtomicBool::new(false));
     let port = match &args.bind {
@@ -152,6 +155,15 @@ async fn prepare(
         }
     };
     Ok((config, port, registered, handle))
+}
+
+/// Allocates and touches `mib` MiB that live until the process exits (`--bench-ballast-mib`).
+/// Leaked on purpose: it must stay resident, and it is freed with the process.
+fn hold_ballast(mib: u32) {
+    let bytes = usize::try_from(mib).unwrap_or(0) * 1024 * 1024;
+    // A non-zero fill: zeroed allocations may be mapped lazily and never become resident.
+    let ballast: &'static mut [u8] = vec![0x5a_u8; bytes].leak();
+    tracing::info!(mib, resident = ballast.len(), "holding benchmark ballast");
 }
 
 /// `--log-path`, `--log-file` (the profile's file in the state dir) or stderr.
