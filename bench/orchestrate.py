@@ -1,0 +1,564 @@
+#!/usr/bin/env python3
+"""The orchestrator behind bench/run: runs every workload for rota and for each peer
+alternately, in one run, N rounds; prints a table; writes bench/results/latest.json.
+
+It owns scheduling, parsing and summarising. It does not measure anything itself: each run
+is a child process (rota-bench, or a peer's harness) that prints one JSON object with its
+figures and exactly-once counts ("lost", "duplicated"; "reexecuted" where re-runs are
+expected). Any lost or duplicated job makes the exit status 1; a run that errors makes it 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+ROTA = ROOT / "target" / "release" / "rota"
+ROTA_BENCH = ROOT / "target" / "release" / "rota-bench"
+CELERY_PY = BENCH / ".peers" / "celery-venv" / "bin" / "python"
+CELERY_PEER = BENCH / "peers" / "celery" / "peer.py"
+GRAPHILE_PEER = BENCH / "peers" / "graphile" / "peer.mjs"
+
+SYSTEMS = ("rota", "celery", "graphile")
+PEERS = ("celery", "graphile")
+
+# Why a workload has no peer figure: stated in latest.json next to the rota figure.
+NOT_APPLICABLE = {
+    "burn-down-1g": "the variant loads rota's own worker with 1 GiB of RSS to show its spawn path "
+    "(posix_spawn) does not slow down; the peers' worker processes have no such knob",
+    "server-capacity": "the peers have no wire protocol separate from their worker runtime: "
+    "Celery workers talk to Redis and graphile workers to PostgreSQL directly, so there is no "
+    "coordinating server whose capacity could be measured alone",
+    "failure-recovery": "with their documented at-least-once settings neither peer re-runs a killed "
+    "worker's jobs within minutes: Celery (acks_late, Redis broker) redelivers unacked messages after "
+    "visibility_timeout (1 hour by default), graphile-worker releases a dead worker's locked jobs after "
+    "4 hours",
+    "log-capture": "neither peer captures a job's output centrally: Celery and graphile-worker leave "
+    "stdout to the worker process's own log, so there is no 'server holds all of it' to time",
+    "soak": "rota only by the issue's definition (--full)",
+}
+
+# Higher-is-better or lower-is-better for the figures that go into tables and ratios.
+HIGHER, LOWER = "higher", "lower"
+
+
+class Config:
+    """Sizes for one mode: default (the issue's sizes), --quick, --full."""
+
+    def __init__(self, mode: str, rounds: int | None) -> None:
+        quick = mode == "quick"
+        self.mode = mode
+        self.rounds = rounds or (1 if quick else 3)
+        self.burn_jobs = 2_000 if quick else 20_000
+        self.ballast_mib = 1024
+        self.capacity_jobs = 10_000 if quick else 50_000
+        self.capacity_clients = 64
+        self.latency_samples = 60 if quick else 200
+        self.idle_rate = 20.0
+        self.submit_jobs_single = 1_000 if quick else 5_000
+        self.submit_jobs_batch = 5_000 if quick else 20_000
+        self.start_runs = 3 if quick else 20
+        self.recovery_in_flight = 50
+        self.log_big_mb = 50 if quick else 200
+        self.log_many = 20 if quick else 100
+        self.log_burn_jobs = 1_000 if quick else 5_000
+        self.run_timeout = 900
+
+
+class Runner:
+    """Runs one child per measurement, keeps its stderr in a per-run log folder."""
+
+    def __init__(self, log_dir: Path, verbose: bool) -> None:
+        self.log_dir = log_dir
+        self.verbose = verbose
+        self.records: list[dict] = []
+        self.seq = 0
+
+    def run(self, round_no: int, key: str, system: str, argv: list[str], timeout: float) -> dict:
+        self.seq += 1
+        log = self.log_dir / f"{self.seq:03d}-{key}-{system}.log"
+        started = time.monotonic()
+        say(f"  round {round_no}  {key:<22} {system:<9} ", end="")
+        try:
+            proc = subprocess.run(
+                argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log, "wb"), timeout=timeout, check=False
+            )
+            out = proc.stdout.decode(errors="replace").strip().splitlines()
+            if proc.returncode != 0 or not out:
+                raise RuntimeError(f"exit {proc.returncode}; see {log.relative_to(ROOT)}")
+            result = json.loads(out[-1])
+        except (subprocess.TimeoutExpired, RuntimeError, json.JSONDecodeError, OSError) as e:
+            result = {"error": str(e)}
+        wall = time.monotonic() - started
+        record = {"round": round_no, "key": key, "system": system, "argv": [str(a) for a in argv],
+                  "wall_s": round(wall, 2), "result": result}
+        self.records.append(record)
+        say(f"{wall:6.1f}s  {brief(key, result)}")
+        return result
+
+
+def say(msg: str, end: str = "\n") -> None:
+    try:
+        sys.stdout.write(msg + end)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # EPIPE-safe: a closed reader must not abort a run that is writing results.
+        pass
+
+
+def dig(obj: dict, path: str):
+    for part in path.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+# The figures each workload key reports: (label, JSON path, direction, unit).
+FIGURES: dict[str, list[tuple[str, str, str, str]]] = {
+    "spawn-probe-c8": [("spawns/s", "per_s", HIGHER, "/s")],
+    "spawn-probe-c2": [("spawns/s", "per_s", HIGHER, "/s")],
+    "limits": [("SQLite FULL commits/s", "sqlite_full_commits_per_s", HIGHER, "/s"),
+               ("HTTP RTT p50", "http_rtt_us.p50", LOWER, "µs")],
+    "burn-down-c8": [("jobs/s", "per_s", HIGHER, "/s")],
+    "burn-down-c2": [("jobs/s", "per_s", HIGHER, "/s")],
+    "burn-down-1g": [("jobs/s", "per_s", HIGHER, "/s")],
+    "server-capacity": [("jobs/s", "per_s", HIGHER, "/s")],
+    "latency-idle": [("p50", "submit_to_spawn_ms.p50", LOWER, "ms"),
+                     ("p90", "submit_to_spawn_ms.p90", LOWER, "ms"),
+                     ("p99", "submit_to_spawn_ms.p99", LOWER, "ms")],
+    "latency-50pct": [("p50", "submit_to_spawn_ms.p50", LOWER, "ms"),
+                      ("p90", "submit_to_spawn_ms.p90", LOWER, "ms"),
+                      ("p99", "submit_to_spawn_ms.p99", LOWER, "ms")],
+    "submit-single": [("jobs/s", "per_s", HIGHER, "/s")],
+    "submit-batch": [("jobs/s", "per_s", HIGHER, "/s")],
+    "worker-start": [("p50", "ms.p50", LOWER, "ms")],
+    "failure-recovery": [("all running again", "rerun_all_s", LOWER, "s"),
+                         ("all succeeded", "succeeded_all_s", LOWER, "s")],
+    "log-capture-big": [("MB/s", "mb_per_s", HIGHER, "MB/s")],
+    "log-capture-many": [("MB/s", "mb_per_s", HIGHER, "MB/s")],
+    "log-capture-burn": [("jobs/s while streaming", "per_s_streaming", HIGHER, "/s"),
+                         ("÷ without", "ratio", HIGHER, "×")],
+    "soak": [("minute last ÷ minute 1", "last_over_first", HIGHER, "×")],
+}
+
+
+def brief(key: str, result: dict) -> str:
+    if "error" in result:
+        return f"ERROR {result['error']}"
+    parts = []
+    for label, path, _, unit in FIGURES.get(key, []):
+        v = dig(result, path)
+        if isinstance(v, (int, float)):
+            parts.append(f"{label} {fmt(v)}{'' if unit in ('/s', '×') else ' ' + unit}")
+    lost, dup = result.get("lost"), result.get("duplicated")
+    if lost or dup:
+        parts.append(f"LOST {lost} DUPLICATED {dup}")
+    return ", ".join(parts)
+
+
+def fmt(v: float) -> str:
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def rota_cmd(sub: str, *args) -> list[str]:
+    return [str(ROTA_BENCH), sub, "--rota", str(ROTA), *map(str, args)]
+
+
+def node_binary() -> str | None:
+    found = sorted(glob.glob(str(BENCH / ".peers" / "node22" / "**" / "bin" / "node"), recursive=True))
+    return found[0] if found else None
+
+
+def peer_cmd(system: str, sub: str, *args) -> list[str]:
+    if system == "celery":
+        return [str(CELERY_PY), str(CELERY_PEER), sub, *map(str, args)]
+    node = node_binary() or "node"
+    return [node, str(GRAPHILE_PEER), sub, *map(str, args)]
+
+
+def command(system: str, sub: str, rota_args: list, peer_args: list | None = None) -> list[str]:
+    if system == "rota":
+        return rota_cmd(sub, *rota_args)
+    return peer_cmd(system, sub, *(rota_args if peer_args is None else peer_args))
+
+
+def plan_round(cfg: Config, systems: tuple[str, ...], order_shift: int, only: set[str] | None):
+    """The round's runs in order, as (key, system, argv-or-callable). Peers alternate with
+    rota inside each workload, and the order rotates between rounds so no system always
+    runs first (on a cold cache) or last (on a warm one)."""
+
+    def rotate(seq):
+        seq = list(seq)
+        k = order_shift % len(seq)
+        return seq[k:] + seq[:k]
+
+    def want(key):
+        return only is None or any(key.startswith(o) for o in only)
+
+    steps = []
+    if want("limits"):
+        steps.append(("spawn-probe-c8", "machine", [str(ROTA_BENCH), "spawn-probe", "--jobs", str(cfg.burn_jobs),
+                                                    "--parallel", "8"]))
+        steps.append(("spawn-probe-c2", "machine", [str(ROTA_BENCH), "spawn-probe", "--jobs", str(cfg.burn_jobs),
+                                                    "--parallel", "2"]))
+        steps.append(("limits", "machine", rota_cmd("limits", "--seconds", 1 if cfg.mode == "quick" else 3)))
+    for c in (8, 2):
+        key = f"burn-down-c{c}"
+        if want(key):
+            for s in rotate(systems):
+                steps.append((key, s, command(s, "burn-down", ["--jobs", cfg.burn_jobs, "--concurrency", c])))
+    if want("burn-down-1g"):
+        steps.append(("burn-down-1g", "rota", rota_cmd("burn-down", "--jobs", cfg.burn_jobs, "--concurrency", 8,
+                                                        "--ballast-mib", cfg.ballast_mib)))
+    if want("server-capacity"):
+        steps.append(("server-capacity", "rota", rota_cmd("server-capacity", "--clients", cfg.capacity_clients,
+                                                          "--jobs", cfg.capacity_jobs)))
+    if want("latency-idle"):
+        for s in rotate(systems):
+            steps.append(("latency-idle", s, command(s, "latency", ["--samples", cfg.latency_samples, "--rate",
+                                                                     cfg.idle_rate, "--concurrency", 8])))
+    if want("latency-50pct"):
+        for s in rotate(systems):
+            # The rate is half of this system's own burn-down (c=8) in this round: decided
+            # when the run starts, so it is a callable.
+            steps.append(("latency-50pct", s, lambda s=s: command(s, "latency", [
+                "--samples", cfg.latency_samples * 2, "--rate", f"{half_rate(s):.1f}", "--concurrency", 8])))
+    for mode in ("single", "batch"):
+        key = f"submit-{mode}"
+        if want(key):
+            n = cfg.submit_jobs_single if mode == "single" else cfg.submit_jobs_batch
+            for s in rotate(systems):
+                steps.append((key, s, command(s, "submit-rate", ["--mode", mode, "--jobs", n, "--clients", 8])))
+    if want("worker-start"):
+        for s in rotate(systems):
+            steps.append(("worker-start", s, command(s, "worker-start", ["--runs", cfg.start_runs])))
+    if want("failure-recovery"):
+        steps.append(("failure-recovery", "rota", rota_cmd("failure-recovery", "--in-flight",
+                                                           cfg.recovery_in_flight)))
+    if want("log-capture"):
+        steps.append(("log-capture-big", "rota", rota_cmd("log-capture", "--mode", "big", "--mb", cfg.log_big_mb)))
+        steps.append(("log-capture-many", "rota", rota_cmd("log-capture", "--mode", "many", "--steps",
+                                                           cfg.log_many)))
+        steps.append(("log-capture-burn", "rota", rota_cmd("log-capture", "--mode", "burn", "--jobs",
+                                                           cfg.log_burn_jobs)))
+    if cfg.mode == "full" and want("soak"):
+        steps.append(("soak", "rota", lambda: rota_cmd("soak", "--minutes", 10, "--rate",
+                                                        f"{0.7 * half_rate('rota') * 2:.1f}")))
+    return steps
+
+
+_LAST_BURN: dict[str, float] = {}
+
+
+def half_rate(system: str) -> float:
+    # Falls back to a modest rate when the burn-down did not run (--only) or failed.
+    return max(_LAST_BURN.get(system, 200.0) / 2.0, 1.0)
+
+
+def summarise(records: list[dict]) -> dict:
+    """Median and range of each figure per workload key and system, over rounds."""
+    out: dict = {}
+    for key, figures in FIGURES.items():
+        for rec in (r for r in records if r["key"] == key):
+            entry = out.setdefault(key, {}).setdefault(rec["system"], {"runs": [], "figures": {}})
+            entry["runs"].append(rec["result"])
+        for system, entry in out.get(key, {}).items():
+            for label, path, better, unit in figures:
+                vals = [dig(r, path) for r in entry["runs"] if "error" not in r]
+                vals = [v for v in vals if isinstance(v, (int, float))]
+                if vals:
+                    entry["figures"][label] = {"median": statistics.median(vals), "min": min(vals),
+                                               "max": max(vals), "n": len(vals), "unit": unit, "better": better}
+    return out
+
+
+def pair_ratios(records: list[dict]) -> dict:
+    """rota vs each peer, computed within each round (pair by pair) and then summarised:
+    'advantage' > 1 means rota is better (faster, or lower latency)."""
+    out: dict = {}
+    rounds = sorted({r["round"] for r in records})
+    for key, figures in FIGURES.items():
+        for label, path, better, _ in figures:
+            for peer in PEERS:
+                per_round = []
+                for rnd in rounds:
+                    a = next((dig(r["result"], path) for r in records
+                              if r["round"] == rnd and r["key"] == key and r["system"] == "rota"), None)
+                    b = next((dig(r["result"], path) for r in records
+                              if r["round"] == rnd and r["key"] == key and r["system"] == peer), None)
+                    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b > 0:
+                        per_round.append(a / b if better == HIGHER else b / a)
+                if per_round:
+                    out.setdefault(key, {}).setdefault(label, {})[f"rota_vs_{peer}"] = {
+                        "advantage_median": statistics.median(per_round), "min": min(per_round),
+                        "max": max(per_round), "per_round": per_round}
+        # Burn-downs against the spawn ceiling at the same parallelism, same round.
+        if key.startswith("burn-down-c") or key == "burn-down-1g":
+            c = "8" if key in ("burn-down-c8", "burn-down-1g") else "2"
+            for system in SYSTEMS:
+                per_round = []
+                for rnd in rounds:
+                    a = next((dig(r["result"], "per_s") for r in records
+                              if r["round"] == rnd and r["key"] == key and r["system"] == system), None)
+                    b = next((dig(r["result"], "per_s") for r in records
+                              if r["round"] == rnd and r["key"] == f"spawn-probe-c{c}"), None)
+                    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0:
+                        per_round.append(a / b)
+                if per_round:
+                    out.setdefault(key, {}).setdefault("÷ spawn probe", {})[system] = {
+                        "median": statistics.median(per_round), "min": min(per_round), "max": max(per_round),
+                        "per_round": per_round}
+    return out
+
+
+def exactly_once(records: list[dict]) -> dict:
+    lost = sum(int(r["result"].get("lost") or 0) for r in records)
+    dup = sum(int(r["result"].get("duplicated") or 0) for r in records)
+    rex = sum(int(r["result"].get("reexecuted") or 0) for r in records)
+    errors = [f"round {r['round']} {r['key']} {r['system']}: {r['result']['error']}" for r in records
+              if "error" in r["result"]]
+    bad = [f"round {r['round']} {r['key']} {r['system']}: lost {r['result'].get('lost')}, "
+           f"duplicated {r['result'].get('duplicated')}" for r in records
+           if (r["result"].get("lost") or 0) or (r["result"].get("duplicated") or 0)]
+    missing = [f"round {r['round']} {r['key']} {r['system']}" for r in records
+               if r["system"] != "machine" and "error" not in r["result"] and ("lost" not in r["result"] or "duplicated" not in r["result"])]
+    return {"lost": lost, "duplicated": dup, "reexecuted": rex, "violations": bad, "errors": errors,
+            "runs_without_counts": missing}
+
+
+GOALS = [
+    # (description, workload key, figure label, comparison, target, against)
+    ("shell burn-down c=8 ≥ 3× Celery", "burn-down-c8", "jobs/s", "ratio", 3.0, "rota_vs_celery"),
+    ("shell burn-down c=8 ≥ 3.5× graphile-worker", "burn-down-c8", "jobs/s", "ratio", 3.5, "rota_vs_graphile"),
+    ("shell burn-down c=8 ≥ 0.8× spawn probe", "burn-down-c8", "÷ spawn probe", "probe", 0.8, "rota"),
+    ("server capacity ≥ 20 000 jobs/s (SQLite)", "server-capacity", "jobs/s", "min", 20_000, None),
+    ("idle latency p50 ≤ 1.5 ms", "latency-idle", "p50", "max", 1.5, None),
+    ("idle latency p99 ≤ 3 ms", "latency-idle", "p99", "max", 3.0, None),
+    ("worker start ≤ 150 ms median", "worker-start", "p50", "max", 150.0, None),
+    ("log capture ≥ 100 MB/s (one 200 MB step)", "log-capture-big", "MB/s", "min", 100.0, None),
+    ("log capture ≥ 100 MB/s (100 × 1 MB)", "log-capture-many", "MB/s", "min", 100.0, None),
+    ("soak minute 10 ≥ 0.9× minute 1", "soak", "minute last ÷ minute 1", "min", 0.9, None),
+]
+
+
+def goals(summary: dict, ratios: dict) -> list[dict]:
+    out = []
+    for desc, key, label, kind, target, against in GOALS:
+        if kind == "ratio":
+            got = dig(ratios, f"{key}.{label}.{against}.advantage_median") if label in ratios.get(key, {}) else None
+        elif kind == "probe":
+            got = ratios.get(key, {}).get(label, {}).get(against, {}).get("median")
+        else:
+            got = summary.get(key, {}).get("rota", {}).get("figures", {}).get(label, {}).get("median")
+        if got is None:
+            out.append({"goal": desc, "measured": None, "met": None})
+            continue
+        met = got >= target if kind in ("ratio", "probe", "min") else got <= target
+        out.append({"goal": desc, "measured": got, "target": target, "met": met,
+                    "of_target": got / target if kind != "max" else target / got})
+    return out
+
+
+def table(summary: dict, ratios: dict, include_peers: bool) -> list[str]:
+    cols = ["workload", "figure", "rota", "celery", "graphile", "rota ÷ celery", "rota ÷ graphile"] \
+        if include_peers else ["workload", "figure", "rota"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+    def cell(key, system, label):
+        f = summary.get(key, {}).get(system, {}).get("figures", {}).get(label)
+        if not f:
+            return "n/a" if key in NOT_APPLICABLE and system in PEERS else "–"
+        unit = "" if f["unit"] in ("/s", "×") else " " + f["unit"]
+        if f["n"] > 1:
+            return f"{fmt(f['median'])}{unit} ({fmt(f['min'])}–{fmt(f['max'])})"
+        return f"{fmt(f['median'])}{unit}"
+
+    def rcell(key, label, peer):
+        r = ratios.get(key, {}).get(label, {}).get(f"rota_vs_{peer}")
+        return f"{r['advantage_median']:.2f}×" if r else ""
+
+    for key, figures in FIGURES.items():
+        if key not in summary:
+            continue
+        for label, _, _, _ in figures:
+            if key in ("spawn-probe-c8", "spawn-probe-c2", "limits"):
+                row = [key, label, cell(key, "machine", label)]
+                row += ["", "", "", ""] if include_peers else []
+            else:
+                row = [key, label, cell(key, "rota", label)]
+                if include_peers:
+                    row += [cell(key, "celery", label), cell(key, "graphile", label),
+                            rcell(key, label, "celery"), rcell(key, label, "graphile")]
+            lines.append("| " + " | ".join(row) + " |")
+        probe = ratios.get(key, {}).get("÷ spawn probe")
+        if probe:
+            row = [key, "÷ spawn probe"] + [f"{probe[s]['median']:.2f}" if s in probe else "–"
+                                            for s in (SYSTEMS if include_peers else ("rota",))]
+            row += ["", ""] if include_peers else []
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def versions(records: list[dict]) -> dict:
+    v: dict = {}
+    try:
+        v["rota"] = subprocess.run([str(ROTA), "--version"], capture_output=True, text=True).stdout.strip()
+        v["rustc"] = subprocess.run(["rustc", "-V"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        pass
+    for r in records:
+        if r["system"] in PEERS and isinstance(r["result"].get("versions"), dict):
+            v.setdefault(r["system"], r["result"]["versions"])
+    return v
+
+
+def machine() -> dict:
+    info = {"cores": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_gib"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None)
+    except OSError:
+        pass
+    return info
+
+
+def git_sha() -> dict:
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def update_readme(lines: list[str], cmd: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    if begin not in text or end not in text:
+        say("README.md has no bench markers; not updated")
+        return
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    body = f"{begin}\nMeasured {stamp} with `{cmd}` (median and range of the rounds; ratios pair by pair " \
+           f"within a round, > 1 means rota is better):\n\n" + "\n".join(lines) + f"\n{end}"
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(head + body + tail)
+    tmp.replace(readme)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="one small round (under 3 minutes)")
+    mode.add_argument("--full", action="store_true", help="the default rounds plus the 10-minute soak")
+    ap.add_argument("--rounds", type=int, help="rounds to run (default 3; 1 with --quick)")
+    ap.add_argument("--no-peers", action="store_true", help="measure rota only")
+    ap.add_argument("--only", action="append", metavar="WORKLOAD",
+                    help="run only workload keys starting with this (repeatable), e.g. burn-down-c8")
+    ap.add_argument("--update-readme", action="store_true", help="write the table into README.md")
+    ap.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    args = ap.parse_args()
+    if args.rounds is not None and args.rounds < 1:
+        ap.error("--rounds: must be at least 1")
+    if args.only:
+        known = set(FIGURES) | {"limits", "log-capture", "burn-down", "latency", "submit"}
+        for o in args.only:
+            if not any(k.startswith(o) for k in known):
+                ap.error(f"--only {o}: no workload starts with it (known: {', '.join(sorted(FIGURES))})")
+    cfg = Config("quick" if args.quick else "full" if args.full else "default", args.rounds)
+    for p in (ROTA, ROTA_BENCH):
+        if not p.exists():
+            ap.error(f"{p.relative_to(ROOT)} is missing: run bench/run (it builds the release binaries first)")
+    systems = ("rota",) if args.no_peers else SYSTEMS
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    log_dir = RESULTS / "runs" / stamp
+    log_dir.mkdir(parents=True, exist_ok=True)
+    runner = Runner(log_dir, verbose=False)
+    started = time.monotonic()
+    only = set(args.only) if args.only else None
+    say(f"rota bench: mode {cfg.mode}, {cfg.rounds} round(s), systems {', '.join(systems)}; logs in "
+        f"{log_dir.relative_to(ROOT)}")
+    for rnd in range(1, cfg.rounds + 1):
+        _LAST_BURN.clear()
+        for key, system, argv in plan_round(cfg, systems, rnd - 1, only):
+            argv = argv() if callable(argv) else argv
+            result = runner.run(rnd, key, system, argv, cfg.run_timeout)
+            if key == "burn-down-c8" and isinstance(result.get("per_s"), (int, float)):
+                _LAST_BURN[system] = float(result["per_s"])
+
+    records = runner.records
+    summary = summarise(records)
+    ratios = pair_ratios(records)
+    checks = exactly_once(records)
+    goal_list = goals(summary, ratios)
+    lines = table(summary, ratios, include_peers=not args.no_peers)
+    cmd = "bench/run " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    doc = {
+        "schema": 1, "command": cmd.strip(), "mode": cfg.mode, "rounds": cfg.rounds,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - started, 1), "git": git_sha(), "machine": machine(),
+        "versions": versions(records),
+        "parameters": {k: v for k, v in vars(cfg).items()},
+        "not_applicable": {k: v for k, v in NOT_APPLICABLE.items()} if not args.no_peers else {},
+        "summary": summary, "ratios": ratios, "exactly_once": checks, "goals": goal_list,
+        "runs": records,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(args.output)
+    (log_dir / "result.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+
+    say("")
+    for line in lines:
+        say(line)
+    say("")
+    for g in goal_list:
+        if g["met"] is None:
+            say(f"  goal  {g['goal']}: not measured")
+        else:
+            say(f"  goal  {g['goal']}: {fmt(g['measured'])} ({'met' if g['met'] else 'short'}, "
+                f"{g['of_target']:.2f} of target)")
+    say(f"\nexactly once: lost {checks['lost']}, duplicated {checks['duplicated']}, "
+        f"re-executed (expected, failure workload) {checks['reexecuted']}")
+    say(f"wrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output} "
+        f"in {doc['duration_s']:.0f}s")
+    if args.update_readme:
+        update_readme(lines, cmd.strip())
+    for e in checks["errors"]:
+        say(f"error: {e}")
+    for v in checks["violations"]:
+        say(f"EXACTLY-ONCE VIOLATION: {v}")
+    for m in checks["runs_without_counts"]:
+        say(f"error: {m}: the run did not report lost/duplicated counts")
+    if checks["violations"] or checks["lost"] or checks["duplicated"]:
+        return 1
+    if checks["errors"] or checks["runs_without_counts"]:
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
