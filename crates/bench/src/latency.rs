@@ -1,8 +1,22 @@
-//! Not built yet: see bench/README.md.
+//! `latency`: open-loop submit → spawn latency, at idle (low rate) or under a fixed arrival
+//! rate. This module owns the arrival schedule, reading the worker's `step started` trace
+//! events (the spawn moment, stamped by the worker itself) and the exactly-once check of
+//! the jobs it submitted against the server's records.
+//!
+//! Every timestamp compared here is wall clock (`SystemTime`) on this host: the submitter
+//! stamps just before its submit call, the worker stamps right after `posix_spawn`
+//! returned. Both processes read the same clock, so no offset needs estimating.
 
-use anyhow::{Result, bail};
-use serde_json::Value;
+use crate::cluster::BenchCluster;
+use anyhow::{Context, Result, bail};
+use rota_domain::{JobId, JobSpec, StepSpec, Target};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Arguments of this workload.
 #[derive(clap::Args)]
@@ -10,9 +24,354 @@ pub(crate) struct Args {
     /// The `rota` binary (release build).
     #[arg(long)]
     pub(crate) rota: PathBuf,
+    /// Arrivals per second: job i is submitted at t0 + i/rate whatever happened before.
+    #[arg(long, default_value_t = 20.0)]
+    pub(crate) rate: f64,
+    /// Measured jobs (after the warm-up).
+    #[arg(long, default_value_t = 200)]
+    pub(crate) samples: u32,
+    /// The worker's concurrency.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) concurrency: u32,
+    /// Jobs run one at a time before measuring (connections, page cache, allocator).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) warmup: u32,
+}
+
+/// The worker's trace filter: its executor's debug events carry the spawn moment; nothing
+/// else below `warn`, so the pipe stays quiet.
+const WORKER_LOG: &str = "warn,rota_worker::executor=debug";
+
+/// What the worker's trace said about one job.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    /// `running step`: the executor task started (the claim reply was in hand), µs.
+    running_us: Option<i64>,
+    /// `step started`: `spawned_unix_us`, taken right after the spawn returned.
+    spawned_us: Option<i64>,
+    /// `step ended`, µs.
+    ended_us: Option<i64>,
+    /// How many `step started` events named this job (more than one = it ran twice).
+    spawns: u32,
+}
+
+type Trace = Arc<Mutex<HashMap<String, Seen>>>;
+
+/// One measured submit.
+struct Sent {
+    id: JobId,
+    /// How late the submit task started against its schedule (bench-side lag), µs.
+    lag_us: i64,
+    /// Just before the submit call.
+    t0_us: i64,
+    /// When the 201 arrived.
+    t1_us: i64,
 }
 
 pub(crate) async fn run(args: Args) -> Result<Value> {
-    let _ = args.rota;
-    bail!("workload latency is not built yet")
+    if !(args.rate > 0.0 && args.rate.is_finite()) {
+        bail!("--rate must be a positive number");
+    }
+    let mut c = BenchCluster::start(&args.rota).await?;
+    let mut child = c
+        .worker_command("bench", args.concurrency, &[], WORKER_LOG)
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting rota worker")?;
+    let stderr = child.stderr.take().context("worker stderr")?;
+    c.adopt_worker(child);
+    let trace: Trace = Arc::default();
+    // A plain thread: it must drain the pipe at once whatever the runtime is doing, or the
+    // worker would block on a full pipe while writing its trace.
+    let sink = trace.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            record_line(&sink, &line);
+        }
+    });
+    c.wait_registered("bench").await?;
+
+    // Warm-up: one at a time, each awaited, so the measured run starts from a worker that
+    // has spawned before and pooled connections on both sides.
+    let mut warm = Vec::new();
+    for _ in 0..args.warmup {
+        let id = c.client.submit(&true_job(), None).await?.id;
+        wait_spawned(&trace, &[id], Duration::from_secs(30)).await?;
+        warm.push(id);
+    }
+
+    let sent = open_loop(&c, args.rate, args.samples).await?;
+    let ids: Vec<JobId> = sent.iter().map(|s| s.id).collect();
+    // Everything should have spawned within the schedule plus a generous margin.
+    let margin = Duration::from_secs(60) + Duration::from_secs_f64(f64::from(args.samples) / args.rate);
+    wait_spawned(&trace, &ids, margin).await?;
+    let all: Vec<JobId> = warm.iter().chain(&ids).copied().collect();
+    let details = wait_finished(&c, &all, margin).await?;
+
+    let trace = trace.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let ms = |us: i64| us as f64 / 1000.0;
+    let mut to_spawn = Vec::new();
+    let mut to_claimed = Vec::new();
+    let mut claimed_to_spawn = Vec::new();
+    let mut to_step_end = Vec::new();
+    let mut to_done = Vec::new();
+    let mut submit_call = Vec::new();
+    let mut lag = Vec::new();
+    for s in &sent {
+        let seen = trace.get(&s.id.to_string()).cloned().unwrap_or_default();
+        submit_call.push(ms(s.t1_us - s.t0_us));
+        lag.push(ms(s.lag_us));
+        if let Some(sp) = seen.spawned_us {
+            to_spawn.push(ms(sp - s.t0_us));
+            if let Some(r) = seen.running_us {
+                to_claimed.push(ms(r - s.t0_us));
+                claimed_to_spawn.push(ms(sp - r));
+            }
+        }
+        if let Some(e) = seen.ended_us {
+            to_step_end.push(ms(e - s.t0_us));
+        }
+        if let Some(f) = details.get(&s.id).and_then(|d| d.finished_us) {
+            to_done.push(ms(f - s.t0_us));
+        }
+    }
+
+    // Exactly once, from the server's records: every job succeeded with one attempt, the
+    // worker spawned each once, and the counters agree.
+    let total = all.len() as u64;
+    let mut lost = 0u64;
+    let mut duplicated = 0u64;
+    for id in &all {
+        let spawns = trace.get(&id.to_string()).map_or(0, |s| s.spawns);
+        match details.get(id) {
+            Some(d) if d.state == "succeeded" => {
+                duplicated += u64::from(d.attempts.max(spawns).saturating_sub(1));
+            }
+            _ => lost += 1,
+        }
+    }
+    let claimed = c.metric("rota_attempts_claimed_total").await?;
+    let completed = c.metric("rota_attempts_completed_total").await?;
+    let lost = lost.max(total.saturating_sub(completed));
+    let duplicated = duplicated.max(completed.saturating_sub(total)).max(claimed.saturating_sub(total));
+
+    Ok(json!({
+        "workload": "latency", "system": "rota",
+        "rate": args.rate, "samples": args.samples, "concurrency": args.concurrency, "warmup": args.warmup,
+        "submit_to_spawn_ms": summary(&mut to_spawn),
+        "submit_call_ms_p50": p(&mut submit_call, 0.5),
+        "submit_call_ms_p99": p(&mut submit_call, 0.99),
+        "submit_to_done_ms_p50": p(&mut to_done, 0.5),
+        "breakdown_ms_p50": {
+            // The worker's executor task began (claim reply decoded); tracing's µs clock.
+            "submit_to_worker_has_claim": p(&mut to_claimed, 0.5),
+            "worker_claim_to_spawn": p(&mut claimed_to_spawn, 0.5),
+            "submit_to_step_exit": p(&mut to_step_end, 0.5),
+        },
+        "breakdown_ms_p99": {
+            "submit_to_worker_has_claim": p(&mut to_claimed, 0.99),
+            "worker_claim_to_spawn": p(&mut claimed_to_spawn, 0.99),
+        },
+        // How late the bench itself started submit tasks: large values mean the bench, not
+        // rota, was starved of CPU and the offered rate was not the one asked for.
+        "schedule_lag_ms": {"p50": p(&mut lag, 0.5), "p99": p(&mut lag, 0.99), "max": p(&mut lag, 1.0)},
+        "done_resolution_ms": 1,
+        "attempts_claimed": claimed, "completions": completed,
+        "lost": lost, "duplicated": duplicated,
+    }))
+}
+
+/// `true` as a one-step job: the spawn is all there is to it.
+fn true_job() -> JobSpec {
+    JobSpec {
+        name: None,
+        queue: "default".into(),
+        priority: 0,
+        target: Target::default(),
+        env: BTreeMap::new(),
+        idempotency_key: None,
+        deadline: None,
+        steps: vec![StepSpec::new("s", "true")],
+    }
+}
+
+/// Submits `n` jobs at `rate`, each in its own task started on schedule, so a slow submit
+/// delays nothing after it (open loop).
+async fn open_loop(c: &BenchCluster, rate: f64, n: u32) -> Result<Vec<Sent>> {
+    // Leave the scheduler a moment so the first arrival is not already late.
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let mut tasks = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(f64::from(i) / rate);
+        tokio::time::sleep_until(due).await;
+        let client = c.client.clone();
+        tasks.push(tokio::spawn(async move {
+            let lag_us = micros(tokio::time::Instant::now().saturating_duration_since(due));
+            let t0_us = now_us();
+            let r = client.submit(&true_job(), None).await;
+            let t1_us = now_us();
+            r.map(|resp| Sent { id: resp.id, lag_us, t0_us, t1_us })
+        }));
+    }
+    let mut sent = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        sent.push(t.await.context("submit task panicked")?.context("submit refused")?);
+    }
+    Ok(sent)
+}
+
+/// Waits until the worker's trace shows a spawn for every job in `ids`.
+async fn wait_spawned(trace: &Trace, ids: &[JobId], limit: Duration) -> Result<()> {
+    let keys: Vec<String> = ids.iter().map(JobId::to_string).collect();
+    let until = Instant::now() + limit;
+    loop {
+        let missing = {
+            let t = trace.lock().unwrap_or_else(PoisonError::into_inner);
+            keys.iter().filter(|k| t.get(*k).is_none_or(|s| s.spawned_us.is_none())).count()
+        };
+        if missing == 0 {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            bail!("{missing} of {} jobs never spawned (per the worker's trace)", keys.len());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The server's record of one job.
+struct Record {
+    state: String,
+    /// Attempts over all steps.
+    attempts: u32,
+    /// `finished_at` in µs (the store keeps milliseconds).
+    finished_us: Option<i64>,
+}
+
+/// Waits until every job in `ids` has ended (or `limit` passed) and returns their records.
+async fn wait_finished(c: &BenchCluster, ids: &[JobId], limit: Duration) -> Result<HashMap<JobId, Record>> {
+    let until = Instant::now() + limit;
+    let mut out = HashMap::with_capacity(ids.len());
+    for &id in ids {
+        loop {
+            let d = c.client.get_job(id).await?;
+            let ended = d.summary.finished_at.is_some();
+            if ended || Instant::now() > until {
+                let attempts = d.step_details.iter().map(|s| s.attempts.len() as u32).sum();
+                let finished_us = d.summary.finished_at.map(|t| t.timestamp_micros());
+                out.insert(id, Record { state: d.summary.state, attempts, finished_us });
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(out)
+}
+
+/// Files one line of the worker's trace, e.g.
+/// `2026-01-02T03:04:05.123456Z DEBUG attempt{job_id=… step=s …}: rota_worker::executor: step started pid=1 spawned_unix_us=…`.
+fn record_line(trace: &Trace, line: &str) {
+    let Some(job) = field(line, "job_id=") else { return };
+    let mut t = trace.lock().unwrap_or_else(PoisonError::into_inner);
+    if line.contains(": step started") {
+        let seen = t.entry(job.to_string()).or_default();
+        seen.spawns += 1;
+        seen.spawned_us = field(line, "spawned_unix_us=").and_then(|v| v.parse().ok());
+    } else if line.contains(": running step") {
+        t.entry(job.to_string()).or_default().running_us = line_time_us(line);
+    } else if line.contains(": step ended") {
+        t.entry(job.to_string()).or_default().ended_us = line_time_us(line);
+    }
+}
+
+/// The value of `key` in a trace line, up to the next space or brace.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let rest = &line[line.find(key)? + key.len()..];
+    rest.split([' ', '}']).next()
+}
+
+/// The leading RFC 3339 UTC timestamp of a trace line, in µs since the epoch.
+fn line_time_us(line: &str) -> Option<i64> {
+    let ts = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (h, mi, s) = (t.next()??, t.next()??, t.next()??);
+    // Pad or cut the fraction to six digits (tracing prints six).
+    let frac: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+    let us: i64 = frac.parse().ok()?;
+    let secs = days_from_civil(y, m, day) * 86_400 + h * 3600 + mi * 60 + s;
+    Some(secs * 1_000_000 + us)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, micros)
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The `q` quantile (nearest rank) of `v`, in ms rounded to µs; `null` when empty.
+fn p(v: &mut [f64], q: f64) -> Value {
+    if v.is_empty() {
+        return Value::Null;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * q).round() as usize;
+    json!((v[i.min(v.len() - 1)] * 1000.0).round() / 1000.0)
+}
+
+fn summary(v: &mut [f64]) -> Value {
+    json!({"p50": p(v, 0.5), "p90": p(v, 0.9), "p99": p(v, 0.99), "max": p(v, 1.0)})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_worker_trace_line() {
+        let trace: Trace = Arc::default();
+        let id = "01a204c6-3d2e-703b-994b-d762d760f981";
+        record_line(
+            &trace,
+            &format!(
+                "2026-11-22T19:40:30.403283Z DEBUG attempt{{job_id={id} step=s attempt_id=1 attempt=1}}: \
+                 rota_worker::executor: running step"
+            ),
+        );
+        record_line(
+            &trace,
+            &format!(
+                "2026-11-22T19:40:30.404554Z DEBUG attempt{{job_id={id} step=s attempt_id=1 attempt=1}}: \
+                 rota_worker::executor: step started pid=11995 spawned_unix_us=1795376430404467"
+            ),
+        );
+        let t = trace.lock().unwrap();
+        let seen = &t[id];
+        assert_eq!(seen.spawned_us, Some(1_795_376_430_404_467));
+        assert_eq!(seen.running_us, Some(1_795_376_430_403_283));
+        assert_eq!(seen.spawns, 1);
+    }
+
+    #[test]
+    fn civil_days_match_known_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(line_time_us("1970-01-02T00:00:01.5Z x"), Some(86_401_500_000));
+    }
 }
