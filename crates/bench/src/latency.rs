@@ -1,7 +1,8 @@
 //! `latency`: open-loop submit → spawn latency, at idle (low rate) or under a fixed arrival
 //! rate. This module owns the arrival schedule, reading the worker's `step started` trace
-//! events (the spawn moment, stamped by the worker itself) and the exactly-once check of
-//! the jobs it submitted against the server's records.
+//! events (the spawn moment, stamped by the worker itself), a probe of the server's share
+//! alone (submit → a parked synthetic claim answered), and the exactly-once check of the
+//! jobs it submitted against the server's records.
 //!
 //! Every timestamp compared here is wall clock (`SystemTime`) on this host: the submitter
 //! stamps just before its submit call, the worker stamps right after `posix_spawn`
@@ -9,7 +10,9 @@
 
 use crate::cluster::BenchCluster;
 use anyhow::{Context, Result, bail};
-use rota_domain::{JobId, JobSpec, StepSpec, Target};
+use rota_api_types::worker::{ClaimRequest, CompleteBatchRequest, CompleteItem, RegisterRequest};
+use rota_client::WorkerClient;
+use rota_domain::{AttemptOutcome, JobId, JobSpec, PROTOCOL_VERSION, StepSpec, Target};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
@@ -36,6 +39,9 @@ pub(crate) struct Args {
     /// Jobs run one at a time before measuring (connections, page cache, allocator).
     #[arg(long, default_value_t = 5)]
     pub(crate) warmup: u32,
+    /// Submits timed to a synthetic client's parked claim (the server's share); 0 = skip.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) wake_samples: u32,
 }
 
 /// The worker's trace filter: its executor's debug events carry the spawn moment; nothing
@@ -105,7 +111,8 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
     // Everything should have spawned within the schedule plus a generous margin.
     let margin = Duration::from_secs(60) + Duration::from_secs_f64(f64::from(args.samples) / args.rate);
     wait_spawned(&trace, &ids, margin).await?;
-    let all: Vec<JobId> = warm.iter().chain(&ids).copied().collect();
+    let (wake, probed) = wake_path(&c, args.wake_samples).await?;
+    let all: Vec<JobId> = warm.iter().chain(&ids).chain(&probed).copied().collect();
     let details = wait_finished(&c, &all, margin).await?;
 
     let trace = trace.lock().unwrap_or_else(PoisonError::into_inner).clone();
@@ -113,6 +120,7 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
     let mut to_spawn = Vec::new();
     let mut to_claimed = Vec::new();
     let mut claimed_to_spawn = Vec::new();
+    let mut reply_to_claimed = Vec::new();
     let mut to_step_end = Vec::new();
     let mut to_done = Vec::new();
     let mut submit_call = Vec::new();
@@ -125,6 +133,7 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
             to_spawn.push(ms(sp - s.t0_us));
             if let Some(r) = seen.running_us {
                 to_claimed.push(ms(r - s.t0_us));
+                reply_to_claimed.push(ms(r - s.t1_us));
                 claimed_to_spawn.push(ms(sp - r));
             }
         }
@@ -142,6 +151,7 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
     let mut lost = 0u64;
     let mut duplicated = 0u64;
     for id in &all {
+        // The wake-path probe's jobs are run by no process: their one attempt is the record.
         let spawns = trace.get(&id.to_string()).map_or(0, |s| s.spawns);
         match details.get(id) {
             Some(d) if d.state == "succeeded" => {
@@ -165,6 +175,8 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
         "breakdown_ms_p50": {
             // The worker's executor task began (claim reply decoded); tracing's µs clock.
             "submit_to_worker_has_claim": p(&mut to_claimed, 0.5),
+            // Negative when the worker had the claim before the submitter had its 201.
+            "submit_reply_to_worker_has_claim": p(&mut reply_to_claimed, 0.5),
             "worker_claim_to_spawn": p(&mut claimed_to_spawn, 0.5),
             "submit_to_step_exit": p(&mut to_step_end, 0.5),
         },
@@ -176,6 +188,9 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
         // rota, was starved of CPU and the offered rate was not the one asked for.
         "schedule_lag_ms": {"p50": p(&mut lag, 0.5), "p99": p(&mut lag, 0.99), "max": p(&mut lag, 1.0)},
         "done_resolution_ms": 1,
+        // The server alone: a synthetic protocol client's parked claim long-poll, answered
+        // after a submit (one at a time, nothing else running); no worker, no spawn.
+        "server_wake_path_ms": wake,
         "attempts_claimed": claimed, "completions": completed,
         "lost": lost, "duplicated": duplicated,
     }))
@@ -219,6 +234,75 @@ async fn open_loop(c: &BenchCluster, rate: f64, n: u32) -> Result<Vec<Sent>> {
     }
     Ok(sent)
 }
+
+/// The server's share of the latency: a synthetic protocol client (`WorkerClient`, on a
+/// queue of its own so the real worker never competes) parks a claim long-poll; the bench
+/// submits one job and times until that claim's reply is in hand, then completes it. One
+/// at a time, so each submit finds the claim parked.
+async fn wake_path(c: &BenchCluster, n: u32) -> Result<(Value, Vec<JobId>)> {
+    if n == 0 {
+        return Ok((Value::Null, Vec::new()));
+    }
+    let w = WorkerClient::new(&c.url)?;
+    let req = RegisterRequest {
+        protocol_version: PROTOCOL_VERSION,
+        name: "wake-probe".into(),
+        host: "bench".into(),
+        profile: None,
+        version: env!("CARGO_PKG_VERSION").into(),
+        queues: vec![PROBE_QUEUE.into()],
+        tags: Vec::new(),
+        concurrency: 1,
+        capabilities: Vec::new(),
+        pid: Some(std::process::id()),
+    };
+    w.register(&c.join_token, &req).await.context("registering the wake probe")?;
+    let mut job = true_job();
+    job.queue = PROBE_QUEUE.into();
+    let (mut to_claim, mut submit_call, mut reply_to_claim) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let parked = w.clone();
+        let claim = tokio::spawn(async move {
+            let r = parked.claim(&ClaimRequest { max: 1, wait_ms: 5000 }).await;
+            (r, now_us())
+        });
+        // Long enough for the claim to reach the server and find the queue empty.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t0 = now_us();
+        let id = c.client.submit(&job, None).await?.id;
+        let t1 = now_us();
+        let (got, t2) = claim.await.context("claim task panicked")?;
+        let got = got.context("parked claim")?.attempts;
+        let [a] = &got[..] else { bail!("the parked claim got {} attempts, not 1", got.len()) };
+        if a.job_id != id {
+            bail!("the parked claim got job {}, not {id}", a.job_id);
+        }
+        let item = CompleteItem {
+            job_id: a.job_id,
+            step: a.step.clone(),
+            attempt_id: a.attempt_id,
+            outcome: AttemptOutcome::Succeeded,
+            logs: Vec::new(),
+        };
+        w.complete_batch(&CompleteBatchRequest { results: vec![item] }).await?;
+        ids.push(id);
+        to_claim.push((t2 - t0) as f64 / 1000.0);
+        submit_call.push((t1 - t0) as f64 / 1000.0);
+        reply_to_claim.push((t2 - t1) as f64 / 1000.0);
+    }
+    let v = json!({
+        "samples": n,
+        "submit_to_claim_reply": summary(&mut to_claim),
+        "submit_call_p50": p(&mut submit_call, 0.5),
+        // Negative when the claimer had its reply before the submitter had its 201.
+        "submit_reply_to_claim_reply_p50": p(&mut reply_to_claim, 0.5),
+    });
+    Ok((v, ids))
+}
+
+/// The wake-path probe's queue.
+const PROBE_QUEUE: &str = "wake-probe";
 
 /// Waits until the worker's trace shows a spawn for every job in `ids`.
 async fn wait_spawned(trace: &Trace, ids: &[JobId], limit: Duration) -> Result<()> {
