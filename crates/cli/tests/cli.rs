@@ -315,7 +315,13 @@ fn a_second_sigterm_stops_the_worker_and_its_steps_now() {
     submit(&env, &["--step", &format!("s=echo $$ > {}; sleep 600", pidfile.display())]);
     let pid: i32 = common::wait_file(&pidfile, bound()).parse().expect("pid");
     worker.signal("TERM");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Pending signals of one kind merge: the second TERM is sent only once the worker has
+    // taken the first (it says so), else both may count as one and it would drain for 1h.
+    let start = std::time::Instant::now();
+    while !worker.output().contains("signal: shutting down") {
+        assert!(start.elapsed() < bound(), "the worker never took the first SIGTERM:\n{}", worker.output());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(common::pid_alive(pid), "the first SIGTERM should let the step run on");
     worker.signal("TERM");
     assert_eq!(worker.wait_exit(bound()), Some(1), "{}", worker.output());

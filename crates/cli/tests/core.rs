@@ -158,13 +158,13 @@ async fn timeout_kills_the_group_and_fails_the_step() {
     let _w = c.worker("w1", 1).await;
     let m = marker_dir(&c, "timeout");
     let run = format!("echo $$ > {m}/leader; sleep 300 & echo $! > {m}/bg; wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    timeout: 1s\n    run: {}\n", yaml_str(&run)));
+    // The timeout leaves the step time to write both pid files even on a loaded machine.
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    timeout: 3s\n    run: {}\n", yaml_str(&run)));
+    let leader: i32 = wait_file(&c.path("timeout/leader"), c.timing.bound()).await.parse().expect("pid");
+    let bg: i32 = wait_file(&c.path("timeout/bg"), c.timing.bound()).await.parse().expect("pid");
     let d = c.wait_state(id, &["failed"], c.timing.bound()).await;
     assert_eq!(d.step_details[0].state.as_str(), "failed");
     assert_eq!(d.step_details[0].reason.as_deref(), Some("timeout"), "{:#?}", d.step_details);
-    let leader: i32 =
-        wait_file(&c.path("timeout/leader"), Duration::from_secs(1)).await.parse().expect("pid");
-    let bg: i32 = wait_file(&c.path("timeout/bg"), Duration::from_secs(1)).await.parse().expect("pid");
     wait_gone(leader, &[leader, bg], c.timing.bound()).await;
 }
 
@@ -177,7 +177,12 @@ async fn sigterm_drains_running_steps_and_claims_nothing_new() {
     let first = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run)));
     wait_file(&c.path("drain/started"), c.timing.bound()).await;
     w.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The second job is submitted once the worker has stopped claiming (it logs the drain
+    // after its claim loop ended), not after a guessed delay.
+    cluster::wait_for(c.timing.bound(), "w1 to log its drain", || async {
+        w.log_text().contains("draining: no more claims")
+    })
+    .await;
     let second = c.submit_file("steps:\n  - name: s\n    run: echo should-not-run\n");
     let code = w.wait_exit(c.timing.bound());
     assert_eq!(code, Some(0), "worker log:\n{}", w.log_text());

@@ -347,12 +347,14 @@ async fn fleet_commands_collect_replies_and_name_the_silent() {
             );
         }
     });
+    // How long the silent worker is waited for: the talker's answer must fit in it, on a
+    // loaded machine too.
     let (s, v) = api
         .call(
             "POST",
             "/api/v1/workers/control",
             Some(ADMIN),
-            Some(json!({"command": "ping", "timeoutMs": 1500})),
+            Some(json!({"command": "ping", "timeoutMs": 5000})),
         )
         .await;
     answering.abort();

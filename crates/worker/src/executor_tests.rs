@@ -89,6 +89,35 @@ impl Harness {
     }
 }
 
+/// Bound for what takes milliseconds on an idle machine (an exit, a fork), generous for a
+/// loaded 2-core CI machine, and far below the `sleep 300` of the steps that must be stopped.
+const BOUND: Duration = Duration::from_secs(30);
+
+/// KILL is asynchronous, and `run_attempt` waits only 500 ms for the group to be gone: a
+/// killed process may still be running its exit, so the group is checked until it empties.
+async fn assert_group_dies(pgid: i32, what: &str) {
+    let deadline = std::time::Instant::now() + BOUND;
+    while !live_group_members(pgid).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} left processes: {:?}",
+            live_group_members(pgid)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the step of attempt `id` created `marker` in its attempt directory (it has
+/// run up to that point, e.g. past its `trap`).
+async fn wait_marker(ws: &std::path::Path, id: i64, marker: &str) {
+    let path = ws.join("attempts").join(id.to_string()).join(marker);
+    let deadline = std::time::Instant::now() + BOUND;
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{} never appeared", path.display());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn stream_bytes(fin: &crate::logbuf::FinalLogs, stream: Stream) -> Vec<u8> {
     fin.chunks.iter().filter(|c| c.stream == stream).flat_map(|c| c.data.0.clone()).collect()
 }
@@ -148,8 +177,8 @@ async fn background_children_do_not_outlive_the_step() {
     let rec = Recorder::default();
     let began = std::time::Instant::now();
     assert_eq!(h.run(&step, rx, &rec).await, Some(AttemptOutcome::Succeeded));
-    assert!(began.elapsed() < Duration::from_secs(5));
-    assert!(live_group_members(rec.pgid()).is_empty(), "orphans left behind");
+    assert!(began.elapsed() < BOUND, "{:?}", began.elapsed());
+    assert_group_dies(rec.pgid(), "the step").await;
 }
 
 #[tokio::test]
@@ -160,7 +189,8 @@ async fn an_escaped_process_holding_the_pipe_delays_the_end_by_at_most_the_drain
     let (_tx, rx) = mpsc::unbounded_channel();
     let began = std::time::Instant::now();
     assert_eq!(h.run(&step, rx, &Recorder::default()).await, Some(AttemptOutcome::Succeeded));
-    assert!(began.elapsed() < PIPE_DRAIN + Duration::from_secs(3), "{:?}", began.elapsed());
+    // The escaped sleep holds the pipe for 30 s; the drain bound cuts that short.
+    assert!(began.elapsed() < PIPE_DRAIN + Duration::from_secs(15), "{:?}", began.elapsed());
 }
 
 #[tokio::test]
@@ -172,8 +202,8 @@ async fn a_timeout_stops_the_whole_group() {
     let rec = Recorder::default();
     let began = std::time::Instant::now();
     assert_eq!(h.run(&step, rx, &rec).await, Some(AttemptOutcome::Timeout));
-    assert!(began.elapsed() < Duration::from_secs(5));
-    assert!(live_group_members(rec.pgid()).is_empty());
+    assert!(began.elapsed() < BOUND, "{:?}", began.elapsed());
+    assert_group_dies(rec.pgid(), "the timeout").await;
 }
 
 #[tokio::test]
@@ -188,19 +218,22 @@ async fn stop_orders_decide_the_outcome() {
         (StopKind::Superseded, None),
     ];
     for (i, (kind, want)) in cases.into_iter().enumerate() {
-        // TERM is ignored, so gentle stops need the KILL after the grace.
-        let step = claimed(50 + i as i64, "trap '' TERM; sleep 300 & sleep 300; sleep 300");
+        // TERM is ignored, so gentle stops need the KILL after the grace. The order is sent
+        // once the step is past its trap (a TERM before it would end the step at once).
+        let id = 50 + i as i64;
+        let step = claimed(id, "trap '' TERM; touch ready; sleep 300 & sleep 300; sleep 300");
         let (tx, rx) = mpsc::unbounded_channel();
         let rec = Recorder::default();
+        let ws = h.ws.path().to_path_buf();
         let stopper = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            wait_marker(&ws, id, "ready").await;
             tx.send(kind).unwrap();
             tx
         });
         let began = std::time::Instant::now();
         assert_eq!(h.run(&step, rx, &rec).await, want, "{kind:?}");
-        assert!(began.elapsed() < Duration::from_secs(5), "{kind:?} took {:?}", began.elapsed());
-        assert!(live_group_members(rec.pgid()).is_empty(), "{kind:?} left processes");
+        assert!(began.elapsed() < BOUND, "{kind:?} took {:?}", began.elapsed());
+        assert_group_dies(rec.pgid(), &format!("{kind:?}")).await;
         drop(stopper.await);
     }
 }
@@ -208,12 +241,15 @@ async fn stop_orders_decide_the_outcome() {
 #[tokio::test]
 async fn a_kill_now_order_cuts_a_grace_short() {
     let h = Harness::new();
-    let step = claimed(60, "trap '' TERM; sleep 300");
+    // The cancel is sent once the step is past its trap: a TERM before it would end the
+    // step at once (outcome cancelled) instead of starting the 60 s grace.
+    let step = claimed(60, "trap '' TERM; touch ready; sleep 300");
     let (tx, rx) = mpsc::unbounded_channel();
     let setup = Setup { kill_grace: Duration::from_secs(60), ..h.setup(Duration::ZERO) };
     h.logs.open(step.attempt_id, step.job_id, &step.step, step.log_cap);
+    let ws = h.ws.path().to_path_buf();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        wait_marker(&ws, 60, "ready").await;
         tx.send(StopKind::Cancel(Signal::TERM)).unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         tx.send(StopKind::NotHeld).unwrap();
@@ -222,7 +258,8 @@ async fn a_kill_now_order_cuts_a_grace_short() {
     let began = std::time::Instant::now();
     let outcome = run_attempt(&step, &setup, &h.logs, rx, &Recorder::default()).await;
     assert_eq!(outcome, Some(AttemptOutcome::Lost { why: "not held".into() }));
-    assert!(began.elapsed() < Duration::from_secs(5));
+    // Well under the 60 s grace.
+    assert!(began.elapsed() < BOUND, "{:?}", began.elapsed());
 }
 
 #[tokio::test]

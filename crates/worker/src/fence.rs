@@ -67,13 +67,16 @@ mod tests {
         assert_eq!(stop_rx.try_recv().unwrap(), StopKind::Fence);
         let status = child.wait().await.unwrap();
         assert!(status.code().is_none(), "killed by a signal: {status:?}");
+        // The leader is reaped; its background child may still be running its exit.
         let raw = pgid.as_raw_nonzero().get();
-        for _ in 0..100 {
-            if live_group_members(raw).is_empty() {
-                return;
-            }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !live_group_members(raw).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "group {raw} survived self-fencing: {:?}",
+                live_group_members(raw)
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("group {raw} survived self-fencing: {:?}", live_group_members(raw));
     }
 }

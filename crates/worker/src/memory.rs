@@ -61,8 +61,15 @@ mod tests {
             .spawn()
             .unwrap();
         let pgid = child.id() as i32;
-        std::thread::sleep(Duration::from_millis(100));
-        let usage = group_rss(&[pgid, -5]);
+        // Polled, not slept for: on a loaded machine `sh` may not have run yet.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let usage = loop {
+            let usage = group_rss(&[pgid, -5]);
+            if usage.get(&pgid).copied().unwrap_or(0) > 100 * 1024 || std::time::Instant::now() >= deadline {
+                break usage;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
         assert!(usage.get(&pgid).copied().unwrap_or(0) > 100 * 1024, "{usage:?}");
         assert!(!usage.contains_key(&-5));
         rustix::process::kill_process_group(

@@ -19,6 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 const ADMIN: &str = "admin-token";
 const JOIN: &str = "join-token";
+/// The worker's TERM → KILL grace.
+const KILL_GRACE: Duration = Duration::from_millis(800);
+/// Slack on top of the grace for what takes milliseconds on an idle machine (an exit, a
+/// flush, unregistering): generous, as CI is a loaded 2-core machine. Every bound stays
+/// below the 30 s after which a worker that ignored the request is given up on.
+const SLACK: Duration = Duration::from_secs(15);
 
 async fn start_server(db: &Path) -> (String, CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -99,14 +105,16 @@ async fn stop_with(modes: &[ShutdownMode], gap: Duration) -> (Duration, String) 
     let c = Client::new(&addr, Some(ADMIN.into())).unwrap();
     let mut config = WorkerConfig::new(addr.clone(), JOIN, t.path().join("ws"));
     config.drain_timeout = Duration::from_secs(3600);
-    config.kill_grace = Duration::from_millis(800);
+    config.kill_grace = KILL_GRACE;
     let handle = ShutdownHandle::new();
     let (tx, rx) = oneshot::channel();
     let task = tokio::spawn(rota_worker::run_with(config, handle.clone(), Some(tx)));
-    tokio::time::timeout(Duration::from_secs(10), rx).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), rx).await.unwrap().unwrap();
     let pidfile = t.path().join("pid");
     let job = c
-        .submit(&job(format!("echo $$ > {}; trap '' TERM; sleep 300", pidfile.display())), None)
+        // The pid is written once TERM is ignored: a TERM that came before the trap would
+        // end the step at once, without the grace.
+        .submit(&job(format!("trap '' TERM; echo $$ > {}; sleep 300", pidfile.display())), None)
         .await
         .unwrap();
     let pgid = read_pid(&pidfile).await;
@@ -119,7 +127,12 @@ async fn stop_with(modes: &[ShutdownMode], gap: Duration) -> (Duration, String) 
     }
     tokio::time::timeout(Duration::from_secs(30), task).await.unwrap().unwrap().unwrap();
     let took = began.elapsed();
-    assert!(!group_alive(pgid), "the step's group survived the shutdown");
+    // The worker waits only briefly for a killed group to be gone: it may still be exiting.
+    let deadline = Instant::now() + SLACK;
+    while group_alive(pgid) {
+        assert!(Instant::now() < deadline, "the step's group survived the shutdown");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let reason = wait_lost(&c, job.id).await;
     let workers = c.list_workers().await.unwrap();
     assert!(
@@ -133,16 +146,16 @@ async fn stop_with(modes: &[ShutdownMode], gap: Duration) -> (Duration, String) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hard_kills_running_steps_at_once() {
     let (took, reason) = stop_with(&[ShutdownMode::Hard], Duration::ZERO).await;
-    // Well under the 800 ms grace plus flush and unregister, on a loaded machine.
-    assert!(took < Duration::from_secs(8), "hard shutdown took {took:?}");
+    // No grace: KILL, flush and unregister, on a loaded machine.
+    assert!(took < SLACK, "hard shutdown took {took:?}");
     assert!(reason.contains("worker shut down"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soft_terms_running_steps_and_kills_them_after_the_grace() {
     let (took, reason) = stop_with(&[ShutdownMode::Soft], Duration::ZERO).await;
-    assert!(took >= Duration::from_millis(800), "the grace was not honoured: {took:?}");
-    assert!(took < Duration::from_secs(10), "soft shutdown took {took:?}");
+    assert!(took >= KILL_GRACE, "the grace was not honoured: {took:?}");
+    assert!(took < KILL_GRACE + SLACK, "soft shutdown took {took:?}");
     assert!(reason.contains("worker shut down"), "{reason}");
 }
 
@@ -150,6 +163,6 @@ async fn soft_terms_running_steps_and_kills_them_after_the_grace() {
 async fn a_warm_drain_escalates_to_hard() {
     let (took, reason) =
         stop_with(&[ShutdownMode::Warm, ShutdownMode::Hard], Duration::from_millis(500)).await;
-    assert!(took < Duration::from_secs(10), "escalated shutdown took {took:?}");
+    assert!(took < Duration::from_millis(500) + SLACK, "escalated shutdown took {took:?}");
     assert!(reason.contains("worker shut down"), "{reason}");
 }
