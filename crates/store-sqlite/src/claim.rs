@@ -5,7 +5,7 @@
 
 use crate::codec::{from_json, ms, ms_after, u32_of};
 use crate::error::{Result, corrupt, not_found};
-use crate::jobs_read::load_spec;
+use crate::spec_cache;
 use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;
 use rota_domain::{AttemptId, JobId, JobSpec, SessionId, Target};
@@ -13,6 +13,7 @@ use rota_store::ClaimedAttempt;
 use rusqlite::{Connection, OptionalExtension};
 use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Rows read per query at most. A page asks for what the claim still needs plus the rows
@@ -99,7 +100,7 @@ pub(crate) fn claim(
         .into_iter()
         .map(|queue| QueueScan { queue, buffered: VecDeque::new(), refused: 0, done: false })
         .collect();
-    let mut specs: HashMap<String, JobSpec> = HashMap::new();
+    let mut specs: HashMap<String, Arc<JobSpec>> = HashMap::new();
     let mut out = Vec::new();
     while out.len() < max {
         let wanted = (max - out.len()) as i64;
@@ -181,7 +182,7 @@ fn claim_one(
     worker: &ClaimingWorker,
     now: DateTime<Utc>,
     ttl: Duration,
-    specs: &mut HashMap<String, JobSpec>,
+    specs: &mut HashMap<String, Arc<JobSpec>>,
 ) -> Result<ClaimedAttempt> {
     let job_id: JobId = crate::codec::job_id(&c.job_id)?;
     let number = c.attempts + 1;
@@ -198,7 +199,7 @@ fn claim_one(
     conn.prepare_cached(STEP_RUNNING)?.execute((&c.job_id, &c.step, number))?;
     conn.prepare_cached(JOB_RUNNING)?.execute([&c.job_id])?;
     if !specs.contains_key(&c.job_id) {
-        specs.insert(c.job_id.clone(), load_spec(conn, job_id)?);
+        specs.insert(c.job_id.clone(), spec_cache::spec(conn, job_id)?);
     }
     let spec = specs.get(&c.job_id).ok_or_else(|| corrupt("job document vanished"))?;
     let step = spec

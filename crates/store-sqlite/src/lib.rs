@@ -27,6 +27,7 @@ mod prune;
 mod readers;
 mod schema;
 mod settle;
+mod spec_cache;
 mod submit;
 mod workers;
 mod writer;

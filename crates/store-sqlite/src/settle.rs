@@ -6,7 +6,8 @@
 use crate::attempts::AttemptRow;
 use crate::codec::{ms, parse_name};
 use crate::error::{Result, corrupt, not_found};
-use crate::jobs_read::{load_spec, stopped_step};
+use crate::jobs_read::stopped_step;
+use crate::spec_cache;
 use chrono::{DateTime, Utc};
 use rota_domain::{AttemptOutcome, JobSpec, JobState, StepDecision, StepState};
 use rota_domain::{decide_after_attempt, job_state_from_steps};
@@ -54,7 +55,7 @@ pub(crate) fn settle(
 ) -> Result<Settled> {
     let job = a.job_id.to_string();
     let job_state = load_job_state(conn, &job)?;
-    let spec = load_spec(conn, a.job_id)?;
+    let spec = spec_cache::spec(conn, a.job_id)?;
     let step = spec
         .steps
         .iter()
@@ -65,6 +66,9 @@ pub(crate) fn settle(
         let (state, reason) = stopped_step(cause);
         set_step(conn, &job, &a.step, state, Some(reason), None)?;
         out.job_finished = update_job(conn, &job, job_state, now)?;
+        if out.job_finished {
+            spec_cache::forget(a.job_id);
+        }
         return Ok(out);
     }
     // Reported as cancelled although nothing asked it to stop (e.g. its worker shut down
@@ -112,6 +116,9 @@ pub(crate) fn settle(
         }
     }
     out.job_finished = update_job(conn, &job, job_state, now)?;
+    if out.job_finished {
+        spec_cache::forget(a.job_id);
+    }
     Ok(out)
 }
 
