@@ -468,6 +468,7 @@ async function submitRate(db, { mode, jobs: n, clients: k }) {
   } else {
     const pool = new pg.Pool({ connectionString: DB_URL, max: k });
     pool.on("error", (e) => log(`pool error: ${e.message}`));
+    pool.on("connect", (c) => c.on("error", (e) => log(`client error: ${e.message}`)));
     const utils = await gw.makeWorkerUtils({ pgPool: pool, logger: stderrLogger });
     try {
       // open all k connections before timing
