@@ -54,13 +54,18 @@ fn yaml_str(s: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_megabytes_of_binary_output_round_trip_exactly() {
-    let c = Cluster::start(Timing::FAST).await;
+    // Longer leases: shipping 20 MB keeps a loaded machine busy, and a lease lost meanwhile
+    // retries the step, whose output (new random bytes) would then be in the logs twice.
+    let timing = Timing { heartbeat: Duration::from_millis(500), ttl: Duration::from_secs(10) };
+    let c = Cluster::start(timing).await;
     let _w = c.worker("w1", 2).await;
     let m = marker_dir(&c, "bin");
     let run = format!("{{ head -c 20000000 /dev/urandom; printf '\\377\\376'; }} | tee {m}/expected.bin");
     let doc = format!("steps:\n  - name: big\n    run: {}\n", yaml_str(&run));
     let id = c.submit_file(&doc);
-    c.wait_state(id, &["succeeded"], c.timing.bound() * 2).await;
+    let d = c.wait_state(id, &["succeeded"], c.timing.bound() * 2).await;
+    let attempts = &d.step_details[0].attempts;
+    assert_eq!(attempts.len(), 1, "the logs hold the output of every attempt: {attempts:#?}");
     let expected = std::fs::read(format!("{m}/expected.bin")).expect("expected.bin");
     assert_eq!(expected.len(), 20_000_002);
     let out = c.rota().args(["job", "logs", &id.to_string(), "--step", "big"]).output().expect("logs");
@@ -123,13 +128,22 @@ async fn killed_worker_leftovers_are_reaped_at_next_boot() {
     let leader: i32 = wait_file(&c.path("orphan/leader"), c.timing.bound()).await.parse().expect("pid");
     let grandchild: i32 =
         wait_file(&c.path("orphan/grandchild"), c.timing.bound()).await.parse().expect("pid");
+    // The step can get this far before its worker has recorded its group (a worker killed
+    // in between cannot reap it at the next boot). The worker reports the pid to the server
+    // only after recording the group: that report is waited for.
+    cluster::wait_for(c.timing.bound(), "w1 to report the step's pid", || async {
+        c.client
+            .get_job(id)
+            .await
+            .is_ok_and(|d| d.step_details[0].attempts.first().and_then(|a| a.pid) == Some(leader as u32))
+    })
+    .await;
     w1.signal("KILL");
     w1.wait_exit(Duration::from_secs(10));
     assert!(pid_alive(grandchild), "the step's grandchild should survive the worker's SIGKILL");
     let _w2 = c.worker_with("w1b", 1, &ws, &[]).await;
     wait_gone(leader, &[leader, grandchild], c.timing.bound()).await;
     assert!(group_members(leader).is_empty());
-    let _ = id;
 }
 
 #[tokio::test(flavor = "multi_thread")]
