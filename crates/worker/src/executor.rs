@@ -77,6 +77,9 @@ pub(crate) async fn run_attempt(
         Err(e) => return Some(lost(format!("cannot create the attempt directory: {e}"))),
     };
     let env = spawn::build_env(setup.base_env, step, setup.secrets);
+    // When the spawn was asked for: the moment peers' harnesses stamp (just before they
+    // start `sh`); `spawned_at` below is after the kernel has exec'd it.
+    let spawn_call = std::time::SystemTime::now();
     let sp = match spawn::spawn_step(&step.run, &env, dir.path()) {
         Ok(sp) => sp,
         Err(e) => {
@@ -105,8 +108,10 @@ pub(crate) async fn run_attempt(
     hooks.group(Some(pgid));
     // The wall-clock moment of the spawn, for latency measurements that compare it with a
     // submitter's clock on the same host (bench/run); microseconds since the Unix epoch.
-    let spawned_unix_us = spawned_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
-    tracing::debug!(pid, spawned_unix_us, "step started");
+    let unix_us =
+        |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let (spawn_call_unix_us, spawned_unix_us) = (unix_us(spawn_call), unix_us(spawned_at));
+    tracing::debug!(pid, spawn_call_unix_us, spawned_unix_us, "step started");
 
     let mut output = Output::new(stdout, stderr, logs, step.attempt_id);
     let (status, ending) =
