@@ -8,7 +8,10 @@ use rota_api_types::worker::{Command, StopOrder, StopReason};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Pruning runs every tenth of the retention, between these bounds: hourly alone let a short
+/// retention (the soak bench uses one minute) grow the database for up to an hour.
+const PRUNE_EVERY_MAX: Duration = Duration::from_secs(3600);
+const PRUNE_EVERY_MIN: Duration = Duration::from_secs(5);
 const REVOKE_PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
@@ -16,6 +19,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     // expiry, but never busier than every 100 ms.
     let tick =
         (state.config.heartbeat_interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let prune_every = (state.config.retention / 10).clamp(PRUNE_EVERY_MIN, PRUNE_EVERY_MAX);
     let mut last_prune: Option<Instant> = None;
     let mut last_revoke_prune: Option<Instant> = None;
     loop {
@@ -32,7 +36,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
                 Err(e) => tracing::warn!(error = %e, "pruning expired revokes failed"),
             }
         }
-        if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+        if last_prune.is_none_or(|t| t.elapsed() >= prune_every) {
             last_prune = Some(Instant::now());
             let retention =
                 chrono::Duration::from_std(state.config.retention).unwrap_or(chrono::Duration::MAX);

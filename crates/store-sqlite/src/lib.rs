@@ -13,6 +13,9 @@
 //! - `jobs_read`: job listings and records; `logs`: the log file.
 //! - `codec`: column encodings; `error`: [`SqliteError`] and the mapping to `StoreError`.
 
+/// Jobs deleted per transaction when pruning.
+const PRUNE_CHUNK: usize = 2_000;
+
 mod attempts;
 mod claim;
 mod codec;
@@ -243,10 +246,16 @@ impl JobStore for SqliteStore {
         if ids.is_empty() {
             return Ok(0);
         }
-        let ids = serde_json::to_string(&ids).map_err(|e| SqliteError::Corrupt(e.to_string()))?;
-        let for_logs = ids.clone();
-        self.logs.run(Durability::Normal, move |c| logs::delete_jobs(c, &for_logs)).await?;
-        self.write(Durability::Normal, move |c| prune::delete_jobs(c, &ids, before)).await
+        // In chunks, so a large backlog (the first prune after a long downtime) never holds
+        // the writer, and with it every claim and submit, for seconds.
+        let mut pruned = 0;
+        for chunk in ids.chunks(PRUNE_CHUNK) {
+            let ids = serde_json::to_string(chunk).map_err(|e| SqliteError::Corrupt(e.to_string()))?;
+            let for_logs = ids.clone();
+            self.logs.run(Durability::Normal, move |c| logs::delete_jobs(c, &for_logs)).await?;
+            pruned += self.write(Durability::Normal, move |c| prune::delete_jobs(c, &ids, before)).await?;
+        }
+        Ok(pruned)
     }
 
     async fn revoke_jobs(
