@@ -134,7 +134,8 @@ impl BenchCluster {
 /// Resident memory (`VmRSS`) of `pid` in bytes.
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 = text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    let kib: u64 =
+        text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
     Some(kib * 1024)
 }
 

@@ -55,6 +55,9 @@ struct Seen {
     running_us: Option<i64>,
     /// `step started`: `spawned_unix_us`, taken right after the spawn returned.
     spawned_us: Option<i64>,
+    /// `step started`: `spawn_call_unix_us`, taken just before the spawn was asked for (the
+    /// moment the peers' harnesses stamp, just before they start `sh`).
+    spawn_call_us: Option<i64>,
     /// `step ended`, µs.
     ended_us: Option<i64>,
     /// How many `step started` events named this job (more than one = it ran twice).
@@ -118,6 +121,7 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
     let trace = trace.lock().unwrap_or_else(PoisonError::into_inner).clone();
     let ms = |us: i64| us as f64 / 1000.0;
     let mut to_spawn = Vec::new();
+    let mut to_exec = Vec::new();
     let mut to_claimed = Vec::new();
     let mut claimed_to_spawn = Vec::new();
     let mut reply_to_claimed = Vec::new();
@@ -129,8 +133,11 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
         let seen = trace.get(&s.id.to_string()).cloned().unwrap_or_default();
         submit_call.push(ms(s.t1_us - s.t0_us));
         lag.push(ms(s.lag_us));
+        if let Some(call) = seen.spawn_call_us {
+            to_spawn.push(ms(call - s.t0_us));
+        }
         if let Some(sp) = seen.spawned_us {
-            to_spawn.push(ms(sp - s.t0_us));
+            to_exec.push(ms(sp - s.t0_us));
             if let Some(r) = seen.running_us {
                 to_claimed.push(ms(r - s.t0_us));
                 reply_to_claimed.push(ms(r - s.t1_us));
@@ -168,7 +175,10 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
     Ok(json!({
         "workload": "latency", "system": "rota",
         "rate": args.rate, "samples": args.samples, "concurrency": args.concurrency, "warmup": args.warmup,
+        // Submit → the spawn call (what the peers measure: their stamp is just before they
+        // start `sh`); and → the spawn returned (the child exec'd), stricter.
         "submit_to_spawn_ms": summary(&mut to_spawn),
+        "submit_to_spawn_returned_ms": summary(&mut to_exec),
         "submit_call_ms_p50": p(&mut submit_call, 0.5),
         "submit_call_ms_p99": p(&mut submit_call, 0.99),
         "submit_to_done_ms_p50": p(&mut to_done, 0.5),
@@ -361,6 +371,7 @@ fn record_line(trace: &Trace, line: &str) {
         let seen = t.entry(job.to_string()).or_default();
         seen.spawns += 1;
         seen.spawned_us = field(line, "spawned_unix_us=").and_then(|v| v.parse().ok());
+        seen.spawn_call_us = field(line, "spawn_call_unix_us=").and_then(|v| v.parse().ok());
     } else if line.contains(": running step") {
         t.entry(job.to_string()).or_default().running_us = line_time_us(line);
     } else if line.contains(": step ended") {
@@ -442,12 +453,14 @@ mod tests {
             &trace,
             &format!(
                 "2026-11-22T19:40:30.404554Z DEBUG attempt{{job_id={id} step=s attempt_id=1 attempt=1}}: \
-                 rota_worker::executor: step started pid=11995 spawned_unix_us=1795376430404467"
+                 rota_worker::executor: step started pid=11995 spawn_call_unix_us=1795376430404001 \
+                 spawned_unix_us=1795376430404467"
             ),
         );
         let t = trace.lock().unwrap();
         let seen = &t[id];
         assert_eq!(seen.spawned_us, Some(1_795_376_430_404_467));
+        assert_eq!(seen.spawn_call_us, Some(1_795_376_430_404_001));
         assert_eq!(seen.running_us, Some(1_795_376_430_403_283));
         assert_eq!(seen.spawns, 1);
     }

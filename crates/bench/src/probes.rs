@@ -1,15 +1,15 @@
 //! The measurements. Each returns one JSON object; timing is wall clock on this host.
 
 use crate::cluster::{BenchCluster, CpuTimes};
-use anyhow::{Context, Result, bail};
-use rota_api_types::jobs::{ListJobsQuery, LogsQuery};
+use anyhow::{Result, bail};
+use rota_api_types::jobs::ListJobsQuery;
 use rota_domain::{JobSpec, StepSpec, Target};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 fn shell_job(run: &str) -> JobSpec {
     JobSpec {
@@ -69,7 +69,12 @@ pub(crate) fn spawn_probe(jobs: u32, parallel: u32) -> Result<Value> {
 /// N `sh -c true` jobs queued first, then one worker launched; timed from its launch until
 /// the server has recorded every completion. Checks nothing was lost or run twice, and reports
 /// the CPU time the worker, its steps and the server used per job.
-pub(crate) async fn burn_down(rota: &Path, jobs: u32, concurrency: u32, ballast_mib: Option<u32>) -> Result<Value> {
+pub(crate) async fn burn_down(
+    rota: &Path,
+    jobs: u32,
+    concurrency: u32,
+    ballast_mib: Option<u32>,
+) -> Result<Value> {
     let mut c = BenchCluster::start(rota).await?;
     let batch: Vec<JobSpec> = (0..1000).map(|_| shell_job("true")).collect();
     let mut queued = 0;
@@ -84,7 +89,9 @@ pub(crate) async fn burn_down(rota: &Path, jobs: u32, concurrency: u32, ballast_
     let server_before = c.server_cpu()?;
     let start = Instant::now();
     match ballast_mib {
-        Some(mib) => c.launch_worker_with("bench", concurrency, &["--bench-ballast-mib", &mib.to_string()])?,
+        Some(mib) => {
+            c.launch_worker_with("bench", concurrency, &["--bench-ballast-mib", &mib.to_string()])?
+        }
         None => c.launch_worker("bench", concurrency)?,
     }
     let mut first_done: Option<Duration> = None;
@@ -128,71 +135,5 @@ pub(crate) async fn burn_down(rota: &Path, jobs: u32, concurrency: u32, ballast_
         "attempts_claimed": claimed, "completions": completed, "not_succeeded": unfinished,
         "lost": u64::from(jobs).saturating_sub(completed).max(unfinished as u64),
         "duplicated": completed.saturating_sub(u64::from(jobs)),
-    }))
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-/// Idle latency, measured as the peers were: one job at a time, each submitted 50 ms after
-/// the previous one ended, from just before the submit call to the step's first
-/// instruction (`date +%s%N`). The cost of `sh` starting `date` is measured separately on
-/// this host and reported, so the spawn moment can be derived.
-pub(crate) async fn latency(rota: &Path, samples: u32, concurrency: u32) -> Result<Value> {
-    let mut c = BenchCluster::start(rota).await?;
-    c.launch_worker("bench", concurrency)?;
-    c.wait_registered("bench").await?;
-    let mut stamp_cost = Vec::new();
-    for _ in 0..50 {
-        let t0 = now_ns();
-        let out = Command::new("sh").args(["-c", "date +%s%N"]).output()?;
-        let t1: u128 = String::from_utf8_lossy(&out.stdout).trim().parse().context("date output")?;
-        stamp_cost.push((t1.saturating_sub(t0)) as f64 / 1e6);
-    }
-    stamp_cost.sort_by(f64::total_cmp);
-    let mut lat = Vec::new();
-    for i in 0..(samples + 5) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let t0 = now_ns();
-        let id = c.client.submit(&shell_job("date +%s%N"), None).await?.id;
-        let mut after = 0;
-        let stamp: u128 = loop {
-            let q = LogsQuery { step: None, after: Some(after), wait_ms: Some(5000), max_bytes: None };
-            let page = c.client.job_logs(id, &q).await?;
-            after = page.next_cursor;
-            if let Some(ch) = page.chunks.first() {
-                break String::from_utf8_lossy(&ch.data.0).trim().parse().context("stamp")?;
-            }
-            if page.done {
-                bail!("job {id} ended without output");
-            }
-        };
-        for _ in 0..500 {
-            let d = c.client.get_job(id).await?;
-            if d.summary.state == "succeeded" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        if i >= 5 {
-            lat.push((stamp.saturating_sub(t0)) as f64 / 1e6);
-        }
-    }
-    lat.sort_by(f64::total_cmp);
-    let cost = pct(&stamp_cost, 0.5);
-    Ok(json!({
-        "workload": "idle-latency", "samples": samples, "concurrency": concurrency,
-        "submit_to_stamp_ms": {"p50": pct(&lat, 0.5), "p90": pct(&lat, 0.9), "p99": pct(&lat, 0.99), "max": pct(&lat, 1.0)},
-        "sh_date_stamp_cost_ms_p50": cost,
-        "submit_to_spawn_ms": {"p50": pct(&lat, 0.5) - cost, "p99": pct(&lat, 0.99) - cost},
     }))
 }
