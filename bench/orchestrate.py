@@ -504,6 +504,8 @@ def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     runner = Runner(log_dir, verbose=False)
     started = time.monotonic()
+    # Taken before the runs: the binaries measured were built from this tree.
+    git = git_sha()
     only = set(args.only) if args.only else None
     say(f"rota bench: mode {cfg.mode}, {cfg.rounds} round(s), systems {', '.join(systems)}; logs in "
         f"{log_dir.relative_to(ROOT)}")
@@ -530,7 +532,7 @@ def main() -> int:
     doc = {
         "schema": 1, "command": cmd.strip(), "mode": cfg.mode, "rounds": cfg.rounds,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "duration_s": round(time.monotonic() - started, 1), "git": git_sha(), "machine": machine(),
+        "duration_s": round(time.monotonic() - started, 1), "git": git, "machine": machine(),
         "versions": versions(records),
         "parameters": {k: v for k, v in vars(cfg).items()},
         "not_applicable": {k: v for k, v in NOT_APPLICABLE.items()} if not args.no_peers else {},
