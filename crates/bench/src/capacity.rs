@@ -6,15 +6,16 @@
 //! against the server's records.
 
 use crate::cluster::BenchCluster;
+use crate::probes::shell_job;
 use anyhow::{Context, Result, bail};
 use rota_api_types::jobs::ListJobsQuery;
 use rota_api_types::worker::{
     ClaimRequest, CompleteBatchRequest, CompleteItem, HeartbeatRequest, RegisterRequest,
 };
 use rota_client::WorkerClient;
-use rota_domain::{AttemptId, AttemptOutcome, JobId, JobSpec, PROTOCOL_VERSION, StepSpec, Target};
+use rota_domain::{AttemptId, AttemptOutcome, JobId, JobSpec, PROTOCOL_VERSION};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -69,27 +70,13 @@ struct Synthetic {
     heartbeat: Duration,
 }
 
-fn noop_job() -> JobSpec {
-    JobSpec {
-        name: None,
-        queue: "default".into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        // Never executed: the synthetic clients report success without spawning anything.
-        steps: vec![StepSpec::new("s", "true")],
-    }
-}
-
 pub(crate) async fn run(args: Args) -> Result<Value> {
     if args.clients == 0 || args.capacity == 0 {
         bail!("--clients and --capacity must be at least 1");
     }
     let c = BenchCluster::start(&args.rota).await?;
     let queue_started = Instant::now();
-    let batch: Vec<JobSpec> = (0..SUBMIT_BATCH).map(|_| noop_job()).collect();
+    let batch: Vec<JobSpec> = (0..SUBMIT_BATCH).map(|_| shell_job("true")).collect();
     let mut queued = 0u32;
     while queued < args.jobs {
         let n = ((args.jobs - queued) as usize).min(SUBMIT_BATCH);

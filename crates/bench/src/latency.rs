@@ -9,12 +9,13 @@
 //! returned. Both processes read the same clock, so no offset needs estimating.
 
 use crate::cluster::BenchCluster;
+use crate::probes::shell_job;
 use anyhow::{Context, Result, bail};
 use rota_api_types::worker::{ClaimRequest, CompleteBatchRequest, CompleteItem, RegisterRequest};
 use rota_client::WorkerClient;
-use rota_domain::{AttemptOutcome, JobId, JobSpec, PROTOCOL_VERSION, StepSpec, Target};
+use rota_domain::{AttemptOutcome, JobId, PROTOCOL_VERSION};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -104,7 +105,7 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
     // has spawned before and pooled connections on both sides.
     let mut warm = Vec::new();
     for _ in 0..args.warmup {
-        let id = c.client.submit(&true_job(), None).await?.id;
+        let id = c.client.submit(&shell_job("true"), None).await?.id;
         wait_spawned(&trace, &[id], Duration::from_secs(30)).await?;
         warm.push(id);
     }
@@ -206,20 +207,6 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
     }))
 }
 
-/// `true` as a one-step job: the spawn is all there is to it.
-fn true_job() -> JobSpec {
-    JobSpec {
-        name: None,
-        queue: "default".into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps: vec![StepSpec::new("s", "true")],
-    }
-}
-
 /// Submits `n` jobs at `rate`, each in its own task started on schedule, so a slow submit
 /// delays nothing after it (open loop).
 async fn open_loop(c: &BenchCluster, rate: f64, n: u32) -> Result<Vec<Sent>> {
@@ -233,7 +220,7 @@ async fn open_loop(c: &BenchCluster, rate: f64, n: u32) -> Result<Vec<Sent>> {
         tasks.push(tokio::spawn(async move {
             let lag_us = micros(tokio::time::Instant::now().saturating_duration_since(due));
             let t0_us = now_us();
-            let r = client.submit(&true_job(), None).await;
+            let r = client.submit(&shell_job("true"), None).await;
             let t1_us = now_us();
             r.map(|resp| Sent { id: resp.id, lag_us, t0_us, t1_us })
         }));
@@ -267,7 +254,7 @@ async fn wake_path(c: &BenchCluster, n: u32) -> Result<(Value, Vec<JobId>)> {
         pid: Some(std::process::id()),
     };
     w.register(&c.join_token, &req).await.context("registering the wake probe")?;
-    let mut job = true_job();
+    let mut job = shell_job("true");
     job.queue = PROBE_QUEUE.into();
     let (mut to_claim, mut submit_call, mut reply_to_claim) = (Vec::new(), Vec::new(), Vec::new());
     let mut ids = Vec::new();

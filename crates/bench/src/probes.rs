@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn shell_job(run: &str) -> JobSpec {
+/// A one-step job running `run` in the default queue (every workload's unit of work).
+pub(crate) fn shell_job(run: &str) -> JobSpec {
     JobSpec {
         name: None,
         queue: "default".into(),

@@ -9,10 +9,9 @@
 use anyhow::{Context, Result, bail};
 use rota_api_types::jobs::JobDetail;
 use rota_client::Client;
-use rota_domain::{AttemptStatus, JobId, JobSpec, StepSpec, Target};
+use rota_domain::{AttemptStatus, JobId, JobSpec};
 use serde_json::{Value, json};
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -178,16 +177,7 @@ fn marked_job(marks: &Path, seconds: f64) -> JobSpec {
     let run = format!(
         "echo $$ > '{m}'/$ROTA_JOB_ID.$ROTA_ATTEMPT.pid; sleep {seconds}; : > '{m}'/$ROTA_JOB_ID.$ROTA_ATTEMPT.done"
     );
-    JobSpec {
-        name: None,
-        queue: "default".into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps: vec![StepSpec::new("s", run)],
-    }
+    crate::probes::shell_job(&run)
 }
 
 fn wall_ms() -> i64 {

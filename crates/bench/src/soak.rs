@@ -13,15 +13,16 @@
 //! names the depth actually reached.
 
 use crate::cluster::{BenchCluster, rss_bytes};
+use crate::probes::shell_job;
 use anyhow::{Context, Result, bail};
 use rota_api_types::jobs::ListJobsQuery;
 use rota_api_types::worker::{
     ClaimRequest, CompleteBatchRequest, CompleteItem, HeartbeatRequest, RegisterRequest,
 };
 use rota_client::{Client, WorkerClient};
-use rota_domain::{AttemptOutcome, JobSpec, PROTOCOL_VERSION, StepSpec, Target};
+use rota_domain::{AttemptOutcome, JobSpec, PROTOCOL_VERSION};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -239,7 +240,7 @@ async fn open_loop(
     start: tokio::time::Instant,
     offered: Arc<Offered>,
 ) {
-    let job = true_job();
+    let job = shell_job("true");
     for i in 0..total {
         tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
         let (client, job, offered) = (client.clone(), job.clone(), offered.clone());
@@ -487,19 +488,6 @@ async fn not_succeeded(client: &Client) -> Result<u64> {
     Ok(client.list_jobs(&q).await?.jobs.len() as u64)
 }
 
-fn true_job() -> JobSpec {
-    JobSpec {
-        name: None,
-        queue: "default".into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps: vec![StepSpec::new("s", "true")],
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // claim depth
 
@@ -601,7 +589,7 @@ async fn complete_all(
 
 /// Queues up to `n` jobs in batches until `budget`; returns how many were queued.
 async fn fill_queue(client: &Client, n: u64, budget: Instant) -> Result<u64> {
-    let batch: Vec<JobSpec> = (0..BATCH).map(|_| true_job()).collect();
+    let batch: Vec<JobSpec> = (0..BATCH).map(|_| shell_job("true")).collect();
     let mut queued = 0;
     while queued < n && Instant::now() < budget {
         let k = (n - queued).min(BATCH) as usize;
@@ -705,7 +693,7 @@ async fn finish_jobs(
     left: Arc<AtomicU64>,
     budget: Instant,
 ) -> Result<ClaimTally> {
-    let batch: Vec<JobSpec> = (0..BATCH).map(|_| true_job()).collect();
+    let batch: Vec<JobSpec> = (0..BATCH).map(|_| shell_job("true")).collect();
     let mut tally = ClaimTally::default();
     let mut beat = Instant::now();
     while Instant::now() < budget {

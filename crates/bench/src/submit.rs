@@ -5,11 +5,12 @@
 //! latencies and the check that the server then holds exactly N queued jobs.
 
 use crate::cluster::BenchCluster;
+use crate::probes::shell_job;
 use anyhow::{Context, Result, bail};
 use rota_client::Client;
-use rota_domain::{JobId, JobSpec, StepSpec, Target};
+use rota_domain::{JobId, JobSpec};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,19 +44,6 @@ pub(crate) struct Args {
     /// Jobs per request in batch mode.
     #[arg(long, default_value_t = 100)]
     pub(crate) batch: u32,
-}
-
-fn job() -> JobSpec {
-    JobSpec {
-        name: None,
-        queue: "default".into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps: vec![StepSpec::new("s", "true")],
-    }
 }
 
 /// What one client saw.
@@ -92,7 +80,7 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
         let mode = args.mode;
         tasks.push(tokio::spawn(async move {
             let mut me = ClientRun::default();
-            let template: Vec<JobSpec> = (0..per_request).map(|_| job()).collect();
+            let template: Vec<JobSpec> = (0..per_request).map(|_| shell_job("true")).collect();
             loop {
                 // Claim this request's share of the N jobs; the last request may be short.
                 let from = next.fetch_add(u64::from(per_request), Ordering::SeqCst);
