@@ -21,37 +21,17 @@ pub(crate) struct BenchCluster {
 impl BenchCluster {
     pub(crate) async fn start(rota: &Path) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut cmd = Command::new(rota);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path().join("data"))
-            .env("XDG_STATE_HOME", dir.path().join("state"))
-            .env("ROTA_LOG", "warn,rota_server=info")
-            .args(["server", "--listen", "127.0.0.1:0", "--database"])
-            .arg(dir.path().join("rota.db"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut server = cmd.spawn().context("starting rota server")?;
-        let stderr = server.stderr.take().context("server stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(pos) = line.find("http://") {
-                    let _ = tx.send(line[pos..].split_whitespace().next().unwrap_or("").to_string());
-                    sent = true;
-                }
-            }
-        });
-        let url = rx.recv_timeout(Duration::from_secs(30)).context("server printed no URL")?;
-        let read = |f: &str| {
-            std::fs::read_to_string(dir.path().join("data/rota").join(f)).map(|s| s.trim().to_string())
-        };
-        let admin = read("admin.token").context("admin.token")?;
-        let join_token = read("join.token").context("join.token")?;
-        let client = Client::new(&url, Some(admin))?;
-        Ok(Self { dir, rota: rota.to_path_buf(), server, url, join_token, client, workers: Vec::new() })
+        let sp = spawn_server(rota, dir.path(), &[], |_| {})?;
+        let client = Client::new(&sp.url, Some(sp.admin))?;
+        Ok(Self {
+            dir,
+            rota: rota.to_path_buf(),
+            server: sp.child,
+            url: sp.url,
+            join_token: sp.join_token,
+            client,
+            workers: Vec::new(),
+        })
     }
 
     /// Launches `rota worker run`; returns at once (the caller times from here).
@@ -128,6 +108,66 @@ impl BenchCluster {
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
             .with_context(|| format!("metric {name} missing"))
+    }
+}
+
+/// A `rota server` process started by [`spawn_server`], with what it printed and wrote.
+pub(crate) struct SpawnedServer {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) admin: String,
+    pub(crate) join_token: String,
+}
+
+/// Starts `rota server` on port 0 with its data under `dir` (database `dir/rota.db`) plus
+/// `extra` flags, waits for its URL and reads the tokens it created. Its log is drained for
+/// the server's whole life (a full pipe would stall it), each line also handed to
+/// `on_line`. The server is killed if it does not come up.
+pub(crate) fn spawn_server(
+    rota: &Path,
+    dir: &Path,
+    extra: &[&str],
+    mut on_line: impl FnMut(&str) + Send + 'static,
+) -> Result<SpawnedServer> {
+    let mut child = Command::new(rota)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_STATE_HOME", dir.join("state"))
+        .env("ROTA_LOG", "warn,rota_server=info")
+        .args(["server", "--listen", "127.0.0.1:0", "--database"])
+        .arg(dir.join("rota.db"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting rota server")?;
+    let stderr = child.stderr.take().context("server stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent && let Some(pos) = line.find("http://") {
+                let _ = tx.send(line[pos..].split_whitespace().next().unwrap_or("").to_string());
+                sent = true;
+            }
+            on_line(&line);
+        }
+    });
+    let read = |f: &str| std::fs::read_to_string(dir.join("data/rota").join(f)).map(|s| s.trim().to_string());
+    let up = rx.recv_timeout(Duration::from_secs(30)).context("server printed no URL").and_then(|url| {
+        let admin = read("admin.token").context("reading admin.token")?;
+        let join_token = read("join.token").context("reading join.token")?;
+        Ok((url, admin, join_token))
+    });
+    match up {
+        Ok((url, admin, join_token)) => Ok(SpawnedServer { child, url, admin, join_token }),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
     }
 }
 

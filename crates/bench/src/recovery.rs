@@ -12,7 +12,6 @@ use rota_client::Client;
 use rota_domain::{AttemptStatus, JobId, JobSpec};
 use serde_json::{Value, json};
 use std::cell::Cell;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,54 +58,17 @@ impl Rig {
     /// Like `BenchCluster::start`, plus `extra` server flags.
     fn start(rota: &Path, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut server = Command::new(rota)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path().join("data"))
-            .env("XDG_STATE_HOME", dir.path().join("state"))
-            .env("ROTA_LOG", "warn,rota_server=info")
-            .args(["server", "--listen", "127.0.0.1:0", "--database"])
-            .arg(dir.path().join("rota.db"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting rota server")?;
-        let stderr = server.stderr.take().context("server stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        // Keeps draining the server's log after the URL so the pipe never fills up.
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(pos) = line.find("http://") {
-                    let _ = tx.send(line[pos..].split_whitespace().next().unwrap_or("").to_string());
-                    sent = true;
-                }
-            }
-        });
-        let url = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = server.kill();
-                let _ = server.wait();
-                bail!("server printed no URL");
-            }
-        };
-        let read = |f: &str| {
-            std::fs::read_to_string(dir.path().join("data/rota").join(f)).map(|s| s.trim().to_string())
-        };
-        let tokens = read("admin.token").and_then(|a| Ok((a, read("join.token")?)));
-        let (admin, join_token) = match tokens {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = server.kill();
-                let _ = server.wait();
-                return Err(anyhow::Error::new(e).context("reading the token files"));
-            }
-        };
-        let client = Client::new(&url, Some(admin))?;
-        Ok(Self { dir, rota: rota.to_path_buf(), server, url, join_token, client, workers: Vec::new() })
+        let sp = crate::cluster::spawn_server(rota, dir.path(), extra, |_| {})?;
+        let client = Client::new(&sp.url, Some(sp.admin))?;
+        Ok(Self {
+            dir,
+            rota: rota.to_path_buf(),
+            server: sp.child,
+            url: sp.url,
+            join_token: sp.join_token,
+            client,
+            workers: Vec::new(),
+        })
     }
 
     /// Starts `rota worker run` named `name` (own workspace); returns its pid.

@@ -23,7 +23,6 @@ use rota_client::{Client, WorkerClient};
 use rota_domain::{AttemptOutcome, JobSpec, PROTOCOL_VERSION};
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -282,48 +281,23 @@ struct Server {
 
 impl Server {
     async fn start(rota: &Path, dir: &Path, retention: &str) -> Result<Self> {
-        let mut child = Command::new(rota)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir)
-            .env("XDG_DATA_HOME", dir.join("data"))
-            .env("XDG_STATE_HOME", dir.join("state"))
-            .env("ROTA_LOG", "warn,rota_server=info")
-            .args(["server", "--listen", "127.0.0.1:0", "--retention", retention, "--database"])
-            .arg(dir.join("rota.db"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting rota server")?;
-        let stderr = child.stderr.take().context("server stderr")?;
         let prunes: Arc<Mutex<Vec<u64>>> = Arc::default();
-        let (tx, rx) = std::sync::mpsc::channel();
         let seen = prunes.clone();
-        // Drains the log for the server's whole life (a full pipe would stall it) and files
-        // the prune passes: `... pruned finished jobs past retention pruned=N`.
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && let Some(pos) = line.find("http://") {
-                    let _ = tx.send(line[pos..].split_whitespace().next().unwrap_or("").to_string());
-                    sent = true;
-                }
-                if line.contains("pruned finished jobs")
-                    && let Some(n) = line.split("pruned=").nth(1).and_then(|v| v.split_whitespace().next())
-                {
-                    seen.lock().unwrap_or_else(PoisonError::into_inner).push(n.parse().unwrap_or(0));
-                }
+        // Files the prune passes the server logs: `... pruned finished jobs past retention pruned=N`.
+        let on_line = move |line: &str| {
+            if line.contains("pruned finished jobs")
+                && let Some(n) = line.split("pruned=").nth(1).and_then(|v| v.split_whitespace().next())
+            {
+                seen.lock().unwrap_or_else(PoisonError::into_inner).push(n.parse().unwrap_or(0));
             }
-        });
-        let url = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
-            .await?
-            .context("server printed no URL")?;
-        let read =
-            |f: &str| std::fs::read_to_string(dir.join("data/rota").join(f)).map(|s| s.trim().to_string());
-        let admin = read("admin.token").context("admin.token")?;
-        let join_token = read("join.token").context("join.token")?;
-        let client = Client::new(&url, Some(admin))?;
-        Ok(Self { child, url, join_token, client, prunes })
+        };
+        let (rota, dir, retention) = (rota.to_path_buf(), dir.to_path_buf(), retention.to_string());
+        let sp = tokio::task::spawn_blocking(move || {
+            crate::cluster::spawn_server(&rota, &dir, &["--retention", &retention], on_line)
+        })
+        .await??;
+        let client = Client::new(&sp.url, Some(sp.admin))?;
+        Ok(Self { child: sp.child, url: sp.url, join_token: sp.join_token, client, prunes })
     }
 
     fn pid(&self) -> u32 {
