@@ -15,7 +15,7 @@ use std::collections::HashMap;
 const END_PENDING_STEPS: &str = "UPDATE steps SET state = ?2, reason = ?3, run_after = NULL \
      WHERE job_id = ?1 AND state IN ('waiting', 'ready')";
 
-const RUNNING_OF_JOB: &str = "SELECT id, step, session FROM attempts WHERE job_id = ?1 AND status = 'running' \
+pub(crate) const RUNNING_OF_JOB: &str = "SELECT id, step, session FROM attempts WHERE job_id = ?1 AND status = 'running' \
      ORDER BY id";
 
 const FLAG_RUNNING: &str =

@@ -34,6 +34,8 @@ mod spec_cache;
 mod submit;
 mod workers;
 mod writer;
+#[cfg(test)]
+mod plans;
 
 pub use error::SqliteError;
 
@@ -126,12 +128,21 @@ impl SqliteStore {
     ) -> Result<T> {
         self.main.run(durability, work).await
     }
+
+    /// A write whose items each run in their own savepoint (see `Writer::run_itemised`).
+    async fn write_items<T: Send + 'static>(
+        &self,
+        durability: Durability,
+        work: impl FnOnce(&rusqlite::Connection) -> error::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.main.run_itemised(durability, work).await
+    }
 }
 
 #[async_trait]
 impl JobStore for SqliteStore {
     async fn submit_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Submitted>>> {
-        self.write(Durability::Full, move |c| submit::submit_jobs(c, jobs)).await
+        self.write_items(Durability::Full, move |c| submit::submit_jobs(c, jobs)).await
     }
 
     async fn get_job(&self, id: JobId) -> Result<JobRecord> {
@@ -194,7 +205,7 @@ impl JobStore for SqliteStore {
         items: Vec<Completion>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<CompletionRecorded>>> {
-        self.write(Durability::Normal, move |c| complete::complete(c, items, now)).await
+        self.write_items(Durability::Normal, move |c| complete::complete(c, items, now)).await
     }
 
     async fn append_logs(&self, items: Vec<LogAppend>) -> Result<Vec<Result<()>>> {
@@ -264,7 +275,7 @@ impl JobStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<RevokeOutcome>>> {
         // Durable before the reply (and before any broadcast): a revoke must survive a crash.
-        self.write(Durability::Full, move |c| fleet::revoke_jobs(c, reqs, now)).await
+        self.write_items(Durability::Full, move |c| fleet::revoke_jobs(c, reqs, now)).await
     }
 
     async fn list_revokes(&self, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {

@@ -21,6 +21,11 @@ pub(crate) struct Migration {
 pub(crate) const MAIN: &[Migration] = &[
     Migration { version: 1, name: "init", sql: include_str!("../migrations/main/0001_init.sql") },
     Migration { version: 2, name: "fleet", sql: include_str!("../migrations/main/0002_fleet.sql") },
+    Migration {
+        version: 3,
+        name: "partial_indexes",
+        sql: include_str!("../migrations/main/0003_partial_indexes.sql"),
+    },
 ];
 
 /// Migrations of the logs database.

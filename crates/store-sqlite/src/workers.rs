@@ -21,11 +21,11 @@ const SET_OFFLINE: &str = "UPDATE workers SET status = 'offline' WHERE session =
 
 const SESSION_STATUS: &str = "SELECT status FROM workers WHERE session = ?1";
 
-const HELD_ATTEMPTS: &str = "SELECT id, job_id, step, number, session, status, outcome, stop_cause \
+pub(crate) const HELD_ATTEMPTS: &str = "SELECT id, job_id, step, number, session, status, outcome, stop_cause \
      FROM attempts WHERE session = ?1 AND status = 'running' ORDER BY id";
 
 // Both worker queries select the same columns, decoded by `RawWorker`.
-const BY_TOKEN: &str = "SELECT w.session, w.name, w.host, w.profile, w.version, w.queues, w.tags, \
+pub(crate) const BY_TOKEN: &str = "SELECT w.session, w.name, w.host, w.profile, w.version, w.queues, w.tags, \
      w.concurrency, w.status, w.registered_at, w.last_heartbeat_at, \
      (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running') \
      FROM workers w WHERE w.token_hash = ?1 AND w.status <> 'offline'";

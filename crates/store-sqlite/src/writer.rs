@@ -38,6 +38,10 @@ type OpFn<T> = Box<dyn FnOnce(&Connection) -> Result<T> + Send>;
 
 struct Pending<T> {
     durability: Durability,
+    /// Whether the op runs inside its own savepoint. Off only for ops whose every write is
+    /// already in a savepoint of its own (one per item): a second level would copy each page
+    /// they touch into one more sub-journal for nothing.
+    savepoint: bool,
     work: Option<OpFn<T>>,
     result: Option<Result<T>>,
     reply: oneshot::Sender<rota_store::Result<T>>,
@@ -50,7 +54,7 @@ impl<T: Send> Op for Pending<T> {
 
     fn apply(&mut self, conn: &Connection) {
         if let Some(work) = self.work.take() {
-            self.result = Some(in_savepoint(conn, work));
+            self.result = Some(if self.savepoint { in_savepoint(conn, work) } else { guarded(conn, work) });
         }
     }
 
@@ -98,6 +102,16 @@ pub(crate) fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> 
     }
 }
 
+/// Runs an itemised op without a savepoint of its own; a panic still becomes an error. Its
+/// items' savepoints have already been rolled back or released by then (`in_savepoint`
+/// catches panics inside each), so nothing half-written stays in the batch.
+fn guarded<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+        Ok(r) => r,
+        Err(_) => Err(SqliteError::Panicked.into()),
+    }
+}
+
 /// Handle to a writer thread. Dropping it lets the thread finish its queue and close the
 /// connection, and waits for that.
 pub(crate) struct Writer {
@@ -121,14 +135,35 @@ impl Writer {
         Ok(Self { name, tx: Some(tx), thread: Some(thread), batches })
     }
 
-    /// Queues `work` for the next batch and waits until it is committed (or failed).
+    /// Queues `work` for the next batch and waits until it is committed (or failed). It runs
+    /// in its own savepoint: an `Err` undoes all of its writes.
     pub(crate) async fn run<T: Send + 'static>(
         &self,
         durability: Durability,
         work: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> rota_store::Result<T> {
+        self.enqueue(durability, true, Box::new(work)).await
+    }
+
+    /// Like [`Writer::run`] for work that puts every write in a savepoint per item itself
+    /// (`in_savepoint` around each item, nothing written outside one): it gets no savepoint
+    /// of its own.
+    pub(crate) async fn run_itemised<T: Send + 'static>(
+        &self,
+        durability: Durability,
+        work: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> rota_store::Result<T> {
+        self.enqueue(durability, false, Box::new(work)).await
+    }
+
+    async fn enqueue<T: Send + 'static>(
+        &self,
+        durability: Durability,
+        savepoint: bool,
+        work: OpFn<T>,
+    ) -> rota_store::Result<T> {
         let (reply, rx) = oneshot::channel();
-        let op = Box::new(Pending { durability, work: Some(Box::new(work)), result: None, reply });
+        let op = Box::new(Pending { durability, savepoint, work: Some(work), result: None, reply });
         let gone = || rota_store::StoreError::from(SqliteError::WriterGone(self.name));
         self.tx.as_ref().ok_or_else(gone)?.send(op).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
