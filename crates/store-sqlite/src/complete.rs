@@ -4,7 +4,7 @@
 
 use crate::attempts::{AttemptRow, end_attempt, load_attempt};
 use crate::error::{Result, conflict, not_found};
-use crate::writer::in_savepoint;
+use crate::writer::unsaved_item;
 use chrono::{DateTime, Utc};
 use rota_domain::{AttemptId, AttemptStatus, SessionId};
 use rota_store::{Completion, CompletionRecorded};
@@ -25,13 +25,14 @@ pub(crate) fn record_start(
     Ok(())
 }
 
-/// Records each completion in its own savepoint.
+/// Records each completion; one that is refused changes nothing (`complete_one` checks
+/// everything before its first write).
 pub(crate) fn complete(
     conn: &Connection,
     items: Vec<Completion>,
     now: DateTime<Utc>,
 ) -> Result<Vec<rota_store::Result<CompletionRecorded>>> {
-    Ok(items.iter().map(|c| in_savepoint(conn, |c2| complete_one(c2, c, now)).map_err(Into::into)).collect())
+    items.iter().map(|c| unsaved_item(conn, |c2| complete_one(c2, c, now))).collect()
 }
 
 fn complete_one(conn: &Connection, c: &Completion, now: DateTime<Utc>) -> Result<CompletionRecorded> {

@@ -193,7 +193,7 @@ impl JobStore for SqliteStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.write(Durability::Normal, move |c| claim::claim(c, session, max, now, ttl)).await
+        self.write_items(Durability::Normal, move |c| claim::claim(c, session, max, now, ttl)).await
     }
 
     async fn record_start(&self, session: SessionId, attempt: AttemptId, pid: u32) -> Result<()> {

@@ -4,7 +4,7 @@
 
 use crate::codec::{i64_of, ms, to_json};
 use crate::error::{Result, conflict};
-use crate::writer::in_savepoint;
+use crate::writer::unsaved_item;
 use rota_domain::{JobState, StepState};
 use rota_store::{NewJob, StoreError, Submitted};
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
@@ -23,7 +23,9 @@ pub(crate) fn submit_jobs(
     conn: &Connection,
     jobs: Vec<NewJob>,
 ) -> Result<Vec<rota_store::Result<Submitted>>> {
-    Ok(jobs.into_iter().map(|job| in_savepoint(conn, |c| submit_one(c, &job)).map_err(Into::into)).collect())
+    // Without a savepoint per job: a refusal (invalid document, taken id) happens before any
+    // row is written, and a failed INSERT undoes itself.
+    jobs.into_iter().map(|job| unsaved_item(conn, |c| submit_one(c, &job))).collect()
 }
 
 fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {

@@ -28,8 +28,9 @@ pub(crate) enum Durability {
 /// A write waiting for its batch.
 trait Op: Send {
     fn durability(&self) -> Durability;
-    /// Runs inside the batch transaction, in its own savepoint.
-    fn apply(&mut self, conn: &Connection);
+    /// Runs inside the batch transaction. Returns true if the op failed after writing part of
+    /// its change with no savepoint to undo it: the whole batch must then roll back.
+    fn apply(&mut self, conn: &Connection) -> bool;
     /// Sends the reply: the op's own result if the batch committed, else the commit error.
     fn finish(self: Box<Self>, commit: std::result::Result<(), &str>);
 }
@@ -52,10 +53,17 @@ impl<T: Send> Op for Pending<T> {
         self.durability
     }
 
-    fn apply(&mut self, conn: &Connection) {
-        if let Some(work) = self.work.take() {
-            self.result = Some(if self.savepoint { in_savepoint(conn, work) } else { guarded(conn, work) });
+    fn apply(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else { return false };
+        if self.savepoint {
+            self.result = Some(in_savepoint(conn, work));
+            return false;
         }
+        let before = conn.total_changes();
+        let result = guarded(conn, work);
+        let torn = result.is_err() && conn.total_changes() != before;
+        self.result = Some(result);
+        torn
     }
 
     fn finish(self: Box<Self>, commit: std::result::Result<(), &str>) {
@@ -102,13 +110,29 @@ pub(crate) fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> 
     }
 }
 
-/// Runs an itemised op without a savepoint of its own; a panic still becomes an error. Its
-/// items' savepoints have already been rolled back or released by then (`in_savepoint`
-/// catches panics inside each), so nothing half-written stays in the batch.
+/// Runs an itemised op without a savepoint of its own; a panic still becomes an error. If it
+/// fails after writing, the writer rolls the whole batch back (see `Op::apply`).
 fn guarded<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(|| f(conn))) {
         Ok(r) => r,
         Err(_) => Err(SqliteError::Panicked.into()),
+    }
+}
+
+/// Runs one item of an itemised op without a savepoint: cheaper than `in_savepoint`, whose
+/// sub-journal copies every page the item touches. The item must check before it writes.
+/// `Ok(Err(_))`: it was refused before writing anything, alone. `Err(_)`: it failed after
+/// writing (a driver error, corrupt data, a panic), which nothing can undo alone, so the
+/// whole op fails and the writer rolls back its batch; every op in it gets the error and
+/// nothing of it is kept.
+pub(crate) fn unsaved_item<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<rota_store::Result<T>> {
+    let before = conn.total_changes();
+    match guarded(conn, f) {
+        Err(e) if conn.total_changes() != before => Err(e),
+        r => Ok(r.map_err(Into::into)),
     }
 }
 
@@ -145,9 +169,9 @@ impl Writer {
         self.enqueue(durability, true, Box::new(work)).await
     }
 
-    /// Like [`Writer::run`] for work that puts every write in a savepoint per item itself
-    /// (`in_savepoint` around each item, nothing written outside one): it gets no savepoint
-    /// of its own.
+    /// Like [`Writer::run`] for work made of items that each run in `in_savepoint` or
+    /// `unsaved_item`: it gets no savepoint of its own. If it returns `Err` after writing,
+    /// its whole batch is rolled back and fails.
     pub(crate) async fn run_itemised<T: Send + 'static>(
         &self,
         durability: Durability,
@@ -236,7 +260,10 @@ fn commit_batch(
     }
     control(conn, "BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
     for op in batch.iter_mut() {
-        op.apply(conn);
+        if op.apply(conn) {
+            let _ = control(conn, "ROLLBACK");
+            return Err("an operation failed after writing part of its change; its batch was rolled back".into());
+        }
         // Some errors (I/O, disk full) make SQLite roll back the whole transaction; what
         // follows would then autocommit piecemeal, so the batch stops here.
         if conn.is_autocommit() {
@@ -309,6 +336,62 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(keys, vec![0, 1, 5]);
+    }
+
+    #[tokio::test]
+    async fn unsaved_items_refused_before_writing_stand_alone_and_a_torn_one_rolls_back_its_batch() {
+        let (_dir, w) = writer();
+        // Items: 1 written, 2 refused before writing, 3 written.
+        let items = w
+            .run_itemised(Durability::Normal, |c| {
+                (1..=3)
+                    .map(|k| {
+                        unsaved_item(c, move |c| {
+                            if k == 2 {
+                                return Err(conflict("refused"));
+                            }
+                            Ok(c.execute("INSERT INTO t VALUES (?1, 'x')", [k])?)
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await
+            .unwrap();
+        assert!(items[0].is_ok() && items[2].is_ok(), "{items:?}");
+        assert!(matches!(items[1], Err(rota_store::StoreError::Conflict(_))), "{items:?}");
+
+        // A batch of three: a good op, an item that fails after writing, another good op.
+        let (started, is_running) = oneshot::channel::<()>();
+        let hold = w.run(Durability::Normal, move |_| {
+            let _ = started.send(());
+            std::thread::sleep(Duration::from_millis(300));
+            Ok(())
+        });
+        let queued = async {
+            is_running.await.unwrap();
+            let before = w.run(Durability::Normal, |c| Ok(c.execute("INSERT INTO t VALUES (10, 'a')", [])?));
+            let torn = w.run_itemised(Durability::Normal, |c| {
+                unsaved_item(c, |c| {
+                    c.execute("INSERT INTO t VALUES (11, 'half')", [])?;
+                    Ok(c.execute("INSERT INTO t VALUES (1, 'taken')", [])?)
+                })
+            });
+            let after = w.run(Durability::Normal, |c| Ok(c.execute("INSERT INTO t VALUES (12, 'c')", [])?));
+            tokio::join!(before, torn, after)
+        };
+        let (held, (before, torn, after)) = tokio::join!(hold, queued);
+        held.unwrap();
+        assert!(torn.is_err(), "{torn:?}");
+        assert!(before.is_err() && after.is_err(), "every op of a rolled-back batch fails: {before:?} {after:?}");
+        let keys = w
+            .run(Durability::Normal, |c| {
+                let mut st = c.prepare("SELECT k FROM t ORDER BY k")?;
+                let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys, vec![1, 3], "nothing of the rolled-back batch is kept");
     }
 
     #[tokio::test]
