@@ -17,9 +17,11 @@
 mod auth;
 pub mod config;
 mod error;
+mod handoff;
 mod hub;
 mod metrics;
 mod openapi;
+mod parking;
 mod routes;
 mod state;
 mod sweeper;

@@ -5,6 +5,7 @@ use crate::auth::AuthCache;
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::parking::Parking;
 use rota_store::JobStore;
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};
@@ -19,6 +20,8 @@ pub(crate) struct AppState {
     pub(crate) hub: Arc<Hub>,
     /// Woken when steps may have become claimable (submit, completion, retry, lost).
     pub(crate) work: Arc<Notify>,
+    /// Claim long-polls a submit can claim for in its own commit.
+    pub(crate) parking: Arc<Parking>,
     /// Bumped whenever log chunks or job states change, for `logs --follow`.
     pub(crate) progress: Arc<watch::Sender<u64>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -43,6 +46,7 @@ impl AppState {
             auth: Arc::new(AuthCache::default()),
             hub: Arc::new(Hub::default()),
             work: Arc::new(Notify::new()),
+            parking: Arc::new(Parking::default()),
             progress: Arc::new(progress),
             metrics: Arc::new(Metrics::default()),
             shutdown,

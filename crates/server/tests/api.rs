@@ -376,3 +376,45 @@ async fn fleet_commands_collect_replies_and_name_the_silent() {
         api.call("POST", "/api/v1/workers/control", Some(ADMIN), Some(json!({"command": "shutdown"}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "shutdown needs a mode");
 }
+
+/// The metrics text's value of `name`.
+async fn metric(api: &Api, name: &str) -> u64 {
+    let req = Request::builder().uri("/metrics").body(Body::empty()).unwrap();
+    let resp = api.app.clone().oneshot(req).await.unwrap();
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_waiting_claim_gets_the_step_from_the_submit_that_made_it() {
+    let api = Arc::new(Api::new());
+    let (w, _) = api.register("w1").await;
+    // The claim must be parked before the submit; a loaded machine may be slow to get it
+    // there, so a round where the submit came first (the normal wake-up path) is repeated.
+    for round in 1..=5 {
+        let poll = {
+            let (api, w) = (api.clone(), w.clone());
+            tokio::spawn(async move {
+                api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 2, "waitMs": 10_000})))
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300 * round)).await;
+        let job = api.submit("true").await;
+        let (s, v) = poll.await.unwrap();
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["attempts"][0]["jobId"], json!(job), "the waiting worker gets the new job: {v}");
+        let attempt = v["attempts"][0]["attemptId"].as_i64().unwrap();
+        let done = json!({"attemptId": attempt, "outcome": {"status": "succeeded"}});
+        let (s, _) =
+            api.call("POST", &format!("/worker/jobs/{job}/steps/a/complete"), Some(&w), Some(done)).await;
+        assert_eq!(s, StatusCode::OK, "the handed-over attempt is held by the claimer");
+        if metric(&api, "rota_attempts_handed_at_submit_total").await == 1 {
+            assert_eq!(metric(&api, "rota_attempts_claimed_total").await, round);
+            return;
+        }
+    }
+    panic!("in five rounds the submit never claimed for the parked long-poll");
+}

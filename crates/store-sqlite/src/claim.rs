@@ -25,7 +25,8 @@ const SELECT_WORKER: &str = "SELECT name, host, queues, tags, status FROM worker
 // One queue at a time, so `steps_claim` yields rows already in claim order. The job's own
 // state and deadline are checked so nothing starts once it has ended or its deadline
 // passed, even before the sweeper gets to it.
-pub(crate) const CANDIDATES: &str = "SELECT s.job_id, s.name, s.idx, s.priority, s.attempts_count, s.target_host, \
+pub(crate) const CANDIDATES: &str =
+    "SELECT s.job_id, s.name, s.idx, s.priority, s.attempts_count, s.target_host, \
      s.target_tags FROM steps s JOIN jobs j ON j.id = s.job_id
      WHERE s.state = 'ready'
        AND s.queue = ?2

@@ -26,6 +26,8 @@ mod fleet;
 mod jobs_read;
 mod lease;
 mod logs;
+#[cfg(test)]
+mod plans;
 mod prune;
 mod readers;
 mod schema;
@@ -34,8 +36,6 @@ mod spec_cache;
 mod submit;
 mod workers;
 mod writer;
-#[cfg(test)]
-mod plans;
 
 pub use error::SqliteError;
 
@@ -44,15 +44,15 @@ use chrono::{DateTime, Utc};
 use readers::Readers;
 use rota_domain::{AttemptId, JobId, SessionId};
 use rota_store::{
-    ClaimedAttempt, Completion, CompletionRecorded, Heartbeat, HeartbeatOutcome, JobFilter, JobRecord,
-    JobRow, JobStore, LogAppend, LogPage, LogQuery, LostAttempt, NewJob, QueueStats, Registered,
+    ClaimedAttempt, Claimer, Completion, CompletionRecorded, Heartbeat, HeartbeatOutcome, JobFilter,
+    JobRecord, JobRow, JobStore, LogAppend, LogPage, LogQuery, LostAttempt, NewJob, QueueStats, Registered,
     RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
-    WorkerRecord, WorkerRegistration,
+    SubmittedAndClaimed, WorkerRecord, WorkerRegistration,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use writer::{Durability, Writer};
+use writer::{Durability, Writer, unsaved_item};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -181,6 +181,26 @@ impl JobStore for SqliteStore {
 
     async fn heartbeat(&self, hb: Heartbeat, now: DateTime<Utc>, ttl: Duration) -> Result<HeartbeatOutcome> {
         self.write(Durability::Normal, move |c| lease::heartbeat(c, &hb, now, ttl)).await
+    }
+
+    async fn submit_and_claim(
+        &self,
+        jobs: Vec<NewJob>,
+        claimers: Vec<Claimer>,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<SubmittedAndClaimed> {
+        // One writer op, one durable commit: the claims see the new rows, and the parked
+        // workers get their steps when the submitter gets its reply.
+        self.write_items(Durability::Full, move |c| {
+            let submitted = submit::submit_jobs(c, jobs)?;
+            let claimed = claimers
+                .iter()
+                .map(|w| unsaved_item(c, |c| claim::claim(c, w.session, w.max, now, ttl)))
+                .collect::<error::Result<Vec<_>>>()?;
+            Ok(SubmittedAndClaimed { submitted, claimed })
+        })
+        .await
     }
 
     async fn claim(

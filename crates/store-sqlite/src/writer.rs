@@ -262,7 +262,9 @@ fn commit_batch(
     for op in batch.iter_mut() {
         if op.apply(conn) {
             let _ = control(conn, "ROLLBACK");
-            return Err("an operation failed after writing part of its change; its batch was rolled back".into());
+            return Err(
+                "an operation failed after writing part of its change; its batch was rolled back".into()
+            );
         }
         // Some errors (I/O, disk full) make SQLite roll back the whole transaction; what
         // follows would then autocommit piecemeal, so the batch stops here.
@@ -382,7 +384,10 @@ mod tests {
         let (held, (before, torn, after)) = tokio::join!(hold, queued);
         held.unwrap();
         assert!(torn.is_err(), "{torn:?}");
-        assert!(before.is_err() && after.is_err(), "every op of a rolled-back batch fails: {before:?} {after:?}");
+        assert!(
+            before.is_err() && after.is_err(),
+            "every op of a rolled-back batch fails: {before:?} {after:?}"
+        );
         let keys = w
             .run(Durability::Normal, |c| {
                 let mut st = c.prepare("SELECT k FROM t ORDER BY k")?;

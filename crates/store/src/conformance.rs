@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::{
-    ClaimedAttempt, Completion, CompletionRecorded, Heartbeat, JobFilter, JobRecord, JobStore, LogAppend,
-    LogQuery, NewJob, NewLogChunk, QueueStats, Result, RevokeRequest, SessionStatus, StepRecord, StopCause,
-    StopKind, StoreError, WorkerRegistration,
+    ClaimedAttempt, Claimer, Completion, CompletionRecorded, Heartbeat, JobFilter, JobRecord, JobStore,
+    LogAppend, LogQuery, NewJob, NewLogChunk, QueueStats, Result, RevokeRequest, SessionStatus, StepRecord,
+    StopCause, StopKind, StoreError, WorkerRegistration,
 };
 use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;
@@ -51,6 +51,7 @@ scenarios![
     claim_respects_targets,
     claim_order_priority_age_and_max,
     claim_only_when_active,
+    submit_and_claim_hands_out_in_one_call,
     fencing,
     retry_with_backoff,
     no_retry_once_a_step_failed,
@@ -543,6 +544,34 @@ async fn claim_only_when_active(s: Arc<dyn JobStore>) {
     submit(&s, job(vec![step("b")]), at(5)).await;
     s.unregister_worker(w, at(6)).await.unwrap();
     assert!(claim(&s, w, 5, at(7)).await.is_empty(), "an offline session claims nothing");
+}
+
+async fn submit_and_claim_hands_out_in_one_call(s: Arc<dyn JobStore>) {
+    let w = worker(&s).await;
+    let other_queue =
+        register(&s, WorkerSpec { name: "w2", queues: &["gpu"], ..WorkerSpec::default() }, t0()).await;
+    let unknown = SessionId::new();
+    let (a, b) = (new_id(), new_id());
+    let jobs = vec![
+        NewJob { id: a, spec: job(vec![step("a")]), now: t0() },
+        NewJob { id: b, spec: job(vec![step("b")]), now: t0() },
+    ];
+    let claimers = vec![
+        Claimer { session: unknown, max: 4 },
+        Claimer { session: other_queue, max: 4 },
+        Claimer { session: w, max: 1 },
+    ];
+    let out = s.submit_and_claim(jobs, claimers, at(1), TTL).await.expect("submit_and_claim");
+    assert_eq!(out.submitted.len(), 2);
+    assert!(out.submitted.iter().all(|r| r.as_ref().is_ok_and(|x| x.created)), "{:?}", out.submitted);
+    assert_eq!(out.claimed.len(), 3, "one result per claimer");
+    assert!(matches!(out.claimed[0], Err(StoreError::NotFound(_))), "unknown session: {:?}", out.claimed[0]);
+    assert!(out.claimed[1].as_ref().is_ok_and(Vec::is_empty), "no step for another queue");
+    let got = out.claimed[2].as_ref().expect("claim for w");
+    assert_eq!(got.len(), 1, "max is respected");
+    assert_eq!(got[0].job_id, a, "oldest first");
+    assert_eq!(get(&s, a).await.row.state, JobState::Running);
+    assert_eq!(claim_one(&s, w, at(2)).await.job_id, b, "the rest stays claimable");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -78,6 +78,27 @@ pub trait JobStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<Vec<ClaimedAttempt>>;
 
+    /// Submits `jobs` as [`JobStore::submit_jobs`] does, then claims for each of `claimers`
+    /// as [`JobStore::claim`] does, in one durable commit where the backend can. This is how
+    /// a claim long-poll parked on the server gets the step a submit made claimable without
+    /// a second transaction. One claim result per claimer, in order; a claimer's error
+    /// (say, an unknown session) leaves the submits and the other claims standing.
+    /// The default runs the calls one after another.
+    async fn submit_and_claim(
+        &self,
+        jobs: Vec<NewJob>,
+        claimers: Vec<Claimer>,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<SubmittedAndClaimed> {
+        let submitted = self.submit_jobs(jobs).await?;
+        let mut claimed = Vec::with_capacity(claimers.len());
+        for c in claimers {
+            claimed.push(self.claim(c.session, c.max, now, ttl).await);
+        }
+        Ok(SubmittedAndClaimed { submitted, claimed })
+    }
+
     /// Records the pid of a running attempt. `Conflict` if the session does not hold it.
     async fn record_start(&self, session: SessionId, attempt: AttemptId, pid: u32) -> Result<()>;
 

@@ -1,5 +1,6 @@
 //! Records going into and coming out of a [`crate::JobStore`]. Domain types only.
 
+use crate::Result;
 use chrono::{DateTime, Utc};
 use rota_domain::{
     AttemptId, AttemptOutcome, AttemptStatus, JobId, JobSpec, JobState, SessionId, StepState, Stream,
@@ -288,6 +289,24 @@ pub struct HeartbeatOutcome {
     pub renewed: Vec<AttemptId>,
     /// Attempts to stop, with why.
     pub stop: Vec<(AttemptId, StopCause)>,
+}
+
+/// A worker session waiting to claim, for [`crate::JobStore::submit_and_claim`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claimer {
+    /// The claiming session.
+    pub session: SessionId,
+    /// Most attempts it takes.
+    pub max: u32,
+}
+
+/// What [`crate::JobStore::submit_and_claim`] did: one result per job, one per claimer.
+#[derive(Debug)]
+pub struct SubmittedAndClaimed {
+    /// As [`crate::JobStore::submit_jobs`] returns them.
+    pub submitted: Vec<Result<Submitted>>,
+    /// The attempts each claimer got, in the claimers' order.
+    pub claimed: Vec<Result<Vec<ClaimedAttempt>>>,
 }
 
 /// A claimed attempt with what the worker needs to run it.

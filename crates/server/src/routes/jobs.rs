@@ -58,7 +58,7 @@ pub(crate) async fn submit_job(
         None => None,
     };
     let job = prepare(spec, key).map_err(ApiError::bad_request)?;
-    let mut results = state.store.submit_jobs(vec![job]).await?;
+    let mut results = crate::handoff::submit_jobs(&state, vec![job]).await?;
     let submitted = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     if submitted.created {
         Metrics::add(&state.metrics.jobs_submitted, 1);
@@ -93,7 +93,8 @@ pub(crate) async fn submit_batch(
             })),
         }
     }
-    let results = if valid.is_empty() { Vec::new() } else { state.store.submit_jobs(valid).await? };
+    let results =
+        if valid.is_empty() { Vec::new() } else { crate::handoff::submit_jobs(&state, valid).await? };
     let mut created = 0;
     for (pos, r) in positions.into_iter().zip(results) {
         slots[pos] = Some(match r {

@@ -158,6 +158,13 @@ pub(crate) async fn claim(
     }
     let wait = Duration::from_millis(req.wait_ms).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
+    let reply = |state: &AppState, got: Vec<ClaimedAttempt>| {
+        Metrics::add(&state.metrics.attempts_claimed, got.len() as u64);
+        if !got.is_empty() {
+            state.bump_progress();
+        }
+        Json(ClaimResponse { attempts: got.into_iter().map(to_claimed).collect() })
+    };
     loop {
         // Register interest before looking, so a submit between the look and the wait
         // still wakes us.
@@ -167,19 +174,27 @@ pub(crate) async fn claim(
         let got = state.store.claim(me.session, max, chrono::Utc::now(), state.config.lease_ttl).await?;
         let now = tokio::time::Instant::now();
         if !got.is_empty() || now >= deadline || state.shutdown.is_cancelled() {
-            Metrics::add(&state.metrics.attempts_claimed, got.len() as u64);
-            if !got.is_empty() {
-                state.bump_progress();
-            }
-            return Ok(Json(ClaimResponse { attempts: got.into_iter().map(to_claimed).collect() }));
+            return Ok(reply(&state, got));
         }
-        // Retries with a backoff become claimable without a wake-up: look again at least
-        // once a second.
+        // Park: the next submit claims for us in its own commit (parking.rs). Retries with a
+        // backoff become claimable without a submit: look again at least once a second.
         let nap = (deadline - now).min(Duration::from_secs(1));
-        tokio::select! {
-            _ = &mut notified => {}
-            _ = tokio::time::sleep(nap) => {}
-            _ = state.shutdown.cancelled() => {}
+        let (ticket, mut handed) = state.parking.park(me.session, max);
+        let woken = tokio::select! {
+            r = &mut handed => Some(r.unwrap_or_default()),
+            _ = &mut notified => None,
+            _ = tokio::time::sleep(nap) => None,
+            _ = state.shutdown.cancelled() => None,
+        };
+        let got = match woken {
+            Some(got) => got,
+            // Nobody took us: look again.
+            None if ticket.leave() => continue,
+            // A submit took us: our steps (maybe none) are on the way.
+            None => handed.await.unwrap_or_default(),
+        };
+        if !got.is_empty() {
+            return Ok(reply(&state, got));
         }
     }
 }
