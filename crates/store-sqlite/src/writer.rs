@@ -293,6 +293,17 @@ mod tests {
         (dir, Writer::spawn("test", conn).unwrap())
     }
 
+    /// Every key in `t`, in order.
+    async fn keys(w: &Writer) -> Vec<i64> {
+        w.run(Durability::Normal, |c| {
+            let mut st = c.prepare("SELECT k FROM t ORDER BY k")?;
+            let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn a_failing_op_does_not_roll_back_its_batch() {
         let (_dir, w) = writer();
@@ -329,14 +340,7 @@ mod tests {
         assert!(panics.is_err());
         assert_eq!(ok2.unwrap(), 1);
         assert_eq!(w.batches(), 2, "the queued ops should share one batch");
-        let keys = w
-            .run(Durability::Normal, |c| {
-                let mut st = c.prepare("SELECT k FROM t ORDER BY k")?;
-                let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-            .await
-            .unwrap();
+        let keys = keys(&w).await;
         assert_eq!(keys, vec![0, 1, 5]);
     }
 
@@ -388,14 +392,7 @@ mod tests {
             before.is_err() && after.is_err(),
             "every op of a rolled-back batch fails: {before:?} {after:?}"
         );
-        let keys = w
-            .run(Durability::Normal, |c| {
-                let mut st = c.prepare("SELECT k FROM t ORDER BY k")?;
-                let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })
-            .await
-            .unwrap();
+        let keys = keys(&w).await;
         assert_eq!(keys, vec![1, 3], "nothing of the rolled-back batch is kept");
     }
 
