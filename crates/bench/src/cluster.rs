@@ -20,8 +20,13 @@ pub(crate) struct BenchCluster {
 
 impl BenchCluster {
     pub(crate) async fn start(rota: &Path) -> Result<Self> {
+        Self::start_with(rota, &[])
+    }
+
+    /// Like [`BenchCluster::start`], with `server_flags` added to `rota server`.
+    pub(crate) fn start_with(rota: &Path, server_flags: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let sp = spawn_server(rota, dir.path(), &[], |_| {})?;
+        let sp = spawn_server(rota, dir.path(), server_flags, |_| {})?;
         let client = Client::new(&sp.url, Some(sp.admin))?;
         Ok(Self {
             dir,
@@ -34,15 +39,25 @@ impl BenchCluster {
         })
     }
 
-    /// Launches `rota worker run`; returns at once (the caller times from here).
-    pub(crate) fn launch_worker(&mut self, name: &str, concurrency: u32) -> Result<()> {
+    /// Launches `rota worker run`; returns its pid at once (the caller times from here).
+    pub(crate) fn launch_worker(&mut self, name: &str, concurrency: u32) -> Result<u32> {
         self.launch_worker_with(name, concurrency, &[])
     }
 
-    /// Launches `rota worker run` with `extra` arguments; returns at once.
-    pub(crate) fn launch_worker_with(&mut self, name: &str, concurrency: u32, extra: &[&str]) -> Result<()> {
+    /// Launches `rota worker run` with `extra` arguments; returns its pid at once.
+    pub(crate) fn launch_worker_with(&mut self, name: &str, concurrency: u32, extra: &[&str]) -> Result<u32> {
         let child = self.worker_command(name, concurrency, extra, "warn").stderr(Stdio::inherit()).spawn();
-        self.workers.push(child.context("starting rota worker")?);
+        let child = child.with_context(|| format!("starting rota worker {name}"))?;
+        let pid = child.id();
+        self.workers.push(child);
+        Ok(pid)
+    }
+
+    /// SIGKILLs the worker with `pid` (std's `Child::kill` sends SIGKILL) and reaps it.
+    pub(crate) fn kill_worker(&mut self, pid: u32) -> Result<()> {
+        let child = self.workers.iter_mut().find(|c| c.id() == pid).context("no such worker")?;
+        child.kill()?;
+        child.wait()?;
         Ok(())
     }
 

@@ -89,12 +89,9 @@ pub(crate) async fn burn_down(
     }
     let server_before = c.server_cpu()?;
     let start = Instant::now();
-    match ballast_mib {
-        Some(mib) => {
-            c.launch_worker_with("bench", concurrency, &["--bench-ballast-mib", &mib.to_string()])?
-        }
-        None => c.launch_worker("bench", concurrency)?,
-    }
+    let ballast = ballast_mib.map(|mib| mib.to_string());
+    let extra: Vec<&str> = ballast.iter().flat_map(|mib| ["--bench-ballast-mib", mib.as_str()]).collect();
+    c.launch_worker_with("bench", concurrency, &extra)?;
     let mut first_done: Option<Duration> = None;
     loop {
         let done = c.metric("rota_attempts_completed_total").await?;

@@ -3,17 +3,18 @@
 //! every job runs again on B, until every job succeeded. Checked from the server's
 //! records: every job succeeded exactly once, and each ran twice (once on A, lost; once on
 //! B). A's orphaned step processes are watched too: nothing is left to fence them once
-//! their worker is dead. This module owns that scenario, and a server launcher of its own
-//! because it needs short leases (`BenchCluster::start` takes no server flags).
+//! their worker is dead. This module owns that scenario; its server, with short leases,
+//! comes from `BenchCluster::start_with`.
 
-use anyhow::{Context, Result, bail};
+use crate::cluster::BenchCluster;
+use anyhow::{Result, bail};
 use rota_api_types::jobs::JobDetail;
 use rota_client::Client;
 use rota_domain::{AttemptStatus, JobId, JobSpec};
 use serde_json::{Value, json};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Arguments of this workload.
@@ -41,95 +42,6 @@ pub(crate) struct Args {
 /// seconds, cheap for the server (two workers in its `/metrics` gauge).
 const POLL: Duration = Duration::from_millis(20);
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// A server with the given lease settings and the workers started against it, all killed
-/// on drop.
-struct Rig {
-    dir: tempfile::TempDir,
-    rota: PathBuf,
-    server: Child,
-    url: String,
-    join_token: String,
-    client: Client,
-    workers: Vec<Child>,
-}
-
-impl Rig {
-    /// Like `BenchCluster::start`, plus `extra` server flags.
-    fn start(rota: &Path, extra: &[&str]) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let sp = crate::cluster::spawn_server(rota, dir.path(), extra, |_| {})?;
-        let client = Client::new(&sp.url, Some(sp.admin))?;
-        Ok(Self {
-            dir,
-            rota: rota.to_path_buf(),
-            server: sp.child,
-            url: sp.url,
-            join_token: sp.join_token,
-            client,
-            workers: Vec::new(),
-        })
-    }
-
-    /// Starts `rota worker run` named `name` (own workspace); returns its pid.
-    fn launch_worker(&mut self, name: &str, concurrency: u32) -> Result<u32> {
-        let child = Command::new(&self.rota)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("ROTA_LOG", "warn")
-            .args(["worker", "run", "--server", &self.url, "--join-token", &self.join_token, "--name", name])
-            .args(["--concurrency", &concurrency.to_string(), "--workspace"])
-            .arg(self.dir.path().join(format!("ws-{name}")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| format!("starting worker {name}"))?;
-        let pid = child.id();
-        self.workers.push(child);
-        Ok(pid)
-    }
-
-    /// SIGKILLs the worker with `pid` (std's `Child::kill` sends SIGKILL) and reaps it.
-    fn kill_worker(&mut self, pid: u32) -> Result<()> {
-        let child = self.workers.iter_mut().find(|c| c.id() == pid).context("no such worker")?;
-        child.kill()?;
-        child.wait()?;
-        Ok(())
-    }
-
-    async fn wait_registered(&self, name: &str) -> Result<()> {
-        let until = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < until {
-            if let Ok(list) = self.client.list_workers().await
-                && list.workers.iter().any(|w| w.name == name)
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        bail!("worker {name} did not register")
-    }
-
-    async fn metric(&self, name: &str) -> Result<u64> {
-        let text = self.client.metrics_text().await?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .with_context(|| format!("metric {name} missing"))
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        for w in &mut self.workers {
-            let _ = w.kill();
-            let _ = w.wait();
-        }
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-    }
-}
 
 /// A step that leaves a trace on disk without writing to its stdout (whose reader, the
 /// worker, is about to die): its shell's pid (= its process group) when it starts, and a
@@ -196,7 +108,7 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
     if n == 0 {
         bail!("--jobs must be at least 1");
     }
-    let mut rig = Rig::start(
+    let mut rig = BenchCluster::start_with(
         &args.rota,
         &["--lease-ttl", &args.lease_ttl, "--heartbeat-interval", &args.heartbeat_interval],
     )?;
