@@ -1,7 +1,8 @@
 //! The single writer of one database file: a connection owned by a dedicated OS thread and
 //! fed by a channel. Group commit: every queued operation runs in one `BEGIN IMMEDIATE`
-//! transaction, each in its own savepoint, and replies go out only after COMMIT. Owns
-//! transactions and durability; it knows nothing of jobs.
+//! transaction, each in its own savepoint (itemised ops: per item, or none for items that
+//! check before they write), and replies go out only after COMMIT. Owns transactions and
+//! durability; it knows nothing of jobs.
 
 use crate::error::{Result, SqliteError};
 use rusqlite::Connection;
@@ -39,9 +40,8 @@ type OpFn<T> = Box<dyn FnOnce(&Connection) -> Result<T> + Send>;
 
 struct Pending<T> {
     durability: Durability,
-    /// Whether the op runs inside its own savepoint. Off only for ops whose every write is
-    /// already in a savepoint of its own (one per item): a second level would copy each page
-    /// they touch into one more sub-journal for nothing.
+    /// Whether the op runs inside its own savepoint. Off for itemised ops (`run_itemised`),
+    /// whose items each run in `in_savepoint` or `unsaved_item`.
     savepoint: bool,
     work: Option<OpFn<T>>,
     result: Option<Result<T>>,
