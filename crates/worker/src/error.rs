@@ -25,6 +25,10 @@ pub enum WorkerError {
     /// The configuration cannot work (bad server address, zero concurrency, ...).
     #[error("invalid worker configuration: {0}")]
     InvalidConfig(String),
+    /// The step spawner helper died or its socket broke: no step can be started or
+    /// watched any more, so the worker stops (a supervisor restarts it).
+    #[error("the step spawner stopped: {0}")]
+    Spawner(String),
     /// Not a failure: the worker drained and stopped to be replaced by a fresh process
     /// (`--max-jobs` reached or `--max-memory` passed). The CLI exits with the recycling
     /// code so the supervisor starts a new worker under the same name.

@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) async fn run(args: &DevArgs, paths: &Paths) -> Result<ExitCode> {
+pub(crate) async fn run(
+    args: &DevArgs,
+    paths: &Paths,
+    spawner: Option<rota_worker::Spawner>,
+) -> Result<ExitCode> {
     let settings = ServerSettings::from_args(&args.server, paths)?;
     super::init_tracing();
     let signals = StopSignals::install()?;
@@ -28,6 +32,7 @@ pub(crate) async fn run(args: &DevArgs, paths: &Paths) -> Result<ExitCode> {
         args.workspace.clone().unwrap_or_else(|| paths.workspace()),
     );
     worker_config.concurrency = args.concurrency;
+    worker_config.spawner = spawner;
 
     let tokens_created = server.tokens_created;
     let server_stop = CancellationToken::new();

@@ -28,10 +28,15 @@ use tokio_util::sync::CancellationToken;
 /// The readiness pipe, until its one line has been written.
 type Pipe = Arc<Mutex<Option<File>>>;
 
-pub(crate) async fn run(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Result<ExitCode> {
+pub(crate) async fn run(
+    global: &GlobalArgs,
+    args: &WorkerRunArgs,
+    paths: &Paths,
+    spawner: Option<rota_worker::Spawner>,
+) -> Result<ExitCode> {
     let pipe: Pipe = Arc::new(Mutex::new(readiness::take_from_stdout()));
     let prepared = prepare(global, args, paths).await;
-    let (config, port, registered, handle) = match prepared {
+    let (mut config, port, registered, handle) = match prepared {
         Ok(p) => p,
         Err(e) => {
             report(
@@ -41,6 +46,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths
             return Err(config_error(e));
         }
     };
+    config.spawner = spawner;
     let signals = StopSignals::install()?;
     watch_supervisor(&handle);
     let stop_now = CancellationToken::new();
