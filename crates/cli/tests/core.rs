@@ -137,14 +137,15 @@ async fn killed_worker_leftovers_are_reaped_at_next_boot() {
             .is_ok_and(|d| d.step_details[0].attempts.first().and_then(|a| a.pid) == Some(leader as u32))
     })
     .await;
-    // A worker's spawner kills its steps when the worker dies; only if both die at once
-    // (the spawner frozen first, so it cannot act) is there anything left for boot reaping.
+    // A worker's spawner kills its steps when the worker dies, and the worker kills them
+    // when its spawner dies; only if both die at once is anything left for boot reaping.
+    // The worker is frozen first, so it cannot act on its spawner's death.
     let spawners = cluster::spawners_of(w1.pid());
     assert_eq!(spawners.len(), 1, "worker {} should have one spawner", w1.pid());
-    cluster::kill(&["-STOP", &spawners[0].to_string()]);
+    w1.signal("STOP");
+    cluster::kill(&["-KILL", &spawners[0].to_string()]);
     w1.signal("KILL");
     w1.wait_exit(Duration::from_secs(10));
-    cluster::kill(&["-KILL", &spawners[0].to_string()]);
     assert!(pid_alive(grandchild), "the step's grandchild should survive its worker and spawner's SIGKILL");
     let _w2 = c.worker_with("w1b", 1, &ws, &[]).await;
     wait_gone(leader, &[leader, grandchild], c.timing.bound()).await;
