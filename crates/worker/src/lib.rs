@@ -10,7 +10,8 @@
 //!   `context.rs` (shared state), `attempts.rs` (held attempts).
 //! - `runner.rs` (claim loop + slots), `executor.rs` (one attempt), `spawn.rs` (env +
 //!   spawn), `kill.rs` (TERM → grace → KILL), `pgid.rs` (durable pgid records, boot
-//!   reaping), `procfs.rs`, `workspace.rs`.
+//!   reaping), `procfs.rs`, `workspace.rs`, `legacy.rs` (retiring the shared workspace of
+//!   earlier releases).
 //! - `heartbeat.rs`, `control.rs`, `logbuf.rs` + `logship.rs` (output), `report.rs`, `fence.rs` (self-fencing),
 //!   `memory.rs` (memory limits), `backoff.rs`.
 //! - `shutdown.rs`: [`ShutdownHandle`] and its warm/soft/hard [`ShutdownMode`]s.
@@ -26,6 +27,7 @@ mod fence;
 mod fleet;
 mod heartbeat;
 mod kill;
+mod legacy;
 mod lifecycle;
 mod logbuf;
 mod logship;
@@ -41,6 +43,7 @@ mod workspace;
 
 pub use config::{WorkerConfig, host_name};
 pub use error::WorkerError;
+pub use legacy::{Retirement, retire_shared_workspace};
 pub use shutdown::{ShutdownHandle, ShutdownMode, UnknownShutdownMode};
 
 use context::Ctx;
