@@ -182,6 +182,9 @@ fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
     assert!(s["failedReason"].as_str().unwrap_or_default().contains("crash loop"), "{s:#}");
     std::thread::sleep(Duration::from_millis(800));
     assert!(rota_procs(&env).iter().all(|p| !p.is_worker()), "restarted after failing");
+    // It registered before it crash-looped: its supervisor stays, holding the lock.
+    assert_eq!(rota_procs(&env).iter().filter(|p| p.is_supervisor()).count(), 1, "{:?}", rota_procs(&env));
+    assert_eq!(code(&run(&env, &["worker", "healthcheck"])), 1, "only the supervisor runs");
     std::fs::remove_file(&crash).expect("rm crash file");
 
     let o = run(&env, &["worker", "heal", "--json"]);
@@ -682,4 +685,34 @@ fn start_latency() {
     let (vm, vx) = stats(&mut versions);
     println!("rota worker start (to registered), 20 runs: median {sm:?}, max {sx:?}");
     println!("rota --version, 20 runs:                    median {vm:?}, max {vx:?}");
+}
+
+/// Issue 9, point 6: a start whose worker never registered leaves no rota process (neither
+/// supervisor nor worker), and its `failed` stays on record for `status` and `heal`.
+#[test]
+fn a_failed_start_leaves_no_process_behind() {
+    let env = Env::new(); // its server URL is a closed port
+    let _cleanup = Cleanup::new(&env);
+    let o = run(&env, &["worker", "start", "--wait-timeout", "3s", "--join-token", "some-token"]);
+    assert_ne!(code(&o), 0, "{}", stderr(&o));
+    let began = Instant::now();
+    wait_until(bound(), "every rota process of the profile to be gone", || rota_procs(&env).is_empty());
+    println!("no rota process left {:?} after the failed start returned", began.elapsed());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(rota_procs(&env).is_empty(), "a process came back: {:?}", rota_procs(&env));
+
+    let (c, s) = status(&env, &[]);
+    assert_eq!((c, s["state"].as_str(), s["running"].as_bool()), (3, Some("failed"), Some(false)), "{s:#}");
+    let reason = s["failedReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("did not register") && reason.contains("within 3s"), "{s:#}");
+    assert!(s["supervisor"].is_null() && s["worker"].is_null(), "{s:#}");
+    assert!(s["diagnostic"].as_str().unwrap_or_default().starts_with("Failed"), "{s:#}");
+    assert_eq!(code(&run(&env, &["worker", "healthcheck"])), 3, "nothing runs");
+    let o = run(&env, &["worker", "heal", "--dry-run"]);
+    assert!(stdout(&o).contains("would heal default (failed: "), "{}", stdout(&o));
+
+    // The instance lock is free: the next start begins afresh (and fails the same way).
+    let o = run(&env, &["worker", "start", "--wait-timeout", "1s"]);
+    assert!(stderr(&o).contains("did not register within 1s"), "{}", stderr(&o));
+    wait_until(bound(), "every rota process of the profile to be gone", || rota_procs(&env).is_empty());
 }
