@@ -22,7 +22,13 @@ fn path_without_rota() -> OsString {
 fn dev(env: &mut Env, path: &OsString) -> (Proc, String) {
     let mut cmd = Command::new(common::ROTA);
     common::isolate(&mut cmd, env);
-    cmd.env("PATH", path).env_remove("ROTA_SERVER").args(["dev", "--listen", "127.0.0.1:0", "--concurrency", "2"]);
+    cmd.env("PATH", path).env_remove("ROTA_SERVER").args([
+        "dev",
+        "--listen",
+        "127.0.0.1:0",
+        "--concurrency",
+        "2",
+    ]);
     let (proc, _) = Proc::spawn(cmd, "Ctrl-C stops both");
     let out = proc.output();
     let url = out

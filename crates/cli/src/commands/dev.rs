@@ -22,8 +22,11 @@ pub(crate) async fn run(args: &DevArgs, paths: &Paths) -> Result<ExitCode> {
     // First, so that scripts waiting for the URL see it before any worker log line.
     note(format_args!("rota server listening on {url}"));
 
-    let mut worker_config =
-        WorkerConfig::new(url.clone(), server.config.join_token.clone(), args.workspace.clone().unwrap_or_default());
+    let mut worker_config = WorkerConfig::new(
+        url.clone(),
+        server.config.join_token.clone(),
+        args.workspace.clone().unwrap_or_default(),
+    );
     worker_config.concurrency = args.concurrency;
     if args.workspace.is_none() {
         worker_config.workspace = crate::workspace::default_dir(paths, &worker_config.name)?;
@@ -95,7 +98,9 @@ fn banner(url: &str, paths: &Paths, settings: &ServerSettings, tokens_created: b
     note(format_args!("  {prefix}{rota} job submit -- echo hello"));
     note(format_args!("  {prefix}{rota} job list"));
     if rota != "rota" {
-        note("(to type just `rota`, put it on your PATH: `cargo install --path crates/cli` in rota's source tree)");
+        note(
+            "(to type just `rota`, put it on your PATH: `cargo install --path crates/cli` in rota's source tree)",
+        );
     }
     note("Ctrl-C stops both (running steps finish first).");
 }

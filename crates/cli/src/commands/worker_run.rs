@@ -101,7 +101,9 @@ pub(crate) async fn run(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths
         }
         Err(e) if e.is_cancelled() => Ok(ExitCode::from(1)),
         Ok(Err(
-            e @ (WorkerError::Refused { .. } | WorkerError::InvalidConfig(_) | WorkerError::WorkspaceInUse { .. }),
+            e @ (WorkerError::Refused { .. }
+            | WorkerError::InvalidConfig(_)
+            | WorkerError::WorkspaceInUse { .. }),
         )) => {
             report(&pipe, ReadyLine::failed(NotReady::Refused, e.to_string(), Some(i32::from(EXIT_CONFIG))));
             Err(with_code(EXIT_CONFIG, anyhow::Error::new(e)))

@@ -432,7 +432,10 @@ impl Supervisor {
             return self.idle_failed().await;
         }
         reaper::kill_leftovers(self.me.pid);
-        tracing::info!("{} never became ready: the supervisor exits; the state file keeps `failed`", self.what());
+        tracing::info!(
+            "{} never became ready: the supervisor exits; the state file keeps `failed`",
+            self.what()
+        );
     }
 
     /// `failed`: keep the instance lock (no second supervisor starts by accident) until a

@@ -329,7 +329,7 @@ fn check_processes(r: &mut Report, dirs: &Dirs) {
         let Some(key) = argv.iter().skip_while(|a| *a != "--key").nth(1) else { continue };
         let Some(inst) = crate::lifecycle::paths::Instance::from_key(key) else { continue };
         let alive = identity::probe(&dirs.instance(&inst)).ok().and_then(|pr| pr.alive().cloned());
-        if !alive.is_some_and(|a| a.supervisor.pid == s.pid) {
+        if alive.is_none_or(|a| a.supervisor.pid != s.pid) {
             orphan(r, s.pid, &inst);
         }
     }
