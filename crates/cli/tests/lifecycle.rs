@@ -716,3 +716,41 @@ fn a_failed_start_leaves_no_process_behind() {
     assert!(stderr(&o).contains("did not register within 1s"), "{}", stderr(&o));
     wait_until(bound(), "every rota process of the profile to be gone", || rota_procs(&env).is_empty());
 }
+
+/// Ownership without `/proc/<pid>/environ` (issue 9): a worker whose supervisor was
+/// KILLed keeps draining its step. `diagnose` names it as orphaned and the next `start`
+/// stops it, both proving it ours by the state's pid and start time and the free instance
+/// lock. (`procs.rs`'s `no_code_reads_a_process_environment` keeps environ reads out.)
+#[test]
+fn an_orphaned_worker_is_found_by_diagnose_and_stopped_by_start() {
+    let env = spawn_server();
+    let _cleanup = Cleanup::new(&env);
+    start_json(&env, &["--drain-timeout", "120s"]);
+    let (_, s) = status(&env, &[]);
+    let sup = s["supervisor"]["pid"].as_i64().expect("supervisor") as i32;
+    let worker = worker_pid(&s).expect("worker") as i32;
+    let marker = env.path("started");
+    submit(&env, &["--step", &format!("s=touch {}; sleep 300", marker.display())]);
+    common::wait_file_exists(&marker, bound());
+
+    kill("KILL", sup);
+    wait_until(bound(), "the supervisor to be gone", || !common::pid_alive(sup));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(common::pid_alive(worker), "the worker drains its step, so it outlives its supervisor for now");
+
+    let o = run(&env, &["--json", "worker", "diagnose"]);
+    let v = json(&o);
+    let found = v["findings"].as_array().expect("findings").iter().any(|f| {
+        f["check"] == "process"
+            && f["subject"] == worker.to_string()
+            && f["message"].as_str().unwrap_or_default().contains("orphaned rota worker process of")
+    });
+    assert!(found, "the orphaned worker {worker} was not reported: {v:#}");
+
+    let began = Instant::now();
+    let v = start_json(&env, &[]);
+    assert!(v["notes"].to_string().contains(&format!("stopped worker pid {worker}")), "{v:#}");
+    assert!(!common::pid_alive(worker), "start must have stopped the orphaned worker");
+    println!("start stopped the orphan and started anew in {:?}", began.elapsed());
+    assert_eq!(status(&env, &[]).0, 0);
+}
