@@ -742,7 +742,7 @@ fn an_orphaned_worker_is_found_by_diagnose_and_stopped_by_start() {
     let v = json(&o);
     let found = v["findings"].as_array().expect("findings").iter().any(|f| {
         f["check"] == "process"
-            && f["subject"] == worker.to_string()
+            && f["subject"].as_str() == Some(worker.to_string().as_str())
             && f["message"].as_str().unwrap_or_default().contains("orphaned rota worker process of")
     });
     assert!(found, "the orphaned worker {worker} was not reported: {v:#}");
