@@ -22,6 +22,7 @@ mod shell;
 mod signals;
 mod source_map;
 mod tokens;
+mod workspace;
 
 use clap::error::ErrorKind;
 use failure::{Failure, StdoutClosed};

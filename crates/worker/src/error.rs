@@ -13,14 +13,27 @@ pub enum WorkerError {
         /// The server's explanation.
         message: String,
     },
-    /// The workspace cannot be created, locked or read.
-    #[error("workspace {}: {source}", path.display())]
+    /// The workspace cannot be created, locked or read. (The cause is the error's source,
+    /// not repeated in its message: `{:#}` prints both once.)
+    #[error("workspace {}", path.display())]
     Workspace {
         /// The directory or file concerned.
         path: PathBuf,
         /// What failed.
         #[source]
         source: std::io::Error,
+    },
+    /// Another worker holds the workspace's lock (`.rota/worker.lock`): two workers on one
+    /// workspace would reap each other's steps at boot. Bad configuration, like
+    /// [`Self::InvalidConfig`]: retrying will not help while the other one runs.
+    #[error(
+        "workspace {}: in use by another worker (its .rota/worker.lock is held); give each worker \
+         its own workspace (the default one is per --name)",
+        path.display()
+    )]
+    WorkspaceInUse {
+        /// The workspace.
+        path: PathBuf,
     },
     /// The configuration cannot work (bad server address, zero concurrency, ...).
     #[error("invalid worker configuration: {0}")]

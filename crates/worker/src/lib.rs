@@ -11,7 +11,8 @@
 //! - `runner.rs` (claim loop + slots), `executor.rs` (one attempt), `spawn.rs` (a step's
 //!   environment), [`spawner`] (the helper process that spawns steps and kills them when
 //!   the worker dies), `kill.rs` (TERM → grace → KILL), `pgid.rs` (durable pgid records,
-//!   boot reaping), `procfs.rs`, `workspace.rs`.
+//!   boot reaping), `procfs.rs`, `workspace.rs`, `legacy.rs` (retiring the shared
+//!   workspace of earlier releases).
 //! - `heartbeat.rs`, `control.rs`, `logbuf.rs` + `logship.rs` (output), `report.rs`, `fence.rs` (self-fencing),
 //!   `memory.rs` (memory limits), `backoff.rs`.
 //! - `shutdown.rs`: [`ShutdownHandle`] and its warm/soft/hard [`ShutdownMode`]s.
@@ -27,6 +28,7 @@ mod fence;
 mod fleet;
 mod heartbeat;
 mod kill;
+mod legacy;
 mod lifecycle;
 mod logbuf;
 mod logship;
@@ -43,6 +45,7 @@ mod workspace;
 
 pub use config::{WorkerConfig, host_name};
 pub use error::WorkerError;
+pub use legacy::{Retirement, retire_shared_workspace};
 pub use shutdown::{ShutdownHandle, ShutdownMode, UnknownShutdownMode};
 pub use spawner::{Spawner, SpawnerError};
 

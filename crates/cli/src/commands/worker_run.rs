@@ -106,12 +106,16 @@ pub(crate) async fn run(
             Ok(ExitCode::from(EXIT_RECYCLE as u8))
         }
         Err(e) if e.is_cancelled() => Ok(ExitCode::from(1)),
-        Ok(Err(e @ (WorkerError::Refused { .. } | WorkerError::InvalidConfig(_)))) => {
+        Ok(Err(
+            e @ (WorkerError::Refused { .. }
+            | WorkerError::InvalidConfig(_)
+            | WorkerError::WorkspaceInUse { .. }),
+        )) => {
             report(&pipe, ReadyLine::failed(NotReady::Refused, e.to_string(), Some(i32::from(EXIT_CONFIG))));
             Err(with_code(EXIT_CONFIG, anyhow::Error::new(e)))
         }
         Ok(Err(e)) => {
-            report(&pipe, ReadyLine::failed(NotReady::Exited, e.to_string(), Some(1)));
+            report(&pipe, ReadyLine::failed(NotReady::Exited, with_causes(&e), Some(1)));
             Err(anyhow::Error::new(e).context("worker stopped with an error"))
         }
         Err(e) => Err(anyhow::Error::new(e).context("worker panicked")),
@@ -127,6 +131,9 @@ async fn prepare(
 ) -> Result<(WorkerConfig, Option<u16>, Arc<AtomicBool>, ShutdownHandle)> {
     let config = worker_config(global, args, paths)?;
     init_logging(args)?;
+    if args.workspace.is_none() {
+        crate::workspace::retire_legacy(crate::workspace::legacy_dir(paths, &instance(args)?)).await;
+    }
     if let Some(mib) = args.bench_ballast_mib {
         hold_ballast(mib);
     }
@@ -212,6 +219,18 @@ fn watch_supervisor(handle: &ShutdownHandle) {
     }
 }
 
+/// An error's message followed by its causes (`workspace X: Permission denied`).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 fn report(pipe: &Pipe, line: ReadyLine) {
     if let Some(f) = pipe.lock().unwrap_or_else(PoisonError::into_inner).take() {
         readiness::send(f, &line);
@@ -251,11 +270,7 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
         })?,
     };
     let inst = instance(args)?;
-    let workspace = args.workspace.clone().unwrap_or_else(|| match &inst {
-        Instance::Profile(p) if p == DEFAULT_PROFILE => paths.workspace(),
-        other => paths.data_dir.join(format!("workspace-{}", other.key())),
-    });
-    let mut config = WorkerConfig::new(server, join_token, workspace);
+    let mut config = WorkerConfig::new(server, join_token, args.workspace.clone().unwrap_or_default());
     match &inst {
         Instance::Node(node) => config.name = node.clone(),
         Instance::Profile(p) if p != DEFAULT_PROFILE => {
@@ -266,6 +281,9 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
     }
     if let Some(name) = &args.name {
         config.name = name.clone();
+    }
+    if args.workspace.is_none() {
+        config.workspace = crate::workspace::default_dir(paths, &config.name)?;
     }
     if !args.queues.is_empty() {
         config.queues = args.queues.clone();
