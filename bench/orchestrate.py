@@ -263,8 +263,9 @@ def plan_round(cfg: Config, systems: tuple[str, ...], order_shift: int, only: se
         return [(key, s, argv_of(BINARIES[s][1])) for s in rotate(rota_sides)]
 
     steps = []
-    machine_wanted = only is not None if compare else True
-    if machine_wanted and (want("limits") or want("spawn-probe")):
+    # --only limits brings the spawn probes along (as it always did); each probe can also be
+    # named alone.
+    if only is not None or not compare:
         for c, jobs in ((8, cfg.burn_jobs), (2, cfg.burn_jobs_c2)):
             key = f"spawn-probe-c{c}"
             if want("limits") or want(key):
