@@ -129,7 +129,7 @@ async fn a_killed_foreground_worker_leaves_no_step_process() {
     .await;
     w.signal("KILL");
     w.wait_exit(Duration::from_secs(10));
-    let took = cluster::wait_job_processes_gone(id, Duration::from_secs(10)).await;
+    let took = cluster::wait_job_processes_gone(id, Duration::from_secs(10));
     eprintln!("worker SIGKILLed: every process of the step gone after {took:?}");
 }
 
@@ -145,6 +145,6 @@ async fn a_kill_right_after_a_spawn_leaves_no_step_process() {
     assert_eq!(code, None, "the hook KILLs the worker; log:\n{}", w.log_text());
     let journal = std::fs::read_to_string(ws.join(".rota/running.log")).unwrap_or_default();
     assert!(journal.starts_with("+{"), "the spawner journals the group before answering: {journal:?}");
-    let took = cluster::wait_job_processes_gone(id, Duration::from_secs(10)).await;
+    let took = cluster::wait_job_processes_gone(id, Duration::from_secs(10));
     eprintln!("worker SIGKILLed right after the spawn: every process of the step gone after {took:?}");
 }
