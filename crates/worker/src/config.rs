@@ -14,7 +14,9 @@ pub struct WorkerConfig {
     pub server: String,
     /// The fleet's join token (never logged, never passed to steps).
     pub join_token: String,
-    /// Worker name; a live session with the same name is superseded.
+    /// Worker name. A live session of it held by this instance (same workspace, same
+    /// host) is superseded; one held by another instance refuses this worker
+    /// ([`WorkerError::NameHeld`]) unless `replace`.
     pub name: String,
     /// Host name reported to the server.
     pub host: String,
@@ -54,6 +56,9 @@ pub struct WorkerConfig {
     pub max_jobs: Option<u64>,
     /// Exit to be replaced once the worker's own RSS passes this many bytes.
     pub max_memory: Option<u64>,
+    /// Take the name over from a live worker of another instance (`--replace`), on the
+    /// first registration only: a later re-registration never replaces anyone.
+    pub replace: bool,
 }
 
 impl WorkerConfig {
@@ -89,6 +94,7 @@ impl WorkerConfig {
             cooldown: Duration::from_secs(1),
             max_jobs: None,
             max_memory: None,
+            replace: false,
         }
     }
 
@@ -161,6 +167,7 @@ impl fmt::Debug for WorkerConfig {
             .field("autoscale", &self.autoscale)
             .field("max_jobs", &self.max_jobs)
             .field("max_memory", &self.max_memory)
+            .field("replace", &self.replace)
             .finish()
     }
 }

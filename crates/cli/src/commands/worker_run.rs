@@ -100,7 +100,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths
             Ok(ExitCode::from(EXIT_RECYCLE as u8))
         }
         Err(e) if e.is_cancelled() => Ok(ExitCode::from(1)),
-        Ok(Err(e @ (WorkerError::Refused { .. } | WorkerError::InvalidConfig(_)))) => {
+        Ok(Err(e @ (WorkerError::Refused { .. } | WorkerError::InvalidConfig(_) | WorkerError::NameHeld { .. }))) => {
             report(&pipe, ReadyLine::failed(NotReady::Refused, e.to_string(), Some(i32::from(EXIT_CONFIG))));
             Err(with_code(EXIT_CONFIG, anyhow::Error::new(e)))
         }
@@ -292,5 +292,7 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
     }
     config.max_jobs = args.max_jobs;
     config.max_memory = args.max_memory;
+    config.replace = args.replace
+        || std::env::var_os(crate::lifecycle::supervisor::REPLACE_ONCE_ENV).is_some_and(|v| v == "1");
     Ok(config)
 }
