@@ -26,7 +26,10 @@ fn attempts(env: &Env, job: &str) -> Vec<(String, String)> {
         .expect("attempts")
         .iter()
         .map(|a| {
-            (a["worker"].as_str().unwrap_or_default().to_string(), a["status"].as_str().unwrap_or_default().to_string())
+            (
+                a["worker"].as_str().unwrap_or_default().to_string(),
+                a["status"].as_str().unwrap_or_default().to_string(),
+            )
         })
         .collect()
 }
@@ -83,7 +86,11 @@ fn a_live_name_is_refused_to_another_instance_and_replace_takes_it_once() {
     let exit = second.wait_exit(bound());
     let said = second.output();
     eprintln!("the second worker exited {exit:?} after {:?}", t.elapsed());
-    assert_eq!(exit, Some(78), "a name held by a live worker of another instance is bad configuration:\n{said}");
+    assert_eq!(
+        exit,
+        Some(78),
+        "a name held by a live worker of another instance is bad configuration:\n{said}"
+    );
     let want = format!(
         "worker name \"vm\" is held by a live worker on host {} (instance {holder}, last heartbeat ",
         h1.hostname
@@ -110,8 +117,9 @@ fn a_live_name_is_refused_to_another_instance_and_replace_takes_it_once() {
     eprintln!("the replaced worker exited {exit:?} after {:?}", t.elapsed());
     assert_eq!(exit, Some(78), "the replaced worker stops for good:\n{said}");
     assert!(
-        said.contains("worker name \"vm\" was taken over by another instance while this worker ran; not taking it back")
-            && said.contains(&format!("on host {}", h2.hostname)),
+        said.contains(
+            "worker name \"vm\" was taken over by another instance while this worker ran; not taking it back"
+        ) && said.contains(&format!("on host {}", h2.hostname)),
         "{said}"
     );
     assert_eq!(
@@ -151,7 +159,8 @@ fn a_background_worker_restarted_within_the_ttl_is_the_same_instance() {
     assert!(stderr(&o).contains("worker name \"vm\" is held by a live worker on host"), "{}", stderr(&o));
     assert!(holder.child.try_wait().unwrap().is_none(), "the holder is untouched");
 
-    let o = run(&env, &["worker", "start", "--json", "--name", "vm", "--restart-delay", "200ms", "--replace"]);
+    let o =
+        run(&env, &["worker", "start", "--json", "--name", "vm", "--restart-delay", "200ms", "--replace"]);
     assert_eq!(code(&o), 0, "start --replace: {}\nlog:\n{}", stderr(&o), log(&env));
     let exit = holder.wait_exit(bound());
     assert_eq!(exit, Some(78), "{}", holder.output());
@@ -172,7 +181,10 @@ fn a_background_worker_restarted_within_the_ttl_is_the_same_instance() {
     let new_pid = s["worker"]["pid"].as_i64().unwrap();
     eprintln!("re-registered {back:?} after the kill (lease TTL {ttl:?})");
     assert!(s["restarts"].as_u64() >= Some(1), "{s:#}");
-    assert!(!environ(new_pid).iter().any(|v| v.starts_with("ROTA_WORKER_REPLACE_ONCE")), "a restart never replaces");
+    assert!(
+        !environ(new_pid).iter().any(|v| v.starts_with("ROTA_WORKER_REPLACE_ONCE")),
+        "a restart never replaces"
+    );
     let text = log(&env).split_off(log_from);
     assert!(text.contains("rota_worker::lifecycle: registered"), "{text}");
     assert!(!text.contains("is held by a live worker"), "the restart was refused:\n{text}");
@@ -215,7 +227,7 @@ fn a_retry_is_never_handed_to_a_worker_whose_link_is_cut() {
 
     // The server notices no heartbeat and expires the lease: attempt 1 is lost.
     let start = Instant::now();
-    while !attempts(&server, &job).first().is_some_and(|(_, s)| s == "lost") {
+    while attempts(&server, &job).first().is_none_or(|(_, s)| s != "lost") {
         assert!(start.elapsed() < bound(), "attempt 1 was never lost: {:?}", attempts(&server, &job));
         std::thread::sleep(Duration::from_millis(100));
     }

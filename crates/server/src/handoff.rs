@@ -20,7 +20,8 @@ pub(crate) async fn submit_jobs(
     // Only sessions heard from lately: a worker whose link was cut still has its claim
     // parked here, and what it took would be lost again at its lease's end.
     let now = tokio::time::Instant::now();
-    let parked = state.parking.take_for(roots, |session, arrived| state.liveness.fresh(session, arrived, now));
+    let parked =
+        state.parking.take_for(roots, |session, arrived| state.liveness.fresh(session, arrived, now));
     if parked.is_empty() {
         return Ok(state.store.submit_jobs(jobs).await?);
     }

@@ -69,11 +69,7 @@ impl Parking {
     /// Takes the oldest claimers still listening, and `usable(session, arrived)`, until
     /// their slots add up to `steps`: a submit of one job takes one idle worker, not every
     /// one. Claimers passed over stay listed.
-    pub(crate) fn take_for(
-        &self,
-        steps: usize,
-        usable: impl Fn(SessionId, Instant) -> bool,
-    ) -> Vec<Parked> {
+    pub(crate) fn take_for(&self, steps: usize, usable: impl Fn(SessionId, Instant) -> bool) -> Vec<Parked> {
         let mut waiting = self.lock();
         waiting.retain(|p| !p.reply.is_closed());
         let mut slots = 0usize;

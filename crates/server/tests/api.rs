@@ -423,7 +423,13 @@ async fn a_waiting_claim_gets_the_step_from_the_submit_that_made_it() {
 }
 
 /// `POST /worker/register` of `name` on `host` as `instance` (none: an older worker).
-async fn register_as(api: &Api, name: &str, host: &str, instance: Option<&str>, replace: bool) -> (StatusCode, Value) {
+async fn register_as(
+    api: &Api,
+    name: &str,
+    host: &str,
+    instance: Option<&str>,
+    replace: bool,
+) -> (StatusCode, Value) {
     let mut body = json!({"protocolVersion": 1, "name": name, "host": host, "version": "t",
         "queues": ["default"], "concurrency": 2, "replace": replace});
     if let Some(i) = instance {

@@ -8,8 +8,8 @@
 
 use crate::{
     ClaimedAttempt, Claimer, Completion, CompletionRecorded, Heartbeat, JobFilter, JobRecord, JobStore,
-    LogAppend, LogQuery, NameHolder, NewJob, NewLogChunk, QueueStats, Result, RevokeRequest, SessionStatus, StepRecord,
-    StopCause, StopKind, StoreError, WorkerRegistration,
+    LogAppend, LogQuery, NameHolder, NewJob, NewLogChunk, QueueStats, Result, RevokeRequest, SessionStatus,
+    StepRecord, StopCause, StopKind, StoreError, WorkerRegistration,
 };
 use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;

@@ -100,7 +100,9 @@ pub(crate) async fn run(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths
             Ok(ExitCode::from(EXIT_RECYCLE as u8))
         }
         Err(e) if e.is_cancelled() => Ok(ExitCode::from(1)),
-        Ok(Err(e @ (WorkerError::Refused { .. } | WorkerError::InvalidConfig(_) | WorkerError::NameHeld { .. }))) => {
+        Ok(Err(
+            e @ (WorkerError::Refused { .. } | WorkerError::InvalidConfig(_) | WorkerError::NameHeld { .. }),
+        )) => {
             report(&pipe, ReadyLine::failed(NotReady::Refused, e.to_string(), Some(i32::from(EXIT_CONFIG))));
             Err(with_code(EXIT_CONFIG, anyhow::Error::new(e)))
         }

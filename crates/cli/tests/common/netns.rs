@@ -94,8 +94,17 @@ impl NetNs {
     /// `program`'s own.
     pub fn command(&self, hostname: &str, program: &str) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, "unshare", "--uts", "sh", "-c", r#"hostname "$0" && exec "$@""#])
-            .args([hostname, program]);
+        cmd.args([
+            "netns",
+            "exec",
+            &self.name,
+            "unshare",
+            "--uts",
+            "sh",
+            "-c",
+            r#"hostname "$0" && exec "$@""#,
+        ])
+        .args([hostname, program]);
         cmd
     }
 }
