@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The orchestrator behind bench/run: runs every workload for rota and for each peer
 alternately, in one run, N rounds; prints a table; writes bench/results/latest.json.
+With --baseline REV the two systems are REV's rota and this tree's, one round per pair, and
+the result goes to bench/results/compare/<name>.json (building REV: baseline.py).
 
 It owns scheduling, parsing and summarising. It does not measure anything itself: each run
 is a child process (rota-bench, or a peer's harness) that prints one JSON object with its
@@ -23,14 +25,27 @@ import sys
 import time
 from pathlib import Path
 
+import baseline
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
-ROTA = ROOT / "target" / "release" / "rota"
-ROTA_BENCH = ROOT / "target" / "release" / "rota-bench"
+# Where bench/run's `cargo build --release` put this tree's binaries (bench/run runs in ROOT,
+# so a relative CARGO_TARGET_DIR is relative to it).
+TARGET_RELEASE = ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "release"
+ROTA = TARGET_RELEASE / "rota"
+ROTA_BENCH = TARGET_RELEASE / "rota-bench"
 CELERY_PY = BENCH / ".peers" / "celery-venv" / "bin" / "python"
 CELERY_PEER = BENCH / "peers" / "celery" / "peer.py"
 GRAPHILE_PEER = BENCH / "peers" / "graphile" / "peer.mjs"
+BASELINE_CACHE = BENCH / ".baseline"
+COMPARE = RESULTS / "compare"
+
+# The rota binaries (rota, rota-bench) of each rota-side system: this tree's as "rota", and
+# with --baseline REV's as "old" and this tree's again as "new".
+BINARIES: dict[str, tuple[Path, Path]] = {"rota": (ROTA, ROTA_BENCH), "new": (ROTA, ROTA_BENCH)}
+# Workloads that measure the machine, not rota: no exactly-once counts, no peer.
+MACHINE_KEYS = ("spawn-probe-c8", "spawn-probe-c2", "limits")
 
 SYSTEMS = ("rota", "celery", "graphile")
 PEERS = ("celery", "graphile")
@@ -85,9 +100,10 @@ class Config:
 class Runner:
     """Runs one child per measurement, keeps its stderr in a per-run log folder."""
 
-    def __init__(self, log_dir: Path, verbose: bool) -> None:
+    def __init__(self, log_dir: Path, verbose: bool, label: str = "round") -> None:
         self.log_dir = log_dir
         self.verbose = verbose
+        self.label = label
         self.records: list[dict] = []
         self.seq = 0
 
@@ -95,7 +111,7 @@ class Runner:
         self.seq += 1
         log = self.log_dir / f"{self.seq:03d}-{key}-{system}.log"
         started = time.monotonic()
-        say(f"  round {round_no}  {key:<22} {system:<9} ", end="")
+        say(f"  {self.label} {round_no}  {key:<22} {system:<9} ", end="")
         try:
             proc = subprocess.run(
                 argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(log, "wb"), timeout=timeout, check=False
@@ -195,8 +211,9 @@ def fmt(v: float) -> str:
     return f"{v:.2f}"
 
 
-def rota_cmd(sub: str, *args) -> list[str]:
-    return [str(ROTA_BENCH), sub, "--rota", str(ROTA), *map(str, args)]
+def rota_cmd(sub: str, *args, side: str = "rota") -> list[str]:
+    rota, rota_bench = BINARIES[side]
+    return [str(rota_bench), sub, "--rota", str(rota), *map(str, args)]
 
 
 def node_binary() -> str | None:
@@ -212,15 +229,20 @@ def peer_cmd(system: str, sub: str, *args) -> list[str]:
 
 
 def command(system: str, sub: str, rota_args: list, peer_args: list | None = None) -> list[str]:
-    if system == "rota":
-        return rota_cmd(sub, *rota_args)
+    if system in BINARIES:
+        return rota_cmd(sub, *rota_args, side=system)
     return peer_cmd(system, sub, *(rota_args if peer_args is None else peer_args))
 
 
-def plan_round(cfg: Config, systems: tuple[str, ...], order_shift: int, only: set[str] | None):
+def plan_round(cfg: Config, systems: tuple[str, ...], order_shift: int, only: set[str] | None,
+               compare: bool = False):
     """The round's runs in order, as (key, system, argv-or-callable). Peers alternate with
     rota inside each workload, and the order rotates between rounds so no system always
-    runs first (on a cold cache) or last (on a warm one)."""
+    runs first (on a cold cache) or last (on a warm one).
+
+    With `compare` (--baseline) the systems are "old" and "new": every rota workload runs on
+    both sides, in turn, and the machine workloads only when --only names them (then on both
+    sides too, as a control: the same probe should give a ratio near 1)."""
 
     def rotate(seq):
         seq = list(seq)
@@ -230,13 +252,31 @@ def plan_round(cfg: Config, systems: tuple[str, ...], order_shift: int, only: se
     def want(key):
         return only is None or any(key.startswith(o) for o in only)
 
+    rota_sides = [s for s in systems if s in BINARIES]
+
+    def rota_steps(key, sub, *args):
+        return [(key, s, rota_cmd(sub, *args, side=s)) for s in rotate(rota_sides)]
+
+    def machine_steps(key, argv_of):
+        if not compare:
+            return [(key, "machine", argv_of(ROTA_BENCH))]
+        return [(key, s, argv_of(BINARIES[s][1])) for s in rotate(rota_sides)]
+
     steps = []
-    if want("limits"):
-        steps.append(("spawn-probe-c8", "machine", [str(ROTA_BENCH), "spawn-probe", "--jobs", str(cfg.burn_jobs),
-                                                    "--parallel", "8"]))
-        steps.append(("spawn-probe-c2", "machine", [str(ROTA_BENCH), "spawn-probe", "--jobs", str(cfg.burn_jobs_c2),
-                                                    "--parallel", "2"]))
-        steps.append(("limits", "machine", rota_cmd("limits", "--seconds", 1 if cfg.mode == "quick" else 3)))
+    # --only limits brings the spawn probes along (as it always did); each probe can also be
+    # named alone.
+    if only is not None or not compare:
+        for c, jobs in ((8, cfg.burn_jobs), (2, cfg.burn_jobs_c2)):
+            key = f"spawn-probe-c{c}"
+            if want("limits") or want(key):
+                steps += machine_steps(key, lambda rb, c=c, jobs=jobs: [
+                    str(rb), "spawn-probe", "--jobs", str(jobs), "--parallel", str(c)])
+        if want("limits"):
+            secs = 1 if cfg.mode == "quick" else 3
+            if compare:
+                steps += rota_steps("limits", "limits", "--seconds", secs)
+            else:
+                steps.append(("limits", "machine", rota_cmd("limits", "--seconds", secs)))
     for c in (8, 2):
         key = f"burn-down-c{c}"
         jobs = cfg.burn_jobs if c == 8 else cfg.burn_jobs_c2
@@ -244,11 +284,11 @@ def plan_round(cfg: Config, systems: tuple[str, ...], order_shift: int, only: se
             for s in rotate(systems):
                 steps.append((key, s, command(s, "burn-down", ["--jobs", jobs, "--concurrency", c])))
     if want("burn-down-1g"):
-        steps.append(("burn-down-1g", "rota", rota_cmd("burn-down", "--jobs", cfg.burn_jobs, "--concurrency", 8,
-                                                        "--ballast-mib", cfg.ballast_mib)))
+        steps += rota_steps("burn-down-1g", "burn-down", "--jobs", cfg.burn_jobs, "--concurrency", 8,
+                            "--ballast-mib", cfg.ballast_mib)
     if want("server-capacity"):
-        steps.append(("server-capacity", "rota", rota_cmd("server-capacity", "--clients", cfg.capacity_clients,
-                                                          "--jobs", cfg.capacity_jobs)))
+        steps += rota_steps("server-capacity", "server-capacity", "--clients", cfg.capacity_clients,
+                            "--jobs", cfg.capacity_jobs)
     if want("latency-idle"):
         for s in rotate(systems):
             steps.append(("latency-idle", s, command(s, "latency", ["--samples", cfg.latency_samples, "--rate",
@@ -256,9 +296,11 @@ def plan_round(cfg: Config, systems: tuple[str, ...], order_shift: int, only: se
     if want("latency-50pct"):
         for s in rotate(systems):
             # The rate is half of this system's own burn-down (c=8) in this round: decided
-            # when the run starts, so it is a callable.
-            steps.append(("latency-50pct", s, lambda s=s: command(s, "latency", [
-                "--samples", cfg.latency_samples * 2, "--rate", f"{half_rate(s):.1f}", "--concurrency", 8])))
+            # when the run starts, so it is a callable. Old and new get the same rate (the old
+            # side's), so the comparison is of latency at one offered load.
+            rate_of = "old" if compare else s
+            steps.append(("latency-50pct", s, lambda s=s, rate_of=rate_of: command(s, "latency", [
+                "--samples", cfg.latency_samples * 2, "--rate", f"{half_rate(rate_of):.1f}", "--concurrency", 8])))
     for mode in ("single", "batch"):
         key = f"submit-{mode}"
         if want(key):
@@ -269,13 +311,12 @@ def plan_round(cfg: Config, systems: tuple[str, ...], order_shift: int, only: se
         for s in rotate(systems):
             steps.append(("worker-start", s, command(s, "worker-start", ["--runs", cfg.start_runs])))
     if want("failure-recovery"):
-        steps.append(("failure-recovery", "rota", rota_cmd("failure-recovery", "--jobs", cfg.recovery_in_flight)))
-    if want("log-capture"):
-        steps.append(("log-capture-big", "rota", rota_cmd("log-capture", "--mode", "big", "--mb", cfg.log_big_mb)))
-        steps.append(("log-capture-many", "rota", rota_cmd("log-capture", "--mode", "many", "--steps",
-                                                           cfg.log_many)))
-        steps.append(("log-capture-burn", "rota", rota_cmd("log-capture", "--mode", "burn", "--jobs",
-                                                           cfg.log_burn_jobs)))
+        steps += rota_steps("failure-recovery", "failure-recovery", "--jobs", cfg.recovery_in_flight)
+    for mode, args in (("big", ("--mb", cfg.log_big_mb)), ("many", ("--steps", cfg.log_many)),
+                       ("burn", ("--jobs", cfg.log_burn_jobs))):
+        key = f"log-capture-{mode}"
+        if want("log-capture") or want(key):
+            steps += rota_steps(key, "log-capture", "--mode", mode, *args)
     return steps
 
 
@@ -304,6 +345,20 @@ def summarise(records: list[dict]) -> dict:
     return out
 
 
+def paired(records: list[dict], key: str, path: str, a: str, b: str) -> list[tuple[int, float, float]]:
+    """(round, a's figure, b's figure) for every round in which both systems ran `key` and
+    reported a positive figure: each ratio (rota ÷ peer, new ÷ old) is built from these."""
+    out = []
+    for rnd in sorted({r["round"] for r in records}):
+        va = next((dig(r["result"], path) for r in records
+                   if r["round"] == rnd and r["key"] == key and r["system"] == a), None)
+        vb = next((dig(r["result"], path) for r in records
+                   if r["round"] == rnd and r["key"] == key and r["system"] == b), None)
+        if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va > 0 and vb > 0:
+            out.append((rnd, va, vb))
+    return out
+
+
 def pair_ratios(records: list[dict]) -> dict:
     """rota vs each peer, computed within each round (pair by pair) and then summarised:
     'advantage' > 1 means rota is better (faster, or lower latency)."""
@@ -312,14 +367,8 @@ def pair_ratios(records: list[dict]) -> dict:
     for key, figures in FIGURES.items():
         for label, path, better, _ in figures:
             for peer in PEERS:
-                per_round = []
-                for rnd in rounds:
-                    a = next((dig(r["result"], path) for r in records
-                              if r["round"] == rnd and r["key"] == key and r["system"] == "rota"), None)
-                    b = next((dig(r["result"], path) for r in records
-                              if r["round"] == rnd and r["key"] == key and r["system"] == peer), None)
-                    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a > 0 and b > 0:
-                        per_round.append(a / b if better == HIGHER else b / a)
+                per_round = [a / b if better == HIGHER else b / a
+                             for _, a, b in paired(records, key, path, "rota", peer)]
                 if per_round:
                     out.setdefault(key, {}).setdefault(label, {})[f"rota_vs_{peer}"] = {
                         "advantage_median": statistics.median(per_round), "min": min(per_round),
@@ -353,7 +402,8 @@ def exactly_once(records: list[dict]) -> dict:
            f"duplicated {r['result'].get('duplicated')}" for r in records
            if (r["result"].get("lost") or 0) or (r["result"].get("duplicated") or 0)]
     missing = [f"round {r['round']} {r['key']} {r['system']}" for r in records
-               if r["system"] != "machine" and "error" not in r["result"] and ("lost" not in r["result"] or "duplicated" not in r["result"])]
+               if r["key"] not in MACHINE_KEYS and "error" not in r["result"]
+               and ("lost" not in r["result"] or "duplicated" not in r["result"])]
     return {"lost": lost, "duplicated": dup, "reexecuted": rex, "violations": bad, "errors": errors,
             "runs_without_counts": missing}
 
@@ -479,7 +529,9 @@ def update_readme(lines: list[str], cmd: str) -> None:
     tmp.replace(readme)
 
 
-def main() -> int:
+def parse_args() -> tuple[argparse.Namespace, Config, set[str] | None, dict | None]:
+    """Arguments, checked before anything is built: bad usage exits 2 here (bench/run calls
+    this with --check first, so a typo costs no build)."""
     ap = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="one small round (under 3 minutes)")
@@ -487,23 +539,171 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, help="rounds to run (default 3; 1 with --quick)")
     ap.add_argument("--no-peers", action="store_true", help="measure rota only")
     ap.add_argument("--only", action="append", metavar="WORKLOAD",
-                    help="run only workload keys starting with this (repeatable), e.g. burn-down-c8")
+                    help="run only workload keys starting with this (repeatable or comma-separated), "
+                         "e.g. burn-down-c8")
     ap.add_argument("--update-readme", action="store_true", help="write the table into README.md")
-    ap.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    ap.add_argument("--output", type=Path, help="where the result goes (default bench/results/latest.json)")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="old binary against new: build git revision REV (cached in bench/.baseline/<sha>/) "
+                         "and run it alternately with this tree's build, --pairs times per workload; "
+                         "writes bench/results/compare/<name>.json")
+    ap.add_argument("--pairs", type=int, metavar="N",
+                    help=f"with --baseline: old/new pairs per workload (default and minimum {baseline.MIN_PAIRS})")
+    ap.add_argument("--name", help="with --baseline: the compare file's name (default <old sha7>-vs-<new sha7>)")
+    ap.add_argument("--check", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rounds is not None and args.rounds < 1:
         ap.error("--rounds: must be at least 1")
     if args.only:
-        known = set(FIGURES) | {"limits", "log-capture", "burn-down", "latency", "submit"}
+        args.only = [o.strip() for arg in args.only for o in arg.split(",") if o.strip()]
+        if not args.only:
+            ap.error("--only: name a workload")
+        known = set(FIGURES) | {"limits", "log-capture", "burn-down", "latency", "submit", "spawn-probe"}
         for o in args.only:
             if not any(k.startswith(o) for k in known):
                 ap.error(f"--only {o}: no workload starts with it (known: {', '.join(sorted(FIGURES))})")
-    cfg = Config("quick" if args.quick else "full" if args.full else "default", args.rounds)
-    for p in (ROTA, ROTA_BENCH):
-        if not p.exists():
-            ap.error(f"{p.relative_to(ROOT)} is missing: run bench/run (it builds the release binaries first)")
-    systems = ("rota",) if args.no_peers else SYSTEMS
+    old = None
+    if args.baseline is None:
+        for flag, val in (("--pairs", args.pairs), ("--name", args.name)):
+            if val is not None:
+                ap.error(f"{flag} needs --baseline REV")
+    else:
+        for flag, val, why in (("--full", args.full, "the soak runs once, it has no pairs"),
+                               ("--rounds", args.rounds, "use --pairs"),
+                               ("--update-readme", args.update_readme, "the README shows the peer run"),
+                               ("--output", args.output, "use --name")):
+            if val:
+                ap.error(f"--baseline: {flag} does not apply ({why})")
+        if args.pairs is None:
+            args.pairs = baseline.MIN_PAIRS
+        if args.pairs < baseline.MIN_PAIRS:
+            ap.error(f"--pairs {args.pairs}: at least {baseline.MIN_PAIRS} pairs, so a cited median has a range")
+        args.no_peers = True
+        try:
+            old = baseline.resolve(ROOT, args.baseline)
+            # Planned now (to check --only), built later by main_baseline.
+            BINARIES["old"] = baseline.binaries(BASELINE_CACHE, old["sha"])
+            if args.name is not None:
+                args.name = baseline.check_name(args.name)
+        except baseline.BaselineError as e:
+            ap.error(str(e))
+    cfg = Config("quick" if args.quick else "full" if args.full else "default",
+                 args.pairs if old else args.rounds)
+    only = set(args.only) if args.only else None
+    systems = baseline.SIDES if old else ("rota",) if args.no_peers else SYSTEMS
+    if only is not None and not plan_round(cfg, systems, 0, only, compare=old is not None) \
+            and not (cfg.mode == "full" and "soak" in only):
+        ap.error(f"--only {','.join(sorted(only))}: nothing to run in this mode")
+    if not args.check:
+        for p in (ROTA, ROTA_BENCH):
+            if not p.exists():
+                ap.error(f"{p} is missing: run bench/run (it builds the release binaries first)")
+    return args, cfg, only, old
 
+
+def run_rounds(runner: Runner, cfg: Config, systems: tuple[str, ...], only: set[str] | None,
+               compare: bool) -> None:
+    """Every round (a pair, with --baseline) in order; with --baseline each pair's ratio is
+    printed as soon as both sides of it have run."""
+    for rnd in range(1, cfg.rounds + 1):
+        _LAST_BURN.clear()
+        for key, system, argv in plan_round(cfg, systems, rnd - 1, only, compare):
+            argv = argv() if callable(argv) else argv
+            result = runner.run(rnd, key, system, argv, cfg.run_timeout)
+            if key == "burn-down-c8" and isinstance(result.get("per_s"), (int, float)):
+                _LAST_BURN[system] = float(result["per_s"])
+            sides = {r["system"] for r in runner.records if r["round"] == rnd and r["key"] == key}
+            if compare and sides >= set(baseline.SIDES):
+                for line in baseline.pair_lines(runner.records, key, rnd, FIGURES, paired, fmt):
+                    say(line)
+
+
+def write_json(path: Path, doc: dict, log_dir: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    (log_dir / "result.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+
+
+def exit_status(checks: dict) -> int:
+    for e in checks["errors"]:
+        say(f"error: {e}")
+    for v in checks["violations"]:
+        say(f"EXACTLY-ONCE VIOLATION: {v}")
+    for m in checks["runs_without_counts"]:
+        say(f"error: {m}: the run did not report lost/duplicated counts")
+    if checks["violations"] or checks["lost"] or checks["duplicated"]:
+        return 1
+    if checks["errors"] or checks["runs_without_counts"]:
+        return 3
+    return 0
+
+
+def rota_version(rota: Path) -> str | None:
+    try:
+        return subprocess.run([str(rota), "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return None
+
+
+def main_baseline(args: argparse.Namespace, cfg: Config, only: set[str] | None, old: dict) -> int:
+    # Taken before the runs: the new binaries were built from this tree by bench/run.
+    new = git_sha()
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    try:
+        BINARIES["old"] = baseline.ensure_built(ROOT, BASELINE_CACHE, old["sha"], TARGET_RELEASE, say)
+    except baseline.BaselineError as e:
+        say(f"error: {e}")
+        return 3
+    name = args.name or baseline.default_name(COMPARE, old["sha"], new, stamp)
+    log_dir = RESULTS / "runs" / f"{stamp}-baseline"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    runner = Runner(log_dir, verbose=False, label="pair")
+    started = time.monotonic()
+    load_start = baseline.loadavg()
+    say(f"rota bench: old {old['sha'][:12]} ({old['rev']}) against new {new['sha'][:12]}"
+        f"{' with uncommitted changes' if new['dirty'] else ''} (this tree), mode {cfg.mode}, "
+        f"{cfg.rounds} pairs per workload, order alternating; logs in {log_dir.relative_to(ROOT)}")
+    run_rounds(runner, cfg, baseline.SIDES, only, compare=True)
+
+    records = runner.records
+    cmp = baseline.compare(records, FIGURES, paired)
+    checks = exactly_once(records)
+    lines = baseline.table(cmp, fmt)
+    out = COMPARE / f"{name}.json"
+    doc = {
+        "schema": 1, "kind": "baseline",
+        "command": ("bench/run " + " ".join(shlex.quote(a) for a in sys.argv[1:])).strip(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - started, 1),
+        "old": {**old, "binaries": [str(p) for p in BINARIES["old"]]},
+        "new": {**new, "binaries": [str(p) for p in BINARIES["new"]]},
+        "ratio": "new ÷ old of each figure, pair by pair (one old and one new run back to back, the order "
+                 "alternating between pairs); 'better' says which direction is an improvement",
+        "machine": {**machine(), "loadavg_start": load_start, "loadavg_end": baseline.loadavg()},
+        "versions": {"old": rota_version(BINARIES["old"][0]), "new": rota_version(ROTA),
+                     "rustc": subprocess.run(["rustc", "-V"], capture_output=True, text=True).stdout.strip()},
+        "mode": cfg.mode, "pairs": cfg.rounds, "parameters": dict(vars(cfg)),
+        "workloads": cmp, "summary": summarise(records), "exactly_once": checks, "runs": records,
+    }
+    write_json(out, doc, log_dir)
+    say("")
+    for line in lines:
+        say(line)
+    say(f"\nexactly once: lost {checks['lost']}, duplicated {checks['duplicated']}")
+    say(f"wrote {out.relative_to(ROOT)} in {doc['duration_s']:.0f}s")
+    return exit_status(checks)
+
+
+def main() -> int:
+    args, cfg, only, old = parse_args()
+    if args.check:
+        return 0
+    if old is not None:
+        return main_baseline(args, cfg, only, old)
+    output = args.output or RESULTS / "latest.json"
+    systems = ("rota",) if args.no_peers else SYSTEMS
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / "runs" / stamp
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -511,16 +711,9 @@ def main() -> int:
     started = time.monotonic()
     # Taken before the runs: the binaries measured were built from this tree.
     git = git_sha()
-    only = set(args.only) if args.only else None
     say(f"rota bench: mode {cfg.mode}, {cfg.rounds} round(s), systems {', '.join(systems)}; logs in "
         f"{log_dir.relative_to(ROOT)}")
-    for rnd in range(1, cfg.rounds + 1):
-        _LAST_BURN.clear()
-        for key, system, argv in plan_round(cfg, systems, rnd - 1, only):
-            argv = argv() if callable(argv) else argv
-            result = runner.run(rnd, key, system, argv, cfg.run_timeout)
-            if key == "burn-down-c8" and isinstance(result.get("per_s"), (int, float)):
-                _LAST_BURN[system] = float(result["per_s"])
+    run_rounds(runner, cfg, systems, only, compare=False)
     if cfg.mode == "full" and (only is None or "soak" in only):
         # Once, after the rounds: 70 % of rota's last burn-down rate (the soak calibrates
         # itself with a burn-down when there is none).
@@ -544,11 +737,7 @@ def main() -> int:
         "summary": summary, "ratios": ratios, "exactly_once": checks, "goals": goal_list,
         "runs": records,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
-    tmp.replace(args.output)
-    (log_dir / "result.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    write_json(output, doc, log_dir)
 
     say("")
     for line in lines:
@@ -562,21 +751,11 @@ def main() -> int:
                 f"{g['of_target']:.2f} of target)")
     say(f"\nexactly once: lost {checks['lost']}, duplicated {checks['duplicated']}, "
         f"re-executed (expected, failure workload) {checks['reexecuted']}")
-    say(f"wrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output} "
+    say(f"wrote {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output} "
         f"in {doc['duration_s']:.0f}s")
     if args.update_readme:
         update_readme(lines, cmd.strip())
-    for e in checks["errors"]:
-        say(f"error: {e}")
-    for v in checks["violations"]:
-        say(f"EXACTLY-ONCE VIOLATION: {v}")
-    for m in checks["runs_without_counts"]:
-        say(f"error: {m}: the run did not report lost/duplicated counts")
-    if checks["violations"] or checks["lost"] or checks["duplicated"]:
-        return 1
-    if checks["errors"] or checks["runs_without_counts"]:
-        return 3
-    return 0
+    return exit_status(checks)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ impl Paths {
         self.data_dir.join("rota.db")
     }
 
-    /// The default directory steps run in.
+    /// The workspace root: each worker's default workspace is a directory in it named for
+    /// the worker (`crate::workspace`). Earlier releases ran every worker here.
     pub(crate) fn workspace(&self) -> PathBuf {
         self.data_dir.join("workspace")
     }

@@ -22,6 +22,7 @@ mod shell;
 mod signals;
 mod source_map;
 mod tokens;
+mod workspace;
 
 use clap::error::ErrorKind;
 use failure::{Failure, StdoutClosed};
@@ -30,6 +31,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // A worker's step spawner: re-executed from this binary before any runtime, it must
+    // not parse flags, read config or start threads (`rota_worker::spawner`).
+    if argv.get(1).is_some_and(|a| a == rota_worker::spawner::HELPER_ARG) {
+        return ExitCode::from(u8::try_from(rota_worker::spawner::helper_main()).unwrap_or(1));
+    }
     let cli = match parse(&argv) {
         Ok(cli) => cli,
         Err(err) => return exit_on_parse_error(&err, &argv),

@@ -1,6 +1,7 @@
 //! Turning an argv into one POSIX shell command line that `sh -c` splits back into exactly
 //! that argv: `rota job submit -- sh -c 'echo "$X"'` must run `sh` with the two words
-//! `-c` and `echo "$X"`, not whatever a naive join would make of them.
+//! `-c` and `echo "$X"`, not whatever a naive join would make of them. Also how a printed
+//! command names rota itself, so that it works when pasted.
 
 /// Quotes every word and joins them with spaces.
 pub(crate) fn join_quoted<S: AsRef<str>>(argv: &[S]) -> String {
@@ -36,6 +37,35 @@ fn quote(word: &str, command_position: bool) -> String {
     }
     q.push('\'');
     q
+}
+
+/// How a shell runs this very program, for commands rota prints: `rota` when the first
+/// `rota` on the PATH is this binary, else this binary's own path, quoted (after
+/// `cargo run` there is no `rota` on the PATH, or an older one).
+pub(crate) fn this_program() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "rota".into() };
+    if first_on_path("rota").is_some_and(|found| same_file(&found, &exe)) {
+        return "rota".into();
+    }
+    quote(&exe.display().to_string(), true)
+}
+
+/// The first executable file called `name` in the PATH's directories, as a shell finds it.
+fn first_on_path(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| {
+        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// The same file (through symlinks and hard links): same device and inode.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// Reserved words of POSIX sh and of the shells commonly behind `sh` (bash, zsh).

@@ -128,9 +128,8 @@ async fn killed_worker_leftovers_are_reaped_at_next_boot() {
     let leader: i32 = wait_file(&c.path("orphan/leader"), c.timing.bound()).await.parse().expect("pid");
     let grandchild: i32 =
         wait_file(&c.path("orphan/grandchild"), c.timing.bound()).await.parse().expect("pid");
-    // The step can get this far before its worker has recorded its group (a worker killed
-    // in between cannot reap it at the next boot). The worker reports the pid to the server
-    // only after recording the group: that report is waited for.
+    // The step can get this far before its spawner has journaled its group. The worker
+    // reports the pid only after the spawner answered, which it does after journaling.
     cluster::wait_for(c.timing.bound(), "w1 to report the step's pid", || async {
         c.client
             .get_job(id)
@@ -138,9 +137,16 @@ async fn killed_worker_leftovers_are_reaped_at_next_boot() {
             .is_ok_and(|d| d.step_details[0].attempts.first().and_then(|a| a.pid) == Some(leader as u32))
     })
     .await;
+    // A worker's spawner kills its steps when the worker dies, and the worker kills them
+    // when its spawner dies; only if both die at once is anything left for boot reaping.
+    // The worker is frozen first, so it cannot act on its spawner's death.
+    let spawners = cluster::spawners_of(w1.pid());
+    assert_eq!(spawners.len(), 1, "worker {} should have one spawner", w1.pid());
+    w1.signal("STOP");
+    cluster::kill(&["-KILL", &spawners[0].to_string()]);
     w1.signal("KILL");
     w1.wait_exit(Duration::from_secs(10));
-    assert!(pid_alive(grandchild), "the step's grandchild should survive the worker's SIGKILL");
+    assert!(pid_alive(grandchild), "the step's grandchild should survive its worker and spawner's SIGKILL");
     let _w2 = c.worker_with("w1b", 1, &ws, &[]).await;
     wait_gone(leader, &[leader, grandchild], c.timing.bound()).await;
     assert!(group_members(leader).is_empty());

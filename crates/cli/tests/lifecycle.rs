@@ -182,6 +182,9 @@ fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
     assert!(s["failedReason"].as_str().unwrap_or_default().contains("crash loop"), "{s:#}");
     std::thread::sleep(Duration::from_millis(800));
     assert!(rota_procs(&env).iter().all(|p| !p.is_worker()), "restarted after failing");
+    // It registered before it crash-looped: its supervisor stays, holding the lock.
+    assert_eq!(rota_procs(&env).iter().filter(|p| p.is_supervisor()).count(), 1, "{:?}", rota_procs(&env));
+    assert_eq!(code(&run(&env, &["worker", "healthcheck"])), 1, "only the supervisor runs");
     std::fs::remove_file(&crash).expect("rm crash file");
 
     let o = run(&env, &["worker", "heal", "--json"]);
@@ -682,4 +685,72 @@ fn start_latency() {
     let (vm, vx) = stats(&mut versions);
     println!("rota worker start (to registered), 20 runs: median {sm:?}, max {sx:?}");
     println!("rota --version, 20 runs:                    median {vm:?}, max {vx:?}");
+}
+
+/// Issue 9, point 6: a start whose worker never registered leaves no rota process (neither
+/// supervisor nor worker), and its `failed` stays on record for `status` and `heal`.
+#[test]
+fn a_failed_start_leaves_no_process_behind() {
+    let env = Env::new(); // its server URL is a closed port
+    let _cleanup = Cleanup::new(&env);
+    let o = run(&env, &["worker", "start", "--wait-timeout", "3s", "--join-token", "some-token"]);
+    assert_ne!(code(&o), 0, "{}", stderr(&o));
+    let began = Instant::now();
+    wait_until(bound(), "every rota process of the profile to be gone", || rota_procs(&env).is_empty());
+    println!("no rota process left {:?} after the failed start returned", began.elapsed());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(rota_procs(&env).is_empty(), "a process came back: {:?}", rota_procs(&env));
+
+    let (c, s) = status(&env, &[]);
+    assert_eq!((c, s["state"].as_str(), s["running"].as_bool()), (3, Some("failed"), Some(false)), "{s:#}");
+    let reason = s["failedReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("did not register") && reason.contains("within 3s"), "{s:#}");
+    assert!(s["supervisor"].is_null() && s["worker"].is_null(), "{s:#}");
+    assert!(s["diagnostic"].as_str().unwrap_or_default().starts_with("Failed"), "{s:#}");
+    assert_eq!(code(&run(&env, &["worker", "healthcheck"])), 3, "nothing runs");
+    let o = run(&env, &["worker", "heal", "--dry-run"]);
+    assert!(stdout(&o).contains("would heal default (failed: "), "{}", stdout(&o));
+
+    // The instance lock is free: the next start begins afresh (and fails the same way).
+    let o = run(&env, &["worker", "start", "--wait-timeout", "1s"]);
+    assert!(stderr(&o).contains("did not register within 1s"), "{}", stderr(&o));
+    wait_until(bound(), "every rota process of the profile to be gone", || rota_procs(&env).is_empty());
+}
+
+/// Ownership without `/proc/<pid>/environ` (issue 9): a worker whose supervisor was
+/// KILLed keeps draining its step. `diagnose` names it as orphaned and the next `start`
+/// stops it, both proving it ours by the state's pid and start time and the free instance
+/// lock. (`procs.rs`'s `no_code_reads_a_process_environment` keeps environ reads out.)
+#[test]
+fn an_orphaned_worker_is_found_by_diagnose_and_stopped_by_start() {
+    let env = spawn_server();
+    let _cleanup = Cleanup::new(&env);
+    start_json(&env, &["--drain-timeout", "120s"]);
+    let (_, s) = status(&env, &[]);
+    let sup = s["supervisor"]["pid"].as_i64().expect("supervisor") as i32;
+    let worker = worker_pid(&s).expect("worker") as i32;
+    let marker = env.path("started");
+    submit(&env, &["--step", &format!("s=touch {}; sleep 300", marker.display())]);
+    common::wait_file_exists(&marker, bound());
+
+    kill("KILL", sup);
+    wait_until(bound(), "the supervisor to be gone", || !common::pid_alive(sup));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(common::pid_alive(worker), "the worker drains its step, so it outlives its supervisor for now");
+
+    let o = run(&env, &["--json", "worker", "diagnose"]);
+    let v = json(&o);
+    let found = v["findings"].as_array().expect("findings").iter().any(|f| {
+        f["check"] == "process"
+            && f["subject"].as_str() == Some(worker.to_string().as_str())
+            && f["message"].as_str().unwrap_or_default().contains("orphaned rota worker process of")
+    });
+    assert!(found, "the orphaned worker {worker} was not reported: {v:#}");
+
+    let began = Instant::now();
+    let v = start_json(&env, &[]);
+    assert!(v["notes"].to_string().contains(&format!("stopped worker pid {worker}")), "{v:#}");
+    assert!(!common::pid_alive(worker), "start must have stopped the orphaned worker");
+    println!("start stopped the orphan and started anew in {:?}", began.elapsed());
+    assert_eq!(status(&env, &[]).0, 0);
 }

@@ -175,11 +175,13 @@ impl Attempts {
             if r.fenced || now <= h.lease_sent + budget {
                 continue;
             }
+            // The reason first, then the signal: the executor that sees its step die of
+            // this KILL finds why queued, and records `lost`, never a signal death.
+            r.fenced = true;
+            let _ = r.stop.send(StopKind::Fence);
             if let Some(pgid) = r.pgid {
                 kill::kill_group(pgid);
             }
-            r.fenced = true;
-            let _ = r.stop.send(StopKind::Fence);
             fenced.push(*id);
         }
         fenced

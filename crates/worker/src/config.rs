@@ -56,6 +56,9 @@ pub struct WorkerConfig {
     pub max_jobs: Option<u64>,
     /// Exit to be replaced once the worker's own RSS passes this many bytes.
     pub max_memory: Option<u64>,
+    /// The helper that spawns every step ([`crate::Spawner::start`], before the runtime).
+    /// Required: a worker without one refuses to start.
+    pub spawner: Option<crate::Spawner>,
     /// Take the name over from a live worker of another instance (`--replace`), on the
     /// first registration only: a later re-registration never replaces anyone.
     pub replace: bool,
@@ -94,6 +97,7 @@ impl WorkerConfig {
             cooldown: Duration::from_secs(1),
             max_jobs: None,
             max_memory: None,
+            spawner: None,
             replace: false,
         }
     }
@@ -135,6 +139,9 @@ impl WorkerConfig {
         if self.workspace.as_os_str().is_empty() {
             return bad("workspace: no directory given");
         }
+        if self.spawner.is_none() {
+            return bad("spawner: none given (start one with Spawner::start before the runtime)");
+        }
         if self.log_flush.is_zero() {
             return bad("log flush interval: must be more than 0");
         }
@@ -167,6 +174,7 @@ impl fmt::Debug for WorkerConfig {
             .field("autoscale", &self.autoscale)
             .field("max_jobs", &self.max_jobs)
             .field("max_memory", &self.max_memory)
+            .field("spawner", &self.spawner)
             .field("replace", &self.replace)
             .finish()
     }
@@ -204,7 +212,8 @@ mod tests {
         assert_eq!(c.queues, ["default"]);
         assert!(c.concurrency >= 1);
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
-        assert!(c.validate().is_ok());
+        // Everything but the spawner, which only a binary can start (before its runtime).
+        assert!(matches!(c.validate(), Err(WorkerError::InvalidConfig(m)) if m.starts_with("spawner")));
         assert!(!format!("{c:?}").contains("s3cret-join"));
     }
 

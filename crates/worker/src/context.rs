@@ -6,7 +6,6 @@ use crate::attempts::{Attempts, StopKind, StopResult};
 use crate::config::WorkerConfig;
 use crate::kill;
 use crate::logship::LogShip;
-use crate::pgid::Journal;
 use crate::report::Reporter;
 use crate::spawn::BaseEnv;
 use crate::workspace::AttemptDirs;
@@ -49,8 +48,8 @@ pub(crate) struct Ctx {
     pub(crate) logship: Arc<LogShip>,
     /// Results waiting for delivery.
     pub(crate) reporter: Reporter,
-    /// Process groups of running steps (the workspace's journal).
-    pub(crate) journal: Journal,
+    /// Spawns steps and journals their process groups.
+    pub(crate) spawner: crate::spawner::Spawner,
     /// Attempt directories (and the pool of empty ones).
     pub(crate) dirs: AttemptDirs,
     /// PATH/HOME/LANG/TZ captured at start.
@@ -68,13 +67,12 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// Shared state for a worker that has not registered yet.
-    pub(crate) fn new(config: WorkerConfig, client: WorkerClient) -> Self {
+    pub(crate) fn new(config: WorkerConfig, client: WorkerClient, spawner: crate::spawner::Spawner) -> Self {
         let lease = Lease {
             heartbeat_interval: config.heartbeat_interval.unwrap_or(Duration::from_secs(2)),
             lease_ttl: config.lease_ttl.unwrap_or(Duration::from_secs(10)),
         };
         let logship = Arc::new(LogShip::new(config.log_flush));
-        let journal = Journal::new(&config.workspace);
         let dirs = AttemptDirs::new(&config.workspace);
         let fleet = crate::fleet::FleetState::new(&config);
         Self {
@@ -84,7 +82,7 @@ impl Ctx {
             attempts: Attempts::default(),
             logship,
             reporter: Reporter::default(),
-            journal,
+            spawner,
             dirs,
             base_env: BaseEnv::from_process(),
             heartbeat_now: Notify::new(),

@@ -22,8 +22,9 @@ pub enum WorkerError {
         /// What holds the name and what to do about it.
         message: String,
     },
-    /// The workspace cannot be created, locked or read.
-    #[error("workspace {}: {source}", path.display())]
+    /// The workspace cannot be created, locked or read. (The cause is the error's source,
+    /// not repeated in its message: `{:#}` prints both once.)
+    #[error("workspace {}", path.display())]
     Workspace {
         /// The directory or file concerned.
         path: PathBuf,
@@ -31,9 +32,25 @@ pub enum WorkerError {
         #[source]
         source: std::io::Error,
     },
+    /// Another worker holds the workspace's lock (`.rota/worker.lock`): two workers on one
+    /// workspace would reap each other's steps at boot. Bad configuration, like
+    /// [`Self::InvalidConfig`]: retrying will not help while the other one runs.
+    #[error(
+        "workspace {}: in use by another worker (its .rota/worker.lock is held); give each worker \
+         its own workspace (the default one is per --name)",
+        path.display()
+    )]
+    WorkspaceInUse {
+        /// The workspace.
+        path: PathBuf,
+    },
     /// The configuration cannot work (bad server address, zero concurrency, ...).
     #[error("invalid worker configuration: {0}")]
     InvalidConfig(String),
+    /// The step spawner helper died or its socket broke: no step can be started or
+    /// watched any more, so the worker stops (a supervisor restarts it).
+    #[error("the step spawner stopped: {0}")]
+    Spawner(String),
     /// Not a failure: the worker drained and stopped to be replaced by a fresh process
     /// (`--max-jobs` reached or `--max-memory` passed). The CLI exits with the recycling
     /// code so the supervisor starts a new worker under the same name.

@@ -7,9 +7,8 @@ use crate::attempts::StopKind;
 use crate::context::Ctx;
 use crate::kill;
 use crate::logship::LogShip;
-use crate::pgid::{Journal, PgidRecord};
-use crate::procfs;
 use crate::spawn::{self, BaseEnv};
+use crate::spawner::{SpawnedStep, Spawner, StepExit};
 use crate::workspace::AttemptDirs;
 use rota_api_types::worker::{ClaimedStep, CompleteItem, StartRequest, Stream};
 use rota_domain::{AttemptId, AttemptOutcome};
@@ -21,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::process::{ChildStderr, ChildStdout};
+use tokio::net::unix::pipe;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -36,8 +35,8 @@ const START_REPORT_AFTER: Duration = Duration::from_secs(1);
 pub(crate) struct Setup<'a> {
     /// The attempt directories.
     pub(crate) dirs: &'a AttemptDirs,
-    /// Where the step's process group is recorded.
-    pub(crate) journal: &'a Journal,
+    /// Spawns the step and journals its process group.
+    pub(crate) spawner: &'a Spawner,
     /// Inherited PATH/HOME/LANG/TZ.
     pub(crate) base_env: &'a BaseEnv,
     /// Values a step's env must not carry.
@@ -80,7 +79,10 @@ pub(crate) async fn run_attempt(
     // When the spawn was asked for: the moment peers' harnesses stamp (just before they
     // start `sh`); `spawned_at` below is after the kernel has exec'd it.
     let spawn_call = std::time::SystemTime::now();
-    let sp = match spawn::spawn_step(&step.run, &env, dir.path()) {
+    let args = vec!["-c".into(), step.run.clone().into()];
+    // The helper journals the group before it answers: from here on, a kill of this
+    // worker at any moment leaves no process of the step behind.
+    let sp = match setup.spawner.spawn(step.attempt_id, spawn::SHELL, args, env, dir.path()).await {
         Ok(sp) => sp,
         Err(e) => {
             setup.dirs.release(dir, keep, true).await;
@@ -88,23 +90,8 @@ pub(crate) async fn run_attempt(
         }
     };
     let spawned_at = std::time::SystemTime::now();
-    let spawn::Spawned { mut child, pid, stdout, stderr } = sp;
+    let SpawnedStep { pid, stdout, stderr, exit: mut child, .. } = sp;
     let Some(pgid) = Pid::from_raw(pid) else { return Some(lost("spawned step has pid 0".into())) };
-    // The leader cannot be reaped before we wait for it, so its stat is readable here.
-    let record = procfs::read_stat(pid).map(|s| PgidRecord {
-        attempt_id: step.attempt_id,
-        pid,
-        pgid: pid,
-        start_ticks: s.start_ticks,
-    });
-    // One small append to the page cache: cheaper inline than a hand-off to a thread.
-    let written = record.and_then(|rec| setup.journal.record(&rec));
-    if let Err(e) = written {
-        kill::kill_group(pgid);
-        let _ = child.wait().await;
-        setup.dirs.release(dir, keep, false).await;
-        return Some(lost(format!("cannot record the step's process group durably: {e}")));
-    }
     hooks.group(Some(pgid));
     // The wall-clock moment of the spawn, for latency measurements that compare it with a
     // submitter's clock on the same host (bench/run); microseconds since the Unix epoch.
@@ -127,7 +114,7 @@ pub(crate) async fn run_attempt(
     drop(output);
     let gone = kill::wait_group_gone(pgid, Instant::now() + Duration::from_millis(500)).await;
     hooks.group(None);
-    if let Err(e) = setup.journal.forget(step.attempt_id) {
+    if let Err(e) = setup.spawner.release(step.attempt_id) {
         tracing::warn!("cannot journal the end of the step's process group: {e}");
     }
     // A process that escaped the group and still holds a pipe may also still use the
@@ -173,7 +160,7 @@ fn plan(kind: StopKind) -> (Option<Signal>, Ending) {
 /// Waits for the shell while copying its output and acting on the timeout and stop
 /// requests.
 async fn supervise(
-    child: &mut tokio::process::Child,
+    child: &mut StepExit,
     pgid: Pid,
     step: &ClaimedStep,
     grace: Duration,
@@ -191,7 +178,18 @@ async fn supervise(
     let gentle = loop {
         tokio::select! {
             biased;
-            status = child.wait() => return (status, ending),
+            status = child.wait() => {
+                // A kill the worker decided on elsewhere (self-fencing) is queued before its
+                // signal is sent: the step's death by that signal is the worker's, not its own.
+                let killed = status.as_ref().is_ok_and(|s| s.signal().is_some());
+                while let Ok(kind) = stop_rx.try_recv() {
+                    let (_, outcome) = plan(kind);
+                    if killed || matches!(outcome, Ending::Silent) {
+                        ending = Some(outcome);
+                    }
+                }
+                return (status, ending);
+            }
             Some(kind) = stop_rx.recv() => match plan(kind) {
                 (Some(sig), outcome) if ending.is_none() => {
                     ending = Some(outcome);
@@ -249,8 +247,8 @@ const READ_SIZE: usize = 64 * 1024;
 
 /// A step's two output pipes, copied into the log buffer as raw bytes.
 struct Output<'a> {
-    stdout: Option<ChildStdout>,
-    stderr: Option<ChildStderr>,
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
     /// Read buffer, allocated on first output (most steps print little or nothing).
     buf: Vec<u8>,
     /// Which pipe is looked at first next time, so neither starves the other.
@@ -260,7 +258,7 @@ struct Output<'a> {
 }
 
 impl<'a> Output<'a> {
-    fn new(stdout: ChildStdout, stderr: ChildStderr, logs: &'a LogShip, id: AttemptId) -> Self {
+    fn new(stdout: pipe::Receiver, stderr: pipe::Receiver, logs: &'a LogShip, id: AttemptId) -> Self {
         Self { stdout: Some(stdout), stderr: Some(stderr), buf: Vec::new(), stderr_first: false, logs, id }
     }
 
@@ -377,7 +375,7 @@ pub(crate) async fn execute(
         let secrets = [ctx.config.join_token.as_str()];
         let setup = Setup {
             dirs: &ctx.dirs,
-            journal: &ctx.journal,
+            spawner: &ctx.spawner,
             base_env: &ctx.base_env,
             secrets: &secrets,
             kill_grace: ctx.config.kill_grace,

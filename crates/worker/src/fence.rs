@@ -42,12 +42,18 @@ mod tests {
     use rota_domain::AttemptId;
     use rustix::process::Pid;
 
+    #[test]
+    fn spawner_helper() {
+        crate::spawner::serve_if_test_helper();
+    }
+
     #[tokio::test]
     async fn an_unrenewed_lease_kills_the_group_at_the_first_check_after_waking() {
         let mut config = WorkerConfig::new("127.0.0.1:1", "t", "/nonexistent");
         config.heartbeat_interval = Some(Duration::from_secs(2));
         config.lease_ttl = Some(Duration::from_secs(10));
-        let ctx = Ctx::new(config, WorkerClient::new("127.0.0.1:1").unwrap());
+        let spawner = crate::spawner::start_in_test_binary("fence::tests::spawner_helper").unwrap();
+        let ctx = Ctx::new(config, WorkerClient::new("127.0.0.1:1").unwrap(), spawner);
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg("sleep 300 & sleep 300")

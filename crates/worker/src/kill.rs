@@ -6,8 +6,27 @@ use rustix::io::Errno;
 use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
 use std::process::ExitStatus;
 use std::time::Duration;
-use tokio::process::Child;
 use tokio::time::Instant;
+
+/// The leader of a group being stopped: something whose exit can be awaited (a step
+/// reported by the spawner, or a direct child in tests).
+pub(crate) trait Leader {
+    /// Waits for the leader's exit status (cancel-safe, repeatable).
+    fn wait(&mut self) -> impl Future<Output = std::io::Result<ExitStatus>> + Send;
+}
+
+impl Leader for crate::spawner::StepExit {
+    fn wait(&mut self) -> impl Future<Output = std::io::Result<ExitStatus>> + Send {
+        crate::spawner::StepExit::wait(self)
+    }
+}
+
+#[cfg(test)]
+impl Leader for tokio::process::Child {
+    fn wait(&mut self) -> impl Future<Output = std::io::Result<ExitStatus>> + Send {
+        tokio::process::Child::wait(self)
+    }
+}
 
 /// Sends `sig` to every process of group `pgid`. Returns false when the group is gone.
 pub(crate) fn signal_group(pgid: Pid, sig: Signal) -> bool {
@@ -71,7 +90,7 @@ pub(crate) async fn terminate_group(
     pgid: Pid,
     first: Signal,
     grace: Duration,
-    child: &mut Child,
+    child: &mut impl Leader,
     hurry: impl Future<Output = ()>,
 ) -> std::io::Result<ExitStatus> {
     let deadline = Instant::now() + grace;
@@ -105,7 +124,7 @@ pub(crate) async fn terminate_group(
 mod tests {
     use super::*;
     use crate::procfs::live_group_members;
-    use tokio::process::Command;
+    use tokio::process::{Child, Command};
 
     fn spawn_group(script: &str) -> (Child, Pid) {
         let child = Command::new("sh")

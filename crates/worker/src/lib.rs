@@ -8,9 +8,11 @@
 //! - [`config`]: [`WorkerConfig`] and its defaults. `error.rs`: [`WorkerError`].
 //! - `lifecycle.rs` (register → session → drain), `session.rs` (registration with backoff),
 //!   `context.rs` (shared state), `attempts.rs` (held attempts).
-//! - `runner.rs` (claim loop + slots), `executor.rs` (one attempt), `spawn.rs` (env +
-//!   spawn), `kill.rs` (TERM → grace → KILL), `pgid.rs` (durable pgid records, boot
-//!   reaping), `procfs.rs`, `workspace.rs`, `instance.rs` (the persistent instance id).
+//! - `runner.rs` (claim loop + slots), `executor.rs` (one attempt), `spawn.rs` (a step's
+//!   environment), [`spawner`] (the helper process that spawns steps and kills them when
+//!   the worker dies), `kill.rs` (TERM → grace → KILL), `pgid.rs` (durable pgid records,
+//!   boot reaping), `procfs.rs`, `workspace.rs`, `legacy.rs` (retiring the shared
+//!   workspace of earlier releases), `instance.rs` (the persistent instance id).
 //! - `heartbeat.rs`, `control.rs`, `logbuf.rs` + `logship.rs` (output), `report.rs`, `fence.rs` (self-fencing),
 //!   `memory.rs` (memory limits), `backoff.rs`.
 //! - `shutdown.rs`: [`ShutdownHandle`] and its warm/soft/hard [`ShutdownMode`]s.
@@ -27,6 +29,7 @@ mod fleet;
 mod heartbeat;
 mod instance;
 mod kill;
+mod legacy;
 mod lifecycle;
 mod logbuf;
 mod logship;
@@ -38,11 +41,14 @@ mod runner;
 mod session;
 mod shutdown;
 mod spawn;
+pub mod spawner;
 mod workspace;
 
 pub use config::{WorkerConfig, host_name};
 pub use error::WorkerError;
+pub use legacy::{Retirement, retire_shared_workspace};
 pub use shutdown::{ShutdownHandle, ShutdownMode, UnknownShutdownMode};
+pub use spawner::{Spawner, SpawnerError};
 
 use context::Ctx;
 use rota_client::WorkerClient;
@@ -126,7 +132,14 @@ pub async fn run_with(
         );
     }
 
-    let ctx = Arc::new(Ctx::new(config, client).with_instance_id(instance_id));
+    let spawner =
+        config.spawner.clone().ok_or_else(|| WorkerError::InvalidConfig("spawner: none given".into()))?;
+    spawner
+        .use_journal(&config.workspace)
+        .await
+        .map_err(|source| WorkerError::Workspace { path: pgid::running_dir(&config.workspace), source })?;
+    let spawner_gone = spawner.gone();
+    let ctx = Arc::new(Ctx::new(config, client, spawner).with_instance_id(instance_id));
     ctx.fleet.set_shutdown(shutdown.clone());
     let background = CancellationToken::new();
     let _hard_stop = HardStop { ctx: ctx.clone(), background: background.clone() };
@@ -149,7 +162,15 @@ pub async fn run_with(
             async move { fleet::ticker(&ctx, stop).await }
         }),
     ];
-    let result = lifecycle::serve(&ctx, &shutdown, ready).await;
+    let result = tokio::select! {
+        result = lifecycle::serve(&ctx, &shutdown, ready) => result,
+        // Without its spawner the worker can neither start nor watch a step: stop, and
+        // let the helper's own exit have killed what ran (a supervisor restarts us).
+        () = spawner_gone.cancelled() => {
+            tracing::error!("the step spawner stopped; the worker stops");
+            Err(WorkerError::Spawner("the helper process exited or its socket broke".into()))
+        }
+    };
     // Whatever still runs (a refusal after a lost session) must not outlive the worker.
     ctx.attempts.stop_all(attempts::StopKind::Superseded);
     background.cancel();

@@ -202,23 +202,9 @@ impl Journal {
     }
 
     /// The live record of `attempt`, if there is one.
+    #[cfg(test)]
     pub(crate) fn get(&self, attempt: AttemptId) -> Option<PgidRecord> {
         self.lock().live.get(&attempt).cloned()
-    }
-
-    /// Kills the group recorded for `attempt` if the record still exists and is tied to
-    /// live processes (used when a result is refused and the group must be known dead).
-    pub(crate) fn kill_if_recorded(&self, attempt: AttemptId) -> bool {
-        let Some(rec) = self.get(attempt) else { return false };
-        let live = procfs::all_processes().map(|p| is_record_live(&rec, &p)).unwrap_or(false);
-        let killed = match Pid::from_raw(rec.pgid).filter(|_| live && rec.pgid > 1) {
-            Some(pgid) => kill::kill_group(pgid),
-            None => false,
-        };
-        if !live {
-            let _ = self.forget(attempt);
-        }
-        killed
     }
 }
 
@@ -465,18 +451,5 @@ mod tests {
         let _ = child.wait();
         assert_group_dies(rec.pgid);
         assert!(!legacy.exists());
-    }
-
-    #[test]
-    fn kill_if_recorded_forgets_a_record_whose_group_is_gone() {
-        let ws = workspace();
-        let j = Journal::new(ws.path());
-        let (mut child, rec) = spawn_group();
-        j.record(&rec).unwrap();
-        assert!(j.kill_if_recorded(rec.attempt_id));
-        let _ = child.wait();
-        assert_group_dies(rec.pgid);
-        assert!(!j.kill_if_recorded(rec.attempt_id));
-        assert_eq!(j.get(rec.attempt_id), None);
     }
 }

@@ -11,6 +11,8 @@ pub(crate) struct ProcStat {
     pub(crate) pid: i32,
     /// State letter (`R`, `S`, `Z`, ...).
     pub(crate) state: u8,
+    /// Parent process id.
+    pub(crate) ppid: i32,
     /// Process group id.
     pub(crate) pgid: i32,
     /// Start time in clock ticks after boot.
@@ -30,13 +32,14 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let pid = text[..open].trim().parse().ok()?;
-    // After ")": field 3 (state) is index 0, field 5 (pgrp) index 2, field 22 (starttime)
-    // index 19.
+    // After ")": field 3 (state) is index 0, field 4 (ppid) index 1, field 5 (pgrp) index 2,
+    // field 22 (starttime) index 19.
     let mut rest = text.get(close + 1..)?.split_whitespace();
     let state = *rest.next()?.as_bytes().first()?;
-    let pgid = rest.nth(1)?.parse().ok()?;
+    let ppid = rest.next()?.parse().ok()?;
+    let pgid = rest.next()?.parse().ok()?;
     let start_ticks = rest.nth(16)?.parse().ok()?;
-    Some(ProcStat { pid, state, pgid, start_ticks })
+    Some(ProcStat { pid, state, ppid, pgid, start_ticks })
 }
 
 /// Reads `/proc/<pid>/stat`: one open and (almost always) one read into a stack buffer, as
@@ -97,7 +100,7 @@ mod tests {
         let line = "4242 (my (odd) name) S 1 4240 4240 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 100 \
                     18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 3 0 0 0 0 0";
         let s = parse_stat(line).unwrap();
-        assert_eq!(s, ProcStat { pid: 4242, state: b'S', pgid: 4240, start_ticks: 987_654 });
+        assert_eq!(s, ProcStat { pid: 4242, state: b'S', ppid: 1, pgid: 4240, start_ticks: 987_654 });
         assert!(parse_stat("garbage").is_none());
     }
 

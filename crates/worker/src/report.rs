@@ -234,14 +234,14 @@ fn settle(ctx: &Ctx, item: &CompleteItem, status: u16, error: Option<&str>) -> D
         }
         409 => {
             tracing::warn!("attempt {} superseded: result not recorded (409)", item.attempt_id);
-            ctx.journal.kill_if_recorded(item.attempt_id);
+            let _ = ctx.spawner.release(item.attempt_id);
             Delivery::Done
         }
         401 | 408 | 429 | 500..=599 => Delivery::Retry,
         _ => {
             tracing::error!(attempt_id = %item.attempt_id, status,
                 "server refused the result: {}; it is dropped", error.unwrap_or("no reason given"));
-            ctx.journal.kill_if_recorded(item.attempt_id);
+            let _ = ctx.spawner.release(item.attempt_id);
             Delivery::Done
         }
     }

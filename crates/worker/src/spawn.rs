@@ -1,14 +1,9 @@
-//! Building a step's environment and spawning its `sh -c` in a new process group. The
+//! Building a step's environment and naming its shell (the spawner helper spawns it). The
 //! environment is built, never inherited: only PATH, HOME, LANG, TZ from the worker, the
-//! job's env and `ROTA_*`; never a token, credential or their file paths. No `pre_exec`
-//! hook here, ever: it would force fork+exec and collapse the spawn rate.
+//! job's env and `ROTA_*`; never a token, credential or their file paths.
 
 use rota_api_types::worker::ClaimedStep;
 use std::ffi::OsString;
-use std::io;
-use std::path::Path;
-use std::process::Stdio;
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 /// PATH for steps when the worker has none.
 pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -61,50 +56,11 @@ pub(crate) fn build_env(base: &BaseEnv, step: &ClaimedStep, secrets: &[&str]) ->
     env
 }
 
-/// A spawned step: its shell (leader of a new process group) and its output pipes.
-#[derive(Debug)]
-pub(crate) struct Spawned {
-    /// The `sh` process.
-    pub(crate) child: Child,
-    /// Its pid, which is also the group id.
-    pub(crate) pid: i32,
-    /// Its stdout pipe.
-    pub(crate) stdout: ChildStdout,
-    /// Its stderr pipe.
-    pub(crate) stderr: ChildStderr,
-}
-
-/// The shell that runs every step.
+/// The shell that runs every step, as an absolute path, never a PATH lookup: the step's
+/// PATH differs from the worker's, and Rust's std then cannot use posix_spawnp (it would
+/// search the wrong PATH) and silently falls back to fork+exec, which profiled at ~2 ms of
+/// CPU per step here and collapses further as the RSS grows. POSIX guarantees /bin/sh.
 pub(crate) const SHELL: &str = "/bin/sh";
-
-/// Spawns `sh -c <run>` in `cwd` with exactly `env`, stdin from /dev/null, stdout and
-/// stderr piped, as the leader of a new process group (`process_group(0)`, which
-/// `posix_spawn` handles without a `pre_exec` hook).
-pub(crate) fn spawn_step(run: &str, env: &[(OsString, OsString)], cwd: &Path) -> io::Result<Spawned> {
-    // An absolute path, never a PATH lookup: the step's PATH differs from the worker's, and
-    // Rust's std then cannot use posix_spawnp (it would search the wrong PATH) and silently
-    // falls back to fork+exec, which profiled at ~2 ms of worker CPU per step here and
-    // collapses further as the worker's RSS grows. POSIX guarantees /bin/sh.
-    let mut cmd = Command::new(SHELL);
-    cmd.arg("-c")
-        .arg(run)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .current_dir(cwd)
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn()?;
-    let pid = child
-        .id()
-        .and_then(|p| i32::try_from(p).ok())
-        .ok_or_else(|| io::Error::other("spawned step has no pid"))?;
-    let stdout = child.stdout.take().ok_or_else(|| io::Error::other("spawned step has no stdout pipe"))?;
-    let stderr = child.stderr.take().ok_or_else(|| io::Error::other("spawned step has no stderr pipe"))?;
-    Ok(Spawned { child, pid, stdout, stderr })
-}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -113,6 +69,11 @@ mod tests {
     use rota_domain::{AttemptId, JobId};
     use std::collections::BTreeMap;
     use tokio::io::AsyncReadExt;
+
+    #[test]
+    fn spawner_helper() {
+        crate::spawner::serve_if_test_helper();
+    }
 
     fn step(env: &[(&str, &str)]) -> ClaimedStep {
         ClaimedStep {
@@ -138,10 +99,14 @@ mod tests {
         let base = BaseEnv::from_process();
         let env = build_env(&base, &s, &["join-s3cret", "cred-abc"]);
         let dir = tempfile::tempdir().unwrap();
-        let mut sp = spawn_step("env", &env, dir.path()).unwrap();
+        let spawner = crate::spawner::start_in_test_binary("spawn::tests::spawner_helper").unwrap();
+        let mut sp = spawner
+            .spawn(s.attempt_id, SHELL, vec!["-c".into(), "env".into()], env, dir.path())
+            .await
+            .unwrap();
         let mut out = String::new();
         sp.stdout.read_to_string(&mut out).await.unwrap();
-        assert!(sp.child.wait().await.unwrap().success());
+        assert!(sp.exit.wait().await.unwrap().success());
         let mut seen: BTreeMap<&str, &str> = out.lines().filter_map(|l| l.split_once('=')).collect();
         // `sh` itself may export PWD (and dash sets nothing else); it is not inherited.
         seen.remove("PWD");

@@ -39,15 +39,7 @@ pub(crate) fn prepare(ws: &Path) -> Result<WorkspaceLock, WorkerError> {
         .map_err(|e| err(&lock_path, e))?;
     match file.try_lock() {
         Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            return Err(err(
-                ws,
-                io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    "in use by another worker (.rota/worker.lock is held); give each worker its own workspace",
-                ),
-            ));
-        }
+        Err(TryLockError::WouldBlock) => return Err(WorkerError::WorkspaceInUse { path: ws.to_path_buf() }),
         Err(TryLockError::Error(e)) => return Err(err(&lock_path, e)),
     }
     let pool = pool_dir(ws);
@@ -200,7 +192,9 @@ mod tests {
         assert!(ws.join("attempts").is_dir());
         assert!(pgid::running_dir(&ws).is_dir());
         let second = prepare(&ws).unwrap_err();
+        assert!(matches!(second, WorkerError::WorkspaceInUse { .. }), "{second:?}");
         assert!(second.to_string().contains("in use by another worker"), "{second}");
+        assert!(std::error::Error::source(&second).is_none(), "the message must not repeat a source");
         drop(lock);
         // Another test of this binary that forks a child at this moment hands it a copy of
         // every descriptor, the lock's included, until the child execs (close-on-exec):

@@ -93,8 +93,15 @@ async fn start_worker(config: WorkerConfig) -> Worker {
     Worker { shutdown, task, ready }
 }
 
+/// The body of this binary when it runs as a worker's step spawner.
+#[test]
+fn spawner_helper() {
+    rota_worker::spawner::serve_if_test_helper();
+}
+
 fn worker_config(server: &Server, ws: &Path) -> WorkerConfig {
     let mut c = WorkerConfig::new(server.addr.to_string(), JOIN, ws);
+    c.spawner = Some(rota_worker::spawner::start_in_test_binary("spawner_helper").unwrap());
     c.name = format!("w-{}", ws.file_name().unwrap().to_string_lossy());
     c.concurrency = 4;
     c.kill_grace = KILL_GRACE;

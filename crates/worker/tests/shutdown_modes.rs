@@ -97,6 +97,12 @@ async fn wait_lost(c: &Client, id: JobId) -> String {
     }
 }
 
+/// The body of this binary when it runs as a worker's step spawner.
+#[test]
+fn spawner_helper() {
+    rota_worker::spawner::serve_if_test_helper();
+}
+
 /// Runs one worker with a TERM-ignoring step, requests `modes` in order (`gap` apart)
 /// and returns (time from the first request to the worker's return, lost reason).
 async fn stop_with(modes: &[ShutdownMode], gap: Duration) -> (Duration, String) {
@@ -104,6 +110,7 @@ async fn stop_with(modes: &[ShutdownMode], gap: Duration) -> (Duration, String) 
     let (addr, stop_server) = start_server(&t.path().join("rota.db")).await;
     let c = Client::new(&addr, Some(ADMIN.into())).unwrap();
     let mut config = WorkerConfig::new(addr.clone(), JOIN, t.path().join("ws"));
+    config.spawner = Some(rota_worker::spawner::start_in_test_binary("spawner_helper").unwrap());
     config.drain_timeout = Duration::from_secs(3600);
     config.kill_grace = KILL_GRACE;
     let handle = ShutdownHandle::new();

@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) async fn run(args: &DevArgs, paths: &Paths) -> Result<ExitCode> {
+pub(crate) async fn run(
+    args: &DevArgs,
+    paths: &Paths,
+    spawner: Option<rota_worker::Spawner>,
+) -> Result<ExitCode> {
     let settings = ServerSettings::from_args(&args.server, paths)?;
     super::init_tracing();
     let signals = StopSignals::install()?;
@@ -25,9 +29,15 @@ pub(crate) async fn run(args: &DevArgs, paths: &Paths) -> Result<ExitCode> {
     let mut worker_config = WorkerConfig::new(
         url.clone(),
         server.config.join_token.clone(),
-        args.workspace.clone().unwrap_or_else(|| paths.workspace()),
+        args.workspace.clone().unwrap_or_default(),
     );
     worker_config.concurrency = args.concurrency;
+    worker_config.spawner = spawner;
+    if args.workspace.is_none() {
+        worker_config.workspace = crate::workspace::default_dir(paths, &worker_config.name)?;
+        let legacy = crate::workspace::legacy_dir(paths, &crate::lifecycle::paths::Instance::profile(None)?);
+        crate::workspace::retire_legacy(legacy).await;
+    }
 
     let tokens_created = server.tokens_created;
     let server_stop = CancellationToken::new();
@@ -87,8 +97,15 @@ fn banner(url: &str, paths: &Paths, settings: &ServerSettings, tokens_created: b
     super::server::announce_tokens(paths, tokens_created);
     let default = format!("http://{DEFAULT_ADDR}");
     let prefix = if url == default { String::new() } else { format!("ROTA_SERVER={url} ") };
+    // Pasted as printed, these must work: after `cargo run` no `rota` is on the PATH.
+    let rota = crate::shell::this_program();
     note("try, in another terminal:");
-    note(format_args!("  {prefix}rota job submit -- echo hello"));
-    note(format_args!("  {prefix}rota job list"));
+    note(format_args!("  {prefix}{rota} job submit -- echo hello"));
+    note(format_args!("  {prefix}{rota} job list"));
+    if rota != "rota" {
+        note(
+            "(to type just `rota`, put it on your PATH: `cargo install --path crates/cli` in rota's source tree)",
+        );
+    }
     note("Ctrl-C stops both (running steps finish first).");
 }

@@ -57,6 +57,17 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
 
 fn run_async(cli: Cli) -> Result<ExitCode> {
     let paths = Paths::from_env()?;
+    // A worker's step spawner starts here, from the main thread, before the runtime: it is
+    // re-executed (never forked after tokio) and dies with the thread that started it.
+    let runs_worker = match &cli.command {
+        Command::Dev(_) => true,
+        Command::Worker(args) => matches!(
+            **args,
+            WorkerArgs { command: Some(WorkerCommand::Run(_)), .. } | WorkerArgs { command: None, .. }
+        ),
+        _ => false,
+    };
+    let spawner = if runs_worker { Some(start_spawner()?) } else { None };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,11 +78,11 @@ fn run_async(cli: Cli) -> Result<ExitCode> {
                 ServerCmd { command: None, run } => server::run(&run, &paths).await,
                 ServerCmd { command: Some(command), .. } => server_bg::run(&cli.global, command, &paths),
             },
-            Command::Dev(args) => dev::run(&args, &paths).await,
+            Command::Dev(args) => dev::run(&args, &paths, spawner).await,
             Command::Worker(args) => match *args {
                 WorkerArgs { command: Some(WorkerCommand::Run(run_args)), .. }
                 | WorkerArgs { command: None, run: run_args } => {
-                    worker_run::run(&cli.global, &run_args, &paths).await
+                    worker_run::run(&cli.global, &run_args, &paths, spawner).await
                 }
                 WorkerArgs { command: Some(WorkerCommand::Fleet(fleet)), .. } => {
                     fleet::run(&cli.global, *fleet, &paths).await
@@ -110,4 +121,17 @@ pub(crate) fn init_tracing_to(file: std::fs::File) {
         .with_writer(std::sync::Mutex::new(file))
         .with_ansi(false)
         .try_init();
+}
+
+/// Starts the step spawner of a worker this process will run.
+fn start_spawner() -> Result<rota_worker::Spawner> {
+    let arg = std::ffi::OsStr::new(rota_worker::spawner::HELPER_ARG);
+    let spawner = rota_worker::Spawner::start(&[arg], &[])?;
+    // Test-only, and only in debug builds: the worker KILLs itself right after a spawn
+    // is answered (crates/cli/tests prove no step survives that).
+    #[cfg(debug_assertions)]
+    if std::env::var_os("ROTA_TEST_KILL_AFTER_SPAWN").is_some() {
+        spawner.test_kill_after_spawn();
+    }
+    Ok(spawner)
 }

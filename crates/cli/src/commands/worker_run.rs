@@ -28,10 +28,15 @@ use tokio_util::sync::CancellationToken;
 /// The readiness pipe, until its one line has been written.
 type Pipe = Arc<Mutex<Option<File>>>;
 
-pub(crate) async fn run(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Result<ExitCode> {
+pub(crate) async fn run(
+    global: &GlobalArgs,
+    args: &WorkerRunArgs,
+    paths: &Paths,
+    spawner: Option<rota_worker::Spawner>,
+) -> Result<ExitCode> {
     let pipe: Pipe = Arc::new(Mutex::new(readiness::take_from_stdout()));
     let prepared = prepare(global, args, paths).await;
-    let (config, port, registered, handle) = match prepared {
+    let (mut config, port, registered, handle) = match prepared {
         Ok(p) => p,
         Err(e) => {
             report(
@@ -41,6 +46,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths
             return Err(config_error(e));
         }
     };
+    config.spawner = spawner;
     let signals = StopSignals::install()?;
     watch_supervisor(&handle);
     let stop_now = CancellationToken::new();
@@ -101,13 +107,16 @@ pub(crate) async fn run(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths
         }
         Err(e) if e.is_cancelled() => Ok(ExitCode::from(1)),
         Ok(Err(
-            e @ (WorkerError::Refused { .. } | WorkerError::InvalidConfig(_) | WorkerError::NameHeld { .. }),
+            e @ (WorkerError::Refused { .. }
+            | WorkerError::InvalidConfig(_)
+            | WorkerError::WorkspaceInUse { .. }
+            | WorkerError::NameHeld { .. }),
         )) => {
             report(&pipe, ReadyLine::failed(NotReady::Refused, e.to_string(), Some(i32::from(EXIT_CONFIG))));
             Err(with_code(EXIT_CONFIG, anyhow::Error::new(e)))
         }
         Ok(Err(e)) => {
-            report(&pipe, ReadyLine::failed(NotReady::Exited, e.to_string(), Some(1)));
+            report(&pipe, ReadyLine::failed(NotReady::Exited, with_causes(&e), Some(1)));
             Err(anyhow::Error::new(e).context("worker stopped with an error"))
         }
         Err(e) => Err(anyhow::Error::new(e).context("worker panicked")),
@@ -123,6 +132,9 @@ async fn prepare(
 ) -> Result<(WorkerConfig, Option<u16>, Arc<AtomicBool>, ShutdownHandle)> {
     let config = worker_config(global, args, paths)?;
     init_logging(args)?;
+    if args.workspace.is_none() {
+        crate::workspace::retire_legacy(crate::workspace::legacy_dir(paths, &instance(args)?)).await;
+    }
     if let Some(mib) = args.bench_ballast_mib {
         hold_ballast(mib);
     }
@@ -208,6 +220,18 @@ fn watch_supervisor(handle: &ShutdownHandle) {
     }
 }
 
+/// An error's message followed by its causes (`workspace X: Permission denied`).
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 fn report(pipe: &Pipe, line: ReadyLine) {
     if let Some(f) = pipe.lock().unwrap_or_else(PoisonError::into_inner).take() {
         readiness::send(f, &line);
@@ -247,11 +271,7 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
         })?,
     };
     let inst = instance(args)?;
-    let workspace = args.workspace.clone().unwrap_or_else(|| match &inst {
-        Instance::Profile(p) if p == DEFAULT_PROFILE => paths.workspace(),
-        other => paths.data_dir.join(format!("workspace-{}", other.key())),
-    });
-    let mut config = WorkerConfig::new(server, join_token, workspace);
+    let mut config = WorkerConfig::new(server, join_token, args.workspace.clone().unwrap_or_default());
     match &inst {
         Instance::Node(node) => config.name = node.clone(),
         Instance::Profile(p) if p != DEFAULT_PROFILE => {
@@ -262,6 +282,9 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
     }
     if let Some(name) = &args.name {
         config.name = name.clone();
+    }
+    if args.workspace.is_none() {
+        config.workspace = crate::workspace::default_dir(paths, &config.name)?;
     }
     if !args.queues.is_empty() {
         config.queues = args.queues.clone();

@@ -203,14 +203,13 @@ fn stop_worker(
     Ok("signals to the worker and its supervisor".into())
 }
 
-/// A worker left running by a supervisor that died (killed, crashed): the state names it
-/// with its start time, so it is provably ours. Asks it for a soft shutdown on its control
-/// port, else TERM, then KILL. Returns its pid if there was one.
+/// A worker left running by a supervisor that died (killed, crashed). It is provably ours
+/// only as the very process its supervisor recorded: same boot, pid and start time, our
+/// user, and no supervisor holds the instance lock (a live one would claim it). Never by
+/// its environment, which a non-dumpable worker hides. Asks it for a soft shutdown on its
+/// control port, else TERM, then KILL. Returns its pid if there was one.
 pub(crate) fn stop_orphan(paths: &InstancePaths, meta: &Meta, st: &state::RuntimeState) -> Option<i32> {
-    let worker = st.worker.filter(|w| w.is_alive(None))?;
-    if procs::environ_var(worker.pid, "ROTA_INSTANCE_KEY").as_deref() != Some(paths.key.as_str()) {
-        return None;
-    }
+    let worker = orphan(paths, st)?;
     tracing::warn!(pid = worker.pid, "stopping a worker whose supervisor died");
     let secret = std::fs::read_to_string(&paths.secret).ok().map(|s| s.trim().to_string());
     let addr = st.port.and_then(|p| parse_bind(&meta.bind).ok().map(|b| SocketAddr::new(b.ip(), p)));
@@ -232,6 +231,14 @@ pub(crate) fn stop_orphan(paths: &InstancePaths, meta: &Meta, st: &state::Runtim
         wait_until(gone, SIGNAL_GRACE);
     }
     Some(worker.pid)
+}
+
+/// The worker `st` records, if it is provably ours and no supervisor claims it.
+pub(crate) fn orphan(paths: &InstancePaths, st: &state::RuntimeState) -> Option<ProcId> {
+    let worker = st.worker?;
+    let same_boot = st.boot_id.is_none() || st.boot_id == procs::boot_id();
+    let unclaimed = !locks::is_held(&paths.instance_lock).unwrap_or(true);
+    (same_boot && unclaimed && worker.is_alive(None) && procs::is_ours(worker.pid)).then_some(worker)
 }
 
 /// Ends a verified supervisor: the process groups of its children (verified as its

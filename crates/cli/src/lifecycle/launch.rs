@@ -212,6 +212,11 @@ pub(crate) fn start_locked(paths: &InstancePaths, req: &StartRequest) -> Result<
 /// Refuses settings that cannot work before anything is spawned.
 fn check(meta: &Meta) -> Result<()> {
     parse_bind(&meta.bind)?;
+    if !meta.is_server() && meta.workspace.is_none() && meta.command.is_none() {
+        // The default workspace is named for the worker: a name that cannot be one is
+        // refused here (exit 2), not by a worker that would then fail in the background.
+        crate::workspace::dir_name(&super::report::expected_name(meta))?;
+    }
     if let Some(path) = &meta.env_file
         && let Err(bad) = envfile::load(path)
     {

@@ -1,6 +1,8 @@
 //! Reading `/proc`: a process's state, parent, group, session and start time (field 22 of
-//! `/proc/<pid>/stat`, clock ticks after boot, so a reused pid never matches), its argv
-//! and one of its environment variables, the boot id and uptimes. Read-only.
+//! `/proc/<pid>/stat`, clock ticks after boot, so a reused pid never matches), its argv and
+//! its user, the boot id and uptimes. Read-only. Never a process's environment
+//! (`/proc/<pid>/environ`): workers may be non-dumpable, which makes it unreadable, so
+//! nothing may depend on it.
 
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -114,14 +116,19 @@ pub(crate) fn cmdline(pid: i32) -> Option<Vec<String>> {
     )
 }
 
-/// One variable of a process's environment (readable for our own processes only).
-pub(crate) fn environ_var(pid: i32, name: &str) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let prefix = format!("{name}=");
-    raw.split(|b| *b == 0).find_map(|kv| {
-        let kv = String::from_utf8_lossy(kv);
-        kv.strip_prefix(&prefix).map(str::to_string)
-    })
+/// The real uid a process runs as (`Uid:` in `/proc/<pid>/status`, readable for every
+/// process). Not the owner of `/proc/<pid>`: that turns to root for a non-dumpable process.
+pub(crate) fn uid(pid: i32) -> Option<u32> {
+    if pid <= 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("Uid:")?.split_whitespace().next()?.parse().ok())
+}
+
+/// True when `pid` runs as this process's user.
+pub(crate) fn is_ours(pid: i32) -> bool {
+    uid(pid) == Some(rustix::process::getuid().as_raw())
 }
 
 /// This boot's id: state recorded under another boot describes processes that are gone.
@@ -162,5 +169,34 @@ mod tests {
         assert!(!me.is_alive(Some(me.pid)), "not its own child");
         assert!(!cmdline(me.pid).unwrap().is_empty());
         assert!(boot_id().is_some());
+        assert!(is_ours(me.pid));
+        assert_eq!(uid(0), None);
+    }
+
+    /// Ownership checks (`stop`, `diagnose`, `healthcheck`, `start`) rest on flocks, pids,
+    /// start times and `/proc/<pid>/{stat,status,cmdline}`. A hardened (non-dumpable)
+    /// worker's `/proc/<pid>/environ` cannot be read, so no code of this crate may read it.
+    #[test]
+    fn no_code_reads_a_process_environment() {
+        fn scan(dir: &std::path::Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    scan(&path, found);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let body = text.split("#[cfg(test)]").next().unwrap_or_default();
+                    for (n, line) in body.lines().enumerate() {
+                        let code = line.split("//").next().unwrap_or_default();
+                        if code.contains("environ\"") || code.contains("/environ") {
+                            found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut found = Vec::new();
+        scan(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
+        assert!(found.is_empty(), "reads of /proc/<pid>/environ:\n{}", found.join("\n"));
     }
 }

@@ -2,6 +2,8 @@
 //! its own: holds the instance lock for its whole life, is a child subreaper, runs the
 //! worker and forwards its readiness, restarts crashes with backoff and jitter until too
 //! many unstable exits make it `failed`. Exit 0 and 78 are never restarted; 75 at once.
+//! In `failed` it keeps the lock only if its worker ever registered: a failed start leaves
+//! no process behind, only the `failed` record.
 
 use super::files::{self, Loaded};
 use super::locks;
@@ -134,6 +136,7 @@ async fn supervise(args: &SuperviseArgs, mut notify: Option<File>) -> Result<Exi
         notify,
         signals: Signals::install()?,
         ready_deadline: args.ready_timeout.map(|d| Instant::now() + d),
+        registered: false,
         ready_timeout: args.ready_timeout,
         replace_once: args.replace,
     };
@@ -191,6 +194,8 @@ struct Supervisor {
     signals: Signals,
     /// Only the first run has to register by a deadline.
     ready_deadline: Option<Instant>,
+    /// A worker of this supervisor registered at least once (decides what `failed` keeps).
+    registered: bool,
     ready_timeout: Option<Duration>,
     /// Only the first run takes its name over (`start --replace`).
     replace_once: bool,
@@ -212,7 +217,7 @@ impl Supervisor {
                         self.meta.invocation(&self.exe).program.display()
                     );
                     self.fail(NotReady::Spawn, why, None);
-                    return self.idle_failed().await;
+                    return self.after_failed().await;
                 }
             };
             let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
@@ -253,7 +258,7 @@ impl Supervisor {
                     }
                     self.record_exit(None, ExitKind::NotReady, started);
                     self.fail(NotReady::Timeout, why, None);
-                    return self.idle_failed().await;
+                    return self.after_failed().await;
                 }
                 Event::Exited(status) => status,
             };
@@ -264,7 +269,7 @@ impl Supervisor {
                         return self.mark_stopped(false);
                     }
                 }
-                Next::Failed => return self.idle_failed().await,
+                Next::Failed => return self.after_failed().await,
                 Next::Exit => return,
             }
         }
@@ -352,6 +357,7 @@ impl Supervisor {
     fn on_ready(&mut self, pid: i32, line: &ReadyLine) {
         tracing::info!(pid, port = line.port, "{} is ready", self.what());
         self.ready_deadline = None;
+        self.registered = true;
         let (line, supervisor) = (line.clone(), self.me.pid.unsigned_abs());
         self.update(|s| {
             s.phase = Phase::Running;
@@ -421,6 +427,22 @@ impl Supervisor {
                 s.stopped_by_user = true;
             }
         });
+    }
+
+    /// After `failed`: a worker that registered at least once keeps this supervisor (see
+    /// [`Self::idle_failed`]). One that never did was a failed start: the supervisor exits
+    /// and leaves no rota process behind; the `failed` record (reason, last exit) stays in
+    /// the state file for `status` and `heal`, and the free instance lock lets the next
+    /// `start` begin afresh.
+    async fn after_failed(&mut self) {
+        if self.registered {
+            return self.idle_failed().await;
+        }
+        reaper::kill_leftovers(self.me.pid);
+        tracing::info!(
+            "{} never became ready: the supervisor exits; the state file keeps `failed`",
+            self.what()
+        );
     }
 
     /// `failed`: keep the instance lock (no second supervisor starts by accident) until a

@@ -8,7 +8,7 @@ use crate::lifecycle::identity::{self, describe_stale_pid};
 use crate::lifecycle::meta::{Meta, all_saved, parse_bind};
 use crate::lifecycle::paths::{Dirs, InstancePaths};
 use crate::lifecycle::state::RuntimeState;
-use crate::lifecycle::{envfile, files, procs, template};
+use crate::lifecycle::{envfile, files, halt, procs, template};
 use crate::output::Out;
 use anyhow::Result;
 use serde::Serialize;
@@ -303,42 +303,40 @@ fn check_port(r: &mut Report, p: &InstancePaths, m: &Meta) {
     }
 }
 
-/// rota supervisors and supervised workers whose instance does not claim them.
+/// rota supervisors and supervised workers that their instance does not claim. A
+/// supervisor is known by its argv (`worker supervise --key K`), a worker by its
+/// instance's state file (pid and start time, as its supervisor recorded it); ownership by
+/// the instance lock and `/proc` stat and status. Never by a process's environment, which
+/// a non-dumpable worker hides.
 fn check_processes(r: &mut Report, dirs: &Dirs) {
-    let me = rustix::process::getuid().as_raw();
+    let orphan = |r: &mut Report, pid: i32, inst: &dyn std::fmt::Display| {
+        let argv = procs::cmdline(pid).unwrap_or_default().join(" ");
+        r.add(
+            Level::Warning,
+            "process",
+            pid,
+            format!("orphaned rota worker process of {inst} ({argv}); its supervisor does not claim it"),
+        );
+    };
     for s in procs::all() {
-        let Some(argv) = procs::cmdline(s.pid) else { continue };
-        let owned = std::fs::metadata(format!("/proc/{}", s.pid)).is_ok_and(|m| {
-            use std::os::unix::fs::MetadataExt;
-            m.uid() == me
-        });
-        if !owned || s.is_zombie() {
+        if s.is_zombie() || !procs::is_ours(s.pid) {
             continue;
         }
-        let key = if argv.iter().any(|a| a == "supervise") && argv.iter().any(|a| a == "worker") {
-            argv.iter().skip_while(|a| *a != "--key").nth(1).cloned()
-        } else {
-            procs::environ_var(s.pid, "ROTA_INSTANCE_KEY")
-        };
-        let Some(key) = key else { continue };
-        let Some(inst) = crate::lifecycle::paths::Instance::from_key(&key) else { continue };
-        let ip = dirs.instance(&inst);
-        let alive = identity::probe(&ip).ok().and_then(|pr| pr.alive().cloned());
-        let claimed = alive.as_ref().is_some_and(|a| {
-            a.supervisor.pid == s.pid
-                || a.worker.is_some_and(|w| w.pid == s.pid)
-                || s.ppid == a.supervisor.pid
-        });
-        if !claimed {
-            r.add(
-                Level::Warning,
-                "process",
-                s.pid,
-                format!(
-                    "orphaned rota worker process of {inst} ({}); its supervisor does not claim it",
-                    argv.join(" ")
-                ),
-            );
+        let Some(argv) = procs::cmdline(s.pid) else { continue };
+        if !(argv.iter().any(|a| a == "supervise") && argv.iter().any(|a| a == "worker")) {
+            continue;
+        }
+        let Some(key) = argv.iter().skip_while(|a| *a != "--key").nth(1) else { continue };
+        let Some(inst) = crate::lifecycle::paths::Instance::from_key(key) else { continue };
+        let alive = identity::probe(&dirs.instance(&inst)).ok().and_then(|pr| pr.alive().cloned());
+        if alive.is_none_or(|a| a.supervisor.pid != s.pid) {
+            orphan(r, s.pid, &inst);
+        }
+    }
+    for (paths, _) in all_saved(dirs).unwrap_or_default() {
+        let Ok(Some(st)) = files::peek_json::<RuntimeState>(&paths.state) else { continue };
+        if let Some(worker) = halt::orphan(&paths, &st) {
+            orphan(r, worker.pid, &paths.instance);
         }
     }
 }

@@ -1,0 +1,373 @@
+//! The worker's side of the spawner: starting the helper (before any runtime, from the
+//! main thread, so the kernel's death signal follows the worker), sending it spawn
+//! requests with the step's output pipes, and a reader thread that routes its answers
+//! and exit reports to the waiting executors. It never spawns a step itself.
+
+use super::helper::{MAX_REQUEST, PARENT_ENV};
+use super::wire::{Reply, Request, SpawnRequest};
+use crate::kill;
+use rota_domain::AttemptId;
+use rustix::io::Errno;
+use rustix::net::{
+    AddressFamily, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+use rustix::process::Pid;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// Why the spawner could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnerError {
+    /// A socket, the helper process or its reader thread could not be created.
+    #[error("cannot start the step spawner: {0}")]
+    Start(#[source] io::Error),
+}
+
+/// A handle on the worker's spawner helper; cheap to clone. When the last handle is
+/// dropped (or the worker dies), the helper KILLs every step it spawned and exits.
+#[derive(Clone)]
+pub struct Spawner {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spawner").field("helper_pid", &self.inner.helper_pid).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    sock: OwnedFd,
+    /// One sender at a time, so a request and its pipes stay one datagram in order.
+    send_lock: Mutex<()>,
+    next_id: AtomicU64,
+    routes: Arc<Mutex<Routes>>,
+    /// Cancelled when the helper is gone.
+    gone: CancellationToken,
+    helper_pid: u32,
+    /// Test-only: the worker KILLs itself right after a spawn is answered.
+    #[cfg(debug_assertions)]
+    kill_after_spawn: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The reader thread holds a second descriptor of this socket: shut the socket
+        // itself down, so the helper sees EOF now and not when the process exits.
+        let _ = rustix::net::shutdown(&self.sock, rustix::net::Shutdown::Both);
+    }
+}
+
+/// Where answers go.
+#[derive(Default)]
+struct Routes {
+    pending: HashMap<u64, oneshot::Sender<Result<Answer, String>>>,
+    exits: HashMap<i32, oneshot::Sender<i32>>,
+    closed: bool,
+}
+
+enum Answer {
+    Spawned { pid: i32, exit: oneshot::Receiver<i32> },
+    Done,
+}
+
+fn lock(routes: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
+    routes.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A step the helper spawned: its pid (= process group), output pipes and exit.
+#[derive(Debug)]
+pub(crate) struct SpawnedStep {
+    pub(crate) pid: i32,
+    pub(crate) stdout: pipe::Receiver,
+    pub(crate) stderr: pipe::Receiver,
+    pub(crate) exit: StepExit,
+}
+
+/// The exit of a spawned step's leader, reported by the helper. Dropped before the exit
+/// is known, it KILLs the step's group (as `kill_on_drop` did for a direct child).
+#[derive(Debug)]
+pub(crate) struct StepExit {
+    pgid: Option<Pid>,
+    rx: oneshot::Receiver<i32>,
+    status: Option<ExitStatus>,
+}
+
+impl StepExit {
+    /// Waits for the leader's exit. Cancel-safe and repeatable.
+    pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        match (&mut self.rx).await {
+            Ok(raw) => {
+                let status = ExitStatus::from_raw(raw);
+                self.status = Some(status);
+                Ok(status)
+            }
+            Err(_) => Err(io::Error::other("the step spawner is gone")),
+        }
+    }
+}
+
+impl Drop for StepExit {
+    fn drop(&mut self) {
+        if self.status.is_none()
+            && let Some(pgid) = self.pgid
+        {
+            kill::kill_group(pgid);
+        }
+    }
+}
+
+impl Spawner {
+    /// Starts the helper by re-executing this process's binary (`/proc/self/exe`, which
+    /// works even after the file was replaced by an upgrade) with `args`, in its own
+    /// process group, with only `envs` in its environment (never the worker's tokens).
+    /// Call it from the main thread before any async runtime starts: the helper dies
+    /// with the thread that started it.
+    pub fn start(args: &[&OsStr], envs: &[(&str, &OsStr)]) -> Result<Self, SpawnerError> {
+        Self::start_program(Path::new("/proc/self/exe"), args, envs)
+    }
+
+    fn start_program(program: &Path, args: &[&OsStr], envs: &[(&str, &OsStr)]) -> Result<Self, SpawnerError> {
+        let (ours, theirs) =
+            rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+                .map_err(|e| SpawnerError::Start(e.into()))?;
+        // A request is one datagram: let it be as large as `exec` can take. The kernel caps
+        // this at its own maximum; a larger request then fails with a clear error.
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&ours, MAX_REQUEST);
+        let me = std::process::id().to_string();
+        let child = std::process::Command::new(program)
+            .arg0("rota")
+            .args(args)
+            .env_clear()
+            .envs(envs.iter().map(|(k, v)| (*k, *v)))
+            .env(PARENT_ENV, &me)
+            .process_group(0)
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(SpawnerError::Start)?;
+        let helper_pid = child.id();
+        // The helper is reaped by the reader thread's end (or the process's exit); the
+        // handle itself is not needed.
+        drop(child);
+        let reader = ours.try_clone().map_err(SpawnerError::Start)?;
+        let routes = Arc::new(Mutex::new(Routes::default()));
+        let gone = CancellationToken::new();
+        {
+            let (routes, gone) = (routes.clone(), gone.clone());
+            std::thread::Builder::new()
+                .name("rota-spawner".into())
+                .spawn(move || read_answers(&reader, &routes, &gone, helper_pid))
+                .map_err(SpawnerError::Start)?;
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                sock: ours,
+                send_lock: Mutex::new(()),
+                next_id: AtomicU64::new(1),
+                routes,
+                gone,
+                helper_pid,
+                #[cfg(debug_assertions)]
+                kill_after_spawn: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Test-only (debug builds): after each answered spawn the worker KILLs itself, to
+    /// prove a step never outlives its worker even in that window.
+    #[cfg(debug_assertions)]
+    pub fn test_kill_after_spawn(&self) {
+        self.inner.kill_after_spawn.store(true, Ordering::SeqCst);
+    }
+
+    /// The helper's pid.
+    pub fn helper_pid(&self) -> u32 {
+        self.inner.helper_pid
+    }
+
+    /// Cancelled when the helper is gone (it died, or its socket broke).
+    pub fn gone(&self) -> CancellationToken {
+        self.inner.gone.clone()
+    }
+
+    /// From now on the helper journals each spawned group in `workspace` before it
+    /// answers. Boot reaping must have emptied that journal first.
+    pub(crate) async fn use_journal(&self, workspace: &Path) -> io::Result<()> {
+        let (id, rx) = self.expect_answer()?;
+        self.send(&Request::Journal { id, workspace: workspace.to_path_buf() }, &[])?;
+        match rx.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(message)) => Err(io::Error::other(message)),
+            Err(_) => Err(helper_gone()),
+        }
+    }
+
+    /// Spawns `program args` with exactly `env` in `cwd`, as the leader of a new process
+    /// group, stdin from /dev/null, stdout and stderr piped back to this process. Returns
+    /// once the helper has journaled the group.
+    pub(crate) async fn spawn(
+        &self,
+        attempt: AttemptId,
+        program: &str,
+        args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+        cwd: &Path,
+    ) -> io::Result<SpawnedStep> {
+        let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (id, rx) = self.expect_answer()?;
+        let req = Request::Spawn(SpawnRequest {
+            id,
+            attempt_id: attempt.0,
+            program: program.into(),
+            args,
+            env,
+            cwd: PathBuf::from(cwd),
+        });
+        let sent = self.send(&req, &[out_w.as_fd(), err_w.as_fd()]);
+        // The step holds the write ends now; ours must close or reads never see EOF.
+        drop((out_w, err_w));
+        if let Err(e) = sent {
+            lock(&self.inner.routes).pending.remove(&id);
+            return Err(e);
+        }
+        let (pid, exit) = match rx.await {
+            Ok(Ok(Answer::Spawned { pid, exit, .. })) => (pid, exit),
+            Ok(Ok(Answer::Done)) => return Err(io::Error::other("the step spawner answered out of turn")),
+            Ok(Err(message)) => return Err(io::Error::other(message)),
+            Err(_) => return Err(helper_gone()),
+        };
+        #[cfg(debug_assertions)]
+        if self.inner.kill_after_spawn.load(Ordering::SeqCst) {
+            let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        }
+        let exit = StepExit { pgid: Pid::from_raw(pid), rx: exit, status: None };
+        Ok(SpawnedStep { pid, stdout: receiver(out_r)?, stderr: receiver(err_r)?, exit })
+    }
+
+    /// The step of `attempt` has ended: the helper KILLs what is left of its group (if
+    /// provably its) and forgets its journal record once the group is empty.
+    pub(crate) fn release(&self, attempt: AttemptId) -> io::Result<()> {
+        self.send(&Request::Release { attempt_id: attempt.0 }, &[])
+    }
+
+    fn expect_answer(&self) -> io::Result<(u64, oneshot::Receiver<Result<Answer, String>>)> {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut routes = lock(&self.inner.routes);
+        if routes.closed {
+            return Err(helper_gone());
+        }
+        routes.pending.insert(id, tx);
+        Ok((id, rx))
+    }
+
+    fn send(&self, req: &Request, fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+        let bytes = req.encode();
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::other("too many descriptors for one spawn request"));
+        }
+        let _one = self.inner.send_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match rustix::net::sendmsg(
+                &self.inner.sock,
+                &[IoSlice::new(&bytes)],
+                &mut control,
+                SendFlags::NOSIGNAL,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::INTR) => {}
+                Err(Errno::MSGSIZE) => {
+                    return Err(io::Error::other(format!(
+                        "the step's script and environment ({} bytes) are too large to spawn",
+                        bytes.len()
+                    )));
+                }
+                Err(Errno::PIPE | Errno::CONNRESET) => return Err(helper_gone()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn helper_gone() -> io::Error {
+    io::Error::other("the step spawner is gone")
+}
+
+/// A pipe's read end as an async reader (the write end stays blocking for the step).
+fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
+    rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK)?;
+    pipe::Receiver::from_owned_fd_unchecked(fd)
+}
+
+/// The reader thread: routes every answer until the helper goes away, then fails whatever
+/// still waits and reaps the helper.
+fn read_answers(sock: &OwnedFd, routes: &Mutex<Routes>, gone: &CancellationToken, helper_pid: u32) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match rustix::net::recv(sock, &mut buf, rustix::net::RecvFlags::empty()) {
+            Ok((0, _)) => break,
+            Ok((n, _)) => n,
+            Err(Errno::INTR) => continue,
+            Err(_) => break,
+        };
+        let Ok(reply) = Reply::decode(&buf[..n]) else {
+            tracing::warn!("malformed answer from the step spawner: ignored");
+            continue;
+        };
+        let mut r = lock(routes);
+        match reply {
+            Reply::Spawned { id, pid, .. } => {
+                // Routed before the next answer is read, so its exit always finds a waiter.
+                let (tx, exit) = oneshot::channel();
+                r.exits.insert(pid, tx);
+                if let Some(waiter) = r.pending.remove(&id) {
+                    let _ = waiter.send(Ok(Answer::Spawned { pid, exit }));
+                }
+            }
+            Reply::Failed { id, message } => {
+                if let Some(waiter) = r.pending.remove(&id) {
+                    let _ = waiter.send(Err(message));
+                }
+            }
+            Reply::Done { id } => {
+                if let Some(waiter) = r.pending.remove(&id) {
+                    let _ = waiter.send(Ok(Answer::Done));
+                }
+            }
+            Reply::Exited { pid, status } => {
+                if let Some(waiter) = r.exits.remove(&pid) {
+                    let _ = waiter.send(status);
+                }
+            }
+        }
+    }
+    {
+        let mut r = lock(routes);
+        r.closed = true;
+        r.pending.clear();
+        r.exits.clear();
+    }
+    gone.cancel();
+    if let Some(pid) = Pid::from_raw(i32::try_from(helper_pid).unwrap_or(0)) {
+        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+    }
+}
