@@ -13,7 +13,7 @@ pub struct ErrorBody {
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: `bad_request`, `unauthorized`, `forbidden`,
-    /// `not_found`, `conflict`, `payload_too_large`, `unprocessable`, `internal`.
+    /// `not_found`, `conflict`, `name_held`, `payload_too_large`, `unprocessable`, `internal`.
     pub code: String,
     /// For people: what was wrong and where.
     pub message: String,

@@ -15,7 +15,9 @@ use uuid::Uuid;
 pub struct RegisterRequest {
     /// Must equal the server's [`rota_domain::PROTOCOL_VERSION`].
     pub protocol_version: u32,
-    /// Worker name; a live session with the same name is superseded.
+    /// Worker name. A live session of the same name and instance (same `instanceId` and
+    /// host) is superseded; one held by another instance is refused with 409
+    /// [`NAME_HELD`] unless `replace`.
     pub name: String,
     /// Host name the worker runs on.
     pub host: String,
@@ -37,7 +39,19 @@ pub struct RegisterRequest {
     /// Its process id, for operators.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// Its persistent instance id (kept in its workspace). Absent from older workers,
+    /// which supersede a live session of their name as before.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// Take the name over from a live session of another instance (`--replace`). Sent on
+    /// a worker's first registration only, never when it registers again.
+    #[serde(default)]
+    pub replace: bool,
 }
+
+/// Error code of a registration refused because a live session of another instance holds
+/// the name (HTTP 409). The message names the holder's host, instance and last heartbeat.
+pub const NAME_HELD: &str = "name_held";
 
 /// Reply to register.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]

@@ -46,6 +46,9 @@ pub struct WorkerView {
     pub registered_at: DateTime<Utc>,
     /// Last heartbeat.
     pub last_heartbeat_at: DateTime<Utc>,
+    /// Its persistent instance id (absent for workers too old to send one).
+    #[serde(default)]
+    pub instance_id: Option<String>,
 }
 
 /// `GET /api/v1/workers`.

@@ -200,6 +200,8 @@ async fn register(c: &BenchCluster, i: u32, capacity: u32) -> Result<Synthetic> 
         concurrency: capacity,
         capabilities: vec!["complete-batch".into()],
         pid: Some(std::process::id()),
+        instance_id: None,
+        replace: false,
     };
     let resp =
         client.register(&c.join_token, &req).await.with_context(|| format!("registering client {i}"))?;

@@ -252,6 +252,8 @@ async fn wake_path(c: &BenchCluster, n: u32) -> Result<(Value, Vec<JobId>)> {
         concurrency: 1,
         capabilities: Vec::new(),
         pid: Some(std::process::id()),
+        instance_id: None,
+        replace: false,
     };
     w.register(&c.join_token, &req).await.context("registering the wake probe")?;
     let mut job = shell_job("true");

@@ -590,6 +590,8 @@ async fn register(c: &BenchCluster, name: &str, concurrency: u32) -> Result<Work
         concurrency,
         capabilities: Vec::new(),
         pid: Some(std::process::id()),
+        instance_id: None,
+        replace: false,
     };
     client.register(&c.join_token, &req).await.with_context(|| format!("registering {name}"))?;
     Ok(client)

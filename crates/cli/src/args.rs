@@ -249,6 +249,11 @@ pub(crate) struct WorkerRunArgs {
     /// Exit to be replaced once the worker's own memory (RSS) passes SIZE, e.g. `512MiB`.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) max_memory: Option<u64>,
+    /// Take the name over from a live worker of another instance (which then exits 78
+    /// instead of taking it back). Applies once, to this start: never saved with a
+    /// background worker's settings.
+    #[arg(long)]
+    pub(crate) replace: bool,
     /// TEST ONLY: exit abruptly (code 1, steps left behind) whenever this file exists.
     #[arg(long, hide = true, value_name = "PATH")]
     pub(crate) test_crash_file: Option<PathBuf>,

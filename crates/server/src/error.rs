@@ -42,6 +42,23 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into() }
     }
+    /// 409 `name_held`: a registration named a worker whose live session belongs to
+    /// another instance. Names the holder so the operator can find it.
+    pub fn name_held(h: &rota_store::NameHolder) -> Self {
+        let age = chrono::Utc::now().signed_duration_since(h.last_heartbeat_at);
+        let secs = age.num_milliseconds().max(0) as f64 / 1000.0;
+        Self {
+            status: StatusCode::CONFLICT,
+            code: rota_api_types::worker::NAME_HELD,
+            message: format!(
+                "worker name \"{}\" is held by a live worker on host {} (instance {}, last heartbeat {secs:.1}s \
+                 ago); stop it, pick another --name, or pass --replace to take the name over",
+                h.name,
+                h.host,
+                h.instance_id.as_deref().unwrap_or("unknown"),
+            ),
+        }
+    }
     /// 500 (the detail is logged, not sent).
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -55,6 +72,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => Self::not_found(m),
             StoreError::Conflict(m) => Self::conflict(m),
             StoreError::Invalid(m) => Self::bad_request(m),
+            StoreError::NameHeld(h) => Self::name_held(&h),
             other => Self::internal(other),
         }
     }

@@ -1,7 +1,8 @@
 //! Storing submitted jobs, with the hand-off to waiting workers: the submit claims for the
 //! claim long-polls parked on the server (as many as its new steps need) in its own durable
 //! commit and hands them their steps, so an idle worker starts a job one transaction and
-//! one wake-up sooner. Must not decide what a claim may take: that is the store's claim.
+//! one wake-up sooner. Only claimers whose session was heard from lately are taken
+//! (`liveness.rs`). Must not decide what a claim may take: that is the store's claim.
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -16,7 +17,11 @@ pub(crate) async fn submit_jobs(
     jobs: Vec<NewJob>,
 ) -> Result<Vec<rota_store::Result<Submitted>>, ApiError> {
     let roots: usize = jobs.iter().map(|j| j.spec.steps.iter().filter(|s| s.needs.is_empty()).count()).sum();
-    let parked = state.parking.take_for(roots);
+    // Only sessions heard from lately: a worker whose link was cut still has its claim
+    // parked here, and what it took would be lost again at its lease's end.
+    let now = tokio::time::Instant::now();
+    let parked =
+        state.parking.take_for(roots, |session, arrived| state.liveness.fresh(session, arrived, now));
     if parked.is_empty() {
         return Ok(state.store.submit_jobs(jobs).await?);
     }

@@ -10,6 +10,8 @@
 //! - `state`: shared state handed to handlers (store, auth cache, wake-ups, control hub).
 //! - `auth`: admin / join / worker-session extractors.
 //! - `hub`: per-session command queues behind `POST /worker/control`.
+//! - `parking` (claim long-polls waiting for work), `handoff` (a submit claims for them),
+//!   `liveness` (when each session was last heard from: only fresh ones are handed work).
 //! - `sweeper`: lease expiry, deadlines, retention.
 //! - `routes/`: one file per resource.
 //! - `error`: [`ApiError`] and the JSON body extractor that turns bad input into 400/413.
@@ -19,6 +21,7 @@ pub mod config;
 mod error;
 mod handoff;
 mod hub;
+mod liveness;
 mod metrics;
 mod openapi;
 mod parking;

@@ -4,6 +4,7 @@
 use crate::auth::AuthCache;
 use crate::config::ServerConfig;
 use crate::hub::Hub;
+use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::parking::Parking;
 use rota_store::JobStore;
@@ -22,6 +23,8 @@ pub(crate) struct AppState {
     pub(crate) work: Arc<Notify>,
     /// Claim long-polls a submit can claim for in its own commit.
     pub(crate) parking: Arc<Parking>,
+    /// When each session was last heard from: attempts go only to fresh ones.
+    pub(crate) liveness: Arc<Liveness>,
     /// Bumped whenever log chunks or job states change, for `logs --follow`.
     pub(crate) progress: Arc<watch::Sender<u64>>,
     pub(crate) metrics: Arc<Metrics>,
@@ -40,6 +43,9 @@ impl AppState {
         shutdown: CancellationToken,
     ) -> Self {
         let (progress, _) = watch::channel(0u64);
+        // Heard from within 1.5 heartbeat intervals: one late heartbeat is tolerated, a
+        // second missing one is not.
+        let fresh_window = config.heartbeat_interval.mul_f64(1.5);
         Self {
             store,
             config: Arc::new(config),
@@ -47,6 +53,7 @@ impl AppState {
             hub: Arc::new(Hub::default()),
             work: Arc::new(Notify::new()),
             parking: Arc::new(Parking::default()),
+            liveness: Arc::new(Liveness::new(fresh_window)),
             progress: Arc::new(progress),
             metrics: Arc::new(Metrics::default()),
             shutdown,

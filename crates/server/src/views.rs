@@ -128,5 +128,6 @@ pub(crate) fn worker_view(w: &WorkerRecord, ttl: Duration) -> WorkerView {
         running: w.running,
         registered_at: w.registered_at,
         last_heartbeat_at: w.last_heartbeat_at,
+        instance_id: w.instance_id.clone(),
     }
 }

@@ -24,10 +24,13 @@ struct Api {
 
 impl Api {
     fn new() -> Self {
+        Self::with_config(ServerConfig::default())
+    }
+
+    fn with_config(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("rota.db"), SqliteOptions::default()).unwrap();
-        let config =
-            ServerConfig { admin_token: ADMIN.into(), join_token: JOIN.into(), ..ServerConfig::default() };
+        let config = ServerConfig { admin_token: ADMIN.into(), join_token: JOIN.into(), ..config };
         Self { app: rota_server::router(Arc::new(store), config), _dir: dir }
     }
 
@@ -417,4 +420,138 @@ async fn a_waiting_claim_gets_the_step_from_the_submit_that_made_it() {
         }
     }
     panic!("in five rounds the submit never claimed for the parked long-poll");
+}
+
+/// `POST /worker/register` of `name` on `host` as `instance` (none: an older worker).
+async fn register_as(
+    api: &Api,
+    name: &str,
+    host: &str,
+    instance: Option<&str>,
+    replace: bool,
+) -> (StatusCode, Value) {
+    let mut body = json!({"protocolVersion": 1, "name": name, "host": host, "version": "t",
+        "queues": ["default"], "concurrency": 2, "replace": replace});
+    if let Some(i) = instance {
+        body["instanceId"] = json!(i);
+    }
+    api.call("POST", "/worker/register", Some(JOIN), Some(body)).await
+}
+
+async fn heartbeat_status(api: &Api, credential: &str) -> StatusCode {
+    api.call("POST", "/worker/heartbeat", Some(credential), Some(json!({"attempts": []}))).await.0
+}
+
+#[tokio::test]
+async fn a_live_name_is_refused_to_another_instance_until_it_is_replaced() {
+    let api = Api::new();
+    let (s, first) = register_as(&api, "vm", "h1", Some("inst-a"), false).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    let a = first["credential"].as_str().unwrap().to_string();
+
+    // Another instance, while the holder is live: 409 name_held naming the holder.
+    let (s, v) = register_as(&api, "vm", "h2", Some("inst-b"), false).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], json!("name_held"), "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    for want in [
+        "worker name \"vm\" is held by a live worker on host h1",
+        "instance inst-a",
+        "last heartbeat ",
+        "s ago",
+        "pick another --name",
+        "--replace",
+    ] {
+        assert!(msg.contains(want), "{want:?} missing from: {msg}");
+    }
+    assert_eq!(heartbeat_status(&api, &a).await, StatusCode::OK, "the holder keeps its session");
+
+    // The same instance and host (a restart): supersedes, as before.
+    let (s, restart) = register_as(&api, "vm", "h1", Some("inst-a"), false).await;
+    assert_eq!(s, StatusCode::OK, "{restart}");
+    assert_eq!(restart["superseded"], first["sessionId"]);
+    assert_eq!(heartbeat_status(&api, &a).await, StatusCode::UNAUTHORIZED);
+
+    // --replace takes it on purpose; the replaced instance cannot take it back.
+    let (s, replaced) = register_as(&api, "vm", "h2", Some("inst-b"), true).await;
+    assert_eq!(s, StatusCode::OK, "{replaced}");
+    assert_eq!(replaced["superseded"], restart["sessionId"]);
+    let (s, v) = register_as(&api, "vm", "h1", Some("inst-a"), false).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("name_held")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("on host h2 (instance inst-b"), "{v}");
+    let (s, v) = api.call("GET", "/api/v1/workers", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let vm = v["workers"].as_array().unwrap().iter().find(|w| w["name"] == "vm").unwrap().clone();
+    assert_eq!((vm["host"].as_str(), vm["instanceId"].as_str()), (Some("h2"), Some("inst-b")), "{vm}");
+
+    // Workers too old to send an instance id supersede as before.
+    let (s, v) = register_as(&api, "vm", "h3", None, false).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["superseded"], replaced["sessionId"]);
+
+    // A blank or oversized instance id is bad input.
+    for bad in ["", " ", &"x".repeat(200)] {
+        let (s, v) = register_as(&api, "other", "h1", Some(bad), false).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains("instanceId"), "{v}");
+    }
+}
+
+fn fast_heartbeats() -> ServerConfig {
+    // Heard from lately = within 1.5 heartbeat intervals = 300 ms.
+    ServerConfig { heartbeat_interval: std::time::Duration::from_millis(200), ..ServerConfig::default() }
+}
+
+#[tokio::test]
+async fn a_parked_claim_of_a_session_not_heard_from_gets_no_work() {
+    let api = Arc::new(Api::with_config(fast_heartbeats()));
+    let (silent, _) = api.register("silent").await;
+    let poll = {
+        let (api, w) = (api.clone(), silent.clone());
+        tokio::spawn(async move {
+            api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 1, "waitMs": 20_000}))).await
+        })
+    };
+    // No heartbeat for well over 1.5 intervals: its link is as good as cut.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let job = api.submit("true").await;
+    let (s, v) = tokio::time::timeout(std::time::Duration::from_secs(15), poll).await.unwrap().unwrap();
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["attempts"], json!([]), "a silent session's parked claim takes nothing: {v}");
+    assert_eq!(metric(&api, "rota_attempts_handed_at_submit_total").await, 0);
+    let (_, shown) = api.call("GET", &format!("/api/v1/jobs/{job}"), Some(ADMIN), None).await;
+    assert_eq!(shown["state"], json!("queued"), "the step stays ready for live workers: {shown}");
+
+    // A live worker gets it; so does the silent one once it claims again (a new claim
+    // counts as heard from).
+    let (live, _) = api.register("live").await;
+    let (s, v) =
+        api.call("POST", "/worker/jobs/claim", Some(&live), Some(json!({"max": 1, "waitMs": 0}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["attempts"][0]["jobId"], json!(job), "{v}");
+    let other = api.submit("true").await;
+    let (s, v) =
+        api.call("POST", "/worker/jobs/claim", Some(&silent), Some(json!({"max": 1, "waitMs": 0}))).await;
+    assert_eq!((s, v["attempts"][0]["jobId"].clone()), (StatusCode::OK, json!(other)), "{v}");
+}
+
+#[tokio::test]
+async fn a_parked_claim_of_a_heartbeating_session_keeps_getting_work() {
+    let api = Arc::new(Api::with_config(fast_heartbeats()));
+    let (w, _) = api.register("beating").await;
+    let poll = {
+        let (api, w) = (api.clone(), w.clone());
+        tokio::spawn(async move {
+            api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 1, "waitMs": 20_000}))).await
+        })
+    };
+    // Parked well past the window from its arrival, but heartbeating all along.
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(heartbeat_status(&api, &w).await, StatusCode::OK);
+    }
+    let job = api.submit("true").await;
+    let (s, v) = tokio::time::timeout(std::time::Duration::from_secs(15), poll).await.unwrap().unwrap();
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["attempts"][0]["jobId"], json!(job), "{v}");
 }

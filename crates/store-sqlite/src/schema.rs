@@ -26,6 +26,11 @@ pub(crate) const MAIN: &[Migration] = &[
         name: "partial_indexes",
         sql: include_str!("../migrations/main/0003_partial_indexes.sql"),
     },
+    Migration {
+        version: 4,
+        name: "worker_instance",
+        sql: include_str!("../migrations/main/0004_worker_instance.sql"),
+    },
 ];
 
 /// Migrations of the logs database.

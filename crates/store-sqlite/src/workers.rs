@@ -1,21 +1,25 @@
-//! Worker sessions: registration (superseding a live session of the same name), leaving,
-//! lookup by credential and the fleet listing. Attempts a session loses are ended through
-//! [`crate::attempts`]; nothing here decides a step's fate.
+//! Worker sessions: registration (superseding a live session of the same name, or refusing
+//! the name while another instance holds it), leaving, lookup by credential and the fleet
+//! listing. Attempts a session loses are ended through [`crate::attempts`]; nothing here
+//! decides a step's fate.
 
 use crate::attempts::{lose_attempt, select_attempts};
 use crate::codec::{from_json, ms, session_id, time, to_json, u32_of};
-use crate::error::{Result, conflict, corrupt, not_found};
+use crate::error::{Error, Result, conflict, corrupt, not_found};
 use chrono::{DateTime, Utc};
 use rota_domain::SessionId;
-use rota_store::{LostAttempt, Registered, SessionStatus, WorkerRecord, WorkerRegistration};
+use rota_store::{
+    LostAttempt, NameHolder, Registered, SessionStatus, StoreError, WorkerRecord, WorkerRegistration,
+};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row};
 
 const INSERT_WORKER: &str = "INSERT INTO workers (session, name, token_hash, host, profile, version, queues, \
-     tags, concurrency, status, pid, registered_at, last_heartbeat_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11, ?11)";
+     tags, concurrency, status, pid, registered_at, last_heartbeat_at, instance_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11, ?11, ?12)";
 
-const LIVE_NAMESAKES: &str = "SELECT session FROM workers WHERE name = ?1 AND session <> ?2 \
-     AND status <> 'offline' ORDER BY registered_at DESC, session DESC";
+/// Sessions of a name not yet offline (stale ones included: they are superseded too).
+const LIVE_NAMESAKES: &str = "SELECT session, instance_id, host, last_heartbeat_at FROM workers \
+     WHERE name = ?1 AND status <> 'offline' ORDER BY registered_at DESC, session DESC";
 
 const SET_OFFLINE: &str = "UPDATE workers SET status = 'offline' WHERE session = ?1";
 
@@ -27,23 +31,77 @@ pub(crate) const HELD_ATTEMPTS: &str = "SELECT id, job_id, step, number, session
 // Both worker queries select the same columns, decoded by `RawWorker`.
 pub(crate) const BY_TOKEN: &str = "SELECT w.session, w.name, w.host, w.profile, w.version, w.queues, w.tags, \
      w.concurrency, w.status, w.registered_at, w.last_heartbeat_at, \
-     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running') \
+     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running'), w.instance_id \
      FROM workers w WHERE w.token_hash = ?1 AND w.status <> 'offline'";
 
 const LATEST_PER_NAME: &str = "SELECT w.session, w.name, w.host, w.profile, w.version, w.queues, w.tags, \
      w.concurrency, w.status, w.registered_at, w.last_heartbeat_at, \
-     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running') \
+     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running'), w.instance_id \
      FROM workers w \
      WHERE w.session = (SELECT w2.session FROM workers w2 WHERE w2.name = w.name \
          ORDER BY w2.registered_at DESC, w2.session DESC LIMIT 1) \
      ORDER BY w.status = 'offline', w.name";
 
-/// Registers a session; a live session with the same name goes offline and loses its attempts.
+/// A session of the registering name that has not gone offline.
+struct Namesake {
+    session: String,
+    instance_id: Option<String>,
+    host: String,
+    last_heartbeat_at: i64,
+}
+
+impl Namesake {
+    /// True if this session holds the name against `reg`: it is live (heard from within
+    /// `stale_after`) and provably another instance (both sent an instance id, and the ids
+    /// or the hosts differ). Sessions without an instance id prove nothing, so an upgrade
+    /// (old session, new worker) and older workers keep superseding as before.
+    fn holds_against(&self, reg: &WorkerRegistration, now: DateTime<Utc>) -> bool {
+        let stale_after = i64::try_from(reg.stale_after.as_millis()).unwrap_or(i64::MAX);
+        let live = ms(now).saturating_sub(self.last_heartbeat_at) <= stale_after;
+        let other = match (&self.instance_id, &reg.instance_id) {
+            (Some(theirs), Some(ours)) => theirs != ours || self.host != reg.host,
+            _ => false,
+        };
+        live && other
+    }
+
+    fn holder(&self, name: &str) -> Result<NameHolder> {
+        Ok(NameHolder {
+            name: name.to_string(),
+            session: session_id(&self.session)?,
+            instance_id: self.instance_id.clone(),
+            host: self.host.clone(),
+            last_heartbeat_at: time(self.last_heartbeat_at)?,
+        })
+    }
+}
+
+/// Registers a session; a live session with the same name goes offline and loses its
+/// attempts, unless another instance holds the name (then nothing is written and the
+/// holder is named), see `JobStore::register_worker`.
 pub(crate) fn register_worker(
     conn: &Connection,
     reg: &WorkerRegistration,
     now: DateTime<Utc>,
 ) -> Result<Registered> {
+    let older: Vec<Namesake> = conn
+        .prepare_cached(LIVE_NAMESAKES)?
+        .query_map([&reg.name], |r| {
+            Ok(Namesake {
+                session: r.get(0)?,
+                instance_id: r.get(1)?,
+                host: r.get(2)?,
+                last_heartbeat_at: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    // Checked before anything is written, so a refusal changes nothing.
+    let holder = older.iter().find(|o| o.holds_against(reg, now));
+    if let Some(h) = holder
+        && !reg.replace
+    {
+        return Err(Error::Store(StoreError::NameHeld(Box::new(h.holder(&reg.name)?))));
+    }
     let session = reg.session.to_string();
     let inserted = conn.prepare_cached(INSERT_WORKER)?.execute((
         &session,
@@ -57,6 +115,7 @@ pub(crate) fn register_worker(
         i64::from(reg.concurrency),
         reg.pid.map(i64::from),
         ms(now),
+        &reg.instance_id,
     ));
     if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted
         && e.code == ErrorCode::ConstraintViolation
@@ -64,16 +123,21 @@ pub(crate) fn register_worker(
         return Err(conflict(format!("worker session {session} or its credential is already registered")));
     }
     inserted?;
-    let older: Vec<String> = conn
-        .prepare_cached(LIVE_NAMESAKES)?
-        .query_map((&reg.name, &session), |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let why = format!("superseded by a new session of {}", reg.name);
     let mut lost = Vec::new();
     for old in &older {
-        lost.extend(end_session(conn, old, &why, now)?);
+        let why = if old.holds_against(reg, now) {
+            format!(
+                "superseded: worker name {} taken over by instance {} on host {} (--replace)",
+                reg.name,
+                reg.instance_id.as_deref().unwrap_or("?"),
+                reg.host
+            )
+        } else {
+            format!("superseded by a new session of {}", reg.name)
+        };
+        lost.extend(end_session(conn, &old.session, &why, now)?);
     }
-    let superseded = older.first().map(|s| session_id(s)).transpose()?;
+    let superseded = older.first().map(|o| session_id(&o.session)).transpose()?;
     Ok(Registered { superseded, lost })
 }
 
@@ -150,6 +214,7 @@ struct RawWorker {
     registered_at: i64,
     last_heartbeat_at: i64,
     running: i64,
+    instance_id: Option<String>,
 }
 
 impl RawWorker {
@@ -167,6 +232,7 @@ impl RawWorker {
             registered_at: r.get(9)?,
             last_heartbeat_at: r.get(10)?,
             running: r.get(11)?,
+            instance_id: r.get(12)?,
         })
     }
 
@@ -184,6 +250,67 @@ impl RawWorker {
             registered_at: time(self.registered_at)?,
             last_heartbeat_at: time(self.last_heartbeat_at)?,
             running: u32_of(self.running)?,
+            instance_id: self.instance_id,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::schema::{MAIN, migrate, open_writer};
+    use crate::{SqliteOptions, SqliteStore};
+    use rota_store::{JobStore, SessionStatus, WorkerRegistration};
+    use std::time::Duration;
+
+    /// Migration 4 (`instance_id`) on a database written by schema 3: the sessions stored
+    /// before keep working, have no instance id, and are superseded by upgraded workers.
+    #[tokio::test]
+    async fn sessions_stored_before_instance_ids_survive_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rota.db");
+        let before = &MAIN[..3];
+        assert_eq!(before.last().map(|m| m.name), Some("partial_indexes"), "schema 3 is the one before");
+        let now = chrono::Utc::now();
+        let old_session = rota_domain::SessionId::new();
+        {
+            let mut conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+            migrate(&mut conn, before, &path).unwrap();
+            conn.execute(
+                "INSERT INTO workers (session, name, token_hash, host, profile, version, queues, tags, \
+                 concurrency, status, pid, registered_at, last_heartbeat_at) \
+                 VALUES (?1, 'vm', 'old-hash', 'h1', NULL, '0.1', '[\"default\"]', '[]', 2, 'active', 7, ?2, ?2)",
+                (old_session.to_string(), now.timestamp_millis()),
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        let old = store.session_by_token("old-hash").await.unwrap().expect("the old session is still live");
+        assert_eq!((old.session, old.instance_id), (old_session, None));
+
+        let session = rota_domain::SessionId::new();
+        let reg = WorkerRegistration {
+            session,
+            token_hash: "new-hash".into(),
+            name: "vm".into(),
+            host: "h1".into(),
+            profile: None,
+            version: "test".into(),
+            queues: vec!["default".into()],
+            tags: vec![],
+            concurrency: 2,
+            pid: None,
+            instance_id: Some("inst-a".into()),
+            replace: false,
+            stale_after: Duration::from_secs(30),
+        };
+        let r = store.register_worker(reg, now).await.unwrap();
+        assert_eq!(r.superseded, Some(old_session), "a session without an instance id is superseded");
+        let listed = store.list_workers().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].session, listed[0].status, listed[0].instance_id.as_deref()),
+            (session, SessionStatus::Active, Some("inst-a"))
+        );
     }
 }

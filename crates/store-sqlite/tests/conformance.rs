@@ -117,6 +117,9 @@ async fn twenty_megabytes_of_output_round_trip() {
         tags: vec![],
         concurrency: 1,
         pid: None,
+        instance_id: None,
+        replace: false,
+        stale_after: std::time::Duration::from_secs(30),
     };
     store.register_worker(reg, now()).await.unwrap();
     let claimed = store.claim(session, 1, now(), std::time::Duration::from_secs(30)).await.unwrap();

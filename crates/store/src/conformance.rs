@@ -8,8 +8,8 @@
 
 use crate::{
     ClaimedAttempt, Claimer, Completion, CompletionRecorded, Heartbeat, JobFilter, JobRecord, JobStore,
-    LogAppend, LogQuery, NewJob, NewLogChunk, QueueStats, Result, RevokeRequest, SessionStatus, StepRecord,
-    StopCause, StopKind, StoreError, WorkerRegistration,
+    LogAppend, LogQuery, NameHolder, NewJob, NewLogChunk, QueueStats, Result, RevokeRequest, SessionStatus,
+    StepRecord, StopCause, StopKind, StoreError, WorkerRegistration,
 };
 use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;
@@ -71,6 +71,7 @@ scenarios![
     logs_cap_keeps_tail,
     logs_refused_when_not_held,
     register_supersedes,
+    names_are_held_by_live_instances,
     unregister_loses_attempts,
     workers_listing,
     prune,
@@ -197,6 +198,9 @@ fn registration(w: &WorkerSpec<'_>) -> WorkerRegistration {
         tags: w.tags.iter().map(|t| t.to_string()).collect(),
         concurrency: 4,
         pid: Some(4242),
+        instance_id: None,
+        replace: false,
+        stale_after: TTL,
     }
 }
 
@@ -1148,6 +1152,94 @@ async fn register_supersedes(s: Arc<dyn JobStore>) {
     let again = registration(&WorkerSpec { name: "w9", ..WorkerSpec::default() });
     let dup = WorkerRegistration { token_hash: new_token, ..again };
     assert!(s.register_worker(dup, at(3)).await.is_err(), "a credential hash belongs to one session");
+}
+
+/// A registration of `name` on `host` by instance `instance`.
+fn instance_registration(name: &str, host: &str, instance: Option<&str>) -> WorkerRegistration {
+    WorkerRegistration {
+        instance_id: instance.map(str::to_string),
+        ..registration(&WorkerSpec { name, host, ..WorkerSpec::default() })
+    }
+}
+
+fn heartbeat_of(session: SessionId) -> Heartbeat {
+    Heartbeat { session, attempts: Vec::new(), draining: false, concurrency: None }
+}
+
+async fn names_are_held_by_live_instances(s: Arc<dyn JobStore>) {
+    let id = submit(&s, job(vec![step("a")]), t0()).await;
+    let first = instance_registration("vm", "h1", Some("inst-a"));
+    let (a, a_token) = (first.session, first.token_hash.clone());
+    s.register_worker(first, t0()).await.unwrap();
+    let held = claim_one(&s, a, at(1)).await;
+    assert_eq!(held.job_id, id);
+
+    // Another instance, same name, while the holder is live: refused, nothing written.
+    let intruder = instance_registration("vm", "h2", Some("inst-b"));
+    let intruder_token = intruder.token_hash.clone();
+    match s.register_worker(intruder.clone(), at(5)).await {
+        Err(StoreError::NameHeld(h)) => assert_eq!(
+            *h,
+            NameHolder {
+                name: "vm".into(),
+                session: a,
+                instance_id: Some("inst-a".into()),
+                host: "h1".into(),
+                last_heartbeat_at: t0(),
+            },
+            "the refusal names the live holder"
+        ),
+        other => panic!("another instance must be refused the live name: {other:?}"),
+    }
+    assert!(s.session_by_token(&intruder_token).await.unwrap().is_none(), "a refused session is not stored");
+    assert!(s.session_by_token(&a_token).await.unwrap().is_some(), "the holder keeps its session");
+    let rec = get(&s, id).await;
+    assert_eq!(step_of(&rec, "a").attempts[0].status, AttemptStatus::Running, "the holder keeps its step");
+    // The same instance id on another host (a copied workspace) is another instance too.
+    let clone = instance_registration("vm", "h2", Some("inst-a"));
+    assert!(matches!(s.register_worker(clone, at(5)).await, Err(StoreError::NameHeld(_))));
+    // A heartbeat keeps the holder live past the first TTL.
+    s.heartbeat(heartbeat_of(a), at(25), TTL).await.unwrap();
+    match s.register_worker(instance_registration("vm", "h2", Some("inst-b")), at(50)).await {
+        Err(StoreError::NameHeld(h)) => assert_eq!(h.last_heartbeat_at, at(25)),
+        other => panic!("a holder heard from 25 s ago (TTL 30 s) is live: {other:?}"),
+    }
+
+    // The same instance on the same host (a restart): supersedes, the old attempts are lost.
+    let restart = instance_registration("vm", "h1", Some("inst-a"));
+    let b = restart.session;
+    let r = s.register_worker(restart, at(51)).await.unwrap();
+    assert_eq!(r.superseded, Some(a));
+    assert_eq!(r.lost.iter().map(|l| l.attempt_id).collect::<Vec<_>>(), [held.attempt_id]);
+    assert!(s.session_by_token(&a_token).await.unwrap().is_none());
+
+    // --replace: another instance takes the live name on purpose.
+    let mut replace = instance_registration("vm", "h2", Some("inst-b"));
+    replace.replace = true;
+    let c = replace.session;
+    let r = s.register_worker(replace, at(52)).await.unwrap();
+    assert_eq!(r.superseded, Some(b));
+    let listed = s.list_workers().await.unwrap();
+    let vm = listed.iter().find(|w| w.name == "vm").unwrap();
+    assert_eq!((vm.session, vm.host.as_str(), vm.instance_id.as_deref()), (c, "h2", Some("inst-b")));
+    // ... and the instance it replaced cannot take it back while the new one is live.
+    match s.register_worker(instance_registration("vm", "h1", Some("inst-a")), at(53)).await {
+        Err(StoreError::NameHeld(h)) => assert_eq!((h.session, h.host.as_str()), (c, "h2")),
+        other => panic!("the replaced instance must be refused: {other:?}"),
+    }
+
+    // A stale holder (not heard from for the TTL) no longer holds the name.
+    let after_ttl = at(52) + chrono::Duration::from_std(TTL).unwrap() + chrono::Duration::seconds(1);
+    let r = s.register_worker(instance_registration("vm", "h1", Some("inst-a")), after_ttl).await.unwrap();
+    assert_eq!(r.superseded, Some(c), "a stale session is superseded");
+
+    // Sessions without an instance id (older workers, or registered before the upgrade)
+    // prove nothing: they supersede and are superseded as before.
+    let old = register(&s, WorkerSpec { name: "legacy", ..WorkerSpec::default() }, t0()).await;
+    let r = s.register_worker(instance_registration("legacy", "h9", Some("new")), at(1)).await.unwrap();
+    assert_eq!(r.superseded, Some(old), "an upgraded worker replaces its old session");
+    let r = s.register_worker(instance_registration("legacy", "h8", None), at(2)).await.unwrap();
+    assert!(r.superseded.is_some(), "a worker without an instance id supersedes as before");
 }
 
 async fn unregister_loses_attempts(s: Arc<dyn JobStore>) {

@@ -10,6 +10,10 @@ pub enum StoreError {
     /// The caller does not hold the attempt, it was superseded, or the state forbids it.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A registration names a worker whose live session belongs to another instance (and
+    /// did not ask to replace it). Nothing was written.
+    #[error("worker name \"{}\" is held by a live session of another instance", .0.name)]
+    NameHeld(Box<crate::records::NameHolder>),
     /// The input cannot be stored as given.
     #[error("invalid: {0}")]
     Invalid(String),

@@ -54,6 +54,11 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Registers a worker session. A live session with the same name is superseded: it goes
     /// offline and its running attempts are lost (and follow their step's `on_lost`).
+    /// A live session (not offline, heard from within `reg.stale_after`) of the same name
+    /// held by another instance — both have an instance id and the ids or the hosts differ
+    /// — is not superseded unless `reg.replace`: the registration fails with
+    /// [`StoreError::NameHeld`] and nothing is written. A session without an instance id
+    /// (an older worker) supersedes and is superseded as before.
     async fn register_worker(&self, reg: WorkerRegistration, now: DateTime<Utc>) -> Result<Registered>;
 
     /// A session leaves cleanly; any attempts it still holds are lost.

@@ -218,6 +218,29 @@ pub struct WorkerRegistration {
     pub concurrency: u32,
     /// Pid.
     pub pid: Option<u32>,
+    /// The worker's persistent instance id (kept in its workspace). `None`: a worker too
+    /// old to send one; it supersedes and is superseded as before instance ids existed.
+    pub instance_id: Option<String>,
+    /// Take the name over from a live session of another instance (`--replace`).
+    pub replace: bool,
+    /// A session not heard from for this long is stale: it no longer holds its name
+    /// (the lease TTL, as for the `stale` state operators see).
+    pub stale_after: Duration,
+}
+
+/// The live session that holds a worker name, when a registration is refused for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameHolder {
+    /// The name.
+    pub name: String,
+    /// Its session.
+    pub session: SessionId,
+    /// Its instance id (`None`: a worker too old to send one).
+    pub instance_id: Option<String>,
+    /// Its host.
+    pub host: String,
+    /// When it was last heard from.
+    pub last_heartbeat_at: DateTime<Utc>,
 }
 
 /// Result of a registration.
@@ -267,6 +290,8 @@ pub struct WorkerRecord {
     pub last_heartbeat_at: DateTime<Utc>,
     /// Attempts it holds now.
     pub running: u32,
+    /// Its persistent instance id (`None`: a worker too old to send one).
+    pub instance_id: Option<String>,
 }
 
 /// A heartbeat.

@@ -14,7 +14,9 @@ pub struct WorkerConfig {
     pub server: String,
     /// The fleet's join token (never logged, never passed to steps).
     pub join_token: String,
-    /// Worker name; a live session with the same name is superseded.
+    /// Worker name. A live session of it held by this instance (same workspace, same
+    /// host) is superseded; one held by another instance refuses this worker
+    /// ([`WorkerError::NameHeld`]) unless `replace`.
     pub name: String,
     /// Host name reported to the server.
     pub host: String,
@@ -57,6 +59,9 @@ pub struct WorkerConfig {
     /// The helper that spawns every step ([`crate::Spawner::start`], before the runtime).
     /// Required: a worker without one refuses to start.
     pub spawner: Option<crate::Spawner>,
+    /// Take the name over from a live worker of another instance (`--replace`), on the
+    /// first registration only: a later re-registration never replaces anyone.
+    pub replace: bool,
 }
 
 impl WorkerConfig {
@@ -93,6 +98,7 @@ impl WorkerConfig {
             max_jobs: None,
             max_memory: None,
             spawner: None,
+            replace: false,
         }
     }
 
@@ -169,6 +175,7 @@ impl fmt::Debug for WorkerConfig {
             .field("max_jobs", &self.max_jobs)
             .field("max_memory", &self.max_memory)
             .field("spawner", &self.spawner)
+            .field("replace", &self.replace)
             .finish()
     }
 }

@@ -58,6 +58,8 @@ pub(crate) struct Ctx {
     pub(crate) fleet: crate::fleet::FleetState,
     /// Wakes the heartbeat loop at once (draining started).
     pub(crate) heartbeat_now: Notify,
+    /// The workspace's persistent instance id, sent with every registration.
+    pub(crate) instance_id: Option<String>,
     lease: Mutex<Lease>,
     session: Mutex<CancellationToken>,
     draining: AtomicBool,
@@ -84,10 +86,17 @@ impl Ctx {
             dirs,
             base_env: BaseEnv::from_process(),
             heartbeat_now: Notify::new(),
+            instance_id: None,
             lease: Mutex::new(lease),
             session: Mutex::new(CancellationToken::new()),
             draining: AtomicBool::new(false),
         }
+    }
+
+    /// Sets the instance id registrations carry (read from the workspace by `run`).
+    pub(crate) fn with_instance_id(mut self, id: String) -> Self {
+        self.instance_id = Some(id);
+        self
     }
 
     /// The lease timing in force.

@@ -13,6 +13,15 @@ pub enum WorkerError {
         /// The server's explanation.
         message: String,
     },
+    /// The worker's name is held by a live worker of another instance (the server's
+    /// message names its host, instance and last heartbeat), or another instance took it
+    /// over while this worker ran. Bad configuration: retrying would take the name back
+    /// and forth forever.
+    #[error("{message}")]
+    NameHeld {
+        /// What holds the name and what to do about it.
+        message: String,
+    },
     /// The workspace cannot be created, locked or read. (The cause is the error's source,
     /// not repeated in its message: `{:#}` prints both once.)
     #[error("workspace {}", path.display())]

@@ -12,7 +12,7 @@
 //!   environment), [`spawner`] (the helper process that spawns steps and kills them when
 //!   the worker dies), `kill.rs` (TERM → grace → KILL), `pgid.rs` (durable pgid records,
 //!   boot reaping), `procfs.rs`, `workspace.rs`, `legacy.rs` (retiring the shared
-//!   workspace of earlier releases).
+//!   workspace of earlier releases), `instance.rs` (the persistent instance id).
 //! - `heartbeat.rs`, `control.rs`, `logbuf.rs` + `logship.rs` (output), `report.rs`, `fence.rs` (self-fencing),
 //!   `memory.rs` (memory limits), `backoff.rs`.
 //! - `shutdown.rs`: [`ShutdownHandle`] and its warm/soft/hard [`ShutdownMode`]s.
@@ -27,6 +27,7 @@ mod executor;
 mod fence;
 mod fleet;
 mod heartbeat;
+mod instance;
 mod kill;
 mod legacy;
 mod lifecycle;
@@ -98,9 +99,12 @@ pub async fn run(
 /// returns `Ok(())`. Steps stopped by a soft or hard shutdown are reported lost ("worker
 /// shut down"); the worker then flushes its results and unregisters.
 ///
-/// Before registering it locks the workspace and kills process groups a previous worker
-/// left behind. An unreachable server is retried with backoff forever; a refusal
-/// (bad join token, protocol mismatch) returns [`WorkerError::Refused`] at once. `ready`
+/// Before registering it locks the workspace, reads (or creates) its persistent instance
+/// id and kills process groups a previous worker left behind. An unreachable server is
+/// retried with backoff forever; a refusal (bad join token, protocol mismatch) returns
+/// [`WorkerError::Refused`] at once, and a name held by a live worker of another instance
+/// [`WorkerError::NameHeld`] (also when that instance took the name over while this
+/// worker ran: it never takes the name back). `ready`
 /// receives [`Ready`] after the first successful registration.
 ///
 /// Dropping the returned future (aborting its task) is a hard stop: every running step's
@@ -114,6 +118,7 @@ pub async fn run_with(
     config.validate()?;
     let client = WorkerClient::new(&config.server).map_err(|e| WorkerError::InvalidConfig(e.to_string()))?;
     let _lock = workspace::prepare(&config.workspace)?;
+    let instance_id = instance::load_or_create(&config.workspace)?;
     let ws = config.workspace.clone();
     let reaped = tokio::task::spawn_blocking(move || pgid::reap_leftovers(&ws))
         .await
@@ -134,7 +139,7 @@ pub async fn run_with(
         .await
         .map_err(|source| WorkerError::Workspace { path: pgid::running_dir(&config.workspace), source })?;
     let spawner_gone = spawner.gone();
-    let ctx = Arc::new(Ctx::new(config, client, spawner));
+    let ctx = Arc::new(Ctx::new(config, client, spawner).with_instance_id(instance_id));
     ctx.fleet.set_shutdown(shutdown.clone());
     let background = CancellationToken::new();
     let _hard_stop = HardStop { ctx: ctx.clone(), background: background.clone() };

@@ -36,14 +36,36 @@ pub(crate) async fn serve(
     let slots = Arc::new(Semaphore::new(usize::try_from(ctx.fleet.capacity()).unwrap_or(usize::MAX)));
     let executors = TaskTracker::new();
     let mut churn = Backoff::server();
+    // `--replace` applies once, to the first registration: re-registering after a lost
+    // session never takes the name from anyone.
+    let mut replace = ctx.config.replace;
+    let mut registered_before = false;
     loop {
-        let Some(resp) = session::register(ctx, shutdown).await? else { return Ok(()) };
+        let resp = match session::register(ctx, shutdown, replace).await {
+            Ok(Some(resp)) => resp,
+            Ok(None) => return Ok(()),
+            // Our session was ended and a live worker of another instance holds the name
+            // now (it took it with --replace, or registered while we were unreachable):
+            // stop for good rather than take it back and start a tug of war.
+            Err(WorkerError::NameHeld { message }) if registered_before => {
+                return Err(WorkerError::NameHeld {
+                    message: format!(
+                        "worker name \"{}\" was taken over by another instance while this worker ran; \
+                         not taking it back: {message}",
+                        ctx.config.name
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        replace = false;
+        registered_before = true;
         ctx.set_lease(resp.heartbeat_interval_ms, resp.lease_ttl_ms);
         ctx.fleet.hold_revokes(&resp.revoked);
         let lease = ctx.lease();
         tracing::info!(session_id = %resp.session_id, name = %ctx.config.name, server = %ctx.client.base_url(),
             heartbeat_ms = lease.heartbeat_interval.as_millis() as u64, lease_ttl_ms = lease.lease_ttl.as_millis() as u64,
-            superseded = ?resp.superseded, "registered");
+            superseded = ?resp.superseded, instance_id = ctx.instance_id.as_deref().unwrap_or("none"), "registered");
         if let Some(tx) = ready.take() {
             let _ = tx.send(Ready { session_id: resp.session_id, name: ctx.config.name.clone() });
         }

@@ -1,12 +1,13 @@
-//! Registration: joins the server with the join token, retrying an unreachable (or
-//! failing) server with backoff and jitter until shutdown, and turning a refusal (bad
-//! token, protocol mismatch, invalid registration) into [`WorkerError::Refused`]. It holds
-//! no session state itself (that is `context.rs`).
+//! Registration: joins the server with the join token and the workspace's instance id,
+//! retrying an unreachable (or failing) server with backoff and jitter until shutdown, and
+//! turning a refusal (bad token, protocol mismatch, invalid registration) into
+//! [`WorkerError::Refused`], a name held by another instance into
+//! [`WorkerError::NameHeld`]. It holds no session state itself (that is `context.rs`).
 
 use crate::backoff::Backoff;
 use crate::context::Ctx;
 use crate::error::WorkerError;
-use rota_api_types::worker::{RegisterRequest, RegisterResponse};
+use rota_api_types::worker::{NAME_HELD, RegisterRequest, RegisterResponse};
 use rota_client::ClientError;
 use rota_domain::PROTOCOL_VERSION;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 /// Optional protocol features this worker implements.
 const CAPABILITIES: &[&str] = &["logs-batch", "complete-batch", "control", "self-fencing", "memory-limit"];
 
-fn request(ctx: &Ctx) -> RegisterRequest {
+fn request(ctx: &Ctx, replace: bool) -> RegisterRequest {
     let c = &ctx.config;
     RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
@@ -27,15 +28,19 @@ fn request(ctx: &Ctx) -> RegisterRequest {
         concurrency: c.concurrency,
         capabilities: CAPABILITIES.iter().map(|s| s.to_string()).collect(),
         pid: Some(std::process::id()),
+        instance_id: ctx.instance_id.clone(),
+        replace,
     }
 }
 
-/// Registers, retrying until it works, is refused, or `shutdown` (→ `Ok(None)`).
+/// Registers, retrying until it works, is refused, or `shutdown` (→ `Ok(None)`). With
+/// `replace`, a live session of another instance holding the name is superseded.
 pub(crate) async fn register(
     ctx: &Ctx,
     shutdown: &CancellationToken,
+    replace: bool,
 ) -> Result<Option<RegisterResponse>, WorkerError> {
-    let req = request(ctx);
+    let req = request(ctx, replace);
     let server = ctx.client.base_url().to_string();
     let mut backoff = Backoff::server();
     let mut failures = 0u32;
@@ -54,6 +59,9 @@ pub(crate) async fn register(
             Err(e) => e,
         };
         match &e {
+            ClientError::Http { status: 409, code, message } if code == NAME_HELD => {
+                return Err(WorkerError::NameHeld { message: message.clone() });
+            }
             ClientError::Http { status, code, message } if !e.is_transient() => {
                 let message = match status {
                     401 => format!("{server} did not accept the join token ({status} {code}: {message})"),

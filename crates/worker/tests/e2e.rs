@@ -350,6 +350,8 @@ async fn a_superseded_session_kills_its_steps_and_registers_again() {
         concurrency: 1,
         capabilities: vec![],
         pid: None,
+        instance_id: None,
+        replace: false,
     };
     imposter.register(JOIN, &req).await.unwrap();
     wait_group_dead(first, SLACK).await;

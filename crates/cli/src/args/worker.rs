@@ -205,6 +205,10 @@ pub(crate) struct SuperviseArgs {
     /// Give up (state failed) if the first run has not registered within this long.
     #[arg(long, value_parser = parse_duration)]
     pub(crate) ready_timeout: Option<Duration>,
+    /// The first worker it runs takes its name over (`worker start --replace`); restarts
+    /// do not.
+    #[arg(long)]
+    pub(crate) replace: bool,
 }
 
 fn parse_mode(s: &str) -> Result<ShutdownMode, String> {

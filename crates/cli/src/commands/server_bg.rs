@@ -76,6 +76,7 @@ fn start(
         overrides,
         default_server: format!("http://{}", settings.listen),
         wait: (!args.wait.no_wait).then_some(args.wait.wait_timeout),
+        ..StartRequest::default()
     };
     let launched = launch::start(dirs, ipaths, &req)?;
     print_start(ipaths, &launched, global.json)?;

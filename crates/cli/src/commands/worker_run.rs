@@ -109,7 +109,8 @@ pub(crate) async fn run(
         Ok(Err(
             e @ (WorkerError::Refused { .. }
             | WorkerError::InvalidConfig(_)
-            | WorkerError::WorkspaceInUse { .. }),
+            | WorkerError::WorkspaceInUse { .. }
+            | WorkerError::NameHeld { .. }),
         )) => {
             report(&pipe, ReadyLine::failed(NotReady::Refused, e.to_string(), Some(i32::from(EXIT_CONFIG))));
             Err(with_code(EXIT_CONFIG, anyhow::Error::new(e)))
@@ -316,5 +317,7 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
     }
     config.max_jobs = args.max_jobs;
     config.max_memory = args.max_memory;
+    config.replace = args.replace
+        || std::env::var_os(crate::lifecycle::supervisor::REPLACE_ONCE_ENV).is_some_and(|v| v == "1");
     Ok(config)
 }

@@ -34,6 +34,9 @@ pub(crate) struct StartRequest {
     pub(crate) default_server: String,
     /// How long to wait for the registration; `None` = `--no-wait`.
     pub(crate) wait: Option<Duration>,
+    /// The worker started takes its name over from a live worker of another instance
+    /// (`--replace`): once, never saved with the settings.
+    pub(crate) replace: bool,
 }
 
 /// How `start` ended, when it worked.
@@ -200,7 +203,7 @@ pub(crate) fn start_locked(paths: &InstancePaths, req: &StartRequest) -> Result<
         s.supervisor = None;
         s.worker = None;
     })?;
-    let mut launched = spawn_supervisor(paths, &meta, req.wait)?;
+    let mut launched = spawn_supervisor(paths, &meta, req.wait, req.replace)?;
     launched.notes.splice(0..0, notes);
     launched.took = began.elapsed();
     Ok(launched)
@@ -272,7 +275,12 @@ fn wait_settled(paths: &InstancePaths, wait: Duration) -> Result<Option<Launched
 }
 
 /// Re-executes this binary as the supervisor in a new session and waits for its word.
-fn spawn_supervisor(paths: &InstancePaths, meta: &Meta, wait: Option<Duration>) -> Result<Launched> {
+fn spawn_supervisor(
+    paths: &InstancePaths,
+    meta: &Meta,
+    wait: Option<Duration>,
+    replace: bool,
+) -> Result<Launched> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let log = OpenOptions::new()
         .append(true)
@@ -283,6 +291,9 @@ fn spawn_supervisor(paths: &InstancePaths, meta: &Meta, wait: Option<Duration>) 
     let log_from = logtail::len(&meta.log_path);
     let mut cmd = Command::new(&exe);
     cmd.args(["worker", "supervise", "--key", &paths.key]).stdin(Stdio::null()).stderr(Stdio::from(log));
+    if replace {
+        cmd.arg("--replace");
+    }
     let reader = match wait {
         Some(timeout) => {
             let (reader, writer) = std::io::pipe().context("cannot create the readiness pipe")?;

@@ -33,6 +33,9 @@ pub(crate) const EXIT_RECYCLE: i32 = 75;
 pub(crate) const EXIT_CONFIG: i32 = crate::failure::EXIT_CONFIG as i32;
 /// Names the supervisor's pid for its worker, which then stops when the supervisor dies.
 pub(crate) const SUPERVISOR_PID_ENV: &str = "ROTA_SUPERVISOR_PID";
+/// Set (to `1`) for the first worker of `worker start --replace` only: it takes its name
+/// over like `worker run --replace`. Never inherited by later workers.
+pub(crate) const REPLACE_ONCE_ENV: &str = "ROTA_WORKER_REPLACE_ONCE";
 /// Restart delays never exceed this.
 const MAX_DELAY: Duration = Duration::from_secs(60);
 /// Extra time a worker gets after its drain timeout when the supervisor is TERMed.
@@ -135,6 +138,7 @@ async fn supervise(args: &SuperviseArgs, mut notify: Option<File>) -> Result<Exi
         ready_deadline: args.ready_timeout.map(|d| Instant::now() + d),
         registered: false,
         ready_timeout: args.ready_timeout,
+        replace_once: args.replace,
     };
     sup.run().await;
     files::remove_pidfile_of(&sup.meta.pidfile, me.pid);
@@ -193,6 +197,8 @@ struct Supervisor {
     /// A worker of this supervisor registered at least once (decides what `failed` keeps).
     registered: bool,
     ready_timeout: Option<Duration>,
+    /// Only the first run takes its name over (`start --replace`).
+    replace_once: bool,
 }
 
 mod child;
@@ -202,7 +208,8 @@ impl Supervisor {
         let mut consecutive_unstable = 0u32;
         loop {
             let log_from = logtail::len(&self.meta.log_path);
-            let (mut child, ready_pipe) = match self.spawn_worker() {
+            let replace = std::mem::take(&mut self.replace_once);
+            let (mut child, ready_pipe) = match self.spawn_worker(replace) {
                 Ok(x) => x,
                 Err(e) => {
                     let why = format!(

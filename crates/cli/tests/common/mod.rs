@@ -5,6 +5,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod netns;
 pub mod procs;
 
 use serde_json::Value;
@@ -103,19 +104,34 @@ pub fn spawn_server_with(args: &[&str]) -> Env {
 impl Env {
     /// Starts (or restarts) this tree's server on a fresh port; `url` follows it.
     pub fn start_server(&mut self, args: &[&str]) {
+        self.start_server_at("127.0.0.1", HEARTBEAT, LEASE_TTL, args);
+    }
+
+    /// Like [`Env::start_server`], listening on `addr` (port 0) with these lease timings;
+    /// a non-loopback `addr` needs `--allow-remote` in `args`.
+    pub fn start_server_at(&mut self, addr: &str, heartbeat: Duration, lease_ttl: Duration, args: &[&str]) {
         let mut cmd = Command::new(ROTA);
         isolate(&mut cmd, self);
-        cmd.args(["server", "--listen", "127.0.0.1:0"])
+        cmd.args(["server", "--listen", &format!("{addr}:0")])
             .arg("--heartbeat-interval")
-            .arg(format!("{}ms", HEARTBEAT.as_millis()))
+            .arg(format!("{}ms", heartbeat.as_millis()))
             .arg("--lease-ttl")
-            .arg(format!("{}ms", LEASE_TTL.as_millis()))
+            .arg(format!("{}ms", lease_ttl.as_millis()))
             .args(args);
         let (proc, line) = Proc::spawn(cmd, "rota server listening on ");
         let url = line.split_whitespace().last().expect("url").to_string();
-        assert!(url.starts_with("http://127.0.0.1:"), "unexpected listening line: {line}");
+        assert!(url.starts_with(&format!("http://{addr}:")), "unexpected listening line: {line}");
         self.url = url;
         self.server = Some(proc);
+    }
+
+    /// The join token the server of this tree wrote on its first start.
+    pub fn join_token(&self) -> String {
+        let path = self.data_dir().join("join.token");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+            .trim()
+            .to_string()
     }
 }
 
@@ -136,17 +152,21 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawns `cmd` and waits until a stderr line contains `ready`; returns that line.
-    pub fn spawn(mut cmd: Command, ready: &str) -> (Proc, String) {
+    /// Spawns `cmd` without waiting for anything (its stderr is collected).
+    pub fn start(cmd: Command) -> Proc {
+        Self::start_watching(cmd, None).0
+    }
+
+    fn start_watching(mut cmd: Command, ready: Option<&str>) -> (Proc, mpsc::Receiver<String>) {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn rota");
         let stderr = child.stderr.take().expect("stderr");
         let output = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
-        let (sink, wanted) = (output.clone(), ready.to_string());
+        let (sink, wanted) = (output.clone(), ready.map(str::to_string));
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains(&wanted) {
+                if wanted.as_ref().is_some_and(|w| line.contains(w.as_str())) {
                     let _ = tx.send(line.clone());
                 }
                 let mut s = sink.lock().expect("lock");
@@ -154,7 +174,12 @@ impl Proc {
                 s.push('\n');
             }
         });
-        let mut proc = Proc { child, output };
+        (Proc { child, output }, rx)
+    }
+
+    /// Spawns `cmd` and waits until a stderr line contains `ready`; returns that line.
+    pub fn spawn(cmd: Command, ready: &str) -> (Proc, String) {
+        let (mut proc, rx) = Self::start_watching(cmd, Some(ready));
         match rx.recv_timeout(bound()) {
             Ok(line) => (proc, line),
             Err(_) => {

@@ -21,6 +21,9 @@ use rota_store::{
 };
 use std::time::Duration;
 
+/// Longest instance id accepted (a UUID is 36 characters).
+const MAX_INSTANCE_ID: usize = 128;
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -30,10 +33,13 @@ fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
 }
 
 /// Joins the fleet: checks the protocol version and creates a session with its own
-/// credential. A live session of the same name is superseded and its attempts are lost.
+/// credential. A live session of the same name and instance (a restart) is superseded and
+/// its attempts are lost; a live session of another instance keeps the name (409
+/// `name_held`, naming it) unless the request asks to `replace` it.
 #[utoipa::path(post, path = "/worker/register", tag = "worker", security(("join" = [])), request_body = RegisterRequest,
     responses((status = 200, body = RegisterResponse), (status = 400, description = "bad input or protocol mismatch"),
-        (status = 401), (status = 403)))]
+        (status = 401), (status = 403),
+        (status = 409, description = "name_held: a live session of another instance holds the name")))]
 pub(crate) async fn register(
     _: Joiner,
     State(state): State<AppState>,
@@ -58,26 +64,47 @@ pub(crate) async fn register(
     if req.concurrency == 0 {
         return Err(ApiError::bad_request("concurrency: must be at least 1"));
     }
+    if let Some(id) = &req.instance_id
+        && (id.trim().is_empty() || id.len() > MAX_INSTANCE_ID || id.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(format!(
+            "instanceId: must be 1 to {MAX_INSTANCE_ID} printable characters"
+        )));
+    }
     let session = SessionId::new();
     let credential = new_credential();
     let reg = rota_store::WorkerRegistration {
         session,
         token_hash: hash_token(&credential),
         name: req.name.clone(),
-        host: req.host,
+        host: req.host.clone(),
         profile: req.profile,
         version: req.version,
         queues: req.queues,
         tags: req.tags,
         concurrency: req.concurrency,
         pid: req.pid,
+        instance_id: req.instance_id.clone(),
+        replace: req.replace,
+        stale_after: state.config.lease_ttl,
     };
-    let registered = state.store.register_worker(reg, chrono::Utc::now()).await?;
+    let registered = match state.store.register_worker(reg, chrono::Utc::now()).await {
+        Ok(r) => r,
+        Err(rota_store::StoreError::NameHeld(holder)) => {
+            tracing::warn!(worker = %req.name, host = %req.host, instance = ?req.instance_id,
+                holder_host = %holder.host, holder_instance = ?holder.instance_id,
+                "registration refused: the name is held by a live session of another instance");
+            return Err(ApiError::name_held(&holder));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.liveness.heard(session);
     if let Some(old) = registered.superseded {
         tracing::info!(worker = %req.name, old_session = %old, new_session = %session, lost = registered.lost.len(),
-            "worker re-registered: old session superseded");
+            replace = req.replace, "worker re-registered: old session superseded");
         state.auth.forget_session(old);
         state.hub.drop_session(old);
+        state.liveness.forget(old);
     }
     if !registered.lost.is_empty() {
         Metrics::add(&state.metrics.attempts_lost, registered.lost.len() as u64);
@@ -106,6 +133,7 @@ pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    state.liveness.heard(me.session);
     let hb = Heartbeat {
         session: me.session,
         attempts: req.attempts,
@@ -157,7 +185,8 @@ pub(crate) async fn claim(
         return Ok(Json(ClaimResponse::default()));
     }
     let wait = Duration::from_millis(req.wait_ms).min(state.config.max_poll);
-    let deadline = tokio::time::Instant::now() + wait;
+    let arrived = tokio::time::Instant::now();
+    let deadline = arrived + wait;
     let reply = |state: &AppState, got: Vec<ClaimedAttempt>| {
         Metrics::add(&state.metrics.attempts_claimed, got.len() as u64);
         if !got.is_empty() {
@@ -166,6 +195,14 @@ pub(crate) async fn claim(
         Json(ClaimResponse { attempts: got.into_iter().map(to_claimed).collect() })
     };
     loop {
+        // A session not heard from lately (no heartbeat for 1.5 intervals and this claim
+        // no younger) takes nothing more: a cut link sends no FIN, so this request may
+        // look open long after its worker became unreachable, and what it took would be
+        // lost again. The steps stay ready for live workers; a live worker whose
+        // heartbeats are merely late just claims again (a new claim counts as heard from).
+        if !state.liveness.fresh(me.session, arrived, tokio::time::Instant::now()) {
+            return Ok(reply(&state, Vec::new()));
+        }
         // Register interest before looking, so a submit between the look and the wait
         // still wakes us.
         let notified = state.work.notified();
@@ -179,7 +216,7 @@ pub(crate) async fn claim(
         // Park: the next submit claims for us in its own commit (parking.rs). Retries with a
         // backoff become claimable without a submit: look again at least once a second.
         let nap = (deadline - now).min(Duration::from_secs(1));
-        let (ticket, mut handed) = state.parking.park(me.session, max);
+        let (ticket, mut handed) = state.parking.park(me.session, max, arrived);
         let woken = tokio::select! {
             r = &mut handed => Some(r.unwrap_or_default()),
             _ = &mut notified => None,
@@ -419,6 +456,7 @@ pub(crate) async fn unregister(
     let lost = state.store.unregister_worker(me.session, chrono::Utc::now()).await?;
     state.auth.forget_session(me.session);
     state.hub.drop_session(me.session);
+    state.liveness.forget(me.session);
     if !lost.is_empty() {
         Metrics::add(&state.metrics.attempts_lost, lost.len() as u64);
         state.wake_claimers();

@@ -117,6 +117,7 @@ fn start_all(
             overrides,
             default_server: default_server.clone(),
             wait: (!args.wait.no_wait).then_some(args.wait.wait_timeout),
+            ..StartRequest::default()
         };
         let result = if args.action == MultiAction::Restart {
             dirs.ensure()?;

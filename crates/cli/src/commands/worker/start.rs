@@ -67,6 +67,7 @@ pub(super) fn start(global: &GlobalArgs, args: &StartArgs) -> Result<ExitCode> {
         overrides: overrides(global, &args.run, &args.supervision)?,
         default_server: server_url(&global.server)?,
         wait: (!args.wait.no_wait).then_some(args.wait.wait_timeout),
+        replace: args.run.replace,
     };
     let launched = launch::start(&dirs, &paths, &req)?;
     print(&instance, &paths.key, &launched, global.json)?;

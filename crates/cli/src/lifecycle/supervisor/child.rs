@@ -3,7 +3,7 @@
 //! its exit or a stop signal, and ending it (TERM, bounded wait, KILL). Its orphans are
 //! `reaper`'s job.
 
-use super::{Event, STOP_SLACK, SUPERVISOR_PID_ENV, Supervisor};
+use super::{Event, REPLACE_ONCE_ENV, STOP_SLACK, SUPERVISOR_PID_ENV, Supervisor};
 use crate::lifecycle::envfile;
 use crate::lifecycle::readiness::{self, NotReady, READY_FD_ENV, ReadyLine};
 use crate::lifecycle::reaper;
@@ -32,10 +32,13 @@ const SCRUBBED: &[&str] = &[
     "ROTA_WORKER_COMMAND",
     "ROTA_WORKER_BIND",
     READY_FD_ENV,
+    REPLACE_ONCE_ENV,
 ];
 
 impl Supervisor {
-    pub(super) fn spawn_worker(&self) -> std::io::Result<(Child, pipe::Receiver)> {
+    /// Spawns the worker; with `replace` it takes its name over (the first run of
+    /// `start --replace` only).
+    pub(super) fn spawn_worker(&self, replace: bool) -> std::io::Result<(Child, pipe::Receiver)> {
         let inv = self.meta.invocation(&self.exe);
         let (reader, writer) = std::io::pipe()?;
         let mut cmd = tokio::process::Command::new(&inv.program);
@@ -76,6 +79,9 @@ impl Supervisor {
             .env("ROTA_INSTANCE_KEY", &self.paths.key)
             .env(SUPERVISOR_PID_ENV, self.me.pid.to_string())
             .env("ROTA_WORKER_BIND", &self.meta.bind);
+        if replace {
+            cmd.env(REPLACE_ONCE_ENV, "1");
+        }
         let child = cmd.spawn()?;
         // Our copy of the write end must be closed, or EOF would never come.
         drop(cmd);
