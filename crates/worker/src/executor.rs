@@ -114,7 +114,11 @@ pub(crate) async fn run_attempt(
     drop(output);
     let gone = kill::wait_group_gone(pgid, Instant::now() + Duration::from_millis(500)).await;
     hooks.group(None);
-    if let Err(e) = setup.spawner.release(step.attempt_id) {
+    // Almost always the spawner forgot the group when its leader exited (it was empty);
+    // otherwise it kills what is left (if provably the step's) and forgets it once empty.
+    if !child.released()
+        && let Err(e) = setup.spawner.release(step.attempt_id)
+    {
         tracing::warn!("cannot journal the end of the step's process group: {e}");
     }
     // A process that escaped the group and still holds a pipe may also still use the

@@ -31,7 +31,11 @@ pub fn job_processes(job: impl std::fmt::Display) -> Vec<i32> {
 pub fn wait_job_processes_gone(job: impl std::fmt::Display, within: Duration) -> Duration {
     let start = Instant::now();
     while !job_processes(&job).is_empty() {
-        assert!(start.elapsed() < within, "processes of job {job} still alive after {within:?}: {:?}", job_processes(&job));
+        assert!(
+            start.elapsed() < within,
+            "processes of job {job} still alive after {within:?}: {:?}",
+            job_processes(&job)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     start.elapsed()

@@ -1,7 +1,8 @@
 //! The worker's side of the spawner: starting the helper (before any runtime, from the
 //! main thread, so the kernel's death signal follows the worker), sending it spawn
-//! requests with the step's output pipes, and a reader thread that routes its answers
-//! and exit reports to the waiting executors. It never spawns a step itself.
+//! requests with the step's output pipes, and a task on the worker's runtime that routes
+//! its answers and exit reports to the waiting executors (no thread of its own: one
+//! hand-off less per spawn and per exit). It never spawns a step itself.
 
 use super::helper::{MAX_REQUEST, PARENT_ENV};
 use super::wire::{Reply, Request, SpawnRequest};
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 /// Why the spawner could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnerError {
-    /// A socket, the helper process or its reader thread could not be created.
+    /// A socket or the helper process could not be created.
     #[error("cannot start the step spawner: {0}")]
     Start(#[source] io::Error),
 }
@@ -56,6 +57,9 @@ struct Inner {
     /// Cancelled when the helper is gone.
     gone: CancellationToken,
     helper_pid: u32,
+    /// The descriptor the answer-routing task reads, until that task is started (on the
+    /// first async call: the spawner is created before any runtime exists).
+    reader: Mutex<Option<OwnedFd>>,
     /// Test-only: the worker KILLs itself right after a spawn is answered.
     #[cfg(debug_assertions)]
     kill_after_spawn: std::sync::atomic::AtomicBool,
@@ -63,7 +67,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The reader thread holds a second descriptor of this socket: shut the socket
+        // The reading task holds a second descriptor of this socket: shut the socket
         // itself down, so the helper sees EOF now and not when the process exits.
         let _ = rustix::net::shutdown(&self.sock, rustix::net::Shutdown::Both);
     }
@@ -73,12 +77,12 @@ impl Drop for Inner {
 #[derive(Default)]
 struct Routes {
     pending: HashMap<u64, oneshot::Sender<Result<Answer, String>>>,
-    exits: HashMap<i32, oneshot::Sender<i32>>,
+    exits: HashMap<i32, oneshot::Sender<(i32, bool)>>,
     closed: bool,
 }
 
 enum Answer {
-    Spawned { pid: i32, exit: oneshot::Receiver<i32> },
+    Spawned { pid: i32, exit: oneshot::Receiver<(i32, bool)> },
     Done,
 }
 
@@ -100,8 +104,9 @@ pub(crate) struct SpawnedStep {
 #[derive(Debug)]
 pub(crate) struct StepExit {
     pgid: Option<Pid>,
-    rx: oneshot::Receiver<i32>,
+    rx: oneshot::Receiver<(i32, bool)>,
     status: Option<ExitStatus>,
+    released: bool,
 }
 
 impl StepExit {
@@ -111,13 +116,22 @@ impl StepExit {
             return Ok(status);
         }
         match (&mut self.rx).await {
-            Ok(raw) => {
+            Ok((raw, released)) => {
                 let status = ExitStatus::from_raw(raw);
                 self.status = Some(status);
+                self.released = released;
                 Ok(status)
             }
             Err(_) => Err(io::Error::other("the step spawner is gone")),
         }
+    }
+}
+
+impl StepExit {
+    /// True once the leader exited with its group already empty: the spawner has forgotten
+    /// the group's record, and no [`Spawner::release`] is needed.
+    pub(crate) fn released(&self) -> bool {
+        self.released
     }
 }
 
@@ -162,19 +176,16 @@ impl Spawner {
             .spawn()
             .map_err(SpawnerError::Start)?;
         let helper_pid = child.id();
-        // The helper is reaped by the reader thread's end (or the process's exit); the
+        // The helper is reaped when its socket closes (or at the process's exit); the
         // handle itself is not needed.
         drop(child);
+        // Non-blocking, as the runtime's reactor requires of what it watches; a sender that
+        // finds the socket buffer full waits for room (`send`).
+        rustix::fs::fcntl_setfl(&ours, rustix::fs::OFlags::NONBLOCK)
+            .map_err(|e| SpawnerError::Start(e.into()))?;
         let reader = ours.try_clone().map_err(SpawnerError::Start)?;
         let routes = Arc::new(Mutex::new(Routes::default()));
         let gone = CancellationToken::new();
-        {
-            let (routes, gone) = (routes.clone(), gone.clone());
-            std::thread::Builder::new()
-                .name("rota-spawner".into())
-                .spawn(move || read_answers(&reader, &routes, &gone, helper_pid))
-                .map_err(SpawnerError::Start)?;
-        }
         Ok(Self {
             inner: Arc::new(Inner {
                 sock: ours,
@@ -183,6 +194,7 @@ impl Spawner {
                 routes,
                 gone,
                 helper_pid,
+                reader: Mutex::new(Some(reader)),
                 #[cfg(debug_assertions)]
                 kill_after_spawn: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -209,6 +221,7 @@ impl Spawner {
     /// From now on the helper journals each spawned group in `workspace` before it
     /// answers. Boot reaping must have emptied that journal first.
     pub(crate) async fn use_journal(&self, workspace: &Path) -> io::Result<()> {
+        self.start_routing()?;
         let (id, rx) = self.expect_answer()?;
         self.send(&Request::Journal { id, workspace: workspace.to_path_buf() }, &[])?;
         match rx.await {
@@ -229,6 +242,7 @@ impl Spawner {
         env: Vec<(OsString, OsString)>,
         cwd: &Path,
     ) -> io::Result<SpawnedStep> {
+        self.start_routing()?;
         let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let (id, rx) = self.expect_answer()?;
@@ -257,7 +271,7 @@ impl Spawner {
         if self.inner.kill_after_spawn.load(Ordering::SeqCst) {
             let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         }
-        let exit = StepExit { pgid: Pid::from_raw(pid), rx: exit, status: None };
+        let exit = StepExit { pgid: Pid::from_raw(pid), rx: exit, status: None, released: false };
         Ok(SpawnedStep { pid, stdout: receiver(out_r)?, stderr: receiver(err_r)?, exit })
     }
 
@@ -265,6 +279,19 @@ impl Spawner {
     /// provably its) and forgets its journal record once the group is empty.
     pub(crate) fn release(&self, attempt: AttemptId) -> io::Result<()> {
         self.send(&Request::Release { attempt_id: attempt.0 }, &[])
+    }
+
+    /// Starts the task that routes answers, once, on the current runtime.
+    fn start_routing(&self) -> io::Result<()> {
+        let mut reader = self.inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(fd) = reader.take() else { return Ok(()) };
+        // Registered with the reactor as a stream only for readiness: every read is our own
+        // `recv` of one datagram.
+        let afd = tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
+        let (routes, gone, helper) =
+            (self.inner.routes.clone(), self.inner.gone.clone(), self.inner.helper_pid);
+        tokio::spawn(route_answers(afd, routes, gone, helper));
+        Ok(())
     }
 
     fn expect_answer(&self) -> io::Result<(u64, oneshot::Receiver<Result<Answer, String>>)> {
@@ -295,6 +322,17 @@ impl Spawner {
             ) {
                 Ok(_) => return Ok(()),
                 Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => {
+                    // The helper is behind by a whole socket buffer: wait for room (rare, and
+                    // short unless the helper is stuck, which `gone` then reports).
+                    let mut fds =
+                        [rustix::event::PollFd::new(&self.inner.sock, rustix::event::PollFlags::OUT)];
+                    let tick = rustix::event::Timespec { tv_sec: 1, tv_nsec: 0 };
+                    let _ = rustix::event::poll(&mut fds, Some(&tick));
+                    if self.inner.gone.is_cancelled() {
+                        return Err(helper_gone());
+                    }
+                }
                 Err(Errno::MSGSIZE) => {
                     return Err(io::Error::other(format!(
                         "the step's script and environment ({} bytes) are too large to spawn",
@@ -318,56 +356,78 @@ fn receiver(fd: OwnedFd) -> io::Result<pipe::Receiver> {
     pipe::Receiver::from_owned_fd_unchecked(fd)
 }
 
-/// The reader thread: routes every answer until the helper goes away, then fails whatever
+/// The routing task: routes every answer until the helper goes away, then fails whatever
 /// still waits and reaps the helper.
-fn read_answers(sock: &OwnedFd, routes: &Mutex<Routes>, gone: &CancellationToken, helper_pid: u32) {
+async fn route_answers(
+    sock: tokio::net::UnixStream,
+    routes: Arc<Mutex<Routes>>,
+    gone: CancellationToken,
+    helper_pid: u32,
+) {
     let mut buf = vec![0u8; 4096];
-    loop {
-        let n = match rustix::net::recv(sock, &mut buf, rustix::net::RecvFlags::empty()) {
-            Ok((0, _)) => break,
-            Ok((n, _)) => n,
-            Err(Errno::INTR) => continue,
-            Err(_) => break,
-        };
-        let Ok(reply) = Reply::decode(&buf[..n]) else {
-            tracing::warn!("malformed answer from the step spawner: ignored");
-            continue;
-        };
-        let mut r = lock(routes);
-        match reply {
-            Reply::Spawned { id, pid, .. } => {
-                // Routed before the next answer is read, so its exit always finds a waiter.
-                let (tx, exit) = oneshot::channel();
-                r.exits.insert(pid, tx);
-                if let Some(waiter) = r.pending.remove(&id) {
-                    let _ = waiter.send(Ok(Answer::Spawned { pid, exit }));
-                }
-            }
-            Reply::Failed { id, message } => {
-                if let Some(waiter) = r.pending.remove(&id) {
-                    let _ = waiter.send(Err(message));
-                }
-            }
-            Reply::Done { id } => {
-                if let Some(waiter) = r.pending.remove(&id) {
-                    let _ = waiter.send(Ok(Answer::Done));
-                }
-            }
-            Reply::Exited { pid, status } => {
-                if let Some(waiter) = r.exits.remove(&pid) {
-                    let _ = waiter.send(status);
-                }
+    'read: loop {
+        if sock.readable().await.is_err() {
+            break;
+        }
+        loop {
+            let got = sock.try_io(tokio::io::Interest::READABLE, || {
+                rustix::net::recv(&sock, &mut buf, rustix::net::RecvFlags::DONTWAIT).map_err(io::Error::from)
+            });
+            match got {
+                Ok((0, _)) => break 'read,
+                Ok((n, _)) => route(&buf[..n], &routes),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break 'read,
             }
         }
     }
     {
-        let mut r = lock(routes);
+        let mut r = lock(&routes);
         r.closed = true;
         r.pending.clear();
         r.exits.clear();
     }
     gone.cancel();
     if let Some(pid) = Pid::from_raw(i32::try_from(helper_pid).unwrap_or(0)) {
-        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+        // It exits right after killing its steps; waited for off the runtime.
+        let _ = tokio::task::spawn_blocking(move || {
+            rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
+        })
+        .await;
+    }
+}
+
+/// Hands one answer to whoever waits for it.
+fn route(datagram: &[u8], routes: &Mutex<Routes>) {
+    let Ok(reply) = Reply::decode(datagram) else {
+        tracing::warn!("malformed answer from the step spawner: ignored");
+        return;
+    };
+    let mut r = lock(routes);
+    match reply {
+        Reply::Spawned { id, pid, .. } => {
+            // Routed before the next answer is read, so its exit always finds a waiter.
+            let (tx, exit) = oneshot::channel();
+            r.exits.insert(pid, tx);
+            if let Some(waiter) = r.pending.remove(&id) {
+                let _ = waiter.send(Ok(Answer::Spawned { pid, exit }));
+            }
+        }
+        Reply::Failed { id, message } => {
+            if let Some(waiter) = r.pending.remove(&id) {
+                let _ = waiter.send(Err(message));
+            }
+        }
+        Reply::Done { id } => {
+            if let Some(waiter) = r.pending.remove(&id) {
+                let _ = waiter.send(Ok(Answer::Done));
+            }
+        }
+        Reply::Exited { pid, status, released } => {
+            if let Some(waiter) = r.exits.remove(&pid) {
+                let _ = waiter.send((status, released));
+            }
+        }
     }
 }

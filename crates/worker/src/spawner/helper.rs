@@ -131,23 +131,35 @@ impl Helper {
         Ok(())
     }
 
-    /// Reaps every exited child; reports step leaders. True when the worker is gone.
+    /// Reaps every exited child; reports step leaders. True when the worker is gone. A
+    /// leader whose group is empty once every child is reaped (almost every step) has its
+    /// record forgotten here, so the worker need not ask for it.
     fn reap(&mut self) -> bool {
+        let mut exited = Vec::new();
         loop {
             match rustix::process::wait(WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => {
                     let pid = pid.as_raw_nonzero().get();
-                    if self.leaders.remove(&pid).is_some()
-                        && self.send(&Reply::Exited { pid, status: status.as_raw() }).is_err()
-                    {
-                        return true;
+                    if let Some(attempt) = self.leaders.remove(&pid) {
+                        exited.push((pid, attempt, status.as_raw()));
                     }
                 }
-                Ok(None) | Err(Errno::CHILD) => return false,
+                Ok(None) | Err(Errno::CHILD) => break,
                 Err(Errno::INTR) => {}
-                Err(_) => return false,
+                Err(_) => break,
             }
         }
+        for (pid, attempt, status) in exited {
+            // Zombies count as members: checked only after the loop reaped them all.
+            let released = Pid::from_raw(pid).is_none_or(|p| !kill::is_group_alive(p));
+            if released {
+                self.forget(attempt);
+            }
+            if self.send(&Reply::Exited { pid, status, released }).is_err() {
+                return true;
+            }
+        }
+        false
     }
 
     /// Handles every queued request. True when the worker is gone (EOF or a dead socket).

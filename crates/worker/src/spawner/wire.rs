@@ -38,8 +38,9 @@ pub(crate) enum Reply {
     Failed { id: u64, message: String },
     /// A request without a result of its own succeeded.
     Done { id: u64 },
-    /// A spawned step's leader exited; `status` is the raw wait status.
-    Exited { pid: i32, status: i32 },
+    /// A spawned step's leader exited; `status` is the raw wait status. `released`: its
+    /// group was empty then and its record is forgotten (no `Release` needed).
+    Exited { pid: i32, status: i32, released: bool },
 }
 
 /// A datagram that does not decode.
@@ -54,6 +55,10 @@ impl Writer {
         let mut v = Vec::with_capacity(256);
         v.push(tag);
         Self(v)
+    }
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
     }
     fn u64(&mut self, v: u64) -> &mut Self {
         self.0.extend_from_slice(&v.to_le_bytes());
@@ -187,7 +192,9 @@ impl Reply {
             }
             Self::Failed { id, message } => Writer::new(FAILED).u64(*id).bytes(message.as_bytes()).0.clone(),
             Self::Done { id } => Writer::new(DONE).u64(*id).0.clone(),
-            Self::Exited { pid, status } => Writer::new(EXITED).i32(*pid).i32(*status).0.clone(),
+            Self::Exited { pid, status, released } => {
+                Writer::new(EXITED).i32(*pid).i32(*status).u8(u8::from(*released)).0.clone()
+            }
         }
     }
 
@@ -200,7 +207,7 @@ impl Reply {
                 Self::Failed { id, message: String::from_utf8_lossy(r.bytes()?).into_owned() }
             }
             DONE => Self::Done { id: r.u64()? },
-            EXITED => Self::Exited { pid: r.i32()?, status: r.i32()? },
+            EXITED => Self::Exited { pid: r.i32()?, status: r.i32()?, released: r.u8()? != 0 },
             _ => return Err(Malformed),
         };
         r.end()?;
@@ -232,7 +239,7 @@ mod tests {
             Reply::Spawned { id: 1, pid: 42, start_ticks: 99 },
             Reply::Failed { id: 2, message: "no such file".into() },
             Reply::Done { id: 3 },
-            Reply::Exited { pid: 42, status: 9 },
+            Reply::Exited { pid: 42, status: 9, released: true },
         ] {
             assert_eq!(Reply::decode(&reply.encode()).unwrap(), reply);
         }
