@@ -214,6 +214,11 @@ impl Helper {
             {
                 return true;
             }
+            // Steps that ended while this batch was served are reported now, not after the
+            // whole batch: a slot waits for its step's exit (one `wait4` when none ended).
+            if self.reap() {
+                return true;
+            }
         }
     }
 
