@@ -346,4 +346,5 @@ pub async fn wait_gone(pgid: i32, pids: &[i32], within: Duration) {
 // Process helpers shared with the synchronous kit (one file, two kits).
 #[path = "../common/procs.rs"]
 mod procs;
+#[allow(unused_imports)]
 pub use procs::*;
