@@ -39,6 +39,12 @@ const DEATH_SIGNAL: i32 = signal_hook::consts::SIGUSR1;
 /// more than a couple of MB).
 pub(crate) const MAX_REQUEST: usize = 8 << 20;
 
+/// How long a spawn's answer may wait to travel with the step's exit. Most steps of a busy
+/// worker end within it, and one datagram then wakes the worker once instead of twice; a
+/// longer step is answered when it passes (its pid is not needed sooner: stop orders wait
+/// for it in the executor's queue). The group is journaled before either.
+const ANSWER_WITH_EXIT: Duration = Duration::from_millis(5);
+
 /// How long the helper waits for killed processes to be reaped before it exits.
 const REAP_BOUND: Duration = Duration::from_secs(2);
 
@@ -59,8 +65,15 @@ struct Helper {
     signals: UnixStream,
     orphaned: Arc<AtomicBool>,
     journal: Option<Journal>,
-    /// Step leaders not reaped yet: pid → attempt.
-    leaders: HashMap<i32, AttemptId>,
+    /// Step leaders not reaped yet: pid → attempt, and a pidfd that wakes `poll` when the
+    /// leader exits (none without pidfd support: SIGCHLD wakes it then).
+    leaders: HashMap<i32, (AttemptId, Option<OwnedFd>)>,
+    /// The kernel has pidfds (5.3+): exits wake `poll` directly, no SIGCHLD handler.
+    pidfds: bool,
+    /// The step's stdin, opened once.
+    null: std::fs::File,
+    /// Spawn answers held back to travel with their step's exit: (due, pid, answer).
+    held: Vec<(Instant, i32, Reply)>,
     /// Groups spawned whose record the worker has not forgotten.
     groups: HashMap<AttemptId, PgidRecord>,
     buf: Vec<u8>,
@@ -81,7 +94,13 @@ impl Helper {
         }
         signal_hook::flag::register(DEATH_SIGNAL, orphaned.clone())?;
         signal_hook::low_level::pipe::register(DEATH_SIGNAL, wake.try_clone()?)?;
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGCHLD, wake)?;
+        // A leader's exit wakes `poll` through its pidfd: no signal frame, no self-pipe
+        // write and read per step. Without pidfds (kernels before 5.3), SIGCHLD does it.
+        let me = rustix::process::getpid();
+        let pidfds = rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty()).is_ok();
+        if !pidfds {
+            signal_hook::low_level::pipe::register(signal_hook::consts::SIGCHLD, wake)?;
+        }
         let death =
             Signal::from_named_raw(DEATH_SIGNAL).ok_or_else(|| std::io::Error::other("no SIGUSR1"))?;
         rustix::process::set_parent_process_death_signal(Some(death))?;
@@ -91,13 +110,16 @@ impl Helper {
         if expected.is_some() && expected != parent {
             orphaned.store(true, Ordering::SeqCst);
         }
-        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+        rustix::process::set_child_subreaper(Some(me))?;
         Ok(Self {
             sock,
             signals,
             orphaned,
             journal: None,
             leaders: HashMap::new(),
+            pidfds,
+            null: std::fs::File::open("/dev/null")?,
+            held: Vec::new(),
             groups: HashMap::new(),
             buf: Vec::new(),
         })
@@ -108,9 +130,23 @@ impl Helper {
         let mut worker_gone = false;
         while !worker_gone && !self.orphaned.load(Ordering::SeqCst) {
             let (sock_ready, sig_ready) = {
-                let mut fds =
-                    [PollFd::new(&self.sock, PollFlags::IN), PollFd::new(&self.signals, PollFlags::IN)];
-                match poll(&mut fds, Some(&tick)) {
+                let mut fds = Vec::with_capacity(2 + self.leaders.len());
+                fds.push(PollFd::new(&self.sock, PollFlags::IN));
+                fds.push(PollFd::new(&self.signals, PollFlags::IN));
+                fds.extend(
+                    self.leaders
+                        .values()
+                        .filter_map(|(_, fd)| Some(PollFd::new(fd.as_ref()?, PollFlags::IN))),
+                );
+                let now = Instant::now();
+                let wait = self.held.iter().map(|(due, ..)| due.saturating_duration_since(now)).min();
+                let timeout = match wait {
+                    Some(d) if d < Duration::from_secs(1) => {
+                        Timespec { tv_sec: 0, tv_nsec: i64::from(d.subsec_nanos()) }
+                    }
+                    _ => tick,
+                };
+                match poll(&mut fds, Some(&timeout)) {
                     Ok(_) | Err(Errno::INTR) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -120,12 +156,13 @@ impl Helper {
                 let mut sink = [0u8; 64];
                 while matches!((&self.signals).read(&mut sink), Ok(n) if n > 0) {}
             }
-            // Reaped on every wake-up and tick: orphans re-parented to us have no SIGCHLD
-            // of their own worth waiting for.
+            // Reaped on every wake-up and tick: orphans re-parented to us have no pidfd (or
+            // SIGCHLD) of their own worth waiting for.
             worker_gone |= self.reap();
             if sock_ready {
                 worker_gone |= self.serve_requests();
             }
+            worker_gone |= self.answer_due(Instant::now());
         }
         self.kill_everything();
         Ok(())
@@ -140,7 +177,7 @@ impl Helper {
             match rustix::process::wait(WaitOptions::NOHANG) {
                 Ok(Some((pid, status))) => {
                     let pid = pid.as_raw_nonzero().get();
-                    if let Some(attempt) = self.leaders.remove(&pid) {
+                    if let Some((attempt, _pidfd)) = self.leaders.remove(&pid) {
                         exited.push((pid, attempt, status.as_raw()));
                     }
                 }
@@ -150,6 +187,12 @@ impl Helper {
             }
         }
         for (pid, attempt, status) in exited {
+            if let Some(i) = self.held.iter().position(|(_, p, _)| *p == pid) {
+                let (_, _, answer) = self.held.swap_remove(i);
+                if self.send(&answer).is_err() {
+                    return true;
+                }
+            }
             // Zombies count as members: checked only after the loop reaped them all.
             let released = Pid::from_raw(pid).is_none_or(|p| !kill::is_group_alive(p));
             if released {
@@ -199,7 +242,13 @@ impl Helper {
                     self.journal = Some(Journal::new(&workspace));
                     Some(Reply::Done { id })
                 }
-                Some(Request::Spawn(req)) => Some(self.spawn(req, fds)),
+                Some(Request::Spawn(req)) => match self.spawn(req, fds) {
+                    answer @ Reply::Spawned { pid, .. } => {
+                        self.held.push((Instant::now() + ANSWER_WITH_EXIT, pid, answer));
+                        None
+                    }
+                    answer => Some(answer),
+                },
                 Some(Request::Release { attempt_id }) => {
                     self.release(AttemptId(attempt_id));
                     None
@@ -222,6 +271,17 @@ impl Helper {
         }
     }
 
+    /// Sends the held spawn answers that are due. True when the worker is gone.
+    fn answer_due(&mut self, now: Instant) -> bool {
+        while let Some(i) = self.held.iter().position(|(due, ..)| *due <= now) {
+            let (_, _, answer) = self.held.swap_remove(i);
+            if self.send(&answer).is_err() {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Spawns one step and journals its group before answering.
     fn spawn(&mut self, req: SpawnRequest, fds: Vec<OwnedFd>) -> Reply {
         let id = req.id;
@@ -235,7 +295,10 @@ impl Helper {
             .envs(req.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&req.cwd)
             .process_group(0)
-            .stdin(Stdio::null())
+            .stdin(match self.null.try_clone() {
+                Ok(null) => Stdio::from(null),
+                Err(_) => Stdio::null(),
+            })
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr));
         let spawned = cmd.spawn();
@@ -247,7 +310,14 @@ impl Helper {
             Err(e) => return failed(e.to_string()),
         };
         let attempt_id = AttemptId(req.attempt_id);
-        self.leaders.insert(pid, attempt_id);
+        // Our unreaped child: its pid cannot be reused, so the pidfd is its.
+        let pidfd = match Pid::from_raw(pid) {
+            Some(p) if self.pidfds => {
+                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+            }
+            _ => None,
+        };
+        self.leaders.insert(pid, (attempt_id, pidfd));
         // The leader is our unreaped child, so its stat is readable until we wait for it.
         let recorded = procfs::read_stat(pid).and_then(|stat| {
             let rec = PgidRecord { attempt_id, pid, pgid: pid, start_ticks: stat.start_ticks };
