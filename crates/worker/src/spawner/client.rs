@@ -414,6 +414,13 @@ fn route(datagram: &[u8], routes: &Mutex<Routes>) {
                 let _ = waiter.send(Ok(Answer::Spawned { pid, exit }));
             }
         }
+        Reply::SpawnedExited { id, pid, status, released, .. } => {
+            let (tx, exit) = oneshot::channel();
+            let _ = tx.send((status, released));
+            if let Some(waiter) = r.pending.remove(&id) {
+                let _ = waiter.send(Ok(Answer::Spawned { pid, exit }));
+            }
+        }
         Reply::Failed { id, message } => {
             if let Some(waiter) = r.pending.remove(&id) {
                 let _ = waiter.send(Err(message));

@@ -187,18 +187,20 @@ impl Helper {
             }
         }
         for (pid, attempt, status) in exited {
-            if let Some(i) = self.held.iter().position(|(_, p, _)| *p == pid) {
-                let (_, _, answer) = self.held.swap_remove(i);
-                if self.send(&answer).is_err() {
-                    return true;
-                }
-            }
+            let held = self.held.iter().position(|(_, p, _)| *p == pid).map(|i| self.held.swap_remove(i).2);
             // Zombies count as members: checked only after the loop reaped them all.
             let released = Pid::from_raw(pid).is_none_or(|p| !kill::is_group_alive(p));
             if released {
                 self.forget(attempt);
             }
-            if self.send(&Reply::Exited { pid, status, released }).is_err() {
+            let reply = match held {
+                // Answer and exit in one datagram: one wake-up of the worker.
+                Some(Reply::Spawned { id, pid, start_ticks }) => {
+                    Reply::SpawnedExited { id, pid, start_ticks, status, released }
+                }
+                _ => Reply::Exited { pid, status, released },
+            };
+            if self.send(&reply).is_err() {
                 return true;
             }
         }

@@ -38,6 +38,8 @@ pub(crate) enum Reply {
     Failed { id: u64, message: String },
     /// A request without a result of its own succeeded.
     Done { id: u64 },
+    /// `Spawned` and `Exited` of a step that ended before its answer was sent.
+    SpawnedExited { id: u64, pid: i32, start_ticks: u64, status: i32, released: bool },
     /// A spawned step's leader exited; `status` is the raw wait status. `released`: its
     /// group was empty then and its record is forgotten (no `Release` needed).
     Exited { pid: i32, status: i32, released: bool },
@@ -138,6 +140,7 @@ const SPAWNED: u8 = 11;
 const FAILED: u8 = 12;
 const DONE: u8 = 13;
 const EXITED: u8 = 14;
+const SPAWNED_EXITED: u8 = 15;
 
 impl Request {
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -192,6 +195,14 @@ impl Reply {
             }
             Self::Failed { id, message } => Writer::new(FAILED).u64(*id).bytes(message.as_bytes()).0.clone(),
             Self::Done { id } => Writer::new(DONE).u64(*id).0.clone(),
+            Self::SpawnedExited { id, pid, start_ticks, status, released } => Writer::new(SPAWNED_EXITED)
+                .u64(*id)
+                .i32(*pid)
+                .u64(*start_ticks)
+                .i32(*status)
+                .u8(u8::from(*released))
+                .0
+                .clone(),
             Self::Exited { pid, status, released } => {
                 Writer::new(EXITED).i32(*pid).i32(*status).u8(u8::from(*released)).0.clone()
             }
@@ -207,6 +218,13 @@ impl Reply {
                 Self::Failed { id, message: String::from_utf8_lossy(r.bytes()?).into_owned() }
             }
             DONE => Self::Done { id: r.u64()? },
+            SPAWNED_EXITED => Self::SpawnedExited {
+                id: r.u64()?,
+                pid: r.i32()?,
+                start_ticks: r.u64()?,
+                status: r.i32()?,
+                released: r.u8()? != 0,
+            },
             EXITED => Self::Exited { pid: r.i32()?, status: r.i32()?, released: r.u8()? != 0 },
             _ => return Err(Malformed),
         };
@@ -240,6 +258,7 @@ mod tests {
             Reply::Failed { id: 2, message: "no such file".into() },
             Reply::Done { id: 3 },
             Reply::Exited { pid: 42, status: 9, released: true },
+            Reply::SpawnedExited { id: 4, pid: 43, start_ticks: 7, status: 256, released: false },
         ] {
             assert_eq!(Reply::decode(&reply.encode()).unwrap(), reply);
         }
