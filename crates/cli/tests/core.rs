@@ -11,27 +11,21 @@ use rota_api_types::jobs::LogsQuery;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-fn marker_dir(c: &Cluster, name: &str) -> String {
-    let p = c.path(name);
-    std::fs::create_dir_all(&p).expect("mkdir");
-    p.display().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn dag_runs_in_order_and_logs_each_step() {
     let c = Cluster::start(Timing::FAST).await;
     let _w = c.worker("w1", 4).await;
-    let m = marker_dir(&c, "dag");
+    let m = c.marker_dir("dag");
     // Each step records when it started and ended (ns); d must start after b and c end.
     let step = |name: &str| {
         format!("date +%s%N > $M/{name}.start; echo out-{name}; sleep 0.3; date +%s%N > $M/{name}.end")
     };
     let doc = format!(
         "env:\n  M: {m}\nsteps:\n  - name: a\n    run: {a}\n  - name: b\n    needs: [a]\n    run: {b}\n  - name: c\n    needs: [a]\n    run: {cc}\n  - name: d\n    needs: [b, c]\n    run: {d}\n",
-        a = yaml_str(&step("a")),
-        b = yaml_str(&step("b")),
-        cc = yaml_str(&step("c")),
-        d = yaml_str(&step("d")),
+        a = cluster::yaml_str(&step("a")),
+        b = cluster::yaml_str(&step("b")),
+        cc = cluster::yaml_str(&step("c")),
+        d = cluster::yaml_str(&step("d")),
     );
     let id = c.submit_file(&doc);
     c.wait_state(id, &["succeeded"], c.timing.bound()).await;
@@ -48,10 +42,6 @@ async fn dag_runs_in_order_and_logs_each_step() {
     }
 }
 
-fn yaml_str(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_megabytes_of_binary_output_round_trip_exactly() {
     // Longer leases: shipping 20 MB keeps a loaded machine busy, and a lease lost meanwhile
@@ -59,9 +49,9 @@ async fn twenty_megabytes_of_binary_output_round_trip_exactly() {
     let timing = Timing { heartbeat: Duration::from_millis(500), ttl: Duration::from_secs(10) };
     let c = Cluster::start(timing).await;
     let _w = c.worker("w1", 2).await;
-    let m = marker_dir(&c, "bin");
+    let m = c.marker_dir("bin");
     let run = format!("{{ head -c 20000000 /dev/urandom; printf '\\377\\376'; }} | tee {m}/expected.bin");
-    let doc = format!("steps:\n  - name: big\n    run: {}\n", yaml_str(&run));
+    let doc = format!("steps:\n  - name: big\n    run: {}\n", cluster::yaml_str(&run));
     let id = c.submit_file(&doc);
     let d = c.wait_state(id, &["succeeded"], c.timing.bound() * 2).await;
     let attempts = &d.step_details[0].attempts;
@@ -82,14 +72,14 @@ async fn twenty_megabytes_of_binary_output_round_trip_exactly() {
 async fn stopped_worker_loses_its_attempt_and_fences_itself() {
     let c = Cluster::start(Timing::FAST).await;
     let w1 = c.worker("w1", 1).await;
-    let m = marker_dir(&c, "fence");
+    let m = c.marker_dir("fence");
     // First attempt: record its pid (= pgid) and block; any later attempt answers at once.
     let run = format!(
         "if [ -e {m}/first ]; then echo second; else echo $$ > {m}/first; sleep 300 & echo $! > {m}/child; wait; echo first; fi"
     );
     let doc = format!(
         "steps:\n  - name: s\n    retry:\n      max_attempts: 3\n      backoff:\n        initial: 100ms\n    run: {}\n",
-        yaml_str(&run)
+        cluster::yaml_str(&run)
     );
     let id = c.submit_file(&doc);
     let pgid: i32 = wait_file(&c.path("fence/first"), c.timing.bound()).await.parse().expect("pid");
@@ -122,9 +112,9 @@ async fn killed_worker_leftovers_are_reaped_at_next_boot() {
     let c = Cluster::start(Timing::FAST).await;
     let ws = c.path("shared-ws");
     let mut w1 = c.worker_with("w1", 1, &ws, &[]).await;
-    let m = marker_dir(&c, "orphan");
+    let m = c.marker_dir("orphan");
     let run = format!("echo $$ > {m}/leader; (sleep 300 & echo $! > {m}/grandchild; wait) & wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
     let leader: i32 = wait_file(&c.path("orphan/leader"), c.timing.bound()).await.parse().expect("pid");
     let grandchild: i32 =
         wait_file(&c.path("orphan/grandchild"), c.timing.bound()).await.parse().expect("pid");
@@ -156,9 +146,9 @@ async fn killed_worker_leftovers_are_reaped_at_next_boot() {
 async fn cancel_kills_the_whole_group() {
     let c = Cluster::start(Timing::FAST).await;
     let _w = c.worker("w1", 1).await;
-    let m = marker_dir(&c, "cancel");
+    let m = c.marker_dir("cancel");
     let run = format!("echo $$ > {m}/leader; sleep 300 & echo $! > {m}/bg; wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
     let leader: i32 = wait_file(&c.path("cancel/leader"), c.timing.bound()).await.parse().expect("pid");
     let bg: i32 = wait_file(&c.path("cancel/bg"), c.timing.bound()).await.parse().expect("pid");
     let out = c.rota().args(["job", "cancel", &id.to_string()]).output().expect("cancel");
@@ -176,10 +166,13 @@ async fn cancel_kills_the_whole_group() {
 async fn timeout_kills_the_group_and_fails_the_step() {
     let c = Cluster::start(Timing::FAST).await;
     let _w = c.worker("w1", 1).await;
-    let m = marker_dir(&c, "timeout");
+    let m = c.marker_dir("timeout");
     let run = format!("echo $$ > {m}/leader; sleep 300 & echo $! > {m}/bg; wait");
     // The timeout leaves the step time to write both pid files even on a loaded machine.
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    timeout: 3s\n    run: {}\n", yaml_str(&run)));
+    let id = c.submit_file(&format!(
+        "steps:\n  - name: s\n    timeout: 3s\n    run: {}\n",
+        cluster::yaml_str(&run)
+    ));
     let leader: i32 = wait_file(&c.path("timeout/leader"), c.timing.bound()).await.parse().expect("pid");
     let bg: i32 = wait_file(&c.path("timeout/bg"), c.timing.bound()).await.parse().expect("pid");
     let d = c.wait_state(id, &["failed"], c.timing.bound()).await;
@@ -192,9 +185,9 @@ async fn timeout_kills_the_group_and_fails_the_step() {
 async fn sigterm_drains_running_steps_and_claims_nothing_new() {
     let c = Cluster::start(Timing::FAST).await;
     let mut w = c.worker("w1", 2).await;
-    let m = marker_dir(&c, "drain");
+    let m = c.marker_dir("drain");
     let run = format!("echo started > {m}/started; sleep 2; echo finished");
-    let first = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run)));
+    let first = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
     wait_file(&c.path("drain/started"), c.timing.bound()).await;
     w.signal("TERM");
     // The second job is submitted once the worker has stopped claiming (it logs the drain
@@ -219,9 +212,9 @@ async fn server_restart_does_not_lose_a_running_step() {
     let timing = Timing { heartbeat: Duration::from_millis(500), ttl: Duration::from_secs(10) };
     let mut c = Cluster::start(timing).await;
     let _w = c.worker("w1", 1).await;
-    let m = marker_dir(&c, "restart");
+    let m = c.marker_dir("restart");
     let run = format!("echo started > {m}/started; sleep 4; echo done");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
     wait_file(&c.path("restart/started"), timing.bound()).await;
     let addr = c.listen_addr();
     c.kill_server();

@@ -19,10 +19,6 @@ fn json(out: &std::process::Output) -> serde_json::Value {
     })
 }
 
-fn yaml_str(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn ping_names_the_worker_that_does_not_answer() {
     let c = Cluster::start(Timing::FAST).await;
@@ -57,7 +53,7 @@ async fn revoke_terminate_kills_the_group_and_revokes_hold_across_restarts() {
     std::fs::create_dir_all(&m).unwrap();
     let m = m.display().to_string();
     let run = format!("echo $$ > {m}/leader; (sleep 300 & echo $! > {m}/gc; wait) & wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
     let leader: i32 = wait_file(&c.path("rv/leader"), c.timing.bound()).await.parse().unwrap();
     let gc: i32 = wait_file(&c.path("rv/gc"), c.timing.bound()).await.parse().unwrap();
     let start = Instant::now();
@@ -102,7 +98,7 @@ async fn long_step(c: &Cluster, dir: &str, on_lost: &str) -> (rota_domain::JobId
     );
     let id = c.submit_file(&format!(
         "steps:\n  - name: s\n    on_lost: {on_lost}\n    retry:\n      max_attempts: 3\n      backoff:\n        initial: 100ms\n    run: {}\n",
-        yaml_str(&run)
+        cluster::yaml_str(&run)
     ));
     let leader: i32 = wait_file(&c.path(&format!("{dir}/leader")), c.timing.bound()).await.parse().unwrap();
     (id, leader)
@@ -159,7 +155,7 @@ async fn shutdown_modes() {
     let m = c.path("warm");
     std::fs::create_dir_all(&m).unwrap();
     let run = format!("touch {}/started; sleep 2; echo done", m.display());
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
     // w5 first re-runs the step the soft shutdown lost (instant), then this one.
     let start = Instant::now();
     while !c.path("warm/started").exists() {
@@ -274,8 +270,10 @@ async fn a_step_past_its_memory_limit_fails_with_reason_memory() {
     let _w = c.worker("w1", 1).await;
     // python3 holds ~200 MB for a while; the limit is 64 MiB.
     let run = "python3 -c 'import time; b = bytearray(200 * 1024 * 1024); time.sleep(30)'";
-    let id =
-        c.submit_file(&format!("steps:\n  - name: s\n    memory_limit: 64MiB\n    run: {}\n", yaml_str(run)));
+    let id = c.submit_file(&format!(
+        "steps:\n  - name: s\n    memory_limit: 64MiB\n    run: {}\n",
+        cluster::yaml_str(run)
+    ));
     let d = c.wait_state(id, &["failed"], c.timing.bound()).await;
     assert_eq!(d.step_details[0].reason.as_deref(), Some("memory"), "{:#?}", d.step_details);
 }
@@ -365,7 +363,7 @@ async fn fleet_json_shapes() {
     let m = c.path("shape");
     std::fs::create_dir_all(&m).unwrap();
     let run = format!("touch {}/started; sleep 300", m.display());
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
     let start = Instant::now();
     while !c.path("shape/started").exists() {
         if start.elapsed() > c.timing.bound() {

@@ -697,7 +697,7 @@ fn a_failed_start_leaves_no_process_behind() {
     assert_ne!(code(&o), 0, "{}", stderr(&o));
     let began = Instant::now();
     wait_until(bound(), "every rota process of the profile to be gone", || rota_procs(&env).is_empty());
-    println!("no rota process left {:?} after the failed start returned", began.elapsed());
+    eprintln!("no rota process left {:?} after the failed start returned", began.elapsed());
     std::thread::sleep(Duration::from_secs(1));
     assert!(rota_procs(&env).is_empty(), "a process came back: {:?}", rota_procs(&env));
 
@@ -751,6 +751,6 @@ fn an_orphaned_worker_is_found_by_diagnose_and_stopped_by_start() {
     let v = start_json(&env, &[]);
     assert!(v["notes"].to_string().contains(&format!("stopped worker pid {worker}")), "{v:#}");
     assert!(!common::pid_alive(worker), "start must have stopped the orphaned worker");
-    println!("start stopped the orphan and started anew in {:?}", began.elapsed());
+    eprintln!("start stopped the orphan and started anew in {:?}", began.elapsed());
     assert_eq!(status(&env, &[]).0, 0);
 }

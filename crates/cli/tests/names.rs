@@ -56,19 +56,28 @@ fn environ(pid: i64) -> Vec<String> {
         .collect()
 }
 
+/// A server in this test's tree listening on the host side of host `listen_on`'s link (0 or
+/// 1), two test hosts pointed at it, and the join token.
+fn two_hosts(a: &str, b: &str, listen_on: usize) -> (Env, Host, Host, String) {
+    let mut server = Env::new();
+    let mut hosts = [Host::new(a), Host::new(b)];
+    let addr = hosts[listen_on].ns.host_addr.to_string();
+    server.start_server_at(&addr, HEARTBEAT, LEASE_TTL, &["--allow-remote"]);
+    for h in &mut hosts {
+        h.env.url = server.url.clone();
+    }
+    let token = server.join_token();
+    let [h1, h2] = hosts;
+    (server, h1, h2, token)
+}
+
 /// Point 3: a second worker with a live name on another host and workspace exits 78
 /// naming the holder, and the holder keeps its job to success. `--replace` takes the name;
 /// the replaced worker exits 78 instead of registering again, and the name stays taken.
 #[test]
 fn a_live_name_is_refused_to_another_instance_and_replace_takes_it_once() {
     let began = Instant::now();
-    let mut server = Env::new();
-    let mut h1 = Host::new("names-a");
-    let mut h2 = Host::new("names-b");
-    server.start_server_at(&h1.ns.host_addr.to_string(), HEARTBEAT, LEASE_TTL, &["--allow-remote"]);
-    h1.env.url = server.url.clone();
-    h2.env.url = server.url.clone();
-    let token = server.join_token();
+    let (server, h1, h2, token) = two_hosts("names-a", "names-b", 0);
     let join = ["--join-token", token.as_str()];
 
     let mut first = h1.spawn_worker("vm", &join);
@@ -199,14 +208,8 @@ fn a_background_worker_restarted_within_the_ttl_is_the_same_instance() {
 #[test]
 fn a_retry_is_never_handed_to_a_worker_whose_link_is_cut() {
     let began = Instant::now();
-    let mut server = Env::new();
-    let mut cut = Host::new("cut");
-    let mut live = Host::new("live");
     // The server listens on the live host's link, so it stays reachable from here.
-    server.start_server_at(&live.ns.host_addr.to_string(), HEARTBEAT, LEASE_TTL, &["--allow-remote"]);
-    cut.env.url = server.url.clone();
-    live.env.url = server.url.clone();
-    let token = server.join_token();
+    let (server, cut, live, token) = two_hosts("cut", "live", 1);
     let join = ["--join-token", token.as_str(), "--concurrency", "2"];
 
     // The first attempt runs on the worker whose link will be cut; it keeps a claim parked

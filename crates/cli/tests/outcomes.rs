@@ -11,16 +11,6 @@ use cluster::{Cluster, Timing, wait_file};
 use rota_domain::JobId;
 use std::time::{Duration, Instant};
 
-fn marker_dir(c: &Cluster, name: &str) -> String {
-    let p = c.path(name);
-    std::fs::create_dir_all(&p).expect("mkdir");
-    p.display().to_string()
-}
-
-fn yaml_str(s: &str) -> String {
-    serde_json::to_string(s).expect("json string")
-}
-
 fn status(a: &rota_api_types::jobs::AttemptView) -> String {
     format!("{:?}", a.status).to_lowercase()
 }
@@ -33,14 +23,14 @@ async fn a_server_outage_longer_than_the_lease_ends_steps_lost_and_retries_them(
     let timing = Timing { heartbeat: Duration::from_millis(300), ttl: Duration::from_secs(2) };
     let mut c = Cluster::start(timing).await;
     let _w = c.worker("w1", 8).await;
-    let m = marker_dir(&c, "outage");
+    let m = c.marker_dir("outage");
     let mut jobs: Vec<JobId> = Vec::new();
     for i in 0..8 {
         // The first attempt blocks; its retry succeeds at once.
         let run = format!(
             "if [ \"$ROTA_ATTEMPT\" = 1 ]; then echo $$ > {m}/{i}; sleep 300 & wait; fi; echo attempt $ROTA_ATTEMPT"
         );
-        jobs.push(c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run))));
+        jobs.push(c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run))));
     }
     for i in 0..8 {
         wait_file(&c.path(&format!("outage/{i}")), timing.bound()).await;
@@ -72,17 +62,20 @@ async fn a_server_outage_longer_than_the_lease_ends_steps_lost_and_retries_them(
 async fn revoke_timeout_and_memory_kills_are_recorded_with_their_own_reasons() {
     let c = Cluster::start(Timing::FAST).await;
     let _w = c.worker("w1", 3).await;
-    let m = marker_dir(&c, "kills");
+    let m = c.marker_dir("kills");
     let block = |name: &str| format!("echo $$ > {m}/{name}; sleep 300 & wait");
-    let revoked = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&block("revoke"))));
+    let revoked =
+        c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&block("revoke"))));
     let timed_out = c.submit_file(&format!(
         "steps:\n  - name: s\n    timeout: 3s\n    run: {}\n",
-        yaml_str(&block("timeout"))
+        cluster::yaml_str(&block("timeout"))
     ));
     // dd holds a 64 MiB buffer while it copies for minutes: over a 16 MiB limit.
     let hog = format!("echo $$ > {m}/memory; dd if=/dev/zero of=/dev/null bs=64M count=100000");
-    let hogged = c
-        .submit_file(&format!("steps:\n  - name: s\n    memory_limit: 16MiB\n    run: {}\n", yaml_str(&hog)));
+    let hogged = c.submit_file(&format!(
+        "steps:\n  - name: s\n    memory_limit: 16MiB\n    run: {}\n",
+        cluster::yaml_str(&hog)
+    ));
     for name in ["revoke", "timeout", "memory"] {
         wait_file(&c.path(&format!("kills/{name}")), c.timing.bound()).await;
     }
@@ -119,9 +112,9 @@ async fn revoke_timeout_and_memory_kills_are_recorded_with_their_own_reasons() {
 async fn a_killed_foreground_worker_leaves_no_step_process() {
     let c = Cluster::start(Timing::FAST).await;
     let mut w = c.worker("w1", 1).await;
-    let m = marker_dir(&c, "orphans");
+    let m = c.marker_dir("orphans");
     let run = format!("sleep 300 & echo $! > {m}/bg; (sleep 300 & wait) & wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
     wait_file(&c.path("orphans/bg"), c.timing.bound()).await;
     cluster::wait_for(c.timing.bound(), "the step's processes", || async {
         cluster::job_processes(id).len() >= 3

@@ -497,6 +497,14 @@ async fn a_live_name_is_refused_to_another_instance_until_it_is_replaced() {
     }
 }
 
+/// A claim long-poll (20 s) of worker credential `w`, parked in the background.
+fn park_claim(api: &Arc<Api>, w: &str) -> tokio::task::JoinHandle<(StatusCode, serde_json::Value)> {
+    let (api, w) = (api.clone(), w.to_string());
+    tokio::spawn(async move {
+        api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 1, "waitMs": 20_000}))).await
+    })
+}
+
 fn fast_heartbeats() -> ServerConfig {
     // Heard from lately = within 1.5 heartbeat intervals = 300 ms.
     ServerConfig { heartbeat_interval: std::time::Duration::from_millis(200), ..ServerConfig::default() }
@@ -506,12 +514,7 @@ fn fast_heartbeats() -> ServerConfig {
 async fn a_parked_claim_of_a_session_not_heard_from_gets_no_work() {
     let api = Arc::new(Api::with_config(fast_heartbeats()));
     let (silent, _) = api.register("silent").await;
-    let poll = {
-        let (api, w) = (api.clone(), silent.clone());
-        tokio::spawn(async move {
-            api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 1, "waitMs": 20_000}))).await
-        })
-    };
+    let poll = park_claim(&api, &silent);
     // No heartbeat for well over 1.5 intervals: its link is as good as cut.
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     let job = api.submit("true").await;
@@ -539,12 +542,7 @@ async fn a_parked_claim_of_a_session_not_heard_from_gets_no_work() {
 async fn a_parked_claim_of_a_heartbeating_session_keeps_getting_work() {
     let api = Arc::new(Api::with_config(fast_heartbeats()));
     let (w, _) = api.register("beating").await;
-    let poll = {
-        let (api, w) = (api.clone(), w.clone());
-        tokio::spawn(async move {
-            api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 1, "waitMs": 20_000}))).await
-        })
-    };
+    let poll = park_claim(&api, &w);
     // Parked well past the window from its arrival, but heartbeating all along.
     for _ in 0..8 {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -45,7 +45,19 @@ fn fmt_ms(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
+/// A YAML single-quoted scalar holding `s` exactly (for `run:` lines in job documents).
+pub fn yaml_str(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 impl Cluster {
+    /// A fresh directory in the cluster's tree for a step's marker files; its path.
+    pub fn marker_dir(&self, name: &str) -> String {
+        let p = self.path(name);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        p.display().to_string()
+    }
+
     pub async fn start(timing: Timing) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         for d in ["home", "data", "state", "config", "runtime"] {
