@@ -8,7 +8,7 @@
 
 use crate::error::WorkerError;
 use crate::pgid;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -43,8 +43,8 @@ pub fn retire_shared_workspace(old: &Path) -> Result<Retirement, WorkerError> {
     if !has_journal(old) {
         return Ok(Retirement::Nothing);
     }
-    let lock_path = pgid::running_dir(old).join("worker.lock");
-    let Some(_lock) = lock_patiently(&lock_path).map_err(|e| err(&lock_path, e))? else {
+    let lock_path = crate::workspace::lock_path(old);
+    let Some(_lock) = lock_patiently(old).map_err(|e| err(&lock_path, e))? else {
         return Ok(Retirement::InUse);
     };
     // Under the lock: another worker may have retired it while this one waited.
@@ -71,18 +71,14 @@ fn has_journal(old: &Path) -> bool {
     pgid::journal_path(old).exists() || pgid::running_dir(old).join("running").exists()
 }
 
-/// The lock, within [`PATIENCE`]; `None` if another process keeps it.
-fn lock_patiently(path: &Path) -> io::Result<Option<File>> {
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+/// The workspace lock of `old`, within [`PATIENCE`]; `None` if another process keeps it.
+fn lock_patiently(old: &Path) -> io::Result<Option<File>> {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(Some(file)),
-            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(TryLockError::WouldBlock) => return Ok(None),
-            Err(TryLockError::Error(e)) => return Err(e),
+        match crate::workspace::try_lock(old)? {
+            Some(file) => return Ok(Some(file)),
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            None => return Ok(None),
         }
     }
 }

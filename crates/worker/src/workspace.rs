@@ -23,6 +23,23 @@ fn pool_dir(ws: &Path) -> PathBuf {
     pgid::running_dir(ws).join("pool")
 }
 
+/// `<workspace>/.rota/worker.lock`: held (flock) by the one worker using the workspace.
+pub(crate) fn lock_path(ws: &Path) -> PathBuf {
+    pgid::running_dir(ws).join("worker.lock")
+}
+
+/// Takes the lock of workspace `ws` (whose `.rota` directory exists) without waiting;
+/// `None` while another process holds it. The lock file is never removed: removing a lock
+/// file others may be opening would let two holders in.
+pub(crate) fn try_lock(ws: &Path) -> io::Result<Option<File>> {
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(lock_path(ws))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// Creates the workspace directories, takes the workspace lock, and empties the pool of
 /// directories (an earlier worker's entries are not known to be empty any more).
 pub(crate) fn prepare(ws: &Path) -> Result<WorkspaceLock, WorkerError> {
@@ -30,18 +47,10 @@ pub(crate) fn prepare(ws: &Path) -> Result<WorkspaceLock, WorkerError> {
     for dir in [ws.join("attempts"), pgid::running_dir(ws)] {
         fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
     }
-    let lock_path = ws.join(".rota").join("worker.lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| err(&lock_path, e))?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => return Err(WorkerError::WorkspaceInUse { path: ws.to_path_buf() }),
-        Err(TryLockError::Error(e)) => return Err(err(&lock_path, e)),
-    }
+    let lock_path = lock_path(ws);
+    let Some(file) = try_lock(ws).map_err(|e| err(&lock_path, e))? else {
+        return Err(WorkerError::WorkspaceInUse { path: ws.to_path_buf() });
+    };
     let pool = pool_dir(ws);
     match fs::remove_dir_all(&pool) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(err(&pool, e)),
