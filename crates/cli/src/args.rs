@@ -255,15 +255,38 @@ pub(crate) struct WorkerRunArgs {
     #[arg(long)]
     pub(crate) replace: bool,
     /// TEST ONLY: exit abruptly (code 1, steps left behind) whenever this file exists.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, value_name = "PATH")]
     pub(crate) test_crash_file: Option<PathBuf>,
     /// TEST ONLY: accept shutdown requests on the control port but never answer them.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
     pub(crate) test_hang_control: bool,
     /// BENCHMARK ONLY: hold this many MiB of touched memory for the worker's whole life, so
     /// bench/run can show that spawning a step does not slow down with a large worker RSS.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, value_name = "MIB", value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub(crate) bench_ballast_mib: Option<u32>,
+}
+
+/// The test and bench hooks exist only with the cargo feature `test-hooks` (tests and
+/// bench/run turn it on); without it these answer "off", so call sites need no cfg.
+impl WorkerRunArgs {
+    /// `--test-crash-file`.
+    pub(crate) fn test_crash_file(&self) -> Option<PathBuf> {
+        #[cfg(feature = "test-hooks")]
+        return self.test_crash_file.clone();
+        #[cfg(not(feature = "test-hooks"))]
+        None
+    }
+
+    /// `--test-hang-control`.
+    pub(crate) fn test_hang_control(&self) -> bool {
+        #[cfg(feature = "test-hooks")]
+        return self.test_hang_control;
+        #[cfg(not(feature = "test-hooks"))]
+        false
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -143,6 +143,9 @@ fn a_pidfile_naming_an_unrelated_process_is_not_trusted() {
 /// nothing to do: done, exit 0.
 #[test]
 fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
+    if !common::require::require_test_hooks() {
+        return;
+    }
     let env = spawn_server();
     let _cleanup = Cleanup::new(&env);
     let crash = env.path("crash-now");
@@ -238,6 +241,9 @@ fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
 /// its running step's process group (which ignores TERM) is gone.
 #[test]
 fn stop_ends_a_worker_whose_control_port_hangs() {
+    if !common::require::require_test_hooks() {
+        return;
+    }
     let env = spawn_server();
     let _cleanup = Cleanup::new(&env);
     start_json(&env, &["--test-hang-control", "--drain-timeout", "1h"]);
@@ -518,7 +524,12 @@ fn the_server_runs_in_the_background_too() {
 /// nothing enabled is a no-op. (Where systemd runs, the unit is checked by unit tests.)
 #[test]
 fn enable_without_systemd_says_what_to_do_instead() {
-    if std::path::Path::new("/run/systemd/system").is_dir() {
+    let systemd = std::path::Path::new("/run/systemd/system").is_dir();
+    if !common::require::require(
+        !systemd,
+        "a machine without systemd",
+        "systemd runs here (/run/systemd/system)",
+    ) {
         return;
     }
     let env = spawn_server();

@@ -126,10 +126,13 @@ async fn a_killed_foreground_worker_leaves_no_step_process() {
     eprintln!("worker SIGKILLed: every process of the step gone after {took:?}");
 }
 
-/// A kill -9 of the worker right after a spawn was answered (a test-only hook of debug
-/// builds) leaves no process of the step either; its group had been journaled first.
+/// A kill -9 of the worker right after a spawn was answered (a test-only hook of the
+/// feature `test-hooks`) leaves no process of the step either; its group had been journaled first.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_right_after_a_spawn_leaves_no_step_process() {
+    if !cluster::require::require_test_hooks() {
+        return;
+    }
     let c = Cluster::start(Timing::FAST).await;
     let ws = c.path("ws-hook");
     let mut w = c.worker_with("w1", 1, &ws, &[("ROTA_TEST_KILL_AFTER_SPAWN", "1")]).await;

@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub log_body_limit: usize,
     /// Longest a long-poll (claim, control, log follow) may be held.
     pub max_poll: Duration,
+    /// Longest any other request may take, reading its body included (408 `timeout`).
+    pub request_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +36,7 @@ impl Default for ServerConfig {
             body_limit: 2 << 20,
             log_body_limit: 48 << 20,
             max_poll: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
         }
     }
 }

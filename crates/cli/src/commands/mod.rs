@@ -127,9 +127,9 @@ pub(crate) fn init_tracing_to(file: std::fs::File) {
 fn start_spawner() -> Result<rota_worker::Spawner> {
     let arg = std::ffi::OsStr::new(rota_worker::spawner::HELPER_ARG);
     let spawner = rota_worker::Spawner::start(&[arg], &[])?;
-    // Test-only, and only in debug builds: the worker KILLs itself right after a spawn
-    // is answered (crates/cli/tests prove no step survives that).
-    #[cfg(debug_assertions)]
+    // Test-only (feature `test-hooks`): the worker KILLs itself right after a spawn is
+    // answered (crates/cli/tests prove no step survives that).
+    #[cfg(feature = "test-hooks")]
     if std::env::var_os("ROTA_TEST_KILL_AFTER_SPAWN").is_some() {
         spawner.test_kill_after_spawn();
     }

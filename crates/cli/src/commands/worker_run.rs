@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +62,7 @@ pub(crate) async fn run(
     let server = config.server.clone();
     let (ready_tx, ready_rx) = oneshot::channel::<rota_worker::Ready>();
     tokio::spawn({
-        let (pipe, crash_file) = (pipe.clone(), args.test_crash_file.clone());
+        let (pipe, crash_file) = (pipe.clone(), args.test_crash_file());
         async move {
             let Ok(ready) = ready_rx.await else { return };
             registered.store(true, Ordering::Relaxed);
@@ -83,9 +82,12 @@ pub(crate) async fn run(
                     ..ReadyLine::default()
                 },
             );
+            #[cfg(feature = "test-hooks")]
             if let Some(file) = crash_file {
                 crash_when_exists(file).await;
             }
+            #[cfg(not(feature = "test-hooks"))]
+            let _ = crash_file;
         }
     });
     let mut worker = tokio::spawn(rota_worker::run_with(config, handle, Some(ready_tx)));
@@ -135,6 +137,7 @@ async fn prepare(
     if args.workspace.is_none() {
         crate::workspace::retire_legacy(crate::workspace::legacy_dir(paths, &instance(args)?)).await;
     }
+    #[cfg(feature = "test-hooks")]
     if let Some(mib) = args.bench_ballast_mib {
         hold_ballast(mib);
     }
@@ -159,7 +162,7 @@ async fn prepare(
                 handle: handle.clone(),
                 registered: registered.clone(),
                 secret,
-                hang: args.test_hang_control,
+                hang: args.test_hang_control(),
             };
             let port = control::serve(addr, served)
                 .await
@@ -173,6 +176,7 @@ async fn prepare(
 
 /// Allocates and touches `mib` MiB that live until the process exits (`--bench-ballast-mib`).
 /// Leaked on purpose: it must stay resident, and it is freed with the process.
+#[cfg(feature = "test-hooks")]
 fn hold_ballast(mib: u32) {
     let bytes = usize::try_from(mib).unwrap_or(0) * 1024 * 1024;
     // A non-zero fill: zeroed allocations may be mapped lazily and never become resident.
@@ -240,13 +244,14 @@ fn report(pipe: &Pipe, line: ReadyLine) {
 
 /// TEST ONLY (`--test-crash-file`): exits abruptly, leaving steps behind, while the file
 /// exists, so that supervision can be tested with real crashes.
+#[cfg(feature = "test-hooks")]
 async fn crash_when_exists(file: PathBuf) {
     loop {
         if file.exists() {
             tracing::error!("TEST ONLY: {} exists (--test-crash-file): crashing now", file.display());
             std::process::exit(1);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 

@@ -28,7 +28,8 @@ pub(crate) struct Served {
     pub(crate) registered: Arc<AtomicBool>,
     /// `None`: shutdown requests are refused (no supervisor gave a secret).
     pub(crate) secret: Option<String>,
-    /// TEST ONLY: never answer shutdown requests.
+    /// TEST ONLY: never answer shutdown requests (read only with the feature `test-hooks`).
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
     pub(crate) hang: bool,
 }
 
@@ -95,6 +96,7 @@ async fn shutdown(
         Ok(m) => m,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()),
     };
+    #[cfg(feature = "test-hooks")]
     if s.hang {
         tracing::warn!("TEST ONLY (--test-hang-control): not answering a {mode} shutdown request");
         std::future::pending::<()>().await;

@@ -359,11 +359,16 @@ impl Meta {
             flag("workspace", w.display().to_string());
         }
         self.scaling.flags(&mut flag);
-        if let Some(f) = &self.test_hooks.crash_file {
-            flag("test-crash-file", f.display().to_string());
-        }
-        if self.test_hooks.hang_control {
-            args.push("--test-hang-control".into());
+        // Saved only by a binary built with the feature `test-hooks`; one without it has
+        // no such flags (and must not name them: CI greps release binaries for them).
+        #[cfg(feature = "test-hooks")]
+        {
+            if let Some(f) = &self.test_hooks.crash_file {
+                flag("test-crash-file", f.display().to_string());
+            }
+            if self.test_hooks.hang_control {
+                args.push("--test-hang-control".into());
+            }
         }
         Invocation { program: exe.to_path_buf(), args, env }
     }

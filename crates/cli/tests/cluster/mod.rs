@@ -360,3 +360,7 @@ pub async fn wait_gone(pgid: i32, pids: &[i32], within: Duration) {
 mod procs;
 #[allow(unused_imports)]
 pub use procs::*;
+
+// The one skip helper, shared with the synchronous kit.
+#[path = "../common/require.rs"]
+pub mod require;

@@ -7,6 +7,7 @@
 
 pub mod netns;
 pub mod procs;
+pub mod require;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

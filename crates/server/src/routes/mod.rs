@@ -4,25 +4,27 @@
 mod fleet;
 mod jobs;
 mod meta;
+mod timeout;
 mod worker;
 mod workers;
 
+use crate::config::ServerConfig;
 use crate::state::AppState;
 use axum::extract::DefaultBodyLimit;
+use tower_http::trace::{DefaultMakeSpan, TraceLayer};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-fn api_router(body_limit: usize, log_body_limit: usize) -> OpenApiRouter<AppState> {
+fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
+    let (body_limit, log_body_limit) = (config.body_limit, config.log_body_limit);
     let small = OpenApiRouter::new()
         .routes(routes!(jobs::submit_job))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job))
-        .routes(routes!(jobs::job_logs))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::retry_job))
         .routes(routes!(workers::list_workers))
-        .routes(routes!(fleet::fleet_control))
         .routes(routes!(fleet::revoke))
         .routes(routes!(fleet::list_revokes))
         .routes(routes!(fleet::list_queues))
@@ -30,10 +32,16 @@ fn api_router(body_limit: usize, log_body_limit: usize) -> OpenApiRouter<AppStat
         .routes(routes!(fleet::resume_queue))
         .routes(routes!(worker::register))
         .routes(routes!(worker::heartbeat))
-        .routes(routes!(worker::control))
-        .routes(routes!(worker::claim))
         .routes(routes!(worker::start_step))
         .routes(routes!(worker::unregister))
+        .layer(DefaultBodyLimit::max(body_limit));
+    // Long-polls (log follow, fleet replies, control, claim) hold a request on purpose, each
+    // bounded by `max_poll`: the request timeout would cut them.
+    let polls = OpenApiRouter::new()
+        .routes(routes!(jobs::job_logs))
+        .routes(routes!(fleet::fleet_control))
+        .routes(routes!(worker::control))
+        .routes(routes!(worker::claim))
         .layer(DefaultBodyLimit::max(body_limit));
     let large = OpenApiRouter::new()
         .routes(routes!(jobs::submit_batch))
@@ -42,18 +50,19 @@ fn api_router(body_limit: usize, log_body_limit: usize) -> OpenApiRouter<AppStat
         .routes(routes!(worker::append_logs))
         .routes(routes!(worker::append_logs_batch))
         .layer(DefaultBodyLimit::max(log_body_limit));
-    OpenApiRouter::with_openapi(crate::openapi::base())
-        .merge(small)
-        .merge(large)
+    let meta = OpenApiRouter::new()
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::metrics))
-        .routes(routes!(meta::openapi_json))
+        .routes(routes!(meta::openapi_json));
+    let bounded = small.merge(large).merge(meta);
+    OpenApiRouter::with_openapi(crate::openapi::base())
+        .merge(timeout::bounded(bounded, config.request_timeout))
+        .merge(polls)
 }
 
 /// The OpenAPI document with security schemes.
 pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
-    let defaults = crate::config::ServerConfig::default();
-    let mut doc = api_router(defaults.body_limit, defaults.log_body_limit).into_openapi();
+    let mut doc = api_router(&ServerConfig::default()).into_openapi();
     let components = doc.components.get_or_insert_with(Default::default);
     for name in ["admin", "join", "worker"] {
         components.add_security_scheme(
@@ -65,6 +74,8 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub(crate) fn build(state: AppState) -> axum::Router {
-    let (router, _) = api_router(state.config.body_limit, state.config.log_body_limit).split_for_parts();
-    router.with_state(state)
+    let (router, _) = api_router(&state.config).split_for_parts();
+    // One span per request (method, path, version): what a handler logs names its request.
+    let trace = TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO));
+    router.with_state(state).layer(trace)
 }

@@ -61,7 +61,7 @@ struct Inner {
     /// first async call: the spawner is created before any runtime exists).
     reader: Mutex<Option<OwnedFd>>,
     /// Test-only: the worker KILLs itself right after a spawn is answered.
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "test-hooks")]
     kill_after_spawn: std::sync::atomic::AtomicBool,
 }
 
@@ -195,15 +195,15 @@ impl Spawner {
                 gone,
                 helper_pid,
                 reader: Mutex::new(Some(reader)),
-                #[cfg(debug_assertions)]
+                #[cfg(feature = "test-hooks")]
                 kill_after_spawn: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
 
-    /// Test-only (debug builds): after each answered spawn the worker KILLs itself, to
+    /// Test-only (feature `test-hooks`): after each answered spawn the worker KILLs itself, to
     /// prove a step never outlives its worker even in that window.
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "test-hooks")]
     pub fn test_kill_after_spawn(&self) {
         self.inner.kill_after_spawn.store(true, Ordering::SeqCst);
     }
@@ -267,7 +267,7 @@ impl Spawner {
             Ok(Err(message)) => return Err(io::Error::other(message)),
             Err(_) => return Err(helper_gone()),
         };
-        #[cfg(debug_assertions)]
+        #[cfg(feature = "test-hooks")]
         if self.inner.kill_after_spawn.load(Ordering::SeqCst) {
             let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         }

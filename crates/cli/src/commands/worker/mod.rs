@@ -65,8 +65,8 @@ fn overrides(global: &GlobalArgs, run: &WorkerRunArgs, sv: &SupervisionArgs) -> 
         max_restarts: sv.max_restarts,
         restart_window: sv.restart_window,
         min_uptime: sv.min_uptime,
-        test_crash_file: run.test_crash_file.clone(),
-        test_hang_control: run.test_hang_control,
+        test_crash_file: run.test_crash_file(),
+        test_hang_control: run.test_hang_control(),
         // `--replace` is deliberately not saved: it takes the name over once, for this
         // start; a restart or `heal` with it would take the name from whoever holds it.
         scaling: Scaling {
