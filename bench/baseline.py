@@ -80,8 +80,12 @@ def ensure_built(root: Path, cache: Path, sha: str, seed: Path | None, say) -> t
             f"log {rel(root, log)}")
         started = time.monotonic()
         env = dict(os.environ, CARGO_TARGET_DIR=str(target))
+        # Revisions with the feature `test-hooks` keep the bench flags behind it; older ones
+        # have them always.
+        cli_manifest = (src / "crates" / "cli" / "Cargo.toml").read_text(errors="replace")
+        hooks = ["--features", "rota-cli/test-hooks"] if re.search(r"^test-hooks\s*=", cli_manifest, re.M) else []
         with open(log, "wb") as out:
-            proc = subprocess.run(["cargo", "build", "--release", "-p", "rota-cli", "-p", "rota-bench"],
+            proc = subprocess.run(["cargo", "build", "--release", "-p", "rota-cli", "-p", "rota-bench", *hooks],
                                   cwd=src, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
         if proc.returncode != 0:
             raise BaselineError(f"building {sha[:12]} failed (exit {proc.returncode}); see {rel(root, log)}")

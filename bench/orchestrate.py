@@ -30,9 +30,13 @@ import baseline
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
-# Where bench/run's `cargo build --release` put this tree's binaries (bench/run runs in ROOT,
-# so a relative CARGO_TARGET_DIR is relative to it).
-TARGET_RELEASE = ROOT / os.environ.get("CARGO_TARGET_DIR", "target") / "release"
+# Where bench/run built this tree's binaries: with the feature rota-cli/test-hooks (the
+# hidden --bench-ballast-mib flag), into a target directory of their own so they are never
+# mistaken for the shipped build (bench/run runs in ROOT: a relative path is relative to it).
+BENCH_TARGET = ROOT / os.environ.get("ROTA_BENCH_TARGET", "target/bench-hooks")
+TARGET_RELEASE = BENCH_TARGET / "release"
+# How the measured rota binaries were built, in the output and in every JSON written.
+BUILD_LABEL = f"release + feature rota-cli/test-hooks (bench hooks), built into {BENCH_TARGET / 'release'}"
 ROTA = TARGET_RELEASE / "rota"
 ROTA_BENCH = TARGET_RELEASE / "rota-bench"
 CELERY_PY = BENCH / ".peers" / "celery-venv" / "bin" / "python"
@@ -485,6 +489,7 @@ def versions(records: list[dict]) -> dict:
     v: dict = {}
     try:
         v["rota"] = subprocess.run([str(ROTA), "--version"], capture_output=True, text=True).stdout.strip()
+        v["rotaBuild"] = BUILD_LABEL
         v["rustc"] = subprocess.run(["rustc", "-V"], capture_output=True, text=True).stdout.strip()
     except OSError:
         pass
@@ -682,7 +687,7 @@ def main_baseline(args: argparse.Namespace, cfg: Config, only: set[str] | None, 
         "ratio": "new ÷ old of each figure, pair by pair (one old and one new run back to back, the order "
                  "alternating between pairs); 'better' says which direction is an improvement",
         "machine": {**machine(), "loadavg_start": load_start, "loadavg_end": baseline.loadavg()},
-        "versions": {"old": rota_version(BINARIES["old"][0]), "new": rota_version(ROTA),
+        "versions": {"old": rota_version(BINARIES["old"][0]), "new": rota_version(ROTA), "newBuild": BUILD_LABEL,
                      "rustc": subprocess.run(["rustc", "-V"], capture_output=True, text=True).stdout.strip()},
         "mode": cfg.mode, "pairs": cfg.rounds, "parameters": dict(vars(cfg)),
         "workloads": cmp, "summary": summarise(records), "exactly_once": checks, "runs": records,

@@ -212,7 +212,9 @@ async fn autoscale_rises_to_max_and_falls_back_to_min() {
         .stderr(logf)
         .spawn()
         .unwrap();
-    let jobs: Vec<rota_domain::JobSpec> = (0..400)
+    // A backlog of half-second jobs; even the small size keeps 8 slots busy for seconds.
+    let total = cluster::size::scenario_size("autoscale backlog (jobs of 0.5 s)", 120, 400);
+    let jobs: Vec<rota_domain::JobSpec> = (0..total)
         .map(|_| {
             serde_json::from_str(r#"{"queue": "scale", "steps": [{"name": "s", "run": "sleep 0.5"}]}"#)
                 .unwrap()
@@ -246,11 +248,11 @@ async fn autoscale_rises_to_max_and_falls_back_to_min() {
         let v = stats();
         v["workers"][0]["activeConcurrency"].as_u64() == Some(2)
             && v["workers"][0]["inFlight"].as_u64() == Some(0)
-            && v["workers"][0]["processed"].as_u64() == Some(400)
+            && v["workers"][0]["processed"].as_u64() == Some(total as u64)
     })
     .await;
     let v = stats();
-    assert_eq!(v["workers"][0]["processed"], 400);
+    assert_eq!(v["workers"][0]["processed"], total);
     // The metric shows the concurrency in force (carried by heartbeats).
     wait_for(Duration::from_secs(10), "the metric to show concurrency 2", || async {
         c.client

@@ -364,3 +364,7 @@ pub use procs::*;
 // The one skip helper, shared with the synchronous kit.
 #[path = "../common/require.rs"]
 pub mod require;
+
+// Scenario sizes (small in CI, full with ROTA_TEST_SIZE=full), shared with the synchronous kit.
+#[path = "../common/size.rs"]
+pub mod size;

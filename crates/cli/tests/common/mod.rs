@@ -8,6 +8,7 @@
 pub mod netns;
 pub mod procs;
 pub mod require;
+pub mod size;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
