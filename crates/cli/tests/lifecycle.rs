@@ -173,8 +173,9 @@ fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
     });
     assert!(s["restarts"].as_u64() >= Some(1), "{s:#}");
     assert_eq!(s["lastExit"]["signal"], 9, "{s:#}");
+    // Killed by the worker's spawner helpers as the worker died, or by the supervisor's
+    // reaper if it looked first: which one wins is a race, that the group dies is not.
     wait_group_gone(step, bound());
-    assert!(log(&env).contains("killed process groups the worker left behind"), "{}", log(&env));
 
     let meta_before = std::fs::read(meta_path(&env)).expect("settings");
     std::fs::write(&crash, b"").expect("crash file");
