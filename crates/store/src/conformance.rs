@@ -237,6 +237,7 @@ fn completion(session: SessionId, c: &ClaimedAttempt, outcome: AttemptOutcome) -
         step: c.step.clone(),
         attempt_id: c.attempt_id,
         outcome,
+        run_ms: None,
         jitter01: 0.5,
     }
 }
@@ -843,6 +844,9 @@ async fn cancel_queued_and_running(s: Arc<dyn JobStore>) {
     assert_eq!((r.session, r.cause), (w, StopCause::Cancelled));
     assert!(claim(&s, w, 5, at(6)).await.is_empty(), "nothing of a cancelled job starts");
     assert_eq!(step_of(&get(&s, running).await, "b").state, StepState::Cancelled);
+    let stopping = step_of(&get(&s, running).await, "a").clone();
+    assert_eq!(stopping.state, StepState::Cancelled, "the running step ends with its job, not after it");
+    assert_eq!(stopping.attempts[0].status, AttemptStatus::Running, "its attempt is still being stopped");
 
     finish(&s, w, &a, AttemptOutcome::Cancelled, at(7)).await;
     let rec = get(&s, running).await;
@@ -1381,10 +1385,19 @@ async fn revoke_without_terminate_lets_the_step_finish(s: Arc<dyn JobStore>) {
         .await
         .unwrap();
     assert!(hb.stop.is_empty(), "the running step is not told to stop: {:?}", hb.stop);
+    let rec = get(&s, id).await;
+    assert_eq!(
+        (rec.row.state, step_of(&rec, "a").state, step_of(&rec, "a").attempts[0].status),
+        (JobState::Revoked, StepState::Revoked, AttemptStatus::Running),
+        "the step shows the job's end at once while its attempt runs on"
+    );
+    assert_eq!(rec.row.finished_at, None, "an attempt still runs");
     finish(&s, w, &a, AttemptOutcome::Succeeded, at(4)).await;
     let rec = get(&s, id).await;
-    assert_eq!(rec.row.state, JobState::Revoked);
-    assert_eq!(step_of(&rec, "a").state, StepState::Succeeded);
+    assert_eq!((rec.row.state, rec.row.finished_at), (JobState::Revoked, Some(at(4))));
+    let a_rec = step_of(&rec, "a");
+    assert_eq!(a_rec.state, StepState::Revoked, "the step keeps the state it showed");
+    assert_eq!(a_rec.attempts[0].status, AttemptStatus::Succeeded, "the attempt records its own outcome");
     assert_eq!(step_of(&rec, "b").state, StepState::Revoked, "no later step starts");
     assert!(claim(&s, w, 5, at(5)).await.is_empty());
 }
