@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cluster;
 mod common;
 mod lifecycle_support;
 
@@ -14,7 +13,7 @@ use lifecycle_support::{
 };
 use std::time::{Duration, Instant};
 
-/// 1. `job logs -f --headers` started while the first step runs announces that step too.
+/// Defect 1: `job logs -f --headers` started while the first step runs announces that step too.
 #[test]
 fn logs_follow_with_headers_announces_the_first_step() {
     let env = spawn_server();
@@ -30,7 +29,7 @@ fn logs_follow_with_headers_announces_the_first_step() {
     assert!(e.contains("==> step b (attempt 1) <=="), "{e}");
 }
 
-/// 2. A server started after only `join.token` was deleted says it created the join token
+/// Defect 2: A server started after only `join.token` was deleted says it created the join token
 /// and reused the admin token.
 #[test]
 fn deleting_only_the_join_token_says_which_token_was_created() {
@@ -53,36 +52,49 @@ fn deleting_only_the_join_token_says_which_token_was_created() {
     );
 }
 
-/// 3. A result delivered after a server outage records the step's own run time, not the
-/// time between its start and the server receiving the result.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_result_delivered_after_an_outage_keeps_the_steps_own_duration() {
-    use cluster::{Cluster, Timing, wait_file, yaml_str};
+/// Defect 3: a result delivered after a server outage records the step's own run time, not
+/// the time between its start and the server receiving the result.
+#[test]
+fn a_result_delivered_after_an_outage_keeps_the_steps_own_duration() {
     // Leases longer than the outage: the step is not lost, its result only arrives late.
-    let timing = Timing { heartbeat: Duration::from_millis(500), ttl: Duration::from_secs(15) };
-    let mut c = Cluster::start(timing).await;
-    let _w = c.worker("w1", 1).await;
-    let m = c.marker_dir("outage");
-    let run = format!("echo x > {m}/started; sleep 1; echo x > {m}/done");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", yaml_str(&run)));
-    wait_file(&c.path("outage/started"), timing.bound()).await;
-    let addr = c.listen_addr();
-    c.kill_server();
+    let (heartbeat, ttl) = (Duration::from_millis(500), Duration::from_secs(15));
+    let mut env = Env::new();
+    env.start_server_at("127.0.0.1", heartbeat, ttl, &[]);
+    let _w = spawn_worker(&env, "w1", &[]);
+    let (started, done) = (env.path("started"), env.path("done"));
+    let id = submit(
+        &env,
+        &["--step", &format!("s=touch {}; sleep 1; touch {}", started.display(), done.display())],
+    );
+    common::wait_file_exists(&started, bound());
+    assert_eq!(env.stop_server(), Some(0));
     let down = Instant::now();
-    wait_file(&c.path("outage/done"), timing.bound()).await;
+    common::wait_file_exists(&done, bound());
     // The step has ended while no server was there to hear it.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    c.start_server(&addr).await;
+    std::thread::sleep(Duration::from_secs(5));
+    // The same address again, so that the worker finds it.
+    let mut cmd = std::process::Command::new(common::ROTA);
+    common::isolate(&mut cmd, &env);
+    cmd.args(["server", "--listen", env.url.trim_start_matches("http://")])
+        .arg("--heartbeat-interval")
+        .arg(format!("{}ms", heartbeat.as_millis()))
+        .arg("--lease-ttl")
+        .arg(format!("{}ms", ttl.as_millis()));
+    let _server = common::Proc::spawn(cmd, "rota server listening on ");
     let outage = down.elapsed();
-    let d = c.wait_state(id, &["succeeded", "failed"], timing.bound()).await;
-    assert_eq!(d.summary.state, "succeeded", "{:#?}", d.step_details);
-    let a = &d.step_details[0].attempts[0];
-    let took = (a.finished_at.expect("finished") - a.started_at).to_std().expect("non-negative");
+    let job = wait_for_state(&env, &id, &["succeeded", "failed"], bound());
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    let a = &job["stepDetails"][0]["attempts"][0];
+    let time = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(a[k].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{k}: {e}: {a}"))
+    };
+    let took = (time("finishedAt") - time("startedAt")).to_std().expect("non-negative");
     eprintln!("step ran for {took:?}; the server was down for {outage:?}");
     assert!(took < outage, "the recorded duration {took:?} includes the {outage:?} outage");
 }
 
-/// 4. `worker diagnose` in one home does not report another home's background worker
+/// Defect 4: `worker diagnose` in one home does not report another home's background worker
 /// (same user, same `rota worker supervise --key default` command line) as its orphan.
 #[test]
 fn diagnose_claims_no_process_of_another_home() {
@@ -104,7 +116,7 @@ fn diagnose_claims_no_process_of_another_home() {
     }
 }
 
-/// 5. `worker start --json` that fails prints the failure as JSON on stdout and keeps its
+/// Defect 5: `worker start --json` that fails prints the failure as JSON on stdout and keeps its
 /// exit code.
 #[test]
 fn start_json_prints_the_failure_on_stdout() {
@@ -122,7 +134,7 @@ fn start_json_prints_the_failure_on_stdout() {
     assert!(!stdout(&o).contains("wrong"), "the token must not be printed");
 }
 
-/// 6. A foreground `worker run --log-file` writes its own file, never the background
+/// Defect 6: A foreground `worker run --log-file` writes its own file, never the background
 /// worker's `default.log`.
 #[test]
 fn foreground_log_file_stays_out_of_the_background_log() {
@@ -140,7 +152,7 @@ fn foreground_log_file_stays_out_of_the_background_log() {
     assert!(!background.contains("draining"), "the foreground worker wrote into default.log:\n{background}");
 }
 
-/// 7. A second corrupt state file does not overwrite the first quarantined one.
+/// Defect 7: A second corrupt state file does not overwrite the first quarantined one.
 #[test]
 fn a_second_corrupt_state_file_keeps_the_first() {
     let env = Env::new();
@@ -164,7 +176,7 @@ fn a_second_corrupt_state_file_keeps_the_first() {
     assert_eq!(kept, ["{first garbage", "{second garbage"], "both corrupt files are kept");
 }
 
-/// 8. A failed `rota server start` speaks of the server, not of a worker.
+/// Defect 8: A failed `rota server start` speaks of the server, not of a worker.
 #[test]
 fn a_failed_server_start_speaks_of_the_server() {
     let env = Env::new();
@@ -178,7 +190,7 @@ fn a_failed_server_start_speaks_of_the_server() {
     assert!(!err.contains("the worker") && !err.contains("registered"), "{err}");
 }
 
-/// 9. After its supervisor is killed, a worker that still runs (draining its step) is shown
+/// Defect 9: After its supervisor is killed, a worker that still runs (draining its step) is shown
 /// as running unsupervised, not "Not running". Chosen over stopping it at once: losing the
 /// supervisor is a fault of the tooling, not of the work, and killing the steps would turn
 /// it into lost and re-run steps (twice for a step that must run once).
@@ -207,7 +219,7 @@ fn a_worker_whose_supervisor_was_killed_is_shown_running_unsupervised() {
     assert!(diag.contains("Unsupervised") && !diag.contains("Not running"), "{diag}");
 }
 
-/// 10. A hard shutdown logs that it kills the running steps, not that it lets them finish.
+/// Defect 10: A hard shutdown logs that it kills the running steps, not that it lets them finish.
 #[test]
 fn a_hard_shutdown_says_it_kills_the_running_steps() {
     let env = spawn_server();
@@ -222,7 +234,7 @@ fn a_hard_shutdown_says_it_kills_the_running_steps() {
     assert!(!out.contains("letting running steps finish"), "{out}");
 }
 
-/// 11. A revoked job never shows one of its steps as `running`: the step shows the job's
+/// Defect 11: A revoked job never shows one of its steps as `running`: the step shows the job's
 /// end at once, while its attempt (left to finish, no `--terminate`) is shown running.
 #[test]
 fn a_revoked_job_never_shows_a_running_step() {
@@ -255,7 +267,7 @@ fn a_revoked_job_never_shows_a_running_step() {
     drop(w);
 }
 
-/// 12. The background worker's log is rotated by size, keeping a bounded number of files.
+/// Defect 12: The background worker's log is rotated by size, keeping a bounded number of files.
 #[test]
 fn the_background_log_is_rotated_by_size() {
     let env = spawn_server();
