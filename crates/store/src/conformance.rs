@@ -61,6 +61,7 @@ scenarios![
     heartbeat_renews_and_stops,
     durable_revokes,
     revoke_without_terminate_lets_the_step_finish,
+    late_results_keep_their_run_time,
     paused_queues,
     cancel_queued_and_running,
     revoke_and_lost_stopped_attempt,
@@ -1400,6 +1401,27 @@ async fn revoke_without_terminate_lets_the_step_finish(s: Arc<dyn JobStore>) {
     assert_eq!(a_rec.attempts[0].status, AttemptStatus::Succeeded, "the attempt records its own outcome");
     assert_eq!(step_of(&rec, "b").state, StepState::Revoked, "no later step starts");
     assert!(claim(&s, w, 5, at(5)).await.is_empty());
+}
+
+/// A result that arrives late (server outage) ends its attempt at start + the run time its
+/// worker measured, never later than its arrival; without one, at its arrival.
+async fn late_results_keep_their_run_time(s: Arc<dyn JobStore>) {
+    let id = submit(&s, job(vec![step("a"), step("b"), step("c")]), t0()).await;
+    let w = worker(&s).await;
+    let got = claim(&s, w, 3, at(1)).await;
+    assert_eq!(got.len(), 3);
+    let with =
+        |c: &ClaimedAttempt, run_ms| Completion { run_ms, ..completion(w, c, AttemptOutcome::Succeeded) };
+    let results = s
+        .complete(vec![with(&got[0], Some(2_000)), with(&got[1], Some(60_000)), with(&got[2], None)], at(10))
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let rec = get(&s, id).await;
+    let ended = |c: &ClaimedAttempt| step_of(&rec, &c.step).attempts[0].finished_at;
+    assert_eq!(ended(&got[0]), Some(at(3)), "start + its own run time, not the arrival");
+    assert_eq!(ended(&got[1]), Some(at(10)), "never later than the arrival");
+    assert_eq!(ended(&got[2]), Some(at(10)), "an older worker's result: its arrival");
 }
 
 async fn paused_queues(s: Arc<dyn JobStore>) {
