@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use rota_client::Client;
+use rota_worker::procfs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -186,12 +187,9 @@ pub(crate) fn spawn_server(
     }
 }
 
-/// Resident memory (`VmRSS`) of `pid` in bytes.
+/// Resident memory (`VmRSS`) of `pid` (as `std::process` numbers it) in bytes.
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 =
-        text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
-    Some(kib * 1024)
+    procfs::rss_bytes(i32::try_from(pid).ok()?)
 }
 
 /// CPU seconds of a process from `/proc/<pid>/stat`: its own (user + system) and that of
@@ -204,13 +202,10 @@ pub(crate) struct CpuTimes {
 
 impl CpuTimes {
     pub(crate) fn of(pid: u32) -> Result<Self> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let rest = text.rsplit_once(')').map(|(_, r)| r).context("unparsable stat")?;
-        let fields: Vec<f64> =
-            rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
-        let [utime, stime, cutime, cstime] = fields[..] else { bail!("unparsable stat of {pid}") };
+        let s = procfs::read_stat(i32::try_from(pid)?)?;
         // Fields 14-17 are in USER_HZ, which the kernel ABI fixes at 100 on Linux.
-        Ok(Self { own: (utime + stime) / 100.0, children: (cutime + cstime) / 100.0 })
+        let secs = |ticks: u64| ticks as f64 / 100.0;
+        Ok(Self { own: secs(s.utime + s.stime), children: secs(s.cutime + s.cstime) })
     }
 }
 

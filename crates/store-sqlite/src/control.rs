@@ -8,6 +8,7 @@ use crate::jobs_read::{load_row, load_spec, stopped_step};
 use crate::settle::load_steps;
 use chrono::{DateTime, Utc};
 use rota_domain::{AttemptId, JobId, JobState, StepState};
+use rota_store::ConflictKind;
 use rota_store::{JobRow, RunningAttempt, StopCause, StopKind, StopOutcome};
 use rusqlite::Connection;
 use std::collections::HashMap;
@@ -110,18 +111,18 @@ pub(crate) fn end_job_with(
 pub(crate) fn retry_job(conn: &Connection, id: JobId) -> Result<JobRow> {
     let row = load_row(conn, id)?;
     if !row.state.is_terminal() || row.state == JobState::Succeeded {
-        return Err(conflict(format!(
-            "job {id} is {}; only a failed, cancelled or revoked job can be retried",
-            row.state
-        )));
+        return Err(conflict(
+            ConflictKind::JobState,
+            format!("job {id} is {}; only a failed, cancelled or revoked job can be retried", row.state),
+        ));
     }
     let job = id.to_string();
     let steps = load_steps(conn, &job)?;
     if let Some(s) = steps.iter().find(|s| s.state == StepState::Running) {
-        return Err(conflict(format!(
-            "job {id}: step '{}' is still stopping; retry once it has ended",
-            s.name
-        )));
+        return Err(conflict(
+            ConflictKind::JobState,
+            format!("job {id}: step '{}' is still stopping; retry once it has ended", s.name),
+        ));
     }
     let states: HashMap<&str, StepState> = steps.iter().map(|s| (s.name.as_str(), s.state)).collect();
     let spec = load_spec(conn, id)?;
