@@ -2,6 +2,7 @@
 //! body. Bad input is answered as is and not logged; internal errors become a generic 500
 //! and are logged once here.
 
+use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -147,8 +148,11 @@ where
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Self(v)),
             Err(PathRejection::FailedToDeserializePathParams(e)) if e.status() == StatusCode::BAD_REQUEST => {
-                // The kind's text is the parse error itself (`'x' is not a job id ...`).
-                Err(ApiError::bad_request(e.kind().to_string()))
+                // A type's own parse error (`'x' is not a job id ...`) says it all.
+                Err(ApiError::bad_request(match e.into_kind() {
+                    ErrorKind::DeserializeError { message, .. } | ErrorKind::Message(message) => message,
+                    other => other.to_string(),
+                }))
             }
             Err(other) => Err(ApiError::internal(other.body_text())),
         }
