@@ -48,11 +48,7 @@ fn ping(env: &Env) -> Vec<(String, String)> {
 
 /// The environment of a live process (tests may read it; the product never does).
 fn environ(pid: i64) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect()
+    i32::try_from(pid).ok().and_then(rota_worker::procfs::environ).unwrap_or_default()
 }
 
 /// A server in this test's tree listening on the host side of host `listen_on`'s link (0 or

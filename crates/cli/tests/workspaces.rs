@@ -71,9 +71,7 @@ fn old_step() -> (std::process::Child, i32, u64) {
         .spawn()
         .expect("sh");
     let pid = child.id() as i32;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let close = stat.rfind(')').expect("stat");
-    let ticks = stat[close + 1..].split_whitespace().nth(19).expect("field 22").parse().expect("ticks");
+    let ticks = rota_worker::procfs::read_stat(pid).expect("stat").start_ticks;
     wait_until(bound(), "both processes of the old step", || group_members(pid).len() >= 2);
     (child, pid, ticks)
 }

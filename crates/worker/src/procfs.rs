@@ -146,20 +146,19 @@ fn status_field(pid: i32, key: &str) -> Option<String> {
 
 /// A process's argv (empty for kernel threads; `None` if it is gone).
 pub fn cmdline(pid: i32) -> Option<Vec<String>> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    Some(
-        raw.split(|b| *b == 0)
-            .filter(|w| !w.is_empty())
-            .map(|w| String::from_utf8_lossy(w).into_owned())
-            .collect(),
-    )
+    nul_separated(pid, "cmdline")
 }
 
 /// A process's environment as `KEY=value` strings, for tests and tools that look at
 /// processes of their own making. Unreadable for a non-dumpable process (a hardened
 /// worker), so nothing that decides about a worker may rely on it.
 pub fn environ(pid: i32) -> Option<Vec<String>> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    nul_separated(pid, "environ")
+}
+
+/// `/proc/<pid>/<file>` split at its NULs (empty words dropped, text decoded lossily).
+fn nul_separated(pid: i32, file: &str) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/{file}")).ok()?;
     Some(
         raw.split(|b| *b == 0)
             .filter(|w| !w.is_empty())
