@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result, bail};
 use rota_client::Client;
-use std::io::{BufRead, BufReader};
+use rota_testkit::{Proc, server};
+use rota_worker::procfs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 pub(crate) struct BenchCluster {
     pub(crate) dir: tempfile::TempDir,
     rota: PathBuf,
-    server: Child,
+    server: Proc,
     pub(crate) url: String,
     pub(crate) join_token: String,
     pub(crate) client: Client,
@@ -31,7 +32,7 @@ impl BenchCluster {
         Ok(Self {
             dir,
             rota: rota.to_path_buf(),
-            server: sp.child,
+            server: sp.proc,
             url: sp.url,
             join_token: sp.join_token,
             client,
@@ -86,7 +87,7 @@ impl BenchCluster {
 
     /// The pid of the server process.
     pub(crate) fn server_pid(&self) -> u32 {
-        self.server.id()
+        self.server.pid().unsigned_abs()
     }
 
     /// Resident memory of the first worker, in bytes.
@@ -109,7 +110,7 @@ impl BenchCluster {
 
     /// CPU time used so far by the server process.
     pub(crate) fn server_cpu(&self) -> Result<CpuTimes> {
-        CpuTimes::of(self.server.id())
+        CpuTimes::of(self.server.pid().unsigned_abs())
     }
 
     /// CPU time used so far by the first worker process (its own and its reaped steps').
@@ -128,70 +129,45 @@ impl BenchCluster {
 
 /// A `rota server` process started by [`spawn_server`], with what it printed and wrote.
 pub(crate) struct SpawnedServer {
-    pub(crate) child: Child,
+    pub(crate) proc: Proc,
     pub(crate) url: String,
     pub(crate) admin: String,
     pub(crate) join_token: String,
 }
 
 /// Starts `rota server` on port 0 with its data under `dir` (database `dir/rota.db`) plus
-/// `extra` flags, waits for its URL and reads the tokens it created. Its log is drained for
-/// the server's whole life (a full pipe would stall it), each line also handed to
-/// `on_line`. The server is killed if it does not come up.
+/// `extra` flags, through the test kit's one way to start a server; reads the tokens it
+/// created. Its log is drained for the server's whole life, each line handed to `on_line`
+/// (not kept). The server is killed if it does not come up.
 pub(crate) fn spawn_server(
     rota: &Path,
     dir: &Path,
     extra: &[&str],
-    mut on_line: impl FnMut(&str) + Send + 'static,
+    on_line: impl FnMut(&str) + Send + 'static,
 ) -> Result<SpawnedServer> {
-    let mut child = Command::new(rota)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("XDG_DATA_HOME", dir.join("data"))
-        .env("XDG_STATE_HOME", dir.join("state"))
-        .env("ROTA_LOG", "warn,rota_server=info")
-        .args(["server", "--listen", "127.0.0.1:0", "--database"])
-        .arg(dir.join("rota.db"))
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting rota server")?;
-    let stderr = child.stderr.take().context("server stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent && let Some(pos) = line.find("http://") {
-                let _ = tx.send(line[pos..].split_whitespace().next().unwrap_or("").to_string());
-                sent = true;
-            }
-            on_line(&line);
-        }
-    });
-    let read = |f: &str| std::fs::read_to_string(dir.join("data/rota").join(f)).map(|s| s.trim().to_string());
-    let up = rx.recv_timeout(Duration::from_secs(30)).context("server printed no URL").and_then(|url| {
-        let admin = read("admin.token").context("reading admin.token")?;
-        let join_token = read("join.token").context("reading join.token")?;
-        Ok((url, admin, join_token))
-    });
-    match up {
-        Ok((url, admin, join_token)) => Ok(SpawnedServer { child, url, admin, join_token }),
+    let mut args = vec!["--database".to_string(), dir.join("rota.db").display().to_string()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let spec = server::Spec {
+        args,
+        log_filter: "warn,rota_server=info".into(),
+        keep_output: false,
+        tap: Some(Box::new(on_line)),
+        ..server::Spec::new(rota, dir)
+    };
+    let mut up = server::start(spec).context("starting rota server")?;
+    let tokens = server::Server::admin_token(dir).and_then(|a| Ok((a, server::Server::join_token(dir)?)));
+    match tokens {
+        Ok((admin, join_token)) => Ok(SpawnedServer { proc: up.proc, url: up.url, admin, join_token }),
         Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(e)
+            up.proc.kill();
+            Err(e.into())
         }
     }
 }
 
-/// Resident memory (`VmRSS`) of `pid` in bytes.
+/// Resident memory (`VmRSS`) of `pid` (as `std::process` numbers it) in bytes.
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: u64 =
-        text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
-    Some(kib * 1024)
+    procfs::rss_bytes(i32::try_from(pid).ok()?)
 }
 
 /// CPU seconds of a process from `/proc/<pid>/stat`: its own (user + system) and that of
@@ -204,13 +180,10 @@ pub(crate) struct CpuTimes {
 
 impl CpuTimes {
     pub(crate) fn of(pid: u32) -> Result<Self> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let rest = text.rsplit_once(')').map(|(_, r)| r).context("unparsable stat")?;
-        let fields: Vec<f64> =
-            rest.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
-        let [utime, stime, cutime, cstime] = fields[..] else { bail!("unparsable stat of {pid}") };
+        let s = procfs::read_stat(i32::try_from(pid)?)?;
         // Fields 14-17 are in USER_HZ, which the kernel ABI fixes at 100 on Linux.
-        Ok(Self { own: (utime + stime) / 100.0, children: (cutime + cstime) / 100.0 })
+        let secs = |ticks: u64| ticks as f64 / 100.0;
+        Ok(Self { own: secs(s.utime + s.stime), children: secs(s.cutime + s.cstime) })
     }
 }
 
@@ -220,7 +193,6 @@ impl Drop for BenchCluster {
             let _ = w.kill();
             let _ = w.wait();
         }
-        let _ = self.server.kill();
-        let _ = self.server.wait();
+        self.server.kill();
     }
 }

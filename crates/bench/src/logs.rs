@@ -15,9 +15,8 @@
 use crate::cluster::BenchCluster;
 use anyhow::{Context, Result, bail};
 use rota_api_types::jobs::{ListJobsQuery, LogsQuery};
-use rota_domain::{JobId, JobSpec, StepSpec, Stream, Target};
+use rota_domain::{JobId, JobSpec, StepSpec, Stream};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -293,16 +292,7 @@ async fn burn_once(args: &Args, stream: bool) -> Result<Value> {
 fn one_step_job(queue: &str, script: &str, log_cap: Option<u64>) -> JobSpec {
     let mut step = StepSpec::new("s", script);
     step.log_cap = log_cap;
-    JobSpec {
-        name: None,
-        queue: queue.into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps: vec![step],
-    }
+    JobSpec { queue: queue.into(), ..JobSpec::new(vec![step]) }
 }
 
 /// The block every record repeats, on disk for the steps and in memory for the checks.

@@ -3,9 +3,8 @@
 use crate::cluster::{BenchCluster, CpuTimes};
 use anyhow::{Result, bail};
 use rota_api_types::jobs::ListJobsQuery;
-use rota_domain::{JobSpec, StepSpec, Target};
+use rota_domain::{JobSpec, StepSpec};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,16 +12,7 @@ use std::time::{Duration, Instant};
 
 /// A one-step job running `run` in the default queue (every workload's unit of work).
 pub(crate) fn shell_job(run: &str) -> JobSpec {
-    JobSpec {
-        name: None,
-        queue: "default".into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps: vec![StepSpec::new("s", run)],
-    }
+    JobSpec::new(vec![StepSpec::new("s", run)])
 }
 
 /// `sh -c true` with stdout/stderr piped and read, `parallel` threads: the ceiling a worker

@@ -61,11 +61,8 @@ fn wall_ms() -> i64 {
 /// True while `pid` is a live (not zombie) process leading its own group: a step's shell
 /// (pid reuse by an unrelated process would not lead a group of that id).
 fn group_leader_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-    let mut f = rest.split_whitespace();
-    let (state, pgrp) = (f.next(), f.nth(1));
-    state != Some("Z") && pgrp == Some(&pid.to_string())
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    rota_worker::procfs::stat(pid).is_some_and(|s| !s.is_zombie() && s.pgid == pid)
 }
 
 /// The pids A's attempts (attempt 1) wrote, per job.

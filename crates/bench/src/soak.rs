@@ -271,7 +271,7 @@ fn humantime_secs(s: &str) -> Option<u64> {
 /// A `rota server` with flags `BenchCluster` does not pass (`--retention`), on a database
 /// in `dir` that outlives it (so it can be restarted). Killed on drop.
 struct Server {
-    child: Child,
+    proc: rota_testkit::Proc,
     url: String,
     join_token: String,
     client: Client,
@@ -297,11 +297,11 @@ impl Server {
         })
         .await??;
         let client = Client::new(&sp.url, Some(sp.admin))?;
-        Ok(Self { child: sp.child, url: sp.url, join_token: sp.join_token, client, prunes })
+        Ok(Self { proc: sp.proc, url: sp.url, join_token: sp.join_token, client, prunes })
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.proc.child.id()
     }
 
     fn prunes(&self) -> Vec<u64> {
@@ -323,25 +323,25 @@ impl Server {
 
     /// SIGTERM (a clean shutdown checkpoints the WAL), then KILL if it lingers.
     fn stop(mut self) -> Result<()> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill").args(["-TERM", &self.proc.child.id().to_string()]).status();
         let until = Instant::now() + Duration::from_secs(20);
         while Instant::now() < until {
-            if self.child.try_wait()?.is_some() {
+            if self.proc.child.try_wait()?.is_some() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.child.kill()?;
-        self.child.wait()?;
+        self.proc.child.kill()?;
+        self.proc.child.wait()?;
         Ok(())
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if let Ok(None) = self.proc.child.try_wait() {
+            let _ = self.proc.child.kill();
+            let _ = self.proc.child.wait();
         }
     }
 }

@@ -9,9 +9,7 @@ use crate::shell;
 use crate::source_map;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
-use rota_domain::spec::DEFAULT_QUEUE;
-use rota_domain::{JobSpec, StepSpec, Target};
-use std::collections::BTreeMap;
+use rota_domain::{JobSpec, StepSpec};
 use std::io::Read;
 use std::path::Path;
 
@@ -32,7 +30,7 @@ pub(crate) fn build(args: &SubmitArgs, now: DateTime<Utc>) -> Result<JobSpec> {
             let doc = read(path)?;
             (parse(&doc)?, Some(doc))
         }
-        None => (empty_job(), None),
+        None => (JobSpec::new(Vec::new()), None),
     };
     apply_flags(&mut spec, args, now)?;
     if spec.steps.is_empty() {
@@ -46,19 +44,6 @@ pub(crate) fn build(args: &SubmitArgs, now: DateTime<Utc>) -> Result<JobSpec> {
         None => usage(format!("job: {e}")),
     })?;
     Ok(spec)
-}
-
-fn empty_job() -> JobSpec {
-    JobSpec {
-        name: None,
-        queue: DEFAULT_QUEUE.to_string(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps: Vec::new(),
-    }
 }
 
 fn read(path: &Path) -> Result<Document> {

@@ -2,10 +2,8 @@
 //! contract (URL line, 0600 token files, loopback by default, clean SIGTERM), argv quoting,
 //! and the documented `--json` shapes as snapshots (ids and times redacted).
 
-mod common;
-
-use common::{Env, bound, redact, rota, show_json, spawn_server, spawn_worker, submit, wait_for_end};
 use predicates::prelude::*;
+use rota_testkit::{Env, bound, redact, rota, show_json, spawn_server, spawn_worker, submit, wait_for_end};
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -249,7 +247,7 @@ fn sigterm_drains_the_worker_and_it_exits_0() {
     let marker = env.path("started");
     let script = format!("touch {}; sleep 1; echo drained", marker.display());
     let id = submit(&env, &["--step", &format!("s={script}")]);
-    common::wait_file_exists(&marker, bound());
+    rota_testkit::wait_file_exists(&marker, bound());
     worker.signal("TERM");
     assert_eq!(worker.wait_exit(bound()), Some(0), "worker output:\n{}", worker.output());
     let job = wait_for_end(&env, &id);
@@ -265,7 +263,7 @@ fn follow_logs_until_the_job_ends_then_cancel_and_retry() {
     rota(&env).args(["job", "logs", "-f", &id]).assert().success().stdout("line 1\nline 2\nline 3\n");
 
     let id = submit(&env, &["--", "sleep", "300"]);
-    common::wait_for_state(&env, &id, &["running"], bound());
+    rota_testkit::wait_for_state(&env, &id, &["running"], bound());
     rota(&env)
         .args(["job", "cancel", &id])
         .assert()
@@ -290,10 +288,10 @@ fn follow_logs_until_the_job_ends_then_cancel_and_retry() {
 #[test]
 fn dev_runs_jobs_and_stops_on_ctrl_c() {
     let mut env = Env::new();
-    let mut cmd = std::process::Command::new(common::ROTA);
-    common::isolate(&mut cmd, &env);
+    let mut cmd = std::process::Command::new(rota_testkit::rota_bin());
+    rota_testkit::isolate(&mut cmd, &env);
     cmd.args(["dev", "--listen", "127.0.0.1:0", "--concurrency", "2"]);
-    let (mut dev, _) = common::Proc::spawn(cmd, "rota job list");
+    let (mut dev, _) = rota_testkit::Proc::spawn(cmd, "rota job list");
     let banner = dev.output();
     let url = banner
         .lines()
@@ -313,7 +311,7 @@ fn a_second_sigterm_stops_the_worker_and_its_steps_now() {
     let mut worker = spawn_worker(&env, "w1", &["--drain-timeout", "1h"]);
     let pidfile = env.path("step.pid");
     submit(&env, &["--step", &format!("s=echo $$ > {}; sleep 600", pidfile.display())]);
-    let pid: i32 = common::wait_file(&pidfile, bound()).parse().expect("pid");
+    let pid: i32 = rota_testkit::wait_file(&pidfile, bound()).parse().expect("pid");
     worker.signal("TERM");
     // Pending signals of one kind merge: the second TERM is sent only once the worker has
     // taken the first (it says so), else both may count as one and it would drain for 1h.
@@ -322,11 +320,11 @@ fn a_second_sigterm_stops_the_worker_and_its_steps_now() {
         assert!(start.elapsed() < bound(), "the worker never took the first SIGTERM:\n{}", worker.output());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(common::pid_alive(pid), "the first SIGTERM should let the step run on");
+    assert!(rota_testkit::pid_alive(pid), "the first SIGTERM should let the step run on");
     worker.signal("TERM");
     assert_eq!(worker.wait_exit(bound()), Some(1), "{}", worker.output());
     let start = std::time::Instant::now();
-    while common::pid_alive(pid) {
+    while rota_testkit::pid_alive(pid) {
         assert!(start.elapsed() < bound(), "step {pid} survived the worker's hard stop");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cluster;
-
-use cluster::{Cluster, Timing, group_members, pid_alive, wait_file, wait_gone};
 use rota_api_types::jobs::LogsQuery;
+use rota_testkit::cluster::{Cluster, Timing, wait_file};
+use rota_testkit::pid_alive;
+use rota_testkit::procs::{group_members, wait_gone};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -22,10 +22,10 @@ async fn dag_runs_in_order_and_logs_each_step() {
     };
     let doc = format!(
         "env:\n  M: {m}\nsteps:\n  - name: a\n    run: {a}\n  - name: b\n    needs: [a]\n    run: {b}\n  - name: c\n    needs: [a]\n    run: {cc}\n  - name: d\n    needs: [b, c]\n    run: {d}\n",
-        a = cluster::yaml_str(&step("a")),
-        b = cluster::yaml_str(&step("b")),
-        cc = cluster::yaml_str(&step("c")),
-        d = cluster::yaml_str(&step("d")),
+        a = rota_testkit::yaml_str(&step("a")),
+        b = rota_testkit::yaml_str(&step("b")),
+        cc = rota_testkit::yaml_str(&step("c")),
+        d = rota_testkit::yaml_str(&step("d")),
     );
     let id = c.submit_file(&doc);
     c.wait_state(id, &["succeeded"], c.timing.bound()).await;
@@ -51,7 +51,7 @@ async fn twenty_megabytes_of_binary_output_round_trip_exactly() {
     let _w = c.worker("w1", 2).await;
     let m = c.marker_dir("bin");
     let run = format!("{{ head -c 20000000 /dev/urandom; printf '\\377\\376'; }} | tee {m}/expected.bin");
-    let doc = format!("steps:\n  - name: big\n    run: {}\n", cluster::yaml_str(&run));
+    let doc = format!("steps:\n  - name: big\n    run: {}\n", rota_testkit::yaml_str(&run));
     let id = c.submit_file(&doc);
     let d = c.wait_state(id, &["succeeded"], c.timing.bound() * 2).await;
     let attempts = &d.step_details[0].attempts;
@@ -79,7 +79,7 @@ async fn stopped_worker_loses_its_attempt_and_fences_itself() {
     );
     let doc = format!(
         "steps:\n  - name: s\n    retry:\n      max_attempts: 3\n      backoff:\n        initial: 100ms\n    run: {}\n",
-        cluster::yaml_str(&run)
+        rota_testkit::yaml_str(&run)
     );
     let id = c.submit_file(&doc);
     let pgid: i32 = wait_file(&c.path("fence/first"), c.timing.bound()).await.parse().expect("pid");
@@ -100,7 +100,7 @@ async fn stopped_worker_loses_its_attempt_and_fences_itself() {
     w1.signal("CONT");
     // Self-fencing kills the whole group; its late result is refused with 409.
     wait_gone(pgid, &[pgid, child], c.timing.bound()).await;
-    cluster::wait_for(c.timing.bound(), "w1 to log the 409", || async { w1.log_text().contains("(409)") })
+    rota_testkit::wait_for(c.timing.bound(), "w1 to log the 409", || async { w1.output().contains("(409)") })
         .await;
     let d = c.client.get_job(id).await.expect("job");
     assert_eq!(d.summary.state, "succeeded", "a late result must change nothing");
@@ -114,30 +114,29 @@ async fn killed_worker_leftovers_are_reaped_at_next_boot() {
     let mut w1 = c.worker_with("w1", 1, &ws, &[]).await;
     let m = c.marker_dir("orphan");
     let run = format!("echo $$ > {m}/leader; (sleep 300 & echo $! > {m}/grandchild; wait) & wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
     let leader: i32 = wait_file(&c.path("orphan/leader"), c.timing.bound()).await.parse().expect("pid");
     let grandchild: i32 =
         wait_file(&c.path("orphan/grandchild"), c.timing.bound()).await.parse().expect("pid");
     // The step can get this far before its spawner has journaled its group. The worker
     // reports the pid only after the spawner answered, which it does after journaling.
-    cluster::wait_for(c.timing.bound(), "w1 to report the step's pid", || async {
+    rota_testkit::wait_for(c.timing.bound(), "w1 to report the step's pid", || async {
         c.client
             .get_job(id)
             .await
             .is_ok_and(|d| d.step_details[0].attempts.first().and_then(|a| a.pid) == Some(leader as u32))
     })
     .await;
-    // A worker's spawner kills its steps when the worker dies, and the worker kills them
-    // when its spawner dies; only if both die at once is anything left for boot reaping.
-    // The worker is frozen first, so it cannot act on its spawner's death.
-    // The step may be in any helper's journal (`running.log`, `running.<n>.log`): all die.
-    let spawners = cluster::spawners_of(w1.pid());
+    // A worker's spawners kill their steps when the worker dies, and the worker kills them
+    // when a spawner dies; only if all die at once is anything left for boot reaping.
+    // The worker is frozen first, so it cannot act on its spawners' deaths. The step may
+    // be in any helper's journal (`running.log`, `running.<n>.log`).
+    let spawners = rota_testkit::procs::spawners_of(w1.pid());
     assert!(spawners.len() >= 2, "worker {} should have a spawner per core (2 to 4): {spawners:?}", w1.pid());
     w1.signal("STOP");
-    let pids: Vec<String> = spawners.iter().map(|p| p.to_string()).collect();
-    let mut args = vec!["-KILL"];
-    args.extend(pids.iter().map(String::as_str));
-    cluster::kill(&args);
+    for s in spawners {
+        rota_testkit::procs::kill("KILL", s);
+    }
     w1.signal("KILL");
     w1.wait_exit(Duration::from_secs(10));
     assert!(pid_alive(grandchild), "the step's grandchild should survive its worker and spawner's SIGKILL");
@@ -152,7 +151,7 @@ async fn cancel_kills_the_whole_group() {
     let _w = c.worker("w1", 1).await;
     let m = c.marker_dir("cancel");
     let run = format!("echo $$ > {m}/leader; sleep 300 & echo $! > {m}/bg; wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
     let leader: i32 = wait_file(&c.path("cancel/leader"), c.timing.bound()).await.parse().expect("pid");
     let bg: i32 = wait_file(&c.path("cancel/bg"), c.timing.bound()).await.parse().expect("pid");
     let out = c.rota().args(["job", "cancel", &id.to_string()]).output().expect("cancel");
@@ -160,7 +159,7 @@ async fn cancel_kills_the_whole_group() {
     wait_gone(leader, &[leader, bg], c.timing.bound()).await;
     let d = c.wait_state(id, &["cancelled"], c.timing.bound()).await;
     assert!(d.summary.reason.is_some());
-    cluster::wait_for(c.timing.bound(), "the cancelled step to end", || async {
+    rota_testkit::wait_for(c.timing.bound(), "the cancelled step to end", || async {
         c.client.get_job(id).await.map(|d| d.summary.finished_at.is_some()).unwrap_or(false)
     })
     .await;
@@ -175,7 +174,7 @@ async fn timeout_kills_the_group_and_fails_the_step() {
     // The timeout leaves the step time to write both pid files even on a loaded machine.
     let id = c.submit_file(&format!(
         "steps:\n  - name: s\n    timeout: 3s\n    run: {}\n",
-        cluster::yaml_str(&run)
+        rota_testkit::yaml_str(&run)
     ));
     let leader: i32 = wait_file(&c.path("timeout/leader"), c.timing.bound()).await.parse().expect("pid");
     let bg: i32 = wait_file(&c.path("timeout/bg"), c.timing.bound()).await.parse().expect("pid");
@@ -191,18 +190,18 @@ async fn sigterm_drains_running_steps_and_claims_nothing_new() {
     let mut w = c.worker("w1", 2).await;
     let m = c.marker_dir("drain");
     let run = format!("echo started > {m}/started; sleep 2; echo finished");
-    let first = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
+    let first = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
     wait_file(&c.path("drain/started"), c.timing.bound()).await;
     w.signal("TERM");
     // The second job is submitted once the worker has stopped claiming (it logs the drain
     // after its claim loop ended), not after a guessed delay.
-    cluster::wait_for(c.timing.bound(), "w1 to log its drain", || async {
-        w.log_text().contains("draining: no more claims")
+    rota_testkit::wait_for(c.timing.bound(), "w1 to log its drain", || async {
+        w.output().contains("draining: no more claims")
     })
     .await;
     let second = c.submit_file("steps:\n  - name: s\n    run: echo should-not-run\n");
     let code = w.wait_exit(c.timing.bound());
-    assert_eq!(code, Some(0), "worker log:\n{}", w.log_text());
+    assert_eq!(code, Some(0), "worker log:\n{}", w.output());
     let d = c.wait_state(first, &["succeeded"], c.timing.bound()).await;
     assert_eq!(d.step_details[0].attempts.len(), 1);
     let d2 = c.client.get_job(second).await.expect("second");
@@ -218,7 +217,7 @@ async fn server_restart_does_not_lose_a_running_step() {
     let _w = c.worker("w1", 1).await;
     let m = c.marker_dir("restart");
     let run = format!("echo started > {m}/started; sleep 4; echo done");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
     wait_file(&c.path("restart/started"), timing.bound()).await;
     let addr = c.listen_addr();
     c.kill_server();

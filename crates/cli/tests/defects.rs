@@ -4,13 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-mod lifecycle_support;
-
-use common::{Env, bound, rota, spawn_server, spawn_worker, submit, wait_for_state};
-use lifecycle_support::{
-    Cleanup, code, json, kill, log, run, run_with_env, status, stderr, stdout, wait_until,
-};
+use rota_testkit::background::{Cleanup, code, json, log, run, run_with_env, status, stderr, stdout};
+use rota_testkit::procs::kill;
+use rota_testkit::{Env, bound, rota, spawn_server, spawn_worker, submit, wait_for_state, wait_until};
 use std::time::{Duration, Instant};
 
 /// Defect 1: `job logs -f --headers` started while the first step runs announces that step too.
@@ -66,21 +62,21 @@ fn a_result_delivered_after_an_outage_keeps_the_steps_own_duration() {
         &env,
         &["--step", &format!("s=touch {}; sleep 1; touch {}", started.display(), done.display())],
     );
-    common::wait_file_exists(&started, bound());
+    rota_testkit::wait_file_exists(&started, bound());
     assert_eq!(env.stop_server(), Some(0));
     let down = Instant::now();
-    common::wait_file_exists(&done, bound());
+    rota_testkit::wait_file_exists(&done, bound());
     // The step has ended while no server was there to hear it.
     std::thread::sleep(Duration::from_secs(5));
     // The same address again, so that the worker finds it.
-    let mut cmd = std::process::Command::new(common::ROTA);
-    common::isolate(&mut cmd, &env);
+    let mut cmd = std::process::Command::new(rota_testkit::rota_bin());
+    rota_testkit::isolate(&mut cmd, &env);
     cmd.args(["server", "--listen", env.url.trim_start_matches("http://")])
         .arg("--heartbeat-interval")
         .arg(format!("{}ms", heartbeat.as_millis()))
         .arg("--lease-ttl")
         .arg(format!("{}ms", ttl.as_millis()));
-    let _server = common::Proc::spawn(cmd, "rota server listening on ");
+    let _server = rota_testkit::Proc::spawn(cmd, "rota server listening on ");
     let outage = down.elapsed();
     let job = wait_for_state(&env, &id, &["succeeded", "failed"], bound());
     assert_eq!(job["state"], "succeeded", "{job:#}");
@@ -205,12 +201,12 @@ fn a_worker_whose_supervisor_was_killed_is_shown_running_unsupervised() {
     let worker = s["worker"]["pid"].as_i64().expect("worker") as i32;
     let marker = env.path("started");
     submit(&env, &["--step", &format!("s=touch {}; sleep 300", marker.display())]);
-    common::wait_file_exists(&marker, bound());
+    rota_testkit::wait_file_exists(&marker, bound());
 
     kill("KILL", sup);
-    wait_until(bound(), "the supervisor to be gone", || !common::pid_alive(sup));
+    wait_until(bound(), "the supervisor to be gone", || !rota_testkit::pid_alive(sup));
     let (c, s) = status(&env, &[]);
-    assert!(common::pid_alive(worker), "the worker drains its step, so it still runs");
+    assert!(rota_testkit::pid_alive(worker), "the worker drains its step, so it still runs");
     eprintln!("status after the supervisor's death: exit {c}, {}", s["diagnostic"]);
     assert_eq!((s["state"].as_str(), s["running"].as_bool()), (Some("unsupervised"), Some(true)), "{s:#}");
     assert_eq!(s["worker"]["pid"].as_i64(), Some(i64::from(worker)), "{s:#}");
@@ -226,7 +222,7 @@ fn a_hard_shutdown_says_it_kills_the_running_steps() {
     let mut w = spawn_worker(&env, "w1", &[]);
     let marker = env.path("started");
     submit(&env, &["--step", &format!("s=touch {}; sleep 300", marker.display())]);
-    common::wait_file_exists(&marker, bound());
+    rota_testkit::wait_file_exists(&marker, bound());
     w.signal("QUIT");
     w.wait_exit(bound());
     let out = w.output();
@@ -252,7 +248,7 @@ fn a_revoked_job_never_shows_a_running_step() {
             "t=s",
         ],
     );
-    common::wait_file_exists(&marker, bound());
+    rota_testkit::wait_file_exists(&marker, bound());
     let o = rota(&env).args(["worker", "revoke", &id]).output().expect("revoke");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let job = wait_for_state(&env, &id, &["revoked"], bound());

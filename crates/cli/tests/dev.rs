@@ -3,9 +3,7 @@
 //! binary on the PATH as `rota`, plain `rota`. Real `rota dev` on a free port, an isolated
 //! HOME/XDG tree, and the printed line run by `sh -c` exactly as printed.
 
-mod common;
-
-use common::{Env, Proc, wait_for_end};
+use rota_testkit::{Env, Proc, wait_for_end};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,8 +18,8 @@ fn path_without_rota() -> OsString {
 /// Runs `rota dev` in `env` with `path`; returns it, its URL and the first command it
 /// suggests, as printed.
 fn dev(env: &mut Env, path: &OsString) -> (Proc, String) {
-    let mut cmd = Command::new(common::ROTA);
-    common::isolate(&mut cmd, env);
+    let mut cmd = Command::new(rota_testkit::rota_bin());
+    rota_testkit::isolate(&mut cmd, env);
     cmd.env("PATH", path).env_remove("ROTA_SERVER").args([
         "dev",
         "--listen",
@@ -49,7 +47,7 @@ fn dev(env: &mut Env, path: &OsString) -> (Proc, String) {
 /// checks that it submitted a job that then succeeds.
 fn paste(env: &Env, path: &OsString, command: &str) {
     let mut sh = Command::new("sh");
-    common::isolate(&mut sh, env);
+    rota_testkit::isolate(&mut sh, env);
     let o = sh.env("PATH", path).env_remove("ROTA_SERVER").arg("-c").arg(command).output().expect("sh");
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "`{command}` failed ({}):\n{out}\n{err}", o.status);
@@ -64,7 +62,7 @@ fn the_first_command_dev_prints_works_when_pasted() {
     let mut env = Env::new();
     let path = path_without_rota();
     let (server, command) = dev(&mut env, &path);
-    let exe = Path::new(common::ROTA).canonicalize().expect("rota");
+    let exe = Path::new(rota_testkit::rota_bin()).canonicalize().expect("rota");
     assert!(
         command.contains(&format!(" {} job submit -- echo hello", exe.display())),
         "with no rota on the PATH the binary's own path is printed: {command}\n{}",

@@ -4,9 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cluster;
-
-use cluster::{Cluster, Timing, group_members, pid_alive, wait_file, wait_for, wait_gone};
+use rota_testkit::cluster::{Cluster, Timing, wait_file};
+use rota_testkit::procs::{group_members, wait_gone};
+use rota_testkit::{pid_alive, wait_for};
 use std::time::{Duration, Instant};
 
 fn json(out: &std::process::Output) -> serde_json::Value {
@@ -53,7 +53,7 @@ async fn revoke_terminate_kills_the_group_and_revokes_hold_across_restarts() {
     std::fs::create_dir_all(&m).unwrap();
     let m = m.display().to_string();
     let run = format!("echo $$ > {m}/leader; (sleep 300 & echo $! > {m}/gc; wait) & wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
     let leader: i32 = wait_file(&c.path("rv/leader"), c.timing.bound()).await.parse().unwrap();
     let gc: i32 = wait_file(&c.path("rv/gc"), c.timing.bound()).await.parse().unwrap();
     let start = Instant::now();
@@ -98,7 +98,7 @@ async fn long_step(c: &Cluster, dir: &str, on_lost: &str) -> (rota_domain::JobId
     );
     let id = c.submit_file(&format!(
         "steps:\n  - name: s\n    on_lost: {on_lost}\n    retry:\n      max_attempts: 3\n      backoff:\n        initial: 100ms\n    run: {}\n",
-        cluster::yaml_str(&run)
+        rota_testkit::yaml_str(&run)
     ));
     let leader: i32 = wait_file(&c.path(&format!("{dir}/leader")), c.timing.bound()).await.parse().unwrap();
     (id, leader)
@@ -155,7 +155,7 @@ async fn shutdown_modes() {
     let m = c.path("warm");
     std::fs::create_dir_all(&m).unwrap();
     let run = format!("touch {}/started; sleep 2; echo done", m.display());
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
     // w5 first re-runs the step the soft shutdown lost (instant), then this one.
     let start = Instant::now();
     while !c.path("warm/started").exists() {
@@ -164,8 +164,8 @@ async fn shutdown_modes() {
             let workers = c.client.list_workers().await.unwrap();
             panic!(
                 "warm step never started: {d:#?}\n{workers:#?}\nw5 log:\n{}\nserver:\n{}",
-                w5.log_text(),
-                c.read("server.log")
+                w5.output(),
+                c.server_log()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -180,7 +180,7 @@ async fn shutdown_modes() {
         "{}\n{}\nw5 log:\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        w5.log_text()
+        w5.output()
     );
     assert_eq!(w5.wait_exit(c.timing.bound()), Some(0));
     let d = c.wait_state(id, &["succeeded"], c.timing.bound()).await;
@@ -213,7 +213,7 @@ async fn autoscale_rises_to_max_and_falls_back_to_min() {
         .spawn()
         .unwrap();
     // A backlog of half-second jobs; even the small size keeps 8 slots busy for seconds.
-    let total = cluster::size::scenario_size("autoscale backlog (jobs of 0.5 s)", 120, 400);
+    let total = rota_testkit::size::scenario_size("autoscale backlog (jobs of 0.5 s)", 120, 400);
     let jobs: Vec<rota_domain::JobSpec> = (0..total)
         .map(|_| {
             serde_json::from_str(r#"{"queue": "scale", "steps": [{"name": "s", "run": "sleep 0.5"}]}"#)
@@ -274,7 +274,7 @@ async fn a_step_past_its_memory_limit_fails_with_reason_memory() {
     let run = "python3 -c 'import time; b = bytearray(200 * 1024 * 1024); time.sleep(30)'";
     let id = c.submit_file(&format!(
         "steps:\n  - name: s\n    memory_limit: 64MiB\n    run: {}\n",
-        cluster::yaml_str(run)
+        rota_testkit::yaml_str(run)
     ));
     let d = c.wait_state(id, &["failed"], c.timing.bound()).await;
     assert_eq!(d.step_details[0].reason.as_deref(), Some("memory"), "{:#?}", d.step_details);
@@ -365,7 +365,7 @@ async fn fleet_json_shapes() {
     let m = c.path("shape");
     std::fs::create_dir_all(&m).unwrap();
     let run = format!("touch {}/started; sleep 300", m.display());
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
     let start = Instant::now();
     while !c.path("shape/started").exists() {
         if start.elapsed() > c.timing.bound() {
@@ -373,8 +373,8 @@ async fn fleet_json_shapes() {
             let workers = c.client.list_workers().await.unwrap();
             panic!(
                 "step never started: {d:#?}\n{workers:#?}\nworker log:\n{}\nserver:\n{}",
-                _w.log_text(),
-                c.read("server.log")
+                _w.output(),
+                c.server_log()
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -3,11 +3,9 @@
 //! stale pid files, supervision and heal, a hung control port, status, multi, diagnose, a
 //! closing terminal. Bounds derive from configured timeouts, with wide margins.
 
-mod common;
-mod lifecycle_support;
-
-use common::{Env, bound, spawn_server, submit};
-use lifecycle_support::*;
+use rota_testkit::background::*;
+use rota_testkit::procs::{group_members, kill, pgid_of, wait_group_gone};
+use rota_testkit::{Env, bound, spawn_server, submit, wait_until};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -127,13 +125,13 @@ fn a_pidfile_naming_an_unrelated_process_is_not_trusted() {
     assert_eq!(c, 0);
     let o = run(&env, &["worker", "stop"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert!(common::pid_alive(sleep_pid), "stop killed an unrelated process");
+    assert!(rota_testkit::pid_alive(sleep_pid), "stop killed an unrelated process");
     let (_, s) = status(&env, &[]);
     assert_eq!(s["server"]["registration"], "offline", "a clean stop unregisters: {s:#}");
     let o = run(&env, &["worker", "stop"]);
     assert_eq!(code(&o), 0);
     assert!(stdout(&o).contains("not running"), "{}", stdout(&o));
-    assert!(common::pid_alive(sleep_pid));
+    assert!(rota_testkit::pid_alive(sleep_pid));
     let _ = sleep.kill();
     let _ = sleep.wait();
 }
@@ -143,7 +141,7 @@ fn a_pidfile_naming_an_unrelated_process_is_not_trusted() {
 /// nothing to do: done, exit 0.
 #[test]
 fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
-    if !common::require::require_test_hooks() {
+    if !rota_testkit::require::require_test_hooks() {
         return;
     }
     let env = spawn_server();
@@ -166,7 +164,7 @@ fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
     let first = v["pid"].as_i64().expect("pid") as i32;
     let steppid = env.path("step.pid");
     submit(&env, &["--step", &format!("s=echo $$ > {}; sleep 300 & sleep 300", steppid.display())]);
-    let step: i32 = common::wait_file(&steppid, bound()).parse().expect("step pid");
+    let step: i32 = rota_testkit::wait_file(&steppid, bound()).parse().expect("step pid");
     assert_eq!(pgid_of(step), Some(step), "steps lead their own process group");
     wait_until(bound(), "the step's two processes", || group_members(step).len() >= 2);
 
@@ -217,7 +215,7 @@ fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
     let (sup, old) =
         (s["supervisor"]["pid"].as_i64().expect("sup") as i32, worker_pid(&s).expect("pid") as i32);
     kill("KILL", sup);
-    wait_until(bound(), "the worker to stop with its supervisor", || !common::pid_alive(old));
+    wait_until(bound(), "the worker to stop with its supervisor", || !rota_testkit::pid_alive(old));
     let (c, s) = status(&env, &[]);
     assert_eq!(c, 3, "{s:#}");
     assert!(s["diagnostic"].as_str().unwrap_or_default().contains("died unexpectedly"), "{s:#}");
@@ -242,7 +240,7 @@ fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
 /// its running step's process group (which ignores TERM) is gone.
 #[test]
 fn stop_ends_a_worker_whose_control_port_hangs() {
-    if !common::require::require_test_hooks() {
+    if !rota_testkit::require::require_test_hooks() {
         return;
     }
     let env = spawn_server();
@@ -250,7 +248,7 @@ fn stop_ends_a_worker_whose_control_port_hangs() {
     start_json(&env, &["--test-hang-control", "--drain-timeout", "1h"]);
     let steppid = env.path("step.pid");
     submit(&env, &["--step", &format!("s=echo $$ > {}; trap '' TERM; sleep 300", steppid.display())]);
-    let step: i32 = common::wait_file(&steppid, bound()).parse().expect("step pid");
+    let step: i32 = rota_testkit::wait_file(&steppid, bound()).parse().expect("step pid");
     // Documented: control request 2s + TERM→KILL 5s + supervisor 5s + its TERM/KILL 2×2s.
     let documented = Duration::from_secs(16);
     let began = Instant::now();
@@ -379,7 +377,7 @@ fn multi_exports_node_metadata_to_its_command() {
     let line = format!(
         "sh -c 'env | grep ^ROTA_WORKER_ | sort > {}/$ROTA_WORKER_NODE.env; exec {} worker run'",
         path_str(env.dir.path()),
-        common::ROTA
+        rota_testkit::rota_bin().display()
     );
     let o = run(
         &env,
@@ -417,8 +415,8 @@ fn runtime_dir_fallback_quarantine_and_no_wait() {
     let env = spawn_server();
     let _cleanup = Cleanup::new(&env);
     let no_rt = |args: &[&str]| {
-        let mut cmd = Command::new(common::ROTA);
-        common::isolate(&mut cmd, &env);
+        let mut cmd = Command::new(rota_testkit::rota_bin());
+        rota_testkit::isolate(&mut cmd, &env);
         cmd.env_remove("XDG_RUNTIME_DIR").args(args).output().expect("rota")
     };
     let workers = env.path("state/rota/workers");
@@ -465,7 +463,10 @@ fn saved_settings_restart_and_profiles() {
     assert_eq!(changed["outcome"], "started");
     assert_ne!(changed["pid"], first["pid"]);
     assert!(changed["notes"].to_string().contains("settings changed"), "{changed:#}");
-    assert!(!common::pid_alive(first["pid"].as_i64().expect("pid") as i32), "the replaced worker still runs");
+    assert!(
+        !rota_testkit::pid_alive(first["pid"].as_i64().expect("pid") as i32),
+        "the replaced worker still runs"
+    );
 
     let o = run(&env, &["worker", "restart", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -530,7 +531,7 @@ fn the_server_runs_in_the_background_too() {
 #[test]
 fn enable_without_systemd_says_what_to_do_instead() {
     let systemd = std::path::Path::new("/run/systemd/system").is_dir();
-    if !common::require::require(
+    if !rota_testkit::require::require(
         !systemd,
         "a machine without systemd",
         "systemd runs here (/run/systemd/system)",
@@ -564,7 +565,7 @@ fn a_recycling_exit_restarts_at_once_and_is_not_a_crash() {
     let _cleanup = Cleanup::new(&env);
     let first = start_json(&env, &["--max-jobs", "1", "--max-restarts", "1"]);
     let id = submit(&env, &["--", "true"]);
-    common::wait_for_end(&env, &id);
+    rota_testkit::wait_for_end(&env, &id);
     let s = wait_status(&env, bound(), "running again after recycling", |c, s| {
         c == 0 && s["worker"]["pid"].as_i64().is_some_and(|p| Some(p) != first["pid"].as_i64())
     });
@@ -629,7 +630,11 @@ fn the_worker_survives_its_terminal_closing() {
     let env = spawn_server();
     let _cleanup = Cleanup::new(&env);
     let marker = env.path("started");
-    let script = format!("{} worker start > {} 2>&1; sleep 300", common::ROTA, path_str(&marker));
+    let script = format!(
+        "{} worker start > {} 2>&1; sleep 300",
+        rota_testkit::rota_bin().display(),
+        path_str(&marker)
+    );
     // `script` gives the shell a pseudo-terminal as its controlling terminal; killing
     // `script` closes the terminal, and the kernel sends SIGHUP to that session. Without
     // `script`, the shell runs in a process group of its own that gets the SIGHUP directly.
@@ -643,7 +648,7 @@ fn the_worker_survives_its_terminal_closing() {
         c.args(["-c", &script]).process_group(0);
         c
     };
-    common::isolate(&mut cmd, &env);
+    rota_testkit::isolate(&mut cmd, &env);
     let mut term =
         cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("terminal");
     wait_until(bound(), "start in the terminal", || {
@@ -689,7 +694,7 @@ fn start_latency() {
         assert_eq!(code(&o), 0, "{}", stderr(&o));
         assert_eq!(code(&run(&env, &["worker", "stop"])), 0);
         let began = Instant::now();
-        let o = Command::new(common::ROTA).arg("--version").output().expect("version");
+        let o = Command::new(rota_testkit::rota_bin()).arg("--version").output().expect("version");
         versions.push(began.elapsed());
         assert!(o.status.success());
     }
@@ -747,12 +752,15 @@ fn an_orphaned_worker_is_found_by_diagnose_and_stopped_by_start() {
     let worker = worker_pid(&s).expect("worker") as i32;
     let marker = env.path("started");
     submit(&env, &["--step", &format!("s=touch {}; sleep 300", marker.display())]);
-    common::wait_file_exists(&marker, bound());
+    rota_testkit::wait_file_exists(&marker, bound());
 
     kill("KILL", sup);
-    wait_until(bound(), "the supervisor to be gone", || !common::pid_alive(sup));
+    wait_until(bound(), "the supervisor to be gone", || !rota_testkit::pid_alive(sup));
     std::thread::sleep(Duration::from_millis(500));
-    assert!(common::pid_alive(worker), "the worker drains its step, so it outlives its supervisor for now");
+    assert!(
+        rota_testkit::pid_alive(worker),
+        "the worker drains its step, so it outlives its supervisor for now"
+    );
 
     let o = run(&env, &["--json", "worker", "diagnose"]);
     let v = json(&o);
@@ -766,7 +774,7 @@ fn an_orphaned_worker_is_found_by_diagnose_and_stopped_by_start() {
     let began = Instant::now();
     let v = start_json(&env, &[]);
     assert!(v["notes"].to_string().contains(&format!("stopped worker pid {worker}")), "{v:#}");
-    assert!(!common::pid_alive(worker), "start must have stopped the orphaned worker");
+    assert!(!rota_testkit::pid_alive(worker), "start must have stopped the orphaned worker");
     eprintln!("start stopped the orphan and started anew in {:?}", began.elapsed());
     assert_eq!(status(&env, &[]).0, 0);
 }

@@ -1,22 +1,20 @@
 //! Acceptance of worker names and live sessions (issue 9, points 3 and 4), end to end with
 //! real `rota` processes. Test hosts are network namespaces with host names of their own
-//! (`common::netns`), so a refusal names the other host and a "cut cable" can be pulled.
+//! (`rota_testkit::netns`), so a refusal names the other host and a "cut cable" can be pulled.
 //! Every wait is bounded generously and prints what it observed; nothing asserts a time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-mod lifecycle_support;
-
-use common::netns::Host;
-use common::{Env, HEARTBEAT, LEASE_TTL, Proc, bound, show_json, submit, wait_for_end, wait_for_state};
-use lifecycle_support::{Cleanup, code, kill, log, meta_path, run, stderr, wait_status};
+use rota_testkit::background::{Cleanup, code, log, meta_path, run, stderr, wait_status};
+use rota_testkit::netns::Host;
+use rota_testkit::procs::kill;
+use rota_testkit::{Env, HEARTBEAT, LEASE_TTL, Proc, bound, show_json, submit, wait_for_end, wait_for_state};
 use std::time::{Duration, Instant};
 
 /// The worker's persistent instance id, as its workspace keeps it.
 fn instance_id(workspace: &std::path::Path) -> String {
     let path = workspace.join(".rota").join("instance-id");
-    common::wait_file(&path, bound())
+    rota_testkit::wait_file(&path, bound())
 }
 
 /// The attempts of the job's first step: (worker, status) each.
@@ -37,8 +35,9 @@ fn attempts(env: &Env, job: &str) -> Vec<(String, String)> {
 /// `rota worker ping --json`: (worker, host) of every reply.
 fn ping(env: &Env) -> Vec<(String, String)> {
     let o = run(env, &["--json", "worker", "ping", "--timeout", "10s"]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("ping --json ({e}): {}{}", lifecycle_support::stdout(&o), stderr(&o)));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!("ping --json ({e}): {}{}", rota_testkit::background::stdout(&o), stderr(&o))
+    });
     v["replies"]
         .as_array()
         .expect("replies")
@@ -49,11 +48,7 @@ fn ping(env: &Env) -> Vec<(String, String)> {
 
 /// The environment of a live process (tests may read it; the product never does).
 fn environ(pid: i64) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .collect()
+    i32::try_from(pid).ok().and_then(rota_worker::procfs::environ).unwrap_or_default()
 }
 
 /// A server in this test's tree listening on the host side of host `listen_on`'s link (0 or
@@ -160,7 +155,7 @@ fn a_background_worker_restarted_within_the_ttl_is_the_same_instance() {
     let mut other = Env::new();
     other.url = env.url.clone();
     let token = env.join_token();
-    let mut holder = common::spawn_worker(&other, "vm", &["--join-token", &token]);
+    let mut holder = rota_testkit::spawn_worker(&other, "vm", &["--join-token", &token]);
 
     // Refused while the other instance is live (readiness reports the refusal at once).
     let o = run(&env, &["worker", "start", "--name", "vm", "--restart-delay", "200ms"]);
@@ -222,7 +217,7 @@ fn a_retry_is_never_handed_to_a_worker_whose_link_is_cut() {
         m = marks.display()
     );
     let job = submit(&server, &["--step", &format!("s={run}")]);
-    assert_eq!(common::wait_file(&marks.join("attempt-1"), bound()), cut.hostname);
+    assert_eq!(rota_testkit::wait_file(&marks.join("attempt-1"), bound()), cut.hostname);
     // Let its claim for the free slot park on the server.
     std::thread::sleep(HEARTBEAT * 2);
     cut.ns.cut();
@@ -250,7 +245,7 @@ fn a_retry_is_never_handed_to_a_worker_whose_link_is_cut() {
         [("w1".to_string(), "lost".to_string()), ("w2".to_string(), "succeeded".to_string())],
         "the retry runs on the other worker first time"
     );
-    assert_eq!(common::wait_file(&marks.join("attempt-2"), bound()), live.hostname);
+    assert_eq!(rota_testkit::wait_file(&marks.join("attempt-2"), bound()), live.hostname);
     // The cut worker cannot drain or unregister; stop it now.
     let _ = w1.child.kill();
     let _ = w1.child.wait();

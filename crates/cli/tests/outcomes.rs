@@ -5,10 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cluster;
-
-use cluster::{Cluster, Timing, wait_file};
 use rota_domain::JobId;
+use rota_testkit::cluster::{Cluster, Timing, wait_file};
 use std::time::{Duration, Instant};
 
 fn status(a: &rota_api_types::jobs::AttemptView) -> String {
@@ -30,7 +28,9 @@ async fn a_server_outage_longer_than_the_lease_ends_steps_lost_and_retries_them(
         let run = format!(
             "if [ \"$ROTA_ATTEMPT\" = 1 ]; then echo $$ > {m}/{i}; sleep 300 & wait; fi; echo attempt $ROTA_ATTEMPT"
         );
-        jobs.push(c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run))));
+        jobs.push(
+            c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run))),
+        );
     }
     for i in 0..8 {
         wait_file(&c.path(&format!("outage/{i}")), timing.bound()).await;
@@ -64,17 +64,19 @@ async fn revoke_timeout_and_memory_kills_are_recorded_with_their_own_reasons() {
     let _w = c.worker("w1", 3).await;
     let m = c.marker_dir("kills");
     let block = |name: &str| format!("echo $$ > {m}/{name}; sleep 300 & wait");
-    let revoked =
-        c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&block("revoke"))));
+    let revoked = c.submit_file(&format!(
+        "steps:\n  - name: s\n    run: {}\n",
+        rota_testkit::yaml_str(&block("revoke"))
+    ));
     let timed_out = c.submit_file(&format!(
         "steps:\n  - name: s\n    timeout: 3s\n    run: {}\n",
-        cluster::yaml_str(&block("timeout"))
+        rota_testkit::yaml_str(&block("timeout"))
     ));
     // dd holds a 64 MiB buffer while it copies for minutes: over a 16 MiB limit.
     let hog = format!("echo $$ > {m}/memory; dd if=/dev/zero of=/dev/null bs=64M count=100000");
     let hogged = c.submit_file(&format!(
         "steps:\n  - name: s\n    memory_limit: 16MiB\n    run: {}\n",
-        cluster::yaml_str(&hog)
+        rota_testkit::yaml_str(&hog)
     ));
     for name in ["revoke", "timeout", "memory"] {
         wait_file(&c.path(&format!("kills/{name}")), c.timing.bound()).await;
@@ -83,7 +85,7 @@ async fn revoke_timeout_and_memory_kills_are_recorded_with_their_own_reasons() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let d = c.wait_state(revoked, &["revoked"], c.timing.bound()).await;
-    cluster::wait_for(c.timing.bound(), "the revoked attempt to end", || async {
+    rota_testkit::wait_for(c.timing.bound(), "the revoked attempt to end", || async {
         c.client.get_job(revoked).await.is_ok_and(|d| d.step_details[0].attempts[0].finished_at.is_some())
     })
     .await;
@@ -114,15 +116,15 @@ async fn a_killed_foreground_worker_leaves_no_step_process() {
     let mut w = c.worker("w1", 1).await;
     let m = c.marker_dir("orphans");
     let run = format!("sleep 300 & echo $! > {m}/bg; (sleep 300 & wait) & wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", cluster::yaml_str(&run)));
+    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
     wait_file(&c.path("orphans/bg"), c.timing.bound()).await;
-    cluster::wait_for(c.timing.bound(), "the step's processes", || async {
-        cluster::job_processes(id).len() >= 3
+    rota_testkit::wait_for(c.timing.bound(), "the step's processes", || async {
+        rota_testkit::procs::job_processes(id).len() >= 3
     })
     .await;
     w.signal("KILL");
     w.wait_exit(Duration::from_secs(10));
-    let took = cluster::wait_job_processes_gone(id, Duration::from_secs(10));
+    let took = rota_testkit::procs::wait_job_processes_gone(id, Duration::from_secs(10));
     eprintln!("worker SIGKILLed: every process of the step gone after {took:?}");
 }
 
@@ -130,7 +132,7 @@ async fn a_killed_foreground_worker_leaves_no_step_process() {
 /// feature `test-hooks`) leaves no process of the step either; its group had been journaled first.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kill_right_after_a_spawn_leaves_no_step_process() {
-    if !cluster::require::require_test_hooks() {
+    if !rota_testkit::require::require_test_hooks() {
         return;
     }
     let c = Cluster::start(Timing::FAST).await;
@@ -138,9 +140,9 @@ async fn a_kill_right_after_a_spawn_leaves_no_step_process() {
     let mut w = c.worker_with("w1", 1, &ws, &[("ROTA_TEST_KILL_AFTER_SPAWN", "1")]).await;
     let id = c.submit_file("steps:\n  - name: s\n    run: sleep 300 & sleep 300 & wait\n");
     let code = w.wait_exit(c.timing.bound());
-    assert_eq!(code, None, "the hook KILLs the worker; log:\n{}", w.log_text());
+    assert_eq!(code, None, "the hook KILLs the worker; log:\n{}", w.output());
     let journal = std::fs::read_to_string(ws.join(".rota/running.log")).unwrap_or_default();
     assert!(journal.starts_with("+{"), "the spawner journals the group before answering: {journal:?}");
-    let took = cluster::wait_job_processes_gone(id, Duration::from_secs(10));
+    let took = rota_testkit::procs::wait_job_processes_gone(id, Duration::from_secs(10));
     eprintln!("worker SIGKILLed right after the spawn: every process of the step gone after {took:?}");
 }

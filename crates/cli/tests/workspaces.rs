@@ -4,11 +4,9 @@
 //! running steps reaped once and retired; a workspace shared on purpose is refused once,
 //! as bad configuration (exit 78), never as a crash loop.
 
-mod common;
-mod lifecycle_support;
-
-use common::{Env, Proc, bound, spawn_server};
-use lifecycle_support::*;
+use rota_testkit::background::*;
+use rota_testkit::procs::{group_members, wait_group_gone};
+use rota_testkit::{Env, Proc, bound, spawn_server, wait_until};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,8 +14,8 @@ use std::time::Instant;
 
 /// `rota worker run --name NAME ARGS` (no `--workspace`), once it registered.
 fn worker(env: &Env, name: &str, args: &[&str]) -> Proc {
-    let mut cmd = Command::new(common::ROTA);
-    common::isolate(&mut cmd, env);
+    let mut cmd = Command::new(rota_testkit::rota_bin());
+    rota_testkit::isolate(&mut cmd, env);
     cmd.args(["worker", "run", "--name", name]).args(args);
     Proc::spawn(cmd, "rota worker ready").0
 }
@@ -73,9 +71,7 @@ fn old_step() -> (std::process::Child, i32, u64) {
         .spawn()
         .expect("sh");
     let pid = child.id() as i32;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let close = stat.rfind(')').expect("stat");
-    let ticks = stat[close + 1..].split_whitespace().nth(19).expect("field 22").parse().expect("ticks");
+    let ticks = rota_worker::procfs::read_stat(pid).expect("stat").start_ticks;
     wait_until(bound(), "both processes of the old step", || group_members(pid).len() >= 2);
     (child, pid, ticks)
 }

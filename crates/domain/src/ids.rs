@@ -6,8 +6,9 @@ use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
-/// A job's id (UUID v7, so ids sort by submission time).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A job's id (UUID v7, so ids sort by submission time). Parsed (and deserialized) from
+/// its text only: a bad id is refused with [`BadJobId`], which names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
 #[serde(transparent)]
 pub struct JobId(pub Uuid);
@@ -31,10 +32,31 @@ impl fmt::Display for JobId {
     }
 }
 
+/// Text that is not a job id; says so naming the text (shown as is to API clients).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a job id (expected a UUID)")]
+pub struct BadJobId(pub String);
+
 impl FromStr for JobId {
-    type Err = uuid::Error;
+    type Err = BadJobId;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
+        Uuid::parse_str(s).map(Self).map_err(|_| BadJobId(s.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for JobId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = JobId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a job id (a UUID)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<JobId, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -74,5 +96,23 @@ impl Default for SessionId {
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_id_reads_back_and_a_bad_one_is_named() {
+        let id = JobId::new();
+        assert_eq!(id.to_string().parse::<JobId>(), Ok(id));
+        let json = serde_json::to_string(&id).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<JobId>(&json).ok(), Some(id));
+        let bad = "nope".parse::<JobId>().unwrap_err();
+        assert_eq!(bad.to_string(), "'nope' is not a job id (expected a UUID)");
+        let err = serde_json::from_str::<JobId>("\"nope\"").unwrap_err().to_string();
+        assert!(err.starts_with("'nope' is not a job id (expected a UUID)"), "{err}");
+        assert!(serde_json::from_str::<JobId>("17").is_err());
     }
 }

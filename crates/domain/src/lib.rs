@@ -17,7 +17,7 @@ pub mod spec;
 pub mod state;
 pub mod units;
 
-pub use ids::{AttemptId, JobId, SessionId};
+pub use ids::{AttemptId, BadJobId, JobId, SessionId};
 pub use policy::{StepDecision, decide_after_attempt, job_state_from_steps, retry_delay};
 pub use spec::{Backoff, JobSpec, OnLost, RetryPolicy, SpecError, StepSpec, Target};
 pub use state::{AttemptOutcome, AttemptStatus, JobState, StepState, Stream};

@@ -249,6 +249,21 @@ fn check_env(prefix: &str, env: &BTreeMap<String, String>) -> Result<(), SpecErr
 }
 
 impl JobSpec {
+    /// A job of `steps` with defaults for everything else (the default queue, priority 0,
+    /// any worker, no env, key or deadline): what a document naming only its steps means.
+    pub fn new(steps: Vec<StepSpec>) -> Self {
+        Self {
+            name: None,
+            queue: default_queue(),
+            priority: 0,
+            target: Target::default(),
+            env: BTreeMap::new(),
+            idempotency_key: None,
+            deadline: None,
+            steps,
+        }
+    }
+
     /// Checks the document: names, references, the DAG, limits. Returns the first problem.
     pub fn validate(&self) -> Result<(), SpecError> {
         if !is_valid_name(&self.queue) {
@@ -366,19 +381,6 @@ impl JobSpec {
 mod tests {
     use super::*;
 
-    fn job(steps: Vec<StepSpec>) -> JobSpec {
-        JobSpec {
-            name: None,
-            queue: "default".into(),
-            priority: 0,
-            target: Target::default(),
-            env: BTreeMap::new(),
-            idempotency_key: None,
-            deadline: None,
-            steps,
-        }
-    }
-
     fn needs(mut s: StepSpec, n: &[&str]) -> StepSpec {
         s.needs = n.iter().map(|x| x.to_string()).collect();
         s
@@ -386,7 +388,7 @@ mod tests {
 
     #[test]
     fn accepts_a_diamond() {
-        let j = job(vec![
+        let j = JobSpec::new(vec![
             StepSpec::new("a", "true"),
             needs(StepSpec::new("b", "true"), &["a"]),
             needs(StepSpec::new("c", "true"), &["a"]),
@@ -398,13 +400,16 @@ mod tests {
     #[test]
     fn names_the_bad_field() {
         let cases = vec![
-            (job(vec![]), "steps"),
-            (job(vec![StepSpec::new("a", " ")]), "steps[0].run"),
-            (job(vec![StepSpec::new("a", "x"), StepSpec::new("a", "y")]), "steps[1].name"),
-            (job(vec![needs(StepSpec::new("a", "x"), &["zz"])]), "steps[0].needs[0]"),
-            (job(vec![needs(StepSpec::new("a", "x"), &["a"])]), "steps[0].needs[0]"),
+            (JobSpec::new(vec![]), "steps"),
+            (JobSpec::new(vec![StepSpec::new("a", " ")]), "steps[0].run"),
+            (JobSpec::new(vec![StepSpec::new("a", "x"), StepSpec::new("a", "y")]), "steps[1].name"),
+            (JobSpec::new(vec![needs(StepSpec::new("a", "x"), &["zz"])]), "steps[0].needs[0]"),
+            (JobSpec::new(vec![needs(StepSpec::new("a", "x"), &["a"])]), "steps[0].needs[0]"),
             (
-                job(vec![needs(StepSpec::new("a", "x"), &["b"]), needs(StepSpec::new("b", "x"), &["a"])]),
+                JobSpec::new(vec![
+                    needs(StepSpec::new("a", "x"), &["b"]),
+                    needs(StepSpec::new("b", "x"), &["a"]),
+                ]),
                 "steps",
             ),
         ];
@@ -425,5 +430,11 @@ mod tests {
         assert_eq!(j.steps[0].retry.backoff.initial, Duration::from_secs(2));
         let bad = serde_json::from_str::<JobSpec>(r#"{"steps":[],"stpes":1}"#);
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn new_means_what_a_document_of_only_steps_means() {
+        let parsed: JobSpec = serde_json::from_str(r#"{"steps":[{"name":"a","run":"true"}]}"#).unwrap();
+        assert_eq!(JobSpec::new(vec![StepSpec::new("a", "true")]), parsed);
     }
 }

@@ -2,13 +2,15 @@
 //! body. Bad input is answered as is and not logged; internal errors become a generic 500
 //! and are logged once here.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use rota_api_types::ErrorBody;
 use rota_api_types::error::ErrorDetail;
-use rota_store::StoreError;
+use rota_store::{ConflictKind, StoreError};
 
 /// An error answered to the client.
 #[derive(Debug)]
@@ -70,7 +72,16 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(m) => Self::not_found(m),
-            StoreError::Conflict(m) => Self::conflict(m),
+            // Every kind is a 409 the client resolves by reading the current state again;
+            // matched one by one so that a new kind must be decided here.
+            StoreError::Conflict(
+                ConflictKind::NotHeld
+                | ConflictKind::Ended
+                | ConflictKind::WrongAttempt
+                | ConflictKind::Exists
+                | ConflictKind::JobState,
+                m,
+            ) => Self::conflict(m),
             StoreError::Invalid(m) => Self::bad_request(m),
             StoreError::NameHeld(h) => Self::name_held(&h),
             other => Self::internal(other),
@@ -118,6 +129,32 @@ where
                 };
                 Err(ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message })
             }
+        }
+    }
+}
+
+/// `Path<T>` whose rejections are [`ApiError`]s: a path segment that does not parse (a
+/// `JobId` that is not a UUID) → 400 in the JSON error shape, with the type's own message.
+pub(crate) struct ApiPath<T>(pub(crate) T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    axum::extract::Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) if e.status() == StatusCode::BAD_REQUEST => {
+                // A type's own parse error (`'x' is not a job id ...`) says it all.
+                Err(ApiError::bad_request(match e.into_kind() {
+                    ErrorKind::DeserializeError { message, .. } | ErrorKind::Message(message) => message,
+                    other => other.to_string(),
+                }))
+            }
+            Err(other) => Err(ApiError::internal(other.body_text())),
         }
     }
 }

@@ -213,10 +213,49 @@ async fn bad_input_is_named() {
     let (s, v) = api.call_raw("POST", "/api/v1/jobs", Some(ADMIN), Some(huge), &[]).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
 
-    let (s, _) = api.call("GET", "/api/v1/jobs/not-a-uuid", Some(ADMIN), None).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = api.call("GET", &format!("/api/v1/jobs/{}", uuid_v7()), Some(ADMIN), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// A job id in a path that is not a UUID: 400 in the JSON error shape naming it, on the
+/// operator routes and on the worker protocol alike.
+#[tokio::test]
+async fn a_bad_job_id_in_a_path_is_named_in_the_json_error_shape() {
+    let api = Api::new();
+    let (token, _) = api.register("w1").await;
+    let cases = [
+        ("GET", "/api/v1/jobs/not-a-uuid", ADMIN.to_string(), None),
+        ("GET", "/api/v1/jobs/not-a-uuid/logs", ADMIN.to_string(), None),
+        ("POST", "/api/v1/jobs/not-a-uuid/cancel", ADMIN.to_string(), None),
+        ("POST", "/api/v1/jobs/not-a-uuid/retry", ADMIN.to_string(), None),
+        (
+            "POST",
+            "/worker/jobs/not-a-uuid/logs",
+            token.clone(),
+            Some(json!({"attemptId": 1, "step": "a", "chunks": []})),
+        ),
+        (
+            "POST",
+            "/worker/jobs/not-a-uuid/steps/a/start",
+            token.clone(),
+            Some(json!({"attemptId": 1, "pid": 1})),
+        ),
+        (
+            "POST",
+            "/worker/jobs/not-a-uuid/steps/a/complete",
+            token.clone(),
+            Some(json!({"attemptId": 1, "outcome": {"status": "succeeded"}})),
+        ),
+    ];
+    for (method, path, token, body) in cases {
+        let (s, v) = api.call(method, path, Some(&token), body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{method} {path}: {v}");
+        assert_eq!(v["error"]["code"], "bad_request", "{method} {path}: {v}");
+        assert_eq!(
+            v["error"]["message"], "'not-a-uuid' is not a job id (expected a UUID)",
+            "{method} {path}: {v}"
+        );
+    }
 }
 
 fn uuid_v7() -> String {

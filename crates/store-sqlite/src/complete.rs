@@ -7,6 +7,7 @@ use crate::error::{Result, conflict, not_found};
 use crate::writer::unsaved_item;
 use chrono::{DateTime, Utc};
 use rota_domain::{AttemptId, AttemptStatus, SessionId};
+use rota_store::ConflictKind;
 use rota_store::{Completion, CompletionRecorded};
 use rusqlite::Connection;
 
@@ -39,13 +40,19 @@ fn complete_one(conn: &Connection, c: &Completion, now: DateTime<Utc>) -> Result
     let a =
         load_attempt(conn, c.attempt_id)?.ok_or_else(|| not_found(format!("attempt {}", c.attempt_id)))?;
     if a.job_id != c.job_id || a.step != c.step {
-        return Err(conflict(format!(
-            "attempt {} belongs to job {} step '{}', not job {} step '{}'",
-            a.id, a.job_id, a.step, c.job_id, c.step
-        )));
+        return Err(conflict(
+            ConflictKind::WrongAttempt,
+            format!(
+                "attempt {} belongs to job {} step '{}', not job {} step '{}'",
+                a.id, a.job_id, a.step, c.job_id, c.step
+            ),
+        ));
     }
     if a.session != c.session {
-        return Err(conflict(format!("attempt {} is held by another worker session", a.id)));
+        return Err(conflict(
+            ConflictKind::NotHeld,
+            format!("attempt {} is held by another worker session", a.id),
+        ));
     }
     if a.status != AttemptStatus::Running {
         return match &a.outcome {
@@ -57,7 +64,9 @@ fn complete_one(conn: &Connection, c: &Completion, now: DateTime<Utc>) -> Result
                 job_finished: false,
                 readied: 0,
             }),
-            _ => Err(conflict(format!("attempt {} already ended as {}", a.id, a.status))),
+            _ => {
+                Err(conflict(ConflictKind::Ended, format!("attempt {} already ended as {}", a.id, a.status)))
+            }
         };
     }
     let settled = end_attempt(conn, &a, &c.outcome, c.run_ms, now, c.jitter01)?;
@@ -74,10 +83,16 @@ fn complete_one(conn: &Connection, c: &Completion, now: DateTime<Utc>) -> Result
 /// `Conflict` unless `session` holds the running attempt.
 pub(crate) fn check_held(a: &AttemptRow, session: SessionId) -> Result<()> {
     if a.session != session {
-        return Err(conflict(format!("attempt {} is held by another worker session", a.id)));
+        return Err(conflict(
+            ConflictKind::NotHeld,
+            format!("attempt {} is held by another worker session", a.id),
+        ));
     }
     if a.status != AttemptStatus::Running {
-        return Err(conflict(format!("attempt {} is no longer running ({})", a.id, a.status)));
+        return Err(conflict(
+            ConflictKind::Ended,
+            format!("attempt {} is no longer running ({})", a.id, a.status),
+        ));
     }
     Ok(())
 }

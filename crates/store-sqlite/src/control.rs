@@ -9,6 +9,7 @@ use crate::jobs_read::{load_row, load_spec, stopped_step};
 use crate::settle::load_steps;
 use chrono::{DateTime, Utc};
 use rota_domain::{AttemptId, JobId, JobState, StepState};
+use rota_store::ConflictKind;
 use rota_store::{JobRow, RunningAttempt, StopCause, StopKind, StopOutcome};
 use rusqlite::Connection;
 use std::collections::HashMap;
@@ -128,10 +129,10 @@ pub(crate) fn end_job_with(
 pub(crate) fn retry_job(conn: &Connection, id: JobId) -> Result<JobRow> {
     let row = load_row(conn, id)?;
     if !row.state.is_terminal() || row.state == JobState::Succeeded {
-        return Err(conflict(format!(
-            "job {id} is {}; only a failed, cancelled or revoked job can be retried",
-            row.state
-        )));
+        return Err(conflict(
+            ConflictKind::JobState,
+            format!("job {id} is {}; only a failed, cancelled or revoked job can be retried", row.state),
+        ));
     }
     let job = id.to_string();
     let still = conn
@@ -140,7 +141,10 @@ pub(crate) fn retry_job(conn: &Connection, id: JobId) -> Result<JobRow> {
         .next()
         .transpose()?;
     if let Some(step) = still {
-        return Err(conflict(format!("job {id}: step '{step}' is still stopping; retry once it has ended")));
+        return Err(conflict(
+            ConflictKind::JobState,
+            format!("job {id}: step '{step}' is still stopping; retry once it has ended"),
+        ));
     }
     let steps = load_steps(conn, &job)?;
     let states: HashMap<&str, StepState> = steps.iter().map(|s| (s.name.as_str(), s.state)).collect();

@@ -2,7 +2,7 @@
 //! the crate as themselves: callers see `StoreError::Backend` wrapping a [`SqliteError`].
 //! Inside the crate, [`Error`] carries either a store-level answer or a backend failure.
 
-use rota_store::StoreError;
+use rota_store::{ConflictKind, StoreError};
 
 /// A failure of the SQLite backend itself (as opposed to a refused request).
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +99,8 @@ impl From<serde_json::Error> for Error {
 }
 
 /// `Conflict`: the caller does not hold what it names, or the state forbids the change.
-pub(crate) fn conflict(msg: impl Into<String>) -> Error {
-    Error::Store(StoreError::Conflict(msg.into()))
+pub(crate) fn conflict(kind: ConflictKind, msg: impl Into<String>) -> Error {
+    Error::Store(StoreError::Conflict(kind, msg.into()))
 }
 
 /// `NotFound`: the named job, attempt or session does not exist.

@@ -7,6 +7,7 @@ use crate::error::{Result, conflict};
 use crate::writer::in_savepoint;
 use rota_domain::spec::DEFAULT_LOG_CAP;
 use rota_domain::{AttemptId, AttemptStatus, Stream};
+use rota_store::ConflictKind;
 use rota_store::{LogAppend, LogPage, LogQuery, StoredChunk};
 use rusqlite::{Connection, OptionalExtension};
 
@@ -69,16 +70,22 @@ pub(crate) fn check_append(conn: &Connection, append: LogAppend) -> Result<Check
             ))
         })
         .optional()?
-        .ok_or_else(|| conflict(format!("attempt {id} is unknown")))?;
+        .ok_or_else(|| conflict(ConflictKind::WrongAttempt, format!("attempt {id} is unknown")))?;
     let (job, step, session, status, number, cap) = row;
     if job_id(&job)? != append.job_id || step != append.step {
-        return Err(conflict(format!("attempt {id} belongs to job {job} step '{step}'")));
+        return Err(conflict(
+            ConflictKind::WrongAttempt,
+            format!("attempt {id} belongs to job {job} step '{step}'"),
+        ));
     }
     if session_id(&session)? != append.session {
-        return Err(conflict(format!("attempt {id} is held by another worker session")));
+        return Err(conflict(
+            ConflictKind::NotHeld,
+            format!("attempt {id} is held by another worker session"),
+        ));
     }
     if parse_name::<AttemptStatus>(&status)? != AttemptStatus::Running {
-        return Err(conflict(format!("attempt {id} is no longer running ({status})")));
+        return Err(conflict(ConflictKind::Ended, format!("attempt {id} is no longer running ({status})")));
     }
     let cap = cap.and_then(|c| u64::try_from(c).ok()).unwrap_or(DEFAULT_LOG_CAP);
     Ok(CheckedAppend { append, number: u32_of(number)?, cap })

@@ -6,6 +6,7 @@ use crate::codec::{i64_of, ms, to_json};
 use crate::error::{Result, conflict};
 use crate::writer::unsaved_item;
 use rota_domain::{JobState, StepState};
+use rota_store::ConflictKind;
 use rota_store::{NewJob, StoreError, Submitted};
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
@@ -57,7 +58,7 @@ fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
     if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted
         && e.code == ErrorCode::ConstraintViolation
     {
-        return Err(conflict(format!("job {id} already exists")));
+        return Err(conflict(ConflictKind::Exists, format!("job {id} already exists")));
     }
     inserted?;
     let mut insert_step = conn.prepare_cached(INSERT_STEP)?;

@@ -8,6 +8,7 @@ use crate::codec::{from_json, ms, session_id, time, to_json, u32_of};
 use crate::error::{Error, Result, conflict, corrupt, not_found};
 use chrono::{DateTime, Utc};
 use rota_domain::SessionId;
+use rota_store::ConflictKind;
 use rota_store::{
     LostAttempt, NameHolder, Registered, SessionStatus, StoreError, WorkerRecord, WorkerRegistration,
 };
@@ -120,7 +121,10 @@ pub(crate) fn register_worker(
     if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted
         && e.code == ErrorCode::ConstraintViolation
     {
-        return Err(conflict(format!("worker session {session} or its credential is already registered")));
+        return Err(conflict(
+            ConflictKind::Exists,
+            format!("worker session {session} or its credential is already registered"),
+        ));
     }
     inserted?;
     let mut lost = Vec::new();

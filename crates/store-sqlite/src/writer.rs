@@ -284,6 +284,7 @@ fn commit_batch(
 mod tests {
     use super::*;
     use crate::error::conflict;
+    use rota_store::ConflictKind;
     use std::time::Duration;
 
     fn writer() -> (tempfile::TempDir, Writer) {
@@ -323,7 +324,7 @@ mod tests {
             });
             let refused = w.run(Durability::Normal, |c| {
                 c.execute("INSERT INTO t VALUES (3, 'c')", [])?;
-                Err::<usize, _>(conflict("no"))
+                Err::<usize, _>(conflict(ConflictKind::JobState, "no"))
             });
             let panics = w.run(Durability::Normal, |c| -> Result<usize> {
                 c.execute("INSERT INTO t VALUES (4, 'd')", [])?;
@@ -336,7 +337,7 @@ mod tests {
         assert_eq!(slow.unwrap(), 1);
         assert_eq!(ok1.unwrap(), 1);
         assert!(matches!(dup, Err(rota_store::StoreError::Backend(_))), "{dup:?}");
-        assert!(matches!(refused, Err(rota_store::StoreError::Conflict(_))), "{refused:?}");
+        assert!(matches!(refused, Err(rota_store::StoreError::Conflict(..))), "{refused:?}");
         assert!(panics.is_err());
         assert_eq!(ok2.unwrap(), 1);
         assert_eq!(w.batches(), 2, "the queued ops should share one batch");
@@ -354,7 +355,7 @@ mod tests {
                     .map(|k| {
                         unsaved_item(c, move |c| {
                             if k == 2 {
-                                return Err(conflict("refused"));
+                                return Err(conflict(ConflictKind::JobState, "refused"));
                             }
                             Ok(c.execute("INSERT INTO t VALUES (?1, 'x')", [k])?)
                         })
@@ -364,7 +365,7 @@ mod tests {
             .await
             .unwrap();
         assert!(items[0].is_ok() && items[2].is_ok(), "{items:?}");
-        assert!(matches!(items[1], Err(rota_store::StoreError::Conflict(_))), "{items:?}");
+        assert!(matches!(items[1], Err(rota_store::StoreError::Conflict(..))), "{items:?}");
 
         // A batch of three: a good op, an item that fails after writing, another good op.
         let (started, is_running) = oneshot::channel::<()>();

@@ -5,10 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, Utc};
-use rota_domain::{JobId, JobSpec, StepSpec, Target};
-use rota_store::{JobStore, NewJob, StoreError};
+use rota_domain::{JobId, JobSpec, StepSpec};
+use rota_store::{ConflictKind, JobStore, NewJob, StoreError};
 use rota_store_sqlite::{SqliteOptions, SqliteStore};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,16 +17,7 @@ fn open(path: &Path) -> SqliteStore {
 }
 
 fn spec(step: &str) -> JobSpec {
-    JobSpec {
-        name: None,
-        queue: "default".into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps: vec![StepSpec::new(step, "true")],
-    }
+    JobSpec::new(vec![StepSpec::new(step, "true")])
 }
 
 fn now() -> DateTime<Utc> {
@@ -66,7 +56,7 @@ async fn concurrent_submits_commit_even_when_one_fails() {
     for t in tasks {
         let (id, r) = t.await.unwrap();
         if id == taken {
-            assert!(matches!(r, Err(StoreError::Conflict(_))), "duplicate id: {r:?}");
+            assert!(matches!(r, Err(StoreError::Conflict(ConflictKind::Exists, _))), "duplicate id: {r:?}");
         } else {
             assert!(r.as_ref().is_ok_and(|s| s.created && s.id == id), "{r:?}");
             stored.push(id);

@@ -7,15 +7,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::{
-    ClaimedAttempt, Claimer, Completion, CompletionRecorded, Heartbeat, JobFilter, JobRecord, JobStore,
-    LogAppend, LogQuery, NameHolder, NewJob, NewLogChunk, QueueStats, Result, RevokeRequest, SessionStatus,
-    StepRecord, StopCause, StopKind, StoreError, WorkerRegistration,
+    ClaimedAttempt, Claimer, Completion, CompletionRecorded, ConflictKind, Heartbeat, JobFilter, JobRecord,
+    JobStore, LogAppend, LogQuery, NameHolder, NewJob, NewLogChunk, QueueStats, Result, RevokeRequest,
+    SessionStatus, StepRecord, StopCause, StopKind, StoreError, WorkerRegistration,
 };
 use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;
 use rota_domain::{
     AttemptId, AttemptOutcome, AttemptStatus, Backoff, JobId, JobSpec, JobState, OnLost, RetryPolicy,
-    SessionId, StepSpec, StepState, Stream, Target,
+    SessionId, StepSpec, StepState, Stream,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -147,19 +147,6 @@ fn retrying(mut s: StepSpec, max_attempts: u32, initial_secs: u64) -> StepSpec {
     s
 }
 
-fn job(steps: Vec<StepSpec>) -> JobSpec {
-    JobSpec {
-        name: None,
-        queue: "default".into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps,
-    }
-}
-
 fn failed(code: i32) -> AttemptOutcome {
     AttemptOutcome::Failed { exit_code: Some(code), signal: None }
 }
@@ -273,8 +260,11 @@ fn step_of<'a>(rec: &'a JobRecord, name: &str) -> &'a StepRecord {
     rec.steps.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("job has no step '{name}'"))
 }
 
-fn assert_conflict<T: Debug>(r: Result<T>, what: &str) {
-    assert!(matches!(r, Err(StoreError::Conflict(_))), "{what}: expected Conflict, got {r:?}");
+fn assert_conflict<T: Debug>(r: Result<T>, kind: ConflictKind, what: &str) {
+    assert!(
+        matches!(&r, Err(StoreError::Conflict(k, _)) if *k == kind),
+        "{what}: expected Conflict({kind:?}), got {r:?}"
+    );
 }
 
 fn assert_not_found<T: Debug>(r: Result<T>, what: &str) {
@@ -291,7 +281,7 @@ fn steps_of(claims: &[ClaimedAttempt]) -> Vec<&str> {
 // Submitting and reading jobs
 
 async fn submit_and_idempotency(s: Arc<dyn JobStore>) {
-    let mut spec = job(vec![step("a")]);
+    let mut spec = JobSpec::new(vec![step("a")]);
     spec.idempotency_key = Some("key-1".into());
     let first = submit(&s, spec.clone(), t0()).await;
     let again = s.submit_jobs(vec![NewJob { id: new_id(), spec: spec.clone(), now: at(1) }]).await.unwrap();
@@ -300,14 +290,14 @@ async fn submit_and_idempotency(s: Arc<dyn JobStore>) {
 
     // A batch: a new key, a repeat of a key seen earlier in the same batch, and a duplicate
     // id. One failing item never fails the others.
-    let mut keyed = job(vec![step("a")]);
+    let mut keyed = JobSpec::new(vec![step("a")]);
     keyed.idempotency_key = Some("key-2".into());
     let dup_id = new_id();
     let batch = vec![
         NewJob { id: dup_id, spec: keyed.clone(), now: at(2) },
         NewJob { id: new_id(), spec: keyed, now: at(2) },
-        NewJob { id: dup_id, spec: job(vec![step("b")]), now: at(2) },
-        NewJob { id: new_id(), spec: job(vec![step("c")]), now: at(2) },
+        NewJob { id: dup_id, spec: JobSpec::new(vec![step("b")]), now: at(2) },
+        NewJob { id: new_id(), spec: JobSpec::new(vec![step("c")]), now: at(2) },
     ];
     let out = s.submit_jobs(batch).await.expect("submit batch");
     assert_eq!(out.len(), 4, "one result per job");
@@ -323,11 +313,11 @@ async fn submit_and_idempotency(s: Arc<dyn JobStore>) {
 }
 
 async fn list_and_get(s: Arc<dyn JobStore>) {
-    let mut first = job(vec![step("a"), needs(step("b"), &["a"]), step("c")]);
+    let mut first = JobSpec::new(vec![step("a"), needs(step("b"), &["a"]), step("c")]);
     first.name = Some("first".into());
     first.env = BTreeMap::from([("K".into(), "V".into())]);
     let a = submit(&s, first.clone(), t0()).await;
-    let mut other = job(vec![step("x")]);
+    let mut other = JobSpec::new(vec![step("x")]);
     other.queue = "other".into();
     other.priority = 7;
     let b = submit(&s, other, at(1)).await;
@@ -366,7 +356,7 @@ async fn list_and_get(s: Arc<dyn JobStore>) {
 }
 
 async fn dag_readiness(s: Arc<dyn JobStore>) {
-    let spec = job(vec![
+    let spec = JobSpec::new(vec![
         step("a"),
         needs(step("b"), &["a"]),
         needs(step("c"), &["a"]),
@@ -414,7 +404,7 @@ async fn dag_readiness(s: Arc<dyn JobStore>) {
 // Claiming
 
 async fn claim_respects_queues(s: Arc<dyn JobStore>) {
-    let mut gpu = job(vec![step("train")]);
+    let mut gpu = JobSpec::new(vec![step("train")]);
     gpu.queue = "gpu".into();
     let id = submit(&s, gpu, t0()).await;
     let plain = worker(&s).await;
@@ -431,7 +421,7 @@ async fn claim_respects_queues(s: Arc<dyn JobStore>) {
     // Across several queues the order is still priority, then age.
     let mut order = Vec::new();
     for (queue, priority) in [("gpu", 1), ("default", 5), ("gpu", 5), ("default", 0), ("gpu", 0)] {
-        let mut j = job(vec![step("s")]);
+        let mut j = JobSpec::new(vec![step("s")]);
         (j.queue, j.priority) = (queue.to_string(), priority);
         order.push(submit(&s, j, at(3)).await);
     }
@@ -440,13 +430,13 @@ async fn claim_respects_queues(s: Arc<dyn JobStore>) {
 }
 
 async fn claim_respects_targets(s: Arc<dyn JobStore>) {
-    let mut on_web1 = job(vec![step("a")]);
+    let mut on_web1 = JobSpec::new(vec![step("a")]);
     on_web1.target.host = Some("web1".into());
     let host_job = submit(&s, on_web1, t0()).await;
-    let mut on_name = job(vec![step("a")]);
+    let mut on_name = JobSpec::new(vec![step("a")]);
     on_name.target.host = Some("builder".into());
     let name_job = submit(&s, on_name, t0()).await;
-    let mut tagged = job(vec![step("a")]);
+    let mut tagged = JobSpec::new(vec![step("a")]);
     tagged.target.tags = vec!["ssd".into(), "x86".into()];
     let tag_job = submit(&s, tagged, t0()).await;
 
@@ -484,12 +474,12 @@ async fn claim_respects_targets(s: Arc<dyn JobStore>) {
 
     // Many higher-priority jobs this worker cannot take must not hide the one it can.
     for _ in 0..300 {
-        let mut rare = job(vec![step("a")]);
+        let mut rare = JobSpec::new(vec![step("a")]);
         rare.priority = 10;
         rare.target.tags = vec!["rare".into()];
         submit(&s, rare, at(5)).await;
     }
-    let reachable = submit(&s, job(vec![step("a")]), at(6)).await;
+    let reachable = submit(&s, JobSpec::new(vec![step("a")]), at(6)).await;
     let got = claim(&s, elsewhere, 10, at(7)).await;
     assert_eq!(
         got.iter().map(|c| c.job_id).collect::<Vec<_>>(),
@@ -501,7 +491,7 @@ async fn claim_respects_targets(s: Arc<dyn JobStore>) {
 async fn claim_order_priority_age_and_max(s: Arc<dyn JobStore>) {
     let mut ids = Vec::new();
     for prio in [0, 5, 1, 5] {
-        let mut j = job(vec![step("a")]);
+        let mut j = JobSpec::new(vec![step("a")]);
         j.priority = prio;
         ids.push(submit(&s, j, t0()).await);
     }
@@ -513,7 +503,7 @@ async fn claim_order_priority_age_and_max(s: Arc<dyn JobStore>) {
     assert!(claim(&s, w, 0, at(3)).await.is_empty());
 
     // Within a job, document order; and what the worker needs to run the step.
-    let mut j = job(vec![step("x"), step("y")]);
+    let mut j = JobSpec::new(vec![step("x"), step("y")]);
     j.env = BTreeMap::from([("A".into(), "job".into()), ("B".into(), "job".into())]);
     j.steps[0].env = BTreeMap::from([("B".into(), "step".into())]);
     j.steps[0].timeout = Some(Duration::from_secs(90));
@@ -538,7 +528,7 @@ async fn claim_order_priority_age_and_max(s: Arc<dyn JobStore>) {
 }
 
 async fn claim_only_when_active(s: Arc<dyn JobStore>) {
-    submit(&s, job(vec![step("a")]), t0()).await;
+    submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
     let w = worker(&s).await;
     let hb = Heartbeat { session: w, attempts: vec![], draining: true, concurrency: None };
     s.heartbeat(hb, at(1), TTL).await.unwrap();
@@ -547,7 +537,7 @@ async fn claim_only_when_active(s: Arc<dyn JobStore>) {
     s.heartbeat(hb, at(3), TTL).await.unwrap();
     assert_eq!(claim(&s, w, 5, at(4)).await.len(), 1, "active again");
 
-    submit(&s, job(vec![step("b")]), at(5)).await;
+    submit(&s, JobSpec::new(vec![step("b")]), at(5)).await;
     s.unregister_worker(w, at(6)).await.unwrap();
     assert!(claim(&s, w, 5, at(7)).await.is_empty(), "an offline session claims nothing");
 }
@@ -559,8 +549,8 @@ async fn submit_and_claim_hands_out_in_one_call(s: Arc<dyn JobStore>) {
     let unknown = SessionId::new();
     let (a, b) = (new_id(), new_id());
     let jobs = vec![
-        NewJob { id: a, spec: job(vec![step("a")]), now: t0() },
-        NewJob { id: b, spec: job(vec![step("b")]), now: t0() },
+        NewJob { id: a, spec: JobSpec::new(vec![step("a")]), now: t0() },
+        NewJob { id: b, spec: JobSpec::new(vec![step("b")]), now: t0() },
     ];
     let claimers = vec![
         Claimer { session: unknown, max: 4 },
@@ -584,22 +574,26 @@ async fn submit_and_claim_hands_out_in_one_call(s: Arc<dyn JobStore>) {
 // Fencing and completion
 
 async fn fencing(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a"), step("b")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a"), step("b")]), t0()).await;
     let holder = worker(&s).await;
     let other = register(&s, WorkerSpec { name: "w2", ..WorkerSpec::default() }, t0()).await;
     let got = claim(&s, holder, 2, at(1)).await;
     let (a, b) = (&got[0], &got[1]);
 
-    assert_conflict(s.record_start(other, a.attempt_id, 1).await, "record_start by another session");
+    assert_conflict(
+        s.record_start(other, a.attempt_id, 1).await,
+        ConflictKind::NotHeld,
+        "record_start by another session",
+    );
     s.record_start(holder, a.attempt_id, 777).await.expect("record_start by the holder");
     assert_eq!(step_of(&get(&s, id).await, "a").attempts[0].pid, Some(777));
 
     let r = try_finish(&s, other, a, AttemptOutcome::Succeeded, at(2)).await;
-    assert_conflict(r, "complete by another session");
+    assert_conflict(r, ConflictKind::NotHeld, "complete by another session");
     let mut wrong_step = completion(holder, a, AttemptOutcome::Succeeded);
     wrong_step.step = "b".into();
     let r = s.complete(vec![wrong_step], at(2)).await.unwrap().remove(0);
-    assert_conflict(r, "complete naming another step");
+    assert_conflict(r, ConflictKind::WrongAttempt, "complete naming another step");
     assert_eq!(
         step_of(&get(&s, id).await, "a").state,
         StepState::Running,
@@ -614,7 +608,11 @@ async fn fencing(s: Arc<dyn JobStore>) {
         (again.status, again.outcome.clone(), again.attempt_id),
         (first.status, failed(3), a.attempt_id)
     );
-    assert_conflict(try_finish(&s, holder, a, AttemptOutcome::Succeeded, at(5)).await, "a different outcome");
+    assert_conflict(
+        try_finish(&s, holder, a, AttemptOutcome::Succeeded, at(5)).await,
+        ConflictKind::Ended,
+        "a different outcome",
+    );
     let rec = get(&s, id).await;
     assert_eq!(step_of(&rec, "a").attempts[0].outcome, Some(failed(3)), "first outcome stands");
     assert_eq!(step_of(&rec, "a").attempts[0].finished_at, Some(at(3)));
@@ -626,7 +624,7 @@ async fn fencing(s: Arc<dyn JobStore>) {
         completion(holder, b, AttemptOutcome::Succeeded),
     ];
     let out = s.complete(items, at(6)).await.unwrap();
-    assert!(matches!(out[0], Err(StoreError::Conflict(_))), "{:?}", out[0]);
+    assert!(matches!(&out[0], Err(StoreError::Conflict(ConflictKind::NotHeld, _))), "{:?}", out[0]);
     assert!(out[1].as_ref().is_ok_and(|r| r.job_finished), "{:?}", out[1]);
     let rec = get(&s, id).await;
     assert_eq!(rec.row.state, JobState::Failed);
@@ -634,21 +632,22 @@ async fn fencing(s: Arc<dyn JobStore>) {
     assert!(reason.contains("'a'") && reason.contains("exit code 3"), "job reason names the step: {reason}");
 
     // A superseded session's completion is refused.
-    let id2 = submit(&s, job(vec![step("z")]), at(7)).await;
+    let id2 = submit(&s, JobSpec::new(vec![step("z")]), at(7)).await;
     let z = claim_one(&s, holder, at(8)).await;
     assert_eq!(z.job_id, id2);
     register(&s, WorkerSpec::default(), at(9)).await;
     assert_conflict(
         try_finish(&s, holder, &z, AttemptOutcome::Succeeded, at(10)).await,
+        ConflictKind::Ended,
         "superseded session",
     );
     let unknown = ClaimedAttempt { attempt_id: AttemptId(i64::MAX - 1), ..z.clone() };
     let r = try_finish(&s, holder, &unknown, AttemptOutcome::Succeeded, at(10)).await;
-    assert!(matches!(r, Err(StoreError::NotFound(_) | StoreError::Conflict(_))), "unknown attempt: {r:?}");
+    assert!(matches!(r, Err(StoreError::NotFound(_) | StoreError::Conflict(..))), "unknown attempt: {r:?}");
 }
 
 async fn retry_with_backoff(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![retrying(step("a"), 3, 10), needs(step("b"), &["a"])]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![retrying(step("a"), 3, 10), needs(step("b"), &["a"])]), t0()).await;
     let w = worker(&s).await;
     let first = claim_one(&s, w, at(0)).await;
     let r = finish(&s, w, &first, failed(1), at(1)).await;
@@ -684,7 +683,8 @@ async fn retry_with_backoff(s: Arc<dyn JobStore>) {
 
 async fn no_retry_once_a_step_failed(s: Arc<dyn JobStore>) {
     let id =
-        submit(&s, job(vec![step("a"), retrying(step("b"), 5, 1), needs(step("c"), &["b"])]), t0()).await;
+        submit(&s, JobSpec::new(vec![step("a"), retrying(step("b"), 5, 1), needs(step("c"), &["b"])]), t0())
+            .await;
     let w = worker(&s).await;
     let got = claim(&s, w, 2, at(1)).await;
     let (a, b) = (&got[0], &got[1]);
@@ -708,7 +708,7 @@ async fn no_retry_once_a_step_failed(s: Arc<dyn JobStore>) {
 }
 
 async fn unasked_cancel_is_not_a_cancel(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
     let w = worker(&s).await;
     let a = claim_one(&s, w, at(1)).await;
     let r = finish(&s, w, &a, AttemptOutcome::Cancelled, at(2)).await;
@@ -722,10 +722,10 @@ async fn unasked_cancel_is_not_a_cancel(s: Arc<dyn JobStore>) {
 // Leases and heartbeats
 
 async fn lease_expiry_retries_or_fails(s: Arc<dyn JobStore>) {
-    let retry_job = submit(&s, job(vec![step("a")]), t0()).await;
+    let retry_job = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
     let mut never_twice = step("once");
     never_twice.on_lost = OnLost::Fail;
-    let fail_job = submit(&s, job(vec![never_twice]), t0()).await;
+    let fail_job = submit(&s, JobSpec::new(vec![never_twice]), t0()).await;
     let w = worker(&s).await;
     let claimed = claim(&s, w, 2, at(0)).await;
     assert_eq!(claimed.len(), 2);
@@ -763,7 +763,7 @@ async fn lease_expiry_retries_or_fails(s: Arc<dyn JobStore>) {
 }
 
 async fn extend_live_leases(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a"), step("b")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a"), step("b")]), t0()).await;
     let w = worker(&s).await;
     claim(&s, w, 2, at(0)).await;
     assert_eq!(s.extend_live_leases(at(100), TTL).await.unwrap(), 2);
@@ -775,8 +775,8 @@ async fn extend_live_leases(s: Arc<dyn JobStore>) {
 }
 
 async fn heartbeat_renews_and_stops(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a")]), t0()).await;
-    let other_id = submit(&s, job(vec![step("b")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
+    let other_id = submit(&s, JobSpec::new(vec![step("b")]), t0()).await;
     let w = worker(&s).await;
     let got = claim(&s, w, 2, at(0)).await;
     let (a, b) = (got[0].attempt_id, got[1].attempt_id);
@@ -820,7 +820,7 @@ async fn heartbeat_renews_and_stops(s: Arc<dyn JobStore>) {
 // Operator control and deadlines
 
 async fn cancel_queued_and_running(s: Arc<dyn JobStore>) {
-    let queued = submit(&s, job(vec![step("a"), needs(step("b"), &["a"])]), t0()).await;
+    let queued = submit(&s, JobSpec::new(vec![step("a"), needs(step("b"), &["a"])]), t0()).await;
     let out = s.stop_job(queued, StopKind::Cancel, at(1)).await.unwrap();
     assert!(out.changed && out.running.is_empty());
     assert_eq!(out.row.state, JobState::Cancelled);
@@ -832,7 +832,7 @@ async fn cancel_queued_and_running(s: Arc<dyn JobStore>) {
     assert!(!again.changed, "an ended job is returned unchanged");
     assert_eq!(again.row.finished_at, Some(at(1)));
 
-    let running = submit(&s, job(vec![step("a"), needs(step("b"), &["a"])]), at(3)).await;
+    let running = submit(&s, JobSpec::new(vec![step("a"), needs(step("b"), &["a"])]), at(3)).await;
     let w = worker(&s).await;
     let a = claim_one(&s, w, at(4)).await;
     let out = s.stop_job(running, StopKind::Cancel, at(5)).await.unwrap();
@@ -860,7 +860,7 @@ async fn cancel_queued_and_running(s: Arc<dyn JobStore>) {
 }
 
 async fn revoke_and_lost_stopped_attempt(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![retrying(step("a"), 5, 1), step("b")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![retrying(step("a"), 5, 1), step("b")]), t0()).await;
     let w = worker(&s).await;
     let a = claim_one(&s, w, at(1)).await;
     let out = s.stop_job(id, StopKind::Revoke, at(2)).await.unwrap();
@@ -883,10 +883,10 @@ async fn revoke_and_lost_stopped_attempt(s: Arc<dyn JobStore>) {
 }
 
 async fn deadline_expiry(s: Arc<dyn JobStore>) {
-    let mut early = job(vec![step("x")]);
+    let mut early = JobSpec::new(vec![step("x")]);
     early.deadline = Some(at(10));
     let early_id = submit(&s, early, t0()).await;
-    let mut spec = job(vec![step("a"), needs(step("b"), &["a"]), step("c")]);
+    let mut spec = JobSpec::new(vec![step("a"), needs(step("b"), &["a"]), step("c")]);
     spec.deadline = Some(at(60));
     let id = submit(&s, spec, t0()).await;
     let w = worker(&s).await;
@@ -924,11 +924,13 @@ async fn deadline_expiry(s: Arc<dyn JobStore>) {
 }
 
 async fn retry_job(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a"), needs(step("b"), &["a"]), needs(step("c"), &["b"])]), t0()).await;
+    let id =
+        submit(&s, JobSpec::new(vec![step("a"), needs(step("b"), &["a"]), needs(step("c"), &["b"])]), t0())
+            .await;
     let w = worker(&s).await;
-    assert_conflict(s.retry_job(id, at(0)).await, "retry of a queued job");
+    assert_conflict(s.retry_job(id, at(0)).await, ConflictKind::JobState, "retry of a queued job");
     let a = claim_one(&s, w, at(1)).await;
-    assert_conflict(s.retry_job(id, at(1)).await, "retry of a running job");
+    assert_conflict(s.retry_job(id, at(1)).await, ConflictKind::JobState, "retry of a running job");
     finish(&s, w, &a, AttemptOutcome::Succeeded, at(2)).await;
     let b = claim_one(&s, w, at(3)).await;
     finish(&s, w, &b, AttemptOutcome::Timeout, at(4)).await;
@@ -954,9 +956,9 @@ async fn retry_job(s: Arc<dyn JobStore>) {
     let rec = get(&s, id).await;
     assert_eq!(rec.row.state, JobState::Succeeded);
     assert_eq!(step_of(&rec, "b").attempts.len(), 2, "attempt history is kept");
-    assert_conflict(s.retry_job(id, at(10)).await, "retry of a succeeded job");
+    assert_conflict(s.retry_job(id, at(10)).await, ConflictKind::JobState, "retry of a succeeded job");
 
-    let cancelled = submit(&s, job(vec![step("x")]), at(11)).await;
+    let cancelled = submit(&s, JobSpec::new(vec![step("x")]), at(11)).await;
     s.stop_job(cancelled, StopKind::Cancel, at(12)).await.unwrap();
     assert_eq!(s.retry_job(cancelled, at(13)).await.unwrap().state, JobState::Queued);
     assert_eq!(claim_one(&s, w, at(14)).await.job_id, cancelled);
@@ -1009,7 +1011,7 @@ async fn read_all(
 }
 
 async fn logs_round_trip(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a"), step("b")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a"), step("b")]), t0()).await;
     let w = worker(&s).await;
     let got = claim(&s, w, 2, at(1)).await;
     let (a, b) = (&got[0], &got[1]);
@@ -1042,13 +1044,13 @@ async fn logs_round_trip(s: Arc<dyn JobStore>) {
     assert_eq!((c.attempt_id, c.attempt, c.stream, c.data.len()), (a.attempt_id, 1, Stream::Stdout, 1 << 20));
     assert!(page.truncated.is_empty());
 
-    let other = submit(&s, job(vec![step("z")]), at(2)).await;
+    let other = submit(&s, JobSpec::new(vec![step("z")]), at(2)).await;
     let empty = s.read_logs(&LogQuery { job_id: other, step: None, after: 0, max_bytes: 100 }).await.unwrap();
     assert!(empty.chunks.is_empty() && empty.next_cursor == 0);
 }
 
 async fn logs_dedupe(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
     let w = worker(&s).await;
     let a = claim_one(&s, w, at(1)).await;
     let line = |n: u64| chunk(Stream::Stdout, n, format!("line {n}\n").into_bytes());
@@ -1068,7 +1070,7 @@ async fn logs_dedupe(s: Arc<dyn JobStore>) {
 async fn logs_cap_keeps_tail(s: Arc<dyn JobStore>) {
     let mut capped = step("a");
     capped.log_cap = Some(100);
-    let id = submit(&s, job(vec![capped]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![capped]), t0()).await;
     let w = worker(&s).await;
     let a = claim_one(&s, w, at(1)).await;
     assert_eq!(a.log_cap, 100);
@@ -1090,7 +1092,7 @@ async fn logs_cap_keeps_tail(s: Arc<dyn JobStore>) {
 }
 
 async fn logs_refused_when_not_held(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a"), step("b")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a"), step("b")]), t0()).await;
     let w = worker(&s).await;
     let other = register(&s, WorkerSpec { name: "w2", ..WorkerSpec::default() }, t0()).await;
     let got = claim(&s, w, 2, at(1)).await;
@@ -1098,19 +1100,35 @@ async fn logs_refused_when_not_held(s: Arc<dyn JobStore>) {
     let bytes = || vec![chunk(Stream::Stdout, 0, b"x".to_vec())];
 
     let out = s.append_logs(vec![append(other, a, bytes()), append(w, a, bytes())]).await.unwrap();
-    assert!(matches!(out[0], Err(StoreError::Conflict(_))), "another session's append: {:?}", out[0]);
+    assert!(
+        matches!(&out[0], Err(StoreError::Conflict(ConflictKind::NotHeld, _))),
+        "another session's append: {:?}",
+        out[0]
+    );
     assert!(out[1].is_ok(), "the holder's append in the same batch: {:?}", out[1]);
     let unknown = ClaimedAttempt { attempt_id: AttemptId(i64::MAX - 3), ..a.clone() };
     let out = s.append_logs(vec![append(w, &unknown, bytes())]).await.unwrap();
-    assert!(matches!(out[0], Err(StoreError::Conflict(_))), "unknown attempt: {:?}", out[0]);
+    assert!(
+        matches!(&out[0], Err(StoreError::Conflict(ConflictKind::WrongAttempt, _))),
+        "unknown attempt: {:?}",
+        out[0]
+    );
     let mut wrong_step = append(w, a, bytes());
     wrong_step.step = "b".into();
     let out = s.append_logs(vec![wrong_step]).await.unwrap();
-    assert!(matches!(out[0], Err(StoreError::Conflict(_))), "attempt of another step: {:?}", out[0]);
+    assert!(
+        matches!(&out[0], Err(StoreError::Conflict(ConflictKind::WrongAttempt, _))),
+        "attempt of another step: {:?}",
+        out[0]
+    );
 
     finish(&s, w, b, AttemptOutcome::Succeeded, at(2)).await;
     let out = s.append_logs(vec![append(w, b, bytes())]).await.unwrap();
-    assert!(matches!(out[0], Err(StoreError::Conflict(_))), "append after the attempt ended: {:?}", out[0]);
+    assert!(
+        matches!(&out[0], Err(StoreError::Conflict(ConflictKind::Ended, _))),
+        "append after the attempt ended: {:?}",
+        out[0]
+    );
     let all = read_all(&s, id, None, 1 << 20).await;
     assert_eq!(all.len(), 1, "only the holder's chunk was stored: {all:?}");
 }
@@ -1121,8 +1139,8 @@ async fn logs_refused_when_not_held(s: Arc<dyn JobStore>) {
 async fn register_supersedes(s: Arc<dyn JobStore>) {
     let mut once = step("once");
     once.on_lost = OnLost::Fail;
-    let fail_job = submit(&s, job(vec![once]), t0()).await;
-    let retry_job = submit(&s, job(vec![step("again")]), t0()).await;
+    let fail_job = submit(&s, JobSpec::new(vec![once]), t0()).await;
+    let retry_job = submit(&s, JobSpec::new(vec![step("again")]), t0()).await;
     let first_reg = registration(&WorkerSpec::default());
     let old = first_reg.session;
     let old_token = first_reg.token_hash.clone();
@@ -1172,7 +1190,7 @@ fn heartbeat_of(session: SessionId) -> Heartbeat {
 }
 
 async fn names_are_held_by_live_instances(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
     let first = instance_registration("vm", "h1", Some("inst-a"));
     let (a, a_token) = (first.session, first.token_hash.clone());
     s.register_worker(first, t0()).await.unwrap();
@@ -1248,7 +1266,7 @@ async fn names_are_held_by_live_instances(s: Arc<dyn JobStore>) {
 }
 
 async fn unregister_loses_attempts(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
     let reg = registration(&WorkerSpec::default());
     let (w, token) = (reg.session, reg.token_hash.clone());
     s.register_worker(reg, t0()).await.unwrap();
@@ -1267,7 +1285,7 @@ async fn unregister_loses_attempts(s: Arc<dyn JobStore>) {
 }
 
 async fn workers_listing(s: Arc<dyn JobStore>) {
-    submit(&s, job(vec![step("a"), step("b")]), t0()).await;
+    submit(&s, JobSpec::new(vec![step("a"), step("b")]), t0()).await;
     let zed = register(&s, WorkerSpec { name: "zed", ..WorkerSpec::default() }, t0()).await;
     let gone = register(&s, WorkerSpec { name: "able", ..WorkerSpec::default() }, t0()).await;
     let mid = register(&s, WorkerSpec { name: "mid", host: "h2", ..WorkerSpec::default() }, t0()).await;
@@ -1297,9 +1315,9 @@ async fn workers_listing(s: Arc<dyn JobStore>) {
 // Retention
 
 async fn prune(s: Arc<dyn JobStore>) {
-    let done = submit(&s, job(vec![step("a")]), t0()).await;
-    let live = submit(&s, job(vec![step("a")]), t0()).await;
-    let recent = submit(&s, job(vec![step("a")]), t0()).await;
+    let done = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
+    let live = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
+    let recent = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
     let w = worker(&s).await;
     let a = claim_one(&s, w, at(1)).await;
     assert_eq!(a.job_id, done);
@@ -1328,7 +1346,7 @@ fn revoke(id: JobId, terminate: bool, expires_at: Option<DateTime<Utc>>) -> Revo
 
 async fn durable_revokes(s: Arc<dyn JobStore>) {
     // A queued job: revoked at once, never claimed.
-    let queued = submit(&s, job(vec![step("a"), needs(step("b"), &["a"])]), t0()).await;
+    let queued = submit(&s, JobSpec::new(vec![step("a"), needs(step("b"), &["a"])]), t0()).await;
     let out = s.revoke_jobs(vec![revoke(queued, false, None)], at(1)).await.unwrap().pop().unwrap().unwrap();
     assert!(out.changed && out.running.is_empty());
     assert_eq!(out.row.as_ref().map(|r| r.state), Some(JobState::Revoked));
@@ -1337,7 +1355,7 @@ async fn durable_revokes(s: Arc<dyn JobStore>) {
     assert!(get(&s, queued).await.steps.iter().all(|st| st.state == StepState::Revoked));
 
     // A running job with terminate: its attempt is flagged and returned.
-    let running = submit(&s, job(vec![step("a")]), at(3)).await;
+    let running = submit(&s, JobSpec::new(vec![step("a")]), at(3)).await;
     let a = claim_one(&s, w, at(4)).await;
     let out = s.revoke_jobs(vec![revoke(running, true, None)], at(5)).await.unwrap().pop().unwrap().unwrap();
     assert_eq!(
@@ -1357,8 +1375,10 @@ async fn durable_revokes(s: Arc<dyn JobStore>) {
     assert!(out.row.is_none() && !out.changed);
     let ids: Vec<JobId> = s.list_revokes(at(7)).await.unwrap().iter().map(|r| r.job_id).collect();
     assert!(ids.contains(&future) && ids.contains(&queued) && ids.contains(&running), "{ids:?}");
-    let submitted =
-        s.submit_jobs(vec![NewJob { id: future, spec: job(vec![step("a")]), now: at(8) }]).await.unwrap();
+    let submitted = s
+        .submit_jobs(vec![NewJob { id: future, spec: JobSpec::new(vec![step("a")]), now: at(8) }])
+        .await
+        .unwrap();
     assert!(submitted[0].is_ok());
     assert_eq!(get(&s, future).await.row.state, JobState::Revoked, "a revoke binds a job that appears later");
 
@@ -1372,7 +1392,7 @@ async fn durable_revokes(s: Arc<dyn JobStore>) {
 }
 
 async fn revoke_without_terminate_lets_the_step_finish(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a"), needs(step("b"), &["a"])]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a"), needs(step("b"), &["a"])]), t0()).await;
     let w = worker(&s).await;
     let a = claim_one(&s, w, at(1)).await;
     let out = s.revoke_jobs(vec![revoke(id, false, None)], at(2)).await.unwrap().pop().unwrap().unwrap();
@@ -1406,7 +1426,7 @@ async fn revoke_without_terminate_lets_the_step_finish(s: Arc<dyn JobStore>) {
 /// A result that arrives late (server outage) ends its attempt at start + the run time its
 /// worker measured, never later than its arrival; without one, at its arrival.
 async fn late_results_keep_their_run_time(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a"), step("b"), step("c")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a"), step("b"), step("c")]), t0()).await;
     let w = worker(&s).await;
     let got = claim(&s, w, 3, at(1)).await;
     assert_eq!(got.len(), 3);
@@ -1425,7 +1445,7 @@ async fn late_results_keep_their_run_time(s: Arc<dyn JobStore>) {
 }
 
 async fn paused_queues(s: Arc<dyn JobStore>) {
-    let id = submit(&s, job(vec![step("a")]), t0()).await;
+    let id = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
     let w = worker(&s).await;
     assert!(s.set_queue_paused("default", true, at(1)).await.unwrap());
     assert!(!s.set_queue_paused("default", true, at(1)).await.unwrap(), "pausing twice changes nothing");

@@ -7,9 +7,10 @@ pub enum StoreError {
     /// The job, attempt or session does not exist.
     #[error("not found: {0}")]
     NotFound(String),
-    /// The caller does not hold the attempt, it was superseded, or the state forbids it.
-    #[error("conflict: {0}")]
-    Conflict(String),
+    /// The caller does not hold the attempt, it was superseded, or the state forbids it:
+    /// `kind` says which (callers match on it), the text says it to people.
+    #[error("conflict: {1}")]
+    Conflict(ConflictKind, String),
     /// A registration names a worker whose live session belongs to another instance (and
     /// did not ask to replace it). Nothing was written.
     #[error("worker name \"{}\" is held by a live session of another instance", .0.name)]
@@ -20,6 +21,23 @@ pub enum StoreError {
     /// The backend failed (I/O, corruption, driver error).
     #[error("storage backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why a [`StoreError::Conflict`] was refused. Nothing was written in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConflictKind {
+    /// The attempt is held by another worker session (lost, superseded, someone else's).
+    NotHeld,
+    /// The attempt has ended (or ended differently from what a repeat reports).
+    Ended,
+    /// The attempt is unknown, or belongs to another job or step than the call names.
+    WrongAttempt,
+    /// A new record's id (a job, a session or its credential) already exists.
+    Exists,
+    /// The job's state forbids the change (a retry of a job that has not ended, or whose
+    /// step is still stopping).
+    JobState,
 }
 
 /// Result with [`StoreError`].

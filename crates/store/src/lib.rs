@@ -18,7 +18,7 @@ pub mod records;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use error::{Result, StoreError};
+pub use error::{ConflictKind, Result, StoreError};
 pub use records::*;
 
 use async_trait::async_trait;

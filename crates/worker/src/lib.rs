@@ -18,7 +18,7 @@
 //! - `shutdown.rs`: [`ShutdownHandle`] and its warm/soft/hard [`ShutdownMode`]s.
 
 mod attempts;
-mod backoff;
+pub mod backoff;
 pub mod config;
 mod context;
 mod control;
@@ -35,7 +35,7 @@ mod logbuf;
 mod logship;
 mod memory;
 mod pgid;
-mod procfs;
+pub mod procfs;
 mod report;
 mod runner;
 mod session;

@@ -7,91 +7,19 @@
 
 use rota_api_types::jobs::{JobDetail, LogsQuery};
 use rota_client::{Client, WorkerClient};
-use rota_domain::{AttemptStatus, JobId, JobSpec, OnLost, StepSpec, Target};
-use rota_server::ServerConfig;
-use rota_store_sqlite::{SqliteOptions, SqliteStore};
-use rota_worker::{Ready, WorkerConfig, WorkerError};
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use rota_domain::{AttemptStatus, JobId, JobSpec, OnLost, StepSpec};
+use rota_testkit::inproc::{self, JOIN, Server, read_pid, start_worker};
+use rota_testkit::procs::{group_members, wait_gone};
+use rota_worker::{ShutdownMode, WorkerConfig, WorkerError};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-const ADMIN: &str = "admin-token";
-const JOIN: &str = "join-token";
 /// The workers' TERM → KILL grace (`worker_config`).
 const KILL_GRACE: Duration = Duration::from_millis(500);
 /// Slack on top of a configured grace or TTL for what takes milliseconds on an idle
 /// machine (an exit, a request, a log line): generous, as CI is a loaded 2-core machine.
 const SLACK: Duration = Duration::from_secs(20);
-
-struct Server {
-    addr: SocketAddr,
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Server {
-    async fn start(db: &Path, addr: Option<SocketAddr>, lease: (u64, u64)) -> Self {
-        let listener = tokio::net::TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()))
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let store: Arc<dyn rota_store::JobStore> =
-            Arc::new(SqliteStore::open(db, SqliteOptions::default()).unwrap());
-        let config = ServerConfig {
-            admin_token: ADMIN.into(),
-            join_token: JOIN.into(),
-            heartbeat_interval: Duration::from_millis(lease.0),
-            lease_ttl: Duration::from_millis(lease.1),
-            // Keeps graceful shutdowns short: they wait for open long-polls.
-            max_poll: Duration::from_secs(2),
-            ..ServerConfig::default()
-        };
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move { rota_server::run(listener, store, config, stop).await.unwrap() }
-        });
-        Self { addr, stop, task }
-    }
-
-    async fn shut(self) {
-        self.stop.cancel();
-        self.task.await.unwrap();
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.addr.to_string(), Some(ADMIN.into())).unwrap()
-    }
-}
-
-struct Worker {
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), WorkerError>>,
-    ready: Ready,
-}
-
-/// `RUST_LOG=rota_worker=debug cargo test -p rota-worker --test e2e -- --nocapture` shows
-/// the worker's (and server's) log.
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-async fn start_worker(config: WorkerConfig) -> Worker {
-    init_tracing();
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(rota_worker::run(config, shutdown.clone(), Some(tx)));
-    let ready = tokio::time::timeout(SLACK, rx).await.unwrap().unwrap();
-    Worker { shutdown, task, ready }
-}
 
 /// The body of this binary when it runs as a worker's step spawner.
 #[test]
@@ -100,25 +28,10 @@ fn spawner_helper() {
 }
 
 fn worker_config(server: &Server, ws: &Path) -> WorkerConfig {
-    let mut c = WorkerConfig::new(server.addr.to_string(), JOIN, ws);
-    c.spawner = Some(rota_worker::spawner::start_in_test_binary("spawner_helper").unwrap());
-    c.name = format!("w-{}", ws.file_name().unwrap().to_string_lossy());
+    let mut c = inproc::worker_config(server, ws);
     c.concurrency = 4;
     c.kill_grace = KILL_GRACE;
     c
-}
-
-fn job(steps: Vec<StepSpec>) -> JobSpec {
-    JobSpec {
-        name: None,
-        queue: "default".into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps,
-    }
 }
 
 async fn wait_job(c: &Client, id: JobId, what: &str, ok: impl Fn(&JobDetail) -> bool) -> JobDetail {
@@ -135,42 +48,6 @@ async fn wait_job(c: &Client, id: JobId, what: &str, ok: impl Fn(&JobDetail) -> 
 
 async fn wait_state(c: &Client, id: JobId, state: &str) -> JobDetail {
     wait_job(c, id, state, |d| d.summary.state == state).await
-}
-
-async fn read_pid(file: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(pid) =
-            std::fs::read_to_string(file).ok().and_then(|s| s.lines().last()?.trim().parse().ok())
-        {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "step never wrote {}", file.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Live (non-zombie) processes of group `pgid`, from /proc.
-fn live_members(pgid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) && f[0] != "Z" && f[0] != "X" {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-async fn wait_group_dead(pgid: i32, within: Duration) {
-    let deadline = Instant::now() + within;
-    while !live_members(pgid).is_empty() {
-        assert!(Instant::now() < deadline, "group {pgid} still alive: {:?}", live_members(pgid));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn output(c: &Client, id: JobId, step: &str) -> (Vec<u8>, Vec<u8>) {
@@ -203,11 +80,14 @@ async fn runs_jobs_with_exact_output_failures_and_timeouts() {
 
     let mut b = StepSpec::new("b", r#"test -z "$ROTA_JOIN_TOKEN" && printf '%s' "$ROTA_STEP" >&2"#);
     b.needs = vec!["a".into()];
-    let ok = c.submit(&job(vec![StepSpec::new("a", r"printf 'bin\377\376\000ary'"), b]), None).await.unwrap();
-    let fail = c.submit(&job(vec![StepSpec::new("x", "echo doomed; exit 3")]), None).await.unwrap();
+    let ok = c
+        .submit(&JobSpec::new(vec![StepSpec::new("a", r"printf 'bin\377\376\000ary'"), b]), None)
+        .await
+        .unwrap();
+    let fail = c.submit(&JobSpec::new(vec![StepSpec::new("x", "echo doomed; exit 3")]), None).await.unwrap();
     let mut slow = StepSpec::new("slow", "sleep 30 & sleep 30");
     slow.timeout = Some(Duration::from_millis(300));
-    let timeout = c.submit(&job(vec![slow]), None).await.unwrap();
+    let timeout = c.submit(&JobSpec::new(vec![slow]), None).await.unwrap();
 
     wait_state(&c, ok.id, "succeeded").await;
     assert_eq!(output(&c, ok.id, "a").await, (b"bin\xff\xfe\x00ary".to_vec(), Vec::new()));
@@ -218,7 +98,7 @@ async fn runs_jobs_with_exact_output_failures_and_timeouts() {
     let d = wait_state(&c, timeout.id, "failed").await;
     assert_eq!(d.step_details[0].attempts[0].status, AttemptStatus::Timeout);
 
-    w.shutdown.cancel();
+    w.shutdown.request(ShutdownMode::Warm);
     w.task.await.unwrap().unwrap();
     let workers = c.list_workers().await.unwrap();
     assert_eq!(workers.workers[0].state, rota_api_types::workers::WorkerState::Offline, "{workers:?}");
@@ -233,13 +113,13 @@ async fn cancel_kills_the_step_group() {
     let w = start_worker(worker_config(&server, &ws)).await;
     let pidfile = t.path().join("pid");
     let run = format!("echo $$ > {}; sleep 300 & sleep 300", pidfile.display());
-    let j = c.submit(&job(vec![StepSpec::new("s", run)]), None).await.unwrap();
+    let j = c.submit(&JobSpec::new(vec![StepSpec::new("s", run)]), None).await.unwrap();
     let pgid = read_pid(&pidfile).await;
-    assert!(!live_members(pgid).is_empty());
+    assert!(!group_members(pgid).is_empty());
     c.cancel_job(j.id).await.unwrap();
     wait_state(&c, j.id, "cancelled").await;
-    wait_group_dead(pgid, KILL_GRACE + SLACK).await;
-    w.shutdown.cancel();
+    wait_gone(pgid, &[], KILL_GRACE + SLACK).await;
+    w.shutdown.request(ShutdownMode::Warm);
     w.task.await.unwrap().unwrap();
     server.shut().await;
 }
@@ -254,22 +134,22 @@ async fn drain_lets_steps_finish_and_the_timeout_stops_the_rest() {
     let w = start_worker(config).await;
     let (p1, p2) = (t.path().join("p1"), t.path().join("p2"));
     let q = StepSpec::new("q", format!("echo $$ > {}; sleep 1; echo ok", p1.display()));
-    let quick = c.submit(&job(vec![q]), None).await.unwrap();
+    let quick = c.submit(&JobSpec::new(vec![q]), None).await.unwrap();
     // The pid is written once TERM is ignored, so the stop below always needs the KILL.
     let mut stuck = StepSpec::new("s", format!("trap '' TERM; echo $$ > {}; sleep 300", p2.display()));
     stuck.on_lost = OnLost::Fail;
-    let stuck = c.submit(&job(vec![stuck]), None).await.unwrap();
+    let stuck = c.submit(&JobSpec::new(vec![stuck]), None).await.unwrap();
     read_pid(&p1).await;
     let pgid = read_pid(&p2).await;
 
     let began = Instant::now();
-    w.shutdown.cancel();
+    w.shutdown.request(ShutdownMode::Warm);
     w.task.await.unwrap().unwrap();
     // Drain timeout, then TERM → grace → KILL; without them the drain would wait 300 s.
     let bound = Duration::from_secs(2) + KILL_GRACE + SLACK;
     assert!(began.elapsed() < bound, "drain took {:?}", began.elapsed());
     // The worker waits only briefly for the killed group to be gone: it may still be exiting.
-    wait_group_dead(pgid, SLACK).await;
+    wait_gone(pgid, &[], SLACK).await;
     wait_state(&c, quick.id, "succeeded").await;
     assert_eq!(output(&c, quick.id, "q").await.0, b"ok\n");
     let d = wait_state(&c, stuck.id, "failed").await;
@@ -287,17 +167,17 @@ async fn results_are_delivered_after_a_server_restart() {
     let w = start_worker(worker_config(&server, &ws)).await;
     let pidfile = t.path().join("pid");
     let run = format!("echo $$ > {}; sleep 1.5; printf 'after restart'", pidfile.display());
-    let j = server.client().submit(&job(vec![StepSpec::new("s", run)]), None).await.unwrap();
+    let j = server.client().submit(&JobSpec::new(vec![StepSpec::new("s", run)]), None).await.unwrap();
     let pgid = read_pid(&pidfile).await;
     server.shut().await;
     // The step ends while the server is away (waited for, not slept for); the worker keeps
     // the result.
-    wait_group_dead(pgid, SLACK).await;
+    wait_gone(pgid, &[], SLACK).await;
     let server = Server::start(&db, Some(addr), (300, 5000)).await;
     let c = server.client();
     wait_state(&c, j.id, "succeeded").await;
     assert_eq!(output(&c, j.id, "s").await.0, b"after restart");
-    w.shutdown.cancel();
+    w.shutdown.request(ShutdownMode::Warm);
     w.task.await.unwrap().unwrap();
     server.shut().await;
 }
@@ -309,14 +189,14 @@ async fn a_worker_cut_off_from_the_server_fences_its_steps() {
     let w = start_worker(worker_config(&server, &ws)).await;
     let pidfile = t.path().join("pid");
     let run = format!("echo $$ > {}; sleep 300 & sleep 300", pidfile.display());
-    server.client().submit(&job(vec![StepSpec::new("s", run)]), None).await.unwrap();
+    server.client().submit(&JobSpec::new(vec![StepSpec::new("s", run)]), None).await.unwrap();
     let pgid = read_pid(&pidfile).await;
     let cut = Instant::now();
     server.stop.cancel();
     // Lease 2 s, margin min(300 ms, 500 ms): fenced about 1.7 s after the last renewal.
     // Without fencing the step would run 300 s; the bound only has to tell them apart.
     let ttl = Duration::from_secs(2);
-    wait_group_dead(pgid, ttl + SLACK).await;
+    wait_gone(pgid, &[], ttl + SLACK).await;
     assert!(cut.elapsed() < ttl + SLACK);
     // Aborting the worker is a hard stop; nothing may be left running.
     w.task.abort();
@@ -334,7 +214,7 @@ async fn a_superseded_session_kills_its_steps_and_registers_again() {
     let w = start_worker(config).await;
     let pidfile = t.path().join("pid");
     let run = format!("echo $$ >> {}; sleep 300", pidfile.display());
-    let j = c.submit(&job(vec![StepSpec::new("s", run)]), None).await.unwrap();
+    let j = c.submit(&JobSpec::new(vec![StepSpec::new("s", run)]), None).await.unwrap();
     let first = read_pid(&pidfile).await;
 
     // Someone registers the same name: the worker's session is superseded.
@@ -354,7 +234,7 @@ async fn a_superseded_session_kills_its_steps_and_registers_again() {
         replace: false,
     };
     imposter.register(JOIN, &req).await.unwrap();
-    wait_group_dead(first, SLACK).await;
+    wait_gone(first, &[], SLACK).await;
     // The lost attempt is retried on the worker's new session.
     let d = wait_job(&c, j.id, "a second attempt", |d| d.step_details[0].attempts.len() >= 2).await;
     assert_eq!(d.step_details[0].attempts[0].status, AttemptStatus::Lost);
@@ -369,8 +249,8 @@ async fn a_superseded_session_kills_its_steps_and_registers_again() {
     };
     c.cancel_job(j.id).await.unwrap();
     wait_state(&c, j.id, "cancelled").await;
-    wait_group_dead(second, KILL_GRACE + SLACK).await;
-    w.shutdown.cancel();
+    wait_gone(second, &[], KILL_GRACE + SLACK).await;
+    w.shutdown.request(ShutdownMode::Warm);
     w.task.await.unwrap().unwrap();
     server.shut().await;
 }
@@ -401,12 +281,12 @@ async fn a_step_over_its_memory_limit_is_killed() {
         format!("echo $$ > {}; (head -c 60000000 /dev/zero; sleep 30) | tail >/dev/null", pidfile.display());
     let mut step = StepSpec::new("hog", run);
     step.memory_limit = Some(20 << 20);
-    let j = c.submit(&job(vec![step]), None).await.unwrap();
+    let j = c.submit(&JobSpec::new(vec![step]), None).await.unwrap();
     let pgid = read_pid(&pidfile).await;
     let d = wait_state(&c, j.id, "failed").await;
     assert_eq!(d.step_details[0].attempts[0].status, AttemptStatus::Memory);
-    wait_group_dead(pgid, SLACK).await;
-    w.shutdown.cancel();
+    wait_gone(pgid, &[], SLACK).await;
+    w.shutdown.request(ShutdownMode::Warm);
     w.task.await.unwrap().unwrap();
     server.shut().await;
 }

@@ -6,19 +6,12 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use rota_client::Client;
-use rota_domain::{AttemptStatus, JobId, JobSpec, OnLost, StepSpec, Target};
-use rota_server::ServerConfig;
-use rota_store_sqlite::{SqliteOptions, SqliteStore};
-use rota_worker::{ShutdownHandle, ShutdownMode, WorkerConfig};
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use rota_domain::{AttemptStatus, JobId, JobSpec, OnLost, StepSpec};
+use rota_testkit::inproc::{self, Server, read_pid, start_worker};
+use rota_testkit::procs::group_members;
+use rota_worker::ShutdownMode;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
-const ADMIN: &str = "admin-token";
-const JOIN: &str = "join-token";
 /// The worker's TERM → KILL grace.
 const KILL_GRACE: Duration = Duration::from_millis(800);
 /// Slack on top of the grace for what takes milliseconds on an idle machine (an exit, a
@@ -26,61 +19,10 @@ const KILL_GRACE: Duration = Duration::from_millis(800);
 /// below the 30 s after which a worker that ignored the request is given up on.
 const SLACK: Duration = Duration::from_secs(15);
 
-async fn start_server(db: &Path) -> (String, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let store: Arc<dyn rota_store::JobStore> =
-        Arc::new(SqliteStore::open(db, SqliteOptions::default()).unwrap());
-    let config = ServerConfig {
-        admin_token: ADMIN.into(),
-        join_token: JOIN.into(),
-        heartbeat_interval: Duration::from_millis(300),
-        lease_ttl: Duration::from_secs(5),
-        max_poll: Duration::from_secs(2),
-        ..ServerConfig::default()
-    };
-    let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move { rota_server::run(listener, store, config, stop).await.unwrap() }
-    });
-    (addr.to_string(), stop)
-}
-
 fn job(run: String) -> JobSpec {
     let mut step = StepSpec::new("s", run);
     step.on_lost = OnLost::Fail;
-    JobSpec {
-        name: None,
-        queue: "default".into(),
-        priority: 0,
-        target: Target::default(),
-        env: BTreeMap::new(),
-        idempotency_key: None,
-        deadline: None,
-        steps: vec![step],
-    }
-}
-
-async fn read_pid(file: &Path) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(pid) = std::fs::read_to_string(file).ok().and_then(|s| s.trim().parse().ok()) {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "step never wrote {}", file.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn group_alive(pgid: i32) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { return false };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-        let Some(close) = stat.rfind(')') else { return false };
-        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) && f[0] != "Z" && f[0] != "X"
-    })
+    JobSpec::new(vec![step])
 }
 
 async fn wait_lost(c: &Client, id: JobId) -> String {
@@ -107,16 +49,13 @@ fn spawner_helper() {
 /// and returns (time from the first request to the worker's return, lost reason).
 async fn stop_with(modes: &[ShutdownMode], gap: Duration) -> (Duration, String) {
     let t = tempfile::tempdir().unwrap();
-    let (addr, stop_server) = start_server(&t.path().join("rota.db")).await;
-    let c = Client::new(&addr, Some(ADMIN.into())).unwrap();
-    let mut config = WorkerConfig::new(addr.clone(), JOIN, t.path().join("ws"));
-    config.spawner = Some(rota_worker::spawner::start_in_test_binary("spawner_helper").unwrap());
+    let server = Server::start(&t.path().join("rota.db"), None, (300, 5000)).await;
+    let c = server.client();
+    let mut config = inproc::worker_config(&server, &t.path().join("ws"));
     config.drain_timeout = Duration::from_secs(3600);
     config.kill_grace = KILL_GRACE;
-    let handle = ShutdownHandle::new();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(rota_worker::run_with(config, handle.clone(), Some(tx)));
-    tokio::time::timeout(Duration::from_secs(30), rx).await.unwrap().unwrap();
+    let w = start_worker(config).await;
+    let (handle, task) = (w.shutdown, w.task);
     let pidfile = t.path().join("pid");
     let job = c
         // The pid is written once TERM is ignored: a TERM that came before the trap would
@@ -136,7 +75,7 @@ async fn stop_with(modes: &[ShutdownMode], gap: Duration) -> (Duration, String) 
     let took = began.elapsed();
     // The worker waits only briefly for a killed group to be gone: it may still be exiting.
     let deadline = Instant::now() + SLACK;
-    while group_alive(pgid) {
+    while !group_members(pgid).is_empty() {
         assert!(Instant::now() < deadline, "the step's group survived the shutdown");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -146,7 +85,7 @@ async fn stop_with(modes: &[ShutdownMode], gap: Duration) -> (Duration, String) 
         workers.workers.iter().all(|w| w.state == rota_api_types::workers::WorkerState::Offline),
         "the worker did not unregister: {workers:?}"
     );
-    stop_server.cancel();
+    server.shut().await;
     (took, reason)
 }
 

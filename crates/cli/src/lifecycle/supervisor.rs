@@ -17,6 +17,7 @@ use super::state::{self, ExitKind, LastExit, Phase};
 use crate::args::SuperviseArgs;
 use anyhow::{Context, Result};
 use chrono::Utc;
+use rota_worker::backoff::Backoff;
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -492,10 +493,7 @@ impl Supervisor {
 
 /// `min(base·2ⁿ⁻¹, 60 s)` ± 20% jitter, for the n-th consecutive unstable exit.
 fn backoff(base: Duration, n: u32) -> Duration {
-    let exp = n.saturating_sub(1).min(16);
-    let raw = base.saturating_mul(1 << exp).min(MAX_DELAY);
-    let jitter: f64 = rand::random_range(0.8..1.2);
-    raw.mul_f64(jitter)
+    Backoff::new(base, MAX_DELAY).with_jitter(0.8..=1.2).delay_after(n)
 }
 
 /// `exited with code 1`, `was killed by signal 9`.

@@ -2,12 +2,12 @@
 //! retry. Input is validated here against the domain rules; state changes are store calls.
 
 use crate::auth::Admin;
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::views::{self, Fleet};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use rota_api_types::jobs::{
     BatchSubmitRequest, BatchSubmitResponse, JobDetail, JobList, JobSummary, ListJobsQuery, LogPage,
@@ -22,10 +22,6 @@ use std::time::Duration;
 const DEFAULT_LIST_LIMIT: u32 = 50;
 const MAX_LIST_LIMIT: u32 = 1000;
 const DEFAULT_LOG_PAGE: u64 = 4 << 20;
-
-fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse().map_err(|_| ApiError::bad_request(format!("'{raw}' is not a job id (expected a UUID)")))
-}
 
 async fn fleet(state: &AppState) -> Result<Fleet, ApiError> {
     Ok(Fleet::new(state.store.list_workers().await?, state.config.lease_ttl))
@@ -177,9 +173,8 @@ pub(crate) async fn list_jobs(
 pub(crate) async fn get_job(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobDetail>, ApiError> {
-    let id = parse_job_id(&id)?;
     let rec = state.store.get_job(id).await?;
     let fleet = fleet(&state).await?;
     Ok(Json(views::detail(&rec, &fleet)))
@@ -192,10 +187,9 @@ pub(crate) async fn get_job(
 pub(crate) async fn job_logs(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<JobId>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Json<LogPage>, ApiError> {
-    let id = parse_job_id(&id)?;
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
     let query = rota_store::LogQuery {
@@ -260,9 +254,8 @@ fn to_page(page: rota_store::LogPage, _job: &rota_store::JobRecord, done: bool) 
 pub(crate) async fn cancel_job(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobSummary>, ApiError> {
-    let id = parse_job_id(&id)?;
     let out = state.store.stop_job(id, StopKind::Cancel, chrono::Utc::now()).await?;
     for r in &out.running {
         tracing::info!(job_id = %r.job_id, step = %r.step, attempt_id = %r.attempt_id, "cancel: stopping attempt");
@@ -286,9 +279,8 @@ pub(crate) async fn cancel_job(
 pub(crate) async fn retry_job(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobSummary>, ApiError> {
-    let id = parse_job_id(&id)?;
     let row = state.store.retry_job(id, chrono::Utc::now()).await?;
     state.wake_claimers();
     state.bump_progress();

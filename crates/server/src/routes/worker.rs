@@ -3,11 +3,11 @@
 //! changes. Claims and control are long-polls that end early on a wake-up.
 
 use crate::auth::{Joiner, Session, hash_token, new_credential};
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use rota_api_types::worker::{
     ClaimRequest, ClaimResponse, ClaimedStep, CompleteBatchRequest, CompleteBatchResponse, CompleteRequest,
@@ -26,10 +26,6 @@ const MAX_INSTANCE_ID: usize = 128;
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse().map_err(|_| ApiError::bad_request(format!("'{raw}' is not a job id (expected a UUID)")))
 }
 
 /// Joins the fleet: checks the protocol version and creates a session with its own
@@ -259,10 +255,9 @@ fn to_claimed(a: ClaimedAttempt) -> ClaimedStep {
 pub(crate) async fn start_step(
     Session(me): Session,
     State(state): State<AppState>,
-    Path((id, _step)): Path<(String, String)>,
+    ApiPath((_id, _step)): ApiPath<(JobId, String)>,
     ApiJson(req): ApiJson<StartRequest>,
 ) -> Result<StatusCode, ApiError> {
-    parse_job_id(&id)?;
     state.store.record_start(me.session, req.attempt_id, req.pid).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -349,10 +344,9 @@ async fn complete_items(
 pub(crate) async fn complete_step(
     Session(me): Session,
     State(state): State<AppState>,
-    Path((id, step)): Path<(String, String)>,
+    ApiPath((job_id, step)): ApiPath<(JobId, String)>,
     ApiJson(req): ApiJson<CompleteRequest>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
-    let job_id = parse_job_id(&id)?;
     let item = rota_api_types::worker::CompleteItem {
         job_id,
         step: step.clone(),
@@ -401,10 +395,9 @@ async fn append(state: &AppState, items: Vec<LogAppend>) -> Result<Vec<Result<()
 pub(crate) async fn append_logs(
     Session(me): Session,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(job_id): ApiPath<JobId>,
     ApiJson(req): ApiJson<LogsRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let job_id = parse_job_id(&id)?;
     let (chunks, bytes) = to_new_chunks(req.chunks);
     Metrics::add(&state.metrics.log_bytes, bytes);
     let item = LogAppend { session: me.session, job_id, step: req.step, attempt_id: req.attempt_id, chunks };

@@ -1,6 +1,9 @@
 //! The one way a test may skip: [`require`] a prerequisite this machine may lack
-//! (PostgreSQL, network namespaces, a browser, the `test-hooks` feature). Under
+//! (PostgreSQL, network namespaces, a browser, the test hooks of the `rota` binary). Under
 //! `ROTA_REQUIRE_ALL=1` (set by `.ci/run`) a missing prerequisite fails the test instead.
+
+use crate::rota_bin;
+use std::process::{Command, Stdio};
 
 /// True when `what` is available. Otherwise the test must return at once: this prints why
 /// it is skipped (stderr), or panics naming `what` and `how` when `ROTA_REQUIRE_ALL` is set,
@@ -17,12 +20,20 @@ pub fn require(available: bool, what: &str, how: &str) -> bool {
     false
 }
 
-/// The `test-hooks` feature of rota-cli: the hidden flags and the spawn hook some tests use.
+/// The test hooks of the `rota` binary under test (hidden `worker run` flags, the spawn
+/// hook), which exist only when it was built with the feature `rota-cli/test-hooks`. Asks
+/// the binary itself: a plain build refuses the hidden flag.
 #[must_use]
 pub fn require_test_hooks() -> bool {
+    let hooked = Command::new(rota_bin())
+        .args(["worker", "run", "--test-hang-control", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     require(
-        cfg!(feature = "test-hooks"),
-        "the rota binary's test hooks",
+        hooked,
+        "a rota binary with the test hooks",
         "run `cargo test --workspace --features rota-cli/test-hooks`",
     )
 }

@@ -1,11 +1,10 @@
-//! Helpers for the background-worker tests: `rota worker …` commands in a test's own
-//! HOME/XDG tree (via `common`), JSON output, the rota processes that belong to that tree
-//! (found by their environment in /proc), polling with bounds, and a guard that stops
-//! whatever a test left running, even when it fails.
+//! The background-worker tests' view: `rota worker …` commands in a test's own HOME/XDG
+//! tree, JSON output, the rota supervisors and workers that belong to that tree (found by
+//! their environment in /proc), and a guard that stops whatever a test left running, even
+//! when it fails.
 
-#![allow(dead_code, unreachable_pub)]
-
-use crate::common::{self, Env};
+use crate::{Env, isolate, isolate_tree, rota_bin};
+use rota_worker::procfs;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,26 +12,29 @@ use std::time::{Duration, Instant};
 
 /// Runs `rota ARGS` in `env` and returns its output (never panics on a non-zero exit).
 pub fn run(env: &Env, args: &[&str]) -> Output {
-    let mut cmd = Command::new(common::ROTA);
-    common::isolate(&mut cmd, env);
+    let mut cmd = Command::new(rota_bin());
+    isolate(&mut cmd, env);
     cmd.args(args).output().expect("run rota")
 }
 
 /// Like [`run`], with extra environment variables.
 pub fn run_with_env(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(common::ROTA);
-    common::isolate(&mut cmd, env);
+    let mut cmd = Command::new(rota_bin());
+    isolate(&mut cmd, env);
     cmd.args(args).envs(vars.iter().copied()).output().expect("run rota")
 }
 
+/// Its exit code (-1 when killed by a signal).
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
+/// Its stdout as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Its stderr as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -73,15 +75,19 @@ pub fn log(env: &Env) -> String {
     std::fs::read_to_string(env.path("state/rota/workers/default.log")).unwrap_or_default()
 }
 
-/// A process of this test's tree.
+/// A rota supervisor or supervised worker of this test's tree.
 #[derive(Debug, Clone)]
-pub struct Proc {
+pub struct TreeProc {
+    /// Its pid.
     pub pid: i32,
+    /// Its argv.
     pub argv: Vec<String>,
+    /// Its `ROTA_INSTANCE_KEY` (set for supervised workers).
     pub instance: Option<String>,
 }
 
-impl Proc {
+impl TreeProc {
+    /// A supervisor (`rota ... supervise`).
     pub fn is_supervisor(&self) -> bool {
         self.argv.iter().any(|a| a == "supervise")
     }
@@ -93,28 +99,20 @@ impl Proc {
 }
 
 /// Live rota supervisors and supervised workers whose environment is this tree's.
-pub fn rota_procs(env: &Env) -> Vec<Proc> {
+pub fn rota_procs(env: &Env) -> Vec<TreeProc> {
     let marker = format!("XDG_STATE_HOME={}", env.path("state").display());
     let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if !common::pid_alive(pid) {
+    for p in procfs::all_processes().expect("/proc") {
+        if p.is_zombie() {
             continue;
         }
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        let vars: Vec<String> =
-            environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        let Some(vars) = procfs::environ(p.pid) else { continue };
         if !vars.contains(&marker) {
             continue;
         }
-        let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .unwrap_or_default()
-            .split(|b| *b == 0)
-            .filter(|w| !w.is_empty())
-            .map(|w| String::from_utf8_lossy(w).into_owned())
-            .collect();
+        let argv = procfs::cmdline(p.pid).unwrap_or_default();
         let instance = vars.iter().find_map(|v| v.strip_prefix("ROTA_INSTANCE_KEY=")).map(str::to_string);
-        let p = Proc { pid, argv, instance };
+        let p = TreeProc { pid: p.pid, argv, instance };
         if p.is_supervisor() || p.is_worker() {
             out.push(p);
         }
@@ -122,48 +120,7 @@ pub fn rota_procs(env: &Env) -> Vec<Proc> {
     out
 }
 
-/// Process group of `pid` (from /proc).
-pub fn pgid_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let close = stat.rfind(')')?;
-    stat[close + 1..].split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Live (non-zombie) processes in group `pgid`.
-pub fn group_members(pgid: i32) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| common::pid_alive(*pid) && pgid_of(*pid) == Some(pgid))
-        .collect()
-}
-
-/// Waits until group `pgid` has no live member.
-pub fn wait_group_gone(pgid: i32, within: Duration) {
-    let start = Instant::now();
-    while !group_members(pgid).is_empty() {
-        assert!(start.elapsed() < within, "process group {pgid} still has {:?}", group_members(pgid));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Polls `cond` until true; panics with `what` after `within`.
-pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `kill -SIG PID`.
-pub fn kill(sig: &str, pid: i32) {
-    let ok =
-        Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig} {pid} failed");
-}
-
+/// A path as text.
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
@@ -181,22 +138,15 @@ pub struct Cleanup {
 }
 
 impl Cleanup {
+    /// Guards `env`'s tree.
     pub fn new(env: &Env) -> Self {
         Self { root: env.dir.path().to_path_buf() }
     }
 
     fn rota(&self, args: &[&str]) {
-        let p = |d: &str| self.root.join(d);
-        let _ = Command::new(common::ROTA)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", p("home"))
-            .env("XDG_DATA_HOME", p("data"))
-            .env("XDG_STATE_HOME", p("state"))
-            .env("XDG_CONFIG_HOME", p("config"))
-            .env("XDG_RUNTIME_DIR", p("runtime"))
-            .args(args)
-            .output();
+        let mut cmd = Command::new(rota_bin());
+        isolate_tree(&mut cmd, &self.root, None);
+        let _ = cmd.args(args).output();
     }
 }
 
@@ -223,15 +173,13 @@ impl Drop for Cleanup {
             }
         }
         let marker = format!("XDG_STATE_HOME={}", self.root.join("state").display());
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(environ) = std::fs::read(e.path().join("environ")) else { continue };
-            let text = String::from_utf8_lossy(&environ);
-            let ours = text.split('\0').any(|v| v == marker);
-            let rota = text.split('\0').any(|v| v.starts_with("ROTA_INSTANCE_KEY="))
-                || std::fs::read(e.path().join("cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("supervise"));
+        for p in procfs::all_processes().unwrap_or_default() {
+            let Some(vars) = procfs::environ(p.pid) else { continue };
+            let ours = vars.contains(&marker);
+            let rota = vars.iter().any(|v| v.starts_with("ROTA_INSTANCE_KEY="))
+                || procfs::cmdline(p.pid).is_some_and(|argv| argv.iter().any(|a| a.contains("supervise")));
             if ours && rota {
-                let _ = Command::new("kill").arg("-KILL").arg(e.file_name()).status();
+                let _ = Command::new("kill").arg("-KILL").arg(p.pid.to_string()).status();
             }
         }
     }

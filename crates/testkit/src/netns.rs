@@ -6,7 +6,7 @@
 //! when a cable is pulled. Everything is deleted on drop. Needs root and iproute2; if a
 //! namespace cannot be made the test fails (it never skips).
 
-use super::{Env, Proc, ROTA, isolate};
+use crate::{Env, Proc, isolate, rota_bin};
 use std::net::Ipv4Addr;
 use std::process::Command;
 
@@ -41,6 +41,12 @@ pub struct NetNs {
     pub host_addr: Ipv4Addr,
     /// The namespace's address on the link.
     pub ns_addr: Ipv4Addr,
+}
+
+impl Default for NetNs {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl NetNs {
@@ -139,7 +145,7 @@ impl Host {
 
     /// `rota ARGS` on this host, in its own tree, pointed at the server.
     pub fn rota(&self, args: &[&str]) -> Command {
-        let mut cmd = self.ns.command(&self.hostname, ROTA);
+        let mut cmd = self.ns.command(&self.hostname, rota_bin().to_str().expect("utf-8 path"));
         isolate(&mut cmd, &self.env);
         cmd.args(args);
         cmd
