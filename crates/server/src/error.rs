@@ -26,6 +26,10 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
     }
+    /// 400 for input over a limit (or malformed), naming the field and the limit.
+    pub fn limit(e: rota_domain::limits::LimitError) -> Self {
+        Self::bad_request(e.to_string())
+    }
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into() }
@@ -118,6 +122,51 @@ where
                 };
                 Err(ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message })
             }
+        }
+    }
+}
+
+/// `Query<T>` whose rejections are [`ApiError`]s: `?limit=-1` or `?limit=abc` → 400 in the
+/// JSON error shape of every other error, naming the parameter.
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                Err(ApiError::bad_request(format!("invalid query string: {}", source_text(&rejection))))
+            }
+        }
+    }
+}
+
+/// `Path<T>` whose rejections are [`ApiError`]s (400 in the JSON error shape).
+pub(crate) struct ApiPath<T>(pub(crate) T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(rejection) => Err(ApiError::bad_request(format!("invalid path: {}", rejection.body_text()))),
         }
     }
 }
