@@ -252,7 +252,7 @@ impl JobSpec {
         }
         limits::check_count("target.tags", self.target.tags.len(), limits::MAX_TAGS)?;
         for (i, t) in self.target.tags.iter().enumerate() {
-            limits::check_name(&format!("target.tags[{i}]"), t)?;
+            limits::check_text(&format!("target.tags[{i}]"), t, limits::MAX_NAME)?;
         }
         limits::check_env_map("env", self.env.iter())?;
         if self.steps.is_empty() {

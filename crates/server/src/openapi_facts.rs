@@ -99,7 +99,7 @@ fn schema_limits(doc: &mut Value) {
     set(doc, "JobSpec", "steps", json!({"minItems": 1, "maxItems": l::MAX_STEPS}));
     described_env(doc, "JobSpec");
     set(doc, "Target", "host", json!({"minLength": 1, "maxLength": l::MAX_HOST, "pattern": PRINTABLE}));
-    items(doc, "Target", "tags", l::MAX_TAGS, name_schema());
+    items(doc, "Target", "tags", l::MAX_TAGS, text_schema(l::MAX_NAME));
     set(doc, "StepSpec", "name", name_schema());
     set(
         doc,
@@ -121,7 +121,8 @@ fn schema_limits(doc: &mut Value) {
     items(doc, "RevokeRequest", "keys", l::MAX_ITEMS, text_schema(l::MAX_IDEMPOTENCY_KEY));
     set(doc, "RevokeRequest", "signal", json!({"minimum": 1, "maximum": 64}));
 
-    // Registration.
+    // Registration: only the major must match.
+    set(doc, "RegisterRequest", "protocolVersion", json!({"example": rota_domain::PROTOCOL_VERSION}));
     set(doc, "RegisterRequest", "name", text_schema(l::MAX_NAME));
     set(doc, "RegisterRequest", "host", text_schema(l::MAX_HOST));
     set(doc, "RegisterRequest", "version", text_schema(l::MAX_SHORT_TEXT));

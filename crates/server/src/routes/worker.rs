@@ -297,7 +297,7 @@ fn to_claimed(a: ClaimedAttempt) -> ClaimedStep {
 /// Records the pid of a step's shell (optional; claims already mark attempts running).
 #[utoipa::path(post, path = "/worker/jobs/{id}/steps/{step}/start", tag = "worker", security(("worker" = [])),
     params(("id" = String, Path), ("step" = String, Path)), request_body = StartRequest,
-    responses((status = 204), (status = 401), (status = 403), (status = 409)))]
+    responses((status = 204), (status = 404, description = "no such attempt"), (status = 409)))]
 pub(crate) async fn start_step(
     Session(me): Session,
     State(state): State<AppState>,
