@@ -160,8 +160,8 @@ pub struct RevokeRequest {
 pub struct RevokeResponse {
     /// Per job.
     pub results: Vec<RevokeResult>,
-    /// Per key.
-    #[serde(default)]
+    /// Per key (absent when no key was revoked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyRevokeResult>,
 }
 

@@ -36,6 +36,9 @@ pub const MAX_EXEC_BYTES: usize = 1 << 20;
 /// What the worker itself may use at spawn (PATH, HOME, `ROTA_*` included): the whole
 /// 2 MiB `ARG_MAX` of a default stack, less a margin.
 pub const MAX_SPAWN_BYTES: usize = (2 << 20) - (64 << 10);
+/// A worker's concurrency, and so the attempts (results, log batches, replies) one
+/// worker call may carry.
+pub const MAX_CONCURRENCY: usize = 100_000;
 /// Jobs in one batch submit.
 pub const MAX_BATCH_JOBS: usize = 1000;
 /// Jobs (or keys) in one revoke call, and workers named in one fleet command.

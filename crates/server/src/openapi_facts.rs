@@ -142,7 +142,11 @@ fn schema_limits(doc: &mut Value) {
     set(doc, "RegisterRequest", "queues", json!({"minItems": 1}));
     items(doc, "RegisterRequest", "tags", l::MAX_TAGS, text_schema(l::MAX_NAME));
     items(doc, "RegisterRequest", "capabilities", l::MAX_CAPABILITIES, text_schema(l::MAX_SHORT_TEXT));
-    set(doc, "RegisterRequest", "concurrency", json!({"minimum": 1}));
+    set(doc, "RegisterRequest", "concurrency", json!({"minimum": 1, "maximum": l::MAX_CONCURRENCY}));
+    set(doc, "HeartbeatRequest", "attempts", json!({"maxItems": l::MAX_CONCURRENCY}));
+    set(doc, "ControlRequest", "replies", json!({"maxItems": l::MAX_CONCURRENCY}));
+    set(doc, "CompleteBatchRequest", "results", json!({"maxItems": l::MAX_CONCURRENCY}));
+    set(doc, "LogsBatchRequest", "batches", json!({"maxItems": l::MAX_CONCURRENCY}));
 
     // Plain strings in replies that only take these values.
     set(doc, "JobSummary", "state", json!({"enum": JOB_DISPLAY_STATES}));

@@ -43,6 +43,12 @@ fn check_registration(req: &RegisterRequest) -> Result<(), limits::LimitError> {
     for (i, t) in req.tags.iter().enumerate() {
         limits::check_text(&format!("tags[{i}]"), t, limits::MAX_NAME)?;
     }
+    if req.concurrency as usize > limits::MAX_CONCURRENCY {
+        return Err(limits::LimitError {
+            field: "concurrency".into(),
+            message: format!("{} is over the limit of {}", req.concurrency, limits::MAX_CONCURRENCY),
+        });
+    }
     limits::check_count("capabilities", req.capabilities.len(), limits::MAX_CAPABILITIES)?;
     for (i, c) in req.capabilities.iter().enumerate() {
         limits::check_text(&format!("capabilities[{i}]"), c, limits::MAX_SHORT_TEXT)?;
@@ -175,6 +181,7 @@ pub(crate) async fn heartbeat(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    limits::check_count("attempts", req.attempts.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
     state.liveness.heard(me.session);
     let hb = Heartbeat {
         session: me.session,
@@ -208,6 +215,7 @@ pub(crate) async fn control(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ControlRequest>,
 ) -> Result<Json<ControlResponse>, ApiError> {
+    limits::check_count("replies", req.replies.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
     state.hub.deliver(req.replies);
     let wait = Duration::from_millis(req.wait_ms).min(state.config.max_poll);
     let commands = state.hub.take(me.session, wait, &state.shutdown).await;
@@ -415,6 +423,7 @@ pub(crate) async fn complete_batch(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompleteBatchRequest>,
 ) -> Result<Json<CompleteBatchResponse>, ApiError> {
+    limits::check_count("results", req.results.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
     let items = req.results.into_iter().map(|i| (i.job_id, i.step.clone(), i)).collect();
     let results = complete_items(&state, me.session, items).await?;
     Ok(Json(CompleteBatchResponse {
@@ -461,6 +470,7 @@ pub(crate) async fn append_logs_batch(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<LogsBatchRequest>,
 ) -> Result<Json<LogsBatchResponse>, ApiError> {
+    limits::check_count("batches", req.batches.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
     let items = req
         .batches
         .into_iter()
