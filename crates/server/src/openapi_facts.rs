@@ -1,7 +1,6 @@
 //! What the generated OpenAPI document cannot derive from the types: the limits of
-//! `rota_domain::limits`, formats, patterns and enums of plain strings, and every status a
-//! route can return (each with a description and the error body). It edits the document as
-//! JSON once, at first use; it must state only what the handlers enforce.
+//! `rota_domain::limits`, formats, patterns, enums, and every status a route returns (with
+//! description and error body). Edits the JSON once; must state only what handlers enforce.
 
 use rota_domain::limits as l;
 use serde_json::{Map, Value, json};

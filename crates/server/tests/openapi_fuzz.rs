@@ -1,8 +1,6 @@
-//! Property-based fuzzing of every route from the served OpenAPI document itself, against a
-//! real server on port 0: requests (valid, mutated and garbage, with and without the right
-//! token) are generated from each operation's parameters and body schema with a fixed
-//! seed and a bounded number of cases per route. Every answer must be a status the
-//! document lists for the route, never a 500, with a body matching the listed schema.
+//! Property-based fuzzing of every route from the served OpenAPI document itself (fixed seed,
+//! bounded cases per route) against a real server on port 0: every answer is a status the
+//! document lists, never a 500, with a body matching the listed schema.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -132,9 +132,14 @@ pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListJobsQuery>,
 ) -> Result<Json<JobList>, ApiError> {
-    if let Some(st) = &q.state {
-        limits::check_count("state", st.len(), limits::MAX_QUERY_TEXT)
-            .map_err(|_| ApiError::bad_request(format!("state: at most {} bytes", limits::MAX_QUERY_TEXT)))?;
+    if let Some(st) = &q.state
+        && st.len() > limits::MAX_QUERY_TEXT
+    {
+        return Err(ApiError::bad_request(format!(
+            "state: is {} bytes; the limit is {}",
+            st.len(),
+            limits::MAX_QUERY_TEXT
+        )));
     }
     if let Some(queue) = &q.queue {
         limits::check_name("queue", queue).map_err(ApiError::limit)?;
