@@ -244,6 +244,7 @@ async fn client_loop(
                     attempt_id: a.attempt_id,
                     outcome: AttemptOutcome::Succeeded,
                     logs: Vec::new(),
+                    run_ms: None,
                 })
                 .collect();
             let jobs_of: Vec<JobId> = results.iter().map(|r| r.job_id).collect();

@@ -548,6 +548,7 @@ async fn complete_all(
                 attempt_id: a.attempt_id,
                 outcome: AttemptOutcome::Succeeded,
                 logs: Vec::new(),
+                run_ms: None,
             }
         })
         .collect();

@@ -171,6 +171,7 @@ impl Reporter {
                 attempt_id: item.attempt_id,
                 outcome: item.outcome.clone(),
                 logs: item.logs.clone(),
+                run_ms: item.run_ms,
             };
             ctx.client.complete(item.job_id, &item.step, &req).await.map(|_| vec![(200, None)])
         } else {

@@ -89,7 +89,7 @@ pub(crate) async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn banner(url: &str, paths: &Paths, settings: &ServerSettings, tokens_created: bool) {
+fn banner(url: &str, paths: &Paths, settings: &ServerSettings, tokens_created: super::server::TokensCreated) {
     note(format_args!(
         "rota dev: server and one local worker are up (database {})",
         settings.database.display()

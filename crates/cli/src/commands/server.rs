@@ -58,8 +58,8 @@ pub(crate) struct Prepared {
     pub(crate) url: String,
     pub(crate) store: Arc<dyn JobStore>,
     pub(crate) config: ServerConfig,
-    /// True when this start generated a token file (first start on this machine).
-    pub(crate) tokens_created: bool,
+    /// Which token files this start generated (first start, or a deleted file).
+    pub(crate) tokens_created: TokensCreated,
 }
 
 impl Prepared {
@@ -84,7 +84,7 @@ impl Prepared {
             url: format!("http://{addr}"),
             store,
             config,
-            tokens_created: admin_created || join_created,
+            tokens_created: TokensCreated { admin: admin_created, join: join_created },
         })
     }
 
@@ -95,11 +95,28 @@ impl Prepared {
     }
 }
 
-/// Where the tokens are, never what they are.
-pub(crate) fn announce_tokens(paths: &Paths, created: bool) {
-    let created = if created { " (created now, mode 0600)" } else { "" };
-    note(format_args!("admin token (ROTA_TOKEN): {}{created}", paths.admin_token().display()));
-    note(format_args!("join token (ROTA_JOIN_TOKEN): {}{created}", paths.join_token().display()));
+/// Which token files a start generated; each is told apart, since either file may be
+/// deleted on its own (that is how a token is rotated).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TokensCreated {
+    pub(crate) admin: bool,
+    pub(crate) join: bool,
+}
+
+/// Where the tokens are, never what they are; for each, whether it was created now or an
+/// existing file was reused.
+pub(crate) fn announce_tokens(paths: &Paths, created: TokensCreated) {
+    let how = |created: bool| if created { "created now, mode 0600" } else { "existing file, reused" };
+    note(format_args!(
+        "admin token (ROTA_TOKEN): {} ({})",
+        paths.admin_token().display(),
+        how(created.admin)
+    ));
+    note(format_args!(
+        "join token (ROTA_JOIN_TOKEN): {} ({})",
+        paths.join_token().display(),
+        how(created.join)
+    ));
 }
 
 fn open_store(settings: &ServerSettings) -> Result<Arc<dyn JobStore>> {
