@@ -20,7 +20,7 @@ pub struct SubmitResponse {
 /// `POST /api/v1/jobs/batch`: many jobs, committed together (each accepted or refused on
 /// its own).
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchSubmitRequest {
     /// The job documents.
     pub jobs: Vec<JobSpec>,
@@ -37,6 +37,7 @@ pub struct BatchSubmitResponse {
 /// Query of `GET /api/v1/jobs`. Newest first; default limit 50, at most 1000.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct ListJobsQuery {
     /// Only jobs in this state (`unschedulable` selects queued jobs no worker can take);
     /// comma-separated for several.
@@ -152,6 +153,7 @@ pub struct AttemptView {
 /// Query of `GET /api/v1/jobs/{id}/logs`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Only this step.
     #[serde(default)]

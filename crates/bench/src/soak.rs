@@ -582,6 +582,7 @@ async fn register(c: &BenchCluster, name: &str, concurrency: u32) -> Result<Work
     let client = WorkerClient::new(&c.url)?;
     let req = RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
+        protocol_minor: rota_domain::PROTOCOL_MINOR,
         name: name.into(),
         host: "bench".into(),
         profile: None,

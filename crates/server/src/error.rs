@@ -28,6 +28,10 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
     }
+    /// 400 for input over a limit (or malformed), naming the field and the limit.
+    pub fn limit(e: rota_domain::limits::LimitError) -> Self {
+        Self::bad_request(e.to_string())
+    }
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into() }
@@ -155,6 +159,27 @@ where
                 }))
             }
             Err(other) => Err(ApiError::internal(other.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` whose rejections are [`ApiError`]s: `?limit=-1` or `?limit=abc` → 400 in the
+/// JSON error shape of every other error, naming the parameter.
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                Err(ApiError::bad_request(format!("invalid query string: {}", source_text(&rejection))))
+            }
         }
     }
 }

@@ -45,9 +45,10 @@ use readers::Readers;
 use rota_domain::{AttemptId, JobId, SessionId};
 use rota_store::{
     ClaimedAttempt, Claimer, Completion, CompletionRecorded, Heartbeat, HeartbeatOutcome, JobFilter,
-    JobRecord, JobRow, JobStore, LogAppend, LogPage, LogQuery, LostAttempt, NewJob, QueueStats, Registered,
-    RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
-    SubmittedAndClaimed, WorkerRecord, WorkerRegistration,
+    JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord, KeyRevokeRequest, LogAppend, LogPage,
+    LogQuery, LostAttempt, NewJob, QueueStats, Registered, RevokeOutcome, RevokeRecord, RevokeRequest,
+    RunningAttempt, StopKind, StopOutcome, StoreError, Submitted, SubmittedAndClaimed, WorkerRecord,
+    WorkerRegistration,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -298,8 +299,21 @@ impl JobStore for SqliteStore {
         self.write_items(Durability::Full, move |c| fleet::revoke_jobs(c, reqs, now)).await
     }
 
+    async fn revoke_keys(
+        &self,
+        reqs: Vec<KeyRevokeRequest>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<KeyRevokeOutcome>>> {
+        // Durable before the reply, as job revokes.
+        self.write_items(Durability::Full, move |c| fleet::revoke_keys(c, reqs, now)).await
+    }
+
     async fn list_revokes(&self, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {
         self.main_readers.run(move |c| fleet::list_revokes(c, now)).await
+    }
+
+    async fn list_key_revokes(&self, now: DateTime<Utc>) -> Result<Vec<KeyRevokeRecord>> {
+        self.main_readers.run(move |c| fleet::list_key_revokes(c, now)).await
     }
 
     async fn prune_revokes(&self, now: DateTime<Utc>) -> Result<u64> {

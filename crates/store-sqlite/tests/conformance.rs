@@ -199,7 +199,7 @@ async fn a_job_the_previous_release_stopped_with_a_step_running_still_finishes()
         job_id: id,
         step: "s".into(),
         attempt_id: claimed.attempt_id,
-        outcome: AttemptOutcome::Failed { exit_code: None, signal: Some(15) },
+        outcome: AttemptOutcome::Failed { exit_code: None, signal: Some(15), why: None },
         run_ms: None,
         jitter01: 0.5,
     };

@@ -483,13 +483,13 @@ pub struct LogPage {
 /// A revoke to record.
 #[derive(Clone, Debug)]
 pub struct RevokeRequest {
-    /// The job (it may not exist yet).
+    /// The job (it must exist: ids are issued at submit; revoke a key for later jobs).
     pub job_id: JobId,
     /// Also stop its running steps (signal, grace, KILL); otherwise they finish.
     pub terminate: bool,
     /// Signal for `terminate` (default TERM).
     pub signal: Option<i32>,
-    /// Forget the revoke after this instant if the job was never seen.
+    /// Forget the revoke after this instant.
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -498,7 +498,8 @@ pub struct RevokeRequest {
 pub struct RevokeOutcome {
     /// The job.
     pub job_id: JobId,
-    /// The job after the call, if it exists.
+    /// The job after the call (`None` only for revokes stored before unknown ids were
+    /// refused).
     pub row: Option<JobRow>,
     /// True when a live job was revoked by this call.
     pub changed: bool,
@@ -512,6 +513,43 @@ pub struct RevokeRecord {
     /// The job.
     pub job_id: JobId,
     /// Whether running steps were terminated.
+    pub terminate: bool,
+    /// Signal used for terminate.
+    pub signal: Option<i32>,
+    /// When it is forgotten (never if `None`).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A revoke of an idempotency key: binds the job submitted with that key, now or later.
+#[derive(Clone, Debug)]
+pub struct KeyRevokeRequest {
+    /// The idempotency key.
+    pub key: String,
+    /// Also stop the job's running steps (only if it already runs).
+    pub terminate: bool,
+    /// Signal for `terminate` (default TERM).
+    pub signal: Option<i32>,
+    /// Forget the revoke after this instant if no job with the key was submitted.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What a key revoke did.
+#[derive(Clone, Debug)]
+pub struct KeyRevokeOutcome {
+    /// The key.
+    pub key: String,
+    /// The job that already carries the key, revoked as by [`RevokeRequest`].
+    pub job: Option<RevokeOutcome>,
+}
+
+/// A stored key revoke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRevokeRecord {
+    /// The idempotency key.
+    pub key: String,
+    /// Whether running steps are terminated.
     pub terminate: bool,
     /// Signal used for terminate.
     pub signal: Option<i32>,

@@ -2,12 +2,12 @@
 //! retry. Input is validated here against the domain rules; state changes are store calls.
 
 use crate::auth::Admin;
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::views::{self, Fleet};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use rota_api_types::jobs::{
     BatchSubmitRequest, BatchSubmitResponse, JobDetail, JobList, JobSummary, ListJobsQuery, LogPage,
@@ -15,7 +15,7 @@ use rota_api_types::jobs::{
 };
 use rota_api_types::worker::{Command, ItemResult, StopOrder, StopReason};
 use rota_api_types::{Bytes64, IDEMPOTENCY_KEY_HEADER};
-use rota_domain::{JobId, JobSpec, JobState};
+use rota_domain::{JobId, JobSpec, JobState, limits};
 use rota_store::{JobFilter, NewJob, StopKind};
 use std::time::Duration;
 
@@ -72,6 +72,7 @@ pub(crate) async fn submit_batch(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<BatchSubmitRequest>,
 ) -> Result<Json<BatchSubmitResponse>, ApiError> {
+    limits::check_count("jobs", req.jobs.len(), limits::MAX_BATCH_JOBS).map_err(ApiError::limit)?;
     let mut slots: Vec<Option<ItemResult<SubmitResponse>>> = Vec::with_capacity(req.jobs.len());
     let mut valid = Vec::new();
     let mut positions = Vec::new();
@@ -125,8 +126,20 @@ pub(crate) async fn submit_batch(
 pub(crate) async fn list_jobs(
     _: Admin,
     State(state): State<AppState>,
-    Query(q): Query<ListJobsQuery>,
+    ApiQuery(q): ApiQuery<ListJobsQuery>,
 ) -> Result<Json<JobList>, ApiError> {
+    if let Some(st) = &q.state
+        && st.len() > limits::MAX_QUERY_TEXT
+    {
+        return Err(ApiError::bad_request(format!(
+            "state: is {} bytes; the limit is {}",
+            st.len(),
+            limits::MAX_QUERY_TEXT
+        )));
+    }
+    if let Some(queue) = &q.queue {
+        limits::check_name("queue", queue).map_err(ApiError::limit)?;
+    }
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if limit == 0 || limit > MAX_LIST_LIMIT {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIST_LIMIT}")));
@@ -188,8 +201,14 @@ pub(crate) async fn job_logs(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<JobId>,
-    Query(q): Query<LogsQuery>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Json<LogPage>, ApiError> {
+    if let Some(step) = &q.step {
+        limits::check_name("step", step).map_err(ApiError::limit)?;
+    }
+    if q.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::bad_request("after: must be 0 or a cursor from an earlier page"));
+    }
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
     let query = rota_store::LogQuery {

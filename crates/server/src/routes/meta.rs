@@ -43,5 +43,5 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 /// This API's OpenAPI document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 pub(crate) async fn openapi_json() -> impl IntoResponse {
-    Json(crate::routes::openapi())
+    Json(crate::routes::openapi().clone())
 }
