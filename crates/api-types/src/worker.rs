@@ -293,6 +293,12 @@ pub struct CompleteRequest {
     /// Final log chunks not yet sent, stored before the result.
     #[serde(default)]
     pub logs: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
 }
 
 /// Result of a complete: what is recorded for the attempt (the same on a repeat).
@@ -332,6 +338,12 @@ pub struct CompleteItem {
     /// Final log chunks.
     #[serde(default)]
     pub logs: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
 }
 
 /// Reply to a batch complete, one entry per request entry, in order.
@@ -382,6 +394,12 @@ pub struct LogsRequest {
     pub step: String,
     /// Chunks in order.
     pub chunks: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
 }
 
 /// `POST /worker/logs`: chunks of several attempts, coalesced by the worker.
@@ -404,6 +422,12 @@ pub struct LogBatch {
     pub attempt_id: AttemptId,
     /// Chunks in order.
     pub chunks: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
 }
 
 /// Reply to a batch logs call, one entry per batch.

@@ -243,6 +243,7 @@ async fn client_loop(
                     attempt_id: a.attempt_id,
                     outcome: AttemptOutcome::Succeeded,
                     logs: Vec::new(),
+                    dropped_bytes: 0,
                 })
                 .collect();
             let jobs_of: Vec<JobId> = results.iter().map(|r| r.job_id).collect();

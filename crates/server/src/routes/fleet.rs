@@ -106,7 +106,7 @@ where
 /// Revokes jobs: written to the store (serialized with claims, durable) before anything is
 /// broadcast; with `terminate`, running steps get the signal, then KILL after the grace.
 #[utoipa::path(post, path = "/api/v1/revokes", tag = "workers", security(("admin" = [])), request_body = RevokeRequest,
-    responses((status = 200, body = RevokeResponse), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = RevokeResponse), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn revoke(
     _: Admin,
     State(state): State<AppState>,
@@ -232,7 +232,7 @@ async fn set_paused(state: &AppState, queue: &str, paused: bool) -> Result<Json<
 
 /// Pauses a queue: no worker claims from it until it is resumed (persisted).
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/pause", tag = "workers", security(("admin" = [])),
-    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403)))]
+    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn pause_queue(
     _: Admin,
     State(state): State<AppState>,
@@ -243,7 +243,7 @@ pub(crate) async fn pause_queue(
 
 /// Resumes a paused queue.
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/resume", tag = "workers", security(("admin" = [])),
-    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403)))]
+    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn resume_queue(
     _: Admin,
     State(state): State<AppState>,

@@ -39,7 +39,7 @@ fn parse_job_id(raw: &str) -> Result<JobId, ApiError> {
 #[utoipa::path(post, path = "/worker/register", tag = "worker", security(("join" = [])), request_body = RegisterRequest,
     responses((status = 200, body = RegisterResponse), (status = 400, description = "bad input or protocol mismatch"),
         (status = 401), (status = 403),
-        (status = 409, description = "name_held: a live session of another instance holds the name")))]
+        (status = 409, description = "name_held: a live session of another instance holds the name"), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn register(
     _: Joiner,
     State(state): State<AppState>,
@@ -127,7 +127,7 @@ pub(crate) async fn register(
 
 /// Renews the leases of the attempts the worker holds and says which it must stop.
 #[utoipa::path(post, path = "/worker/heartbeat", tag = "worker", security(("worker" = [])), request_body = HeartbeatRequest,
-    responses((status = 200, body = HeartbeatResponse), (status = 401), (status = 403)))]
+    responses((status = 200, body = HeartbeatResponse), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn heartbeat(
     Session(me): Session,
     State(state): State<AppState>,
@@ -174,7 +174,7 @@ pub(crate) async fn control(
 
 /// Claims up to `max` ready steps; waits up to `waitMs` when none is ready.
 #[utoipa::path(post, path = "/worker/jobs/claim", tag = "worker", security(("worker" = [])), request_body = ClaimRequest,
-    responses((status = 200, body = ClaimResponse), (status = 401), (status = 403)))]
+    responses((status = 200, body = ClaimResponse), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn claim(
     Session(me): Session,
     State(state): State<AppState>,
@@ -255,7 +255,7 @@ fn to_claimed(a: ClaimedAttempt) -> ClaimedStep {
 /// Records the pid of a step's shell (optional; claims already mark attempts running).
 #[utoipa::path(post, path = "/worker/jobs/{id}/steps/{step}/start", tag = "worker", security(("worker" = [])),
     params(("id" = String, Path), ("step" = String, Path)), request_body = StartRequest,
-    responses((status = 204), (status = 401), (status = 403), (status = 409)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 409), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn start_step(
     Session(me): Session,
     State(state): State<AppState>,
@@ -291,7 +291,7 @@ async fn complete_items(
     // Final log chunks first, so a finished job's log is complete the moment it ends.
     let mut appends = Vec::new();
     for (job_id, step, item) in &items {
-        if !item.logs.is_empty() {
+        if !item.logs.is_empty() || item.dropped_bytes > 0 {
             let (chunks, bytes) = to_new_chunks(item.logs.clone());
             Metrics::add(&state.metrics.log_bytes, bytes);
             appends.push(LogAppend {
@@ -300,6 +300,7 @@ async fn complete_items(
                 step: step.clone(),
                 attempt_id: item.attempt_id,
                 chunks,
+                dropped: item.dropped_bytes,
             });
         }
     }
@@ -344,7 +345,7 @@ async fn complete_items(
 /// completion returns the recorded result; an attempt the caller does not hold → 409.
 #[utoipa::path(post, path = "/worker/jobs/{id}/steps/{step}/complete", tag = "worker", security(("worker" = [])),
     params(("id" = String, Path), ("step" = String, Path)), request_body = CompleteRequest,
-    responses((status = 200, body = CompleteResponse), (status = 401), (status = 403), (status = 404), (status = 409)))]
+    responses((status = 200, body = CompleteResponse), (status = 401), (status = 403), (status = 404), (status = 409), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn complete_step(
     Session(me): Session,
     State(state): State<AppState>,
@@ -358,6 +359,7 @@ pub(crate) async fn complete_step(
         attempt_id: req.attempt_id,
         outcome: req.outcome,
         logs: req.logs,
+        dropped_bytes: req.dropped_bytes,
     };
     let mut results = complete_items(&state, me.session, vec![(job_id, step, item)]).await?;
     let r = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
@@ -367,7 +369,7 @@ pub(crate) async fn complete_step(
 /// Several completions in one call; one entry per item with its own status.
 #[utoipa::path(post, path = "/worker/jobs/complete", tag = "worker", security(("worker" = [])),
     request_body = CompleteBatchRequest,
-    responses((status = 200, body = CompleteBatchResponse), (status = 401), (status = 403)))]
+    responses((status = 200, body = CompleteBatchResponse), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn complete_batch(
     Session(me): Session,
     State(state): State<AppState>,
@@ -395,7 +397,7 @@ async fn append(state: &AppState, items: Vec<LogAppend>) -> Result<Vec<Result<()
 /// Appends output chunks of an attempt the caller holds (409 otherwise).
 #[utoipa::path(post, path = "/worker/jobs/{id}/logs", tag = "worker", security(("worker" = [])),
     params(("id" = String, Path)), request_body = LogsRequest,
-    responses((status = 204), (status = 401), (status = 403), (status = 409), (status = 413)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 409), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn append_logs(
     Session(me): Session,
     State(state): State<AppState>,
@@ -405,7 +407,14 @@ pub(crate) async fn append_logs(
     let job_id = parse_job_id(&id)?;
     let (chunks, bytes) = to_new_chunks(req.chunks);
     Metrics::add(&state.metrics.log_bytes, bytes);
-    let item = LogAppend { session: me.session, job_id, step: req.step, attempt_id: req.attempt_id, chunks };
+    let item = LogAppend {
+        session: me.session,
+        job_id,
+        step: req.step,
+        attempt_id: req.attempt_id,
+        chunks,
+        dropped: req.dropped_bytes,
+    };
     let mut results = append(&state, vec![item]).await?;
     results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     Ok(StatusCode::NO_CONTENT)
@@ -413,7 +422,7 @@ pub(crate) async fn append_logs(
 
 /// Output chunks of several attempts, coalesced by the worker.
 #[utoipa::path(post, path = "/worker/logs", tag = "worker", security(("worker" = [])), request_body = LogsBatchRequest,
-    responses((status = 200, body = LogsBatchResponse), (status = 401), (status = 403), (status = 413)))]
+    responses((status = 200, body = LogsBatchResponse), (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn append_logs_batch(
     Session(me): Session,
     State(state): State<AppState>,
@@ -431,6 +440,7 @@ pub(crate) async fn append_logs_batch(
                 step: b.step,
                 attempt_id: b.attempt_id,
                 chunks,
+                dropped: b.dropped_bytes,
             }
         })
         .collect();
@@ -448,7 +458,7 @@ pub(crate) async fn append_logs_batch(
 
 /// Leaves the fleet cleanly; attempts still held are lost (and follow `on_lost`).
 #[utoipa::path(post, path = "/worker/unregister", tag = "worker", security(("worker" = [])),
-    responses((status = 204), (status = 401), (status = 403)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn unregister(
     Session(me): Session,
     State(state): State<AppState>,
