@@ -67,14 +67,11 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Idle read-only connections kept per database file.
     pub reader_connections: usize,
-    /// Total log quota in live bytes (`None`: unbounded). Past it the oldest finished
-    /// jobs' logs are deleted, then new output is refused; both are recorded.
-    pub log_quota: Option<u64>,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { busy_timeout: Duration::from_secs(5), reader_connections: 4, log_quota: None }
+        Self { busy_timeout: Duration::from_secs(5), reader_connections: 4 }
     }
 }
 
@@ -127,13 +124,21 @@ impl SqliteStore {
             path: path.to_path_buf(),
             logs_path,
             quota: LogQuota {
-                quota: opts.log_quota,
+                quota: None,
                 live: Arc::new(AtomicU64::new(live)),
                 pruned: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 pruning: tokio::sync::Mutex::new(None),
             },
         })
+    }
+
+    /// Sets the total log quota in live bytes (`None`, the default: unbounded), before the
+    /// store is shared; the caller may derive it from the live bytes it reports once open.
+    /// Past the quota the oldest finished jobs' logs are deleted, then new output is
+    /// refused; both are recorded per attempt.
+    pub fn set_log_quota(&mut self, quota: Option<u64>) {
+        self.quota.quota = quota;
     }
 
     /// The logs file that goes with the database at `path`.
@@ -175,7 +180,7 @@ impl SqliteStore {
         let low_water = quota / 1000 * QUOTA_LOW_WATER_PERMILLE;
         let need = live.saturating_add(incoming).saturating_sub(low_water);
         let with_logs: HashMap<String, u64> =
-            self.logs_readers.run(|c| quota::jobs_with_logs(c)).await?.into_iter().collect();
+            self.logs_readers.run(quota::jobs_with_logs).await?.into_iter().collect();
         let ids = serde_json::to_string(&with_logs.keys().collect::<Vec<_>>())
             .map_err(|e| SqliteError::Corrupt(e.to_string()))?;
         let finished = self.main_readers.run(move |c| quota::finished_oldest_first(c, &ids)).await?;

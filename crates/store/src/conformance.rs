@@ -1095,7 +1095,7 @@ async fn logs_cap_keeps_tail(s: Arc<dyn JobStore>) {
         quota_pruned_bytes: 0,
         quota_refused_bytes: 0,
     };
-    assert_eq!(page.truncated, [expected.clone()], "the cut is reported");
+    assert_eq!(page.truncated, std::slice::from_ref(&expected), "the cut is reported");
 
     // Bytes the worker dropped before sending count in the cut: the largest total it
     // reported, so a resent or late (smaller) report never counts twice.

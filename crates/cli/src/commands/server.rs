@@ -112,9 +112,9 @@ fn open_store(settings: &ServerSettings) -> Result<(Arc<dyn JobStore>, String)> 
     let path = &settings.database;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let quota = LogQuota::choose(settings.log_quota, dir)?;
-    let opts = SqliteOptions { log_quota: Some(quota.bytes), ..SqliteOptions::default() };
-    let store = SqliteStore::open(path, opts)
+    let mut store = SqliteStore::open(path, SqliteOptions::default())
         .with_context(|| format!("cannot open the database {}", path.display()))?;
+    let quota = LogQuota::choose(settings.log_quota, dir, store.log_usage().live_bytes)?;
+    store.set_log_quota(Some(quota.bytes));
     Ok((Arc::new(store), quota.describe(dir)))
 }
