@@ -1,7 +1,8 @@
-//! Durable records of running steps' process groups: one append-only journal per workspace
-//! (`<workspace>/.rota/running.log`: `+{record}` at spawn, `-<attempt_id>` once the group is
-//! gone) and the boot-time reaping of groups a previous worker left behind. It must never
-//! signal a group it cannot tie to a record by pid start time.
+//! Durable records of running steps' process groups: one append-only journal per spawner
+//! helper of a workspace (`<workspace>/.rota/running.log`, then `running.1.log`, …:
+//! `+{record}` at spawn, `-<attempt_id>` once the group is gone) and the boot-time reaping
+//! of groups a previous worker left behind. It must never signal a group it cannot tie to
+//! a record by pid start time.
 
 use crate::kill;
 use crate::procfs::{self, ProcStat};
@@ -37,9 +38,39 @@ pub(crate) fn running_dir(workspace: &Path) -> PathBuf {
     workspace.join(".rota")
 }
 
-/// `<workspace>/.rota/running.log`.
+/// `<workspace>/.rota/running.log`: the journal of the first spawner helper (the only one
+/// before workers had several), the one older releases read.
 pub(crate) fn journal_path(workspace: &Path) -> PathBuf {
-    running_dir(workspace).join("running.log")
+    lane_journal_path(workspace, 0)
+}
+
+/// The journal of spawner helper `lane`: `running.log` for the first, `running.<lane>.log`
+/// for the others (each helper appends to its own file, so they never share a writer).
+pub(crate) fn lane_journal_path(workspace: &Path, lane: usize) -> PathBuf {
+    match lane {
+        0 => running_dir(workspace).join("running.log"),
+        n => running_dir(workspace).join(format!("running.{n}.log")),
+    }
+}
+
+/// Every journal of `workspace`: `running.log` (even when absent) and each `running.<n>.log`.
+fn journal_paths(workspace: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut paths = vec![journal_path(workspace)];
+    let entries = match fs::read_dir(running_dir(workspace)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(paths),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        let lane = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("running.")?.strip_suffix(".log")?.parse::<usize>().ok());
+        if lane.is_some_and(|n| n > 0) {
+            paths.push(running_dir(workspace).join(name));
+        }
+    }
+    Ok(paths)
 }
 
 /// `<workspace>/.rota/running/<attempt_id>.json`: one file per record, as workers before
@@ -171,9 +202,15 @@ impl Inner {
 }
 
 impl Journal {
-    /// The journal of `workspace` (opened on first use).
+    /// The journal at `path` (opened on first use).
+    pub(crate) fn at(path: PathBuf) -> Self {
+        Self { path, inner: Mutex::default() }
+    }
+
+    /// The first journal of `workspace`.
+    #[cfg(test)]
     pub(crate) fn new(workspace: &Path) -> Self {
-        Self { path: journal_path(workspace), inner: Mutex::default() }
+        Self::at(journal_path(workspace))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -250,22 +287,25 @@ fn legacy_records(dir: &Path) -> io::Result<Vec<PgidRecord>> {
     Ok(records)
 }
 
-/// For every live record of the journal (and of the older per-file layout): KILL the group
-/// if it can be tied to the record. Then, and only then, empty the journal (temp file +
-/// rename) and delete the old layout.
+/// For every live record of the journals (and of the older per-file layout): KILL the
+/// group if it can be tied to the record. Then, and only then, empty the first journal
+/// (temp file + rename), delete the others and the old layout.
 pub(crate) fn reap_leftovers(workspace: &Path) -> io::Result<Reaped> {
-    let path = journal_path(workspace);
+    let paths = journal_paths(workspace)?;
     let mut out = Reaped::default();
-    let (journal, bad) = match fs::read(&path) {
-        Ok(body) => parse_journal(&body),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), 0),
-        Err(e) => return Err(e),
-    };
-    if bad > 0 {
-        tracing::warn!(lines = bad, path = %path.display(), "unreadable lines in the process-group journal: ignored without signalling");
+    let mut records: Vec<PgidRecord> = Vec::new();
+    for path in &paths {
+        let (journal, bad) = match fs::read(path) {
+            Ok(body) => parse_journal(&body),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), 0),
+            Err(e) => return Err(e),
+        };
+        if bad > 0 {
+            tracing::warn!(lines = bad, path = %path.display(), "unreadable lines in the process-group journal: ignored without signalling");
+        }
+        records.extend(journal.into_values());
     }
     let legacy = legacy_dir(workspace);
-    let mut records: Vec<PgidRecord> = journal.into_values().collect();
     records.extend(legacy_records(&legacy)?);
     if !records.is_empty() {
         let procs = procfs::all_processes()?;
@@ -283,7 +323,13 @@ pub(crate) fn reap_leftovers(workspace: &Path) -> io::Result<Reaped> {
             }
         }
     }
-    Inner::default().rewrite(&path)?;
+    Inner::default().rewrite(&journal_path(workspace))?;
+    for path in &paths[1..] {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
     match fs::remove_dir_all(&legacy) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
@@ -419,6 +465,31 @@ mod tests {
         let _ = child.wait();
         assert_group_dies(rec.pgid);
         assert_eq!(fs::read(journal_path(ws.path())).unwrap(), b"");
+    }
+
+    #[test]
+    fn boot_reaping_reads_the_journal_of_every_helper() {
+        let ws = workspace();
+        let (mut first, a) = spawn_group();
+        let (mut second, b) = spawn_group();
+        Journal::at(lane_journal_path(ws.path(), 0)).record(&a).unwrap();
+        Journal::at(lane_journal_path(ws.path(), 3)).record(&b).unwrap();
+        let stray = running_dir(ws.path()).join("running.x.log");
+        fs::write(&stray, b"not a journal").unwrap();
+        let mut reaped = reap_leftovers(ws.path()).unwrap();
+        reaped.killed.sort();
+        let mut want = vec![a.attempt_id, b.attempt_id];
+        want.sort();
+        assert_eq!(reaped, Reaped { killed: want, stale: 0 });
+        let _ = (first.wait(), second.wait());
+        assert_group_dies(a.pgid);
+        assert_group_dies(b.pgid);
+        assert_eq!(fs::read(journal_path(ws.path())).unwrap(), b"");
+        assert!(
+            !lane_journal_path(ws.path(), 3).exists(),
+            "a second helper's journal is deleted once reaped"
+        );
+        assert!(stray.exists(), "only journals are touched");
     }
 
     #[test]

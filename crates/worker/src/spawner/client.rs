@@ -1,8 +1,13 @@
-//! The worker's side of the spawner: starting the helper (before any runtime, from the
-//! main thread, so the kernel's death signal follows the worker), sending it spawn
-//! requests with the step's output pipes, and a task on the worker's runtime that routes
-//! its answers and exit reports to the waiting executors (no thread of its own: one
-//! hand-off less per spawn and per exit). It never spawns a step itself.
+//! The worker's side of the spawner: starting the helpers (before any runtime, from the
+//! main thread, so the kernel's death signal follows the worker), sending them spawn
+//! requests with the step's output pipes, and a task per helper on the worker's runtime
+//! that routes its answers and exit reports to the waiting executors (no thread of its
+//! own: one hand-off less per spawn and per exit). It never spawns a step itself.
+//!
+//! A worker has a few helpers ("lanes"), each single-threaded, spawns spread round-robin:
+//! a spawn keeps its helper waiting in `clone` until the child has exec'd, and on a busy
+//! machine one helper cannot keep up with many short steps (measured: at concurrency 8 on
+//! 2 cores, one helper was runnable or in that wait 92 % of the time).
 
 use super::helper::{MAX_REQUEST, PARENT_ENV};
 use super::wire::{Reply, Request, SpawnRequest};
@@ -21,7 +26,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
@@ -35,8 +40,11 @@ pub enum SpawnerError {
     Start(#[source] io::Error),
 }
 
-/// A handle on the worker's spawner helper; cheap to clone. When the last handle is
-/// dropped (or the worker dies), the helper KILLs every step it spawned and exits.
+/// The most helpers a worker starts (one per core, at least two: see the module doc).
+const MAX_LANES: usize = 4;
+
+/// A handle on the worker's spawner helpers; cheap to clone. When the last handle is
+/// dropped (or the worker dies), each helper KILLs every step it spawned and exits.
 #[derive(Clone)]
 pub struct Spawner {
     inner: Arc<Inner>,
@@ -44,28 +52,36 @@ pub struct Spawner {
 
 impl std::fmt::Debug for Spawner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spawner").field("helper_pid", &self.inner.helper_pid).finish_non_exhaustive()
+        f.debug_struct("Spawner").field("helper_pids", &self.helper_pids()).finish_non_exhaustive()
     }
 }
 
 struct Inner {
-    sock: OwnedFd,
-    /// One sender at a time, so a request and its pipes stay one datagram in order.
-    send_lock: Mutex<()>,
-    next_id: AtomicU64,
-    routes: Arc<Mutex<Routes>>,
-    /// Cancelled when the helper is gone.
+    lanes: Vec<Lane>,
+    /// The lane of the next spawn (round-robin).
+    next_lane: AtomicUsize,
+    /// Cancelled when any helper is gone: the worker stops, and the others then kill
+    /// their steps as its handle drops.
     gone: CancellationToken,
-    helper_pid: u32,
-    /// The descriptor the answer-routing task reads, until that task is started (on the
-    /// first async call: the spawner is created before any runtime exists).
-    reader: Mutex<Option<OwnedFd>>,
     /// Test-only: the worker KILLs itself right after a spawn is answered.
     #[cfg(debug_assertions)]
     kill_after_spawn: std::sync::atomic::AtomicBool,
 }
 
-impl Drop for Inner {
+/// One helper: its socket and where its answers go.
+struct Lane {
+    sock: OwnedFd,
+    /// One sender at a time, so a request and its pipes stay one datagram in order.
+    send_lock: Mutex<()>,
+    next_id: AtomicU64,
+    routes: Arc<Mutex<Routes>>,
+    helper_pid: u32,
+    /// The descriptor the answer-routing task reads, until that task is started (on the
+    /// first async call: the spawner is created before any runtime exists).
+    reader: Mutex<Option<OwnedFd>>,
+}
+
+impl Drop for Lane {
     fn drop(&mut self) {
         // The reading task holds a second descriptor of this socket: shut the socket
         // itself down, so the helper sees EOF now and not when the process exits.
@@ -146,16 +162,146 @@ impl Drop for StepExit {
 }
 
 impl Spawner {
-    /// Starts the helper by re-executing this process's binary (`/proc/self/exe`, which
-    /// works even after the file was replaced by an upgrade) with `args`, in its own
+    /// Starts the helpers by re-executing this process's binary (`/proc/self/exe`, which
+    /// works even after the file was replaced by an upgrade) with `args`, each in its own
     /// process group, with only `envs` in its environment (never the worker's tokens).
-    /// Call it from the main thread before any async runtime starts: the helper dies
-    /// with the thread that started it.
+    /// Call it from the main thread before any async runtime starts: a helper dies with
+    /// the thread that started it.
     pub fn start(args: &[&OsStr], envs: &[(&str, &OsStr)]) -> Result<Self, SpawnerError> {
-        Self::start_program(Path::new("/proc/self/exe"), args, envs)
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self::start_program(Path::new("/proc/self/exe"), args, envs, cores.clamp(2, MAX_LANES))
     }
 
-    fn start_program(program: &Path, args: &[&OsStr], envs: &[(&str, &OsStr)]) -> Result<Self, SpawnerError> {
+    fn start_program(
+        program: &Path,
+        args: &[&OsStr],
+        envs: &[(&str, &OsStr)],
+        lanes: usize,
+    ) -> Result<Self, SpawnerError> {
+        // Dropping the lanes started so far (on a failure) ends their helpers.
+        let lanes = (0..lanes).map(|_| Lane::start(program, args, envs)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                lanes,
+                next_lane: AtomicUsize::new(0),
+                gone: CancellationToken::new(),
+                #[cfg(debug_assertions)]
+                kill_after_spawn: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Test-only (debug builds): after each answered spawn the worker KILLs itself, to
+    /// prove a step never outlives its worker even in that window.
+    #[cfg(debug_assertions)]
+    pub fn test_kill_after_spawn(&self) {
+        self.inner.kill_after_spawn.store(true, Ordering::SeqCst);
+    }
+
+    /// The helpers' pids.
+    pub fn helper_pids(&self) -> Vec<u32> {
+        self.inner.lanes.iter().map(|l| l.helper_pid).collect()
+    }
+
+    /// Cancelled when a helper is gone (it died, or its socket broke).
+    pub fn gone(&self) -> CancellationToken {
+        self.inner.gone.clone()
+    }
+
+    /// From now on each helper journals each group it spawns in its own journal of
+    /// `workspace` before it answers. Boot reaping must have emptied them first.
+    pub(crate) async fn use_journal(&self, workspace: &Path) -> io::Result<()> {
+        self.start_routing()?;
+        for (n, lane) in self.inner.lanes.iter().enumerate() {
+            let (id, rx) = lane.expect_answer()?;
+            let path = crate::pgid::lane_journal_path(workspace, n);
+            lane.send(&Request::Journal { id, path }, &[], &self.inner.gone)?;
+            match rx.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(message)) => return Err(io::Error::other(message)),
+                Err(_) => return Err(helper_gone()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Spawns `program args` with exactly `env` in `cwd`, as the leader of a new process
+    /// group, stdin from /dev/null, stdout and stderr piped back to this process. Returns
+    /// once the helper has journaled the group.
+    pub(crate) async fn spawn(
+        &self,
+        attempt: AttemptId,
+        program: &str,
+        args: Vec<OsString>,
+        env: Vec<(OsString, OsString)>,
+        cwd: &Path,
+    ) -> io::Result<SpawnedStep> {
+        self.start_routing()?;
+        let lanes = &self.inner.lanes;
+        let lane = &lanes[self.inner.next_lane.fetch_add(1, Ordering::Relaxed) % lanes.len()];
+        let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let (id, rx) = lane.expect_answer()?;
+        let req = Request::Spawn(SpawnRequest {
+            id,
+            attempt_id: attempt.0,
+            program: program.into(),
+            args,
+            env,
+            cwd: PathBuf::from(cwd),
+        });
+        let sent = lane.send(&req, &[out_w.as_fd(), err_w.as_fd()], &self.inner.gone);
+        // The step holds the write ends now; ours must close or reads never see EOF.
+        drop((out_w, err_w));
+        if let Err(e) = sent {
+            lock(&lane.routes).pending.remove(&id);
+            return Err(e);
+        }
+        let (pid, exit) = match rx.await {
+            Ok(Ok(Answer::Spawned { pid, exit, .. })) => (pid, exit),
+            Ok(Ok(Answer::Done)) => return Err(io::Error::other("the step spawner answered out of turn")),
+            Ok(Err(message)) => return Err(io::Error::other(message)),
+            Err(_) => return Err(helper_gone()),
+        };
+        #[cfg(debug_assertions)]
+        if self.inner.kill_after_spawn.load(Ordering::SeqCst) {
+            let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        }
+        let exit = StepExit { pgid: Pid::from_raw(pid), rx: exit, status: None, released: false };
+        Ok(SpawnedStep { pid, stdout: receiver(out_r)?, stderr: receiver(err_r)?, exit })
+    }
+
+    /// The step of `attempt` has ended: its helper KILLs what is left of its group (if
+    /// provably its) and forgets its journal record once the group is empty. Sent to every
+    /// helper (the others know no such attempt): this is the rare path, taken only when a
+    /// step left processes behind or its result was refused.
+    pub(crate) fn release(&self, attempt: AttemptId) -> io::Result<()> {
+        let mut result = Ok(());
+        for lane in &self.inner.lanes {
+            let sent = lane.send(&Request::Release { attempt_id: attempt.0 }, &[], &self.inner.gone);
+            result = result.and(sent);
+        }
+        result
+    }
+
+    /// Starts the tasks that route answers, once, on the current runtime.
+    fn start_routing(&self) -> io::Result<()> {
+        for lane in &self.inner.lanes {
+            let mut reader = lane.reader.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(fd) = reader.take() else { continue };
+            // Registered with the reactor as a stream only for readiness: every read is our
+            // own `recv` of one datagram.
+            let afd = tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
+            let (routes, gone, helper) = (lane.routes.clone(), self.inner.gone.clone(), lane.helper_pid);
+            tokio::spawn(route_answers(afd, routes, gone, helper));
+        }
+        Ok(())
+    }
+}
+
+impl Lane {
+    /// Starts one helper (see [`Spawner::start`]).
+    fn start(program: &Path, args: &[&OsStr], envs: &[(&str, &OsStr)]) -> Result<Self, SpawnerError> {
         let (ours, theirs) =
             rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
                 .map_err(|e| SpawnerError::Start(e.into()))?;
@@ -184,120 +330,20 @@ impl Spawner {
         rustix::fs::fcntl_setfl(&ours, rustix::fs::OFlags::NONBLOCK)
             .map_err(|e| SpawnerError::Start(e.into()))?;
         let reader = ours.try_clone().map_err(SpawnerError::Start)?;
-        let routes = Arc::new(Mutex::new(Routes::default()));
-        let gone = CancellationToken::new();
         Ok(Self {
-            inner: Arc::new(Inner {
-                sock: ours,
-                send_lock: Mutex::new(()),
-                next_id: AtomicU64::new(1),
-                routes,
-                gone,
-                helper_pid,
-                reader: Mutex::new(Some(reader)),
-                #[cfg(debug_assertions)]
-                kill_after_spawn: std::sync::atomic::AtomicBool::new(false),
-            }),
+            sock: ours,
+            send_lock: Mutex::new(()),
+            next_id: AtomicU64::new(1),
+            routes: Arc::new(Mutex::new(Routes::default())),
+            helper_pid,
+            reader: Mutex::new(Some(reader)),
         })
     }
 
-    /// Test-only (debug builds): after each answered spawn the worker KILLs itself, to
-    /// prove a step never outlives its worker even in that window.
-    #[cfg(debug_assertions)]
-    pub fn test_kill_after_spawn(&self) {
-        self.inner.kill_after_spawn.store(true, Ordering::SeqCst);
-    }
-
-    /// The helper's pid.
-    pub fn helper_pid(&self) -> u32 {
-        self.inner.helper_pid
-    }
-
-    /// Cancelled when the helper is gone (it died, or its socket broke).
-    pub fn gone(&self) -> CancellationToken {
-        self.inner.gone.clone()
-    }
-
-    /// From now on the helper journals each spawned group in `workspace` before it
-    /// answers. Boot reaping must have emptied that journal first.
-    pub(crate) async fn use_journal(&self, workspace: &Path) -> io::Result<()> {
-        self.start_routing()?;
-        let (id, rx) = self.expect_answer()?;
-        self.send(&Request::Journal { id, workspace: workspace.to_path_buf() }, &[])?;
-        match rx.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(message)) => Err(io::Error::other(message)),
-            Err(_) => Err(helper_gone()),
-        }
-    }
-
-    /// Spawns `program args` with exactly `env` in `cwd`, as the leader of a new process
-    /// group, stdin from /dev/null, stdout and stderr piped back to this process. Returns
-    /// once the helper has journaled the group.
-    pub(crate) async fn spawn(
-        &self,
-        attempt: AttemptId,
-        program: &str,
-        args: Vec<OsString>,
-        env: Vec<(OsString, OsString)>,
-        cwd: &Path,
-    ) -> io::Result<SpawnedStep> {
-        self.start_routing()?;
-        let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let (id, rx) = self.expect_answer()?;
-        let req = Request::Spawn(SpawnRequest {
-            id,
-            attempt_id: attempt.0,
-            program: program.into(),
-            args,
-            env,
-            cwd: PathBuf::from(cwd),
-        });
-        let sent = self.send(&req, &[out_w.as_fd(), err_w.as_fd()]);
-        // The step holds the write ends now; ours must close or reads never see EOF.
-        drop((out_w, err_w));
-        if let Err(e) = sent {
-            lock(&self.inner.routes).pending.remove(&id);
-            return Err(e);
-        }
-        let (pid, exit) = match rx.await {
-            Ok(Ok(Answer::Spawned { pid, exit, .. })) => (pid, exit),
-            Ok(Ok(Answer::Done)) => return Err(io::Error::other("the step spawner answered out of turn")),
-            Ok(Err(message)) => return Err(io::Error::other(message)),
-            Err(_) => return Err(helper_gone()),
-        };
-        #[cfg(debug_assertions)]
-        if self.inner.kill_after_spawn.load(Ordering::SeqCst) {
-            let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
-        }
-        let exit = StepExit { pgid: Pid::from_raw(pid), rx: exit, status: None, released: false };
-        Ok(SpawnedStep { pid, stdout: receiver(out_r)?, stderr: receiver(err_r)?, exit })
-    }
-
-    /// The step of `attempt` has ended: the helper KILLs what is left of its group (if
-    /// provably its) and forgets its journal record once the group is empty.
-    pub(crate) fn release(&self, attempt: AttemptId) -> io::Result<()> {
-        self.send(&Request::Release { attempt_id: attempt.0 }, &[])
-    }
-
-    /// Starts the task that routes answers, once, on the current runtime.
-    fn start_routing(&self) -> io::Result<()> {
-        let mut reader = self.inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(fd) = reader.take() else { return Ok(()) };
-        // Registered with the reactor as a stream only for readiness: every read is our own
-        // `recv` of one datagram.
-        let afd = tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
-        let (routes, gone, helper) =
-            (self.inner.routes.clone(), self.inner.gone.clone(), self.inner.helper_pid);
-        tokio::spawn(route_answers(afd, routes, gone, helper));
-        Ok(())
-    }
-
     fn expect_answer(&self) -> io::Result<(u64, oneshot::Receiver<Result<Answer, String>>)> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let mut routes = lock(&self.inner.routes);
+        let mut routes = lock(&self.routes);
         if routes.closed {
             return Err(helper_gone());
         }
@@ -305,31 +351,31 @@ impl Spawner {
         Ok((id, rx))
     }
 
-    fn send(&self, req: &Request, fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+    fn send(
+        &self,
+        req: &Request,
+        fds: &[std::os::fd::BorrowedFd<'_>],
+        gone: &CancellationToken,
+    ) -> io::Result<()> {
         let bytes = req.encode();
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(io::Error::other("too many descriptors for one spawn request"));
         }
-        let _one = self.inner.send_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _one = self.send_lock.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            match rustix::net::sendmsg(
-                &self.inner.sock,
-                &[IoSlice::new(&bytes)],
-                &mut control,
-                SendFlags::NOSIGNAL,
-            ) {
+            match rustix::net::sendmsg(&self.sock, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL)
+            {
                 Ok(_) => return Ok(()),
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => {
                     // The helper is behind by a whole socket buffer: wait for room (rare, and
                     // short unless the helper is stuck, which `gone` then reports).
-                    let mut fds =
-                        [rustix::event::PollFd::new(&self.inner.sock, rustix::event::PollFlags::OUT)];
+                    let mut fds = [rustix::event::PollFd::new(&self.sock, rustix::event::PollFlags::OUT)];
                     let tick = rustix::event::Timespec { tv_sec: 1, tv_nsec: 0 };
                     let _ = rustix::event::poll(&mut fds, Some(&tick));
-                    if self.inner.gone.is_cancelled() {
+                    if gone.is_cancelled() {
                         return Err(helper_gone());
                     }
                 }

@@ -240,8 +240,8 @@ impl Helper {
             let truncated = msg.flags.contains(ReturnFlags::TRUNC);
             let request = if truncated { None } else { Request::decode(&self.buf[..msg.bytes]).ok() };
             let reply = match request {
-                Some(Request::Journal { id, workspace }) => {
-                    self.journal = Some(Journal::new(&workspace));
+                Some(Request::Journal { id, path }) => {
+                    self.journal = Some(Journal::at(path));
                     Some(Reply::Done { id })
                 }
                 Some(Request::Spawn(req)) => match self.spawn(req, fds) {

@@ -1,9 +1,10 @@
-//! The step spawner: every step of a worker is spawned by a small single-threaded helper
-//! process, re-executed from the rota binary before the async runtime starts. It sits in
-//! its own process group (a kill of the worker's group cannot take it first), is a child
-//! subreaper (a step's orphans stay under it), dies with its worker and then KILLs every
-//! group it spawned, and journals each group before it answers. So a SIGKILLed worker,
-//! foreground or background, leaves no step behind.
+//! The step spawner: every step of a worker is spawned by one of a few small
+//! single-threaded helper processes, re-executed from the rota binary before the async
+//! runtime starts. Each sits in its own process group (a kill of the worker's group cannot
+//! take it first), is a child subreaper (a step's orphans stay under it), dies with its
+//! worker and then KILLs every group it spawned, and journals each group (in its own
+//! journal) before it answers. So a SIGKILLed worker, foreground or background, leaves no
+//! step behind.
 //!
 //! - `wire.rs`: the datagrams. `helper.rs`: the helper's loop. `client.rs`: [`Spawner`],
 //!   the worker's handle.
@@ -102,10 +103,11 @@ mod tests {
     #[tokio::test]
     async fn the_helper_ignores_term_and_int_and_kills_every_group_when_its_worker_goes() {
         let spawner = start();
-        let helper = i32::try_from(spawner.helper_pid()).unwrap();
+        let helpers: Vec<i32> = spawner.helper_pids().iter().map(|p| i32::try_from(*p).unwrap()).collect();
+        assert!(helpers.len() >= 2, "{helpers:?}");
         let dir = tempfile::tempdir().unwrap();
         let mut groups = Vec::new();
-        for i in 0..3 {
+        for i in 0..4 {
             let sp = spawner
                 .spawn(
                     AttemptId(i),
@@ -123,24 +125,38 @@ mod tests {
             groups.iter().all(|g| live_group_members(*g).len() >= 3)
         })
         .await;
-        // The helper has its own group and shrugs off what a terminal or supervisor sends.
-        assert_eq!(crate::procfs::read_stat(helper).unwrap().pgid, helper);
-        for sig in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
-            rustix::process::kill_process(rustix::process::Pid::from_raw(helper).unwrap(), sig).unwrap();
+        // Spawns are spread over the helpers: each is the parent of some steps.
+        let procs = all_processes().unwrap();
+        for helper in &helpers {
+            assert!(
+                groups.iter().any(|g| procs.iter().any(|p| p.pid == *g && p.ppid == *helper)),
+                "helper {helper} spawned none of {groups:?}"
+            );
+        }
+        // Each helper has its own group and shrugs off what a terminal or supervisor sends.
+        for helper in &helpers {
+            assert_eq!(crate::procfs::read_stat(*helper).unwrap().pgid, *helper);
+            for sig in [rustix::process::Signal::TERM, rustix::process::Signal::INT] {
+                rustix::process::kill_process(rustix::process::Pid::from_raw(*helper).unwrap(), sig).unwrap();
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+        let procs = all_processes().unwrap();
         assert!(
-            all_processes().unwrap().iter().any(|p| p.pid == helper && !p.is_zombie()),
-            "helper died of TERM/INT"
+            helpers.iter().all(|h| procs.iter().any(|p| p.pid == *h && !p.is_zombie())),
+            "a helper died of TERM/INT"
         );
         assert!(groups.iter().all(|g| !live_group_members(*g).is_empty()));
         drop(spawner);
         let took = wait_until("every step process to be gone", || {
             let procs = all_processes().unwrap();
-            !procs.iter().any(|p| !p.is_zombie() && (groups.contains(&p.pgid) || p.pid == helper))
+            !procs.iter().any(|p| !p.is_zombie() && (groups.contains(&p.pgid) || helpers.contains(&p.pid)))
         })
         .await;
-        eprintln!("helper and its 3 groups gone {took:?} after the worker's socket closed");
+        eprintln!(
+            "{} helpers and their 4 groups gone {took:?} after the worker's socket closed",
+            helpers.len()
+        );
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 /// A request from the worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Request {
-    /// Record spawned groups in this workspace's journal from now on (after boot reaping).
-    Journal { id: u64, workspace: PathBuf },
+    /// Record spawned groups in the journal at `path` from now on (after boot reaping).
+    Journal { id: u64, path: PathBuf },
     /// Spawn a step; its stdout and stderr pipes travel with the datagram (SCM_RIGHTS).
     Spawn(SpawnRequest),
     /// The attempt's step has ended: KILL what is left of its group (if provably its)
@@ -145,8 +145,8 @@ const SPAWNED_EXITED: u8 = 15;
 impl Request {
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
-            Self::Journal { id, workspace } => {
-                Writer::new(JOURNAL).u64(*id).bytes(workspace.as_os_str().as_bytes()).0.clone()
+            Self::Journal { id, path } => {
+                Writer::new(JOURNAL).u64(*id).bytes(path.as_os_str().as_bytes()).0.clone()
             }
             Self::Spawn(s) => {
                 let mut w = Writer::new(SPAWN);
@@ -170,7 +170,7 @@ impl Request {
         let req = match r.u8()? {
             JOURNAL => {
                 let id = r.u64()?;
-                Self::Journal { id, workspace: PathBuf::from(r.os()?) }
+                Self::Journal { id, path: PathBuf::from(r.os()?) }
             }
             SPAWN => {
                 let (id, attempt_id, program) = (r.u64()?, r.i64()?, r.os()?);
@@ -248,9 +248,11 @@ mod tests {
             env: vec![("PATH".into(), "/bin".into()), ("EMPTY".into(), "".into())],
             cwd: "/tmp/a b".into(),
         });
-        for req in
-            [spawn, Request::Journal { id: 1, workspace: "/w".into() }, Request::Release { attempt_id: 9 }]
-        {
+        for req in [
+            spawn,
+            Request::Journal { id: 1, path: "/w/.rota/running.log".into() },
+            Request::Release { attempt_id: 9 },
+        ] {
             assert_eq!(Request::decode(&req.encode()).unwrap(), req);
         }
         for reply in [
