@@ -299,6 +299,11 @@ pub struct CompleteRequest {
     /// workers.
     #[serde(default)]
     pub dropped_bytes: u64,
+    /// How long the step ran, measured by the worker (claim to exit), in milliseconds: a
+    /// result delivered late (after a server outage) keeps the step's own duration. Older
+    /// workers omit it; the server then uses the time it received the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<u64>,
 }
 
 /// Result of a complete: what is recorded for the attempt (the same on a repeat).
@@ -344,6 +349,10 @@ pub struct CompleteItem {
     /// workers.
     #[serde(default)]
     pub dropped_bytes: u64,
+    /// How long the step ran, measured by the worker, in milliseconds (see
+    /// [`CompleteRequest::run_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_ms: Option<u64>,
 }
 
 /// Reply to a batch complete, one entry per request entry, in order.

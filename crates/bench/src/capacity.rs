@@ -244,6 +244,7 @@ async fn client_loop(
                     outcome: AttemptOutcome::Succeeded,
                     logs: Vec::new(),
                     dropped_bytes: 0,
+                    run_ms: None,
                 })
                 .collect();
             let jobs_of: Vec<JobId> = results.iter().map(|r| r.job_id).collect();

@@ -549,6 +549,7 @@ async fn complete_all(
                 outcome: AttemptOutcome::Succeeded,
                 logs: Vec::new(),
                 dropped_bytes: 0,
+                run_ms: None,
             }
         })
         .collect();

@@ -226,7 +226,8 @@ pub(crate) struct WorkerRunArgs {
     /// Serve the local control port (shutdown, health) here; loopback only.
     #[arg(long, env = "ROTA_WORKER_BIND", value_name = "ADDR")]
     pub(crate) bind: Option<String>,
-    /// Write the log to <state dir>/rota/workers/<profile>.log instead of stderr.
+    /// Write the log to <state dir>/rota/workers/<profile>.foreground.log instead of stderr
+    /// (a background worker's own log is <profile>.log).
     #[arg(long)]
     pub(crate) log_file: bool,
     /// Write the log to this file instead of stderr (overrides --log-file).

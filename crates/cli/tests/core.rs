@@ -130,10 +130,14 @@ async fn killed_worker_leftovers_are_reaped_at_next_boot() {
     // A worker's spawner kills its steps when the worker dies, and the worker kills them
     // when its spawner dies; only if both die at once is anything left for boot reaping.
     // The worker is frozen first, so it cannot act on its spawner's death.
+    // The step may be in any helper's journal (`running.log`, `running.<n>.log`): all die.
     let spawners = cluster::spawners_of(w1.pid());
-    assert_eq!(spawners.len(), 1, "worker {} should have one spawner", w1.pid());
+    assert!(spawners.len() >= 2, "worker {} should have a spawner per core (2 to 4): {spawners:?}", w1.pid());
     w1.signal("STOP");
-    cluster::kill(&["-KILL", &spawners[0].to_string()]);
+    let pids: Vec<String> = spawners.iter().map(|p| p.to_string()).collect();
+    let mut args = vec!["-KILL"];
+    args.extend(pids.iter().map(String::as_str));
+    cluster::kill(&args);
     w1.signal("KILL");
     w1.wait_exit(Duration::from_secs(10));
     assert!(pid_alive(grandchild), "the step's grandchild should survive its worker and spawner's SIGKILL");

@@ -173,8 +173,9 @@ fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
     });
     assert!(s["restarts"].as_u64() >= Some(1), "{s:#}");
     assert_eq!(s["lastExit"]["signal"], 9, "{s:#}");
+    // Killed by the worker's spawner helpers as the worker died, or by the supervisor's
+    // reaper if it looked first: which one wins is a race, that the group dies is not.
     wait_group_gone(step, bound());
-    assert!(log(&env).contains("killed process groups the worker left behind"), "{}", log(&env));
 
     let meta_before = std::fs::read(meta_path(&env)).expect("settings");
     std::fs::write(&crash, b"").expect("crash file");
@@ -422,9 +423,13 @@ fn runtime_dir_fallback_quarantine_and_no_wait() {
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     let s = json(&o);
     assert!(s["warnings"].to_string().contains("could not be trusted"), "{s:#}");
-    assert!(
-        workers.join("default.json.corrupt").exists() && workers.join("default.state.json.corrupt").exists()
-    );
+    let quarantined = |stem: &str| {
+        std::fs::read_dir(&workers).expect("workers dir").flatten().any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_prefix(stem).is_some_and(|rest| rest.starts_with('.') && rest.ends_with(".corrupt"))
+        })
+    };
+    assert!(quarantined("default.json") && quarantined("default.state.json"));
 
     std::fs::write(workers.join("default.json"), "not json").expect("write");
     let o = no_rt(&["worker", "start", "--no-wait", "--json"]);

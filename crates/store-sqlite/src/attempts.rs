@@ -16,7 +16,10 @@ const ATTEMPT_COLUMNS: &str = "id, job_id, step, number, session, status, outcom
 const SELECT_ATTEMPT: &str =
     "SELECT id, job_id, step, number, session, status, outcome, stop_cause FROM attempts WHERE id = ?1";
 
-const END_ATTEMPT: &str = "UPDATE attempts SET status = ?2, outcome = ?3, reason = ?4, finished_at = ?5, \
+// With the worker's own run time (?6), the end is start + run time, bounded by now: a result
+// that arrives late (server outage, retried delivery) does not stretch the step's duration.
+const END_ATTEMPT: &str = "UPDATE attempts SET status = ?2, outcome = ?3, reason = ?4, \
+     finished_at = CASE WHEN ?6 IS NULL THEN ?5 ELSE MAX(started_at, MIN(?5, started_at + ?6)) END, \
      lease_expires_at = NULL WHERE id = ?1";
 
 /// What the write paths need of an attempt.
@@ -53,6 +56,7 @@ pub(crate) fn end_attempt(
     conn: &Connection,
     a: &AttemptRow,
     outcome: &AttemptOutcome,
+    run_ms: Option<u64>,
     now: DateTime<Utc>,
     jitter01: f64,
 ) -> Result<Settled> {
@@ -62,6 +66,7 @@ pub(crate) fn end_attempt(
         to_json(outcome)?,
         outcome.reason(),
         ms(now),
+        run_ms.map(|r| i64::try_from(r).unwrap_or(i64::MAX)),
     ))?;
     settle(conn, a, outcome, now, jitter01)
 }
@@ -75,7 +80,7 @@ pub(crate) fn lose_attempt(
     now: DateTime<Utc>,
 ) -> Result<LostAttempt> {
     let outcome = AttemptOutcome::Lost { why: why.to_string() };
-    let settled = end_attempt(conn, a, &outcome, now, jitter_for(a.id))?;
+    let settled = end_attempt(conn, a, &outcome, None, now, jitter_for(a.id))?;
     Ok(LostAttempt {
         attempt_id: a.id,
         job_id: a.job_id,

@@ -60,7 +60,7 @@ fn complete_one(conn: &Connection, c: &Completion, now: DateTime<Utc>) -> Result
             _ => Err(conflict(format!("attempt {} already ended as {}", a.id, a.status))),
         };
     }
-    let settled = end_attempt(conn, &a, &c.outcome, now, c.jitter01)?;
+    let settled = end_attempt(conn, &a, &c.outcome, c.run_ms, now, c.jitter01)?;
     Ok(CompletionRecorded {
         attempt_id: a.id,
         status: c.outcome.status(),

@@ -1,5 +1,6 @@
-//! Operator and clock decisions about whole jobs: cancel/revoke, retry, deadlines. Running
-//! attempts are only flagged (`stop_cause`) and returned; their steps end when the worker
+//! Operator and clock decisions about whole jobs: cancel/revoke, retry, deadlines. A job
+//! that ends ends its steps with it, running ones included (job and steps always agree);
+//! running attempts are only flagged (`stop_cause`) and returned, and end when the worker
 //! reports or the lease expires, through [`crate::settle`].
 
 use crate::codec::{job_id, ms, session_id, stop_cause_name};
@@ -14,6 +15,14 @@ use std::collections::HashMap;
 
 const END_PENDING_STEPS: &str = "UPDATE steps SET state = ?2, reason = ?3, run_after = NULL \
      WHERE job_id = ?1 AND state IN ('waiting', 'ready')";
+
+// Steps whose attempt still runs take the job's end now; their attempts end on their own.
+const END_RUNNING_STEPS: &str = "UPDATE steps SET state = ?2, reason = ?3, run_after = NULL \
+     WHERE job_id = ?1 AND state = 'running'";
+
+/// Whether any attempt of the job still runs.
+pub(crate) const ANY_RUNNING_OF_JOB: &str =
+    "SELECT EXISTS (SELECT 1 FROM attempts WHERE job_id = ?1 AND status = 'running')";
 
 pub(crate) const RUNNING_OF_JOB: &str = "SELECT id, step, session FROM attempts WHERE job_id = ?1 AND status = 'running' \
      ORDER BY id";
@@ -81,6 +90,15 @@ pub(crate) fn end_job_with(
         other => stopped_step(other),
     };
     conn.prepare_cached(END_PENDING_STEPS)?.execute((&job, step_state.as_str(), reason))?;
+    // A running step shows the job's end at once instead of `running` under an ended job.
+    // Its attempt keeps its own record (it may still succeed if it was left to finish).
+    let (run_state, run_reason) = stopped_step(cause);
+    let run_reason = if stop_running {
+        run_reason.to_string()
+    } else {
+        format!("{run_reason} while it ran (its attempt was left to finish)")
+    };
+    conn.prepare_cached(END_RUNNING_STEPS)?.execute((&job, run_state.as_str(), run_reason))?;
     let running = conn
         .prepare_cached(RUNNING_OF_JOB)?
         .query_map([&job], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
@@ -116,13 +134,15 @@ pub(crate) fn retry_job(conn: &Connection, id: JobId) -> Result<JobRow> {
         )));
     }
     let job = id.to_string();
-    let steps = load_steps(conn, &job)?;
-    if let Some(s) = steps.iter().find(|s| s.state == StepState::Running) {
-        return Err(conflict(format!(
-            "job {id}: step '{}' is still stopping; retry once it has ended",
-            s.name
-        )));
+    let still = conn
+        .prepare_cached(RUNNING_OF_JOB)?
+        .query_map([&job], |r| r.get::<_, String>(1))?
+        .next()
+        .transpose()?;
+    if let Some(step) = still {
+        return Err(conflict(format!("job {id}: step '{step}' is still stopping; retry once it has ended")));
     }
+    let steps = load_steps(conn, &job)?;
     let states: HashMap<&str, StepState> = steps.iter().map(|s| (s.name.as_str(), s.state)).collect();
     let spec = load_spec(conn, id)?;
     for s in spec.steps.iter().filter(|s| states.get(s.name.as_str()) != Some(&StepState::Succeeded)) {

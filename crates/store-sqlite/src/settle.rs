@@ -62,6 +62,18 @@ pub(crate) fn settle(
         .find(|s| s.name == a.step)
         .ok_or_else(|| corrupt(format!("job {job} has no step '{}'", a.step)))?;
     let mut out = Settled::default();
+    if job_state.is_terminal()
+        && load_steps(conn, &job)?.iter().any(|s| s.name == a.step && s.state.is_terminal())
+    {
+        // The job's end already gave this step its final state while the attempt ran
+        // (cancel, revoke, deadline): the attempt's outcome is its own record; the step
+        // and the job keep the state they showed.
+        out.job_finished = update_job(conn, &job, job_state, now)?;
+        if out.job_finished {
+            spec_cache::forget(a.job_id);
+        }
+        return Ok(out);
+    }
     if let Some(cause) = stop_override(a.stop_cause, job_state, outcome) {
         let (state, reason) = stopped_step(cause);
         set_step(conn, &job, &a.step, state, Some(reason), None)?;
@@ -191,14 +203,17 @@ pub(crate) fn ready_dependents(conn: &Connection, job: &str, spec: &JobSpec) -> 
 /// Brings the job's state in line with its steps. Returns true when this call recorded the
 /// job's end (a terminal state, or the last running step of a stopped job ending).
 pub(crate) fn update_job(conn: &Connection, job: &str, prior: JobState, now: DateTime<Utc>) -> Result<bool> {
-    let steps = load_steps(conn, job)?;
-    let any_running = steps.iter().any(|s| s.state == StepState::Running);
     if prior.is_terminal() {
-        if any_running {
+        // An ended job's steps have ended too; it is finished once no attempt runs.
+        let attempts_running: bool =
+            conn.prepare_cached(crate::control::ANY_RUNNING_OF_JOB)?.query_row([job], |r| r.get(0))?;
+        if attempts_running {
             return Ok(false);
         }
         return Ok(conn.prepare_cached(SET_FINISHED_AT)?.execute((job, ms(now)))? > 0);
     }
+    let steps = load_steps(conn, job)?;
+    let any_running = steps.iter().any(|s| s.state == StepState::Running);
     let states: Vec<StepState> = steps.iter().map(|s| s.state).collect();
     match job_state_from_steps(&states) {
         Some(state) => {

@@ -160,3 +160,64 @@ async fn twenty_megabytes_of_output_round_trip() {
     }
     assert!(back == output, "20 MiB must round-trip byte-exact");
 }
+
+/// Data written by the previous release: a job stopped (revoked) while a step ran was left
+/// with that step `running` under the ended job. Such a step still ends the old way when
+/// its attempt reports, and the job gets its `finished_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_the_previous_release_stopped_with_a_step_running_still_finishes() {
+    use rota_domain::{AttemptOutcome, JobState, SessionId, StepState};
+    use rota_store::{Completion, StopKind, WorkerRegistration};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rota.db");
+    let store = open(&path);
+    let id = JobId::new();
+    store.submit_jobs(vec![NewJob { id, spec: spec("s"), now: now() }]).await.unwrap();
+    let session = SessionId::new();
+    let reg = WorkerRegistration {
+        session,
+        token_hash: "hash".into(),
+        name: "w1".into(),
+        host: "h1".into(),
+        profile: None,
+        version: "test".into(),
+        queues: vec!["default".into()],
+        tags: Vec::new(),
+        concurrency: 1,
+        pid: None,
+        instance_id: None,
+        replace: false,
+        stale_after: Duration::from_secs(30),
+    };
+    store.register_worker(reg, now()).await.unwrap();
+    let ttl = Duration::from_secs(30);
+    let claimed = store.claim(session, 1, now(), ttl).await.unwrap().pop().expect("claimed");
+    store.stop_job(id, StopKind::Revoke, now()).await.unwrap();
+    // What the previous release stored at this point.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.busy_timeout(Duration::from_secs(5)).unwrap();
+    let n = raw
+        .execute("UPDATE steps SET state = 'running', reason = NULL WHERE job_id = ?1", [id.to_string()])
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(raw);
+    let rec = store.get_job(id).await.unwrap();
+    assert_eq!((rec.row.state, rec.steps[0].state), (JobState::Revoked, StepState::Running));
+
+    let done = Completion {
+        session,
+        job_id: id,
+        step: "s".into(),
+        attempt_id: claimed.attempt_id,
+        outcome: AttemptOutcome::Failed { exit_code: None, signal: Some(15) },
+        run_ms: None,
+        jitter01: 0.5,
+    };
+    let later = now() + chrono::Duration::seconds(5);
+    let out = store.complete(vec![done], later).await.unwrap().pop().unwrap().unwrap();
+    assert!(out.job_finished, "its last running step ended: the job is finished");
+    let rec = store.get_job(id).await.unwrap();
+    assert_eq!((rec.row.state, rec.row.finished_at), (JobState::Revoked, Some(later)));
+    assert_eq!(rec.steps[0].state, StepState::Revoked, "ended by the revoke, as the old release did");
+}

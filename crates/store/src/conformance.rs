@@ -61,6 +61,7 @@ scenarios![
     heartbeat_renews_and_stops,
     durable_revokes,
     revoke_without_terminate_lets_the_step_finish,
+    late_results_keep_their_run_time,
     paused_queues,
     cancel_queued_and_running,
     revoke_and_lost_stopped_attempt,
@@ -237,6 +238,7 @@ fn completion(session: SessionId, c: &ClaimedAttempt, outcome: AttemptOutcome) -
         step: c.step.clone(),
         attempt_id: c.attempt_id,
         outcome,
+        run_ms: None,
         jitter01: 0.5,
     }
 }
@@ -843,6 +845,9 @@ async fn cancel_queued_and_running(s: Arc<dyn JobStore>) {
     assert_eq!((r.session, r.cause), (w, StopCause::Cancelled));
     assert!(claim(&s, w, 5, at(6)).await.is_empty(), "nothing of a cancelled job starts");
     assert_eq!(step_of(&get(&s, running).await, "b").state, StepState::Cancelled);
+    let stopping = step_of(&get(&s, running).await, "a").clone();
+    assert_eq!(stopping.state, StepState::Cancelled, "the running step ends with its job, not after it");
+    assert_eq!(stopping.attempts[0].status, AttemptStatus::Running, "its attempt is still being stopped");
 
     finish(&s, w, &a, AttemptOutcome::Cancelled, at(7)).await;
     let rec = get(&s, running).await;
@@ -1414,12 +1419,42 @@ async fn revoke_without_terminate_lets_the_step_finish(s: Arc<dyn JobStore>) {
         .await
         .unwrap();
     assert!(hb.stop.is_empty(), "the running step is not told to stop: {:?}", hb.stop);
+    let rec = get(&s, id).await;
+    assert_eq!(
+        (rec.row.state, step_of(&rec, "a").state, step_of(&rec, "a").attempts[0].status),
+        (JobState::Revoked, StepState::Revoked, AttemptStatus::Running),
+        "the step shows the job's end at once while its attempt runs on"
+    );
+    assert_eq!(rec.row.finished_at, None, "an attempt still runs");
     finish(&s, w, &a, AttemptOutcome::Succeeded, at(4)).await;
     let rec = get(&s, id).await;
-    assert_eq!(rec.row.state, JobState::Revoked);
-    assert_eq!(step_of(&rec, "a").state, StepState::Succeeded);
+    assert_eq!((rec.row.state, rec.row.finished_at), (JobState::Revoked, Some(at(4))));
+    let a_rec = step_of(&rec, "a");
+    assert_eq!(a_rec.state, StepState::Revoked, "the step keeps the state it showed");
+    assert_eq!(a_rec.attempts[0].status, AttemptStatus::Succeeded, "the attempt records its own outcome");
     assert_eq!(step_of(&rec, "b").state, StepState::Revoked, "no later step starts");
     assert!(claim(&s, w, 5, at(5)).await.is_empty());
+}
+
+/// A result that arrives late (server outage) ends its attempt at start + the run time its
+/// worker measured, never later than its arrival; without one, at its arrival.
+async fn late_results_keep_their_run_time(s: Arc<dyn JobStore>) {
+    let id = submit(&s, job(vec![step("a"), step("b"), step("c")]), t0()).await;
+    let w = worker(&s).await;
+    let got = claim(&s, w, 3, at(1)).await;
+    assert_eq!(got.len(), 3);
+    let with =
+        |c: &ClaimedAttempt, run_ms| Completion { run_ms, ..completion(w, c, AttemptOutcome::Succeeded) };
+    let results = s
+        .complete(vec![with(&got[0], Some(2_000)), with(&got[1], Some(60_000)), with(&got[2], None)], at(10))
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let rec = get(&s, id).await;
+    let ended = |c: &ClaimedAttempt| step_of(&rec, &c.step).attempts[0].finished_at;
+    assert_eq!(ended(&got[0]), Some(at(3)), "start + its own run time, not the arrival");
+    assert_eq!(ended(&got[1]), Some(at(10)), "never later than the arrival");
+    assert_eq!(ended(&got[2]), Some(at(10)), "an older worker's result: its arrival");
 }
 
 async fn paused_queues(s: Arc<dyn JobStore>) {

@@ -374,6 +374,9 @@ pub struct Completion {
     pub attempt_id: AttemptId,
     /// How it ended.
     pub outcome: AttemptOutcome,
+    /// How long it ran as its worker measured it; the attempt's end is then its start plus
+    /// this (never later than now), not the time the result arrived.
+    pub run_ms: Option<u64>,
     /// Random number in [0, 1) for retry jitter.
     pub jitter01: f64,
 }

@@ -373,6 +373,9 @@ pub(crate) async fn execute(
     let span = tracing::info_span!("attempt", job_id = %step.job_id, step = %step.step,
         attempt_id = %step.attempt_id, attempt = step.attempt);
     let logs = ctx.logship.clone();
+    // The step's own run time, from its claim to its end: the server records this, not the
+    // time the result reached it (which a server outage would stretch).
+    let began = Instant::now();
     async move {
         logs.open(step.attempt_id, step.job_id, &step.step, step.log_cap);
         tracing::debug!("running step");
@@ -386,6 +389,7 @@ pub(crate) async fn execute(
         };
         let hooks = CtxHooks { ctx: &ctx, step: &step };
         let outcome = run_attempt(&step, &setup, &logs, stop_rx, &hooks).await;
+        let run_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
         ctx.attempts.finished(step.attempt_id);
         drop(slot);
         ctx.fleet.finished(step.attempt_id, outcome.as_ref());
@@ -410,6 +414,7 @@ pub(crate) async fn execute(
             outcome,
             logs: if fin.rejected { Vec::new() } else { fin.chunks },
             dropped_bytes: fin.dropped,
+            run_ms: Some(run_ms),
         });
     }
     .instrument(span)

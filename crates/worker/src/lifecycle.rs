@@ -124,12 +124,25 @@ async fn drain(
 ) {
     ctx.set_draining();
     let drain_timeout = ctx.config.drain_timeout;
-    tracing::info!(
-        running = ctx.attempts.running_count(),
-        drain_timeout_ms = drain_timeout.as_millis() as u64,
-        mode = %handle.requested().unwrap_or(crate::ShutdownMode::Warm),
-        "draining: no more claims, letting running steps finish"
-    );
+    let mode = handle.requested().unwrap_or(crate::ShutdownMode::Warm);
+    let running = ctx.attempts.running_count();
+    // Says what this mode does to the running steps: only a warm stop lets them finish.
+    match mode {
+        crate::ShutdownMode::Warm => tracing::info!(
+            running,
+            drain_timeout_ms = drain_timeout.as_millis() as u64,
+            %mode,
+            "draining: no more claims, letting running steps finish within the drain timeout"
+        ),
+        crate::ShutdownMode::Soft => tracing::info!(
+            running,
+            %mode,
+            "soft shutdown: no more claims, stopping the running steps (TERM, grace, KILL)"
+        ),
+        crate::ShutdownMode::Hard => {
+            tracing::info!(running, %mode, "hard shutdown: no more claims, killing the running steps")
+        }
+    }
     executors.close();
     let finished = tokio::select! {
         () = executors.wait() => true,

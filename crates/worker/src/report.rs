@@ -172,6 +172,7 @@ impl Reporter {
                 outcome: item.outcome.clone(),
                 logs: item.logs.clone(),
                 dropped_bytes: item.dropped_bytes,
+                run_ms: item.run_ms,
             };
             ctx.client.complete(item.job_id, &item.step, &req).await.map(|_| vec![(200, None)])
         } else {

@@ -90,7 +90,13 @@ pub(crate) async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn banner(url: &str, paths: &Paths, settings: &ServerSettings, tokens_created: bool, log_quota: &str) {
+fn banner(
+    url: &str,
+    paths: &Paths,
+    settings: &ServerSettings,
+    tokens_created: super::server::TokensCreated,
+    log_quota: &str,
+) {
     note(format_args!(
         "rota dev: server and one local worker are up (database {})",
         settings.database.display()

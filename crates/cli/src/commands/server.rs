@@ -59,10 +59,10 @@ pub(crate) struct Prepared {
     pub(crate) url: String,
     pub(crate) store: Arc<dyn JobStore>,
     pub(crate) config: ServerConfig,
-    /// True when this start generated a token file (first start on this machine).
-    pub(crate) tokens_created: bool,
     /// The total log quota, described for the start-up lines.
     pub(crate) log_quota: String,
+    /// Which token files this start generated (first start, or a deleted file).
+    pub(crate) tokens_created: TokensCreated,
 }
 
 impl Prepared {
@@ -87,8 +87,8 @@ impl Prepared {
             url: format!("http://{addr}"),
             store,
             config,
-            tokens_created: admin_created || join_created,
             log_quota,
+            tokens_created: TokensCreated { admin: admin_created, join: join_created },
         })
     }
 
@@ -100,11 +100,28 @@ impl Prepared {
     }
 }
 
-/// Where the tokens are, never what they are.
-pub(crate) fn announce_tokens(paths: &Paths, created: bool) {
-    let created = if created { " (created now, mode 0600)" } else { "" };
-    note(format_args!("admin token (ROTA_TOKEN): {}{created}", paths.admin_token().display()));
-    note(format_args!("join token (ROTA_JOIN_TOKEN): {}{created}", paths.join_token().display()));
+/// Which token files a start generated; each is told apart, since either file may be
+/// deleted on its own (that is how a token is rotated).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TokensCreated {
+    pub(crate) admin: bool,
+    pub(crate) join: bool,
+}
+
+/// Where the tokens are, never what they are; for each, whether it was created now or an
+/// existing file was reused.
+pub(crate) fn announce_tokens(paths: &Paths, created: TokensCreated) {
+    let how = |created: bool| if created { "created now, mode 0600" } else { "existing file, reused" };
+    note(format_args!(
+        "admin token (ROTA_TOKEN): {} ({})",
+        paths.admin_token().display(),
+        how(created.admin)
+    ));
+    note(format_args!(
+        "join token (ROTA_JOIN_TOKEN): {} ({})",
+        paths.join_token().display(),
+        how(created.join)
+    ));
 }
 
 /// Opens the store with its log quota; returns it with the quota described.

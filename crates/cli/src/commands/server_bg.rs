@@ -47,7 +47,9 @@ pub(crate) fn run(global: &GlobalArgs, command: ServerCommand, paths: &Paths) ->
                 wait: (!wait.no_wait).then_some(wait.wait_timeout),
                 ..StartRequest::default()
             };
-            print_start(&ipaths, &launch::start_locked(&ipaths, &req)?, global.json)?;
+            let launched =
+                super::worker::json_failure(global.json, &ipaths.key, launch::start_locked(&ipaths, &req))?;
+            print_start(&ipaths, &launched, global.json)?;
             Ok(ExitCode::SUCCESS)
         }
         ServerCommand::Status => status(global, &ipaths),
@@ -78,7 +80,7 @@ fn start(
         wait: (!args.wait.no_wait).then_some(args.wait.wait_timeout),
         ..StartRequest::default()
     };
-    let launched = launch::start(dirs, ipaths, &req)?;
+    let launched = super::worker::json_failure(global.json, &ipaths.key, launch::start(dirs, ipaths, &req))?;
     print_start(ipaths, &launched, global.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -180,14 +180,18 @@ fn hold_ballast(mib: u32) {
     tracing::info!(mib, resident = ballast.len(), "holding benchmark ballast");
 }
 
-/// `--log-path`, `--log-file` (the profile's file in the state dir) or stderr.
+/// `--log-path`, `--log-file` or stderr. `--log-file` is the profile's log in the state
+/// dir only under its supervisor; a foreground worker gets a file of its own
+/// (`<key>.foreground.log`), so it never writes into a background worker's log.
 fn init_logging(args: &WorkerRunArgs) -> Result<()> {
     let path = match (&args.log_path, args.log_file) {
         (Some(p), _) => Some(p.clone()),
         (None, true) => {
             let dirs = Dirs::from_env()?;
             dirs.ensure()?;
-            Some(dirs.instance(&instance(args)?).default_log)
+            let paths = dirs.instance(&instance(args)?);
+            let supervised = std::env::var_os(crate::lifecycle::supervisor::SUPERVISOR_PID_ENV).is_some();
+            Some(if supervised { paths.default_log } else { paths.foreground_log })
         }
         (None, false) => None,
     };

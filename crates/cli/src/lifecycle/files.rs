@@ -1,6 +1,6 @@
 //! Small, careful file operations for worker files: atomic writes (temp file in the same
 //! directory, fsync, rename, fsync of the directory), versioned JSON that is quarantined
-//! as `*.corrupt` when it cannot be trusted, and pid files. No policy lives here.
+//! as `*.<time>.corrupt` when it cannot be trusted, and pid files. No policy lives here.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -55,7 +55,7 @@ pub(crate) enum Loaded<T> {
 }
 
 /// Reads a JSON file whose `version` must be [`FILE_VERSION`]. An unreadable, corrupt or
-/// unknown-version file is renamed to `<file>.corrupt` and reported, never trusted.
+/// unknown-version file is moved to `<file>.<time>.corrupt` and reported, never trusted.
 pub(crate) fn load_json<T: DeserializeOwned>(path: &Path) -> io::Result<Loaded<T>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
@@ -91,15 +91,55 @@ fn parse_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     serde_json::from_value(value).map_err(|e| format!("unexpected content ({e})"))
 }
 
-/// Renames `path` to `<path>.corrupt` (replacing an older one); returns the new path.
+/// How many quarantined copies of one file are kept (the oldest go first): enough to
+/// compare a few bad versions, never an unbounded pile.
+pub(crate) const QUARANTINE_KEEP: usize = 5;
+
+/// Moves `path` aside to `<path>.<UTC time>.corrupt` (a `-N` suffix if that name is
+/// taken), never replacing an earlier copy; keeps the newest [`QUARANTINE_KEEP`] copies.
+/// Returns the new path.
 pub(crate) fn quarantine(path: &Path) -> io::Result<PathBuf> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".corrupt");
-    let to = path.with_file_name(name);
-    match fs::rename(path, &to) {
-        // Someone else quarantined it first.
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(to),
-        r => r.map(|()| to),
+    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let mut n = 1;
+    let to = loop {
+        let suffix = if n == 1 { String::new() } else { format!("-{n}") };
+        let to = path.with_file_name(format!("{name}.{stamp}{suffix}.corrupt"));
+        // A hard link never replaces an existing file (a rename would).
+        match fs::hard_link(path, &to) {
+            Ok(()) => break to,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && n < 1000 => n += 1,
+            // Someone else quarantined it first.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(to),
+            Err(e) => return Err(e),
+        }
+    };
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    prune_quarantined(path, &name);
+    Ok(to)
+}
+
+/// Deletes all but the newest [`QUARANTINE_KEEP`] quarantined copies of `name` (including
+/// the `<name>.corrupt` of older releases). Best effort: a copy left over is harmless.
+fn prune_quarantined(path: &Path, name: &str) {
+    let Some(dir) = path.parent() else { return };
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let prefix = format!("{name}.");
+    let mut copies: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with(&prefix) && n.ends_with(".corrupt")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    copies.sort();
+    let excess = copies.len().saturating_sub(QUARANTINE_KEEP);
+    for (_, old) in copies.into_iter().take(excess) {
+        let _ = fs::remove_file(old);
     }
 }
 
@@ -166,12 +206,30 @@ mod tests {
             match load_json::<Doc>(&path).unwrap() {
                 Loaded::Quarantined { to, why: got } => {
                     assert!(got.contains(why), "{got}");
-                    assert_eq!(to, dir.path().join("w.json.corrupt"));
+                    let to_name = to.file_name().unwrap().to_string_lossy().into_owned();
+                    assert!(to_name.starts_with("w.json.") && to_name.ends_with(".corrupt"), "{to_name}");
                     assert_eq!(fs::read(&to).unwrap(), bad);
                     assert!(!path.exists());
                 }
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn every_quarantined_copy_is_kept_up_to_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.json");
+        let mut moved = Vec::new();
+        for i in 0..QUARANTINE_KEEP + 2 {
+            fs::write(&path, format!("bad {i}")).unwrap();
+            moved.push(quarantine(&path).unwrap());
+        }
+        let kept: Vec<_> = moved.iter().filter(|p| p.exists()).collect();
+        assert_eq!(kept.len(), QUARANTINE_KEEP, "{moved:?}");
+        // The newest are the ones kept, each with its own content.
+        for (i, p) in moved.iter().enumerate().skip(2) {
+            assert_eq!(fs::read_to_string(p).unwrap(), format!("bad {i}"));
         }
     }
 

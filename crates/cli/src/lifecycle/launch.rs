@@ -346,12 +346,15 @@ fn spawn_supervisor(
             notes: Vec::new(),
             took: Duration::ZERO,
         }),
-        Waited::Line(line) => Err(failure(not_ready_text(&line, wait.unwrap_or_default())).into()),
+        Waited::Line(line) => {
+            Err(failure(not_ready_text(&line, wait.unwrap_or_default(), meta.is_server())).into())
+        }
         Waited::Closed(how) => {
             let status = child.try_wait().ok().flatten().map(super::supervisor::describe);
             let what = format!(
-                "the supervisor {} before the worker was ready (readiness pipe {how})",
-                status.unwrap_or_else(|| "went away".into())
+                "the supervisor {} before the {} was ready (readiness pipe {how})",
+                status.unwrap_or_else(|| "went away".into()),
+                if meta.is_server() { "server" } else { "worker" }
             );
             let reason = what.clone();
             let _ = state::update(paths, |s| {
@@ -378,17 +381,24 @@ fn spawn_supervisor(
     }
 }
 
-fn not_ready_text(line: &ReadyLine, wait: Duration) -> String {
+/// Why a start failed, naming what was started: the background server is supervised like
+/// a worker, but it listens rather than registers.
+fn not_ready_text(line: &ReadyLine, wait: Duration, server: bool) -> String {
     let error = line.error.clone().unwrap_or_else(|| "no reason given".into());
+    let (what, ready) = if server { ("server", "listened") } else { ("worker", "registered") };
     match line.code {
         Some(NotReady::Refused) => format!("refused at once: {error}"),
+        Some(NotReady::Timeout) if server => format!(
+            "the server did not listen within {} (--wait-timeout): {error}",
+            humantime::format_duration(wait)
+        ),
         Some(NotReady::Timeout) => format!(
             "the worker did not register within {} (--wait-timeout): {error}",
             humantime::format_duration(wait)
         ),
-        Some(NotReady::Exited) => format!("the worker stopped before it registered: {error}"),
+        Some(NotReady::Exited) => format!("the {what} stopped before it {ready}: {error}"),
         Some(NotReady::Locked) => format!("another supervisor is running: {error}"),
-        Some(NotReady::Spawn) | None => format!("the worker could not be started: {error}"),
+        Some(NotReady::Spawn) | None => format!("the {what} could not be started: {error}"),
     }
 }
 
@@ -427,6 +437,21 @@ impl StartFailure {
     /// The one-line reason, for heal events.
     pub(crate) fn what(&self) -> &str {
         &self.what
+    }
+
+    /// The log of the worker (or server) that did not start.
+    pub(crate) fn log_path(&self) -> &std::path::Path {
+        &self.meta.log_path
+    }
+
+    /// The last log lines written during this start.
+    pub(crate) fn last_lines(&self) -> Vec<String> {
+        logtail::tail(&self.meta.log_path, self.log_from, 8)
+    }
+
+    /// The command that reproduces the start in the foreground.
+    pub(crate) fn foreground_command(&self) -> String {
+        self.meta.foreground_command()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Background workers on this host: the supervisor/worker pair, their files and locks, and
 //! the start/stop paths all commands share (`commands/worker/` only parses and prints).
-//! Files: `paths files meta state locks procs logtail`; liveness: `identity`; processes:
+//! Files: `paths files meta state locks procs logtail logrotate`; liveness: `identity`; processes:
 //! `supervisor reaper readiness control`; `launch` (start), `halt` (stop), `report`.
 
 pub(crate) mod control;
@@ -10,6 +10,7 @@ pub(crate) mod halt;
 pub(crate) mod identity;
 pub(crate) mod launch;
 pub(crate) mod locks;
+pub(crate) mod logrotate;
 pub(crate) mod logtail;
 pub(crate) mod meta;
 pub(crate) mod paths;

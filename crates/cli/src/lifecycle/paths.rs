@@ -52,6 +52,7 @@ impl Dirs {
             meta: s("json"),
             state: s("state.json"),
             default_log: s("log"),
+            foreground_log: s("foreground.log"),
             secret: s("secret"),
             token: s("token"),
             default_pidfile: r("pid"),
@@ -212,6 +213,8 @@ pub(crate) struct InstancePaths {
     pub(crate) state: PathBuf,
     /// The log unless `--log-path`/`--logfile` says otherwise.
     pub(crate) default_log: PathBuf,
+    /// `rota worker run --log-file` in the foreground (never the background worker's log).
+    pub(crate) foreground_log: PathBuf,
     /// The per-instance secret of the local control port (0600).
     pub(crate) secret: PathBuf,
     /// The join token given to `start`, if one was (0600).

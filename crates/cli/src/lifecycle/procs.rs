@@ -126,6 +126,27 @@ pub(crate) fn uid(pid: i32) -> Option<u32> {
     text.lines().find_map(|l| l.strip_prefix("Uid:")?.split_whitespace().next()?.parse().ok())
 }
 
+/// The processes holding an `flock` on `path`, from `/proc/locks` (readable by everyone,
+/// unlike a non-dumpable process's fds): lines `N: FLOCK ADVISORY WRITE PID MM:mm:INODE …`
+/// with the device numbers in hex; waiters (`->`) are not holders. Empty when nothing
+/// holds it or the file does not exist.
+pub(crate) fn flock_holders(path: &std::path::Path) -> Vec<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else { return Vec::new() };
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else { return Vec::new() };
+    let dev = meta.dev();
+    let want = format!("{:02x}:{:02x}:{}", rustix::fs::major(dev), rustix::fs::minor(dev), meta.ino());
+    locks
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
+                .then(|| f.get(4)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 /// True when `pid` runs as this process's user.
 pub(crate) fn is_ours(pid: i32) -> bool {
     uid(pid) == Some(rustix::process::getuid().as_raw())
@@ -171,6 +192,19 @@ mod tests {
         assert!(boot_id().is_some());
         assert!(is_ours(me.pid));
         assert_eq!(uid(0), None);
+    }
+
+    #[test]
+    fn the_holder_of_an_flock_is_found_in_proc_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let file = std::fs::File::create(&path).unwrap();
+        assert!(flock_holders(&path).is_empty());
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+        assert_eq!(flock_holders(&path), vec![i32::try_from(std::process::id()).unwrap()]);
+        drop(file);
+        assert!(flock_holders(&path).is_empty());
+        assert!(flock_holders(&dir.path().join("missing")).is_empty());
     }
 
     /// Ownership checks (`stop`, `diagnose`, `healthcheck`, `start`) rest on flocks, pids,

@@ -65,7 +65,8 @@ pub(crate) struct Status {
     pub(crate) profile: Option<String>,
     /// `multi` node name.
     pub(crate) node: Option<String>,
-    /// never_started, starting, running, backoff, stopping, stopped, failed, unverified.
+    /// never_started, starting, running, backoff, stopping, stopped, failed, unverified,
+    /// unsupervised (the supervisor died; its worker still runs until its steps end).
     pub(crate) state: &'static str,
     /// True when a verified worker process runs.
     pub(crate) running: bool,
@@ -126,6 +127,11 @@ pub(crate) fn local(paths: &InstancePaths, meta: Option<&Meta>) -> anyhow::Resul
             (st.phase.as_str(), Some(ProcView::of(a.supervisor)), a.worker.map(ProcView::of))
         }
         Liveness::Unverified => ("unverified", None, None),
+        // The supervisor died but the worker it ran still runs (draining): it is running,
+        // and it is nobody's to restart. `start` and `heal` stop it before starting anew.
+        Liveness::Dead if let Some(w) = super::halt::orphan(paths, &st) => {
+            ("unsupervised", None, Some(ProcView::of(w)))
+        }
         Liveness::Dead if meta.is_none() && probe.state.is_none() => ("never_started", None, None),
         Liveness::Dead if st.phase == Phase::Failed => ("failed", None, None),
         Liveness::Dead => ("stopped", None, None),
@@ -292,6 +298,11 @@ pub(crate) fn diagnose(s: &Status) -> String {
             "Restarting after a crash (restart {}): {}{log}.",
             s.restarts,
             s.last_error.as_deref().unwrap_or("no error recorded")
+        ),
+        "unsupervised" => format!(
+            "Unsupervised: the supervisor died, but its {} (pid {}) still runs; it takes no new work and exits once its running steps end (drain timeout). Nothing will restart it: `{start}` or `{heal}` stops it and starts a supervised one{log}.",
+            if s.key == "server" { "server" } else { "worker" },
+            s.worker.as_ref().map_or_else(|| "?".to_string(), |w| w.pid.to_string())
         ),
         "starting" if s.key == "server" => "Starting: the server does not listen yet.".into(),
         "starting" => "Starting: the worker has not registered with the server yet.".into(),

@@ -140,7 +140,13 @@ async fn supervise(args: &SuperviseArgs, mut notify: Option<File>) -> Result<Exi
         ready_timeout: args.ready_timeout,
         replace_once: args.replace,
     };
+    // The log it and its worker write to grows with every run: bounded by size here.
+    let rotation = tokio::spawn(super::logrotate::watch(
+        sup.meta.log_path.clone(),
+        super::logrotate::Rotation::from_env(),
+    ));
     sup.run().await;
+    rotation.abort();
     files::remove_pidfile_of(&sup.meta.pidfile, me.pid);
     tracing::info!("supervisor exiting");
     Ok(ExitCode::SUCCESS)
@@ -213,7 +219,8 @@ impl Supervisor {
                 Ok(x) => x,
                 Err(e) => {
                     let why = format!(
-                        "cannot start the worker ({}): {e}",
+                        "cannot start {} ({}): {e}",
+                        self.what(),
                         self.meta.invocation(&self.exe).program.display()
                     );
                     self.fail(NotReady::Spawn, why, None);
@@ -295,7 +302,7 @@ impl Supervisor {
         }
         match code {
             Some(EXIT_SHUTDOWN) => {
-                tracing::info!("the worker shut down on request; not restarting");
+                tracing::info!("{} shut down on request; not restarting", self.what());
                 self.record_exit(Some(status), ExitKind::Shutdown, started);
                 self.mark_stopped(true);
                 return Next::Exit;
@@ -402,7 +409,7 @@ impl Supervisor {
     }
 
     fn fail(&mut self, code: NotReady, why: String, exit_code: Option<i32>) {
-        tracing::error!("giving up, the worker is now failed: {why}");
+        tracing::error!("giving up, {} is now failed: {why}", self.what());
         super::systemd::notify(&format!("STATUS=failed: {why}"));
         let reason = why.clone();
         self.update(|s| {

@@ -316,6 +316,7 @@ async fn complete_items(
             step,
             attempt_id: item.attempt_id,
             outcome: item.outcome,
+            run_ms: item.run_ms,
             jitter01: rand::random::<f64>(),
         })
         .collect();
@@ -360,6 +361,7 @@ pub(crate) async fn complete_step(
         outcome: req.outcome,
         logs: req.logs,
         dropped_bytes: req.dropped_bytes,
+        run_ms: req.run_ms,
     };
     let mut results = complete_items(&state, me.session, vec![(job_id, step, item)]).await?;
     let r = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;

@@ -28,7 +28,10 @@ pub(crate) async fn run(api: &Api, args: &LogsArgs) -> Result<ExitCode> {
         return Err(crate::failure::usage(format!("--step {step}: job {id} has no step named '{step}'")));
     }
     let headers = args.headers || std::io::stderr().is_terminal();
-    let mut printed_header = headers && spans_several(&job, args.step.as_deref());
+    // Following a job that has not ended, more steps or attempts may come: announce the
+    // first stretch too, or it would be the one without a header.
+    let still_running = args.follow && !is_finished(&job);
+    let mut printed_header = headers && (still_running || spans_several(&job, args.step.as_deref()));
 
     let mut out = Out::new();
     let mut after = 0;
@@ -97,6 +100,11 @@ fn report_cut(cut: &Truncation) {
             bytes(cut.quota_pruned_bytes)
         ));
     }
+}
+
+/// Whether the job is in a terminal state (no more output can come).
+fn is_finished(job: &JobDetail) -> bool {
+    job.summary.state.parse::<rota_domain::JobState>().is_ok_and(rota_domain::JobState::is_terminal)
 }
 
 /// Whether the output (of `step`, if given) comes from more than one step or attempt.

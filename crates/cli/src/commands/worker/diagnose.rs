@@ -308,35 +308,37 @@ fn check_port(r: &mut Report, p: &InstancePaths, m: &Meta) {
 /// instance's state file (pid and start time, as its supervisor recorded it); ownership by
 /// the instance lock and `/proc` stat and status. Never by a process's environment, which
 /// a non-dumpable worker hides.
+/// Orphans of this home's workers only. A process counts as ours when it provably is: it
+/// holds one of this home's instance locks (`/proc/locks`) or it is the worker a state
+/// file here recorded (pid and start time, same boot, our user). A rota process that merely
+/// looks alike (`worker supervise --key default` of another home or user) is none of ours.
 fn check_processes(r: &mut Report, dirs: &Dirs) {
-    let orphan = |r: &mut Report, pid: i32, inst: &dyn std::fmt::Display| {
+    let orphan = |r: &mut Report, pid: i32, inst: &dyn std::fmt::Display, why: &str| {
         let argv = procs::cmdline(pid).unwrap_or_default().join(" ");
         r.add(
             Level::Warning,
             "process",
             pid,
-            format!("orphaned rota worker process of {inst} ({argv}); its supervisor does not claim it"),
+            format!("orphaned rota worker process of {inst} ({argv}); {why}"),
         );
     };
-    for s in procs::all() {
-        if s.is_zombie() || !procs::is_ours(s.pid) {
-            continue;
-        }
-        let Some(argv) = procs::cmdline(s.pid) else { continue };
-        if !(argv.iter().any(|a| a == "supervise") && argv.iter().any(|a| a == "worker")) {
-            continue;
-        }
-        let Some(key) = argv.iter().skip_while(|a| *a != "--key").nth(1) else { continue };
-        let Some(inst) = crate::lifecycle::paths::Instance::from_key(key) else { continue };
-        let alive = identity::probe(&dirs.instance(&inst)).ok().and_then(|pr| pr.alive().cloned());
-        if alive.is_none_or(|a| a.supervisor.pid != s.pid) {
-            orphan(r, s.pid, &inst);
-        }
-    }
     for (paths, _) in all_saved(dirs).unwrap_or_default() {
-        let Ok(Some(st)) = files::peek_json::<RuntimeState>(&paths.state) else { continue };
-        if let Some(worker) = halt::orphan(&paths, &st) {
-            orphan(r, worker.pid, &paths.instance);
+        let st = files::peek_json::<RuntimeState>(&paths.state).ok().flatten();
+        let recorded =
+            identity::probe(&paths).ok().and_then(|pr| pr.alive().cloned()).map(|a| a.supervisor.pid);
+        for pid in procs::flock_holders(&paths.instance_lock) {
+            let live = procs::stat(pid).is_some_and(|s| !s.is_zombie());
+            if live && recorded != Some(pid) {
+                orphan(
+                    r,
+                    pid,
+                    &paths.instance,
+                    "it holds the instance lock, but the state file does not name it",
+                );
+            }
+        }
+        if let Some(worker) = st.as_ref().and_then(|st| halt::orphan(&paths, st)) {
+            orphan(r, worker.pid, &paths.instance, "its supervisor is gone");
         }
     }
 }

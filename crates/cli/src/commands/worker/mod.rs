@@ -10,7 +10,7 @@ mod healthcheck;
 mod logs;
 mod multi;
 mod start;
-pub(crate) use start::LaunchView;
+pub(crate) use start::{LaunchView, json_failure};
 mod status;
 mod stop;
 

@@ -69,9 +69,51 @@ pub(super) fn start(global: &GlobalArgs, args: &StartArgs) -> Result<ExitCode> {
         wait: (!args.wait.no_wait).then_some(args.wait.wait_timeout),
         replace: args.run.replace,
     };
-    let launched = launch::start(&dirs, &paths, &req)?;
+    let launched = json_failure(global.json, &paths.key, launch::start(&dirs, &paths, &req))?;
     print(&instance, &paths.key, &launched, global.json)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `start --json` when the start failed: what a script needs on stdout, the same exit code.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FailureView<'a> {
+    /// Always `failed`.
+    outcome: &'static str,
+    key: &'a str,
+    /// The reason in one line.
+    error: String,
+    /// Everything the text output says.
+    message: String,
+    /// The exit code of this command.
+    exit_code: u8,
+    /// The log, its last lines and the foreground command, when the start got that far.
+    log_path: Option<PathBuf>,
+    last_log_lines: Vec<String>,
+    foreground_command: Option<String>,
+}
+
+/// With `--json`, prints a failed start as one JSON object on stdout (the error still goes
+/// to stderr and decides the exit code), so scripts never get an empty stdout.
+pub(crate) fn json_failure<T>(json: bool, key: &str, result: Result<T>) -> Result<T> {
+    let Err(e) = &result else { return result };
+    if !json {
+        return result;
+    }
+    let start = e.downcast_ref::<launch::StartFailure>();
+    let view = FailureView {
+        outcome: "failed",
+        key,
+        error: start.map_or_else(|| format!("{e:#}"), |f| f.what().to_string()),
+        message: format!("{e:#}"),
+        exit_code: e.downcast_ref::<crate::failure::Failure>().map_or(1, |f| f.code),
+        log_path: start.map(|f| f.log_path().to_path_buf()),
+        last_log_lines: start.map(launch::StartFailure::last_lines).unwrap_or_default(),
+        foreground_command: start.map(launch::StartFailure::foreground_command),
+    };
+    // Failing to print must not hide the start's own error.
+    let _ = Out::new().json(&view);
+    result
 }
 
 /// Prints a launch: notes to stderr, the result to stdout.

@@ -87,7 +87,7 @@ pub(super) fn restart(global: &GlobalArgs, args: &RestartArgs) -> Result<ExitCod
         wait: (!args.wait.no_wait).then_some(args.wait.wait_timeout),
         ..StartRequest::default()
     };
-    let launched = launch::start_locked(&paths, &req)?;
+    let launched = super::start::json_failure(global.json, &paths.key, launch::start_locked(&paths, &req))?;
     print_launch(&instance, &paths.key, &launched, global.json)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -114,7 +114,7 @@ impl Supervisor {
                 status = child.wait() => return match status {
                     Ok(s) => Event::Exited(s),
                     Err(e) => {
-                        tracing::error!("cannot wait for the worker: {e}");
+                        tracing::error!("cannot wait for {}: {e}", self.what());
                         Event::Exited(ExitStatus::from_raw(1 << 8))
                     }
                 },
@@ -146,7 +146,7 @@ impl Supervisor {
     /// A stop signal to the supervisor: TERM the worker (it drains), KILL it after its
     /// drain timeout plus slack or on a second signal, clean up, exit.
     pub(super) async fn stop_worker(&mut self, child: &mut Child, pid: i32, started: Instant) {
-        tracing::info!("stop requested: stopping the worker");
+        tracing::info!("stop requested: stopping {}", self.what());
         self.update(|s| s.phase = Phase::Stopping);
         reaper::signal_child(pid, Signal::TERM);
         let bound = self.meta.drain_timeout() + STOP_SLACK;
@@ -166,7 +166,12 @@ impl Supervisor {
         reaper::kill_leftovers(self.me.pid);
         self.record_exit(status, ExitKind::Shutdown, started);
         if let Some(n) = self.notify.take() {
-            readiness::send(n, &ReadyLine::failed(NotReady::Exited, "stopped before it registered", None));
+            let why = if self.meta.is_server() {
+                "stopped before it listened"
+            } else {
+                "stopped before it registered"
+            };
+            readiness::send(n, &ReadyLine::failed(NotReady::Exited, why, None));
         }
         self.mark_stopped(false);
     }
