@@ -308,6 +308,12 @@ pub struct CompleteRequest {
     /// Final log chunks not yet sent, stored before the result.
     #[serde(default)]
     pub logs: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
     /// How long the step ran, measured by the worker (claim to exit), in milliseconds: a
     /// result delivered late (after a server outage) keeps the step's own duration. Older
     /// workers omit it; the server then uses the time it received the result.
@@ -352,6 +358,12 @@ pub struct CompleteItem {
     /// Final log chunks.
     #[serde(default)]
     pub logs: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
     /// How long the step ran, measured by the worker, in milliseconds (see
     /// [`CompleteRequest::run_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -406,6 +418,12 @@ pub struct LogsRequest {
     pub step: String,
     /// Chunks in order.
     pub chunks: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
 }
 
 /// `POST /worker/logs`: chunks of several attempts, coalesced by the worker.
@@ -428,6 +446,12 @@ pub struct LogBatch {
     pub attempt_id: AttemptId,
     /// Chunks in order.
     pub chunks: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
 }
 
 /// Reply to a batch logs call, one entry per batch.

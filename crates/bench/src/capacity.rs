@@ -244,6 +244,7 @@ async fn client_loop(
                     attempt_id: a.attempt_id,
                     outcome: AttemptOutcome::Succeeded,
                     logs: Vec::new(),
+                    dropped_bytes: 0,
                     run_ms: None,
                 })
                 .collect();

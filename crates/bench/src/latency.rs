@@ -284,6 +284,7 @@ async fn wake_path(c: &BenchCluster, n: u32) -> Result<(Value, Vec<JobId>)> {
             attempt_id: a.attempt_id,
             outcome: AttemptOutcome::Succeeded,
             logs: Vec::new(),
+            dropped_bytes: 0,
             run_ms: None,
         };
         w.complete_batch(&CompleteBatchRequest { results: vec![item] }).await?;

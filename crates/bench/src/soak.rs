@@ -548,6 +548,7 @@ async fn complete_all(
                 attempt_id: a.attempt_id,
                 outcome: AttemptOutcome::Succeeded,
                 logs: Vec::new(),
+                dropped_bytes: 0,
                 run_ms: None,
             }
         })

@@ -1,6 +1,7 @@
 //! [`ApiError`]: every failure a handler returns, mapped to a status and the JSON error
 //! body. Bad input is answered as is and not logged; internal errors become a generic 500
-//! and are logged once here.
+//! and are logged once here; a full disk is a 507 naming the path (the store logs it once
+//! per episode, not per request).
 
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -65,6 +66,19 @@ impl ApiError {
             ),
         }
     }
+    /// 507 `storage_full`: the device holding `path` has no space left. Not logged here:
+    /// the store says it once when writes start failing, not once per request.
+    pub fn storage_full(path: &std::path::Path, detail: &str) -> Self {
+        Self {
+            status: StatusCode::INSUFFICIENT_STORAGE,
+            code: "storage_full",
+            message: format!(
+                "the server is out of disk space: no space left on the device holding {} ({detail}); \
+                 nothing was stored. Free space on that filesystem, then retry",
+                path.display()
+            ),
+        }
+    }
     /// 500 (the detail is logged, not sent).
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -88,6 +102,7 @@ impl From<StoreError> for ApiError {
             ) => Self::conflict(m),
             StoreError::Invalid(m) => Self::bad_request(m),
             StoreError::NameHeld(h) => Self::name_held(&h),
+            StoreError::StorageFull { path, detail } => Self::storage_full(&path, &detail),
             other => Self::internal(other),
         }
     }

@@ -39,8 +39,10 @@ pub(crate) const MAIN: &[Migration] = &[
 ];
 
 /// Migrations of the logs database.
-pub(crate) const LOGS: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/logs/0001_init.sql") }];
+pub(crate) const LOGS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../migrations/logs/0001_init.sql") },
+    Migration { version: 2, name: "quota", sql: include_str!("../migrations/logs/0002_quota.sql") },
+];
 
 const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)";

@@ -130,6 +130,7 @@ async fn twenty_megabytes_of_output_round_trip() {
             step: a.step.clone(),
             attempt_id: a.attempt_id,
             chunks: batch.to_vec(),
+            dropped: 0,
         };
         let out = store.append_logs(vec![item]).await.unwrap();
         assert!(out[0].is_ok(), "{:?}", out[0]);

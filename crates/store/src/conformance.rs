@@ -8,8 +8,8 @@
 
 use crate::{
     ClaimedAttempt, Claimer, Completion, CompletionRecorded, ConflictKind, Heartbeat, JobFilter, JobRecord,
-    JobStore, KeyRevokeRequest, LogAppend, LogQuery, NameHolder, NewJob, NewLogChunk, QueueStats, Result,
-    RevokeRequest, SessionStatus, StepRecord, StopCause, StopKind, StoreError, WorkerRegistration,
+    JobStore, KeyRevokeRequest, LogAppend, LogCut, LogQuery, NameHolder, NewJob, NewLogChunk, QueueStats,
+    Result, RevokeRequest, SessionStatus, StepRecord, StopCause, StopKind, StoreError, WorkerRegistration,
 };
 use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;
@@ -975,7 +975,14 @@ fn chunk(stream: Stream, seq: u64, data: Vec<u8>) -> NewLogChunk {
 }
 
 fn append(session: SessionId, c: &ClaimedAttempt, chunks: Vec<NewLogChunk>) -> LogAppend {
-    LogAppend { session, job_id: c.job_id, step: c.step.clone(), attempt_id: c.attempt_id, chunks }
+    LogAppend {
+        session,
+        job_id: c.job_id,
+        step: c.step.clone(),
+        attempt_id: c.attempt_id,
+        chunks,
+        dropped: 0,
+    }
 }
 
 async fn append_ok(s: &Arc<dyn JobStore>, item: LogAppend) {
@@ -1090,7 +1097,33 @@ async fn logs_cap_keeps_tail(s: Arc<dyn JobStore>) {
     assert!(kept.len() <= 100 && kept.len() >= 70, "about the cap is kept: {}", kept.len());
     let page = s.read_logs(&LogQuery { job_id: id, step: None, after: 0, max_bytes: 1 << 20 }).await.unwrap();
     let cut = (full.len() - kept.len()) as u64;
-    assert_eq!(page.truncated, [("a".to_string(), a.attempt_id, cut)], "the cut is reported");
+    let expected = LogCut {
+        step: "a".into(),
+        attempt_id: a.attempt_id,
+        cap_bytes: cut,
+        quota_pruned_bytes: 0,
+        quota_refused_bytes: 0,
+    };
+    assert_eq!(page.truncated, std::slice::from_ref(&expected), "the cut is reported");
+
+    // Bytes the worker dropped before sending count in the cut: the largest total it
+    // reported, so a resent or late (smaller) report never counts twice.
+    let worker_dropped = |seq: u64, dropped: u64| LogAppend {
+        dropped,
+        ..append(w, &a, vec![chunk(Stream::Stdout, seq, vec![b'z'; 10])])
+    };
+    append_ok(&s, worker_dropped(10, 500)).await;
+    append_ok(&s, worker_dropped(10, 500)).await;
+    append_ok(&s, worker_dropped(11, 300)).await;
+    let kept =
+        read_all(&s, id, None, 1 << 20).await.remove(&("a".into(), Stream::Stdout)).unwrap_or_default();
+    let page = s.read_logs(&LogQuery { job_id: id, step: None, after: 0, max_bytes: 1 << 20 }).await.unwrap();
+    let cap_bytes = (full.len() + 20 - kept.len()) as u64 + 500;
+    assert_eq!(
+        page.truncated,
+        [LogCut { cap_bytes, ..expected }],
+        "what the server cut plus the 500 bytes the worker dropped"
+    );
 }
 
 async fn logs_refused_when_not_held(s: Arc<dyn JobStore>) {

@@ -118,7 +118,9 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Appends log chunks (per item: `Conflict` if the session does not hold the attempt).
     /// Chunks already stored (same attempt, stream, seq) are ignored. Past the step's log
-    /// cap, the oldest chunks of the attempt are dropped and the cut is recorded.
+    /// cap, the oldest chunks of the attempt are dropped and the cut is recorded. Past the
+    /// total log quota, the oldest finished jobs' logs are deleted first, then new chunks
+    /// are refused; both are recorded per attempt ([`LogCut`]).
     async fn append_logs(&self, items: Vec<LogAppend>) -> Result<Vec<Result<()>>>;
 
     /// A page of a job's log output after a cursor.
@@ -174,4 +176,7 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Every queue that has live steps or is paused, by name.
     async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+
+    /// Use of the total log quota. Cheap (no I/O): safe for health checks and metrics.
+    fn log_usage(&self) -> LogUsage;
 }

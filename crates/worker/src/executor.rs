@@ -408,9 +408,9 @@ pub(crate) async fn execute(
         };
         let fin = logs.finish(step.attempt_id).await;
         if fin.dropped > 0 {
-            tracing::warn!(
+            tracing::info!(
                 dropped_bytes = fin.dropped,
-                "output exceeded the log cap while unsent: oldest bytes dropped"
+                "output exceeded the log cap while unsent: oldest bytes dropped (counted in the cut notice)"
             );
         }
         tracing::debug!(outcome = %outcome.reason(), "step ended");
@@ -420,6 +420,7 @@ pub(crate) async fn execute(
             attempt_id: step.attempt_id,
             outcome,
             logs: if fin.rejected { Vec::new() } else { fin.chunks },
+            dropped_bytes: fin.dropped,
             run_ms: Some(run_ms),
         });
     }

@@ -112,8 +112,9 @@ where
 /// durable) before anything is broadcast; with `terminate`, running steps get the signal,
 /// then KILL after the grace. A job id the server never issued is 404 and nothing is stored.
 #[utoipa::path(post, path = "/api/v1/revokes", tag = "workers", security(("admin" = [])), request_body = RevokeRequest,
-    responses((status = 200, body = RevokeResponse),
-        (status = 404, description = "a job id the server never issued (or already pruned); nothing was revoked")))]
+    responses((status = 200, body = RevokeResponse), (status = 400), (status = 401), (status = 403),
+        (status = 404, description = "a job id the server never issued (or already pruned); nothing was revoked"),
+        (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn revoke(
     _: Admin,
     State(state): State<AppState>,
@@ -286,7 +287,7 @@ async fn set_paused(state: &AppState, queue: &str, paused: bool) -> Result<Json<
 
 /// Pauses a queue: no worker claims from it until it is resumed (persisted).
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/pause", tag = "workers", security(("admin" = [])),
-    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403)))]
+    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn pause_queue(
     _: Admin,
     State(state): State<AppState>,
@@ -297,7 +298,7 @@ pub(crate) async fn pause_queue(
 
 /// Resumes a paused queue.
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/resume", tag = "workers", security(("admin" = [])),
-    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403)))]
+    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn resume_queue(
     _: Admin,
     State(state): State<AppState>,

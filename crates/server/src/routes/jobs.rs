@@ -40,7 +40,7 @@ fn prepare(mut spec: JobSpec, header_key: Option<String>) -> Result<NewJob, Stri
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("admin" = [])), request_body = JobSpec,
     params(("Idempotency-Key" = Option<String>, Header, description = "Submitting twice with one key yields one job")),
     responses((status = 201, body = SubmitResponse), (status = 200, body = SubmitResponse),
-        (status = 400, body = rota_api_types::ErrorBody), (status = 401), (status = 403), (status = 413)))]
+        (status = 400, body = rota_api_types::ErrorBody), (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn submit_job(
     _: Admin,
     State(state): State<AppState>,
@@ -66,7 +66,7 @@ pub(crate) async fn submit_job(
 
 /// Submits many jobs in one durable commit; each is accepted or refused on its own.
 #[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", security(("admin" = [])), request_body = BatchSubmitRequest,
-    responses((status = 200, body = BatchSubmitResponse), (status = 400), (status = 401), (status = 403), (status = 413)))]
+    responses((status = 200, body = BatchSubmitResponse), (status = 400), (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn submit_batch(
     _: Admin,
     State(state): State<AppState>,
@@ -261,7 +261,13 @@ fn to_page(page: rota_store::LogPage, _job: &rota_store::JobRecord, done: bool) 
         truncated: page
             .truncated
             .into_iter()
-            .map(|(step, attempt_id, cut_bytes)| Truncation { step, attempt_id, cut_bytes })
+            .map(|c| Truncation {
+                step: c.step,
+                attempt_id: c.attempt_id,
+                cut_bytes: c.cap_bytes,
+                quota_pruned_bytes: c.quota_pruned_bytes,
+                quota_refused_bytes: c.quota_refused_bytes,
+            })
             .collect(),
     }
 }
@@ -269,7 +275,7 @@ fn to_page(page: rota_store::LogPage, _job: &rota_store::JobRecord, done: bool) 
 /// Cancels a job: steps not started end at once, running steps' process groups are told to
 /// stop (TERM, grace, KILL). The job ends `cancelled`.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("admin" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn cancel_job(
     _: Admin,
     State(state): State<AppState>,
@@ -294,7 +300,7 @@ pub(crate) async fn cancel_job(
 
 /// Queues a failed, cancelled or revoked job again (succeeded steps are kept).
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", security(("admin" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
+    responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn retry_job(
     _: Admin,
     State(state): State<AppState>,

@@ -67,7 +67,7 @@ fn ms(d: Duration) -> u64 {
 #[utoipa::path(post, path = "/worker/register", tag = "worker", security(("join" = [])), request_body = RegisterRequest,
     responses((status = 200, body = RegisterResponse), (status = 400, description = "bad input or protocol mismatch"),
         (status = 401), (status = 403),
-        (status = 409, description = "name_held: a live session of another instance holds the name")))]
+        (status = 409, description = "name_held: a live session of another instance holds the name"), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn register(
     _: Joiner,
     State(state): State<AppState>,
@@ -171,7 +171,7 @@ pub(crate) async fn register(
 
 /// Renews the leases of the attempts the worker holds and says which it must stop.
 #[utoipa::path(post, path = "/worker/heartbeat", tag = "worker", security(("worker" = [])), request_body = HeartbeatRequest,
-    responses((status = 200, body = HeartbeatResponse), (status = 401), (status = 403)))]
+    responses((status = 200, body = HeartbeatResponse), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn heartbeat(
     Session(me): Session,
     State(state): State<AppState>,
@@ -220,7 +220,7 @@ pub(crate) async fn control(
 
 /// Claims up to `max` ready steps; waits up to `waitMs` when none is ready.
 #[utoipa::path(post, path = "/worker/jobs/claim", tag = "worker", security(("worker" = [])), request_body = ClaimRequest,
-    responses((status = 200, body = ClaimResponse), (status = 401), (status = 403)))]
+    responses((status = 200, body = ClaimResponse), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn claim(
     Session(me): Session,
     State(state): State<AppState>,
@@ -301,7 +301,7 @@ fn to_claimed(a: ClaimedAttempt) -> ClaimedStep {
 /// Records the pid of a step's shell (optional; claims already mark attempts running).
 #[utoipa::path(post, path = "/worker/jobs/{id}/steps/{step}/start", tag = "worker", security(("worker" = [])),
     params(("id" = String, Path), ("step" = String, Path)), request_body = StartRequest,
-    responses((status = 204), (status = 404, description = "no such attempt"), (status = 409)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 404, description = "no such attempt"), (status = 409), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn start_step(
     Session(me): Session,
     State(state): State<AppState>,
@@ -336,7 +336,7 @@ async fn complete_items(
     // Final log chunks first, so a finished job's log is complete the moment it ends.
     let mut appends = Vec::new();
     for (job_id, step, item) in &items {
-        if !item.logs.is_empty() {
+        if !item.logs.is_empty() || item.dropped_bytes > 0 {
             let (chunks, bytes) = to_new_chunks(item.logs.clone());
             Metrics::add(&state.metrics.log_bytes, bytes);
             appends.push(LogAppend {
@@ -345,6 +345,7 @@ async fn complete_items(
                 step: step.clone(),
                 attempt_id: item.attempt_id,
                 chunks,
+                dropped: item.dropped_bytes,
             });
         }
     }
@@ -390,7 +391,7 @@ async fn complete_items(
 /// completion returns the recorded result; an attempt the caller does not hold → 409.
 #[utoipa::path(post, path = "/worker/jobs/{id}/steps/{step}/complete", tag = "worker", security(("worker" = [])),
     params(("id" = String, Path), ("step" = String, Path)), request_body = CompleteRequest,
-    responses((status = 200, body = CompleteResponse), (status = 401), (status = 403), (status = 404), (status = 409)))]
+    responses((status = 200, body = CompleteResponse), (status = 401), (status = 403), (status = 404), (status = 409), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn complete_step(
     Session(me): Session,
     State(state): State<AppState>,
@@ -403,6 +404,7 @@ pub(crate) async fn complete_step(
         attempt_id: req.attempt_id,
         outcome: req.outcome,
         logs: req.logs,
+        dropped_bytes: req.dropped_bytes,
         run_ms: req.run_ms,
     };
     let mut results = complete_items(&state, me.session, vec![(job_id, step, item)]).await?;
@@ -413,7 +415,7 @@ pub(crate) async fn complete_step(
 /// Several completions in one call; one entry per item with its own status.
 #[utoipa::path(post, path = "/worker/jobs/complete", tag = "worker", security(("worker" = [])),
     request_body = CompleteBatchRequest,
-    responses((status = 200, body = CompleteBatchResponse), (status = 401), (status = 403)))]
+    responses((status = 200, body = CompleteBatchResponse), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn complete_batch(
     Session(me): Session,
     State(state): State<AppState>,
@@ -442,7 +444,7 @@ async fn append(state: &AppState, items: Vec<LogAppend>) -> Result<Vec<Result<()
 /// Appends output chunks of an attempt the caller holds (409 otherwise).
 #[utoipa::path(post, path = "/worker/jobs/{id}/logs", tag = "worker", security(("worker" = [])),
     params(("id" = String, Path)), request_body = LogsRequest,
-    responses((status = 204), (status = 401), (status = 403), (status = 409), (status = 413)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 409), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn append_logs(
     Session(me): Session,
     State(state): State<AppState>,
@@ -451,7 +453,14 @@ pub(crate) async fn append_logs(
 ) -> Result<StatusCode, ApiError> {
     let (chunks, bytes) = to_new_chunks(req.chunks);
     Metrics::add(&state.metrics.log_bytes, bytes);
-    let item = LogAppend { session: me.session, job_id, step: req.step, attempt_id: req.attempt_id, chunks };
+    let item = LogAppend {
+        session: me.session,
+        job_id,
+        step: req.step,
+        attempt_id: req.attempt_id,
+        chunks,
+        dropped: req.dropped_bytes,
+    };
     let mut results = append(&state, vec![item]).await?;
     results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     Ok(StatusCode::NO_CONTENT)
@@ -459,7 +468,7 @@ pub(crate) async fn append_logs(
 
 /// Output chunks of several attempts, coalesced by the worker.
 #[utoipa::path(post, path = "/worker/logs", tag = "worker", security(("worker" = [])), request_body = LogsBatchRequest,
-    responses((status = 200, body = LogsBatchResponse), (status = 401), (status = 403), (status = 413)))]
+    responses((status = 200, body = LogsBatchResponse), (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn append_logs_batch(
     Session(me): Session,
     State(state): State<AppState>,
@@ -478,6 +487,7 @@ pub(crate) async fn append_logs_batch(
                 step: b.step,
                 attempt_id: b.attempt_id,
                 chunks,
+                dropped: b.dropped_bytes,
             }
         })
         .collect();
@@ -495,7 +505,7 @@ pub(crate) async fn append_logs_batch(
 
 /// Leaves the fleet cleanly; attempts still held are lost (and follow `on_lost`).
 #[utoipa::path(post, path = "/worker/unregister", tag = "worker", security(("worker" = [])),
-    responses((status = 204), (status = 401), (status = 403)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn unregister(
     Session(me): Session,
     State(state): State<AppState>,
