@@ -7,15 +7,11 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rota_server::ServerConfig;
-use rota_store_sqlite::{SqliteOptions, SqliteStore};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
-const ADMIN: &str = "fuzz-admin";
-const JOIN: &str = "fuzz-join";
+use rota_testkit::inproc::{ADMIN, JOIN};
 /// Cases per operation: small enough for CI (the whole run takes seconds).
 const CASES: usize = 40;
 const SEED: u64 = 0x5eed_0a91;
@@ -398,18 +394,10 @@ async fn send(http: &reqwest::Client, c: &Case) -> (u16, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_only_documented_statuses_with_matching_bodies() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("rota.db"), SqliteOptions::default()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
     // Short long-polls: generated waits must not turn seconds into minutes.
-    let config = ServerConfig {
-        admin_token: ADMIN.into(),
-        join_token: JOIN.into(),
-        max_poll: Duration::from_millis(100),
-        ..ServerConfig::default()
-    };
-    let server = tokio::spawn(rota_server::run(listener, Arc::new(store), config, shutdown.clone()));
+    let config = ServerConfig { max_poll: Duration::from_millis(100), ..ServerConfig::default() };
+    let server = rota_testkit::inproc::Server::start_with(&dir.path().join("rota.db"), None, config).await;
+    let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
     let doc: Value = http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
     let reg: Value = http
@@ -495,8 +483,7 @@ async fn every_route_answers_only_documented_statuses_with_matching_bodies() {
         ops.len(),
         summary.join("\n  ")
     );
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.shut().await;
     assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n"));
 }
 
