@@ -400,26 +400,17 @@ async fn every_route_answers_only_documented_statuses_with_matching_bodies() {
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
     let doc: Value = http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
-    let reg: Value = http
-        .post(format!("{base}/worker/register"))
-        .bearer_auth(JOIN)
-        .json(&json!({"protocolVersion": rota_domain::PROTOCOL_VERSION, "name": "fuzz", "host": "h", "version": "t", "queues": ["default"], "concurrency": 2}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sub: Value = http
-        .post(format!("{base}/api/v1/jobs"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"steps": [{"name": "a", "run": "true"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post = |path: &str, token: &str, body: Value| {
+        let req = http.post(format!("{base}{path}")).bearer_auth(token).json(&body);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let reg = post(
+        "/worker/register",
+        JOIN,
+        json!({"protocolVersion": rota_domain::PROTOCOL_VERSION, "name": "fuzz", "host": "h", "version": "t", "queues": ["default"], "concurrency": 2}),
+    )
+    .await;
+    let sub = post("/api/v1/jobs", ADMIN, json!({"steps": [{"name": "a", "run": "true"}]})).await;
     let mut w = World {
         doc: doc.clone(),
         credential: reg["credential"].as_str().unwrap().to_string(),

@@ -156,20 +156,21 @@ pub(crate) fn apply_pending_revoke(
     Ok(())
 }
 
-pub(crate) fn list_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {
-    let mut st = conn.prepare_cached(LIVE_REVOKES)?;
+/// A live revoke row: (job id or key, terminate, signal, expires at, created at).
+type RevokeRow = (String, bool, Option<i32>, Option<i64>, i64);
+
+/// The live rows of a revoke table (`sql` selects those columns for `?1` = now).
+fn revoke_rows(conn: &Connection, sql: &str, now: DateTime<Utc>) -> Result<Vec<RevokeRow>> {
+    let mut st = conn.prepare_cached(sql)?;
     let rows = st
-        .query_map([ms(now)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, bool>(1)?,
-                r.get::<_, Option<i32>>(2)?,
-                r.get(3)?,
-                r.get(4)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<(String, bool, Option<i32>, Option<i64>, i64)>>>()?;
-    rows.into_iter()
+        .query_map([ms(now)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<rusqlite::Result<Vec<RevokeRow>>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn list_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {
+    revoke_rows(conn, LIVE_REVOKES, now)?
+        .into_iter()
         .map(|(id, terminate, signal, expires, created)| {
             Ok(RevokeRecord {
                 job_id: job_id(&id)?,
@@ -183,19 +184,8 @@ pub(crate) fn list_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<
 }
 
 pub(crate) fn list_key_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<KeyRevokeRecord>> {
-    let mut st = conn.prepare_cached(LIVE_KEY_REVOKES)?;
-    let rows = st
-        .query_map([ms(now)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, bool>(1)?,
-                r.get::<_, Option<i32>>(2)?,
-                r.get(3)?,
-                r.get(4)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<(String, bool, Option<i32>, Option<i64>, i64)>>>()?;
-    rows.into_iter()
+    revoke_rows(conn, LIVE_KEY_REVOKES, now)?
+        .into_iter()
         .map(|(key, terminate, signal, expires, created)| {
             Ok(KeyRevokeRecord {
                 key,
