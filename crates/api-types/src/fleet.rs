@@ -34,7 +34,7 @@ pub enum FleetCommand {
 
 /// `POST /api/v1/workers/control`.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetRequest {
     /// What to send.
     pub command: FleetCommand,
@@ -131,29 +131,65 @@ pub struct WorkerStats {
     pub queues: Vec<String>,
 }
 
-/// `POST /api/v1/revokes`.
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+/// `POST /api/v1/revokes`: jobs by id, and idempotency keys (binding jobs submitted later
+/// with them); at least one of either.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RevokeRequest {
-    /// Jobs to revoke.
+    /// Jobs to revoke (ids the server issued: an unknown id is 404).
+    #[serde(default)]
     pub jobs: Vec<JobId>,
+    /// Idempotency keys to revoke: the job carrying one now, or submitted later with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
     /// Also stop running steps (signal, grace, KILL).
     #[serde(default)]
     pub terminate: bool,
     /// Signal for terminate (default 15, TERM).
     #[serde(default)]
     pub signal: Option<i32>,
-    /// Forget the revoke after this many ms if the job was never seen.
+    /// Forget the revoke after this many ms (workers drop it then too; a key revoke then
+    /// no longer binds later jobs).
     #[serde(default)]
     pub expires_ms: Option<u64>,
 }
 
-/// Reply to a revoke: one entry per job, in order.
+/// Reply to a revoke: one entry per job and per key, in order.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RevokeResponse {
     /// Per job.
     pub results: Vec<RevokeResult>,
+    /// Per key (absent when no key was revoked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyRevokeResult>,
+}
+
+/// What a revoke did to one idempotency key.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRevokeResult {
+    /// The key.
+    pub key: String,
+    /// The job that already carries the key, revoked by this call (`null`: none yet; the
+    /// job submitted later with the key is revoked at submit).
+    pub job: Option<RevokeResult>,
+}
+
+/// A key revoke in force.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRevokeView {
+    /// The idempotency key.
+    pub key: String,
+    /// Whether running steps are terminated.
+    pub terminate: bool,
+    /// Signal used.
+    pub signal: Option<i32>,
+    /// When it is forgotten.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
 }
 
 /// What a revoke did to one job.
@@ -162,7 +198,7 @@ pub struct RevokeResponse {
 pub struct RevokeResult {
     /// The job.
     pub job_id: JobId,
-    /// Its state now (`null` if the job is not known yet).
+    /// Its state now.
     pub state: Option<String>,
     /// True when a live job was revoked by this call.
     pub changed: bool,
@@ -192,6 +228,9 @@ pub struct RevokeView {
 pub struct RevokeList {
     /// Newest first.
     pub revokes: Vec<RevokeView>,
+    /// Key revokes, newest first.
+    #[serde(default)]
+    pub keys: Vec<KeyRevokeView>,
 }
 
 /// One queue's depth and state.

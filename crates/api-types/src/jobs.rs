@@ -20,7 +20,7 @@ pub struct SubmitResponse {
 /// `POST /api/v1/jobs/batch`: many jobs, committed together (each accepted or refused on
 /// its own).
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchSubmitRequest {
     /// The job documents.
     pub jobs: Vec<JobSpec>,
@@ -37,6 +37,7 @@ pub struct BatchSubmitResponse {
 /// Query of `GET /api/v1/jobs`. Newest first; default limit 50, at most 1000.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct ListJobsQuery {
     /// Only jobs in this state (`unschedulable` selects queued jobs no worker can take);
     /// comma-separated for several.
@@ -152,6 +153,7 @@ pub struct AttemptView {
 /// Query of `GET /api/v1/jobs/{id}/logs`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     /// Only this step.
     #[serde(default)]
@@ -177,7 +179,8 @@ pub struct LogPage {
     pub next_cursor: i64,
     /// True when the job has ended and every chunk has been returned.
     pub done: bool,
-    /// Attempts whose output exceeded the log cap: their head was cut.
+    /// Attempts whose output was not all kept: cut by the log cap, or by the total log
+    /// quota (deleted after the job finished, or refused when the quota was full).
     pub truncated: Vec<Truncation>,
 }
 
@@ -199,7 +202,7 @@ pub struct LogRecord {
     pub data: Bytes64,
 }
 
-/// A cut made by the log cap.
+/// What was not kept of one attempt's output.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Truncation {
@@ -207,6 +210,28 @@ pub struct Truncation {
     pub step: String,
     /// Attempt id.
     pub attempt_id: AttemptId,
-    /// Bytes dropped from the head of the output.
+    /// Bytes dropped from the head of the output by the step's log cap (on the server, and
+    /// on the worker before sending).
     pub cut_bytes: u64,
+    /// Bytes deleted after the job finished, to keep the server's total log quota.
+    #[serde(default)]
+    pub quota_pruned_bytes: u64,
+    /// New output not stored because the server's total log quota was full.
+    #[serde(default)]
+    pub quota_refused_bytes: u64,
+}
+
+/// Use of the server's total log quota (live log bytes, not file size).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogQuotaUse {
+    /// Log bytes stored now.
+    pub live_bytes: u64,
+    /// The quota; absent when none is enforced.
+    #[serde(default)]
+    pub quota_bytes: Option<u64>,
+    /// Bytes of finished jobs' logs deleted to keep the quota, since the server started.
+    pub pruned_bytes: u64,
+    /// Bytes of new output refused because the quota was full, since the server started.
+    pub refused_bytes: u64,
 }

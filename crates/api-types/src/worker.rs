@@ -13,8 +13,13 @@ use uuid::Uuid;
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterRequest {
-    /// Must equal the server's [`rota_domain::PROTOCOL_VERSION`].
+    /// The protocol's major version ([`rota_domain::PROTOCOL_VERSION`]): the server
+    /// refuses another major.
     pub protocol_version: u32,
+    /// The protocol's minor version ([`rota_domain::PROTOCOL_MINOR`]); absent from workers
+    /// older than minor versions (read as 0). Never refused.
+    #[serde(default)]
+    pub protocol_minor: u32,
     /// Worker name. A live session of the same name and instance (same `instanceId` and
     /// host) is superseded; one held by another instance is refused with 409
     /// [`NAME_HELD`] unless `replace`.
@@ -65,14 +70,21 @@ pub struct RegisterResponse {
     pub heartbeat_interval_ms: u64,
     /// Lease length: an attempt not renewed for this long is lost.
     pub lease_ttl_ms: u64,
-    /// The server's protocol version.
+    /// The server's protocol major version.
     pub protocol_version: u32,
+    /// The server's protocol minor version.
+    #[serde(default)]
+    pub protocol_minor: u32,
     /// The session this registration replaced, if the name was live.
     #[serde(default)]
     pub superseded: Option<SessionId>,
     /// Revokes in force, so a worker that starts later holds them too.
     #[serde(default)]
     pub revoked: Vec<JobId>,
+    /// For the revokes of `revoked` that expire: how long from now (the worker drops them
+    /// then, by its own clock).
+    #[serde(default)]
+    pub revoke_expires_in_ms: BTreeMap<JobId, u64>,
 }
 
 /// `POST /worker/heartbeat`: renews the leases of the attempts the worker holds.
@@ -179,6 +191,9 @@ pub enum Command {
     Revoke {
         /// The jobs.
         jobs: Vec<JobId>,
+        /// The revoke expires this long from now: the worker then forgets it.
+        #[serde(default, rename = "expiresInMs", skip_serializing_if = "Option::is_none")]
+        expires_in_ms: Option<u64>,
     },
 }
 
@@ -293,6 +308,12 @@ pub struct CompleteRequest {
     /// Final log chunks not yet sent, stored before the result.
     #[serde(default)]
     pub logs: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
     /// How long the step ran, measured by the worker (claim to exit), in milliseconds: a
     /// result delivered late (after a server outage) keeps the step's own duration. Older
     /// workers omit it; the server then uses the time it received the result.
@@ -337,6 +358,12 @@ pub struct CompleteItem {
     /// Final log chunks.
     #[serde(default)]
     pub logs: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
     /// How long the step ran, measured by the worker, in milliseconds (see
     /// [`CompleteRequest::run_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -391,6 +418,12 @@ pub struct LogsRequest {
     pub step: String,
     /// Chunks in order.
     pub chunks: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
 }
 
 /// `POST /worker/logs`: chunks of several attempts, coalesced by the worker.
@@ -413,6 +446,12 @@ pub struct LogBatch {
     pub attempt_id: AttemptId,
     /// Chunks in order.
     pub chunks: Vec<LogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// the output was unsent), in total since the attempt started. The server keeps the
+    /// largest total it was told and counts it in the attempt's cut. Absent (0) from older
+    /// workers.
+    #[serde(default)]
+    pub dropped_bytes: u64,
 }
 
 /// Reply to a batch logs call, one entry per batch.

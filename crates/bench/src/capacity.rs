@@ -191,6 +191,7 @@ async fn register(c: &BenchCluster, i: u32, capacity: u32) -> Result<Synthetic> 
     let client = WorkerClient::new(&c.url)?;
     let req = RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
+        protocol_minor: rota_domain::PROTOCOL_MINOR,
         name: format!("synthetic-{i}"),
         host: "bench".into(),
         profile: None,
@@ -243,6 +244,7 @@ async fn client_loop(
                     attempt_id: a.attempt_id,
                     outcome: AttemptOutcome::Succeeded,
                     logs: Vec::new(),
+                    dropped_bytes: 0,
                     run_ms: None,
                 })
                 .collect();

@@ -243,6 +243,7 @@ async fn wake_path(c: &BenchCluster, n: u32) -> Result<(Value, Vec<JobId>)> {
     let w = WorkerClient::new(&c.url)?;
     let req = RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
+        protocol_minor: rota_domain::PROTOCOL_MINOR,
         name: "wake-probe".into(),
         host: "bench".into(),
         profile: None,
@@ -283,6 +284,7 @@ async fn wake_path(c: &BenchCluster, n: u32) -> Result<(Value, Vec<JobId>)> {
             attempt_id: a.attempt_id,
             outcome: AttemptOutcome::Succeeded,
             logs: Vec::new(),
+            dropped_bytes: 0,
             run_ms: None,
         };
         w.complete_batch(&CompleteBatchRequest { results: vec![item] }).await?;

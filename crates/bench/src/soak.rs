@@ -548,6 +548,7 @@ async fn complete_all(
                 attempt_id: a.attempt_id,
                 outcome: AttemptOutcome::Succeeded,
                 logs: Vec::new(),
+                dropped_bytes: 0,
                 run_ms: None,
             }
         })
@@ -582,6 +583,7 @@ async fn register(c: &BenchCluster, name: &str, concurrency: u32) -> Result<Work
     let client = WorkerClient::new(&c.url)?;
     let req = RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
+        protocol_minor: rota_domain::PROTOCOL_MINOR,
         name: name.into(),
         host: "bench".into(),
         profile: None,

@@ -132,6 +132,11 @@ pub(crate) struct ServerArgs {
     /// An attempt whose worker has not heartbeated for this long is lost.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) lease_ttl: Duration,
+    /// Total size of stored step logs (live bytes, e.g. 2GiB). Past it the oldest finished
+    /// jobs' logs are deleted, then new output is cut; both are shown with the logs
+    /// [default: 25% of the free space on the database's filesystem at start].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub(crate) log_quota: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -54,6 +54,8 @@ pub(crate) struct ServerSettings {
     pub(crate) retention: Duration,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) lease_ttl: Duration,
+    /// `--log-quota`, if given (else a share of the free space, see `log_quota.rs`).
+    pub(crate) log_quota: Option<u64>,
 }
 
 impl ServerSettings {
@@ -76,12 +78,16 @@ impl ServerSettings {
                 humantime::format_duration(args.heartbeat_interval)
             )));
         }
+        if args.log_quota == Some(0) {
+            return Err(usage("--log-quota: must be greater than zero"));
+        }
         Ok(Self {
             listen,
             database: args.database.clone().unwrap_or_else(|| paths.database()),
             retention: args.retention,
             heartbeat_interval: args.heartbeat_interval,
             lease_ttl: args.lease_ttl,
+            log_quota: args.log_quota,
         })
     }
 }

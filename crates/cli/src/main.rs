@@ -16,6 +16,7 @@ mod config;
 mod failure;
 mod job_document;
 mod lifecycle;
+mod log_quota;
 mod output;
 mod routing;
 mod shell;

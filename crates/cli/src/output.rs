@@ -105,6 +105,24 @@ pub(crate) fn span(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
     }
 }
 
+/// A byte count for people: `512 B`, `64.0 KiB`, `132.9 MiB`, `2.0 GiB`.
+pub(crate) fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
 /// `-` for nothing.
 pub(crate) fn or_dash(s: Option<&str>) -> &str {
     match s {

@@ -89,6 +89,61 @@ async fn revoke_terminate_kills_the_group_and_revokes_hold_across_restarts() {
     drop(late);
 }
 
+fn held_revokes(c: &Cluster, worker: &str) -> Vec<String> {
+    let out =
+        c.rota().args(["--json", "worker", "inspect", "--revoked", "--worker", worker]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v = json(&out);
+    v["workers"][0]["revoked"].as_array().unwrap().iter().map(|j| j.as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revokes_expire_on_workers_unknown_ids_are_refused_and_keys_bind_later_jobs() {
+    let c = Cluster::start(Timing::FAST).await;
+    let _w = c.worker("w1", 1).await;
+
+    // An expiring revoke: the worker holds it, then drops it when it expires.
+    let id = c.submit_file("steps:\n  - name: s\n    run: sleep 300\n");
+    c.wait_state(id, &["running"], c.timing.bound()).await;
+    let expires = Duration::from_secs(2);
+    let out = c.rota().args(["worker", "revoke", "--expires", "2s", &id.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let revoked_at = Instant::now();
+    assert!(held_revokes(&c, "w1").contains(&id.to_string()), "the worker holds the revoke");
+    wait_for(expires + c.timing.bound(), "the worker to drop the expired revoke", || async {
+        !held_revokes(&c, "w1").contains(&id.to_string())
+    })
+    .await;
+    eprintln!("expired revoke (2 s) dropped by the worker after {:?}", revoked_at.elapsed());
+    assert!(revoked_at.elapsed() >= expires, "not dropped before it expired");
+
+    // An id the server never issued: refused, naming the id, nothing stored.
+    let never = rota_domain::JobId::new();
+    let out = c.rota().args(["worker", "revoke", &never.to_string()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a revoke of an unknown id must fail");
+    assert!(err.contains(&never.to_string()) && err.contains("--key"), "{err}");
+    let listed = c.client.list_revokes().await.unwrap();
+    assert!(listed.revokes.iter().all(|r| r.job_id != never), "nothing stored for it");
+
+    // A key: binds the job submitted later with it, which never runs.
+    let m = c.marker_dir("keyed");
+    let out = c.rota().args(["worker", "revoke", "--key", "nightly-42"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c
+        .rota()
+        .args(["job", "submit", "--json", "--idempotency-key", "nightly-42", "--", &format!("touch {m}/ran")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let keyed: rota_domain::JobId = json(&out)["id"].as_str().unwrap().parse().unwrap();
+    let d = c.wait_state(keyed, &["revoked"], c.timing.bound()).await;
+    assert!(d.step_details[0].attempts.is_empty(), "a job submitted with a revoked key never starts");
+    assert!(!std::path::Path::new(&format!("{m}/ran")).exists());
+    let listed = c.client.list_revokes().await.unwrap();
+    assert_eq!(listed.keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(), ["nightly-42"]);
+}
+
 async fn long_step(c: &Cluster, dir: &str, on_lost: &str) -> (rota_domain::JobId, i32) {
     let m = c.path(dir);
     std::fs::create_dir_all(&m).unwrap();

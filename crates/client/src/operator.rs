@@ -22,6 +22,9 @@ pub struct Health {
     pub status: String,
     /// The server's rota version.
     pub version: String,
+    /// Use of its total log quota (absent from older servers).
+    #[serde(default)]
+    pub logs: Option<rota_api_types::jobs::LogQuotaUse>,
 }
 
 /// Typed client for the operator API. Cheap to clone (the pool is shared).

@@ -6,12 +6,14 @@
 //! # Layout
 //! - [`ids`]: newtype identifiers (jobs, attempts = fencing ids, worker sessions).
 //! - [`spec`]: the job document users submit, and its validation.
+//! - [`limits`]: every size limit of the input (server, OpenAPI document and worker agree).
 //! - [`state`]: job/step/attempt states and terminal reasons.
 //! - [`policy`]: what happens after an attempt ends (retry, fail, succeed) and the job's
 //!   resulting state.
 //! - [`units`]: durations and byte sizes as written in job documents and flags.
 
 pub mod ids;
+pub mod limits;
 pub mod policy;
 pub mod spec;
 pub mod state;
@@ -22,6 +24,10 @@ pub use policy::{StepDecision, decide_after_attempt, job_state_from_steps, retry
 pub use spec::{Backoff, JobSpec, OnLost, RetryPolicy, SpecError, StepSpec, Target};
 pub use state::{AttemptOutcome, AttemptStatus, JobState, StepState, Stream};
 
-/// Version of the worker protocol spoken by this build. Registration carries it and the
-/// server refuses any other, naming both.
+/// Major version of the worker protocol spoken by this build. Registration carries it and
+/// the server refuses another major, naming both versions. Sent as `protocolVersion` (an
+/// integer, as every release has sent it) so older servers and workers still understand it.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Minor version of the worker protocol: additions a peer of the same major may ignore
+/// (the protocol tolerates fields it does not know). A different minor is never refused.
+pub const PROTOCOL_MINOR: u32 = 1;

@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn decisions() {
         let now = Utc::now();
-        let fail = AttemptOutcome::Failed { exit_code: Some(1), signal: None };
+        let fail = AttemptOutcome::Failed { exit_code: Some(1), signal: None, why: None };
         let lost = AttemptOutcome::Lost { why: "lease expired".into() };
         let table: Vec<(StepSpec, u32, AttemptOutcome, &str)> = vec![
             (step(1, OnLost::Retry), 1, AttemptOutcome::Succeeded, "succeeded"),

@@ -3,6 +3,7 @@
 //! Field names here are the contract (snake_case, as PRODUCT.md writes them). Validation
 //! names the offending field by path (`steps[2].needs[0]`) so errors point at the input.
 
+use crate::limits::{self, LimitError};
 use crate::units::{serde_duration, serde_size};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -230,22 +231,10 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> SpecError {
     SpecError { path: path.into(), message: message.into() }
 }
 
-fn is_valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
-fn check_env(prefix: &str, env: &BTreeMap<String, String>) -> Result<(), SpecError> {
-    for (k, v) in env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return Err(err(format!("{prefix}.{k}"), "not a valid environment variable name"));
-        }
-        if v.contains('\0') {
-            return Err(err(format!("{prefix}.{k}"), "value contains a NUL byte"));
-        }
+impl From<LimitError> for SpecError {
+    fn from(e: LimitError) -> Self {
+        SpecError { path: e.field, message: e.message }
     }
-    Ok(())
 }
 
 impl JobSpec {
@@ -266,30 +255,29 @@ impl JobSpec {
 
     /// Checks the document: names, references, the DAG, limits. Returns the first problem.
     pub fn validate(&self) -> Result<(), SpecError> {
-        if !is_valid_name(&self.queue) {
-            return Err(err("queue", "use 1-128 characters of A-Z a-z 0-9 _ - ."));
+        if let Some(name) = &self.name {
+            limits::check_text("name", name, limits::MAX_JOB_NAME)?;
         }
-        if let Some(k) = &self.idempotency_key
-            && (k.is_empty() || k.len() > 256)
-        {
-            return Err(err("idempotency_key", "must be 1-256 characters"));
+        limits::check_name("queue", &self.queue)?;
+        if let Some(k) = &self.idempotency_key {
+            limits::check_text("idempotency_key", k, limits::MAX_IDEMPOTENCY_KEY)?;
         }
-        check_env("env", &self.env)?;
+        if let Some(h) = &self.target.host {
+            limits::check_text("target.host", h, limits::MAX_HOST)?;
+        }
+        limits::check_count("target.tags", self.target.tags.len(), limits::MAX_TAGS)?;
+        for (i, t) in self.target.tags.iter().enumerate() {
+            limits::check_text(&format!("target.tags[{i}]"), t, limits::MAX_NAME)?;
+        }
+        limits::check_env_map("env", self.env.iter())?;
         if self.steps.is_empty() {
             return Err(err("steps", "a job needs at least one step"));
         }
-        if self.steps.len() > 1000 {
-            return Err(err("steps", "at most 1000 steps per job"));
-        }
+        limits::check_count("steps", self.steps.len(), limits::MAX_STEPS)?;
         let mut index: HashMap<&str, usize> = HashMap::new();
         for (i, s) in self.steps.iter().enumerate() {
             let p = format!("steps[{i}]");
-            if !is_valid_name(&s.name) {
-                return Err(err(
-                    format!("{p}.name"),
-                    format!("'{}': use 1-128 characters of A-Z a-z 0-9 _ - .", s.name),
-                ));
-            }
+            limits::check_name(&format!("{p}.name"), &s.name)?;
             if index.insert(&s.name, i).is_some() {
                 return Err(err(format!("{p}.name"), format!("step name '{}' is used twice", s.name)));
             }
@@ -299,6 +287,7 @@ impl JobSpec {
             if s.run.contains('\0') {
                 return Err(err(format!("{p}.run"), "the script contains a NUL byte"));
             }
+            limits::check_count(&format!("{p}.needs"), s.needs.len(), limits::MAX_STEPS)?;
             if s.timeout == Some(Duration::ZERO) {
                 return Err(err(format!("{p}.timeout"), "must be greater than zero"));
             }
@@ -315,7 +304,17 @@ impl JobSpec {
             if s.log_cap == Some(0) {
                 return Err(err(format!("{p}.log_cap"), "must be greater than zero"));
             }
-            check_env(&format!("{p}.env"), &s.env)?;
+            limits::check_env_map(&format!("{p}.env"), s.env.iter())?;
+            // What the worker will exec: the job's env overlaid with the step's.
+            let mut merged: BTreeMap<&str, &str> =
+                self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            merged.extend(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            limits::check_exec(
+                &p,
+                &s.run,
+                merged.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+                limits::MAX_EXEC_BYTES,
+            )?;
         }
         for (i, s) in self.steps.iter().enumerate() {
             let mut seen = BTreeSet::new();
@@ -416,6 +415,42 @@ mod tests {
         for (j, path) in cases {
             assert_eq!(j.validate().unwrap_err().path, path, "{j:?}");
         }
+    }
+
+    #[test]
+    fn limits_name_the_field_and_the_limit() {
+        let mut named = JobSpec::new(vec![StepSpec::new("a", "true")]);
+        named.name = Some("n".repeat(1 << 20));
+        let e = named.validate().unwrap_err();
+        assert_eq!(e.path, "name");
+        assert!(e.message.contains("256"), "{e}");
+        named.name = Some("a\0b".into());
+        assert_eq!(named.validate().unwrap_err().path, "name");
+
+        let mut env = JobSpec::new(vec![StepSpec::new("a", "true")]);
+        env.env.insert("K".repeat(100 * 1024), "v".into());
+        let e = env.validate().unwrap_err();
+        assert!(e.path.starts_with("env.KKK"), "{e}");
+        assert!(e.message.contains("1024"), "{e}");
+
+        let mut s = StepSpec::new("a", "true");
+        s.env.insert("BIG".into(), "x".repeat(128 * 1024));
+        let e = JobSpec::new(vec![s]).validate().unwrap_err();
+        assert_eq!(e.path, "steps[0].env.BIG");
+        assert!(e.message.contains("131071"), "{e}");
+
+        // Each variable fits, together they do not.
+        let mut many = JobSpec::new(vec![StepSpec::new("a", "true")]);
+        for i in 0..12 {
+            many.env.insert(format!("V{i}"), "x".repeat(100_000));
+        }
+        let e = many.validate().unwrap_err();
+        assert_eq!(e.path, "steps[0]");
+        assert!(e.message.contains(&crate::limits::MAX_EXEC_BYTES.to_string()), "{e}");
+
+        let mut tags = JobSpec::new(vec![StepSpec::new("a", "true")]);
+        tags.target.tags = (0..65).map(|i| format!("t{i}")).collect();
+        assert_eq!(tags.validate().unwrap_err().path, "target.tags");
     }
 
     #[test]

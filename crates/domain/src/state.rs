@@ -143,6 +143,10 @@ pub enum AttemptOutcome {
         /// Signal number, if a signal killed it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signal: Option<i32>,
+        /// Why, when the script could not be run at all (e.g. its environment is over the
+        /// kernel's limits); such a step fails, it is not `lost`. Older servers ignore it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
     },
     /// Killed after its timeout.
     Timeout,
@@ -174,6 +178,7 @@ impl AttemptOutcome {
     pub fn reason(&self) -> String {
         match self {
             Self::Succeeded => "exit code 0".into(),
+            Self::Failed { why: Some(w), .. } => w.clone(),
             Self::Failed { exit_code: Some(c), .. } => format!("exit code {c}"),
             Self::Failed { signal: Some(s), .. } => format!("killed by signal {s}"),
             Self::Failed { .. } => "failed".into(),
@@ -202,7 +207,7 @@ mod tests {
 
     #[test]
     fn outcome_wire_form() {
-        let o = AttemptOutcome::Failed { exit_code: Some(3), signal: None };
+        let o = AttemptOutcome::Failed { exit_code: Some(3), signal: None, why: None };
         assert_eq!(serde_json::to_string(&o).unwrap(), r#"{"status":"failed","exit_code":3}"#);
         assert_eq!(o.reason(), "exit code 3");
     }

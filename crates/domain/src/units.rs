@@ -10,10 +10,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
-        }
-        return Err(format!("'{s}' is not a non-negative duration"));
+        // try_: a huge number of seconds would panic in from_secs_f64.
+        return Duration::try_from_secs_f64(secs).map_err(|_| {
+            format!("'{s}' is not a non-negative duration that fits (at most ~584 billion years)")
+        });
     }
     humantime::parse_duration(t).map_err(|e| format!("'{s}' is not a duration ({e}); try 30s, 5m, 1h 30m"))
 }
@@ -59,8 +59,9 @@ pub mod serde_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<Raw>::deserialize(d)? {
             None => Ok(None),
-            Some(Raw::Num(n)) if n.is_finite() && n >= 0.0 => Ok(Some(Duration::from_secs_f64(n))),
-            Some(Raw::Num(n)) => Err(serde::de::Error::custom(format!("{n} is not a non-negative duration"))),
+            Some(Raw::Num(n)) => Duration::try_from_secs_f64(n).map(Some).map_err(|_| {
+                serde::de::Error::custom(format!("{n} is not a non-negative duration that fits"))
+            }),
             Some(Raw::Text(s)) => super::parse_duration(&s).map(Some).map_err(serde::de::Error::custom),
         }
     }
@@ -106,6 +107,15 @@ pub mod serde_size {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_number_of_seconds_is_an_error_not_a_panic() {
+        assert!(parse_duration("1.8446744073709552e19").is_err());
+        let j = serde_json::from_str::<crate::JobSpec>(
+            r#"{"steps":[{"name":"a","run":"true","timeout":1.8446744073709552e19}]}"#,
+        );
+        assert!(j.unwrap_err().to_string().contains("duration"));
+    }
 
     #[test]
     fn durations() {

@@ -1,6 +1,7 @@
 //! [`ApiError`]: every failure a handler returns, mapped to a status and the JSON error
 //! body. Bad input is answered as is and not logged; internal errors become a generic 500
-//! and are logged once here.
+//! and are logged once here; a full disk is a 507 naming the path (the store logs it once
+//! per episode, not per request).
 
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -27,6 +28,10 @@ impl ApiError {
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
+    }
+    /// 400 for input over a limit (or malformed), naming the field and the limit.
+    pub fn limit(e: rota_domain::limits::LimitError) -> Self {
+        Self::bad_request(e.to_string())
     }
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -61,6 +66,19 @@ impl ApiError {
             ),
         }
     }
+    /// 507 `storage_full`: the device holding `path` has no space left. Not logged here:
+    /// the store says it once when writes start failing, not once per request.
+    pub fn storage_full(path: &std::path::Path, detail: &str) -> Self {
+        Self {
+            status: StatusCode::INSUFFICIENT_STORAGE,
+            code: "storage_full",
+            message: format!(
+                "the server is out of disk space: no space left on the device holding {} ({detail}); \
+                 nothing was stored. Free space on that filesystem, then retry",
+                path.display()
+            ),
+        }
+    }
     /// 500 (the detail is logged, not sent).
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -84,6 +102,7 @@ impl From<StoreError> for ApiError {
             ) => Self::conflict(m),
             StoreError::Invalid(m) => Self::bad_request(m),
             StoreError::NameHeld(h) => Self::name_held(&h),
+            StoreError::StorageFull { path, detail } => Self::storage_full(&path, &detail),
             other => Self::internal(other),
         }
     }
@@ -155,6 +174,27 @@ where
                 }))
             }
             Err(other) => Err(ApiError::internal(other.body_text())),
+        }
+    }
+}
+
+/// `Query<T>` whose rejections are [`ApiError`]s: `?limit=-1` or `?limit=abc` → 400 in the
+/// JSON error shape of every other error, naming the parameter.
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Self(v)),
+            Err(rejection) => {
+                Err(ApiError::bad_request(format!("invalid query string: {}", source_text(&rejection))))
+            }
         }
     }
 }

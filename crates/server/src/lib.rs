@@ -24,6 +24,7 @@ mod hub;
 mod liveness;
 mod metrics;
 mod openapi;
+mod openapi_facts;
 mod parking;
 mod routes;
 mod state;
@@ -55,9 +56,10 @@ pub fn router(store: Arc<dyn JobStore>, config: ServerConfig) -> axum::Router {
     routes::build(state)
 }
 
-/// The OpenAPI document of every endpoint, generated from the handlers.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::openapi()
+/// The OpenAPI document of every endpoint as served: generated from the handlers, with
+/// the limits, formats and statuses they enforce.
+pub fn openapi() -> serde_json::Value {
+    routes::openapi().clone()
 }
 
 /// Serves on `listener` until `shutdown` is cancelled. Before serving, every live lease is

@@ -42,4 +42,34 @@ impl Metrics {
         }
         out
     }
+
+    /// The total log quota's use (gauges, and counters since start).
+    pub(crate) fn render_log_usage(u: &rota_store::LogUsage) -> String {
+        let mut out = String::new();
+        let mut row = |name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        row(
+            "rota_log_live_bytes",
+            "gauge",
+            "Log bytes stored now (live bytes, not file size).",
+            u.live_bytes,
+        );
+        if let Some(q) = u.quota_bytes {
+            row("rota_log_quota_bytes", "gauge", "Total log quota.", q);
+        }
+        row(
+            "rota_log_quota_pruned_bytes_total",
+            "counter",
+            "Bytes of finished jobs' logs deleted to keep the log quota.",
+            u.pruned_bytes,
+        );
+        row(
+            "rota_log_quota_refused_bytes_total",
+            "counter",
+            "Bytes of new output refused because the log quota was full.",
+            u.refused_bytes,
+        );
+        out
+    }
 }

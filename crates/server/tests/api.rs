@@ -140,8 +140,138 @@ async fn protocol_mismatch_names_both_versions() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let msg = v["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("99") && msg.contains('1'), "{msg}");
+    assert!(msg.contains("99.0") && msg.contains("only the major version"), "{msg}");
     assert_eq!(v["error"]["code"], "protocol_mismatch");
+}
+
+#[tokio::test]
+async fn a_different_protocol_minor_is_accepted() {
+    // Servers and workers are upgraded one after the other: only the major must match, and
+    // a worker from before minor versions (no protocolMinor, unknown fields) still joins.
+    let api = Api::new();
+    for body in [
+        json!({"protocolVersion": 1, "protocolMinor": 99, "name": "w1", "host": "h", "version": "t", "queues": ["default"], "concurrency": 1, "someFutureField": true}),
+        json!({"protocolVersion": 1, "name": "w2", "host": "h", "version": "t", "queues": ["default"], "concurrency": 1}),
+    ] {
+        let (s, v) = api.call("POST", "/worker/register", Some(JOIN), Some(body)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["protocolVersion"], 1);
+        assert!(v["protocolMinor"].as_u64().is_some(), "{v}");
+    }
+}
+
+/// Asserts a 400 in the JSON error shape whose message contains every one of `needles`.
+fn assert_bad(s: StatusCode, v: &Value, needles: &[&str]) {
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    for n in needles {
+        assert!(msg.contains(n), "{n:?} not in {msg:?}");
+    }
+    assert!(msg.len() < 1000, "the message must not echo huge input: {} bytes", msg.len());
+}
+
+#[tokio::test]
+async fn input_over_a_limit_is_a_400_naming_the_field_and_the_limit() {
+    let api = Api::new();
+    let step = json!({"name": "a", "run": "true"});
+    let cases: Vec<(Value, Vec<&str>)> = vec![
+        (json!({"name": "n".repeat(1 << 20), "steps": [step]}), vec!["name", "256"]),
+        (json!({"name": "a\u{0}b", "steps": [step]}), vec!["name", "control character"]),
+        (json!({"env": {"K".repeat(100 * 1024): "v"}, "steps": [step]}), vec!["env.KKK", "1024"]),
+        (
+            json!({"steps": [{"name": "a", "run": "true", "env": {"BIG": "x".repeat(128 * 1024)}}]}),
+            vec!["steps[0].env.BIG", "131071"],
+        ),
+        (json!({"steps": [{"name": "a\u{0}", "run": "true"}]}), vec!["steps[0].name", "128"]),
+        (json!({"queue": "q".repeat(129), "steps": [step]}), vec!["queue", "128"]),
+        (
+            json!({"target": {"tags": (0..65).map(|i| format!("t{i}")).collect::<Vec<_>>()}, "steps": [step]}),
+            vec!["target.tags", "64"],
+        ),
+        (json!({"target": {"host": "h".repeat(300)}, "steps": [step]}), vec!["target.host", "255"]),
+    ];
+    for (body, needles) in cases {
+        let (s, v) = api.call("POST", "/api/v1/jobs", Some(ADMIN), Some(body)).await;
+        assert_bad(s, &v, &needles);
+    }
+    // The total of env and script over the argument limit, each variable under 128 KiB.
+    let env: serde_json::Map<String, Value> =
+        (0..12).map(|i| (format!("V{i}"), json!("x".repeat(100_000)))).collect();
+    let (s, v) =
+        api.call("POST", "/api/v1/jobs", Some(ADMIN), Some(json!({"env": env, "steps": [step]}))).await;
+    assert_bad(s, &v, &["steps[0]", &rota_domain::limits::MAX_EXEC_BYTES.to_string()]);
+    // Operator and registration bodies.
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/workers/control",
+            Some(ADMIN),
+            Some(json!({"command": "ping", "workers": ["w".repeat(200)]})),
+        )
+        .await;
+    assert_bad(s, &v, &["workers[0]", "128"]);
+    let (s, v) =
+        api.call("POST", "/api/v1/revokes", Some(ADMIN), Some(json!({"keys": ["k".repeat(300)]}))).await;
+    assert_bad(s, &v, &["keys[0]", "256"]);
+    let (s, v) = api
+        .call(
+            "POST",
+            "/worker/register",
+            Some(JOIN),
+            Some(json!({"protocolVersion": 1, "name": "w", "host": "h", "version": "t", "queues": ["default"], "tags": ["x".repeat(1 << 20)], "concurrency": 1})),
+        )
+        .await;
+    assert_bad(s, &v, &["tags[0]", "128"]);
+    let (s, v) =
+        api.call("POST", &format!("/api/v1/queues/{}/pause", "q".repeat(200)), Some(ADMIN), None).await;
+    assert_bad(s, &v, &["queue", "128"]);
+}
+
+#[tokio::test]
+async fn query_string_errors_answer_in_the_json_error_shape() {
+    let api = Api::new();
+    for (q, needle) in
+        [("limit=-1", "limit"), ("limit=abc", "limit"), ("limit=0", "limit"), ("limit=5000", "1000")]
+    {
+        let (s, v) = api.call("GET", &format!("/api/v1/jobs?{q}"), Some(ADMIN), None).await;
+        assert_bad(s, &v, &[needle]);
+    }
+    let id = api.submit("true").await;
+    let (s, v) = api.call("GET", &format!("/api/v1/jobs/{id}/logs?after=x"), Some(ADMIN), None).await;
+    assert_bad(s, &v, &["after"]);
+    let (s, v) = api.call("GET", &format!("/api/v1/jobs/{id}/logs?waitMs=-5"), Some(ADMIN), None).await;
+    assert_bad(s, &v, &["waitMs"]);
+}
+
+#[tokio::test]
+async fn operator_bodies_refuse_unknown_properties() {
+    let api = Api::new();
+    let id = api.submit("true").await;
+    for (path, body) in [
+        ("/api/v1/revokes", json!({"jobs": [id], "terminat": true})),
+        ("/api/v1/workers/control", json!({"command": "ping", "timeout": 5})),
+        ("/api/v1/jobs/batch", json!({"jobs": [], "extra": 1})),
+    ] {
+        let (s, v) = api.call("POST", path, Some(ADMIN), Some(body)).await;
+        assert_bad(s, &v, &["unknown field"]);
+    }
+}
+
+#[tokio::test]
+async fn a_revoke_of_an_id_never_issued_is_404_and_stores_nothing() {
+    let api = Api::new();
+    let known = api.submit("true").await;
+    let never = uuid_v7();
+    let (s, v) =
+        api.call("POST", "/api/v1/revokes", Some(ADMIN), Some(json!({"jobs": [known, never]}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&never) && msg.contains("idempotency key"), "{msg}");
+    let (_, v) = api.call("GET", "/api/v1/revokes", Some(ADMIN), None).await;
+    assert_eq!(v["revokes"], json!([]), "nothing was revoked: {v}");
+    let (_, v) = api.call("GET", &format!("/api/v1/jobs/{known}"), Some(ADMIN), None).await;
+    assert_ne!(v["state"], "revoked");
 }
 
 #[tokio::test]

@@ -45,11 +45,34 @@ pub enum SqliteError {
     /// A blocking read task failed.
     #[error("read task failed: {0}")]
     Task(String),
+    /// The device holding the database file has no space left (SQLITE_FULL, ENOSPC).
+    #[error("no space left on the device holding {}: {detail}", path.display())]
+    DiskFull {
+        /// The database file a write failed on.
+        path: std::path::PathBuf,
+        /// What SQLite or the OS said.
+        detail: String,
+    },
+}
+
+impl SqliteError {
+    /// True when this failure means the disk is full.
+    pub(crate) fn is_disk_full(&self) -> bool {
+        match self {
+            Self::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            Self::Io(e) => e.kind() == std::io::ErrorKind::StorageFull,
+            Self::DiskFull { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 impl From<SqliteError> for StoreError {
     fn from(e: SqliteError) -> Self {
-        StoreError::Backend(Box::new(e))
+        match e {
+            SqliteError::DiskFull { path, detail } => StoreError::StorageFull { path, detail },
+            other => StoreError::Backend(Box::new(other)),
+        }
     }
 }
 
@@ -64,6 +87,23 @@ pub(crate) enum Error {
 
 /// Result with the crate's internal [`Error`].
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when this failure means the disk is full.
+    pub(crate) fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Backend(b) if b.is_disk_full())
+    }
+
+    /// A disk-full failure as [`SqliteError::DiskFull`] naming `path`; others unchanged.
+    pub(crate) fn naming(self, path: &std::path::Path) -> Error {
+        match self {
+            Error::Backend(b) if b.is_disk_full() && !matches!(b, SqliteError::DiskFull { .. }) => {
+                Error::Backend(SqliteError::DiskFull { path: path.to_path_buf(), detail: b.to_string() })
+            }
+            other => other,
+        }
+    }
+}
 
 impl From<Error> for StoreError {
     fn from(e: Error) -> Self {

@@ -9,7 +9,10 @@ use crate::error::Result;
 use crate::jobs_read::load_row;
 use chrono::{DateTime, Utc};
 use rota_domain::JobState;
-use rota_store::{QueueStats, RevokeOutcome, RevokeRecord, RevokeRequest, StopCause};
+use rota_store::{
+    KeyRevokeOutcome, KeyRevokeRecord, KeyRevokeRequest, QueueStats, RevokeOutcome, RevokeRecord,
+    RevokeRequest, StopCause, StoreError,
+};
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::BTreeMap;
 
@@ -18,6 +21,20 @@ const UPSERT_REVOKE: &str = "INSERT INTO revokes (job_id, terminate, signal, exp
      signal = excluded.signal, expires_at = excluded.expires_at";
 
 const JOB_EXISTS: &str = "SELECT 1 FROM jobs WHERE id = ?1";
+
+const UPSERT_KEY_REVOKE: &str = "INSERT INTO key_revokes (idempotency_key, terminate, signal, expires_at, \
+     created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (idempotency_key) DO UPDATE SET \
+     terminate = excluded.terminate, signal = excluded.signal, expires_at = excluded.expires_at";
+
+const JOB_OF_KEY: &str = "SELECT id FROM jobs WHERE idempotency_key = ?1";
+
+const LIVE_KEY_REVOKES: &str = "SELECT idempotency_key, terminate, signal, expires_at, created_at \
+     FROM key_revokes WHERE expires_at IS NULL OR expires_at >= ?1 ORDER BY created_at DESC, idempotency_key";
+
+const PRUNE_KEY_REVOKES: &str = "DELETE FROM key_revokes WHERE expires_at IS NOT NULL AND expires_at < ?1";
+
+const KEY_REVOKE_OF: &str =
+    "SELECT 1 FROM key_revokes WHERE idempotency_key = ?1 AND (expires_at IS NULL OR expires_at >= ?2)";
 
 const LIVE_REVOKES: &str = "SELECT job_id, terminate, signal, expires_at, created_at FROM revokes \
      WHERE expires_at IS NULL OR expires_at >= ?1 ORDER BY created_at DESC, job_id";
@@ -51,6 +68,15 @@ pub(crate) fn revoke_jobs(
 
 fn revoke_one(conn: &Connection, r: &RevokeRequest, now: DateTime<Utc>) -> Result<RevokeOutcome> {
     let id = r.job_id.to_string();
+    // Ids are issued by the server at submit: a revoke of any other could never match.
+    let exists = conn.prepare_cached(JOB_EXISTS)?.query_row([&id], |_| Ok(())).optional()?.is_some();
+    if !exists {
+        return Err(StoreError::NotFound(format!(
+            "no job {id}: job ids are issued at submit (it may also have been pruned); to revoke a job \
+             not submitted yet, revoke its idempotency key"
+        ))
+        .into());
+    }
     conn.prepare_cached(UPSERT_REVOKE)?.execute((
         &id,
         r.terminate,
@@ -58,10 +84,6 @@ fn revoke_one(conn: &Connection, r: &RevokeRequest, now: DateTime<Utc>) -> Resul
         r.expires_at.map(ms),
         ms(now),
     ))?;
-    let exists = conn.prepare_cached(JOB_EXISTS)?.query_row([&id], |_| Ok(())).optional()?.is_some();
-    if !exists {
-        return Ok(RevokeOutcome { job_id: r.job_id, row: None, changed: false, running: Vec::new() });
-    }
     let row = load_row(conn, r.job_id)?;
     if row.state.is_terminal() {
         return Ok(RevokeOutcome { job_id: r.job_id, row: Some(row), changed: false, running: Vec::new() });
@@ -71,36 +93,84 @@ fn revoke_one(conn: &Connection, r: &RevokeRequest, now: DateTime<Utc>) -> Resul
     Ok(RevokeOutcome { job_id: r.job_id, row: Some(load_row(conn, r.job_id)?), changed: true, running })
 }
 
-/// After a job is inserted: if a revoke names it, it ends `revoked` at once.
+/// Records each key revoke and revokes the job that already carries the key.
+pub(crate) fn revoke_keys(
+    conn: &Connection,
+    reqs: Vec<KeyRevokeRequest>,
+    now: DateTime<Utc>,
+) -> Result<Vec<rota_store::Result<KeyRevokeOutcome>>> {
+    Ok(reqs
+        .into_iter()
+        .map(|r| crate::writer::in_savepoint(conn, |c| revoke_key(c, &r, now)).map_err(Into::into))
+        .collect())
+}
+
+fn revoke_key(conn: &Connection, r: &KeyRevokeRequest, now: DateTime<Utc>) -> Result<KeyRevokeOutcome> {
+    conn.prepare_cached(UPSERT_KEY_REVOKE)?.execute((
+        &r.key,
+        r.terminate,
+        r.signal,
+        r.expires_at.map(ms),
+        ms(now),
+    ))?;
+    let existing: Option<String> =
+        conn.prepare_cached(JOB_OF_KEY)?.query_row([&r.key], |row| row.get(0)).optional()?;
+    let job = match existing {
+        Some(id) => Some(revoke_one(
+            conn,
+            &RevokeRequest {
+                job_id: job_id(&id)?,
+                terminate: r.terminate,
+                signal: r.signal,
+                expires_at: r.expires_at,
+            },
+            now,
+        )?),
+        None => None,
+    };
+    Ok(KeyRevokeOutcome { key: r.key.clone(), job })
+}
+
+/// After a job is inserted: if a revoke names it (by id, or by its idempotency key), it
+/// ends `revoked` at once.
 pub(crate) fn apply_pending_revoke(
     conn: &Connection,
     id: rota_domain::JobId,
+    key: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let pending = conn
+    let by_id = conn
         .prepare_cached(REVOKE_OF)?
         .query_row((id.to_string(), ms(now)), |r| r.get::<_, bool>(0))
-        .optional()?;
-    if pending.is_some() {
+        .optional()?
+        .is_some();
+    let by_key = match key {
+        Some(k) => {
+            conn.prepare_cached(KEY_REVOKE_OF)?.query_row((k, ms(now)), |_| Ok(())).optional()?.is_some()
+        }
+        None => false,
+    };
+    if by_id || by_key {
         control::end_job_with(conn, id, JobState::Revoked, StopCause::Revoked, now, false)?;
     }
     Ok(())
 }
 
-pub(crate) fn list_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {
-    let mut st = conn.prepare_cached(LIVE_REVOKES)?;
+/// A live revoke row: (job id or key, terminate, signal, expires at, created at).
+type RevokeRow = (String, bool, Option<i32>, Option<i64>, i64);
+
+/// The live rows of a revoke table (`sql` selects those columns for `?1` = now).
+fn revoke_rows(conn: &Connection, sql: &str, now: DateTime<Utc>) -> Result<Vec<RevokeRow>> {
+    let mut st = conn.prepare_cached(sql)?;
     let rows = st
-        .query_map([ms(now)], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, bool>(1)?,
-                r.get::<_, Option<i32>>(2)?,
-                r.get(3)?,
-                r.get(4)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<(String, bool, Option<i32>, Option<i64>, i64)>>>()?;
-    rows.into_iter()
+        .query_map([ms(now)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<rusqlite::Result<Vec<RevokeRow>>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn list_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {
+    revoke_rows(conn, LIVE_REVOKES, now)?
+        .into_iter()
         .map(|(id, terminate, signal, expires, created)| {
             Ok(RevokeRecord {
                 job_id: job_id(&id)?,
@@ -113,8 +183,25 @@ pub(crate) fn list_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<
         .collect()
 }
 
+pub(crate) fn list_key_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<KeyRevokeRecord>> {
+    revoke_rows(conn, LIVE_KEY_REVOKES, now)?
+        .into_iter()
+        .map(|(key, terminate, signal, expires, created)| {
+            Ok(KeyRevokeRecord {
+                key,
+                terminate,
+                signal,
+                expires_at: opt_time(expires)?,
+                created_at: time(created)?,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn prune_revokes(conn: &Connection, now: DateTime<Utc>) -> Result<u64> {
-    Ok(conn.prepare_cached(PRUNE_REVOKES)?.execute([ms(now)])? as u64)
+    let jobs = conn.prepare_cached(PRUNE_REVOKES)?.execute([ms(now)])?;
+    let keys = conn.prepare_cached(PRUNE_KEY_REVOKES)?.execute([ms(now)])?;
+    Ok((jobs + keys) as u64)
 }
 
 pub(crate) fn set_paused(conn: &Connection, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<bool> {

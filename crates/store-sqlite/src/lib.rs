@@ -10,7 +10,8 @@
 //! - `schema`: connections, PRAGMAs, embedded migrations (`migrations/{main,logs}/`).
 //! - `submit`, `claim`, `complete`, `lease`, `control`, `fleet`, `workers`, `prune`: the write
 //!   paths, one file per concern; `settle` and `attempts` are what they share.
-//! - `jobs_read`: job listings and records; `logs`: the log file.
+//! - `jobs_read`: job listings and records; `logs`: the log file; `quota`: which finished
+//!   jobs' logs the total log quota deletes first.
 //! - `codec`: column encodings; `error`: [`SqliteError`] and the mapping to `StoreError`.
 
 /// Jobs deleted per transaction when pruning.
@@ -29,6 +30,7 @@ mod logs;
 #[cfg(test)]
 mod plans;
 mod prune;
+mod quota;
 mod readers;
 mod schema;
 mod settle;
@@ -45,13 +47,16 @@ use readers::Readers;
 use rota_domain::{AttemptId, JobId, SessionId};
 use rota_store::{
     ClaimedAttempt, Claimer, Completion, CompletionRecorded, Heartbeat, HeartbeatOutcome, JobFilter,
-    JobRecord, JobRow, JobStore, LogAppend, LogPage, LogQuery, LostAttempt, NewJob, QueueStats, Registered,
-    RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
-    SubmittedAndClaimed, WorkerRecord, WorkerRegistration,
+    JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord, KeyRevokeRequest, LogAppend, LogPage,
+    LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered, RevokeOutcome, RevokeRecord,
+    RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted, SubmittedAndClaimed,
+    WorkerRecord, WorkerRegistration,
 };
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use writer::{Durability, Writer, unsaved_item};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -71,6 +76,22 @@ impl Default for SqliteOptions {
     }
 }
 
+/// After the quota is reached, pruning frees down to this share of it (per mille), so it
+/// does not run again for every append.
+const QUOTA_LOW_WATER_PERMILLE: u64 = 900;
+/// A prune that found nothing to delete is not tried again sooner than this.
+const QUOTA_RETRY: Duration = Duration::from_secs(1);
+
+/// The total log quota's counters (live bytes mirror the `log_usage` row).
+struct LogQuota {
+    quota: Option<u64>,
+    live: Arc<AtomicU64>,
+    pruned: AtomicU64,
+    refused: AtomicU64,
+    /// Held while pruning; remembers when a prune last found nothing to delete.
+    pruning: tokio::sync::Mutex<Option<Instant>>,
+}
+
 /// The SQLite [`JobStore`]. Dropping it finishes queued writes and closes the files.
 pub struct SqliteStore {
     path: PathBuf,
@@ -79,6 +100,7 @@ pub struct SqliteStore {
     logs: Writer,
     main_readers: Arc<Readers>,
     logs_readers: Arc<Readers>,
+    quota: LogQuota,
 }
 
 impl SqliteStore {
@@ -93,6 +115,7 @@ impl SqliteStore {
         schema::migrate(&mut main, schema::MAIN, path)?;
         let mut logs = schema::open_writer(&logs_path, opts.busy_timeout)?;
         schema::migrate(&mut logs, schema::LOGS, &logs_path)?;
+        let live = logs::live_bytes(&logs).map_err(StoreError::from)?;
         let keep = opts.reader_connections;
         Ok(SqliteStore {
             main: Writer::spawn("main", main)?,
@@ -101,7 +124,22 @@ impl SqliteStore {
             logs_readers: Readers::new("logs readers", logs_path.clone(), opts.busy_timeout, keep),
             path: path.to_path_buf(),
             logs_path,
+            quota: LogQuota {
+                quota: None,
+                live: Arc::new(AtomicU64::new(live)),
+                pruned: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                pruning: tokio::sync::Mutex::new(None),
+            },
         })
+    }
+
+    /// Sets the total log quota in live bytes (`None`, the default: unbounded), before the
+    /// store is shared; the caller may derive it from the live bytes it reports once open.
+    /// Past the quota the oldest finished jobs' logs are deleted, then new output is
+    /// refused; both are recorded per attempt.
+    pub fn set_log_quota(&mut self, quota: Option<u64>) {
+        self.quota.quota = quota;
     }
 
     /// The logs file that goes with the database at `path`.
@@ -127,6 +165,55 @@ impl SqliteStore {
         work: impl FnOnce(&rusqlite::Connection) -> error::Result<T> + Send + 'static,
     ) -> Result<T> {
         self.main.run(durability, work).await
+    }
+
+    /// Deletes the logs of the oldest finished jobs until `incoming` more bytes fit under
+    /// the low-water mark, if the quota would otherwise be passed. Jobs still running keep
+    /// theirs: once nothing finished is left, `logs::append` refuses new chunks instead.
+    async fn make_room(&self, quota: u64, incoming: u64) -> Result<()> {
+        let mut last_fruitless = self.quota.pruning.lock().await;
+        let live = self.quota.live.load(Ordering::Relaxed);
+        if live.saturating_add(incoming) <= quota
+            || last_fruitless.is_some_and(|t: Instant| t.elapsed() < QUOTA_RETRY)
+        {
+            return Ok(());
+        }
+        let low_water = quota / 1000 * QUOTA_LOW_WATER_PERMILLE;
+        let need = live.saturating_add(incoming).saturating_sub(low_water);
+        let with_logs: HashMap<String, u64> =
+            self.logs_readers.run(quota::jobs_with_logs).await?.into_iter().collect();
+        let ids = serde_json::to_string(&with_logs.keys().collect::<Vec<_>>())
+            .map_err(|e| SqliteError::Corrupt(e.to_string()))?;
+        let finished = self.main_readers.run(move |c| quota::finished_oldest_first(c, &ids)).await?;
+        let mut chosen = Vec::new();
+        let mut planned = 0u64;
+        for id in finished {
+            if planned >= need {
+                break;
+            }
+            planned += with_logs.get(&id).copied().unwrap_or(0);
+            chosen.push(id);
+        }
+        if chosen.is_empty() {
+            *last_fruitless = Some(Instant::now());
+            return Ok(());
+        }
+        *last_fruitless = None;
+        let mut freed = 0;
+        for chunk in chosen.chunks(PRUNE_CHUNK) {
+            let ids = serde_json::to_string(chunk).map_err(|e| SqliteError::Corrupt(e.to_string()))?;
+            let (n, live) = self.logs.run(Durability::Normal, move |c| quota::prune_jobs(c, &ids)).await?;
+            freed += n;
+            self.quota.live.store(live, Ordering::Relaxed);
+        }
+        self.quota.pruned.fetch_add(freed, Ordering::Relaxed);
+        tracing::info!(
+            jobs = chosen.len(),
+            freed_bytes = freed,
+            quota_bytes = quota,
+            "log quota reached: deleted the logs of the oldest finished jobs"
+        );
+        Ok(())
     }
 
     /// A write whose items each run in their own savepoint (see `Writer::run_itemised`).
@@ -247,8 +334,26 @@ impl JobStore for SqliteStore {
             }
         }
         if !valid.is_empty() {
-            let stored = self.logs.run(Durability::Normal, move |c| logs::append(c, valid)).await?;
-            for (i, r) in positions.into_iter().zip(stored) {
+            let quota = self.quota.quota;
+            if let Some(q) = quota {
+                let incoming: u64 =
+                    valid.iter().flat_map(|i| &i.append.chunks).map(|c| c.data.len() as u64).sum();
+                self.make_room(q, incoming).await?;
+            }
+            let live = self.quota.live.clone();
+            let stored = self
+                .logs
+                .run(Durability::Normal, move |c| {
+                    let done = logs::append(c, valid, quota)?;
+                    // On the writer thread, so updates land in commit order.
+                    live.store(done.live, Ordering::Relaxed);
+                    Ok(done)
+                })
+                .await?;
+            if stored.refused > 0 {
+                self.quota.refused.fetch_add(stored.refused, Ordering::Relaxed);
+            }
+            for (i, r) in positions.into_iter().zip(stored.results) {
                 results[i] = r;
             }
         }
@@ -283,7 +388,14 @@ impl JobStore for SqliteStore {
         for chunk in ids.chunks(PRUNE_CHUNK) {
             let ids = serde_json::to_string(chunk).map_err(|e| SqliteError::Corrupt(e.to_string()))?;
             let for_logs = ids.clone();
-            self.logs.run(Durability::Normal, move |c| logs::delete_jobs(c, &for_logs)).await?;
+            let live = self.quota.live.clone();
+            self.logs
+                .run(Durability::Normal, move |c| {
+                    logs::delete_jobs(c, &for_logs)?;
+                    live.store(logs::live_bytes(c)?, Ordering::Relaxed);
+                    Ok(())
+                })
+                .await?;
             pruned += self.write(Durability::Normal, move |c| prune::delete_jobs(c, &ids, before)).await?;
         }
         Ok(pruned)
@@ -298,8 +410,21 @@ impl JobStore for SqliteStore {
         self.write_items(Durability::Full, move |c| fleet::revoke_jobs(c, reqs, now)).await
     }
 
+    async fn revoke_keys(
+        &self,
+        reqs: Vec<KeyRevokeRequest>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<KeyRevokeOutcome>>> {
+        // Durable before the reply, as job revokes.
+        self.write_items(Durability::Full, move |c| fleet::revoke_keys(c, reqs, now)).await
+    }
+
     async fn list_revokes(&self, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {
         self.main_readers.run(move |c| fleet::list_revokes(c, now)).await
+    }
+
+    async fn list_key_revokes(&self, now: DateTime<Utc>) -> Result<Vec<KeyRevokeRecord>> {
+        self.main_readers.run(move |c| fleet::list_key_revokes(c, now)).await
     }
 
     async fn prune_revokes(&self, now: DateTime<Utc>) -> Result<u64> {
@@ -313,5 +438,14 @@ impl JobStore for SqliteStore {
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         self.main_readers.run(fleet::queue_stats).await
+    }
+
+    fn log_usage(&self) -> LogUsage {
+        LogUsage {
+            live_bytes: self.quota.live.load(Ordering::Relaxed),
+            quota_bytes: self.quota.quota,
+            pruned_bytes: self.quota.pruned.load(Ordering::Relaxed),
+            refused_bytes: self.quota.refused.load(Ordering::Relaxed),
+        }
     }
 }

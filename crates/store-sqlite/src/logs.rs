@@ -1,6 +1,7 @@
 //! Log chunks, in their own database file: checking that the sender holds the attempt (a
 //! read of the main database), appending with dedupe on (attempt, stream, seq), the per-
-//! attempt cap that keeps the tail, paged reads and pruning. Never touches job tables.
+//! attempt cap that keeps the tail, the total quota's refusal of new chunks, paged reads
+//! and pruning. Never touches job tables (which jobs the quota prunes is `quota.rs`).
 
 use crate::codec::{i64_of, job_id, parse_name, session_id, u32_of};
 use crate::error::{Result, conflict};
@@ -8,7 +9,7 @@ use crate::writer::in_savepoint;
 use rota_domain::spec::DEFAULT_LOG_CAP;
 use rota_domain::{AttemptId, AttemptStatus, Stream};
 use rota_store::ConflictKind;
-use rota_store::{LogAppend, LogPage, LogQuery, StoredChunk};
+use rota_store::{LogAppend, LogCut, LogPage, LogQuery, StoredChunk};
 use rusqlite::{Connection, OptionalExtension};
 
 /// Most chunks in one page, however small they are.
@@ -21,8 +22,15 @@ const INSERT_CHUNK: &str = "INSERT OR IGNORE INTO log_chunks \
      (job_id, step, attempt_id, attempt_number, stream, seq, size, data) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-const ADD_KEPT: &str = "INSERT INTO log_attempts (attempt_id, job_id, step, bytes_kept) VALUES (?1, ?2, ?3, ?4) \
-     ON CONFLICT (attempt_id) DO UPDATE SET bytes_kept = bytes_kept + excluded.bytes_kept";
+// bytes_dropped is a running total reported by the worker: the largest one wins, so a
+// resent or reordered append never counts twice.
+const ADD_KEPT: &str = "INSERT INTO log_attempts \
+     (attempt_id, job_id, step, bytes_kept, bytes_refused, bytes_dropped) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT (attempt_id) DO UPDATE SET bytes_kept = bytes_kept + excluded.bytes_kept, \
+     bytes_refused = bytes_refused + excluded.bytes_refused, \
+     bytes_dropped = MAX(bytes_dropped, excluded.bytes_dropped)";
+
+const LIVE: &str = "SELECT live_bytes FROM log_usage WHERE id = 1";
 
 const KEPT: &str = "SELECT bytes_kept FROM log_attempts WHERE attempt_id = ?1";
 
@@ -41,8 +49,9 @@ const RECORD_CUT: &str =
 const PAGE: &str = "SELECT cursor, step, attempt_id, attempt_number, stream, size, data FROM log_chunks \
      WHERE job_id = ?1 AND cursor > ?2 AND (?3 IS NULL OR step = ?3) AND size > 0 ORDER BY cursor";
 
-const TRUNCATED: &str = "SELECT step, attempt_id, bytes_cut FROM log_attempts \
-     WHERE job_id = ?1 AND bytes_cut > 0 AND (?2 IS NULL OR step = ?2) ORDER BY attempt_id";
+const TRUNCATED: &str = "SELECT step, attempt_id, bytes_cut + bytes_dropped, bytes_pruned, bytes_refused \
+     FROM log_attempts WHERE job_id = ?1 AND (?2 IS NULL OR step = ?2) \
+     AND bytes_cut + bytes_dropped + bytes_pruned + bytes_refused > 0 ORDER BY attempt_id";
 
 const DELETE_CHUNKS: &str = "DELETE FROM log_chunks WHERE job_id IN (SELECT value FROM json_each(?1))";
 const DELETE_ATTEMPTS: &str = "DELETE FROM log_attempts WHERE job_id IN (SELECT value FROM json_each(?1))";
@@ -91,18 +100,50 @@ pub(crate) fn check_append(conn: &Connection, append: LogAppend) -> Result<Check
     Ok(CheckedAppend { append, number: u32_of(number)?, cap })
 }
 
-/// On the logs database: stores each checked append in its own savepoint.
-pub(crate) fn append(conn: &Connection, items: Vec<CheckedAppend>) -> Result<Vec<rota_store::Result<()>>> {
-    Ok(items.iter().map(|item| in_savepoint(conn, |c| append_one(c, item)).map_err(Into::into)).collect())
+/// What one call of [`append`] did, beyond the per-item results.
+pub(crate) struct Appended {
+    /// Per item, in order.
+    pub(crate) results: Vec<rota_store::Result<()>>,
+    /// Bytes refused because the quota was full.
+    pub(crate) refused: u64,
+    /// Live log bytes after it.
+    pub(crate) live: u64,
 }
 
-fn append_one(conn: &Connection, item: &CheckedAppend) -> Result<()> {
+/// On the logs database: stores each checked append in its own savepoint. With a `quota`,
+/// a chunk that would take the live bytes past it is refused: its row is kept empty (so a
+/// resent copy stays refused) and its bytes are recorded on the attempt.
+pub(crate) fn append(conn: &Connection, items: Vec<CheckedAppend>, quota: Option<u64>) -> Result<Appended> {
+    let mut refused = 0;
+    let results = items
+        .iter()
+        .map(|item| {
+            in_savepoint(conn, |c| append_one(c, item, quota)).map(|r| refused += r).map_err(Into::into)
+        })
+        .collect();
+    Ok(Appended { results, refused, live: live_bytes(conn)? })
+}
+
+/// Live log bytes (the sum of the stored chunks' sizes).
+pub(crate) fn live_bytes(conn: &Connection) -> Result<u64> {
+    let live: i64 = conn.prepare_cached(LIVE)?.query_row([], |r| r.get(0))?;
+    Ok(live.max(0) as u64)
+}
+
+/// Stores one append; returns the bytes the quota refused.
+fn append_one(conn: &Connection, item: &CheckedAppend, quota: Option<u64>) -> Result<u64> {
     let a = &item.append;
     let job = a.job_id.to_string();
+    let quota = quota.map(i64_of);
     let mut insert = conn.prepare_cached(INSERT_CHUNK)?;
-    let mut added: i64 = 0;
+    let (mut added, mut refused): (i64, i64) = (0, 0);
     for ch in &a.chunks {
         let size = i64_of(ch.data.len() as u64);
+        let fits = match quota {
+            Some(q) => i64_of(live_bytes(conn)?) + size <= q,
+            None => true,
+        };
+        let (stored, data): (i64, &[u8]) = if fits { (size, &ch.data) } else { (0, &[]) };
         let n = insert.execute((
             &job,
             &a.step,
@@ -110,18 +151,31 @@ fn append_one(conn: &Connection, item: &CheckedAppend) -> Result<()> {
             i64::from(item.number),
             ch.stream.as_str(),
             i64_of(ch.seq),
-            size,
-            &ch.data,
+            stored,
+            data,
         ))?;
         if n == 1 {
-            added += size;
+            if fits {
+                added += size;
+            } else {
+                refused += size;
+            }
         }
     }
+    if added > 0 || refused > 0 || a.dropped > 0 {
+        conn.prepare_cached(ADD_KEPT)?.execute((
+            a.attempt_id.0,
+            &job,
+            &a.step,
+            added,
+            refused,
+            i64_of(a.dropped),
+        ))?;
+    }
     if added > 0 {
-        conn.prepare_cached(ADD_KEPT)?.execute((a.attempt_id.0, &job, &a.step, added))?;
         enforce_cap(conn, a.attempt_id, i64_of(item.cap))?;
     }
-    Ok(())
+    Ok(refused.max(0) as u64)
 }
 
 /// Drops the oldest bytes of an attempt past `cap`: whole chunks, then the head of the
@@ -187,10 +241,17 @@ pub(crate) fn read_logs(conn: &Connection, q: &LogQuery) -> Result<LogPage> {
     let mut st = conn.prepare_cached(TRUNCATED)?;
     let rows = st
         .query_map((&job, q.step.as_deref()), |r| {
-            Ok((r.get::<_, String>(0)?, AttemptId(r.get(1)?), r.get::<_, i64>(2)?))
+            let bytes = |i| r.get::<_, i64>(i).map(|n| n.max(0) as u64);
+            Ok(LogCut {
+                step: r.get(0)?,
+                attempt_id: AttemptId(r.get(1)?),
+                cap_bytes: bytes(2)?,
+                quota_pruned_bytes: bytes(3)?,
+                quota_refused_bytes: bytes(4)?,
+            })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    page.truncated = rows.into_iter().map(|(s, a, cut)| (s, a, cut.max(0) as u64)).collect();
+    page.truncated = rows;
     Ok(page)
 }
 
@@ -199,4 +260,61 @@ pub(crate) fn delete_jobs(conn: &Connection, ids_json: &str) -> Result<()> {
     conn.prepare_cached(DELETE_CHUNKS)?.execute([ids_json])?;
     conn.prepare_cached(DELETE_ATTEMPTS)?.execute([ids_json])?;
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use crate::schema::{LOGS, migrate, open_writer};
+    use crate::{SqliteOptions, SqliteStore};
+    use rota_domain::{AttemptId, JobId};
+    use rota_store::{JobStore, LogCut, LogQuery};
+    use std::time::Duration;
+
+    /// Logs migration 2 (quota counters) on a logs file written by schema 1: the chunks and
+    /// cuts stored before are read as before, and the live bytes count them.
+    #[tokio::test]
+    async fn logs_stored_before_the_quota_survive_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rota.db");
+        let logs_path = SqliteStore::logs_path_for(&path);
+        let before = &LOGS[..1];
+        assert_eq!(before.last().map(|m| m.name), Some("init"), "schema 1 is the one before");
+        let job = JobId::new();
+        {
+            let mut conn = open_writer(&logs_path, Duration::from_secs(1)).unwrap();
+            migrate(&mut conn, before, &logs_path).unwrap();
+            // As schema 1's binary wrote them: two chunks, the first cut by the cap.
+            for (seq, data) in [(0i64, &b""[..]), (1, &b"tail of the output\n"[..])] {
+                conn.execute(
+                    "INSERT INTO log_chunks (job_id, step, attempt_id, attempt_number, stream, seq, size, data) \
+                     VALUES (?1, 'build', 7, 1, 'stdout', ?2, ?3, ?4)",
+                    (job.to_string(), seq, data.len() as i64, data),
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO log_attempts (attempt_id, job_id, step, bytes_kept, bytes_cut) \
+                 VALUES (7, ?1, 'build', 19, 4096)",
+                [job.to_string()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, SqliteOptions::default()).unwrap();
+        assert_eq!(store.log_usage().live_bytes, 19, "live bytes count what was stored before");
+        let page = store
+            .read_logs(&LogQuery { job_id: job, step: None, after: 0, max_bytes: 1 << 20 })
+            .await
+            .unwrap();
+        let data: Vec<u8> = page.chunks.iter().flat_map(|c| c.data.clone()).collect();
+        assert_eq!(data, b"tail of the output\n");
+        let cut = LogCut {
+            step: "build".into(),
+            attempt_id: AttemptId(7),
+            cap_bytes: 4096,
+            quota_pruned_bytes: 0,
+            quota_refused_bytes: 0,
+        };
+        assert_eq!(page.truncated, [cut]);
+    }
 }

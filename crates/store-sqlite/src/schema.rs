@@ -31,11 +31,18 @@ pub(crate) const MAIN: &[Migration] = &[
         name: "worker_instance",
         sql: include_str!("../migrations/main/0004_worker_instance.sql"),
     },
+    Migration {
+        version: 5,
+        name: "key_revokes",
+        sql: include_str!("../migrations/main/0005_key_revokes.sql"),
+    },
 ];
 
 /// Migrations of the logs database.
-pub(crate) const LOGS: &[Migration] =
-    &[Migration { version: 1, name: "init", sql: include_str!("../migrations/logs/0001_init.sql") }];
+pub(crate) const LOGS: &[Migration] = &[
+    Migration { version: 1, name: "init", sql: include_str!("../migrations/logs/0001_init.sql") },
+    Migration { version: 2, name: "quota", sql: include_str!("../migrations/logs/0002_quota.sql") },
+];
 
 const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)";
@@ -130,6 +137,47 @@ mod tests {
                 assert_eq!(m.version, i as i64 + 1, "{}", m.name);
             }
         }
+    }
+
+    /// Migration 5 (key revokes) on a database at schema 4, as the previous release wrote
+    /// it: its job revokes (also of ids never issued, which it stored) and jobs are kept,
+    /// and key revokes work.
+    #[tokio::test]
+    async fn migration_5_keeps_what_schema_4_wrote() {
+        use rota_store::{JobStore, KeyRevokeRequest};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rota.db");
+        {
+            let mut conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+            migrate(&mut conn, &MAIN[..4], &path).unwrap();
+            // Rows as the previous release's fleet.rs and submit.rs wrote them.
+            let old_revoke = rota_domain::JobId::new().to_string();
+            conn.execute(
+                "INSERT INTO revokes (job_id, terminate, signal, expires_at, created_at) VALUES (?1, 1, 9, NULL, 1000)",
+                [&old_revoke],
+            )
+            .unwrap();
+            let version: i64 = conn.query_row(CURRENT_VERSION, [], |r| r.get(0)).unwrap();
+            assert_eq!(version, 4);
+        }
+        let store = crate::SqliteStore::open(&path, crate::SqliteOptions::default()).unwrap();
+        let now = chrono::Utc::now();
+        let kept = store.list_revokes(now).await.unwrap();
+        assert_eq!(kept.len(), 1, "the job revoke written at schema 4 is kept");
+        assert_eq!((kept[0].terminate, kept[0].signal), (true, Some(9)));
+        let out = store
+            .revoke_keys(
+                vec![KeyRevokeRequest { key: "k1".into(), terminate: false, signal: None, expires_at: None }],
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(out[0].is_ok(), "{out:?}");
+        assert_eq!(store.list_key_revokes(now).await.unwrap().len(), 1);
+        drop(store);
+        let conn = open_reader(&path, Duration::from_secs(1)).unwrap();
+        let version: i64 = conn.query_row(CURRENT_VERSION, [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 5);
     }
 
     #[test]

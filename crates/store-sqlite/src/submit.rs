@@ -76,7 +76,7 @@ fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
             &tags,
         ))?;
     }
-    crate::fleet::apply_pending_revoke(conn, job.id, job.now)?;
+    crate::fleet::apply_pending_revoke(conn, job.id, spec.idempotency_key.as_deref(), job.now)?;
     // Its claim, on this same writer thread, then needs no JSON parse.
     crate::spec_cache::remember(job.id, std::sync::Arc::new(spec.clone()));
     Ok(Submitted { id: job.id, created: true })

@@ -2,11 +2,12 @@
 //! fed by a channel. Group commit: every queued operation runs in one `BEGIN IMMEDIATE`
 //! transaction, each in its own savepoint (itemised ops: per item, or none for items that
 //! check before they write), and replies go out only after COMMIT. Owns transactions and
-//! durability; it knows nothing of jobs.
+//! durability, and says once (not per write) when the disk is full; it knows nothing of jobs.
 
 use crate::error::{Result, SqliteError};
 use rusqlite::Connection;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -32,8 +33,28 @@ trait Op: Send {
     /// Runs inside the batch transaction. Returns true if the op failed after writing part of
     /// its change with no savepoint to undo it: the whole batch must then roll back.
     fn apply(&mut self, conn: &Connection) -> bool;
+    /// True when the op failed because the disk is full.
+    fn disk_full(&self) -> bool;
     /// Sends the reply: the op's own result if the batch committed, else the commit error.
-    fn finish(self: Box<Self>, commit: std::result::Result<(), &str>);
+    /// A disk-full failure names `path`.
+    fn finish(self: Box<Self>, commit: std::result::Result<(), &BatchError>, path: &Path);
+}
+
+/// Why nothing of a batch was committed.
+#[derive(Debug)]
+struct BatchError {
+    message: String,
+    /// The disk is full (SQLITE_FULL from an op or the commit).
+    disk_full: bool,
+}
+
+impl BatchError {
+    fn of(e: &rusqlite::Error) -> Self {
+        Self {
+            message: e.to_string(),
+            disk_full: e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+        }
+    }
 }
 
 type OpFn<T> = Box<dyn FnOnce(&Connection) -> Result<T> + Send>;
@@ -66,11 +87,18 @@ impl<T: Send> Op for Pending<T> {
         torn
     }
 
-    fn finish(self: Box<Self>, commit: std::result::Result<(), &str>) {
+    fn disk_full(&self) -> bool {
+        matches!(&self.result, Some(Err(e)) if e.is_disk_full())
+    }
+
+    fn finish(self: Box<Self>, commit: std::result::Result<(), &BatchError>, path: &Path) {
         let reply = match (commit, self.result) {
-            (Ok(()), Some(r)) => r.map_err(Into::into),
+            (Ok(()), Some(r)) => r.map_err(|e| e.naming(path).into()),
             (Ok(()), None) => Err(SqliteError::Commit("operation was not run".into()).into()),
-            (Err(e), _) => Err(SqliteError::Commit(e.to_string()).into()),
+            (Err(e), _) if e.disk_full => {
+                Err(SqliteError::DiskFull { path: path.to_path_buf(), detail: e.message.clone() }.into())
+            }
+            (Err(e), _) => Err(SqliteError::Commit(e.message.clone()).into()),
         };
         // The caller may have gone away; its write stands regardless.
         let _ = self.reply.send(reply);
@@ -101,9 +129,15 @@ pub(crate) fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> 
         Ok(_) => control(conn, "RELEASE op"),
         Err(_) => roll_back_savepoint(conn),
     };
-    match end {
-        Ok(()) => r,
-        Err(e) => {
+    match (end, r) {
+        (Ok(()), r) => r,
+        // SQLite may have rolled the whole transaction back already (disk full): the
+        // savepoint is gone, and the op's own error says why.
+        (Err(_), Err(e)) => {
+            let _ = roll_back_savepoint(conn);
+            Err(e)
+        }
+        (Err(e), Ok(_)) => {
             let _ = roll_back_savepoint(conn);
             Err(e.into())
         }
@@ -152,9 +186,10 @@ impl Writer {
         let (tx, rx) = mpsc::channel::<Box<dyn Op>>();
         let batches = Arc::new(AtomicU64::new(0));
         let counter = batches.clone();
+        let path = PathBuf::from(conn.path().unwrap_or(name));
         let thread = std::thread::Builder::new()
             .name(format!("rota-sqlite-{name}"))
-            .spawn(move || run_batches(name, conn, rx, &counter))
+            .spawn(move || run_batches(name, &path, conn, rx, &counter))
             .map_err(SqliteError::Io)?;
         Ok(Self { name, tx: Some(tx), thread: Some(thread), batches })
     }
@@ -211,8 +246,17 @@ impl Drop for Writer {
     }
 }
 
-fn run_batches(name: &'static str, conn: Connection, rx: mpsc::Receiver<Box<dyn Op>>, batches: &AtomicU64) {
+fn run_batches(
+    name: &'static str,
+    path: &Path,
+    conn: Connection,
+    rx: mpsc::Receiver<Box<dyn Op>>,
+    batches: &AtomicU64,
+) {
     let mut full = false;
+    // Said once when writes start failing for lack of space, and once when they work again:
+    // a full disk fails every request, and a log line per request would only add to it.
+    let mut out_of_space = false;
     // Blocks while idle; a batch is whatever queued up while the previous one committed.
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -233,14 +277,25 @@ fn run_batches(name: &'static str, conn: Connection, rx: mpsc::Receiver<Box<dyn 
             if group.is_empty() {
                 continue;
             }
+            let changes_before = conn.total_changes();
             let outcome = commit_batch(&conn, &mut group, want_full, &mut full);
             batches.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = &outcome {
-                tracing::error!(db = name, error = %e, ops = group.len(), "sqlite batch failed");
+            // A batch that changed nothing (an empty claim) commits even on a full disk.
+            let wrote = conn.total_changes() != changes_before;
+            let disk_full =
+                outcome.as_ref().err().is_some_and(|e| e.disk_full) || group.iter().any(|op| op.disk_full());
+            if disk_full && !out_of_space {
+                tracing::error!(db = name, path = %path.display(),
+                    "no space left on the device holding the database: writes fail (HTTP 507) until space is freed");
+            } else if let (Err(e), false) = (&outcome, disk_full) {
+                tracing::error!(db = name, error = %e.message, ops = group.len(), "sqlite batch failed");
+            } else if out_of_space && !disk_full && outcome.is_ok() && wrote {
+                tracing::info!(db = name, path = %path.display(), "space available again: writes succeed");
             }
-            let commit = outcome.as_ref().map(|_| ()).map_err(|e| e.as_str());
+            out_of_space = disk_full || (out_of_space && !(outcome.is_ok() && wrote));
+            let commit = outcome.as_ref().map(|_| ());
             for op in group {
-                op.finish(commit);
+                op.finish(commit, path);
             }
         }
     }
@@ -252,29 +307,33 @@ fn commit_batch(
     batch: &mut [Box<dyn Op>],
     want_full: bool,
     full: &mut bool,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), BatchError> {
     if want_full != *full {
         let level = if want_full { "FULL" } else { "NORMAL" };
-        conn.pragma_update(None, "synchronous", level).map_err(|e| e.to_string())?;
+        conn.pragma_update(None, "synchronous", level).map_err(|e| BatchError::of(&e))?;
         *full = want_full;
     }
-    control(conn, "BEGIN IMMEDIATE").map_err(|e| e.to_string())?;
+    control(conn, "BEGIN IMMEDIATE").map_err(|e| BatchError::of(&e))?;
     for op in batch.iter_mut() {
-        if op.apply(conn) {
+        let torn = op.apply(conn);
+        let disk_full = op.disk_full();
+        let message = |m: &str| if disk_full { "database or disk is full".into() } else { m.to_string() };
+        if torn {
             let _ = control(conn, "ROLLBACK");
-            return Err(
-                "an operation failed after writing part of its change; its batch was rolled back".into()
-            );
+            let m =
+                message("an operation failed after writing part of its change; its batch was rolled back");
+            return Err(BatchError { message: m, disk_full });
         }
         // Some errors (I/O, disk full) make SQLite roll back the whole transaction; what
         // follows would then autocommit piecemeal, so the batch stops here.
         if conn.is_autocommit() {
-            return Err("the transaction was rolled back by SQLite after an error".into());
+            let m = message("the transaction was rolled back by SQLite after an error");
+            return Err(BatchError { message: m, disk_full });
         }
     }
     if let Err(e) = control(conn, "COMMIT") {
         let _ = control(conn, "ROLLBACK");
-        return Err(e.to_string());
+        return Err(BatchError::of(&e));
     }
     Ok(())
 }

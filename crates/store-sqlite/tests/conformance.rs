@@ -130,6 +130,7 @@ async fn twenty_megabytes_of_output_round_trip() {
             step: a.step.clone(),
             attempt_id: a.attempt_id,
             chunks: batch.to_vec(),
+            dropped: 0,
         };
         let out = store.append_logs(vec![item]).await.unwrap();
         assert!(out[0].is_ok(), "{:?}", out[0]);
@@ -199,7 +200,7 @@ async fn a_job_the_previous_release_stopped_with_a_step_running_still_finishes()
         job_id: id,
         step: "s".into(),
         attempt_id: claimed.attempt_id,
-        outcome: AttemptOutcome::Failed { exit_code: None, signal: Some(15) },
+        outcome: AttemptOutcome::Failed { exit_code: None, signal: Some(15), why: None },
         run_ms: None,
         jitter01: 0.5,
     };

@@ -8,8 +8,8 @@
 
 use crate::{
     ClaimedAttempt, Claimer, Completion, CompletionRecorded, ConflictKind, Heartbeat, JobFilter, JobRecord,
-    JobStore, LogAppend, LogQuery, NameHolder, NewJob, NewLogChunk, QueueStats, Result, RevokeRequest,
-    SessionStatus, StepRecord, StopCause, StopKind, StoreError, WorkerRegistration,
+    JobStore, KeyRevokeRequest, LogAppend, LogCut, LogQuery, NameHolder, NewJob, NewLogChunk, QueueStats,
+    Result, RevokeRequest, SessionStatus, StepRecord, StopCause, StopKind, StoreError, WorkerRegistration,
 };
 use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;
@@ -60,6 +60,8 @@ scenarios![
     extend_live_leases,
     heartbeat_renews_and_stops,
     durable_revokes,
+    revoke_of_an_unknown_job_is_not_found,
+    key_revokes_bind_later_jobs,
     revoke_without_terminate_lets_the_step_finish,
     late_results_keep_their_run_time,
     paused_queues,
@@ -148,7 +150,7 @@ fn retrying(mut s: StepSpec, max_attempts: u32, initial_secs: u64) -> StepSpec {
 }
 
 fn failed(code: i32) -> AttemptOutcome {
-    AttemptOutcome::Failed { exit_code: Some(code), signal: None }
+    AttemptOutcome::Failed { exit_code: Some(code), signal: None, why: None }
 }
 
 async fn submit(s: &Arc<dyn JobStore>, spec: JobSpec, now: DateTime<Utc>) -> JobId {
@@ -973,7 +975,14 @@ fn chunk(stream: Stream, seq: u64, data: Vec<u8>) -> NewLogChunk {
 }
 
 fn append(session: SessionId, c: &ClaimedAttempt, chunks: Vec<NewLogChunk>) -> LogAppend {
-    LogAppend { session, job_id: c.job_id, step: c.step.clone(), attempt_id: c.attempt_id, chunks }
+    LogAppend {
+        session,
+        job_id: c.job_id,
+        step: c.step.clone(),
+        attempt_id: c.attempt_id,
+        chunks,
+        dropped: 0,
+    }
 }
 
 async fn append_ok(s: &Arc<dyn JobStore>, item: LogAppend) {
@@ -1088,7 +1097,33 @@ async fn logs_cap_keeps_tail(s: Arc<dyn JobStore>) {
     assert!(kept.len() <= 100 && kept.len() >= 70, "about the cap is kept: {}", kept.len());
     let page = s.read_logs(&LogQuery { job_id: id, step: None, after: 0, max_bytes: 1 << 20 }).await.unwrap();
     let cut = (full.len() - kept.len()) as u64;
-    assert_eq!(page.truncated, [("a".to_string(), a.attempt_id, cut)], "the cut is reported");
+    let expected = LogCut {
+        step: "a".into(),
+        attempt_id: a.attempt_id,
+        cap_bytes: cut,
+        quota_pruned_bytes: 0,
+        quota_refused_bytes: 0,
+    };
+    assert_eq!(page.truncated, std::slice::from_ref(&expected), "the cut is reported");
+
+    // Bytes the worker dropped before sending count in the cut: the largest total it
+    // reported, so a resent or late (smaller) report never counts twice.
+    let worker_dropped = |seq: u64, dropped: u64| LogAppend {
+        dropped,
+        ..append(w, &a, vec![chunk(Stream::Stdout, seq, vec![b'z'; 10])])
+    };
+    append_ok(&s, worker_dropped(10, 500)).await;
+    append_ok(&s, worker_dropped(10, 500)).await;
+    append_ok(&s, worker_dropped(11, 300)).await;
+    let kept =
+        read_all(&s, id, None, 1 << 20).await.remove(&("a".into(), Stream::Stdout)).unwrap_or_default();
+    let page = s.read_logs(&LogQuery { job_id: id, step: None, after: 0, max_bytes: 1 << 20 }).await.unwrap();
+    let cap_bytes = (full.len() + 20 - kept.len()) as u64 + 500;
+    assert_eq!(
+        page.truncated,
+        [LogCut { cap_bytes, ..expected }],
+        "what the server cut plus the 500 bytes the worker dropped"
+    );
 }
 
 async fn logs_refused_when_not_held(s: Arc<dyn JobStore>) {
@@ -1363,32 +1398,96 @@ async fn durable_revokes(s: Arc<dyn JobStore>) {
         [(a.attempt_id, StopCause::Revoked)]
     );
 
-    // A job not seen yet: the revoke waits for it until it expires.
-    let future = new_id();
+    // Expiring revokes are pruned once expired; revokes without expiry stay.
+    let expiring = submit(&s, JobSpec::new(vec![step("a")]), at(6)).await;
+    s.revoke_jobs(vec![revoke(expiring, false, Some(at(100)))], at(7)).await.unwrap().pop().unwrap().unwrap();
+    let ids: Vec<JobId> = s.list_revokes(at(8)).await.unwrap().iter().map(|r| r.job_id).collect();
+    assert!(ids.contains(&expiring) && ids.contains(&queued) && ids.contains(&running), "{ids:?}");
+    assert_eq!(s.prune_revokes(at(101)).await.unwrap(), 1);
+    let ids: Vec<JobId> = s.list_revokes(at(102)).await.unwrap().iter().map(|r| r.job_id).collect();
+    assert!(!ids.contains(&expiring) && ids.contains(&queued));
+    assert_eq!(
+        get(&s, expiring).await.row.state,
+        JobState::Revoked,
+        "pruning a revoke does not revive its job"
+    );
+    // Revoking an ended job records the revoke and changes nothing.
+    let out = s.revoke_jobs(vec![revoke(queued, true, None)], at(103)).await.unwrap().pop().unwrap().unwrap();
+    assert!(!out.changed);
+}
+
+async fn revoke_of_an_unknown_job_is_not_found(s: Arc<dyn JobStore>) {
+    // Ids are issued at submit: a revoke of an id never issued could never match.
+    let known = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
+    let unknown = new_id();
     let out = s
-        .revoke_jobs(vec![revoke(future, false, Some(at(100)))], at(6))
+        .revoke_jobs(vec![revoke(unknown, false, Some(at(100))), revoke(known, false, None)], at(1))
+        .await
+        .unwrap();
+    match &out[0] {
+        Err(StoreError::NotFound(m)) => assert!(m.contains(&unknown.to_string()), "{m}"),
+        other => panic!("expected NotFound for an unknown id, got {other:?}"),
+    }
+    assert!(out[1].as_ref().is_ok_and(|o| o.changed), "the known job in the same call is revoked");
+    let ids: Vec<JobId> = s.list_revokes(at(2)).await.unwrap().iter().map(|r| r.job_id).collect();
+    assert_eq!(ids, [known], "nothing is stored for the unknown id");
+    // A job later stored under that id (only a test can choose ids) is not bound by it.
+    let later = s
+        .submit_jobs(vec![NewJob { id: unknown, spec: JobSpec::new(vec![step("a")]), now: at(3) }])
+        .await
+        .unwrap();
+    assert!(later[0].is_ok());
+    assert_eq!(get(&s, unknown).await.row.state, JobState::Queued);
+}
+
+fn key_revoke(key: &str, terminate: bool, expires_at: Option<DateTime<Utc>>) -> KeyRevokeRequest {
+    KeyRevokeRequest { key: key.into(), terminate, signal: None, expires_at }
+}
+
+fn keyed(key: &str) -> JobSpec {
+    let mut j = JobSpec::new(vec![step("a")]);
+    j.idempotency_key = Some(key.into());
+    j
+}
+
+async fn key_revokes_bind_later_jobs(s: Arc<dyn JobStore>) {
+    // A key no job carries yet: stored, and binds the job submitted later with it.
+    let out = s.revoke_keys(vec![key_revoke("nightly-1", false, None)], t0()).await.unwrap();
+    assert!(out[0].as_ref().is_ok_and(|o| o.key == "nightly-1" && o.job.is_none()), "{out:?}");
+    let id = submit(&s, keyed("nightly-1"), at(1)).await;
+    let rec = get(&s, id).await;
+    assert_eq!(rec.row.state, JobState::Revoked, "a job submitted with a revoked key ends revoked");
+    assert!(rec.steps.iter().all(|st| st.state == StepState::Revoked));
+    let w = worker(&s).await;
+    assert!(claim(&s, w, 5, at(2)).await.is_empty(), "it never starts");
+    // Submitting the key again still answers with that job (idempotency holds).
+    let again =
+        s.submit_jobs(vec![NewJob { id: new_id(), spec: keyed("nightly-1"), now: at(3) }]).await.unwrap();
+    assert_eq!(again[0].as_ref().map(|r| (r.id, r.created)).ok(), Some((id, false)));
+
+    // A key a running job already carries: that job is revoked (and with terminate, stopped).
+    let running = submit(&s, keyed("nightly-2"), at(4)).await;
+    let a = claim_one(&s, w, at(5)).await;
+    let out = s
+        .revoke_keys(vec![key_revoke("nightly-2", true, None)], at(6))
         .await
         .unwrap()
         .pop()
         .unwrap()
         .unwrap();
-    assert!(out.row.is_none() && !out.changed);
-    let ids: Vec<JobId> = s.list_revokes(at(7)).await.unwrap().iter().map(|r| r.job_id).collect();
-    assert!(ids.contains(&future) && ids.contains(&queued) && ids.contains(&running), "{ids:?}");
-    let submitted = s
-        .submit_jobs(vec![NewJob { id: future, spec: JobSpec::new(vec![step("a")]), now: at(8) }])
-        .await
-        .unwrap();
-    assert!(submitted[0].is_ok());
-    assert_eq!(get(&s, future).await.row.state, JobState::Revoked, "a revoke binds a job that appears later");
+    let job = out.job.expect("the job carrying the key");
+    assert_eq!(job.job_id, running);
+    assert!(job.changed);
+    assert_eq!(job.running.iter().map(|r| r.attempt_id).collect::<Vec<_>>(), [a.attempt_id]);
 
-    // Expired revokes are pruned; revokes without expiry stay.
+    // Expiry: an expired key revoke no longer binds, and is pruned.
+    s.revoke_keys(vec![key_revoke("nightly-3", false, Some(at(100)))], at(7)).await.unwrap();
+    let keys: Vec<String> = s.list_key_revokes(at(8)).await.unwrap().into_iter().map(|r| r.key).collect();
+    assert_eq!(keys, ["nightly-3", "nightly-2", "nightly-1"], "newest first");
+    assert!(s.list_key_revokes(at(101)).await.unwrap().iter().all(|r| r.key != "nightly-3"));
     assert_eq!(s.prune_revokes(at(101)).await.unwrap(), 1);
-    let ids: Vec<JobId> = s.list_revokes(at(102)).await.unwrap().iter().map(|r| r.job_id).collect();
-    assert!(!ids.contains(&future) && ids.contains(&queued));
-    // Revoking an ended job records the revoke and changes nothing.
-    let out = s.revoke_jobs(vec![revoke(queued, true, None)], at(103)).await.unwrap().pop().unwrap().unwrap();
-    assert!(!out.changed);
+    let late = submit(&s, keyed("nightly-3"), at(102)).await;
+    assert_eq!(get(&s, late).await.row.state, JobState::Queued, "an expired key revoke binds nothing");
 }
 
 async fn revoke_without_terminate_lets_the_step_finish(s: Arc<dyn JobStore>) {

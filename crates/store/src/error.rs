@@ -18,6 +18,16 @@ pub enum StoreError {
     /// The input cannot be stored as given.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// The device holding the named file or directory has no space left (ENOSPC,
+    /// SQLITE_FULL). Nothing of the refused write was kept; it may succeed once space is
+    /// freed.
+    #[error("no space left on the device holding {}: {detail}", path.display())]
+    StorageFull {
+        /// The database file (or directory) that could not be written.
+        path: std::path::PathBuf,
+        /// What the backend reported.
+        detail: String,
+    },
     /// The backend failed (I/O, corruption, driver error).
     #[error("storage backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

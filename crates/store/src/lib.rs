@@ -118,7 +118,9 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Appends log chunks (per item: `Conflict` if the session does not hold the attempt).
     /// Chunks already stored (same attempt, stream, seq) are ignored. Past the step's log
-    /// cap, the oldest chunks of the attempt are dropped and the cut is recorded.
+    /// cap, the oldest chunks of the attempt are dropped and the cut is recorded. Past the
+    /// total log quota, the oldest finished jobs' logs are deleted first, then new chunks
+    /// are refused; both are recorded per attempt ([`LogCut`]).
     async fn append_logs(&self, items: Vec<LogAppend>) -> Result<Vec<Result<()>>>;
 
     /// A page of a job's log output after a cursor.
@@ -142,18 +144,30 @@ pub trait JobStore: Send + Sync + 'static {
     /// Records revokes durably (serialized with claims: a revoked job is never claimed
     /// again, by any worker, across restarts). A live job ends `revoked`: steps not started
     /// are revoked; with `terminate` its running attempts are flagged and returned,
-    /// otherwise they finish but nothing after them starts. A job not known yet is revoked
-    /// when it appears, until the revoke expires. Per item results.
+    /// otherwise they finish but nothing after them starts. A job id that does not exist
+    /// is `NotFound` (ids are issued at submit) and nothing is stored. Per item results.
     async fn revoke_jobs(
         &self,
         reqs: Vec<RevokeRequest>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<RevokeOutcome>>>;
 
+    /// Records revokes of idempotency keys durably: a job already submitted with the key is
+    /// revoked as by [`JobStore::revoke_jobs`]; one submitted later with it ends `revoked`
+    /// at once, until the revoke expires. Per item results.
+    async fn revoke_keys(
+        &self,
+        reqs: Vec<KeyRevokeRequest>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<KeyRevokeOutcome>>>;
+
     /// Revokes still in force at `now`, newest first.
     async fn list_revokes(&self, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>>;
 
-    /// Forgets revokes that expired before `now`. Returns how many.
+    /// Key revokes still in force at `now`, newest first.
+    async fn list_key_revokes(&self, now: DateTime<Utc>) -> Result<Vec<KeyRevokeRecord>>;
+
+    /// Forgets revokes (of jobs and of keys) that expired before `now`. Returns how many.
     async fn prune_revokes(&self, now: DateTime<Utc>) -> Result<u64>;
 
     /// Pauses (`true`) or resumes a queue, durably: no step of a paused queue is claimed.
@@ -162,4 +176,7 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Every queue that has live steps or is paused, by name.
     async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+
+    /// Use of the total log quota. Cheap (no I/O): safe for health checks and metrics.
+    fn log_usage(&self) -> LogUsage;
 }

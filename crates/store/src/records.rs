@@ -426,6 +426,10 @@ pub struct LogAppend {
     pub attempt_id: AttemptId,
     /// Chunks in order.
     pub chunks: Vec<NewLogChunk>,
+    /// Bytes of this attempt's output the worker dropped before sending (its log cap while
+    /// unsent), in total since the attempt started: the largest value seen is kept, so a
+    /// resent or reordered append never counts twice. 0 from workers that do not say.
+    pub dropped: u64,
 }
 
 /// One chunk to store.
@@ -476,20 +480,49 @@ pub struct LogPage {
     pub chunks: Vec<StoredChunk>,
     /// Cursor for the next page (the last chunk's, or the request's if none).
     pub next_cursor: i64,
-    /// Attempts (step, attempt, bytes cut) whose head was cut by the log cap.
-    pub truncated: Vec<(String, AttemptId, u64)>,
+    /// Attempts whose output was not all kept, and why.
+    pub truncated: Vec<LogCut>,
+}
+
+/// What was not kept of one attempt's output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogCut {
+    /// Step.
+    pub step: String,
+    /// Attempt.
+    pub attempt_id: AttemptId,
+    /// Bytes cut from the head by the step's log cap (by the server, plus what the worker
+    /// dropped before sending).
+    pub cap_bytes: u64,
+    /// Bytes deleted after the job finished, to keep the total log quota.
+    pub quota_pruned_bytes: u64,
+    /// New output not stored because the total log quota was full.
+    pub quota_refused_bytes: u64,
+}
+
+/// How much of the total log quota is in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogUsage {
+    /// Bytes of log output stored now (live bytes, not file size).
+    pub live_bytes: u64,
+    /// The quota, if one is enforced.
+    pub quota_bytes: Option<u64>,
+    /// Bytes of finished jobs' output deleted to keep the quota, since the store opened.
+    pub pruned_bytes: u64,
+    /// Bytes of new output refused because the quota was full, since the store opened.
+    pub refused_bytes: u64,
 }
 
 /// A revoke to record.
 #[derive(Clone, Debug)]
 pub struct RevokeRequest {
-    /// The job (it may not exist yet).
+    /// The job (it must exist: ids are issued at submit; revoke a key for later jobs).
     pub job_id: JobId,
     /// Also stop its running steps (signal, grace, KILL); otherwise they finish.
     pub terminate: bool,
     /// Signal for `terminate` (default TERM).
     pub signal: Option<i32>,
-    /// Forget the revoke after this instant if the job was never seen.
+    /// Forget the revoke after this instant.
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -498,7 +531,8 @@ pub struct RevokeRequest {
 pub struct RevokeOutcome {
     /// The job.
     pub job_id: JobId,
-    /// The job after the call, if it exists.
+    /// The job after the call (`None` only for revokes stored before unknown ids were
+    /// refused).
     pub row: Option<JobRow>,
     /// True when a live job was revoked by this call.
     pub changed: bool,
@@ -512,6 +546,43 @@ pub struct RevokeRecord {
     /// The job.
     pub job_id: JobId,
     /// Whether running steps were terminated.
+    pub terminate: bool,
+    /// Signal used for terminate.
+    pub signal: Option<i32>,
+    /// When it is forgotten (never if `None`).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A revoke of an idempotency key: binds the job submitted with that key, now or later.
+#[derive(Clone, Debug)]
+pub struct KeyRevokeRequest {
+    /// The idempotency key.
+    pub key: String,
+    /// Also stop the job's running steps (only if it already runs).
+    pub terminate: bool,
+    /// Signal for `terminate` (default TERM).
+    pub signal: Option<i32>,
+    /// Forget the revoke after this instant if no job with the key was submitted.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What a key revoke did.
+#[derive(Clone, Debug)]
+pub struct KeyRevokeOutcome {
+    /// The key.
+    pub key: String,
+    /// The job that already carries the key, revoked as by [`RevokeRequest`].
+    pub job: Option<RevokeOutcome>,
+}
+
+/// A stored key revoke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRevokeRecord {
+    /// The idempotency key.
+    pub key: String,
+    /// Whether running steps are terminated.
     pub terminate: bool,
     /// Signal used for terminate.
     pub signal: Option<i32>,

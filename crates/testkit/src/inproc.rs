@@ -37,20 +37,24 @@ impl Server {
     /// Starts one on its SQLite database `db`, listening on `addr` (port 0 if `None`), with
     /// leases of (heartbeat, TTL) milliseconds.
     pub async fn start(db: &Path, addr: Option<SocketAddr>, lease: (u64, u64)) -> Self {
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let listener = tokio::net::TcpListener::bind(addr.unwrap_or(any)).await.expect("bind");
-        let addr = listener.local_addr().expect("local address");
-        let store: Arc<dyn rota_store::JobStore> =
-            Arc::new(SqliteStore::open(db, SqliteOptions::default()).expect("open the store"));
         let config = ServerConfig {
-            admin_token: ADMIN.into(),
-            join_token: JOIN.into(),
             heartbeat_interval: Duration::from_millis(lease.0),
             lease_ttl: Duration::from_millis(lease.1),
             // Keeps graceful shutdowns short: they wait for open long-polls.
             max_poll: Duration::from_secs(2),
             ..ServerConfig::default()
         };
+        Self::start_with(db, addr, config).await
+    }
+
+    /// Starts one with `config`, its tokens replaced by [`ADMIN`] and [`JOIN`].
+    pub async fn start_with(db: &Path, addr: Option<SocketAddr>, config: ServerConfig) -> Self {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let listener = tokio::net::TcpListener::bind(addr.unwrap_or(any)).await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let store: Arc<dyn rota_store::JobStore> =
+            Arc::new(SqliteStore::open(db, SqliteOptions::default()).expect("open the store"));
+        let config = ServerConfig { admin_token: ADMIN.into(), join_token: JOIN.into(), ..config };
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();

@@ -81,8 +81,8 @@ fn answer(ctx: &Ctx, command: &Command) -> (Reply, Option<crate::ShutdownMode>) 
             revoked: ctx.fleet.revoked(),
         },
         Command::Stats => Reply::Stats(ctx.fleet.stats(&ctx.config.queues)),
-        Command::Revoke { jobs } => {
-            ctx.fleet.hold_revokes(jobs);
+        Command::Revoke { jobs, expires_in_ms } => {
+            ctx.fleet.hold_revokes(jobs, |_| expires_in_ms.map(std::time::Duration::from_millis));
             Reply::Done
         }
         Command::Shutdown { mode } => {

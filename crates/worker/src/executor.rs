@@ -76,6 +76,13 @@ pub(crate) async fn run_attempt(
         Err(e) => return Some(lost(format!("cannot create the attempt directory: {e}"))),
     };
     let env = spawn::build_env(setup.base_env, step, setup.secrets);
+    // The kernel refuses an exec over its argument limits (E2BIG): that is the step's
+    // input, not a lost worker, so it fails with the reason instead of being retried as
+    // `lost` (a server older than the API limits may hand out such a step).
+    if let Err(e) = spawn::check_exec_limits(step, &env) {
+        setup.dirs.release(dir, keep, true).await;
+        return Some(AttemptOutcome::Failed { exit_code: None, signal: None, why: Some(e) });
+    }
     // When the spawn was asked for: the moment peers' harnesses stamp (just before they
     // start `sh`); `spawned_at` below is after the kernel has exec'd it.
     let spawn_call = std::time::SystemTime::now();
@@ -142,8 +149,8 @@ fn lost(why: String) -> AttemptOutcome {
 pub(crate) fn outcome_of(status: ExitStatus) -> AttemptOutcome {
     match (status.code(), status.signal()) {
         (Some(0), _) => AttemptOutcome::Succeeded,
-        (Some(code), _) => AttemptOutcome::Failed { exit_code: Some(code), signal: None },
-        (None, signal) => AttemptOutcome::Failed { exit_code: None, signal },
+        (Some(code), _) => AttemptOutcome::Failed { exit_code: Some(code), signal: None, why: None },
+        (None, signal) => AttemptOutcome::Failed { exit_code: None, signal, why: None },
     }
 }
 
@@ -401,9 +408,9 @@ pub(crate) async fn execute(
         };
         let fin = logs.finish(step.attempt_id).await;
         if fin.dropped > 0 {
-            tracing::warn!(
+            tracing::info!(
                 dropped_bytes = fin.dropped,
-                "output exceeded the log cap while unsent: oldest bytes dropped"
+                "output exceeded the log cap while unsent: oldest bytes dropped (counted in the cut notice)"
             );
         }
         tracing::debug!(outcome = %outcome.reason(), "step ended");
@@ -413,6 +420,7 @@ pub(crate) async fn execute(
             attempt_id: step.attempt_id,
             outcome,
             logs: if fin.rejected { Vec::new() } else { fin.chunks },
+            dropped_bytes: fin.dropped,
             run_ms: Some(run_ms),
         });
     }

@@ -158,8 +158,8 @@ async fn output_is_byte_exact_for_non_utf8_without_trailing_newline() {
 async fn exit_codes_and_signals_become_outcomes() {
     let h = Harness::new();
     let cases = [
-        ("exit 3", AttemptOutcome::Failed { exit_code: Some(3), signal: None }),
-        ("kill -9 $$", AttemptOutcome::Failed { exit_code: None, signal: Some(9) }),
+        ("exit 3", AttemptOutcome::Failed { exit_code: Some(3), signal: None, why: None }),
+        ("kill -9 $$", AttemptOutcome::Failed { exit_code: None, signal: Some(9), why: None }),
         ("true", AttemptOutcome::Succeeded),
     ];
     for (i, (run, want)) in cases.into_iter().enumerate() {
@@ -288,4 +288,29 @@ async fn a_step_that_cannot_be_spawned_is_reported_lost() {
         other => panic!("{other:?}"),
     }
     assert!(!h.ws.path().join("attempts").join("70").exists());
+}
+
+#[tokio::test]
+async fn an_environment_over_the_kernel_limits_fails_the_step_with_the_reason() {
+    // One variable over the per-string limit (128 KiB), then many under it that add up to
+    // more than the argument limit: the kernel would refuse both (E2BIG). Either fails the
+    // step naming the problem, never `lost` (which would be retried on every worker).
+    let h = Harness::new();
+    let mut one = claimed(50, "true");
+    one.env.insert("BIG".into(), "x".repeat(200 * 1024));
+    let mut many = claimed(51, "true");
+    for i in 0..24 {
+        many.env.insert(format!("PART{i}"), "y".repeat(100 * 1024));
+    }
+    for (step, needle) in [(one, "step.env.BIG"), (many, "the limit is")] {
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let got = h.run(&step, rx, &Recorder::default()).await;
+        eprintln!("attempt {}: {got:?}", step.attempt_id);
+        match got {
+            Some(AttemptOutcome::Failed { exit_code: None, signal: None, why: Some(why) }) => {
+                assert!(why.contains(needle), "{why}");
+            }
+            other => panic!("expected a failed step with the reason, got {other:?}"),
+        }
+    }
 }

@@ -8,7 +8,7 @@ use crate::shutdown::ShutdownHandle;
 use rota_api_types::fleet::{InFlight, WorkerStats};
 use rota_api_types::worker::ClaimedStep;
 use rota_domain::{AttemptId, AttemptOutcome, JobId};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -38,7 +38,8 @@ pub(crate) struct FleetState {
     claimed: AtomicU64,
     max_jobs: Option<u64>,
     in_flight: Mutex<HashMap<AttemptId, Entry>>,
-    revoked: Mutex<HashSet<JobId>>,
+    /// Revoked jobs, with when each revoke expires (by this process's clock).
+    revoked: Mutex<HashMap<JobId, Option<Instant>>>,
     last_busy: Mutex<Instant>,
     last_change: Mutex<Instant>,
     recycle: Mutex<Option<String>>,
@@ -68,7 +69,7 @@ impl FleetState {
             claimed: AtomicU64::new(0),
             max_jobs: config.max_jobs,
             in_flight: Mutex::new(HashMap::new()),
-            revoked: Mutex::new(HashSet::new()),
+            revoked: Mutex::new(HashMap::new()),
             last_busy: Mutex::new(now),
             last_change: Mutex::new(now),
             recycle: Mutex::new(None),
@@ -168,12 +169,21 @@ impl FleetState {
         }
     }
 
-    pub(crate) fn hold_revokes(&self, jobs: &[JobId]) {
-        lock(&self.revoked).extend(jobs.iter().copied());
+    /// Holds revokes; `expires_in` says when each is forgotten (as the server forgets it).
+    pub(crate) fn hold_revokes(&self, jobs: &[JobId], expires_in: impl Fn(JobId) -> Option<Duration>) {
+        let now = Instant::now();
+        let mut held = lock(&self.revoked);
+        for id in jobs {
+            held.insert(*id, expires_in(*id).map(|d| now + d));
+        }
     }
 
+    /// Revokes in force; expired ones are dropped here.
     pub(crate) fn revoked(&self) -> Vec<JobId> {
-        let mut v: Vec<JobId> = lock(&self.revoked).iter().copied().collect();
+        let now = Instant::now();
+        let mut held = lock(&self.revoked);
+        held.retain(|_, until| until.is_none_or(|t| t > now));
+        let mut v: Vec<JobId> = held.keys().copied().collect();
         v.sort();
         v
     }

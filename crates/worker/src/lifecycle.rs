@@ -61,7 +61,9 @@ pub(crate) async fn serve(
         replace = false;
         registered_before = true;
         ctx.set_lease(resp.heartbeat_interval_ms, resp.lease_ttl_ms);
-        ctx.fleet.hold_revokes(&resp.revoked);
+        ctx.fleet.hold_revokes(&resp.revoked, |id| {
+            resp.revoke_expires_in_ms.get(&id).map(|ms| std::time::Duration::from_millis(*ms))
+        });
         let lease = ctx.lease();
         tracing::info!(session_id = %resp.session_id, name = %ctx.config.name, server = %ctx.client.base_url(),
             heartbeat_ms = lease.heartbeat_interval.as_millis() as u64, lease_ttl_ms = lease.lease_ttl.as_millis() as u64,

@@ -1,6 +1,7 @@
 //! Per-attempt output buffers: raw bytes cut into chunks of at most 256 KiB with a `seq`
 //! per (attempt, stream) from 0, bounded by each attempt's `log_cap` (the oldest unsent
-//! bytes are dropped and counted). Plain data, no I/O and no locking: `logship.rs` owns
+//! bytes are dropped and counted, and the count goes with every batch so the server's cut
+//! notice includes it). Plain data, no I/O and no locking: `logship.rs` owns
 //! the lock and the sending. It never reorders a stream or reuses a `seq`.
 
 use rota_api_types::Bytes64;
@@ -36,11 +37,21 @@ impl StreamBuf {
         }
     }
 
-    /// Drops up to `excess` of the oldest unsent bytes; returns how many were dropped.
+    /// Drops up to `excess` of the oldest unsent bytes; returns how many were dropped. Only
+    /// what is needed: the head of a chunk is cut rather than the whole chunk, so exactly
+    /// the cap is kept and the server receives at least its cap after the last drop (the
+    /// tail it keeps is then contiguous). A cut chunk keeps its `seq`.
     fn drop_oldest(&mut self, excess: usize) -> usize {
-        if let Some(front) = self.sealed.pop_front() {
-            self.sealed_bytes -= front.data.0.len();
-            return front.data.0.len();
+        if let Some(front) = self.sealed.front_mut() {
+            let len = front.data.0.len();
+            if len <= excess {
+                self.sealed.pop_front();
+                self.sealed_bytes -= len;
+                return len;
+            }
+            front.data.0.drain(..excess);
+            self.sealed_bytes -= excess;
+            return excess;
         }
         let n = excess.min(self.pending.len());
         self.pending.drain(..n);
@@ -113,7 +124,7 @@ impl LogBuffers {
 pub(crate) struct FinalLogs {
     /// Chunks in order per stream (stdout first).
     pub(crate) chunks: Vec<LogChunk>,
-    /// Bytes dropped because of the log cap while the server was away.
+    /// Bytes dropped because of the log cap before they could be sent (in total).
     pub(crate) dropped: u64,
     /// True when the server refused this attempt's logs (it was superseded).
     pub(crate) rejected: bool,
@@ -163,7 +174,13 @@ impl LogBuffers {
                         chunks.push(c);
                     }
                 }
-                LogBatch { job_id: a.job_id, step: a.step.clone(), attempt_id: id, chunks }
+                LogBatch {
+                    job_id: a.job_id,
+                    step: a.step.clone(),
+                    attempt_id: id,
+                    chunks,
+                    dropped_bytes: a.dropped,
+                }
             });
             if let Some(batch) = batch.filter(|b| !b.chunks.is_empty()) {
                 out.push(batch);
@@ -280,6 +297,7 @@ mod tests {
         assert!(b.total() <= 300_000);
         let fin = b.take_final(id);
         let kept = bytes_of(&fin.chunks, Stream::Stdout);
+        assert_eq!(kept.len(), 300_000, "exactly the cap is kept");
         assert_eq!(kept.len() as u64 + fin.dropped, 1_000_000);
         assert_eq!(kept[..], data[data.len() - kept.len()..]);
     }

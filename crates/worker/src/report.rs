@@ -171,6 +171,7 @@ impl Reporter {
                 attempt_id: item.attempt_id,
                 outcome: item.outcome.clone(),
                 logs: item.logs.clone(),
+                dropped_bytes: item.dropped_bytes,
                 run_ms: item.run_ms,
             };
             ctx.client.complete(item.job_id, &item.step, &req).await.map(|_| vec![(200, None)])
@@ -263,8 +264,13 @@ async fn ship_logs_first(ctx: &Ctx, item: &mut CompleteItem) -> Result<(), Clien
             .count()
             .max(1);
         let chunks: Vec<_> = item.logs[..n].to_vec();
-        let batch =
-            LogBatch { job_id: item.job_id, step: item.step.clone(), attempt_id: item.attempt_id, chunks };
+        let batch = LogBatch {
+            job_id: item.job_id,
+            step: item.step.clone(),
+            attempt_id: item.attempt_id,
+            chunks,
+            dropped_bytes: item.dropped_bytes,
+        };
         let generation = ctx.client.credential_generation();
         match ctx.client.logs_batch(&LogsBatchRequest { batches: vec![batch] }).await {
             Ok(resp) => {

@@ -19,6 +19,7 @@ fn request(ctx: &Ctx, replace: bool) -> RegisterRequest {
     let c = &ctx.config;
     RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
+        protocol_minor: rota_domain::PROTOCOL_MINOR,
         name: c.name.clone(),
         host: c.host.clone(),
         profile: c.profile.clone(),

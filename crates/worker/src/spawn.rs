@@ -56,6 +56,19 @@ pub(crate) fn build_env(base: &BaseEnv, step: &ClaimedStep, secrets: &[&str]) ->
     env
 }
 
+/// Whether `sh -c <script>` with this environment is within the kernel's limits
+/// (`rota_domain::limits`): the reason names the variable and the limit when it is not.
+pub(crate) fn check_exec_limits(step: &ClaimedStep, env: &[(OsString, OsString)]) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    rota_domain::limits::check_exec(
+        "step",
+        &step.run,
+        env.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        rota_domain::limits::MAX_SPAWN_BYTES,
+    )
+    .map_err(|e| format!("cannot run: {}: {}", e.field, e.message))
+}
+
 /// The shell that runs every step, as an absolute path, never a PATH lookup: the step's
 /// PATH differs from the worker's, and Rust's std then cannot use posix_spawnp (it would
 /// search the wrong PATH) and silently falls back to fork+exec, which profiled at ~2 ms of

@@ -221,6 +221,7 @@ async fn a_superseded_session_kills_its_steps_and_registers_again() {
     let imposter = WorkerClient::new(&server.addr.to_string()).unwrap();
     let req = rota_api_types::worker::RegisterRequest {
         protocol_version: rota_domain::PROTOCOL_VERSION,
+        protocol_minor: rota_domain::PROTOCOL_MINOR,
         name,
         host: "elsewhere".into(),
         profile: None,

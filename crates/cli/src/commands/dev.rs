@@ -40,6 +40,7 @@ pub(crate) async fn run(
     }
 
     let tokens_created = server.tokens_created;
+    let log_quota = server.log_quota.clone();
     let server_stop = CancellationToken::new();
     let server_task =
         tokio::spawn(rota_server::run(server.listener, server.store, server.config, server_stop.clone()));
@@ -52,7 +53,7 @@ pub(crate) async fn run(
     tokio::select! {
         ready = ready_rx => {
             if ready.is_ok() {
-                banner(&url, paths, &settings, tokens_created);
+                banner(&url, paths, &settings, tokens_created, &log_quota);
             }
         }
         res = &mut worker_task => {
@@ -89,12 +90,19 @@ pub(crate) async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-fn banner(url: &str, paths: &Paths, settings: &ServerSettings, tokens_created: super::server::TokensCreated) {
+fn banner(
+    url: &str,
+    paths: &Paths,
+    settings: &ServerSettings,
+    tokens_created: super::server::TokensCreated,
+    log_quota: &str,
+) {
     note(format_args!(
         "rota dev: server and one local worker are up (database {})",
         settings.database.display()
     ));
     super::server::announce_tokens(paths, tokens_created);
+    note(format_args!("log quota: {log_quota}"));
     let default = format!("http://{DEFAULT_ADDR}");
     let prefix = if url == default { String::new() } else { format!("ROTA_SERVER={url} ") };
     // Pasted as printed, these must work: after `cargo run` no `rota` is on the PATH.

@@ -6,6 +6,7 @@
 use crate::args::ServerArgs;
 use crate::config::{Paths, ServerSettings};
 use crate::lifecycle::readiness::{self, ReadyLine};
+use crate::log_quota::LogQuota;
 use crate::output::note;
 use crate::signals::StopSignals;
 use crate::tokens;
@@ -58,6 +59,8 @@ pub(crate) struct Prepared {
     pub(crate) url: String,
     pub(crate) store: Arc<dyn JobStore>,
     pub(crate) config: ServerConfig,
+    /// The total log quota, described for the start-up lines.
+    pub(crate) log_quota: String,
     /// Which token files this start generated (first start, or a deleted file).
     pub(crate) tokens_created: TokensCreated,
 }
@@ -66,7 +69,7 @@ impl Prepared {
     pub(crate) async fn new(settings: &ServerSettings, paths: &Paths) -> Result<Self> {
         let (admin_token, admin_created) = tokens::read_or_create(&paths.admin_token())?;
         let (join_token, join_created) = tokens::read_or_create(&paths.join_token())?;
-        let store = open_store(settings)?;
+        let (store, log_quota) = open_store(settings)?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -84,6 +87,7 @@ impl Prepared {
             url: format!("http://{addr}"),
             store,
             config,
+            log_quota,
             tokens_created: TokensCreated { admin: admin_created, join: join_created },
         })
     }
@@ -92,6 +96,7 @@ impl Prepared {
     pub(crate) fn announce(&self, paths: &Paths) {
         note(format_args!("rota server listening on {}", self.url));
         announce_tokens(paths, self.tokens_created);
+        note(format_args!("log quota: {}", self.log_quota));
     }
 }
 
@@ -119,12 +124,14 @@ pub(crate) fn announce_tokens(paths: &Paths, created: TokensCreated) {
     ));
 }
 
-fn open_store(settings: &ServerSettings) -> Result<Arc<dyn JobStore>> {
+/// Opens the store with its log quota; returns it with the quota described.
+fn open_store(settings: &ServerSettings) -> Result<(Arc<dyn JobStore>, String)> {
     let path = &settings.database;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let store = SqliteStore::open(path, SqliteOptions::default())
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut store = SqliteStore::open(path, SqliteOptions::default())
         .with_context(|| format!("cannot open the database {}", path.display()))?;
-    Ok(Arc::new(store))
+    let quota = LogQuota::choose(settings.log_quota, dir, store.log_usage().live_bytes)?;
+    store.set_log_quota(Some(quota.bytes));
+    Ok((Arc::new(store), quota.describe(dir)))
 }

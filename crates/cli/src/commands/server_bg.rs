@@ -12,7 +12,7 @@ use crate::lifecycle::locks;
 use crate::lifecycle::meta::Overrides;
 use crate::lifecycle::paths::{Dirs, Instance, InstancePaths};
 use crate::lifecycle::report;
-use crate::output::{Out, note};
+use crate::output::{Out, note, size_text};
 use anyhow::{Context, Result};
 use rota_worker::ShutdownMode;
 use serde_json::json;
@@ -101,6 +101,10 @@ fn given_flags(a: &ServerArgs, explicit: &[String]) -> Result<BTreeMap<String, S
             "retention" => dur(a.retention),
             "heartbeat_interval" => dur(a.heartbeat_interval),
             "lease_ttl" => dur(a.lease_ttl),
+            "log_quota" => match a.log_quota {
+                Some(q) => q.to_string(),
+                None => continue,
+            },
             _ => continue,
         };
         flags.insert(id.clone(), value);
@@ -143,8 +147,29 @@ fn status(global: &GlobalArgs, ipaths: &InstancePaths) -> Result<ExitCode> {
             writeln!(out, "  log: {}", p.display())?;
         }
         writeln!(out, "  {}", s.diagnostic)?;
+        if let Some(logs) = s.server.as_ref().and_then(|v| v.logs) {
+            writeln!(out, "  logs: {}", log_quota_text(&logs))?;
+        }
     }
     Ok(ExitCode::from(code))
+}
+
+/// `1.2 GiB of the 5.0 GiB log quota (24%); since start: 300.0 MiB of finished jobs' logs
+/// deleted, 0 B of new output refused`.
+fn log_quota_text(u: &rota_api_types::jobs::LogQuotaUse) -> String {
+    let live = size_text(u.live_bytes);
+    let used = match u.quota_bytes {
+        Some(q) if q > 0 => {
+            let pct = u.live_bytes as f64 * 100.0 / q as f64;
+            format!("{live} of the {} log quota ({pct:.0}%)", size_text(q))
+        }
+        _ => format!("{live} (no log quota)"),
+    };
+    format!(
+        "{used}; since start: {} of finished jobs' logs deleted, {} of new output refused",
+        size_text(u.pruned_bytes),
+        size_text(u.refused_bytes)
+    )
 }
 
 fn print_start(ipaths: &InstancePaths, l: &Launched, json: bool) -> Result<()> {

@@ -100,7 +100,9 @@ pub(crate) const QUARANTINE_KEEP: usize = 5;
 /// Returns the new path.
 pub(crate) fn quarantine(path: &Path) -> io::Result<PathBuf> {
     let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    // Nanoseconds: copies made in the same millisecond (a loop of restarts) get distinct
+    // names, so a pruned name is never reused for a newer copy.
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
     let mut n = 1;
     let to = loop {
         let suffix = if n == 1 { String::new() } else { format!("-{n}") };

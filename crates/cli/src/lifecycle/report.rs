@@ -50,6 +50,9 @@ pub(crate) struct ServerView {
     pub(crate) last_heartbeat_at: Option<DateTime<Utc>>,
     /// Why the view is unreachable or unknown.
     pub(crate) error: Option<String>,
+    /// The server's total log quota in use (`rota server status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) logs: Option<rota_api_types::jobs::LogQuotaUse>,
 }
 
 /// `rota worker status --json`.
@@ -193,8 +196,13 @@ pub(crate) fn expected_name(meta: &Meta) -> String {
 
 /// Asks the server about the worker (a few seconds at most).
 pub(crate) async fn server_view(server: &str, token: Option<String>, name: &str) -> ServerView {
-    let mut view =
-        ServerView { url: server.to_string(), registration: "unknown", last_heartbeat_at: None, error: None };
+    let mut view = ServerView {
+        url: server.to_string(),
+        registration: "unknown",
+        last_heartbeat_at: None,
+        error: None,
+        logs: None,
+    };
     let client = match rota_client::Client::new(server, token.clone()) {
         Ok(c) => c,
         Err(e) => {
@@ -240,13 +248,18 @@ fn unreachable(view: &mut ServerView, error: String) {
 
 /// The background server's own view: does it answer `GET /healthz` at `url`?
 pub(crate) async fn health_view(url: &str) -> ServerView {
-    let mut view =
-        ServerView { url: url.to_string(), registration: "serving", last_heartbeat_at: None, error: None };
+    let mut view = ServerView {
+        url: url.to_string(),
+        registration: "serving",
+        last_heartbeat_at: None,
+        error: None,
+        logs: None,
+    };
     let limit = Duration::from_secs(3);
     match rota_client::Client::new(url, None) {
         Err(e) => unreachable(&mut view, e.to_string()),
         Ok(c) => match tokio::time::timeout(limit, c.healthz()).await {
-            Ok(Ok(_)) => {}
+            Ok(Ok(health)) => view.logs = health.logs,
             Ok(Err(e)) => unreachable(&mut view, format!("{e:#}")),
             Err(_) => unreachable(&mut view, format!("no answer within {}s", limit.as_secs())),
         },

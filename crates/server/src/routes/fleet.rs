@@ -3,15 +3,16 @@
 //! (stored before anything is broadcast), and paused queues.
 
 use crate::auth::Admin;
-use crate::error::{ApiError, ApiJson};
+use crate::error::{ApiError, ApiJson, ApiPath};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use rota_api_types::fleet::{
-    FleetCommand, FleetRequest, FleetResponse, NoReply, QueueList, QueueView, RevokeList, RevokeRequest,
-    RevokeResponse, RevokeResult, RevokeView, WorkerReply,
+    FleetCommand, FleetRequest, FleetResponse, KeyRevokeResult, KeyRevokeView, NoReply, QueueList, QueueView,
+    RevokeList, RevokeRequest, RevokeResponse, RevokeResult, RevokeView, WorkerReply,
 };
 use rota_api_types::worker::{Command, StopOrder, StopReason};
+use rota_domain::limits;
 use rota_store::{SessionStatus, WorkerRecord};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,10 @@ pub(crate) async fn fleet_control(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<FleetRequest>,
 ) -> Result<Json<FleetResponse>, ApiError> {
+    limits::check_count("workers", req.workers.len(), limits::MAX_ITEMS).map_err(ApiError::limit)?;
+    for (i, w) in req.workers.iter().enumerate() {
+        limits::check_text(&format!("workers[{i}]"), w, limits::MAX_NAME).map_err(ApiError::limit)?;
+    }
     let timeout =
         req.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT).min(state.config.max_poll);
     let command = match req.command {
@@ -103,22 +108,40 @@ where
     out
 }
 
-/// Revokes jobs: written to the store (serialized with claims, durable) before anything is
-/// broadcast; with `terminate`, running steps get the signal, then KILL after the grace.
+/// Revokes jobs (by id) and idempotency keys: written to the store (serialized with claims,
+/// durable) before anything is broadcast; with `terminate`, running steps get the signal,
+/// then KILL after the grace. A job id the server never issued is 404 and nothing is stored.
 #[utoipa::path(post, path = "/api/v1/revokes", tag = "workers", security(("admin" = [])), request_body = RevokeRequest,
-    responses((status = 200, body = RevokeResponse), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = RevokeResponse), (status = 400), (status = 401), (status = 403),
+        (status = 404, description = "a job id the server never issued (or already pruned); nothing was revoked"),
+        (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn revoke(
     _: Admin,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RevokeRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
-    if req.jobs.is_empty() {
-        return Err(ApiError::bad_request("jobs: name at least one job"));
+    if req.jobs.is_empty() && req.keys.is_empty() {
+        return Err(ApiError::bad_request("jobs: name at least one job (or keys: one idempotency key)"));
+    }
+    limits::check_count("jobs", req.jobs.len(), limits::MAX_ITEMS).map_err(ApiError::limit)?;
+    limits::check_count("keys", req.keys.len(), limits::MAX_ITEMS).map_err(ApiError::limit)?;
+    for (i, k) in req.keys.iter().enumerate() {
+        limits::check_text(&format!("keys[{i}]"), k, limits::MAX_IDEMPOTENCY_KEY).map_err(ApiError::limit)?;
     }
     if let Some(sig) = req.signal
         && !(1..=64).contains(&sig)
     {
-        return Err(ApiError::bad_request(format!("signal: {sig} is not a signal number")));
+        return Err(ApiError::bad_request(format!("signal: {sig} is not a signal number (1-64)")));
+    }
+    // Refuse the whole call before storing anything if an id was never issued: a revoke
+    // of such an id could never match (ids are chosen by the server).
+    for (i, id) in req.jobs.iter().enumerate() {
+        if let Err(rota_store::StoreError::NotFound(_)) = state.store.get_job(*id).await {
+            return Err(ApiError::not_found(format!(
+                "jobs[{i}]: no job {id}: job ids are issued by the server at submit (or it was pruned); \
+                 to revoke a job not submitted yet, revoke its idempotency key (rota worker revoke --key K)"
+            )));
+        }
     }
     let now = chrono::Utc::now();
     let expires_at = req
@@ -134,51 +157,90 @@ pub(crate) async fn revoke(
             expires_at,
         })
         .collect();
-    let outcomes = state.store.revoke_jobs(reqs, now).await?;
+    let outcomes = if req.jobs.is_empty() { Vec::new() } else { state.store.revoke_jobs(reqs, now).await? };
+    let mut revoked_ids = Vec::new();
     let mut results = Vec::new();
-    for (id, out) in req.jobs.iter().zip(outcomes) {
+    for out in outcomes {
         let out = out?;
-        for r in &out.running {
-            tracing::info!(job_id = %r.job_id, step = %r.step, attempt_id = %r.attempt_id, "revoke --terminate: stopping attempt");
-            state.hub.push(
-                r.session,
-                Command::Stop(StopOrder {
-                    attempt_id: r.attempt_id,
-                    reason: StopReason::Revoked,
-                    signal: req.signal,
-                }),
-            );
-        }
-        results.push(RevokeResult {
-            job_id: *id,
-            state: out.row.as_ref().map(|r| r.state.as_str().to_string()),
-            changed: out.changed,
-            terminated: out.running.len() as u32,
-        });
+        revoked_ids.push(out.job_id);
+        results.push(revoke_result(&state, out, req.signal));
     }
-    // Tell every live worker, so `inspect --revoked` shows what each holds.
-    for w in state.store.list_workers().await? {
-        if w.status != SessionStatus::Offline {
-            state.hub.push(w.session, Command::Revoke { jobs: req.jobs.clone() });
+    let key_reqs = req
+        .keys
+        .iter()
+        .map(|k| rota_store::KeyRevokeRequest {
+            key: k.clone(),
+            terminate: req.terminate,
+            signal: req.signal,
+            expires_at,
+        })
+        .collect();
+    let key_outcomes =
+        if req.keys.is_empty() { Vec::new() } else { state.store.revoke_keys(key_reqs, now).await? };
+    let mut keys = Vec::new();
+    for out in key_outcomes {
+        let out = out?;
+        let job = out.job.map(|j| {
+            revoked_ids.push(j.job_id);
+            revoke_result(&state, j, req.signal)
+        });
+        keys.push(KeyRevokeResult { key: out.key, job });
+    }
+    // Tell every live worker, so `inspect --revoked` shows what each holds (until expiry).
+    if !revoked_ids.is_empty() {
+        let expires_in_ms = req.expires_ms;
+        for w in state.store.list_workers().await? {
+            if w.status != SessionStatus::Offline {
+                state.hub.push(w.session, Command::Revoke { jobs: revoked_ids.clone(), expires_in_ms });
+            }
         }
     }
     state.bump_progress();
-    Ok(Json(RevokeResponse { results }))
+    Ok(Json(RevokeResponse { results, keys }))
 }
 
-/// Revokes in force, newest first.
+/// Pushes the stop orders of one revoke and says what it did.
+fn revoke_result(state: &AppState, out: rota_store::RevokeOutcome, signal: Option<i32>) -> RevokeResult {
+    for r in &out.running {
+        tracing::info!(job_id = %r.job_id, step = %r.step, attempt_id = %r.attempt_id, "revoke --terminate: stopping attempt");
+        state.hub.push(
+            r.session,
+            Command::Stop(StopOrder { attempt_id: r.attempt_id, reason: StopReason::Revoked, signal }),
+        );
+    }
+    RevokeResult {
+        job_id: out.job_id,
+        state: out.row.as_ref().map(|r| r.state.as_str().to_string()),
+        changed: out.changed,
+        terminated: out.running.len() as u32,
+    }
+}
+
+/// Revokes in force (of jobs and of keys), newest first.
 #[utoipa::path(get, path = "/api/v1/revokes", tag = "workers", security(("admin" = [])),
-    responses((status = 200, body = RevokeList), (status = 401), (status = 403)))]
+    responses((status = 200, body = RevokeList)))]
 pub(crate) async fn list_revokes(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<RevokeList>, ApiError> {
-    let revokes = state.store.list_revokes(chrono::Utc::now()).await?;
+    let now = chrono::Utc::now();
+    let revokes = state.store.list_revokes(now).await?;
+    let keys = state.store.list_key_revokes(now).await?;
     Ok(Json(RevokeList {
         revokes: revokes
             .into_iter()
             .map(|r| RevokeView {
                 job_id: r.job_id,
+                terminate: r.terminate,
+                signal: r.signal,
+                expires_at: r.expires_at,
+                created_at: r.created_at,
+            })
+            .collect(),
+        keys: keys
+            .into_iter()
+            .map(|r| KeyRevokeView {
+                key: r.key,
                 terminate: r.terminate,
                 signal: r.signal,
                 expires_at: r.expires_at,
@@ -209,14 +271,7 @@ pub(crate) async fn list_queues(
 }
 
 async fn set_paused(state: &AppState, queue: &str, paused: bool) -> Result<Json<QueueView>, ApiError> {
-    if queue.is_empty()
-        || queue.len() > 128
-        || !queue.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-    {
-        return Err(ApiError::bad_request(format!(
-            "queue '{queue}': use 1-128 characters of A-Z a-z 0-9 _ - ."
-        )));
-    }
+    limits::check_name("queue", queue).map_err(ApiError::limit)?;
     state.store.set_queue_paused(queue, paused, chrono::Utc::now()).await?;
     if !paused {
         state.wake_claimers();
@@ -232,22 +287,22 @@ async fn set_paused(state: &AppState, queue: &str, paused: bool) -> Result<Json<
 
 /// Pauses a queue: no worker claims from it until it is resumed (persisted).
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/pause", tag = "workers", security(("admin" = [])),
-    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403)))]
+    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn pause_queue(
     _: Admin,
     State(state): State<AppState>,
-    Path(queue): Path<String>,
+    ApiPath(queue): ApiPath<String>,
 ) -> Result<Json<QueueView>, ApiError> {
     set_paused(&state, &queue, true).await
 }
 
 /// Resumes a paused queue.
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/resume", tag = "workers", security(("admin" = [])),
-    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403)))]
+    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn resume_queue(
     _: Admin,
     State(state): State<AppState>,
-    Path(queue): Path<String>,
+    ApiPath(queue): ApiPath<String>,
 ) -> Result<Json<QueueView>, ApiError> {
     set_paused(&state, &queue, false).await
 }

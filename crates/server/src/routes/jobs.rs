@@ -2,12 +2,12 @@
 //! retry. Input is validated here against the domain rules; state changes are store calls.
 
 use crate::auth::Admin;
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::views::{self, Fleet};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use rota_api_types::jobs::{
     BatchSubmitRequest, BatchSubmitResponse, JobDetail, JobList, JobSummary, ListJobsQuery, LogPage,
@@ -15,7 +15,7 @@ use rota_api_types::jobs::{
 };
 use rota_api_types::worker::{Command, ItemResult, StopOrder, StopReason};
 use rota_api_types::{Bytes64, IDEMPOTENCY_KEY_HEADER};
-use rota_domain::{JobId, JobSpec, JobState};
+use rota_domain::{JobId, JobSpec, JobState, limits};
 use rota_store::{JobFilter, NewJob, StopKind};
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ fn prepare(mut spec: JobSpec, header_key: Option<String>) -> Result<NewJob, Stri
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("admin" = [])), request_body = JobSpec,
     params(("Idempotency-Key" = Option<String>, Header, description = "Submitting twice with one key yields one job")),
     responses((status = 201, body = SubmitResponse), (status = 200, body = SubmitResponse),
-        (status = 400, body = rota_api_types::ErrorBody), (status = 401), (status = 403), (status = 413)))]
+        (status = 400, body = rota_api_types::ErrorBody), (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn submit_job(
     _: Admin,
     State(state): State<AppState>,
@@ -66,12 +66,13 @@ pub(crate) async fn submit_job(
 
 /// Submits many jobs in one durable commit; each is accepted or refused on its own.
 #[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", security(("admin" = [])), request_body = BatchSubmitRequest,
-    responses((status = 200, body = BatchSubmitResponse), (status = 400), (status = 401), (status = 403), (status = 413)))]
+    responses((status = 200, body = BatchSubmitResponse), (status = 400), (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn submit_batch(
     _: Admin,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<BatchSubmitRequest>,
 ) -> Result<Json<BatchSubmitResponse>, ApiError> {
+    limits::check_count("jobs", req.jobs.len(), limits::MAX_BATCH_JOBS).map_err(ApiError::limit)?;
     let mut slots: Vec<Option<ItemResult<SubmitResponse>>> = Vec::with_capacity(req.jobs.len());
     let mut valid = Vec::new();
     let mut positions = Vec::new();
@@ -125,8 +126,20 @@ pub(crate) async fn submit_batch(
 pub(crate) async fn list_jobs(
     _: Admin,
     State(state): State<AppState>,
-    Query(q): Query<ListJobsQuery>,
+    ApiQuery(q): ApiQuery<ListJobsQuery>,
 ) -> Result<Json<JobList>, ApiError> {
+    if let Some(st) = &q.state
+        && st.len() > limits::MAX_QUERY_TEXT
+    {
+        return Err(ApiError::bad_request(format!(
+            "state: is {} bytes; the limit is {}",
+            st.len(),
+            limits::MAX_QUERY_TEXT
+        )));
+    }
+    if let Some(queue) = &q.queue {
+        limits::check_name("queue", queue).map_err(ApiError::limit)?;
+    }
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if limit == 0 || limit > MAX_LIST_LIMIT {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIST_LIMIT}")));
@@ -188,8 +201,14 @@ pub(crate) async fn job_logs(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<JobId>,
-    Query(q): Query<LogsQuery>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Json<LogPage>, ApiError> {
+    if let Some(step) = &q.step {
+        limits::check_name("step", step).map_err(ApiError::limit)?;
+    }
+    if q.after.is_some_and(|a| a < 0) {
+        return Err(ApiError::bad_request("after: must be 0 or a cursor from an earlier page"));
+    }
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
     let query = rota_store::LogQuery {
@@ -242,7 +261,13 @@ fn to_page(page: rota_store::LogPage, _job: &rota_store::JobRecord, done: bool) 
         truncated: page
             .truncated
             .into_iter()
-            .map(|(step, attempt_id, cut_bytes)| Truncation { step, attempt_id, cut_bytes })
+            .map(|c| Truncation {
+                step: c.step,
+                attempt_id: c.attempt_id,
+                cut_bytes: c.cap_bytes,
+                quota_pruned_bytes: c.quota_pruned_bytes,
+                quota_refused_bytes: c.quota_refused_bytes,
+            })
             .collect(),
     }
 }
@@ -250,7 +275,7 @@ fn to_page(page: rota_store::LogPage, _job: &rota_store::JobRecord, done: bool) 
 /// Cancels a job: steps not started end at once, running steps' process groups are told to
 /// stop (TERM, grace, KILL). The job ends `cancelled`.
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("admin" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404)))]
+    responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn cancel_job(
     _: Admin,
     State(state): State<AppState>,
@@ -275,7 +300,7 @@ pub(crate) async fn cancel_job(
 
 /// Queues a failed, cancelled or revoked job again (succeeded steps are kept).
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", security(("admin" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409)))]
+    responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn retry_job(
     _: Admin,
     State(state): State<AppState>,

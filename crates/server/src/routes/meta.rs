@@ -6,25 +6,37 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use rota_api_types::jobs::LogQuotaUse;
 use serde::Serialize;
 
 /// `GET /healthz` body.
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub(crate) struct Health {
     status: &'static str,
     version: &'static str,
+    /// Use of the total log quota (`rota server status` shows it).
+    logs: LogQuotaUse,
 }
 
-/// Liveness: answers without touching the store.
+/// Liveness: answers without touching the store (the log quota's use is kept in memory).
 #[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, body = Health)))]
-pub(crate) async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
+pub(crate) async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    let u = state.store.log_usage();
+    let logs = LogQuotaUse {
+        live_bytes: u.live_bytes,
+        quota_bytes: u.quota_bytes,
+        pruned_bytes: u.pruned_bytes,
+        refused_bytes: u.refused_bytes,
+    };
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), logs })
 }
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = state.metrics.render();
+    text.push_str(&crate::metrics::Metrics::render_log_usage(&state.store.log_usage()));
     // Per live worker: the concurrency in force (autoscaling moves it), from heartbeats.
     if let Ok(workers) = state.store.list_workers().await {
         text.push_str("# HELP rota_worker_active_concurrency Concurrency in force per live worker.\n");
@@ -43,5 +55,5 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
 /// This API's OpenAPI document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 pub(crate) async fn openapi_json() -> impl IntoResponse {
-    Json(crate::routes::openapi())
+    Json(crate::routes::openapi().clone())
 }

@@ -60,8 +60,18 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .merge(polls)
 }
 
-/// The OpenAPI document with security schemes.
-pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document as served: generated from the handlers, with security schemes and
+/// what the types cannot say (`openapi_facts`). Built once.
+pub(crate) fn openapi() -> &'static serde_json::Value {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let mut doc = serde_json::to_value(generated()).unwrap_or_default();
+        crate::openapi_facts::complete(&mut doc);
+        doc
+    })
+}
+
+fn generated() -> utoipa::openapi::OpenApi {
     let mut doc = api_router(&ServerConfig::default()).into_openapi();
     let components = doc.components.get_or_insert_with(Default::default);
     for name in ["admin", "join", "worker"] {

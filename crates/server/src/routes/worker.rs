@@ -15,14 +15,46 @@ use rota_api_types::worker::{
     LogChunk, LogsBatchRequest, LogsBatchResponse, LogsRequest, RegisterRequest, RegisterResponse,
     StartRequest, StopOrder, StopReason,
 };
-use rota_domain::{JobId, PROTOCOL_VERSION, SessionId};
+use rota_domain::{JobId, PROTOCOL_MINOR, PROTOCOL_VERSION, SessionId, limits};
 use rota_store::{
     ClaimedAttempt, Completion, CompletionRecorded, Heartbeat, LogAppend, NewLogChunk, StopCause,
 };
 use std::time::Duration;
 
 /// Longest instance id accepted (a UUID is 36 characters).
-const MAX_INSTANCE_ID: usize = 128;
+const MAX_INSTANCE_ID: usize = limits::MAX_SHORT_TEXT;
+
+/// Every string and list of a registration within its limit.
+fn check_registration(req: &RegisterRequest) -> Result<(), limits::LimitError> {
+    limits::check_text("name", &req.name, limits::MAX_NAME)?;
+    limits::check_text("host", &req.host, limits::MAX_HOST)?;
+    limits::check_text("version", &req.version, limits::MAX_SHORT_TEXT)?;
+    if let Some(p) = &req.profile {
+        limits::check_text("profile", p, limits::MAX_SHORT_TEXT)?;
+    }
+    if let Some(id) = &req.instance_id {
+        limits::check_text("instanceId", id, MAX_INSTANCE_ID)?;
+    }
+    limits::check_count("queues", req.queues.len(), limits::MAX_QUEUES)?;
+    for (i, q) in req.queues.iter().enumerate() {
+        limits::check_name(&format!("queues[{i}]"), q)?;
+    }
+    limits::check_count("tags", req.tags.len(), limits::MAX_TAGS)?;
+    for (i, t) in req.tags.iter().enumerate() {
+        limits::check_text(&format!("tags[{i}]"), t, limits::MAX_NAME)?;
+    }
+    if req.concurrency as usize > limits::MAX_CONCURRENCY {
+        return Err(limits::LimitError {
+            field: "concurrency".into(),
+            message: format!("{} is over the limit of {}", req.concurrency, limits::MAX_CONCURRENCY),
+        });
+    }
+    limits::check_count("capabilities", req.capabilities.len(), limits::MAX_CAPABILITIES)?;
+    for (i, c) in req.capabilities.iter().enumerate() {
+        limits::check_text(&format!("capabilities[{i}]"), c, limits::MAX_SHORT_TEXT)?;
+    }
+    Ok(())
+}
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -35,24 +67,29 @@ fn ms(d: Duration) -> u64 {
 #[utoipa::path(post, path = "/worker/register", tag = "worker", security(("join" = [])), request_body = RegisterRequest,
     responses((status = 200, body = RegisterResponse), (status = 400, description = "bad input or protocol mismatch"),
         (status = 401), (status = 403),
-        (status = 409, description = "name_held: a live session of another instance holds the name")))]
+        (status = 409, description = "name_held: a live session of another instance holds the name"), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn register(
     _: Joiner,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Json<RegisterResponse>, ApiError> {
+    // Only the major version must match: a minor adds what peers of the same major may
+    // ignore, so servers and workers can be upgraded one after the other.
     if req.protocol_version != PROTOCOL_VERSION {
         return Err(ApiError {
             status: StatusCode::BAD_REQUEST,
             code: "protocol_mismatch",
             message: format!(
-                "protocol version mismatch: the worker speaks version {}, this server speaks version {}",
-                req.protocol_version, PROTOCOL_VERSION
+                "protocol version mismatch: the worker speaks version {}.{}, this server speaks version \
+                 {PROTOCOL_VERSION}.{PROTOCOL_MINOR}; only the major version (the number before the dot) \
+                 must match: upgrade the older of the two",
+                req.protocol_version, req.protocol_minor
             ),
         });
     }
+    check_registration(&req).map_err(ApiError::limit)?;
     if req.name.trim().is_empty() {
-        return Err(ApiError::bad_request("name: must not be empty"));
+        return Err(ApiError::bad_request("name: must not be blank"));
     }
     if req.queues.is_empty() {
         return Err(ApiError::bad_request("queues: a worker needs at least one queue"));
@@ -61,7 +98,7 @@ pub(crate) async fn register(
         return Err(ApiError::bad_request("concurrency: must be at least 1"));
     }
     if let Some(id) = &req.instance_id
-        && (id.trim().is_empty() || id.len() > MAX_INSTANCE_ID || id.chars().any(char::is_control))
+        && id.trim().is_empty()
     {
         return Err(ApiError::bad_request(format!(
             "instanceId: must be 1 to {MAX_INSTANCE_ID} printable characters"
@@ -107,8 +144,17 @@ pub(crate) async fn register(
         state.bump_progress();
     }
     state.wake_claimers();
-    // A worker that starts later holds the revokes in force too.
-    let revoked = state.store.list_revokes(chrono::Utc::now()).await?.into_iter().map(|r| r.job_id).collect();
+    // A worker that starts later holds the revokes in force too, until each expires.
+    let now = chrono::Utc::now();
+    let in_force = state.store.list_revokes(now).await?;
+    let revoke_expires_in_ms = in_force
+        .iter()
+        .filter_map(|r| {
+            let left = r.expires_at?.signed_duration_since(now).num_milliseconds().max(0);
+            Some((r.job_id, u64::try_from(left).unwrap_or(0)))
+        })
+        .collect();
+    let revoked = in_force.into_iter().map(|r| r.job_id).collect();
     tracing::info!(worker = %req.name, session = %session, "worker registered");
     Ok(Json(RegisterResponse {
         session_id: session,
@@ -116,19 +162,22 @@ pub(crate) async fn register(
         heartbeat_interval_ms: ms(state.config.heartbeat_interval),
         lease_ttl_ms: ms(state.config.lease_ttl),
         protocol_version: PROTOCOL_VERSION,
+        protocol_minor: PROTOCOL_MINOR,
         superseded: registered.superseded,
         revoked,
+        revoke_expires_in_ms,
     }))
 }
 
 /// Renews the leases of the attempts the worker holds and says which it must stop.
 #[utoipa::path(post, path = "/worker/heartbeat", tag = "worker", security(("worker" = [])), request_body = HeartbeatRequest,
-    responses((status = 200, body = HeartbeatResponse), (status = 401), (status = 403)))]
+    responses((status = 200, body = HeartbeatResponse), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn heartbeat(
     Session(me): Session,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
+    limits::check_count("attempts", req.attempts.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
     state.liveness.heard(me.session);
     let hb = Heartbeat {
         session: me.session,
@@ -162,6 +211,7 @@ pub(crate) async fn control(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ControlRequest>,
 ) -> Result<Json<ControlResponse>, ApiError> {
+    limits::check_count("replies", req.replies.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
     state.hub.deliver(req.replies);
     let wait = Duration::from_millis(req.wait_ms).min(state.config.max_poll);
     let commands = state.hub.take(me.session, wait, &state.shutdown).await;
@@ -170,7 +220,7 @@ pub(crate) async fn control(
 
 /// Claims up to `max` ready steps; waits up to `waitMs` when none is ready.
 #[utoipa::path(post, path = "/worker/jobs/claim", tag = "worker", security(("worker" = [])), request_body = ClaimRequest,
-    responses((status = 200, body = ClaimResponse), (status = 401), (status = 403)))]
+    responses((status = 200, body = ClaimResponse), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn claim(
     Session(me): Session,
     State(state): State<AppState>,
@@ -251,7 +301,7 @@ fn to_claimed(a: ClaimedAttempt) -> ClaimedStep {
 /// Records the pid of a step's shell (optional; claims already mark attempts running).
 #[utoipa::path(post, path = "/worker/jobs/{id}/steps/{step}/start", tag = "worker", security(("worker" = [])),
     params(("id" = String, Path), ("step" = String, Path)), request_body = StartRequest,
-    responses((status = 204), (status = 401), (status = 403), (status = 409)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 404, description = "no such attempt"), (status = 409), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn start_step(
     Session(me): Session,
     State(state): State<AppState>,
@@ -286,7 +336,7 @@ async fn complete_items(
     // Final log chunks first, so a finished job's log is complete the moment it ends.
     let mut appends = Vec::new();
     for (job_id, step, item) in &items {
-        if !item.logs.is_empty() {
+        if !item.logs.is_empty() || item.dropped_bytes > 0 {
             let (chunks, bytes) = to_new_chunks(item.logs.clone());
             Metrics::add(&state.metrics.log_bytes, bytes);
             appends.push(LogAppend {
@@ -295,6 +345,7 @@ async fn complete_items(
                 step: step.clone(),
                 attempt_id: item.attempt_id,
                 chunks,
+                dropped: item.dropped_bytes,
             });
         }
     }
@@ -340,7 +391,7 @@ async fn complete_items(
 /// completion returns the recorded result; an attempt the caller does not hold → 409.
 #[utoipa::path(post, path = "/worker/jobs/{id}/steps/{step}/complete", tag = "worker", security(("worker" = [])),
     params(("id" = String, Path), ("step" = String, Path)), request_body = CompleteRequest,
-    responses((status = 200, body = CompleteResponse), (status = 401), (status = 403), (status = 404), (status = 409)))]
+    responses((status = 200, body = CompleteResponse), (status = 401), (status = 403), (status = 404), (status = 409), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn complete_step(
     Session(me): Session,
     State(state): State<AppState>,
@@ -353,6 +404,7 @@ pub(crate) async fn complete_step(
         attempt_id: req.attempt_id,
         outcome: req.outcome,
         logs: req.logs,
+        dropped_bytes: req.dropped_bytes,
         run_ms: req.run_ms,
     };
     let mut results = complete_items(&state, me.session, vec![(job_id, step, item)]).await?;
@@ -363,12 +415,13 @@ pub(crate) async fn complete_step(
 /// Several completions in one call; one entry per item with its own status.
 #[utoipa::path(post, path = "/worker/jobs/complete", tag = "worker", security(("worker" = [])),
     request_body = CompleteBatchRequest,
-    responses((status = 200, body = CompleteBatchResponse), (status = 401), (status = 403)))]
+    responses((status = 200, body = CompleteBatchResponse), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn complete_batch(
     Session(me): Session,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CompleteBatchRequest>,
 ) -> Result<Json<CompleteBatchResponse>, ApiError> {
+    limits::check_count("results", req.results.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
     let items = req.results.into_iter().map(|i| (i.job_id, i.step.clone(), i)).collect();
     let results = complete_items(&state, me.session, items).await?;
     Ok(Json(CompleteBatchResponse {
@@ -391,7 +444,7 @@ async fn append(state: &AppState, items: Vec<LogAppend>) -> Result<Vec<Result<()
 /// Appends output chunks of an attempt the caller holds (409 otherwise).
 #[utoipa::path(post, path = "/worker/jobs/{id}/logs", tag = "worker", security(("worker" = [])),
     params(("id" = String, Path)), request_body = LogsRequest,
-    responses((status = 204), (status = 401), (status = 403), (status = 409), (status = 413)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 409), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn append_logs(
     Session(me): Session,
     State(state): State<AppState>,
@@ -400,7 +453,14 @@ pub(crate) async fn append_logs(
 ) -> Result<StatusCode, ApiError> {
     let (chunks, bytes) = to_new_chunks(req.chunks);
     Metrics::add(&state.metrics.log_bytes, bytes);
-    let item = LogAppend { session: me.session, job_id, step: req.step, attempt_id: req.attempt_id, chunks };
+    let item = LogAppend {
+        session: me.session,
+        job_id,
+        step: req.step,
+        attempt_id: req.attempt_id,
+        chunks,
+        dropped: req.dropped_bytes,
+    };
     let mut results = append(&state, vec![item]).await?;
     results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     Ok(StatusCode::NO_CONTENT)
@@ -408,12 +468,13 @@ pub(crate) async fn append_logs(
 
 /// Output chunks of several attempts, coalesced by the worker.
 #[utoipa::path(post, path = "/worker/logs", tag = "worker", security(("worker" = [])), request_body = LogsBatchRequest,
-    responses((status = 200, body = LogsBatchResponse), (status = 401), (status = 403), (status = 413)))]
+    responses((status = 200, body = LogsBatchResponse), (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn append_logs_batch(
     Session(me): Session,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<LogsBatchRequest>,
 ) -> Result<Json<LogsBatchResponse>, ApiError> {
+    limits::check_count("batches", req.batches.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
     let items = req
         .batches
         .into_iter()
@@ -426,6 +487,7 @@ pub(crate) async fn append_logs_batch(
                 step: b.step,
                 attempt_id: b.attempt_id,
                 chunks,
+                dropped: b.dropped_bytes,
             }
         })
         .collect();
@@ -443,7 +505,7 @@ pub(crate) async fn append_logs_batch(
 
 /// Leaves the fleet cleanly; attempts still held are lost (and follow `on_lost`).
 #[utoipa::path(post, path = "/worker/unregister", tag = "worker", security(("worker" = [])),
-    responses((status = 204), (status = 401), (status = 403)))]
+    responses((status = 204), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn unregister(
     Session(me): Session,
     State(state): State<AppState>,

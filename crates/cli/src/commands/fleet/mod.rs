@@ -63,17 +63,21 @@ pub(crate) struct InspectArgs {
 
 /// `revoke` flags.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["jobs", "keys"])))]
 pub(crate) struct RevokeArgs {
-    /// Job ids.
-    #[arg(required = true, value_name = "JOB")]
+    /// Job ids (issued by the server at submit; an unknown id is refused).
+    #[arg(value_name = "JOB")]
     pub(crate) jobs: Vec<rota_domain::JobId>,
+    /// An idempotency key (repeatable): revokes the job submitted with it, now or later.
+    #[arg(long = "key", value_name = "K")]
+    pub(crate) keys: Vec<String>,
     /// Also stop running steps: the signal to their process group, then KILL after the grace.
     #[arg(long)]
     pub(crate) terminate: bool,
     /// Signal for --terminate (name or number).
     #[arg(long, default_value = "TERM", value_parser = parse_signal)]
     pub(crate) signal: i32,
-    /// Forget the revoke after this long if the job was never seen.
+    /// Forget the revoke after this long (workers forget it too; a key no longer binds).
     #[arg(long, value_parser = parse_duration)]
     pub(crate) expires: Option<Duration>,
 }

@@ -6,9 +6,9 @@
 
 use super::Api;
 use crate::args::LogsArgs;
-use crate::output::{Out, note};
+use crate::output::{Out, note, size_text};
 use anyhow::Result;
-use rota_api_types::jobs::{JobDetail, LogsQuery};
+use rota_api_types::jobs::{JobDetail, LogsQuery, Truncation};
 use std::collections::HashSet;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -60,12 +60,12 @@ pub(crate) async fn run(api: &Api, args: &LogsArgs) -> Result<ExitCode> {
             out.write_all(&chunk.data.0)?;
         }
         out.flush()?;
-        for cut in &page.truncated {
-            if reported_cuts.insert((cut.step.clone(), cut.attempt_id)) {
-                note(format_args!(
-                    "rota: step {} (attempt id {}): the first {} bytes of output were cut by the log cap",
-                    cut.step, cut.attempt_id, cut.cut_bytes
-                ));
+        // Following a running step, its cut may still grow: say it once it is final.
+        if !args.follow || page.done {
+            for cut in &page.truncated {
+                if reported_cuts.insert((cut.step.clone(), cut.attempt_id)) {
+                    report_cut(cut);
+                }
             }
         }
         let advanced = page.next_cursor != after;
@@ -79,6 +79,27 @@ pub(crate) async fn run(api: &Api, args: &LogsArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What was not kept of an attempt's output, one line per cause, exact to the byte.
+fn report_cut(cut: &Truncation) {
+    let who = format!("rota: step {} (attempt id {})", cut.step, cut.attempt_id);
+    let bytes = |n: u64| format!("{n} bytes ({})", size_text(n));
+    if cut.cut_bytes > 0 {
+        note(format_args!("{who}: the first {} of output were cut by the log cap", bytes(cut.cut_bytes)));
+    }
+    if cut.quota_refused_bytes > 0 {
+        note(format_args!(
+            "{who}: {} of output were not stored: the server's log quota was full",
+            bytes(cut.quota_refused_bytes)
+        ));
+    }
+    if cut.quota_pruned_bytes > 0 {
+        note(format_args!(
+            "{who}: {} of output were deleted after the job finished, to keep the server's log quota",
+            bytes(cut.quota_pruned_bytes)
+        ));
+    }
 }
 
 /// Whether the job is in a terminal state (no more output can come).

@@ -68,6 +68,11 @@ impl Api {
                 };
                 anyhow!("{} refused the request: {message}; {hint}", self.server)
             }
+            // The server's own words, with its status: a 5xx is the server's trouble (507: its
+            // disk is full), not the request's.
+            ClientError::Http { status: status @ 500..=599, code, message } => {
+                anyhow!("the server at {} answered {status} {code}: {message}", self.server)
+            }
             ClientError::Http { message, .. } => anyhow!("{message}"),
             other => anyhow!("{}: {other}", self.server),
         }
