@@ -237,6 +237,7 @@ fn describe(status: &str) -> &'static str {
         "403" => "A valid token of the wrong kind for this route",
         "404" => "Not found",
         "409" => "Conflict: the caller does not hold the attempt, or the state forbids the change",
+        "408" => "The request took longer than the server's request timeout; retry it",
         "413" => "The request body is larger than the server accepts",
         "500" => "Internal error (the server logs the cause)",
         _ => "See the error body",

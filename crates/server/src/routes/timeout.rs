@@ -12,7 +12,28 @@ use utoipa_axum::router::OpenApiRouter;
 
 /// Bounds every request of `routes` (reading its body included) to `limit`: past it the
 /// client gets 408 `timeout` (which rota's clients retry) and the server logs one warning.
-pub(super) fn bounded(routes: OpenApiRouter<AppState>, limit: Duration) -> OpenApiRouter<AppState> {
+/// The OpenAPI document lists the 408 on exactly these routes.
+pub(super) fn bounded(mut routes: OpenApiRouter<AppState>, limit: Duration) -> OpenApiRouter<AppState> {
+    for item in routes.get_openapi_mut().paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for op in ops.into_iter().flatten() {
+            op.responses.responses.entry("408".into()).or_insert_with(|| {
+                utoipa::openapi::Response::new(
+                    "The request took longer than the server's request timeout (60 s by default); retry it",
+                )
+                .into()
+            });
+        }
+    }
     routes
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limit))
         .layer(axum::middleware::map_response(move |res: Response| async move { as_json(res, limit) }))
