@@ -171,11 +171,14 @@ impl SqliteStore {
     /// the low-water mark, if the quota would otherwise be passed. Jobs still running keep
     /// theirs: once nothing finished is left, `logs::append` refuses new chunks instead.
     async fn make_room(&self, quota: u64, incoming: u64) -> Result<()> {
+        let fits = |live: u64| live.saturating_add(incoming) <= quota;
+        // Almost every append fits: it must not queue on the pruning lock to learn that.
+        if fits(self.quota.live.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
         let mut last_fruitless = self.quota.pruning.lock().await;
         let live = self.quota.live.load(Ordering::Relaxed);
-        if live.saturating_add(incoming) <= quota
-            || last_fruitless.is_some_and(|t: Instant| t.elapsed() < QUOTA_RETRY)
-        {
+        if fits(live) || last_fruitless.is_some_and(|t: Instant| t.elapsed() < QUOTA_RETRY) {
             return Ok(());
         }
         let low_water = quota / 1000 * QUOTA_LOW_WATER_PERMILLE;
