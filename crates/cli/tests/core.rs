@@ -114,7 +114,7 @@ async fn killed_worker_leftovers_are_reaped_at_next_boot() {
     let mut w1 = c.worker_with("w1", 1, &ws, &[]).await;
     let m = c.marker_dir("orphan");
     let run = format!("echo $$ > {m}/leader; (sleep 300 & echo $! > {m}/grandchild; wait) & wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
+    let id = c.submit_step(&run);
     let leader: i32 = wait_file(&c.path("orphan/leader"), c.timing.bound()).await.parse().expect("pid");
     let grandchild: i32 =
         wait_file(&c.path("orphan/grandchild"), c.timing.bound()).await.parse().expect("pid");
@@ -151,7 +151,7 @@ async fn cancel_kills_the_whole_group() {
     let _w = c.worker("w1", 1).await;
     let m = c.marker_dir("cancel");
     let run = format!("echo $$ > {m}/leader; sleep 300 & echo $! > {m}/bg; wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
+    let id = c.submit_step(&run);
     let leader: i32 = wait_file(&c.path("cancel/leader"), c.timing.bound()).await.parse().expect("pid");
     let bg: i32 = wait_file(&c.path("cancel/bg"), c.timing.bound()).await.parse().expect("pid");
     let out = c.rota().args(["job", "cancel", &id.to_string()]).output().expect("cancel");
@@ -190,7 +190,7 @@ async fn sigterm_drains_running_steps_and_claims_nothing_new() {
     let mut w = c.worker("w1", 2).await;
     let m = c.marker_dir("drain");
     let run = format!("echo started > {m}/started; sleep 2; echo finished");
-    let first = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
+    let first = c.submit_step(&run);
     wait_file(&c.path("drain/started"), c.timing.bound()).await;
     w.signal("TERM");
     // The second job is submitted once the worker has stopped claiming (it logs the drain
@@ -217,7 +217,7 @@ async fn server_restart_does_not_lose_a_running_step() {
     let _w = c.worker("w1", 1).await;
     let m = c.marker_dir("restart");
     let run = format!("echo started > {m}/started; sleep 4; echo done");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
+    let id = c.submit_step(&run);
     wait_file(&c.path("restart/started"), timing.bound()).await;
     let addr = c.listen_addr();
     c.kill_server();

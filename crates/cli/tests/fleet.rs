@@ -53,7 +53,7 @@ async fn revoke_terminate_kills_the_group_and_revokes_hold_across_restarts() {
     std::fs::create_dir_all(&m).unwrap();
     let m = m.display().to_string();
     let run = format!("echo $$ > {m}/leader; (sleep 300 & echo $! > {m}/gc; wait) & wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
+    let id = c.submit_step(&run);
     let leader: i32 = wait_file(&c.path("rv/leader"), c.timing.bound()).await.parse().unwrap();
     let gc: i32 = wait_file(&c.path("rv/gc"), c.timing.bound()).await.parse().unwrap();
     let start = Instant::now();
@@ -210,7 +210,7 @@ async fn shutdown_modes() {
     let m = c.path("warm");
     std::fs::create_dir_all(&m).unwrap();
     let run = format!("touch {}/started; sleep 2; echo done", m.display());
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
+    let id = c.submit_step(&run);
     // w5 first re-runs the step the soft shutdown lost (instant), then this one.
     let start = Instant::now();
     while !c.path("warm/started").exists() {
@@ -420,7 +420,7 @@ async fn fleet_json_shapes() {
     let m = c.path("shape");
     std::fs::create_dir_all(&m).unwrap();
     let run = format!("touch {}/started; sleep 300", m.display());
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
+    let id = c.submit_step(&run);
     let start = Instant::now();
     while !c.path("shape/started").exists() {
         if start.elapsed() > c.timing.bound() {

@@ -28,9 +28,7 @@ async fn a_server_outage_longer_than_the_lease_ends_steps_lost_and_retries_them(
         let run = format!(
             "if [ \"$ROTA_ATTEMPT\" = 1 ]; then echo $$ > {m}/{i}; sleep 300 & wait; fi; echo attempt $ROTA_ATTEMPT"
         );
-        jobs.push(
-            c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run))),
-        );
+        jobs.push(c.submit_step(&run));
     }
     for i in 0..8 {
         wait_file(&c.path(&format!("outage/{i}")), timing.bound()).await;
@@ -116,7 +114,7 @@ async fn a_killed_foreground_worker_leaves_no_step_process() {
     let mut w = c.worker("w1", 1).await;
     let m = c.marker_dir("orphans");
     let run = format!("sleep 300 & echo $! > {m}/bg; (sleep 300 & wait) & wait");
-    let id = c.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", rota_testkit::yaml_str(&run)));
+    let id = c.submit_step(&run);
     wait_file(&c.path("orphans/bg"), c.timing.bound()).await;
     rota_testkit::wait_for(c.timing.bound(), "the step's processes", || async {
         rota_testkit::procs::job_processes(id).len() >= 3

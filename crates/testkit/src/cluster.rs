@@ -139,6 +139,11 @@ impl Cluster {
             .map(|w| w.session_id.to_string())
     }
 
+    /// Submits a job of one step named `s` running `run`; returns its id.
+    pub fn submit_step(&self, run: &str) -> JobId {
+        self.submit_file(&format!("steps:\n  - name: s\n    run: {}\n", crate::yaml_str(run)))
+    }
+
     /// Submits a job document (YAML or JSON) through `rota job submit -f`.
     pub fn submit_file(&self, doc: &str) -> JobId {
         let path = self.path(&format!("job-{}.yaml", JobId::new()));
