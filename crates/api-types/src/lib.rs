@@ -9,12 +9,14 @@
 //! - [`jobs`]: operator job calls (`/api/v1/jobs...`).
 //! - [`workers`]: operator views of workers (`/api/v1/workers`).
 //! - [`fleet`]: fleet control: commands to workers, revokes, paused queues.
+//! - [`health`]: `/healthz/detail`: this server and the leader.
 //! - [`bytes`]: byte-exact payloads carried as base64.
 //! - [`error`]: the error body every non-2xx reply carries.
 
 pub mod bytes;
 pub mod error;
 pub mod fleet;
+pub mod health;
 pub mod jobs;
 pub mod worker;
 pub mod workers;

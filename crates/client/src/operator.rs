@@ -183,6 +183,12 @@ impl Client {
         self.transport.send(call).await?.json()
     }
 
+    /// `GET /healthz/detail` (admin token): this server and who leads the control plane.
+    pub async fn healthz_detail(&self) -> Result<rota_api_types::health::HealthDetail> {
+        let url = self.transport.url(&["healthz", "detail"], &[]);
+        self.transport.send(self.call(Method::GET, url, NO_BODY)).await?.json()
+    }
+
     /// `GET /metrics`: the Prometheus text (no token needed).
     pub async fn metrics_text(&self) -> Result<String> {
         let url = self.transport.url(&["metrics"], &[]);

@@ -12,6 +12,7 @@ use rota_domain::SessionId;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 /// The session a worker credential belongs to.
@@ -21,26 +22,41 @@ pub(crate) struct SessionInfo {
     pub(crate) name: String,
 }
 
-/// Credential hash → session, filled on first use, emptied when a session ends.
+/// How long a cached session credential is trusted before the store is asked again: the
+/// bus tells every server when a session ends, and this bounds the time a lost message
+/// lets an ended session's credential still pass.
+const SESSION_RECHECK: Duration = Duration::from_secs(10);
+
+/// Credential hash → session, filled on first use, emptied when a session ends (a bus
+/// event) and re-checked against the store every [`SESSION_RECHECK`].
 #[derive(Default)]
 pub(crate) struct AuthCache {
-    sessions: RwLock<HashMap<String, SessionInfo>>,
+    sessions: RwLock<HashMap<String, (SessionInfo, Instant)>>,
 }
 
 impl AuthCache {
     pub(crate) fn forget_session(&self, session: SessionId) {
         if let Ok(mut m) = self.sessions.write() {
-            m.retain(|_, v| v.session != session);
+            m.retain(|_, (v, _)| v.session != session);
+        }
+    }
+
+    /// Forgets every cached session (a bus message was missed: any may have ended).
+    pub(crate) fn forget_all_sessions(&self) {
+        if let Ok(mut m) = self.sessions.write() {
+            m.clear();
         }
     }
 
     fn get(&self, hash: &str) -> Option<SessionInfo> {
-        self.sessions.read().ok().and_then(|m| m.get(hash).cloned())
+        let m = self.sessions.read().ok()?;
+        let (info, at) = m.get(hash)?;
+        (at.elapsed() < SESSION_RECHECK).then(|| info.clone())
     }
 
     fn put(&self, hash: String, info: SessionInfo) {
         if let Ok(mut m) = self.sessions.write() {
-            m.insert(hash, info);
+            m.insert(hash, (info, Instant::now()));
         }
     }
 }

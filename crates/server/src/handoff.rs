@@ -29,7 +29,7 @@ pub(crate) async fn submit_jobs(
     // On an error the parked claimers are dropped here: their long-polls see the closed
     // channel and look again by themselves.
     let out =
-        state.store.submit_and_claim(jobs, claimers, chrono::Utc::now(), state.config.lease_ttl).await?;
+        state.store.submit_and_claim(jobs, claimers, state.store.now(), state.config.lease_ttl).await?;
     let mut handed = 0u64;
     for (p, claimed) in parked.into_iter().zip(out.claimed) {
         let session = p.claimer().session;

@@ -1,15 +1,32 @@
-//! Per-session command mailboxes behind `POST /worker/control`: operators (cancel, later
-//! ping/inspect/shutdown) push commands, the worker's long-poll takes them. Delivery is
-//! at most once; durable effects (cancel, revoke) are also carried by heartbeats.
+//! Per-session command mailboxes behind `POST /worker/control`, fed by the bus: operators
+//! (cancel, ping, inspect, shutdown, …) publish a command for a session; whichever server
+//! the worker long-polls puts it in its mailbox (`listen.rs`), the worker's long-poll takes
+//! it, and its reply travels back on the bus to whoever waits.
+//!
+//! The bus may lose a message. A pushed command (a stop order, a revoke) is sent once:
+//! delivery is at most once and its durable effect is also carried by heartbeats and the
+//! store. A request that waits for a reply is sent again every [`RETRANSMIT`] until the
+//! reply arrives or its time is up; every server remembers the commands it delivered (and
+//! their replies) for a while, so a repeat is never delivered twice and a lost reply is
+//! sent again.
 
+use crate::events::Publisher;
 use rota_api_types::worker::{Command, ControlCommand, ControlReply, Reply};
 use rota_domain::SessionId;
+use rota_store::bus::Event;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// How often a request is sent again while no reply came.
+pub(crate) const RETRANSMIT: Duration = Duration::from_millis(250);
+
+/// How long a delivered command's id (and its reply) is remembered: longer than any request
+/// waits.
+const REMEMBER: Duration = Duration::from_secs(300);
 
 #[derive(Default)]
 struct Mailbox {
@@ -17,62 +34,140 @@ struct Mailbox {
     notify: Arc<Notify>,
 }
 
-/// The mailboxes and the replies being waited for.
-#[derive(Default)]
+/// A command delivered to a mailbox here, and its reply once the worker gave it.
+struct Delivered {
+    at: Instant,
+    reply: Option<String>,
+}
+
+/// The mailboxes, the replies being waited for, and the commands delivered lately.
 pub(crate) struct Hub {
     boxes: Mutex<HashMap<SessionId, Mailbox>>,
     waiting: Mutex<HashMap<Uuid, oneshot::Sender<Reply>>>,
+    delivered: Mutex<HashMap<Uuid, Delivered>>,
+    publisher: Arc<Publisher>,
+}
+
+/// A poisoned lock is used as is: every change to these maps is one insert, push, drain or
+/// remove, so they stay consistent under a panic elsewhere, and dropping commands would not.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Hub {
-    // Both maps stay consistent under a panic elsewhere (every change is one insert, push,
-    // drain or remove), so a poisoned lock is used as is rather than dropping commands.
-    fn boxes(&self) -> MutexGuard<'_, HashMap<SessionId, Mailbox>> {
-        self.boxes.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn new(publisher: Arc<Publisher>) -> Self {
+        Self {
+            boxes: Mutex::default(),
+            waiting: Mutex::default(),
+            delivered: Mutex::default(),
+            publisher,
+        }
     }
 
-    fn waiting(&self) -> MutexGuard<'_, HashMap<Uuid, oneshot::Sender<Reply>>> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    fn send(&self, session: SessionId, id: Uuid, command: &str) {
+        self.publisher.publish(vec![Event::Control { session, id, command: command.to_string() }]);
     }
 
-    /// Queues a command for a session and wakes its long-poll. Returns the command id.
-    pub(crate) fn push(&self, session: SessionId, command: Command) -> Uuid {
-        let id = Uuid::now_v7();
-        self.enqueue(session, ControlCommand { id, command });
-        id
+    /// Sends several commands in one envelope (each at most once). Returns their ids.
+    pub(crate) fn push_all(&self, commands: Vec<(SessionId, Command)>) -> Vec<Uuid> {
+        let mut ids = Vec::with_capacity(commands.len());
+        let events = commands
+            .into_iter()
+            .filter_map(|(session, command)| {
+                let id = Uuid::now_v7();
+                ids.push(id);
+                encode(&command).map(|command| Event::Control { session, id, command })
+            })
+            .collect();
+        self.publisher.publish(events);
+        ids
     }
 
-    fn enqueue(&self, session: SessionId, command: ControlCommand) {
-        let mut boxes = self.boxes();
-        let mb = boxes.entry(session).or_default();
-        mb.queue.push_back(command);
-        mb.notify.notify_one();
-    }
-
-    /// Sends a command and waits up to `timeout` for the worker's reply.
+    /// Sends a command and waits up to `timeout` for the worker's reply, sending it again
+    /// every [`RETRANSMIT`] meanwhile.
     pub(crate) async fn request(
         &self,
         session: SessionId,
         command: Command,
         timeout: Duration,
     ) -> Option<Reply> {
-        let (tx, rx) = oneshot::channel();
+        let command = encode(&command)?;
+        let (tx, mut rx) = oneshot::channel();
         let id = Uuid::now_v7();
-        self.waiting().insert(id, tx);
-        self.enqueue(session, ControlCommand { id, command });
-        let reply = tokio::time::timeout(timeout, rx).await.ok().and_then(Result::ok);
-        self.waiting().remove(&id);
+        lock(&self.waiting).insert(id, tx);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let reply = loop {
+            self.send(session, id, &command);
+            tokio::select! {
+                r = &mut rx => break r.ok(),
+                _ = tokio::time::sleep_until(deadline) => break None,
+                _ = tokio::time::sleep(RETRANSMIT) => {}
+            }
+        };
+        lock(&self.waiting).remove(&id);
         reply
     }
 
-    /// Hands replies to whoever waits for them.
+    /// Replies a worker carried in its long-poll: remembered (a repeated command gets them
+    /// again) and published for whoever waits.
     pub(crate) fn deliver(&self, replies: Vec<ControlReply>) {
-        let mut w = self.waiting();
-        for r in replies {
-            if let Some(tx) = w.remove(&r.id) {
-                let _ = tx.send(r.reply);
+        if replies.is_empty() {
+            return;
+        }
+        let mut events = Vec::with_capacity(replies.len());
+        {
+            let mut delivered = lock(&self.delivered);
+            for r in replies {
+                let Some(reply) = encode(&r.reply) else { continue };
+                if let Some(d) = delivered.get_mut(&r.id) {
+                    d.reply = Some(reply.clone());
+                }
+                events.push(Event::ControlReply { id: r.id, reply });
             }
         }
+        self.publisher.publish(events);
+    }
+
+    /// A command arrived on the bus: into the session's mailbox, unless it was delivered
+    /// already (a retransmission), in which case its reply, if any, is sent again.
+    pub(crate) fn received_command(&self, session: SessionId, id: Uuid, command: &str) {
+        {
+            let mut delivered = lock(&self.delivered);
+            if let Some(d) = delivered.get(&id) {
+                if let Some(reply) = d.reply.clone() {
+                    drop(delivered);
+                    self.publisher.publish(vec![Event::ControlReply { id, reply }]);
+                }
+                return;
+            }
+            let now = Instant::now();
+            if delivered.len() >= 1024 {
+                delivered.retain(|_, d| now.duration_since(d.at) < REMEMBER);
+            }
+            delivered.insert(id, Delivered { at: now, reply: None });
+        }
+        match serde_json::from_str::<Command>(command) {
+            Ok(command) => self.enqueue(session, ControlCommand { id, command }),
+            Err(e) => tracing::warn!(%session, %id, "bus: a control command this server cannot read: {e}"),
+        }
+    }
+
+    /// A reply arrived on the bus: to whoever waits for it here.
+    pub(crate) fn received_reply(&self, id: Uuid, reply: &str) {
+        let Some(tx) = lock(&self.waiting).remove(&id) else { return };
+        match serde_json::from_str::<Reply>(reply) {
+            Ok(reply) => {
+                let _ = tx.send(reply);
+            }
+            Err(e) => tracing::warn!(%id, "bus: a control reply this server cannot read: {e}"),
+        }
+    }
+
+    fn enqueue(&self, session: SessionId, command: ControlCommand) {
+        let mut boxes = lock(&self.boxes);
+        let mb = boxes.entry(session).or_default();
+        mb.queue.push_back(command);
+        mb.notify.notify_one();
     }
 
     /// Takes pending commands, waiting up to `wait` for the first.
@@ -83,7 +178,7 @@ impl Hub {
         shutdown: &CancellationToken,
     ) -> Vec<ControlCommand> {
         let notify = {
-            let mut boxes = self.boxes();
+            let mut boxes = lock(&self.boxes);
             let mb = boxes.entry(session).or_default();
             if !mb.queue.is_empty() {
                 return mb.queue.drain(..).collect();
@@ -95,15 +190,21 @@ impl Hub {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => {}
         }
-        self.boxes().get_mut(&session).map(|mb| mb.queue.drain(..).collect()).unwrap_or_default()
+        lock(&self.boxes).get_mut(&session).map(|mb| mb.queue.drain(..).collect()).unwrap_or_default()
     }
 
     /// Forgets a session's mailbox (superseded or unregistered).
     pub(crate) fn drop_session(&self, session: SessionId) {
-        if let Some(mb) = self.boxes().remove(&session) {
+        if let Some(mb) = lock(&self.boxes).remove(&session) {
             mb.notify.notify_one();
         }
     }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Option<String> {
+    serde_json::to_string(value)
+        .inspect_err(|e| tracing::error!("cannot encode a control message: {e}"))
+        .ok()
 }
 
 #[cfg(test)]
@@ -112,6 +213,8 @@ mod tests {
     use super::*;
     use rota_api_types::worker::StopOrder;
     use rota_domain::AttemptId;
+    use rota_store::bus::{Bus, InProcessBus, Received};
+    use rota_store::leader::ServerId;
 
     fn stop(attempt: i64) -> Command {
         Command::Stop(StopOrder {
@@ -121,11 +224,48 @@ mod tests {
         })
     }
 
+    /// A hub on a bus that loses every `drop_every`th envelope, with the part of
+    /// `listen.rs` that feeds it.
+    fn hub_on_a_bus(drop_every: u64) -> Arc<Hub> {
+        let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
+        let mut sub = bus.subscribe();
+        let hub = Arc::new(Hub::new(Arc::new(Publisher::new(ServerId::new(), bus))));
+        let h = Arc::downgrade(&hub);
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Received::Envelope(e) = sub.recv().await {
+                n += 1;
+                let Some(hub) = h.upgrade() else { return };
+                if drop_every > 0 && n.is_multiple_of(drop_every) {
+                    continue;
+                }
+                for ev in &e.events {
+                    match ev {
+                        Event::Control { session, id, command } => hub.received_command(*session, *id, command),
+                        Event::ControlReply { id, reply } => hub.received_reply(*id, reply),
+                        _ => {}
+                    }
+                }
+            }
+        });
+        hub
+    }
+
+    async fn worker_answers(hub: &Hub, session: SessionId, rounds: usize) -> usize {
+        let mut seen = 0;
+        for _ in 0..rounds {
+            let got = hub.take(session, Duration::from_millis(50), &CancellationToken::new()).await;
+            seen += got.len();
+            hub.deliver(got.into_iter().map(|c| ControlReply { id: c.id, reply: Reply::Done }).collect());
+        }
+        seen
+    }
+
     /// A panic while a lock is held (poisoning it) must not make the hub drop commands:
     /// before, every later push was silently lost and every take came back empty.
     #[tokio::test]
     async fn commands_still_flow_after_a_panic_poisoned_the_locks() {
-        let hub = Arc::new(Hub::default());
+        let hub = hub_on_a_bus(0);
         let h = hub.clone();
         let _ = std::thread::spawn(move || {
             let _both = (h.boxes.lock().unwrap(), h.waiting.lock().unwrap());
@@ -135,8 +275,8 @@ mod tests {
         assert!(hub.boxes.is_poisoned() && hub.waiting.is_poisoned());
 
         let session = SessionId::new();
-        let id = hub.push(session, stop(1));
-        let taken = hub.take(session, Duration::ZERO, &CancellationToken::new()).await;
+        let id = hub.push_all(vec![(session, stop(1))])[0];
+        let taken = hub.take(session, Duration::from_secs(5), &CancellationToken::new()).await;
         assert_eq!(taken.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id], "the pushed command");
 
         // A request and its reply go through the poisoned `waiting` map too.
@@ -152,5 +292,29 @@ mod tests {
         };
         hub.deliver(vec![ControlReply { id: sent.id, reply: Reply::Done }]);
         assert!(requester.await.unwrap().is_some(), "the reply reached the requester");
+    }
+
+    /// On a bus that loses every other message (commands and replies alike), a request is
+    /// still answered, and the worker sees it exactly once.
+    #[tokio::test]
+    async fn a_request_is_answered_once_over_a_bus_that_loses_every_other_message() {
+        let hub = hub_on_a_bus(2);
+        let session = SessionId::new();
+        for i in 0..5 {
+            let requester = {
+                let hub = hub.clone();
+                tokio::spawn(async move { hub.request(session, stop(i), Duration::from_secs(30)).await })
+            };
+            let started = Instant::now();
+            let mut seen = 0;
+            while !requester.is_finished() {
+                seen += worker_answers(&hub, session, 1).await;
+                assert!(started.elapsed() < Duration::from_secs(20), "request {i} never answered");
+            }
+            assert!(requester.await.unwrap().is_some(), "request {i} answered");
+            seen += worker_answers(&hub, session, 8).await;
+            assert_eq!(seen, 1, "request {i} reached the worker exactly once");
+            eprintln!("request {i} answered after {:?}", started.elapsed());
+        }
     }
 }

@@ -7,32 +7,39 @@
 //!
 //! # Layout
 //! - `config`: [`ServerConfig`].
-//! - `state`: shared state handed to handlers (store, auth cache, wake-ups, control hub).
+//! - [`Seams`] (`seams`): the bus and leadership a backend provides besides its store.
+//! - `state`: shared state handed to handlers (store, bus, leadership, auth cache, wake-ups,
+//!   control hub).
+//! - `events` (publishing on the bus), `listen` (what each bus event wakes here).
 //! - `auth`: admin / join / worker-session extractors.
 //! - `hub`: per-session command queues behind `POST /worker/control`.
 //! - `parking` (claim long-polls waiting for work), `handoff` (a submit claims for them),
 //!   `liveness` (when each session was last heard from: only fresh ones are handed work).
-//! - `sweeper`: lease expiry, deadlines, retention.
+//! - `sweeper`: lease expiry, deadlines, retention; runs only while this server leads.
 //! - `routes/`: one file per resource.
 //! - `error`: [`ApiError`] and the JSON body extractor that turns bad input into 400/413.
 
 mod auth;
 pub mod config;
 mod error;
+mod events;
 mod handoff;
 mod hub;
+mod listen;
 mod liveness;
 mod metrics;
 mod openapi;
 mod openapi_facts;
 mod parking;
 mod routes;
+mod seams;
 mod state;
 mod sweeper;
 mod views;
 
 pub use config::ServerConfig;
 pub use error::ApiError;
+pub use seams::{Seams, this_process};
 
 use rota_store::JobStore;
 use std::sync::Arc;
@@ -50,9 +57,12 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// The router with every route and the OpenAPI document, for tests (`oneshot`) and [`run`].
+/// The router with every route and the OpenAPI document, for tests (`oneshot`): a server
+/// that is the whole control plane. Call it inside a Tokio runtime (its bus listener is a
+/// task of that runtime).
 pub fn router(store: Arc<dyn JobStore>, config: ServerConfig) -> axum::Router {
-    let state = state::AppState::new(store, config);
+    let state = state::AppState::new(store, config, Seams::single("in-process"), CancellationToken::new());
+    tokio::spawn(listen::run(state.events.bus().subscribe(), state.receivers(), state.shutdown.clone()));
     routes::build(state)
 }
 
@@ -62,22 +72,40 @@ pub fn openapi() -> serde_json::Value {
     routes::openapi().clone()
 }
 
-/// Serves on `listener` until `shutdown` is cancelled. Before serving, every live lease is
-/// extended by one TTL so workers that kept running while the server was down are not
-/// marked lost. The sweeper runs until shutdown.
+/// [`run_with`] for a server that is the whole control plane ([`Seams::single`]).
 pub async fn run(
     listener: TcpListener,
     store: Arc<dyn JobStore>,
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let now = chrono::Utc::now();
-    let extended = store.extend_live_leases(now, config.lease_ttl).await?;
-    if extended > 0 {
-        tracing::info!(extended, "extended live leases by one TTL after start");
+    run_with(listener, store, config, Seams::single("localhost"), shutdown).await
+}
+
+/// Serves on `listener` until `shutdown` is cancelled. Before serving, if no other server
+/// of the control plane is serving (a full outage; with one server: always), every live
+/// lease is extended by one TTL so workers that kept running while the control plane was
+/// down are not marked lost. The bus listener runs until shutdown, and so does the sweeper,
+/// which acts only while this server leads.
+pub async fn run_with(
+    listener: TcpListener,
+    store: Arc<dyn JobStore>,
+    config: ServerConfig,
+    seams: Seams,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    if seams.leader.others_serving().await? {
+        tracing::info!("other servers are serving: live leases are theirs to keep, none extended");
+    } else {
+        let extended = store.extend_live_leases(store.now(), config.lease_ttl).await?;
+        if extended > 0 {
+            tracing::info!(extended, "extended live leases by one TTL after start");
+        }
     }
     // Long-polls watch the same token, so they end at once when shutdown begins.
-    let state = state::AppState::with_shutdown(store, config, shutdown.clone());
+    let state = state::AppState::new(store, config, seams, shutdown.clone());
+    let listening =
+        tokio::spawn(listen::run(state.events.bus().subscribe(), state.receivers(), shutdown.clone()));
     let app = routes::build(state.clone());
     let sweeper = tokio::spawn(sweeper::run(state.clone(), shutdown.clone()));
     let stop = shutdown.clone();
@@ -85,6 +113,10 @@ pub async fn run(
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
     shutdown.cancel();
     let _ = sweeper.await;
+    let _ = listening.await;
+    if let Err(e) = state.leader.resign().await {
+        tracing::warn!(error = %e, "could not give up leadership at shutdown");
+    }
     served?;
     Ok(())
 }

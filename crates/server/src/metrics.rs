@@ -12,6 +12,7 @@ pub(crate) struct Metrics {
     pub(crate) attempts_completed: AtomicU64,
     pub(crate) attempts_lost: AtomicU64,
     pub(crate) log_bytes: AtomicU64,
+    pub(crate) bus_missed: AtomicU64,
 }
 
 impl Metrics {
@@ -32,6 +33,11 @@ impl Metrics {
             ("rota_attempts_completed_total", "Attempt results recorded.", &self.attempts_completed),
             ("rota_attempts_lost_total", "Attempts marked lost.", &self.attempts_lost),
             ("rota_log_bytes_total", "Log bytes received.", &self.log_bytes),
+            (
+                "rota_bus_missed_total",
+                "Times this server found it had missed bus messages (it then looked again at everything).",
+                &self.bus_missed,
+            ),
         ];
         for (name, help, v) in rows {
             let _ = writeln!(

@@ -1,13 +1,19 @@
-//! Shared state handed to every handler: the store, settings, the worker-credential cache,
-//! the control hub and the wake-ups that end long-polls early.
+//! Shared state handed to every handler: the store, settings, the bus (publishing side)
+//! and leadership, the worker-credential cache, the control hub, and the local wake-ups
+//! the bus feeds (`listen.rs`) that end long-polls early.
 
 use crate::auth::AuthCache;
 use crate::config::ServerConfig;
+use crate::events::Publisher;
 use crate::hub::Hub;
+use crate::listen::Receivers;
 use crate::liveness::Liveness;
 use crate::metrics::Metrics;
 use crate::parking::Parking;
+use crate::seams::Seams;
 use rota_store::JobStore;
+use rota_store::bus::Event;
+use rota_store::leader::{Leadership, ServerInfo};
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -19,13 +25,19 @@ pub(crate) struct AppState {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) auth: Arc<AuthCache>,
     pub(crate) hub: Arc<Hub>,
-    /// Woken when steps may have become claimable (submit, completion, retry, lost).
+    /// This server's side of the bus: every change is published there.
+    pub(crate) events: Arc<Publisher>,
+    /// Whether this server runs the loops that must run once (the sweeper).
+    pub(crate) leader: Arc<dyn Leadership>,
+    /// Who this server is.
+    pub(crate) me: Arc<ServerInfo>,
+    /// Woken (by the bus) when steps may have become claimable.
     pub(crate) work: Arc<Notify>,
     /// Claim long-polls a submit can claim for in its own commit.
     pub(crate) parking: Arc<Parking>,
     /// When each session was last heard from: attempts go only to fresh ones.
     pub(crate) liveness: Arc<Liveness>,
-    /// Bumped whenever log chunks or job states change, for `logs --follow`.
+    /// Bumped (by the bus) whenever log chunks or job states change, for `logs --follow`.
     pub(crate) progress: Arc<watch::Sender<u64>>,
     pub(crate) metrics: Arc<Metrics>,
     /// Cancelled at shutdown so long-polls return at once.
@@ -33,24 +45,25 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    pub(crate) fn new(store: Arc<dyn JobStore>, config: ServerConfig) -> Self {
-        Self::with_shutdown(store, config, CancellationToken::new())
-    }
-
-    pub(crate) fn with_shutdown(
+    pub(crate) fn new(
         store: Arc<dyn JobStore>,
         config: ServerConfig,
+        seams: Seams,
         shutdown: CancellationToken,
     ) -> Self {
         let (progress, _) = watch::channel(0u64);
         // Heard from within 1.5 heartbeat intervals: one late heartbeat is tolerated, a
         // second missing one is not.
         let fresh_window = config.heartbeat_interval.mul_f64(1.5);
+        let events = Arc::new(Publisher::new(seams.me.id, seams.bus));
         Self {
             store,
             config: Arc::new(config),
             auth: Arc::new(AuthCache::default()),
-            hub: Arc::new(Hub::default()),
+            hub: Arc::new(Hub::new(events.clone())),
+            events,
+            leader: seams.leader,
+            me: Arc::new(seams.me),
             work: Arc::new(Notify::new()),
             parking: Arc::new(Parking::default()),
             liveness: Arc::new(Liveness::new(fresh_window)),
@@ -60,13 +73,24 @@ impl AppState {
         }
     }
 
-    /// Wakes every claim long-poll.
-    pub(crate) fn wake_claimers(&self) {
-        self.work.notify_waiters();
+    /// What the bus wakes on this server (for `listen::run`, which ends at shutdown).
+    pub(crate) fn receivers(&self) -> Receivers {
+        Receivers {
+            work: self.work.clone(),
+            progress: self.progress.clone(),
+            auth: self.auth.clone(),
+            hub: self.hub.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
-    /// Wakes every log follower.
-    pub(crate) fn bump_progress(&self) {
-        self.progress.send_modify(|n| *n = n.wrapping_add(1));
+    /// Publishes the events of one write batch.
+    pub(crate) fn publish(&self, events: Vec<Event>) {
+        self.events.publish(events);
+    }
+
+    /// Steps may have become claimable: claim long-polls on every server look again.
+    pub(crate) fn wake_claimers(&self) {
+        self.publish(vec![Event::Claimable]);
     }
 }

@@ -10,9 +10,14 @@
 //! # Layout
 //! - [`records`]: what goes in and comes out (domain types only, never a driver's).
 //! - [`error`]: [`StoreError`] and the `Result` alias.
+//! - [`bus`]: the typed events the servers of one control plane tell each other, and the
+//!   in-process transport.
+//! - [`leader`]: which server runs the loops that must run once ([`leader::Leadership`]).
 //! - `conformance` (feature): the suite every backend must pass.
 
+pub mod bus;
 pub mod error;
+pub mod leader;
 pub mod records;
 
 #[cfg(feature = "conformance")]
@@ -179,4 +184,12 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Use of the total log quota. Cheap (no I/O): safe for health checks and metrics.
     fn log_usage(&self) -> LogUsage;
+
+    /// The store's clock. Times several servers must agree on (lease expiry, deadlines,
+    /// fire times) are read here, not from the server's own clock. Cheap (no I/O): a
+    /// backend whose clock lives elsewhere keeps its measured offset. SQLite's store is
+    /// the server's own file, so its clock is the server's.
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
 }

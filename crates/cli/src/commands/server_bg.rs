@@ -52,7 +52,7 @@ pub(crate) fn run(global: &GlobalArgs, command: ServerCommand, paths: &Paths) ->
             print_start(&ipaths, &launched, global.json)?;
             Ok(ExitCode::SUCCESS)
         }
-        ServerCommand::Status => status(global, &ipaths),
+        ServerCommand::Status => status(global, &ipaths, paths),
     }
 }
 
@@ -122,7 +122,7 @@ fn stop_locked_or_not(dirs: &Dirs, ipaths: &InstancePaths) -> Result<Stopped> {
     halt::stop(dirs, ipaths, &meta, ShutdownMode::Warm, None)
 }
 
-fn status(global: &GlobalArgs, ipaths: &InstancePaths) -> Result<ExitCode> {
+fn status(global: &GlobalArgs, ipaths: &InstancePaths, paths: &Paths) -> Result<ExitCode> {
     let mut notes = Vec::new();
     let meta = launch::load_meta(ipaths, &mut notes)?;
     let mut s = report::local(ipaths, meta.as_ref())?;
@@ -133,7 +133,13 @@ fn status(global: &GlobalArgs, ipaths: &InstancePaths) -> Result<ExitCode> {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        s.server = Some(runtime.block_on(report::health_view(&url)));
+        // The admin token (flag, ROTA_TOKEN or this home's file) shows who leads; without
+        // one the status says only whether it serves.
+        let token = match &global.token {
+            Some(t) => Some(t.trim().to_string()),
+            None => crate::tokens::read(&paths.admin_token()).unwrap_or(None),
+        };
+        s.server = Some(runtime.block_on(report::health_view(&url, token)));
     }
     s.diagnostic = report::diagnose(&s);
     let code = s.exit_code();
@@ -150,8 +156,25 @@ fn status(global: &GlobalArgs, ipaths: &InstancePaths) -> Result<ExitCode> {
         if let Some(logs) = s.server.as_ref().and_then(|v| v.logs) {
             writeln!(out, "  logs: {}", log_quota_text(&logs))?;
         }
+        if let Some(d) = s.server.as_ref().and_then(|v| v.leadership.as_ref()) {
+            writeln!(out, "  leader: {}", leader_text(d))?;
+        } else if let Some(e) = s.server.as_ref().and_then(|v| v.error.as_ref()) {
+            writeln!(out, "  leader: unknown ({e})")?;
+        }
     }
     Ok(ExitCode::from(code))
+}
+
+/// `this server (host h, pid 42, up since …)`, or the other server that leads, or nobody.
+fn leader_text(d: &rota_api_types::health::HealthDetail) -> String {
+    let who = |s: &rota_api_types::health::ServerIdentity| {
+        format!("host {}, pid {}, server id {}, up since {}", s.host, s.pid, s.id, s.started_at.to_rfc3339())
+    };
+    match &d.leader {
+        Some(l) if d.leads => format!("this server ({})", who(l)),
+        Some(l) => format!("another server ({})", who(l)),
+        None => "nobody right now: lease expiry, deadlines and retention wait for a leader".into(),
+    }
 }
 
 /// `1.2 GiB of the 5.0 GiB log quota (24%); since start: 300.0 MiB of finished jobs' logs

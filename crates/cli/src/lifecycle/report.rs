@@ -53,6 +53,10 @@ pub(crate) struct ServerView {
     /// The server's total log quota in use (`rota server status`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) logs: Option<rota_api_types::jobs::LogQuotaUse>,
+    /// Who leads the control plane, from `/healthz/detail` (`rota server status`, with the
+    /// admin token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) leadership: Option<rota_api_types::health::HealthDetail>,
 }
 
 /// `rota worker status --json`.
@@ -202,6 +206,7 @@ pub(crate) async fn server_view(server: &str, token: Option<String>, name: &str)
         last_heartbeat_at: None,
         error: None,
         logs: None,
+        leadership: None,
     };
     let client = match rota_client::Client::new(server, token.clone()) {
         Ok(c) => c,
@@ -246,26 +251,41 @@ fn unreachable(view: &mut ServerView, error: String) {
     view.error = Some(error);
 }
 
-/// The background server's own view: does it answer `GET /healthz` at `url`?
-pub(crate) async fn health_view(url: &str) -> ServerView {
+/// The background server's own view: does it answer `GET /healthz` at `url`? With the
+/// admin `token`, `GET /healthz/detail` also says who leads.
+pub(crate) async fn health_view(url: &str, token: Option<String>) -> ServerView {
     let mut view = ServerView {
         url: url.to_string(),
         registration: "serving",
         last_heartbeat_at: None,
         error: None,
         logs: None,
+        leadership: None,
     };
     let limit = Duration::from_secs(3);
-    match rota_client::Client::new(url, None) {
-        Err(e) => unreachable(&mut view, e.to_string()),
-        Ok(c) => match tokio::time::timeout(limit, c.healthz()).await {
-            Ok(Ok(health)) => view.logs = health.logs,
-            Ok(Err(e)) => unreachable(&mut view, format!("{e:#}")),
-            Err(_) => unreachable(&mut view, format!("no answer within {}s", limit.as_secs())),
-        },
+    let has_token = token.is_some();
+    let client = match rota_client::Client::new(url, token) {
+        Err(e) => {
+            unreachable(&mut view, e.to_string());
+            return view;
+        }
+        Ok(c) => c,
+    };
+    match tokio::time::timeout(limit, client.healthz()).await {
+        Ok(Ok(health)) => view.logs = health.logs,
+        Ok(Err(e)) => unreachable(&mut view, format!("{e:#}")),
+        Err(_) => unreachable(&mut view, format!("no answer within {}s", limit.as_secs())),
+    }
+    if has_token && view.error.is_none() {
+        match tokio::time::timeout(limit, client.healthz_detail()).await {
+            Ok(Ok(detail)) => view.leadership = Some(detail),
+            Ok(Err(e)) => view.error = Some(format!("cannot tell who leads: {e:#}")),
+            Err(_) => view.error = Some(format!("cannot tell who leads: no answer within {}s", limit.as_secs())),
+        }
     }
     view
 }
+
 
 /// One sentence: what is going on, and what to do about it.
 pub(crate) fn diagnose(s: &Status) -> String {

@@ -15,6 +15,8 @@ use rota_api_types::worker::{Command, StopOrder, StopReason};
 use rota_domain::limits;
 use rota_store::{SessionStatus, WorkerRecord};
 use std::time::{Duration, Instant};
+use rota_domain::JobState;
+use rota_store::bus::Event;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -44,7 +46,7 @@ pub(crate) async fn fleet_control(
     };
     let workers = state.store.list_workers().await?;
     let ttl = chrono::Duration::from_std(state.config.lease_ttl).unwrap_or(chrono::Duration::MAX);
-    let now = chrono::Utc::now();
+    let now = state.store.now();
     let is_live = |w: &WorkerRecord| {
         w.status != SessionStatus::Offline && now.signed_duration_since(w.last_heartbeat_at) <= ttl
     };
@@ -143,7 +145,7 @@ pub(crate) async fn revoke(
             )));
         }
     }
-    let now = chrono::Utc::now();
+    let now = state.store.now();
     let expires_at = req
         .expires_ms
         .map(|ms| now + chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2)));
@@ -189,24 +191,32 @@ pub(crate) async fn revoke(
     // Tell every live worker, so `inspect --revoked` shows what each holds (until expiry).
     if !revoked_ids.is_empty() {
         let expires_in_ms = req.expires_ms;
-        for w in state.store.list_workers().await? {
-            if w.status != SessionStatus::Offline {
-                state.hub.push(w.session, Command::Revoke { jobs: revoked_ids.clone(), expires_in_ms });
-            }
-        }
+        let pushes = state
+            .store
+            .list_workers()
+            .await?
+            .into_iter()
+            .filter(|w| w.status != SessionStatus::Offline)
+            .map(|w| (w.session, Command::Revoke { jobs: revoked_ids.clone(), expires_in_ms }))
+            .collect();
+        state.hub.push_all(pushes);
     }
-    state.bump_progress();
+    state.publish(revoked_ids.iter().map(|&job| Event::Job { job, state: Some(JobState::Revoked) }).collect());
     Ok(Json(RevokeResponse { results, keys }))
 }
 
 /// Pushes the stop orders of one revoke and says what it did.
 fn revoke_result(state: &AppState, out: rota_store::RevokeOutcome, signal: Option<i32>) -> RevokeResult {
-    for r in &out.running {
-        tracing::info!(job_id = %r.job_id, step = %r.step, attempt_id = %r.attempt_id, "revoke --terminate: stopping attempt");
-        state.hub.push(
-            r.session,
-            Command::Stop(StopOrder { attempt_id: r.attempt_id, reason: StopReason::Revoked, signal }),
-        );
+    let stops: Vec<_> = out
+        .running
+        .iter()
+        .map(|r| {
+            tracing::info!(job_id = %r.job_id, step = %r.step, attempt_id = %r.attempt_id, "revoke --terminate: stopping attempt");
+            (r.session, Command::Stop(StopOrder { attempt_id: r.attempt_id, reason: StopReason::Revoked, signal }))
+        })
+        .collect();
+    if !stops.is_empty() {
+        state.hub.push_all(stops);
     }
     RevokeResult {
         job_id: out.job_id,
@@ -223,7 +233,7 @@ pub(crate) async fn list_revokes(
     _: Admin,
     State(state): State<AppState>,
 ) -> Result<Json<RevokeList>, ApiError> {
-    let now = chrono::Utc::now();
+    let now = state.store.now();
     let revokes = state.store.list_revokes(now).await?;
     let keys = state.store.list_key_revokes(now).await?;
     Ok(Json(RevokeList {
@@ -272,7 +282,7 @@ pub(crate) async fn list_queues(
 
 async fn set_paused(state: &AppState, queue: &str, paused: bool) -> Result<Json<QueueView>, ApiError> {
     limits::check_name("queue", queue).map_err(ApiError::limit)?;
-    state.store.set_queue_paused(queue, paused, chrono::Utc::now()).await?;
+    state.store.set_queue_paused(queue, paused, state.store.now()).await?;
     if !paused {
         state.wake_claimers();
     }

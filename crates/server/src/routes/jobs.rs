@@ -18,6 +18,10 @@ use rota_api_types::{Bytes64, IDEMPOTENCY_KEY_HEADER};
 use rota_domain::{JobId, JobSpec, JobState, limits};
 use rota_store::{JobFilter, NewJob, StopKind};
 use std::time::Duration;
+use rota_store::bus::Event;
+
+/// Longest a log follower waits without looking at the store.
+const FOLLOW_RECHECK: Duration = Duration::from_secs(1);
 
 const DEFAULT_LIST_LIMIT: u32 = 50;
 const MAX_LIST_LIMIT: u32 = 1000;
@@ -58,7 +62,7 @@ pub(crate) async fn submit_job(
     let submitted = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     if submitted.created {
         Metrics::add(&state.metrics.jobs_submitted, 1);
-        state.wake_claimers();
+        state.publish(vec![Event::Claimable, Event::Job { job: submitted.id, state: Some(JobState::Queued) }]);
     }
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(SubmitResponse { id: submitted.id, created: submitted.created })))
@@ -93,10 +97,14 @@ pub(crate) async fn submit_batch(
     let results =
         if valid.is_empty() { Vec::new() } else { crate::handoff::submit_jobs(&state, valid).await? };
     let mut created = 0;
+    let mut events = vec![Event::Claimable];
     for (pos, r) in positions.into_iter().zip(results) {
         slots[pos] = Some(match r {
             Ok(s) => {
                 created += u64::from(s.created);
+                if s.created {
+                    events.push(Event::Job { job: s.id, state: Some(JobState::Queued) });
+                }
                 ItemResult {
                     status: if s.created { 201 } else { 200 },
                     result: Some(SubmitResponse { id: s.id, created: s.created }),
@@ -111,7 +119,7 @@ pub(crate) async fn submit_batch(
     }
     if created > 0 {
         Metrics::add(&state.metrics.jobs_submitted, created);
-        state.wake_claimers();
+        state.publish(events);
     }
     let results = slots
         .into_iter()
@@ -230,9 +238,11 @@ pub(crate) async fn job_logs(
             let done = ended && page.chunks.is_empty();
             return Ok(Json(to_page(page, &job, done)));
         }
+        // The bus wakes us when output or the job changes; looking again every
+        // FOLLOW_RECHECK anyway means a lost message costs latency, not the follow.
         tokio::select! {
             _ = progress.changed() => {}
-            _ = tokio::time::sleep_until(deadline) => {}
+            _ = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + FOLLOW_RECHECK)) => {}
             _ = state.shutdown.cancelled() => {}
         }
         if state.shutdown.is_cancelled() {
@@ -281,19 +291,23 @@ pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobSummary>, ApiError> {
-    let out = state.store.stop_job(id, StopKind::Cancel, chrono::Utc::now()).await?;
+    let out = state.store.stop_job(id, StopKind::Cancel, state.store.now()).await?;
+    let mut stops = Vec::with_capacity(out.running.len());
     for r in &out.running {
         tracing::info!(job_id = %r.job_id, step = %r.step, attempt_id = %r.attempt_id, "cancel: stopping attempt");
-        state.hub.push(
+        stops.push((
             r.session,
             Command::Stop(StopOrder {
                 attempt_id: r.attempt_id,
                 reason: StopReason::Cancelled,
                 signal: None,
             }),
-        );
+        ));
     }
-    state.bump_progress();
+    if !stops.is_empty() {
+        state.hub.push_all(stops);
+    }
+    state.publish(vec![Event::Job { job: id, state: Some(out.row.state) }]);
     let fleet = fleet(&state).await?;
     Ok(Json(views::summary(&out.row, &fleet)))
 }
@@ -306,9 +320,8 @@ pub(crate) async fn retry_job(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobSummary>, ApiError> {
-    let row = state.store.retry_job(id, chrono::Utc::now()).await?;
-    state.wake_claimers();
-    state.bump_progress();
+    let row = state.store.retry_job(id, state.store.now()).await?;
+    state.publish(vec![Event::Claimable, Event::Job { job: id, state: Some(row.state) }]);
     let fleet = fleet(&state).await?;
     Ok(Json(views::summary(&row, &fleet)))
 }

@@ -1,7 +1,11 @@
-//! Unauthenticated endpoints: `/healthz` (cheap: touches no store), `/metrics`,
-//! `/openapi.json`.
+//! `/healthz` (cheap: touches no store), `/metrics`, `/openapi.json`, unauthenticated;
+//! `/healthz/detail` (admin): this server and the leader.
 
+use crate::auth::Admin;
+use crate::error::ApiError;
 use crate::state::AppState;
+use rota_api_types::health::{HealthDetail, ServerIdentity};
+use rota_store::leader::ServerInfo;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
@@ -19,17 +23,39 @@ pub(crate) struct Health {
     logs: LogQuotaUse,
 }
 
-/// Liveness: answers without touching the store (the log quota's use is kept in memory).
-#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, body = Health)))]
-pub(crate) async fn healthz(State(state): State<AppState>) -> Json<Health> {
+fn log_quota_use(state: &AppState) -> LogQuotaUse {
     let u = state.store.log_usage();
-    let logs = LogQuotaUse {
+    LogQuotaUse {
         live_bytes: u.live_bytes,
         quota_bytes: u.quota_bytes,
         pruned_bytes: u.pruned_bytes,
         refused_bytes: u.refused_bytes,
-    };
-    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), logs })
+    }
+}
+
+/// Liveness: answers without touching the store (the log quota's use is kept in memory).
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, body = Health)))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), logs: log_quota_use(&state) })
+}
+
+fn identity(s: &ServerInfo) -> ServerIdentity {
+    ServerIdentity { id: s.id.0, host: s.host.clone(), pid: s.pid, started_at: s.started_at }
+}
+
+/// This server, and which server leads (runs lease expiry, deadlines and retention).
+#[utoipa::path(get, path = "/healthz/detail", tag = "meta", security(("admin" = [])),
+    responses((status = 200, body = HealthDetail), (status = 401), (status = 403), (status = 503, description = "the backend cannot say who leads")))]
+pub(crate) async fn healthz_detail(_: Admin, State(state): State<AppState>) -> Result<Json<HealthDetail>, ApiError> {
+    let leader = state.leader.leader().await?;
+    Ok(Json(HealthDetail {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        server: identity(&state.me),
+        leads: leader.as_ref().is_some_and(|l| l.id == state.me.id),
+        leader: leader.as_ref().map(identity),
+        logs: log_quota_use(&state),
+    }))
 }
 
 /// Prometheus metrics.

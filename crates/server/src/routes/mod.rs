@@ -52,6 +52,7 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .layer(DefaultBodyLimit::max(log_body_limit));
     let meta = OpenApiRouter::new()
         .routes(routes!(meta::healthz))
+        .routes(routes!(meta::healthz_detail))
         .routes(routes!(meta::metrics))
         .routes(routes!(meta::openapi_json));
     let bounded = small.merge(large).merge(meta);

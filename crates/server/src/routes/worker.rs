@@ -20,6 +20,8 @@ use rota_store::{
     ClaimedAttempt, Completion, CompletionRecorded, Heartbeat, LogAppend, NewLogChunk, StopCause,
 };
 use std::time::Duration;
+use rota_domain::AttemptStatus;
+use rota_store::bus::Event;
 
 /// Longest instance id accepted (a UUID is 36 characters).
 const MAX_INSTANCE_ID: usize = limits::MAX_SHORT_TEXT;
@@ -121,7 +123,7 @@ pub(crate) async fn register(
         replace: req.replace,
         stale_after: state.config.lease_ttl,
     };
-    let registered = match state.store.register_worker(reg, chrono::Utc::now()).await {
+    let registered = match state.store.register_worker(reg, state.store.now()).await {
         Ok(r) => r,
         Err(rota_store::StoreError::NameHeld(holder)) => {
             tracing::warn!(worker = %req.name, host = %req.host, instance = ?req.instance_id,
@@ -135,17 +137,18 @@ pub(crate) async fn register(
     if let Some(old) = registered.superseded {
         tracing::info!(worker = %req.name, old_session = %old, new_session = %session, lost = registered.lost.len(),
             replace = req.replace, "worker re-registered: old session superseded");
-        state.auth.forget_session(old);
-        state.hub.drop_session(old);
         state.liveness.forget(old);
     }
+    // The old session's credential and mailbox are forgotten by every server (listen.rs).
+    let mut events = vec![Event::Claimable, Event::Worker { session, ended: false }];
+    events.extend(registered.superseded.map(|old| Event::Worker { session: old, ended: true }));
     if !registered.lost.is_empty() {
         Metrics::add(&state.metrics.attempts_lost, registered.lost.len() as u64);
-        state.bump_progress();
+        events.extend(lost_events(&registered.lost));
     }
-    state.wake_claimers();
+    state.publish(events);
     // A worker that starts later holds the revokes in force too, until each expires.
-    let now = chrono::Utc::now();
+    let now = state.store.now();
     let in_force = state.store.list_revokes(now).await?;
     let revoke_expires_in_ms = in_force
         .iter()
@@ -185,7 +188,7 @@ pub(crate) async fn heartbeat(
         draining: req.draining,
         concurrency: req.concurrency,
     };
-    let out = state.store.heartbeat(hb, chrono::Utc::now(), state.config.lease_ttl).await?;
+    let out = state.store.heartbeat(hb, state.store.now(), state.config.lease_ttl).await?;
     let stop = out
         .stop
         .into_iter()
@@ -236,7 +239,16 @@ pub(crate) async fn claim(
     let reply = |state: &AppState, got: Vec<ClaimedAttempt>| {
         Metrics::add(&state.metrics.attempts_claimed, got.len() as u64);
         if !got.is_empty() {
-            state.bump_progress();
+            state.publish(
+                got.iter()
+                    .map(|a| Event::Attempt {
+                        job: a.job_id,
+                        step: a.step.clone(),
+                        attempt: a.attempt_id,
+                        status: AttemptStatus::Running,
+                    })
+                    .collect(),
+            );
         }
         Json(ClaimResponse { attempts: got.into_iter().map(to_claimed).collect() })
     };
@@ -254,7 +266,7 @@ pub(crate) async fn claim(
         let notified = state.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let got = state.store.claim(me.session, max, chrono::Utc::now(), state.config.lease_ttl).await?;
+        let got = state.store.claim(me.session, max, state.store.now(), state.config.lease_ttl).await?;
         let now = tokio::time::Instant::now();
         if !got.is_empty() || now >= deadline || state.shutdown.is_cancelled() {
             return Ok(reply(&state, got));
@@ -349,10 +361,12 @@ async fn complete_items(
             });
         }
     }
-    if !appends.is_empty() {
+    let had_logs = !appends.is_empty();
+    if had_logs {
         // A refused append (not held) is answered by the completion's own 409 below.
         let _ = state.store.append_logs(appends).await?;
     }
+    let keys: Vec<(JobId, String)> = items.iter().map(|(job, step, _)| (*job, step.clone())).collect();
     let completions = items
         .into_iter()
         .map(|(job_id, step, item)| Completion {
@@ -365,25 +379,33 @@ async fn complete_items(
             jitter01: rand::random::<f64>(),
         })
         .collect();
-    let results = state.store.complete(completions, chrono::Utc::now()).await?;
-    let mut wake = false;
+    let results = state.store.complete(completions, state.store.now()).await?;
+    let mut events = Vec::with_capacity(results.len() + 1);
     let out = results
         .into_iter()
-        .map(|r| {
+        .zip(&keys)
+        .map(|(r, (job, step))| {
             r.inspect(|rec| {
                 if !rec.repeated {
                     Metrics::add(&state.metrics.attempts_completed, 1);
-                    wake = true;
+                    events.push(Event::Attempt {
+                        job: *job,
+                        step: step.clone(),
+                        attempt: rec.attempt_id,
+                        status: rec.status,
+                    });
                 }
             })
             .map_err(ApiError::from)
         })
         .collect();
-    if wake {
+    if !events.is_empty() {
         // Completions ready dependents and retries, and free the worker's slot.
-        state.wake_claimers();
+        events.push(Event::Claimable);
+        state.publish(events);
+    } else if had_logs {
+        state.publish(log_events(&keys));
     }
-    state.bump_progress();
     Ok(out)
 }
 
@@ -436,8 +458,10 @@ pub(crate) async fn complete_batch(
 }
 
 async fn append(state: &AppState, items: Vec<LogAppend>) -> Result<Vec<Result<(), ApiError>>, ApiError> {
+    let mut jobs: Vec<JobId> = items.iter().map(|i| i.job_id).collect();
+    jobs.dedup();
     let results = state.store.append_logs(items).await?;
-    state.bump_progress();
+    state.publish(jobs.into_iter().map(|job| Event::Logs { job }).collect());
     Ok(results.into_iter().map(|r| r.map_err(ApiError::from)).collect())
 }
 
@@ -510,15 +534,33 @@ pub(crate) async fn unregister(
     Session(me): Session,
     State(state): State<AppState>,
 ) -> Result<StatusCode, ApiError> {
-    let lost = state.store.unregister_worker(me.session, chrono::Utc::now()).await?;
-    state.auth.forget_session(me.session);
-    state.hub.drop_session(me.session);
+    let lost = state.store.unregister_worker(me.session, state.store.now()).await?;
     state.liveness.forget(me.session);
+    // Every server forgets the credential and the mailbox (listen.rs).
+    let mut events = vec![Event::Worker { session: me.session, ended: true }];
     if !lost.is_empty() {
         Metrics::add(&state.metrics.attempts_lost, lost.len() as u64);
-        state.wake_claimers();
-        state.bump_progress();
+        events.push(Event::Claimable);
+        events.extend(lost_events(&lost));
     }
+    state.publish(events);
     tracing::info!(worker = %me.name, session = %me.session, "worker unregistered");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// What a lost attempt tells the bus.
+fn lost_events(lost: &[rota_store::LostAttempt]) -> impl Iterator<Item = Event> + '_ {
+    lost.iter().map(|l| Event::Attempt {
+        job: l.job_id,
+        step: l.step.clone(),
+        attempt: l.attempt_id,
+        status: AttemptStatus::Lost,
+    })
+}
+
+/// Output stored for these jobs (a batch of repeated completions still carried logs).
+fn log_events(keys: &[(JobId, String)]) -> Vec<Event> {
+    let mut jobs: Vec<JobId> = keys.iter().map(|(job, _)| *job).collect();
+    jobs.dedup();
+    jobs.into_iter().map(|job| Event::Logs { job }).collect()
 }
