@@ -136,6 +136,9 @@ impl Hub {
             if let Some(d) = delivered.get(&id) {
                 if let Some(reply) = d.reply.clone() {
                     drop(delivered);
+                    // The reply was lost at least once: send it in two envelopes, so one
+                    // more loss does not cost another round.
+                    self.publisher.publish(vec![Event::ControlReply { id, reply: reply.clone() }]);
                     self.publisher.publish(vec![Event::ControlReply { id, reply }]);
                 }
                 return;

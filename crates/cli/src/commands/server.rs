@@ -45,7 +45,7 @@ pub(crate) async fn run(args: &ServerArgs, paths: &Paths) -> Result<ExitCode> {
     }
     // The server has no slower and faster stop: both signals mean "stop".
     signals.spawn_escalation(shutdown.clone(), shutdown.clone());
-    rota_server::run(server.listener, server.store, server.config, shutdown)
+    rota_server::run_with(server.listener, server.store, server.config, seams(), shutdown)
         .await
         .context("server stopped with an error")?;
     tracing::info!("server stopped");
@@ -134,4 +134,9 @@ fn open_store(settings: &ServerSettings) -> Result<(Arc<dyn JobStore>, String)> 
     let quota = LogQuota::choose(settings.log_quota, dir, store.log_usage().live_bytes)?;
     store.set_log_quota(Some(quota.bytes));
     Ok((Arc::new(store), quota.describe(dir)))
+}
+
+/// The bus and leadership of a server on SQLite: it is the whole control plane.
+pub(crate) fn seams() -> rota_server::Seams {
+    rota_server::Seams::single(rota_worker::config::host_name())
 }

@@ -137,9 +137,13 @@ pub(crate) async fn register(
     if let Some(old) = registered.superseded {
         tracing::info!(worker = %req.name, old_session = %old, new_session = %session, lost = registered.lost.len(),
             replace = req.replace, "worker re-registered: old session superseded");
+        // Here at once (the old credential is refused from the next request on); the
+        // other servers forget it when the bus tells them (listen.rs), or at the cache's
+        // re-check.
+        state.auth.forget_session(old);
+        state.hub.drop_session(old);
         state.liveness.forget(old);
     }
-    // The old session's credential and mailbox are forgotten by every server (listen.rs).
     let mut events = vec![Event::Claimable, Event::Worker { session, ended: false }];
     events.extend(registered.superseded.map(|old| Event::Worker { session: old, ended: true }));
     if !registered.lost.is_empty() {
@@ -535,8 +539,10 @@ pub(crate) async fn unregister(
     State(state): State<AppState>,
 ) -> Result<StatusCode, ApiError> {
     let lost = state.store.unregister_worker(me.session, state.store.now()).await?;
+    // Here at once; the other servers when the bus tells them (listen.rs).
+    state.auth.forget_session(me.session);
+    state.hub.drop_session(me.session);
     state.liveness.forget(me.session);
-    // Every server forgets the credential and the mailbox (listen.rs).
     let mut events = vec![Event::Worker { session: me.session, ended: true }];
     if !lost.is_empty() {
         Metrics::add(&state.metrics.attempts_lost, lost.len() as u64);
