@@ -28,8 +28,7 @@ pub(crate) async fn submit_jobs(
     let claimers = parked.iter().map(Parked::claimer).collect();
     // On an error the parked claimers are dropped here: their long-polls see the closed
     // channel and look again by themselves.
-    let out =
-        state.store.submit_and_claim(jobs, claimers, state.store.now(), state.config.lease_ttl).await?;
+    let out = state.store.submit_and_claim(jobs, claimers, state.store.now(), state.config.lease_ttl).await?;
     let mut handed = 0u64;
     for (p, claimed) in parked.into_iter().zip(out.claimed) {
         let session = p.claimer().session;

@@ -5,7 +5,7 @@
 //!
 //! The bus may lose a message. A pushed command (a stop order, a revoke) is sent once:
 //! delivery is at most once and its durable effect is also carried by heartbeats and the
-//! store. A request that waits for a reply is sent again every [`RETRANSMIT`] until the
+//! store. A request that waits for a reply is sent again about every [`RETRANSMIT`] until the
 //! reply arrives or its time is up; every server remembers the commands it delivered (and
 //! their replies) for a while, so a repeat is never delivered twice and a lost reply is
 //! sent again.
@@ -21,7 +21,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// How often a request is sent again while no reply came.
+/// How often (on average, jittered ±50 %) a request is sent again while no reply came.
 pub(crate) const RETRANSMIT: Duration = Duration::from_millis(250);
 
 /// How long a delivered command's id (and its reply) is remembered: longer than any request
@@ -56,12 +56,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     pub(crate) fn new(publisher: Arc<Publisher>) -> Self {
-        Self {
-            boxes: Mutex::default(),
-            waiting: Mutex::default(),
-            delivered: Mutex::default(),
-            publisher,
-        }
+        Self { boxes: Mutex::default(), waiting: Mutex::default(), delivered: Mutex::default(), publisher }
     }
 
     fn send(&self, session: SessionId, id: Uuid, command: &str) {
@@ -84,7 +79,7 @@ impl Hub {
     }
 
     /// Sends a command and waits up to `timeout` for the worker's reply, sending it again
-    /// every [`RETRANSMIT`] meanwhile.
+    /// about every [`RETRANSMIT`] meanwhile.
     pub(crate) async fn request(
         &self,
         session: SessionId,
@@ -101,7 +96,9 @@ impl Hub {
             tokio::select! {
                 r = &mut rx => break r.ok(),
                 _ = tokio::time::sleep_until(deadline) => break None,
-                _ = tokio::time::sleep(RETRANSMIT) => {}
+                // Jittered, so requests sent together do not stay in lockstep (a transport
+                // that loses messages in a pattern would lose the same ones every round).
+                _ = tokio::time::sleep(RETRANSMIT.mul_f64(rand::random_range(0.5..1.5))) => {}
             }
         };
         lock(&self.waiting).remove(&id);
@@ -205,9 +202,7 @@ impl Hub {
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Option<String> {
-    serde_json::to_string(value)
-        .inspect_err(|e| tracing::error!("cannot encode a control message: {e}"))
-        .ok()
+    serde_json::to_string(value).inspect_err(|e| tracing::error!("cannot encode a control message: {e}")).ok()
 }
 
 #[cfg(test)]
@@ -244,7 +239,9 @@ mod tests {
                 }
                 for ev in &e.events {
                     match ev {
-                        Event::Control { session, id, command } => hub.received_command(*session, *id, command),
+                        Event::Control { session, id, command } => {
+                            hub.received_command(*session, *id, command)
+                        }
                         Event::ControlReply { id, reply } => hub.received_reply(*id, reply),
                         _ => {}
                     }

@@ -33,7 +33,12 @@ impl Seams {
 
 /// A fresh identity for this process.
 pub fn this_process(host: impl Into<String>) -> ServerInfo {
-    ServerInfo { id: ServerId::new(), host: host.into(), pid: std::process::id(), started_at: chrono::Utc::now() }
+    ServerInfo {
+        id: ServerId::new(),
+        host: host.into(),
+        pid: std::process::id(),
+        started_at: chrono::Utc::now(),
+    }
 }
 
 /// The in-process bus. Built with the feature `test-bus` (tests only, never a release), the

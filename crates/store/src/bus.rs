@@ -251,7 +251,8 @@ mod tests {
         }
         let envelope = Envelope { origin: ServerId::new(), seq: u64::MAX, events: worst_case_events() };
         let json = serde_json::to_vec(&envelope).unwrap();
-        let bound: usize = ENVELOPE_OVERHEAD + envelope.events.iter().map(|e| e.size_bound() + 1).sum::<usize>();
+        let bound: usize =
+            ENVELOPE_OVERHEAD + envelope.events.iter().map(|e| e.size_bound() + 1).sum::<usize>();
         assert!(json.len() <= bound, "{} > {bound}", json.len());
         let back: Envelope = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, envelope);

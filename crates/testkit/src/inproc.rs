@@ -5,7 +5,7 @@
 //! `#[test] fn spawner_helper() { rota_worker::spawner::serve_if_test_helper(); }`.
 
 use rota_client::Client;
-use rota_server::ServerConfig;
+use rota_server::{Seams, ServerConfig};
 use rota_store_sqlite::{SqliteOptions, SqliteStore};
 use rota_worker::{Ready, ShutdownHandle, WorkerConfig, WorkerError};
 use std::net::SocketAddr;
@@ -49,6 +49,17 @@ impl Server {
 
     /// Starts one with `config`, its tokens replaced by [`ADMIN`] and [`JOIN`].
     pub async fn start_with(db: &Path, addr: Option<SocketAddr>, config: ServerConfig) -> Self {
+        Self::start_with_seams(db, addr, config, Seams::single("in-process")).await
+    }
+
+    /// As [`Server::start_with`], with the bus and leadership given (tests of leadership;
+    /// several servers on one database).
+    pub async fn start_with_seams(
+        db: &Path,
+        addr: Option<SocketAddr>,
+        config: ServerConfig,
+        seams: Seams,
+    ) -> Self {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
         let listener = tokio::net::TcpListener::bind(addr.unwrap_or(any)).await.expect("bind");
         let addr = listener.local_addr().expect("local address");
@@ -58,7 +69,7 @@ impl Server {
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let stop = stop.clone();
-            async move { rota_server::run(listener, store, config, stop).await.expect("server run") }
+            async move { rota_server::run_with(listener, store, config, seams, stop).await.expect("server run") }
         });
         Self { addr, stop, task }
     }

@@ -42,8 +42,13 @@ pub(crate) async fn run(
     let tokens_created = server.tokens_created;
     let log_quota = server.log_quota.clone();
     let server_stop = CancellationToken::new();
-    let server_task =
-        tokio::spawn(rota_server::run_with(server.listener, server.store, server.config, super::server::seams(), server_stop.clone()));
+    let server_task = tokio::spawn(rota_server::run_with(
+        server.listener,
+        server.store,
+        server.config,
+        super::server::seams(),
+        server_stop.clone(),
+    ));
 
     let (drain, stop_now) = (CancellationToken::new(), CancellationToken::new());
     let (ready_tx, ready_rx) = oneshot::channel();

@@ -280,12 +280,13 @@ pub(crate) async fn health_view(url: &str, token: Option<String>) -> ServerView 
         match tokio::time::timeout(limit, client.healthz_detail()).await {
             Ok(Ok(detail)) => view.leadership = Some(detail),
             Ok(Err(e)) => view.error = Some(format!("cannot tell who leads: {e:#}")),
-            Err(_) => view.error = Some(format!("cannot tell who leads: no answer within {}s", limit.as_secs())),
+            Err(_) => {
+                view.error = Some(format!("cannot tell who leads: no answer within {}s", limit.as_secs()))
+            }
         }
     }
     view
 }
-
 
 /// One sentence: what is going on, and what to do about it.
 pub(crate) fn diagnose(s: &Status) -> String {

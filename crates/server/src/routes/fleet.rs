@@ -12,11 +12,11 @@ use rota_api_types::fleet::{
     RevokeList, RevokeRequest, RevokeResponse, RevokeResult, RevokeView, WorkerReply,
 };
 use rota_api_types::worker::{Command, StopOrder, StopReason};
+use rota_domain::JobState;
 use rota_domain::limits;
+use rota_store::bus::Event;
 use rota_store::{SessionStatus, WorkerRecord};
 use std::time::{Duration, Instant};
-use rota_domain::JobState;
-use rota_store::bus::Event;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -201,7 +201,8 @@ pub(crate) async fn revoke(
             .collect();
         state.hub.push_all(pushes);
     }
-    state.publish(revoked_ids.iter().map(|&job| Event::Job { job, state: Some(JobState::Revoked) }).collect());
+    state
+        .publish(revoked_ids.iter().map(|&job| Event::Job { job, state: Some(JobState::Revoked) }).collect());
     Ok(Json(RevokeResponse { results, keys }))
 }
 

@@ -16,9 +16,9 @@ use rota_api_types::jobs::{
 use rota_api_types::worker::{Command, ItemResult, StopOrder, StopReason};
 use rota_api_types::{Bytes64, IDEMPOTENCY_KEY_HEADER};
 use rota_domain::{JobId, JobSpec, JobState, limits};
+use rota_store::bus::Event;
 use rota_store::{JobFilter, NewJob, StopKind};
 use std::time::Duration;
-use rota_store::bus::Event;
 
 /// Longest a log follower waits without looking at the store.
 const FOLLOW_RECHECK: Duration = Duration::from_secs(1);
@@ -62,7 +62,8 @@ pub(crate) async fn submit_job(
     let submitted = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     if submitted.created {
         Metrics::add(&state.metrics.jobs_submitted, 1);
-        state.publish(vec![Event::Claimable, Event::Job { job: submitted.id, state: Some(JobState::Queued) }]);
+        state
+            .publish(vec![Event::Claimable, Event::Job { job: submitted.id, state: Some(JobState::Queued) }]);
     }
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(SubmitResponse { id: submitted.id, created: submitted.created })))

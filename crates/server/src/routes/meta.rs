@@ -4,13 +4,13 @@
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::state::AppState;
-use rota_api_types::health::{HealthDetail, ServerIdentity};
-use rota_store::leader::ServerInfo;
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use rota_api_types::health::{HealthDetail, ServerIdentity};
 use rota_api_types::jobs::LogQuotaUse;
+use rota_store::leader::ServerInfo;
 use serde::Serialize;
 
 /// `GET /healthz` body.
@@ -46,7 +46,10 @@ fn identity(s: &ServerInfo) -> ServerIdentity {
 /// This server, and which server leads (runs lease expiry, deadlines and retention).
 #[utoipa::path(get, path = "/healthz/detail", tag = "meta", security(("admin" = [])),
     responses((status = 200, body = HealthDetail), (status = 401), (status = 403), (status = 503, description = "the backend cannot say who leads")))]
-pub(crate) async fn healthz_detail(_: Admin, State(state): State<AppState>) -> Result<Json<HealthDetail>, ApiError> {
+pub(crate) async fn healthz_detail(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<HealthDetail>, ApiError> {
     let leader = state.leader.leader().await?;
     Ok(Json(HealthDetail {
         status: "ok".into(),

@@ -15,13 +15,13 @@ use rota_api_types::worker::{
     LogChunk, LogsBatchRequest, LogsBatchResponse, LogsRequest, RegisterRequest, RegisterResponse,
     StartRequest, StopOrder, StopReason,
 };
+use rota_domain::AttemptStatus;
 use rota_domain::{JobId, PROTOCOL_MINOR, PROTOCOL_VERSION, SessionId, limits};
+use rota_store::bus::Event;
 use rota_store::{
     ClaimedAttempt, Completion, CompletionRecorded, Heartbeat, LogAppend, NewLogChunk, StopCause,
 };
 use std::time::Duration;
-use rota_domain::AttemptStatus;
-use rota_store::bus::Event;
 
 /// Longest instance id accepted (a UUID is 36 characters).
 const MAX_INSTANCE_ID: usize = limits::MAX_SHORT_TEXT;
