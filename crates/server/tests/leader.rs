@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 /// Leadership a test switches on and off.
 struct Forced {
     on: AtomicBool,
+    /// What `others_serving` answers.
+    others: bool,
     me: ServerInfo,
 }
 
@@ -33,14 +35,18 @@ impl Leadership for Forced {
         Ok(self.on.load(Ordering::SeqCst).then(|| self.me.clone()))
     }
     async fn others_serving(&self) -> rota_store::Result<bool> {
-        // As in a fleet of servers: no lease is extended at start.
-        Ok(true)
+        Ok(self.others)
     }
 }
 
 const TTL_MS: u64 = 600;
 
 async fn server(db: &std::path::Path, on: bool) -> (Server, Arc<Forced>) {
+    // As in a fleet of servers: others serve, so no lease is extended at start.
+    server_among(db, on, true).await
+}
+
+async fn server_among(db: &std::path::Path, on: bool, others: bool) -> (Server, Arc<Forced>) {
     let config = ServerConfig {
         heartbeat_interval: Duration::from_millis(200),
         lease_ttl: Duration::from_millis(TTL_MS),
@@ -48,7 +54,7 @@ async fn server(db: &std::path::Path, on: bool) -> (Server, Arc<Forced>) {
         ..ServerConfig::default()
     };
     let seams = Seams::single("test");
-    let forced = Arc::new(Forced { on: AtomicBool::new(on), me: seams.me.clone() });
+    let forced = Arc::new(Forced { on: AtomicBool::new(on), others, me: seams.me.clone() });
     let seams = seams.with_leader(forced.clone());
     (Server::start_with_seams(db, None, config, seams).await, forced)
 }
@@ -159,4 +165,34 @@ async fn two_leaders_at_once_over_one_database_expire_every_lease_exactly_once()
     }
     a.shut().await;
     b.shut().await;
+}
+
+/// The lease the one attempt of `id` holds, read from the database itself.
+async fn lease_of(db: &std::path::Path, id: JobId) -> chrono::DateTime<chrono::Utc> {
+    use rota_store::JobStore;
+    let store = rota_store_sqlite::SqliteStore::open(db, rota_store_sqlite::SqliteOptions::default()).unwrap();
+    let job = store.get_job(id).await.unwrap();
+    job.steps[0].attempts[0].lease_expires_at.expect("a running attempt has a lease")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_are_extended_at_start_only_when_no_other_server_was_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("rota.db");
+    let (first, _) = server_among(&db, false, true).await;
+    let id = claimed_by_a_silent_worker(&first, 1).await[0];
+    first.shut().await;
+    let claimed = lease_of(&db, id).await;
+
+    // Others serve (a rolling restart): they keep the leases; this start leaves them.
+    let (second, _) = server_among(&db, false, true).await;
+    second.shut().await;
+    assert_eq!(lease_of(&db, id).await, claimed, "not extended while others serve");
+
+    // Nobody was serving (a full outage): every live lease gets a full TTL from now.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (third, _) = server_among(&db, false, false).await;
+    third.shut().await;
+    let extended = lease_of(&db, id).await;
+    assert!(extended > claimed, "extended after a full outage: {claimed} -> {extended}");
 }
