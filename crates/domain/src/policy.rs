@@ -150,5 +150,13 @@ mod tests {
         assert_eq!(job_state_from_steps(&[Succeeded, Succeeded]), Some(JobState::Succeeded));
         assert_eq!(job_state_from_steps(&[Succeeded, Failed, Skipped]), Some(JobState::Failed));
         assert_eq!(job_state_from_steps(&[Cancelled, Skipped]), Some(JobState::Cancelled));
+        assert_eq!(job_state_from_steps(&[Waiting, Skipped]), None, "a waiting step can still run");
+        assert_eq!(job_state_from_steps(&[Revoked, Failed]), Some(JobState::Revoked), "a revoke wins");
+        assert_eq!(
+            job_state_from_steps(&[Cancelled, Failed]),
+            Some(JobState::Failed),
+            "a failure wins over a cancel"
+        );
+        assert_eq!(job_state_from_steps(&[Skipped]), Some(JobState::Failed), "a deadline skipped everything");
     }
 }
