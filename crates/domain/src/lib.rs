@@ -10,17 +10,29 @@
 //! - [`state`]: job/step/attempt states and terminal reasons.
 //! - [`policy`]: what happens after an attempt ends (retry, fail, succeed) and the job's
 //!   resulting state.
+//! - [`settle`]: every change an ended attempt makes to its step and job (stop overrides,
+//!   DAG readiness, skipping), as a plan the store writes.
+//! - [`control`]: whole-job decisions: cancel, revoke, deadline, retry.
+//! - [`reason`]: every reason text users see, rendered in one place.
 //! - [`units`]: durations and byte sizes as written in job documents and flags.
 
+pub mod control;
 pub mod ids;
 pub mod limits;
 pub mod policy;
+pub mod reason;
+pub mod settle;
 pub mod spec;
 pub mod state;
 pub mod units;
 
+pub use control::{
+    Ending, JobEnd, Requeue, RetryRefused, StepReset, StepsEnd, StopCause, end_job, retry_job,
+};
 pub use ids::{AttemptId, BadJobId, JobId, SessionId};
 pub use policy::{StepDecision, decide_after_attempt, job_state_from_steps, retry_delay};
+pub use reason::{LostCause, Reason};
+pub use settle::{Ended, JobChange, SettleError, Settlement, StepChange, StoredStep, settle};
 pub use spec::{Backoff, JobSpec, OnLost, RetryPolicy, SpecError, StepSpec, Target};
 pub use state::{AttemptOutcome, AttemptStatus, JobState, StepState, Stream};
 

@@ -3,6 +3,7 @@
 //! The store applies these decisions inside its transactions; keeping them here means both
 //! backends (SQLite, PostgreSQL) follow one rulebook and it can be tested without a database.
 
+use crate::reason::Reason;
 use crate::spec::{Backoff, LOST_RETRY_FLOOR, OnLost, StepSpec};
 use crate::state::{AttemptOutcome, JobState, StepState};
 use chrono::{DateTime, Utc};
@@ -18,12 +19,12 @@ pub enum StepDecision {
         /// Earliest time the next attempt may be claimed.
         run_after: DateTime<Utc>,
         /// Why the previous attempt ended, kept on the step for display.
-        reason: String,
+        reason: Reason,
     },
     /// The step failed for good; the job fails.
     Failed {
         /// Shown as the step's and the job's reason.
-        reason: String,
+        reason: Reason,
     },
     /// The attempt was stopped on purpose (cancel/revoke); the job's own state says which.
     Stopped,
@@ -51,20 +52,19 @@ pub fn decide_after_attempt(
         AttemptOutcome::Succeeded => return StepDecision::Succeeded,
         AttemptOutcome::Cancelled => return StepDecision::Stopped,
         AttemptOutcome::Lost { .. } if step.on_lost == OnLost::Fail => {
-            return StepDecision::Failed { reason: format!("{} (on_lost: fail)", outcome.reason()) };
+            return StepDecision::Failed { reason: Reason::LostFails(outcome.clone()) };
         }
         AttemptOutcome::Lost { .. } => step.retry.max_attempts.max(LOST_RETRY_FLOOR),
         _ => step.retry.max_attempts,
     };
-    let reason = outcome.reason();
     if attempt_number < limit {
         let delay = retry_delay(&step.retry.backoff, attempt_number, jitter01);
         let run_after = now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        StepDecision::Retry { run_after, reason }
+        StepDecision::Retry { run_after, reason: Reason::Attempt(outcome.clone()) }
     } else if limit > 1 {
-        StepDecision::Failed { reason: format!("{reason} (after {attempt_number} attempts)") }
+        StepDecision::Failed { reason: Reason::AfterAttempts(outcome.clone(), attempt_number) }
     } else {
-        StepDecision::Failed { reason }
+        StepDecision::Failed { reason: Reason::Attempt(outcome.clone()) }
     }
 }
 
@@ -150,5 +150,13 @@ mod tests {
         assert_eq!(job_state_from_steps(&[Succeeded, Succeeded]), Some(JobState::Succeeded));
         assert_eq!(job_state_from_steps(&[Succeeded, Failed, Skipped]), Some(JobState::Failed));
         assert_eq!(job_state_from_steps(&[Cancelled, Skipped]), Some(JobState::Cancelled));
+        assert_eq!(job_state_from_steps(&[Waiting, Skipped]), None, "a waiting step can still run");
+        assert_eq!(job_state_from_steps(&[Revoked, Failed]), Some(JobState::Revoked), "a revoke wins");
+        assert_eq!(
+            job_state_from_steps(&[Cancelled, Failed]),
+            Some(JobState::Failed),
+            "a failure wins over a cancel"
+        );
+        assert_eq!(job_state_from_steps(&[Skipped]), Some(JobState::Failed), "a deadline skipped everything");
     }
 }

@@ -173,21 +173,6 @@ impl AttemptOutcome {
             Self::Lost { .. } => AttemptStatus::Lost,
         }
     }
-
-    /// The reason shown to users, e.g. `exit code 3`, `timeout`, `killed by signal 9`.
-    pub fn reason(&self) -> String {
-        match self {
-            Self::Succeeded => "exit code 0".into(),
-            Self::Failed { why: Some(w), .. } => w.clone(),
-            Self::Failed { exit_code: Some(c), .. } => format!("exit code {c}"),
-            Self::Failed { signal: Some(s), .. } => format!("killed by signal {s}"),
-            Self::Failed { .. } => "failed".into(),
-            Self::Timeout => "timeout".into(),
-            Self::Memory => "memory".into(),
-            Self::Cancelled => "cancelled".into(),
-            Self::Lost { why } => format!("lost: {why}"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::jobs_read::opt_stop_cause;
 use crate::settle::{Settled, settle};
 use chrono::{DateTime, Utc};
-use rota_domain::{AttemptId, AttemptOutcome, AttemptStatus, JobId, SessionId};
+use rota_domain::{AttemptId, AttemptOutcome, AttemptStatus, JobId, LostCause, SessionId};
 use rota_store::{LostAttempt, StopCause};
 use rusqlite::{Connection, OptionalExtension, Params, Row};
 
@@ -71,15 +71,14 @@ pub(crate) fn end_attempt(
     settle(conn, a, outcome, now, jitter01)
 }
 
-/// Marks a running attempt lost (`why` becomes its reason, `lost: <why>`) and applies the
-/// step's `on_lost`.
+/// Marks a running attempt lost for `why` and applies the step's `on_lost`.
 pub(crate) fn lose_attempt(
     conn: &Connection,
     a: &AttemptRow,
-    why: &str,
+    why: &LostCause,
     now: DateTime<Utc>,
 ) -> Result<LostAttempt> {
-    let outcome = AttemptOutcome::Lost { why: why.to_string() };
+    let outcome = why.outcome();
     let settled = end_attempt(conn, a, &outcome, None, now, jitter_for(a.id))?;
     Ok(LostAttempt {
         attempt_id: a.id,

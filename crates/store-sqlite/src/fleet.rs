@@ -8,10 +8,10 @@ use crate::control;
 use crate::error::Result;
 use crate::jobs_read::load_row;
 use chrono::{DateTime, Utc};
-use rota_domain::JobState;
+use rota_domain::{JobEnd, JobState};
 use rota_store::{
     KeyRevokeOutcome, KeyRevokeRecord, KeyRevokeRequest, QueueStats, RevokeOutcome, RevokeRecord,
-    RevokeRequest, StopCause, StoreError,
+    RevokeRequest, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::BTreeMap;
@@ -85,12 +85,15 @@ fn revoke_one(conn: &Connection, r: &RevokeRequest, now: DateTime<Utc>) -> Resul
         ms(now),
     ))?;
     let row = load_row(conn, r.job_id)?;
-    if row.state.is_terminal() {
-        return Ok(RevokeOutcome { job_id: r.job_id, row: Some(row), changed: false, running: Vec::new() });
+    match control::end_job(conn, r.job_id, row.state, JobEnd::Revoke, now, r.terminate)? {
+        Some(running) => Ok(RevokeOutcome {
+            job_id: r.job_id,
+            row: Some(load_row(conn, r.job_id)?),
+            changed: true,
+            running,
+        }),
+        None => Ok(RevokeOutcome { job_id: r.job_id, row: Some(row), changed: false, running: Vec::new() }),
     }
-    let running =
-        control::end_job_with(conn, r.job_id, JobState::Revoked, StopCause::Revoked, now, r.terminate)?;
-    Ok(RevokeOutcome { job_id: r.job_id, row: Some(load_row(conn, r.job_id)?), changed: true, running })
 }
 
 /// Records each key revoke and revokes the job that already carries the key.
@@ -151,7 +154,8 @@ pub(crate) fn apply_pending_revoke(
         None => false,
     };
     if by_id || by_key {
-        control::end_job_with(conn, id, JobState::Revoked, StopCause::Revoked, now, false)?;
+        // Just inserted: queued, nothing runs yet.
+        control::end_job(conn, id, JobState::Queued, JobEnd::Revoke, now, false)?;
     }
     Ok(())
 }

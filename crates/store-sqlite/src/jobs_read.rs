@@ -110,16 +110,6 @@ fn read_attempt(r: &Row<'_>) -> Result<AttemptRecord> {
     })
 }
 
-/// Maps a stop cause to the state and reason of a step it ended.
-pub(crate) fn stopped_step(cause: StopCause) -> (StepState, &'static str) {
-    match cause {
-        StopCause::Cancelled => (StepState::Cancelled, "cancelled by user"),
-        StopCause::Revoked => (StepState::Revoked, "revoked by operator"),
-        StopCause::Deadline => (StepState::Failed, "deadline passed"),
-        StopCause::NotHeld => (StepState::Cancelled, "stopped: attempt no longer held"),
-    }
-}
-
 /// Parses a nullable stored stop cause.
 pub(crate) fn opt_stop_cause(s: Option<String>) -> Result<Option<StopCause>> {
     s.as_deref().map(stop_cause).transpose()

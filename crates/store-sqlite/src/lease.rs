@@ -7,7 +7,7 @@ use crate::codec::{ms, ms_after};
 use crate::error::{Result, not_found};
 use crate::workers::{session_status, status_name};
 use chrono::{DateTime, Utc};
-use rota_domain::AttemptStatus;
+use rota_domain::{AttemptStatus, LostCause};
 use rota_store::{Heartbeat, HeartbeatOutcome, LostAttempt, SessionStatus, StopCause};
 use rusqlite::Connection;
 use std::time::Duration;
@@ -65,7 +65,7 @@ pub(crate) fn heartbeat(
 /// Marks attempts whose lease ended before `now` lost and applies each step's `on_lost`.
 pub(crate) fn expire_leases(conn: &Connection, now: DateTime<Utc>) -> Result<Vec<LostAttempt>> {
     let expired = select_attempts(conn, EXPIRED, [ms(now)])?;
-    expired.iter().map(|a| lose_attempt(conn, a, "lease expired", now)).collect()
+    expired.iter().map(|a| lose_attempt(conn, a, &LostCause::LeaseExpired, now)).collect()
 }
 
 /// Sets every running attempt's lease to `now + ttl`.

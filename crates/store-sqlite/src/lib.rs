@@ -2,8 +2,9 @@
 //!
 //! Two files: the main database (jobs, steps, attempts, workers) and `<path>.logs` (log
 //! chunks), so a step writing hundreds of MB never delays claims. Each file has one writer
-//! thread with group commit and a pool of read-only connections. The rules for what an
-//! ended attempt means come from `rota_domain::policy`; this crate only applies them.
+//! thread with group commit and a pool of read-only connections. The job rules and
+//! reason texts are `rota_domain`'s (`settle`, `control`, `reason`); this crate writes the
+//! plans they return.
 //!
 //! # Layout
 //! - `writer`: the group-commit writer thread; `readers`: the read-only pool.

@@ -7,7 +7,7 @@ use crate::attempts::{lose_attempt, select_attempts};
 use crate::codec::{from_json, ms, session_id, time, to_json, u32_of};
 use crate::error::{Error, Result, conflict, corrupt, not_found};
 use chrono::{DateTime, Utc};
-use rota_domain::SessionId;
+use rota_domain::{LostCause, SessionId};
 use rota_store::ConflictKind;
 use rota_store::{
     LostAttempt, NameHolder, Registered, SessionStatus, StoreError, WorkerRecord, WorkerRegistration,
@@ -130,14 +130,13 @@ pub(crate) fn register_worker(
     let mut lost = Vec::new();
     for old in &older {
         let why = if old.holds_against(reg, now) {
-            format!(
-                "superseded: worker name {} taken over by instance {} on host {} (--replace)",
-                reg.name,
-                reg.instance_id.as_deref().unwrap_or("?"),
-                reg.host
-            )
+            LostCause::Replaced {
+                name: reg.name.clone(),
+                instance: reg.instance_id.clone(),
+                host: reg.host.clone(),
+            }
         } else {
-            format!("superseded by a new session of {}", reg.name)
+            LostCause::Superseded { name: reg.name.clone() }
         };
         lost.extend(end_session(conn, &old.session, &why, now)?);
     }
@@ -156,10 +155,15 @@ pub(crate) fn unregister_worker(
         .query_row([&id], |r| r.get::<_, String>(0))
         .optional()?
         .ok_or_else(|| not_found(format!("worker session {session}")))?;
-    end_session(conn, &id, "worker session ended", now)
+    end_session(conn, &id, &LostCause::SessionEnded, now)
 }
 
-fn end_session(conn: &Connection, session: &str, why: &str, now: DateTime<Utc>) -> Result<Vec<LostAttempt>> {
+fn end_session(
+    conn: &Connection,
+    session: &str,
+    why: &LostCause,
+    now: DateTime<Utc>,
+) -> Result<Vec<LostAttempt>> {
     conn.prepare_cached(SET_OFFLINE)?.execute([session])?;
     let held = select_attempts(conn, HELD_ATTEMPTS, [session])?;
     held.iter().map(|a| lose_attempt(conn, a, why, now)).collect()

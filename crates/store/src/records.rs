@@ -156,18 +156,8 @@ pub enum StopKind {
     Revoke,
 }
 
-/// Why a running attempt must stop (what heartbeats and control commands carry).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopCause {
-    /// The job was cancelled.
-    Cancelled,
-    /// The job was revoked.
-    Revoked,
-    /// The job's deadline passed.
-    Deadline,
-    /// The session does not hold this attempt (lost, superseded, finished, unknown).
-    NotHeld,
-}
+/// Why a running attempt must stop: the domain's (its rules decide by it).
+pub use rota_domain::StopCause;
 
 /// A running attempt and who holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
