@@ -4,7 +4,8 @@
 //!
 //! Every state change happens inside the store so that it is atomic and fenced: claims,
 //! completions, lease expiry and cancellation are each one transaction, and the rules they
-//! apply come from `rota_domain::policy`. Batched calls (submit, complete, logs) return one
+//! apply come from `rota_domain` (`settle`, `control`, `policy`; every reason text is a
+//! `rota_domain::Reason`). Batched calls (submit, complete, logs) return one
 //! result per item: one failing item never rolls back the others.
 //!
 //! # Layout
