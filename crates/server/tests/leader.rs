@@ -170,7 +170,8 @@ async fn two_leaders_at_once_over_one_database_expire_every_lease_exactly_once()
 /// The lease the one attempt of `id` holds, read from the database itself.
 async fn lease_of(db: &std::path::Path, id: JobId) -> chrono::DateTime<chrono::Utc> {
     use rota_store::JobStore;
-    let store = rota_store_sqlite::SqliteStore::open(db, rota_store_sqlite::SqliteOptions::default()).unwrap();
+    let store =
+        rota_store_sqlite::SqliteStore::open(db, rota_store_sqlite::SqliteOptions::default()).unwrap();
     let job = store.get_job(id).await.unwrap();
     job.steps[0].attempts[0].lease_expires_at.expect("a running attempt has a lease")
 }

@@ -139,7 +139,14 @@ pub fn isolate_tree(cmd: &mut Command, root: &Path, server: Option<&str>) {
     if let Some(url) = server {
         cmd.env("ROTA_SERVER", url);
     }
+    // The lossy test bus (issue 11): a suite run with it set runs every server with it.
+    if let Some(n) = std::env::var_os(LOSSY_BUS) {
+        cmd.env(LOSSY_BUS, n);
+    }
 }
+
+/// Set, every server the tests start loses every Nth bus message (feature `test-bus`).
+pub const LOSSY_BUS: &str = "ROTA_TEST_BUS_DROP_EVERY";
 
 /// A fresh tree with `rota server --listen 127.0.0.1:0` running in it.
 pub fn spawn_server() -> Env {
