@@ -3,10 +3,10 @@
 //! the worker long-polls puts it in its mailbox (`listen.rs`), the worker's long-poll takes
 //! it, and its reply travels back on the bus to whoever waits.
 //!
-//! The bus may lose a message. A pushed command (a stop order, a revoke) is sent once:
-//! delivery is at most once and its durable effect is also carried by heartbeats and the
-//! store. A request that waits for a reply is sent again about every [`RETRANSMIT`] until the
-//! reply arrives or its time is up; every server remembers the commands it delivered (and
+//! The bus may lose a message. Every command is sent again about every [`RETRANSMIT`] until
+//! its worker's reply (every command has one) arrives or its time is up, whether the caller
+//! waits for it (a fleet request, a revoke) or not (a stop order, whose effect heartbeats
+//! also carry); every server remembers the commands it delivered (and
 //! their replies) for a while, so a repeat is never delivered twice and a lost reply is
 //! sent again.
 
@@ -63,19 +63,42 @@ impl Hub {
         self.publisher.publish(vec![Event::Control { session, id, command: command.to_string() }]);
     }
 
-    /// Sends several commands in one envelope (each at most once). Returns their ids.
-    pub(crate) fn push_all(&self, commands: Vec<(SessionId, Command)>) -> Vec<Uuid> {
-        let mut ids = Vec::with_capacity(commands.len());
-        let events = commands
+    /// Sends each command until its worker acknowledges it or `within` passes, in the
+    /// background: delivery survives lost messages, and the worker sees each command once.
+    pub(crate) fn push_all(self: &Arc<Self>, commands: Vec<(SessionId, Command)>, within: Duration) {
+        drop(self.spawn_requests(commands, within));
+    }
+
+    /// As [`Hub::push_all`], then waits up to `wait` for the acknowledgements. Returns how
+    /// many came in that time (the others are still sent until `within`).
+    pub(crate) async fn send_all(
+        self: &Arc<Self>,
+        commands: Vec<(SessionId, Command)>,
+        within: Duration,
+        wait: Duration,
+    ) -> usize {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut acked = 0;
+        for ask in self.spawn_requests(commands, within) {
+            if let Ok(Ok(true)) = tokio::time::timeout_at(deadline, ask).await {
+                acked += 1;
+            }
+        }
+        acked
+    }
+
+    fn spawn_requests(
+        self: &Arc<Self>,
+        commands: Vec<(SessionId, Command)>,
+        within: Duration,
+    ) -> Vec<tokio::task::JoinHandle<bool>> {
+        commands
             .into_iter()
-            .filter_map(|(session, command)| {
-                let id = Uuid::now_v7();
-                ids.push(id);
-                encode(&command).map(|command| Event::Control { session, id, command })
+            .map(|(session, command)| {
+                let hub = self.clone();
+                tokio::spawn(async move { hub.request(session, command, within).await.is_some() })
             })
-            .collect();
-        self.publisher.publish(events);
-        ids
+            .collect()
     }
 
     /// Sends a command and waits up to `timeout` for the worker's reply, sending it again
@@ -201,6 +224,23 @@ impl Hub {
     }
 }
 
+/// Runs the futures concurrently (each a task) and returns their outputs in order.
+pub(crate) async fn join_all<F: std::future::Future + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
 fn encode<T: serde::Serialize>(value: &T) -> Option<String> {
     serde_json::to_string(value).inspect_err(|e| tracing::error!("cannot encode a control message: {e}")).ok()
 }
@@ -275,9 +315,10 @@ mod tests {
         assert!(hub.boxes.is_poisoned() && hub.waiting.is_poisoned());
 
         let session = SessionId::new();
-        let id = hub.push_all(vec![(session, stop(1))])[0];
+        hub.push_all(vec![(session, stop(1))], Duration::from_secs(30));
         let taken = hub.take(session, Duration::from_secs(5), &CancellationToken::new()).await;
-        assert_eq!(taken.iter().map(|c| c.id).collect::<Vec<_>>(), vec![id], "the pushed command");
+        assert_eq!(taken.len(), 1, "the pushed command: {taken:?}");
+        hub.deliver(vec![ControlReply { id: taken[0].id, reply: Reply::Done }]);
 
         // A request and its reply go through the poisoned `waiting` map too.
         let requester = {

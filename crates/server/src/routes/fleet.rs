@@ -15,6 +15,9 @@ use rota_api_types::worker::{Command, StopOrder, StopReason};
 use rota_domain::JobState;
 use rota_domain::limits;
 use rota_store::bus::Event;
+
+/// Longest a revoke waits for the live workers to confirm they hold it.
+const REVOKE_ACK_WAIT: Duration = Duration::from_secs(3);
 use rota_store::{SessionStatus, WorkerRecord};
 use std::time::{Duration, Instant};
 
@@ -76,7 +79,7 @@ pub(crate) async fn fleet_control(
         }
     });
     let mut replies = Vec::new();
-    for (w, rtt, reply) in futures_join_all(asks).await {
+    for (w, rtt, reply) in crate::hub::join_all(asks).await {
         match reply {
             Some(reply) => replies.push(WorkerReply {
                 worker: w.name,
@@ -91,23 +94,6 @@ pub(crate) async fn fleet_control(
     replies.sort_by(|a, b| a.worker.cmp(&b.worker));
     no_reply.sort_by(|a, b| a.worker.cmp(&b.worker));
     Ok(Json(FleetResponse { replies, no_reply }))
-}
-
-/// Runs the futures concurrently and returns their outputs in order.
-async fn futures_join_all<F: std::future::Future + Send + 'static>(
-    futs: impl Iterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }
 
 /// Revokes jobs (by id) and idempotency keys: written to the store (serialized with claims,
@@ -189,17 +175,33 @@ pub(crate) async fn revoke(
         keys.push(KeyRevokeResult { key: out.key, job });
     }
     // Tell every live worker, so `inspect --revoked` shows what each holds (until expiry).
+    // The answer waits (a little) until the workers heard from lately hold it; every worker
+    // is sent it until it answers or a lease would have ended.
     if !revoked_ids.is_empty() {
         let expires_in_ms = req.expires_ms;
-        let pushes = state
-            .store
-            .list_workers()
-            .await?
-            .into_iter()
-            .filter(|w| w.status != SessionStatus::Offline)
-            .map(|w| (w.session, Command::Revoke { jobs: revoked_ids.clone(), expires_in_ms }))
-            .collect();
-        state.hub.push_all(pushes);
+        let ttl = chrono::Duration::from_std(state.config.lease_ttl).unwrap_or(chrono::Duration::MAX);
+        let (mut fresh, mut others) = (Vec::new(), Vec::new());
+        for w in state.store.list_workers().await? {
+            if w.status == SessionStatus::Offline {
+                continue;
+            }
+            let push = (w.session, Command::Revoke { jobs: revoked_ids.clone(), expires_in_ms });
+            if now.signed_duration_since(w.last_heartbeat_at) <= ttl {
+                fresh.push(push)
+            } else {
+                others.push(push)
+            }
+        }
+        state.hub.push_all(others, state.config.lease_ttl);
+        let wanted = fresh.len();
+        let acked = state.hub.send_all(fresh, state.config.lease_ttl, REVOKE_ACK_WAIT).await;
+        if acked < wanted {
+            tracing::info!(
+                acked,
+                wanted,
+                "revoke: not every live worker confirmed it yet; it is still being sent"
+            );
+        }
     }
     state
         .publish(revoked_ids.iter().map(|&job| Event::Job { job, state: Some(JobState::Revoked) }).collect());
@@ -217,7 +219,7 @@ fn revoke_result(state: &AppState, out: rota_store::RevokeOutcome, signal: Optio
         })
         .collect();
     if !stops.is_empty() {
-        state.hub.push_all(stops);
+        state.hub.push_all(stops, state.config.lease_ttl);
     }
     RevokeResult {
         job_id: out.job_id,

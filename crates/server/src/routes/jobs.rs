@@ -306,7 +306,7 @@ pub(crate) async fn cancel_job(
         ));
     }
     if !stops.is_empty() {
-        state.hub.push_all(stops);
+        state.hub.push_all(stops, state.config.lease_ttl);
     }
     state.publish(vec![Event::Job { job: id, state: Some(out.row.state) }]);
     let fleet = fleet(&state).await?;
