@@ -47,7 +47,7 @@ pub fn this_process(host: impl Into<String>) -> ServerInfo {
 fn in_process_bus() -> Arc<dyn Bus> {
     #[cfg(feature = "test-bus")]
     if let Some(n) = std::env::var("ROTA_TEST_BUS_DROP_EVERY").ok().and_then(|v| v.parse::<u64>().ok()) {
-        tracing::warn!(every = n, "test bus: losing every {n}th message");
+        tracing::warn!(every = n, "test bus: losing one bus message in every {n}");
         return Arc::new(rota_store::bus::DropEvery::new(n));
     }
     Arc::new(InProcessBus::default())
