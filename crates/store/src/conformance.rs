@@ -25,6 +25,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+mod credentials;
+use credentials::*;
+
 /// A scenario's future.
 pub type ScenarioFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -78,6 +81,10 @@ scenarios![
     unregister_loses_attempts,
     workers_listing,
     prune,
+    credentials_are_stored_once,
+    credentials_init_races_agree_on_one,
+    credentials_rotate,
+    credentials_refuse_an_empty_hash,
 ];
 
 /// Runs every scenario, each on a fresh store from `make`, and panics listing the ones
