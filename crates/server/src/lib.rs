@@ -31,6 +31,7 @@ mod state;
 mod sweeper;
 mod views;
 
+pub use auth::hash_token;
 pub use config::ServerConfig;
 pub use error::ApiError;
 
@@ -64,7 +65,8 @@ pub fn openapi() -> serde_json::Value {
 
 /// Serves on `listener` until `shutdown` is cancelled. Before serving, every live lease is
 /// extended by one TTL so workers that kept running while the server was down are not
-/// marked lost. The sweeper runs until shutdown.
+/// marked lost, and the admin and join token hashes are loaded from the store (which is
+/// first seeded with `config`'s tokens where it holds none). The sweeper runs until shutdown.
 pub async fn run(
     listener: TcpListener,
     store: Arc<dyn JobStore>,
@@ -78,6 +80,8 @@ pub async fn run(
     }
     // Long-polls watch the same token, so they end at once when shutdown begins.
     let state = state::AppState::with_shutdown(store, config, shutdown.clone());
+    // Before serving: a store that cannot be read fails the start, not the first request.
+    state.auth.load_credentials(state.store.as_ref(), &state.config).await?;
     let app = routes::build(state.clone());
     let sweeper = tokio::spawn(sweeper::run(state.clone(), shutdown.clone()));
     let stop = shutdown.clone();
