@@ -99,6 +99,34 @@ pub(crate) enum ServerCommand {
     Restart(WaitArgs),
     /// Show the background server: local process and whether it answers.
     Status,
+    /// Replace the admin or join token: writes a new token file and its hash to the store.
+    ///
+    /// The store keeps only the tokens' hashes, shared by every server on it; deleting a
+    /// token file does not replace a token (a server whose store holds one refuses to start
+    /// without the file). This command generates a new token into the file (mode 0600) and
+    /// stores its hash, with the server stopped or running. A running server accepts the
+    /// old token until it is restarted (`rota server restart` for the background one).
+    /// Clients and workers on other machines need the new file.
+    RotateToken(RotateTokenArgs),
+}
+
+/// `rota server rotate-token`.
+#[derive(Debug, Args)]
+pub(crate) struct RotateTokenArgs {
+    /// Which token: `admin` (ROTA_TOKEN, admin.token) or `join` (ROTA_JOIN_TOKEN, join.token).
+    pub(crate) kind: TokenKind,
+    /// The server's SQLite database file [default: <data dir>/rota.db].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) database: Option<PathBuf>,
+}
+
+/// A token `rota server rotate-token` replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TokenKind {
+    /// The operator token.
+    Admin,
+    /// The token workers join with.
+    Join,
 }
 
 #[derive(Debug, Args)]
