@@ -47,6 +47,12 @@ pub(crate) struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the control plane in the foreground (bare `rota server`), or in the background.
+    ///
+    /// A start on a database that holds no tokens yet creates admin.token and join.token
+    /// (mode 0600) in the data directory, or reuses the files there, and stores their
+    /// hashes in the database. Later starts need the files that match (exit 78 without
+    /// them, saying where to copy them from); deleting a file does not replace a token,
+    /// `rota server rotate-token` does.
     Server(Box<ServerCmd>),
     /// Run a server and one local worker in one process (SQLite): the zero-setup way to try rota.
     Dev(DevArgs),
