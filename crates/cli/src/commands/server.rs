@@ -165,8 +165,8 @@ pub(crate) fn rotate_token(args: &RotateTokenArgs, paths: &Paths) -> Result<Exit
     })?;
     note(format_args!("{kind} token ({env}): {} (rotated now, mode 0600)", path.display()));
     note(format_args!(
-        "the store {} holds its hash; a server running on it accepts the old token until it is \
-         restarted (`rota server restart` for the background one)",
+        "the store {} holds its hash; a server running on it accepts the old token, and refuses \
+         the new one, until it is restarted (`rota server restart` for the background one)",
         database.display()
     ));
     match kind {
