@@ -47,6 +47,12 @@ pub(crate) struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the control plane in the foreground (bare `rota server`), or in the background.
+    ///
+    /// A start on a database that holds no tokens yet creates admin.token and join.token
+    /// (mode 0600) in the data directory, or reuses the files there, and stores their
+    /// hashes in the database. Later starts need the files that match (exit 78 without
+    /// them, saying where to copy them from); deleting a file does not replace a token,
+    /// `rota server rotate-token` does.
     Server(Box<ServerCmd>),
     /// Run a server and one local worker in one process (SQLite): the zero-setup way to try rota.
     Dev(DevArgs),
@@ -99,6 +105,34 @@ pub(crate) enum ServerCommand {
     Restart(WaitArgs),
     /// Show the background server: local process and whether it answers.
     Status,
+    /// Replace the admin or join token: writes a new token file and its hash to the store.
+    ///
+    /// The store keeps only the tokens' hashes, shared by every server on it; deleting a
+    /// token file does not replace a token (a server whose store holds one refuses to start
+    /// without the file). This command generates a new token into the file (mode 0600) and
+    /// stores its hash, with the server stopped or running. A running server switches to the
+    /// new token within 30 s.
+    /// Clients and workers on other machines need the new file.
+    RotateToken(RotateTokenArgs),
+}
+
+/// `rota server rotate-token`.
+#[derive(Debug, Args)]
+pub(crate) struct RotateTokenArgs {
+    /// Which token: `admin` (ROTA_TOKEN, admin.token) or `join` (ROTA_JOIN_TOKEN, join.token).
+    pub(crate) kind: TokenKind,
+    /// The server's SQLite database file [default: <data dir>/rota.db].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) database: Option<PathBuf>,
+}
+
+/// A token `rota server rotate-token` replaces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TokenKind {
+    /// The operator token.
+    Admin,
+    /// The token workers join with.
+    Join,
 }
 
 #[derive(Debug, Args)]

@@ -1,15 +1,22 @@
-//! The admin and join token files. The first server start on a machine generates them
-//! (32 random bytes, hex) into 0600 files, atomically: a temp file is written and fsynced,
-//! then hard-linked into place, so a reader never sees half a token and two servers
-//! starting at once agree on one. Later starts, and the CLI, read them. Tokens are never
-//! printed or logged; only their paths are.
+//! The admin and join tokens: their files, and their agreement with the store. The store
+//! holds each token's SHA-256 hash (shared by every server of the control plane); the files
+//! hold the tokens, which a hash cannot be turned back into. A server start generates a
+//! token (32 random bytes, hex, into a 0600 file) only when the store holds none of its
+//! kind, and otherwise needs the file that matches the store's hash
+//! ([`settle_with_store`]); [`rotate`] replaces one. Files are written atomically: a temp
+//! file is written and fsynced, then linked or renamed into place, so a reader never sees
+//! half a token and two servers starting at once agree on one. Tokens are never printed or
+//! logged; only their paths are.
 
-use anyhow::{Context, Result, bail};
+use crate::config::Paths;
+use crate::failure::{EXIT_CONFIG, with_code};
+use anyhow::{Context, Result, anyhow, bail};
 use rand::RngCore;
+use rota_store::{CredentialHashes, CredentialKind, JobStore};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Reads a token file; `None` if it does not exist.
 pub(crate) fn read(path: &Path) -> Result<Option<String>> {
@@ -17,7 +24,11 @@ pub(crate) fn read(path: &Path) -> Result<Option<String>> {
         Ok(s) => {
             let token = s.trim();
             if token.is_empty() {
-                bail!("token file {} is empty; delete it and restart the server", path.display());
+                bail!(
+                    "token file {} is empty; copy the token into it from the machine that created it, \
+                     or replace the token with `rota server rotate-token admin|join`",
+                    path.display()
+                );
             }
             Ok(Some(token.to_string()))
         }
@@ -33,18 +44,8 @@ pub(crate) fn read_or_create(path: &Path) -> Result<(String, bool)> {
         warn_if_readable_by_others(path);
         return Ok((token, false));
     }
-    let dir = path.parent().context("token path has no directory")?;
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let token = hex::encode(bytes);
-
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let (dir, tmp) = temp_beside(path)?;
+    let token = generate();
     let written = write_synced(&tmp, &token);
     let linked = written.and_then(|()| match fs::hard_link(&tmp, path) {
         Ok(()) => Ok(true),
@@ -62,6 +63,25 @@ pub(crate) fn read_or_create(path: &Path) -> Result<(String, bool)> {
     Ok((token, true))
 }
 
+/// A fresh token: 32 random bytes, hex.
+fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The directory of `path` (created 0700 if missing) and a temp file name in it.
+fn temp_beside(path: &Path) -> Result<(&Path, PathBuf)> {
+    let dir = path.parent().context("token path has no directory")?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok((dir, dir.join(format!(".{name}.{}.tmp", std::process::id()))))
+}
+
 fn write_synced(path: &Path, token: &str) -> std::io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     f.write_all(token.as_bytes())?;
@@ -75,6 +95,152 @@ fn warn_if_readable_by_others(path: &Path) {
     {
         tracing::warn!("token file {} is readable by other users; run: chmod 600 {0}", path.display());
     }
+}
+
+/// The token file of `kind`.
+pub(crate) fn path_of(paths: &Paths, kind: CredentialKind) -> PathBuf {
+    match kind {
+        CredentialKind::Admin => paths.admin_token(),
+        CredentialKind::Join => paths.join_token(),
+    }
+}
+
+/// One token a server starts with.
+#[derive(Clone, Debug)]
+pub(crate) struct StartToken {
+    pub(crate) token: String,
+    /// This start generated its file.
+    pub(crate) created: bool,
+}
+
+/// The admin and join tokens of a server start, agreed with the store.
+#[derive(Clone, Debug)]
+pub(crate) struct StartTokens {
+    pub(crate) admin: StartToken,
+    pub(crate) join: StartToken,
+}
+
+/// Makes the token files and the store's hashes agree before a server starts. Per kind:
+/// the store holds no hash (a new store, or one written before the store kept them) →
+/// the existing file is read, or a new one generated, and its hash stored (first writer
+/// wins); the store holds a hash → the file must exist and match it. A missing or
+/// mismatched file is refused (exit 78: a restart would not fix it) with what to do.
+pub(crate) async fn settle_with_store(
+    store: &dyn JobStore,
+    paths: &Paths,
+    database: &Path,
+) -> Result<StartTokens> {
+    let held = store.credential_hashes().await.context("cannot read the tokens' hashes from the store")?;
+    let mut proposed = CredentialHashes::default();
+    let mut found = Vec::with_capacity(2);
+    for kind in CredentialKind::ALL {
+        let path = path_of(paths, kind);
+        let start = match held.get(kind) {
+            None => {
+                let (token, created) = read_or_create(&path)?;
+                proposed.set(kind, Some(rota_server::hash_token(&token)));
+                StartToken { token, created }
+            }
+            Some(hash) => match read(&path)? {
+                None => return Err(with_code(EXIT_CONFIG, missing_file(kind, &path, paths, database))),
+                Some(token) if rota_server::hash_token(&token) != hash => {
+                    return Err(with_code(EXIT_CONFIG, mismatched_file(kind, &path, paths, database)));
+                }
+                Some(token) => {
+                    warn_if_readable_by_others(&path);
+                    StartToken { token, created: false }
+                }
+            },
+        };
+        found.push((kind, start));
+    }
+    if proposed != CredentialHashes::default() {
+        let now = chrono::Utc::now();
+        let stored =
+            store.init_credentials(&proposed, now).await.context("cannot store the tokens' hashes")?;
+        for (kind, start) in &found {
+            if proposed.get(*kind).is_some_and(|p| stored.get(*kind) != Some(p)) {
+                // Another server over this store, with other token files, stored its token
+                // between our read and our write. A file this start made is worth nothing.
+                let path = path_of(paths, *kind);
+                if start.created {
+                    let _ = fs::remove_file(&path);
+                }
+                return Err(with_code(EXIT_CONFIG, mismatched_file(*kind, &path, paths, database)));
+            }
+        }
+    }
+    let mut found = found.into_iter().map(|(_, t)| t);
+    match (found.next(), found.next()) {
+        (Some(admin), Some(join)) => Ok(StartTokens { admin, join }),
+        _ => Err(anyhow!("internal: expected an admin and a join token")),
+    }
+}
+
+fn missing_file(kind: CredentialKind, path: &Path, paths: &Paths, database: &Path) -> anyhow::Error {
+    anyhow!(
+        "the store {db} already holds a {kind} token, but its file {path} does not exist. The \
+         store keeps only the token's hash, which cannot be turned back into the token: copy \
+         {name} (mode 0600) from the machine or home that created it (the data directory of the \
+         server that first used this store) to {path}, or replace the token with \
+         `rota server rotate-token {kind}{flag}` (every client or worker that uses it then needs \
+         the new file)",
+        db = database.display(),
+        path = path.display(),
+        name = file_name(path),
+        flag = database_flag(paths, database),
+    )
+}
+
+fn mismatched_file(kind: CredentialKind, path: &Path, paths: &Paths, database: &Path) -> anyhow::Error {
+    anyhow!(
+        "{path} does not hold the {kind} token the store {db} holds: the token was rotated \
+         elsewhere, or the file belongs to another store. Copy the current {name} from where the \
+         token was created or rotated to {path}, or replace the token with \
+         `rota server rotate-token {kind}{flag}`",
+        db = database.display(),
+        path = path.display(),
+        name = file_name(path),
+        flag = database_flag(paths, database),
+    )
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// ` --database PATH` when `database` is not the default one, for a command line that must
+/// name the same store.
+fn database_flag(paths: &Paths, database: &Path) -> String {
+    if database == paths.database() {
+        return String::new();
+    }
+    format!(" {}", crate::shell::join_quoted(&["--database", &database.display().to_string()]))
+}
+
+/// Replaces the token of `kind`: a new token is written to a temp file beside `path`
+/// (0600, fsynced), its hash replaces the store's, then the file is renamed over `path`. If
+/// the store refuses, nothing changed; if the rename fails after the store took the hash,
+/// the error names the temp file holding the new token.
+pub(crate) async fn rotate(store: &dyn JobStore, kind: CredentialKind, path: &Path) -> Result<()> {
+    let (dir, tmp) = temp_beside(path)?;
+    let token = generate();
+    write_synced(&tmp, &token).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let now = chrono::Utc::now();
+    if let Err(e) = store.rotate_credential(kind, &rota_server::hash_token(&token), now).await {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).context("cannot store the new token's hash; nothing was changed");
+    }
+    fs::rename(&tmp, path).with_context(|| {
+        format!(
+            "the store holds the new {kind} token, but it could not be moved into place: it is in \
+             {}; move it to {}",
+            tmp.display(),
+            path.display()
+        )
+    })?;
+    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,12 +26,16 @@ fn logs_follow_with_headers_announces_the_first_step() {
 }
 
 /// Defect 2: A server started after only `join.token` was deleted says it created the join token
-/// and reused the admin token.
+/// and reused the admin token. Since issue 11 the store holds the tokens' hashes and a token
+/// is generated only when it holds none of that kind: its join row goes too.
 #[test]
 fn deleting_only_the_join_token_says_which_token_was_created() {
     let mut env = spawn_server();
     assert_eq!(env.stop_server(), Some(0));
     std::fs::remove_file(env.data_dir().join("join.token")).expect("rm join.token");
+    rusqlite::Connection::open(env.data_dir().join("rota.db"))
+        .and_then(|c| c.execute("DELETE FROM credentials WHERE kind = 'join'", []))
+        .expect("forget the stored join token");
     env.start_server(&[]);
     let start = Instant::now();
     while !(env.server_log().contains("admin token") && env.server_log().contains("join token")) {

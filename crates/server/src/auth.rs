@@ -1,17 +1,23 @@
 //! Who is calling: the admin (operator token), a joining worker (join token) or a worker
-//! session (its own credential). Tokens are compared in constant time; session credentials
-//! are stored and looked up as SHA-256 hashes and cached in memory.
+//! session (its own credential). Every kind is stored as a SHA-256 hash, never as itself:
+//! the admin and join hashes in the store's credentials (shared by every server of the
+//! control plane, cached here and read again every [`CREDENTIALS_RECHECK`] or when the bus
+//! announces a rotation), session credentials with their session (cached on first use). The hash of the presented token is
+//! compared in constant time. This module neither generates nor rotates the admin and join
+//! tokens (the CLI does).
 //!
 //! Unknown or missing token → 401; a valid token on the wrong kind of endpoint → 403.
 
+use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use rota_domain::SessionId;
+use rota_store::{CredentialHashes, CredentialKind, JobStore, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
@@ -27,17 +33,97 @@ pub(crate) struct SessionInfo {
 /// lets an ended session's credential still pass.
 const SESSION_RECHECK: Duration = Duration::from_secs(10);
 
+/// How long the cached admin and join hashes are trusted before the store is read again.
+pub(crate) const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
+
 /// Credential hash → session, filled on first use, emptied when a session ends (a bus
-/// event) and re-checked against the store every [`SESSION_RECHECK`].
+/// event) and re-checked against the store every [`SESSION_RECHECK`]; and the stored admin
+/// and join hashes, loaded at start (or by the first request of a server built with
+/// [`crate::router`]) and replaced by a reload (the bus's `Credentials` event).
 #[derive(Default)]
 pub(crate) struct AuthCache {
     sessions: RwLock<HashMap<String, (SessionInfo, Instant)>>,
+    credentials: RwLock<Option<(Arc<CredentialHashes>, Instant)>>,
 }
 
 impl AuthCache {
+    /// Loads the stored admin and join hashes into the cache. First, the tokens `config`
+    /// carries (see [`ServerConfig::admin_token`]) are stored, hashed, for each kind the
+    /// store holds none of; a configured token the store already holds another hash for is
+    /// not used, and said so.
+    pub(crate) async fn load_credentials(
+        &self,
+        store: &dyn JobStore,
+        config: &ServerConfig,
+    ) -> Result<Arc<CredentialHashes>, StoreError> {
+        let mut seeds = CredentialHashes::default();
+        for (kind, token) in
+            [(CredentialKind::Admin, &config.admin_token), (CredentialKind::Join, &config.join_token)]
+        {
+            if !token.is_empty() {
+                seeds.set(kind, Some(hash_token(token)));
+            }
+        }
+        if seeds == CredentialHashes::default() {
+            return self.reload_credentials(store).await;
+        }
+        let held = store.init_credentials(&seeds, chrono::Utc::now()).await?;
+        for kind in CredentialKind::ALL {
+            if seeds.get(kind).is_some_and(|s| held.get(kind) != Some(s)) {
+                tracing::warn!(
+                    "the store already holds another {kind} token: the one configured for this server is not used"
+                );
+            }
+        }
+        Ok(self.set_credentials(held))
+    }
+
+    /// Re-reads the admin and join hashes from the store (after a rotation), so that the
+    /// rotated tokens are accepted and the replaced ones refused from now on.
+    pub(crate) async fn reload_credentials(
+        &self,
+        store: &dyn JobStore,
+    ) -> Result<Arc<CredentialHashes>, StoreError> {
+        let held = store.credential_hashes().await?;
+        Ok(self.set_credentials(held))
+    }
+
+    fn set_credentials(&self, held: CredentialHashes) -> Arc<CredentialHashes> {
+        for kind in CredentialKind::ALL {
+            if held.get(kind).is_none() {
+                tracing::warn!("the store holds no {kind} token: every {kind} token is refused");
+            }
+        }
+        let held = Arc::new(held);
+        if let Ok(mut c) = self.credentials.write() {
+            *c = Some((held.clone(), Instant::now()));
+        }
+        held
+    }
+
+    /// The cached admin and join hashes, loading them on first use.
+    async fn credentials(&self, state: &AppState) -> Result<Arc<CredentialHashes>, StoreError> {
+        let cached = self.credentials.read().ok().and_then(|c| c.clone());
+        match cached {
+            Some((held, at)) if at.elapsed() < CREDENTIALS_RECHECK => Ok(held),
+            // Re-read now and then: a rotation made elsewhere (another server, `rota server
+            // rotate-token`) reaches this server even when no bus message says so.
+            Some(_) => self.reload_credentials(state.store.as_ref()).await,
+            None => self.load_credentials(state.store.as_ref(), &state.config).await,
+        }
+    }
+
     pub(crate) fn forget_session(&self, session: SessionId) {
         if let Ok(mut m) = self.sessions.write() {
             m.retain(|_, (v, _)| v.session != session);
+        }
+    }
+
+    /// Forgets the cached admin and join hashes (a rotation was announced, or a bus message
+    /// was missed): the next request reads them again.
+    pub(crate) fn forget_credentials(&self) {
+        if let Ok(mut c) = self.credentials.write() {
+            *c = None;
         }
     }
 
@@ -61,8 +147,9 @@ impl AuthCache {
     }
 }
 
-/// SHA-256 hex of a credential, as stored.
-pub(crate) fn hash_token(token: &str) -> String {
+/// SHA-256 hex of a token or credential, as stored: the one hash of every kind (the CLI
+/// stores the admin and join hashes with it too).
+pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -72,8 +159,9 @@ pub(crate) fn new_credential() -> String {
     format!("rw_{}", hex::encode(bytes))
 }
 
-fn eq(a: &str, b: &str) -> bool {
-    !b.is_empty() && a.as_bytes().ct_eq(b.as_bytes()).into()
+/// Whether `hash` is the stored one, in constant time; nothing matches a missing or empty one.
+fn matches(hash: &str, stored: Option<&str>) -> bool {
+    stored.is_some_and(|b| !b.is_empty() && hash.as_bytes().ct_eq(b.as_bytes()).into())
 }
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
@@ -95,14 +183,14 @@ enum Caller {
 }
 
 async fn identify(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let token = bearer(parts)?;
-    if eq(token, &state.config.admin_token) {
+    let hash = hash_token(bearer(parts)?);
+    let held = state.auth.credentials(state).await?;
+    if matches(&hash, held.admin.as_deref()) {
         return Ok(Caller::Admin);
     }
-    if eq(token, &state.config.join_token) {
+    if matches(&hash, held.join.as_deref()) {
         return Ok(Caller::Joiner);
     }
-    let hash = hash_token(token);
     if let Some(info) = state.auth.get(&hash) {
         return Ok(Caller::Worker(info));
     }
@@ -157,5 +245,61 @@ impl FromRequestParts<AppState> for Session {
                 Err(ApiError::forbidden("worker endpoints need a worker session credential (register first)"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use rota_store_sqlite::{SqliteOptions, SqliteStore};
+    use tower::ServiceExt;
+
+    async fn status(app: &axum::Router, token: &str) -> StatusCode {
+        let req = Request::builder()
+            .uri("/api/v1/jobs")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    /// The configured tokens seed an empty store; later servers over that store check the
+    /// stored hashes, whatever they are configured with; a rotation in the store is honoured
+    /// after a reload, not before (the cache holds what was loaded).
+    #[tokio::test]
+    async fn callers_are_checked_against_the_stored_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn JobStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("rota.db"), SqliteOptions::default()).unwrap());
+        let seeded =
+            ServerConfig { admin_token: "a1".into(), join_token: "j1".into(), ..ServerConfig::default() };
+        let first = crate::routes::build(AppState::new(store.clone(), seeded));
+        assert_eq!(status(&first, "a1").await, StatusCode::OK);
+        assert_eq!(status(&first, "j1").await, StatusCode::FORBIDDEN, "the join token on an operator route");
+        assert_eq!(status(&first, "nope").await, StatusCode::UNAUTHORIZED);
+        let held = store.credential_hashes().await.unwrap();
+        assert_eq!(held.admin.as_deref(), Some(hash_token("a1").as_str()), "the store holds the hash");
+
+        // Another server over the same store, configured with other tokens and with none.
+        let other =
+            ServerConfig { admin_token: "a2".into(), join_token: "j2".into(), ..ServerConfig::default() };
+        let second = crate::routes::build(AppState::new(store.clone(), other));
+        assert_eq!(status(&second, "a1").await, StatusCode::OK, "the stored token, not the configured one");
+        assert_eq!(status(&second, "a2").await, StatusCode::UNAUTHORIZED);
+        let third = crate::routes::build(AppState::new(store.clone(), ServerConfig::default()));
+        assert_eq!(status(&third, "a1").await, StatusCode::OK);
+
+        let state = AppState::new(store.clone(), ServerConfig::default());
+        let app = crate::routes::build(state.clone());
+        assert_eq!(status(&app, "a1").await, StatusCode::OK);
+        store.rotate_credential(CredentialKind::Admin, &hash_token("a3"), chrono::Utc::now()).await.unwrap();
+        assert_eq!(status(&app, "a1").await, StatusCode::OK, "cached until a reload");
+        state.auth.reload_credentials(store.as_ref()).await.unwrap();
+        assert_eq!(status(&app, "a1").await, StatusCode::UNAUTHORIZED, "the replaced token is refused");
+        assert_eq!(status(&app, "a3").await, StatusCode::OK, "the rotated token is accepted");
+        assert_eq!(status(&app, "j1").await, StatusCode::FORBIDDEN, "the join token is unchanged");
     }
 }

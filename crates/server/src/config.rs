@@ -5,9 +5,12 @@ use std::time::Duration;
 /// Settings of one server process.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
-    /// Operator token (`ROTA_TOKEN`); compared in constant time.
+    /// Operator token (`ROTA_TOKEN`) to seed the store with: at start its hash is stored if
+    /// the store holds no admin token yet. Empty: none. Callers are checked against the
+    /// stored hash only, so once the store holds one (seeded by an earlier start, another
+    /// server or `rota server rotate-token`) this field is not used.
     pub admin_token: String,
-    /// Token workers join with (`ROTA_JOIN_TOKEN`).
+    /// Token workers join with (`ROTA_JOIN_TOKEN`) to seed the store with, as `admin_token`.
     pub join_token: String,
     /// How often workers heartbeat (told to them at registration).
     pub heartbeat_interval: Duration,

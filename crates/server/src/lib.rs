@@ -37,6 +37,7 @@ mod state;
 mod sweeper;
 mod views;
 
+pub use auth::hash_token;
 pub use config::ServerConfig;
 pub use error::ApiError;
 pub use seams::{Seams, this_process};
@@ -85,8 +86,9 @@ pub async fn run(
 /// Serves on `listener` until `shutdown` is cancelled. Before serving, if no other server
 /// of the control plane is serving (a full outage; with one server: always), every live
 /// lease is extended by one TTL so workers that kept running while the control plane was
-/// down are not marked lost. The bus listener runs until shutdown, and so does the sweeper,
-/// which acts only while this server leads.
+/// down are not marked lost; the admin and join token hashes are loaded from the store
+/// (first seeded with `config`'s tokens where it holds none). The bus listener runs until
+/// shutdown, and so does the sweeper, which acts only while this server leads.
 pub async fn run_with(
     listener: TcpListener,
     store: Arc<dyn JobStore>,
@@ -104,6 +106,8 @@ pub async fn run_with(
     }
     // Long-polls watch the same token, so they end at once when shutdown begins.
     let state = state::AppState::new(store, config, seams, shutdown.clone());
+    // Before serving: a store that cannot be read fails the start, not the first request.
+    state.auth.load_credentials(state.store.as_ref(), &state.config).await?;
     let listening =
         tokio::spawn(listen::run(state.events.bus().subscribe(), state.receivers(), shutdown.clone()));
     let app = routes::build(state.clone());

@@ -41,6 +41,7 @@ impl Receivers {
         self.wake_claimers();
         self.bump_progress();
         self.auth.forget_all_sessions();
+        self.auth.forget_credentials();
     }
 
     fn apply(&self, envelope: &Envelope) {
@@ -56,7 +57,8 @@ impl Receivers {
                         self.hub.drop_session(*session);
                     }
                 }
-                Event::Resource { .. } | Event::Credentials => {}
+                Event::Resource { .. } => {}
+                Event::Credentials => self.auth.forget_credentials(),
                 Event::Control { session, id, command } => self.hub.received_command(*session, *id, command),
                 Event::ControlReply { id, reply } => self.hub.received_reply(*id, reply),
             }

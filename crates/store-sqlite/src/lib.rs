@@ -11,6 +11,7 @@
 //! - `schema`: connections, PRAGMAs, embedded migrations (`migrations/{main,logs}/`).
 //! - `submit`, `claim`, `complete`, `lease`, `control`, `fleet`, `workers`, `prune`: the write
 //!   paths, one file per concern; `settle` and `attempts` are what they share.
+//! - `credentials`: the admin and join token hashes (migration 6).
 //! - `jobs_read`: job listings and records; `logs`: the log file; `quota`: which finished
 //!   jobs' logs the total log quota deletes first.
 //! - `codec`: column encodings; `error`: [`SqliteError`] and the mapping to `StoreError`.
@@ -23,6 +24,7 @@ mod claim;
 mod codec;
 mod complete;
 mod control;
+mod credentials;
 mod error;
 mod fleet;
 mod jobs_read;
@@ -47,11 +49,11 @@ use chrono::{DateTime, Utc};
 use readers::Readers;
 use rota_domain::{AttemptId, JobId, SessionId};
 use rota_store::{
-    ClaimedAttempt, Claimer, Completion, CompletionRecorded, Heartbeat, HeartbeatOutcome, JobFilter,
-    JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord, KeyRevokeRequest, LogAppend, LogPage,
-    LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered, RevokeOutcome, RevokeRecord,
-    RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted, SubmittedAndClaimed,
-    WorkerRecord, WorkerRegistration,
+    ClaimedAttempt, Claimer, Completion, CompletionRecorded, CredentialHashes, CredentialKind, Heartbeat,
+    HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord,
+    KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered,
+    RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
+    SubmittedAndClaimed, WorkerRecord, WorkerRegistration,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -442,6 +444,25 @@ impl JobStore for SqliteStore {
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
         self.main_readers.run(fleet::queue_stats).await
+    }
+
+    async fn credential_hashes(&self) -> Result<CredentialHashes> {
+        self.main_readers.run(credentials::credential_hashes).await
+    }
+
+    async fn init_credentials(
+        &self,
+        proposed: &CredentialHashes,
+        now: DateTime<Utc>,
+    ) -> Result<CredentialHashes> {
+        let proposed = proposed.clone();
+        // Durable: a token file is only worth keeping once the store holds its hash.
+        self.write(Durability::Full, move |c| credentials::init_credentials(c, &proposed, now)).await
+    }
+
+    async fn rotate_credential(&self, kind: CredentialKind, hash: &str, now: DateTime<Utc>) -> Result<()> {
+        let hash = hash.to_string();
+        self.write(Durability::Full, move |c| credentials::rotate_credential(c, kind, &hash, now)).await
     }
 
     fn log_usage(&self) -> LogUsage {

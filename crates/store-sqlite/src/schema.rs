@@ -36,6 +36,11 @@ pub(crate) const MAIN: &[Migration] = &[
         name: "key_revokes",
         sql: include_str!("../migrations/main/0005_key_revokes.sql"),
     },
+    Migration {
+        version: 6,
+        name: "credentials",
+        sql: include_str!("../migrations/main/0006_credentials.sql"),
+    },
 ];
 
 /// Migrations of the logs database.
@@ -177,7 +182,54 @@ mod tests {
         drop(store);
         let conn = open_reader(&path, Duration::from_secs(1)).unwrap();
         let version: i64 = conn.query_row(CURRENT_VERSION, [], |r| r.get(0)).unwrap();
-        assert_eq!(version, 5);
+        assert_eq!(Some(version), MAIN.last().map(|m| m.version), "migrated to the newest schema");
+    }
+
+    /// Migration 6 (credentials) on a database at schema 5, as the previous release wrote
+    /// it: its worker sessions still authenticate, its key revokes are kept, it holds no
+    /// admin or join hash (those tokens lived only in files), and the first start's hashes
+    /// are stored once.
+    #[tokio::test]
+    async fn migration_6_keeps_what_schema_5_wrote() {
+        use rota_store::{CredentialHashes, JobStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rota.db");
+        let session = rota_domain::SessionId::new();
+        {
+            let mut conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+            migrate(&mut conn, &MAIN[..5], &path).unwrap();
+            // Rows as the previous release's workers.rs and fleet.rs wrote them.
+            conn.execute(
+                "INSERT INTO workers (session, name, token_hash, host, profile, version, queues, tags, \
+                 concurrency, status, pid, registered_at, last_heartbeat_at, instance_id) \
+                 VALUES (?1, 'w1', 'cafe', 'h', NULL, '0.1.0', '[\"default\"]', '[]', 2, 'active', 7, 1000, 1000, 'i1')",
+                [session.to_string()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO key_revokes (idempotency_key, terminate, signal, expires_at, created_at) \
+                 VALUES ('k1', 0, NULL, NULL, 1000)",
+                [],
+            )
+            .unwrap();
+            let version: i64 = conn.query_row(CURRENT_VERSION, [], |r| r.get(0)).unwrap();
+            assert_eq!(version, 5);
+        }
+        let store = crate::SqliteStore::open(&path, crate::SqliteOptions::default()).unwrap();
+        let w = store.session_by_token("cafe").await.unwrap().expect("the old session still authenticates");
+        assert_eq!((w.session, w.name.as_str()), (session, "w1"));
+        let now = chrono::Utc::now();
+        assert_eq!(store.list_key_revokes(now).await.unwrap().len(), 1, "the key revoke is kept");
+        assert_eq!(store.credential_hashes().await.unwrap(), CredentialHashes::default());
+        let from_files = CredentialHashes { admin: Some("aa".into()), join: Some("bb".into()) };
+        assert_eq!(store.init_credentials(&from_files, now).await.unwrap(), from_files);
+        drop(store);
+        let store = crate::SqliteStore::open(&path, crate::SqliteOptions::default()).unwrap();
+        assert_eq!(store.credential_hashes().await.unwrap(), from_files, "stored durably");
+        drop(store);
+        let conn = open_reader(&path, Duration::from_secs(1)).unwrap();
+        let version: i64 = conn.query_row(CURRENT_VERSION, [], |r| r.get(0)).unwrap();
+        assert_eq!(Some(version), MAIN.last().map(|m| m.version), "migrated to the newest schema");
     }
 
     #[test]

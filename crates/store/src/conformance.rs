@@ -15,6 +15,7 @@
 mod claims;
 mod completion;
 mod control;
+mod credentials;
 mod durability;
 mod fixtures;
 mod jobs;
@@ -130,6 +131,10 @@ scenarios![
     durability::submitted_jobs_survive_reopening,
     durability::writes_in_flight_when_the_store_goes_away,
     durability::twenty_megabytes_of_output_round_trip,
+    credentials::credentials_are_stored_once,
+    credentials::credentials_init_races_agree_on_one,
+    credentials::credentials_rotate,
+    credentials::credentials_refuse_an_empty_hash,
 ];
 
 /// Runs every scenario, each on a new database from `fresh` with a store open on it, and

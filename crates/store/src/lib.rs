@@ -193,4 +193,23 @@ pub trait JobStore: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+    /// The admin and join token hashes (SHA-256 hex) the store holds, shared by every
+    /// server of the control plane; `None` for a kind it holds none of.
+    async fn credential_hashes(&self) -> Result<CredentialHashes>;
+
+    /// Stores each hash `proposed` holds for a kind the store holds none of yet, durably,
+    /// and returns what the store holds afterwards. A kind already held keeps its hash:
+    /// insert-if-absent, atomic per kind, so servers starting together over one store
+    /// agree on one token (the first writer's). An empty proposed hash is `Invalid` and
+    /// nothing is written.
+    async fn init_credentials(
+        &self,
+        proposed: &CredentialHashes,
+        now: DateTime<Utc>,
+    ) -> Result<CredentialHashes>;
+
+    /// Replaces the hash of `kind` (an explicit rotation; stored if there was none),
+    /// durably. Servers that cached the old hash accept the old token until they reload.
+    /// An empty hash is `Invalid` and nothing is written.
+    async fn rotate_credential(&self, kind: CredentialKind, hash: &str, now: DateTime<Utc>) -> Result<()>;
 }

@@ -594,3 +594,71 @@ pub struct QueueStats {
     /// Paused by an operator.
     pub paused: bool,
 }
+
+/// A control-plane credential: the tokens operators and joining workers present. The store
+/// keeps only their SHA-256 hashes (hex), never the tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    /// The operator token (`ROTA_TOKEN`, `admin.token`).
+    Admin,
+    /// The token workers join with (`ROTA_JOIN_TOKEN`, `join.token`).
+    Join,
+}
+
+impl CredentialKind {
+    /// Both kinds, admin first.
+    pub const ALL: [CredentialKind; 2] = [CredentialKind::Admin, CredentialKind::Join];
+
+    /// The stored name: `admin` or `join`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Admin => "admin",
+            CredentialKind::Join => "join",
+        }
+    }
+}
+
+impl std::fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CredentialKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "admin" => Ok(CredentialKind::Admin),
+            "join" => Ok(CredentialKind::Join),
+            other => Err(format!("unknown credential kind '{other}' (expected admin or join)")),
+        }
+    }
+}
+
+/// The control-plane credential hashes a store holds (or a caller proposes): the SHA-256
+/// hex of each token, `None` for a kind the store holds none of.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CredentialHashes {
+    /// Hash of the admin token.
+    pub admin: Option<String>,
+    /// Hash of the join token.
+    pub join: Option<String>,
+}
+
+impl CredentialHashes {
+    /// The hash of `kind`, if any.
+    pub fn get(&self, kind: CredentialKind) -> Option<&str> {
+        match kind {
+            CredentialKind::Admin => self.admin.as_deref(),
+            CredentialKind::Join => self.join.as_deref(),
+        }
+    }
+
+    /// Sets the hash of `kind`.
+    pub fn set(&mut self, kind: CredentialKind, hash: Option<String>) {
+        match kind {
+            CredentialKind::Admin => self.admin = hash,
+            CredentialKind::Join => self.join = hash,
+        }
+    }
+}

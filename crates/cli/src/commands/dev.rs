@@ -26,11 +26,8 @@ pub(crate) async fn run(
     // First, so that scripts waiting for the URL see it before any worker log line.
     note(format_args!("rota server listening on {url}"));
 
-    let mut worker_config = WorkerConfig::new(
-        url.clone(),
-        server.config.join_token.clone(),
-        args.workspace.clone().unwrap_or_default(),
-    );
+    let mut worker_config =
+        WorkerConfig::new(url.clone(), server.join_token.clone(), args.workspace.clone().unwrap_or_default());
     worker_config.concurrency = args.concurrency;
     worker_config.spawner = spawner;
     if args.workspace.is_none() {

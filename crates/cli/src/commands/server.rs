@@ -1,18 +1,19 @@
-//! `rota server`: the control plane in the foreground, on SQLite. Creates the token files on
-//! first start, prints the bound URL (tests read the `rota server listening on URL` line)
-//! and where the tokens are, never the tokens. SIGINT/SIGTERM stop it gracefully, exit 0.
-//! Under `rota server start` it reports readiness and stops with its supervisor.
+//! `rota server`: the control plane in the foreground, on SQLite. Creates the token files
+//! when its store holds no tokens (`tokens::settle_with_store`), prints the bound URL (tests
+//! read the `rota server listening on URL` line) and where the tokens are, never the
+//! tokens. SIGINT/SIGTERM stop it gracefully, exit 0. Under `rota server start` it reports
+//! readiness and stops with its supervisor. Also `rota server rotate-token`.
 
-use crate::args::ServerArgs;
+use crate::args::{RotateTokenArgs, ServerArgs, TokenKind};
 use crate::config::{Paths, ServerSettings};
 use crate::lifecycle::readiness::{self, ReadyLine};
 use crate::log_quota::LogQuota;
 use crate::output::note;
 use crate::signals::StopSignals;
 use crate::tokens;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use rota_server::ServerConfig;
-use rota_store::JobStore;
+use rota_store::{CredentialKind, JobStore};
 use rota_store_sqlite::{SqliteOptions, SqliteStore};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -52,31 +53,31 @@ pub(crate) async fn run(args: &ServerArgs, paths: &Paths) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A server ready to run: tokens in place, store open, socket bound.
+/// A server ready to run: store open, tokens agreed with it, socket bound.
 pub(crate) struct Prepared {
     pub(crate) listener: TcpListener,
     /// `http://ADDR` of the bound socket.
     pub(crate) url: String,
     pub(crate) store: Arc<dyn JobStore>,
     pub(crate) config: ServerConfig,
+    /// The join token (the local worker of `rota dev` joins with it).
+    pub(crate) join_token: String,
     /// The total log quota, described for the start-up lines.
     pub(crate) log_quota: String,
-    /// Which token files this start generated (first start, or a deleted file).
+    /// Which token files this start generated (the store held no token of that kind).
     pub(crate) tokens_created: TokensCreated,
 }
 
 impl Prepared {
     pub(crate) async fn new(settings: &ServerSettings, paths: &Paths) -> Result<Self> {
-        let (admin_token, admin_created) = tokens::read_or_create(&paths.admin_token())?;
-        let (join_token, join_created) = tokens::read_or_create(&paths.join_token())?;
         let (store, log_quota) = open_store(settings)?;
+        let tokens = tokens::settle_with_store(store.as_ref(), paths, &settings.database).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr().context("cannot read the bound address")?;
+        // No tokens to seed the store with: it holds both hashes now, which the server loads.
         let config = ServerConfig {
-            admin_token,
-            join_token,
             heartbeat_interval: settings.heartbeat_interval,
             lease_ttl: settings.lease_ttl,
             retention: settings.retention,
@@ -87,8 +88,9 @@ impl Prepared {
             url: format!("http://{addr}"),
             store,
             config,
+            join_token: tokens.join.token,
             log_quota,
-            tokens_created: TokensCreated { admin: admin_created, join: join_created },
+            tokens_created: TokensCreated { admin: tokens.admin.created, join: tokens.join.created },
         })
     }
 
@@ -100,8 +102,8 @@ impl Prepared {
     }
 }
 
-/// Which token files a start generated; each is told apart, since either file may be
-/// deleted on its own (that is how a token is rotated).
+/// Which token files a start generated; each is told apart, since the store may hold one
+/// kind and not the other (a kind is generated only when the store holds none of it).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct TokensCreated {
     pub(crate) admin: bool,
@@ -139,4 +141,45 @@ fn open_store(settings: &ServerSettings) -> Result<(Arc<dyn JobStore>, String)> 
 /// The bus and leadership of a server on SQLite: it is the whole control plane.
 pub(crate) fn seams() -> rota_server::Seams {
     rota_server::Seams::single(rota_worker::config::host_name())
+}
+
+/// `rota server rotate-token KIND`: a new token file and its hash in the store (see
+/// `tokens::rotate`). Its own small runtime: the other `rota server` subcommands are sync.
+pub(crate) fn rotate_token(args: &RotateTokenArgs, paths: &Paths) -> Result<ExitCode> {
+    let database = args.database.clone().unwrap_or_else(|| paths.database());
+    if !database.exists() {
+        bail!(
+            "no database at {}: a server stores its tokens there on its first start (pass \
+             --database if the server uses another file)",
+            database.display()
+        );
+    }
+    let (kind, env) = match args.kind {
+        TokenKind::Admin => (CredentialKind::Admin, "ROTA_TOKEN"),
+        TokenKind::Join => (CredentialKind::Join, "ROTA_JOIN_TOKEN"),
+    };
+    let path = tokens::path_of(paths, kind);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let store = SqliteStore::open(&database, SqliteOptions::default())
+            .with_context(|| format!("cannot open the database {}", database.display()))?;
+        tokens::rotate(&store, kind, &path).await
+    })?;
+    note(format_args!("{kind} token ({env}): {} (rotated now, mode 0600)", path.display()));
+    note(format_args!(
+        "the store {} holds its hash; a server running on it switches to the new token within \
+         30 s",
+        database.display()
+    ));
+    match kind {
+        CredentialKind::Admin => note("operators on other machines need the new admin.token (or ROTA_TOKEN)"),
+        CredentialKind::Join => note(
+            "registered workers keep their sessions; a worker that registers again (after a restart) \
+             needs the new join.token (or ROTA_JOIN_TOKEN)",
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }

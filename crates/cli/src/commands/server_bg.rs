@@ -53,6 +53,7 @@ pub(crate) fn run(global: &GlobalArgs, command: ServerCommand, paths: &Paths) ->
             Ok(ExitCode::SUCCESS)
         }
         ServerCommand::Status => status(global, &ipaths, paths),
+        ServerCommand::RotateToken(args) => super::server::rotate_token(&args, paths),
     }
 }
 
