@@ -266,9 +266,13 @@ mod tests {
         app.clone().oneshot(req).await.unwrap().status()
     }
 
+    fn state_of(store: Arc<dyn JobStore>, config: ServerConfig) -> AppState {
+        AppState::new(store, config, crate::Seams::single("test"), tokio_util::sync::CancellationToken::new())
+    }
+
     /// The configured tokens seed an empty store; later servers over that store check the
     /// stored hashes, whatever they are configured with; a rotation in the store is honoured
-    /// after a reload, not before (the cache holds what was loaded).
+    /// after a reload (or the periodic re-read), not before.
     #[tokio::test]
     async fn callers_are_checked_against_the_stored_hashes() {
         let dir = tempfile::tempdir().unwrap();
@@ -276,7 +280,7 @@ mod tests {
             Arc::new(SqliteStore::open(&dir.path().join("rota.db"), SqliteOptions::default()).unwrap());
         let seeded =
             ServerConfig { admin_token: "a1".into(), join_token: "j1".into(), ..ServerConfig::default() };
-        let first = crate::routes::build(AppState::new(store.clone(), seeded));
+        let first = crate::routes::build(state_of(store.clone(), seeded));
         assert_eq!(status(&first, "a1").await, StatusCode::OK);
         assert_eq!(status(&first, "j1").await, StatusCode::FORBIDDEN, "the join token on an operator route");
         assert_eq!(status(&first, "nope").await, StatusCode::UNAUTHORIZED);
@@ -286,13 +290,13 @@ mod tests {
         // Another server over the same store, configured with other tokens and with none.
         let other =
             ServerConfig { admin_token: "a2".into(), join_token: "j2".into(), ..ServerConfig::default() };
-        let second = crate::routes::build(AppState::new(store.clone(), other));
+        let second = crate::routes::build(state_of(store.clone(), other));
         assert_eq!(status(&second, "a1").await, StatusCode::OK, "the stored token, not the configured one");
         assert_eq!(status(&second, "a2").await, StatusCode::UNAUTHORIZED);
-        let third = crate::routes::build(AppState::new(store.clone(), ServerConfig::default()));
+        let third = crate::routes::build(state_of(store.clone(), ServerConfig::default()));
         assert_eq!(status(&third, "a1").await, StatusCode::OK);
 
-        let state = AppState::new(store.clone(), ServerConfig::default());
+        let state = state_of(store.clone(), ServerConfig::default());
         let app = crate::routes::build(state.clone());
         assert_eq!(status(&app, "a1").await, StatusCode::OK);
         store.rotate_credential(CredentialKind::Admin, &hash_token("a3"), chrono::Utc::now()).await.unwrap();

@@ -146,7 +146,7 @@ pub fn isolate_tree(cmd: &mut Command, root: &Path, server: Option<&str>) {
 }
 
 /// Set, every server the tests start loses every Nth bus message (feature `test-bus`).
-pub const LOSSY_BUS: &str = "ROTA_TEST_BUS_DROP_EVERY";
+const LOSSY_BUS: &str = "ROTA_TEST_BUS_DROP_EVERY";
 
 /// A fresh tree with `rota server --listen 127.0.0.1:0` running in it.
 pub fn spawn_server() -> Env {
