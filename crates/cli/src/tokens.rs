@@ -179,8 +179,8 @@ pub(crate) async fn settle_with_store(
 
 fn missing_file(kind: CredentialKind, path: &Path, paths: &Paths, database: &Path) -> anyhow::Error {
     anyhow!(
-        "the store {db} already holds a {kind} token, but its file {path} does not exist. The \
-         store keeps only the token's hash, which cannot be turned back into the token: copy \
+        "the store {db} already holds the {kind} token's hash, but its file {path} does not exist, \
+         and a hash cannot be turned back into the token: copy \
          {name} (mode 0600) from the machine or home that created it (the data directory of the \
          server that first used this store) to {path}, or replace the token with \
          `rota server rotate-token {kind}{flag}` (every client or worker that uses it then needs \

@@ -78,7 +78,7 @@ fn a_missing_or_foreign_token_file_is_refused_saying_where_to_get_it() {
     std::fs::remove_file(&join_file).unwrap();
 
     refused_start(&env).stderr(
-        predicate::str::contains("already holds a join token")
+        predicate::str::contains("already holds the join token's hash")
             .and(predicate::str::contains(join_file.display().to_string()))
             .and(predicate::str::contains("cannot be turned back into the token"))
             .and(predicate::str::contains("copy join.token"))
