@@ -17,6 +17,7 @@ pub mod background;
 pub mod cluster;
 pub mod inproc;
 pub mod netns;
+pub mod postgres;
 pub mod procs;
 pub mod require;
 pub mod server;
