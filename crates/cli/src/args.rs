@@ -154,8 +154,10 @@ pub(crate) struct ServerArgs {
     /// Accept a non-loopback --listen address (other machines can then reach the server).
     #[arg(long)]
     pub(crate) allow_remote: bool,
-    /// SQLite database file [default: <data dir>/rota.db].
-    #[arg(long, value_name = "PATH")]
+    /// The database: a SQLite file (PATH or sqlite:PATH) [default: <data dir>/rota.db].
+    /// PostgreSQL URLs (postgres://USER@HOST:PORT/DB) are recognised; their backend is not
+    /// in this release yet.
+    #[arg(long, env = "ROTA_DATABASE", value_name = "PATH|URL")]
     pub(crate) database: Option<PathBuf>,
     /// Delete finished jobs and their logs after this long.
     #[arg(long, default_value = "30d", value_parser = parse_duration, value_name = "DURATION")]

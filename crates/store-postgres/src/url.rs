@@ -1,0 +1,145 @@
+//! A PostgreSQL database URL as the user gave it (`postgres://` or `postgresql://`), parsed
+//! by the driver and shown without its password: every message, log line and status that
+//! names the database uses [`PgUrl`]'s `Display`, never the text it was parsed from.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What a `postgres://…` URL failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum PgUrlError {
+    /// Not a `postgres://` / `postgresql://` URL at all.
+    #[error("not a PostgreSQL URL (postgres://USER@HOST:PORT/DATABASE)")]
+    NotPostgres,
+    /// The driver refused it (the reason never includes the password).
+    #[error("malformed PostgreSQL URL: {0}")]
+    Malformed(String),
+}
+
+/// A parsed database URL; `Display` shows it with the password replaced by `***`.
+#[derive(Clone)]
+pub struct PgUrl {
+    config: tokio_postgres::Config,
+    shown: String,
+}
+
+impl PgUrl {
+    /// Whether `s` asks for PostgreSQL (its scheme), whatever else it holds.
+    pub fn is_postgres(s: &str) -> bool {
+        let lower = s.get(..13).unwrap_or(s).to_ascii_lowercase();
+        lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+    }
+
+    /// Parses `s`; errors name what is wrong, never the password.
+    pub fn parse(s: &str) -> Result<Self, PgUrlError> {
+        if !Self::is_postgres(s) {
+            return Err(PgUrlError::NotPostgres);
+        }
+        let config = tokio_postgres::Config::from_str(s)
+            .map_err(|e| PgUrlError::Malformed(redact(&e.to_string(), s)))?;
+        if config.get_hosts().is_empty() {
+            return Err(PgUrlError::Malformed("no host (postgres://USER@HOST:PORT/DATABASE)".into()));
+        }
+        Ok(Self { shown: redact_url(s), config })
+    }
+
+    /// The driver's settings.
+    pub fn config(&self) -> &tokio_postgres::Config {
+        &self.config
+    }
+
+    /// `host:port` of each host, for "cannot reach" messages.
+    pub fn endpoints(&self) -> Vec<String> {
+        let ports = self.config.get_ports();
+        self.config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let host = match h {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                };
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                format!("{host}:{port}")
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for PgUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PgUrl({})", self.shown)
+    }
+}
+
+/// `s` with the password of its user-info (`user:password@`) and any `password=` option
+/// replaced by `***`.
+fn redact_url(s: &str) -> String {
+    let mut out = s.to_string();
+    if let Some(scheme_end) = out.find("://").map(|i| i + 3) {
+        let rest_end = out[scheme_end..].find(['/', '?']).map_or(out.len(), |i| scheme_end + i);
+        if let Some(at) = out[scheme_end..rest_end].rfind('@').map(|i| scheme_end + i)
+            && let Some(colon) = out[scheme_end..at].find(':').map(|i| scheme_end + i)
+        {
+            out.replace_range(colon + 1..at, "***");
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (base, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| {
+                if kv.to_ascii_lowercase().starts_with("password=") {
+                    "password=***".to_string()
+                } else {
+                    kv.to_string()
+                }
+            })
+            .collect();
+        out = format!("{base}{}", query.join("&"));
+    }
+    out
+}
+
+/// A driver message about `url`, with the password taken out should it quote it.
+fn redact(message: &str, url: &str) -> String {
+    let config = tokio_postgres::Config::from_str(url).ok();
+    match config.as_ref().and_then(|c| c.get_password()).and_then(|p| std::str::from_utf8(p).ok()) {
+        Some(p) if !p.is_empty() => message.replace(p, "***"),
+        _ => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_shown_without_its_password() {
+        let u = PgUrl::parse("postgres://rota:s3cret@db.example:6432/rota?sslmode=require").unwrap();
+        assert_eq!(u.to_string(), "postgres://rota:***@db.example:6432/rota?sslmode=require");
+        assert!(!format!("{u:?}").contains("s3cret"));
+        assert_eq!(u.endpoints(), ["db.example:6432"]);
+        let u = PgUrl::parse("postgresql://rota@h/db?password=s3cret&connect_timeout=5").unwrap();
+        assert_eq!(u.to_string(), "postgresql://rota@h/db?password=***&connect_timeout=5");
+        assert_eq!(u.endpoints(), ["h:5432"]);
+    }
+
+    #[test]
+    fn other_schemes_and_malformed_urls_are_refused() {
+        assert!(matches!(PgUrl::parse("mysql://u@h/db"), Err(PgUrlError::NotPostgres)));
+        assert!(matches!(PgUrl::parse("/var/lib/rota.db"), Err(PgUrlError::NotPostgres)));
+        assert!(PgUrl::is_postgres("POSTGRES://u@h/db"));
+        let e = PgUrl::parse("postgres://u:pw@h:notaport/db").unwrap_err();
+        assert!(matches!(e, PgUrlError::Malformed(_)), "{e}");
+        assert!(!e.to_string().contains("pw@"), "{e}");
+    }
+}
