@@ -64,6 +64,19 @@ fn database_urls_are_checked_and_never_become_files() {
     assert!(made.is_empty(), "a URL became a file: {made:?}");
 }
 
+/// A second server on the same SQLite file is refused (exit 78: a restart would not help),
+/// naming who serves it and what several servers need; once the first stops, it starts.
+#[test]
+fn a_second_server_on_one_sqlite_file_is_refused_naming_the_first() {
+    let mut env = spawn_server();
+    rota(&env).args(["server", "--listen", "127.0.0.1:0"]).assert().code(78).stderr(
+        predicate::str::contains("is already served by another rota server (pid ")
+            .and(predicate::str::contains("several servers sharing one control plane need PostgreSQL")),
+    );
+    assert_eq!(env.stop_server(), Some(0));
+    env.start_server(&[]);
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -6,6 +6,8 @@
 
 use crate::args::{RotateTokenArgs, ServerArgs, TokenKind};
 use crate::config::{Paths, ServerSettings};
+use crate::failure::{EXIT_CONFIG, with_code};
+use crate::lifecycle::locks::{self, Held};
 use crate::lifecycle::readiness::{self, ReadyLine};
 use crate::log_quota::LogQuota;
 use crate::output::note;
@@ -15,6 +17,7 @@ use anyhow::{Context, Result, bail};
 use rota_server::ServerConfig;
 use rota_store::{CredentialKind, JobStore};
 use rota_store_sqlite::{SqliteOptions, SqliteStore};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -66,11 +69,13 @@ pub(crate) struct Prepared {
     pub(crate) log_quota: String,
     /// Which token files this start generated (the store held no token of that kind).
     pub(crate) tokens_created: TokensCreated,
+    /// This server's claim on its SQLite file (one server per file); held until it exits.
+    pub(crate) _serving: Held,
 }
 
 impl Prepared {
     pub(crate) async fn new(settings: &ServerSettings, paths: &Paths) -> Result<Self> {
-        let (store, log_quota) = open_store(settings)?;
+        let (store, log_quota, serving) = open_store(settings)?;
         let tokens = tokens::settle_with_store(store.as_ref(), paths, &settings.database).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -91,6 +96,7 @@ impl Prepared {
             join_token: tokens.join.token,
             log_quota,
             tokens_created: TokensCreated { admin: tokens.admin.created, join: tokens.join.created },
+            _serving: serving,
         })
     }
 
@@ -127,15 +133,53 @@ pub(crate) fn announce_tokens(paths: &Paths, created: TokensCreated) {
 }
 
 /// Opens the store with its log quota; returns it with the quota described.
-fn open_store(settings: &ServerSettings) -> Result<(Arc<dyn JobStore>, String)> {
+fn open_store(settings: &ServerSettings) -> Result<(Arc<dyn JobStore>, String, Held)> {
     let path = &settings.database;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let serving = serve_alone(path)?;
     let mut store = SqliteStore::open(path, SqliteOptions::default())
         .with_context(|| format!("cannot open the database {}", path.display()))?;
     let quota = LogQuota::choose(settings.log_quota, dir, store.log_usage().live_bytes)?;
     store.set_log_quota(Some(quota.bytes));
-    Ok((Arc::new(store), quota.describe(dir)))
+    Ok((Arc::new(store), quota.describe(dir), serving))
+}
+
+/// One server per SQLite file: an exclusive lock on `<db>.server.lock`, which records who
+/// holds it. A second server on the same file is refused, naming the holder: the servers
+/// of a control plane share work through PostgreSQL, never through one SQLite file (each
+/// would believe it is the only one and lead alone).
+fn serve_alone(db: &Path) -> Result<Held> {
+    let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".server.lock");
+    let path = db.with_file_name(name);
+    match locks::try_lock(&path)? {
+        Some(held) => {
+            let who = format!(
+                "pid {} on host {} since {}\n",
+                std::process::id(),
+                rota_worker::config::host_name(),
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            held.record(&who).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(held)
+        }
+        None => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "another process".to_string() } else { holder.to_string() };
+            Err(with_code(
+                EXIT_CONFIG,
+                anyhow::anyhow!(
+                    "the database {} is already served by another rota server ({holder}; lock {}): one \
+                     SQLite file serves one server. Stop that one, or give this one its own --database; \
+                     several servers sharing one control plane need PostgreSQL (--database postgres://…)",
+                    db.display(),
+                    path.display()
+                ),
+            ))
+        }
+    }
 }
 
 /// The bus and leadership of a server on SQLite: it is the whole control plane.

@@ -14,6 +14,19 @@ pub(crate) struct Held {
     _file: File,
 }
 
+impl Held {
+    /// Writes `text` as the lock file's whole content (who holds it), for the next one who
+    /// finds it held.
+    pub(crate) fn record(&self, text: &str) -> std::io::Result<()> {
+        use std::io::{Seek, Write};
+        let mut f = &self._file;
+        f.set_len(0)?;
+        f.seek(std::io::SeekFrom::Start(0))?;
+        f.write_all(text.as_bytes())?;
+        f.flush()
+    }
+}
+
 fn open(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
