@@ -97,3 +97,14 @@ async fn a_leader_whose_session_is_killed_stops_leading_at_once_and_the_other_ta
     assert!(!a.lead().await.unwrap(), "the old leader reconnected and follows");
     assert_eq!(a.leader().await.unwrap().map(|s| s.id), Some(b_me.id), "the old leader names the new one");
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_by_host_and_port_never_by_password() {
+    let me = server("host-a");
+    let Err(e) = PgLeader::start("postgres://rota:s3cret@127.0.0.1:1/rota", me).await else {
+        panic!("nothing listens on port 1")
+    };
+    let text = format!("{e} / {e:?}");
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+}
