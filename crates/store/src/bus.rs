@@ -131,22 +131,32 @@ pub enum Received {
     Closed,
 }
 
+/// What a transport built on a broadcast channel sends its subscribers.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// An envelope.
+    Envelope(Arc<Envelope>),
+    /// The transport itself lost envelopes (its connection dropped): every subscriber must
+    /// act as if anything could have changed.
+    Missed,
+}
+
 /// A subscription to every envelope published on the bus, its own server's included.
 pub struct Subscription {
-    rx: broadcast::Receiver<Arc<Envelope>>,
+    rx: broadcast::Receiver<Delivery>,
 }
 
 impl Subscription {
     /// Wraps a broadcast receiver (for transports built on one).
-    pub fn new(rx: broadcast::Receiver<Arc<Envelope>>) -> Self {
+    pub fn new(rx: broadcast::Receiver<Delivery>) -> Self {
         Self { rx }
     }
 
     /// The next envelope, or word that some were missed.
     pub async fn recv(&mut self) -> Received {
         match self.rx.recv().await {
-            Ok(e) => Received::Envelope(e),
-            Err(broadcast::error::RecvError::Lagged(_)) => Received::Missed,
+            Ok(Delivery::Envelope(e)) => Received::Envelope(e),
+            Ok(Delivery::Missed) | Err(broadcast::error::RecvError::Lagged(_)) => Received::Missed,
             Err(broadcast::error::RecvError::Closed) => Received::Closed,
         }
     }
@@ -163,7 +173,7 @@ pub trait Bus: Send + Sync + 'static {
 
 /// The bus of one server process (SQLite, `rota dev`): a broadcast channel.
 pub struct InProcessBus {
-    tx: broadcast::Sender<Arc<Envelope>>,
+    tx: broadcast::Sender<Delivery>,
 }
 
 /// Envelopes a slow subscriber may fall behind by before it is told it missed some.
@@ -178,7 +188,7 @@ impl Default for InProcessBus {
 impl Bus for InProcessBus {
     fn publish(&self, envelope: Envelope) {
         // No subscriber yet is not an error: nobody waits.
-        let _ = self.tx.send(Arc::new(envelope));
+        let _ = self.tx.send(Delivery::Envelope(Arc::new(envelope)));
     }
 
     fn subscribe(&self) -> Subscription {
