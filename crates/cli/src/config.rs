@@ -51,7 +51,7 @@ impl Paths {
 #[derive(Clone, Debug)]
 pub(crate) struct ServerSettings {
     pub(crate) listen: SocketAddr,
-    pub(crate) database: PathBuf,
+    pub(crate) database: Database,
     pub(crate) retention: Duration,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) lease_ttl: Duration,
@@ -82,10 +82,7 @@ impl ServerSettings {
         if args.log_quota == Some(0) {
             return Err(usage("--log-quota: must be greater than zero"));
         }
-        let database = match &args.database {
-            Some(given) => sqlite_path(given)?,
-            None => paths.database(),
-        };
+        let database = Database::from_flag(args.database.as_deref(), paths)?;
         Ok(Self {
             listen,
             database,
@@ -95,42 +92,6 @@ impl ServerSettings {
             log_quota: args.log_quota,
         })
     }
-}
-
-/// The accepted forms of `--database`, for messages.
-const DATABASE_FORMS: &str = "a SQLite file (PATH or sqlite:PATH) or a PostgreSQL URL \
-     (postgres://USER@HOST:PORT/DATABASE)";
-
-/// `--database` / `ROTA_DATABASE`: a SQLite path as given, or `sqlite:PATH`. A PostgreSQL
-/// URL is recognised (and checked) but its backend is not in this release: refused saying
-/// so, with the URL shown without its password. Any other `scheme://` is a usage error;
-/// before, it became a SQLite file named after the URL.
-fn sqlite_path(given: &Path) -> Result<PathBuf> {
-    let Some(text) = given.to_str() else { return Ok(given.to_path_buf()) };
-    if let Some(rest) = text.strip_prefix("sqlite://").or_else(|| text.strip_prefix("sqlite:")) {
-        if rest.is_empty() {
-            return Err(usage(format!(
-                "--database {text}: no file after sqlite:; expected {DATABASE_FORMS}"
-            )));
-        }
-        return Ok(PathBuf::from(rest));
-    }
-    if PgUrl::is_postgres(text) {
-        let url =
-            PgUrl::parse(text).map_err(|e| usage(format!("--database: {e}; expected {DATABASE_FORMS}")))?;
-        return Err(anyhow::anyhow!(
-            "--database {url}: PostgreSQL is not supported by this release yet (its backend is being \
-             built); use a SQLite file, e.g. --database /var/lib/rota/rota.db"
-        ));
-    }
-    if let Some((scheme, _)) = text.split_once("://")
-        && !scheme.is_empty()
-        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    {
-        // Not echoed whole: a URL may carry a password.
-        return Err(usage(format!("--database: unknown scheme {scheme}://; expected {DATABASE_FORMS}")));
-    }
-    Ok(given.to_path_buf())
 }
 
 /// `127.0.0.1:7777`, `[::1]:7777`, `localhost:7777` or `:7777` (loopback).

@@ -13,6 +13,7 @@
 mod args;
 mod commands;
 mod config;
+mod database;
 mod failure;
 mod job_document;
 mod lifecycle;

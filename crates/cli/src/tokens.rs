@@ -9,6 +9,7 @@
 //! logged; only their paths are.
 
 use crate::config::Paths;
+use crate::database::Database;
 use crate::failure::{EXIT_CONFIG, with_code};
 use anyhow::{Context, Result, anyhow, bail};
 use rand::RngCore;
@@ -128,7 +129,7 @@ pub(crate) struct StartTokens {
 pub(crate) async fn settle_with_store(
     store: &dyn JobStore,
     paths: &Paths,
-    database: &Path,
+    database: &Database,
 ) -> Result<StartTokens> {
     let held = store.credential_hashes().await.context("cannot read the tokens' hashes from the store")?;
     let mut proposed = CredentialHashes::default();
@@ -177,7 +178,7 @@ pub(crate) async fn settle_with_store(
     }
 }
 
-fn missing_file(kind: CredentialKind, path: &Path, paths: &Paths, database: &Path) -> anyhow::Error {
+fn missing_file(kind: CredentialKind, path: &Path, paths: &Paths, database: &Database) -> anyhow::Error {
     anyhow!(
         "the store {db} already holds the {kind} token's hash, but its file {path} does not exist, \
          and a hash cannot be turned back into the token: copy \
@@ -185,37 +186,28 @@ fn missing_file(kind: CredentialKind, path: &Path, paths: &Paths, database: &Pat
          server that first used this store) to {path}, or replace the token with \
          `rota server rotate-token {kind}{flag}` (every client or worker that uses it then needs \
          the new file)",
-        db = database.display(),
+        db = database,
         path = path.display(),
         name = file_name(path),
-        flag = database_flag(paths, database),
+        flag = database.flag(paths),
     )
 }
 
-fn mismatched_file(kind: CredentialKind, path: &Path, paths: &Paths, database: &Path) -> anyhow::Error {
+fn mismatched_file(kind: CredentialKind, path: &Path, paths: &Paths, database: &Database) -> anyhow::Error {
     anyhow!(
         "{path} does not hold the {kind} token the store {db} holds: the token was rotated \
          elsewhere, or the file belongs to another store. Copy the current {name} from where the \
          token was created or rotated to {path}, or replace the token with \
          `rota server rotate-token {kind}{flag}`",
-        db = database.display(),
+        db = database,
         path = path.display(),
         name = file_name(path),
-        flag = database_flag(paths, database),
+        flag = database.flag(paths),
     )
 }
 
 fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-}
-
-/// ` --database PATH` when `database` is not the default one, for a command line that must
-/// name the same store.
-fn database_flag(paths: &Paths, database: &Path) -> String {
-    if database == paths.database() {
-        return String::new();
-    }
-    format!(" {}", crate::shell::join_quoted(&["--database", &database.display().to_string()]))
 }
 
 /// Replaces the token of `kind`: a new token is written to a temp file beside `path`
