@@ -81,7 +81,13 @@ pub(crate) async fn lose_attempt(
 ) -> Result<LostAttempt> {
     let outcome = why.outcome();
     let settled = end_attempt(tx, a, &outcome, None, now, jitter_for(a.id)).await?;
-    Ok(LostAttempt { attempt_id: a.id, job_id: a.job_id, step: a.step.clone(), session: a.session, retried: settled.retried })
+    Ok(LostAttempt {
+        attempt_id: a.id,
+        job_id: a.job_id,
+        step: a.step.clone(),
+        session: a.session,
+        retried: settled.retried,
+    })
 }
 
 /// Loses each listed attempt that is still running (with `lease_before`: whose lease still

@@ -164,15 +164,16 @@ async fn claim_one(
     let job_id = JobId(c.job_id);
     let number = c.attempts + 1;
     let lease = after(now, ttl);
-    let id: i64 = one(tx, INSERT_ATTEMPT, &[&c.job_id, &c.step, &number, &session.0, &worker.name, &lease, &now])
-        .await?
-        .try_get(0)?;
+    let id: i64 =
+        one(tx, INSERT_ATTEMPT, &[&c.job_id, &c.step, &number, &session.0, &worker.name, &lease, &now])
+            .await?
+            .try_get(0)?;
     exec(tx, STEP_RUNNING, &[&c.job_id, &c.step, &number]).await?;
     exec(tx, JOB_RUNNING, &[&c.job_id]).await?;
-    if !specs.contains_key(&c.job_id) {
-        specs.insert(c.job_id, load_spec(tx, job_id).await?);
-    }
-    let spec = specs.get(&c.job_id).ok_or_else(|| corrupt("job document vanished"))?;
+    let spec = match specs.entry(c.job_id) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(load_spec(tx, job_id).await?),
+    };
     let step = spec
         .steps
         .iter()

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 /// `now + ttl`, saturating at the far future.
 pub(crate) fn after(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
-    chrono::Duration::from_std(ttl).ok().and_then(|d| now.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+    chrono::Duration::from_std(ttl)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// A state or stream stored by its snake_case name.

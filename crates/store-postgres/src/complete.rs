@@ -19,7 +19,12 @@ const SET_PID: &str = "UPDATE attempts SET pid = $2 WHERE id = $1";
 const JOBS_OF_ATTEMPTS: &str = "SELECT DISTINCT job_id FROM attempts WHERE id = ANY($1)";
 
 /// Records the pid of a running attempt the session holds.
-pub(crate) async fn record_start(tx: &Tx<'_>, session: SessionId, attempt: AttemptId, pid: u32) -> Result<()> {
+pub(crate) async fn record_start(
+    tx: &Tx<'_>,
+    session: SessionId,
+    attempt: AttemptId,
+    pid: u32,
+) -> Result<()> {
     let a = load_attempt(tx, attempt).await?.ok_or_else(|| not_found(format!("attempt {attempt}")))?;
     check_held(&a, session)?;
     exec(tx, SET_PID, &[&attempt.0, &i64::from(pid)]).await?;
@@ -51,7 +56,9 @@ pub(crate) async fn complete(
 }
 
 async fn complete_one(tx: &Tx<'_>, c: &Completion, now: DateTime<Utc>) -> Result<CompletionRecorded> {
-    let a = lock_attempt(tx, c.attempt_id).await?.ok_or_else(|| not_found(format!("attempt {}", c.attempt_id)))?;
+    let a = lock_attempt(tx, c.attempt_id)
+        .await?
+        .ok_or_else(|| not_found(format!("attempt {}", c.attempt_id)))?;
     if a.job_id != c.job_id || a.step != c.step {
         return Err(conflict(
             ConflictKind::WrongAttempt,
@@ -62,7 +69,10 @@ async fn complete_one(tx: &Tx<'_>, c: &Completion, now: DateTime<Utc>) -> Result
         ));
     }
     if a.session != c.session {
-        return Err(conflict(ConflictKind::NotHeld, format!("attempt {} is held by another worker session", a.id)));
+        return Err(conflict(
+            ConflictKind::NotHeld,
+            format!("attempt {} is held by another worker session", a.id),
+        ));
     }
     if a.status != AttemptStatus::Running {
         return match &a.outcome {
@@ -74,7 +84,9 @@ async fn complete_one(tx: &Tx<'_>, c: &Completion, now: DateTime<Utc>) -> Result
                 job_finished: false,
                 readied: 0,
             }),
-            _ => Err(conflict(ConflictKind::Ended, format!("attempt {} already ended as {}", a.id, a.status))),
+            _ => {
+                Err(conflict(ConflictKind::Ended, format!("attempt {} already ended as {}", a.id, a.status)))
+            }
         };
     }
     let settled = end_attempt(tx, &a, &c.outcome, c.run_ms, now, c.jitter01).await?;
@@ -91,10 +103,16 @@ async fn complete_one(tx: &Tx<'_>, c: &Completion, now: DateTime<Utc>) -> Result
 /// `Conflict` unless `session` holds the running attempt.
 pub(crate) fn check_held(a: &AttemptRow, session: SessionId) -> Result<()> {
     if a.session != session {
-        return Err(conflict(ConflictKind::NotHeld, format!("attempt {} is held by another worker session", a.id)));
+        return Err(conflict(
+            ConflictKind::NotHeld,
+            format!("attempt {} is held by another worker session", a.id),
+        ));
     }
     if a.status != AttemptStatus::Running {
-        return Err(conflict(ConflictKind::Ended, format!("attempt {} is no longer running ({})", a.id, a.status)));
+        return Err(conflict(
+            ConflictKind::Ended,
+            format!("attempt {} is no longer running ({})", a.id, a.status),
+        ));
     }
     Ok(())
 }

@@ -42,7 +42,12 @@ const PAST_DEADLINE: &str = "SELECT id FROM jobs WHERE deadline IS NOT NULL AND 
      AND state IN ('queued', 'running') ORDER BY id";
 
 /// Cancels or revokes a job that has not ended.
-pub(crate) async fn stop_job(tx: &Tx<'_>, id: JobId, kind: StopKind, now: DateTime<Utc>) -> Result<StopOutcome> {
+pub(crate) async fn stop_job(
+    tx: &Tx<'_>,
+    id: JobId,
+    kind: StopKind,
+    now: DateTime<Utc>,
+) -> Result<StopOutcome> {
     let how = match kind {
         StopKind::Cancel => JobEnd::Cancel,
         StopKind::Revoke => JobEnd::Revoke,

@@ -48,7 +48,12 @@ pub(crate) async fn init_credentials(
 }
 
 /// Replaces (or first stores) the hash of `kind`.
-pub(crate) async fn rotate_credential(tx: &Tx<'_>, kind: CredentialKind, hash: &str, now: DateTime<Utc>) -> Result<()> {
+pub(crate) async fn rotate_credential(
+    tx: &Tx<'_>,
+    kind: CredentialKind,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
     check(kind, hash)?;
     exec(tx, ROTATE, &[&kind.as_str(), &hash, &now]).await?;
     Ok(())

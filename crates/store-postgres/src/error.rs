@@ -93,7 +93,9 @@ impl Error {
     /// or the transaction must run again): a batch stops at it instead of answering the item.
     pub(crate) fn ends_the_batch(&self) -> bool {
         match self {
-            Error::Backend(PgError::Postgres(e)) => e.is_closed() || self.is_retryable() || e.code().is_none(),
+            Error::Backend(PgError::Postgres(e)) => {
+                e.is_closed() || self.is_retryable() || e.code().is_none()
+            }
             Error::Backend(PgError::Pool(_)) => true,
             _ => false,
         }

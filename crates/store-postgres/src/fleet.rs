@@ -12,8 +12,8 @@ use crate::tx::{Tx, exec, item, one, opt, rows};
 use chrono::{DateTime, Utc};
 use rota_domain::{JobEnd, JobId, JobState};
 use rota_store::{
-    KeyRevokeOutcome, KeyRevokeRecord, KeyRevokeRequest, QueueStats, RevokeOutcome, RevokeRecord, RevokeRequest,
-    StoreError,
+    KeyRevokeOutcome, KeyRevokeRecord, KeyRevokeRequest, QueueStats, RevokeOutcome, RevokeRecord,
+    RevokeRequest, StoreError,
 };
 use std::collections::BTreeMap;
 use tokio_postgres::Row;
@@ -43,10 +43,12 @@ const LIVE_REVOKES: &str = "SELECT job_id, terminate, signal, expires_at, create
 
 const PRUNE_REVOKES: &str = "DELETE FROM revokes WHERE expires_at IS NOT NULL AND expires_at < $1";
 
-const REVOKE_OF: &str = "SELECT 1 FROM revokes WHERE job_id = $1 AND (expires_at IS NULL OR expires_at >= $2)";
+const REVOKE_OF: &str =
+    "SELECT 1 FROM revokes WHERE job_id = $1 AND (expires_at IS NULL OR expires_at >= $2)";
 
 const EXCLUSIVE_CLAIM_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
-const PAUSE: &str = "INSERT INTO paused_queues (queue, paused_at) VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING";
+const PAUSE: &str =
+    "INSERT INTO paused_queues (queue, paused_at) VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING";
 const RESUME: &str = "DELETE FROM paused_queues WHERE queue = $1";
 const PAUSED: &str = "SELECT queue FROM paused_queues";
 
@@ -80,8 +82,15 @@ async fn revoke_one(tx: &Tx<'_>, r: &RevokeRequest, now: DateTime<Utc>) -> Resul
     exec(tx, UPSERT_REVOKE, &[&id.0, &r.terminate, &r.signal, &r.expires_at, &now]).await?;
     let state = lock_job(tx, id).await?;
     match control::end_job(tx, id, state, JobEnd::Revoke, now, r.terminate).await? {
-        Some(running) => Ok(RevokeOutcome { job_id: id, row: Some(load_row(tx, id).await?), changed: true, running }),
-        None => Ok(RevokeOutcome { job_id: id, row: Some(load_row(tx, id).await?), changed: false, running: Vec::new() }),
+        Some(running) => {
+            Ok(RevokeOutcome { job_id: id, row: Some(load_row(tx, id).await?), changed: true, running })
+        }
+        None => Ok(RevokeOutcome {
+            job_id: id,
+            row: Some(load_row(tx, id).await?),
+            changed: false,
+            running: Vec::new(),
+        }),
     }
 }
 
@@ -117,7 +126,12 @@ async fn revoke_key(tx: &Tx<'_>, r: &KeyRevokeRequest, now: DateTime<Utc>) -> Re
 
 /// After a job is inserted: if a revoke names it (by id, or by its idempotency key), it
 /// ends `revoked` at once.
-pub(crate) async fn apply_pending_revoke(tx: &Tx<'_>, id: JobId, key: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+pub(crate) async fn apply_pending_revoke(
+    tx: &Tx<'_>,
+    id: JobId,
+    key: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
     let by_id = opt(tx, REVOKE_OF, &[&id.0, &now]).await?.is_some();
     let by_key = match key {
         Some(k) => opt(tx, KEY_REVOKE_OF, &[&k, &now]).await?.is_some(),
@@ -130,8 +144,10 @@ pub(crate) async fn apply_pending_revoke(tx: &Tx<'_>, id: JobId, key: Option<&st
     Ok(())
 }
 
-/// A live revoke row: (terminate, signal, expires at, created at) after its key column.
-fn revoke_fields(r: &Row) -> Result<(bool, Option<i32>, Option<DateTime<Utc>>, DateTime<Utc>)> {
+/// A live revoke row's fields after its key: terminate, signal, expires at, created at.
+type RevokeFields = (bool, Option<i32>, Option<DateTime<Utc>>, DateTime<Utc>);
+
+fn revoke_fields(r: &Row) -> Result<RevokeFields> {
     Ok((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?))
 }
 
@@ -164,7 +180,8 @@ pub(crate) async fn prune_revokes(tx: &Tx<'_>, now: DateTime<Utc>) -> Result<u64
 pub(crate) async fn set_paused(tx: &Tx<'_>, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<bool> {
     // Waits for claims in flight; every later claim sees the pause.
     one(tx, EXCLUSIVE_CLAIM_LOCK, &[&crate::claim::CLAIM_LOCK]).await?;
-    let changed = if paused { exec(tx, PAUSE, &[&queue, &now]).await? } else { exec(tx, RESUME, &[&queue]).await? };
+    let changed =
+        if paused { exec(tx, PAUSE, &[&queue, &now]).await? } else { exec(tx, RESUME, &[&queue]).await? };
     Ok(changed > 0)
 }
 
@@ -172,7 +189,12 @@ pub(crate) async fn queue_stats(tx: &Tx<'_>) -> Result<Vec<QueueStats>> {
     let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
     for r in rows(tx, QUEUE_DEPTHS, &[]).await? {
         let (queue, state, n): (String, &str, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        let e = by_queue.entry(queue.clone()).or_insert(QueueStats { queue, ready: 0, running: 0, paused: false });
+        let e = by_queue.entry(queue.clone()).or_insert(QueueStats {
+            queue,
+            ready: 0,
+            running: 0,
+            paused: false,
+        });
         if state == "ready" {
             e.ready = crate::codec::u64_of(n);
         } else {
@@ -181,7 +203,10 @@ pub(crate) async fn queue_stats(tx: &Tx<'_>) -> Result<Vec<QueueStats>> {
     }
     for r in rows(tx, PAUSED, &[]).await? {
         let q: String = r.try_get(0)?;
-        by_queue.entry(q.clone()).or_insert(QueueStats { queue: q, ready: 0, running: 0, paused: true }).paused = true;
+        by_queue
+            .entry(q.clone())
+            .or_insert(QueueStats { queue: q, ready: 0, running: 0, paused: true })
+            .paused = true;
     }
     Ok(by_queue.into_values().collect())
 }

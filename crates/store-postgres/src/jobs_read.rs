@@ -27,8 +27,7 @@ const STEP_COUNTS: &str = "SELECT COUNT(*),
        COUNT(*) FILTER (WHERE state IN ('failed', 'cancelled', 'revoked', 'skipped'))
      FROM steps WHERE job_id = $1";
 
-const SELECT_STEPS: &str =
-    "SELECT name, state, reason, run_after FROM steps WHERE job_id = $1 ORDER BY idx";
+const SELECT_STEPS: &str = "SELECT name, state, reason, run_after FROM steps WHERE job_id = $1 ORDER BY idx";
 
 const SELECT_ATTEMPTS: &str = "SELECT id, step, number, session, worker_name, status, outcome, reason, pid, \
      started_at, finished_at, lease_expires_at FROM attempts WHERE job_id = $1 ORDER BY step, number";

@@ -77,6 +77,10 @@ pub(crate) async fn expire_leases(tx: &Tx<'_>, now: DateTime<Utc>) -> Result<Vec
 }
 
 /// Sets every running attempt's lease to `now + ttl`.
-pub(crate) async fn extend_live_leases(tx: &Tx<'_>, now: DateTime<Utc>, ttl: std::time::Duration) -> Result<u64> {
+pub(crate) async fn extend_live_leases(
+    tx: &Tx<'_>,
+    now: DateTime<Utc>,
+    ttl: std::time::Duration,
+) -> Result<u64> {
     exec(tx, EXTEND_ALL, &[&after(now, ttl)]).await
 }

@@ -50,10 +50,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use rota_domain::{AttemptId, JobId, SessionId};
 use rota_store::{
     ClaimedAttempt, Claimer, Completion, CompletionRecorded, CredentialHashes, CredentialKind, Heartbeat,
-    HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord, KeyRevokeRequest,
-    LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered, RevokeOutcome, RevokeRecord,
-    RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted, SubmittedAndClaimed, WorkerRecord,
-    WorkerRegistration,
+    HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord,
+    KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered,
+    RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
+    SubmittedAndClaimed, WorkerRecord, WorkerRegistration,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -115,14 +115,18 @@ impl PgStore {
     /// whichever of several servers starting together gets there first). Refuses a schema
     /// newer than this build unless its newest migration is compatible with it.
     pub async fn connect(url: &str, opts: PgOptions) -> Result<PgStore, PgError> {
-        let mut cfg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| PgError::Config(e.to_string()))?;
+        let mut cfg: tokio_postgres::Config =
+            url.parse().map_err(|e: tokio_postgres::Error| PgError::Config(e.to_string()))?;
         cfg.connect_timeout(opts.connect_timeout);
         if let Some(t) = opts.statement_timeout {
             cfg.options(format!("-c statement_timeout={}", t.as_millis()));
         }
         cfg.application_name("rota");
-        let manager =
-            Manager::from_config(cfg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(
+            cfg,
+            tokio_postgres::NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(opts.pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -176,7 +180,8 @@ impl PgStore {
 
     /// Reads the live log bytes from the database.
     async fn refresh_live(&self) -> Result<()> {
-        let live: i64 = in_tx!(self, Durability::Full, |tx| tx::one(&tx, logs::LIVE, &[]).await?.try_get(0)?)?;
+        let live: i64 =
+            in_tx!(self, Durability::Full, |tx| tx::one(&tx, logs::LIVE, &[]).await?.try_get(0)?)?;
         self.quota.live.store(codec::u64_of(live), Ordering::Relaxed);
         Ok(())
     }
@@ -289,7 +294,13 @@ impl JobStore for PgStore {
         })
     }
 
-    async fn claim(&self, session: SessionId, max: u32, now: DateTime<Utc>, ttl: Duration) -> Result<Vec<ClaimedAttempt>> {
+    async fn claim(
+        &self,
+        session: SessionId,
+        max: u32,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<Vec<ClaimedAttempt>> {
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -300,7 +311,11 @@ impl JobStore for PgStore {
         in_tx!(self, Durability::Relaxed, |tx| complete::record_start(&tx, session, attempt, pid).await?)
     }
 
-    async fn complete(&self, items: Vec<Completion>, now: DateTime<Utc>) -> Result<Vec<Result<CompletionRecorded>>> {
+    async fn complete(
+        &self,
+        items: Vec<Completion>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<CompletionRecorded>>> {
         in_tx!(self, Durability::Relaxed, |tx| complete::complete(&mut tx, &items, now).await?)
     }
 
@@ -369,7 +384,11 @@ impl JobStore for PgStore {
         Ok(pruned)
     }
 
-    async fn revoke_jobs(&self, reqs: Vec<RevokeRequest>, now: DateTime<Utc>) -> Result<Vec<Result<RevokeOutcome>>> {
+    async fn revoke_jobs(
+        &self,
+        reqs: Vec<RevokeRequest>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<RevokeOutcome>>> {
         // Durable before the reply (and before any broadcast): a revoke must survive a crash.
         in_tx!(self, Durability::Full, |tx| fleet::revoke_jobs(&mut tx, &reqs, now).await?)
     }
@@ -415,7 +434,11 @@ impl JobStore for PgStore {
         in_tx!(self, Durability::Full, |tx| credentials::credential_hashes(&tx).await?)
     }
 
-    async fn init_credentials(&self, proposed: &CredentialHashes, now: DateTime<Utc>) -> Result<CredentialHashes> {
+    async fn init_credentials(
+        &self,
+        proposed: &CredentialHashes,
+        now: DateTime<Utc>,
+    ) -> Result<CredentialHashes> {
         in_tx!(self, Durability::Full, |tx| credentials::init_credentials(&tx, proposed, now).await?)
     }
 

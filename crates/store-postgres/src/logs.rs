@@ -35,8 +35,7 @@ const OLDEST_KEPT: &str =
 // A dropped chunk keeps its row (empty) so a resent copy is still a duplicate.
 const DROP_CHUNK: &str = "UPDATE log_chunks SET data = ''::bytea, size = 0 WHERE cursor = $1";
 
-const TRIM_CHUNK: &str =
-    "UPDATE log_chunks SET data = substring(data from ($2 + 1)::integer), size = size - $2 WHERE cursor = $1";
+const TRIM_CHUNK: &str = "UPDATE log_chunks SET data = substring(data from ($2::bigint + 1)::integer), size = size - $2::bigint WHERE cursor = $1";
 
 const RECORD_CUT: &str =
     "UPDATE log_attempts SET bytes_kept = bytes_kept - $2, bytes_cut = bytes_cut + $2 WHERE attempt_id = $1";
@@ -68,7 +67,12 @@ pub(crate) struct Appended {
 /// Checks that the sender holds the running attempt named, then stores its chunks. With a
 /// `quota`, a chunk that would take `live` past it is refused: its row is kept empty (so
 /// a resent copy stays refused) and its bytes are recorded on the attempt.
-pub(crate) async fn append_one(tx: &Tx<'_>, a: &LogAppend, quota: Option<u64>, live: u64) -> Result<Appended> {
+pub(crate) async fn append_one(
+    tx: &Tx<'_>,
+    a: &LogAppend,
+    quota: Option<u64>,
+    live: u64,
+) -> Result<Appended> {
     let (number, cap) = check_append(tx, a).await?;
     let quota = quota.map(i64_of);
     let mut live = i64_of(live);
@@ -117,10 +121,16 @@ async fn check_append(tx: &Tx<'_>, a: &LogAppend) -> Result<(i32, i64)> {
         .ok_or_else(|| conflict(ConflictKind::WrongAttempt, format!("attempt {id} is unknown")))?;
     let (job, step, session): (Uuid, String, Uuid) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
     if JobId(job) != a.job_id || step != a.step {
-        return Err(conflict(ConflictKind::WrongAttempt, format!("attempt {id} belongs to job {job} step '{step}'")));
+        return Err(conflict(
+            ConflictKind::WrongAttempt,
+            format!("attempt {id} belongs to job {job} step '{step}'"),
+        ));
     }
     if SessionId(session) != a.session {
-        return Err(conflict(ConflictKind::NotHeld, format!("attempt {id} is held by another worker session")));
+        return Err(conflict(
+            ConflictKind::NotHeld,
+            format!("attempt {id} is held by another worker session"),
+        ));
     }
     let status: &str = r.try_get(3)?;
     if parse_name::<AttemptStatus>(status)? != AttemptStatus::Running {

@@ -28,8 +28,11 @@ pub(crate) async fn finished_before(tx: &Tx<'_>, before: DateTime<Utc>, limit: i
 
 /// Deletes the listed jobs that still qualify, with their logs. Returns how many jobs.
 pub(crate) async fn delete_jobs(tx: &Tx<'_>, ids: &[Uuid], before: DateTime<Utc>) -> Result<u64> {
-    let deleted: Vec<Uuid> =
-        rows(tx, DELETE_JOBS, &[&ids, &before]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+    let deleted: Vec<Uuid> = rows(tx, DELETE_JOBS, &[&ids, &before])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
     exec(tx, DELETE_LOG_CHUNKS, &[&deleted]).await?;
     exec(tx, DELETE_LOG_ATTEMPTS, &[&deleted]).await?;
     Ok(deleted.len() as u64)

@@ -21,8 +21,12 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order.
-pub(crate) const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "init", min_compatible: 1, sql: include_str!("../migrations/0001_init.sql") }];
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    min_compatible: 1,
+    sql: include_str!("../migrations/0001_init.sql"),
+}];
 
 /// The advisory lock key migrations run under (an arbitrary constant: "rota" + 1).
 const MIGRATION_LOCK: i64 = 0x726f_7461_0001;
@@ -30,8 +34,7 @@ const MIGRATION_LOCK: i64 = 0x726f_7461_0001;
 const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version bigint PRIMARY KEY, name text NOT NULL, min_compatible bigint NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now())";
-const NEWEST: &str =
-    "SELECT version, min_compatible FROM schema_migrations ORDER BY version DESC LIMIT 1";
+const NEWEST: &str = "SELECT version, min_compatible FROM schema_migrations ORDER BY version DESC LIMIT 1";
 const RECORD: &str = "INSERT INTO schema_migrations (version, name, min_compatible) VALUES ($1, $2, $3)";
 
 /// Applies the migrations the database has not seen, in one transaction under the

@@ -113,6 +113,8 @@ pub(crate) async fn load_steps(tx: &Tx<'_>, job: JobId) -> Result<Vec<StoredStep
     rows(tx, STEP_STATES, &[&job.0])
         .await?
         .iter()
-        .map(|r| Ok(StoredStep { name: r.try_get(0)?, state: parse_name(r.try_get(1)?)?, reason: r.try_get(2)? }))
+        .map(|r| {
+            Ok(StoredStep { name: r.try_get(0)?, state: parse_name(r.try_get(1)?)?, reason: r.try_get(2)? })
+        })
         .collect()
 }

@@ -25,7 +25,10 @@ const INSERT_STEPS: &str = "INSERT INTO steps (job_id, idx, name, state, log_cap
 const KEY_INDEX: &str = "jobs_idempotency_key_key";
 
 /// Stores each job (or finds the one its idempotency key names), one savepoint each.
-pub(crate) async fn submit_jobs(tx: &mut Tx<'_>, jobs: &[NewJob]) -> Result<Vec<rota_store::Result<Submitted>>> {
+pub(crate) async fn submit_jobs(
+    tx: &mut Tx<'_>,
+    jobs: &[NewJob],
+) -> Result<Vec<rota_store::Result<Submitted>>> {
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         let r = item!(tx, |sp| submit_one(&sp, job).await);
@@ -94,7 +97,16 @@ async fn submit_one(tx: &Tx<'_>, job: &NewJob) -> Result<Submitted> {
     exec(
         tx,
         INSERT_STEPS,
-        &[&job.id.0, &names, &states, &caps, &spec.queue, &spec.priority, &spec.target.host, &spec.target.tags],
+        &[
+            &job.id.0,
+            &names,
+            &states,
+            &caps,
+            &spec.queue,
+            &spec.priority,
+            &spec.target.host,
+            &spec.target.tags,
+        ],
     )
     .await?;
     crate::fleet::apply_pending_revoke(tx, job.id, spec.idempotency_key.as_deref(), job.now).await?;

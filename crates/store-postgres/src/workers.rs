@@ -12,7 +12,8 @@ use crate::tx::{Tx, exec, one, opt, rows};
 use chrono::{DateTime, Utc};
 use rota_domain::{AttemptId, JobId, LostCause, SessionId};
 use rota_store::{
-    ConflictKind, LostAttempt, NameHolder, Registered, SessionStatus, StoreError, WorkerRecord, WorkerRegistration,
+    ConflictKind, LostAttempt, NameHolder, Registered, SessionStatus, StoreError, WorkerRecord,
+    WorkerRegistration,
 };
 use tokio_postgres::Row;
 use uuid::Uuid;
@@ -85,7 +86,11 @@ impl Namesake {
 /// Registers a session; a live session with the same name goes offline and loses its
 /// attempts, unless another instance holds the name (then nothing is written and the
 /// holder is named), see `JobStore::register_worker`.
-pub(crate) async fn register_worker(tx: &Tx<'_>, reg: &WorkerRegistration, now: DateTime<Utc>) -> Result<Registered> {
+pub(crate) async fn register_worker(
+    tx: &Tx<'_>,
+    reg: &WorkerRegistration,
+    now: DateTime<Utc>,
+) -> Result<Registered> {
     one(tx, LOCK_NAME, &[&reg.name]).await?;
     let older = rows(tx, LIVE_NAMESAKES, &[&reg.name])
         .await?
@@ -112,7 +117,11 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, reg: &WorkerRegistration, now: 
     let mut lost = Vec::new();
     for old in &older {
         let why = if old.holds_against(reg, now) {
-            LostCause::Replaced { name: reg.name.clone(), instance: reg.instance_id.clone(), host: reg.host.clone() }
+            LostCause::Replaced {
+                name: reg.name.clone(),
+                instance: reg.instance_id.clone(),
+                host: reg.host.clone(),
+            }
         } else {
             LostCause::Superseded { name: reg.name.clone() }
         };
@@ -148,16 +157,28 @@ pub(crate) async fn register_worker(tx: &Tx<'_>, reg: &WorkerRegistration, now: 
 }
 
 fn exists(session: SessionId) -> Error {
-    conflict(ConflictKind::Exists, format!("worker session {session} or its credential is already registered"))
+    conflict(
+        ConflictKind::Exists,
+        format!("worker session {session} or its credential is already registered"),
+    )
 }
 
 /// A session leaves: it goes offline and the attempts it still holds are lost.
-pub(crate) async fn unregister_worker(tx: &Tx<'_>, session: SessionId, now: DateTime<Utc>) -> Result<Vec<LostAttempt>> {
+pub(crate) async fn unregister_worker(
+    tx: &Tx<'_>,
+    session: SessionId,
+    now: DateTime<Utc>,
+) -> Result<Vec<LostAttempt>> {
     session_status(tx, session).await?.ok_or_else(|| not_found(format!("worker session {session}")))?;
     end_session(tx, session.0, &LostCause::SessionEnded, now).await
 }
 
-async fn end_session(tx: &Tx<'_>, session: Uuid, why: &LostCause, now: DateTime<Utc>) -> Result<Vec<LostAttempt>> {
+async fn end_session(
+    tx: &Tx<'_>,
+    session: Uuid,
+    why: &LostCause,
+    now: DateTime<Utc>,
+) -> Result<Vec<LostAttempt>> {
     // The row lock makes a claim in flight for this session finish first (it shares it).
     exec(tx, SET_OFFLINE, &[&session]).await?;
     let held = rows(tx, HELD_ATTEMPTS, &[&session])

@@ -90,5 +90,8 @@ async fn a_newer_schema_is_accepted_only_when_compatible() {
         .unwrap();
     let err = PgStore::connect(&db.url, options()).await.err().expect("refused");
     let text = err.to_string();
-    assert!(text.contains(&format!("schema version {}", known + 2)) && text.contains("upgrade rota"), "{text}");
+    assert!(
+        text.contains(&format!("schema version {}", known + 2)) && text.contains("upgrade rota"),
+        "{text}"
+    );
 }
