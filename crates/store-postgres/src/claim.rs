@@ -1,0 +1,197 @@
+//! Claiming ready steps for a worker session: one `FOR UPDATE SKIP LOCKED` read of the
+//! ready-step index (priority, then age) for the free slots, then attempts created already
+//! running with a lease. Paused queues, revokes (the job's state), deadlines, targets and
+//! tags are honoured inside the claim's transaction; tags are filtered in SQL and checked
+//! again with `Target::admits` (the domain's rule), rows it refuses are paged past.
+
+use crate::codec::{after, u32_of};
+use crate::error::{Result, corrupt, not_found};
+use crate::jobs_read::load_spec;
+use crate::tx::{Tx, exec, one, opt, rows};
+use chrono::{DateTime, Utc};
+use rota_domain::spec::DEFAULT_LOG_CAP;
+use rota_domain::{AttemptId, JobId, JobSpec, SessionId, Target};
+use rota_store::ClaimedAttempt;
+use std::collections::HashMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Rows read per query at most.
+const PAGE: i64 = 64;
+
+/// Claims take this advisory lock shared, pauses take it exclusive: a pause that committed
+/// is seen by every claim that starts after it, and waits for the ones in flight.
+pub(crate) const CLAIM_LOCK: i64 = 0x726f_7461_0002;
+
+const SHARE_CLAIM_LOCK: &str = "SELECT pg_advisory_xact_lock_shared($1)";
+
+// The row is locked (shared) so a supersession or unregister of the session waits for the
+// claim, and then loses the attempts it made.
+const SELECT_WORKER: &str =
+    "SELECT name, host, queues, tags, status FROM workers WHERE session = $1 FOR SHARE";
+
+const PAUSED: &str = "SELECT queue FROM paused_queues";
+
+// The job's own state and deadline are checked so nothing starts once it has ended or its
+// deadline passed, even before the sweeper gets to it.
+const CANDIDATES: &str = "SELECT s.job_id, s.name, s.queue, s.attempts_count, s.target_host, s.target_tags \
+     FROM steps s JOIN jobs j ON j.id = s.job_id
+     WHERE s.state = 'ready'
+       AND s.queue = ANY($2)
+       AND (s.run_after IS NULL OR s.run_after <= $1)
+       AND (s.target_host IS NULL OR s.target_host = $3 OR s.target_host = $4)
+       AND s.target_tags <@ $5
+       AND j.state IN ('queued', 'running')
+       AND (j.deadline IS NULL OR j.deadline >= $1)
+     ORDER BY s.priority DESC, s.job_id ASC, s.idx ASC
+     LIMIT $6 OFFSET $7
+     FOR UPDATE OF s SKIP LOCKED";
+
+const INSERT_ATTEMPT: &str = "INSERT INTO attempts (job_id, step, number, session, worker_name, status, \
+     lease_expires_at, started_at) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) RETURNING id";
+
+const STEP_RUNNING: &str = "UPDATE steps SET state = 'running', attempts_count = $3, run_after = NULL, \
+     reason = NULL WHERE job_id = $1 AND name = $2";
+
+const JOB_RUNNING: &str = "UPDATE jobs SET state = 'running' WHERE id = $1 AND state = 'queued'";
+
+struct ClaimingWorker {
+    name: String,
+    host: String,
+    queues: Vec<String>,
+    tags: Vec<String>,
+}
+
+struct Candidate {
+    job_id: Uuid,
+    step: String,
+    queue: String,
+    attempts: i32,
+    target: Target,
+}
+
+/// Claims up to `max` steps for an active session (none for a draining or offline one).
+pub(crate) async fn claim(
+    tx: &Tx<'_>,
+    session: SessionId,
+    max: u32,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<Vec<ClaimedAttempt>> {
+    one(tx, SHARE_CLAIM_LOCK, &[&CLAIM_LOCK]).await?;
+    let Some(worker) = load_claiming_worker(tx, session).await? else {
+        return Ok(Vec::new());
+    };
+    let paused: Vec<String> =
+        rows(tx, PAUSED, &[]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+    let queues: Vec<&str> =
+        worker.queues.iter().map(String::as_str).filter(|q| !paused.iter().any(|p| p == q)).collect();
+    let max = max as usize;
+    let mut specs: HashMap<Uuid, JobSpec> = HashMap::new();
+    let mut out = Vec::new();
+    let mut refused: i64 = 0;
+    while out.len() < max && !queues.is_empty() {
+        let limit = ((max - out.len()) as i64 + refused).clamp(1, PAGE);
+        let page = candidates(tx, now, &queues, &worker, refused, limit).await?;
+        let exhausted = (page.len() as i64) < limit;
+        for c in page {
+            if out.len() >= max {
+                break;
+            }
+            // Refused rows stay ready (and ours to skip), so the next page starts after them.
+            if !c.target.admits(&worker.name, &worker.host, &worker.tags) {
+                refused += 1;
+                continue;
+            }
+            out.push(claim_one(tx, c, session, &worker, now, ttl, &mut specs).await?);
+        }
+        if exhausted {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The session's worker if it may claim; `NotFound` if the session is unknown.
+async fn load_claiming_worker(tx: &Tx<'_>, session: SessionId) -> Result<Option<ClaimingWorker>> {
+    let r = opt(tx, SELECT_WORKER, &[&session.0])
+        .await?
+        .ok_or_else(|| not_found(format!("worker session {session}")))?;
+    let status: &str = r.try_get(4)?;
+    if status != "active" {
+        return Ok(None);
+    }
+    Ok(Some(ClaimingWorker {
+        name: r.try_get(0)?,
+        host: r.try_get(1)?,
+        queues: r.try_get(2)?,
+        tags: r.try_get(3)?,
+    }))
+}
+
+async fn candidates(
+    tx: &Tx<'_>,
+    now: DateTime<Utc>,
+    queues: &[&str],
+    w: &ClaimingWorker,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<Candidate>> {
+    rows(tx, CANDIDATES, &[&now, &queues, &w.host, &w.name, &w.tags, &limit, &offset])
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(Candidate {
+                job_id: r.try_get(0)?,
+                step: r.try_get(1)?,
+                queue: r.try_get(2)?,
+                attempts: r.try_get(3)?,
+                target: Target { host: r.try_get(4)?, tags: r.try_get(5)? },
+            })
+        })
+        .collect()
+}
+
+async fn claim_one(
+    tx: &Tx<'_>,
+    c: Candidate,
+    session: SessionId,
+    worker: &ClaimingWorker,
+    now: DateTime<Utc>,
+    ttl: Duration,
+    specs: &mut HashMap<Uuid, JobSpec>,
+) -> Result<ClaimedAttempt> {
+    let job_id = JobId(c.job_id);
+    let number = c.attempts + 1;
+    let lease = after(now, ttl);
+    let id: i64 =
+        one(tx, INSERT_ATTEMPT, &[&c.job_id, &c.step, &number, &session.0, &worker.name, &lease, &now])
+            .await?
+            .try_get(0)?;
+    exec(tx, STEP_RUNNING, &[&c.job_id, &c.step, &number]).await?;
+    exec(tx, JOB_RUNNING, &[&c.job_id]).await?;
+    let spec = match specs.entry(c.job_id) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(load_spec(tx, job_id).await?),
+    };
+    let step = spec
+        .steps
+        .iter()
+        .find(|s| s.name == c.step)
+        .ok_or_else(|| corrupt(format!("job {job_id} has no step '{}'", c.step)))?;
+    let mut env = spec.env.clone();
+    env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(ClaimedAttempt {
+        attempt_id: AttemptId(id),
+        job_id,
+        step: c.step,
+        number: u32_of(i64::from(number))?,
+        run: step.run.clone(),
+        env,
+        timeout: step.timeout,
+        memory_limit: step.memory_limit,
+        keep_workspace: step.keep_workspace,
+        log_cap: step.log_cap.unwrap_or(DEFAULT_LOG_CAP),
+        queue: c.queue,
+    })
+}

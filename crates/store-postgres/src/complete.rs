@@ -1,0 +1,118 @@
+//! Worker reports on attempts they hold: the pid at start and the outcome at the end.
+//! Fencing lives here: only the holding session may report, a repeat of the recorded
+//! outcome is answered with it, anything else is a `Conflict` that changes nothing. A batch
+//! locks the job rows it touches first, in job id order, so two servers completing steps
+//! of the same jobs never deadlock; each item then runs in its own savepoint.
+
+use crate::attempts::{AttemptRow, end_attempt, load_attempt, lock_attempt};
+use crate::error::{Result, conflict, not_found};
+use crate::settle::lock_job;
+use crate::tx::{Tx, exec, item, rows};
+use chrono::{DateTime, Utc};
+use rota_domain::{AttemptId, AttemptStatus, JobId, SessionId};
+use rota_store::{Completion, CompletionRecorded, ConflictKind};
+use std::collections::BTreeSet;
+use uuid::Uuid;
+
+const SET_PID: &str = "UPDATE attempts SET pid = $2 WHERE id = $1";
+
+const JOBS_OF_ATTEMPTS: &str = "SELECT DISTINCT job_id FROM attempts WHERE id = ANY($1)";
+
+/// Records the pid of a running attempt the session holds.
+pub(crate) async fn record_start(
+    tx: &Tx<'_>,
+    session: SessionId,
+    attempt: AttemptId,
+    pid: u32,
+) -> Result<()> {
+    let a = load_attempt(tx, attempt).await?.ok_or_else(|| not_found(format!("attempt {attempt}")))?;
+    check_held(&a, session)?;
+    exec(tx, SET_PID, &[&attempt.0, &i64::from(pid)]).await?;
+    Ok(())
+}
+
+/// Records each completion, one savepoint each, after locking every job row they touch.
+pub(crate) async fn complete(
+    tx: &mut Tx<'_>,
+    items: &[Completion],
+    now: DateTime<Utc>,
+) -> Result<Vec<rota_store::Result<CompletionRecorded>>> {
+    let ids: Vec<i64> = items.iter().map(|c| c.attempt_id.0).collect();
+    let jobs: BTreeSet<Uuid> =
+        rows(tx, JOBS_OF_ATTEMPTS, &[&ids]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+    for job in jobs {
+        // Pruned meanwhile: the item finds no attempt and says so.
+        if let Err(e) = lock_job(tx, JobId(job)).await
+            && !matches!(e, crate::error::Error::Store(_))
+        {
+            return Err(e);
+        }
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for c in items {
+        out.push(item!(tx, |sp| complete_one(&sp, c, now).await));
+    }
+    Ok(out)
+}
+
+async fn complete_one(tx: &Tx<'_>, c: &Completion, now: DateTime<Utc>) -> Result<CompletionRecorded> {
+    let a = lock_attempt(tx, c.attempt_id)
+        .await?
+        .ok_or_else(|| not_found(format!("attempt {}", c.attempt_id)))?;
+    if a.job_id != c.job_id || a.step != c.step {
+        return Err(conflict(
+            ConflictKind::WrongAttempt,
+            format!(
+                "attempt {} belongs to job {} step '{}', not job {} step '{}'",
+                a.id, a.job_id, a.step, c.job_id, c.step
+            ),
+        ));
+    }
+    if a.session != c.session {
+        return Err(conflict(
+            ConflictKind::NotHeld,
+            format!("attempt {} is held by another worker session", a.id),
+        ));
+    }
+    if a.status != AttemptStatus::Running {
+        return match &a.outcome {
+            Some(recorded) if *recorded == c.outcome => Ok(CompletionRecorded {
+                attempt_id: a.id,
+                status: a.status,
+                outcome: recorded.clone(),
+                repeated: true,
+                job_finished: false,
+                readied: 0,
+            }),
+            _ => {
+                Err(conflict(ConflictKind::Ended, format!("attempt {} already ended as {}", a.id, a.status)))
+            }
+        };
+    }
+    let settled = end_attempt(tx, &a, &c.outcome, c.run_ms, now, c.jitter01).await?;
+    Ok(CompletionRecorded {
+        attempt_id: a.id,
+        status: c.outcome.status(),
+        outcome: c.outcome.clone(),
+        repeated: false,
+        job_finished: settled.job_finished,
+        readied: settled.readied,
+    })
+}
+
+/// `Conflict` unless `session` holds the running attempt.
+pub(crate) fn check_held(a: &AttemptRow, session: SessionId) -> Result<()> {
+    if a.session != session {
+        return Err(conflict(
+            ConflictKind::NotHeld,
+            format!("attempt {} is held by another worker session", a.id),
+        ));
+    }
+    if a.status != AttemptStatus::Running {
+        return Err(conflict(
+            ConflictKind::Ended,
+            format!("attempt {} is no longer running ({})", a.id, a.status),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Reading jobs back: one job with its steps and attempts, and filtered listings. Used by
+//! reads and, for the rows writes return, inside write transactions. No writes.
+
+use crate::codec::{parse_name, u32_of};
+use crate::error::{Result, not_found};
+use crate::tx::{Tx, one, opt, rows};
+use rota_domain::{AttemptId, JobId, JobSpec, JobState, SessionId, StepState, Target};
+use rota_store::{AttemptRecord, JobFilter, JobRecord, JobRow, StepCountsRecord, StepRecord};
+use tokio_postgres::Row;
+use tokio_postgres::types::Json;
+use uuid::Uuid;
+
+// Both job queries select the columns `job_row` decodes, in that order.
+const SELECT_JOB: &str = "SELECT id, name, queue, priority, target_host, target_tags, state, reason, \
+     created_at, finished_at FROM jobs WHERE id = $1";
+
+const SELECT_SPEC: &str = "SELECT spec FROM jobs WHERE id = $1";
+
+const LIST_JOBS: &str = "SELECT id, name, queue, priority, target_host, target_tags, state, reason, \
+     created_at, finished_at FROM jobs
+     WHERE ($1::text[] IS NULL OR state = ANY($1)) AND ($2::text IS NULL OR queue = $2)
+     ORDER BY id DESC LIMIT $3";
+
+const STEP_COUNTS: &str = "SELECT COUNT(*),
+       COUNT(*) FILTER (WHERE state = 'succeeded'),
+       COUNT(*) FILTER (WHERE state = 'running'),
+       COUNT(*) FILTER (WHERE state IN ('failed', 'cancelled', 'revoked', 'skipped'))
+     FROM steps WHERE job_id = $1";
+
+const SELECT_STEPS: &str = "SELECT name, state, reason, run_after FROM steps WHERE job_id = $1 ORDER BY idx";
+
+const SELECT_ATTEMPTS: &str = "SELECT id, step, number, session, worker_name, status, outcome, reason, pid, \
+     started_at, finished_at, lease_expires_at FROM attempts WHERE job_id = $1 ORDER BY step, number";
+
+/// The listing row of one job. `NotFound` if it does not exist.
+pub(crate) async fn load_row(tx: &Tx<'_>, id: JobId) -> Result<JobRow> {
+    let r = opt(tx, SELECT_JOB, &[&id.0]).await?.ok_or_else(|| not_found(format!("job {id}")))?;
+    job_row(tx, &r).await
+}
+
+/// The stored document of one job. `NotFound` if it does not exist.
+pub(crate) async fn load_spec(tx: &Tx<'_>, id: JobId) -> Result<JobSpec> {
+    let r = opt(tx, SELECT_SPEC, &[&id.0]).await?.ok_or_else(|| not_found(format!("job {id}")))?;
+    let Json(spec): Json<JobSpec> = r.try_get(0)?;
+    Ok(spec)
+}
+
+/// One job with its steps (document order) and their attempts (oldest first).
+pub(crate) async fn get_job(tx: &Tx<'_>, id: JobId) -> Result<JobRecord> {
+    let row = load_row(tx, id).await?;
+    let spec = load_spec(tx, id).await?;
+    let mut steps = Vec::new();
+    for r in rows(tx, SELECT_STEPS, &[&id.0]).await? {
+        steps.push(StepRecord {
+            name: r.try_get(0)?,
+            state: parse_name::<StepState>(r.try_get(1)?)?,
+            reason: r.try_get(2)?,
+            run_after: r.try_get(3)?,
+            attempts: Vec::new(),
+        });
+    }
+    for r in rows(tx, SELECT_ATTEMPTS, &[&id.0]).await? {
+        let step: String = r.try_get(1)?;
+        let attempt = read_attempt(&r)?;
+        if let Some(s) = steps.iter_mut().find(|s| s.name == step) {
+            s.attempts.push(attempt);
+        }
+    }
+    Ok(JobRecord { row, spec, steps })
+}
+
+/// Jobs matching `filter`, newest first.
+pub(crate) async fn list_jobs(tx: &Tx<'_>, filter: &JobFilter) -> Result<Vec<JobRow>> {
+    let states: Option<Vec<&str>> =
+        (!filter.states.is_empty()).then(|| filter.states.iter().map(|s| s.as_str()).collect());
+    let limit = i64::from(filter.limit);
+    let mut out = Vec::new();
+    for r in rows(tx, LIST_JOBS, &[&states, &filter.queue, &limit]).await? {
+        out.push(job_row(tx, &r).await?);
+    }
+    Ok(out)
+}
+
+fn read_attempt(r: &Row) -> Result<AttemptRecord> {
+    let outcome: Option<Json<rota_domain::AttemptOutcome>> = r.try_get(6)?;
+    let pid: Option<i64> = r.try_get(8)?;
+    Ok(AttemptRecord {
+        id: AttemptId(r.try_get(0)?),
+        number: u32_of(i64::from(r.try_get::<_, i32>(2)?))?,
+        session: SessionId(r.try_get::<_, Uuid>(3)?),
+        worker: r.try_get(4)?,
+        status: parse_name(r.try_get(5)?)?,
+        outcome: outcome.map(|Json(o)| o),
+        reason: r.try_get(7)?,
+        pid: pid.and_then(|p| u32::try_from(p).ok()),
+        started_at: r.try_get(9)?,
+        finished_at: r.try_get(10)?,
+        lease_expires_at: r.try_get(11)?,
+    })
+}
+
+/// Decodes a row of [`SELECT_JOB`]'s columns and counts the job's steps.
+async fn job_row(tx: &Tx<'_>, r: &Row) -> Result<JobRow> {
+    let id: Uuid = r.try_get(0)?;
+    let c = one(tx, STEP_COUNTS, &[&id]).await?;
+    let count = |i| c.try_get::<_, i64>(i).map_err(crate::error::Error::from).and_then(u32_of);
+    Ok(JobRow {
+        id: JobId(id),
+        name: r.try_get(1)?,
+        queue: r.try_get(2)?,
+        priority: r.try_get(3)?,
+        target: Target { host: r.try_get(4)?, tags: r.try_get(5)? },
+        state: parse_name::<JobState>(r.try_get(6)?)?,
+        reason: r.try_get(7)?,
+        counts: StepCountsRecord {
+            total: count(0)?,
+            succeeded: count(1)?,
+            running: count(2)?,
+            failed: count(3)?,
+        },
+        created_at: r.try_get(8)?,
+        finished_at: r.try_get(9)?,
+    })
+}
