@@ -121,8 +121,8 @@ pub(crate) enum ServerCommand {
 pub(crate) struct RotateTokenArgs {
     /// Which token: `admin` (ROTA_TOKEN, admin.token) or `join` (ROTA_JOIN_TOKEN, join.token).
     pub(crate) kind: TokenKind,
-    /// The server's SQLite database file [default: <data dir>/rota.db].
-    #[arg(long, value_name = "PATH")]
+    /// The server's database: a SQLite file or a postgres:// URL [default: <data dir>/rota.db].
+    #[arg(long, env = "ROTA_DATABASE", value_name = "PATH|URL")]
     pub(crate) database: Option<PathBuf>,
 }
 
@@ -154,9 +154,8 @@ pub(crate) struct ServerArgs {
     /// Accept a non-loopback --listen address (other machines can then reach the server).
     #[arg(long)]
     pub(crate) allow_remote: bool,
-    /// The database: a SQLite file (PATH or sqlite:PATH) [default: <data dir>/rota.db].
-    /// PostgreSQL URLs (postgres://USER@HOST:PORT/DB) are recognised; their backend is not
-    /// in this release yet.
+    /// The database: a SQLite file (PATH or sqlite:PATH; one server) [default: <data
+    /// dir>/rota.db], or PostgreSQL (postgres://USER@HOST:PORT/DB; any number of servers).
     #[arg(long, env = "ROTA_DATABASE", value_name = "PATH|URL")]
     pub(crate) database: Option<PathBuf>,
     /// Delete finished jobs and their logs after this long.

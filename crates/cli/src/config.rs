@@ -3,11 +3,11 @@
 //! are usage errors (exit 2); nothing here opens a socket or a database.
 
 use crate::args::{GlobalArgs, ServerArgs};
+use crate::database::Database;
 use crate::failure::usage;
 use anyhow::{Context, Result};
-use rota_store_postgres::url::PgUrl;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where rota keeps its files on this machine.

@@ -1,6 +1,6 @@
-//! `JobStore` on PostgreSQL: the store of a control plane of several servers (issue 12).
-//! Under construction: this crate holds what exists so far and is not yet used by the
-//! server; `crates/store-sqlite` remains the backend `rota server` opens.
+//! `JobStore` on PostgreSQL: the store of a control plane of several servers (issue 12),
+//! opened by `rota server --database postgres://…` with its bus ([`bus::PgBus`]) and
+//! leadership ([`leader::PgLeader`]).
 //!
 //! Driver: tokio-postgres (with deadpool-postgres for pooling), chosen over sqlx by
 //! measurement on this machine's PostgreSQL 15 (release builds, one connection, 3 rounds,

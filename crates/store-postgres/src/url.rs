@@ -21,6 +21,7 @@ pub enum PgUrlError {
 pub struct PgUrl {
     config: tokio_postgres::Config,
     shown: String,
+    raw: String,
 }
 
 impl PgUrl {
@@ -40,7 +41,12 @@ impl PgUrl {
         if config.get_hosts().is_empty() {
             return Err(PgUrlError::Malformed("no host (postgres://USER@HOST:PORT/DATABASE)".into()));
         }
-        Ok(Self { shown: redact_url(s), config })
+        Ok(Self { shown: redact_url(s), config, raw: s.to_string() })
+    }
+
+    /// The URL as given, password included: only for connecting, never to show.
+    pub fn connect_text(&self) -> &str {
+        &self.raw
     }
 
     /// The driver's settings.

@@ -43,7 +43,7 @@ pub(crate) async fn run(
         server.listener,
         server.store,
         server.config,
-        super::server::seams(),
+        server.seams,
         server_stop.clone(),
     ));
 
@@ -99,10 +99,7 @@ fn banner(
     tokens_created: super::server::TokensCreated,
     log_quota: &str,
 ) {
-    note(format_args!(
-        "rota dev: server and one local worker are up (database {})",
-        settings.database.display()
-    ));
+    note(format_args!("rota dev: server and one local worker are up (database {})", settings.database));
     super::server::announce_tokens(paths, tokens_created);
     note(format_args!("log quota: {log_quota}"));
     let default = format!("http://{DEFAULT_ADDR}");

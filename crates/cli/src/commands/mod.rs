@@ -100,9 +100,13 @@ fn run_async(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Logs to stderr, filtered by `ROTA_LOG` (default `info`), for the long-running commands.
+/// The log filter when `ROTA_LOG` is not set: info, but the PostgreSQL driver's relayed
+/// server notices ("relation … already exists, skipping") only from warnings up.
+const DEFAULT_LOG: &str = "info,tokio_postgres=warn";
+
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROTA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
@@ -115,7 +119,7 @@ pub(crate) fn init_tracing() {
 /// Like [`init_tracing`], writing to `file` (no colours).
 pub(crate) fn init_tracing_to(file: std::fs::File) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ROTA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::sync::Mutex::new(file))

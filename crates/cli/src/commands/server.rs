@@ -6,6 +6,7 @@
 
 use crate::args::{RotateTokenArgs, ServerArgs, TokenKind};
 use crate::config::{Paths, ServerSettings};
+use crate::database::Database;
 use crate::failure::{EXIT_CONFIG, with_code};
 use crate::lifecycle::locks::{self, Held};
 use crate::lifecycle::readiness::{self, ReadyLine};
@@ -16,6 +17,9 @@ use crate::tokens;
 use anyhow::{Context, Result, bail};
 use rota_server::ServerConfig;
 use rota_store::{CredentialKind, JobStore};
+use rota_store_postgres::bus::PgBus;
+use rota_store_postgres::leader::PgLeader;
+use rota_store_postgres::{PgOptions, PgStore};
 use rota_store_sqlite::{SqliteOptions, SqliteStore};
 use std::path::Path;
 use std::process::ExitCode;
@@ -49,7 +53,7 @@ pub(crate) async fn run(args: &ServerArgs, paths: &Paths) -> Result<ExitCode> {
     }
     // The server has no slower and faster stop: both signals mean "stop".
     signals.spawn_escalation(shutdown.clone(), shutdown.clone());
-    rota_server::run_with(server.listener, server.store, server.config, seams(), shutdown)
+    rota_server::run_with(server.listener, server.store, server.config, server.seams, shutdown)
         .await
         .context("server stopped with an error")?;
     tracing::info!("server stopped");
@@ -69,13 +73,15 @@ pub(crate) struct Prepared {
     pub(crate) log_quota: String,
     /// Which token files this start generated (the store held no token of that kind).
     pub(crate) tokens_created: TokensCreated,
-    /// This server's claim on its SQLite file (one server per file); held until it exits.
-    pub(crate) _serving: Held,
+    /// The bus and leadership that go with the store.
+    pub(crate) seams: rota_server::Seams,
+    /// SQLite: this server's claim on its file (one server per file); held until it exits.
+    pub(crate) _serving: Option<Held>,
 }
 
 impl Prepared {
     pub(crate) async fn new(settings: &ServerSettings, paths: &Paths) -> Result<Self> {
-        let (store, log_quota, serving) = open_store(settings)?;
+        let Opened { store, log_quota, serving, seams } = open_store(settings).await?;
         let tokens = tokens::settle_with_store(store.as_ref(), paths, &settings.database).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
@@ -96,6 +102,7 @@ impl Prepared {
             join_token: tokens.join.token,
             log_quota,
             tokens_created: TokensCreated { admin: tokens.admin.created, join: tokens.join.created },
+            seams,
             _serving: serving,
         })
     }
@@ -132,17 +139,57 @@ pub(crate) fn announce_tokens(paths: &Paths, created: TokensCreated) {
     ));
 }
 
-/// Opens the store with its log quota; returns it with the quota described.
-fn open_store(settings: &ServerSettings) -> Result<(Arc<dyn JobStore>, String, Held)> {
-    let path = &settings.database;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let serving = serve_alone(path)?;
-    let mut store = SqliteStore::open(path, SqliteOptions::default())
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
-    let quota = LogQuota::choose(settings.log_quota, dir, store.log_usage().live_bytes)?;
-    store.set_log_quota(Some(quota.bytes));
-    Ok((Arc::new(store), quota.describe(dir), serving))
+/// An open store with what goes with it.
+struct Opened {
+    store: Arc<dyn JobStore>,
+    /// The total log quota, described.
+    log_quota: String,
+    /// SQLite: this server's claim on the file.
+    serving: Option<Held>,
+    seams: rota_server::Seams,
+}
+
+/// Opens the store with its log quota, and the bus and leadership that go with it.
+async fn open_store(settings: &ServerSettings) -> Result<Opened> {
+    match &settings.database {
+        Database::Sqlite(path) => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            let serving = serve_alone(path)?;
+            let mut store = SqliteStore::open(path, SqliteOptions::default())
+                .with_context(|| format!("cannot open the database {}", path.display()))?;
+            let quota = LogQuota::choose(settings.log_quota, dir, store.log_usage().live_bytes)?;
+            store.set_log_quota(Some(quota.bytes));
+            let seams = rota_server::Seams::single(rota_worker::config::host_name());
+            Ok(Opened {
+                store: Arc::new(store),
+                log_quota: quota.describe(dir),
+                serving: Some(serving),
+                seams,
+            })
+        }
+        Database::Postgres(url) => {
+            // Every message names the URL without its password, and the host:port tried.
+            let at = || format!("{url} ({})", url.endpoints().join(", "));
+            let mut store = PgStore::connect(url.connect_text(), PgOptions::default())
+                .await
+                .with_context(|| format!("cannot open the PostgreSQL database {}", at()))?;
+            store.set_log_quota(settings.log_quota);
+            let log_quota = match settings.log_quota {
+                Some(q) => format!("{} (--log-quota)", crate::output::size_text(q)),
+                None => "none (the database's disk is not this machine's; --log-quota sets one)".into(),
+            };
+            let me = rota_server::this_process(rota_worker::config::host_name());
+            let bus = PgBus::start(url.connect_text(), me.id)
+                .await
+                .with_context(|| format!("cannot listen for notifications on {}", at()))?;
+            let leader = PgLeader::start(url.connect_text(), me.clone())
+                .await
+                .with_context(|| format!("cannot open the leadership connection to {}", at()))?;
+            let seams = rota_server::Seams { bus: Arc::new(bus), leader: Arc::new(leader), me };
+            Ok(Opened { store: Arc::new(store), log_quota, serving: None, seams })
+        }
+    }
 }
 
 /// One server per SQLite file: an exclusive lock on `<db>.server.lock`, which records who
@@ -182,20 +229,17 @@ fn serve_alone(db: &Path) -> Result<Held> {
     }
 }
 
-/// The bus and leadership of a server on SQLite: it is the whole control plane.
-pub(crate) fn seams() -> rota_server::Seams {
-    rota_server::Seams::single(rota_worker::config::host_name())
-}
-
 /// `rota server rotate-token KIND`: a new token file and its hash in the store (see
 /// `tokens::rotate`). Its own small runtime: the other `rota server` subcommands are sync.
 pub(crate) fn rotate_token(args: &RotateTokenArgs, paths: &Paths) -> Result<ExitCode> {
-    let database = args.database.clone().unwrap_or_else(|| paths.database());
-    if !database.exists() {
+    let database = Database::from_flag(args.database.as_deref(), paths)?;
+    if let Database::Sqlite(file) = &database
+        && !file.exists()
+    {
         bail!(
             "no database at {}: a server stores its tokens there on its first start (pass \
              --database if the server uses another file)",
-            database.display()
+            file.display()
         );
     }
     let (kind, env) = match args.kind {
@@ -208,15 +252,23 @@ pub(crate) fn rotate_token(args: &RotateTokenArgs, paths: &Paths) -> Result<Exit
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let store = SqliteStore::open(&database, SqliteOptions::default())
-            .with_context(|| format!("cannot open the database {}", database.display()))?;
-        tokens::rotate(&store, kind, &path).await
+        let store: Arc<dyn JobStore> = match &database {
+            Database::Sqlite(file) => Arc::new(
+                SqliteStore::open(file, SqliteOptions::default())
+                    .with_context(|| format!("cannot open the database {}", file.display()))?,
+            ),
+            Database::Postgres(url) => Arc::new(
+                PgStore::connect(url.connect_text(), PgOptions { pool_size: 1, ..PgOptions::default() })
+                    .await
+                    .with_context(|| format!("cannot open the PostgreSQL database {url}"))?,
+            ),
+        };
+        tokens::rotate(store.as_ref(), kind, &path).await
     })?;
     note(format_args!("{kind} token ({env}): {} (rotated now, mode 0600)", path.display()));
     note(format_args!(
-        "the store {} holds its hash; a server running on it switches to the new token within \
-         30 s",
-        database.display()
+        "the store {database} holds its hash; every server running on it switches to the new \
+         token within 30 s"
     ));
     match kind {
         CredentialKind::Admin => note("operators on other machines need the new admin.token (or ROTA_TOKEN)"),
