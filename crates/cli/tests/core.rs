@@ -1,6 +1,7 @@
 //! Acceptance of the core (issue 2), end to end: a real `rota server` on port 0, real
 //! `rota worker` processes, real `sh` steps. Bounds derive from the cluster's heartbeat and
-//! lease TTL with wide margins, so a loaded 2-core CI machine stays green.
+//! lease TTL with wide margins, so a loaded 2-core CI machine stays green. Every test runs
+//! on both backends (`name::sqlite`, `name::postgres`, through `rota_testkit::both_backends!`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -8,12 +9,13 @@ use rota_api_types::jobs::LogsQuery;
 use rota_testkit::cluster::{Cluster, Timing, wait_file};
 use rota_testkit::pid_alive;
 use rota_testkit::procs::{group_members, wait_gone};
+use rota_testkit::{Backend, Env, both_backends, isolate_tree, rota_bin};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dag_runs_in_order_and_logs_each_step() {
-    let c = Cluster::start(Timing::FAST).await;
+both_backends!(async fn dag_runs_in_order_and_logs_each_step);
+async fn dag_runs_in_order_and_logs_each_step(backend: Backend) {
+    let c = Cluster::on(backend, Timing::FAST).await;
     let _w = c.worker("w1", 4).await;
     let m = c.marker_dir("dag");
     // Each step records when it started and ended (ns); d must start after b and c end.
@@ -42,12 +44,12 @@ async fn dag_runs_in_order_and_logs_each_step() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn twenty_megabytes_of_binary_output_round_trip_exactly() {
+both_backends!(async fn twenty_megabytes_of_binary_output_round_trip_exactly);
+async fn twenty_megabytes_of_binary_output_round_trip_exactly(backend: Backend) {
     // Longer leases: shipping 20 MB keeps a loaded machine busy, and a lease lost meanwhile
     // retries the step, whose output (new random bytes) would then be in the logs twice.
     let timing = Timing { heartbeat: Duration::from_millis(500), ttl: Duration::from_secs(10) };
-    let c = Cluster::start(timing).await;
+    let c = Cluster::on(backend, timing).await;
     let _w = c.worker("w1", 2).await;
     let m = c.marker_dir("bin");
     let run = format!("{{ head -c 20000000 /dev/urandom; printf '\\377\\376'; }} | tee {m}/expected.bin");
@@ -68,9 +70,9 @@ async fn twenty_megabytes_of_binary_output_round_trip_exactly() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stopped_worker_loses_its_attempt_and_fences_itself() {
-    let c = Cluster::start(Timing::FAST).await;
+both_backends!(async fn stopped_worker_loses_its_attempt_and_fences_itself);
+async fn stopped_worker_loses_its_attempt_and_fences_itself(backend: Backend) {
+    let c = Cluster::on(backend, Timing::FAST).await;
     let w1 = c.worker("w1", 1).await;
     let m = c.marker_dir("fence");
     // First attempt: record its pid (= pgid) and block; any later attempt answers at once.
@@ -107,9 +109,9 @@ async fn stopped_worker_loses_its_attempt_and_fences_itself() {
     assert_eq!(d.step_details[0].attempts.len(), attempts.len());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn killed_worker_leftovers_are_reaped_at_next_boot() {
-    let c = Cluster::start(Timing::FAST).await;
+both_backends!(async fn killed_worker_leftovers_are_reaped_at_next_boot);
+async fn killed_worker_leftovers_are_reaped_at_next_boot(backend: Backend) {
+    let c = Cluster::on(backend, Timing::FAST).await;
     let ws = c.path("shared-ws");
     let mut w1 = c.worker_with("w1", 1, &ws, &[]).await;
     let m = c.marker_dir("orphan");
@@ -145,9 +147,9 @@ async fn killed_worker_leftovers_are_reaped_at_next_boot() {
     assert!(group_members(leader).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cancel_kills_the_whole_group() {
-    let c = Cluster::start(Timing::FAST).await;
+both_backends!(async fn cancel_kills_the_whole_group);
+async fn cancel_kills_the_whole_group(backend: Backend) {
+    let c = Cluster::on(backend, Timing::FAST).await;
     let _w = c.worker("w1", 1).await;
     let m = c.marker_dir("cancel");
     let run = format!("echo $$ > {m}/leader; sleep 300 & echo $! > {m}/bg; wait");
@@ -165,9 +167,9 @@ async fn cancel_kills_the_whole_group() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn timeout_kills_the_group_and_fails_the_step() {
-    let c = Cluster::start(Timing::FAST).await;
+both_backends!(async fn timeout_kills_the_group_and_fails_the_step);
+async fn timeout_kills_the_group_and_fails_the_step(backend: Backend) {
+    let c = Cluster::on(backend, Timing::FAST).await;
     let _w = c.worker("w1", 1).await;
     let m = c.marker_dir("timeout");
     let run = format!("echo $$ > {m}/leader; sleep 300 & echo $! > {m}/bg; wait");
@@ -184,9 +186,9 @@ async fn timeout_kills_the_group_and_fails_the_step() {
     wait_gone(leader, &[leader, bg], c.timing.bound()).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_drains_running_steps_and_claims_nothing_new() {
-    let c = Cluster::start(Timing::FAST).await;
+both_backends!(async fn sigterm_drains_running_steps_and_claims_nothing_new);
+async fn sigterm_drains_running_steps_and_claims_nothing_new(backend: Backend) {
+    let c = Cluster::on(backend, Timing::FAST).await;
     let mut w = c.worker("w1", 2).await;
     let m = c.marker_dir("drain");
     let run = format!("echo started > {m}/started; sleep 2; echo finished");
@@ -209,11 +211,11 @@ async fn sigterm_drains_running_steps_and_claims_nothing_new() {
     assert!(d2.step_details[0].attempts.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn server_restart_does_not_lose_a_running_step() {
+both_backends!(async fn server_restart_does_not_lose_a_running_step);
+async fn server_restart_does_not_lose_a_running_step(backend: Backend) {
     // Longer leases: the restart must fit well inside one TTL on a loaded machine.
     let timing = Timing { heartbeat: Duration::from_millis(500), ttl: Duration::from_secs(10) };
-    let mut c = Cluster::start(timing).await;
+    let mut c = Cluster::on(backend, timing).await;
     let _w = c.worker("w1", 1).await;
     let m = c.marker_dir("restart");
     let run = format!("echo started > {m}/started; sleep 4; echo done");
@@ -232,9 +234,9 @@ async fn server_restart_does_not_lose_a_running_step() {
     assert_eq!(String::from_utf8_lossy(&out), "done\n");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn step_environment_holds_no_secret() {
-    let c = Cluster::start(Timing::FAST).await;
+both_backends!(async fn step_environment_holds_no_secret);
+async fn step_environment_holds_no_secret(backend: Backend) {
+    let c = Cluster::on(backend, Timing::FAST).await;
     let token_dir = c.path("data/rota").display().to_string();
     let admin = c.admin_token.clone();
     let join = c.join_token.clone();
@@ -268,14 +270,19 @@ async fn step_environment_holds_no_secret() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rota_dev_runs_a_job_and_stops_on_ctrl_c() {
-    let c = Cluster::start(Timing::FAST).await;
-    let mut dev = c
-        .rota()
-        .env_remove("ROTA_SERVER")
-        .args(["dev", "--listen", "127.0.0.1:0", "--database"])
-        .arg(c.path("dev.db"))
+both_backends!(async fn rota_dev_runs_a_job_and_stops_on_ctrl_c);
+async fn rota_dev_runs_a_job_and_stops_on_ctrl_c(backend: Backend) {
+    // No server of the kit: `rota dev` is the server, on the tree's database.
+    let env = Env::on(backend);
+    let database =
+        env.database_url().map_or_else(|| env.path("dev.db").display().to_string(), str::to_string);
+    let rota = || {
+        let mut cmd = std::process::Command::new(rota_bin());
+        isolate_tree(&mut cmd, env.dir.path(), None);
+        cmd
+    };
+    let mut dev = rota()
+        .args(["dev", "--listen", "127.0.0.1:0", "--database", &database])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -313,8 +320,7 @@ async fn rota_dev_runs_a_job_and_stops_on_ctrl_c() {
                 .to_string();
         }
     };
-    let out = c
-        .rota()
+    let out = rota()
         .env("ROTA_SERVER", &url)
         .args(["job", "submit", "--wait", "--", "echo", "hello from dev"])
         .output()

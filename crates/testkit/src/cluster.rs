@@ -1,9 +1,9 @@
 //! A real rota cluster for async end-to-end tests: an [`Env`] whose server (on port 0,
-//! database `rota.db` in the tree) is reached through an API client, and `rota worker run`
-//! processes registered against it. Timing bounds derive from the configured heartbeat
-//! and TTL.
+//! database `rota.db` in the tree, or the tree's PostgreSQL database) is reached through an
+//! API client, and `rota worker run` processes registered against it. Timing bounds derive
+//! from the configured heartbeat and TTL.
 
-use crate::{Env, Proc, isolate, rota_bin, wait_for};
+use crate::{Backend, Env, Proc, isolate, rota_bin, wait_for};
 use rota_client::Client;
 use rota_domain::JobId;
 use std::ops::{Deref, DerefMut};
@@ -57,10 +57,15 @@ impl DerefMut for Cluster {
 }
 
 impl Cluster {
-    /// A fresh tree with a server on `127.0.0.1:0`, healthy.
+    /// A fresh tree on SQLite with a server on `127.0.0.1:0`, healthy.
     pub async fn start(timing: Timing) -> Cluster {
+        Self::on(Backend::Sqlite, timing).await
+    }
+
+    /// A fresh tree on `backend` with a server on `127.0.0.1:0`, healthy (see [`Env::on`]).
+    pub async fn on(backend: Backend, timing: Timing) -> Cluster {
         let mut c = Cluster {
-            env: Env::new(),
+            env: Env::on(backend),
             timing,
             admin_token: String::new(),
             join_token: String::new(),
@@ -72,9 +77,14 @@ impl Cluster {
 
     /// Starts the server listening on `listen` (its earlier address restarts it there).
     pub async fn start_server(&mut self, listen: &str) {
-        let db = self.env.path("rota.db");
-        let db = db.to_str().expect("utf-8 path").to_string();
-        self.env.start_server_on(listen, self.timing.heartbeat, self.timing.ttl, &["--database", &db]);
+        let file = self.env.path("rota.db");
+        let file = file.to_str().expect("utf-8 path").to_string();
+        // On PostgreSQL the tree's database, which `Env` passes itself.
+        let args: &[&str] = match self.env.backend() {
+            Backend::Sqlite => &["--database", &file],
+            Backend::Postgres => &[],
+        };
+        self.env.start_server_on(listen, self.timing.heartbeat, self.timing.ttl, args);
         let root = self.env.dir.path().to_path_buf();
         self.admin_token = crate::server::Server::admin_token(&root).unwrap_or_else(|e| panic!("{e}"));
         self.join_token = crate::server::Server::join_token(&root).unwrap_or_else(|e| panic!("{e}"));

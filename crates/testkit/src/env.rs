@@ -1,7 +1,11 @@
-//! [`Env`]: a test's private machine, a temp HOME/XDG tree with, once started, its own
-//! `rota server` on port 0 (through [`crate::server`], the one way to start one). Sync, so
-//! any test can use it. Timing bounds derive from the lease settings below, with margins.
+//! [`Env`]: a test's private machine, a temp HOME/XDG tree on a [`Backend`] with, once
+//! started, its own `rota server` on port 0 (through [`crate::server`], the one way to start
+//! one). On PostgreSQL the tree owns a database of its own for as long as it lives, and
+//! every server it starts (restarts included) runs on it. Sync, so any test can use it.
+//! Timing bounds derive from the lease settings below, with margins.
 
+use crate::backend::Backend;
+use crate::postgres::TestDb;
 use crate::proc::Proc;
 use crate::rota_bin;
 use crate::server::{self, Server};
@@ -26,6 +30,9 @@ pub struct Env {
     /// `http://127.0.0.1:PORT` of the server, or a closed port before one is started.
     pub url: String,
     server: Option<Server>,
+    backend: Backend,
+    /// Last, so it outlives the server (dropped with the tree).
+    db: Option<TestDb>,
 }
 
 impl Default for Env {
@@ -35,11 +42,35 @@ impl Default for Env {
 }
 
 impl Env {
-    /// An isolated tree with no server (`url` points at a port nothing listens on).
+    /// An isolated tree on SQLite with no server (`url` points at a port nothing listens on).
     pub fn new() -> Env {
+        Self::on(Backend::Sqlite)
+    }
+
+    /// An isolated tree whose servers run on `backend`, with no server yet. On PostgreSQL
+    /// it creates the tree's database; the caller has checked [`Backend::available`] (the
+    /// tests of [`crate::both_backends!`] do).
+    pub fn on(backend: Backend) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         server::make_tree(dir.path()).expect("mkdir");
-        Env { dir, url: "http://127.0.0.1:1".into(), server: None }
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDb::create_blocking().unwrap_or_else(|| {
+                panic!("no PostgreSQL for this test: check Backend::Postgres.available() first")
+            })),
+        };
+        Env { dir, url: "http://127.0.0.1:1".into(), server: None, backend, db }
+    }
+
+    /// The backend its servers run on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL of the tree's PostgreSQL database (`None` on SQLite): what its servers get
+    /// as `--database`, for a test that starts one of its own (`rota dev`, a second server).
+    pub fn database_url(&self) -> Option<&str> {
+        self.db.as_ref().map(|db| db.url.as_str())
     }
 
     /// A path in the tree.
@@ -87,21 +118,36 @@ impl Env {
 
     /// Starts the server listening on `listen` (`host:port`; port 0 for a fresh one, or the
     /// port of an earlier server of this tree to restart it there).
+    /// On PostgreSQL it gets `--database` with the tree's database unless `args` name one.
     pub fn start_server_on(&mut self, listen: &str, heartbeat: Duration, lease_ttl: Duration, args: &[&str]) {
-        let ms = |d: Duration| format!("{}ms", d.as_millis());
-        let mut full =
-            vec!["--heartbeat-interval".to_string(), ms(heartbeat), "--lease-ttl".to_string(), ms(lease_ttl)];
-        full.extend(args.iter().map(|a| a.to_string()));
-        let spec = server::Spec {
-            listen: listen.into(),
-            args: full,
-            ..server::Spec::new(rota_bin(), self.dir.path())
-        };
+        let spec = self.server_spec(listen, heartbeat, lease_ttl, args);
         let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
         let s = server::start(spec).unwrap_or_else(|e| panic!("{e}"));
         assert!(s.url.starts_with(&format!("http://{host}:")), "unexpected server url {}", s.url);
         self.url = s.url.clone();
         self.server = Some(s);
+    }
+
+    /// How [`Env::start_server_on`] starts a server of this tree: listening on `listen`,
+    /// with these lease timings, on the tree's backend, with `args` after. Public for a
+    /// test that runs a second server in the tree (`server::start(env.server_spec(...))`).
+    pub fn server_spec(
+        &self,
+        listen: &str,
+        heartbeat: Duration,
+        lease_ttl: Duration,
+        args: &[&str],
+    ) -> server::Spec {
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        let mut full =
+            vec!["--heartbeat-interval".to_string(), ms(heartbeat), "--lease-ttl".to_string(), ms(lease_ttl)];
+        if let Some(url) = self.database_url()
+            && !args.contains(&"--database")
+        {
+            full.extend(["--database".to_string(), url.to_string()]);
+        }
+        full.extend(args.iter().map(|a| a.to_string()));
+        server::Spec { listen: listen.into(), args: full, ..server::Spec::new(rota_bin(), self.dir.path()) }
     }
 
     /// The join token the server of this tree wrote on its first start.

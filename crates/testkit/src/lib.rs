@@ -1,9 +1,10 @@
-//! rota's one test kit: a test's private HOME/XDG tree ([`Env`]), the one way to start a
+//! rota's one test kit: a test's private HOME/XDG tree ([`Env`]) on a [`Backend`], the one way to start a
 //! real `rota server` on port 0 with its own data ([`server`]), background `rota`
 //! processes ([`Proc`]), an async cluster with an API client ([`cluster`]), in-process
 //! servers and workers ([`inproc`]), test hosts in network namespaces ([`netns`]), the
 //! background-worker commands ([`background`]), `/proc` checks ([`procs`]), the one skip
-//! helper ([`require`]) and scenario sizes ([`size`]).
+//! helper ([`require`]), scenario sizes ([`size`]) and one test body for both backends
+//! ([`both_backends!`]).
 //! Test code only (and the bench's throwaway servers): it panics with context on failure.
 
 mod bin;
@@ -13,6 +14,7 @@ mod jobs;
 mod proc;
 mod wait;
 
+pub mod backend;
 pub mod background;
 pub mod cluster;
 pub mod inproc;
@@ -23,6 +25,7 @@ pub mod require;
 pub mod server;
 pub mod size;
 
+pub use backend::Backend;
 pub use bin::rota_bin;
 pub use env::{
     Env, HEARTBEAT, LEASE_TTL, bound, isolate, isolate_tree, rota, spawn_server, spawn_server_with,

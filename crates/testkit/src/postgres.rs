@@ -54,6 +54,19 @@ impl TestDb {
         Some(Self { url: with_database(&server_url, &name), name, server_url })
     }
 
+    /// [`TestDb::create`] for code without a runtime (or on one it must not block): on a
+    /// thread of its own.
+    pub fn create_blocking() -> Option<Self> {
+        let made = std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("a runtime to create the test database: {e}"));
+            rt.block_on(Self::create())
+        });
+        made.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
