@@ -90,3 +90,28 @@ macro_rules! both_backends {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Backend, Env, HEARTBEAT, LEASE_TTL};
+
+    crate::both_backends!(fn every_server_of_a_tree_runs_on_its_backend_unless_told_otherwise);
+    fn every_server_of_a_tree_runs_on_its_backend_unless_told_otherwise(backend: Backend) {
+        let env = Env::on(backend);
+        assert_eq!(env.backend(), backend);
+        let spec = env.server_spec("127.0.0.1:0", HEARTBEAT, LEASE_TTL, &["--retention", "1h"]);
+        let database = spec.args.iter().position(|a| a == "--database").map(|i| spec.args[i + 1].as_str());
+        match backend {
+            // The server's default file in the tree.
+            Backend::Sqlite => assert_eq!(database, None, "{:?}", spec.args),
+            Backend::Postgres => {
+                let url = env.database_url().expect("a database of its own");
+                assert!(url.starts_with("postgres://"), "{url}");
+                assert_eq!(database, Some(url), "{:?}", spec.args);
+            }
+        }
+        let own = env.server_spec("127.0.0.1:0", HEARTBEAT, LEASE_TTL, &["--database", "x.db"]);
+        assert_eq!(own.args.iter().filter(|a| *a == "--database").count(), 1, "{:?}", own.args);
+        assert!(own.args.ends_with(&["--database".to_string(), "x.db".to_string()]), "{:?}", own.args);
+    }
+}
