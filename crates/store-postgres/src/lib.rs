@@ -18,6 +18,7 @@
 //! - `jobs_read`: job listings and records; `logs`: log chunks (tables of their own);
 //!   `quota`: which finished jobs' logs the total log quota deletes first;
 //!   `credentials`: the admin and join token hashes.
+//! - `clock`: the database server's clock, behind `JobStore::now`.
 //! - `codec`: column encodings; `error`: [`PgError`] and the mapping to `StoreError`.
 //!
 //! Job rules and reason texts are `rota_domain`'s (`settle`, `control`, `reason`); this
@@ -25,6 +26,7 @@
 
 mod attempts;
 mod claim;
+mod clock;
 mod codec;
 mod complete;
 mod control;
@@ -108,6 +110,7 @@ struct LogQuota {
 pub struct PgStore {
     pool: Pool,
     quota: LogQuota,
+    clock: clock::Clock,
 }
 
 impl PgStore {
@@ -143,8 +146,13 @@ impl PgStore {
                 refused: AtomicU64::new(0),
                 pruning: tokio::sync::Mutex::new(None),
             },
+            clock: clock::Clock::default(),
         };
         store.migrate().await?;
+        {
+            let client = store.pool.get().await?;
+            store.clock.measure(&client).await.map_err(backend)?;
+        }
         store.refresh_live().await.map_err(|e| PgError::Pool(e.to_string()))?;
         Ok(store)
     }
@@ -181,7 +189,7 @@ impl PgStore {
     /// Reads the live log bytes from the database.
     async fn refresh_live(&self) -> Result<()> {
         let live: i64 =
-            in_tx!(self, Durability::Full, |tx| tx::one(&tx, logs::LIVE, &[]).await?.try_get(0)?)?;
+            in_tx!(self, Durability::Read, |tx| tx::one(&tx, logs::LIVE, &[]).await?.try_get(0)?)?;
         self.quota.live.store(codec::u64_of(live), Ordering::Relaxed);
         Ok(())
     }
@@ -240,11 +248,11 @@ impl JobStore for PgStore {
     }
 
     async fn get_job(&self, id: JobId) -> Result<JobRecord> {
-        in_tx!(self, Durability::Full, |tx| jobs_read::get_job(&tx, id).await?)
+        in_tx!(self, Durability::Read, |tx| jobs_read::get_job(&tx, id).await?)
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>> {
-        in_tx!(self, Durability::Full, |tx| jobs_read::list_jobs(&tx, filter).await?)
+        in_tx!(self, Durability::Read, |tx| jobs_read::list_jobs(&tx, filter).await?)
     }
 
     async fn stop_job(&self, id: JobId, kind: StopKind, now: DateTime<Utc>) -> Result<StopOutcome> {
@@ -264,11 +272,11 @@ impl JobStore for PgStore {
     }
 
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<WorkerRecord>> {
-        in_tx!(self, Durability::Full, |tx| workers::session_by_token(&tx, token_hash).await?)
+        in_tx!(self, Durability::Read, |tx| workers::session_by_token(&tx, token_hash).await?)
     }
 
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>> {
-        in_tx!(self, Durability::Full, |tx| workers::list_workers(&tx).await?)
+        in_tx!(self, Durability::Read, |tx| workers::list_workers(&tx).await?)
     }
 
     async fn heartbeat(&self, hb: Heartbeat, now: DateTime<Utc>, ttl: Duration) -> Result<HeartbeatOutcome> {
@@ -351,7 +359,7 @@ impl JobStore for PgStore {
     }
 
     async fn read_logs(&self, q: &LogQuery) -> Result<LogPage> {
-        in_tx!(self, Durability::Full, |tx| logs::read_logs(&tx, q).await?)
+        in_tx!(self, Durability::Read, |tx| logs::read_logs(&tx, q).await?)
     }
 
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<LostAttempt>> {
@@ -402,11 +410,11 @@ impl JobStore for PgStore {
     }
 
     async fn list_revokes(&self, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {
-        in_tx!(self, Durability::Full, |tx| fleet::list_revokes(&tx, now).await?)
+        in_tx!(self, Durability::Read, |tx| fleet::list_revokes(&tx, now).await?)
     }
 
     async fn list_key_revokes(&self, now: DateTime<Utc>) -> Result<Vec<KeyRevokeRecord>> {
-        in_tx!(self, Durability::Full, |tx| fleet::list_key_revokes(&tx, now).await?)
+        in_tx!(self, Durability::Read, |tx| fleet::list_key_revokes(&tx, now).await?)
     }
 
     async fn prune_revokes(&self, now: DateTime<Utc>) -> Result<u64> {
@@ -418,7 +426,12 @@ impl JobStore for PgStore {
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        in_tx!(self, Durability::Full, |tx| fleet::queue_stats(&tx).await?)
+        in_tx!(self, Durability::Read, |tx| fleet::queue_stats(&tx).await?)
+    }
+
+    /// The database server's clock (its offset measured at connect).
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     fn log_usage(&self) -> LogUsage {
@@ -431,7 +444,7 @@ impl JobStore for PgStore {
     }
 
     async fn credential_hashes(&self) -> Result<CredentialHashes> {
-        in_tx!(self, Durability::Full, |tx| credentials::credential_hashes(&tx).await?)
+        in_tx!(self, Durability::Read, |tx| credentials::credential_hashes(&tx).await?)
     }
 
     async fn init_credentials(
