@@ -334,6 +334,7 @@ impl JobStore for PgStore {
             self.make_room(q, incoming).await?;
         }
         let (results, delta, refused) = in_tx!(self, Durability::Relaxed, |tx| {
+            logs::lock_jobs(&tx, &items).await?;
             let mut live = self.quota.live.load(Ordering::Relaxed);
             let (mut delta, mut refused) = (0i64, 0u64);
             let mut results = Vec::with_capacity(items.len());
