@@ -36,6 +36,8 @@ mod fleet;
 mod jobs_read;
 mod lease;
 mod logs;
+#[cfg(test)]
+mod plans;
 mod prune;
 mod quota;
 mod schema;
