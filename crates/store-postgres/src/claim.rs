@@ -58,6 +58,11 @@ const INSERT_ATTEMPT: &str = "INSERT INTO attempts (job_id, step, number, sessio
 const STEP_RUNNING: &str = "UPDATE steps SET state = 'running', attempts_count = $3, run_after = NULL, \
      reason = NULL WHERE job_id = $1 AND name = $2";
 
+// The job's row is locked without waiting: a job being cancelled, revoked or settled holds
+// it (and may wait for this claim's step row), so its step is passed over this time rather
+// than deadlocking; it is claimable again once that commits. Returns the current state.
+const LOCK_JOB: &str = "SELECT state FROM jobs WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED";
+
 const JOB_RUNNING: &str = "UPDATE jobs SET state = 'running' WHERE id = $1 AND state = 'queued'";
 
 struct ClaimingWorker {
@@ -133,13 +138,21 @@ pub(crate) async fn claim(
             .min_by(|a, b| a.buffered[0].order().cmp(&b.buffered[0].order()));
         let Some(scan) = best else { break };
         let Some(c) = scan.buffered.pop_front() else { break };
-        if !c.target.admits(&worker.name, &worker.host, &worker.tags) {
+        if !c.target.admits(&worker.name, &worker.host, &worker.tags) || !lock_live_job(tx, c.job_id).await? {
             scan.refused += 1;
             continue;
         }
         out.push(claim_one(tx, c, session, &worker, now, ttl, &mut specs).await?);
     }
     Ok(out)
+}
+
+/// Locks the job's row unless another transaction holds it; true if locked and the job
+/// may still start steps.
+async fn lock_live_job(tx: &Tx<'_>, job: Uuid) -> Result<bool> {
+    let Some(r) = opt(tx, LOCK_JOB, &[&job]).await? else { return Ok(false) };
+    let state: &str = r.try_get(0)?;
+    Ok(matches!(state, "queued" | "running"))
 }
 
 /// The session's worker if it may claim; `NotFound` if the session is unknown.

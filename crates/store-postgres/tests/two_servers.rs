@@ -231,3 +231,51 @@ async fn the_store_clock_is_the_database_clock() {
     let skew = (a.now() - Utc::now()).num_milliseconds().abs();
     assert!(skew < 1_000, "offset {skew} ms");
 }
+
+/// Claims through one server while another cancels the same jobs: rows are locked in
+/// different orders, so transactions may deadlock; each is run again and no call fails.
+/// Every job ends cancelled with no step left to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_and_cancels_racing_through_two_servers_all_succeed() {
+    let Some((_db, a, b)) = two_servers().await else { return };
+    const JOBS: usize = 40;
+    let mut ids = Vec::new();
+    for _ in 0..JOBS {
+        let steps = (0..3).map(|i| StepSpec::new(format!("s{i}"), "true")).collect();
+        ids.push(submit(&a, JobSpec::new(steps)).await);
+    }
+    let mut claimers = Vec::new();
+    for i in 0..3 {
+        let s = a.clone();
+        claimers.push(tokio::spawn(async move {
+            let w = register(&s, &format!("c{i}")).await;
+            let mut n = 0;
+            loop {
+                let got = s.claim(w, 2, t(1), TTL).await.expect("a claim never fails");
+                if got.is_empty() {
+                    return n;
+                }
+                n += got.len();
+            }
+        }));
+    }
+    let cancel_ids = ids.clone();
+    let canceller = tokio::spawn(async move {
+        for id in cancel_ids {
+            b.stop_job(id, rota_store::StopKind::Cancel, t(1)).await.expect("a cancel never fails");
+        }
+    });
+    canceller.await.unwrap();
+    for c in claimers {
+        c.await.unwrap();
+    }
+    for id in ids {
+        let rec = a.get_job(id).await.unwrap();
+        assert_eq!(rec.row.state, JobState::Cancelled, "{id}");
+        assert!(
+            rec.steps.iter().all(|s| !matches!(s.state, StepState::Ready | StepState::Waiting)),
+            "{id}: {:?}",
+            rec.steps
+        );
+    }
+}
