@@ -127,6 +127,7 @@ impl PgStore {
             cfg.options(format!("-c statement_timeout={}", t.as_millis()));
         }
         cfg.application_name("rota");
+        let target = describe_target(&cfg);
         let manager = Manager::from_config(
             cfg,
             tokio_postgres::NoTls,
@@ -150,6 +151,10 @@ impl PgStore {
             },
             clock: clock::Clock::default(),
         };
+        // The first connection says whether the database can be reached at all.
+        let first =
+            store.pool.get().await.map_err(|e| PgError::Unreachable { target, detail: e.to_string() })?;
+        drop(first);
         store.migrate().await?;
         {
             let client = store.pool.get().await?;
@@ -234,6 +239,24 @@ impl PgStore {
         );
         Ok(())
     }
+}
+
+/// `host:port` of each host a configuration names (sockets by path), for messages: never
+/// the user or the password.
+fn describe_target(cfg: &tokio_postgres::Config) -> String {
+    let ports = cfg.get_ports();
+    cfg.get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match h {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn backend(e: error::Error) -> PgError {
