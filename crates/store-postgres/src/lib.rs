@@ -485,3 +485,26 @@ impl JobStore for PgStore {
         in_tx!(self, Durability::Full, |tx| credentials::rotate_credential(&tx, kind, hash, now).await?)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use rota_testkit::postgres::TestDb;
+
+    #[tokio::test]
+    async fn pooled_connections_carry_the_statement_timeout() {
+        let Some(db) = TestDb::create().await else { return };
+        let opts = PgOptions {
+            pool_size: 1,
+            statement_timeout: Some(Duration::from_millis(1500)),
+            ..PgOptions::default()
+        };
+        let store = PgStore::connect(&db.url, opts).await.unwrap();
+        let client = store.pool.get().await.unwrap();
+        let shown: String = client.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
+        assert_eq!(shown, "1500ms");
+        let err = client.query_one("SELECT pg_sleep(3)", &[]).await.expect_err("cancelled by the timeout");
+        assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    }
+}
