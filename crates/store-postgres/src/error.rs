@@ -16,6 +16,15 @@ pub enum PgError {
     /// No connection could be taken from the pool (exhausted, or the database unreachable).
     #[error("postgres connection pool: {0}")]
     Pool(String),
+    /// No connection to the database could be opened at start. Names where it was sought
+    /// (hosts and ports, never the user's password).
+    #[error("cannot reach the PostgreSQL database at {target}: {detail}")]
+    Unreachable {
+        /// `host:port` of each host the URL names.
+        target: String,
+        /// What the driver said.
+        detail: String,
+    },
     /// The URL or the options cannot make a connection configuration.
     #[error("postgres configuration: {0}")]
     Config(String),
