@@ -20,7 +20,7 @@ pub(crate) enum Database {
     /// A SQLite file (one server).
     Sqlite(PathBuf),
     /// A PostgreSQL database (any number of servers).
-    Postgres(PgUrl),
+    Postgres(Box<PgUrl>),
 }
 
 impl Database {
@@ -42,7 +42,7 @@ impl Database {
         }
         if PgUrl::is_postgres(text) {
             let url = PgUrl::parse(text).map_err(|e| usage(format!("--database: {e}; expected {FORMS}")))?;
-            return Ok(Self::Postgres(url));
+            return Ok(Self::Postgres(Box::new(url)));
         }
         if let Some((scheme, _)) = text.split_once("://")
             && !scheme.is_empty()

@@ -84,3 +84,58 @@ async fn two_servers_on_one_database_are_one_control_plane() {
     assert!(out.status.success());
     drop(b);
 }
+
+/// While the database refuses connections (a restart, as far as the server can tell), a
+/// request gets 503 with `Retry-After` in bounded time, never a hang; once it is back, the
+/// server serves again on fresh connections.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_goes_away_gives_503_then_the_server_carries_on() {
+    let Some(db) = TestDb::create().await else { return };
+    let mut env = Env::new();
+    env.start_server(&["--database", &db.url]);
+    let token = std::fs::read_to_string(env.data_dir().join("admin.token")).unwrap();
+    let http = reqwest::Client::new();
+    let list = || {
+        http.get(format!("{}/api/v1/jobs", env.url))
+            .bearer_auth(token.trim())
+            .timeout(Duration::from_secs(60))
+            .send()
+    };
+    assert_eq!(list().await.unwrap().status(), 200);
+
+    let admin = tokio_postgres_admin(&db).await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{0}\" ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}' AND pid <> pg_backend_pid();",
+            db.name()
+        ))
+        .await
+        .unwrap();
+    let asked = Instant::now();
+    let r = list().await.unwrap();
+    eprintln!("answered {} after {:?} while the database refused connections", r.status(), asked.elapsed());
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()), Some("1".into()));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+
+    admin.batch_execute(&format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", db.name())).await.unwrap();
+    let back = Instant::now();
+    loop {
+        if list().await.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(30), "the server never served again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("serving again {:?} after the database came back", back.elapsed());
+}
+
+/// A connection to the test server's maintenance database (the one the URL names).
+async fn tokio_postgres_admin(_db: &TestDb) -> tokio_postgres::Client {
+    let url = std::env::var(rota_testkit::postgres::URL_ENV).unwrap();
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c
+}

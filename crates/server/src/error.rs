@@ -79,6 +79,18 @@ impl ApiError {
             ),
         }
     }
+    /// 503 `unavailable` (with `Retry-After`): the database cannot be reached right now.
+    pub fn unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %detail, "database unavailable: answering 503");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: format!(
+                "the database cannot be reached right now ({detail}); nothing was changed. Retry in \
+                 a moment"
+            ),
+        }
+    }
     /// 500 (the detail is logged, not sent).
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -103,6 +115,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(m) => Self::bad_request(m),
             StoreError::NameHeld(h) => Self::name_held(&h),
             StoreError::StorageFull { path, detail } => Self::storage_full(&path, &detail),
+            StoreError::Unavailable(m) => Self::unavailable(m),
             other => Self::internal(other),
         }
     }
@@ -111,7 +124,14 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        // Every 503 says when to come back; rota's clients retry (or try another server).
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

@@ -1,8 +1,12 @@
-//! Claiming ready steps for a worker session: one `FOR UPDATE SKIP LOCKED` read of the
-//! ready-step index (priority, then age) for the free slots, then attempts created already
-//! running with a lease. Paused queues, revokes (the job's state), deadlines, targets and
-//! tags are honoured inside the claim's transaction; tags are filtered in SQL and checked
-//! again with `Target::admits` (the domain's rule), rows it refuses are paged past.
+//! Claiming ready steps for a worker session: each of its queues is read in the order of
+//! the partial index on ready steps (priority, then age) with `FOR UPDATE SKIP LOCKED`, a
+//! page the size of the free slots at a time, and the heads are merged here, so no claim
+//! sorts the backlog and concurrent claims pass over each other's rows. Attempts are
+//! created already running with a lease. Paused queues, revokes (the job's state),
+//! deadlines, targets and tags are honoured inside the claim's transaction: the target host
+//! is filtered in SQL, then every row is checked with `Target::admits` (the domain's rule;
+//! tags are not filtered in SQL, whose row estimate for them made the planner sort the
+//! backlog), rows it refuses are paged past so they never starve the rest.
 
 use crate::codec::{after, u32_of};
 use crate::error::{Result, corrupt, not_found};
@@ -12,7 +16,8 @@ use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;
 use rota_domain::{AttemptId, JobId, JobSpec, SessionId, Target};
 use rota_store::ClaimedAttempt;
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -34,17 +39,17 @@ const PAUSED: &str = "SELECT queue FROM paused_queues";
 
 // The job's own state and deadline are checked so nothing starts once it has ended or its
 // deadline passed, even before the sweeper gets to it.
-const CANDIDATES: &str = "SELECT s.job_id, s.name, s.queue, s.attempts_count, s.target_host, s.target_tags \
-     FROM steps s JOIN jobs j ON j.id = s.job_id
+pub(crate) const CANDIDATES: &str =
+    "SELECT s.job_id, s.name, s.queue, s.attempts_count, s.target_host, s.target_tags, \
+     s.priority, s.idx FROM steps s JOIN jobs j ON j.id = s.job_id
      WHERE s.state = 'ready'
-       AND s.queue = ANY($2)
+       AND s.queue = $2
        AND (s.run_after IS NULL OR s.run_after <= $1)
        AND (s.target_host IS NULL OR s.target_host = $3 OR s.target_host = $4)
-       AND s.target_tags <@ $5
        AND j.state IN ('queued', 'running')
        AND (j.deadline IS NULL OR j.deadline >= $1)
      ORDER BY s.priority DESC, s.job_id ASC, s.idx ASC
-     LIMIT $6 OFFSET $7
+     LIMIT $5 OFFSET $6
      FOR UPDATE OF s SKIP LOCKED";
 
 const INSERT_ATTEMPT: &str = "INSERT INTO attempts (job_id, step, number, session, worker_name, status, \
@@ -52,6 +57,11 @@ const INSERT_ATTEMPT: &str = "INSERT INTO attempts (job_id, step, number, sessio
 
 const STEP_RUNNING: &str = "UPDATE steps SET state = 'running', attempts_count = $3, run_after = NULL, \
      reason = NULL WHERE job_id = $1 AND name = $2";
+
+// The job's row is locked without waiting: a job being cancelled, revoked or settled holds
+// it (and may wait for this claim's step row), so its step is passed over this time rather
+// than deadlocking; it is claimable again once that commits. Returns the current state.
+const LOCK_JOB: &str = "SELECT state FROM jobs WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED";
 
 const JOB_RUNNING: &str = "UPDATE jobs SET state = 'running' WHERE id = $1 AND state = 'queued'";
 
@@ -68,6 +78,25 @@ struct Candidate {
     queue: String,
     attempts: i32,
     target: Target,
+    priority: i32,
+    idx: i32,
+}
+
+impl Candidate {
+    /// Claim order: priority first, then age (UUID v7 order), then document order.
+    fn order(&self) -> (Reverse<i32>, Uuid, i32) {
+        (Reverse(self.priority), self.job_id, self.idx)
+    }
+}
+
+/// The ready rows of one queue, read a page at a time.
+struct QueueScan<'a> {
+    queue: &'a str,
+    buffered: VecDeque<Candidate>,
+    /// Rows refused so far: they stay ready, so the next page starts after them. Claimed
+    /// rows leave the result set by themselves.
+    refused: i64,
+    done: bool,
 }
 
 /// Claims up to `max` steps for an active session (none for a draining or offline one).
@@ -84,32 +113,46 @@ pub(crate) async fn claim(
     };
     let paused: Vec<String> =
         rows(tx, PAUSED, &[]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
-    let queues: Vec<&str> =
+    let mut queues: Vec<&str> =
         worker.queues.iter().map(String::as_str).filter(|q| !paused.iter().any(|p| p == q)).collect();
+    queues.sort_unstable();
+    queues.dedup();
+    let mut scans: Vec<QueueScan<'_>> = queues
+        .into_iter()
+        .map(|queue| QueueScan { queue, buffered: VecDeque::new(), refused: 0, done: false })
+        .collect();
     let max = max as usize;
     let mut specs: HashMap<Uuid, JobSpec> = HashMap::new();
     let mut out = Vec::new();
-    let mut refused: i64 = 0;
-    while out.len() < max && !queues.is_empty() {
-        let limit = ((max - out.len()) as i64 + refused).clamp(1, PAGE);
-        let page = candidates(tx, now, &queues, &worker, refused, limit).await?;
-        let exhausted = (page.len() as i64) < limit;
-        for c in page {
-            if out.len() >= max {
-                break;
-            }
-            // Refused rows stay ready (and ours to skip), so the next page starts after them.
-            if !c.target.admits(&worker.name, &worker.host, &worker.tags) {
-                refused += 1;
-                continue;
-            }
-            out.push(claim_one(tx, c, session, &worker, now, ttl, &mut specs).await?);
+    while out.len() < max {
+        let wanted = (max - out.len()) as i64;
+        for scan in scans.iter_mut().filter(|s| s.buffered.is_empty() && !s.done) {
+            let limit = (wanted + scan.refused).clamp(1, PAGE);
+            let page = candidates(tx, now, scan.queue, &worker, scan.refused, limit).await?;
+            scan.done = (page.len() as i64) < limit;
+            scan.buffered = page.into();
         }
-        if exhausted {
-            break;
+        let best = scans
+            .iter_mut()
+            .filter(|s| !s.buffered.is_empty())
+            .min_by(|a, b| a.buffered[0].order().cmp(&b.buffered[0].order()));
+        let Some(scan) = best else { break };
+        let Some(c) = scan.buffered.pop_front() else { break };
+        if !c.target.admits(&worker.name, &worker.host, &worker.tags) || !lock_live_job(tx, c.job_id).await? {
+            scan.refused += 1;
+            continue;
         }
+        out.push(claim_one(tx, c, session, &worker, now, ttl, &mut specs).await?);
     }
     Ok(out)
+}
+
+/// Locks the job's row unless another transaction holds it; true if locked and the job
+/// may still start steps.
+async fn lock_live_job(tx: &Tx<'_>, job: Uuid) -> Result<bool> {
+    let Some(r) = opt(tx, LOCK_JOB, &[&job]).await? else { return Ok(false) };
+    let state: &str = r.try_get(0)?;
+    Ok(matches!(state, "queued" | "running"))
 }
 
 /// The session's worker if it may claim; `NotFound` if the session is unknown.
@@ -132,12 +175,12 @@ async fn load_claiming_worker(tx: &Tx<'_>, session: SessionId) -> Result<Option<
 async fn candidates(
     tx: &Tx<'_>,
     now: DateTime<Utc>,
-    queues: &[&str],
+    queue: &str,
     w: &ClaimingWorker,
     offset: i64,
     limit: i64,
 ) -> Result<Vec<Candidate>> {
-    rows(tx, CANDIDATES, &[&now, &queues, &w.host, &w.name, &w.tags, &limit, &offset])
+    rows(tx, CANDIDATES, &[&now, &queue, &w.host, &w.name, &limit, &offset])
         .await?
         .iter()
         .map(|r| {
@@ -147,6 +190,8 @@ async fn candidates(
                 queue: r.try_get(2)?,
                 attempts: r.try_get(3)?,
                 target: Target { host: r.try_get(4)?, tags: r.try_get(5)? },
+                priority: r.try_get(6)?,
+                idx: r.try_get(7)?,
             })
         })
         .collect()

@@ -16,6 +16,15 @@ pub enum PgError {
     /// No connection could be taken from the pool (exhausted, or the database unreachable).
     #[error("postgres connection pool: {0}")]
     Pool(String),
+    /// No connection to the database could be opened at start. Names where it was sought
+    /// (hosts and ports, never the user's password).
+    #[error("cannot reach the PostgreSQL database at {target}: {detail}")]
+    Unreachable {
+        /// `host:port` of each host the URL names.
+        target: String,
+        /// What the driver said.
+        detail: String,
+    },
     /// The URL or the options cannot make a connection configuration.
     #[error("postgres configuration: {0}")]
     Config(String),
@@ -39,14 +48,51 @@ pub enum PgError {
 
 impl From<PgError> for StoreError {
     fn from(e: PgError) -> Self {
+        if e.is_unavailable() {
+            return StoreError::Unavailable(e.to_string());
+        }
         StoreError::Backend(Box::new(e))
     }
+}
+
+impl PgError {
+    /// The database could not be reached (no pooled connection in time, a closed or
+    /// refused connection, the server shutting down or starting): the caller may retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            PgError::Pool(_) => true,
+            PgError::Postgres(e) => {
+                e.is_closed()
+                    || e.as_db_error().is_none_or(|d| {
+                        matches!(
+                            d.code(),
+                            &SqlState::ADMIN_SHUTDOWN
+                                | &SqlState::CRASH_SHUTDOWN
+                                | &SqlState::CANNOT_CONNECT_NOW
+                                | &SqlState::CONNECTION_FAILURE
+                                | &SqlState::CONNECTION_EXCEPTION
+                                | &SqlState::TOO_MANY_CONNECTIONS
+                        )
+                    }) && !is_decode(e)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A driver error about converting a value, not about reaching the server.
+fn is_decode(e: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| !s.is::<std::io::Error>())
+        && e.as_db_error().is_none()
+        && !e.is_closed()
 }
 
 impl From<deadpool_postgres::PoolError> for PgError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         match e {
-            deadpool_postgres::PoolError::Backend(pg) => PgError::Postgres(pg),
+            // From the pool, a driver error is a failure to open a connection: the
+            // database is unreachable (or refuses connections) for now.
+            deadpool_postgres::PoolError::Backend(pg) => PgError::Pool(format!("cannot connect: {pg}")),
             other => PgError::Pool(other.to_string()),
         }
     }

@@ -35,16 +35,16 @@ const LIVE_KEY_REVOKES: &str = "SELECT idempotency_key, terminate, signal, expir
 
 const PRUNE_KEY_REVOKES: &str = "DELETE FROM key_revokes WHERE expires_at IS NOT NULL AND expires_at < $1";
 
-const KEY_REVOKE_OF: &str =
-    "SELECT 1 FROM key_revokes WHERE idempotency_key = $1 AND (expires_at IS NULL OR expires_at >= $2)";
-
 const LIVE_REVOKES: &str = "SELECT job_id, terminate, signal, expires_at, created_at FROM revokes \
      WHERE expires_at IS NULL OR expires_at >= $1 ORDER BY created_at DESC, job_id";
 
 const PRUNE_REVOKES: &str = "DELETE FROM revokes WHERE expires_at IS NOT NULL AND expires_at < $1";
 
-const REVOKE_OF: &str =
-    "SELECT 1 FROM revokes WHERE job_id = $1 AND (expires_at IS NULL OR expires_at >= $2)";
+// One round trip for both kinds of revoke a new job may be bound by.
+const REVOKED_AT_SUBMIT: &str = "SELECT EXISTS (SELECT 1 FROM revokes WHERE job_id = $1 \
+         AND (expires_at IS NULL OR expires_at >= $2)) \
+     OR EXISTS (SELECT 1 FROM key_revokes WHERE idempotency_key = $3 \
+         AND (expires_at IS NULL OR expires_at >= $2))";
 
 const EXCLUSIVE_CLAIM_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
 const PAUSE: &str =
@@ -132,12 +132,8 @@ pub(crate) async fn apply_pending_revoke(
     key: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let by_id = opt(tx, REVOKE_OF, &[&id.0, &now]).await?.is_some();
-    let by_key = match key {
-        Some(k) => opt(tx, KEY_REVOKE_OF, &[&k, &now]).await?.is_some(),
-        None => false,
-    };
-    if by_id || by_key {
+    let revoked: bool = one(tx, REVOKED_AT_SUBMIT, &[&id.0, &now, &key]).await?.try_get(0)?;
+    if revoked {
         // Just inserted: queued, nothing runs yet.
         control::end_job(tx, id, JobState::Queued, JobEnd::Revoke, now, false).await?;
     }

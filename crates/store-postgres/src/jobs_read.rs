@@ -3,29 +3,24 @@
 
 use crate::codec::{parse_name, u32_of};
 use crate::error::{Result, not_found};
-use crate::tx::{Tx, one, opt, rows};
+use crate::tx::{Tx, opt, rows};
 use rota_domain::{AttemptId, JobId, JobSpec, JobState, SessionId, StepState, Target};
 use rota_store::{AttemptRecord, JobFilter, JobRecord, JobRow, StepCountsRecord, StepRecord};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
-// Both job queries select the columns `job_row` decodes, in that order.
-const SELECT_JOB: &str = "SELECT id, name, queue, priority, target_host, target_tags, state, reason, \
-     created_at, finished_at FROM jobs WHERE id = $1";
+// Both job queries select the columns `job_row` decodes, in that order, step counts
+// included (one statement per listing, not one per job).
+const JOB_COLUMNS: &str = "SELECT j.id, j.name, j.queue, j.priority, j.target_host, j.target_tags, j.state, \
+     j.reason, j.created_at, j.finished_at, c.total, c.succeeded, c.running, c.failed FROM jobs j \
+     CROSS JOIN LATERAL (SELECT COUNT(*) AS total, \
+         COUNT(*) FILTER (WHERE state = 'succeeded') AS succeeded, \
+         COUNT(*) FILTER (WHERE state = 'running') AS running, \
+         COUNT(*) FILTER (WHERE state IN ('failed', 'cancelled', 'revoked', 'skipped')) AS failed \
+       FROM steps WHERE job_id = j.id) c";
 
 const SELECT_SPEC: &str = "SELECT spec FROM jobs WHERE id = $1";
-
-const LIST_JOBS: &str = "SELECT id, name, queue, priority, target_host, target_tags, state, reason, \
-     created_at, finished_at FROM jobs
-     WHERE ($1::text[] IS NULL OR state = ANY($1)) AND ($2::text IS NULL OR queue = $2)
-     ORDER BY id DESC LIMIT $3";
-
-const STEP_COUNTS: &str = "SELECT COUNT(*),
-       COUNT(*) FILTER (WHERE state = 'succeeded'),
-       COUNT(*) FILTER (WHERE state = 'running'),
-       COUNT(*) FILTER (WHERE state IN ('failed', 'cancelled', 'revoked', 'skipped'))
-     FROM steps WHERE job_id = $1";
 
 const SELECT_STEPS: &str = "SELECT name, state, reason, run_after FROM steps WHERE job_id = $1 ORDER BY idx";
 
@@ -34,8 +29,9 @@ const SELECT_ATTEMPTS: &str = "SELECT id, step, number, session, worker_name, st
 
 /// The listing row of one job. `NotFound` if it does not exist.
 pub(crate) async fn load_row(tx: &Tx<'_>, id: JobId) -> Result<JobRow> {
-    let r = opt(tx, SELECT_JOB, &[&id.0]).await?.ok_or_else(|| not_found(format!("job {id}")))?;
-    job_row(tx, &r).await
+    let sql = format!("{JOB_COLUMNS} WHERE j.id = $1");
+    let r = opt(tx, &sql, &[&id.0]).await?.ok_or_else(|| not_found(format!("job {id}")))?;
+    job_row(&r)
 }
 
 /// The stored document of one job. `NotFound` if it does not exist.
@@ -74,11 +70,11 @@ pub(crate) async fn list_jobs(tx: &Tx<'_>, filter: &JobFilter) -> Result<Vec<Job
     let states: Option<Vec<&str>> =
         (!filter.states.is_empty()).then(|| filter.states.iter().map(|s| s.as_str()).collect());
     let limit = i64::from(filter.limit);
-    let mut out = Vec::new();
-    for r in rows(tx, LIST_JOBS, &[&states, &filter.queue, &limit]).await? {
-        out.push(job_row(tx, &r).await?);
-    }
-    Ok(out)
+    let sql = format!(
+        "{JOB_COLUMNS} WHERE ($1::text[] IS NULL OR j.state = ANY($1)) AND ($2::text IS NULL OR j.queue = $2) \
+         ORDER BY j.id DESC LIMIT $3"
+    );
+    rows(tx, &sql, &[&states, &filter.queue, &limit]).await?.iter().map(job_row).collect()
 }
 
 fn read_attempt(r: &Row) -> Result<AttemptRecord> {
@@ -99,11 +95,10 @@ fn read_attempt(r: &Row) -> Result<AttemptRecord> {
     })
 }
 
-/// Decodes a row of [`SELECT_JOB`]'s columns and counts the job's steps.
-async fn job_row(tx: &Tx<'_>, r: &Row) -> Result<JobRow> {
+/// Decodes a row of [`JOB_COLUMNS`].
+fn job_row(r: &Row) -> Result<JobRow> {
     let id: Uuid = r.try_get(0)?;
-    let c = one(tx, STEP_COUNTS, &[&id]).await?;
-    let count = |i| c.try_get::<_, i64>(i).map_err(crate::error::Error::from).and_then(u32_of);
+    let count = |i| r.try_get::<_, i64>(i).map_err(crate::error::Error::from).and_then(u32_of);
     Ok(JobRow {
         id: JobId(id),
         name: r.try_get(1)?,
@@ -113,10 +108,10 @@ async fn job_row(tx: &Tx<'_>, r: &Row) -> Result<JobRow> {
         state: parse_name::<JobState>(r.try_get(6)?)?,
         reason: r.try_get(7)?,
         counts: StepCountsRecord {
-            total: count(0)?,
-            succeeded: count(1)?,
-            running: count(2)?,
-            failed: count(3)?,
+            total: count(10)?,
+            succeeded: count(11)?,
+            running: count(12)?,
+            failed: count(13)?,
         },
         created_at: r.try_get(8)?,
         finished_at: r.try_get(9)?,

@@ -11,15 +11,17 @@
 //! access to a connection's notifications (`LISTEN`) and session-level advisory locks.
 //!
 //! # Layout
-//! - `schema`: embedded migrations (`migrations/`) under an advisory lock; `tx`: the
+//! - `connect`: [`PgOptions`], the pool, the first connection; `schema`: embedded
+//!   migrations (`migrations/`) under an advisory lock; `tx`: the
 //!   transaction retry loop, per-item savepoints and statement helpers.
 //! - `submit`, `claim`, `complete`, `lease`, `control`, `fleet`, `workers`, `prune`: the
 //!   write paths, one file per concern; `settle` and `attempts` are what they share.
 //! - `jobs_read`: job listings and records; `logs`: log chunks (tables of their own);
-//!   `quota`: which finished jobs' logs the total log quota deletes first;
+//!   `quota`: the total log quota (its counters; which finished jobs' logs go first);
 //!   `credentials`: the admin and join token hashes.
 //! - `bus` (LISTEN/NOTIFY), `leader` (advisory lock), `servers` (who serves),
 //!   `dedicated` (their own connections); `url`: [`url::PgUrl`], shown without a password.
+//! - `clock`: the database server's clock, behind `JobStore::now`.
 //! - `codec`: column encodings; `error`: [`PgError`] and the mapping to `StoreError`.
 //!
 //! Job rules and reason texts are `rota_domain`'s (`settle`, `control`, `reason`); this
@@ -28,8 +30,10 @@
 mod attempts;
 pub mod bus;
 mod claim;
+mod clock;
 mod codec;
 mod complete;
+mod connect;
 mod control;
 mod credentials;
 pub mod dedicated;
@@ -39,6 +43,8 @@ mod jobs_read;
 pub mod leader;
 mod lease;
 mod logs;
+#[cfg(test)]
+mod plans;
 mod prune;
 mod quota;
 mod schema;
@@ -49,11 +55,13 @@ mod tx;
 pub mod url;
 mod workers;
 
+pub use connect::PgOptions;
 pub use error::PgError;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::Pool;
+use quota::LogQuota;
 use rota_domain::{AttemptId, JobId, SessionId};
 use rota_store::{
     ClaimedAttempt, Claimer, Completion, CompletionRecorded, CredentialHashes, CredentialKind, Heartbeat,
@@ -62,181 +70,26 @@ use rota_store::{
     RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
     SubmittedAndClaimed, WorkerRecord, WorkerRegistration,
 };
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tx::{Durability, in_tx, item};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Jobs deleted per transaction when pruning.
 const PRUNE_CHUNK: i64 = 2_000;
-/// After the quota is reached, pruning frees down to this share of it (per mille).
-const QUOTA_LOW_WATER_PERMILLE: u64 = 900;
-/// A prune that found nothing to delete is not tried again sooner than this.
-const QUOTA_RETRY: Duration = Duration::from_secs(1);
-
-/// How to connect a [`PgStore`].
-#[derive(Clone, Debug)]
-pub struct PgOptions {
-    /// Connections in the pool at most.
-    pub pool_size: usize,
-    /// Longest a statement may run (server side); `None`: the server's setting.
-    pub statement_timeout: Option<Duration>,
-    /// Longest a call waits for a free pooled connection (or to open one) before failing.
-    pub pool_timeout: Duration,
-    /// Longest opening a connection may take.
-    pub connect_timeout: Duration,
-}
-
-impl Default for PgOptions {
-    fn default() -> Self {
-        Self {
-            pool_size: 16,
-            statement_timeout: Some(Duration::from_secs(30)),
-            pool_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// The total log quota's counters. Live bytes are this server's view: read from the
-/// database at connect and after pruning, moved by its own appends in between.
-struct LogQuota {
-    quota: Option<u64>,
-    live: AtomicU64,
-    pruned: AtomicU64,
-    refused: AtomicU64,
-    /// Held while pruning; remembers when a prune last found nothing to delete.
-    pruning: tokio::sync::Mutex<Option<Instant>>,
-}
 
 /// The PostgreSQL [`JobStore`]: a pool of connections to one database that any number of
 /// servers share.
 pub struct PgStore {
     pool: Pool,
     quota: LogQuota,
+    clock: clock::Clock,
 }
 
 impl PgStore {
-    /// Connects to the database at `url`, applying the migrations it has not seen (once,
-    /// whichever of several servers starting together gets there first). Refuses a schema
-    /// newer than this build unless its newest migration is compatible with it.
-    pub async fn connect(url: &str, opts: PgOptions) -> Result<PgStore, PgError> {
-        let mut cfg: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| PgError::Config(e.to_string()))?;
-        cfg.connect_timeout(opts.connect_timeout);
-        if let Some(t) = opts.statement_timeout {
-            cfg.options(format!("-c statement_timeout={}", t.as_millis()));
-        }
-        cfg.application_name("rota");
-        let manager = Manager::from_config(
-            cfg,
-            tokio_postgres::NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(opts.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(opts.pool_timeout))
-            .create_timeout(Some(opts.connect_timeout))
-            .build()
-            .map_err(|e| PgError::Config(e.to_string()))?;
-        let store = PgStore {
-            pool,
-            quota: LogQuota {
-                quota: None,
-                live: AtomicU64::new(0),
-                pruned: AtomicU64::new(0),
-                refused: AtomicU64::new(0),
-                pruning: tokio::sync::Mutex::new(None),
-            },
-        };
-        store.migrate().await?;
-        store.refresh_live().await.map_err(|e| PgError::Pool(e.to_string()))?;
-        Ok(store)
-    }
-
-    /// Applies the migrations the database has not seen. Returns how many this call applied.
-    pub async fn migrate(&self) -> Result<usize, PgError> {
-        let mut client = self.pool.get().await?;
-        let client: &mut tokio_postgres::Client = &mut client;
-        schema::migrate(client, schema::MIGRATIONS).await.map_err(backend)
-    }
-
-    /// The newest schema version applied to the database.
-    pub async fn schema_version(&self) -> Result<i64, PgError> {
-        let client = self.pool.get().await?;
-        schema::current_version(&client).await.map_err(backend)
-    }
-
-    /// Sets the total log quota in live bytes (`None`, the default: unbounded), before the
-    /// store is shared. Past it the oldest finished jobs' logs are deleted, then new output
-    /// is refused; both are recorded per attempt.
-    pub fn set_log_quota(&mut self, quota: Option<u64>) {
-        self.quota.quota = quota;
-    }
-
-    /// Closes the pool: pooled connections are closed, calls in flight finish.
-    pub fn close(&self) {
-        self.pool.close();
-    }
-
     async fn client(&self) -> error::Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
-    }
-
-    /// Reads the live log bytes from the database.
-    async fn refresh_live(&self) -> Result<()> {
-        let live: i64 =
-            in_tx!(self, Durability::Full, |tx| tx::one(&tx, logs::LIVE, &[]).await?.try_get(0)?)?;
-        self.quota.live.store(codec::u64_of(live), Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Deletes the logs of the oldest finished jobs until `incoming` more bytes fit under
-    /// the low-water mark, if the quota would otherwise be passed. Jobs still running keep
-    /// theirs: once nothing finished is left, appends refuse new chunks instead.
-    async fn make_room(&self, quota: u64, incoming: u64) -> Result<()> {
-        let fits = |live: u64| live.saturating_add(incoming) <= quota;
-        if fits(self.quota.live.load(Ordering::Relaxed)) {
-            return Ok(());
-        }
-        let mut last_fruitless = self.quota.pruning.lock().await;
-        self.refresh_live().await?;
-        let live = self.quota.live.load(Ordering::Relaxed);
-        if fits(live) || last_fruitless.is_some_and(|t: Instant| t.elapsed() < QUOTA_RETRY) {
-            return Ok(());
-        }
-        let low_water = quota / 1000 * QUOTA_LOW_WATER_PERMILLE;
-        let need = live.saturating_add(incoming).saturating_sub(low_water);
-        let chosen = in_tx!(self, Durability::Relaxed, |tx| quota::choose(&tx, need).await?)?;
-        if chosen.is_empty() {
-            *last_fruitless = Some(Instant::now());
-            return Ok(());
-        }
-        *last_fruitless = None;
-        let ids: Vec<uuid::Uuid> = chosen.iter().map(|c| c.0).collect();
-        for chunk in ids.chunks(PRUNE_CHUNK as usize) {
-            in_tx!(self, Durability::Relaxed, |tx| quota::prune_jobs(&tx, chunk).await?)?;
-        }
-        let before = live;
-        self.refresh_live().await?;
-        let freed = before.saturating_sub(self.quota.live.load(Ordering::Relaxed));
-        self.quota.pruned.fetch_add(freed, Ordering::Relaxed);
-        tracing::info!(
-            jobs = chosen.len(),
-            freed_bytes = freed,
-            quota_bytes = quota,
-            "log quota reached: deleted the logs of the oldest finished jobs"
-        );
-        Ok(())
-    }
-}
-
-fn backend(e: error::Error) -> PgError {
-    match e {
-        error::Error::Backend(b) => b,
-        error::Error::Store(s) => PgError::Corrupt(s.to_string()),
     }
 }
 
@@ -247,11 +100,11 @@ impl JobStore for PgStore {
     }
 
     async fn get_job(&self, id: JobId) -> Result<JobRecord> {
-        in_tx!(self, Durability::Full, |tx| jobs_read::get_job(&tx, id).await?)
+        in_tx!(self, Durability::Read, |tx| jobs_read::get_job(&tx, id).await?)
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>> {
-        in_tx!(self, Durability::Full, |tx| jobs_read::list_jobs(&tx, filter).await?)
+        in_tx!(self, Durability::Read, |tx| jobs_read::list_jobs(&tx, filter).await?)
     }
 
     async fn stop_job(&self, id: JobId, kind: StopKind, now: DateTime<Utc>) -> Result<StopOutcome> {
@@ -271,11 +124,11 @@ impl JobStore for PgStore {
     }
 
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<WorkerRecord>> {
-        in_tx!(self, Durability::Full, |tx| workers::session_by_token(&tx, token_hash).await?)
+        in_tx!(self, Durability::Read, |tx| workers::session_by_token(&tx, token_hash).await?)
     }
 
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>> {
-        in_tx!(self, Durability::Full, |tx| workers::list_workers(&tx).await?)
+        in_tx!(self, Durability::Read, |tx| workers::list_workers(&tx).await?)
     }
 
     async fn heartbeat(&self, hb: Heartbeat, now: DateTime<Utc>, ttl: Duration) -> Result<HeartbeatOutcome> {
@@ -333,6 +186,7 @@ impl JobStore for PgStore {
             self.make_room(q, incoming).await?;
         }
         let (results, delta, refused) = in_tx!(self, Durability::Relaxed, |tx| {
+            logs::lock_jobs(&tx, &items).await?;
             let mut live = self.quota.live.load(Ordering::Relaxed);
             let (mut delta, mut refused) = (0i64, 0u64);
             let mut results = Vec::with_capacity(items.len());
@@ -358,7 +212,7 @@ impl JobStore for PgStore {
     }
 
     async fn read_logs(&self, q: &LogQuery) -> Result<LogPage> {
-        in_tx!(self, Durability::Full, |tx| logs::read_logs(&tx, q).await?)
+        in_tx!(self, Durability::Read, |tx| logs::read_logs(&tx, q).await?)
     }
 
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<LostAttempt>> {
@@ -409,11 +263,11 @@ impl JobStore for PgStore {
     }
 
     async fn list_revokes(&self, now: DateTime<Utc>) -> Result<Vec<RevokeRecord>> {
-        in_tx!(self, Durability::Full, |tx| fleet::list_revokes(&tx, now).await?)
+        in_tx!(self, Durability::Read, |tx| fleet::list_revokes(&tx, now).await?)
     }
 
     async fn list_key_revokes(&self, now: DateTime<Utc>) -> Result<Vec<KeyRevokeRecord>> {
-        in_tx!(self, Durability::Full, |tx| fleet::list_key_revokes(&tx, now).await?)
+        in_tx!(self, Durability::Read, |tx| fleet::list_key_revokes(&tx, now).await?)
     }
 
     async fn prune_revokes(&self, now: DateTime<Utc>) -> Result<u64> {
@@ -425,7 +279,12 @@ impl JobStore for PgStore {
     }
 
     async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        in_tx!(self, Durability::Full, |tx| fleet::queue_stats(&tx).await?)
+        in_tx!(self, Durability::Read, |tx| fleet::queue_stats(&tx).await?)
+    }
+
+    /// The database server's clock (its offset measured at connect).
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     fn log_usage(&self) -> LogUsage {
@@ -438,7 +297,7 @@ impl JobStore for PgStore {
     }
 
     async fn credential_hashes(&self) -> Result<CredentialHashes> {
-        in_tx!(self, Durability::Full, |tx| credentials::credential_hashes(&tx).await?)
+        in_tx!(self, Durability::Read, |tx| credentials::credential_hashes(&tx).await?)
     }
 
     async fn init_credentials(

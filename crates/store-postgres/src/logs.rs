@@ -52,8 +52,22 @@ const TRUNCATED: &str = "SELECT step, attempt_id, bytes_cut + bytes_dropped, byt
      FROM log_attempts WHERE job_id = $1 AND ($2::text IS NULL OR step = $2) \
      AND bytes_cut + bytes_dropped + bytes_pruned + bytes_refused > 0 ORDER BY attempt_id";
 
+// Appends to one job take turns until they commit, so a job's cursors are handed out in
+// commit order and a reader that saw cursor N never later finds a chunk below N (a follower
+// pages by cursor). Keyed by the job id's hash: a collision only makes two jobs take turns.
+const LOCK_JOB_LOGS: &str = "SELECT pg_advisory_xact_lock(1919906914, hashtext($1::uuid::text))";
+
 /// Live log bytes: what the attempts keep.
 pub(crate) const LIVE: &str = "SELECT COALESCE(SUM(bytes_kept), 0)::bigint FROM log_attempts";
+
+/// Takes the log lock of each job, in id order (so two batches never wait on each other).
+pub(crate) async fn lock_jobs(tx: &Tx<'_>, items: &[LogAppend]) -> Result<()> {
+    let jobs: std::collections::BTreeSet<Uuid> = items.iter().map(|a| a.job_id.0).collect();
+    for job in jobs {
+        crate::tx::one(tx, LOCK_JOB_LOGS, &[&job]).await?;
+    }
+    Ok(())
+}
 
 /// What storing one append changed.
 #[derive(Debug, Default)]

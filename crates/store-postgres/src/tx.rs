@@ -4,8 +4,8 @@
 //! over cached prepared statements. Knows nothing of jobs.
 
 use crate::error::Result;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, Row};
 
 /// A transaction (or a savepoint inside one).
 pub(crate) type Tx<'a> = deadpool_postgres::Transaction<'a>;
@@ -25,10 +25,17 @@ pub(crate) enum Durability {
     /// `SET LOCAL synchronous_commit = off`: claims, heartbeats, completions, logs. Losing
     /// one to a database crash only re-runs a step.
     Relaxed,
+    /// A read-only snapshot (`REPEATABLE READ READ ONLY`): a read of several statements
+    /// (a job with its steps and attempts) sees one moment; it never conflicts.
+    Read,
 }
 
 /// Starts a transaction with `durability`.
 pub(crate) async fn begin(client: &mut deadpool_postgres::Object, durability: Durability) -> Result<Tx<'_>> {
+    if durability == Durability::Read {
+        let b = client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true);
+        return Ok(b.start().await?);
+    }
     let tx = client.transaction().await?;
     if durability == Durability::Relaxed {
         tx.batch_execute("SET LOCAL synchronous_commit = off").await?;

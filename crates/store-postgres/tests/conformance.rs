@@ -95,3 +95,14 @@ async fn a_newer_schema_is_accepted_only_when_compatible() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_without_its_password() {
+    // Port 1 on the loopback: nothing listens there.
+    let url = "postgres://rota:s3cret-pw@127.0.0.1:1/rota";
+    let opts = PgOptions { connect_timeout: std::time::Duration::from_secs(2), ..options() };
+    let err = PgStore::connect(url, opts).await.err().expect("refused");
+    let text = err.to_string();
+    assert!(text.contains("127.0.0.1:1"), "{text}");
+    assert!(!text.contains("s3cret-pw"), "{text}");
+}

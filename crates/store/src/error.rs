@@ -28,6 +28,11 @@ pub enum StoreError {
         /// What the backend reported.
         detail: String,
     },
+    /// The database cannot be reached right now (a restart, a network cut, every pooled
+    /// connection busy past its wait). Nothing was changed by the refused call, as far as
+    /// the backend knows; it may succeed when retried shortly.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The backend failed (I/O, corruption, driver error).
     #[error("storage backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

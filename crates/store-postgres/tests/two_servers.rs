@@ -1,0 +1,281 @@
+//! What only a shared database has to prove: several stores (one per server) on one
+//! PostgreSQL database at once. Claims never hand out a step twice, two steps of one job
+//! completing through two stores settle once, two leaders never expire a lease twice, a live
+//! worker name is unique in the database, and a batch's failing item leaves the others.
+//! Skipped without `ROTA_TEST_POSTGRES_URL`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::{DateTime, Utc};
+use rota_domain::{AttemptOutcome, JobId, JobSpec, JobState, SessionId, StepSpec, StepState};
+use rota_store::{Completion, JobStore, NewJob, SessionStatus, StoreError, WorkerRegistration};
+use rota_store_postgres::{PgOptions, PgStore};
+use rota_testkit::postgres::TestDb;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+const TTL: Duration = Duration::from_secs(30);
+
+fn t(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_900_000_000 + secs, 0).unwrap()
+}
+
+/// Two stores, as two servers would have, on one fresh database.
+async fn two_servers() -> Option<(TestDb, Arc<dyn JobStore>, Arc<dyn JobStore>)> {
+    let db = TestDb::create().await?;
+    let opts = PgOptions { pool_size: 4, ..PgOptions::default() };
+    let a = PgStore::connect(&db.url, opts.clone()).await.unwrap();
+    let b = PgStore::connect(&db.url, opts).await.unwrap();
+    Some((db, Arc::new(a), Arc::new(b)))
+}
+
+fn registration(name: &str) -> WorkerRegistration {
+    let session = SessionId::new();
+    WorkerRegistration {
+        session,
+        token_hash: format!("hash-{session}"),
+        name: name.into(),
+        host: "h".into(),
+        profile: None,
+        version: "test".into(),
+        queues: vec!["default".into()],
+        tags: Vec::new(),
+        concurrency: 4,
+        pid: None,
+        instance_id: None,
+        replace: false,
+        stale_after: TTL,
+    }
+}
+
+async fn register(s: &Arc<dyn JobStore>, name: &str) -> SessionId {
+    let reg = registration(name);
+    let session = reg.session;
+    s.register_worker(reg, t(0)).await.unwrap();
+    session
+}
+
+async fn submit(s: &Arc<dyn JobStore>, spec: JobSpec) -> JobId {
+    let id = JobId::new();
+    let out = s.submit_jobs(vec![NewJob { id, spec, now: t(0) }]).await.unwrap();
+    assert!(out[0].as_ref().is_ok_and(|r| r.created), "{out:?}");
+    id
+}
+
+fn done(session: SessionId, a: &rota_store::ClaimedAttempt) -> Completion {
+    Completion {
+        session,
+        job_id: a.job_id,
+        step: a.step.clone(),
+        attempt_id: a.attempt_id,
+        outcome: AttemptOutcome::Succeeded,
+        run_ms: None,
+        jitter01: 0.0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_through_two_servers_never_hand_out_a_step_twice() {
+    let Some((_db, a, b)) = two_servers().await else { return };
+    const JOBS: usize = 60;
+    for _ in 0..JOBS {
+        submit(&a, JobSpec::new(vec![StepSpec::new("s", "true")])).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let session = register(&s, &format!("w{i}")).await;
+            let mut got = Vec::new();
+            loop {
+                let batch = s.claim(session, 3, t(1), TTL).await.unwrap();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(batch.into_iter().map(|c| c.job_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let unique: HashSet<JobId> = all.iter().copied().collect();
+    assert_eq!((all.len(), unique.len()), (JOBS, JOBS), "every step claimed exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_steps_of_one_job_completing_through_two_servers_settle_once() {
+    let Some((_db, a, b)) = two_servers().await else { return };
+    const JOBS: usize = 20;
+    let mut ids = Vec::new();
+    for _ in 0..JOBS {
+        let mut last = StepSpec::new("c", "true");
+        last.needs = vec!["a".into(), "b".into()];
+        ids.push(
+            submit(&a, JobSpec::new(vec![StepSpec::new("a", "true"), StepSpec::new("b", "true"), last]))
+                .await,
+        );
+    }
+    let (wa, wb) = (register(&a, "wa").await, register(&b, "wb").await);
+    let mut claimed_a = Vec::new();
+    let mut claimed_b = Vec::new();
+    for _ in 0..JOBS {
+        claimed_a.extend(a.claim(wa, 1, t(1), TTL).await.unwrap());
+        claimed_b.extend(b.claim(wb, 1, t(1), TTL).await.unwrap());
+    }
+    assert_eq!(claimed_a.len() + claimed_b.len(), 2 * JOBS);
+    // Each server completes what its worker holds, one completion per call, all at once.
+    let mut tasks = Vec::new();
+    for (s, w, claimed) in [(a.clone(), wa, claimed_a), (b.clone(), wb, claimed_b)] {
+        for c in claimed {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move { s.complete(vec![done(w, &c)], t(2)).await.unwrap() }));
+        }
+    }
+    let mut readied = 0;
+    for task in tasks {
+        let out = task.await.unwrap().pop().unwrap().expect("recorded");
+        readied += out.readied;
+    }
+    assert_eq!(readied as usize, JOBS, "each job's last step readied once, by the second completion");
+    for id in &ids {
+        let rec = a.get_job(*id).await.unwrap();
+        let states: Vec<StepState> = rec.steps.iter().map(|s| s.state).collect();
+        assert_eq!(states, [StepState::Succeeded, StepState::Succeeded, StepState::Ready], "{id}");
+        assert!(!rec.row.state.is_terminal(), "{id}: the job goes on with its last step");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_leaders_never_expire_a_lease_twice() {
+    let Some((_db, a, b)) = two_servers().await else { return };
+    const JOBS: usize = 30;
+    for _ in 0..JOBS {
+        submit(&a, JobSpec::new(vec![StepSpec::new("s", "true")])).await;
+    }
+    let w = register(&a, "w").await;
+    let claimed = a.claim(w, JOBS as u32, t(1), TTL).await.unwrap();
+    assert_eq!(claimed.len(), JOBS);
+    let later = t(1) + chrono::Duration::from_std(TTL).unwrap() + chrono::Duration::seconds(1);
+    let (x, y) = tokio::join!(a.expire_leases(later), b.expire_leases(later));
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let xs: HashSet<_> = x.iter().map(|l| l.attempt_id).collect();
+    let ys: HashSet<_> = y.iter().map(|l| l.attempt_id).collect();
+    assert!(xs.is_disjoint(&ys), "an attempt expired by both leaders");
+    assert_eq!(xs.len() + ys.len(), JOBS, "every expired lease expired once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_worker_name_is_unique_in_the_database() {
+    let Some((db, a, b)) = two_servers().await else { return };
+    // Old workers (no instance id) supersede each other: every registration succeeds, and
+    // whichever commits last is the one live session, whatever server it went through.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move { register(&s, "same").await }));
+    }
+    let mut sessions = Vec::new();
+    for task in tasks {
+        sessions.push(task.await.unwrap());
+    }
+    let mut live = 0;
+    for session in sessions {
+        if let Some(w) = b.session_by_token(&format!("hash-{session}")).await.unwrap() {
+            assert_eq!(w.status, SessionStatus::Active);
+            live += 1;
+        }
+    }
+    assert_eq!(live, 1, "one live session of the name");
+    assert_eq!(a.list_workers().await.unwrap().len(), 1, "one worker listed");
+    // The index, not only the check: a second live row of the name cannot be written.
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let err = client
+        .execute(
+            "INSERT INTO workers (session, name, token_hash, host, version, queues, tags, concurrency, status, \
+             registered_at, last_heartbeat_at) VALUES (gen_random_uuid(), 'same', 'other-hash', 'h', 't', '{}', \
+             '{}', 1, 'active', now(), now())",
+            &[],
+        )
+        .await
+        .expect_err("a second live session of the name");
+    assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_item_of_a_completion_batch_leaves_the_others_recorded() {
+    let Some((_db, a, _b)) = two_servers().await else { return };
+    for _ in 0..3 {
+        submit(&a, JobSpec::new(vec![StepSpec::new("s", "true")])).await;
+    }
+    let w = register(&a, "w").await;
+    let got = a.claim(w, 3, t(1), TTL).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let mut bad = done(w, &got[1]);
+    bad.session = SessionId::new();
+    let out = a.complete(vec![done(w, &got[0]), bad, done(w, &got[2])], t(2)).await.unwrap();
+    assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+    assert!(matches!(out[1], Err(StoreError::Conflict(..))), "{out:?}");
+    for (c, state) in got.iter().zip([JobState::Succeeded, JobState::Running, JobState::Succeeded]) {
+        assert_eq!(a.get_job(c.job_id).await.unwrap().row.state, state);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_clock_is_the_database_clock() {
+    let Some((_db, a, _b)) = two_servers().await else { return };
+    // Same host: the measured offset is a few milliseconds at most.
+    let skew = (a.now() - Utc::now()).num_milliseconds().abs();
+    assert!(skew < 1_000, "offset {skew} ms");
+}
+
+/// Claims through one server while another cancels the same jobs: rows are locked in
+/// different orders, so transactions may deadlock; each is run again and no call fails.
+/// Every job ends cancelled with no step left to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_and_cancels_racing_through_two_servers_all_succeed() {
+    let Some((_db, a, b)) = two_servers().await else { return };
+    const JOBS: usize = 40;
+    let mut ids = Vec::new();
+    for _ in 0..JOBS {
+        let steps = (0..3).map(|i| StepSpec::new(format!("s{i}"), "true")).collect();
+        ids.push(submit(&a, JobSpec::new(steps)).await);
+    }
+    let mut claimers = Vec::new();
+    for i in 0..3 {
+        let s = a.clone();
+        claimers.push(tokio::spawn(async move {
+            let w = register(&s, &format!("c{i}")).await;
+            let mut n = 0;
+            loop {
+                let got = s.claim(w, 2, t(1), TTL).await.expect("a claim never fails");
+                if got.is_empty() {
+                    return n;
+                }
+                n += got.len();
+            }
+        }));
+    }
+    let cancel_ids = ids.clone();
+    let canceller = tokio::spawn(async move {
+        for id in cancel_ids {
+            b.stop_job(id, rota_store::StopKind::Cancel, t(1)).await.expect("a cancel never fails");
+        }
+    });
+    canceller.await.unwrap();
+    for c in claimers {
+        c.await.unwrap();
+    }
+    for id in ids {
+        let rec = a.get_job(id).await.unwrap();
+        assert_eq!(rec.row.state, JobState::Cancelled, "{id}");
+        assert!(
+            rec.steps.iter().all(|s| !matches!(s.state, StepState::Ready | StepState::Waiting)),
+            "{id}: {:?}",
+            rec.steps
+        );
+    }
+}
