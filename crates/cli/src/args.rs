@@ -27,9 +27,12 @@ pub(crate) struct Cli {
 /// Flags every command accepts.
 #[derive(Debug, Args)]
 pub(crate) struct GlobalArgs {
-    /// The control plane to talk to: host:port or a URL.
-    #[arg(long, global = true, env = "ROTA_SERVER", default_value = DEFAULT_ADDR, value_name = "URL")]
-    pub(crate) server: String,
+    /// The control plane to talk to: host:port or a URL. Repeat it, or give a comma-separated
+    /// list (ROTA_SERVER=a:7777,b:7777), for several servers of one control plane: calls go
+    /// to the next one when a server is down.
+    #[arg(long, global = true, env = "ROTA_SERVER", default_value = DEFAULT_ADDR, value_name = "URL",
+        action = clap::ArgAction::Append, value_delimiter = ',')]
+    pub(crate) server: Vec<String>,
     /// Admin token for operator calls [default: the local admin.token file].
     #[arg(long, global = true, env = "ROTA_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub(crate) token: Option<String>,

@@ -126,11 +126,14 @@ impl ClientSettings {
     }
 }
 
-/// Normalizes `--server` (`host:port`, `:port`, `host` or a URL) to a base URL without a
-/// trailing `/`, with the client's own rules (a bare host gets port 7777).
-pub(crate) fn server_url(s: &str) -> Result<String> {
-    let url = rota_client::server_url(s).map_err(|e| usage(format!("--server: {e}")))?;
-    Ok(url.as_str().trim_end_matches('/').to_string())
+/// Normalizes `--server` (each `host:port`, `:port`, `host` or a URL; repeated, or
+/// comma-separated as in `ROTA_SERVER=a:7777,b:7777`) to base URLs without a trailing `/`,
+/// with the client's own rules (a bare host gets port 7777), joined by commas: the one form
+/// the clients take, the background worker saves and `rota worker run` is given. A bad
+/// entry is a usage error naming it.
+pub(crate) fn server_url(entries: &[String]) -> Result<String> {
+    let urls = rota_client::server_urls(&entries.join(",")).map_err(|e| usage(format!("--server: {e}")))?;
+    Ok(urls.iter().map(|u| u.as_str().trim_end_matches('/')).collect::<Vec<_>>().join(","))
 }
 
 #[cfg(test)]
@@ -145,11 +148,31 @@ mod tests {
         assert!(parse_listen("example.com:80").is_err());
     }
 
+    fn one(s: &str) -> Result<String> {
+        server_url(&[s.to_string()])
+    }
+
     #[test]
     fn server_urls() {
-        assert_eq!(server_url("zeus:7777").unwrap(), "http://zeus:7777");
-        assert_eq!(server_url("https://r.example/").unwrap(), "https://r.example");
-        assert_eq!(server_url(":7777").unwrap(), "http://127.0.0.1:7777");
-        assert!(server_url("ftp://x").is_err());
+        assert_eq!(one("zeus:7777").unwrap(), "http://zeus:7777");
+        assert_eq!(one("https://r.example/").unwrap(), "https://r.example");
+        assert_eq!(one(":7777").unwrap(), "http://127.0.0.1:7777");
+        assert!(one("ftp://x").is_err());
+    }
+
+    #[test]
+    fn server_lists_from_repeated_flags_and_commas() {
+        let list = |v: &[&str]| server_url(&v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>());
+        assert_eq!(list(&["a:7777", "b"]).unwrap(), "http://a:7777,http://b:7777");
+        assert_eq!(list(&["a:7777,https://b.example/"]).unwrap(), "http://a:7777,https://b.example");
+        // The joined form is read back as the same list (saved settings, `worker run`).
+        let joined = list(&["a:7777", ":9000"]).unwrap();
+        assert_eq!(one(&joined).unwrap(), joined);
+        for (bad, named) in [(&["a:7777", "ftp://b"][..], "ftp://b"), (&["a:7777", ""][..], "entry 2")] {
+            let err = list(bad).unwrap_err();
+            let f = err.downcast_ref::<crate::failure::Failure>().expect("a usage error");
+            assert_eq!(f.code, crate::failure::EXIT_USAGE);
+            assert!(format!("{err:#}").contains(named), "{bad:?}: {err:#}");
+        }
     }
 }

@@ -6,26 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rota_testkit::postgres::TestDb;
-use rota_testkit::{
-    Env, HEARTBEAT, LEASE_TTL, bound, rota, rota_bin, server, spawn_worker, submit, wait_for_end,
-};
+use rota_testkit::{Env, bound, rota, server, spawn_worker, submit, wait_for_end};
 use std::time::{Duration, Instant};
 
 /// A second server in `env`'s tree (same token files), on the same database.
 fn second_server(env: &Env, database: &str) -> server::Server {
-    let ms = |d: Duration| format!("{}ms", d.as_millis());
-    let spec = server::Spec {
-        args: vec![
-            "--heartbeat-interval".into(),
-            ms(HEARTBEAT),
-            "--lease-ttl".into(),
-            ms(LEASE_TTL),
-            "--database".into(),
-            database.into(),
-        ],
-        ..server::Spec::new(rota_bin(), env.dir.path())
-    };
-    server::start(spec).unwrap_or_else(|e| panic!("{e}"))
+    server::start_beside(env, database)
 }
 
 /// Whether the server at `url` says it leads (`GET /healthz/detail`); `None` if it cannot say.

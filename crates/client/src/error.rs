@@ -16,14 +16,17 @@ pub enum ClientError {
         message: String,
     },
     /// The server could not be reached or did not answer in time: it is down, restarting
-    /// or partitioned away.
-    #[error("cannot reach the rota server at {url}")]
+    /// or partitioned away. With several servers, the last one tried; `tried` names the
+    /// others, each with why it was left.
+    #[error("cannot reach the rota server at {url}{}", also_tried(tried))]
     Unreachable {
         /// The URL that was called.
         url: String,
         /// The transport error.
         #[source]
         source: reqwest::Error,
+        /// The servers tried before this one, as `URL (reason)`; empty with one server.
+        tried: Vec<String>,
     },
     /// The server answered 2xx with a body that is not what the protocol says.
     #[error("unexpected reply from {url}: {source}")]
@@ -40,6 +43,10 @@ pub enum ClientError {
     /// A worker-protocol call was made before `register` returned a credential.
     #[error("not registered: call register first")]
     NotRegistered,
+}
+
+fn also_tried(tried: &[String]) -> String {
+    if tried.is_empty() { String::new() } else { format!(" (also tried {})", tried.join(", ")) }
 }
 
 /// `Result` with [`ClientError`].

@@ -2,7 +2,7 @@
 //! `/healthz`. One pooled connection set per [`Client`]; no retries here.
 
 use crate::error::Result;
-use crate::transport::{CALL_TIMEOUT, Call, Transport, long_poll_timeout};
+use crate::transport::{CALL_TIMEOUT, Call, Failover, Route, Transport, long_poll_timeout};
 use reqwest::{Method, StatusCode, Url};
 use rota_api_types::IDEMPOTENCY_KEY_HEADER;
 use rota_api_types::fleet::{
@@ -42,42 +42,67 @@ struct BatchRef<'a> {
 const NO_BODY: Option<&()> = None;
 
 impl Client {
-    /// A client for `server` (`host:port` or URL) using the admin `token`, if any.
+    /// A client for `server` (`host:port` or URL, or a comma-separated list of them: the
+    /// servers of one control plane) using the admin `token`, if any.
     pub fn new(server: &str, token: Option<String>) -> Result<Self> {
         Ok(Self { transport: Transport::new(server)?, token })
     }
 
-    /// The server's base URL.
+    /// The base URL of the server calls go to first (the one that answered last).
     pub fn base_url(&self) -> &Url {
         self.transport.base()
     }
 
+    /// Every server's base URL, in the order given.
+    pub fn server_urls(&self) -> &[Url] {
+        self.transport.bases()
+    }
+
+    /// A call with the admin token. Reads and idempotent writes fail over to the next
+    /// server; the callers of anything that could act twice say [`Failover::Unsent`].
     fn call<'a, B: Serialize + ?Sized>(
         &'a self,
         method: Method,
-        url: Url,
+        route: Route,
         body: Option<&'a B>,
     ) -> Call<'a, B> {
-        Call { method, url, token: self.token.as_deref(), body, timeout: CALL_TIMEOUT, headers: &[] }
+        Call {
+            method,
+            route,
+            token: self.token.as_deref(),
+            body,
+            timeout: CALL_TIMEOUT,
+            headers: &[],
+            failover: Failover::Always,
+        }
     }
 
     /// `POST /api/v1/jobs`. `created` is true for a 201 (new job) and false for a 200 (the
-    /// idempotency key matched an existing job).
+    /// idempotency key matched an existing job). With a key (header or document) a submit
+    /// that got no answer is sent again to the next server; without one only if it never left.
     pub async fn submit(&self, spec: &JobSpec, idempotency_key: Option<&str>) -> Result<SubmitResponse> {
-        let url = self.transport.url(&["api", "v1", "jobs"], &[]);
+        let route = self.transport.route(&["api", "v1", "jobs"], &[]);
         let headers: Vec<(&'static str, &str)> =
             idempotency_key.map(|k| (IDEMPOTENCY_KEY_HEADER, k)).into_iter().collect();
-        let call = Call { headers: &headers, ..self.call(Method::POST, url, Some(spec)) };
+        let keyed = idempotency_key.is_some() || spec.idempotency_key.is_some();
+        let failover = if keyed { Failover::Always } else { Failover::Unsent };
+        let call = Call { headers: &headers, failover, ..self.call(Method::POST, route, Some(spec)) };
         let reply = self.transport.send(call).await?;
         let mut resp: SubmitResponse = reply.json()?;
         resp.created = reply.status == StatusCode::CREATED;
         Ok(resp)
     }
 
-    /// `POST /api/v1/jobs/batch`: each job is accepted or refused on its own.
+    /// `POST /api/v1/jobs/batch`: each job is accepted or refused on its own. The batch
+    /// has no header key; it is sent again to the next server only when every job carries
+    /// its own idempotency key in its document (or when it never left).
     pub async fn submit_batch(&self, jobs: &[JobSpec]) -> Result<BatchSubmitResponse> {
-        let url = self.transport.url(&["api", "v1", "jobs", "batch"], &[]);
-        self.transport.send(self.call(Method::POST, url, Some(&BatchRef { jobs }))).await?.json()
+        let route = self.transport.route(&["api", "v1", "jobs", "batch"], &[]);
+        let keyed = jobs.iter().all(|j| j.idempotency_key.is_some());
+        let failover = if keyed { Failover::Always } else { Failover::Unsent };
+        let body = BatchRef { jobs };
+        let call = Call { failover, ..self.call(Method::POST, route, Some(&body)) };
+        self.transport.send(call).await?.json()
     }
 
     /// `GET /api/v1/jobs?state=&queue=&limit=`.
@@ -92,14 +117,14 @@ impl Client {
         if let Some(limit) = query.limit {
             pairs.push(("limit", limit.to_string()));
         }
-        let url = self.transport.url(&["api", "v1", "jobs"], &pairs);
-        self.transport.send(self.call(Method::GET, url, NO_BODY)).await?.json()
+        let route = self.transport.route(&["api", "v1", "jobs"], &pairs);
+        self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `GET /api/v1/jobs/{id}`.
     pub async fn get_job(&self, id: JobId) -> Result<JobDetail> {
-        let url = self.transport.url(&["api", "v1", "jobs", &id.to_string()], &[]);
-        self.transport.send(self.call(Method::GET, url, NO_BODY)).await?.json()
+        let route = self.transport.route(&["api", "v1", "jobs", &id.to_string()], &[]);
+        self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `GET /api/v1/jobs/{id}/logs?step=&after=&waitMs=&maxBytes=`. With `wait_ms` the call
@@ -118,81 +143,89 @@ impl Client {
         if let Some(max) = query.max_bytes {
             pairs.push(("maxBytes", max.to_string()));
         }
-        let url = self.transport.url(&["api", "v1", "jobs", &id.to_string(), "logs"], &pairs);
+        let route = self.transport.route(&["api", "v1", "jobs", &id.to_string(), "logs"], &pairs);
         let timeout = query.wait_ms.map_or(CALL_TIMEOUT, |w| long_poll_timeout(w).max(CALL_TIMEOUT));
-        let call = Call { timeout, ..self.call(Method::GET, url, NO_BODY) };
+        let call = Call { timeout, ..self.call(Method::GET, route, NO_BODY) };
         self.transport.send(call).await?.json()
     }
 
     /// `POST /api/v1/jobs/{id}/cancel`.
     pub async fn cancel_job(&self, id: JobId) -> Result<JobSummary> {
-        let url = self.transport.url(&["api", "v1", "jobs", &id.to_string(), "cancel"], &[]);
-        self.transport.send(self.call(Method::POST, url, NO_BODY)).await?.json()
+        let route = self.transport.route(&["api", "v1", "jobs", &id.to_string(), "cancel"], &[]);
+        self.transport.send(self.call(Method::POST, route, NO_BODY)).await?.json()
     }
 
     /// `POST /api/v1/jobs/{id}/retry`.
     pub async fn retry_job(&self, id: JobId) -> Result<JobSummary> {
-        let url = self.transport.url(&["api", "v1", "jobs", &id.to_string(), "retry"], &[]);
-        self.transport.send(self.call(Method::POST, url, NO_BODY)).await?.json()
+        let route = self.transport.route(&["api", "v1", "jobs", &id.to_string(), "retry"], &[]);
+        // A second retry of a job the first one re-queued would be refused or act twice.
+        let call = Call { failover: Failover::Unsent, ..self.call(Method::POST, route, NO_BODY) };
+        self.transport.send(call).await?.json()
     }
 
     /// `GET /api/v1/workers`.
     pub async fn list_workers(&self) -> Result<WorkerList> {
-        let url = self.transport.url(&["api", "v1", "workers"], &[]);
-        self.transport.send(self.call(Method::GET, url, NO_BODY)).await?.json()
+        let route = self.transport.route(&["api", "v1", "workers"], &[]);
+        self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `POST /api/v1/workers/control`: a command fanned out to workers; replies are
     /// collected by the server until the request's timeout.
     pub async fn fleet(&self, req: &FleetRequest) -> Result<FleetResponse> {
-        let url = self.transport.url(&["api", "v1", "workers", "control"], &[]);
+        let route = self.transport.route(&["api", "v1", "workers", "control"], &[]);
         let wait = req.timeout_ms.unwrap_or(1000);
-        let call = Call { timeout: long_poll_timeout(wait), ..self.call(Method::POST, url, Some(req)) };
+        // The server names the command: sent again elsewhere, the workers would get it twice.
+        let call = Call {
+            timeout: long_poll_timeout(wait),
+            failover: Failover::Unsent,
+            ..self.call(Method::POST, route, Some(req))
+        };
         self.transport.send(call).await?.json()
     }
 
     /// `POST /api/v1/revokes`.
     pub async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeResponse> {
-        let url = self.transport.url(&["api", "v1", "revokes"], &[]);
-        self.transport.send(self.call(Method::POST, url, Some(req))).await?.json()
+        let route = self.transport.route(&["api", "v1", "revokes"], &[]);
+        let call = Call { failover: Failover::Unsent, ..self.call(Method::POST, route, Some(req)) };
+        self.transport.send(call).await?.json()
     }
 
     /// `GET /api/v1/revokes`.
     pub async fn list_revokes(&self) -> Result<RevokeList> {
-        let url = self.transport.url(&["api", "v1", "revokes"], &[]);
-        self.transport.send(self.call(Method::GET, url, NO_BODY)).await?.json()
+        let route = self.transport.route(&["api", "v1", "revokes"], &[]);
+        self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `GET /api/v1/queues`.
     pub async fn list_queues(&self) -> Result<QueueList> {
-        let url = self.transport.url(&["api", "v1", "queues"], &[]);
-        self.transport.send(self.call(Method::GET, url, NO_BODY)).await?.json()
+        let route = self.transport.route(&["api", "v1", "queues"], &[]);
+        self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `POST /api/v1/queues/{queue}/pause` or `.../resume`.
     pub async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<QueueView> {
         let verb = if paused { "pause" } else { "resume" };
-        let url = self.transport.url(&["api", "v1", "queues", queue, verb], &[]);
-        self.transport.send(self.call(Method::POST, url, NO_BODY)).await?.json()
+        let route = self.transport.route(&["api", "v1", "queues", queue, verb], &[]);
+        self.transport.send(self.call(Method::POST, route, NO_BODY)).await?.json()
     }
 
     /// `GET /healthz` (no auth needed; the token is not sent).
     pub async fn healthz(&self) -> Result<Health> {
-        let url = self.transport.url(&["healthz"], &[]);
-        let call = Call { token: None, ..self.call(Method::GET, url, NO_BODY) };
+        let route = self.transport.route(&["healthz"], &[]);
+        let call = Call { token: None, ..self.call(Method::GET, route, NO_BODY) };
         self.transport.send(call).await?.json()
     }
 
     /// `GET /healthz/detail` (admin token): this server and who leads the control plane.
     pub async fn healthz_detail(&self) -> Result<rota_api_types::health::HealthDetail> {
-        let url = self.transport.url(&["healthz", "detail"], &[]);
-        self.transport.send(self.call(Method::GET, url, NO_BODY)).await?.json()
+        let route = self.transport.route(&["healthz", "detail"], &[]);
+        self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `GET /metrics`: the Prometheus text (no token needed).
     pub async fn metrics_text(&self) -> Result<String> {
-        let url = self.transport.url(&["metrics"], &[]);
-        let call = Call { token: None, ..self.call(Method::GET, url, NO_BODY) };
+        let route = self.transport.route(&["metrics"], &[]);
+        let call = Call { token: None, ..self.call(Method::GET, route, NO_BODY) };
         let reply = self.transport.send(call).await?;
         Ok(String::from_utf8_lossy(&reply.body).into_owned())
     }

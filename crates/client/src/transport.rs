@@ -1,12 +1,16 @@
-//! One pooled `reqwest::Client` per rota client (keep-alive reuse), URL building, bearer
-//! auth, per-request timeouts and the mapping of replies to [`ClientError`]. It knows no
-//! routes and no bodies beyond `ErrorBody`.
+//! One pooled `reqwest::Client` per rota client (keep-alive reuse), its server list and
+//! failover between them, URL building, bearer auth, per-request timeouts and the mapping of
+//! replies to [`ClientError`]. It knows no routes and no bodies beyond `ErrorBody`; whether a
+//! call may be sent again to another server is the caller's word ([`Failover`]), never
+//! guessed here.
 
 use crate::error::{ClientError, Result};
 use reqwest::{Method, StatusCode, Url};
 use rota_api_types::ErrorBody;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Timeout of an ordinary call.
@@ -20,11 +24,31 @@ pub(crate) fn long_poll_timeout(wait_ms: u64) -> Duration {
     Duration::from_millis(wait_ms) + LONG_POLL_SLACK
 }
 
-/// A base URL and a connection pool.
+/// When a call that failed on one server may go to the next one of the list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failover {
+    /// The call is idempotent or the server de-duplicates it (reads, claims, heartbeats,
+    /// completions with fencing, logs with seq, submits with an idempotency key): after a
+    /// connection failure, a timeout or a 502/503/504 it is sent to the next server.
+    Always,
+    /// Sending it twice could act twice: it moves on only when it never left this machine
+    /// (the connection could not be made).
+    Unsent,
+}
+
+/// The servers of one control plane and the one that answered last. Shared by clones, so
+/// every call of a client (and of the worker's tasks) starts where the last one succeeded.
+#[derive(Debug)]
+struct Servers {
+    bases: Vec<Url>,
+    current: AtomicUsize,
+}
+
+/// A list of base URLs and a connection pool.
 #[derive(Clone, Debug)]
 pub(crate) struct Transport {
     http: reqwest::Client,
-    base: Url,
+    servers: Arc<Servers>,
 }
 
 /// A successful reply: its status and raw body.
@@ -42,20 +66,29 @@ impl Reply {
     }
 }
 
+/// A path under the base URL (segments percent-encoded when joined) and query pairs.
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    segments: Vec<String>,
+    query: Vec<(String, String)>,
+}
+
 /// One request to make.
 pub(crate) struct Call<'a, B: Serialize + ?Sized> {
     pub(crate) method: Method,
-    pub(crate) url: Url,
+    pub(crate) route: Route,
     pub(crate) token: Option<&'a str>,
     pub(crate) body: Option<&'a B>,
     pub(crate) timeout: Duration,
     pub(crate) headers: &'a [(&'static str, &'a str)],
+    pub(crate) failover: Failover,
 }
 
 impl Transport {
-    /// A transport for `server` (see [`crate::server_url`]).
-    pub(crate) fn new(server: &str) -> Result<Self> {
-        let base = crate::server_url(server)?;
+    /// A transport for `servers`: one address or a comma-separated list (see
+    /// [`crate::server_urls`]).
+    pub(crate) fn new(servers: &str) -> Result<Self> {
+        let bases = crate::server_urls(servers)?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("rota/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
@@ -64,40 +97,94 @@ impl Transport {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ClientError::InvalidServer(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Self { http, base })
+        Ok(Self { http, servers: Arc::new(Servers { bases, current: AtomicUsize::new(0) }) })
     }
 
-    /// The server's base URL.
+    /// The base URL calls go to first: the server that answered last.
     pub(crate) fn base(&self) -> &Url {
-        &self.base
+        let n = self.servers.bases.len();
+        &self.servers.bases[self.servers.current.load(Ordering::Relaxed) % n]
     }
 
-    /// `base` + the given path segments (percent-encoded) + query pairs.
-    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
-        let mut url = self.base.clone();
-        if let Ok(mut path) = url.path_segments_mut() {
-            path.pop_if_empty().extend(segments);
+    /// Every server's base URL, in the order given.
+    pub(crate) fn bases(&self) -> &[Url] {
+        &self.servers.bases
+    }
+
+    /// The given path segments and query pairs, to be joined to a base URL.
+    pub(crate) fn route(&self, segments: &[&str], query: &[(&str, String)]) -> Route {
+        Route {
+            segments: segments.iter().map(|s| (*s).to_string()).collect(),
+            query: query.iter().map(|(k, v)| ((*k).to_string(), v.clone())).collect(),
         }
-        if !query.is_empty() {
+    }
+
+    /// `base` + the route's segments (percent-encoded) + its query pairs.
+    fn url(base: &Url, route: &Route) -> Url {
+        let mut url = base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(&route.segments);
+        }
+        if !route.query.is_empty() {
             let mut pairs = url.query_pairs_mut();
-            for (k, v) in query {
+            for (k, v) in &route.query {
                 pairs.append_pair(k, v);
             }
         }
         url
     }
 
-    /// Sends a call; 2xx replies come back as [`Reply`], everything else as an error.
+    /// Sends a call, starting with the server that answered last and moving on to the next
+    /// ones (round-robin) as long as [`Failover`] allows; 2xx replies come back as
+    /// [`Reply`], everything else as the last server's error, naming the others tried.
     pub(crate) async fn send<B: Serialize + ?Sized>(&self, call: Call<'_, B>) -> Result<Reply> {
-        let Call { method, url, token, body, timeout, headers } = call;
-        let mut req = self.http.request(method.clone(), url.clone()).timeout(timeout);
-        if let Some(token) = token {
+        let bases = &self.servers.bases;
+        let n = bases.len();
+        let start = self.servers.current.load(Ordering::Relaxed) % n;
+        let mut tried: Vec<String> = Vec::new();
+        for i in 0..n {
+            let at = (start + i) % n;
+            let err = match self.send_to(&bases[at], &call).await {
+                Ok(reply) => {
+                    if at != start {
+                        self.servers.current.store(at, Ordering::Relaxed);
+                        tracing::info!(server = %bases[at], after = ?tried, "rota server failover");
+                    }
+                    return Ok(reply);
+                }
+                Err(e) => e,
+            };
+            let server_trouble = fails_over(&err, Failover::Always);
+            if server_trouble && n > 1 {
+                // Later calls start with the next server, whatever this one does.
+                let _ = self.servers.current.compare_exchange(
+                    at,
+                    (at + 1) % n,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            if i + 1 == n || !fails_over(&err, call.failover) {
+                return Err(with_tried(err, tried));
+            }
+            tracing::debug!(server = %bases[at], "rota call failed, trying the next server: {err}");
+            tried.push(format!("{} ({})", bases[at].as_str().trim_end_matches('/'), brief(&err)));
+        }
+        Err(ClientError::InvalidServer("no server address given".into()))
+    }
+
+    /// Sends a call to one server.
+    async fn send_to<B: Serialize + ?Sized>(&self, base: &Url, call: &Call<'_, B>) -> Result<Reply> {
+        let url = Self::url(base, &call.route);
+        let method = call.method.clone();
+        let mut req = self.http.request(method.clone(), url.clone()).timeout(call.timeout);
+        if let Some(token) = call.token {
             req = req.bearer_auth(token);
         }
-        for (name, value) in headers {
+        for (name, value) in call.headers {
             req = req.header(*name, *value);
         }
-        if let Some(body) = body {
+        if let Some(body) = call.body {
             req = req.json(body);
         }
         tracing::trace!(%method, %url, "rota call");
@@ -108,11 +195,49 @@ impl Transport {
     }
 }
 
+/// Whether `err` lets a call with this [`Failover`] go on to the next server: a server that
+/// is down, unreachable, too slow or behind a gateway that says so. Anything the server
+/// itself decided (4xx, 500, 507) would be decided the same way by the others.
+fn fails_over(err: &ClientError, failover: Failover) -> bool {
+    match (err, failover) {
+        (ClientError::Unreachable { source, .. }, Failover::Unsent) => source.is_connect(),
+        (ClientError::Unreachable { .. }, Failover::Always) => true,
+        (ClientError::Http { status: 502..=504, .. }, Failover::Always) => true,
+        _ => false,
+    }
+}
+
+/// A few words on why a server was left, for the error of the last one.
+fn brief(err: &ClientError) -> String {
+    match err {
+        ClientError::Unreachable { source, .. } if source.is_timeout() => "timed out".into(),
+        ClientError::Unreachable { source, .. } if source.is_connect() => "cannot connect".into(),
+        ClientError::Unreachable { .. } => "connection lost".into(),
+        ClientError::Http { status, code, .. } => format!("{status} {code}"),
+        other => other.to_string(),
+    }
+}
+
+/// The last server's error, naming the servers tried before it.
+fn with_tried(err: ClientError, tried: Vec<String>) -> ClientError {
+    if tried.is_empty() {
+        return err;
+    }
+    match err {
+        ClientError::Unreachable { url, source, .. } => ClientError::Unreachable { url, source, tried },
+        ClientError::Http { status, code, message } => {
+            let message = format!("{message} (after trying {})", tried.join(", "));
+            ClientError::Http { status, code, message }
+        }
+        other => other,
+    }
+}
+
 fn transport_error(url: &Url, e: reqwest::Error) -> ClientError {
     if e.is_builder() {
         ClientError::InvalidServer(format!("cannot call {url}: {e}"))
     } else {
-        ClientError::Unreachable { url: url.to_string(), source: e }
+        ClientError::Unreachable { url: url.to_string(), source: e, tried: Vec::new() }
     }
 }
 
@@ -170,12 +295,116 @@ mod tests {
 
     #[test]
     fn urls_encode_segments_and_keep_prefixes() {
+        let url = |t: &Transport, segments: &[&str], query: &[(&str, String)]| {
+            Transport::url(t.base(), &t.route(segments, query)).to_string()
+        };
         let t = Transport::new("https://h.example/rota/").unwrap();
-        let u = t.url(&["worker", "jobs", "x", "steps", "a b/c", "start"], &[]);
-        assert_eq!(u.as_str(), "https://h.example/rota/worker/jobs/x/steps/a%20b%2Fc/start");
+        let u = url(&t, &["worker", "jobs", "x", "steps", "a b/c", "start"], &[]);
+        assert_eq!(u, "https://h.example/rota/worker/jobs/x/steps/a%20b%2Fc/start");
         let t = Transport::new("zeus:7777").unwrap();
-        let u = t.url(&["api", "v1", "jobs"], &[("state", "running".into()), ("limit", "5".into())]);
-        assert_eq!(u.as_str(), "http://zeus:7777/api/v1/jobs?state=running&limit=5");
-        assert_eq!(t.url(&["healthz"], &[]).as_str(), "http://zeus:7777/healthz");
+        let u = url(&t, &["api", "v1", "jobs"], &[("state", "running".into()), ("limit", "5".into())]);
+        assert_eq!(u, "http://zeus:7777/api/v1/jobs?state=running&limit=5");
+        assert_eq!(url(&t, &["healthz"], &[]), "http://zeus:7777/healthz");
+    }
+}
+
+/// Failover against real sockets: a closed port and tiny HTTP servers that answer one
+/// canned reply to every request and count them.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod failover_tests {
+    use crate::{Client, ClientError};
+    use rota_domain::JobId;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server answering `status` with `body` to every request; returns its address and
+    /// its request counter.
+    async fn canned(status: &'static str, body: &'static str) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let counter = Arc::clone(&counter);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let mut seen = Vec::new();
+                    // Reads the head (no test request has a body longer than what follows it).
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (addr, hits)
+    }
+
+    const HEALTH: &str = r#"{"status":"ok","version":"test"}"#;
+
+    #[tokio::test]
+    async fn a_dead_first_server_is_skipped_and_the_one_that_answered_is_remembered() {
+        let (live, hits) = canned("200 OK", HEALTH).await;
+        let c = Client::new(&format!("127.0.0.1:1,{live}"), None).unwrap();
+        assert_eq!(c.server_urls().len(), 2);
+        assert_eq!(c.healthz().await.unwrap().status, "ok");
+        assert_eq!(c.base_url().as_str(), format!("http://{live}/"));
+        c.healthz().await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_gateway_error_fails_over_for_reads_but_not_for_a_retry() {
+        let (gateway, gw_hits) = canned("503 Service Unavailable", "").await;
+        let (live, live_hits) = canned("200 OK", HEALTH).await;
+        let c = Client::new(&format!("{gateway},{live}"), None).unwrap();
+        c.healthz().await.unwrap();
+        assert_eq!((gw_hits.load(Ordering::SeqCst), live_hits.load(Ordering::SeqCst)), (1, 1));
+
+        // `retry` could act twice: a 503 (the request reached something) is final, but the
+        // next call starts with the next server.
+        let c = Client::new(&format!("{gateway},{live}"), None).unwrap();
+        let err = c.retry_job(JobId::new()).await.unwrap_err();
+        assert_eq!(err.status(), Some(503), "{err}");
+        assert_eq!(live_hits.load(Ordering::SeqCst), 1, "a retry was sent twice");
+        assert_eq!(c.base_url().as_str(), format!("http://{live}/"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_over_even_for_calls_that_could_act_twice() {
+        let (live, hits) = canned("409 Conflict", r#"{"error":{"code":"conflict","message":"no"}}"#).await;
+        let c = Client::new(&format!("127.0.0.1:1,{live}"), None).unwrap();
+        let err = c.retry_job(JobId::new()).await.unwrap_err();
+        assert!(err.is_conflict(), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // A 409 is the control plane's answer: never sent to another server.
+        let c = Client::new(&format!("{live},127.0.0.1:1"), None).unwrap();
+        assert!(c.list_workers().await.unwrap_err().is_conflict());
+        assert_eq!(c.base_url().as_str(), format!("http://{live}/"));
+    }
+
+    #[tokio::test]
+    async fn when_every_server_is_down_the_error_names_each() {
+        let c = Client::new("127.0.0.1:1,127.0.0.1:2", None).unwrap();
+        let err = c.healthz().await.unwrap_err();
+        assert!(err.is_unreachable() && err.is_transient(), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("127.0.0.1:1") && text.contains("127.0.0.1:2"), "{text}");
+        assert!(text.contains("cannot connect"), "{text}");
+        match err {
+            ClientError::Unreachable { tried, .. } => assert_eq!(tried.len(), 1),
+            other => panic!("{other:?}"),
+        }
     }
 }

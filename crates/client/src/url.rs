@@ -1,5 +1,6 @@
 //! Server addresses: `host:port` (as in `ROTA_SERVER=zeus:7777`), `host`, `:port`,
-//! `http://…` and `https://…`. Pure parsing; it never resolves or connects.
+//! `http://…` and `https://…`, and comma-separated lists of them (`a:7777,b:7777`: several
+//! servers of one control plane). Pure parsing; it never resolves or connects.
 
 use crate::error::{ClientError, Result};
 use reqwest::Url;
@@ -53,6 +54,27 @@ pub fn server_url(s: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// Parses a comma-separated list of server addresses (`a:7777,b:7777`), each as
+/// [`server_url`], in order and without duplicates. Surrounding blanks are ignored; an
+/// empty entry (`a:7777,,b:7777`) or an empty list is refused, naming the entry.
+pub fn server_urls(s: &str) -> Result<Vec<Url>> {
+    let mut urls: Vec<Url> = Vec::new();
+    for (i, entry) in s.split(',').enumerate() {
+        if entry.trim().is_empty() {
+            return Err(ClientError::InvalidServer(format!(
+                "entry {} of the server list '{}' is empty",
+                i + 1,
+                s.trim()
+            )));
+        }
+        let url = server_url(entry)?;
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    Ok(urls)
+}
+
 /// True when the authority part of a scheme-less address names a port.
 fn has_explicit_port(s: &str) -> bool {
     let authority = s.split('/').next().unwrap_or(s);
@@ -92,6 +114,34 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(ok(input), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn lists_parse_each_entry_in_order() {
+        let urls = server_urls(" a:7777, http://b:8000/x ,:9000,a").unwrap();
+        let got: Vec<&str> = urls.iter().map(Url::as_str).collect();
+        assert_eq!(got, ["http://a:7777/", "http://b:8000/x", "http://127.0.0.1:9000/"]);
+        let one = server_urls("zeus").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].as_str(), "http://zeus:7777/");
+        // The same server twice is one server.
+        assert_eq!(server_urls("a:7777,http://a:7777/").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn lists_name_the_bad_entry() {
+        for (bad, named) in [
+            ("a:7777,ftp://b", "ftp://b"),
+            ("a:7777,,b:7777", "entry 2"),
+            ("a:7777,", "entry 2"),
+            ("", "entry 1"),
+            ("a:7777,b:notaport", "b:notaport"),
+        ] {
+            match server_urls(bad) {
+                Err(ClientError::InvalidServer(msg)) => assert!(msg.contains(named), "{bad:?}: {msg}"),
+                other => panic!("{bad:?} gave {other:?}"),
+            }
         }
     }
 

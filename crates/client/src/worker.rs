@@ -1,9 +1,13 @@
 //! The worker protocol client: register with the join token, then every call with the
 //! session credential that register returned. It holds the credential and nothing else:
-//! no retries, no session recovery (the worker decides what a 401 or 409 means).
+//! no retries, no session recovery (the worker decides what a 401 or 409 means). Every
+//! worker call may go to the next server of the list: the credential is valid on every
+//! server of the control plane, and each call is idempotent or de-duplicated by the server
+//! (claims: an unanswered claim's attempts are lost by lease; completions: fencing; logs:
+//! seq; register: the same instance supersedes its own session).
 
 use crate::error::{ClientError, Result};
-use crate::transport::{CALL_TIMEOUT, Call, Reply, Transport, long_poll_timeout};
+use crate::transport::{CALL_TIMEOUT, Call, Failover, Reply, Transport, long_poll_timeout};
 use reqwest::{Method, Url};
 use rota_api_types::worker::{
     ClaimRequest, ClaimResponse, CompleteBatchRequest, CompleteBatchResponse, CompleteRequest,
@@ -30,14 +34,20 @@ pub struct WorkerClient {
 }
 
 impl WorkerClient {
-    /// A client for `server` (`host:port` or URL), not yet registered.
+    /// A client for `server` (`host:port` or URL, or a comma-separated list of them: the
+    /// servers of one control plane), not yet registered.
     pub fn new(server: &str) -> Result<Self> {
         Ok(Self { transport: Transport::new(server)?, credential: Arc::default() })
     }
 
-    /// The server's base URL.
+    /// The base URL of the server calls go to first (the one that answered last).
     pub fn base_url(&self) -> &Url {
         self.transport.base()
+    }
+
+    /// Every server's base URL, in the order given.
+    pub fn server_urls(&self) -> &[Url] {
+        self.transport.bases()
     }
 
     /// How many times `register` succeeded on this client (0 = never). A caller that gets a
@@ -64,24 +74,32 @@ impl WorkerClient {
         wait_ms: Option<u64>,
     ) -> Result<Reply> {
         let token = self.token()?;
-        let url = self.transport.url(segments, &[]);
+        let route = self.transport.route(segments, &[]);
         let timeout = wait_ms.map_or(CALL_TIMEOUT, long_poll_timeout);
-        let call =
-            Call { method: Method::POST, url, token: Some(&token), body: Some(body), timeout, headers: &[] };
+        let call = Call {
+            method: Method::POST,
+            route,
+            token: Some(&token),
+            body: Some(body),
+            timeout,
+            headers: &[],
+            failover: Failover::Always,
+        };
         self.transport.send(call).await
     }
 
     /// `POST /worker/register` with the join token. On success the returned credential is
     /// used for every later call. 401 = bad join token; 400 = protocol version mismatch.
     pub async fn register(&self, join_token: &str, req: &RegisterRequest) -> Result<RegisterResponse> {
-        let url = self.transport.url(&["worker", "register"], &[]);
+        let route = self.transport.route(&["worker", "register"], &[]);
         let call = Call {
             method: Method::POST,
-            url,
+            route,
             token: Some(join_token),
             body: Some(req),
             timeout: CALL_TIMEOUT,
             headers: &[],
+            failover: Failover::Always,
         };
         let resp: RegisterResponse = self.transport.send(call).await?.json()?;
         let mut cred = self.credential.write().unwrap_or_else(PoisonError::into_inner);

@@ -59,6 +59,8 @@ pub fn redact(v: &mut Value) {
         "deadline",
         "lastHeartbeatAt",
         "registeredAt",
+        // `rota job submit` sends a fresh UUID v7 of its own when the user gives none.
+        "idempotency_key",
     ];
     match v {
         Value::Object(map) => {

@@ -94,3 +94,21 @@ pub fn start(spec: Spec) -> Result<Server, KitError> {
         line.split_whitespace().last().unwrap_or_default().trim_end_matches(['/', ',', '.']).to_string();
     Ok(Server { proc, url })
 }
+
+/// Another server in `env`'s tree (same token files) on `database`, with the kit's lease
+/// timings: several servers of one control plane (PostgreSQL). Panics if it cannot start.
+pub fn start_beside(env: &crate::Env, database: &str) -> Server {
+    let ms = |d: Duration| format!("{}ms", d.as_millis());
+    let spec = Spec {
+        args: vec![
+            "--heartbeat-interval".into(),
+            ms(crate::HEARTBEAT),
+            "--lease-ttl".into(),
+            ms(crate::LEASE_TTL),
+            "--database".into(),
+            database.into(),
+        ],
+        ..Spec::new(crate::rota_bin(), env.dir.path())
+    };
+    start(spec).unwrap_or_else(|e| panic!("{e}"))
+}

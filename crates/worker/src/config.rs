@@ -10,7 +10,8 @@ use std::time::Duration;
 /// Everything a worker needs to join a server and run steps.
 #[derive(Clone)]
 pub struct WorkerConfig {
-    /// Server address: `host:port`, `http://…` or `https://…`.
+    /// Server address: `host:port`, `http://…` or `https://…`; or a comma-separated list of
+    /// them, the servers of one control plane (calls fail over between them).
     pub server: String,
     /// The fleet's join token (never logged, never passed to steps).
     pub join_token: String,

@@ -42,7 +42,6 @@ pub(crate) async fn register(
     replace: bool,
 ) -> Result<Option<RegisterResponse>, WorkerError> {
     let req = request(ctx, replace);
-    let server = ctx.client.base_url().to_string();
     let mut backoff = Backoff::server();
     let mut failures = 0u32;
     loop {
@@ -50,6 +49,8 @@ pub(crate) async fn register(
             r = ctx.client.register(&ctx.config.join_token, &req) => r,
             () = shutdown.cancelled() => return Ok(None),
         };
+        // With several servers: the one that answered (or was tried) last.
+        let server = ctx.client.base_url().to_string();
         let e = match res {
             Ok(resp) => {
                 if failures > 0 {

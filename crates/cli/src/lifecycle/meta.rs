@@ -61,7 +61,10 @@ pub(crate) struct Meta {
     pub(crate) version: u64,
     /// The worker's key.
     pub(crate) key: String,
-    /// Base URL of the server.
+    /// Base URL of the server, or of several servers of one control plane joined by commas
+    /// (`http://a:7777,http://b:7777`, as `config::server_url` writes it): passed as is in
+    /// `--server` and `ROTA_SERVER`, which split it again. Files written before several
+    /// servers existed hold one URL, the same form.
     pub(crate) server: String,
     /// `--name` (else the host name, `profile@host`, or the node name).
     pub(crate) name: Option<String>,
@@ -519,6 +522,26 @@ mod tests {
         assert!(inv.env.contains(&("ROTA_WORKER_QUEUES".into(), "q1,q2".into())));
         assert!(inv.env.contains(&("ROTA_WORKER_PIDFILE".into(), "/r/node-alpha.pid".into())));
         assert!(m.foreground_command().ends_with("/opt/w --x"), "{}", m.foreground_command());
+    }
+
+    #[test]
+    fn a_server_list_is_saved_and_passed_whole() {
+        let p = paths(Instance::profile(None).unwrap());
+        let m = Meta::fresh(&p, "http://a:7777,http://b:7777".into());
+        let saved = serde_json::to_string(&m).unwrap();
+        let read: Meta = serde_json::from_str(&saved).unwrap();
+        assert_eq!(read, m);
+        let inv = read.invocation(Path::new("/bin/rota"));
+        assert_eq!(inv.args[..2], ["--server", "http://a:7777,http://b:7777"]);
+        assert!(inv.env.contains(&("ROTA_SERVER".into(), "http://a:7777,http://b:7777".into())));
+        // The worker reads it back as the same two servers.
+        let again = crate::config::server_url(&[inv.args[1].clone()]).unwrap();
+        assert_eq!(again, "http://a:7777,http://b:7777");
+        // A file of an older release (one server) still reads.
+        let mut old: serde_json::Value = serde_json::from_str(&saved).unwrap();
+        old["server"] = "http://127.0.0.1:7777".into();
+        let read: Meta = serde_json::from_value(old).unwrap();
+        assert_eq!(read.server, "http://127.0.0.1:7777");
     }
 
     #[test]

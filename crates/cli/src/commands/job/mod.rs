@@ -51,11 +51,12 @@ impl Api {
     /// a 404 reads `no job <id>`.
     pub(crate) fn error(&self, err: ClientError, job: Option<JobId>) -> anyhow::Error {
         match err {
-            ClientError::Unreachable { source, .. } => anyhow!(
+            ClientError::Unreachable { source, .. } if !self.server.contains(',') => anyhow!(
                 "cannot reach the rota server at {}: {}; is it running? (rota server / rota dev)",
                 self.server,
                 root_cause(&source)
             ),
+            ClientError::Unreachable { .. } => anyhow!("{err}; are they running? (rota server)"),
             ClientError::Http { status: 404, .. } if job.is_some() => {
                 anyhow!("no job {}", job.map(|j| j.to_string()).unwrap_or_default())
             }

@@ -1,5 +1,6 @@
 //! `rota job submit`: build the job from a document, flags and argv (see `job_document`),
-//! validate it here so mistakes exit 2 before any network call, submit, print the id.
+//! validate it here so mistakes exit 2 before any network call, submit (always with an
+//! idempotency key: the user's or one of our own), print the id.
 //! `--wait` then follows the job to its end: exit 0 if it succeeded, 1 otherwise.
 
 use super::Api;
@@ -19,8 +20,13 @@ pub(crate) async fn run(api: &Api, args: &SubmitArgs, json: bool) -> Result<Exit
         .routing
         .queue_for(args.queue.as_deref(), spec.name.as_deref(), &spec.queue)
         .map_err(|e| crate::failure::usage(format!("routing: {e:#}")))?;
-    let key = spec.idempotency_key.clone();
-    let submitted = api.client.submit(&spec, key.as_deref()).await.map_err(|e| api.error(e, None))?;
+    let (key, own_key) = submit_key(spec.idempotency_key.as_deref());
+    let mut submitted = api.client.submit(&spec, Some(&key)).await.map_err(|e| api.error(e, None))?;
+    if own_key {
+        // Our own fresh key can only match the job this very command created: a submit
+        // that reached one server, lost its answer and was sent again to another.
+        submitted.created = true;
+    }
     let mut out = Out::new();
     if json {
         out.json(&submitted)?;
@@ -34,6 +40,16 @@ pub(crate) async fn run(api: &Api, args: &SubmitArgs, json: bool) -> Result<Exit
         return Ok(ExitCode::SUCCESS);
     }
     wait(api, submitted.id).await
+}
+
+/// The submit's idempotency key: the user's (`--idempotency-key` or the document's), else a
+/// fresh UUID v7 of our own, so that a submit the client sends again to another server
+/// (its first answer lost) never creates a second job. True when the key is our own.
+fn submit_key(given: Option<&str>) -> (String, bool) {
+    match given {
+        Some(k) => (k.to_string(), false),
+        None => (uuid::Uuid::now_v7().to_string(), true),
+    }
 }
 
 /// Polls until the job is terminal, starting fast (short jobs are the common case in
@@ -50,5 +66,22 @@ async fn wait(api: &Api, id: JobId) -> Result<ExitCode> {
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_users_key_wins_else_a_fresh_v7() {
+        assert_eq!(submit_key(Some("nightly-42")), ("nightly-42".to_string(), false));
+        let (a, own) = submit_key(None);
+        assert!(own);
+        let (b, _) = submit_key(None);
+        assert_ne!(a, b);
+        let parsed = uuid::Uuid::parse_str(&a).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 7);
+        assert!(a.len() <= rota_domain::limits::MAX_IDEMPOTENCY_KEY);
     }
 }
