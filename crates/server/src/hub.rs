@@ -9,6 +9,11 @@
 //! also carry); every server remembers the commands it delivered (and
 //! their replies) for a while, so a repeat is never delivered twice and a lost reply is
 //! sent again.
+//!
+//! A server keeps a mailbox only for the sessions that long-poll it: a command on the bus
+//! for a worker polling another server is ignored here (not recorded as delivered), and a
+//! mailbox no poll has taken from for [`POLLED_WITHIN`] is dropped with what it held. A
+//! worker that moves to this server gets its pending commands from their retransmissions.
 
 use crate::events::Publisher;
 use rota_api_types::worker::{Command, ControlCommand, ControlReply, Reply};
@@ -28,10 +33,22 @@ pub(crate) const RETRANSMIT: Duration = Duration::from_millis(250);
 /// waits.
 const REMEMBER: Duration = Duration::from_secs(300);
 
-#[derive(Default)]
+/// A session whose worker has not long-polled this server for this long no longer has a
+/// mailbox here: longer than any long-poll waits (30 s at most) plus the worker's pause
+/// between two polls.
+const POLLED_WITHIN: Duration = Duration::from_secs(90);
+
 struct Mailbox {
     queue: VecDeque<ControlCommand>,
     notify: Arc<Notify>,
+    /// When a poll last began or ended here.
+    polled: Instant,
+}
+
+impl Mailbox {
+    fn new() -> Self {
+        Self { queue: VecDeque::new(), notify: Arc::default(), polled: Instant::now() }
+    }
 }
 
 /// A command delivered to a mailbox here, and its reply once the worker gave it.
@@ -40,9 +57,28 @@ struct Delivered {
     reply: Option<String>,
 }
 
+/// The mailboxes of the sessions polling here, and when stale ones were last dropped.
+struct Boxes {
+    by_session: HashMap<SessionId, Mailbox>,
+    swept: Instant,
+}
+
+impl Boxes {
+    /// Drops the mailboxes no poll has touched for [`POLLED_WITHIN`], at most once a
+    /// [`POLLED_WITHIN`], so a worker that moved to another server or died leaves nothing
+    /// behind.
+    fn sweep(&mut self, now: Instant) {
+        if now.duration_since(self.swept) < POLLED_WITHIN {
+            return;
+        }
+        self.swept = now;
+        self.by_session.retain(|_, mb| now.duration_since(mb.polled) < POLLED_WITHIN);
+    }
+}
+
 /// The mailboxes, the replies being waited for, and the commands delivered lately.
 pub(crate) struct Hub {
-    boxes: Mutex<HashMap<SessionId, Mailbox>>,
+    boxes: Mutex<Boxes>,
     waiting: Mutex<HashMap<Uuid, oneshot::Sender<Reply>>>,
     delivered: Mutex<HashMap<Uuid, Delivered>>,
     publisher: Arc<Publisher>,
@@ -56,7 +92,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Hub {
     pub(crate) fn new(publisher: Arc<Publisher>) -> Self {
-        Self { boxes: Mutex::default(), waiting: Mutex::default(), delivered: Mutex::default(), publisher }
+        let boxes = Boxes { by_session: HashMap::new(), swept: Instant::now() };
+        Self { boxes: Mutex::new(boxes), waiting: Mutex::default(), delivered: Mutex::default(), publisher }
     }
 
     fn send(&self, session: SessionId, id: Uuid, command: &str) {
@@ -149,8 +186,12 @@ impl Hub {
     }
 
     /// A command arrived on the bus: into the session's mailbox, unless it was delivered
-    /// already (a retransmission), in which case its reply, if any, is sent again.
+    /// already (a retransmission), in which case its reply, if any, is sent again. Ignored
+    /// when the session does not poll this server (its server delivers it).
     pub(crate) fn received_command(&self, session: SessionId, id: Uuid, command: &str) {
+        if !self.polls_here(session) {
+            return;
+        }
         {
             let mut delivered = lock(&self.delivered);
             if let Some(d) = delivered.get(&id) {
@@ -186,9 +227,18 @@ impl Hub {
         }
     }
 
+    /// Whether `session` has a mailbox here (its worker long-polled here lately).
+    fn polls_here(&self, session: SessionId) -> bool {
+        let mut boxes = lock(&self.boxes);
+        boxes.sweep(Instant::now());
+        boxes.by_session.contains_key(&session)
+    }
+
     fn enqueue(&self, session: SessionId, command: ControlCommand) {
         let mut boxes = lock(&self.boxes);
-        let mb = boxes.entry(session).or_default();
+        // Dropped by a sweep since `polls_here`: the command's retransmission finds the
+        // worker wherever it polls next.
+        let Some(mb) = boxes.by_session.get_mut(&session) else { return };
         mb.queue.push_back(command);
         mb.notify.notify_one();
     }
@@ -202,7 +252,10 @@ impl Hub {
     ) -> Vec<ControlCommand> {
         let notify = {
             let mut boxes = lock(&self.boxes);
-            let mb = boxes.entry(session).or_default();
+            let now = Instant::now();
+            boxes.sweep(now);
+            let mb = boxes.by_session.entry(session).or_insert_with(Mailbox::new);
+            mb.polled = now;
             if !mb.queue.is_empty() {
                 return mb.queue.drain(..).collect();
             }
@@ -213,12 +266,15 @@ impl Hub {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => {}
         }
-        lock(&self.boxes).get_mut(&session).map(|mb| mb.queue.drain(..).collect()).unwrap_or_default()
+        let mut boxes = lock(&self.boxes);
+        let Some(mb) = boxes.by_session.get_mut(&session) else { return Vec::new() };
+        mb.polled = Instant::now();
+        mb.queue.drain(..).collect()
     }
 
     /// Forgets a session's mailbox (superseded or unregistered).
     pub(crate) fn drop_session(&self, session: SessionId) {
-        if let Some(mb) = lock(&self.boxes).remove(&session) {
+        if let Some(mb) = lock(&self.boxes).by_session.remove(&session) {
             mb.notify.notify_one();
         }
     }
@@ -333,6 +389,63 @@ mod tests {
         };
         hub.deliver(vec![ControlReply { id: sent.id, reply: Reply::Done }]);
         assert!(requester.await.unwrap().is_some(), "the reply reached the requester");
+    }
+
+    /// Two servers on one bus: a request made through A for a worker polling B reaches it
+    /// through B, is answered, and A keeps no mailbox (nor queued commands) for it.
+    #[tokio::test]
+    async fn only_the_server_a_worker_polls_keeps_its_mailbox() {
+        let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
+        let a = Arc::new(Hub::new(Arc::new(Publisher::new(ServerId::new(), bus.clone()))));
+        let b = Arc::new(Hub::new(Arc::new(Publisher::new(ServerId::new(), bus.clone()))));
+        for hub in [&a, &b] {
+            let mut sub = bus.subscribe();
+            let h = Arc::downgrade(hub);
+            tokio::spawn(async move {
+                while let Received::Envelope(e) = sub.recv().await {
+                    let Some(hub) = h.upgrade() else { return };
+                    for ev in &e.events {
+                        match ev {
+                            Event::Control { session, id, command } => {
+                                hub.received_command(*session, *id, command)
+                            }
+                            Event::ControlReply { id, reply } => hub.received_reply(*id, reply),
+                            _ => {}
+                        }
+                    }
+                }
+            });
+        }
+        let session = SessionId::new();
+        let requester = {
+            let a = a.clone();
+            tokio::spawn(async move { a.request(session, stop(7), Duration::from_secs(30)).await })
+        };
+        let started = Instant::now();
+        let mut seen = 0;
+        while !requester.is_finished() {
+            seen += worker_answers(&b, session, 1).await;
+            assert!(started.elapsed() < Duration::from_secs(20), "never answered");
+        }
+        assert!(requester.await.unwrap().is_some());
+        assert_eq!(seen, 1, "delivered once, by B");
+        eprintln!("answered through B after {:?}", started.elapsed());
+        assert!(!a.boxes.lock().unwrap().by_session.contains_key(&session), "A has no mailbox for it");
+    }
+
+    /// A mailbox no poll touched for [`POLLED_WITHIN`] is dropped with what it held.
+    #[test]
+    fn a_mailbox_nobody_polls_is_dropped() {
+        let (Some(long_ago), now) = (Instant::now().checked_sub(POLLED_WITHIN * 2), Instant::now()) else {
+            return; // this host booted less than three minutes ago: no instant that old exists
+        };
+        let (stale, fresh) = (SessionId::new(), SessionId::new());
+        let mut boxes = Boxes { by_session: HashMap::new(), swept: long_ago };
+        boxes.by_session.insert(stale, Mailbox { polled: long_ago, ..Mailbox::new() });
+        boxes.by_session.insert(fresh, Mailbox::new());
+        boxes.sweep(now);
+        assert!(!boxes.by_session.contains_key(&stale));
+        assert!(boxes.by_session.contains_key(&fresh));
     }
 
     /// On a bus that loses every other message (commands and replies alike), a request is

@@ -31,6 +31,7 @@ mod metrics;
 mod openapi;
 mod openapi_facts;
 mod parking;
+mod refresh;
 mod routes;
 mod seams;
 mod state;
@@ -112,11 +113,13 @@ pub async fn run_with(
         tokio::spawn(listen::run(state.events.bus().subscribe(), state.receivers(), shutdown.clone()));
     let app = routes::build(state.clone());
     let sweeper = tokio::spawn(sweeper::run(state.clone(), shutdown.clone()));
+    let refreshing = tokio::spawn(refresh::run(state.clone(), shutdown.clone()));
     let stop = shutdown.clone();
     let served =
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
     shutdown.cancel();
     let _ = sweeper.await;
+    let _ = refreshing.await;
     let _ = listening.await;
     if let Err(e) = state.leader.resign().await {
         tracing::warn!(error = %e, "could not give up leadership at shutdown");

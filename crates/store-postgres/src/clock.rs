@@ -1,7 +1,8 @@
 //! The store's clock: the database server's, so every server of a control plane agrees on
 //! lease expiry and deadlines. `JobStore::now` must be cheap (no I/O), so the offset of the
-//! database's clock from this host's is measured once a connection is open (half the round
-//! trip is credited to the way there) and kept here; reading it is one atomic load.
+//! database's clock from this host's is measured once a connection is open, then again every
+//! few seconds (`JobStore::refresh_shared_views`), half the round trip credited to the way
+//! there, and kept here; reading it is one atomic load.
 
 use crate::error::Result;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -22,8 +23,9 @@ impl Clock {
         let after = Utc::now();
         let ours = before + (after - before) / 2;
         let offset = (theirs - ours).num_microseconds().unwrap_or(0);
-        self.offset_us.store(offset, Ordering::Relaxed);
-        if offset.abs() > 1_000_000 {
+        let before = self.offset_us.swap(offset, Ordering::Relaxed);
+        // Said once when the clocks part, not at every re-measurement.
+        if offset.abs() > 1_000_000 && before.abs() <= 1_000_000 {
             tracing::warn!(offset_ms = offset / 1000, "this host's clock differs from the database's");
         }
         Ok(())

@@ -287,6 +287,13 @@ impl JobStore for PgStore {
         self.clock.now()
     }
 
+    async fn refresh_shared_views(&self) -> Result<()> {
+        self.refresh_live().await?;
+        let client = self.client().await?;
+        self.clock.measure(&client).await?;
+        Ok(())
+    }
+
     fn log_usage(&self) -> LogUsage {
         LogUsage {
             live_bytes: self.quota.live.load(Ordering::Relaxed),

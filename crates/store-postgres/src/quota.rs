@@ -1,8 +1,10 @@
 //! The total log quota: its counters, making room when it would be passed (deleting the
 //! oldest finished jobs' logs first, recording what each attempt lost). Refusing new chunks
 //! once nothing is left to prune is `logs::append_one`'s part. Live bytes are this
-//! server's view: read from the database at connect and after pruning, moved by its own
-//! appends in between (other servers' appends show at the next refresh).
+//! server's view: read from the database at connect, after pruning and every few seconds
+//! (`JobStore::refresh_shared_views`), moved by its own appends in between; other servers'
+//! appends show at the next refresh, so with several servers the quota can be passed by
+//! what the others wrote within one refresh period, never more.
 
 use crate::PgStore;
 use crate::codec::u64_of;

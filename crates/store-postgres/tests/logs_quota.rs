@@ -40,16 +40,11 @@ async fn append(s: &PgStore, w: SessionId, a: &ClaimedAttempt, seq: u64, bytes: 
     assert!(out[0].is_ok(), "{out:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_the_quota_finished_jobs_lose_their_logs_first_then_new_output_is_refused() {
-    let Some(db) = TestDb::create().await else { return };
-    let mut s = PgStore::connect(&db.url, PgOptions { pool_size: 2, ..PgOptions::default() }).await.unwrap();
-    s.set_log_quota(Some(1_000));
-    let w = SessionId::new();
+async fn register(s: &PgStore, w: SessionId, name: &str) {
     let reg = WorkerRegistration {
         session: w,
         token_hash: "h".into(),
-        name: "w".into(),
+        name: name.into(),
         host: "h".into(),
         profile: None,
         version: "test".into(),
@@ -62,6 +57,15 @@ async fn past_the_quota_finished_jobs_lose_their_logs_first_then_new_output_is_r
         stale_after: TTL,
     };
     s.register_worker(reg, t(0)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_quota_finished_jobs_lose_their_logs_first_then_new_output_is_refused() {
+    let Some(db) = TestDb::create().await else { return };
+    let mut s = PgStore::connect(&db.url, PgOptions { pool_size: 2, ..PgOptions::default() }).await.unwrap();
+    s.set_log_quota(Some(1_000));
+    let w = SessionId::new();
+    register(&s, w, "w").await;
 
     let old = start(&s, w, 1).await;
     append(&s, w, &old, 0, 800).await;
@@ -96,4 +100,28 @@ async fn past_the_quota_finished_jobs_lose_their_logs_first_then_new_output_is_r
     let page = s.read_logs(&q).await.unwrap();
     assert_eq!(page.chunks.iter().map(|c| c.data.len()).sum::<usize>(), 500);
     assert_eq!(page.truncated.iter().map(|c| c.quota_refused_bytes).collect::<Vec<_>>(), [600]);
+}
+
+/// Two servers' stores on one database: what one appends shows in the other's usage (and
+/// so in its quota checks) once the other refreshes its shared views, which every server
+/// does every few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_servers_appends_count_against_the_quota_after_a_refresh() {
+    let Some(db) = TestDb::create().await else { return };
+    let opts = PgOptions { pool_size: 2, ..PgOptions::default() };
+    let mut a = PgStore::connect(&db.url, opts.clone()).await.unwrap();
+    let mut b = PgStore::connect(&db.url, opts).await.unwrap();
+    a.set_log_quota(Some(1_000));
+    b.set_log_quota(Some(1_000));
+    let w = SessionId::new();
+    register(&a, w, "w").await;
+    let running = start(&a, w, 1).await;
+    append(&a, w, &running, 0, 700).await;
+    assert_eq!((a.log_usage().live_bytes, b.log_usage().live_bytes), (700, 0));
+
+    b.refresh_shared_views().await.unwrap();
+    assert_eq!(b.log_usage().live_bytes, 700, "B sees A's bytes");
+    // Through B now: 700 + 600 passes the quota and nothing finished can be pruned.
+    append(&b, w, &running, 1, 600).await;
+    assert_eq!((b.log_usage().live_bytes, b.log_usage().refused_bytes), (700, 600));
 }

@@ -193,6 +193,14 @@ pub trait JobStore: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+
+    /// Re-reads what this server keeps of a store other servers write too, so its cheap
+    /// answers ([`JobStore::now`], [`JobStore::log_usage`] and the log quota's checks) do not
+    /// drift: every server calls it every few seconds. A store only this server writes
+    /// has nothing to re-read.
+    async fn refresh_shared_views(&self) -> Result<()> {
+        Ok(())
+    }
     /// The admin and join token hashes (SHA-256 hex) the store holds, shared by every
     /// server of the control plane; `None` for a kind it holds none of.
     async fn credential_hashes(&self) -> Result<CredentialHashes>;
