@@ -15,16 +15,20 @@
 //! - [`control`]: whole-job decisions: cancel, revoke, deadline, retry.
 //! - [`reason`]: every reason text users see, rendered in one place.
 //! - [`units`]: durations and byte sizes as written in job documents and flags.
+//! - [`resource`]: declared resources (`rota apply`): names, labels, generations, conditions.
+//! - [`workflow`]: the `Workflow` resource: inputs, outputs and the job a run makes.
 
 pub mod control;
 pub mod ids;
 pub mod limits;
 pub mod policy;
 pub mod reason;
+pub mod resource;
 pub mod settle;
 pub mod spec;
 pub mod state;
 pub mod units;
+pub mod workflow;
 
 pub use control::{
     Ending, JobEnd, Requeue, RetryRefused, StepReset, StepsEnd, StopCause, end_job, retry_job,
