@@ -143,7 +143,8 @@ pub struct Condition {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
-    /// The generation the conditions describe.
+    /// The generation the conditions describe (0: none observed yet).
+    #[serde(default)]
     pub observed_generation: u64,
     /// The observations, one per type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

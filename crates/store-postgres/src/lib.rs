@@ -47,6 +47,7 @@ mod logs;
 mod plans;
 mod prune;
 mod quota;
+mod resources;
 mod schema;
 mod servers;
 mod settle;
@@ -285,6 +286,43 @@ impl JobStore for PgStore {
     /// The database server's clock (its offset measured at connect).
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    async fn apply_resources(
+        &self,
+        writes: Vec<rota_store::resources::ResourceWrite>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<rota_domain::resource::Applied>> {
+        in_tx!(self, Durability::Full, |tx| resources::apply(&tx, &writes, now).await?)
+    }
+
+    async fn delete_resources(&self, keys: Vec<rota_store::resources::ResourceKey>) -> Result<Vec<bool>> {
+        in_tx!(self, Durability::Full, |tx| resources::delete(&tx, &keys).await?)
+    }
+
+    async fn get_resource(
+        &self,
+        key: &rota_store::resources::ResourceKey,
+    ) -> Result<Option<rota_store::resources::ResourceRecord>> {
+        in_tx!(self, Durability::Read, |tx| resources::get(&tx, key).await?)
+    }
+
+    async fn list_resources(
+        &self,
+        kind: Option<rota_domain::resource::Kind>,
+    ) -> Result<Vec<rota_store::resources::ResourceRecord>> {
+        in_tx!(self, Durability::Read, |tx| resources::list(&tx, kind).await?)
+    }
+
+    async fn set_resource_status(
+        &self,
+        key: &rota_store::resources::ResourceKey,
+        generation: u64,
+        status: &rota_domain::resource::Status,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        in_tx!(self, Durability::Relaxed, |tx| resources::set_status(&tx, key, generation, status, now)
+            .await?)
     }
 
     async fn refresh_shared_views(&self) -> Result<()> {

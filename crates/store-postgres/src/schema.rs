@@ -21,12 +21,20 @@ pub(crate) struct Migration {
 }
 
 /// Every migration, in order.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    min_compatible: 1,
-    sql: include_str!("../migrations/0001_init.sql"),
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        min_compatible: 1,
+        sql: include_str!("../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "resources",
+        min_compatible: 1,
+        sql: include_str!("../migrations/0002_resources.sql"),
+    },
+];
 
 /// The advisory lock key migrations run under (an arbitrary constant: "rota" + 1).
 const MIGRATION_LOCK: i64 = 0x726f_7461_0001;

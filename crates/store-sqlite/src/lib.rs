@@ -12,6 +12,7 @@
 //! - `submit`, `claim`, `complete`, `lease`, `control`, `fleet`, `workers`, `prune`: the write
 //!   paths, one file per concern; `settle` and `attempts` are what they share.
 //! - `credentials`: the admin and join token hashes (migration 6).
+//! - `resources`: declared resources (`rota apply`, migration 7).
 //! - `jobs_read`: job listings and records; `logs`: the log file; `quota`: which finished
 //!   jobs' logs the total log quota deletes first.
 //! - `codec`: column encodings; `error`: [`SqliteError`] and the mapping to `StoreError`.
@@ -35,6 +36,7 @@ mod plans;
 mod prune;
 mod quota;
 mod readers;
+mod resources;
 mod schema;
 mod settle;
 mod spec_cache;
@@ -463,6 +465,45 @@ impl JobStore for SqliteStore {
     async fn rotate_credential(&self, kind: CredentialKind, hash: &str, now: DateTime<Utc>) -> Result<()> {
         let hash = hash.to_string();
         self.write(Durability::Full, move |c| credentials::rotate_credential(c, kind, &hash, now)).await
+    }
+
+    async fn apply_resources(
+        &self,
+        writes: Vec<rota_store::resources::ResourceWrite>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<rota_domain::resource::Applied>> {
+        self.write(Durability::Full, move |c| resources::apply(c, &writes, now)).await
+    }
+
+    async fn delete_resources(&self, keys: Vec<rota_store::resources::ResourceKey>) -> Result<Vec<bool>> {
+        self.write(Durability::Full, move |c| resources::delete(c, &keys)).await
+    }
+
+    async fn get_resource(
+        &self,
+        key: &rota_store::resources::ResourceKey,
+    ) -> Result<Option<rota_store::resources::ResourceRecord>> {
+        let key = key.clone();
+        self.main_readers.run(move |c| resources::get_one(c, &key)).await
+    }
+
+    async fn list_resources(
+        &self,
+        kind: Option<rota_domain::resource::Kind>,
+    ) -> Result<Vec<rota_store::resources::ResourceRecord>> {
+        self.main_readers.run(move |c| resources::list(c, kind)).await
+    }
+
+    async fn set_resource_status(
+        &self,
+        key: &rota_store::resources::ResourceKey,
+        generation: u64,
+        status: &rota_domain::resource::Status,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (key, status) = (key.clone(), status.clone());
+        self.write(Durability::Normal, move |c| resources::set_status(c, &key, generation, &status, now))
+            .await
     }
 
     fn log_usage(&self) -> LogUsage {

@@ -41,6 +41,7 @@ pub(crate) const MAIN: &[Migration] = &[
         name: "credentials",
         sql: include_str!("../migrations/main/0006_credentials.sql"),
     },
+    Migration { version: 7, name: "resources", sql: include_str!("../migrations/main/0007_resources.sql") },
 ];
 
 /// Migrations of the logs database.

@@ -22,6 +22,7 @@ mod jobs;
 mod leases;
 mod logs;
 mod prune;
+mod resources;
 mod revokes;
 mod workers;
 
@@ -135,6 +136,10 @@ scenarios![
     credentials::credentials_init_races_agree_on_one,
     credentials::credentials_rotate,
     credentials::credentials_refuse_an_empty_hash,
+    resources::resources_apply_and_generation,
+    resources::resources_apply_is_all_or_nothing,
+    resources::resources_delete_and_status,
+    resources::resources_concurrent_applies_agree,
 ];
 
 /// Runs every scenario, each on a new database from `fresh` with a store open on it, and

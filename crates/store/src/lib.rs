@@ -13,6 +13,7 @@
 //! - [`error`]: [`StoreError`] and the `Result` alias.
 //! - [`bus`]: the typed events the servers of one control plane tell each other, and the
 //!   in-process transport.
+//! - [`resources`]: declared resources (`rota apply`) as stored.
 //! - [`leader`]: which server runs the loops that must run once ([`leader::Leadership`]).
 //! - `conformance` (feature): the suite every backend must pass.
 
@@ -20,6 +21,7 @@ pub mod bus;
 pub mod error;
 pub mod leader;
 pub mod records;
+pub mod resources;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -220,4 +222,36 @@ pub trait JobStore: Send + Sync + 'static {
     /// durably. Servers that cached the old hash accept the old token until they reload.
     /// An empty hash is `Invalid` and nothing is written.
     async fn rotate_credential(&self, kind: CredentialKind, hash: &str, now: DateTime<Utc>) -> Result<()>;
+
+    /// Creates or updates every resource of `writes` in one transaction (all or nothing):
+    /// per item, what `rota_domain::resource::apply` decides (the generation rises only
+    /// when the spec text differs; the status is kept). A batch naming one resource twice
+    /// is `Invalid` and nothing is written.
+    async fn apply_resources(
+        &self,
+        writes: Vec<resources::ResourceWrite>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<rota_domain::resource::Applied>>;
+
+    /// Deletes the named resources in one transaction; per key, whether it existed.
+    async fn delete_resources(&self, keys: Vec<resources::ResourceKey>) -> Result<Vec<bool>>;
+
+    /// One resource, if it exists.
+    async fn get_resource(&self, key: &resources::ResourceKey) -> Result<Option<resources::ResourceRecord>>;
+
+    /// Every resource of `kind` (all kinds if `None`), by kind then name.
+    async fn list_resources(
+        &self,
+        kind: Option<rota_domain::resource::Kind>,
+    ) -> Result<Vec<resources::ResourceRecord>>;
+
+    /// Records what a controller observed of a resource at `generation`; ignored (returns
+    /// false) when the resource is gone or its generation moved on meanwhile.
+    async fn set_resource_status(
+        &self,
+        key: &resources::ResourceKey,
+        generation: u64,
+        status: &rota_domain::resource::Status,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 }
