@@ -74,6 +74,16 @@ impl Records {
             .get(0)
     }
 
+    /// How many jobs are in each state, by state.
+    pub async fn job_states(&self) -> std::collections::BTreeMap<String, i64> {
+        let rows = self
+            .client
+            .query("SELECT state, count(*) FROM jobs GROUP BY state", &[])
+            .await
+            .unwrap_or_else(|e| panic!("counting jobs by state: {e}"));
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    }
+
     /// Whether the job is still stored.
     pub async fn job_exists(&self, job: &str) -> bool {
         let n: i64 = self
