@@ -1,8 +1,10 @@
 //! Issue 12, acceptance 6: chaos on two servers over PostgreSQL. Three workers, each given
 //! both servers, run many small jobs (500; 5 000 under `ROTA_TEST_SIZE=full`, see
-//! `scripts/full-size-tests`) while a random worker is SIGKILLed about every second (and
-//! restarted at once under its name, so it comes back as the same instance) and each
-//! server is killed -9 once (restarted at once on its port). Every job ends terminal and
+//! `scripts/full-size-tests`) while a random worker is SIGKILLed about every second and
+//! restarted at once, alternately under its name (the same instance: its attempts are lost
+//! at once, by supersession) and under a fresh name (a new instance: its attempts are lost
+//! when their leases expire), and each server is killed -9 once (restarted at once on its
+//! port). Every job ends terminal and
 //! succeeded (none lost), each with exactly one successful attempt in the records; the
 //! bodies are idempotent appends of their job id, and the test prints how many ran more
 //! than once.
@@ -27,8 +29,8 @@ const BATCH: usize = 250;
 
 const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "revoked"];
 
-fn worker(env: &Env, i: usize) -> Proc {
-    spawn_worker(env, &format!("chaos-{i}"), &["--concurrency", CONCURRENCY]).kill_on_drop()
+fn worker(env: &Env, name: &str) -> Proc {
+    spawn_worker(env, name, &["--concurrency", CONCURRENCY]).kill_on_drop()
 }
 
 fn terminal(states: &BTreeMap<String, i64>) -> i64 {
@@ -71,7 +73,7 @@ async fn every_job_succeeds_once_while_workers_and_servers_are_killed() {
     }
     eprintln!("submitted {jobs} jobs in {:?}", began.elapsed());
 
-    let mut workers: Vec<Proc> = (0..WORKERS).map(|i| worker(&env, i)).collect();
+    let mut workers: Vec<Proc> = (0..WORKERS).map(|i| worker(&env, &format!("chaos-{i}"))).collect();
     let chaos = Instant::now();
     let within = Duration::from_secs(if jobs > 1_000 { 3_600 } else { 600 });
     let mut rng = rand::rng();
@@ -103,7 +105,9 @@ async fn every_job_succeeds_once_while_workers_and_servers_are_killed() {
         }
         let i = rng.random_range(0..WORKERS);
         workers[i].kill();
-        workers[i] = worker(&env, i);
+        let name =
+            if worker_kills % 2 == 0 { format!("chaos-{i}") } else { format!("chaos-{i}-{worker_kills}") };
+        workers[i] = worker(&env, &name);
         worker_kills += 1;
         tokio::time::sleep(Duration::from_millis(rng.random_range(700..1_300))).await;
     }
