@@ -3,7 +3,8 @@
 //! processes ([`Proc`]), an async cluster with an API client ([`cluster`]), in-process
 //! servers and workers ([`inproc`]), test hosts in network namespaces ([`netns`]), the
 //! background-worker commands ([`background`]), `/proc` checks ([`procs`]), the one skip
-//! helper ([`require`]), scenario sizes ([`size`]) and one test body for both backends
+//! helper ([`require`]), several servers of one control plane ([`several`]) and what they
+//! recorded ([`records`]), scenario sizes ([`size`]) and one test body for both backends
 //! ([`both_backends!`]).
 //! Test code only (and the bench's throwaway servers): it panics with context on failure.
 
@@ -21,8 +22,10 @@ pub mod inproc;
 pub mod netns;
 pub mod postgres;
 pub mod procs;
+pub mod records;
 pub mod require;
 pub mod server;
+pub mod several;
 pub mod size;
 
 pub use backend::Backend;
