@@ -14,6 +14,7 @@
 //! - `credentials`: the admin and join token hashes (migration 6).
 //! - `jobs_read`: job listings and records; `logs`: the log file; `quota`: which finished
 //!   jobs' logs the total log quota deletes first.
+//! - `export`: [`SqliteExporter`], reading a stopped store whole for `rota migrate`.
 //! - `codec`: column encodings; `error`: [`SqliteError`] and the mapping to `StoreError`.
 
 /// Jobs deleted per transaction when pruning.
@@ -26,6 +27,7 @@ mod complete;
 mod control;
 mod credentials;
 mod error;
+mod export;
 mod fleet;
 mod jobs_read;
 mod lease;
@@ -43,6 +45,7 @@ mod workers;
 mod writer;
 
 pub use error::SqliteError;
+pub use export::SqliteExporter;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

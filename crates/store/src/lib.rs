@@ -14,12 +14,14 @@
 //! - [`bus`]: the typed events the servers of one control plane tell each other, and the
 //!   in-process transport.
 //! - [`leader`]: which server runs the loops that must run once ([`leader::Leadership`]).
+//! - [`transfer`]: copying a whole control plane between backends (`rota migrate`).
 //! - `conformance` (feature): the suite every backend must pass.
 
 pub mod bus;
 pub mod error;
 pub mod leader;
 pub mod records;
+pub mod transfer;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
