@@ -186,7 +186,7 @@ impl Importer for PgImporter {
         if last > 0 {
             // The next id handed out is last + 1.
             self.client
-                .execute("SELECT setval($1::regclass, $2, true)", &[&seq.target, &last])
+                .execute("SELECT setval($1::text::regclass, $2, true)", &[&seq.target, &last])
                 .await
                 .map_err(pg)?;
         }
