@@ -81,7 +81,7 @@ pub(crate) enum Command {
     ///
     /// Example:
     ///   rota server stop
-    ///   rota migrate --from sqlite:~/.local/share/rota/rota.db --to postgres://rota@db:5432/rota
+    ///   rota migrate --from sqlite:$HOME/.local/share/rota/rota.db --to postgres://rota@db:5432/rota
     ///   rota server start --database postgres://rota@db:5432/rota
     #[command(verbatim_doc_comment)]
     Migrate(MigrateArgs),

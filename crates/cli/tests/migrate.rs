@@ -41,6 +41,19 @@ fn job_ids(env: &Env) -> Vec<String> {
     rows.iter().map(|j| j["id"].as_str().expect("id").to_string()).collect()
 }
 
+/// The largest `attemptId` anywhere in a job's JSON.
+fn max_attempt_id(v: &Value) -> i64 {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, x)| if k == "attemptId" { x.as_i64().unwrap_or(0) } else { max_attempt_id(x) })
+            .max()
+            .unwrap_or(0),
+        Value::Array(a) => a.iter().map(max_attempt_id).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Whether `queue` is paused, by `rota worker stats --json`.
 fn paused(env: &Env, queue: &str) -> bool {
     let out = rota(env).args(["worker", "stats", "--json"]).output().expect("rota worker stats");
@@ -146,6 +159,8 @@ fn a_sqlite_control_plane_moves_to_postgres_whole() {
     let done = wait_for_end(&env, &fresh);
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert_eq!(text(&logs(&env, &fresh)).trim(), "after the move");
+    let copied_max = before.iter().map(|(show, _)| max_attempt_id(show)).max().unwrap_or(0);
+    assert!(max_attempt_id(&done) > copied_max, "attempt ids continue past the copied ones ({copied_max})");
 
     // A second copy into the now non-empty database is refused, naming it (no password).
     env.stop_server();
