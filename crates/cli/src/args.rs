@@ -71,11 +71,51 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: RoutingCommand,
     },
+    /// Copy a stopped SQLite control plane into an empty PostgreSQL database.
+    ///
+    /// Copies jobs (with their steps, attempts and logs, byte for byte), workers and their
+    /// sessions, revokes, paused queues and the token hashes, so the same admin.token and
+    /// join.token files keep working. Stop the server first (a running one is refused);
+    /// the source is only read. The target must be empty; the copy is one transaction, so
+    /// a failed or interrupted copy leaves it empty and can be run again.
+    ///
+    /// Example:
+    ///   rota server stop
+    ///   rota migrate --from sqlite:$HOME/.local/share/rota/rota.db --to postgres://rota@db:5432/rota
+    ///   rota server start --database postgres://rota@db:5432/rota
+    #[command(verbatim_doc_comment)]
+    Migrate(MigrateArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+}
+
+/// `rota migrate`.
+#[derive(Debug, Args)]
+pub(crate) struct MigrateArgs {
+    /// The SQLite database to copy (sqlite:PATH or PATH; its logs file PATH.logs comes along).
+    #[arg(long, value_name = "sqlite:PATH")]
+    pub(crate) from: PathBuf,
+    /// The empty PostgreSQL database to copy into (postgres://USER@HOST:PORT/DATABASE).
+    #[arg(long, value_name = "postgres://…")]
+    pub(crate) to: PathBuf,
+    /// TEST ONLY: after the first batch of this table is written, say so and wait forever
+    /// (tests kill the copy there).
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true, value_name = "TABLE")]
+    pub(crate) test_stall_in: Option<String>,
+}
+
+impl MigrateArgs {
+    /// `--test-stall-in` (always off without the `test-hooks` feature).
+    pub(crate) fn test_stall_in(&self) -> Option<String> {
+        #[cfg(feature = "test-hooks")]
+        return self.test_stall_in.clone();
+        #[cfg(not(feature = "test-hooks"))]
+        None
+    }
 }
 
 /// `rota routing ...`.

@@ -27,21 +27,22 @@ impl Database {
     /// `--database` as given, or the default SQLite file.
     pub(crate) fn from_flag(given: Option<&Path>, paths: &Paths) -> Result<Self> {
         match given {
-            Some(given) => Self::parse(given),
+            Some(given) => Self::parse(given, "--database"),
             None => Ok(Self::Sqlite(paths.database())),
         }
     }
 
-    fn parse(given: &Path) -> Result<Self> {
+    /// `given` as the value of `flag` (named in messages).
+    pub(crate) fn parse(given: &Path, flag: &str) -> Result<Self> {
         let Some(text) = given.to_str() else { return Ok(Self::Sqlite(given.to_path_buf())) };
         if let Some(rest) = text.strip_prefix("sqlite://").or_else(|| text.strip_prefix("sqlite:")) {
             if rest.is_empty() {
-                return Err(usage(format!("--database {text}: no file after sqlite:; expected {FORMS}")));
+                return Err(usage(format!("{flag} {text}: no file after sqlite:; expected {FORMS}")));
             }
             return Ok(Self::Sqlite(PathBuf::from(rest)));
         }
         if PgUrl::is_postgres(text) {
-            let url = PgUrl::parse(text).map_err(|e| usage(format!("--database: {e}; expected {FORMS}")))?;
+            let url = PgUrl::parse(text).map_err(|e| usage(format!("{flag}: {e}; expected {FORMS}")))?;
             return Ok(Self::Postgres(Box::new(url)));
         }
         if let Some((scheme, _)) = text.split_once("://")
@@ -49,7 +50,7 @@ impl Database {
             && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         {
             // Not echoed whole: a URL may carry a password.
-            return Err(usage(format!("--database: unknown scheme {scheme}://; expected {FORMS}")));
+            return Err(usage(format!("{flag}: unknown scheme {scheme}://; expected {FORMS}")));
         }
         Ok(Self::Sqlite(given.to_path_buf()))
     }

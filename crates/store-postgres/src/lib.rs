@@ -21,6 +21,7 @@
 //!   `credentials`: the admin and join token hashes.
 //! - `bus` (LISTEN/NOTIFY), `leader` (advisory lock), `servers` (who serves),
 //!   `dedicated` (their own connections); `url`: [`url::PgUrl`], shown without a password.
+//! - `import`: [`PgImporter`], writing a control plane copied from SQLite (`rota migrate`).
 //! - `clock`: the database server's clock, behind `JobStore::now`.
 //! - `codec`: column encodings; `error`: [`PgError`] and the mapping to `StoreError`.
 //!
@@ -39,6 +40,7 @@ mod credentials;
 pub mod dedicated;
 mod error;
 mod fleet;
+mod import;
 mod jobs_read;
 pub mod leader;
 mod lease;
@@ -58,6 +60,7 @@ mod workers;
 
 pub use connect::PgOptions;
 pub use error::PgError;
+pub use import::PgImporter;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

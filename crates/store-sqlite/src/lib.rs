@@ -15,6 +15,7 @@
 //! - `resources`: declared resources (`rota apply`, migration 7).
 //! - `jobs_read`: job listings and records; `logs`: the log file; `quota`: which finished
 //!   jobs' logs the total log quota deletes first.
+//! - `export`: [`SqliteExporter`], reading a stopped store whole for `rota migrate`.
 //! - `codec`: column encodings; `error`: [`SqliteError`] and the mapping to `StoreError`.
 
 /// Jobs deleted per transaction when pruning.
@@ -27,6 +28,7 @@ mod complete;
 mod control;
 mod credentials;
 mod error;
+mod export;
 mod fleet;
 mod jobs_read;
 mod lease;
@@ -45,6 +47,7 @@ mod workers;
 mod writer;
 
 pub use error::SqliteError;
+pub use export::SqliteExporter;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

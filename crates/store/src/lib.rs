@@ -15,6 +15,7 @@
 //!   in-process transport.
 //! - [`resources`]: declared resources (`rota apply`) as stored.
 //! - [`leader`]: which server runs the loops that must run once ([`leader::Leadership`]).
+//! - [`transfer`]: copying a whole control plane between backends (`rota migrate`).
 //! - `conformance` (feature): the suite every backend must pass.
 
 pub mod bus;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod leader;
 pub mod records;
 pub mod resources;
+pub mod transfer;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

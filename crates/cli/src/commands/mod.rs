@@ -6,6 +6,7 @@ mod completions;
 mod dev;
 pub(crate) mod fleet;
 pub(crate) mod job;
+mod migrate;
 mod routing;
 mod server;
 mod server_bg;
@@ -94,6 +95,7 @@ fn run_async(cli: Cli) -> Result<ExitCode> {
                 routing::dump(&loaded, cli.global.json, sample)
             }
             Command::Job { command } => job::run(&cli.global, command, &paths).await,
+            Command::Migrate(args) => migrate::run(&args).await,
             Command::Completions { shell } => completions::run(shell),
         }
     })

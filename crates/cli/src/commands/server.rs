@@ -196,7 +196,7 @@ async fn open_store(settings: &ServerSettings) -> Result<Opened> {
 /// holds it. A second server on the same file is refused, naming the holder: the servers
 /// of a control plane share work through PostgreSQL, never through one SQLite file (each
 /// would believe it is the only one and lead alone).
-fn serve_alone(db: &Path) -> Result<Held> {
+pub(crate) fn serve_alone(db: &Path) -> Result<Held> {
     let mut name = db.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".server.lock");
     let path = db.with_file_name(name);
