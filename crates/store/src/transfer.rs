@@ -206,6 +206,23 @@ pub const TABLES: &[Table] = &[
         sequence: None,
     },
     Table {
+        name: "resources",
+        part: Part::Main,
+        // JSON as text in both backends: a spec's canonical text must stay byte-equal.
+        columns: &[
+            col("kind", Text),
+            col("name", Text),
+            col("labels", Text),
+            col("generation", Int),
+            col("spec", Text),
+            col("status", Text),
+            col("created_at", Time),
+            col("updated_at", Time),
+        ],
+        order_by: "kind, name",
+        sequence: None,
+    },
+    Table {
         name: "log_attempts",
         part: Part::Logs,
         columns: &[
