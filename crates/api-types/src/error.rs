@@ -17,4 +17,8 @@ pub struct ErrorDetail {
     pub code: String,
     /// For people: what was wrong and where.
     pub message: String,
+    /// Where in the request body, as a JSON pointer (`/documents/2/spec/steps/0/run`), when
+    /// one field is to blame; clients map it back to their own file's line and column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
 }

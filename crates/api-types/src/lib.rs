@@ -10,6 +10,7 @@
 //! - [`workers`]: operator views of workers (`/api/v1/workers`).
 //! - [`fleet`]: fleet control: commands to workers, revokes, paused queues.
 //! - [`health`]: `/healthz/detail`: this server and the leader.
+//! - [`resources`]: declared resources (`rota apply`, `get`, `delete`, `run`).
 //! - [`bytes`]: byte-exact payloads carried as base64.
 //! - [`error`]: the error body every non-2xx reply carries.
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod fleet;
 pub mod health;
 pub mod jobs;
+pub mod resources;
 pub mod worker;
 pub mod workers;
 

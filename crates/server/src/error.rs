@@ -22,32 +22,43 @@ pub struct ApiError {
     pub code: &'static str,
     /// Message for people.
     pub message: String,
+    /// The request body's field to blame, as a JSON pointer, if one is.
+    pub pointer: Option<String>,
 }
 
 impl ApiError {
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
+        Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into(), pointer: None }
     }
     /// 400 for input over a limit (or malformed), naming the field and the limit.
     pub fn limit(e: rota_domain::limits::LimitError) -> Self {
         Self::bad_request(e.to_string())
     }
+    /// 400 blaming the request body's field at `pointer` (a JSON pointer).
+    pub fn invalid_at(pointer: String, message: impl Into<String>) -> Self {
+        Self { pointer: Some(pointer), ..Self::bad_request(message) }
+    }
     /// 401.
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into() }
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: message.into(),
+            pointer: None,
+        }
     }
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into() }
+        Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into(), pointer: None }
     }
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into(), pointer: None }
     }
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into() }
+        Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into(), pointer: None }
     }
     /// 409 `name_held`: a registration named a worker whose live session belongs to
     /// another instance. Names the holder so the operator can find it.
@@ -64,6 +75,7 @@ impl ApiError {
                 h.host,
                 h.instance_id.as_deref().unwrap_or("unknown"),
             ),
+            pointer: None,
         }
     }
     /// 507 `storage_full`: the device holding `path` has no space left. Not logged here:
@@ -77,6 +89,7 @@ impl ApiError {
                  nothing was stored. Free space on that filesystem, then retry",
                 path.display()
             ),
+            pointer: None,
         }
     }
     /// 503 `unavailable` (with `Retry-After`): the database cannot be reached right now.
@@ -89,12 +102,18 @@ impl ApiError {
                 "the database cannot be reached right now ({detail}); nothing was changed. Retry in \
                  a moment"
             ),
+            pointer: None,
         }
     }
     /// 500 (the detail is logged, not sent).
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: "internal error".into() }
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "internal error".into(),
+            pointer: None,
+        }
     }
 }
 
@@ -123,7 +142,9 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail { code: self.code.to_string(), message: self.message, pointer: self.pointer },
+        };
         let mut response = (self.status, axum::Json(body)).into_response();
         // Every 503 says when to come back; rota's clients retry (or try another server).
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -156,6 +177,7 @@ where
                         status,
                         code: "payload_too_large",
                         message: "request body is larger than the server accepts".into(),
+                        pointer: None,
                     });
                 }
                 let message = match &rejection {
@@ -166,7 +188,7 @@ where
                     }
                     other => other.body_text(),
                 };
-                Err(ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message })
+                Err(ApiError::bad_request(message))
             }
         }
     }

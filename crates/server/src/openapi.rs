@@ -10,6 +10,7 @@ use utoipa::OpenApi;
         (name = "worker", description = "Worker protocol: join token for register, then the session credential."),
         (name = "jobs", description = "Operator job calls (admin token)."),
         (name = "workers", description = "Operator views of workers (admin token)."),
+        (name = "resources", description = "Declared resources (`rota apply`) and workflow runs (admin token)."),
         (name = "meta", description = "Health, metrics, this document (no token).")
     )
 )]

@@ -449,6 +449,11 @@ async fn openapi_describes_every_endpoint() {
         "/api/v1/queues",
         "/api/v1/queues/{queue}/pause",
         "/api/v1/queues/{queue}/resume",
+        "/api/v1/resources/apply",
+        "/api/v1/resources/delete",
+        "/api/v1/resources/{kind}",
+        "/api/v1/resources/{kind}/{name}",
+        "/api/v1/workflows/{name}/runs",
         "/healthz",
         "/metrics",
         "/openapi.json",
@@ -721,4 +726,107 @@ async fn a_parked_claim_of_a_heartbeating_session_keeps_getting_work() {
     let (s, v) = tokio::time::timeout(std::time::Duration::from_secs(15), poll).await.unwrap().unwrap();
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["attempts"][0]["jobId"], json!(job), "{v}");
+}
+
+fn workflow(name: &str, run_b: &str) -> Value {
+    json!({
+        "apiVersion": "rota/v1",
+        "kind": "Workflow",
+        "metadata": {"name": name, "labels": {"team": "ops"}},
+        "spec": {
+            "inputs": {"who": {"type": "string"}, "count": {"type": "integer", "default": 2}},
+            "steps": [
+                {"name": "a", "run": "echo GREETING=hi >> $ROTA_OUTPUT"},
+                {"name": "b", "run": run_b, "needs": ["a"]}
+            ]
+        }
+    })
+}
+
+/// Declared resources: an apply answers per document (created, unchanged, configured with
+/// the generation rising only for a spec change), is all or nothing with the field to
+/// blame as a JSON pointer, a dry run stores nothing, and a workflow runs as a job with
+/// its inputs typed.
+#[tokio::test]
+async fn resources_apply_get_run_and_delete() {
+    let api = Api::new();
+    let apply = |docs: Vec<Value>, dry: bool| {
+        let body = json!({"documents": docs, "dryRun": dry});
+        let api = &api;
+        async move { api.call("POST", "/api/v1/resources/apply", Some(ADMIN), Some(body)).await }
+    };
+    let (s, v) = apply(vec![workflow("w1", "echo b"), workflow("w2", "echo b")], false).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"][0]["action"], "created");
+    assert_eq!(v["results"][1]["generation"], 1);
+    let (_, v) = apply(vec![workflow("w1", "echo b"), workflow("w2", "echo b")], false).await;
+    assert_eq!(
+        (v["results"][0]["action"].as_str(), v["results"][1]["action"].as_str()),
+        (Some("unchanged"), Some("unchanged"))
+    );
+
+    // A dry run says what would change and changes nothing.
+    let (_, v) = apply(vec![workflow("w1", "echo changed")], true).await;
+    assert_eq!(
+        (v["results"][0]["action"].as_str(), v["results"][0]["generation"].as_u64()),
+        (Some("configured"), Some(2))
+    );
+    assert_eq!(v["results"][0]["previous"]["steps"][1]["run"], "echo b");
+    let (_, got) = api.call("GET", "/api/v1/resources/workflows/w1", Some(ADMIN), None).await;
+    assert_eq!((got["metadata"]["generation"].as_u64(), got["kind"].as_str()), (Some(1), Some("Workflow")));
+
+    // One bad document refuses the whole apply, naming the field.
+    let mut bad = workflow("w3", "echo b");
+    bad["spec"]["steps"][1]["needs"] = json!(["nope"]);
+    let (s, v) = apply(vec![workflow("w1", "echo changed"), bad], false).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["pointer"], "/documents/1/spec/steps/1/needs/0", "{v}");
+    let (s, _) = api.call("GET", "/api/v1/resources/wf/w3", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "nothing of the refused apply stored");
+    let (_, got) = api.call("GET", "/api/v1/resources/Workflow/w1", Some(ADMIN), None).await;
+    assert_eq!(got["metadata"]["generation"], 1, "w1 untouched by the refused apply");
+
+    // The real change moves only w1's generation.
+    let (_, v) = apply(vec![workflow("w1", "echo changed"), workflow("w2", "echo b")], false).await;
+    assert_eq!(
+        (v["results"][0]["generation"].as_u64(), v["results"][1]["generation"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let (_, list) = api.call("GET", "/api/v1/resources/workflows", Some(ADMIN), None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+
+    // A run types its inputs; a wrong one is named.
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/v1/workflows/w1/runs",
+            Some(ADMIN),
+            Some(json!({"inputs": {"count": "x", "who": "a"}})),
+        )
+        .await;
+    assert_eq!((s, v["error"]["pointer"].as_str()), (StatusCode::BAD_REQUEST, Some("/inputs/count")), "{v}");
+    let (s, v) = api
+        .call("POST", "/api/v1/workflows/w1/runs", Some(ADMIN), Some(json!({"inputs": {"who": "ada"}})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, job) =
+        api.call("GET", &format!("/api/v1/jobs/{}", v["id"].as_str().unwrap()), Some(ADMIN), None).await;
+    assert_eq!(job["spec"]["env"]["ROTA_INPUT_WHO"], "ada", "{job}");
+    assert_eq!(job["spec"]["env"]["ROTA_INPUT_COUNT"], "2", "{job}");
+    let (s, _) = api.call("POST", "/api/v1/workflows/nope/runs", Some(ADMIN), Some(json!({}))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Deletes.
+    let (s, _) = api.call("DELETE", "/api/v1/resources/wf/w2", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = api.call("DELETE", "/api/v1/resources/wf/w2", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let body = json!({"resources": [{"kind": "wf", "name": "w1"}, {"kind": "wf", "name": "w2"}]});
+    let (_, v) = api.call("POST", "/api/v1/resources/delete", Some(ADMIN), Some(body)).await;
+    assert_eq!(
+        (v["results"][0]["deleted"].as_bool(), v["results"][1]["deleted"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let (s, _) = api.call("GET", "/api/v1/resources/pods", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "unknown kind");
 }

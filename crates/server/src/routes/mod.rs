@@ -4,6 +4,7 @@
 mod fleet;
 mod jobs;
 mod meta;
+mod resources;
 mod timeout;
 mod worker;
 mod workers;
@@ -34,6 +35,10 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(worker::heartbeat))
         .routes(routes!(worker::start_step))
         .routes(routes!(worker::unregister))
+        .routes(routes!(resources::list))
+        .routes(routes!(resources::get, resources::delete_one))
+        .routes(routes!(resources::delete_many))
+        .routes(routes!(resources::run))
         .layer(DefaultBodyLimit::max(body_limit));
     // Long-polls (log follow, fleet replies, control, claim) hold a request on purpose, each
     // bounded by `max_poll`: the request timeout would cut them.
@@ -45,6 +50,7 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .layer(DefaultBodyLimit::max(body_limit));
     let large = OpenApiRouter::new()
         .routes(routes!(jobs::submit_batch))
+        .routes(routes!(resources::apply))
         .routes(routes!(worker::complete_step))
         .routes(routes!(worker::complete_batch))
         .routes(routes!(worker::append_logs))

@@ -51,6 +51,7 @@ fn as_json(res: Response, limit: Duration) -> Response {
         status: StatusCode::REQUEST_TIMEOUT,
         code: "timeout",
         message: format!("the request took longer than the server's request timeout ({limit}); retry it"),
+        pointer: None,
     }
     .into_response()
 }

@@ -87,6 +87,7 @@ pub(crate) async fn register(
                  must match: upgrade the older of the two",
                 req.protocol_version, req.protocol_minor
             ),
+            pointer: None,
         });
     }
     check_registration(&req).map_err(ApiError::limit)?;

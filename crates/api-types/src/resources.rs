@@ -1,0 +1,218 @@
+//! Declared resources (`/api/v1/resources/...`, `rota apply`): the documents users write
+//! (`kind`, `metadata`, `spec`), what an apply answers per document, the stored views
+//! (`metadata.generation`, `status`) and `rota run`'s request. Kubernetes-shaped, camelCase
+//! outside the specs (which keep the snake_case of the job document).
+
+use rota_domain::resource::{Applied, Kind, Metadata, Status};
+use rota_domain::workflow::WorkflowSpec;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The only `apiVersion` rota knows; documents may leave it out.
+pub const API_VERSION: &str = "rota/v1";
+
+/// One declared resource, as written in a file: the kind says which spec it carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind")]
+pub enum ResourceDocument {
+    /// A named, parameterized DAG of steps, started with `rota run`.
+    Workflow(WorkflowDocument),
+}
+
+/// A `Workflow` document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkflowDocument {
+    /// `rota/v1` if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// What it runs.
+    pub spec: WorkflowSpec,
+}
+
+impl ResourceDocument {
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ResourceDocument::Workflow(_) => Kind::Workflow,
+        }
+    }
+
+    /// Its metadata.
+    pub fn metadata(&self) -> &Metadata {
+        match self {
+            ResourceDocument::Workflow(d) => &d.metadata,
+        }
+    }
+
+    /// Its `apiVersion`, if it gave one.
+    pub fn api_version(&self) -> Option<&str> {
+        match self {
+            ResourceDocument::Workflow(d) => d.api_version.as_deref(),
+        }
+    }
+}
+
+/// A stored resource's spec, whichever its kind.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ResourceSpec {
+    /// A workflow's.
+    Workflow(WorkflowSpec),
+}
+
+/// `POST /api/v1/resources/apply`: documents applied together (all or nothing).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApplyRequest {
+    /// The documents, in order; errors name them by index (`/documents/2/spec/...`).
+    pub documents: Vec<ResourceDocument>,
+    /// Only say what would change (`rota diff`); nothing is stored.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What applying one document did (or, dry, would do).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResult {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+    /// `created`, `configured` or `unchanged`.
+    pub action: Applied,
+    /// Its generation afterwards.
+    pub generation: u64,
+    /// The stored spec before, if it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ResourceSpec>,
+    /// The stored labels before, if it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_labels: Option<BTreeMap<String, String>>,
+}
+
+/// The answer to an apply, one result per document in order.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResponse {
+    /// Per document.
+    pub results: Vec<ApplyResult>,
+    /// Whether this was a dry run (nothing stored).
+    pub dry_run: bool,
+}
+
+/// A stored resource's metadata: as declared, plus what the server keeps.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredMetadata {
+    /// Unique among resources of its kind.
+    pub name: String,
+    /// As declared.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Rises by one each time the spec changes (1 when created).
+    pub generation: u64,
+    /// When it was first applied.
+    pub creation_timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+/// A stored resource.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceView {
+    /// `rota/v1`.
+    pub api_version: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its metadata.
+    pub metadata: StoredMetadata,
+    /// As declared.
+    pub spec: ResourceSpec,
+    /// As observed.
+    pub status: Status,
+}
+
+/// Resources of one kind (or all).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResourceList {
+    /// By kind, then name.
+    pub items: Vec<ResourceView>,
+}
+
+/// Names one resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRef {
+    /// Its kind (`Workflow`, `workflows`, `wf`).
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// `POST /api/v1/resources/delete`: resources deleted together.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    /// What to delete.
+    pub resources: Vec<ResourceRef>,
+}
+
+/// Whether one resource existed (and is now gone).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteResult {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+    /// False if there was nothing to delete.
+    pub deleted: bool,
+}
+
+/// The answer to a delete, one result per resource in order.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeleteResponse {
+    /// Per resource.
+    pub results: Vec<DeleteResult>,
+}
+
+/// `POST /api/v1/workflows/{name}/runs`: starts a workflow.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RunRequest {
+    /// Input values as text (`--input K=V`); typed and checked by the server.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    /// Run on this host (or worker name) instead of the workflow's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<String>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_kubernetes_shaped_and_strict() {
+        let doc: ResourceDocument = serde_json::from_str(
+            r#"{"apiVersion":"rota/v1","kind":"Workflow","metadata":{"name":"w"},"spec":{"steps":[{"name":"a","run":"true"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!((doc.kind(), doc.metadata().name.as_str()), (Kind::Workflow, "w"));
+        let e = serde_json::from_str::<ResourceDocument>(
+            r#"{"kind":"Workflow","metadata":{"name":"w"},"spec":{"steps":[]},"extra":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("unknown field `extra`"), "{e}");
+        let e =
+            serde_json::from_str::<ResourceDocument>(r#"{"kind":"Pod","metadata":{"name":"w"},"spec":{}}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("unknown variant `Pod`"), "{e}");
+    }
+}

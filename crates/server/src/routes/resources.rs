@@ -1,0 +1,332 @@
+//! Declared resources (`rota apply`, `get`, `delete`, `diff`) and starting a workflow
+//! (`rota run`). An apply validates every document first and then stores all of them in one
+//! store transaction, or none; each refusal names the field to blame as a JSON pointer into
+//! the request (`/documents/2/spec/steps/0/needs/0`), which the CLI maps back to its file.
+//! The rules (generation, inputs, naming) are `rota_domain`'s; nothing is stored here but
+//! through the store.
+
+use crate::auth::Admin;
+use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use rota_api_types::jobs::SubmitResponse;
+use rota_api_types::resources::{
+    API_VERSION, ApplyRequest, ApplyResponse, ApplyResult, DeleteRequest, DeleteResponse, DeleteResult,
+    ResourceDocument, ResourceList, ResourceSpec, ResourceView, RunRequest, StoredMetadata,
+};
+use rota_domain::resource::{self, Applied, Kind, MAX_DOCUMENT_BYTES, Status};
+use rota_domain::workflow::{InputError, WorkflowSpec};
+use rota_domain::{JobId, JobState, limits};
+use rota_store::NewJob;
+use rota_store::bus::Event;
+use rota_store::resources::{ResourceKey, ResourceRecord, ResourceWrite};
+use std::collections::HashMap;
+
+/// Most documents in one apply or resources in one delete.
+const MAX_DOCUMENTS: usize = 1000;
+
+/// A domain path (`steps[1].needs[0]`, `env.A.B`, `metadata.labels.app.x`) as a JSON pointer
+/// (`/steps/1/needs/0`). After `env` and `labels` the rest is one key: only those keys may
+/// hold dots.
+pub(crate) fn pointer_of(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    let mut last = "";
+    while !rest.is_empty() {
+        if matches!(last, "env" | "labels") {
+            push_key(&mut out, rest);
+            break;
+        }
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        if end > 0 {
+            last = &rest[..end];
+            push_key(&mut out, last);
+        }
+        rest = &rest[end..];
+        if let Some(r) = rest.strip_prefix('[') {
+            let close = r.find(']').unwrap_or(r.len());
+            push_key(&mut out, &r[..close]);
+            last = "";
+            rest = r.get(close + 1..).unwrap_or("");
+        }
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+    }
+    out
+}
+
+fn push_key(out: &mut String, key: &str) {
+    out.push('/');
+    out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+}
+
+/// 400 for document `i`, blaming `field` (a domain path relative to `under`).
+fn invalid(i: usize, under: &str, field: &str, message: &str) -> ApiError {
+    let rel = if field.is_empty() { under.to_string() } else { format!("{under}.{field}") };
+    ApiError::invalid_at(
+        format!("/documents/{i}{}", pointer_of(&rel)),
+        format!("documents[{i}].{rel}: {message}"),
+    )
+}
+
+/// A document checked and ready to store, with its spec's canonical text.
+fn prepare(i: usize, doc: &ResourceDocument) -> Result<ResourceWrite, ApiError> {
+    if let Some(v) = doc.api_version()
+        && v != API_VERSION
+    {
+        return Err(invalid(i, "apiVersion", "", &format!("`{v}` is not known; use {API_VERSION}")));
+    }
+    doc.metadata().validate().map_err(|e| invalid(i, &e.field, "", &e.message))?;
+    let spec = match doc {
+        ResourceDocument::Workflow(d) => {
+            d.spec.validate().map_err(|e| invalid(i, "spec", &e.path, &e.message))?;
+            serde_json::to_string(&d.spec).map_err(ApiError::internal)?
+        }
+    };
+    if spec.len() > MAX_DOCUMENT_BYTES {
+        return Err(invalid(
+            i,
+            "spec",
+            "",
+            &format!("is {} bytes; the limit is {MAX_DOCUMENT_BYTES}", spec.len()),
+        ));
+    }
+    Ok(ResourceWrite { kind: doc.kind(), metadata: doc.metadata().clone(), spec })
+}
+
+fn spec_view(kind: Kind, text: &str) -> Result<ResourceSpec, ApiError> {
+    match kind {
+        Kind::Workflow => serde_json::from_str::<WorkflowSpec>(text)
+            .map(ResourceSpec::Workflow)
+            .map_err(|e| ApiError::internal(format!("a stored {kind} spec cannot be read: {e}"))),
+    }
+}
+
+fn view(r: ResourceRecord) -> Result<ResourceView, ApiError> {
+    Ok(ResourceView {
+        api_version: API_VERSION.to_string(),
+        kind: r.kind,
+        spec: spec_view(r.kind, &r.spec)?,
+        metadata: StoredMetadata {
+            name: r.metadata.name,
+            labels: r.metadata.labels,
+            generation: r.generation,
+            creation_timestamp: r.created_at,
+        },
+        status: r.status,
+    })
+}
+
+fn kind_of(s: &str) -> Result<Kind, ApiError> {
+    Kind::parse(s).map_err(|e| ApiError::not_found(e.to_string()))
+}
+
+/// Creates or updates every document, all or nothing; `dryRun` only says what would change.
+#[utoipa::path(post, path = "/api/v1/resources/apply", tag = "resources", security(("admin" = [])), request_body = ApplyRequest,
+    responses((status = 200, body = ApplyResponse), (status = 400, body = rota_api_types::ErrorBody, description = "a document is invalid (`error.pointer` names the field); nothing was stored"),
+        (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
+pub(crate) async fn apply(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ApplyRequest>,
+) -> Result<Json<ApplyResponse>, ApiError> {
+    limits::check_count("documents", req.documents.len(), MAX_DOCUMENTS).map_err(ApiError::limit)?;
+    let mut writes = Vec::with_capacity(req.documents.len());
+    let mut seen: HashMap<ResourceKey, usize> = HashMap::new();
+    for (i, doc) in req.documents.iter().enumerate() {
+        let w = prepare(i, doc)?;
+        if let Some(j) = seen.insert(w.key(), i) {
+            return Err(invalid(i, "metadata.name", "", &format!("{} is also documents[{j}]", w.key())));
+        }
+        writes.push(w);
+    }
+    let mut before = Vec::with_capacity(writes.len());
+    for w in &writes {
+        before.push(state.store.get_resource(&w.key()).await?);
+    }
+    let actions = if req.dry_run {
+        writes
+            .iter()
+            .zip(&before)
+            .map(|(w, b)| {
+                resource::apply(w.kind, b.clone().map(stored), w.metadata.clone(), w.spec.clone()).1
+            })
+            .collect()
+    } else {
+        state.store.apply_resources(writes.clone(), state.store.now()).await?
+    };
+    let mut results = Vec::with_capacity(writes.len());
+    let mut events = Vec::new();
+    for ((w, b), action) in writes.iter().zip(before).zip(actions) {
+        let generation = match (&b, action) {
+            (None, _) => 1,
+            (Some(b), Applied::Configured) if b.spec != w.spec => b.generation + 1,
+            (Some(b), _) => b.generation,
+        };
+        if action != Applied::Unchanged && !req.dry_run {
+            events.push(Event::Resource {
+                resource: w.kind.as_str().to_string(),
+                name: w.metadata.name.clone(),
+            });
+        }
+        results.push(ApplyResult {
+            kind: w.kind,
+            name: w.metadata.name.clone(),
+            action,
+            generation,
+            previous: b.as_ref().map(|b| spec_view(b.kind, &b.spec)).transpose()?,
+            previous_labels: b.map(|b| b.metadata.labels),
+        });
+    }
+    if !events.is_empty() {
+        state.publish(events);
+    }
+    Ok(Json(ApplyResponse { results, dry_run: req.dry_run }))
+}
+
+fn stored(r: ResourceRecord) -> resource::Stored<String> {
+    resource::Stored {
+        kind: r.kind,
+        metadata: r.metadata,
+        generation: r.generation,
+        spec: r.spec,
+        status: Status::default(),
+    }
+}
+
+/// Every resource of a kind (`workflows`, `Workflow`, `wf`), by name.
+#[utoipa::path(get, path = "/api/v1/resources/{kind}", tag = "resources", security(("admin" = [])),
+    params(("kind" = String, Path, description = "kind: `Workflow`, `workflows` or `wf`")),
+    responses((status = 200, body = ResourceList), (status = 401), (status = 403), (status = 404, description = "unknown kind")))]
+pub(crate) async fn list(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(kind): ApiPath<String>,
+) -> Result<Json<ResourceList>, ApiError> {
+    let kind = kind_of(&kind)?;
+    let items =
+        state.store.list_resources(Some(kind)).await?.into_iter().map(view).collect::<Result<_, _>>()?;
+    Ok(Json(ResourceList { items }))
+}
+
+/// One resource.
+#[utoipa::path(get, path = "/api/v1/resources/{kind}/{name}", tag = "resources", security(("admin" = [])),
+    params(("kind" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = ResourceView), (status = 401), (status = 403), (status = 404)))]
+pub(crate) async fn get(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath((kind, name)): ApiPath<(String, String)>,
+) -> Result<Json<ResourceView>, ApiError> {
+    let key = ResourceKey::new(kind_of(&kind)?, name);
+    match state.store.get_resource(&key).await? {
+        Some(r) => Ok(Json(view(r)?)),
+        None => Err(ApiError::not_found(format!("no {key}"))),
+    }
+}
+
+/// Deletes one resource.
+#[utoipa::path(delete, path = "/api/v1/resources/{kind}/{name}", tag = "resources", security(("admin" = [])),
+    params(("kind" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = DeleteResult), (status = 401), (status = 403), (status = 404)))]
+pub(crate) async fn delete_one(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath((kind, name)): ApiPath<(String, String)>,
+) -> Result<Json<DeleteResult>, ApiError> {
+    let key = ResourceKey::new(kind_of(&kind)?, name);
+    let mut results = delete(&state, vec![key.clone()]).await?;
+    match results.pop() {
+        Some(r) if r.deleted => Ok(Json(r)),
+        _ => Err(ApiError::not_found(format!("no {key}"))),
+    }
+}
+
+/// Deletes several resources together; a missing one is reported, not an error.
+#[utoipa::path(post, path = "/api/v1/resources/delete", tag = "resources", security(("admin" = [])), request_body = DeleteRequest,
+    responses((status = 200, body = DeleteResponse), (status = 400), (status = 401), (status = 403)))]
+pub(crate) async fn delete_many(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<DeleteRequest>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    limits::check_count("resources", req.resources.len(), MAX_DOCUMENTS).map_err(ApiError::limit)?;
+    let mut keys = Vec::with_capacity(req.resources.len());
+    for (i, r) in req.resources.iter().enumerate() {
+        let kind = Kind::parse(&r.kind).map_err(|e| {
+            ApiError::invalid_at(format!("/resources/{i}/kind"), format!("resources[{i}].kind: {e}"))
+        })?;
+        keys.push(ResourceKey::new(kind, r.name.clone()));
+    }
+    Ok(Json(DeleteResponse { results: delete(&state, keys).await? }))
+}
+
+async fn delete(state: &AppState, keys: Vec<ResourceKey>) -> Result<Vec<DeleteResult>, ApiError> {
+    let gone = state.store.delete_resources(keys.clone()).await?;
+    let results: Vec<DeleteResult> = keys
+        .into_iter()
+        .zip(gone)
+        .map(|(k, deleted)| DeleteResult { kind: k.kind, name: k.name, deleted })
+        .collect();
+    let events: Vec<Event> = results
+        .iter()
+        .filter(|r| r.deleted)
+        .map(|r| Event::Resource { resource: r.kind.as_str().to_string(), name: r.name.clone() })
+        .collect();
+    if !events.is_empty() {
+        state.publish(events);
+    }
+    Ok(results)
+}
+
+/// Starts a workflow: its steps as one job, inputs typed and checked, `on` overriding its
+/// target host.
+#[utoipa::path(post, path = "/api/v1/workflows/{name}/runs", tag = "resources", security(("admin" = [])), request_body = RunRequest,
+    params(("name" = String, Path)),
+    responses((status = 201, body = SubmitResponse), (status = 400, body = rota_api_types::ErrorBody, description = "an unknown input, a missing one or a value of the wrong type (`error.pointer`: `/inputs/NAME`)"),
+        (status = 401), (status = 403), (status = 404), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
+pub(crate) async fn run(
+    _: Admin,
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(req): ApiJson<RunRequest>,
+) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let key = ResourceKey::new(Kind::Workflow, name.clone());
+    let Some(found) = state.store.get_resource(&key).await? else {
+        return Err(ApiError::not_found(format!("no {key}; `rota apply -f FILE` declares it")));
+    };
+    let ResourceSpec::Workflow(spec) = spec_view(found.kind, &found.spec)?;
+    let job = spec.job(&name, &req.inputs, req.on.as_deref()).map_err(|e| match &e {
+        InputError::Unknown { name, .. }
+        | InputError::Missing { name }
+        | InputError::WrongType { name, .. } => {
+            ApiError::invalid_at(format!("/inputs/{name}"), e.to_string())
+        }
+        InputError::Job(s) => ApiError::bad_request(s.to_string()),
+    })?;
+    let mut results = crate::handoff::submit_jobs(
+        &state,
+        vec![NewJob { id: JobId::new(), spec: job, now: chrono::Utc::now() }],
+    )
+    .await?;
+    let submitted = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
+    Metrics::add(&state.metrics.jobs_submitted, 1);
+    state.publish(vec![Event::Claimable, Event::Job { job: submitted.id, state: Some(JobState::Queued) }]);
+    Ok((StatusCode::CREATED, Json(SubmitResponse { id: submitted.id, created: submitted.created })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pointer_of;
+
+    #[test]
+    fn domain_paths_become_json_pointers() {
+        assert_eq!(pointer_of("steps[1].needs[0]"), "/steps/1/needs/0");
+        assert_eq!(pointer_of("spec.steps[0].env.A.B"), "/spec/steps/0/env/A.B");
+        assert_eq!(pointer_of("metadata.labels.app.io/x"), "/metadata/labels/app.io~1x");
+        assert_eq!(pointer_of("spec.inputs.n.default"), "/spec/inputs/n/default");
+        assert_eq!(pointer_of("apiVersion"), "/apiVersion");
+    }
+}
