@@ -8,7 +8,9 @@ use rota_domain::JobId;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod resources;
 mod worker;
+pub(crate) use resources::*;
 pub(crate) use worker::*;
 
 /// Default control-plane address, for `--server` and `--listen`.
@@ -85,6 +87,28 @@ pub(crate) enum Command {
     ///   rota server start --database postgres://rota@db:5432/rota
     #[command(verbatim_doc_comment)]
     Migrate(MigrateArgs),
+    /// Create or update declared resources from files (all or nothing).
+    ///
+    /// Prints one line per resource: created, configured or unchanged. An invalid
+    /// document refuses the whole apply (exit 2, naming file:line:column); nothing of it
+    /// is stored.
+    ///
+    /// Example:
+    ///   rota apply -f workflows/
+    #[command(verbatim_doc_comment)]
+    Apply(ApplyArgs),
+    /// Show what `rota apply -f` would change, without changing it (exit 1 if it would).
+    Diff(DiffArgs),
+    /// List declared resources of a kind, or show one.
+    Get(GetArgs),
+    /// Delete declared resources: `rota delete KIND NAME` or `rota delete -f FILE`.
+    Delete(DeleteArgs),
+    /// Start a workflow (declared with `rota apply`) as a job.
+    ///
+    /// Example:
+    ///   rota run build --input version=1.2 --follow
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -498,7 +522,7 @@ fn parse_deadline(s: &str) -> Result<Deadline, String> {
         .map_err(|_| format!("'{s}' is neither a duration (10m, 1h 30m) nor an RFC 3339 time"))
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("'{s}' is not of the form NAME=VALUE")),

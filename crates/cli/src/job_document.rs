@@ -65,34 +65,8 @@ fn read(path: &Path) -> Result<Document> {
 }
 
 fn parse(doc: &Document) -> Result<JobSpec> {
-    if doc.json { parse_json(&doc.name, &doc.text) } else { parse_yaml(&doc.name, &doc.text) }
-}
-
-fn parse_json(name: &str, text: &str) -> Result<JobSpec> {
-    serde_json::from_str(text).map_err(|e| {
-        // serde_json appends " at line L column C" to its message; we lead with it instead.
-        let msg = e.to_string();
-        let suffix = format!(" at line {} column {}", e.line(), e.column());
-        let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
-        usage(format!("{name}:{}:{}: {msg}", e.line(), e.column()))
-    })
-}
-
-fn parse_yaml(name: &str, text: &str) -> Result<JobSpec> {
-    // Strict booleans: only true/false are booleans, so `on: yes` is not silently `true`.
-    let options = serde_saphyr::options! { strict_booleans: true };
-    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        let plain = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
-        let msg = e.render_with_options(plain);
-        match e.location() {
-            Some(loc) => {
-                let suffix = format!(" at line {}, column {}", loc.line(), loc.column());
-                let msg = msg.strip_suffix(&suffix).unwrap_or(&msg);
-                usage(format!("{name}:{}:{}: {msg}", loc.line(), loc.column()))
-            }
-            None => usage(format!("{name}: {msg}")),
-        }
-    })
+    let at = |line: u64, column: u64| format!("{}:{line}:{column}", doc.name);
+    source_map::deserialize(&doc.text, doc.json, &at)
 }
 
 /// Flags override the document's scalars and extend its lists; `--timeout`/`--retries`

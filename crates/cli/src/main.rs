@@ -18,6 +18,7 @@ mod failure;
 mod job_document;
 mod lifecycle;
 mod log_quota;
+mod manifests;
 mod output;
 mod routing;
 mod shell;

@@ -2,7 +2,11 @@
 //! validation errors (which know paths, not positions) can say `job.yaml:7:14: ...` too.
 //! The text is read a second time as a bare YAML tree (JSON parses as YAML as well) that
 //! keeps each value's line and column; nothing here decides whether the document is valid.
+//! [`deserialize`] is the one way the CLI parses a document: its errors lead with
+//! `file:line:column`, found from the failing field's path when the parser has no position
+//! of its own (a duration or size that does not parse, say).
 
+use crate::failure::usage;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 use std::fmt;
@@ -12,6 +16,55 @@ enum Node {
     Map(Vec<(String, Spanned<Node>)>),
     Seq(Vec<Spanned<Node>>),
     Scalar,
+}
+
+/// Deserializes a YAML or JSON document; an error is a usage error led by `at(line,
+/// column)`. Only `true`/`false` are YAML booleans, so `on: yes` is not silently `true`.
+pub(crate) fn deserialize<T: de::DeserializeOwned>(
+    text: &str,
+    json: bool,
+    at: &dyn Fn(u64, u64) -> String,
+) -> anyhow::Result<T> {
+    if json {
+        return serde_json::from_str(text).map_err(|e| {
+            // serde_json appends " at line L column C" to its message; we lead with it instead.
+            let msg = e.to_string();
+            let suffix = format!(" at line {} column {}", e.line(), e.column());
+            let msg = msg.strip_suffix(&suffix).unwrap_or(&msg).to_string();
+            usage(format!("{}: {msg}", at(e.line() as u64, e.column() as u64)))
+        });
+    }
+    let options = serde_saphyr::options! { strict_booleans: true };
+    let failed_at = std::cell::RefCell::new(String::new());
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |d| {
+        serde_path_to_error::deserialize(d).map_err(|e| {
+            *failed_at.borrow_mut() = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    parsed.map_err(|e| {
+        let plain = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off };
+        let msg = e.render_with_options(plain);
+        let own = e.location().map(|l| (l.line(), l.column())).filter(|p| *p != (1, 1));
+        let path = failed_at.borrow();
+        let by_path = (!path.is_empty() && path.as_str() != ".")
+            .then(|| locate_pointer(text, &rota_domain::resource::json_pointer(&path)))
+            .flatten();
+        let msg = match e.location() {
+            Some(l) => {
+                let suffix = format!(" at line {}, column {}", l.line(), l.column());
+                msg.strip_suffix(&suffix).unwrap_or(&msg).to_string()
+            }
+            None => msg,
+        };
+        // The parser's own position says where (and its message what); a position found
+        // from the path also names the field, which the message alone may not.
+        match (own, by_path) {
+            (Some((line, column)), _) => usage(format!("{}: {msg}", at(line, column))),
+            (None, Some((line, column))) => usage(format!("{}: {path}: {msg}", at(line, column))),
+            (None, None) => usage(format!("{}: {msg}", at(1, 1))),
+        }
+    })
 }
 
 /// Line and column (1-based) of the value at `path` in `text`, if it can be found.
@@ -24,6 +77,28 @@ pub(crate) fn locate(text: &str, path: &str) -> Option<(u64, u64)> {
             (Node::Seq(items), Segment::Index(i)) => items.get(i)?,
             _ => return None,
         };
+    }
+    let loc = node.referenced;
+    (loc.line() > 0).then(|| (loc.line(), loc.column()))
+}
+
+/// Line and column (1-based) of the value a JSON pointer (`/spec/steps/1/run`, RFC 6901)
+/// names in `text`; a key that is missing points at its parent instead (a missing field is
+/// best shown where it belongs), the root at line 1.
+pub(crate) fn locate_pointer(text: &str, pointer: &str) -> Option<(u64, u64)> {
+    let root: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
+    let mut node = &root;
+    for raw in pointer.split('/').skip(1) {
+        let key = raw.replace("~1", "/").replace("~0", "~");
+        let next = match &node.value {
+            Node::Map(entries) => entries.iter().find(|(name, _)| *name == key).map(|e| &e.1),
+            Node::Seq(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            Node::Scalar => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => break,
+        }
     }
     let loc = node.referenced;
     (loc.line() > 0).then(|| (loc.line(), loc.column()))
@@ -128,6 +203,14 @@ mod tests {
         assert_eq!(segments("steps[0].env.A.B").unwrap(), [Key("steps"), Index(0), Key("env"), Key("A.B")]);
         assert_eq!(segments("queue").unwrap(), [Key("queue")]);
         assert!(segments("steps[x]").is_none());
+    }
+
+    #[test]
+    fn json_pointers_find_values_or_their_parent() {
+        let yaml = "kind: Workflow\nspec:\n  steps:\n    - name: a\n      run: x\n      env: {A/B: 1}\n";
+        assert_eq!(locate_pointer(yaml, "/spec/steps/0/run"), Some((5, 12)));
+        assert_eq!(locate_pointer(yaml, "/spec/steps/0/env/A~1B"), Some((6, 18)));
+        assert_eq!(locate_pointer(yaml, "/spec/steps/0/timeout"), Some((4, 7)), "missing: its parent");
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub enum ClientError {
         code: String,
         /// Human-readable message from the error body.
         message: String,
+        /// The request body's field the server blamed, as a JSON pointer
+        /// (`/documents/1/spec/steps/0/run`), when it named one.
+        pointer: Option<String>,
     },
     /// The server could not be reached or did not answer in time: it is down, restarting
     /// or partitioned away. With several servers, the last one tried; `tried` names the

@@ -1,5 +1,5 @@
-//! Operator calls (admin token): submit, list, show, logs, cancel, retry, workers and
-//! `/healthz`. One pooled connection set per [`Client`]; no retries here.
+//! Operator calls (admin token): submit, list, show, logs, cancel, retry, workers,
+//! declared resources (apply, get, delete, run) and `/healthz`. One pooled connection set per [`Client`]; no retries here.
 
 use crate::error::Result;
 use crate::transport::{CALL_TIMEOUT, Call, Failover, Route, Transport, long_poll_timeout};
@@ -10,6 +10,9 @@ use rota_api_types::fleet::{
 };
 use rota_api_types::jobs::{
     BatchSubmitResponse, JobDetail, JobList, JobSummary, ListJobsQuery, LogPage, LogsQuery, SubmitResponse,
+};
+use rota_api_types::resources::{
+    ApplyRequest, ApplyResponse, DeleteRequest, DeleteResponse, ResourceList, ResourceView, RunRequest,
 };
 use rota_api_types::workers::WorkerList;
 use rota_domain::{JobId, JobSpec};
@@ -207,6 +210,40 @@ impl Client {
         let verb = if paused { "pause" } else { "resume" };
         let route = self.transport.route(&["api", "v1", "queues", queue, verb], &[]);
         self.transport.send(self.call(Method::POST, route, NO_BODY)).await?.json()
+    }
+
+    /// `POST /api/v1/resources/apply`: all documents or none. Applying the same documents
+    /// twice changes nothing, so an apply that got no answer is sent again to the next
+    /// server.
+    pub async fn apply(&self, req: &ApplyRequest) -> Result<ApplyResponse> {
+        let route = self.transport.route(&["api", "v1", "resources", "apply"], &[]);
+        self.transport.send(self.call(Method::POST, route, Some(req))).await?.json()
+    }
+
+    /// `GET /api/v1/resources/{kind}`.
+    pub async fn list_resources(&self, kind: &str) -> Result<ResourceList> {
+        let route = self.transport.route(&["api", "v1", "resources", kind], &[]);
+        self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
+    }
+
+    /// `GET /api/v1/resources/{kind}/{name}`.
+    pub async fn get_resource(&self, kind: &str, name: &str) -> Result<ResourceView> {
+        let route = self.transport.route(&["api", "v1", "resources", kind, name], &[]);
+        self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
+    }
+
+    /// `POST /api/v1/resources/delete`: deletes together; a missing one is reported.
+    pub async fn delete_resources(&self, req: &DeleteRequest) -> Result<DeleteResponse> {
+        let route = self.transport.route(&["api", "v1", "resources", "delete"], &[]);
+        self.transport.send(self.call(Method::POST, route, Some(req))).await?.json()
+    }
+
+    /// `POST /api/v1/workflows/{name}/runs`: starts a run (a job). Not sent again to
+    /// another server once it may have left: that could start two runs.
+    pub async fn run_workflow(&self, name: &str, req: &RunRequest) -> Result<SubmitResponse> {
+        let route = self.transport.route(&["api", "v1", "workflows", name, "runs"], &[]);
+        let call = Call { failover: Failover::Unsent, ..self.call(Method::POST, route, Some(req)) };
+        self.transport.send(call).await?.json()
     }
 
     /// `GET /healthz` (no auth needed; the token is not sent).

@@ -225,9 +225,9 @@ fn with_tried(err: ClientError, tried: Vec<String>) -> ClientError {
     }
     match err {
         ClientError::Unreachable { url, source, .. } => ClientError::Unreachable { url, source, tried },
-        ClientError::Http { status, code, message } => {
+        ClientError::Http { status, code, message, pointer } => {
             let message = format!("{message} (after trying {})", tried.join(", "));
-            ClientError::Http { status, code, message }
+            ClientError::Http { status, code, message, pointer }
         }
         other => other,
     }
@@ -248,6 +248,7 @@ fn http_error(status: StatusCode, body: &[u8]) -> ClientError {
             status: status.as_u16(),
             code: parsed.error.code,
             message: parsed.error.message,
+            pointer: parsed.error.pointer,
         };
     }
     let text = String::from_utf8_lossy(body);
@@ -267,7 +268,7 @@ fn http_error(status: StatusCode, body: &[u8]) -> ClientError {
         422 => "unprocessable",
         _ => "http_error",
     };
-    ClientError::Http { status: status.as_u16(), code: code.into(), message }
+    ClientError::Http { status: status.as_u16(), code: code.into(), message, pointer: None }
 }
 
 #[cfg(test)]
@@ -279,7 +280,7 @@ mod tests {
     fn error_bodies_are_parsed_and_plain_text_is_kept() {
         let body = br#"{"error":{"code":"conflict","message":"attempt 7 is not held"}}"#;
         match http_error(StatusCode::CONFLICT, body) {
-            ClientError::Http { status: 409, code, message } => {
+            ClientError::Http { status: 409, code, message, .. } => {
                 assert_eq!(code, "conflict");
                 assert_eq!(message, "attempt 7 is not held");
             }

@@ -251,6 +251,40 @@ pub fn apply<S: PartialEq>(
     }
 }
 
+/// A field path as validation errors write it (`spec.steps[1].needs[0]`, `env.A.B`,
+/// `metadata.labels.app.io/x`) as a JSON pointer (`/spec/steps/1/needs/0`, RFC 6901), for
+/// APIs and for mapping an error back to a file's line. After `env` and `labels` the rest
+/// is one key: only those keys may hold dots.
+pub fn json_pointer(path: &str) -> String {
+    fn push(out: &mut String, key: &str) {
+        out.push('/');
+        out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+    }
+    let mut out = String::new();
+    let mut rest = path;
+    let mut last = "";
+    while !rest.is_empty() {
+        if matches!(last, "env" | "labels") {
+            push(&mut out, rest);
+            break;
+        }
+        let end = rest.find(['.', '[']).unwrap_or(rest.len());
+        if end > 0 {
+            last = &rest[..end];
+            push(&mut out, last);
+        }
+        rest = &rest[end..];
+        while let Some(r) = rest.strip_prefix('[') {
+            let close = r.find(']').unwrap_or(r.len());
+            push(&mut out, &r[..close]);
+            last = "";
+            rest = r.get(close + 1..).unwrap_or("");
+        }
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -258,6 +292,15 @@ mod tests {
 
     fn meta(name: &str) -> Metadata {
         Metadata { name: name.into(), labels: BTreeMap::new() }
+    }
+
+    #[test]
+    fn field_paths_become_json_pointers() {
+        assert_eq!(json_pointer("steps[1].needs[0]"), "/steps/1/needs/0");
+        assert_eq!(json_pointer("spec.steps[0].env.A.B"), "/spec/steps/0/env/A.B");
+        assert_eq!(json_pointer("metadata.labels.app.io/x"), "/metadata/labels/app.io~1x");
+        assert_eq!(json_pointer("spec.inputs.n.default"), "/spec/inputs/n/default");
+        assert_eq!(json_pointer("apiVersion"), "/apiVersion");
     }
 
     #[test]

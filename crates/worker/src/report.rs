@@ -280,6 +280,7 @@ async fn ship_logs_first(ctx: &Ctx, item: &mut CompleteItem) -> Result<(), Clien
                         status,
                         code: "retry".into(),
                         message: "log append failed".into(),
+                        pointer: None,
                     });
                 }
                 item.logs.drain(..n);

@@ -61,10 +61,10 @@ pub(crate) async fn register(
             Err(e) => e,
         };
         match &e {
-            ClientError::Http { status: 409, code, message } if code == NAME_HELD => {
+            ClientError::Http { status: 409, code, message, .. } if code == NAME_HELD => {
                 return Err(WorkerError::NameHeld { message: message.clone() });
             }
-            ClientError::Http { status, code, message } if !e.is_transient() => {
+            ClientError::Http { status, code, message, .. } if !e.is_transient() => {
                 let message = match status {
                     401 => format!("{server} did not accept the join token ({status} {code}: {message})"),
                     403 => format!("{server} refused the token for workers ({status} {code}: {message})"),

@@ -7,6 +7,7 @@ mod dev;
 pub(crate) mod fleet;
 pub(crate) mod job;
 mod migrate;
+mod resources;
 mod routing;
 mod server;
 mod server_bg;
@@ -96,6 +97,11 @@ fn run_async(cli: Cli) -> Result<ExitCode> {
             }
             Command::Job { command } => job::run(&cli.global, command, &paths).await,
             Command::Migrate(args) => migrate::run(&args).await,
+            Command::Apply(args) => resources::apply(&cli.global, &args, &paths).await,
+            Command::Diff(args) => resources::diff(&cli.global, &args, &paths).await,
+            Command::Get(args) => resources::get(&cli.global, &args, &paths).await,
+            Command::Delete(args) => resources::delete(&cli.global, &args, &paths).await,
+            Command::Run(args) => resources::run(&cli.global, &args, &paths).await,
             Command::Completions { shell } => completions::run(shell),
         }
     })

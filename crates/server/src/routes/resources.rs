@@ -28,45 +28,11 @@ use std::collections::HashMap;
 /// Most documents in one apply or resources in one delete.
 const MAX_DOCUMENTS: usize = 1000;
 
-/// A domain path (`steps[1].needs[0]`, `env.A.B`, `metadata.labels.app.x`) as a JSON pointer
-/// (`/steps/1/needs/0`). After `env` and `labels` the rest is one key: only those keys may
-/// hold dots.
-pub(crate) fn pointer_of(path: &str) -> String {
-    let mut out = String::new();
-    let mut rest = path;
-    let mut last = "";
-    while !rest.is_empty() {
-        if matches!(last, "env" | "labels") {
-            push_key(&mut out, rest);
-            break;
-        }
-        let end = rest.find(['.', '[']).unwrap_or(rest.len());
-        if end > 0 {
-            last = &rest[..end];
-            push_key(&mut out, last);
-        }
-        rest = &rest[end..];
-        if let Some(r) = rest.strip_prefix('[') {
-            let close = r.find(']').unwrap_or(r.len());
-            push_key(&mut out, &r[..close]);
-            last = "";
-            rest = r.get(close + 1..).unwrap_or("");
-        }
-        rest = rest.strip_prefix('.').unwrap_or(rest);
-    }
-    out
-}
-
-fn push_key(out: &mut String, key: &str) {
-    out.push('/');
-    out.push_str(&key.replace('~', "~0").replace('/', "~1"));
-}
-
 /// 400 for document `i`, blaming `field` (a domain path relative to `under`).
 fn invalid(i: usize, under: &str, field: &str, message: &str) -> ApiError {
     let rel = if field.is_empty() { under.to_string() } else { format!("{under}.{field}") };
     ApiError::invalid_at(
-        format!("/documents/{i}{}", pointer_of(&rel)),
+        format!("/documents/{i}{}", resource::json_pointer(&rel)),
         format!("documents[{i}].{rel}: {message}"),
     )
 }
@@ -315,18 +281,4 @@ pub(crate) async fn run(
     Metrics::add(&state.metrics.jobs_submitted, 1);
     state.publish(vec![Event::Claimable, Event::Job { job: submitted.id, state: Some(JobState::Queued) }]);
     Ok((StatusCode::CREATED, Json(SubmitResponse { id: submitted.id, created: submitted.created })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pointer_of;
-
-    #[test]
-    fn domain_paths_become_json_pointers() {
-        assert_eq!(pointer_of("steps[1].needs[0]"), "/steps/1/needs/0");
-        assert_eq!(pointer_of("spec.steps[0].env.A.B"), "/spec/steps/0/env/A.B");
-        assert_eq!(pointer_of("metadata.labels.app.io/x"), "/metadata/labels/app.io~1x");
-        assert_eq!(pointer_of("spec.inputs.n.default"), "/spec/inputs/n/default");
-        assert_eq!(pointer_of("apiVersion"), "/apiVersion");
-    }
 }

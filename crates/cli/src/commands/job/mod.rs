@@ -4,10 +4,10 @@
 
 mod cancel;
 mod list;
-mod logs;
+pub(crate) mod logs;
 mod retry;
 mod show;
-mod submit;
+pub(crate) mod submit;
 
 use crate::args::{GlobalArgs, JobCommand};
 use crate::config::{ClientSettings, Paths};
@@ -71,7 +71,7 @@ impl Api {
             }
             // The server's own words, with its status: a 5xx is the server's trouble (507: its
             // disk is full), not the request's.
-            ClientError::Http { status: status @ 500..=599, code, message } => {
+            ClientError::Http { status: status @ 500..=599, code, message, .. } => {
                 anyhow!("the server at {} answered {status} {code}: {message}", self.server)
             }
             ClientError::Http { message, .. } => anyhow!("{message}"),

@@ -54,7 +54,7 @@ fn submit_key(given: Option<&str>) -> (String, bool) {
 
 /// Polls until the job is terminal, starting fast (short jobs are the common case in
 /// scripts) and backing off to one poll a second.
-async fn wait(api: &Api, id: JobId) -> Result<ExitCode> {
+pub(crate) async fn wait(api: &Api, id: JobId) -> Result<ExitCode> {
     let mut delay = Duration::from_millis(50);
     loop {
         let job = api.client.get_job(id).await.map_err(|e| api.error(e, Some(id)))?;
