@@ -148,6 +148,9 @@ pub struct AttemptView {
     pub started_at: DateTime<Utc>,
     /// Ended at.
     pub finished_at: Option<DateTime<Utc>>,
+    /// What a succeeded attempt wrote to `$ROTA_OUTPUT` (`KEY=value`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub outputs: std::collections::BTreeMap<String, String>,
 }
 
 /// Query of `GET /api/v1/jobs/{id}/logs`.

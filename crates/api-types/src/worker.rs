@@ -319,6 +319,11 @@ pub struct CompleteRequest {
     /// workers omit it; the server then uses the time it received the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_ms: Option<u64>,
+    /// What a succeeded step wrote to `$ROTA_OUTPUT`, as `KEY=value` pairs (at most
+    /// 64 KiB); the steps that need it see them as `ROTA_OUT_<STEP>_<KEY>`. Older workers
+    /// send none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// Result of a complete: what is recorded for the attempt (the same on a repeat).
@@ -368,6 +373,9 @@ pub struct CompleteItem {
     /// [`CompleteRequest::run_ms`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_ms: Option<u64>,
+    /// What the step wrote to `$ROTA_OUTPUT` (see [`CompleteRequest::outputs`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// Reply to a batch complete, one entry per request entry, in order.

@@ -246,6 +246,7 @@ async fn client_loop(
                     logs: Vec::new(),
                     dropped_bytes: 0,
                     run_ms: None,
+                    outputs: Default::default(),
                 })
                 .collect();
             let jobs_of: Vec<JobId> = results.iter().map(|r| r.job_id).collect();

@@ -286,6 +286,7 @@ async fn wake_path(c: &BenchCluster, n: u32) -> Result<(Value, Vec<JobId>)> {
             logs: Vec::new(),
             dropped_bytes: 0,
             run_ms: None,
+            outputs: Default::default(),
         };
         w.complete_batch(&CompleteBatchRequest { results: vec![item] }).await?;
         ids.push(id);

@@ -550,6 +550,7 @@ async fn complete_all(
                 logs: Vec::new(),
                 dropped_bytes: 0,
                 run_ms: None,
+                outputs: Default::default(),
             }
         })
         .collect();

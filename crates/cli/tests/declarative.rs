@@ -14,7 +14,7 @@ use std::process::Output;
 fn three(dir: &str, b_run: &str, bad_timeout: Option<&str>) -> String {
     let timeout = bad_timeout.unwrap_or("30s");
     let text = format!(
-        "# three workflows\nkind: Workflow\nmetadata: {{name: greet}}\nspec:\n  inputs:\n    who: {{type: string}}\n  steps:\n    - name: a\n      run: echo \"hello $ROTA_INPUT_WHO\"\n      timeout: {timeout}\n    - name: b\n      run: {b_run}\n      needs: [a]\n---\nkind: Workflow\nmetadata: {{name: two}}\nspec:\n  steps: [{{name: s, run: 'true'}}]\n---\nkind: Workflow\nmetadata: {{name: three}}\nspec:\n  steps: [{{name: s, run: 'true'}}]\n"
+        "# three workflows\nkind: Workflow\nmetadata: {{name: greet}}\nspec:\n  inputs:\n    who: {{type: string}}\n  steps:\n    - name: a\n      run: echo \"hello $ROTA_INPUT_WHO\"; echo \"GREETING=hi-$ROTA_INPUT_WHO\" >> \"$ROTA_OUTPUT\"\n      timeout: {timeout}\n    - name: b\n      run: {b_run}\n      needs: [a]\n---\nkind: Workflow\nmetadata: {{name: two}}\nspec:\n  steps: [{{name: s, run: 'true'}}]\n---\nkind: Workflow\nmetadata: {{name: three}}\nspec:\n  steps: [{{name: s, run: 'true'}}]\n"
     );
     let path = format!("{dir}/wf.yaml");
     std::fs::write(&path, text).unwrap();
@@ -55,7 +55,7 @@ async fn apply_diff_get_run_and_delete(backend: Backend) {
     assert_eq!(got["spec"]["steps"][1]["run"], "echo b-ran", "the state from before the refused apply");
 
     // diff shows exactly the change the next apply makes; only greet's generation moves.
-    let file = three(&dir, "echo b-changed", None);
+    let file = three(&dir, "echo b-changed $ROTA_OUT_A_GREETING", None);
     let o = run(&c, &["diff", "-f", &file]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "a diff with changes exits 1: {err}");
@@ -63,7 +63,7 @@ async fn apply_diff_get_run_and_delete(backend: Backend) {
         .lines()
         .filter(|l| l.starts_with(['-', '+']) && !l.starts_with("---") && !l.starts_with("+++"))
         .collect();
-    assert_eq!(changed, ["-    run: echo b-ran", "+    run: echo b-changed"], "{out}");
+    assert_eq!(changed, ["-    run: echo b-ran", "+    run: echo b-changed $ROTA_OUT_A_GREETING"], "{out}");
     assert!(out.contains("# workflows/greet would be configured"), "{out}");
     let o = run(&c, &["apply", "-f", &file]);
     assert_eq!(
@@ -91,13 +91,34 @@ async fn apply_diff_get_run_and_delete(backend: Backend) {
     let o = run(&c, &["run", "greet", "--input", "who=ada", "--follow"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
-    assert!(out.contains("hello ada") && out.contains("b-changed"), "{out}");
+    // b reads what a wrote to $ROTA_OUTPUT; job show lists it with a's attempt.
+    assert!(out.contains("hello ada") && out.contains("b-changed hi-ada"), "{out}");
+    let id = out.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap().to_string();
+    let o = run(&c, &["job", "show", &id]);
+    assert!(text(&o).0.contains("ROTA_OUT_A_GREETING=hi-ada"), "{}", text(&o).0);
     let o = run(&c, &["run", "greet", "--input", "whom=x"]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("unknown input `whom`"), "{err}");
     let o = run(&c, &["run", "greet"]);
     assert_eq!(o.status.code(), Some(2), "a required input missing: {}", text(&o).1);
+
+    // Outputs past 64 KiB fail the step, saying so.
+    let o = run(
+        &c,
+        &[
+            "job",
+            "submit",
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            "head -c 70000 /dev/zero | tr '\\0' a | sed 's/^/K=/' > $ROTA_OUTPUT",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("ROTA_OUTPUT") && err.contains("limit is 65536"), "{err}");
 
     // delete by name and by file.
     let o = run(&c, &["delete", "wf", "two"]);

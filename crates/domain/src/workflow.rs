@@ -356,6 +356,39 @@ pub fn parse_outputs(bytes: &[u8]) -> Result<BTreeMap<String, String>, OutputErr
     Ok(out)
 }
 
+/// Checks outputs received over the API: the rules [`parse_outputs`] applies to the file
+/// (keys of letters, digits and `_`, values on one line, [`MAX_OUTPUT_BYTES`] in all).
+pub fn check_outputs(outputs: &BTreeMap<String, String>) -> Result<(), OutputError> {
+    let bytes: usize = outputs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    if bytes > MAX_OUTPUT_BYTES {
+        return Err(OutputError::TooLarge { bytes });
+    }
+    for (i, (k, v)) in outputs.iter().enumerate() {
+        let bad = |problem: &str| OutputError::BadLine { line: i + 1, problem: problem.to_string() };
+        if !env_part_ok(k) {
+            return Err(bad("the key uses only letters, digits and _"));
+        }
+        if v.contains(['\n', '\r', '\0']) {
+            return Err(bad("the value spans lines or holds a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+/// The variables a step sees from the steps it needs: `ROTA_OUT_<STEP>_<KEY>` for each
+/// output of each needed step (`outputs`: per needed step, what it wrote).
+pub fn needed_outputs_env<'a>(
+    outputs: impl IntoIterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
+) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (step, values) in outputs {
+        for (k, v) in values {
+            env.insert(output_env(step, k), v.clone());
+        }
+    }
+    env
+}
+
 fn line_of(bytes: &[u8], at: usize) -> usize {
     bytes[..at].iter().filter(|b| **b == b'\n').count() + 1
 }

@@ -99,6 +99,7 @@ pub(crate) fn detail(rec: &JobRecord, fleet: &Fleet) -> JobDetail {
                         pid: a.pid,
                         started_at: a.started_at,
                         finished_at: a.finished_at,
+                        outputs: a.outputs.clone(),
                     })
                     .collect(),
             })

@@ -65,6 +65,10 @@ const LOCK_JOB: &str = "SELECT state FROM jobs WHERE id = $1 FOR NO KEY UPDATE S
 
 const JOB_RUNNING: &str = "UPDATE jobs SET state = 'running' WHERE id = $1 AND state = 'queued'";
 
+/// What a needed step's succeeded attempt wrote to `$ROTA_OUTPUT`.
+const NEEDED_OUTPUTS: &str = "SELECT outputs FROM attempts WHERE job_id = $1 AND step = $2 \
+     AND status = 'succeeded' AND outputs IS NOT NULL ORDER BY id DESC LIMIT 1";
+
 struct ClaimingWorker {
     name: String,
     host: String,
@@ -226,6 +230,19 @@ async fn claim_one(
         .ok_or_else(|| corrupt(format!("job {job_id} has no step '{}'", c.step)))?;
     let mut env = spec.env.clone();
     env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if !step.needs.is_empty() {
+        let mut needed = Vec::new();
+        for n in &step.needs {
+            if let Some(r) = opt(tx, NEEDED_OUTPUTS, &[&c.job_id, n]).await? {
+                let text: &str = r.try_get(0)?;
+                needed.push((
+                    n.as_str(),
+                    serde_json::from_str::<std::collections::BTreeMap<String, String>>(text)?,
+                ));
+            }
+        }
+        env.extend(rota_domain::workflow::needed_outputs_env(needed.iter().map(|(n, o)| (*n, o))));
+    }
     Ok(ClaimedAttempt {
         attempt_id: AttemptId(id),
         job_id,

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use uuid::Uuid;
 
 const SET_PID: &str = "UPDATE attempts SET pid = $2 WHERE id = $1";
+const SET_OUTPUTS: &str = "UPDATE attempts SET outputs = $2 WHERE id = $1";
 
 const JOBS_OF_ATTEMPTS: &str = "SELECT DISTINCT job_id FROM attempts WHERE id = ANY($1)";
 
@@ -88,6 +89,10 @@ async fn complete_one(tx: &Tx<'_>, c: &Completion, now: DateTime<Utc>) -> Result
                 Err(conflict(ConflictKind::Ended, format!("attempt {} already ended as {}", a.id, a.status)))
             }
         };
+    }
+    // Outputs only count from a success: a failed attempt's are never seen by a dependent.
+    if c.outcome == rota_domain::AttemptOutcome::Succeeded && !c.outputs.is_empty() {
+        exec(tx, SET_OUTPUTS, &[&a.id.0, &serde_json::to_string(&c.outputs)?]).await?;
     }
     let settled = end_attempt(tx, &a, &c.outcome, c.run_ms, now, c.jitter01).await?;
     Ok(CompletionRecorded {

@@ -25,7 +25,7 @@ const SELECT_SPEC: &str = "SELECT spec FROM jobs WHERE id = $1";
 const SELECT_STEPS: &str = "SELECT name, state, reason, run_after FROM steps WHERE job_id = $1 ORDER BY idx";
 
 const SELECT_ATTEMPTS: &str = "SELECT id, step, number, session, worker_name, status, outcome, reason, pid, \
-     started_at, finished_at, lease_expires_at FROM attempts WHERE job_id = $1 ORDER BY step, number";
+     started_at, finished_at, lease_expires_at, outputs FROM attempts WHERE job_id = $1 ORDER BY step, number";
 
 /// The listing row of one job. `NotFound` if it does not exist.
 pub(crate) async fn load_row(tx: &Tx<'_>, id: JobId) -> Result<JobRow> {
@@ -92,6 +92,10 @@ fn read_attempt(r: &Row) -> Result<AttemptRecord> {
         started_at: r.try_get(9)?,
         finished_at: r.try_get(10)?,
         lease_expires_at: r.try_get(11)?,
+        outputs: match r.try_get::<_, Option<&str>>(12)? {
+            Some(text) => serde_json::from_str(text)?,
+            None => Default::default(),
+        },
     })
 }
 

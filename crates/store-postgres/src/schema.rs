@@ -34,6 +34,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         min_compatible: 1,
         sql: include_str!("../migrations/0002_resources.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outputs",
+        min_compatible: 1,
+        sql: include_str!("../migrations/0003_outputs.sql"),
+    },
 ];
 
 /// The advisory lock key migrations run under (an arbitrary constant: "rota" + 1).

@@ -70,6 +70,7 @@ async fn past_the_quota_finished_jobs_lose_their_logs_first_then_new_output_is_r
     let old = start(&s, w, 1).await;
     append(&s, w, &old, 0, 800).await;
     let done = Completion {
+        outputs: Default::default(),
         session: w,
         job_id: old.job_id,
         step: "s".into(),

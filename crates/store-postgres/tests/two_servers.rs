@@ -65,6 +65,7 @@ async fn submit(s: &Arc<dyn JobStore>, spec: JobSpec) -> JobId {
 
 fn done(session: SessionId, a: &rota_store::ClaimedAttempt) -> Completion {
     Completion {
+        outputs: Default::default(),
         session,
         job_id: a.job_id,
         step: a.step.clone(),

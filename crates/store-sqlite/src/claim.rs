@@ -45,6 +45,10 @@ const STEP_RUNNING: &str = "UPDATE steps SET state = 'running', attempts_count =
 
 const JOB_RUNNING: &str = "UPDATE jobs SET state = 'running' WHERE id = ?1 AND state = 'queued'";
 
+/// What a needed step's succeeded attempt wrote to `$ROTA_OUTPUT`.
+const NEEDED_OUTPUTS: &str = "SELECT outputs FROM attempts WHERE job_id = ?1 AND step = ?2 \
+     AND status = 'succeeded' AND outputs IS NOT NULL ORDER BY id DESC LIMIT 1";
+
 struct ClaimingWorker {
     name: String,
     host: String,
@@ -210,6 +214,17 @@ fn claim_one(
         .ok_or_else(|| corrupt(format!("job {job_id} has no step '{}'", c.step)))?;
     let mut env = spec.env.clone();
     env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if !step.needs.is_empty() {
+        let mut needed = Vec::new();
+        for n in &step.needs {
+            let text: Option<String> =
+                conn.prepare_cached(NEEDED_OUTPUTS)?.query_row((&c.job_id, n), |r| r.get(0)).optional()?;
+            if let Some(text) = text {
+                needed.push((n.as_str(), from_json::<std::collections::BTreeMap<String, String>>(&text)?));
+            }
+        }
+        env.extend(rota_domain::workflow::needed_outputs_env(needed.iter().map(|(n, o)| (*n, o))));
+    }
     Ok(ClaimedAttempt {
         attempt_id,
         job_id,

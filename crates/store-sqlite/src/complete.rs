@@ -12,6 +12,7 @@ use rota_store::{Completion, CompletionRecorded};
 use rusqlite::Connection;
 
 const SET_PID: &str = "UPDATE attempts SET pid = ?2 WHERE id = ?1";
+const SET_OUTPUTS: &str = "UPDATE attempts SET outputs = ?2 WHERE id = ?1";
 
 /// Records the pid of a running attempt the session holds.
 pub(crate) fn record_start(
@@ -68,6 +69,10 @@ fn complete_one(conn: &Connection, c: &Completion, now: DateTime<Utc>) -> Result
                 Err(conflict(ConflictKind::Ended, format!("attempt {} already ended as {}", a.id, a.status)))
             }
         };
+    }
+    // Outputs only count from a success: a failed attempt's are never seen by a dependent.
+    if c.outcome == rota_domain::AttemptOutcome::Succeeded && !c.outputs.is_empty() {
+        conn.prepare_cached(SET_OUTPUTS)?.execute((a.id.0, crate::codec::to_json(&c.outputs)?))?;
     }
     let settled = end_attempt(conn, &a, &c.outcome, c.run_ms, now, c.jitter01)?;
     Ok(CompletionRecorded {

@@ -28,7 +28,7 @@ const STEP_COUNTS: &str = "SELECT COUNT(*),
 const SELECT_STEPS: &str = "SELECT name, state, reason, run_after FROM steps WHERE job_id = ?1 ORDER BY idx";
 
 const SELECT_ATTEMPTS: &str = "SELECT id, step, number, session, worker_name, status, outcome, reason, pid, \
-     started_at, finished_at, lease_expires_at FROM attempts WHERE job_id = ?1 ORDER BY step, number";
+     started_at, finished_at, lease_expires_at, outputs FROM attempts WHERE job_id = ?1 ORDER BY step, number";
 
 /// The listing row of one job. `NotFound` if it does not exist.
 pub(crate) fn load_row(conn: &Connection, id: JobId) -> Result<JobRow> {
@@ -107,6 +107,7 @@ fn read_attempt(r: &Row<'_>) -> Result<AttemptRecord> {
         started_at: time(r.get(9)?)?,
         finished_at: opt_time(r.get(10)?)?,
         lease_expires_at: opt_time(r.get(11)?)?,
+        outputs: r.get::<_, Option<String>>(12)?.as_deref().map(from_json).transpose()?.unwrap_or_default(),
     })
 }
 

@@ -42,6 +42,7 @@ pub(crate) const MAIN: &[Migration] = &[
         sql: include_str!("../migrations/main/0006_credentials.sql"),
     },
     Migration { version: 7, name: "resources", sql: include_str!("../migrations/main/0007_resources.sql") },
+    Migration { version: 8, name: "outputs", sql: include_str!("../migrations/main/0008_outputs.sql") },
 ];
 
 /// Migrations of the logs database.

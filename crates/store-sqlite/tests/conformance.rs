@@ -111,6 +111,7 @@ async fn a_job_the_previous_release_stopped_with_a_step_running_still_finishes()
     assert_eq!((rec.row.state, rec.steps[0].state), (JobState::Revoked, StepState::Running));
 
     let done = Completion {
+        outputs: Default::default(),
         session,
         job_id: id,
         step: "s".into(),

@@ -107,6 +107,7 @@ scenarios![
     completion::no_retry_once_a_step_failed,
     completion::unasked_cancel_is_not_a_cancel,
     completion::late_results_keep_their_run_time,
+    completion::outputs_reach_the_steps_that_need_them,
     leases::lease_expiry_retries_or_fails,
     leases::extend_live_leases,
     leases::heartbeat_renews_and_stops,

@@ -117,6 +117,8 @@ pub struct AttemptRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// Lease end while running.
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// What a succeeded attempt wrote to `$ROTA_OUTPUT`.
+    pub outputs: std::collections::BTreeMap<String, String>,
 }
 
 impl AttemptRecord {
@@ -369,6 +371,9 @@ pub struct Completion {
     pub run_ms: Option<u64>,
     /// Random number in [0, 1) for retry jitter.
     pub jitter01: f64,
+    /// What the step wrote to `$ROTA_OUTPUT` (`KEY=value`), stored with the attempt when it
+    /// succeeded; the steps that need it see them as `ROTA_OUT_<STEP>_<KEY>`.
+    pub outputs: std::collections::BTreeMap<String, String>,
 }
 
 /// What was recorded for a completion.

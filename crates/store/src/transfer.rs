@@ -139,6 +139,8 @@ pub const TABLES: &[Table] = &[
             col("stop_cause", Text),
             col("started_at", Time),
             col("finished_at", Time),
+            // JSON as text in both backends.
+            col("outputs", Text),
         ],
         order_by: "id",
         sequence: Some(Sequence { column: "id", target: "attempt_ids" }),

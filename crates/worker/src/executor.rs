@@ -11,8 +11,10 @@ use crate::spawn::{self, BaseEnv};
 use crate::spawner::{SpawnedStep, Spawner, StepExit};
 use crate::workspace::AttemptDirs;
 use rota_api_types::worker::{ClaimedStep, CompleteItem, StartRequest, Stream};
+use rota_domain::workflow::OutputError;
 use rota_domain::{AttemptId, AttemptOutcome};
 use rustix::process::{Pid, Signal};
+use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::pin::Pin;
 use std::process::ExitStatus;
@@ -69,19 +71,21 @@ pub(crate) async fn run_attempt(
     logs: &LogShip,
     mut stop_rx: mpsc::UnboundedReceiver<StopKind>,
     hooks: &dyn Hooks,
-) -> Option<AttemptOutcome> {
+) -> Option<Ended> {
     let keep = step.keep_workspace;
     let dir = match setup.dirs.acquire(step.attempt_id) {
         Ok(dir) => dir,
-        Err(e) => return Some(lost(format!("cannot create the attempt directory: {e}"))),
+        Err(e) => return Some(lost(format!("cannot create the attempt directory: {e}")).into()),
     };
-    let env = spawn::build_env(setup.base_env, step, setup.secrets);
+    let mut env = spawn::build_env(setup.base_env, step, setup.secrets);
+    let output_file = setup.dirs.output_file(step.attempt_id);
+    env.push((rota_domain::workflow::OUTPUT_FILE_ENV.into(), output_file.clone().into_os_string()));
     // The kernel refuses an exec over its argument limits (E2BIG): that is the step's
     // input, not a lost worker, so it fails with the reason instead of being retried as
     // `lost` (a server older than the API limits may hand out such a step).
     if let Err(e) = spawn::check_exec_limits(step, &env) {
         setup.dirs.release(dir, keep, true).await;
-        return Some(AttemptOutcome::Failed { exit_code: None, signal: None, why: Some(e) });
+        return Some(AttemptOutcome::Failed { exit_code: None, signal: None, why: Some(e) }.into());
     }
     // When the spawn was asked for: the moment peers' harnesses stamp (just before they
     // start `sh`); `spawned_at` below is after the kernel has exec'd it.
@@ -93,12 +97,12 @@ pub(crate) async fn run_attempt(
         Ok(sp) => sp,
         Err(e) => {
             setup.dirs.release(dir, keep, true).await;
-            return Some(lost(format!("cannot start sh: {e}")));
+            return Some(lost(format!("cannot start sh: {e}")).into());
         }
     };
     let spawned_at = std::time::SystemTime::now();
     let SpawnedStep { pid, stdout, stderr, exit: mut child, .. } = sp;
-    let Some(pgid) = Pid::from_raw(pid) else { return Some(lost("spawned step has pid 0".into())) };
+    let Some(pgid) = Pid::from_raw(pid) else { return Some(lost("spawned step has pid 0".into()).into()) };
     hooks.group(Some(pgid));
     // The wall-clock moment of the spawn, for latency measurements that compare it with a
     // submitter's clock on the same host (bench/run); microseconds since the Unix epoch.
@@ -131,14 +135,60 @@ pub(crate) async fn run_attempt(
     // A process that escaped the group and still holds a pipe may also still use the
     // directory: it is then removed, never handed to another attempt.
     setup.dirs.release(dir, keep, drained && gone).await;
-    match ending {
-        Some(Ending::Silent) => None,
-        Some(Ending::Report(o)) => Some(o),
-        None => Some(match status {
+    let outputs = read_outputs(&output_file).await;
+    let outcome = match ending {
+        Some(Ending::Silent) => return None,
+        Some(Ending::Report(o)) => o,
+        None => match status {
             Ok(st) => outcome_of(st),
             Err(e) => lost(format!("cannot wait for the step: {e}")),
-        }),
+        },
+    };
+    Some(match (outcome, outputs) {
+        (AttemptOutcome::Succeeded, Ok(outputs)) => Ended { outcome: AttemptOutcome::Succeeded, outputs },
+        // Outputs a later step cannot be given make the step fail, saying why.
+        (AttemptOutcome::Succeeded, Err(e)) => Ended {
+            outcome: AttemptOutcome::Failed { exit_code: Some(0), signal: None, why: Some(e.to_string()) },
+            outputs: BTreeMap::new(),
+        },
+        (other, _) => Ended { outcome: other, outputs: BTreeMap::new() },
+    })
+}
+
+/// How an attempt ended, with what it wrote to `$ROTA_OUTPUT` if it succeeded.
+#[derive(Debug)]
+pub(crate) struct Ended {
+    pub(crate) outcome: AttemptOutcome,
+    pub(crate) outputs: BTreeMap<String, String>,
+}
+
+impl From<AttemptOutcome> for Ended {
+    fn from(outcome: AttemptOutcome) -> Self {
+        Ended { outcome, outputs: BTreeMap::new() }
     }
+}
+
+/// Reads and removes the attempt's `$ROTA_OUTPUT` file (none written: no outputs). A file
+/// over the cap is not read at all.
+async fn read_outputs(path: &std::path::Path) -> Result<BTreeMap<String, String>, OutputError> {
+    let meta = match tokio::fs::metadata(path).await {
+        Ok(m) => m,
+        Err(_) => return Ok(BTreeMap::new()),
+    };
+    let result = if meta.len() > rota_domain::workflow::MAX_OUTPUT_BYTES as u64 {
+        Err(OutputError::TooLarge { bytes: usize::try_from(meta.len()).unwrap_or(usize::MAX) })
+    } else {
+        match tokio::fs::read(path).await {
+            Ok(bytes) => rota_domain::workflow::parse_outputs(&bytes),
+            Err(e) => {
+                Err(OutputError::BadLine { line: 0, problem: format!("cannot read $ROTA_OUTPUT: {e}") })
+            }
+        }
+    };
+    if let Err(e) = tokio::fs::remove_file(path).await {
+        tracing::warn!(path = %path.display(), "cannot remove the step's output file: {e}");
+    }
+    result
 }
 
 fn lost(why: String) -> AttemptOutcome {
@@ -395,12 +445,12 @@ pub(crate) async fn execute(
             kill_grace: ctx.config.kill_grace,
         };
         let hooks = CtxHooks { ctx: &ctx, step: &step };
-        let outcome = run_attempt(&step, &setup, &logs, stop_rx, &hooks).await;
+        let ended = run_attempt(&step, &setup, &logs, stop_rx, &hooks).await;
         let run_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
         ctx.attempts.finished(step.attempt_id);
         drop(slot);
-        ctx.fleet.finished(step.attempt_id, outcome.as_ref());
-        let Some(outcome) = outcome else {
+        ctx.fleet.finished(step.attempt_id, ended.as_ref().map(|e| &e.outcome));
+        let Some(Ended { outcome, outputs }) = ended else {
             logs.discard(step.attempt_id);
             ctx.attempts.remove(step.attempt_id);
             tracing::debug!("step stopped: session superseded, nothing reported");
@@ -422,6 +472,7 @@ pub(crate) async fn execute(
             logs: if fin.rejected { Vec::new() } else { fin.chunks },
             dropped_bytes: fin.dropped,
             run_ms: Some(run_ms),
+            outputs,
         });
     }
     .instrument(span)

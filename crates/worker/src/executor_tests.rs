@@ -91,7 +91,9 @@ impl Harness {
     ) -> Option<AttemptOutcome> {
         self.logs.open(step.attempt_id, step.job_id, &step.step, step.log_cap);
         self.spawner.use_journal(self.ws.path()).await.unwrap();
-        run_attempt(step, &self.setup(Duration::from_millis(500)), &self.logs, stop_rx, hooks).await
+        run_attempt(step, &self.setup(Duration::from_millis(500)), &self.logs, stop_rx, hooks)
+            .await
+            .map(|e| e.outcome)
     }
 }
 
@@ -270,7 +272,7 @@ async fn a_kill_now_order_cuts_a_grace_short() {
         std::future::pending::<()>().await;
     });
     let began = std::time::Instant::now();
-    let outcome = run_attempt(&step, &setup, &h.logs, rx, &Recorder::default()).await;
+    let outcome = run_attempt(&step, &setup, &h.logs, rx, &Recorder::default()).await.map(|e| e.outcome);
     assert_eq!(outcome, Some(AttemptOutcome::Lost { why: "not held".into() }));
     // Well under the 60 s grace.
     assert!(began.elapsed() < BOUND, "{:?}", began.elapsed());

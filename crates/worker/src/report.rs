@@ -173,6 +173,7 @@ impl Reporter {
                 logs: item.logs.clone(),
                 dropped_bytes: item.dropped_bytes,
                 run_ms: item.run_ms,
+                outputs: item.outputs.clone(),
             };
             ctx.client.complete(item.job_id, &item.step, &req).await.map(|_| vec![(200, None)])
         } else {

@@ -124,6 +124,12 @@ impl AttemptDirs {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The file attempt `id` writes its outputs to (`$ROTA_OUTPUT`): beside its directory,
+    /// not in it, so an untouched directory can still be reused.
+    pub(crate) fn output_file(&self, id: AttemptId) -> PathBuf {
+        self.attempts.join(format!("{id}.output"))
+    }
+
     /// The empty directory of attempt `id`, from the pool when it has one. (A directory of
     /// that name that exists already and is not empty is used as it is, as `mkdir -p`
     /// would.)

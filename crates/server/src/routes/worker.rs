@@ -350,6 +350,14 @@ async fn complete_items(
     session: SessionId,
     items: Vec<(JobId, String, rota_api_types::worker::CompleteItem)>,
 ) -> Result<Vec<Result<CompletionRecorded, ApiError>>, ApiError> {
+    for (job_id, step, item) in &items {
+        rota_domain::workflow::check_outputs(&item.outputs).map_err(|e| {
+            ApiError::bad_request(format!(
+                "outputs of job {job_id} step {step} (attempt {}): {e}",
+                item.attempt_id
+            ))
+        })?;
+    }
     // Final log chunks first, so a finished job's log is complete the moment it ends.
     let mut appends = Vec::new();
     for (job_id, step, item) in &items {
@@ -382,6 +390,7 @@ async fn complete_items(
             outcome: item.outcome,
             run_ms: item.run_ms,
             jitter01: rand::random::<f64>(),
+            outputs: item.outputs,
         })
         .collect();
     let results = state.store.complete(completions, state.store.now()).await?;
@@ -433,6 +442,7 @@ pub(crate) async fn complete_step(
         logs: req.logs,
         dropped_bytes: req.dropped_bytes,
         run_ms: req.run_ms,
+        outputs: req.outputs,
     };
     let mut results = complete_items(&state, me.session, vec![(job_id, step, item)]).await?;
     let r = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;

@@ -174,3 +174,39 @@ pub(super) async fn late_results_keep_their_run_time(s: Arc<dyn JobStore>) {
     assert_eq!(ended(&got[1]), Some(at(10)), "never later than the arrival");
     assert_eq!(ended(&got[2]), Some(at(10)), "an older worker's result: its arrival");
 }
+
+/// Outputs of a succeeded attempt are stored with it and reach the steps that need it as
+/// `ROTA_OUT_<STEP>_<KEY>`; a failed attempt's outputs are not kept, and a step that needs
+/// nothing gets none.
+pub(super) async fn outputs_reach_the_steps_that_need_them(s: Arc<dyn JobStore>) {
+    let id = submit(&s, JobSpec::new(vec![step("a"), needs(step("b"), &["a"])]), t0()).await;
+    let other = submit(&s, JobSpec::new(vec![step("z")]), t0()).await;
+    let w = worker(&s).await;
+    let first = claim(&s, w, 2, at(1)).await;
+    let a = first.iter().find(|c| c.step == "a").expect("a claimed");
+    let z = first.iter().find(|c| c.step == "z").expect("z claimed");
+    assert!(!a.env.keys().any(|k| k.starts_with("ROTA_OUT_")), "{:?}", a.env);
+    let with = |c: &ClaimedAttempt, outcome: AttemptOutcome, pairs: &[(&str, &str)]| Completion {
+        outputs: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..completion(w, c, outcome)
+    };
+    let done = s
+        .complete(
+            vec![
+                with(a, AttemptOutcome::Succeeded, &[("version", "1.2"), ("NOTE", "a=b")]),
+                with(z, failed(1), &[("x", "1")]),
+            ],
+            at(2),
+        )
+        .await
+        .unwrap();
+    assert!(done.iter().all(Result::is_ok), "{done:?}");
+    let b = claim_one(&s, w, at(3)).await;
+    assert_eq!(b.step, "b");
+    assert_eq!(b.env.get("ROTA_OUT_A_VERSION").map(String::as_str), Some("1.2"), "{:?}", b.env);
+    assert_eq!(b.env.get("ROTA_OUT_A_NOTE").map(String::as_str), Some("a=b"));
+    let rec = get(&s, id).await;
+    assert_eq!(step_of(&rec, "a").attempts[0].outputs.len(), 2);
+    let rec = get(&s, other).await;
+    assert!(step_of(&rec, "z").attempts[0].outputs.is_empty(), "a failed attempt keeps no outputs");
+}

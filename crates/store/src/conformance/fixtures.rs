@@ -137,6 +137,7 @@ pub(super) async fn claim_one(
 
 pub(super) fn completion(session: SessionId, c: &ClaimedAttempt, outcome: AttemptOutcome) -> Completion {
     Completion {
+        outputs: Default::default(),
         session,
         job_id: c.job_id,
         step: c.step.clone(),

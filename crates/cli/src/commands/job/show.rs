@@ -80,5 +80,23 @@ fn render(out: &mut Out, job: &JobDetail) -> Result<()> {
             ]);
         }
     }
-    out.table(&t)
+    out.table(&t)?;
+    // What steps handed on through $ROTA_OUTPUT, as the steps that need them see it.
+    let outputs: Vec<(&str, &std::collections::BTreeMap<String, String>)> = job
+        .step_details
+        .iter()
+        .flat_map(|s| {
+            s.attempts.iter().filter(|a| !a.outputs.is_empty()).map(move |a| (s.name.as_str(), &a.outputs))
+        })
+        .collect();
+    if !outputs.is_empty() {
+        writeln!(out)?;
+        writeln!(out, "outputs:")?;
+        for (step, values) in outputs {
+            for (k, v) in values {
+                writeln!(out, "  {}={v}", rota_domain::workflow::output_env(step, k))?;
+            }
+        }
+    }
+    Ok(())
 }
