@@ -1,11 +1,12 @@
-//! Opening a [`PgStore`]: the options, the pool (deadpool over tokio-postgres, without
-//! TLS so far), the first connection (an unreachable database is named by host and port,
+//! Opening a [`PgStore`]: the options, the pool (deadpool over tokio-postgres, with TLS as
+//! the URL's `sslmode` asks, `tls.rs`), the first connection (an unreachable database is named by host and port,
 //! never by its password), the migrations and the clock's offset. Nothing here reads or
 //! writes jobs.
 
 use crate::error::{self, PgError};
 use crate::quota::LogQuota;
-use crate::{PgStore, clock, schema};
+use crate::url::PgUrl;
+use crate::{PgStore, clock, schema, tls};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;
 
@@ -38,8 +39,9 @@ impl PgStore {
     /// whichever of several servers starting together gets there first). Refuses a schema
     /// newer than this build unless its newest migration is compatible with it.
     pub async fn connect(url: &str, opts: PgOptions) -> Result<PgStore, PgError> {
-        let mut cfg: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| PgError::Config(e.to_string()))?;
+        let url = PgUrl::parse(url).map_err(|e| PgError::Config(e.to_string()))?;
+        let tls = tls::connector(url.tls()).map_err(|e| PgError::Config(e.to_string()))?;
+        let mut cfg = url.config().clone();
         cfg.connect_timeout(opts.connect_timeout);
         if let Some(t) = opts.statement_timeout {
             cfg.options(format!("-c statement_timeout={}", t.as_millis()));
@@ -48,7 +50,7 @@ impl PgStore {
         let target = describe_target(&cfg);
         let manager = Manager::from_config(
             cfg,
-            tokio_postgres::NoTls,
+            tls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)

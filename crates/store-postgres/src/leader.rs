@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 /// The advisory lock the leader holds ("rotalead"); advisory locks are per database.
 pub const LEADER_KEY: i64 = 0x726f_7461_6c65_6164;
@@ -51,7 +51,7 @@ pub struct PgLeader {
 }
 
 struct Shared {
-    config: Config,
+    config: dedicated::Target,
     me: ServerInfo,
     session: Mutex<Session>,
 }
@@ -107,7 +107,7 @@ async fn heartbeat(shared: Arc<Shared>) {
 }
 
 impl Live {
-    async fn open(config: &Config) -> Result<Self, ConnectionError> {
+    async fn open(config: &dedicated::Target) -> Result<Self, ConnectionError> {
         let (client, connection) = dedicated::open(config).await?;
         let driver = tokio::spawn(async move {
             if let Err(e) = connection.await {
