@@ -62,8 +62,14 @@ impl PgStore {
             .map_err(|e| PgError::Config(e.to_string()))?;
         let store = PgStore { pool, quota: LogQuota::new(), clock: clock::Clock::default() };
         // The first connection says whether the database can be reached at all.
-        let first =
-            store.pool.get().await.map_err(|e| PgError::Unreachable { target, detail: e.to_string() })?;
+        let first = store.pool.get().await.map_err(|e| {
+            let detail = match &e {
+                // Without deadpool's "Error occurred while creating a new object".
+                deadpool_postgres::PoolError::Backend(pg) => error::chain(pg),
+                other => other.to_string(),
+            };
+            PgError::Unreachable { target, detail }
+        })?;
         drop(first);
         store.migrate().await?;
         {
