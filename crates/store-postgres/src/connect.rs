@@ -28,7 +28,9 @@ impl Default for PgOptions {
         Self {
             pool_size: 16,
             statement_timeout: Some(Duration::from_secs(30)),
-            pool_timeout: Duration::from_secs(10),
+            // Well under the clients' 30 s per call: a request that finds the pool busy
+            // gets its 503 (and is retried or failed over) before the client gives up.
+            pool_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
         }
     }

@@ -171,7 +171,7 @@ async fn open_store(settings: &ServerSettings) -> Result<Opened> {
         Database::Postgres(url) => {
             // Every message names the URL without its password, and the host:port tried.
             let at = || format!("{url} ({})", url.endpoints().join(", "));
-            let mut store = PgStore::connect(url.connect_text(), PgOptions::default())
+            let mut store = PgStore::connect(url.connect_text(), settings.pg.clone())
                 .await
                 .with_context(|| format!("cannot open the PostgreSQL database {}", at()))?;
             store.set_log_quota(settings.log_quota);

@@ -95,7 +95,11 @@ fn given_flags(a: &ServerArgs, explicit: &[String]) -> Result<BTreeMap<String, S
         let value = match id.as_str() {
             "listen" => a.listen.clone(),
             "allow_remote" if a.allow_remote => "true".into(),
+            // A PostgreSQL URL as given (made "absolute" it would become a file path).
             "database" => match &a.database {
+                Some(p) if p.to_str().is_some_and(rota_store_postgres::url::PgUrl::is_postgres) => {
+                    p.display().to_string()
+                }
                 Some(p) => std::path::absolute(p).context("cannot resolve --database")?.display().to_string(),
                 None => continue,
             },
@@ -104,6 +108,18 @@ fn given_flags(a: &ServerArgs, explicit: &[String]) -> Result<BTreeMap<String, S
             "lease_ttl" => dur(a.lease_ttl),
             "log_quota" => match a.log_quota {
                 Some(q) => q.to_string(),
+                None => continue,
+            },
+            "db_pool_size" => match a.db_pool_size {
+                Some(n) => n.to_string(),
+                None => continue,
+            },
+            "db_statement_timeout" => match a.db_statement_timeout {
+                Some(t) => dur(t),
+                None => continue,
+            },
+            "db_pool_timeout" => match a.db_pool_timeout {
+                Some(t) => dur(t),
                 None => continue,
             },
             _ => continue,
