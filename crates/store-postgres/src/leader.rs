@@ -76,13 +76,13 @@ struct Live {
 }
 
 impl PgLeader {
-    /// Connects for server `me` to the database at `url`, creates the `servers` table if
-    /// missing, writes `me`'s row and starts the heartbeat. Does not take the lock: the first
-    /// [`Leadership::lead`] does. Fails if the database cannot be reached.
+    /// Connects for server `me` to the database at `url` (migrated: its `servers` table is
+    /// the migrations' — open the [`crate::PgStore`] first), writes `me`'s row and starts
+    /// the heartbeat. Does not take the lock: the first [`Leadership::lead`] does. Fails if
+    /// the database cannot be reached.
     pub async fn start(url: &str, me: ServerInfo) -> Result<Self, ConnectionError> {
         let config = dedicated::config(url, Role::Leader, me.id)?;
         let live = Live::open(&config).await?;
-        timed(STATEMENT_TIMEOUT, servers::ensure_schema(&live.client)).await?;
         timed(STATEMENT_TIMEOUT, servers::beat(&live.client, &me)).await?;
         let session = Session { live: Some(live), ..Session::default() };
         let shared = Arc::new(Shared { config, me, session: Mutex::new(session) });
