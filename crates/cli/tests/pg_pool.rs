@@ -78,7 +78,9 @@ async fn an_exhausted_pool_answers_503_within_the_pool_timeout() {
 #[test]
 fn db_flags_are_refused_with_sqlite() {
     let env = Env::new();
-    for (flag, value) in [("--db-pool-size", "4"), ("--db-statement-timeout", "5s"), ("--db-pool-timeout", "1s")] {
+    for (flag, value) in
+        [("--db-pool-size", "4"), ("--db-statement-timeout", "5s"), ("--db-pool-timeout", "1s")]
+    {
         let out = rota(&env).args(["server", "--listen", "127.0.0.1:0", flag, value]).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");

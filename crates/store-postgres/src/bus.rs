@@ -110,11 +110,7 @@ impl Live {
 }
 
 /// Drives the connection, delivering each notification on the channel until it ends.
-async fn hear(
-    mut connection: dedicated::PgConnection,
-    tx: broadcast::Sender<Delivery>,
-    me: ServerId,
-) {
+async fn hear(mut connection: dedicated::PgConnection, tx: broadcast::Sender<Delivery>, me: ServerId) {
     loop {
         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {

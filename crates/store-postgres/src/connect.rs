@@ -50,11 +50,8 @@ impl PgStore {
         }
         cfg.application_name("rota");
         let target = describe_target(&cfg);
-        let manager = Manager::from_config(
-            cfg,
-            tls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
+        let manager =
+            Manager::from_config(cfg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(opts.pool_size.max(1))
             .runtime(Runtime::Tokio1)

@@ -92,7 +92,9 @@ impl From<deadpool_postgres::PoolError> for PgError {
         match e {
             // From the pool, a driver error is a failure to open a connection: the
             // database is unreachable (or refuses connections) for now.
-            deadpool_postgres::PoolError::Backend(pg) => PgError::Pool(format!("cannot connect: {}", chain(&pg))),
+            deadpool_postgres::PoolError::Backend(pg) => {
+                PgError::Pool(format!("cannot connect: {}", chain(&pg)))
+            }
             other => PgError::Pool(other.to_string()),
         }
     }

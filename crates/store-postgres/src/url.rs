@@ -216,8 +216,12 @@ mod tests {
         assert_eq!(u.config().get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
 
         let e = PgUrl::parse("postgres://u:pw@h/db?sslmode=bogus").unwrap_err();
-        assert_eq!(e.to_string(), "sslmode=bogus: expected disable, prefer, require, verify-ca or verify-full");
-        let e = PgUrl::parse("postgres://u:pw@h/db?sslmode=require&sslrootcert=%2Fno%2Fsuch.pem").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sslmode=bogus: expected disable, prefer, require, verify-ca or verify-full"
+        );
+        let e =
+            PgUrl::parse("postgres://u:pw@h/db?sslmode=require&sslrootcert=%2Fno%2Fsuch.pem").unwrap_err();
         assert!(e.to_string().starts_with("sslrootcert=/no/such.pem: cannot read it"), "{e}");
         assert!(!e.to_string().contains("pw"), "{e}");
     }

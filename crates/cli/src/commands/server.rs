@@ -176,7 +176,8 @@ async fn open_store(settings: &ServerSettings) -> Result<Opened> {
                 // A schema this build cannot work with: restarting will not help, so the
                 // exit a supervisor never restarts (78), as for other refused configuration.
                 Err(e @ PgError::SchemaTooNew { .. }) => {
-                    let e = anyhow::Error::new(e).context(format!("cannot use the PostgreSQL database {}", at()));
+                    let e =
+                        anyhow::Error::new(e).context(format!("cannot use the PostgreSQL database {}", at()));
                     return Err(with_code(EXIT_CONFIG, e));
                 }
                 Err(e) => {
