@@ -254,3 +254,48 @@ fn print_stop(s: &Stopped, json: bool) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    fn start_args(argv: &[&str]) -> ServerArgs {
+        let cli = Cli::try_parse_from([&["rota", "server", "start"], argv].concat()).unwrap();
+        match cli.command {
+            Command::Server(s) => match s.command {
+                Some(ServerCommand::Start(start)) => start.server,
+                other => panic!("not server start: {other:?}"),
+            },
+            other => panic!("not server: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_db_flags_and_a_postgres_url_are_saved_as_given() {
+        let url = "postgres://rota@db:5432/rota?sslmode=verify-full&sslrootcert=/etc/ca.pem";
+        let args = start_args(&[
+            "--database",
+            url,
+            "--db-pool-size",
+            "4",
+            "--db-statement-timeout",
+            "1m",
+            "--db-pool-timeout",
+            "2s",
+        ]);
+        let explicit: Vec<String> = ["database", "db_pool_size", "db_statement_timeout", "db_pool_timeout"]
+            .map(String::from)
+            .to_vec();
+        let flags = given_flags(&args, &explicit).unwrap();
+        assert_eq!(flags["database"], url, "a URL, not a file path made absolute");
+        assert_eq!(flags["db_pool_size"], "4");
+        assert_eq!(flags["db_statement_timeout"], "1m");
+        assert_eq!(flags["db_pool_timeout"], "2s");
+        // A SQLite path is still made absolute (the background server's cwd is not ours).
+        let flags = given_flags(&start_args(&["--database", "rel.db"]), &["database".into()]).unwrap();
+        assert!(flags["database"].starts_with('/'), "{}", flags["database"]);
+    }
+}
