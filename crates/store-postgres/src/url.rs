@@ -129,6 +129,31 @@ fn take_tls_params(s: &str) -> Result<(String, TlsChoice), PgUrlError> {
     Ok((text, tls))
 }
 
+/// `s` (a `postgres://` URL) with a relative `sslrootcert` made absolute, for a URL saved to
+/// be used later from another working directory (`rota server start`); the rest as given.
+pub fn with_absolute_root_cert(s: &str) -> std::io::Result<String> {
+    let Some((base, query)) = s.split_once('?') else { return Ok(s.to_string()) };
+    let mut parts = Vec::new();
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("sslrootcert", v)) if !v.is_empty() && !percent_decode(v).starts_with('/') => {
+                let path = std::path::absolute(percent_decode(v))?;
+                let text = path.to_string_lossy();
+                let encoded: String = text
+                    .chars()
+                    .map(|c| match c {
+                        '%' | '&' | '#' | '+' | ' ' | '?' | '=' => format!("%{:02X}", c as u32),
+                        c => c.to_string(),
+                    })
+                    .collect();
+                parts.push(format!("sslrootcert={encoded}"));
+            }
+            _ => parts.push(kv.to_string()),
+        }
+    }
+    Ok(format!("{base}?{}", parts.join("&")))
+}
+
 /// `%XX` escapes decoded (as the driver decodes URL parameters); a stray `%` stays.
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
@@ -224,6 +249,19 @@ mod tests {
             PgUrl::parse("postgres://u:pw@h/db?sslmode=require&sslrootcert=%2Fno%2Fsuch.pem").unwrap_err();
         assert!(e.to_string().starts_with("sslrootcert=/no/such.pem: cannot read it"), "{e}");
         assert!(!e.to_string().contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn a_relative_root_cert_is_made_absolute_for_later() {
+        let cwd = std::env::current_dir().unwrap();
+        let u = with_absolute_root_cert("postgres://u@h/db?sslmode=verify-full&sslrootcert=ca.pem").unwrap();
+        assert_eq!(
+            u,
+            format!("postgres://u@h/db?sslmode=verify-full&sslrootcert={}", cwd.join("ca.pem").display())
+        );
+        let given = "postgres://u:pw@h/db?sslrootcert=/etc/ca.pem&connect_timeout=5";
+        assert_eq!(with_absolute_root_cert(given).unwrap(), given);
+        assert_eq!(with_absolute_root_cert("postgres://u@h/db").unwrap(), "postgres://u@h/db");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::lifecycle::paths::{Dirs, Instance, InstancePaths};
 use crate::lifecycle::report;
 use crate::output::{Out, note, size_text};
 use anyhow::{Context, Result};
+use rota_store_postgres::url::{PgUrl, with_absolute_root_cert};
 use rota_worker::ShutdownMode;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -95,12 +96,19 @@ fn given_flags(a: &ServerArgs, explicit: &[String]) -> Result<BTreeMap<String, S
         let value = match id.as_str() {
             "listen" => a.listen.clone(),
             "allow_remote" if a.allow_remote => "true".into(),
-            // A PostgreSQL URL as given (made "absolute" it would become a file path).
+            // A PostgreSQL URL as given (made "absolute" it would become a file path), but
+            // for a relative `sslrootcert`: the background server runs from elsewhere.
+            // A PostgreSQL URL as given (made "absolute" it would become a file path), but
+            // with a relative `sslrootcert` made absolute: the background server runs elsewhere.
             "database" => match &a.database {
-                Some(p) if p.to_str().is_some_and(rota_store_postgres::url::PgUrl::is_postgres) => {
-                    p.display().to_string()
-                }
-                Some(p) => std::path::absolute(p).context("cannot resolve --database")?.display().to_string(),
+                Some(p) => match p.to_str().filter(|t| PgUrl::is_postgres(t)) {
+                    Some(url) => {
+                        with_absolute_root_cert(url).context("cannot resolve sslrootcert= of --database")?
+                    }
+                    None => {
+                        std::path::absolute(p).context("cannot resolve --database")?.display().to_string()
+                    }
+                },
                 None => continue,
             },
             "retention" => dur(a.retention),
@@ -294,6 +302,15 @@ mod tests {
         assert_eq!(flags["db_pool_size"], "4");
         assert_eq!(flags["db_statement_timeout"], "1m");
         assert_eq!(flags["db_pool_timeout"], "2s");
+        let rel = given_flags(
+            &start_args(&["--database", "postgres://u@h/db?sslrootcert=ca.pem"]),
+            &["database".into()],
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            rel.unwrap()["database"],
+            format!("postgres://u@h/db?sslrootcert={}", cwd.join("ca.pem").display())
+        );
         // A SQLite path is still made absolute (the background server's cwd is not ours).
         let flags = given_flags(&start_args(&["--database", "rel.db"]), &["database".into()]).unwrap();
         assert!(flags["database"].starts_with('/'), "{}", flags["database"]);
