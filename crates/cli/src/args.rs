@@ -239,6 +239,18 @@ pub(crate) struct ServerArgs {
     /// [default: 25% of the free space on the database's filesystem at start].
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub(crate) log_quota: Option<u64>,
+    /// PostgreSQL only: connections this server keeps in its pool at most (the bus and
+    /// the leadership use one more each) [default: 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) db_pool_size: Option<u32>,
+    /// PostgreSQL only: a statement running longer is cancelled by the database and its
+    /// request fails; 0 keeps the database's own statement_timeout [default: 30s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) db_statement_timeout: Option<Duration>,
+    /// PostgreSQL only: longest a request waits for a free pooled connection; then it gets
+    /// 503 with Retry-After (clients retry or fail over) [default: 5s].
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) db_pool_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

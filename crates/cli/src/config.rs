@@ -57,6 +57,8 @@ pub(crate) struct ServerSettings {
     pub(crate) lease_ttl: Duration,
     /// `--log-quota`, if given (else a share of the free space, see `log_quota.rs`).
     pub(crate) log_quota: Option<u64>,
+    /// The pool and timeouts of a PostgreSQL database (`--db-*`; unused on SQLite).
+    pub(crate) pg: rota_store_postgres::PgOptions,
 }
 
 impl ServerSettings {
@@ -83,6 +85,7 @@ impl ServerSettings {
             return Err(usage("--log-quota: must be greater than zero"));
         }
         let database = Database::from_flag(args.database.as_deref(), paths)?;
+        let pg = pg_options(args, &database)?;
         Ok(Self {
             listen,
             database,
@@ -90,8 +93,43 @@ impl ServerSettings {
             heartbeat_interval: args.heartbeat_interval,
             lease_ttl: args.lease_ttl,
             log_quota: args.log_quota,
+            pg,
         })
     }
+}
+
+/// The `--db-*` flags as [`PgOptions`]. They tune a PostgreSQL pool, so given with a
+/// SQLite database they are a usage error (rather than a warning nobody reads: the
+/// operator believes the server is tuned when it is not).
+fn pg_options(args: &ServerArgs, database: &Database) -> Result<rota_store_postgres::PgOptions> {
+    let given = [
+        ("--db-pool-size", args.db_pool_size.is_some()),
+        ("--db-statement-timeout", args.db_statement_timeout.is_some()),
+        ("--db-pool-timeout", args.db_pool_timeout.is_some()),
+    ];
+    if let Database::Sqlite(path) = database
+        && let Some((flag, _)) = given.iter().find(|(_, given)| *given)
+    {
+        return Err(usage(format!(
+            "{flag}: applies to a PostgreSQL database (--database postgres://…) only; this server's \
+             database is the SQLite file {}",
+            path.display()
+        )));
+    }
+    let defaults = rota_store_postgres::PgOptions::default();
+    if args.db_pool_timeout.is_some_and(|t| t.is_zero()) {
+        return Err(usage("--db-pool-timeout: must be greater than zero"));
+    }
+    Ok(rota_store_postgres::PgOptions {
+        pool_size: args.db_pool_size.map_or(defaults.pool_size, |n| n as usize),
+        statement_timeout: match args.db_statement_timeout {
+            Some(t) if t.is_zero() => None,
+            Some(t) => Some(t),
+            None => defaults.statement_timeout,
+        },
+        pool_timeout: args.db_pool_timeout.unwrap_or(defaults.pool_timeout),
+        ..defaults
+    })
 }
 
 /// `127.0.0.1:7777`, `[::1]:7777`, `localhost:7777` or `:7777` (loopback).

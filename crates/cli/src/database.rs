@@ -6,7 +6,7 @@
 use crate::config::Paths;
 use crate::failure::usage;
 use anyhow::Result;
-use rota_store_postgres::url::PgUrl;
+use rota_store_postgres::url::{PgUrl, PgUrlError};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -42,7 +42,11 @@ impl Database {
             return Ok(Self::Sqlite(PathBuf::from(rest)));
         }
         if PgUrl::is_postgres(text) {
-            let url = PgUrl::parse(text).map_err(|e| usage(format!("{flag}: {e}; expected {FORMS}")))?;
+            let url = PgUrl::parse(text).map_err(|e| match e {
+                // A TLS parameter: the form of the URL is fine, the message names the parameter.
+                PgUrlError::SslMode(_) | PgUrlError::Tls(_) => usage(format!("{flag}: {e}")),
+                _ => usage(format!("{flag}: {e}; expected {FORMS}")),
+            })?;
             return Ok(Self::Postgres(Box::new(url)));
         }
         if let Some((scheme, _)) = text.split_once("://")

@@ -154,3 +154,15 @@ CREATE TABLE log_attempts (
     bytes_refused bigint NOT NULL DEFAULT 0
 );
 CREATE INDEX log_attempts_job ON log_attempts (job_id);
+
+-- One row per running server process (its leadership connection's heartbeat): who leads
+-- (joined with pg_locks on backend_pid) and whether other servers serve. Rows of servers
+-- not heard from for a day are deleted by any heartbeat.
+CREATE TABLE servers (
+    id          uuid PRIMARY KEY,
+    host        text NOT NULL,
+    pid         bigint NOT NULL,
+    started_at  timestamptz NOT NULL,
+    backend_pid integer NOT NULL,
+    last_seen   timestamptz NOT NULL
+);

@@ -27,8 +27,7 @@ use rota_store::bus::{Bus, Delivery, Envelope, MAX_ENVELOPE_BYTES, Subscription}
 use rota_store::leader::ServerId;
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{AsyncMessage, Client, Config, Connection, Socket, Statement};
+use tokio_postgres::{AsyncMessage, Client, Statement};
 
 /// The notification channel of every rota server on a database.
 pub const CHANNEL: &str = "rota_bus";
@@ -98,7 +97,7 @@ struct Live {
 
 impl Live {
     async fn open(
-        config: &Config,
+        config: &dedicated::Target,
         tx: &broadcast::Sender<Delivery>,
         me: ServerId,
     ) -> Result<Self, ConnectionError> {
@@ -111,11 +110,7 @@ impl Live {
 }
 
 /// Drives the connection, delivering each notification on the channel until it ends.
-async fn hear(
-    mut connection: Connection<Socket, NoTlsStream>,
-    tx: broadcast::Sender<Delivery>,
-    me: ServerId,
-) {
+async fn hear(mut connection: dedicated::PgConnection, tx: broadcast::Sender<Delivery>, me: ServerId) {
     loop {
         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
             Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {
@@ -142,7 +137,7 @@ async fn hear(
 /// Sends what is published and reopens the connection when it drops, until the bus is
 /// dropped.
 async fn run(
-    config: Config,
+    config: dedicated::Target,
     me: ServerId,
     mut live: Live,
     tx: broadcast::Sender<Delivery>,

@@ -1,11 +1,12 @@
-//! Opening a [`PgStore`]: the options, the pool (deadpool over tokio-postgres, without
-//! TLS so far), the first connection (an unreachable database is named by host and port,
+//! Opening a [`PgStore`]: the options, the pool (deadpool over tokio-postgres, with TLS as
+//! the URL's `sslmode` asks, `tls.rs`), the first connection (an unreachable database is named by host and port,
 //! never by its password), the migrations and the clock's offset. Nothing here reads or
 //! writes jobs.
 
 use crate::error::{self, PgError};
 use crate::quota::LogQuota;
-use crate::{PgStore, clock, schema};
+use crate::url::PgUrl;
+use crate::{PgStore, clock, schema, tls};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;
 
@@ -27,7 +28,9 @@ impl Default for PgOptions {
         Self {
             pool_size: 16,
             statement_timeout: Some(Duration::from_secs(30)),
-            pool_timeout: Duration::from_secs(10),
+            // Well under the clients' 30 s per call: a request that finds the pool busy
+            // gets its 503 (and is retried or failed over) before the client gives up.
+            pool_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -38,19 +41,17 @@ impl PgStore {
     /// whichever of several servers starting together gets there first). Refuses a schema
     /// newer than this build unless its newest migration is compatible with it.
     pub async fn connect(url: &str, opts: PgOptions) -> Result<PgStore, PgError> {
-        let mut cfg: tokio_postgres::Config =
-            url.parse().map_err(|e: tokio_postgres::Error| PgError::Config(e.to_string()))?;
+        let url = PgUrl::parse(url).map_err(|e| PgError::Config(e.to_string()))?;
+        let tls = tls::connector(url.tls()).map_err(|e| PgError::Config(e.to_string()))?;
+        let mut cfg = url.config().clone();
         cfg.connect_timeout(opts.connect_timeout);
         if let Some(t) = opts.statement_timeout {
             cfg.options(format!("-c statement_timeout={}", t.as_millis()));
         }
         cfg.application_name("rota");
         let target = describe_target(&cfg);
-        let manager = Manager::from_config(
-            cfg,
-            tokio_postgres::NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
+        let manager =
+            Manager::from_config(cfg, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(opts.pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -60,8 +61,14 @@ impl PgStore {
             .map_err(|e| PgError::Config(e.to_string()))?;
         let store = PgStore { pool, quota: LogQuota::new(), clock: clock::Clock::default() };
         // The first connection says whether the database can be reached at all.
-        let first =
-            store.pool.get().await.map_err(|e| PgError::Unreachable { target, detail: e.to_string() })?;
+        let first = store.pool.get().await.map_err(|e| {
+            let detail = match &e {
+                // Without deadpool's "Error occurred while creating a new object".
+                deadpool_postgres::PoolError::Backend(pg) => error::chain(pg),
+                other => other.to_string(),
+            };
+            PgError::Unreachable { target, detail }
+        })?;
         drop(first);
         store.migrate().await?;
         {

@@ -1,8 +1,9 @@
 //! One connection of its own, outside the pool, for what must stay on a single session:
 //! `LISTEN` (the bus) and the session advisory lock (leadership). This module owns how such
 //! a connection is configured (TCP keepalives on both ends, connect timeout, an
-//! `application_name` naming its role and server), opened, and how long to wait before
-//! opening it again; it must not run the queries of the bus or of leadership.
+//! `application_name` naming its role and server, TLS as the URL's `sslmode` asks),
+//! opened, and how long to wait before opening it again; it must not run the queries of
+//! the bus or of leadership.
 //!
 //! The reconnect delay reuses the one capped exponential formula reachable from here,
 //! `rota_domain::policy::retry_delay` (the worker's `rota_worker::backoff` is not: a store
@@ -13,19 +14,31 @@ use rota_store::StoreError;
 use rota_store::leader::ServerId;
 use std::time::Duration;
 use tokio_postgres::config::Host;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, Connection, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The connection half of a dedicated connection (TLS or plain, as negotiated).
+pub(crate) type PgConnection = Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>;
 
 /// A dedicated connection: the client, and the connection its owner must drive.
-pub(crate) type Opened = (Client, Connection<Socket, NoTlsStream>);
+pub(crate) type Opened = (Client, PgConnection);
+
+/// How to open a dedicated connection: the driver's configuration and the TLS it uses.
+#[derive(Clone)]
+pub(crate) struct Target {
+    config: Config,
+    tls: MakeRustlsConnect,
+}
 
 /// Why a dedicated connection could not be opened or used. Never carries a password.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {
-    /// The URL is not a PostgreSQL URL this driver accepts.
+    /// The URL is not a PostgreSQL URL this driver accepts (or its TLS settings are not
+    /// usable); the text never holds the password.
     #[error("invalid PostgreSQL URL: {0}")]
-    Url(#[source] tokio_postgres::Error),
+    Url(String),
     /// The server could not be reached or refused the session.
     #[error("cannot connect to PostgreSQL at {address}: {source}")]
     Connect {
@@ -81,8 +94,10 @@ const KEEPALIVE_RETRIES: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The configuration of `role`'s dedicated connection for `me`, from a `postgres://` URL.
-pub(crate) fn config(url: &str, role: Role, me: ServerId) -> Result<Config, ConnectionError> {
-    let mut config: Config = url.parse().map_err(ConnectionError::Url)?;
+pub(crate) fn config(url: &str, role: Role, me: ServerId) -> Result<Target, ConnectionError> {
+    let url = crate::url::PgUrl::parse(url).map_err(|e| ConnectionError::Url(e.to_string()))?;
+    let tls = crate::tls::connector(url.tls()).map_err(|e| ConnectionError::Url(e.to_string()))?;
+    let mut config = url.config().clone();
     config
         .application_name(application_name(role, me))
         .keepalives(true)
@@ -106,15 +121,16 @@ pub(crate) fn config(url: &str, role: Role, me: ServerId) -> Result<Config, Conn
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    Ok(config)
+    Ok(Target { config, tls })
 }
 
 /// Opens a dedicated connection; its owner must drive the returned `Connection`.
-pub(crate) async fn open(config: &Config) -> Result<Opened, ConnectionError> {
-    config
-        .connect(NoTls)
+pub(crate) async fn open(target: &Target) -> Result<Opened, ConnectionError> {
+    target
+        .config
+        .connect(target.tls.clone())
         .await
-        .map_err(|source| ConnectionError::Connect { address: address(config), source })
+        .map_err(|source| ConnectionError::Connect { address: address(&target.config), source })
 }
 
 /// `host:port` of the first host `config` names, for messages (never the user or password).

@@ -16,9 +16,9 @@ pub enum PgError {
     /// No connection could be taken from the pool (exhausted, or the database unreachable).
     #[error("postgres connection pool: {0}")]
     Pool(String),
-    /// No connection to the database could be opened at start. Names where it was sought
-    /// (hosts and ports, never the user's password).
-    #[error("cannot reach the PostgreSQL database at {target}: {detail}")]
+    /// No connection to the database could be opened at start (unreachable, refused, or
+    /// its TLS failed). Names where it was sought (hosts and ports, never the password).
+    #[error("cannot connect to the PostgreSQL database at {target}: {detail}")]
     Unreachable {
         /// `host:port` of each host the URL names.
         target: String,
@@ -92,10 +92,28 @@ impl From<deadpool_postgres::PoolError> for PgError {
         match e {
             // From the pool, a driver error is a failure to open a connection: the
             // database is unreachable (or refuses connections) for now.
-            deadpool_postgres::PoolError::Backend(pg) => PgError::Pool(format!("cannot connect: {pg}")),
+            deadpool_postgres::PoolError::Backend(pg) => {
+                PgError::Pool(format!("cannot connect: {}", chain(&pg)))
+            }
             other => PgError::Pool(other.to_string()),
         }
     }
+}
+
+/// `e` and its causes, `: `-separated: the driver's own text names only the kind of
+/// failure ("error performing TLS handshake"), the cause says which ("invalid peer
+/// certificate: UnknownIssuer"). Driver errors never quote the password.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.ends_with(&more) {
+            text = format!("{text}: {more}");
+        }
+        next = cause.source();
+    }
+    text
 }
 
 /// The crate's internal error: a store answer (NotFound, Conflict, ...) or a backend failure.

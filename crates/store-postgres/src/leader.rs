@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Client;
 
 /// The advisory lock the leader holds ("rotalead"); advisory locks are per database.
 pub const LEADER_KEY: i64 = 0x726f_7461_6c65_6164;
@@ -51,7 +51,7 @@ pub struct PgLeader {
 }
 
 struct Shared {
-    config: Config,
+    config: dedicated::Target,
     me: ServerInfo,
     session: Mutex<Session>,
 }
@@ -76,13 +76,13 @@ struct Live {
 }
 
 impl PgLeader {
-    /// Connects for server `me` to the database at `url`, creates the `servers` table if
-    /// missing, writes `me`'s row and starts the heartbeat. Does not take the lock: the first
-    /// [`Leadership::lead`] does. Fails if the database cannot be reached.
+    /// Connects for server `me` to the database at `url` (migrated: its `servers` table is
+    /// the migrations' — open the [`crate::PgStore`] first), writes `me`'s row and starts
+    /// the heartbeat. Does not take the lock: the first [`Leadership::lead`] does. Fails if
+    /// the database cannot be reached.
     pub async fn start(url: &str, me: ServerInfo) -> Result<Self, ConnectionError> {
         let config = dedicated::config(url, Role::Leader, me.id)?;
         let live = Live::open(&config).await?;
-        timed(STATEMENT_TIMEOUT, servers::ensure_schema(&live.client)).await?;
         timed(STATEMENT_TIMEOUT, servers::beat(&live.client, &me)).await?;
         let session = Session { live: Some(live), ..Session::default() };
         let shared = Arc::new(Shared { config, me, session: Mutex::new(session) });
@@ -107,7 +107,7 @@ async fn heartbeat(shared: Arc<Shared>) {
 }
 
 impl Live {
-    async fn open(config: &Config) -> Result<Self, ConnectionError> {
+    async fn open(config: &dedicated::Target) -> Result<Self, ConnectionError> {
         let (client, connection) = dedicated::open(config).await?;
         let driver = tokio::spawn(async move {
             if let Err(e) = connection.await {

@@ -20,7 +20,8 @@
 //!   `quota`: the total log quota (its counters; which finished jobs' logs go first);
 //!   `credentials`: the admin and join token hashes.
 //! - `bus` (LISTEN/NOTIFY), `leader` (advisory lock), `servers` (who serves),
-//!   `dedicated` (their own connections); `url`: [`url::PgUrl`], shown without a password.
+//!   `dedicated` (their own connections); `url`: [`url::PgUrl`], shown without a password;
+//!   `tls`: `sslmode` (libpq's meanings) through rustls, for every connection.
 //! - `import`: [`PgImporter`], writing a control plane copied from SQLite (`rota migrate`).
 //! - `clock`: the database server's clock, behind `JobStore::now`.
 //! - `codec`: column encodings; `error`: [`PgError`] and the mapping to `StoreError`.
@@ -54,6 +55,7 @@ mod schema;
 mod servers;
 mod settle;
 mod submit;
+pub mod tls;
 mod tx;
 pub mod url;
 mod workers;

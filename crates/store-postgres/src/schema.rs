@@ -57,6 +57,8 @@ pub(crate) async fn migrate(client: &mut Client, set: &[Migration]) -> Result<us
     let tx = client.transaction().await?;
     // Held until COMMIT: a second server waits here, then sees the first one's work.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+    // Without the "already exists, skipping" notice of every start after the first.
+    tx.batch_execute("SET LOCAL client_min_messages = warning").await?;
     tx.batch_execute(CREATE_MIGRATIONS).await?;
     let known = set.last().map_or(0, |m| m.version);
     let (found, min_compatible) = match tx.query_opt(NEWEST, &[]).await? {

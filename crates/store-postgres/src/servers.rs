@@ -1,40 +1,15 @@
 //! The `servers` table: one row per running server process (its id, host, pid, start, the
 //! backend pid of its leadership connection, when it last beat), written by that server's
 //! heartbeat on its leadership connection and read to tell who leads and whether others
-//! serve. Owns these statements; must not decide leadership (the advisory lock does).
-//!
-//! Temporary: the table is created here by [`ensure_schema`] (idempotent, under a
-//! transaction-scoped advisory lock so servers starting together do not race) until it
-//! moves into the crate's versioned migrations.
+//! serve. Owns these statements; must not decide leadership (the advisory lock does). The
+//! table is created by the migrations (`migrations/0001_init.sql`).
 
 use rota_store::leader::{ServerId, ServerInfo};
 use std::time::Duration;
 use tokio_postgres::Client;
 
-/// Serializes [`ensure_schema`] across servers ("rotasrvs").
-const SCHEMA_LOCK_KEY: i64 = 0x726f_7461_7372_7673;
-
 /// Rows of servers not heard from for this long are deleted by any heartbeat.
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
-
-/// Creates the table if it does not exist.
-pub(crate) async fn ensure_schema(client: &Client) -> Result<(), tokio_postgres::Error> {
-    client
-        .batch_execute(&format!(
-            "BEGIN;
-             SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY});
-             CREATE TABLE IF NOT EXISTS servers (
-                 id uuid PRIMARY KEY,
-                 host text NOT NULL,
-                 pid bigint NOT NULL,
-                 started_at timestamptz NOT NULL,
-                 backend_pid integer NOT NULL,
-                 last_seen timestamptz NOT NULL
-             );
-             COMMIT;"
-        ))
-        .await
-}
 
 /// Records that `me` is alive, with the backend pid of the connection this runs on (the
 /// one holding or trying the leader lock), and forgets servers gone for a day.

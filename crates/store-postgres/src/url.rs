@@ -1,8 +1,13 @@
 //! A PostgreSQL database URL as the user gave it (`postgres://` or `postgresql://`), parsed
 //! by the driver and shown without its password: every message, log line and status that
 //! names the database uses [`PgUrl`]'s `Display`, never the text it was parsed from.
+//! The TLS parameters the driver does not know (`sslmode=verify-ca|verify-full`,
+//! `sslrootcert=PATH`) are taken out here into a [`TlsChoice`] (`tls.rs` acts on it); a bad
+//! `sslmode` or an unreadable `sslrootcert` is refused here, naming the parameter.
 
+use crate::tls::{RootCert, SslMode, TlsChoice, TlsError};
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// What a `postgres://…` URL failed on.
@@ -14,12 +19,19 @@ pub enum PgUrlError {
     /// The driver refused it (the reason never includes the password).
     #[error("malformed PostgreSQL URL: {0}")]
     Malformed(String),
+    /// `sslmode` has a value libpq does not define (or one rota does not offer).
+    #[error("sslmode={0}: expected {values}", values = SslMode::VALUES)]
+    SslMode(String),
+    /// `sslrootcert` cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A parsed database URL; `Display` shows it with the password replaced by `***`.
 #[derive(Clone)]
 pub struct PgUrl {
     config: tokio_postgres::Config,
+    tls: TlsChoice,
     shown: String,
     raw: String,
 }
@@ -36,12 +48,19 @@ impl PgUrl {
         if !Self::is_postgres(s) {
             return Err(PgUrlError::NotPostgres);
         }
-        let config = tokio_postgres::Config::from_str(s)
-            .map_err(|e| PgUrlError::Malformed(redact(&e.to_string(), s)))?;
+        let (driver_text, tls) = take_tls_params(s)?;
+        let mut config = tokio_postgres::Config::from_str(&driver_text)
+            .map_err(|e| PgUrlError::Malformed(redact(&e.to_string(), &driver_text)))?;
         if config.get_hosts().is_empty() {
             return Err(PgUrlError::Malformed("no host (postgres://USER@HOST:PORT/DATABASE)".into()));
         }
-        Ok(Self { shown: redact_url(s), config, raw: s.to_string() })
+        config.ssl_mode(tls.mode.driver_mode());
+        Ok(Self { shown: redact_url(s), config, tls, raw: s.to_string() })
+    }
+
+    /// What the URL asks of TLS (`sslmode`, `sslrootcert`).
+    pub fn tls(&self) -> &TlsChoice {
+        &self.tls
     }
 
     /// The URL as given, password included: only for connecting, never to show.
@@ -83,6 +102,77 @@ impl fmt::Debug for PgUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PgUrl({})", self.shown)
     }
+}
+
+/// `s` without its `sslmode` and `sslrootcert` parameters (the driver knows neither
+/// `verify-*` nor `sslrootcert`), and what they asked for. The last of a repeated
+/// parameter wins, as in libpq.
+fn take_tls_params(s: &str) -> Result<(String, TlsChoice), PgUrlError> {
+    let Some((base, query)) = s.split_once('?') else { return Ok((s.to_string(), TlsChoice::default())) };
+    let mut kept = Vec::new();
+    let mut mode = None;
+    let mut root: Option<PathBuf> = None;
+    for kv in query.split('&') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "sslmode" => {
+                let v = percent_decode(v);
+                mode = Some(SslMode::parse(&v).ok_or(PgUrlError::SslMode(v))?);
+            }
+            "sslrootcert" => root = Some(PathBuf::from(percent_decode(v))),
+            _ => kept.push(kv),
+        }
+    }
+    let root_cert = root.map(|p| RootCert::read(&p)).transpose()?;
+    let tls = TlsChoice { mode: mode.unwrap_or_default(), root_cert };
+    let text = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    Ok((text, tls))
+}
+
+/// `s` (a `postgres://` URL) with a relative `sslrootcert` made absolute, for a URL saved to
+/// be used later from another working directory (`rota server start`); the rest as given.
+pub fn with_absolute_root_cert(s: &str) -> std::io::Result<String> {
+    let Some((base, query)) = s.split_once('?') else { return Ok(s.to_string()) };
+    let mut parts = Vec::new();
+    for kv in query.split('&') {
+        match kv.split_once('=') {
+            Some(("sslrootcert", v)) if !v.is_empty() && !percent_decode(v).starts_with('/') => {
+                let path = std::path::absolute(percent_decode(v))?;
+                let text = path.to_string_lossy();
+                let encoded: String = text
+                    .chars()
+                    .map(|c| match c {
+                        '%' | '&' | '#' | '+' | ' ' | '?' | '=' => format!("%{:02X}", c as u32),
+                        c => c.to_string(),
+                    })
+                    .collect();
+                parts.push(format!("sslrootcert={encoded}"));
+            }
+            _ => parts.push(kv.to_string()),
+        }
+    }
+    Ok(format!("{base}?{}", parts.join("&")))
+}
+
+/// `%XX` escapes decoded (as the driver decodes URL parameters); a stray `%` stays.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) =
+                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `s` with the password of its user-info (`user:password@`) and any `password=` option
@@ -137,6 +227,41 @@ mod tests {
         let u = PgUrl::parse("postgresql://rota@h/db?password=s3cret&connect_timeout=5").unwrap();
         assert_eq!(u.to_string(), "postgresql://rota@h/db?password=***&connect_timeout=5");
         assert_eq!(u.endpoints(), ["h:5432"]);
+    }
+
+    #[test]
+    fn tls_parameters_are_taken_out_for_the_driver() {
+        let u = PgUrl::parse("postgres://u:pw@h/db?sslmode=verify-full&connect_timeout=5").unwrap();
+        assert_eq!(u.tls().mode, SslMode::VerifyFull);
+        assert_eq!(u.config().get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        assert_eq!(u.config().get_connect_timeout(), Some(&std::time::Duration::from_secs(5)));
+        let u = PgUrl::parse("postgres://u@h/db").unwrap();
+        assert_eq!(u.tls().mode, SslMode::Prefer, "libpq's default");
+        let u = PgUrl::parse("postgres://u@h/db?sslmode=disable").unwrap();
+        assert_eq!(u.config().get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+
+        let e = PgUrl::parse("postgres://u:pw@h/db?sslmode=bogus").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "sslmode=bogus: expected disable, prefer, require, verify-ca or verify-full"
+        );
+        let e =
+            PgUrl::parse("postgres://u:pw@h/db?sslmode=require&sslrootcert=%2Fno%2Fsuch.pem").unwrap_err();
+        assert!(e.to_string().starts_with("sslrootcert=/no/such.pem: cannot read it"), "{e}");
+        assert!(!e.to_string().contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn a_relative_root_cert_is_made_absolute_for_later() {
+        let cwd = std::env::current_dir().unwrap();
+        let u = with_absolute_root_cert("postgres://u@h/db?sslmode=verify-full&sslrootcert=ca.pem").unwrap();
+        assert_eq!(
+            u,
+            format!("postgres://u@h/db?sslmode=verify-full&sslrootcert={}", cwd.join("ca.pem").display())
+        );
+        let given = "postgres://u:pw@h/db?sslrootcert=/etc/ca.pem&connect_timeout=5";
+        assert_eq!(with_absolute_root_cert(given).unwrap(), given);
+        assert_eq!(with_absolute_root_cert("postgres://u@h/db").unwrap(), "postgres://u@h/db");
     }
 
     #[test]

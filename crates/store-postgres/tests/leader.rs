@@ -7,6 +7,7 @@
 use rota_store::leader::{Leadership, ServerId, ServerInfo};
 use rota_store_postgres::dedicated::{Role, application_name};
 use rota_store_postgres::leader::PgLeader;
+use rota_store_postgres::{PgOptions, PgStore};
 use rota_testkit::postgres::TestDb;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,14 @@ async fn admin(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// A test database migrated as a server's store leaves it (the `servers` table included).
+async fn migrated() -> Option<TestDb> {
+    let db = TestDb::create().await?;
+    let store = PgStore::connect(&db.url, PgOptions { pool_size: 1, ..PgOptions::default() }).await.unwrap();
+    store.close();
+    Some(db)
+}
+
 /// Polls `who.lead()` every 50 ms until it answers `want`, up to `bound`; the time it took.
 async fn until_leads(who: &PgLeader, want: bool, bound: Duration) -> Duration {
     let start = Instant::now();
@@ -39,7 +48,7 @@ async fn until_leads(who: &PgLeader, want: bool, bound: Duration) -> Duration {
 
 #[tokio::test]
 async fn exactly_one_of_two_leads_it_is_named_and_the_other_takes_over_after_a_resign() {
-    let Some(db) = TestDb::create().await else { return };
+    let Some(db) = migrated().await else { return };
     let (a_me, b_me) = (server("host-a"), server("host-b"));
     let a = PgLeader::start(&db.url, a_me.clone()).await.unwrap();
     let b = PgLeader::start(&db.url, b_me.clone()).await.unwrap();
@@ -72,7 +81,7 @@ async fn exactly_one_of_two_leads_it_is_named_and_the_other_takes_over_after_a_r
 
 #[tokio::test]
 async fn a_leader_whose_session_is_killed_stops_leading_at_once_and_the_other_takes_over() {
-    let Some(db) = TestDb::create().await else { return };
+    let Some(db) = migrated().await else { return };
     let (a_me, b_me) = (server("host-a"), server("host-b"));
     let a = PgLeader::start(&db.url, a_me.clone()).await.unwrap();
     until_leads(&a, true, Duration::from_secs(5)).await;

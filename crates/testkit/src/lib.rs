@@ -1,7 +1,8 @@
 //! rota's one test kit: a test's private HOME/XDG tree ([`Env`]) on a [`Backend`], the one way to start a
 //! real `rota server` on port 0 with its own data ([`server`]), background `rota`
 //! processes ([`Proc`]), an async cluster with an API client ([`cluster`]), in-process
-//! servers and workers ([`inproc`]), test hosts in network namespaces ([`netns`]), the
+//! servers and workers ([`inproc`]), test hosts in network namespaces ([`netns`]), a TLS
+//! path to the test PostgreSQL server ([`pg_tls_proxy`]), the
 //! background-worker commands ([`background`]), `/proc` checks ([`procs`]), the one skip
 //! helper ([`require`]), several servers of one control plane ([`several`]) and what they
 //! recorded ([`records`]), scenario sizes ([`size`]) and one test body for both backends
@@ -20,6 +21,7 @@ pub mod background;
 pub mod cluster;
 pub mod inproc;
 pub mod netns;
+pub mod pg_tls_proxy;
 pub mod postgres;
 pub mod procs;
 pub mod records;

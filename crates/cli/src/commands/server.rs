@@ -19,7 +19,7 @@ use rota_server::ServerConfig;
 use rota_store::{CredentialKind, JobStore};
 use rota_store_postgres::bus::PgBus;
 use rota_store_postgres::leader::PgLeader;
-use rota_store_postgres::{PgOptions, PgStore};
+use rota_store_postgres::{PgError, PgOptions, PgStore};
 use rota_store_sqlite::{SqliteOptions, SqliteStore};
 use std::path::Path;
 use std::process::ExitCode;
@@ -171,9 +171,20 @@ async fn open_store(settings: &ServerSettings) -> Result<Opened> {
         Database::Postgres(url) => {
             // Every message names the URL without its password, and the host:port tried.
             let at = || format!("{url} ({})", url.endpoints().join(", "));
-            let mut store = PgStore::connect(url.connect_text(), PgOptions::default())
-                .await
-                .with_context(|| format!("cannot open the PostgreSQL database {}", at()))?;
+            let mut store = match PgStore::connect(url.connect_text(), settings.pg.clone()).await {
+                Ok(store) => store,
+                // A schema this build cannot work with: restarting will not help, so the
+                // exit a supervisor never restarts (78), as for other refused configuration.
+                Err(e @ PgError::SchemaTooNew { .. }) => {
+                    let e =
+                        anyhow::Error::new(e).context(format!("cannot use the PostgreSQL database {}", at()));
+                    return Err(with_code(EXIT_CONFIG, e));
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot open the PostgreSQL database {}", at())));
+                }
+            };
             store.set_log_quota(settings.log_quota);
             let log_quota = match settings.log_quota {
                 Some(q) => format!("{} (--log-quota)", crate::output::size_text(q)),

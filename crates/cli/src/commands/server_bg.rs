@@ -14,6 +14,7 @@ use crate::lifecycle::paths::{Dirs, Instance, InstancePaths};
 use crate::lifecycle::report;
 use crate::output::{Out, note, size_text};
 use anyhow::{Context, Result};
+use rota_store_postgres::url::{PgUrl, with_absolute_root_cert};
 use rota_worker::ShutdownMode;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -95,8 +96,19 @@ fn given_flags(a: &ServerArgs, explicit: &[String]) -> Result<BTreeMap<String, S
         let value = match id.as_str() {
             "listen" => a.listen.clone(),
             "allow_remote" if a.allow_remote => "true".into(),
+            // A PostgreSQL URL as given (made "absolute" it would become a file path), but
+            // for a relative `sslrootcert`: the background server runs from elsewhere.
+            // A PostgreSQL URL as given (made "absolute" it would become a file path), but
+            // with a relative `sslrootcert` made absolute: the background server runs elsewhere.
             "database" => match &a.database {
-                Some(p) => std::path::absolute(p).context("cannot resolve --database")?.display().to_string(),
+                Some(p) => match p.to_str().filter(|t| PgUrl::is_postgres(t)) {
+                    Some(url) => {
+                        with_absolute_root_cert(url).context("cannot resolve sslrootcert= of --database")?
+                    }
+                    None => {
+                        std::path::absolute(p).context("cannot resolve --database")?.display().to_string()
+                    }
+                },
                 None => continue,
             },
             "retention" => dur(a.retention),
@@ -104,6 +116,18 @@ fn given_flags(a: &ServerArgs, explicit: &[String]) -> Result<BTreeMap<String, S
             "lease_ttl" => dur(a.lease_ttl),
             "log_quota" => match a.log_quota {
                 Some(q) => q.to_string(),
+                None => continue,
+            },
+            "db_pool_size" => match a.db_pool_size {
+                Some(n) => n.to_string(),
+                None => continue,
+            },
+            "db_statement_timeout" => match a.db_statement_timeout {
+                Some(t) => dur(t),
+                None => continue,
+            },
+            "db_pool_timeout" => match a.db_pool_timeout {
+                Some(t) => dur(t),
                 None => continue,
             },
             _ => continue,
@@ -236,5 +260,59 @@ fn print_stop(s: &Stopped, json: bool) -> Result<()> {
             let pid = worker_pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
             writeln!(out, "stopped the background server{pid} in {}", took(*t))
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    fn start_args(argv: &[&str]) -> ServerArgs {
+        let cli = Cli::try_parse_from([&["rota", "server", "start"], argv].concat()).unwrap();
+        match cli.command {
+            Command::Server(s) => match s.command {
+                Some(ServerCommand::Start(start)) => start.server,
+                other => panic!("not server start: {other:?}"),
+            },
+            other => panic!("not server: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_db_flags_and_a_postgres_url_are_saved_as_given() {
+        let url = "postgres://rota@db:5432/rota?sslmode=verify-full&sslrootcert=/etc/ca.pem";
+        let args = start_args(&[
+            "--database",
+            url,
+            "--db-pool-size",
+            "4",
+            "--db-statement-timeout",
+            "1m",
+            "--db-pool-timeout",
+            "2s",
+        ]);
+        let explicit: Vec<String> = ["database", "db_pool_size", "db_statement_timeout", "db_pool_timeout"]
+            .map(String::from)
+            .to_vec();
+        let flags = given_flags(&args, &explicit).unwrap();
+        assert_eq!(flags["database"], url, "a URL, not a file path made absolute");
+        assert_eq!(flags["db_pool_size"], "4");
+        assert_eq!(flags["db_statement_timeout"], "1m");
+        assert_eq!(flags["db_pool_timeout"], "2s");
+        let rel = given_flags(
+            &start_args(&["--database", "postgres://u@h/db?sslrootcert=ca.pem"]),
+            &["database".into()],
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            rel.unwrap()["database"],
+            format!("postgres://u@h/db?sslrootcert={}", cwd.join("ca.pem").display())
+        );
+        // A SQLite path is still made absolute (the background server's cwd is not ours).
+        let flags = given_flags(&start_args(&["--database", "rel.db"]), &["database".into()]).unwrap();
+        assert!(flags["database"].starts_with('/'), "{}", flags["database"]);
     }
 }
