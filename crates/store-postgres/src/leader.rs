@@ -14,7 +14,8 @@
 //!   normally stopped before another can take over. Overlaps stay safe anyway (leader.rs of
 //!   `rota-store`: a leader's writes are conditional).
 //! - A heartbeat every [`HEARTBEAT`] upserts this server's row in `servers`;
-//!   `others_serving` is "another row seen within three heartbeats", `leader()` reads
+//!   `others_serving` is "another row seen within three heartbeats, of a server started
+//!   more than that before this one", `leader()` reads
 //!   the lock's holder from `pg_locks` joined to `servers` by backend pid.
 //! - `resign()` unlocks, deletes the row and ends the session; it is final (shutdown).
 
@@ -267,7 +268,7 @@ impl Leadership for PgLeader {
         let shared = &*self.shared;
         let mut s = shared.session.lock().await;
         let client = s.connected(shared).await?;
-        Ok(timed(STATEMENT_TIMEOUT, servers::others_seen(client, shared.me.id, SERVING_WINDOW)).await?)
+        Ok(timed(STATEMENT_TIMEOUT, servers::others_seen(client, &shared.me, SERVING_WINDOW)).await?)
     }
 }
 

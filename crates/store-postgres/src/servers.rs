@@ -64,17 +64,20 @@ pub(crate) async fn holder(client: &Client, key: i64) -> Result<Option<ServerInf
     }))
 }
 
-/// Whether a server other than `me` beat within `window`.
+/// Whether a server other than `me` beat within `window` and had started more than
+/// `window` before `me` did: one that started together with `me` (a whole control plane
+/// restarted after an outage) was not serving before, so it does not count.
 pub(crate) async fn others_seen(
     client: &Client,
-    me: ServerId,
+    me: &ServerInfo,
     window: Duration,
 ) -> Result<bool, tokio_postgres::Error> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM servers
-                             WHERE id <> $1 AND last_seen > now() - make_interval(secs => $2))",
-            &[&me.0, &window.as_secs_f64()],
+                             WHERE id <> $1 AND last_seen > now() - make_interval(secs => $2)
+                               AND started_at < $3::timestamptz - make_interval(secs => $2))",
+            &[&me.id.0, &window.as_secs_f64(), &me.started_at],
         )
         .await?;
     row.try_get(0)

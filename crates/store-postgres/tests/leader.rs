@@ -53,7 +53,14 @@ async fn exactly_one_of_two_leads_it_is_named_and_the_other_takes_over_after_a_r
     let a = PgLeader::start(&db.url, a_me.clone()).await.unwrap();
     let b = PgLeader::start(&db.url, b_me.clone()).await.unwrap();
     assert_eq!(a.leader().await.unwrap(), None, "nobody leads before anyone asked to");
-    assert!(a.others_serving().await.unwrap() && b.others_serving().await.unwrap(), "each sees the other");
+    // Started together (a whole control plane after an outage): neither was serving before.
+    assert!(!a.others_serving().await.unwrap() && !b.others_serving().await.unwrap(), "started together");
+    // One started well after them sees them serving.
+    let later =
+        ServerInfo { started_at: chrono::Utc::now() + chrono::Duration::seconds(60), ..server("host-c") };
+    let c = PgLeader::start(&db.url, later).await.unwrap();
+    assert!(c.others_serving().await.unwrap(), "a later server sees the others serving");
+    c.resign().await.unwrap();
 
     // Over more than one re-check period the answers stay: exactly one leads.
     let deadline = Instant::now() + Duration::from_secs(4);

@@ -66,9 +66,11 @@ pub trait Leadership: Send + Sync + 'static {
     /// The server that leads, as far as the backend knows (`None`: nobody right now).
     async fn leader(&self) -> Result<Option<ServerInfo>>;
 
-    /// Whether another server of this control plane is serving. A server that starts
-    /// while others serve must not extend every live lease: the others kept renewing
-    /// them, and extending would keep dead workers' leases alive through a rolling restart.
+    /// Whether another server of this control plane is serving and was serving before this
+    /// one started. A server that starts while others serve must not extend every live
+    /// lease: the others kept renewing them, and extending would keep dead workers' leases
+    /// alive through a rolling restart. Servers that start together after a full outage
+    /// (all restarted at once) each count as the first, so the leases are extended.
     async fn others_serving(&self) -> Result<bool>;
 }
 
