@@ -250,6 +250,9 @@ async fn soak(args: &Args) -> Result<Value> {
         "offered": total, "submitted": submitted, "refused": offered.refused.load(Ordering::SeqCst),
         "per_interval": minutes,
         "per_s_first": first, "per_s_last": last, "last_vs_first": last / first,
+        // Whether the server kept up at all: a slow first minute makes last ÷ first look good
+        // while the backlog grows.
+        "last_vs_offered": last / rate,
         "backlog_at_end": backlog_at_end, "drain_s": drain_secs,
         "worker_rss_mib": {"idle": worker_rss_idle.map(|b| b / MIB), "end": worker_rss_end.map(|b| b / MIB)},
         "files_start": files_start, "files_end": files_end, "size_growth": growth,
@@ -785,6 +788,17 @@ fn summary(v: &mut [f64]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_growth_compares_the_last_interval_with_the_first_and_the_middle() {
+        let m = |k: u32, total: u64, jobs: u64| json!({"minute": k, "db_bytes": total, "sizes": {"tables": {"jobs": {"total": jobs}}}});
+        let g = size_growth(&[m(1, 100, 40), m(2, 150, 60), m(3, 160, 80)]);
+        assert_eq!(g["last_vs_first"].as_f64(), Some(1.6));
+        assert_eq!(g["mid_interval"].as_u64(), Some(2));
+        assert!(g["last_vs_mid"].as_f64().is_some_and(|r| (r - 160.0 / 150.0).abs() < 1e-9));
+        assert_eq!(g["tables_last_vs_first"]["jobs"].as_f64(), Some(2.0));
+        assert_eq!(size_growth(&[]), Value::Null);
+    }
 
     #[test]
     fn simple_durations() {
