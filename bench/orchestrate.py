@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """The orchestrator behind bench/run: runs every workload for rota and for each peer
 alternately, in one run, N rounds; prints a table; writes bench/results/latest.json.
+rota runs twice where a workload has a PostgreSQL row: as "rota" (SQLite) and as "rota-pg"
+(`rota-bench --backend postgres`: a database of its own on the PostgreSQL server that
+graphile-worker uses too, made and dropped by the harness).
 With --baseline REV the two systems are REV's rota and this tree's, one round per pair, and
 the result goes to bench/results/compare/<name>.json (building REV: baseline.py).
 
@@ -18,6 +21,7 @@ import glob
 import json
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -47,12 +51,26 @@ COMPARE = RESULTS / "compare"
 
 # The rota binaries (rota, rota-bench) of each rota-side system: this tree's as "rota", and
 # with --baseline REV's as "old" and this tree's again as "new".
-BINARIES: dict[str, tuple[Path, Path]] = {"rota": (ROTA, ROTA_BENCH), "new": (ROTA, ROTA_BENCH)}
+BINARIES: dict[str, tuple[Path, Path]] = {"rota": (ROTA, ROTA_BENCH), "rota-pg": (ROTA, ROTA_BENCH),
+                                          "new": (ROTA, ROTA_BENCH)}
 # Workloads that measure the machine, not rota: no exactly-once counts, no peer.
 MACHINE_KEYS = ("spawn-probe-c8", "spawn-probe-c2", "limits")
 
-SYSTEMS = ("rota", "celery", "graphile")
+SYSTEMS = ("rota", "rota-pg", "celery", "graphile")
 PEERS = ("celery", "graphile")
+# The workloads with a PostgreSQL row ("rota-pg"), run in the same rounds as the others.
+# `--only KEY-pg` runs KEY on rota-pg and its partners: graphile-worker (the peer on the
+# same PostgreSQL) and rota on SQLite. soak-pg runs once, after the rounds.
+PG_KEYS = ("burn-down-c8", "burn-down-c2", "server-capacity", "latency-idle", "latency-50pct",
+           "submit-single", "submit-batch")
+PG_PARTNERS = ("rota-pg", "graphile", "rota")
+# The PostgreSQL server the rota-pg runs make their databases on (one per measurement,
+# dropped after it; never this URL's own database). rota-bench reads it from
+# ROTA_TEST_POSTGRES_URL, the test kit's variable: its TestDb makes those databases.
+PG_SERVER = os.environ.get("ROTA_BENCH_POSTGRES_URL") or "postgres://postgres@127.0.0.1:5432/postgres"
+# Each ratio column: (system, against). "rota-pg_vs_rota" is PostgreSQL against SQLite.
+COMPARISONS = (("rota", "celery"), ("rota", "graphile"), ("rota-pg", "celery"), ("rota-pg", "graphile"),
+               ("rota-pg", "rota"))
 
 # Why a workload has no peer figure: stated in latest.json next to the rota figure.
 NOT_APPLICABLE = {
@@ -68,6 +86,7 @@ NOT_APPLICABLE = {
     "log-capture": "neither peer captures a job's output centrally: Celery and graphile-worker leave "
     "stdout to the worker process's own log, so there is no 'server holds all of it' to time",
     "soak": "rota only by the issue's definition (--full)",
+    "soak-pg": "rota only: the issue asks whether rota's own tables level off under steady load",
 }
 
 # Higher-is-better or lower-is-better for the figures that go into tables and ratios.
@@ -98,6 +117,10 @@ class Config:
         self.log_big_mb = 50 if quick else 200
         self.log_many = 20 if quick else 100
         self.log_burn_jobs = 1_000 if quick else 5_000
+        # soak-pg: 10 one-minute intervals with --full, 3 by default (the first has nothing
+        # past retention to prune yet, so 3 show whether the size stays put), 2 × 30 s quick.
+        self.soak_pg_intervals = 10 if mode == "full" else 2 if quick else 3
+        self.soak_pg_interval_s = 30 if quick else 60
         self.run_timeout = 900
 
 
@@ -183,6 +206,12 @@ FIGURES: dict[str, list[tuple[str, str, str, str]]] = {
     "log-capture-many": [("MB/s", "many.mb_per_s", HIGHER, "MB/s")],
     "log-capture-burn": [("jobs/s while streaming", "burn.with_stream_per_s", HIGHER, "/s"),
                          ("÷ without", "burn.ratio", HIGHER, "×")],
+    "soak-pg": [("minute last ÷ minute 1", "soak.last_vs_first", HIGHER, "×"),
+                ("jobs/s offered", "soak.rate", HIGHER, "/s"),
+                ("minute last ÷ offered", "soak.last_vs_offered", HIGHER, "×"),
+                ("backlog at end", "soak.backlog_at_end", LOWER, "jobs"),
+                ("stored size last ÷ minute 1", "soak.size_growth.last_vs_first", LOWER, "×"),
+                ("stored size last ÷ middle", "soak.size_growth.last_vs_mid", LOWER, "×")],
     "soak": [("minute last ÷ minute 1", "soak.last_vs_first", HIGHER, "×"),
              ("claim p50 at 10k queued", "claim_depth.shallow.max1_ms.p50", LOWER, "ms"),
              ("claim p50 deep", "claim_depth.deep.max1_ms.p50", LOWER, "ms"),
@@ -217,7 +246,8 @@ def fmt(v: float) -> str:
 
 def rota_cmd(sub: str, *args, side: str = "rota") -> list[str]:
     rota, rota_bench = BINARIES[side]
-    return [str(rota_bench), sub, "--rota", str(rota), *map(str, args)]
+    backend = ["--backend", "postgres"] if side == "rota-pg" else []
+    return [str(rota_bench), sub, "--rota", str(rota), *map(str, args), *backend]
 
 
 def node_binary() -> str | None:
@@ -250,13 +280,30 @@ def plan_round(cfg: Config, systems: tuple[str, ...], order_shift: int, only: se
 
     def rotate(seq):
         seq = list(seq)
+        if not seq:
+            return seq
         k = order_shift % len(seq)
         return seq[k:] + seq[:k]
 
     def want(key):
         return only is None or any(key.startswith(o) for o in only)
 
-    rota_sides = [s for s in systems if s in BINARIES]
+    # rota's sides for the rota-only workloads: SQLite (or old and new), never rota-pg.
+    rota_sides = [s for s in systems if s in BINARIES and s != "rota-pg"]
+
+    def on(key, capable):
+        """The systems of `capable` that run `key` this round: all of them for a plain
+        --only match; rota-pg and its partners for a KEY-pg match; rota-pg only for PG_KEYS."""
+        run = [s for s in capable if s in systems and (s != "rota-pg" or key in PG_KEYS)]
+        if only is None:
+            return rotate(run)
+        chosen: set[str] = set()
+        for o in only:
+            if o.endswith("-pg") and key in PG_KEYS and key.startswith(o[:-3]):
+                chosen |= set(PG_PARTNERS)
+            elif key.startswith(o):
+                chosen |= set(run)
+        return rotate([s for s in run if s in chosen])
 
     def rota_steps(key, sub, *args):
         return [(key, s, rota_cmd(sub, *args, side=s)) for s in rotate(rota_sides)]
@@ -284,36 +331,31 @@ def plan_round(cfg: Config, systems: tuple[str, ...], order_shift: int, only: se
     for c in (8, 2):
         key = f"burn-down-c{c}"
         jobs = cfg.burn_jobs if c == 8 else cfg.burn_jobs_c2
-        if want(key):
-            for s in rotate(systems):
-                steps.append((key, s, command(s, "burn-down", ["--jobs", jobs, "--concurrency", c])))
+        for s in on(key, systems):
+            steps.append((key, s, command(s, "burn-down", ["--jobs", jobs, "--concurrency", c])))
     if want("burn-down-1g"):
         steps += rota_steps("burn-down-1g", "burn-down", "--jobs", cfg.burn_jobs, "--concurrency", 8,
                             "--ballast-mib", cfg.ballast_mib)
-    if want("server-capacity"):
-        steps += rota_steps("server-capacity", "server-capacity", "--clients", cfg.capacity_clients,
-                            "--jobs", cfg.capacity_jobs)
-    if want("latency-idle"):
-        for s in rotate(systems):
-            steps.append(("latency-idle", s, command(s, "latency", ["--samples", cfg.latency_samples, "--rate",
-                                                                     cfg.idle_rate, "--concurrency", 8])))
-    if want("latency-50pct"):
-        for s in rotate(systems):
-            # The rate is half of this system's own burn-down (c=8) in this round: decided
-            # when the run starts, so it is a callable. Old and new get the same rate (the old
-            # side's), so the comparison is of latency at one offered load.
-            rate_of = "old" if compare else s
-            steps.append(("latency-50pct", s, lambda s=s, rate_of=rate_of: command(s, "latency", [
-                "--samples", cfg.latency_samples * 2, "--rate", f"{half_rate(rate_of):.1f}", "--concurrency", 8])))
+    for s in on("server-capacity", [*rota_sides, "rota-pg"]):
+        steps.append(("server-capacity", s, rota_cmd("server-capacity", "--clients", cfg.capacity_clients,
+                                                     "--jobs", cfg.capacity_jobs, side=s)))
+    for s in on("latency-idle", systems):
+        steps.append(("latency-idle", s, command(s, "latency", ["--samples", cfg.latency_samples, "--rate",
+                                                                 cfg.idle_rate, "--concurrency", 8])))
+    for s in on("latency-50pct", systems):
+        # The rate is half of this system's own burn-down (c=8) in this round: decided
+        # when the run starts, so it is a callable. Old and new get the same rate (the old
+        # side's), so the comparison is of latency at one offered load.
+        rate_of = "old" if compare else s
+        steps.append(("latency-50pct", s, lambda s=s, rate_of=rate_of: command(s, "latency", [
+            "--samples", cfg.latency_samples * 2, "--rate", f"{half_rate(rate_of):.1f}", "--concurrency", 8])))
     for mode in ("single", "batch"):
         key = f"submit-{mode}"
-        if want(key):
-            n = cfg.submit_jobs_single if mode == "single" else cfg.submit_jobs_batch
-            for s in rotate(systems):
-                steps.append((key, s, command(s, "submit-rate", ["--mode", mode, "--jobs", n, "--clients", 8])))
-    if want("worker-start"):
-        for s in rotate(systems):
-            steps.append(("worker-start", s, command(s, "worker-start", ["--runs", cfg.start_runs])))
+        n = cfg.submit_jobs_single if mode == "single" else cfg.submit_jobs_batch
+        for s in on(key, systems):
+            steps.append((key, s, command(s, "submit-rate", ["--mode", mode, "--jobs", n, "--clients", 8])))
+    for s in on("worker-start", systems):
+        steps.append(("worker-start", s, command(s, "worker-start", ["--runs", cfg.start_runs])))
     if want("failure-recovery"):
         steps += rota_steps("failure-recovery", "failure-recovery", "--jobs", cfg.recovery_in_flight)
     for mode, args in (("big", ("--mb", cfg.log_big_mb)), ("many", ("--steps", cfg.log_many)),
@@ -364,17 +406,18 @@ def paired(records: list[dict], key: str, path: str, a: str, b: str) -> list[tup
 
 
 def pair_ratios(records: list[dict]) -> dict:
-    """rota vs each peer, computed within each round (pair by pair) and then summarised:
-    'advantage' > 1 means rota is better (faster, or lower latency)."""
+    """rota (and rota-pg) vs each peer, and rota-pg vs rota, computed within each round (pair
+    by pair) and then summarised: 'advantage' > 1 means the first is better (faster, or lower
+    latency). Keys: rota_vs_celery, rota-pg_vs_graphile, rota-pg_vs_rota, ..."""
     out: dict = {}
     rounds = sorted({r["round"] for r in records})
     for key, figures in FIGURES.items():
         for label, path, better, _ in figures:
-            for peer in PEERS:
+            for system, peer in COMPARISONS:
                 per_round = [a / b if better == HIGHER else b / a
-                             for _, a, b in paired(records, key, path, "rota", peer)]
+                             for _, a, b in paired(records, key, path, system, peer)]
                 if per_round:
-                    out.setdefault(key, {}).setdefault(label, {})[f"rota_vs_{peer}"] = {
+                    out.setdefault(key, {}).setdefault(label, {})[f"{system}_vs_{peer}"] = {
                         "advantage_median": statistics.median(per_round), "min": min(per_round),
                         "max": max(per_round), "per_round": per_round}
         # Burn-downs against the spawn ceiling at the same parallelism, same round.
@@ -413,7 +456,8 @@ def exactly_once(records: list[dict]) -> dict:
 
 
 GOALS = [
-    # (description, workload key, figure label, comparison, target, against)
+    # (description, workload key, figure label, comparison, target, against): `against` is
+    # the ratio's key for "ratio", the system for "probe", "min" and "max" (None: rota).
     ("shell burn-down c=8 ≥ 3× Celery", "burn-down-c8", "jobs/s", "ratio", 3.0, "rota_vs_celery"),
     ("shell burn-down c=8 ≥ 3.5× graphile-worker", "burn-down-c8", "jobs/s", "ratio", 3.5, "rota_vs_graphile"),
     ("shell burn-down c=8 ≥ 0.8× spawn probe", "burn-down-c8", "÷ spawn probe", "probe", 0.8, "rota"),
@@ -424,6 +468,13 @@ GOALS = [
     ("log capture ≥ 100 MB/s (one 200 MB step)", "log-capture-big", "MB/s", "min", 100.0, None),
     ("log capture ≥ 100 MB/s (100 × 1 MB)", "log-capture-many", "MB/s", "min", 100.0, None),
     ("soak minute 10 ≥ 0.9× minute 1", "soak", "minute last ÷ minute 1", "min", 0.9, None),
+    ("PostgreSQL soak: last minute ≥ 0.9× minute 1", "soak-pg", "minute last ÷ minute 1", "min", 0.9, "rota-pg"),
+    # Keeping up with the offered load at all (a slow first minute flatters last ÷ first).
+    ("PostgreSQL soak: last minute ≥ 0.9× offered", "soak-pg", "minute last ÷ offered", "min", 0.9, "rota-pg"),
+    # Levelled off: the tables' size at the last minute within 20 % of the middle minute's
+    # (the first minute has nothing past the 1-minute retention to prune yet).
+    ("PostgreSQL soak: stored size last ÷ middle ≤ 1.2", "soak-pg", "stored size last ÷ middle", "max", 1.2,
+     "rota-pg"),
 ]
 
 
@@ -435,7 +486,7 @@ def goals(summary: dict, ratios: dict) -> list[dict]:
         elif kind == "probe":
             got = ratios.get(key, {}).get(label, {}).get(against, {}).get("median")
         else:
-            got = summary.get(key, {}).get("rota", {}).get("figures", {}).get(label, {}).get("median")
+            got = summary.get(key, {}).get(against or "rota", {}).get("figures", {}).get(label, {}).get("median")
         if got is None:
             out.append({"goal": desc, "measured": None, "met": None})
             continue
@@ -446,8 +497,13 @@ def goals(summary: dict, ratios: dict) -> list[dict]:
 
 
 def table(summary: dict, ratios: dict, include_peers: bool) -> list[str]:
-    cols = ["workload", "figure", "rota", "celery", "graphile", "rota ÷ celery", "rota ÷ graphile"] \
-        if include_peers else ["workload", "figure", "rota"]
+    """The markdown table: a column per system that ran (rota always; rota-pg and the peers
+    when they ran), then the ratio columns whose two systems both ran."""
+    ran = {s for per_key in summary.values() for s in per_key}
+    shown = [s for s in SYSTEMS if s == "rota" or (s in ran and (include_peers or s not in PEERS))]
+    pairs = [(a, b) for a, b in COMPARISONS if a in shown and b in shown and (a, b) != ("rota-pg", "celery")]
+    names = {"rota": "rota (SQLite)" if "rota-pg" in shown else "rota", "rota-pg": "rota (PostgreSQL)"}
+    cols = ["workload", "figure", *[names.get(s, s) for s in shown], *[f"{a} ÷ {b}" for a, b in pairs]]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
     def cell(key, system, label):
@@ -459,28 +515,24 @@ def table(summary: dict, ratios: dict, include_peers: bool) -> list[str]:
             return f"{fmt(f['median'])}{unit} ({fmt(f['min'])}–{fmt(f['max'])})"
         return f"{fmt(f['median'])}{unit}"
 
-    def rcell(key, label, peer):
-        r = ratios.get(key, {}).get(label, {}).get(f"rota_vs_{peer}")
+    def rcell(key, label, system, peer):
+        r = ratios.get(key, {}).get(label, {}).get(f"{system}_vs_{peer}")
         return f"{r['advantage_median']:.2f}×" if r else ""
 
     for key, figures in FIGURES.items():
         if key not in summary:
             continue
         for label, _, _, _ in figures:
-            if key in ("spawn-probe-c8", "spawn-probe-c2", "limits"):
-                row = [key, label, cell(key, "machine", label)]
-                row += ["", "", "", ""] if include_peers else []
+            if key in MACHINE_KEYS:
+                row = [key, label, cell(key, "machine", label)] + [""] * (len(shown) - 1 + len(pairs))
             else:
-                row = [key, label, cell(key, "rota", label)]
-                if include_peers:
-                    row += [cell(key, "celery", label), cell(key, "graphile", label),
-                            rcell(key, label, "celery"), rcell(key, label, "graphile")]
+                row = [key, label, *[cell(key, s, label) for s in shown],
+                       *[rcell(key, label, a, b) for a, b in pairs]]
             lines.append("| " + " | ".join(row) + " |")
         probe = ratios.get(key, {}).get("÷ spawn probe")
         if probe:
-            row = [key, "÷ spawn probe"] + [f"{probe[s]['median']:.2f}" if s in probe else "–"
-                                            for s in (SYSTEMS if include_peers else ("rota",))]
-            row += ["", ""] if include_peers else []
+            row = [key, "÷ spawn probe"] + [f"{probe[s]['median']:.2f}" if s in probe else "–" for s in shown]
+            row += [""] * len(pairs)
             lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -496,6 +548,8 @@ def versions(records: list[dict]) -> dict:
     for r in records:
         if r["system"] in PEERS and isinstance(r["result"].get("versions"), dict):
             v.setdefault(r["system"], r["result"]["versions"])
+        if r["system"] == "rota-pg" and isinstance(r["result"].get("postgres"), dict):
+            v.setdefault("postgresql", r["result"]["postgres"].get("server_version"))
     return v
 
 
@@ -543,9 +597,11 @@ def parse_args() -> tuple[argparse.Namespace, Config, set[str] | None, dict | No
     mode.add_argument("--full", action="store_true", help="the default rounds plus the 10-minute soak")
     ap.add_argument("--rounds", type=int, help="rounds to run (default 3; 1 with --quick)")
     ap.add_argument("--no-peers", action="store_true", help="measure rota only")
+    ap.add_argument("--no-pg", action="store_true", help="no PostgreSQL rows (rota-pg, soak-pg)")
     ap.add_argument("--only", action="append", metavar="WORKLOAD",
                     help="run only workload keys starting with this (repeatable or comma-separated), "
-                         "e.g. burn-down-c8")
+                         "e.g. burn-down-c8; KEY-pg runs KEY on rota-pg, graphile and rota (SQLite), "
+                         "e.g. burn-down-pg,latency-idle-pg; soak-pg the PostgreSQL soak")
     ap.add_argument("--update-readme", action="store_true", help="write the table into README.md")
     ap.add_argument("--output", type=Path, help="where the result goes (default bench/results/latest.json)")
     ap.add_argument("--baseline", metavar="REV",
@@ -565,8 +621,12 @@ def parse_args() -> tuple[argparse.Namespace, Config, set[str] | None, dict | No
             ap.error("--only: name a workload")
         known = set(FIGURES) | {"limits", "log-capture", "burn-down", "latency", "submit", "spawn-probe"}
         for o in args.only:
-            if not any(k.startswith(o) for k in known):
-                ap.error(f"--only {o}: no workload starts with it (known: {', '.join(sorted(FIGURES))})")
+            pg_row = o.endswith("-pg") and any(k.startswith(o[:-3]) for k in PG_KEYS)
+            if not pg_row and not any(k.startswith(o) for k in known):
+                ap.error(f"--only {o}: no workload starts with it (known: {', '.join(sorted(FIGURES))}, "
+                         f"and KEY-pg for {', '.join(PG_KEYS)})")
+            if (pg_row or o == "soak-pg") and args.no_pg:
+                ap.error(f"--only {o}: a PostgreSQL row, but --no-pg")
     old = None
     if args.baseline is None:
         for flag, val in (("--pairs", args.pairs), ("--name", args.name)):
@@ -595,15 +655,32 @@ def parse_args() -> tuple[argparse.Namespace, Config, set[str] | None, dict | No
     cfg = Config("quick" if args.quick else "full" if args.full else "default",
                  args.pairs if old else args.rounds)
     only = set(args.only) if args.only else None
-    systems = baseline.SIDES if old else ("rota",) if args.no_peers else SYSTEMS
+    systems = systems_of(args, old is not None)
     if only is not None and not plan_round(cfg, systems, 0, only, compare=old is not None) \
-            and not (cfg.mode == "full" and "soak" in only):
+            and not (cfg.mode == "full" and "soak" in only) and not soak_pg_wanted(systems, only):
         ap.error(f"--only {','.join(sorted(only))}: nothing to run in this mode")
     if not args.check:
         for p in (ROTA, ROTA_BENCH):
             if not p.exists():
                 ap.error(f"{p} is missing: run bench/run (it builds the release binaries first)")
     return args, cfg, only, old
+
+
+def systems_of(args: argparse.Namespace, compare: bool) -> tuple[str, ...]:
+    """The systems of this run: old and new with --baseline; else rota, rota-pg (unless
+    --no-pg) and the peers (unless --no-peers)."""
+    if compare:
+        return baseline.SIDES
+    return tuple(s for s in SYSTEMS if not (args.no_pg and s == "rota-pg") and not (args.no_peers and s in PEERS))
+
+
+def soak_pg_wanted(systems: tuple[str, ...], only: set[str] | None) -> bool:
+    return "rota-pg" in systems and (only is None or any("soak-pg".startswith(o) for o in only))
+
+
+def redact_url(url: str) -> str:
+    """A URL without its password (a bench result is committed)."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def run_rounds(runner: Runner, cfg: Config, systems: tuple[str, ...], only: set[str] | None,
@@ -708,7 +785,10 @@ def main() -> int:
     if old is not None:
         return main_baseline(args, cfg, only, old)
     output = args.output or RESULTS / "latest.json"
-    systems = ("rota",) if args.no_peers else SYSTEMS
+    systems = systems_of(args, False)
+    # rota-bench --backend postgres makes each measurement's database with the test kit's
+    # TestDb, which reads the server from this variable.
+    os.environ["ROTA_TEST_POSTGRES_URL"] = PG_SERVER
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log_dir = RESULTS / "runs" / stamp
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -724,6 +804,14 @@ def main() -> int:
         # itself with a burn-down when there is none).
         rate = ["--rate", f"{0.7 * _LAST_BURN['rota']:.1f}"] if "rota" in _LAST_BURN else []
         runner.run(cfg.rounds, "soak", "rota", rota_cmd("soak", "--minutes", 10, *rate), 3600)
+    if soak_pg_wanted(systems, only):
+        # The PostgreSQL soak, once after the rounds: 70 % of rota-pg's last burn-down (c=8),
+        # retention 1 minute (the leader prunes every 6 s), the tables' sizes each minute.
+        rate = ["--rate", f"{0.7 * _LAST_BURN['rota-pg']:.1f}"] if "rota-pg" in _LAST_BURN else []
+        secs = cfg.soak_pg_intervals * cfg.soak_pg_interval_s
+        runner.run(cfg.rounds, "soak-pg", "rota-pg", rota_cmd(
+            "soak", "--parts", "soak", "--minutes", cfg.soak_pg_intervals, "--interval-secs",
+            cfg.soak_pg_interval_s, *rate, side="rota-pg"), secs + 1200)
 
     records = runner.records
     summary = summarise(records)
@@ -739,6 +827,7 @@ def main() -> int:
         "versions": versions(records),
         "parameters": {k: v for k, v in vars(cfg).items()},
         "not_applicable": {k: v for k, v in NOT_APPLICABLE.items()} if not args.no_peers else {},
+        "postgres_server": redact_url(PG_SERVER) if "rota-pg" in systems else None,
         "summary": summary, "ratios": ratios, "exactly_once": checks, "goals": goal_list,
         "runs": records,
     }

@@ -1,6 +1,8 @@
 //! A throwaway rota server (and workers) for one measurement: own temp dir, port 0, the
-//! tokens it generates. Killed on drop.
+//! tokens it generates, its own database on the process's backend (`store`). Killed on
+//! drop, before its database is dropped.
 
+use crate::store::Database;
 use anyhow::{Context, Result, bail};
 use rota_client::Client;
 use rota_testkit::{Proc, server};
@@ -17,6 +19,8 @@ pub(crate) struct BenchCluster {
     pub(crate) join_token: String,
     pub(crate) client: Client,
     workers: Vec<Child>,
+    /// Dropped after `Drop::drop` killed the server and workers (fields drop last).
+    db: Database,
 }
 
 impl BenchCluster {
@@ -27,7 +31,8 @@ impl BenchCluster {
     /// Like [`BenchCluster::start`], with `server_flags` added to `rota server`.
     pub(crate) fn start_with(rota: &Path, server_flags: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let sp = spawn_server(rota, dir.path(), server_flags, |_| {})?;
+        let db = Database::create(dir.path())?;
+        let sp = spawn_server(rota, dir.path(), &db.arg(), server_flags, |_| {})?;
         let client = Client::new(&sp.url, Some(sp.admin))?;
         Ok(Self {
             dir,
@@ -37,7 +42,13 @@ impl BenchCluster {
             join_token: sp.join_token,
             client,
             workers: Vec::new(),
+            db,
         })
+    }
+
+    /// The server's database.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Launches `rota worker run`; returns its pid at once (the caller times from here).
@@ -135,17 +146,18 @@ pub(crate) struct SpawnedServer {
     pub(crate) join_token: String,
 }
 
-/// Starts `rota server` on port 0 with its data under `dir` (database `dir/rota.db`) plus
+/// Starts `rota server` on port 0 with its data under `dir` and `--database database`, plus
 /// `extra` flags, through the test kit's one way to start a server; reads the tokens it
 /// created. Its log is drained for the server's whole life, each line handed to `on_line`
 /// (not kept). The server is killed if it does not come up.
 pub(crate) fn spawn_server(
     rota: &Path,
     dir: &Path,
+    database: &str,
     extra: &[&str],
     on_line: impl FnMut(&str) + Send + 'static,
 ) -> Result<SpawnedServer> {
-    let mut args = vec!["--database".to_string(), dir.join("rota.db").display().to_string()];
+    let mut args = vec!["--database".to_string(), database.to_string()];
     args.extend(extra.iter().map(|a| a.to_string()));
     let spec = server::Spec {
         args,

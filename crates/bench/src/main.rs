@@ -5,6 +5,10 @@
 //! Every workload object carries `"workload"`, its figures, and the exactly-once counts
 //! `"lost"` and `"duplicated"` (plus `"reexecuted"` where re-runs are expected); the
 //! orchestrator fails the whole run if any `lost` or `duplicated` is non-zero.
+//!
+//! `--backend postgres` runs every server of the workload on a PostgreSQL database of its
+//! own (`store`); the object then also carries `"backend"` and the PostgreSQL server's
+//! settings that decide what the figures mean (`"postgres"`).
 
 mod capacity;
 mod cluster;
@@ -15,6 +19,7 @@ mod probes;
 mod recovery;
 mod soak;
 mod start;
+mod store;
 mod submit;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +29,10 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "rota-bench", about = "rota benchmark probes (see bench/run)")]
 struct Args {
+    /// The store of the servers started: sqlite (a file in the run's temp dir) or postgres
+    /// (a database of its own on the server ROTA_TEST_POSTGRES_URL names, dropped after).
+    #[arg(long, global = true, default_value = "sqlite", value_parser = store::parse_backend)]
+    backend: rota_testkit::Backend,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -69,8 +78,9 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    store::set_backend(args.backend);
     let rt = tokio::runtime::Runtime::new()?;
-    let value = match args.cmd {
+    let mut value = match args.cmd {
         Cmd::SpawnProbe { jobs, parallel } => probes::spawn_probe(jobs, parallel)?,
         Cmd::Limits(a) => rt.block_on(limits::run(a))?,
         Cmd::BurnDown { rota, jobs, concurrency, ballast_mib } => {
@@ -84,6 +94,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::LogCapture(a) => rt.block_on(logs::run(a))?,
         Cmd::Soak(a) => rt.block_on(soak::run(a))?,
     };
+    if let Some(obj) = value.as_object_mut()
+        && args.backend == rota_testkit::Backend::Postgres
+    {
+        obj.insert("backend".into(), store::backend_name().into());
+        obj.insert("postgres".into(), rt.block_on(store::pg_settings())?.into());
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{value}")?;
     Ok(())

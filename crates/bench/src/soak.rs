@@ -2,7 +2,8 @@
 //! three parts, each on a fresh server, and the exactly-once checks of each:
 //! - `soak`: `--minutes` of open-loop `true` jobs at `--rate` (default 70% of a burn-down
 //!   measured first) against one worker; completions per interval, backlog, RSS and the
-//!   database files over time, and whether `--retention` pruning bounded the files;
+//!   database files over time (on PostgreSQL: every table's and index's size, live and dead
+//!   rows), and whether `--retention` pruning bounded them;
 //! - `claim-depth`: the latency of one claim by a synthetic protocol client
 //!   (`WorkerClient`) with `--shallow` and with `--deep` jobs queued;
 //! - `memory`: an idle worker's RSS, and the server's RSS with `--finished` finished jobs
@@ -14,6 +15,7 @@
 
 use crate::cluster::{BenchCluster, rss_bytes};
 use crate::probes::shell_job;
+use crate::store::{self, Database};
 use anyhow::{Context, Result, bail};
 use rota_api_types::jobs::ListJobsQuery;
 use rota_api_types::worker::{
@@ -58,8 +60,14 @@ pub(crate) struct Args {
     pub(crate) retention: String,
     /// After the soak, restart the server once: it prunes at start, which shows what
     /// retention does to the files when the sweeper's prune finally runs.
+    /// SQLite only: on PostgreSQL the leader prunes while the server runs.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) prune_check: bool,
+    /// PostgreSQL: run a plain `VACUUM` after each interval's sample. `auto` does so only
+    /// when the server's autovacuum is off (CI's PostgreSQL turns it off for speed), standing
+    /// in for the autovacuum any production server runs; the JSON says which happened.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) vacuum: Vacuum,
     /// Claim depth: the shallow queue.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) shallow: u64,
@@ -78,6 +86,14 @@ pub(crate) struct Args {
     /// Most seconds spent queueing (deep) or finishing (memory) jobs; the count reached is reported.
     #[arg(long, default_value_t = 1200)]
     pub(crate) fill_budget_secs: u64,
+}
+
+/// When the PostgreSQL soak vacuums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Vacuum {
+    Auto,
+    Always,
+    Never,
 }
 
 /// The parts of this workload.
@@ -141,9 +157,19 @@ async fn soak(args: &Args) -> Result<Value> {
         }
     };
     let dir = tempfile::tempdir()?;
-    let db = dir.path().join("rota.db");
-    let server = Server::start(&args.rota, dir.path(), &args.retention).await?;
-    let files_start = db_files(&db);
+    let db = Database::create(dir.path())?;
+    let server = Server::start(&args.rota, dir.path(), &db, &args.retention).await?;
+    let vacuum_each = match (db.pg_url(), args.vacuum) {
+        (None, _) | (_, Vacuum::Never) => false,
+        (Some(_), Vacuum::Always) => true,
+        (Some(url), Vacuum::Auto) => !store::autovacuum_on(url).await?,
+    };
+    if let (Some(url), true) = (db.pg_url(), vacuum_each) {
+        // Once before the load: the first VACUUM creates each table's free-space and
+        // visibility maps, which would otherwise show as growth between minute 1 and 2.
+        store::vacuum(url).await?;
+    }
+    let files_start = db_size(&db).await?;
     let mut workers = Workers::default();
     let worker_pid = workers.launch(&args.rota, dir.path(), &server, "soak", args.concurrency, &[])?;
     wait_registered(&server.client, "soak").await?;
@@ -161,13 +187,19 @@ async fn soak(args: &Args) -> Result<Value> {
         tokio::time::sleep_until(start + interval * k).await;
         let done = metric(&server.client, "rota_attempts_completed_total").await?;
         let sub = offered.ok.load(Ordering::SeqCst);
+        let size = db_size(&db).await?;
+        // After the sample, so each minute shows what accumulated since the last vacuum.
+        let vacuum_s = match db.pg_url() {
+            Some(url) if vacuum_each => Some(store::vacuum(url).await?),
+            _ => None,
+        };
         minutes.push(json!({
             "minute": k, "completed": done - last_done,
             "per_s": (done - last_done) as f64 / interval.as_secs_f64(),
             "submitted": sub - last_sub, "backlog": sub.saturating_sub(done),
             "worker_rss_mib": rss_bytes(worker_pid).map(|b| b / MIB),
             "server_rss_mib": rss_bytes(server.pid()).map(|b| b / MIB),
-            "db_bytes": db_files(&db)["total"],
+            "db_bytes": size["total"], "sizes": size, "vacuum_s": vacuum_s,
         }));
         (last_done, last_sub) = (done, sub);
     }
@@ -181,7 +213,7 @@ async fn soak(args: &Args) -> Result<Value> {
     let drain_start = Instant::now();
     let completed = wait_metric(&server.client, "rota_attempts_completed_total", submitted).await?;
     let drain_secs = drain_start.elapsed().as_secs_f64();
-    let files_end = db_files(&db);
+    let files_end = db_size(&db).await?;
     let claimed = metric(&server.client, "rota_attempts_claimed_total").await?;
     let attempts_lost = metric(&server.client, "rota_attempts_lost_total").await?;
     let not_succeeded = not_succeeded(&server.client).await?;
@@ -191,18 +223,19 @@ async fn soak(args: &Args) -> Result<Value> {
     let per_s = |m: &Value| m["per_s"].as_f64().unwrap_or(f64::NAN);
     let first = minutes.first().map_or(f64::NAN, per_s);
     let last = minutes.last().map_or(f64::NAN, per_s);
+    let growth = size_growth(&minutes);
 
     // Retention only runs in the sweeper's prune, at start and then hourly: restart the
     // server (after its workers) so the prune runs once, and see what it leaves on disk.
-    let after_restart = if args.prune_check {
+    let after_restart = if args.prune_check && db.pg_url().is_none() {
         drop(workers);
         server.stop()?;
         // Let every finished job age past the retention before the restarted server looks.
         let wait = humantime_secs(&args.retention).unwrap_or(60).min(600);
         tokio::time::sleep(Duration::from_secs(wait + 1)).await;
-        let again = Server::start(&args.rota, dir.path(), &args.retention).await?;
+        let again = Server::start(&args.rota, dir.path(), &db, &args.retention).await?;
         let pruned = again.wait_prune(Duration::from_secs(60)).await;
-        let v = json!({"pruned_jobs": pruned, "files": db_files(&db), "waited_s": wait + 1});
+        let v = json!({"pruned_jobs": pruned, "files": db_size(&db).await?, "waited_s": wait + 1});
         again.stop()?;
         v
     } else {
@@ -217,11 +250,15 @@ async fn soak(args: &Args) -> Result<Value> {
         "offered": total, "submitted": submitted, "refused": offered.refused.load(Ordering::SeqCst),
         "per_interval": minutes,
         "per_s_first": first, "per_s_last": last, "last_vs_first": last / first,
+        // Whether the server kept up at all: a slow first minute makes last ÷ first look good
+        // while the backlog grows.
+        "last_vs_offered": last / rate,
         "backlog_at_end": backlog_at_end, "drain_s": drain_secs,
         "worker_rss_mib": {"idle": worker_rss_idle.map(|b| b / MIB), "end": worker_rss_end.map(|b| b / MIB)},
-        "files_start": files_start, "files_end": files_end,
-        // The running server never pruned after its start-up pass: `prune_runs` counts the
-        // passes that deleted something while it ran.
+        "files_start": files_start, "files_end": files_end, "size_growth": growth,
+        "vacuum_each_interval": vacuum_each,
+        // `prune_runs` counts the prune passes that deleted something while the server ran
+        // (every tenth of the retention, at least 5 s apart).
         "prune_runs_during_soak": prunes_seen.len(), "pruned_during_soak": prunes_seen.iter().sum::<u64>(),
         "after_restart_prune": after_restart,
         "attempts_claimed": claimed, "completions": completed, "attempts_lost": attempts_lost,
@@ -280,7 +317,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(rota: &Path, dir: &Path, retention: &str) -> Result<Self> {
+    async fn start(rota: &Path, dir: &Path, db: &Database, retention: &str) -> Result<Self> {
         let prunes: Arc<Mutex<Vec<u64>>> = Arc::default();
         let seen = prunes.clone();
         // Files the prune passes the server logs: `... pruned finished jobs past retention pruned=N`.
@@ -292,8 +329,9 @@ impl Server {
             }
         };
         let (rota, dir, retention) = (rota.to_path_buf(), dir.to_path_buf(), retention.to_string());
+        let database = db.arg();
         let sp = tokio::task::spawn_blocking(move || {
-            crate::cluster::spawn_server(&rota, &dir, &["--retention", &retention], on_line)
+            crate::cluster::spawn_server(&rota, &dir, &database, &["--retention", &retention], on_line)
         })
         .await??;
         let client = Client::new(&sp.url, Some(sp.admin))?;
@@ -396,6 +434,39 @@ impl Drop for Workers {
             let _ = w.wait();
         }
     }
+}
+
+/// The size of the server's database: its files on SQLite, its tables on PostgreSQL
+/// (`store::table_sizes`); `total` is in bytes either way.
+async fn db_size(db: &Database) -> Result<Value> {
+    match db {
+        Database::Sqlite(path) => Ok(db_files(path)),
+        Database::Postgres(pg) => store::table_sizes(&pg.url).await,
+    }
+}
+
+/// Whether the stored data levelled off: the total size at the last interval ÷ the first
+/// and ÷ the middle one (growth still going on in the second half shows in the latter),
+/// and each table's last ÷ first.
+fn size_growth(minutes: &[Value]) -> Value {
+    let total = |m: &Value| m["db_bytes"].as_f64().unwrap_or(f64::NAN);
+    let (Some(first), Some(last)) = (minutes.first(), minutes.last()) else {
+        return Value::Null;
+    };
+    let mid = &minutes[(minutes.len() - 1) / 2];
+    let mut tables = serde_json::Map::new();
+    if let (Some(a), Some(b)) = (first["sizes"]["tables"].as_object(), last["sizes"]["tables"].as_object()) {
+        for (name, v) in b {
+            let before = a.get(name).and_then(|t| t["total"].as_f64()).unwrap_or(f64::NAN);
+            tables.insert(name.clone(), json!(v["total"].as_f64().unwrap_or(f64::NAN) / before));
+        }
+    }
+    json!({
+        "total_bytes": minutes.iter().map(total).collect::<Vec<_>>(),
+        "last_vs_first": total(last) / total(first),
+        "last_vs_mid": total(last) / total(mid), "mid_interval": mid["minute"],
+        "tables_last_vs_first": tables,
+    })
 }
 
 /// Sizes of the server's database files (`rota.db`, `rota.db.logs`, their `-wal`/`-shm`).
@@ -656,7 +727,7 @@ async fn memory(args: &Args) -> Result<Value> {
         "fill_jobs_per_s": finished as f64 / fill_secs,
         "server_rss_mib": {"empty": mib(server_empty), "finished": mib(server_full), "after_list": mib(server_after_list)},
         "listed": listed,
-        "files": db_files(&c.dir.path().join("rota.db")),
+        "files": db_size(c.database()).await?,
         "jobs_submitted": submitted, "attempts_claimed": claimed, "completions": completed,
         "not_succeeded": not_succeeded(&c.client).await?,
         "lost": submitted.saturating_sub(completed).max(tally.claimed.saturating_sub(tally.recorded)),
@@ -718,6 +789,17 @@ fn summary(v: &mut [f64]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_growth_compares_the_last_interval_with_the_first_and_the_middle() {
+        let m = |k: u32, total: u64, jobs: u64| json!({"minute": k, "db_bytes": total, "sizes": {"tables": {"jobs": {"total": jobs}}}});
+        let g = size_growth(&[m(1, 100, 40), m(2, 150, 60), m(3, 160, 80)]);
+        assert_eq!(g["last_vs_first"].as_f64(), Some(1.6));
+        assert_eq!(g["mid_interval"].as_u64(), Some(2));
+        assert!(g["last_vs_mid"].as_f64().is_some_and(|r| (r - 160.0 / 150.0).abs() < 1e-9));
+        assert_eq!(g["tables_last_vs_first"]["jobs"].as_f64(), Some(2.0));
+        assert_eq!(size_growth(&[]), Value::Null);
+    }
 
     #[test]
     fn simple_durations() {
