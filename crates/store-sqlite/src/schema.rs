@@ -234,6 +234,60 @@ mod tests {
         assert_eq!(Some(version), MAIN.last().map(|m| m.version), "migrated to the newest schema");
     }
 
+    /// Migrations 7 (resources) and 8 (attempt outputs) on a database at schema 6, as the
+    /// previous release wrote it: its finished job reads back with no outputs, its
+    /// succeeded step's dependents get none, and resources can be applied at once.
+    #[tokio::test]
+    async fn migrations_7_and_8_keep_what_schema_6_wrote() {
+        use rota_store::JobStore;
+        use rota_store::resources::{ResourceKey, ResourceWrite};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rota.db");
+        let (job, session) = (rota_domain::JobId::new(), rota_domain::SessionId::new());
+        let spec = rota_domain::JobSpec::new(vec![rota_domain::StepSpec::new("a", "true")]);
+        {
+            let mut conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+            migrate(&mut conn, &MAIN[..6], &path).unwrap();
+            // Rows as the previous release's submit.rs, claim.rs and complete.rs wrote them.
+            conn.execute(
+                "INSERT INTO jobs (id, name, queue, priority, target_host, target_tags, env, idempotency_key, \
+                 deadline, spec, state, created_at, finished_at) \
+                 VALUES (?1, NULL, 'default', 0, NULL, '[]', '{}', NULL, NULL, ?2, 'succeeded', 1000, 2000)",
+                (job.to_string(), serde_json::to_string(&spec).unwrap()),
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO steps (job_id, idx, name, state, log_cap, queue, priority, target_host, target_tags, \
+                 attempts_count) VALUES (?1, 0, 'a', 'succeeded', 1024, 'default', 0, NULL, '[]', 1)",
+                [job.to_string()],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO attempts (job_id, step, number, session, worker_name, status, outcome, reason, \
+                 started_at, finished_at) VALUES (?1, 'a', 1, ?2, 'w1', 'succeeded', '{\"status\":\"succeeded\"}', 'exit code 0', \
+                 1000, 2000)",
+                (job.to_string(), session.to_string()),
+            )
+            .unwrap();
+        }
+        let store = crate::SqliteStore::open(&path, crate::SqliteOptions::default()).unwrap();
+        let rec = store.get_job(job).await.unwrap();
+        let a = &rec.steps[0].attempts[0];
+        assert_eq!((a.status, a.outputs.len()), (rota_domain::AttemptStatus::Succeeded, 0));
+        let w = ResourceWrite {
+            kind: rota_domain::resource::Kind::Workflow,
+            metadata: rota_domain::resource::Metadata { name: "w".into(), labels: Default::default() },
+            spec: "{}".into(),
+        };
+        store.apply_resources(vec![w], chrono::Utc::now()).await.unwrap();
+        let key = ResourceKey::new(rota_domain::resource::Kind::Workflow, "w");
+        assert_eq!(store.get_resource(&key).await.unwrap().map(|r| r.generation), Some(1));
+        drop(store);
+        let conn = open_reader(&path, Duration::from_secs(1)).unwrap();
+        let version: i64 = conn.query_row(CURRENT_VERSION, [], |r| r.get(0)).unwrap();
+        assert_eq!(Some(version), MAIN.last().map(|m| m.version), "migrated to the newest schema");
+    }
+
     #[test]
     fn refuses_a_newer_schema() {
         let dir = tempfile::tempdir().unwrap();
