@@ -54,6 +54,18 @@ async fn apply_diff_get_run_and_delete(backend: Backend) {
     assert_eq!(got["metadata"]["generation"], 1);
     assert_eq!(got["spec"]["steps"][1]["run"], "echo b-ran", "the state from before the refused apply");
 
+    // A refusal only the server makes (one name twice across documents) names the line too.
+    let dup = format!("{dir}/dup.yaml");
+    std::fs::write(
+        &dup,
+        "kind: Workflow\nmetadata: {name: twin}\nspec:\n  steps: [{name: s, run: 'true'}]\n---\n# again\nkind: Workflow\nmetadata:\n  name: twin\nspec:\n  steps: [{name: s, run: 'true'}]\n",
+    )
+    .unwrap();
+    let o = run(&c, &["apply", "-f", &dup]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{dup}:9:9: metadata.name: workflows/twin is also documents[0]")), "{err}");
+
     // diff shows exactly the change the next apply makes; only greet's generation moves.
     let file = three(&dir, "echo b-changed $ROTA_OUT_A_GREETING", None);
     let o = run(&c, &["diff", "-f", &file]);
