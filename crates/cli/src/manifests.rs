@@ -44,7 +44,9 @@ impl Manifest {
 pub(crate) fn read(path: &Path) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
     for (file, text, json) in sources(path)? {
-        for (first_line, part) in split(&text, json) {
+        let parts = split(&text, json)
+            .map_err(|line| usage(format!("{file}:{line}: start the document on the line after `---`")))?;
+        for (first_line, part) in parts {
             out.push(parse(&file, first_line, part, json)?);
         }
     }
@@ -86,6 +88,8 @@ fn sources(path: &Path) -> Result<Vec<(String, String, bool)>> {
             let name = f.display().to_string();
             let bytes = std::fs::read(&f).map_err(|e| usage(format!("{name}: cannot read: {e}")))?;
             let text = String::from_utf8(bytes).map_err(|_| usage(format!("{name}: not UTF-8 text")))?;
+            // A byte-order mark some editors write is not part of the document.
+            let text = text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text);
             let json = match extension(&f) {
                 Some("json") => true,
                 Some("yaml" | "yml") => false,
@@ -103,9 +107,9 @@ fn extension(p: &Path) -> Option<&str> {
 /// A file's documents with the line each starts on. YAML splits at `---` lines (a `...`
 /// line ends a document); documents holding nothing but comments are skipped. JSON: the
 /// whole text, one document.
-fn split(text: &str, json: bool) -> Vec<(u64, &str)> {
+fn split(text: &str, json: bool) -> Result<Vec<(u64, &str)>, u64> {
     if json {
-        return vec![(1, text)];
+        return Ok(vec![(1, text)]);
     }
     let mut out = Vec::new();
     let (mut start, mut start_line) = (0usize, 1u64);
@@ -114,6 +118,12 @@ fn split(text: &str, json: bool) -> Vec<(u64, &str)> {
         let bare = line.trim_end();
         let separator =
             bare == "---" || bare.starts_with("--- ") || bare.starts_with("---\t") || bare == "...";
+        let rest = bare.get(3..).unwrap_or("").trim();
+        if separator && bare != "..." && !rest.is_empty() && !rest.starts_with('#') {
+            // `--- {kind: …}`: a document on the separator line, which YAML allows but
+            // whose line and column errors could not name; say so rather than drop it.
+            return Err(i as u64 + 1);
+        }
         if separator {
             out.push((start_line, &text[start..offset]));
             start = offset + line.len();
@@ -122,9 +132,10 @@ fn split(text: &str, json: bool) -> Vec<(u64, &str)> {
         offset += line.len();
     }
     out.push((start_line, &text[start..]));
-    out.into_iter()
+    Ok(out
+        .into_iter()
         .filter(|(_, t)| t.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
-        .collect()
+        .collect())
 }
 
 /// The first lines of every document: its kind says what to parse the rest as. Parsing
@@ -217,14 +228,15 @@ mod tests {
 
     #[test]
     fn yaml_files_split_into_documents_that_keep_their_lines() {
-        let parts = split(THREE, false);
+        let parts = split(THREE, false).unwrap();
         assert_eq!(parts.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 8, 14]);
-        assert!(split("---\n# only a comment\n---\n", false).is_empty());
+        assert!(split("---\n# only a comment\n---\n", false).unwrap().is_empty());
+        assert_eq!(split("a: 1\n--- {kind: Workflow}\n", false), Err(2));
     }
 
     #[test]
     fn a_rule_broken_in_the_third_document_names_its_line_in_the_file() {
-        let parts = split(THREE, false);
+        let parts = split(THREE, false).unwrap();
         let (line, text) = parts[2];
         let e = parse("three.yaml", line, text, false).err().unwrap().to_string();
         assert!(e.starts_with("three.yaml:20:15: spec.steps[0].needs[0]"), "{e}");

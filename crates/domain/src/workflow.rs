@@ -189,6 +189,9 @@ pub enum OutputError {
         /// What it wrote.
         bytes: usize,
     },
+    /// The file could not be read as a plain file.
+    #[error("$ROTA_OUTPUT cannot be read: {0}")]
+    Unreadable(String),
     /// A line that is not `KEY=value` with a valid key.
     #[error("$ROTA_OUTPUT line {line}: {problem}")]
     BadLine {
@@ -332,7 +335,9 @@ impl WorkflowSpec {
 }
 
 /// Reads what a step wrote to `$ROTA_OUTPUT`: `KEY=value` lines (the value is the rest of
-/// the line; blank lines are skipped; a later key wins). Keys use letters, digits and `_`.
+/// the line, a CRLF ending taken off; blank lines are skipped; a later key wins). Keys use
+/// letters, digits and `_`; a value holds no carriage return or NUL. What this accepts,
+/// [`check_outputs`] accepts: the server never refuses what a worker read.
 pub fn parse_outputs(bytes: &[u8]) -> Result<BTreeMap<String, String>, OutputError> {
     if bytes.len() > MAX_OUTPUT_BYTES {
         return Err(OutputError::TooLarge { bytes: bytes.len() });
@@ -347,12 +352,17 @@ pub fn parse_outputs(bytes: &[u8]) -> Result<BTreeMap<String, String>, OutputErr
             continue;
         }
         let bad = |problem: &str| OutputError::BadLine { line: i + 1, problem: problem.to_string() };
+        let line = line.strip_suffix('\r').unwrap_or(line);
         let (key, value) = line.split_once('=').ok_or_else(|| bad("expected KEY=value"))?;
         if !env_part_ok(key) {
             return Err(bad("the key uses only letters, digits and _"));
         }
+        if value.contains(['\r', '\0']) {
+            return Err(bad("the value holds a carriage return or a NUL byte"));
+        }
         out.insert(key.to_string(), value.to_string());
     }
+    check_outputs(&out)?;
     Ok(out)
 }
 
@@ -470,6 +480,16 @@ mod tests {
         b.needs = vec!["nope".into()];
         let e = wf(&[], vec![StepSpec::new("a", "true"), b]).validate().unwrap_err();
         assert_eq!(e.path, "steps[1].needs[0]");
+    }
+
+    #[test]
+    fn what_the_worker_reads_the_server_accepts() {
+        let out = parse_outputs(b"A=1\r\nB=2\r").unwrap();
+        assert_eq!(out, given(&[("A", "1"), ("B", "2")]));
+        check_outputs(&out).unwrap();
+        for bad in [&b"A=x\ry\n"[..], b"A=x\0y\n"] {
+            assert!(parse_outputs(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

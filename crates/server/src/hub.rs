@@ -33,6 +33,12 @@ pub(crate) const RETRANSMIT: Duration = Duration::from_millis(250);
 /// waits.
 const REMEMBER: Duration = Duration::from_secs(300);
 
+/// A command delivered here that has had no reply for this long is delivered again when its
+/// next retransmission arrives: the long-poll answer that carried it may have been lost, or
+/// its mailbox dropped. Commands are idempotent for the worker (a second ping is answered
+/// again, a second stop finds the step stopped); a reply that comes twice is used once.
+const REDELIVER_AFTER: Duration = Duration::from_secs(5);
+
 /// A session whose worker has not long-polled this server for this long no longer has a
 /// mailbox here: longer than any long-poll waits (30 s at most) plus the worker's pause
 /// between two polls.
@@ -194,7 +200,13 @@ impl Hub {
         }
         {
             let mut delivered = lock(&self.delivered);
-            if let Some(d) = delivered.get(&id) {
+            let now = Instant::now();
+            if let Some(d) = delivered.get_mut(&id)
+                && d.reply.is_none()
+                && now.duration_since(d.at) >= REDELIVER_AFTER
+            {
+                d.at = now;
+            } else if let Some(d) = delivered.get(&id) {
                 if let Some(reply) = d.reply.clone() {
                     drop(delivered);
                     // The reply was lost at least once: send it in two envelopes, so one
@@ -239,6 +251,9 @@ impl Hub {
         // Dropped by a sweep since `polls_here`: the command's retransmission finds the
         // worker wherever it polls next.
         let Some(mb) = boxes.by_session.get_mut(&session) else { return };
+        if mb.queue.iter().any(|c| c.id == command.id) {
+            return; // delivered again while the first copy still waits to be taken
+        }
         mb.queue.push_back(command);
         mb.notify.notify_one();
     }
@@ -431,6 +446,37 @@ mod tests {
         assert_eq!(seen, 1, "delivered once, by B");
         eprintln!("answered through B after {:?}", started.elapsed());
         assert!(!a.boxes.lock().unwrap().by_session.contains_key(&session), "A has no mailbox for it");
+    }
+
+    /// A command whose long-poll answer was lost (taken, never answered) is delivered again
+    /// by a later retransmission, and the request is answered.
+    #[tokio::test]
+    async fn a_command_taken_but_never_answered_is_delivered_again() {
+        let hub = hub_on_a_bus(0);
+        let session = SessionId::new();
+        let _ = hub.take(session, Duration::from_millis(10), &CancellationToken::new()).await;
+        let requester = {
+            let hub = hub.clone();
+            tokio::spawn(async move { hub.request(session, stop(9), Duration::from_secs(30)).await })
+        };
+        let first = loop {
+            let got = hub.take(session, Duration::from_millis(50), &CancellationToken::new()).await;
+            if let Some(c) = got.into_iter().next() {
+                break c; // ... and its answer is lost
+            }
+        };
+        let lost_at = Instant::now();
+        let again = loop {
+            let got = hub.take(session, Duration::from_millis(50), &CancellationToken::new()).await;
+            if let Some(c) = got.into_iter().next() {
+                break c;
+            }
+            assert!(lost_at.elapsed() < Duration::from_secs(20), "never delivered again");
+        };
+        assert_eq!(again.id, first.id);
+        eprintln!("delivered again {:?} after the first copy was lost", lost_at.elapsed());
+        hub.deliver(vec![ControlReply { id: again.id, reply: Reply::Done }]);
+        assert!(requester.await.unwrap().is_some(), "the request was answered");
     }
 
     /// A mailbox no poll touched for [`POLLED_WITHIN`] is dropped with what it held.

@@ -4,6 +4,7 @@
 -- (rota_domain::resource::apply). Additive: servers of schema 1 ignore it.
 CREATE TABLE resources (
     kind       text NOT NULL,
+    namespace  text NOT NULL DEFAULT 'default',
     name       text NOT NULL,
     labels     text NOT NULL DEFAULT '{}',
     generation bigint NOT NULL CHECK (generation >= 1),
@@ -11,5 +12,5 @@ CREATE TABLE resources (
     status     text NOT NULL DEFAULT '{}',
     created_at timestamptz NOT NULL,
     updated_at timestamptz NOT NULL,
-    PRIMARY KEY (kind, name)
+    PRIMARY KEY (kind, namespace, name)
 );

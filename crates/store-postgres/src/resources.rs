@@ -22,13 +22,12 @@ const COLUMNS: &str = "kind, name, labels, generation, spec, status, created_at,
 
 const UPSERT: &str = "INSERT INTO resources (kind, name, labels, generation, spec, status, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5, '{}', $6, $6) \
-     ON CONFLICT (kind, name) DO UPDATE SET labels = excluded.labels, generation = excluded.generation, \
+     ON CONFLICT (kind, namespace, name) DO UPDATE SET labels = excluded.labels, generation = excluded.generation, \
         spec = excluded.spec, updated_at = excluded.updated_at";
 
-const DELETE: &str = "DELETE FROM resources WHERE kind = $1 AND name = $2";
+const DELETE: &str = "DELETE FROM resources WHERE kind = $1 AND namespace = 'default' AND name = $2";
 
-const SET_STATUS: &str =
-    "UPDATE resources SET status = $4, updated_at = $5 WHERE kind = $1 AND name = $2 AND generation = $3";
+const SET_STATUS: &str = "UPDATE resources SET status = $4, updated_at = $5 WHERE kind = $1 AND namespace = 'default' AND name = $2 AND generation = $3";
 
 fn decode(r: &Row) -> Result<ResourceRecord> {
     let kind: &str = r.try_get(0)?;
@@ -46,7 +45,8 @@ fn decode(r: &Row) -> Result<ResourceRecord> {
 
 /// One resource.
 pub(crate) async fn get(tx: &Tx<'_>, key: &ResourceKey) -> Result<Option<ResourceRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM resources WHERE kind = $1 AND name = $2");
+    let sql =
+        format!("SELECT {COLUMNS} FROM resources WHERE kind = $1 AND namespace = 'default' AND name = $2");
     opt(tx, &sql, &[&key.kind.as_str(), &key.name]).await?.as_ref().map(decode).transpose()
 }
 
@@ -91,8 +91,9 @@ pub(crate) async fn delete(tx: &Tx<'_>, keys: &[ResourceKey]) -> Result<Vec<bool
 
 /// Every resource of `kind` (or all), by kind then name.
 pub(crate) async fn list(tx: &Tx<'_>, kind: Option<Kind>) -> Result<Vec<ResourceRecord>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM resources WHERE $1::text IS NULL OR kind = $1 ORDER BY kind, name");
+    let sql = format!(
+        "SELECT {COLUMNS} FROM resources WHERE $1::text IS NULL OR kind = $1 ORDER BY kind, name COLLATE \"C\""
+    );
     rows(tx, &sql, &[&kind.map(Kind::as_str)]).await?.iter().map(decode).collect()
 }
 

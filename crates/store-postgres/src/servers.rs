@@ -64,9 +64,10 @@ pub(crate) async fn holder(client: &Client, key: i64) -> Result<Option<ServerInf
     }))
 }
 
-/// Whether a server other than `me` beat within `window` and had started more than
-/// `window` before `me` did: one that started together with `me` (a whole control plane
-/// restarted after an outage) was not serving before, so it does not count.
+/// Whether a server other than `me` beat within `window`, had started more than `window`
+/// before `me` did, and still has its leadership connection open: one that started together
+/// with `me` (a whole control plane restarted after an outage) was not serving before, and a
+/// killed one's row (its connection gone) serves nobody.
 pub(crate) async fn others_seen(
     client: &Client,
     me: &ServerInfo,
@@ -76,7 +77,8 @@ pub(crate) async fn others_seen(
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM servers
                              WHERE id <> $1 AND last_seen > now() - make_interval(secs => $2)
-                               AND started_at < $3::timestamptz - make_interval(secs => $2))",
+                               AND started_at < $3::timestamptz - make_interval(secs => $2)
+                               AND backend_pid IN (SELECT pid FROM pg_stat_activity))",
             &[&me.id.0, &window.as_secs_f64(), &me.started_at],
         )
         .await?;

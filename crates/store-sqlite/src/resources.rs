@@ -13,13 +13,12 @@ const COLUMNS: &str = "kind, name, labels, generation, spec, status, created_at,
 
 const UPSERT: &str = "INSERT INTO resources (kind, name, labels, generation, spec, status, created_at, updated_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, '{}', ?6, ?6) \
-     ON CONFLICT (kind, name) DO UPDATE SET labels = excluded.labels, generation = excluded.generation, \
+     ON CONFLICT (kind, namespace, name) DO UPDATE SET labels = excluded.labels, generation = excluded.generation, \
         spec = excluded.spec, updated_at = excluded.updated_at";
 
-const DELETE: &str = "DELETE FROM resources WHERE kind = ?1 AND name = ?2";
+const DELETE: &str = "DELETE FROM resources WHERE kind = ?1 AND namespace = 'default' AND name = ?2";
 
-const SET_STATUS: &str =
-    "UPDATE resources SET status = ?4, updated_at = ?5 WHERE kind = ?1 AND name = ?2 AND generation = ?3";
+const SET_STATUS: &str = "UPDATE resources SET status = ?4, updated_at = ?5 WHERE kind = ?1 AND namespace = 'default' AND name = ?2 AND generation = ?3";
 
 /// A row as read: kind, name, labels, generation, spec, status, created, updated.
 type RawRow = (String, String, String, i64, String, String, i64, i64);
@@ -44,7 +43,8 @@ fn decode(row: RawRow) -> Result<ResourceRecord> {
 }
 
 fn get(conn: &Connection, key: &ResourceKey) -> Result<Option<ResourceRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM resources WHERE kind = ?1 AND name = ?2");
+    let sql =
+        format!("SELECT {COLUMNS} FROM resources WHERE kind = ?1 AND namespace = 'default' AND name = ?2");
     let row = conn.prepare_cached(&sql)?.query_row((key.kind.as_str(), &key.name), record).optional()?;
     row.map(decode).transpose()
 }

@@ -264,7 +264,7 @@ mod tests {
             .unwrap();
             conn.execute(
                 "INSERT INTO attempts (job_id, step, number, session, worker_name, status, outcome, reason, \
-                 started_at, finished_at) VALUES (?1, 'a', 1, ?2, 'w1', 'succeeded', '{\"status\":\"succeeded\"}', 'exit code 0', \
+                 started_at, finished_at) VALUES (?1, 'a', 1, ?2, 'w1', 'succeeded', '{\"status\":\"succeeded\"}', NULL, \
                  1000, 2000)",
                 (job.to_string(), session.to_string()),
             )

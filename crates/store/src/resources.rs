@@ -72,7 +72,7 @@ pub fn check_distinct<'a>(keys: impl Iterator<Item = ResourceKey> + 'a) -> crate
     let mut seen = std::collections::BTreeSet::new();
     for k in keys {
         if !seen.insert(k.clone()) {
-            return Err(crate::StoreError::Invalid(format!("{k} appears twice in one apply")));
+            return Err(crate::StoreError::Invalid(format!("{k} is named twice in one request")));
         }
     }
     Ok(())

@@ -213,6 +213,7 @@ pub const TABLES: &[Table] = &[
         // JSON as text in both backends: a spec's canonical text must stay byte-equal.
         columns: &[
             col("kind", Text),
+            col("namespace", Text),
             col("name", Text),
             col("labels", Text),
             col("generation", Int),

@@ -168,27 +168,47 @@ impl From<AttemptOutcome> for Ended {
     }
 }
 
-/// Reads and removes the attempt's `$ROTA_OUTPUT` file (none written: no outputs). A file
-/// over the cap is not read at all.
+/// Reads and removes the attempt's `$ROTA_OUTPUT` file (none written: no outputs). Only a
+/// plain file is read, and at most one byte past the cap: a symbolic link is not followed
+/// (`/dev/zero`, another user's file) and a FIFO or device is refused, so a step cannot make
+/// the worker read forever or block.
 async fn read_outputs(path: &std::path::Path) -> Result<BTreeMap<String, String>, OutputError> {
-    let meta = match tokio::fs::metadata(path).await {
-        Ok(m) => m,
-        Err(_) => return Ok(BTreeMap::new()),
-    };
-    let result = if meta.len() > rota_domain::workflow::MAX_OUTPUT_BYTES as u64 {
-        Err(OutputError::TooLarge { bytes: usize::try_from(meta.len()).unwrap_or(usize::MAX) })
-    } else {
-        match tokio::fs::read(path).await {
-            Ok(bytes) => rota_domain::workflow::parse_outputs(&bytes),
-            Err(e) => {
-                Err(OutputError::BadLine { line: 0, problem: format!("cannot read $ROTA_OUTPUT: {e}") })
-            }
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let result = read_plain_file(&owned);
+        let removed = match std::fs::symlink_metadata(&owned) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&owned),
+            Ok(_) => std::fs::remove_file(&owned),
+            Err(_) => Ok(()),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(path = %owned.display(), "cannot remove the step's output file: {e}");
         }
+        result
+    })
+    .await
+    .unwrap_or_else(|e| Err(OutputError::Unreadable(format!("the reading task failed: {e}"))))
+}
+
+fn read_plain_file(path: &std::path::Path) -> Result<BTreeMap<String, String>, OutputError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(OutputError::Unreadable(format!("{e} (it must be a plain file, not a link)"))),
     };
-    if let Err(e) = tokio::fs::remove_file(path).await {
-        tracing::warn!(path = %path.display(), "cannot remove the step's output file: {e}");
+    match file.metadata() {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(OutputError::Unreadable("it is not a plain file".into())),
+        Err(e) => return Err(OutputError::Unreadable(e.to_string())),
     }
-    result
+    let mut bytes = Vec::new();
+    file.take(rota_domain::workflow::MAX_OUTPUT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| OutputError::Unreadable(e.to_string()))?;
+    rota_domain::workflow::parse_outputs(&bytes)
 }
 
 fn lost(why: String) -> AttemptOutcome {

@@ -316,3 +316,34 @@ async fn an_environment_over_the_kernel_limits_fails_the_step_with_the_reason() 
         }
     }
 }
+
+/// `$ROTA_OUTPUT`: a plain file's `KEY=value` lines come back with the success; a link
+/// (to /dev/zero) or a FIFO is refused at once, never read forever or waited on, and the
+/// step fails saying why; the file is gone afterwards.
+#[tokio::test]
+async fn outputs_are_read_from_a_plain_file_only() {
+    let h = Harness::new();
+    let step = claimed(40, r#"printf 'A=1\nB=two words\n' >> "$ROTA_OUTPUT""#);
+    let (_tx, rx) = mpsc::unbounded_channel();
+    h.logs.open(step.attempt_id, step.job_id, &step.step, step.log_cap);
+    h.spawner.use_journal(h.ws.path()).await.unwrap();
+    let ended = run_attempt(&step, &h.setup(Duration::from_millis(500)), &h.logs, rx, &Recorder::default())
+        .await
+        .unwrap();
+    assert_eq!(ended.outcome, AttemptOutcome::Succeeded);
+    assert_eq!(ended.outputs.get("B").map(String::as_str), Some("two words"));
+    assert!(!h.dirs.output_file(step.attempt_id).exists(), "the file is removed");
+    for (id, run) in [(41, r#"ln -s /dev/zero "$ROTA_OUTPUT""#), (42, r#"mkfifo "$ROTA_OUTPUT""#)] {
+        let step = claimed(id, run);
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let began = std::time::Instant::now();
+        match h.run(&step, rx, &Recorder::default()).await {
+            Some(AttemptOutcome::Failed { exit_code: Some(0), why: Some(why), .. }) => {
+                assert!(why.contains("ROTA_OUTPUT"), "{why}")
+            }
+            other => panic!("{run}: {other:?}"),
+        }
+        assert!(began.elapsed() < BOUND, "{run}: {:?}", began.elapsed());
+        assert!(!h.dirs.output_file(step.attempt_id).exists(), "{run}: removed");
+    }
+}

@@ -57,6 +57,14 @@ pub(crate) fn prepare(ws: &Path) -> Result<WorkspaceLock, WorkerError> {
         _ => {}
     }
     fs::create_dir_all(&pool).map_err(|e| err(&pool, e))?;
+    // `$ROTA_OUTPUT` files an earlier worker was killed before reading: nobody will.
+    if let Ok(entries) = fs::read_dir(ws.join("attempts")) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".output") {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
     Ok(WorkspaceLock { _file: file })
 }
 

@@ -350,13 +350,21 @@ async fn complete_items(
     session: SessionId,
     items: Vec<(JobId, String, rota_api_types::worker::CompleteItem)>,
 ) -> Result<Vec<Result<CompletionRecorded, ApiError>>, ApiError> {
-    for (job_id, step, item) in &items {
-        rota_domain::workflow::check_outputs(&item.outputs).map_err(|e| {
-            ApiError::bad_request(format!(
-                "outputs of job {job_id} step {step} (attempt {}): {e}",
-                item.attempt_id
-            ))
-        })?;
+    let mut items = items;
+    for (_, _, item) in &mut items {
+        // Outputs the steps that need them cannot be given make the step fail, saying why,
+        // rather than refusing the request: a refused completion would be sent again forever
+        // (a batch) or dropped (one item), and the step re-run though it ran.
+        if let Err(e) = rota_domain::workflow::check_outputs(&item.outputs) {
+            item.outputs.clear();
+            if item.outcome == rota_domain::AttemptOutcome::Succeeded {
+                item.outcome = rota_domain::AttemptOutcome::Failed {
+                    exit_code: Some(0),
+                    signal: None,
+                    why: Some(e.to_string()),
+                };
+            }
+        }
     }
     // Final log chunks first, so a finished job's log is complete the moment it ends.
     let mut appends = Vec::new();

@@ -63,7 +63,7 @@ pub(super) async fn resources_apply_is_all_or_nothing(s: Arc<dyn JobStore>) {
         .apply_resources(vec![wf("new", "{}"), wf("keep", r#"{"x":1}"#), wf("new", r#"{"y":1}"#)], when(1))
         .await
         .expect_err("a resource twice");
-    assert!(matches!(err, StoreError::Invalid(ref m) if m.contains("workflows/new")), "{err}");
+    assert!(matches!(err, StoreError::Invalid(ref m) if m.contains("workflows/new is named twice")), "{err}");
     assert!(s.get_resource(&key("new")).await.unwrap().is_none(), "nothing of the batch stored");
     let keep = s.get_resource(&key("keep")).await.unwrap().expect("kept");
     assert_eq!((keep.spec.as_str(), keep.generation), ("{}", 1));
