@@ -108,6 +108,13 @@ async fn apply_diff_get_run_and_delete(backend: Backend) {
     let id = out.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap().to_string();
     let o = run(&c, &["job", "show", &id]);
     assert!(text(&o).0.contains("ROTA_OUT_A_GREETING=hi-ada"), "{}", text(&o).0);
+    // One key, one run.
+    let keyed =
+        |c: &Cluster| run(c, &["run", "greet", "--input", "who=bo", "--idempotency-key", "nightly-1"]);
+    let (first, again) = (text(&keyed(&c)).0, text(&keyed(&c)).0);
+    let id_of = |s: &str| s.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(id_of(&first), id_of(&again), "{first}{again}");
+    assert!(again.contains("already known by its idempotency key"), "{again}");
     let o = run(&c, &["run", "greet", "--input", "whom=x"]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");

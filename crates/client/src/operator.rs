@@ -238,12 +238,24 @@ impl Client {
         self.transport.send(self.call(Method::POST, route, Some(req))).await?.json()
     }
 
-    /// `POST /api/v1/workflows/{name}/runs`: starts a run (a job). Not sent again to
-    /// another server once it may have left: that could start two runs.
-    pub async fn run_workflow(&self, name: &str, req: &RunRequest) -> Result<SubmitResponse> {
+    /// `POST /api/v1/workflows/{name}/runs`: starts a run (a job). With an idempotency key
+    /// a run that got no answer is sent again to the next server (the key makes it one
+    /// run); without one only if it never left.
+    pub async fn run_workflow(
+        &self,
+        name: &str,
+        req: &RunRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<SubmitResponse> {
         let route = self.transport.route(&["api", "v1", "workflows", name, "runs"], &[]);
-        let call = Call { failover: Failover::Unsent, ..self.call(Method::POST, route, Some(req)) };
-        self.transport.send(call).await?.json()
+        let headers: Vec<(&'static str, &str)> =
+            idempotency_key.map(|k| (IDEMPOTENCY_KEY_HEADER, k)).into_iter().collect();
+        let failover = if idempotency_key.is_some() { Failover::Always } else { Failover::Unsent };
+        let call = Call { headers: &headers, failover, ..self.call(Method::POST, route, Some(req)) };
+        let reply = self.transport.send(call).await?;
+        let mut resp: SubmitResponse = reply.json()?;
+        resp.created = reply.status == StatusCode::CREATED;
+        Ok(resp)
     }
 
     /// `GET /healthz` (no auth needed; the token is not sent).

@@ -72,4 +72,8 @@ pub(crate) struct RunArgs {
     /// Stream the run's logs and exit with its result (0 succeeded, 1 otherwise).
     #[arg(long)]
     pub(crate) follow: bool,
+    /// Starting twice with one key yields one run [default: a fresh key of this command's
+    /// own, so a start sent again to another server never makes a second run].
+    #[arg(long, value_name = "KEY")]
+    pub(crate) idempotency_key: Option<String>,
 }

@@ -161,24 +161,37 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RunArgs, paths: &Paths) -> R
     }
     let api = Api::connect(global, paths)?;
     let req = RunRequest { inputs, on: args.on.clone() };
-    let submitted = api.client.run_workflow(&args.workflow, &req).await.map_err(|e| match e {
-        // A wrong input is the user's command line: a usage error naming it.
-        ClientError::Http { status: 400, message, pointer: Some(p), .. } if p.starts_with("/inputs/") => {
-            usage(format!("--input: {message}"))
-        }
-        ClientError::Http { status: 404, .. } => {
-            anyhow!(
-                "no workflow named '{}' (rota get workflows lists them; rota apply -f declares one)",
-                args.workflow
-            )
-        }
-        other => api.error(other, None),
-    })?;
+    let (key, own_key) = submit::submit_key(args.idempotency_key.as_deref());
+    let mut submitted =
+        api.client.run_workflow(&args.workflow, &req, Some(&key)).await.map_err(|e| match e {
+            // A wrong input is the user's command line: a usage error naming it.
+            ClientError::Http { status: 400, message, pointer: Some(p), .. } if p.starts_with("/inputs/") => {
+                usage(format!("--input: {message}"))
+            }
+            ClientError::Http { status: 404, .. } => {
+                anyhow!(
+                    "no workflow named '{}' (rota get workflows lists them; rota apply -f declares one)",
+                    args.workflow
+                )
+            }
+            other => api.error(other, None),
+        })?;
+    if own_key {
+        // Our own fresh key can only match the run this very command started (sent again
+        // to another server after its first answer was lost).
+        submitted.created = true;
+    }
     let mut out = Out::new();
     if global.json {
         out.json(&submitted)?;
-    } else {
+    } else if submitted.created {
         writeln!(out, "started {} (workflow {})", submitted.id, args.workflow)?;
+    } else {
+        writeln!(
+            out,
+            "started {} (workflow {}; already known by its idempotency key)",
+            submitted.id, args.workflow
+        )?;
     }
     out.flush()?;
     if !args.follow {

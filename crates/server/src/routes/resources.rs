@@ -250,21 +250,28 @@ async fn delete(state: &AppState, keys: Vec<ResourceKey>) -> Result<Vec<DeleteRe
 /// Starts a workflow: its steps as one job, inputs typed and checked, `on` overriding its
 /// target host.
 #[utoipa::path(post, path = "/api/v1/workflows/{name}/runs", tag = "resources", security(("admin" = [])), request_body = RunRequest,
-    params(("name" = String, Path)),
-    responses((status = 201, body = SubmitResponse), (status = 400, body = rota_api_types::ErrorBody, description = "an unknown input, a missing one or a value of the wrong type (`error.pointer`: `/inputs/NAME`)"),
+    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Starting twice with one key yields one run")),
+    responses((status = 201, body = SubmitResponse), (status = 200, body = SubmitResponse, description = "the key named a run already started"), (status = 400, body = rota_api_types::ErrorBody, description = "an unknown input, a missing one or a value of the wrong type (`error.pointer`: `/inputs/NAME`)"),
         (status = 401), (status = 403), (status = 404), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn run(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
+    headers: axum::http::HeaderMap,
     ApiJson(req): ApiJson<RunRequest>,
 ) -> Result<(StatusCode, Json<SubmitResponse>), ApiError> {
+    let idempotency_key = match headers.get(rota_api_types::IDEMPOTENCY_KEY_HEADER) {
+        Some(v) => Some(
+            v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key header is not text"))?.to_string(),
+        ),
+        None => None,
+    };
     let key = ResourceKey::new(Kind::Workflow, name.clone());
     let Some(found) = state.store.get_resource(&key).await? else {
         return Err(ApiError::not_found(format!("no {key}; `rota apply -f FILE` declares it")));
     };
     let ResourceSpec::Workflow(spec) = spec_view(found.kind, &found.spec)?;
-    let job = spec.job(&name, &req.inputs, req.on.as_deref()).map_err(|e| match &e {
+    let mut job = spec.job(&name, &req.inputs, req.on.as_deref()).map_err(|e| match &e {
         InputError::Unknown { name, .. }
         | InputError::Missing { name }
         | InputError::WrongType { name, .. } => {
@@ -272,13 +279,20 @@ pub(crate) async fn run(
         }
         InputError::Job(s) => ApiError::bad_request(s.to_string()),
     })?;
+    if let Some(k) = idempotency_key {
+        job.idempotency_key = Some(k);
+        job.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
     let mut results = crate::handoff::submit_jobs(
         &state,
         vec![NewJob { id: JobId::new(), spec: job, now: chrono::Utc::now() }],
     )
     .await?;
     let submitted = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
+    if !submitted.created {
+        return Ok((StatusCode::OK, Json(SubmitResponse { id: submitted.id, created: false })));
+    }
     Metrics::add(&state.metrics.jobs_submitted, 1);
     state.publish(vec![Event::Claimable, Event::Job { job: submitted.id, state: Some(JobState::Queued) }]);
-    Ok((StatusCode::CREATED, Json(SubmitResponse { id: submitted.id, created: submitted.created })))
+    Ok((StatusCode::CREATED, Json(SubmitResponse { id: submitted.id, created: true })))
 }

@@ -45,7 +45,7 @@ pub(crate) async fn run(api: &Api, args: &SubmitArgs, json: bool) -> Result<Exit
 /// The submit's idempotency key: the user's (`--idempotency-key` or the document's), else a
 /// fresh UUID v7 of our own, so that a submit the client sends again to another server
 /// (its first answer lost) never creates a second job. True when the key is our own.
-fn submit_key(given: Option<&str>) -> (String, bool) {
+pub(crate) fn submit_key(given: Option<&str>) -> (String, bool) {
     match given {
         Some(k) => (k.to_string(), false),
         None => (uuid::Uuid::now_v7().to_string(), true),
