@@ -192,30 +192,33 @@ impl Hub {
     }
 
     /// A command arrived on the bus: into the session's mailbox, unless it was delivered
-    /// already (a retransmission), in which case its reply, if any, is sent again. Ignored
-    /// when the session does not poll this server (its server delivers it).
+    /// already (a retransmission), in which case its reply, if any, is sent again — even
+    /// when its worker is gone, since the reply may be what was lost. A new command is
+    /// ignored when the session does not poll this server (its server delivers it).
     pub(crate) fn received_command(&self, session: SessionId, id: Uuid, command: &str) {
-        if !self.polls_here(session) {
-            return;
-        }
         {
-            let mut delivered = lock(&self.delivered);
-            let now = Instant::now();
-            if let Some(d) = delivered.get_mut(&id)
-                && d.reply.is_none()
-                && now.duration_since(d.at) >= REDELIVER_AFTER
-            {
-                d.at = now;
-            } else if let Some(d) = delivered.get(&id) {
-                if let Some(reply) = d.reply.clone() {
+            let delivered = lock(&self.delivered);
+            match delivered.get(&id) {
+                Some(d) if d.reply.is_some() => {
+                    let reply = d.reply.clone().unwrap_or_default();
                     drop(delivered);
                     // The reply was lost at least once: send it in two envelopes, so one
                     // more loss does not cost another round.
                     self.publisher.publish(vec![Event::ControlReply { id, reply: reply.clone() }]);
                     self.publisher.publish(vec![Event::ControlReply { id, reply }]);
+                    return;
                 }
-                return;
+                // A repeat of a command delivered lately and not answered yet.
+                Some(d) if d.at.elapsed() < REDELIVER_AFTER => return,
+                // New, or delivered long ago without an answer: deliver (again).
+                _ => {}
             }
+        }
+        if !self.polls_here(session) {
+            return;
+        }
+        {
+            let mut delivered = lock(&self.delivered);
             let now = Instant::now();
             if delivered.len() >= 1024 {
                 delivered.retain(|_, d| now.duration_since(d.at) < REMEMBER);
