@@ -297,7 +297,7 @@ impl JobStore for PgStore {
         &self,
         writes: Vec<rota_store::resources::ResourceWrite>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<rota_domain::resource::Applied>> {
+    ) -> Result<Vec<rota_store::resources::AppliedResource>> {
         in_tx!(self, Durability::Full, |tx| resources::apply(&tx, &writes, now).await?)
     }
 

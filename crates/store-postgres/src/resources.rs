@@ -10,7 +10,7 @@ use crate::tx::{Tx, exec, opt, rows};
 use chrono::{DateTime, Utc};
 use rota_domain::resource::{self, Applied, Kind, Metadata, Status};
 use rota_store::StoreError;
-use rota_store::resources::{ResourceKey, ResourceRecord, ResourceWrite, check_distinct};
+use rota_store::resources::{AppliedResource, ResourceKey, ResourceRecord, ResourceWrite, check_distinct};
 use tokio_postgres::Row;
 
 /// The advisory lock resource applies and deletes take ("rotarsrc").
@@ -51,16 +51,21 @@ pub(crate) async fn get(tx: &Tx<'_>, key: &ResourceKey) -> Result<Option<Resourc
 }
 
 /// Creates or updates every write, in the caller's transaction.
-pub(crate) async fn apply(tx: &Tx<'_>, writes: &[ResourceWrite], now: DateTime<Utc>) -> Result<Vec<Applied>> {
+pub(crate) async fn apply(
+    tx: &Tx<'_>,
+    writes: &[ResourceWrite],
+    now: DateTime<Utc>,
+) -> Result<Vec<AppliedResource>> {
     check_distinct(writes.iter().map(ResourceWrite::key))?;
     exec(tx, LOCK, &[&RESOURCES_LOCK]).await?;
     let mut out = Vec::with_capacity(writes.len());
     for w in writes {
-        let previous = get(tx, &w.key()).await?.map(|o| resource::Stored {
+        let old = get(tx, &w.key()).await?;
+        let previous = old.as_ref().map(|o| resource::Stored {
             kind: o.kind,
-            metadata: o.metadata,
+            metadata: o.metadata.clone(),
             generation: o.generation,
-            spec: o.spec,
+            spec: o.spec.clone(),
             status: Status::default(),
         });
         let (next, applied) = resource::apply(w.kind, previous, w.metadata.clone(), w.spec.clone());
@@ -73,7 +78,7 @@ pub(crate) async fn apply(tx: &Tx<'_>, writes: &[ResourceWrite], now: DateTime<U
             )
             .await?;
         }
-        out.push(applied);
+        out.push(AppliedResource { applied, generation: next.generation, previous: old });
     }
     Ok(out)
 }

@@ -474,7 +474,7 @@ impl JobStore for SqliteStore {
         &self,
         writes: Vec<rota_store::resources::ResourceWrite>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<rota_domain::resource::Applied>> {
+    ) -> Result<Vec<rota_store::resources::AppliedResource>> {
         self.write(Durability::Full, move |c| resources::apply(c, &writes, now)).await
     }
 

@@ -6,7 +6,7 @@ use crate::codec::{from_json, ms, time, to_json};
 use crate::error::Result;
 use chrono::{DateTime, Utc};
 use rota_domain::resource::{self, Applied, Kind, Metadata, Status};
-use rota_store::resources::{ResourceKey, ResourceRecord, ResourceWrite, check_distinct};
+use rota_store::resources::{AppliedResource, ResourceKey, ResourceRecord, ResourceWrite, check_distinct};
 use rusqlite::{Connection, OptionalExtension, Row};
 
 const COLUMNS: &str = "kind, name, labels, generation, spec, status, created_at, updated_at";
@@ -50,7 +50,11 @@ fn get(conn: &Connection, key: &ResourceKey) -> Result<Option<ResourceRecord>> {
 }
 
 /// Creates or updates every write (the caller's savepoint makes them one change).
-pub(crate) fn apply(conn: &Connection, writes: &[ResourceWrite], now: DateTime<Utc>) -> Result<Vec<Applied>> {
+pub(crate) fn apply(
+    conn: &Connection,
+    writes: &[ResourceWrite],
+    now: DateTime<Utc>,
+) -> Result<Vec<AppliedResource>> {
     check_distinct(writes.iter().map(ResourceWrite::key))?;
     let mut out = Vec::with_capacity(writes.len());
     for w in writes {
@@ -73,7 +77,7 @@ pub(crate) fn apply(conn: &Connection, writes: &[ResourceWrite], now: DateTime<U
                 ms(now),
             ))?;
         }
-        out.push(applied);
+        out.push(AppliedResource { applied, generation: next.generation, previous: old });
     }
     Ok(out)
 }

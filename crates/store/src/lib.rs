@@ -233,7 +233,7 @@ pub trait JobStore: Send + Sync + 'static {
         &self,
         writes: Vec<resources::ResourceWrite>,
         now: DateTime<Utc>,
-    ) -> Result<Vec<rota_domain::resource::Applied>>;
+    ) -> Result<Vec<resources::AppliedResource>>;
 
     /// Deletes the named resources in one transaction; per key, whether it existed.
     async fn delete_resources(&self, keys: Vec<resources::ResourceKey>) -> Result<Vec<bool>>;

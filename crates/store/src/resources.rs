@@ -37,6 +37,17 @@ pub struct ResourceRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What one apply did to one resource, decided inside its transaction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppliedResource {
+    /// Created, configured or unchanged.
+    pub applied: rota_domain::resource::Applied,
+    /// Its generation afterwards.
+    pub generation: u64,
+    /// What was stored before, if it existed.
+    pub previous: Option<ResourceRecord>,
+}
+
 /// Names one resource.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ResourceKey {

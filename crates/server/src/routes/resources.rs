@@ -22,7 +22,7 @@ use rota_domain::workflow::{InputError, WorkflowSpec};
 use rota_domain::{JobId, JobState, limits};
 use rota_store::NewJob;
 use rota_store::bus::Event;
-use rota_store::resources::{ResourceKey, ResourceRecord, ResourceWrite};
+use rota_store::resources::{AppliedResource, ResourceKey, ResourceRecord, ResourceWrite};
 use std::collections::HashMap;
 
 /// Most documents in one apply or resources in one delete.
@@ -108,29 +108,23 @@ pub(crate) async fn apply(
         }
         writes.push(w);
     }
-    let mut before = Vec::with_capacity(writes.len());
-    for w in &writes {
-        before.push(state.store.get_resource(&w.key()).await?);
-    }
-    let actions = if req.dry_run {
-        writes
-            .iter()
-            .zip(&before)
-            .map(|(w, b)| {
-                resource::apply(w.kind, b.clone().map(stored), w.metadata.clone(), w.spec.clone()).1
-            })
-            .collect()
+    // A dry run decides from what is stored now; a real apply reports what its own
+    // transaction saw and did (another apply racing it cannot skew the answer).
+    let done: Vec<AppliedResource> = if req.dry_run {
+        let mut done = Vec::with_capacity(writes.len());
+        for w in &writes {
+            let before = state.store.get_resource(&w.key()).await?;
+            let (next, applied) =
+                resource::apply(w.kind, before.clone().map(stored), w.metadata.clone(), w.spec.clone());
+            done.push(AppliedResource { applied, generation: next.generation, previous: before });
+        }
+        done
     } else {
         state.store.apply_resources(writes.clone(), state.store.now()).await?
     };
     let mut results = Vec::with_capacity(writes.len());
     let mut events = Vec::new();
-    for ((w, b), action) in writes.iter().zip(before).zip(actions) {
-        let generation = match (&b, action) {
-            (None, _) => 1,
-            (Some(b), Applied::Configured) if b.spec != w.spec => b.generation + 1,
-            (Some(b), _) => b.generation,
-        };
+    for (w, AppliedResource { applied: action, generation, previous: b }) in writes.iter().zip(done) {
         if action != Applied::Unchanged && !req.dry_run {
             events.push(Event::Resource {
                 resource: w.kind.as_str().to_string(),

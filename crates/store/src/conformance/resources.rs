@@ -6,7 +6,7 @@
 
 use crate::JobStore;
 use crate::StoreError;
-use crate::resources::{ResourceKey, ResourceWrite};
+use crate::resources::{AppliedResource, ResourceKey, ResourceWrite};
 use chrono::{DateTime, Utc};
 use rota_domain::resource::{Applied, ConditionStatus, Kind, Metadata, Status};
 use std::collections::BTreeMap;
@@ -24,6 +24,10 @@ fn wf(name: &str, spec: &str) -> ResourceWrite {
     }
 }
 
+fn actions(r: Vec<AppliedResource>) -> Vec<Applied> {
+    r.into_iter().map(|a| a.applied).collect()
+}
+
 fn key(name: &str) -> ResourceKey {
     ResourceKey::new(Kind::Workflow, name)
 }
@@ -32,17 +36,22 @@ fn key(name: &str) -> ResourceKey {
 /// (next generation); listing and reading agree.
 pub(super) async fn resources_apply_and_generation(s: Arc<dyn JobStore>) {
     let a = s.apply_resources(vec![wf("a", r#"{"steps":[1]}"#), wf("b", "{}")], when(0)).await.unwrap();
-    assert_eq!(a, [Applied::Created, Applied::Created]);
+    assert_eq!(actions(a), [Applied::Created, Applied::Created]);
     let a = s.apply_resources(vec![wf("a", r#"{"steps":[1]}"#), wf("b", "{}")], when(1)).await.unwrap();
-    assert_eq!(a, [Applied::Unchanged, Applied::Unchanged]);
+    assert_eq!(a[0].previous.as_ref().map(|p| p.spec.as_str()), Some(r#"{"steps":[1]}"#));
+    assert_eq!(actions(a), [Applied::Unchanged, Applied::Unchanged]);
     let mut labelled = wf("a", r#"{"steps":[1]}"#);
     labelled.metadata.labels.insert("team".into(), "ops".into());
-    assert_eq!(s.apply_resources(vec![labelled.clone()], when(2)).await.unwrap(), [Applied::Configured]);
+    assert_eq!(
+        actions(s.apply_resources(vec![labelled.clone()], when(2)).await.unwrap()),
+        [Applied::Configured]
+    );
     let got = s.get_resource(&key("a")).await.unwrap().expect("stored");
     assert_eq!((got.generation, got.metadata.labels.len()), (1, 1), "a label alone keeps the generation");
     let mut changed = labelled;
     changed.spec = r#"{"steps":[2]}"#.into();
-    assert_eq!(s.apply_resources(vec![changed], when(3)).await.unwrap(), [Applied::Configured]);
+    let done = s.apply_resources(vec![changed], when(3)).await.unwrap();
+    assert_eq!((done[0].applied, done[0].generation), (Applied::Configured, 2));
     let got = s.get_resource(&key("a")).await.unwrap().expect("stored");
     assert_eq!((got.generation, got.spec.as_str()), (2, r#"{"steps":[2]}"#));
     assert_eq!((got.created_at, got.updated_at), (when(0), when(3)));
@@ -99,9 +108,10 @@ pub(super) async fn resources_concurrent_applies_agree(s: Arc<dyn JobStore>) {
         s.apply_resources(vec![wf("race", r#"{"v":1}"#)], when(0)),
         s.apply_resources(vec![wf("race", r#"{"v":2}"#)], when(0)),
     );
-    let mut outcomes = [x.unwrap()[0], y.unwrap()[0]];
-    outcomes.sort_by_key(|a| *a as u8);
-    assert_eq!(outcomes, [Applied::Created, Applied::Configured]);
+    let (x, y) = (x.unwrap().remove(0), y.unwrap().remove(0));
+    let mut outcomes = [(x.applied, x.generation), (y.applied, y.generation)];
+    outcomes.sort_by_key(|a| a.1);
+    assert_eq!(outcomes, [(Applied::Created, 1), (Applied::Configured, 2)], "each saw the other's write");
     let r = s.get_resource(&key("race")).await.unwrap().expect("stored");
     assert_eq!(r.generation, 2);
     assert_eq!(s.list_resources(None).await.unwrap().len(), 1);
