@@ -2,12 +2,13 @@
 //! (XDG data dir: the default database, the token files, the dev workspace). Errors here
 //! are usage errors (exit 2); nothing here opens a socket or a database.
 
-use crate::args::{GlobalArgs, ServerArgs};
+use crate::args::GlobalArgs;
 use crate::database::Database;
 use crate::failure::usage;
 use anyhow::{Context, Result};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use rota_domain::settings::ServerSettings;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where rota keeps its files on this machine.
@@ -30,12 +31,6 @@ impl Paths {
         self.data_dir.join("rota.db")
     }
 
-    /// The workspace root: each worker's default workspace is a directory in it named for
-    /// the worker (`crate::workspace`). Earlier releases ran every worker here.
-    pub(crate) fn workspace(&self) -> PathBuf {
-        self.data_dir.join("workspace")
-    }
-
     /// The admin token file.
     pub(crate) fn admin_token(&self) -> PathBuf {
         self.data_dir.join("admin.token")
@@ -47,9 +42,11 @@ impl Paths {
     }
 }
 
-/// What `rota server` (and the server half of `rota dev`) runs with.
+/// What `rota server` (and the server half of `rota dev`) runs with: its
+/// [`ServerSettings`] checked and resolved against this machine (defaults filled in, the
+/// database opened as a path or URL).
 #[derive(Clone, Debug)]
-pub(crate) struct ServerSettings {
+pub(crate) struct ServerSetup {
     pub(crate) listen: SocketAddr,
     pub(crate) database: Database,
     pub(crate) retention: Duration,
@@ -61,51 +58,32 @@ pub(crate) struct ServerSettings {
     pub(crate) pg: rota_store_postgres::PgOptions,
 }
 
-impl ServerSettings {
-    pub(crate) fn from_args(args: &ServerArgs, paths: &Paths) -> Result<Self> {
-        let listen = parse_listen(&args.listen)?;
-        if !listen.ip().is_loopback() && !args.allow_remote {
-            return Err(usage(format!(
-                "--listen {listen}: not a loopback address, so other machines could reach the \
-                 server; pass --allow-remote as well if that is what you want"
-            )));
-        }
-        if args.heartbeat_interval.is_zero() {
-            return Err(usage("--heartbeat-interval: must be greater than zero"));
-        }
-        if args.lease_ttl <= args.heartbeat_interval {
-            return Err(usage(format!(
-                "--lease-ttl {}: must be longer than --heartbeat-interval {} (a lease must survive \
-                 a late heartbeat)",
-                humantime::format_duration(args.lease_ttl),
-                humantime::format_duration(args.heartbeat_interval)
-            )));
-        }
-        if args.log_quota == Some(0) {
-            return Err(usage("--log-quota: must be greater than zero"));
-        }
-        let database = Database::from_flag(args.database.as_deref(), paths)?;
-        let pg = pg_options(args, &database)?;
+impl ServerSetup {
+    pub(crate) fn from_settings(s: &ServerSettings, paths: &Paths) -> Result<Self> {
+        s.check().map_err(usage)?;
+        let listen = s.listen_addr().map_err(usage)?;
+        let database = Database::from_flag(s.database.as_deref().map(Path::new), paths)?;
+        let pg = pg_options(s, &database)?;
         Ok(Self {
             listen,
             database,
-            retention: args.retention,
-            heartbeat_interval: args.heartbeat_interval,
-            lease_ttl: args.lease_ttl,
-            log_quota: args.log_quota,
+            retention: s.retention(),
+            heartbeat_interval: s.heartbeat_interval(),
+            lease_ttl: s.lease_ttl(),
+            log_quota: s.log_quota,
             pg,
         })
     }
 }
 
-/// The `--db-*` flags as [`PgOptions`]. They tune a PostgreSQL pool, so given with a
+/// The `--db-*` settings as [`PgOptions`]. They tune a PostgreSQL pool, so given with a
 /// SQLite database they are a usage error (rather than a warning nobody reads: the
 /// operator believes the server is tuned when it is not).
-fn pg_options(args: &ServerArgs, database: &Database) -> Result<rota_store_postgres::PgOptions> {
+fn pg_options(s: &ServerSettings, database: &Database) -> Result<rota_store_postgres::PgOptions> {
     let given = [
-        ("--db-pool-size", args.db_pool_size.is_some()),
-        ("--db-statement-timeout", args.db_statement_timeout.is_some()),
-        ("--db-pool-timeout", args.db_pool_timeout.is_some()),
+        ("--db-pool-size", s.db_pool_size.is_some()),
+        ("--db-statement-timeout", s.db_statement_timeout.is_some()),
+        ("--db-pool-timeout", s.db_pool_timeout.is_some()),
     ];
     if let Database::Sqlite(path) = database
         && let Some((flag, _)) = given.iter().find(|(_, given)| *given)
@@ -117,31 +95,16 @@ fn pg_options(args: &ServerArgs, database: &Database) -> Result<rota_store_postg
         )));
     }
     let defaults = rota_store_postgres::PgOptions::default();
-    if args.db_pool_timeout.is_some_and(|t| t.is_zero()) {
-        return Err(usage("--db-pool-timeout: must be greater than zero"));
-    }
     Ok(rota_store_postgres::PgOptions {
-        pool_size: args.db_pool_size.map_or(defaults.pool_size, |n| n as usize),
-        statement_timeout: match args.db_statement_timeout {
+        pool_size: s.db_pool_size.map_or(defaults.pool_size, |n| n as usize),
+        statement_timeout: match s.db_statement_timeout {
             Some(t) if t.is_zero() => None,
             Some(t) => Some(t),
             None => defaults.statement_timeout,
         },
-        pool_timeout: args.db_pool_timeout.unwrap_or(defaults.pool_timeout),
+        pool_timeout: s.db_pool_timeout.unwrap_or(defaults.pool_timeout),
         ..defaults
     })
-}
-
-/// `127.0.0.1:7777`, `[::1]:7777`, `localhost:7777` or `:7777` (loopback).
-fn parse_listen(s: &str) -> Result<SocketAddr> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    let port = s.strip_prefix("localhost:").or_else(|| s.strip_prefix(':'));
-    match port.map(str::parse::<u16>) {
-        Some(Ok(port)) => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
-        _ => Err(usage(format!("--listen '{s}': expected IP:PORT, e.g. 127.0.0.1:7777"))),
-    }
 }
 
 /// How to reach the control plane as an operator.
@@ -177,14 +140,6 @@ pub(crate) fn server_url(entries: &[String]) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
-        assert!(parse_listen("localhost:7777").unwrap().ip().is_loopback());
-        assert!(parse_listen("[::1]:7").unwrap().ip().is_loopback());
-        assert!(parse_listen("example.com:80").is_err());
-    }
 
     fn one(s: &str) -> Result<String> {
         server_url(&[s.to_string()])

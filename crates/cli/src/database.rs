@@ -67,7 +67,7 @@ impl Database {
             Self::Sqlite(p) => p.display().to_string(),
             Self::Postgres(u) => u.to_string(),
         };
-        format!(" {}", crate::shell::join_quoted(&["--database", &shown]))
+        format!(" {}", rota_lifecycle::shell::join_quoted(&["--database", &shown]))
     }
 }
 

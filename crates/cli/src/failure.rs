@@ -35,6 +35,27 @@ pub(crate) fn with_code(code: u8, error: anyhow::Error) -> anyhow::Error {
     Failure { code, error }.into()
 }
 
+/// The exit code `error` ends the process with: a [`Failure`]'s, 2 for a lifecycle usage
+/// error (a bad template, name or bind address), else 1.
+pub(crate) fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(f) = error.downcast_ref::<Failure>() {
+        return f.code;
+    }
+    match error.downcast_ref::<rota_lifecycle::Error>() {
+        Some(e) if e.is_usage() => EXIT_USAGE,
+        _ => 1,
+    }
+}
+
+/// The start that failed in `error`, when it is one (its log lines and the foreground
+/// command are shown with it).
+pub(crate) fn start_failure(error: &anyhow::Error) -> Option<&rota_lifecycle::launch::StartFailure> {
+    match error.downcast_ref::<rota_lifecycle::Error>() {
+        Some(rota_lifecycle::Error::StartFailed(f)) => Some(f),
+        _ => None,
+    }
+}
+
 /// Stdout was closed by the reader (`rota job logs ID | head`): not an error, stop quietly.
 #[derive(Debug)]
 pub(crate) struct StdoutClosed;

@@ -5,11 +5,11 @@
 
 use crate::args::{Deadline, SubmitArgs};
 use crate::failure::usage;
-use crate::shell;
 use crate::source_map;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use rota_domain::{JobSpec, StepSpec};
+use rota_lifecycle::shell;
 use std::io::Read;
 use std::path::Path;
 

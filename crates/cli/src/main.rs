@@ -16,19 +16,16 @@ mod config;
 mod database;
 mod failure;
 mod job_document;
-mod lifecycle;
 mod log_quota;
 mod manifests;
 mod output;
 mod routing;
-mod shell;
 mod signals;
 mod source_map;
 mod tokens;
-mod workspace;
 
 use clap::error::ErrorKind;
-use failure::{Failure, StdoutClosed};
+use failure::StdoutClosed;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -47,7 +44,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) if err.downcast_ref::<StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(err) => {
-            let code = err.downcast_ref::<Failure>().map_or(1, |f| f.code);
+            let code = failure::exit_code(&err);
             let _ = writeln!(std::io::stderr(), "rota: {err:#}");
             ExitCode::from(code)
         }

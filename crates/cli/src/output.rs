@@ -83,16 +83,7 @@ pub(crate) fn table(headers: &[&str]) -> Table {
     t
 }
 
-/// `5s`, `3m`, `2h`, `4d`: how long ago `t` was.
-pub(crate) fn age(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let secs = (now - t).num_seconds().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
-}
+pub(crate) use rota_domain::units::age;
 
 /// A duration between two instants, coarse: `850ms`, `12.3s`, `4m05s`, `2h03m`.
 pub(crate) fn span(from: DateTime<Utc>, to: DateTime<Utc>) -> String {

@@ -474,7 +474,7 @@ fn saved_settings_restart_and_profiles() {
     assert_ne!(restarted["pid"], changed["pid"]);
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(meta_path(&env)).expect("settings")).expect("JSON");
-    assert_eq!(meta["queues"], serde_json::json!(["b"]));
+    assert_eq!(meta["worker"]["queues"], serde_json::json!(["b"]));
 
     let o = run(&env, &["worker", "start", "--profile", "ci", "--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -517,7 +517,7 @@ fn the_server_runs_in_the_background_too() {
         &std::fs::read(env.path("state/rota/workers/server.json")).expect("server settings"),
     )
     .expect("JSON");
-    assert_eq!(meta["serverFlags"], serde_json::json!({"listen": "127.0.0.1:0", "lease_ttl": "3s"}));
+    assert_eq!(meta["serverSettings"], serde_json::json!({"listen": "127.0.0.1:0", "leaseTtl": "3s"}));
     assert_eq!(code(&run(&env, &["worker", "stop", "--mode", "hard"])), 0);
     let o = run(&env, &["server", "stop"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -575,7 +575,7 @@ fn a_recycling_exit_restarts_at_once_and_is_not_a_crash() {
     assert!(s["failedReason"].is_null(), "one restart allowed, yet recycling is not a crash: {s:#}");
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(meta_path(&env)).expect("settings")).expect("JSON");
-    assert_eq!(meta["scaling"]["maxJobs"], 1, "--max-jobs is saved: {meta:#}");
+    assert_eq!(meta["worker"]["maxJobs"], 1, "--max-jobs is saved: {meta:#}");
 }
 
 /// Point 8: diagnose reports a planted stale pid file and a bad env-file line by number.
@@ -777,4 +777,55 @@ fn an_orphaned_worker_is_found_by_diagnose_and_stopped_by_start() {
     assert!(!rota_testkit::pid_alive(worker), "start must have stopped the orphaned worker");
     eprintln!("start stopped the orphan and started anew in {:?}", began.elapsed());
     assert_eq!(status(&env, &[]).0, 0);
+}
+
+/// A settings file written by the release before one settings type (format 1, captured
+/// from that binary) is read, rewritten in today's format on first use, and a plain
+/// `start` runs the worker it describes: same name, queues, tags and recycling limits.
+#[test]
+fn a_settings_file_of_the_previous_release_is_upgraded_on_first_use() {
+    let env = spawn_server();
+    let _cleanup = Cleanup::new(&env);
+    let fixture =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../lifecycle/tests/fixtures/settings-v1/profile-ci.json");
+    let workspace = env.path("ws-ci");
+    let text = std::fs::read_to_string(fixture)
+        .expect("fixture")
+        .replace("http://10.0.0.5:7777", &env.url)
+        .replace("/home/u/.local/state/rota/workers", &path_str(&env.path("state/rota/workers")))
+        .replace("/run/user/1000/rota/workers", &path_str(&env.path("runtime/rota/workers")))
+        .replace("/srv/ws", &path_str(&workspace));
+    let settings = env.path("state/rota/workers/profile-ci.json");
+    std::fs::create_dir_all(settings.parent().expect("dir")).expect("state dir");
+    std::fs::write(&settings, &text).expect("write the old settings");
+
+    // Read-only commands leave the file as it is.
+    let o = run(&env, &["worker", "diagnose"]);
+    assert!(!stdout(&o).contains("could not be trusted"), "{}", stdout(&o));
+    assert_eq!(std::fs::read_to_string(&settings).expect("settings"), text);
+
+    let o = run(&env, &["worker", "start", "--profile", "ci", "--json"]);
+    assert_eq!(code(&o), 0, "{}\nlog:\n{}", stderr(&o), log(&env));
+    let started = json(&o);
+    assert_eq!(started["name"], "ci-worker", "{started:#}");
+    assert!(started["notes"].to_string().contains("upgraded the saved settings"), "{started:#}");
+    let now: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&settings).expect("settings")).expect("JSON");
+    assert_eq!(now["version"], 2);
+    let w = &now["worker"];
+    assert_eq!(w["queues"], serde_json::json!(["build", "deploy"]));
+    assert_eq!(w["tags"], serde_json::json!(["gpu", "linux"]));
+    assert_eq!((w["autoscale"]["min"].as_u64(), w["autoscale"]["max"].as_u64()), (Some(2), Some(6)));
+    assert_eq!((w["maxJobs"].as_u64(), w["drainTimeout"].as_str()), (Some(500), Some("45s")));
+    assert_eq!(now["supervision"]["maxRestarts"], 7);
+
+    // The server sees the worker the old settings describe.
+    let (c, st) = status(&env, &["--profile", "ci"]);
+    assert_eq!((c, st["server"]["registration"].as_str()), (0, Some("active")), "{st:#}");
+    // A second start reuses it: the rewritten file is today's format and unchanged.
+    let again = start_json(&env, &["--profile", "ci"]);
+    assert_eq!(again["outcome"], "reused", "{again:#}");
+    assert!(!again["notes"].to_string().contains("upgraded"), "{again:#}");
+    assert!(workspace.is_dir(), "the saved workspace is used");
+    assert_eq!(code(&run(&env, &["worker", "stop", "--profile", "ci"])), 0);
 }

@@ -42,6 +42,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v as u64)
 }
 
+/// `5s`, `3m`, `2h`, `4d`: how long ago `t` was.
+pub fn age(t: chrono::DateTime<chrono::Utc>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let secs = (now - t).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
 /// Serde helpers: a duration field accepts "30s" or a number of seconds, and is written
 /// back as milliseconds-precise humantime.
 pub mod serde_duration {

@@ -4,7 +4,7 @@
 
 use super::server::Prepared;
 use crate::args::{DEFAULT_ADDR, DevArgs};
-use crate::config::{Paths, ServerSettings};
+use crate::config::{Paths, ServerSetup};
 use crate::output::note;
 use crate::signals::StopSignals;
 use anyhow::{Context, Result, anyhow};
@@ -18,7 +18,7 @@ pub(crate) async fn run(
     paths: &Paths,
     spawner: Option<rota_worker::Spawner>,
 ) -> Result<ExitCode> {
-    let settings = ServerSettings::from_args(&args.server, paths)?;
+    let settings = ServerSetup::from_settings(&args.server.settings(), paths)?;
     super::init_tracing();
     let signals = StopSignals::install()?;
     let server = Prepared::new(&settings, paths).await?;
@@ -31,9 +31,13 @@ pub(crate) async fn run(
     worker_config.concurrency = args.concurrency;
     worker_config.spawner = spawner;
     if args.workspace.is_none() {
-        worker_config.workspace = crate::workspace::default_dir(paths, &worker_config.name)?;
-        let legacy = crate::workspace::legacy_dir(paths, &crate::lifecycle::paths::Instance::profile(None)?);
-        crate::workspace::retire_legacy(legacy).await;
+        worker_config.workspace =
+            rota_lifecycle::workspace::default_dir(&paths.data_dir, &worker_config.name)?;
+        let legacy = rota_lifecycle::workspace::legacy_dir(
+            &paths.data_dir,
+            &rota_lifecycle::paths::Instance::profile(None)?,
+        );
+        rota_lifecycle::workspace::retire_legacy(legacy).await;
     }
 
     let tokens_created = server.tokens_created;
@@ -95,7 +99,7 @@ pub(crate) async fn run(
 fn banner(
     url: &str,
     paths: &Paths,
-    settings: &ServerSettings,
+    settings: &ServerSetup,
     tokens_created: super::server::TokensCreated,
     log_quota: &str,
 ) {
@@ -105,7 +109,7 @@ fn banner(
     let default = format!("http://{DEFAULT_ADDR}");
     let prefix = if url == default { String::new() } else { format!("ROTA_SERVER={url} ") };
     // Pasted as printed, these must work: after `cargo run` no `rota` is on the PATH.
-    let rota = crate::shell::this_program();
+    let rota = rota_lifecycle::shell::this_program();
     note("try, in another terminal:");
     note(format_args!("  {prefix}{rota} job submit -- echo hello"));
     note(format_args!("  {prefix}{rota} job list"));

@@ -19,92 +19,64 @@ use crate::config::Paths;
 use anyhow::{Context, Result};
 use std::process::ExitCode;
 
-/// Runs the parsed command line. The background-worker commands run without an async
-/// runtime (the supervisor builds its own, single-threaded one).
+/// Runs the parsed command line: the one place a command is matched to its code. The
+/// background-worker commands and the supervisor run without an async runtime (the
+/// supervisor builds its own, single-threaded one); a worker's step spawner starts before
+/// the runtime does.
 pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
+    let global = &cli.global;
     match cli.command {
         Command::Completions { shell } => completions::run(shell),
+        Command::Server(args) => match *args {
+            ServerCmd { command: None, run } => block_on(server::run(&run, &Paths::from_env()?)),
+            ServerCmd { command: Some(command), .. } => server_bg::run(global, command, &Paths::from_env()?),
+        },
+        Command::Dev(args) => {
+            let paths = Paths::from_env()?;
+            let spawner = start_spawner()?;
+            block_on(dev::run(&args, &paths, Some(spawner)))
+        }
         Command::Worker(args) => match *args {
             WorkerArgs { command: Some(WorkerCommand::Supervise(args)), .. } => {
-                crate::lifecycle::supervisor::run(&args)
+                init_tracing();
+                let args = rota_lifecycle::supervisor::SuperviseArgs {
+                    key: args.key,
+                    ready_timeout: args.ready_timeout,
+                    replace: args.replace,
+                };
+                Ok(rota_lifecycle::supervisor::run(&args)?)
             }
-            WorkerArgs { command: Some(WorkerCommand::Run(run_args)), .. }
-            | WorkerArgs { command: None, run: run_args } => run_async(Cli {
-                global: cli.global,
-                command: Command::Worker(Box::new(WorkerArgs { command: None, run: run_args })),
-            }),
-            WorkerArgs { command: Some(WorkerCommand::Fleet(fleet)), run } => run_async(Cli {
-                global: cli.global,
-                command: Command::Worker(Box::new(WorkerArgs {
-                    command: Some(WorkerCommand::Fleet(fleet)),
-                    run,
-                })),
-            }),
-            WorkerArgs { command: Some(command), .. } => {
-                worker::run(&cli.global, command, &Paths::from_env()?)
+            WorkerArgs { command: Some(WorkerCommand::Run(run)), .. } | WorkerArgs { command: None, run } => {
+                let paths = Paths::from_env()?;
+                let spawner = start_spawner()?;
+                block_on(worker_run::run(global, &run, &paths, Some(spawner)))
             }
+            WorkerArgs { command: Some(WorkerCommand::Fleet(fleet)), .. } => {
+                block_on(fleet::run(global, *fleet, &Paths::from_env()?))
+            }
+            WorkerArgs { command: Some(command), .. } => worker::run(global, command, &Paths::from_env()?),
         },
-        Command::Server(args) if args.command.is_some() => match *args {
-            ServerCmd { command: Some(command), .. } => {
-                server_bg::run(&cli.global, command, &Paths::from_env()?)
-            }
-            ServerCmd { command: None, run } => run_async(Cli {
-                global: cli.global,
-                command: Command::Server(Box::new(ServerCmd { command: None, run })),
-            }),
-        },
-        command => run_async(Cli { global: cli.global, command }),
+        Command::Routing { command: RoutingCommand::Dump { sample } } => {
+            let loaded = crate::routing::load_active()?;
+            routing::dump(&loaded, global.json, sample)
+        }
+        Command::Job { command } => block_on(job::run(global, command, &Paths::from_env()?)),
+        Command::Migrate(args) => block_on(migrate::run(&args)),
+        Command::Apply(args) => block_on(resources::apply(global, &args, &Paths::from_env()?)),
+        Command::Diff(args) => block_on(resources::diff(global, &args, &Paths::from_env()?)),
+        Command::Get(args) => block_on(resources::get(global, &args, &Paths::from_env()?)),
+        Command::Delete(args) => block_on(resources::delete(global, &args, &Paths::from_env()?)),
+        Command::Run(args) => block_on(resources::run(global, &args, &Paths::from_env()?)),
     }
 }
 
-fn run_async(cli: Cli) -> Result<ExitCode> {
-    let paths = Paths::from_env()?;
-    // A worker's step spawner starts here, from the main thread, before the runtime: it is
-    // re-executed (never forked after tokio) and dies with the thread that started it.
-    let runs_worker = match &cli.command {
-        Command::Dev(_) => true,
-        Command::Worker(args) => matches!(
-            **args,
-            WorkerArgs { command: Some(WorkerCommand::Run(_)), .. } | WorkerArgs { command: None, .. }
-        ),
-        _ => false,
-    };
-    let spawner = if runs_worker { Some(start_spawner()?) } else { None };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// Runs `command` on a multi-threaded runtime built for it.
+fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(command: F) -> Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        match cli.command {
-            Command::Server(args) => match *args {
-                ServerCmd { command: None, run } => server::run(&run, &paths).await,
-                ServerCmd { command: Some(command), .. } => server_bg::run(&cli.global, command, &paths),
-            },
-            Command::Dev(args) => dev::run(&args, &paths, spawner).await,
-            Command::Worker(args) => match *args {
-                WorkerArgs { command: Some(WorkerCommand::Run(run_args)), .. }
-                | WorkerArgs { command: None, run: run_args } => {
-                    worker_run::run(&cli.global, &run_args, &paths, spawner).await
-                }
-                WorkerArgs { command: Some(WorkerCommand::Fleet(fleet)), .. } => {
-                    fleet::run(&cli.global, *fleet, &paths).await
-                }
-                WorkerArgs { command: Some(other), .. } => worker::run(&cli.global, other, &paths),
-            },
-            Command::Routing { command: RoutingCommand::Dump { sample } } => {
-                let loaded = crate::routing::load_active()?;
-                routing::dump(&loaded, cli.global.json, sample)
-            }
-            Command::Job { command } => job::run(&cli.global, command, &paths).await,
-            Command::Migrate(args) => migrate::run(&args).await,
-            Command::Apply(args) => resources::apply(&cli.global, &args, &paths).await,
-            Command::Diff(args) => resources::diff(&cli.global, &args, &paths).await,
-            Command::Get(args) => resources::get(&cli.global, &args, &paths).await,
-            Command::Delete(args) => resources::delete(&cli.global, &args, &paths).await,
-            Command::Run(args) => resources::run(&cli.global, &args, &paths).await,
-            Command::Completions { shell } => completions::run(shell),
-        }
-    })
+        .context("cannot start the async runtime")?
+        .block_on(command)
 }
 
 /// Logs to stderr, filtered by `ROTA_LOG` (default `info`), for the long-running commands.

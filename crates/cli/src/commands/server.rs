@@ -5,16 +5,16 @@
 //! readiness and stops with its supervisor. Also `rota server rotate-token`.
 
 use crate::args::{RotateTokenArgs, ServerArgs, TokenKind};
-use crate::config::{Paths, ServerSettings};
+use crate::config::{Paths, ServerSetup};
 use crate::database::Database;
 use crate::failure::{EXIT_CONFIG, with_code};
-use crate::lifecycle::locks::{self, Held};
-use crate::lifecycle::readiness::{self, ReadyLine};
 use crate::log_quota::LogQuota;
 use crate::output::note;
 use crate::signals::StopSignals;
 use crate::tokens;
 use anyhow::{Context, Result, bail};
+use rota_lifecycle::locks::{self, Held};
+use rota_lifecycle::readiness::{self, ReadyLine};
 use rota_server::ServerConfig;
 use rota_store::{CredentialKind, JobStore};
 use rota_store_postgres::bus::PgBus;
@@ -30,14 +30,14 @@ use tokio_util::sync::CancellationToken;
 pub(crate) async fn run(args: &ServerArgs, paths: &Paths) -> Result<ExitCode> {
     // Under `rota server start`: one line on the readiness pipe once it listens.
     let ready_pipe = readiness::take_from_stdout();
-    let settings = ServerSettings::from_args(args, paths)?;
+    let settings = ServerSetup::from_settings(&args.settings(), paths)?;
     super::init_tracing();
     let signals = StopSignals::install()?;
     let server = Prepared::new(&settings, paths).await?;
     server.announce(paths);
 
     let shutdown = CancellationToken::new();
-    if !crate::lifecycle::supervisor::follow_supervisor() {
+    if !rota_lifecycle::supervisor::follow_supervisor() {
         shutdown.cancel();
     }
     if let Some(pipe) = ready_pipe {
@@ -80,7 +80,7 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    pub(crate) async fn new(settings: &ServerSettings, paths: &Paths) -> Result<Self> {
+    pub(crate) async fn new(settings: &ServerSetup, paths: &Paths) -> Result<Self> {
         let Opened { store, log_quota, serving, seams } = open_store(settings).await?;
         let tokens = tokens::settle_with_store(store.as_ref(), paths, &settings.database).await?;
         let listener = TcpListener::bind(settings.listen)
@@ -150,7 +150,7 @@ struct Opened {
 }
 
 /// Opens the store with its log quota, and the bus and leadership that go with it.
-async fn open_store(settings: &ServerSettings) -> Result<Opened> {
+async fn open_store(settings: &ServerSetup) -> Result<Opened> {
     match &settings.database {
         Database::Sqlite(path) => {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -4,20 +4,21 @@
 //! KILL after 20 s. Status exits 0 when it runs and answers, 3 when not running, 1 else.
 
 use super::worker::took;
-use crate::args::{GlobalArgs, ServerArgs, ServerCommand, ServerStartArgs};
-use crate::config::{Paths, ServerSettings};
-use crate::lifecycle::halt::{self, Stopped};
-use crate::lifecycle::launch::{self, Launched, StartRequest};
-use crate::lifecycle::locks;
-use crate::lifecycle::meta::Overrides;
-use crate::lifecycle::paths::{Dirs, Instance, InstancePaths};
-use crate::lifecycle::report;
+use crate::args::{GlobalArgs, ServerCommand, ServerStartArgs};
+use crate::config::{Paths, ServerSetup};
 use crate::output::{Out, note, size_text};
 use anyhow::{Context, Result};
+use rota_domain::settings::ServerSettings;
+use rota_lifecycle::halt::{self, Stopped};
+use rota_lifecycle::launch::{self, Launched, StartRequest};
+use rota_lifecycle::locks;
+use rota_lifecycle::paths::{Dirs, Instance, InstancePaths};
+use rota_lifecycle::report;
+use rota_lifecycle::saved;
+use rota_lifecycle::saved::Overrides;
 use rota_store_postgres::url::{PgUrl, with_absolute_root_cert};
 use rota_worker::ShutdownMode;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 pub(crate) fn run(global: &GlobalArgs, command: ServerCommand, paths: &Paths) -> Result<ExitCode> {
@@ -34,7 +35,7 @@ pub(crate) fn run(global: &GlobalArgs, command: ServerCommand, paths: &Paths) ->
             dirs.ensure()?;
             let _lifecycle = locks::lock(&ipaths.lifecycle_lock)?;
             let mut notes = Vec::new();
-            let Some(meta) = launch::load_meta(&ipaths, &mut notes)? else {
+            let Some(meta) = saved::load(&ipaths, &mut notes)? else {
                 return Err(anyhow::anyhow!(
                     "the background server was never started here; run `rota server start`"
                 ));
@@ -44,7 +45,7 @@ pub(crate) fn run(global: &GlobalArgs, command: ServerCommand, paths: &Paths) ->
                 print_stop(&s, false)?;
             }
             let req = StartRequest {
-                default_server: meta.server.clone(),
+                default_server: meta.url(),
                 wait: (!wait.no_wait).then_some(wait.wait_timeout),
                 ..StartRequest::default()
             };
@@ -65,20 +66,17 @@ fn start(
     args: &ServerStartArgs,
     paths: &Paths,
 ) -> Result<ExitCode> {
-    // The same checks as the foreground server, before anything is spawned.
-    let settings = ServerSettings::from_args(&args.server, paths)?;
-    let sv = &args.supervision;
-    let overrides = Overrides {
-        server_flags: given_flags(&args.server, &global.explicit)?,
-        restart_delay: sv.restart_delay,
-        max_restarts: sv.max_restarts,
-        restart_window: sv.restart_window,
-        min_uptime: sv.min_uptime,
-        ..Overrides::default()
-    };
+    let given = saved_form(args.server.settings())?;
+    // The same checks as the foreground server, before anything is spawned (on the
+    // settings it will run with: the saved ones with these laid over).
+    let mut notes = Vec::new();
+    let mut effective = saved::load(ipaths, &mut notes)?.and_then(|m| m.server_settings).unwrap_or_default();
+    effective.overlay(&given);
+    let setup = ServerSetup::from_settings(&effective, paths)?;
+    let overrides = Overrides { server_settings: given, ..super::worker::supervision(&args.supervision) };
     let req = StartRequest {
         overrides,
-        default_server: format!("http://{}", settings.listen),
+        default_server: format!("http://{}", setup.listen),
         wait: (!args.wait.no_wait).then_some(args.wait.wait_timeout),
         ..StartRequest::default()
     };
@@ -87,72 +85,36 @@ fn start(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The `rota server` flags given on this command line, as saved (durations as text,
-/// paths absolute, switches as `true`).
-fn given_flags(a: &ServerArgs, explicit: &[String]) -> Result<BTreeMap<String, String>> {
-    let mut flags = BTreeMap::new();
-    let dur = |d: std::time::Duration| humantime::format_duration(d).to_string();
-    for id in explicit {
-        let value = match id.as_str() {
-            "listen" => a.listen.clone(),
-            "allow_remote" if a.allow_remote => "true".into(),
-            // A PostgreSQL URL as given (made "absolute" it would become a file path), but
-            // for a relative `sslrootcert`: the background server runs from elsewhere.
-            // A PostgreSQL URL as given (made "absolute" it would become a file path), but
-            // with a relative `sslrootcert` made absolute: the background server runs elsewhere.
-            "database" => match &a.database {
-                Some(p) => match p.to_str().filter(|t| PgUrl::is_postgres(t)) {
-                    Some(url) => {
-                        with_absolute_root_cert(url).context("cannot resolve sslrootcert= of --database")?
-                    }
-                    None => {
-                        std::path::absolute(p).context("cannot resolve --database")?.display().to_string()
-                    }
-                },
-                None => continue,
-            },
-            "retention" => dur(a.retention),
-            "heartbeat_interval" => dur(a.heartbeat_interval),
-            "lease_ttl" => dur(a.lease_ttl),
-            "log_quota" => match a.log_quota {
-                Some(q) => q.to_string(),
-                None => continue,
-            },
-            "db_pool_size" => match a.db_pool_size {
-                Some(n) => n.to_string(),
-                None => continue,
-            },
-            "db_statement_timeout" => match a.db_statement_timeout {
-                Some(t) => dur(t),
-                None => continue,
-            },
-            "db_pool_timeout" => match a.db_pool_timeout {
-                Some(t) => dur(t),
-                None => continue,
-            },
-            _ => continue,
-        };
-        flags.insert(id.clone(), value);
+/// Settings as the background server keeps them: it runs from another directory, so a
+/// SQLite path is made absolute, and so is a PostgreSQL URL's relative `sslrootcert`
+/// (the URL itself stays a URL).
+fn saved_form(mut s: ServerSettings) -> Result<ServerSettings> {
+    if let Some(db) = &s.database {
+        s.database = Some(if PgUrl::is_postgres(db) {
+            with_absolute_root_cert(db).context("cannot resolve sslrootcert= of --database")?
+        } else {
+            std::path::absolute(db).context("cannot resolve --database")?.display().to_string()
+        });
     }
-    Ok(flags)
+    Ok(s)
 }
 
 fn stop_locked_or_not(dirs: &Dirs, ipaths: &InstancePaths) -> Result<Stopped> {
     let mut notes = Vec::new();
-    let meta = launch::load_meta(ipaths, &mut notes)?;
+    let meta = saved::load(ipaths, &mut notes)?;
     for n in notes {
         note(format_args!("note: {n}"));
     }
-    let meta = meta.unwrap_or_else(|| crate::lifecycle::meta::Meta::fresh(ipaths, String::new()));
-    halt::stop(dirs, ipaths, &meta, ShutdownMode::Warm, None)
+    let meta = meta.unwrap_or_else(|| saved::Saved::fresh(ipaths, String::new()));
+    Ok(halt::stop(dirs, ipaths, &meta, ShutdownMode::Warm, None)?)
 }
 
 fn status(global: &GlobalArgs, ipaths: &InstancePaths, paths: &Paths) -> Result<ExitCode> {
     let mut notes = Vec::new();
-    let meta = launch::load_meta(ipaths, &mut notes)?;
+    let meta = saved::load(ipaths, &mut notes)?;
     let mut s = report::local(ipaths, meta.as_ref())?;
     s.warnings.extend(notes);
-    let url = s.name.clone().or_else(|| meta.as_ref().map(|m| m.server.clone()));
+    let url = s.name.clone().or_else(|| meta.as_ref().map(saved::Saved::url));
     if let (true, Some(url)) = (s.running, url) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -270,11 +232,11 @@ mod tests {
     use crate::args::{Cli, Command};
     use clap::Parser;
 
-    fn start_args(argv: &[&str]) -> ServerArgs {
+    fn start_settings(argv: &[&str]) -> ServerSettings {
         let cli = Cli::try_parse_from([&["rota", "server", "start"], argv].concat()).unwrap();
         match cli.command {
             Command::Server(s) => match s.command {
-                Some(ServerCommand::Start(start)) => start.server,
+                Some(ServerCommand::Start(start)) => saved_form(start.server.settings()).unwrap(),
                 other => panic!("not server start: {other:?}"),
             },
             other => panic!("not server: {other:?}"),
@@ -284,7 +246,7 @@ mod tests {
     #[test]
     fn the_db_flags_and_a_postgres_url_are_saved_as_given() {
         let url = "postgres://rota@db:5432/rota?sslmode=verify-full&sslrootcert=/etc/ca.pem";
-        let args = start_args(&[
+        let s = start_settings(&[
             "--database",
             url,
             "--db-pool-size",
@@ -294,25 +256,19 @@ mod tests {
             "--db-pool-timeout",
             "2s",
         ]);
-        let explicit: Vec<String> = ["database", "db_pool_size", "db_statement_timeout", "db_pool_timeout"]
-            .map(String::from)
-            .to_vec();
-        let flags = given_flags(&args, &explicit).unwrap();
-        assert_eq!(flags["database"], url, "a URL, not a file path made absolute");
-        assert_eq!(flags["db_pool_size"], "4");
-        assert_eq!(flags["db_statement_timeout"], "1m");
-        assert_eq!(flags["db_pool_timeout"], "2s");
-        let rel = given_flags(
-            &start_args(&["--database", "postgres://u@h/db?sslrootcert=ca.pem"]),
-            &["database".into()],
-        );
+        assert_eq!(s.database.as_deref(), Some(url), "a URL, not a file path made absolute");
+        assert_eq!(s.db_pool_size, Some(4));
+        assert_eq!(s.db_statement_timeout, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(s.db_pool_timeout, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(s.listen, None, "only what was given is saved");
+        let rel = start_settings(&["--database", "postgres://u@h/db?sslrootcert=ca.pem"]);
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(
-            rel.unwrap()["database"],
-            format!("postgres://u@h/db?sslrootcert={}", cwd.join("ca.pem").display())
+            rel.database,
+            Some(format!("postgres://u@h/db?sslrootcert={}", cwd.join("ca.pem").display()))
         );
         // A SQLite path is still made absolute (the background server's cwd is not ours).
-        let flags = given_flags(&start_args(&["--database", "rel.db"]), &["database".into()]).unwrap();
-        assert!(flags["database"].starts_with('/'), "{}", flags["database"]);
+        let s = start_settings(&["--database", "rel.db"]);
+        assert!(s.database.unwrap().starts_with('/'));
     }
 }

@@ -6,15 +6,16 @@
 use crate::args::{GlobalArgs, WorkerRunArgs};
 use crate::config::{Paths, server_url};
 use crate::failure::{EXIT_CONFIG, Failure, with_code};
-use crate::lifecycle::control::{self, SECRET_FILE_ENV, Served};
-use crate::lifecycle::meta::parse_bind;
-use crate::lifecycle::paths::{DEFAULT_PROFILE, Dirs, Instance};
-use crate::lifecycle::readiness::{self, NotReady, ReadyLine};
-use crate::lifecycle::supervisor::EXIT_RECYCLE;
 use crate::output::note;
 use crate::signals::StopSignals;
 use crate::tokens;
 use anyhow::{Context, Result, anyhow};
+use rota_domain::settings::WorkerSettings;
+use rota_lifecycle::control::{self, SECRET_FILE_ENV, Served};
+use rota_lifecycle::paths::{DEFAULT_PROFILE, Dirs, Instance};
+use rota_lifecycle::readiness::{self, NotReady, ReadyLine};
+use rota_lifecycle::saved::parse_bind;
+use rota_lifecycle::supervisor::EXIT_RECYCLE;
 use rota_worker::{ShutdownHandle, ShutdownMode, WorkerConfig, WorkerError};
 use std::fs::File;
 use std::path::PathBuf;
@@ -118,7 +119,10 @@ pub(crate) async fn run(
             Err(with_code(EXIT_CONFIG, anyhow::Error::new(e)))
         }
         Ok(Err(e)) => {
-            report(&pipe, ReadyLine::failed(NotReady::Exited, with_causes(&e), Some(1)));
+            report(
+                &pipe,
+                ReadyLine::failed(NotReady::Exited, rota_lifecycle::error::with_causes(&e), Some(1)),
+            );
             Err(anyhow::Error::new(e).context("worker stopped with an error"))
         }
         Err(e) => Err(anyhow::Error::new(e).context("worker panicked")),
@@ -135,7 +139,11 @@ async fn prepare(
     let config = worker_config(global, args, paths)?;
     init_logging(args)?;
     if args.workspace.is_none() {
-        crate::workspace::retire_legacy(crate::workspace::legacy_dir(paths, &instance(args)?)).await;
+        rota_lifecycle::workspace::retire_legacy(rota_lifecycle::workspace::legacy_dir(
+            &paths.data_dir,
+            &instance(args)?,
+        ))
+        .await;
     }
     #[cfg(feature = "test-hooks")]
     if let Some(mib) = args.bench_ballast_mib {
@@ -194,7 +202,7 @@ fn init_logging(args: &WorkerRunArgs) -> Result<()> {
             let dirs = Dirs::from_env()?;
             dirs.ensure()?;
             let paths = dirs.instance(&instance(args)?);
-            let supervised = std::env::var_os(crate::lifecycle::supervisor::SUPERVISOR_PID_ENV).is_some();
+            let supervised = std::env::var_os(rota_lifecycle::supervisor::SUPERVISOR_PID_ENV).is_some();
             Some(if supervised { paths.default_log } else { paths.foreground_log })
         }
         (None, false) => None,
@@ -215,29 +223,17 @@ fn init_logging(args: &WorkerRunArgs) -> Result<()> {
 
 fn instance(args: &WorkerRunArgs) -> Result<Instance> {
     match std::env::var("ROTA_WORKER_NODE") {
-        Ok(node) if !node.is_empty() => Instance::node(&node),
-        _ => Instance::profile(args.profile.as_deref()),
+        Ok(node) if !node.is_empty() => Ok(Instance::node(&node)?),
+        _ => Ok(Instance::profile(args.profile.as_deref())?),
     }
 }
 
 /// Under a supervisor: SIGTERM (a warm drain) when it dies, so that no worker outlives it
 /// unsupervised. If it is already gone, drain now.
 fn watch_supervisor(handle: &ShutdownHandle) {
-    if !crate::lifecycle::supervisor::follow_supervisor() {
+    if !rota_lifecycle::supervisor::follow_supervisor() {
         handle.request(ShutdownMode::Warm);
     }
-}
-
-/// An error's message followed by its causes (`workspace X: Permission denied`).
-fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 fn report(pipe: &Pipe, line: ReadyLine) {
@@ -267,8 +263,15 @@ fn config_error(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// The worker's configuration: its [`WorkerSettings`] (from these flags, or laid over by
+/// a node's environment) resolved against this machine, plus the join token.
 fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Result<WorkerConfig> {
-    let server = server_url(&global.server)?;
+    let mut settings = args.settings(Some(server_url(&global.server)?));
+    if settings.queues.is_empty()
+        && let Ok(q) = std::env::var("ROTA_WORKER_QUEUES")
+    {
+        settings.queues = q.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    }
     let join_token = match &args.join_token {
         Some(t) => t.trim().to_string(),
         None => tokens::read(&paths.join_token())?.ok_or_else(|| {
@@ -279,9 +282,27 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
             )
         })?,
     };
-    let inst = instance(args)?;
-    let mut config = WorkerConfig::new(server, join_token, args.workspace.clone().unwrap_or_default());
-    match &inst {
+    let mut config = configure(&settings, join_token, &instance(args)?, &paths.data_dir)?;
+    config.replace = args.replace
+        || std::env::var_os(rota_lifecycle::supervisor::REPLACE_ONCE_ENV).is_some_and(|v| v == "1");
+    Ok(config)
+}
+
+/// [`WorkerSettings`] as the worker crate's configuration: unset settings keep the
+/// worker's defaults; the name defaults to the host (`profile@host`, or the node name).
+fn configure(
+    s: &WorkerSettings,
+    join_token: String,
+    inst: &Instance,
+    data_dir: &std::path::Path,
+) -> Result<WorkerConfig> {
+    s.check().map_err(crate::failure::usage)?;
+    let mut config = WorkerConfig::new(
+        s.server.clone().unwrap_or_default(),
+        join_token,
+        s.workspace.clone().unwrap_or_default(),
+    );
+    match inst {
         Instance::Node(node) => config.name = node.clone(),
         Instance::Profile(p) if p != DEFAULT_PROFILE => {
             config.profile = Some(p.clone());
@@ -289,44 +310,34 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
         }
         Instance::Profile(_) | Instance::Server => {}
     }
-    if let Some(name) = &args.name {
+    if let Some(name) = &s.name {
         config.name = name.clone();
     }
-    if args.workspace.is_none() {
-        config.workspace = crate::workspace::default_dir(paths, &config.name)?;
+    if s.workspace.is_none() {
+        config.workspace = rota_lifecycle::workspace::default_dir(data_dir, &config.name)?;
     }
-    if !args.queues.is_empty() {
-        config.queues = args.queues.clone();
-    } else if let Ok(q) = std::env::var("ROTA_WORKER_QUEUES") {
-        let queues: Vec<String> =
-            q.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-        if !queues.is_empty() {
-            config.queues = queues;
-        }
+    if !s.queues.is_empty() {
+        config.queues = s.queues.clone();
     }
-    config.tags = args.tags.clone();
-    if let Some(n) = args.concurrency {
+    config.tags = s.tags.clone();
+    if let Some(n) = s.concurrency {
         config.concurrency = n;
     }
-    if let Some(d) = args.drain_timeout {
-        config.drain_timeout = d;
-    }
-    config.autoscale = args.autoscale;
-    if let Some(n) = args.scale_up_step {
+    config.drain_timeout = s.drain_timeout();
+    config.autoscale = s.autoscale.map(|a| (a.min, a.max));
+    if let Some(n) = s.scale_up_step {
         config.scale_up_step = n;
     }
-    if let Some(n) = args.scale_down_step {
+    if let Some(n) = s.scale_down_step {
         config.scale_down_step = n;
     }
-    if let Some(d) = args.idle_period {
+    if let Some(d) = s.idle_period {
         config.idle_period = d;
     }
-    if let Some(d) = args.cooldown {
+    if let Some(d) = s.cooldown {
         config.cooldown = d;
     }
-    config.max_jobs = args.max_jobs;
-    config.max_memory = args.max_memory;
-    config.replace = args.replace
-        || std::env::var_os(crate::lifecycle::supervisor::REPLACE_ONCE_ENV).is_some_and(|v| v == "1");
+    config.max_jobs = s.max_jobs;
+    config.max_memory = s.max_memory;
     Ok(config)
 }

@@ -4,13 +4,13 @@
 //! Warnings vs errors; exit 1 if there is any error.
 
 use crate::args::{DiagnoseArgs, GlobalArgs};
-use crate::lifecycle::identity::{self, describe_stale_pid};
-use crate::lifecycle::meta::{Meta, all_saved, parse_bind};
-use crate::lifecycle::paths::{Dirs, InstancePaths};
-use crate::lifecycle::state::RuntimeState;
-use crate::lifecycle::{envfile, files, halt, procs, template};
 use crate::output::Out;
 use anyhow::Result;
+use rota_lifecycle::identity::{self, describe_stale_pid};
+use rota_lifecycle::paths::{Dirs, InstancePaths};
+use rota_lifecycle::saved::{Saved, all_saved, parse_bind};
+use rota_lifecycle::state::RuntimeState;
+use rota_lifecycle::{envfile, files, halt, procs, template};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -60,7 +60,7 @@ pub(super) fn diagnose(global: &GlobalArgs, args: &DiagnoseArgs) -> Result<ExitC
     let mut r = Report::default();
     let known = all_saved(&dirs).unwrap_or_default();
     check_dirs(&mut r, &dirs);
-    let metas: Vec<(InstancePaths, Meta)> = known
+    let metas: Vec<(InstancePaths, Saved)> = known
         .into_iter()
         .filter_map(|(p, m)| match m {
             Ok(m) => Some((p, m)),
@@ -226,7 +226,7 @@ fn check_parent(r: &mut Report, check: &'static str, p: &Path) -> bool {
     }
 }
 
-fn check_pidfile(r: &mut Report, p: &Path, metas: &[(InstancePaths, Meta)]) {
+fn check_pidfile(r: &mut Report, p: &Path, metas: &[(InstancePaths, Saved)]) {
     if !check_parent(r, "pidfile", p) {
         return;
     }
@@ -286,7 +286,7 @@ fn check_state(r: &mut Report, p: &InstancePaths) {
     }
 }
 
-fn check_port(r: &mut Report, p: &InstancePaths, m: &Meta) {
+fn check_port(r: &mut Report, p: &InstancePaths, m: &Saved) {
     let Ok(addr) = parse_bind(&m.bind) else {
         r.add(Level::Error, "port", &m.bind, format!("{}: not a loopback address", p.instance));
         return;

@@ -4,18 +4,18 @@
 //! it changes nothing, says so, and says what to do instead (exit 1).
 
 use crate::args::ProfileArgs;
-use crate::lifecycle::files;
-use crate::lifecycle::launch;
-use crate::lifecycle::paths::{Dirs, Instance, InstancePaths};
-use crate::lifecycle::systemd;
 use crate::output::Out;
 use anyhow::{Context, Result, anyhow, bail};
+use rota_lifecycle::files;
+use rota_lifecycle::paths::{Dirs, Instance, InstancePaths};
+use rota_lifecycle::saved;
+use rota_lifecycle::systemd;
 use std::process::{Command, ExitCode};
 
 pub(super) fn enable(args: &ProfileArgs) -> Result<ExitCode> {
     let paths = instance_paths(args)?;
     let mut notes = Vec::new();
-    let meta = launch::load_meta(&paths, &mut notes)?.ok_or_else(|| {
+    let meta = saved::load(&paths, &mut notes)?.ok_or_else(|| {
         anyhow!(
             "{} has no saved settings yet: run `rota worker start{}` once with the flags it needs, then enable it",
             paths.instance,

@@ -4,14 +4,14 @@
 //! Events `starting|healed|failed|done` (NDJSON with `--json`), always ending in `done`.
 
 use crate::args::{GlobalArgs, HealArgs};
-use crate::lifecycle::files;
-use crate::lifecycle::launch::{self, StartFailure, StartRequest};
-use crate::lifecycle::locks;
-use crate::lifecycle::meta::all_saved;
-use crate::lifecycle::paths::{Dirs, InstancePaths};
-use crate::lifecycle::state::{Phase, RuntimeState};
 use crate::output::{Out, note};
 use anyhow::Result;
+use rota_lifecycle::files;
+use rota_lifecycle::launch::{self, StartRequest};
+use rota_lifecycle::locks;
+use rota_lifecycle::paths::{Dirs, InstancePaths};
+use rota_lifecycle::saved::all_saved;
+use rota_lifecycle::state::{Phase, RuntimeState};
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -105,7 +105,7 @@ pub(super) fn heal(global: &GlobalArgs, args: &HealArgs) -> Result<ExitCode> {
                     }
                     Err(e) => {
                         failed += 1;
-                        let error = match e.downcast_ref::<StartFailure>() {
+                        let error = match crate::failure::start_failure(&e) {
                             Some(f) => f.what().to_string(),
                             None => format!("{e:#}"),
                         };
@@ -157,11 +157,8 @@ fn detect(dirs: &Dirs) -> Result<Vec<Unhealthy>> {
 /// Reset + start, exactly as `rota worker start` with no flags would.
 fn heal_one(dirs: &Dirs, paths: &InstancePaths, args: &HealArgs) -> Result<Option<i32>> {
     let mut notes = Vec::new();
-    let meta = launch::load_meta(paths, &mut notes)?.ok_or_else(|| launch::nothing_saved(paths))?;
-    let req = StartRequest {
-        default_server: meta.server,
-        wait: Some(args.wait_timeout),
-        ..StartRequest::default()
-    };
+    let meta = rota_lifecycle::saved::load(paths, &mut notes)?.ok_or_else(|| launch::nothing_saved(paths))?;
+    let req =
+        StartRequest { default_server: meta.url(), wait: Some(args.wait_timeout), ..StartRequest::default() };
     Ok(launch::start(dirs, paths, &req)?.pid)
 }

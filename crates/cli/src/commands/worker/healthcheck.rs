@@ -5,15 +5,15 @@
 
 use crate::args::{GlobalArgs, HealthcheckArgs};
 use crate::failure::usage;
-use crate::lifecycle::identity::{self, Liveness};
-use crate::lifecycle::meta::all_saved;
-use crate::lifecycle::paths::{Dirs, Instance, InstancePaths};
-use crate::lifecycle::report::{EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_RUNNING};
-use crate::lifecycle::state::Phase;
-use crate::lifecycle::template;
 use crate::output::Out;
 use anyhow::{Result, anyhow};
 use chrono::{DateTime, Utc};
+use rota_lifecycle::identity::{self, Liveness};
+use rota_lifecycle::paths::{Dirs, Instance, InstancePaths};
+use rota_lifecycle::report::{EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_RUNNING};
+use rota_lifecycle::saved::all_saved;
+use rota_lifecycle::state::Phase;
+use rota_lifecycle::template;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;

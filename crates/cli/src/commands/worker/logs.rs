@@ -2,11 +2,11 @@
 //! `--log-path`), byte for byte; `-f` keeps printing what is appended until interrupted.
 
 use crate::args::WorkerLogsArgs;
-use crate::lifecycle::launch;
-use crate::lifecycle::logtail;
-use crate::lifecycle::paths::{Dirs, Instance};
 use crate::output::Out;
 use anyhow::{Context, Result};
+use rota_lifecycle::logtail;
+use rota_lifecycle::paths::{Dirs, Instance};
+use rota_lifecycle::saved;
 use std::io::{Read, Seek, SeekFrom};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,7 +19,7 @@ pub(super) fn logs(args: &WorkerLogsArgs) -> Result<ExitCode> {
     let dirs = Dirs::from_env()?;
     let paths = dirs.instance(&instance);
     let mut notes = Vec::new();
-    let path = launch::load_meta(&paths, &mut notes)?.map_or(paths.default_log.clone(), |m| m.log_path);
+    let path = saved::load(&paths, &mut notes)?.map_or(paths.default_log.clone(), |m| m.log_path);
     let mut out = Out::new();
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,

@@ -16,8 +16,8 @@ mod stop;
 
 use crate::args::{GlobalArgs, SupervisionArgs, WorkerCommand, WorkerRunArgs};
 use crate::config::{Paths, server_url};
-use crate::lifecycle::meta::{Overrides, Scaling};
 use anyhow::Result;
+use rota_lifecycle::saved::Overrides;
 use std::process::ExitCode;
 
 /// Runs a background-worker command (not `run`, not `supervise`).
@@ -50,36 +50,28 @@ fn overrides(global: &GlobalArgs, run: &WorkerRunArgs, sv: &SupervisionArgs) -> 
     if run.log_file && run.log_path.is_none() {
         crate::output::note("note: --log-file is the default for background workers");
     }
+    // `--replace` is deliberately not saved: it takes the name over once, for this start;
+    // a restart or `heal` with it would take the name from whoever holds it.
     Ok(Overrides {
-        server: server_override(global)?,
+        worker: run.settings(server_override(global)?),
         join_token: run.join_token.clone(),
-        name: run.name.clone(),
-        queues: run.queues.clone(),
-        tags: run.tags.clone(),
-        concurrency: run.concurrency,
-        drain_timeout: run.drain_timeout,
-        workspace: run.workspace.clone(),
         bind: run.bind.clone(),
         log_path: run.log_path.clone(),
+        test_crash_file: run.test_crash_file(),
+        test_hang_control: run.test_hang_control(),
+        ..supervision(sv)
+    })
+}
+
+/// The supervision flags as overrides.
+pub(crate) fn supervision(sv: &SupervisionArgs) -> Overrides {
+    Overrides {
         restart_delay: sv.restart_delay,
         max_restarts: sv.max_restarts,
         restart_window: sv.restart_window,
         min_uptime: sv.min_uptime,
-        test_crash_file: run.test_crash_file(),
-        test_hang_control: run.test_hang_control(),
-        // `--replace` is deliberately not saved: it takes the name over once, for this
-        // start; a restart or `heal` with it would take the name from whoever holds it.
-        scaling: Scaling {
-            autoscale: run.autoscale,
-            scale_up_step: run.scale_up_step,
-            scale_down_step: run.scale_down_step,
-            idle_period_ms: run.idle_period.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            cooldown_ms: run.cooldown.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            max_jobs: run.max_jobs,
-            max_memory: run.max_memory,
-        },
         ..Overrides::default()
-    })
+    }
 }
 
 /// `1.2s`, `850ms`.

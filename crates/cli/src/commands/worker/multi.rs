@@ -10,16 +10,18 @@ use super::stop::{print as print_stop, stop_instance};
 use crate::args::{GlobalArgs, MultiAction, MultiArgs};
 use crate::config::{Paths, server_url};
 use crate::failure::usage;
-use crate::lifecycle::envfile;
-use crate::lifecycle::halt;
-use crate::lifecycle::launch::{self, StartRequest};
-use crate::lifecycle::locks;
-use crate::lifecycle::meta::Overrides;
-use crate::lifecycle::paths::{Dirs, Instance};
-use crate::lifecycle::report::{EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_RUNNING};
-use crate::lifecycle::template;
 use crate::output::{Out, note};
 use anyhow::Result;
+use rota_domain::settings::WorkerSettings;
+use rota_lifecycle::envfile;
+use rota_lifecycle::halt;
+use rota_lifecycle::launch::{self, StartRequest};
+use rota_lifecycle::locks;
+use rota_lifecycle::paths::{Dirs, Instance};
+use rota_lifecycle::report::{EXIT_DEGRADED, EXIT_NOT_RUNNING, EXIT_RUNNING};
+use rota_lifecycle::saved;
+use rota_lifecycle::saved::Overrides;
+use rota_lifecycle::template;
 use std::process::ExitCode;
 
 pub(super) fn multi(global: &GlobalArgs, args: &MultiArgs, paths: &Paths) -> Result<ExitCode> {
@@ -30,7 +32,7 @@ pub(super) fn multi(global: &GlobalArgs, args: &MultiArgs, paths: &Paths) -> Res
         }
         names.push(n.clone());
     }
-    let nodes: Vec<Instance> = names.iter().map(|n| Instance::node(n)).collect::<Result<_>>()?;
+    let nodes: Vec<Instance> = names.iter().map(|n| Instance::node(n)).collect::<Result<_, _>>()?;
     let dirs = Dirs::from_env()?;
     match args.action {
         MultiAction::Start | MultiAction::Restart => start_all(global, args, &dirs, &names, &nodes),
@@ -100,18 +102,17 @@ fn start_all(
     for (i, node) in nodes.iter().enumerate() {
         let paths = dirs.instance(node);
         let overrides = Overrides {
-            server: server.clone(),
+            worker: WorkerSettings {
+                server: server.clone(),
+                queues: args.queues.clone(),
+                ..WorkerSettings::default()
+            },
             join_token: args.join_token.clone(),
-            queues: args.queues.clone(),
             pidfile: pidfiles.as_ref().map(|p| p[i].clone()),
             log_path: logfiles.as_ref().map(|p| p[i].clone()),
             env_file: args.env_file.clone(),
             command: command.clone(),
-            restart_delay: args.supervision.restart_delay,
-            max_restarts: args.supervision.max_restarts,
-            restart_window: args.supervision.restart_window,
-            min_uptime: args.supervision.min_uptime,
-            ..Overrides::default()
+            ..super::supervision(&args.supervision)
         };
         let req = StartRequest {
             overrides,
@@ -123,7 +124,7 @@ fn start_all(
             dirs.ensure()?;
             let _lifecycle = locks::lock(&paths.lifecycle_lock)?;
             let mut notes = Vec::new();
-            if let Some(meta) = launch::load_meta(&paths, &mut notes)? {
+            if let Some(meta) = saved::load(&paths, &mut notes)? {
                 halt::stop_locked(&paths, &meta, args.mode.mode, args.mode.drain_timeout)?;
             }
             launch::start_locked(&paths, &req)

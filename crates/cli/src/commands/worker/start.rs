@@ -5,10 +5,10 @@
 use super::{overrides, took};
 use crate::args::{GlobalArgs, StartArgs};
 use crate::config::server_url;
-use crate::lifecycle::launch::{self, Launched, Outcome, StartRequest};
-use crate::lifecycle::paths::{Dirs, Instance};
 use crate::output::{Out, note};
 use anyhow::Result;
+use rota_lifecycle::launch::{self, Launched, Outcome, StartRequest};
+use rota_lifecycle::paths::{Dirs, Instance};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,7 +51,7 @@ impl LaunchView {
             supervisor_pid: l.supervisor_pid,
             name: l.name.clone(),
             port: l.port,
-            server: l.meta.server.clone(),
+            server: l.meta.url(),
             log_path: l.meta.log_path.clone(),
             took_ms: u64::try_from(l.took.as_millis()).unwrap_or(u64::MAX),
             notes: l.notes.clone(),
@@ -95,18 +95,23 @@ struct FailureView<'a> {
 
 /// With `--json`, prints a failed start as one JSON object on stdout (the error still goes
 /// to stderr and decides the exit code), so scripts never get an empty stdout.
-pub(crate) fn json_failure<T>(json: bool, key: &str, result: Result<T>) -> Result<T> {
+pub(crate) fn json_failure<T, E: Into<anyhow::Error>>(
+    json: bool,
+    key: &str,
+    result: std::result::Result<T, E>,
+) -> Result<T> {
+    let result = result.map_err(Into::into);
     let Err(e) = &result else { return result };
     if !json {
         return result;
     }
-    let start = e.downcast_ref::<launch::StartFailure>();
+    let start = crate::failure::start_failure(e);
     let view = FailureView {
         outcome: "failed",
         key,
         error: start.map_or_else(|| format!("{e:#}"), |f| f.what().to_string()),
         message: format!("{e:#}"),
-        exit_code: e.downcast_ref::<crate::failure::Failure>().map_or(1, |f| f.code),
+        exit_code: crate::failure::exit_code(e),
         log_path: start.map(|f| f.log_path().to_path_buf()),
         last_log_lines: start.map(launch::StartFailure::last_lines).unwrap_or_default(),
         foreground_command: start.map(launch::StartFailure::foreground_command),
@@ -137,7 +142,7 @@ pub(super) fn print(instance: &Instance, key: &str, l: &Launched, json: bool) ->
                 out,
                 "started {instance}: worker {name}, pid {pid} (supervisor {}), registered with {} in {}",
                 l.supervisor_pid,
-                l.meta.server,
+                l.meta.url(),
                 took(l.took)
             )?;
             writeln!(out, "  log: {}", l.meta.log_path.display())

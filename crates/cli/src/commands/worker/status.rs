@@ -5,11 +5,11 @@
 
 use crate::args::{GlobalArgs, StatusArgs};
 use crate::config::{ClientSettings, Paths};
-use crate::lifecycle::launch;
-use crate::lifecycle::paths::{Dirs, Instance, InstancePaths};
-use crate::lifecycle::report::{self, Status};
 use crate::output::{Out, or_dash};
 use anyhow::{Context, Result};
+use rota_lifecycle::paths::{Dirs, Instance, InstancePaths};
+use rota_lifecycle::report::{self, Status};
+use rota_lifecycle::saved;
 use std::process::ExitCode;
 
 pub(super) fn status(global: &GlobalArgs, args: &StatusArgs, paths: &Paths) -> Result<ExitCode> {
@@ -29,7 +29,7 @@ pub(super) fn status(global: &GlobalArgs, args: &StatusArgs, paths: &Paths) -> R
 /// The full status of one worker (local, then the server's view).
 pub(super) fn status_of(global: &GlobalArgs, ipaths: &InstancePaths, paths: &Paths) -> Result<Status> {
     let mut notes = Vec::new();
-    let meta = launch::load_meta(ipaths, &mut notes)?;
+    let meta = saved::load(ipaths, &mut notes)?;
     let mut s = report::local(ipaths, meta.as_ref())?;
     s.warnings.extend(notes);
     if let Some(meta) = &meta {
@@ -39,7 +39,7 @@ pub(super) fn status_of(global: &GlobalArgs, ipaths: &InstancePaths, paths: &Pat
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        s.server = Some(runtime.block_on(report::server_view(&meta.server, token, &name)));
+        s.server = Some(runtime.block_on(report::server_view(&meta.url(), token, &name)));
     }
     s.diagnostic = report::diagnose(&s);
     Ok(s)

@@ -5,12 +5,13 @@
 use super::start::print as print_launch;
 use super::took;
 use crate::args::{GlobalArgs, RestartArgs, StopArgs};
-use crate::lifecycle::halt::{self, Stopped};
-use crate::lifecycle::launch::{self, StartRequest};
-use crate::lifecycle::locks;
-use crate::lifecycle::paths::{Dirs, Instance, InstancePaths};
 use crate::output::{Out, note};
 use anyhow::Result;
+use rota_lifecycle::halt::{self, Stopped};
+use rota_lifecycle::launch::{self, StartRequest};
+use rota_lifecycle::locks;
+use rota_lifecycle::paths::{Dirs, Instance, InstancePaths};
+use rota_lifecycle::saved;
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -31,12 +32,12 @@ pub(super) fn stop_instance(
     drain: Option<std::time::Duration>,
 ) -> Result<Stopped> {
     let mut notes = Vec::new();
-    let meta = launch::load_meta(paths, &mut notes)?;
+    let meta = saved::load(paths, &mut notes)?;
     for n in notes {
         note(format_args!("note: {n}"));
     }
-    let meta = meta.unwrap_or_else(|| crate::lifecycle::meta::Meta::fresh(paths, String::new()));
-    halt::stop(dirs, paths, &meta, mode, drain)
+    let meta = meta.unwrap_or_else(|| rota_lifecycle::saved::Saved::fresh(paths, String::new()));
+    Ok(halt::stop(dirs, paths, &meta, mode, drain)?)
 }
 
 /// Prints a stop.
@@ -75,15 +76,15 @@ pub(super) fn restart(global: &GlobalArgs, args: &RestartArgs) -> Result<ExitCod
     dirs.ensure()?;
     let _lifecycle = locks::lock(&paths.lifecycle_lock)?;
     let mut notes = Vec::new();
-    let Some(meta) = launch::load_meta(&paths, &mut notes)? else {
-        return Err(launch::nothing_saved(&paths));
+    let Some(meta) = saved::load(&paths, &mut notes)? else {
+        return Err(launch::nothing_saved(&paths).into());
     };
     let stopped = halt::stop_locked(&paths, &meta, args.mode.mode, args.mode.drain_timeout)?;
     if !global.json {
         print(&instance, &stopped, false)?;
     }
     let req = StartRequest {
-        default_server: meta.server.clone(),
+        default_server: meta.url(),
         wait: (!args.wait.no_wait).then_some(args.wait.wait_timeout),
         ..StartRequest::default()
     };
