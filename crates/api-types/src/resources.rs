@@ -135,11 +135,32 @@ pub struct ResourceView {
     pub status: Status,
 }
 
-/// Resources of one kind (or all).
+/// Most resources one listing page holds when the request does not say.
+pub const DEFAULT_LIST_LIMIT: u32 = 500;
+/// Most resources one listing page may hold (`limit`).
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// `GET /api/v1/resources/{kind}`: one page of a listing, as Kubernetes pages them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListResourcesQuery {
+    /// At most this many (default 500, at most 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// The previous page's `continue` token: this page starts after it. Opaque to clients.
+    #[serde(default, rename = "continue")]
+    pub continue_token: Option<String>,
+}
+
+/// Resources of one kind, by name (byte order), one page at a time.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceList {
-    /// By kind, then name.
+    /// This page's resources.
     pub items: Vec<ResourceView>,
+    /// Present when more remain: pass it back as `?continue=` for the next page. Absent on
+    /// the last page.
+    #[serde(default, rename = "continue", skip_serializing_if = "Option::is_none")]
+    pub continue_token: Option<String>,
 }
 
 /// Names one resource.

@@ -149,3 +149,29 @@ async fn apply_diff_get_run_and_delete(backend: Backend) {
     let o = run(&c, &["get", "wf"]);
     assert_eq!(text(&o).0.lines().count(), 1, "only the header is left: {}", text(&o).0);
 }
+
+both_backends!(async fn get_lists_every_page);
+/// More workflows than one listing page holds (500 by default): `rota get` fetches every
+/// page, in name order, and prints them as one list.
+async fn get_lists_every_page(backend: Backend) {
+    let c = Cluster::on(backend, Timing::FAST).await;
+    let dir = c.marker_dir("many");
+    let count = 501;
+    let docs: String = (0..count)
+        .map(|i| format!("kind: Workflow\nmetadata: {{name: w{i:04}}}\nspec:\n  steps: [{{name: s, run: 'true'}}]\n---\n"))
+        .collect();
+    let file = format!("{dir}/many.yaml");
+    std::fs::write(&file, docs).unwrap();
+    let o = run(&c, &["apply", "-f", &file]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let o = run(&c, &["get", "wf", "-o", "json"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap()).collect();
+    let want: Vec<String> = (0..count).map(|i| format!("w{i:04}")).collect();
+    assert_eq!(names, want);
+    assert!(list.get("continue").is_none(), "the CLI prints one whole list");
+    let o = run(&c, &["get", "wf"]);
+    assert_eq!(text(&o).0.lines().count(), count + 1, "a header and every workflow");
+}

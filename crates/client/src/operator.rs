@@ -220,9 +220,47 @@ impl Client {
         self.transport.send(self.call(Method::POST, route, Some(req))).await?.json()
     }
 
-    /// `GET /api/v1/resources/{kind}`.
+    /// Every resource of `kind`: `GET /api/v1/resources/{kind}` page after page (the
+    /// server's default page size) until no `continue` token comes back. The result holds
+    /// no token.
     pub async fn list_resources(&self, kind: &str) -> Result<ResourceList> {
-        let route = self.transport.route(&["api", "v1", "resources", kind], &[]);
+        let mut items = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self.list_resources_page(kind, None, token.as_deref()).await?;
+            items.extend(page.items);
+            match page.continue_token {
+                // Names only grow along a listing: a token that does not would loop forever.
+                Some(next) if token.as_deref().is_some_and(|t| next.as_str() <= t) => {
+                    let url = self.base_url().to_string();
+                    let source = <serde_json::Error as serde::de::Error>::custom(format!(
+                        "the listing's continue token went back from {:?} to {next:?}",
+                        token.unwrap_or_default()
+                    ));
+                    return Err(crate::error::ClientError::Decode { url, source });
+                }
+                Some(next) => token = Some(next),
+                None => return Ok(ResourceList { items, continue_token: None }),
+            }
+        }
+    }
+
+    /// One page of `GET /api/v1/resources/{kind}`: at most `limit` (the server's default
+    /// without), after the `continue` token of the previous page if given.
+    pub async fn list_resources_page(
+        &self,
+        kind: &str,
+        limit: Option<u32>,
+        continue_token: Option<&str>,
+    ) -> Result<ResourceList> {
+        let mut pairs = Vec::new();
+        if let Some(limit) = limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        if let Some(token) = continue_token {
+            pairs.push(("continue", token.to_string()));
+        }
+        let route = self.transport.route(&["api", "v1", "resources", kind], &pairs);
         self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 

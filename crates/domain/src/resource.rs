@@ -146,8 +146,9 @@ pub struct Status {
     /// The generation the conditions describe (0: none observed yet).
     #[serde(default)]
     pub observed_generation: u64,
-    /// The observations, one per type.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The observations, one per type. Always written, `[]` before any: the field is part
+    /// of every resource's shape (clients read `status.conditions` without a guard).
+    #[serde(default)]
     pub conditions: Vec<Condition>,
 }
 

@@ -200,6 +200,8 @@ fn parameter(p: &mut Value) {
         ("path", "queue") => name_schema(),
         ("query", "limit") => json!({"type": "integer", "format": "int32", "minimum": 1, "maximum": 1000}),
         ("query", "queue") => name_schema(),
+        // A resource listing's cursor: the previous page's last name (opaque to clients).
+        ("query", "continue") => name_schema(),
         ("query", "step") => name_schema(),
         ("query", "state") => json!({"type": "string", "maxLength": l::MAX_QUERY_TEXT}),
         ("query", "after") => json!({"type": "integer", "format": "int64", "minimum": 0}),

@@ -830,3 +830,69 @@ async fn resources_apply_get_run_and_delete() {
     let (s, _) = api.call("GET", "/api/v1/resources/pods", Some(ADMIN), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "unknown kind");
 }
+
+/// Resource listings come in pages as Kubernetes lists: at most `limit` (default 500, at
+/// most 1000), a `continue` token while more remain and none on the last page; a limit out
+/// of range or a token no listing gave is a 400 saying which; the document lists both
+/// parameters.
+#[tokio::test]
+async fn resource_listings_are_paged() {
+    let api = Api::new();
+    let docs: Vec<Value> = ["e", "B", "a", "d", "c"].iter().map(|n| workflow(n, "true")).collect();
+    let (s, v) =
+        api.call("POST", "/api/v1/resources/apply", Some(ADMIN), Some(json!({"documents": docs}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().into())
+            .collect()
+    };
+
+    let (s, all) = api.call("GET", "/api/v1/resources/workflows", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    assert_eq!(names(&all), ["B", "a", "c", "d", "e"], "byte order");
+    assert!(all.get("continue").is_none(), "one page holds them all: {all}");
+
+    let mut pages = Vec::new();
+    let mut url = "/api/v1/resources/wf?limit=2".to_string();
+    loop {
+        let (s, page) = api.call("GET", &url, Some(ADMIN), None).await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        pages.push(names(&page));
+        match page["continue"].as_str() {
+            Some(token) => url = format!("/api/v1/resources/wf?limit=2&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [vec!["B", "a"], vec!["c", "d"], vec!["e"]]);
+    // Exactly a page's worth left: the last full page still says so, the next is empty.
+    let (_, page) = api.call("GET", "/api/v1/resources/wf?limit=3&continue=B", Some(ADMIN), None).await;
+    assert_eq!(
+        (names(&page), page.get("continue")),
+        (vec!["a".to_string(), "c".into(), "d".into()], Some(&json!("d")))
+    );
+    let (_, page) = api.call("GET", "/api/v1/resources/wf?limit=1000&continue=e", Some(ADMIN), None).await;
+    assert_eq!(page, json!({"items": []}));
+
+    for (query, says) in [
+        ("limit=0", "limit must be between 1 and 1000"),
+        ("limit=1001", "limit must be between 1 and 1000"),
+        ("continue=%2Fetc", "continue: not a token a listing returned"),
+    ] {
+        let (s, v) = api.call("GET", &format!("/api/v1/resources/wf?{query}"), Some(ADMIN), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(says), "{query}: {v}");
+    }
+    let (s, _) = api.call("GET", "/api/v1/resources/wf?limit=ten", Some(ADMIN), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let (_, doc) = api.call("GET", "/openapi.json", None, None).await;
+    let params = doc["paths"]["/api/v1/resources/{kind}"]["get"]["parameters"].as_array().unwrap().clone();
+    let schema_of = |name: &str| params.iter().find(|p| p["name"] == name).map(|p| p["schema"].clone());
+    assert_eq!(schema_of("limit").unwrap()["maximum"], 1000, "{params:?}");
+    assert_eq!(schema_of("continue").unwrap()["type"], "string", "{params:?}");
+    assert!(doc["components"]["schemas"]["ResourceList"]["properties"]["continue"].is_object());
+}

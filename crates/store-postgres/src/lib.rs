@@ -314,9 +314,11 @@ impl JobStore for PgStore {
 
     async fn list_resources(
         &self,
-        kind: Option<rota_domain::resource::Kind>,
+        kind: rota_domain::resource::Kind,
+        after: Option<&str>,
+        limit: u32,
     ) -> Result<Vec<rota_store::resources::ResourceRecord>> {
-        in_tx!(self, Durability::Read, |tx| resources::list(&tx, kind).await?)
+        in_tx!(self, Durability::Read, |tx| resources::list(&tx, kind, after, limit).await?)
     }
 
     async fn set_resource_status(

@@ -94,12 +94,26 @@ pub(crate) async fn delete(tx: &Tx<'_>, keys: &[ResourceKey]) -> Result<Vec<bool
     Ok(out)
 }
 
-/// Every resource of `kind` (or all), by kind then name.
-pub(crate) async fn list(tx: &Tx<'_>, kind: Option<Kind>) -> Result<Vec<ResourceRecord>> {
+/// A page of the resources of `kind`: names after `after` (if given), at most `limit`, by
+/// name. Compared and ordered in the `"C"` collation (byte order, as SQLite's), never the
+/// database's own: a cursor must mean the same whichever locale the database was made with.
+/// No cursor is `''`, before every name (names are never empty).
+pub(crate) async fn list(
+    tx: &Tx<'_>,
+    kind: Kind,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ResourceRecord>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM resources WHERE $1::text IS NULL OR kind = $1 ORDER BY kind, name COLLATE \"C\""
+        "SELECT {COLUMNS} FROM resources WHERE kind = $1 AND namespace = 'default' \
+         AND name COLLATE \"C\" > $2::text COLLATE \"C\" \
+         ORDER BY name COLLATE \"C\" LIMIT $3"
     );
-    rows(tx, &sql, &[&kind.map(Kind::as_str)]).await?.iter().map(decode).collect()
+    rows(tx, &sql, &[&kind.as_str(), &after.unwrap_or(""), &i64::from(limit)])
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
 }
 
 /// Records a status observed at `generation`; false if the resource is gone or moved on.

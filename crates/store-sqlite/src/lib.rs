@@ -492,9 +492,12 @@ impl JobStore for SqliteStore {
 
     async fn list_resources(
         &self,
-        kind: Option<rota_domain::resource::Kind>,
+        kind: rota_domain::resource::Kind,
+        after: Option<&str>,
+        limit: u32,
     ) -> Result<Vec<rota_store::resources::ResourceRecord>> {
-        self.main_readers.run(move |c| resources::list(c, kind)).await
+        let after = after.map(str::to_string);
+        self.main_readers.run(move |c| resources::list(c, kind, after.as_deref(), limit)).await
     }
 
     async fn set_resource_status(

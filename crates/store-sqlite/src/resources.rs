@@ -94,12 +94,23 @@ pub(crate) fn get_one(conn: &Connection, key: &ResourceKey) -> Result<Option<Res
     get(conn, key)
 }
 
-/// Every resource of `kind` (or all), by kind then name.
-pub(crate) fn list(conn: &Connection, kind: Option<Kind>) -> Result<Vec<ResourceRecord>> {
-    let sql = format!("SELECT {COLUMNS} FROM resources WHERE ?1 IS NULL OR kind = ?1 ORDER BY kind, name");
+/// A page of the resources of `kind`: names after `after` (if given), at most `limit`, by
+/// name. SQLite's default BINARY collation is byte order, as PostgreSQL's `"C"` is, so one
+/// cursor means the same on both. No cursor is `''`, before every name (names are never
+/// empty), so one plain range on the primary key serves every page.
+pub(crate) fn list(
+    conn: &Connection,
+    kind: Kind,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<ResourceRecord>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM resources WHERE kind = ?1 AND namespace = 'default' \
+         AND name > ?2 ORDER BY name LIMIT ?3"
+    );
     let rows = conn
         .prepare_cached(&sql)?
-        .query_map([kind.map(Kind::as_str)], record)?
+        .query_map((kind.as_str(), after.unwrap_or(""), i64::from(limit)), record)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter().map(decode).collect()
 }

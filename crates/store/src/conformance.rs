@@ -141,6 +141,7 @@ scenarios![
     resources::resources_apply_is_all_or_nothing,
     resources::resources_delete_and_status,
     resources::resources_concurrent_applies_agree,
+    resources::resources_list_in_pages,
 ];
 
 /// Runs every scenario, each on a new database from `fresh` with a store open on it, and

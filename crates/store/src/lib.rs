@@ -241,10 +241,14 @@ pub trait JobStore: Send + Sync + 'static {
     /// One resource, if it exists.
     async fn get_resource(&self, key: &resources::ResourceKey) -> Result<Option<resources::ResourceRecord>>;
 
-    /// Every resource of `kind` (all kinds if `None`), by kind then name.
+    /// One page of the resources of `kind`: at most `limit` of them, by name in byte order
+    /// (C collation on every backend, so a page's last name is a cursor that means the same
+    /// everywhere), only names after `after` when given. An empty page is the end.
     async fn list_resources(
         &self,
-        kind: Option<rota_domain::resource::Kind>,
+        kind: rota_domain::resource::Kind,
+        after: Option<&str>,
+        limit: u32,
     ) -> Result<Vec<resources::ResourceRecord>>;
 
     /// Records what a controller observed of a resource at `generation`; ignored (returns

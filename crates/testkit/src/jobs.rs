@@ -59,6 +59,9 @@ pub fn redact(v: &mut Value) {
         "deadline",
         "lastHeartbeatAt",
         "registeredAt",
+        // Declared resources (`rota get -o json`).
+        "creationTimestamp",
+        "lastTransitionTime",
         // `rota job submit` sends a fresh UUID v7 of its own when the user gives none.
         "idempotency_key",
     ];

@@ -95,7 +95,9 @@ pub(crate) async fn get(global: &GlobalArgs, args: &GetArgs, paths: &Paths) -> R
     };
     let mut out = Out::new();
     match format {
-        GetFormat::Json => out.json(&rota_api_types::resources::ResourceList { items })?,
+        GetFormat::Json => {
+            out.json(&rota_api_types::resources::ResourceList { items, continue_token: None })?
+        }
         GetFormat::Yaml => {
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {

@@ -6,7 +6,7 @@
 //! through the store.
 
 use crate::auth::Admin;
-use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use axum::Json;
@@ -14,8 +14,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use rota_api_types::jobs::SubmitResponse;
 use rota_api_types::resources::{
-    API_VERSION, ApplyRequest, ApplyResponse, ApplyResult, DeleteRequest, DeleteResponse, DeleteResult,
-    ResourceDocument, ResourceList, ResourceSpec, ResourceView, RunRequest, StoredMetadata,
+    API_VERSION, ApplyRequest, ApplyResponse, ApplyResult, DEFAULT_LIST_LIMIT, DeleteRequest, DeleteResponse,
+    DeleteResult, ListResourcesQuery, MAX_LIST_LIMIT, ResourceDocument, ResourceList, ResourceSpec,
+    ResourceView, RunRequest, StoredMetadata,
 };
 use rota_domain::resource::{self, Applied, Kind, MAX_DOCUMENT_BYTES, Status};
 use rota_domain::workflow::{InputError, WorkflowSpec};
@@ -156,19 +157,40 @@ fn stored(r: ResourceRecord) -> resource::Stored<String> {
     }
 }
 
-/// Every resource of a kind (`workflows`, `Workflow`, `wf`), by name.
+/// The resources of a kind (`workflows`, `Workflow`, `wf`) by name, a page at a time as
+/// Kubernetes lists: at most `limit` (default 500, at most 1000), with a `continue` token
+/// while more remain.
 #[utoipa::path(get, path = "/api/v1/resources/{kind}", tag = "resources", security(("admin" = [])),
-    params(("kind" = String, Path, description = "kind: `Workflow`, `workflows` or `wf`")),
-    responses((status = 200, body = ResourceList), (status = 401), (status = 403), (status = 404, description = "unknown kind")))]
+    params(("kind" = String, Path, description = "kind: `Workflow`, `workflows` or `wf`"), ListResourcesQuery),
+    responses((status = 200, body = ResourceList), (status = 400, body = rota_api_types::ErrorBody, description = "`limit` out of 1-1000, or a `continue` token no listing gave"),
+        (status = 401), (status = 403), (status = 404, description = "unknown kind")))]
 pub(crate) async fn list(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(kind): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListResourcesQuery>,
 ) -> Result<Json<ResourceList>, ApiError> {
     let kind = kind_of(&kind)?;
-    let items =
-        state.store.list_resources(Some(kind)).await?.into_iter().map(view).collect::<Result<_, _>>()?;
-    Ok(Json(ResourceList { items }))
+    let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if limit == 0 || limit > MAX_LIST_LIMIT {
+        return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIST_LIMIT}")));
+    }
+    // The token is the last name of the previous page: anything that is not a name never
+    // came from a listing (and must not reach the store as a bound).
+    if let Some(token) = &q.continue_token
+        && rota_domain::limits::check_name("continue", token).is_err()
+    {
+        return Err(ApiError::bad_request(
+            "continue: not a token a listing returned; pass back the previous page's `continue` as is",
+        ));
+    }
+    // One more than asked says whether another page follows without a second query.
+    let mut rows = state.store.list_resources(kind, q.continue_token.as_deref(), limit + 1).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let continue_token = if more { rows.last().map(|r| r.metadata.name.clone()) } else { None };
+    let items = rows.into_iter().map(view).collect::<Result<_, _>>()?;
+    Ok(Json(ResourceList { items, continue_token }))
 }
 
 /// One resource.

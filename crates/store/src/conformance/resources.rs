@@ -2,7 +2,8 @@
 //! configured with the generation rising only on a spec change; a batch is all or nothing
 //! (one naming a resource twice writes nothing); deletes report what existed; a status is
 //! recorded only for the generation it observed; concurrent applies of one new resource
-//! agree on one generation. Through the trait only.
+//! agree on one generation; listings come in pages by name in byte order, the last name of a
+//! page the cursor of the next. Through the trait only.
 
 use crate::JobStore;
 use crate::StoreError;
@@ -32,6 +33,16 @@ fn key(name: &str) -> ResourceKey {
     ResourceKey::new(Kind::Workflow, name)
 }
 
+/// The names of one page of workflows.
+async fn names(s: &Arc<dyn JobStore>, after: Option<&str>, limit: u32) -> Vec<String> {
+    s.list_resources(Kind::Workflow, after, limit)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.metadata.name)
+        .collect()
+}
+
 /// Created, then unchanged, then configured by a label (same generation), then by a spec
 /// (next generation); listing and reading agree.
 pub(super) async fn resources_apply_and_generation(s: Arc<dyn JobStore>) {
@@ -57,10 +68,7 @@ pub(super) async fn resources_apply_and_generation(s: Arc<dyn JobStore>) {
     assert_eq!((got.created_at, got.updated_at), (when(0), when(3)));
     let b = s.get_resource(&key("b")).await.unwrap().expect("stored");
     assert_eq!(b.generation, 1, "b's generation did not move");
-    let names: Vec<_> =
-        s.list_resources(Some(Kind::Workflow)).await.unwrap().into_iter().map(|r| r.metadata.name).collect();
-    assert_eq!(names, ["a", "b"]);
-    assert_eq!(s.list_resources(None).await.unwrap().len(), 2);
+    assert_eq!(names(&s, None, 10).await, ["a", "b"]);
     assert!(s.get_resource(&key("nope")).await.unwrap().is_none());
 }
 
@@ -98,7 +106,7 @@ pub(super) async fn resources_delete_and_status(s: Arc<dyn JobStore>) {
 
     assert_eq!(s.delete_resources(vec![key("a"), key("nope")]).await.unwrap(), [true, false]);
     assert!(s.get_resource(&key("a")).await.unwrap().is_none());
-    assert_eq!(s.list_resources(None).await.unwrap().len(), 1);
+    assert_eq!(names(&s, None, 10).await.len(), 1);
 }
 
 /// Two applies of one new resource at once (two servers): one creates it, the other finds
@@ -114,5 +122,29 @@ pub(super) async fn resources_concurrent_applies_agree(s: Arc<dyn JobStore>) {
     assert_eq!(outcomes, [(Applied::Created, 1), (Applied::Configured, 2)], "each saw the other's write");
     let r = s.get_resource(&key("race")).await.unwrap().expect("stored");
     assert_eq!(r.generation, 2);
-    assert_eq!(s.list_resources(None).await.unwrap().len(), 1);
+    assert_eq!(names(&s, None, 10).await.len(), 1);
+}
+
+/// Pages: at most `limit` names each, in byte order on every backend (`-` < `.` < digits <
+/// upper case < `_` < lower case, whatever the database's locale), each page starting after
+/// the cursor, also when the cursor's own resource was deleted in between; past the last
+/// name a page is empty.
+pub(super) async fn resources_list_in_pages(s: Arc<dyn JobStore>) {
+    let mut all = ["b", "a", "a-1", "a.b", "a_b", "B", "Z9", "0x", "zz"].map(String::from).to_vec();
+    s.apply_resources(all.iter().map(|n| wf(n, "{}")).collect(), when(0)).await.unwrap();
+    all.sort();
+    assert_eq!(all, ["0x", "B", "Z9", "a", "a-1", "a.b", "a_b", "b", "zz"], "Rust's order is byte order");
+    assert_eq!(names(&s, None, 1000).await, all);
+    let first = names(&s, None, 4).await;
+    assert_eq!(first, all[..4]);
+    let second = names(&s, first.last().map(String::as_str), 4).await;
+    assert_eq!(second, all[4..8]);
+    // The cursor's own resource goes away: the next page still starts right after it.
+    let cursor = second.last().cloned().unwrap();
+    assert_eq!(s.delete_resources(vec![key(&cursor)]).await.unwrap(), [true]);
+    assert_eq!(names(&s, Some(&cursor), 4).await, ["zz"]);
+    assert!(names(&s, Some("zz"), 4).await.is_empty(), "past the last name");
+    // A cursor that was never a name works as a bound too.
+    assert_eq!(names(&s, Some("a0"), 2).await, ["a_b", "zz"]);
+    assert_eq!(names(&s, Some("Z"), 1).await, ["Z9"]);
 }
