@@ -58,27 +58,7 @@ fn parse(argv: &[std::ffi::OsString]) -> Result<args::Cli, clap::Error> {
     let matches = args::Cli::command().try_get_matches_from(argv)?;
     let mut cli = args::Cli::from_arg_matches(&matches)?;
     cli.global.server_given = server_given(&matches);
-    cli.global.explicit = explicit_args(&matches);
     Ok(cli)
-}
-
-/// The ids of the arguments given on the command line or by environment variables (not
-/// defaulted) in the innermost subcommand: `rota server start` saves only those.
-fn explicit_args(m: &clap::ArgMatches) -> Vec<String> {
-    use clap::parser::ValueSource;
-    match m.subcommand() {
-        Some((_, sub)) => explicit_args(sub),
-        None => m
-            .ids()
-            .filter(|id| {
-                matches!(
-                    m.value_source(id.as_str()),
-                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-                )
-            })
-            .map(|id| id.as_str().to_string())
-            .collect(),
-    }
 }
 
 fn server_given(m: &clap::ArgMatches) -> bool {

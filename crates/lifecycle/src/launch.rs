@@ -127,7 +127,10 @@ pub fn start_locked(paths: &InstancePaths, req: &StartRequest) -> Result<Launche
                     });
                 }
                 Phase::Running if alive.worker.is_some() => {
-                    notes.push("its settings changed: the running worker was stopped and replaced".into());
+                    notes.push(format!(
+                        "its settings changed: the running {} was stopped and replaced",
+                        meta.what()
+                    ));
                     let old = saved.clone().unwrap_or_else(|| meta.clone());
                     halt::stop_locked(paths, &old, ShutdownMode::Warm, None)?;
                 }
@@ -143,7 +146,7 @@ pub fn start_locked(paths: &InstancePaths, req: &StartRequest) -> Result<Launche
                             ..l
                         });
                     }
-                    notes.push("replaced a worker that was not running properly".into());
+                    notes.push(format!("replaced a {} that was not running properly", meta.what()));
                     let old = saved.clone().unwrap_or_else(|| meta.clone());
                     halt::stop_locked(paths, &old, ShutdownMode::Soft, None)?;
                 }
@@ -337,7 +340,7 @@ fn spawn_supervisor(
             let what = format!(
                 "the supervisor {} before the {} was ready (readiness pipe {how})",
                 status.unwrap_or_else(|| "went away".into()),
-                if meta.is_server() { "server" } else { "worker" }
+                meta.what()
             );
             let reason = what.clone();
             let _ = state::update(paths, |s| {

@@ -72,7 +72,8 @@ pub struct Saved {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     /// A worker's settings; `server` is always resolved (the control plane it joins).
-    #[serde(default)]
+    /// Empty (and left out) for the server.
+    #[serde(default, skip_serializing_if = "is_default")]
     pub worker: WorkerSettings,
     /// The background server's settings (`None` for a worker).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,6 +133,10 @@ pub struct Overrides {
     pub test_hang_control: bool,
 }
 
+fn is_default(w: &WorkerSettings) -> bool {
+    *w == WorkerSettings::default()
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -171,6 +176,11 @@ impl Saved {
     /// True for the background server (not a worker).
     pub fn is_server(&self) -> bool {
         self.server_settings.is_some()
+    }
+
+    /// `server` or `worker`, for messages.
+    pub fn what(&self) -> &'static str {
+        if self.is_server() { "server" } else { "worker" }
     }
 
     /// The control plane this instance serves or joins: a worker's `--server` (one URL or

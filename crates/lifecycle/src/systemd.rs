@@ -38,7 +38,7 @@ pub fn render_unit(paths: &InstancePaths, meta: &Saved, exe: &Path) -> String {
             env.push_str(&format!("Environment=\"{var}={}\"\n", escape(&v)));
         }
     }
-    let what = if meta.is_server() { "server" } else { "worker" };
+    let what = meta.what();
     format!(
         "# Written by `rota {what} enable`; `rota worker disable` removes it.\n\
          [Unit]\n\

@@ -48,9 +48,6 @@ pub(crate) struct GlobalArgs {
     /// Whether `--server` (or ROTA_SERVER) was given, not defaulted; set after parsing.
     #[arg(skip)]
     pub(crate) server_given: bool,
-    /// Ids of the innermost subcommand's arguments that were given, not defaulted.
-    #[arg(skip)]
-    pub(crate) explicit: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
