@@ -129,6 +129,12 @@ pub struct WorkerStats {
     pub rss_bytes: u64,
     /// Queues it claims from.
     pub queues: Vec<String>,
+    /// The `WorkerPool` whose settings it runs with, if one matches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// That pool's generation it applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_generation: Option<i64>,
 }
 
 /// `POST /api/v1/revokes`: jobs by id, and idempotency keys (binding jobs submitted later

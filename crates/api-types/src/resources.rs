@@ -3,7 +3,9 @@
 //! (`metadata.generation`, `status`) and `rota run`'s request. Kubernetes-shaped, camelCase
 //! outside the specs (which keep the snake_case of the job document).
 
+use rota_domain::pool::PoolSpec;
 use rota_domain::resource::{Applied, Kind, Metadata, Status};
+use rota_domain::spec::SpecError;
 use rota_domain::workflow::WorkflowSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,6 +19,21 @@ pub const API_VERSION: &str = "rota/v1";
 pub enum ResourceDocument {
     /// A named, parameterized DAG of steps, started with `rota run`.
     Workflow(WorkflowDocument),
+    /// Settings laid over the workers a selector names.
+    WorkerPool(WorkerPoolDocument),
+}
+
+/// A `WorkerPool` document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkerPoolDocument {
+    /// `rota/v1` if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// Which workers, and what it imposes on them.
+    pub spec: PoolSpec,
 }
 
 /// A `Workflow` document.
@@ -37,6 +54,7 @@ impl ResourceDocument {
     pub fn kind(&self) -> Kind {
         match self {
             ResourceDocument::Workflow(_) => Kind::Workflow,
+            ResourceDocument::WorkerPool(_) => Kind::WorkerPool,
         }
     }
 
@@ -44,6 +62,7 @@ impl ResourceDocument {
     pub fn metadata(&self) -> &Metadata {
         match self {
             ResourceDocument::Workflow(d) => &d.metadata,
+            ResourceDocument::WorkerPool(d) => &d.metadata,
         }
     }
 
@@ -51,6 +70,23 @@ impl ResourceDocument {
     pub fn api_version(&self) -> Option<&str> {
         match self {
             ResourceDocument::Workflow(d) => d.api_version.as_deref(),
+            ResourceDocument::WorkerPool(d) => d.api_version.as_deref(),
+        }
+    }
+
+    /// Its spec, whichever its kind.
+    pub fn spec(&self) -> ResourceSpec {
+        match self {
+            ResourceDocument::Workflow(d) => ResourceSpec::Workflow(d.spec.clone()),
+            ResourceDocument::WorkerPool(d) => ResourceSpec::WorkerPool(d.spec.clone()),
+        }
+    }
+
+    /// Checks the spec by its kind's rules; the error's path is relative to `spec`.
+    pub fn validate_spec(&self) -> Result<(), SpecError> {
+        match self {
+            ResourceDocument::Workflow(d) => d.spec.validate(),
+            ResourceDocument::WorkerPool(d) => d.spec.validate(),
         }
     }
 }
@@ -61,6 +97,18 @@ impl ResourceDocument {
 pub enum ResourceSpec {
     /// A workflow's.
     Workflow(WorkflowSpec),
+    /// A worker pool's.
+    WorkerPool(PoolSpec),
+}
+
+impl ResourceSpec {
+    /// A stored spec of `kind` (as the store keeps it: the spec's JSON).
+    pub fn parse(kind: Kind, text: &str) -> Result<ResourceSpec, serde_json::Error> {
+        Ok(match kind {
+            Kind::Workflow => ResourceSpec::Workflow(serde_json::from_str(text)?),
+            Kind::WorkerPool => ResourceSpec::WorkerPool(serde_json::from_str(text)?),
+        })
+    }
 }
 
 /// `POST /api/v1/resources/apply`: documents applied together (all or nothing).

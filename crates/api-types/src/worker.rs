@@ -236,6 +236,34 @@ pub enum Reply {
     },
 }
 
+/// `POST /worker/pool`: which declared `WorkerPool` is in force for the calling worker. The
+/// server answers from the worker's name, host and own tags, and makes the queues the
+/// session claims from the pool's (or `queues`, the worker's own, when no pool sets any).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolQuery {
+    /// Its name.
+    pub name: String,
+    /// Its host.
+    pub host: String,
+    /// The tags it was started with (a pool's own tags never select it).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The queues it was started with.
+    pub queues: Vec<String>,
+}
+
+/// Reply to `POST /worker/pool`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolReply {
+    /// The pool in force (`null`: none matches; the worker's own settings apply).
+    #[serde(default)]
+    pub in_force: Option<rota_domain::pool::InForce>,
+    /// The queues the session claims from now.
+    pub queues: Vec<String>,
+}
+
 /// `POST /worker/jobs/claim`: up to `max` steps, waiting up to `waitMs` if none is ready.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -12,7 +12,8 @@ use reqwest::{Method, Url};
 use rota_api_types::worker::{
     ClaimRequest, ClaimResponse, CompleteBatchRequest, CompleteBatchResponse, CompleteRequest,
     CompleteResponse, ControlRequest, ControlResponse, HeartbeatRequest, HeartbeatResponse, LogsBatchRequest,
-    LogsBatchResponse, LogsRequest, RegisterRequest, RegisterResponse, StartRequest, UnregisterRequest,
+    LogsBatchResponse, LogsRequest, PoolQuery, PoolReply, RegisterRequest, RegisterResponse, StartRequest,
+    UnregisterRequest,
 };
 use rota_domain::JobId;
 use serde::Serialize;
@@ -116,6 +117,12 @@ impl WorkerClient {
     /// `POST /worker/control`: long-polls up to `req.wait_ms` for commands.
     pub async fn control(&self, req: &ControlRequest) -> Result<ControlResponse> {
         self.post(&["worker", "control"], req, Some(req.wait_ms)).await?.json()
+    }
+
+    /// `POST /worker/pool`: the declared pool in force for this worker (the session then
+    /// claims from the queues the reply names).
+    pub async fn pool(&self, req: &PoolQuery) -> Result<PoolReply> {
+        self.post(&["worker", "pool"], req, None).await?.json()
     }
 
     /// `POST /worker/jobs/claim`: long-polls up to `req.wait_ms` for up to `req.max` steps.

@@ -17,6 +17,8 @@
 //! - [`units`]: durations and byte sizes as written in job documents and flags.
 //! - [`resource`]: declared resources (`rota apply`): names, labels, generations, conditions.
 //! - [`workflow`]: the `Workflow` resource: inputs, outputs and the job a run makes.
+//! - [`pool`]: the `WorkerPool` resource: selectors, which pool is in force for a worker,
+//!   what a running worker can change live.
 //! - [`settings`]: worker and server settings: what flags parse into, what a background
 //!   instance saves, what a worker pool overlays; the command lines derived from them.
 
@@ -24,6 +26,7 @@ pub mod control;
 pub mod ids;
 pub mod limits;
 pub mod policy;
+pub mod pool;
 pub mod reason;
 pub mod resource;
 pub mod settings;

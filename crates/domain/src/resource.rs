@@ -26,16 +26,19 @@ pub const MAX_CONDITIONS: usize = 32;
 pub enum Kind {
     /// A named, parameterized DAG of steps, started with `rota run`.
     Workflow,
+    /// Settings laid over the workers a selector names.
+    WorkerPool,
 }
 
 impl Kind {
     /// Every kind, in the order listings show them.
-    pub const ALL: &'static [Kind] = &[Kind::Workflow];
+    pub const ALL: &'static [Kind] = &[Kind::Workflow, Kind::WorkerPool];
 
     /// The kind's name as documents write it (`Workflow`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Workflow => "Workflow",
+            Kind::WorkerPool => "WorkerPool",
         }
     }
 
@@ -43,6 +46,7 @@ impl Kind {
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Workflow => "workflows",
+            Kind::WorkerPool => "workerpools",
         }
     }
 
@@ -50,6 +54,7 @@ impl Kind {
     pub fn short(self) -> &'static str {
         match self {
             Kind::Workflow => "wf",
+            Kind::WorkerPool => "pool",
         }
     }
 

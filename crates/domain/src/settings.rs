@@ -28,6 +28,7 @@ fn bad(field: &'static str, message: impl Into<String>) -> SettingError {
 
 /// Autoscaling bounds: between `min` and `max` steps at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Autoscale {
     /// Fewest slots.
@@ -64,6 +65,7 @@ impl std::fmt::Display for Autoscale {
 /// How one worker runs. Every field is optional: unset means "the worker's default" in
 /// flags, "keep what was saved" in an overlay.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkerSettings {
     /// The control plane: one base URL, or several of one control plane joined by commas.
@@ -95,21 +97,26 @@ pub struct WorkerSettings {
     pub scale_down_step: Option<u32>,
     /// Idle time before scaling down.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_duration")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "10s"))]
     pub idle_period: Option<Duration>,
     /// Least time between two concurrency changes.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_duration")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1s"))]
     pub cooldown: Option<Duration>,
     /// Recycle after this many steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_jobs: Option<u64>,
     /// Recycle once the worker's own RSS passes this many bytes.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_size")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub max_memory: Option<u64>,
     /// How long running steps may finish on a warm stop.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_duration")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "30s"))]
     pub drain_timeout: Option<Duration>,
     /// Where steps run (else a directory named for the worker in the data dir).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub workspace: Option<PathBuf>,
 }
 

@@ -129,6 +129,10 @@ impl JobStore for PgStore {
         in_tx!(self, Durability::Relaxed, |tx| workers::unregister_worker(&tx, session, now).await?)
     }
 
+    async fn set_worker_queues(&self, session: SessionId, queues: Vec<String>) -> Result<bool> {
+        in_tx!(self, Durability::Relaxed, |tx| workers::set_worker_queues(&tx, session, &queues).await?)
+    }
+
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<WorkerRecord>> {
         in_tx!(self, Durability::Read, |tx| workers::session_by_token(&tx, token_hash).await?)
     }

@@ -173,6 +173,17 @@ pub(crate) async fn unregister_worker(
     end_session(tx, session.0, &LostCause::SessionEnded, now).await
 }
 
+/// Sets a live session's queues; false if it is unknown or offline.
+pub(crate) async fn set_worker_queues(tx: &Tx<'_>, session: SessionId, queues: &[String]) -> Result<bool> {
+    let n = exec(
+        tx,
+        "UPDATE workers SET queues = $2 WHERE session = $1 AND status <> 'offline'",
+        &[&session.0, &queues],
+    )
+    .await?;
+    Ok(n > 0)
+}
+
 async fn end_session(
     tx: &Tx<'_>,
     session: Uuid,

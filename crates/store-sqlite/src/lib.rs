@@ -268,6 +268,10 @@ impl JobStore for SqliteStore {
         self.write(Durability::Normal, move |c| workers::unregister_worker(c, session, now)).await
     }
 
+    async fn set_worker_queues(&self, session: SessionId, queues: Vec<String>) -> Result<bool> {
+        self.write(Durability::Normal, move |c| workers::set_worker_queues(c, session, &queues)).await
+    }
+
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<WorkerRecord>> {
         let token_hash = token_hash.to_string();
         self.main_readers.run(move |c| workers::session_by_token(c, &token_hash)).await

@@ -158,6 +158,14 @@ pub(crate) fn unregister_worker(
     end_session(conn, &id, &LostCause::SessionEnded, now)
 }
 
+/// Sets a live session's queues; false if it is unknown or offline.
+pub(crate) fn set_worker_queues(conn: &Connection, session: SessionId, queues: &[String]) -> Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE workers SET queues = ?2 WHERE session = ?1 AND status <> 'offline'")?
+        .execute(rusqlite::params![session.to_string(), to_json(&queues)?])?;
+    Ok(n > 0)
+}
+
 fn end_session(
     conn: &Connection,
     session: &str,

@@ -128,6 +128,7 @@ scenarios![
     workers::names_are_held_by_live_instances,
     workers::unregister_loses_attempts,
     workers::workers_listing,
+    workers::queues_change_for_a_live_session,
     prune::prune,
     durability::concurrent_submits_commit_even_when_one_fails,
     durability::submitted_jobs_survive_reopening,

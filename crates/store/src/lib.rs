@@ -74,6 +74,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// A session leaves cleanly; any attempts it still holds are lost.
     async fn unregister_worker(&self, session: SessionId, now: DateTime<Utc>) -> Result<Vec<LostAttempt>>;
 
+    /// Sets the queues a live session claims from (a declared pool changed them); false
+    /// when the session is unknown or offline. Claims after it use the new queues.
+    async fn set_worker_queues(&self, session: SessionId, queues: Vec<String>) -> Result<bool>;
+
     /// The live (not offline) session whose credential hashes to `token_hash`.
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<WorkerRecord>>;
 

@@ -63,6 +63,10 @@ pub struct WorkerConfig {
     /// Take the name over from a live worker of another instance (`--replace`), on the
     /// first registration only: a later re-registration never replaces anyone.
     pub replace: bool,
+    /// A supervisor starts this worker again when it exits to be replaced (a background
+    /// worker): a declared pool's change that needs a restart drains and exits 75. A
+    /// foreground worker keeps its value and logs that a restart is needed.
+    pub supervised: bool,
 }
 
 impl WorkerConfig {
@@ -98,6 +102,7 @@ impl WorkerConfig {
             cooldown: Duration::from_secs(1),
             max_jobs: None,
             max_memory: None,
+            supervised: false,
             spawner: None,
             replace: false,
         }

@@ -61,6 +61,9 @@ pub(crate) struct Ctx {
     /// The workspace's persistent instance id, sent with every registration.
     pub(crate) instance_id: Option<String>,
     lease: Mutex<Lease>,
+    /// The tags registrations carry: the worker's own, or a pool's taken before the first
+    /// claim of a session (`pool.rs`).
+    tags: Mutex<Vec<String>>,
     session: Mutex<CancellationToken>,
     draining: AtomicBool,
 }
@@ -75,6 +78,7 @@ impl Ctx {
         let logship = Arc::new(LogShip::new(config.log_flush));
         let dirs = AttemptDirs::new(&config.workspace);
         let fleet = crate::fleet::FleetState::new(&config);
+        let tags = Mutex::new(config.tags.clone());
         Self {
             fleet,
             config,
@@ -88,6 +92,7 @@ impl Ctx {
             heartbeat_now: Notify::new(),
             instance_id: None,
             lease: Mutex::new(lease),
+            tags,
             session: Mutex::new(CancellationToken::new()),
             draining: AtomicBool::new(false),
         }
@@ -97,6 +102,16 @@ impl Ctx {
     pub(crate) fn with_instance_id(mut self, id: String) -> Self {
         self.instance_id = Some(id);
         self
+    }
+
+    /// The tags the next registration carries.
+    pub(crate) fn registered_tags(&self) -> Vec<String> {
+        self.tags.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Registers with `tags` from the next registration on.
+    pub(crate) fn set_registered_tags(&self, tags: Vec<String>) {
+        *self.tags.lock().unwrap_or_else(PoisonError::into_inner) = tags;
     }
 
     /// The lease timing in force.

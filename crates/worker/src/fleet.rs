@@ -1,7 +1,8 @@
 //! A worker's fleet-control state: what `inspect` and `stats` report (steps in flight,
 //! counters, uptime), the revokes it holds, the concurrency in force (autoscaling) and the
-//! recycling budget (`--max-jobs`, `--max-memory`). It answers questions and keeps
-//! numbers; it never claims, spawns or signals anything itself.
+//! recycling budget (`--max-jobs`, `--max-memory`), and the settings in force ([`Tuning`]:
+//! the worker's own, or a declared pool's laid over them, changed live by `pool.rs`). It
+//! answers questions and keeps numbers; it never claims, spawns or signals anything itself.
 
 use crate::config::WorkerConfig;
 use crate::shutdown::ShutdownHandle;
@@ -9,10 +10,11 @@ use rota_api_types::fleet::{InFlight, WorkerStats};
 use rota_api_types::worker::ClaimedStep;
 use rota_domain::{AttemptId, AttemptOutcome, JobId};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 struct Entry {
     job_id: JobId,
@@ -26,17 +28,67 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The settings a running worker can change without restarting: its own at start, a
+/// declared pool's once one applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Tuning {
+    /// Autoscale MIN (the fixed concurrency twice without autoscaling).
+    pub(crate) min: u32,
+    /// Autoscale MAX.
+    pub(crate) max: u32,
+    /// Slots added per step up.
+    pub(crate) scale_up_step: u32,
+    /// Slots removed per step down.
+    pub(crate) scale_down_step: u32,
+    /// Idle time before scaling down.
+    pub(crate) idle_period: Duration,
+    /// Least time between two changes.
+    pub(crate) cooldown: Duration,
+    /// `--max-jobs`.
+    pub(crate) max_jobs: Option<u64>,
+    /// `--max-memory`.
+    pub(crate) max_memory: Option<u64>,
+    /// How long a warm stop lets running steps finish.
+    pub(crate) drain_timeout: Duration,
+    /// The queues the session claims from.
+    pub(crate) queues: Vec<String>,
+    /// The pool in force and its generation applied.
+    pub(crate) pool: Option<(String, i64)>,
+}
+
+impl Tuning {
+    /// The worker's own settings.
+    pub(crate) fn of(config: &WorkerConfig) -> Self {
+        let (min, max) = config.concurrency_bounds();
+        Self {
+            min,
+            max,
+            scale_up_step: config.scale_up_step,
+            scale_down_step: config.scale_down_step,
+            idle_period: config.idle_period,
+            cooldown: config.cooldown,
+            max_jobs: config.max_jobs,
+            max_memory: config.max_memory,
+            drain_timeout: config.drain_timeout,
+            queues: config.queues.clone(),
+            pool: None,
+        }
+    }
+}
+
 /// Shared by the claim loop, executors, control and the autoscaler.
 pub(crate) struct FleetState {
     started: Instant,
-    min: u32,
-    max: u32,
+    tuning: Mutex<Tuning>,
+    /// The claim loop's slots: as many permits as the largest MAX so far (a lower
+    /// concurrency fills fewer, `claimable`).
+    slots: Arc<Semaphore>,
+    capacity: AtomicU32,
     active: AtomicU32,
     processed: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
     claimed: AtomicU64,
-    max_jobs: Option<u64>,
     in_flight: Mutex<HashMap<AttemptId, Entry>>,
     /// Revoked jobs, with when each revoke expires (by this process's clock).
     revoked: Mutex<HashMap<JobId, Option<Instant>>>,
@@ -56,18 +108,19 @@ impl std::fmt::Debug for FleetState {
 
 impl FleetState {
     pub(crate) fn new(config: &WorkerConfig) -> Self {
-        let (min, max) = config.concurrency_bounds();
+        let tuning = Tuning::of(config);
+        let (min, max) = (tuning.min, tuning.max);
         let now = Instant::now();
         Self {
             started: now,
-            min,
-            max,
+            tuning: Mutex::new(tuning),
+            slots: Arc::new(Semaphore::new(usize::try_from(max).unwrap_or(usize::MAX))),
+            capacity: AtomicU32::new(max),
             active: AtomicU32::new(min),
             processed: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
-            max_jobs: config.max_jobs,
             in_flight: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashMap::new()),
             last_busy: Mutex::new(now),
@@ -83,16 +136,46 @@ impl FleetState {
     pub(crate) fn claimable(&self) -> u32 {
         let running = lock(&self.in_flight).len() as u32;
         let mut free = self.active.load(Ordering::Relaxed).saturating_sub(running);
-        if let Some(n) = self.max_jobs {
+        if let Some(n) = lock(&self.tuning).max_jobs {
             let left = n.saturating_sub(self.claimed.load(Ordering::Relaxed));
             free = free.min(u32::try_from(left).unwrap_or(u32::MAX));
         }
         free
     }
 
-    /// The most slots the worker can ever use (the semaphore's size).
+    /// The slots the claim loop takes permits from.
+    pub(crate) fn slots(&self) -> Arc<Semaphore> {
+        self.slots.clone()
+    }
+
+    /// The most slots the worker can use now (the semaphore's size).
     pub(crate) fn capacity(&self) -> u32 {
-        self.max
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// The settings in force.
+    pub(crate) fn tuning(&self) -> Tuning {
+        lock(&self.tuning).clone()
+    }
+
+    /// Puts `next` in force at once: the concurrency moves into the new bounds (a fixed
+    /// one to its value), the slots grow if MAX grew, and the claim loop is woken.
+    pub(crate) fn retune(&self, next: Tuning) {
+        let mut t = lock(&self.tuning);
+        let active = self.active();
+        let to = if next.min == next.max { next.min } else { active.clamp(next.min, next.max) };
+        self.active.store(to, Ordering::Relaxed);
+        let cap = self.capacity();
+        if next.max > cap {
+            self.slots.add_permits(usize::try_from(next.max - cap).unwrap_or(0));
+            self.capacity.store(next.max, Ordering::Relaxed);
+        }
+        if active != to {
+            tracing::info!(from = active, to, "concurrency changed by the pool in force");
+        }
+        *t = next;
+        drop(t);
+        self.changed.notify_waiters();
     }
 
     /// Concurrency in force now.
@@ -102,7 +185,7 @@ impl FleetState {
 
     /// True once `--max-jobs` steps have been claimed.
     pub(crate) fn budget_spent(&self) -> bool {
-        self.max_jobs.is_some_and(|n| self.claimed.load(Ordering::Relaxed) >= n)
+        lock(&self.tuning).max_jobs.is_some_and(|n| self.claimed.load(Ordering::Relaxed) >= n)
     }
 
     pub(crate) fn claimed(&self, step: &ClaimedStep, queue: Option<String>) {
@@ -154,10 +237,11 @@ impl FleetState {
         v
     }
 
-    pub(crate) fn stats(&self, queues: &[String]) -> WorkerStats {
+    pub(crate) fn stats(&self) -> WorkerStats {
+        let t = self.tuning();
         WorkerStats {
-            max_concurrency: self.max,
-            min_concurrency: self.min,
+            max_concurrency: t.max,
+            min_concurrency: t.min,
             active_concurrency: self.active(),
             in_flight: self.in_flight_count() as u32,
             processed: self.processed.load(Ordering::Relaxed),
@@ -165,7 +249,9 @@ impl FleetState {
             failed: self.failed.load(Ordering::Relaxed),
             uptime_s: self.started.elapsed().as_secs_f64(),
             rss_bytes: own_rss(),
-            queues: queues.to_vec(),
+            queues: t.queues,
+            pool: t.pool.as_ref().map(|p| p.0.clone()),
+            pool_generation: t.pool.as_ref().map(|p| p.1),
         }
     }
 
@@ -216,22 +302,23 @@ impl FleetState {
     /// (the backlog is at least what the worker can take) and all slots are busy; down by
     /// a step once nothing ran for `idle_period`; never outside MIN..MAX, never more often
     /// than `cooldown`. Returns the new concurrency if it changed.
-    pub(crate) fn autoscale(&self, config: &WorkerConfig, backlog_full: bool) -> Option<u32> {
-        if self.min == self.max {
+    pub(crate) fn autoscale(&self, backlog_full: bool) -> Option<u32> {
+        let t = self.tuning();
+        if t.min == t.max {
             return None;
         }
         let now = Instant::now();
         let mut last_change = lock(&self.last_change);
-        if now.duration_since(*last_change) < config.cooldown {
+        if now.duration_since(*last_change) < t.cooldown {
             return None;
         }
         let active = self.active();
         let busy = self.in_flight_count() as u32;
         let idle_for = if busy > 0 { Duration::ZERO } else { now.duration_since(*lock(&self.last_busy)) };
-        let next = if backlog_full && busy >= active && active < self.max {
-            (active + config.scale_up_step).min(self.max)
-        } else if idle_for >= config.idle_period && active > self.min {
-            active.saturating_sub(config.scale_down_step).max(self.min)
+        let next = if backlog_full && busy >= active && active < t.max {
+            (active + t.scale_up_step).min(t.max)
+        } else if idle_for >= t.idle_period && active > t.min {
+            active.saturating_sub(t.scale_down_step).max(t.min)
         } else {
             return None;
         };
@@ -253,12 +340,13 @@ pub(crate) async fn ticker(ctx: &crate::context::Ctx, stop: tokio_util::sync::Ca
             () = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
         let f = &ctx.fleet;
-        f.autoscale(&ctx.config, false);
+        f.autoscale(false);
+        let t = f.tuning();
         if f.budget_spent() && f.in_flight_count() == 0 {
-            let n = ctx.config.max_jobs.unwrap_or(0);
+            let n = t.max_jobs.unwrap_or(0);
             f.request_recycle(format!("ran its {n} jobs (--max-jobs)"));
         }
-        if let Some(limit) = ctx.config.max_memory {
+        if let Some(limit) = t.max_memory {
             let rss = own_rss();
             if rss > limit {
                 f.request_recycle(format!("RSS {rss} bytes passed --max-memory {limit}"));
@@ -307,23 +395,23 @@ mod tests {
         assert_eq!((f.active(), f.capacity()), (2, 8));
         f.claimed(&step(1), None);
         f.claimed(&step(2), None);
-        assert_eq!(f.autoscale(&c, true), Some(4));
-        assert_eq!(f.autoscale(&c, false), None, "busy but the last claim did not fill the slots");
+        assert_eq!(f.autoscale(true), Some(4));
+        assert_eq!(f.autoscale(false), None, "busy but the last claim did not fill the slots");
         for i in 3..=8 {
             f.claimed(&step(i), None);
         }
-        assert_eq!(f.autoscale(&c, true), Some(6));
-        assert_eq!(f.autoscale(&c, true), Some(8));
-        assert_eq!(f.autoscale(&c, true), None, "never above MAX");
+        assert_eq!(f.autoscale(true), Some(6));
+        assert_eq!(f.autoscale(true), Some(8));
+        assert_eq!(f.autoscale(true), None, "never above MAX");
         for i in 1..=8 {
             f.finished(AttemptId(i), Some(&AttemptOutcome::Succeeded));
         }
         std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(f.autoscale(&c, false), Some(6));
-        assert_eq!(f.autoscale(&c, false), Some(4));
-        assert_eq!(f.autoscale(&c, false), Some(2));
-        assert_eq!(f.autoscale(&c, false), None, "never below MIN");
-        assert_eq!(f.stats(&[]).processed, 8);
+        assert_eq!(f.autoscale(false), Some(6));
+        assert_eq!(f.autoscale(false), Some(4));
+        assert_eq!(f.autoscale(false), Some(2));
+        assert_eq!(f.autoscale(false), None, "never below MIN");
+        assert_eq!(f.stats().processed, 8);
     }
 
     #[test]

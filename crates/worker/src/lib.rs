@@ -35,6 +35,7 @@ mod logbuf;
 mod logship;
 mod memory;
 mod pgid;
+mod pool;
 pub mod procfs;
 mod report;
 mod runner;

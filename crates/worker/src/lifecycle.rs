@@ -14,7 +14,7 @@ use crate::shutdown::ShutdownHandle;
 use crate::{runner, session};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,7 +33,7 @@ pub(crate) async fn serve(
     let shutdown = handle.warm();
     // Sized for the autoscale maximum; the claim loop fills only what the concurrency in
     // force allows (`FleetState::claimable`).
-    let slots = Arc::new(Semaphore::new(usize::try_from(ctx.fleet.capacity()).unwrap_or(usize::MAX)));
+    let slots = ctx.fleet.slots();
     let executors = TaskTracker::new();
     let mut churn = Backoff::server();
     // `--replace` applies once, to the first registration: re-registering after a lost
@@ -71,10 +71,16 @@ pub(crate) async fn serve(
         if let Some(tx) = ready.take() {
             let _ = tx.send(Ready { session_id: resp.session_id, name: ctx.config.name.clone() });
         }
+        // A declared pool is in force before the first claim (its tags need a registration
+        // that carries them: nothing is held yet, so registering again costs nothing).
+        if crate::pool::sync(ctx, true).await == crate::pool::Synced::Reregister {
+            continue;
+        }
         let started = Instant::now();
         let session = ctx.begin_session();
         let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), session.clone()));
         let control = tokio::spawn(control_loop(ctx.clone(), session.clone()));
+        let pools = tokio::spawn(crate::pool::pool_loop(ctx.clone(), session.clone()));
         runner::claim_loop(ctx, &slots, &executors, shutdown, &session).await;
 
         if shutdown.is_cancelled() {
@@ -83,6 +89,7 @@ pub(crate) async fn serve(
             session.cancel();
             let _ = heartbeat.await;
             let _ = control.await;
+            let _ = pools.await;
             if !lost {
                 match tokio::time::timeout(Duration::from_secs(5), ctx.client.unregister()).await {
                     Ok(Ok(())) => tracing::info!("unregistered"),
@@ -98,6 +105,7 @@ pub(crate) async fn serve(
         session.cancel();
         let _ = heartbeat.await;
         let _ = control.await;
+        let _ = pools.await;
         let n = ctx.attempts.stop_all(StopKind::Superseded);
         if n > 0 {
             tracing::warn!(steps = n, "killed running steps of the lost session");
@@ -125,7 +133,7 @@ async fn drain(
     handle: &ShutdownHandle,
 ) {
     ctx.set_draining();
-    let drain_timeout = ctx.config.drain_timeout;
+    let drain_timeout = ctx.fleet.tuning().drain_timeout;
     let mode = handle.requested().unwrap_or(crate::ShutdownMode::Warm);
     let running = ctx.attempts.running_count();
     // Says what this mode does to the running steps: only a warm stop lets them finish.

@@ -106,7 +106,7 @@ pub(crate) async fn claim_loop(
                     let stop_rx = ctx.attempts.insert(step.attempt_id, lease_start, step.memory_limit);
                     executors.spawn(executor::execute(ctx.clone(), step, stop_rx, slot));
                 }
-                ctx.fleet.autoscale(&ctx.config, filled);
+                ctx.fleet.autoscale(filled);
             }
             Err(e) if e.is_unauthorized() => {
                 ctx.session_lost(generation);

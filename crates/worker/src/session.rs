@@ -25,7 +25,7 @@ fn request(ctx: &Ctx, replace: bool) -> RegisterRequest {
         profile: c.profile.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         queues: c.queues.clone(),
-        tags: c.tags.clone(),
+        tags: ctx.registered_tags(),
         concurrency: c.concurrency,
         capabilities: CAPABILITIES.iter().map(|s| s.to_string()).collect(),
         pid: Some(std::process::id()),

@@ -250,13 +250,11 @@ struct Shown {
 
 impl Shown {
     fn of_document(doc: &ResourceDocument) -> Shown {
-        match doc {
-            ResourceDocument::Workflow(d) => Shown {
-                kind: Kind::Workflow,
-                name: d.metadata.name.clone(),
-                labels: d.metadata.labels.clone(),
-                spec: ResourceSpec::Workflow(d.spec.clone()),
-            },
+        Shown {
+            kind: doc.kind(),
+            name: doc.metadata().name.clone(),
+            labels: doc.metadata().labels.clone(),
+            spec: doc.spec(),
         }
     }
 
@@ -308,10 +306,15 @@ fn unified(old: &str, new: &str, label: &str, action: Applied) -> String {
 
 fn table(out: &mut Out, items: &[ResourceView]) -> Result<()> {
     let now = chrono::Utc::now();
-    let mut t = output::table(&["NAME", "GENERATION", "STEPS", "AGE", "READY"]);
+    let what = match items.first().map(|r| r.kind) {
+        Some(Kind::WorkerPool) => "PRIORITY",
+        _ => "STEPS",
+    };
+    let mut t = output::table(&["NAME", "GENERATION", what, "AGE", "READY"]);
     for r in items {
         let steps = match &r.spec {
             ResourceSpec::Workflow(w) => w.steps.len().to_string(),
+            ResourceSpec::WorkerPool(p) => p.priority.to_string(),
         };
         let ready = r
             .status

@@ -4,6 +4,7 @@
 mod fleet;
 mod jobs;
 mod meta;
+mod pool;
 mod resources;
 mod timeout;
 mod worker;
@@ -33,6 +34,7 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(fleet::resume_queue))
         .routes(routes!(worker::register))
         .routes(routes!(worker::heartbeat))
+        .routes(routes!(pool::pool))
         .routes(routes!(worker::start_step))
         .routes(routes!(worker::unregister))
         .routes(routes!(resources::list))

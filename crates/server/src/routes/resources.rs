@@ -46,12 +46,8 @@ fn prepare(i: usize, doc: &ResourceDocument) -> Result<ResourceWrite, ApiError> 
         return Err(invalid(i, "apiVersion", "", &format!("`{v}` is not known; use {API_VERSION}")));
     }
     doc.metadata().validate().map_err(|e| invalid(i, &e.field, "", &e.message))?;
-    let spec = match doc {
-        ResourceDocument::Workflow(d) => {
-            d.spec.validate().map_err(|e| invalid(i, "spec", &e.path, &e.message))?;
-            serde_json::to_string(&d.spec).map_err(ApiError::internal)?
-        }
-    };
+    doc.validate_spec().map_err(|e| invalid(i, "spec", &e.path, &e.message))?;
+    let spec = serde_json::to_string(&doc.spec()).map_err(ApiError::internal)?;
     if spec.len() > MAX_DOCUMENT_BYTES {
         return Err(invalid(
             i,
@@ -64,11 +60,8 @@ fn prepare(i: usize, doc: &ResourceDocument) -> Result<ResourceWrite, ApiError> 
 }
 
 fn spec_view(kind: Kind, text: &str) -> Result<ResourceSpec, ApiError> {
-    match kind {
-        Kind::Workflow => serde_json::from_str::<WorkflowSpec>(text)
-            .map(ResourceSpec::Workflow)
-            .map_err(|e| ApiError::internal(format!("a stored {kind} spec cannot be read: {e}"))),
-    }
+    ResourceSpec::parse(kind, text)
+        .map_err(|e| ApiError::internal(format!("a stored {kind} spec cannot be read: {e}")))
 }
 
 fn view(r: ResourceRecord) -> Result<ResourceView, ApiError> {
@@ -286,7 +279,8 @@ pub(crate) async fn run(
     let Some(found) = state.store.get_resource(&key).await? else {
         return Err(ApiError::not_found(format!("no {key}; `rota apply -f FILE` declares it")));
     };
-    let ResourceSpec::Workflow(spec) = spec_view(found.kind, &found.spec)?;
+    let spec: WorkflowSpec = serde_json::from_str(&found.spec)
+        .map_err(|e| ApiError::internal(format!("a stored {key} spec cannot be read: {e}")))?;
     let mut job = spec.job(&name, &req.inputs, req.on.as_deref()).map_err(|e| match &e {
         InputError::Unknown { name, .. }
         | InputError::Missing { name }

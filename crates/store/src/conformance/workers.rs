@@ -183,3 +183,22 @@ pub(super) async fn workers_listing(s: Arc<dyn JobStore>) {
     );
     assert_eq!(m.last_heartbeat_at, t0(), "registration counts as a heartbeat");
 }
+
+/// A pool's queues reach a live session at once: claims after the change take from them,
+/// an offline or unknown session is refused.
+pub(super) async fn queues_change_for_a_live_session(s: Arc<dyn JobStore>) {
+    let mut spec = JobSpec::new(vec![step("x")]);
+    spec.queue = "extra".into();
+    let job = submit(&s, spec, t0()).await;
+    let me = register(&s, WorkerSpec { name: "wq", ..WorkerSpec::default() }, t0()).await;
+    assert!(claim(&s, me, 5, at(1)).await.is_empty(), "not yet one of its queues");
+    assert!(s.set_worker_queues(me, vec!["default".into(), "extra".into()]).await.unwrap());
+    let got = claim(&s, me, 5, at(2)).await;
+    assert_eq!(got.iter().map(|c| c.job_id).collect::<Vec<_>>(), [job]);
+    let listed = s.list_workers().await.unwrap();
+    let w = listed.iter().find(|w| w.session == me).expect("listed");
+    assert_eq!(w.queues, ["default", "extra"]);
+    assert!(!s.set_worker_queues(SessionId::new(), vec!["a".into()]).await.unwrap(), "unknown session");
+    s.unregister_worker(me, at(3)).await.unwrap();
+    assert!(!s.set_worker_queues(me, vec!["a".into()]).await.unwrap(), "offline session");
+}

@@ -42,8 +42,18 @@ pub(crate) async fn run(api: &Api, target: &Target, json: bool) -> Result<ExitCo
         out.json(&json!({"workers": ws, "queues": queues, "noReply": resp.no_reply}))?;
     } else {
         if !rows.is_empty() {
-            let mut t =
-                table(&["WORKER", "CONCURRENCY", "IN FLIGHT", "PROCESSED", "OK", "FAILED", "UPTIME", "RSS"]);
+            let mut t = table(&[
+                "WORKER",
+                "CONCURRENCY",
+                "IN FLIGHT",
+                "PROCESSED",
+                "OK",
+                "FAILED",
+                "UPTIME",
+                "RSS",
+                "QUEUES",
+                "POOL",
+            ]);
             for (r, s) in &rows {
                 let conc = if s.min_concurrency == s.max_concurrency {
                     format!("{}", s.active_concurrency)
@@ -59,6 +69,12 @@ pub(crate) async fn run(api: &Api, target: &Target, json: bool) -> Result<ExitCo
                     s.failed.to_string(),
                     format!("{:.0}s", s.uptime_s),
                     format!("{:.1} MiB", s.rss_bytes as f64 / (1 << 20) as f64),
+                    s.queues.join(","),
+                    match (&s.pool, s.pool_generation) {
+                        (Some(p), Some(g)) => format!("{p} (generation {g})"),
+                        (Some(p), None) => p.clone(),
+                        _ => "-".into(),
+                    },
                 ]);
             }
             out.table(&t)?;
