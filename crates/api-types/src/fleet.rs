@@ -135,6 +135,12 @@ pub struct WorkerStats {
     /// That pool's generation it applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_generation: Option<i64>,
+    /// The worker configs it applied (`name@generation`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<String>,
+    /// Why it takes no work (a worker config's setup failed), if it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// `POST /api/v1/revokes`: jobs by id, and idempotency keys (binding jobs submitted later

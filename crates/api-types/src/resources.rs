@@ -3,6 +3,7 @@
 //! (`metadata.generation`, `status`) and `rota run`'s request. Kubernetes-shaped, camelCase
 //! outside the specs (which keep the snake_case of the job document).
 
+use rota_domain::hostconfig::WorkerConfigSpec;
 use rota_domain::pool::PoolSpec;
 use rota_domain::resource::{Applied, Kind, Metadata, Status};
 use rota_domain::spec::SpecError;
@@ -21,6 +22,21 @@ pub enum ResourceDocument {
     Workflow(WorkflowDocument),
     /// Settings laid over the workers a selector names.
     WorkerPool(WorkerPoolDocument),
+    /// What the workers a selector names set up on their hosts.
+    WorkerConfig(WorkerConfigDocument),
+}
+
+/// A `WorkerConfig` document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkerConfigDocument {
+    /// `rota/v1` if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// Which workers, and what they set up.
+    pub spec: WorkerConfigSpec,
 }
 
 /// A `WorkerPool` document.
@@ -55,6 +71,7 @@ impl ResourceDocument {
         match self {
             ResourceDocument::Workflow(_) => Kind::Workflow,
             ResourceDocument::WorkerPool(_) => Kind::WorkerPool,
+            ResourceDocument::WorkerConfig(_) => Kind::WorkerConfig,
         }
     }
 
@@ -63,6 +80,7 @@ impl ResourceDocument {
         match self {
             ResourceDocument::Workflow(d) => &d.metadata,
             ResourceDocument::WorkerPool(d) => &d.metadata,
+            ResourceDocument::WorkerConfig(d) => &d.metadata,
         }
     }
 
@@ -71,6 +89,7 @@ impl ResourceDocument {
         match self {
             ResourceDocument::Workflow(d) => d.api_version.as_deref(),
             ResourceDocument::WorkerPool(d) => d.api_version.as_deref(),
+            ResourceDocument::WorkerConfig(d) => d.api_version.as_deref(),
         }
     }
 
@@ -79,6 +98,7 @@ impl ResourceDocument {
         match self {
             ResourceDocument::Workflow(d) => ResourceSpec::Workflow(d.spec.clone()),
             ResourceDocument::WorkerPool(d) => ResourceSpec::WorkerPool(d.spec.clone()),
+            ResourceDocument::WorkerConfig(d) => ResourceSpec::WorkerConfig(d.spec.clone()),
         }
     }
 
@@ -87,6 +107,7 @@ impl ResourceDocument {
         match self {
             ResourceDocument::Workflow(d) => d.spec.validate(),
             ResourceDocument::WorkerPool(d) => d.spec.validate(),
+            ResourceDocument::WorkerConfig(d) => d.spec.validate(),
         }
     }
 }
@@ -99,6 +120,8 @@ pub enum ResourceSpec {
     Workflow(WorkflowSpec),
     /// A worker pool's.
     WorkerPool(PoolSpec),
+    /// A worker config's.
+    WorkerConfig(WorkerConfigSpec),
 }
 
 impl ResourceSpec {
@@ -107,6 +130,7 @@ impl ResourceSpec {
         Ok(match kind {
             Kind::Workflow => ResourceSpec::Workflow(serde_json::from_str(text)?),
             Kind::WorkerPool => ResourceSpec::WorkerPool(serde_json::from_str(text)?),
+            Kind::WorkerConfig => ResourceSpec::WorkerConfig(serde_json::from_str(text)?),
         })
     }
 }

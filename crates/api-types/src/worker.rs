@@ -264,6 +264,49 @@ pub struct PoolReply {
     pub queues: Vec<String>,
 }
 
+/// `POST /worker/configs`: the declared `WorkerConfig`s that apply to the calling worker,
+/// with what became of the ones it applied last (the server records `Degraded` on them).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigQuery {
+    /// Its name.
+    pub name: String,
+    /// Its host.
+    pub host: String,
+    /// The tags it was started with.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Outcomes of applying configs since the last query.
+    #[serde(default)]
+    pub results: Vec<ConfigResult>,
+}
+
+/// What applying one config's generation on one worker came to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigResult {
+    /// The config.
+    pub name: String,
+    /// The generation applied.
+    pub generation: i64,
+    /// Files written and setup succeeded.
+    pub ok: bool,
+    /// The setup's exit code, if it ran and exited.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// What happened: the last lines of a failed setup's output, or why it could not run.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Reply to `POST /worker/configs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigReply {
+    /// Every config that applies, in the order to apply them (by name).
+    pub configs: Vec<rota_domain::hostconfig::Matched>,
+}
+
 /// `POST /worker/jobs/claim`: up to `max` steps, waiting up to `waitMs` if none is ready.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

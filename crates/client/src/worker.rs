@@ -11,9 +11,9 @@ use crate::transport::{CALL_TIMEOUT, Call, Failover, Reply, Transport, long_poll
 use reqwest::{Method, Url};
 use rota_api_types::worker::{
     ClaimRequest, ClaimResponse, CompleteBatchRequest, CompleteBatchResponse, CompleteRequest,
-    CompleteResponse, ControlRequest, ControlResponse, HeartbeatRequest, HeartbeatResponse, LogsBatchRequest,
-    LogsBatchResponse, LogsRequest, PoolQuery, PoolReply, RegisterRequest, RegisterResponse, StartRequest,
-    UnregisterRequest,
+    CompleteResponse, ConfigQuery, ConfigReply, ControlRequest, ControlResponse, HeartbeatRequest,
+    HeartbeatResponse, LogsBatchRequest, LogsBatchResponse, LogsRequest, PoolQuery, PoolReply,
+    RegisterRequest, RegisterResponse, StartRequest, UnregisterRequest,
 };
 use rota_domain::JobId;
 use serde::Serialize;
@@ -123,6 +123,12 @@ impl WorkerClient {
     /// claims from the queues the reply names).
     pub async fn pool(&self, req: &PoolQuery) -> Result<PoolReply> {
         self.post(&["worker", "pool"], req, None).await?.json()
+    }
+
+    /// `POST /worker/configs`: the declared worker configs that apply to this worker,
+    /// reporting what became of the ones applied last.
+    pub async fn configs(&self, req: &ConfigQuery) -> Result<ConfigReply> {
+        self.post(&["worker", "configs"], req, None).await?.json()
     }
 
     /// `POST /worker/jobs/claim`: long-polls up to `req.wait_ms` for up to `req.max` steps.

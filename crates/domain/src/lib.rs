@@ -17,12 +17,15 @@
 //! - [`units`]: durations and byte sizes as written in job documents and flags.
 //! - [`resource`]: declared resources (`rota apply`): names, labels, generations, conditions.
 //! - [`workflow`]: the `Workflow` resource: inputs, outputs and the job a run makes.
+//! - [`hostconfig`]: the `WorkerConfig` resource: env, files, setup and projects a
+//!   matching worker sets up on its host; validation and how several combine.
 //! - [`pool`]: the `WorkerPool` resource: selectors, which pool is in force for a worker,
 //!   what a running worker can change live.
 //! - [`settings`]: worker and server settings: what flags parse into, what a background
 //!   instance saves, what a worker pool overlays; the command lines derived from them.
 
 pub mod control;
+pub mod hostconfig;
 pub mod ids;
 pub mod limits;
 pub mod policy;

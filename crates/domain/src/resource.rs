@@ -28,17 +28,20 @@ pub enum Kind {
     Workflow,
     /// Settings laid over the workers a selector names.
     WorkerPool,
+    /// Environment, files, a setup script and projects for the workers a selector names.
+    WorkerConfig,
 }
 
 impl Kind {
     /// Every kind, in the order listings show them.
-    pub const ALL: &'static [Kind] = &[Kind::Workflow, Kind::WorkerPool];
+    pub const ALL: &'static [Kind] = &[Kind::Workflow, Kind::WorkerPool, Kind::WorkerConfig];
 
     /// The kind's name as documents write it (`Workflow`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Workflow => "Workflow",
             Kind::WorkerPool => "WorkerPool",
+            Kind::WorkerConfig => "WorkerConfig",
         }
     }
 
@@ -47,6 +50,7 @@ impl Kind {
         match self {
             Kind::Workflow => "workflows",
             Kind::WorkerPool => "workerpools",
+            Kind::WorkerConfig => "workerconfigs",
         }
     }
 
@@ -55,6 +59,7 @@ impl Kind {
         match self {
             Kind::Workflow => "wf",
             Kind::WorkerPool => "pool",
+            Kind::WorkerConfig => "wc",
         }
     }
 

@@ -56,6 +56,8 @@ pub(crate) struct Ctx {
     pub(crate) base_env: BaseEnv,
     /// Fleet-control state: counters, in-flight table, revokes, concurrency, recycling.
     pub(crate) fleet: crate::fleet::FleetState,
+    /// The worker configs applied on this host (env, files, setup).
+    pub(crate) host: crate::hostconfig::HostState,
     /// Wakes the heartbeat loop at once (draining started).
     pub(crate) heartbeat_now: Notify,
     /// The workspace's persistent instance id, sent with every registration.
@@ -81,6 +83,7 @@ impl Ctx {
         let tags = Mutex::new(config.tags.clone());
         Self {
             fleet,
+            host: crate::hostconfig::HostState::default(),
             config,
             client,
             attempts: Attempts::default(),

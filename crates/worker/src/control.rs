@@ -80,7 +80,11 @@ fn answer(ctx: &Ctx, command: &Command) -> (Reply, Option<crate::ShutdownMode>) 
             in_flight: ctx.fleet.inspect(|id| ctx.attempts.pid_of(id)),
             revoked: ctx.fleet.revoked(),
         },
-        Command::Stats => Reply::Stats(ctx.fleet.stats()),
+        Command::Stats => Reply::Stats(rota_api_types::fleet::WorkerStats {
+            configs: ctx.host.applied(),
+            degraded: ctx.host.degraded(),
+            ..ctx.fleet.stats()
+        }),
         Command::Revoke { jobs, expires_in_ms } => {
             ctx.fleet.hold_revokes(jobs, |_| expires_in_ms.map(std::time::Duration::from_millis));
             Reply::Done

@@ -43,6 +43,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) base_env: &'a BaseEnv,
     /// Values a step's env must not carry.
     pub(crate) secrets: &'a [&'a str],
+    /// The worker configs' variables, and `ROTA_CONFIG_DIR` (the job's env wins).
+    pub(crate) host_env: &'a [(String, String)],
     /// TERM → KILL grace.
     pub(crate) kill_grace: Duration,
 }
@@ -77,7 +79,7 @@ pub(crate) async fn run_attempt(
         Ok(dir) => dir,
         Err(e) => return Some(lost(format!("cannot create the attempt directory: {e}")).into()),
     };
-    let mut env = spawn::build_env(setup.base_env, step, setup.secrets);
+    let mut env = spawn::build_env(setup.base_env, setup.host_env, step, setup.secrets);
     let output_file = setup.dirs.output_file(step.attempt_id);
     env.push((rota_domain::workflow::OUTPUT_FILE_ENV.into(), output_file.clone().into_os_string()));
     // The kernel refuses an exec over its argument limits (E2BIG): that is the step's
@@ -457,11 +459,17 @@ pub(crate) async fn execute(
         logs.open(step.attempt_id, step.job_id, &step.step, step.log_cap);
         tracing::debug!("running step");
         let secrets = [ctx.config.join_token.as_str()];
+        let mut host_env = ctx.host.env();
+        host_env.push((
+            crate::hostconfig::CONFIG_DIR_ENV.to_string(),
+            crate::hostconfig::managed_dir(&ctx.config.workspace).display().to_string(),
+        ));
         let setup = Setup {
             dirs: &ctx.dirs,
             spawner: &ctx.spawner,
             base_env: &ctx.base_env,
             secrets: &secrets,
+            host_env: &host_env,
             kill_grace: ctx.config.kill_grace,
         };
         let hooks = CtxHooks { ctx: &ctx, step: &step };

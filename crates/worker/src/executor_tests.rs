@@ -79,6 +79,7 @@ impl Harness {
             spawner: &self.spawner,
             base_env: &self.base,
             secrets: &[],
+            host_env: &[],
             kill_grace: grace,
         }
     }

@@ -84,6 +84,9 @@ pub(crate) struct FleetState {
     /// concurrency fills fewer, `claimable`).
     slots: Arc<Semaphore>,
     capacity: AtomicU32,
+    /// Claims nothing while true (worker configs being applied, or a setup failed); the
+    /// claim loop also drops a long-poll in flight when it turns true.
+    held: tokio::sync::watch::Sender<bool>,
     active: AtomicU32,
     processed: AtomicU64,
     succeeded: AtomicU64,
@@ -116,6 +119,7 @@ impl FleetState {
             tuning: Mutex::new(tuning),
             slots: Arc::new(Semaphore::new(usize::try_from(max).unwrap_or(usize::MAX))),
             capacity: AtomicU32::new(max),
+            held: tokio::sync::watch::Sender::new(false),
             active: AtomicU32::new(min),
             processed: AtomicU64::new(0),
             succeeded: AtomicU64::new(0),
@@ -134,6 +138,9 @@ impl FleetState {
     /// Slots the claim loop may fill now: the concurrency in force minus steps in flight,
     /// capped by what is left of the `--max-jobs` budget.
     pub(crate) fn claimable(&self) -> u32 {
+        if *self.held.borrow() {
+            return 0;
+        }
         let running = lock(&self.in_flight).len() as u32;
         let mut free = self.active.load(Ordering::Relaxed).saturating_sub(running);
         if let Some(n) = lock(&self.tuning).max_jobs {
@@ -151,6 +158,17 @@ impl FleetState {
     /// The most slots the worker can use now (the semaphore's size).
     pub(crate) fn capacity(&self) -> u32 {
         self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Holds claims (`true`) or lets them go on.
+    pub(crate) fn hold(&self, held: bool) {
+        self.held.send_replace(held);
+        self.changed.notify_waiters();
+    }
+
+    /// Watches the hold (the claim loop drops its long-poll when it turns on).
+    pub(crate) fn held(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.held.subscribe()
     }
 
     /// The settings in force.
@@ -252,6 +270,8 @@ impl FleetState {
             queues: t.queues,
             pool: t.pool.as_ref().map(|p| p.0.clone()),
             pool_generation: t.pool.as_ref().map(|p| p.1),
+            configs: Vec::new(),
+            degraded: None,
         }
     }
 

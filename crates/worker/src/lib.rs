@@ -27,6 +27,7 @@ mod executor;
 mod fence;
 mod fleet;
 mod heartbeat;
+mod hostconfig;
 mod instance;
 mod kill;
 mod legacy;

@@ -80,6 +80,9 @@ pub(crate) async fn serve(
         let session = ctx.begin_session();
         let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), session.clone()));
         let control = tokio::spawn(control_loop(ctx.clone(), session.clone()));
+        // Worker configs (files, setup) are in place before the first claim; heartbeats
+        // keep the session alive while a setup runs.
+        crate::hostconfig::sync(ctx).await;
         let pools = tokio::spawn(crate::pool::pool_loop(ctx.clone(), session.clone()));
         runner::claim_loop(ctx, &slots, &executors, shutdown, &session).await;
 

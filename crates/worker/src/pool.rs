@@ -136,6 +136,7 @@ pub(crate) async fn pool_loop(ctx: Arc<Ctx>, session: CancellationToken) {
             () = tokio::time::sleep(RESYNC) => {}
         }
         sync(&ctx, false).await;
+        crate::hostconfig::sync(&ctx).await;
     }
 }
 

@@ -81,8 +81,12 @@ pub(crate) async fn claim_loop(
         let generation = ctx.client.credential_generation();
         let sent = Instant::now();
         let req = ClaimRequest { max, wait_ms };
+        let mut held = ctx.fleet.held();
         let res = tokio::select! {
             r = ctx.client.claim(&req) => r,
+            // Claims are held (worker configs being applied): the long-poll is dropped, so
+            // nothing is handed to this worker meanwhile.
+            _ = held.wait_for(|h| *h) => continue,
             () = shutdown.cancelled() => return,
             () = session.cancelled() => return,
         };

@@ -28,7 +28,13 @@ impl BaseEnv {
 /// The environment of one attempt, in the order it is applied (later entries win).
 /// `secrets` are values (join token, credential, ...) a job's env may not carry: entries
 /// equal to one are dropped.
-pub(crate) fn build_env(base: &BaseEnv, step: &ClaimedStep, secrets: &[&str]) -> Vec<(OsString, OsString)> {
+/// `host` are the worker configs' variables (a job's own env wins over them).
+pub(crate) fn build_env(
+    base: &BaseEnv,
+    host: &[(String, String)],
+    step: &ClaimedStep,
+    secrets: &[&str],
+) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(step.env.len() + 8);
     env.push(("PATH".into(), base.path.clone().unwrap_or_else(|| DEFAULT_PATH.into())));
     if let Some(home) = &base.home {
@@ -38,7 +44,7 @@ pub(crate) fn build_env(base: &BaseEnv, step: &ClaimedStep, secrets: &[&str]) ->
     if let Some(tz) = &base.tz {
         env.push(("TZ".into(), tz.clone()));
     }
-    for (k, v) in &step.env {
+    for (k, v) in host.iter().map(|(k, v)| (k, v)).chain(step.env.iter()) {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             tracing::warn!(key = %k, "skipping an environment variable that cannot be set");
             continue;
@@ -110,7 +116,7 @@ mod tests {
         assert!(std::env::vars_os().count() > 5);
         let s = step(&[("GREETING", "hi there"), ("LEAKY", "token=join-s3cret"), ("PATH", "/usr/bin:/bin")]);
         let base = BaseEnv::from_process();
-        let env = build_env(&base, &s, &["join-s3cret", "cred-abc"]);
+        let env = build_env(&base, &[], &s, &["join-s3cret", "cred-abc"]);
         let dir = tempfile::tempdir().unwrap();
         let spawner = crate::spawner::start_in_test_binary("spawn::tests::spawner_helper").unwrap();
         let mut sp = spawner
@@ -145,7 +151,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_the_worker_has_no_path_or_lang() {
-        let env = build_env(&BaseEnv::default(), &step(&[]), &[]);
+        let env = build_env(&BaseEnv::default(), &[], &step(&[]), &[]);
         let get = |k: &str| env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.clone());
         assert_eq!(get("PATH"), Some(DEFAULT_PATH.into()));
         assert_eq!(get("LANG"), Some("C.UTF-8".into()));
@@ -155,7 +161,7 @@ mod tests {
 
     #[test]
     fn rota_variables_cannot_be_overridden_by_the_job() {
-        let env = build_env(&BaseEnv::default(), &step(&[("ROTA_STEP", "fake")]), &[]);
+        let env = build_env(&BaseEnv::default(), &[], &step(&[("ROTA_STEP", "fake")]), &[]);
         let last = env.iter().rev().find(|(k, _)| k == "ROTA_STEP").map(|(_, v)| v.clone());
         assert_eq!(last, Some("build".into()));
     }

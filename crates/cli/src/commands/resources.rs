@@ -308,6 +308,7 @@ fn table(out: &mut Out, items: &[ResourceView]) -> Result<()> {
     let now = chrono::Utc::now();
     let what = match items.first().map(|r| r.kind) {
         Some(Kind::WorkerPool) => "PRIORITY",
+        Some(Kind::WorkerConfig) => "FILES",
         _ => "STEPS",
     };
     let mut t = output::table(&["NAME", "GENERATION", what, "AGE", "READY"]);
@@ -315,6 +316,7 @@ fn table(out: &mut Out, items: &[ResourceView]) -> Result<()> {
         let steps = match &r.spec {
             ResourceSpec::Workflow(w) => w.steps.len().to_string(),
             ResourceSpec::WorkerPool(p) => p.priority.to_string(),
+            ResourceSpec::WorkerConfig(c) => c.files.len().to_string(),
         };
         let ready = r
             .status

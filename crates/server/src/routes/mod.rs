@@ -2,9 +2,9 @@
 //! `/openapi.json` is generated from the same code that serves requests.
 
 mod fleet;
+mod host;
 mod jobs;
 mod meta;
-mod pool;
 mod resources;
 mod timeout;
 mod worker;
@@ -34,7 +34,8 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(fleet::resume_queue))
         .routes(routes!(worker::register))
         .routes(routes!(worker::heartbeat))
-        .routes(routes!(pool::pool))
+        .routes(routes!(host::pool))
+        .routes(routes!(host::configs))
         .routes(routes!(worker::start_step))
         .routes(routes!(worker::unregister))
         .routes(routes!(resources::list))

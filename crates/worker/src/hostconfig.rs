@@ -1,0 +1,299 @@
+//! Converging on the declared `WorkerConfig`s that apply to this worker (host-side,
+//! level-triggered, after each registration before the first claim and then every few
+//! seconds). When the set of configs or a generation changes, the worker stops claiming,
+//! waits for its running steps to finish, removes the files of configs that no longer
+//! apply, writes the files of the changed ones under its managed directory
+//! (`<workspace>/.rota/config`, `$ROTA_CONFIG_DIR` for steps), runs their `setup` scripts
+//! (`sh -c`, its own process group, killed at the time limit), and takes work again — or,
+//! when a setup failed, stays registered but claims nothing (`Degraded`, reported to the
+//! server with the exit code and the output's last lines) until a config changes. The
+//! configs' `env` reaches every step (a job's own env wins). Every worker start applies
+//! them anew before its first claim, so changes made while it was stopped are taken then.
+
+use crate::context::Ctx;
+use rota_api_types::worker::{ConfigQuery, ConfigResult};
+use rota_domain::hostconfig::Matched;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// The variable naming the managed directory for steps and setup scripts.
+pub(crate) const CONFIG_DIR_ENV: &str = "ROTA_CONFIG_DIR";
+
+/// Most bytes of a setup's output kept for its report (the end of it).
+const TAIL_BYTES: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the worker applied, and what it tells steps and the server.
+#[derive(Debug, Default)]
+pub(crate) struct HostState {
+    /// Config name → the generation applied (or tried: a failed setup is not run again
+    /// until its config changes).
+    applied: Mutex<BTreeMap<String, i64>>,
+    /// Config name → files it wrote (to remove when it no longer applies).
+    written: Mutex<BTreeMap<String, Vec<PathBuf>>>,
+    /// The configs' variables, in application order.
+    env: Mutex<Vec<(String, String)>>,
+    /// Why the worker claims nothing (a setup failed), if it does not.
+    degraded: Mutex<Option<String>>,
+    /// Outcomes not yet reported.
+    pending: Mutex<Vec<ConfigResult>>,
+}
+
+impl HostState {
+    /// Variables the configs give steps.
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
+        lock(&self.env).clone()
+    }
+
+    /// Why the worker claims nothing, if it does not.
+    pub(crate) fn degraded(&self) -> Option<String> {
+        lock(&self.degraded).clone()
+    }
+
+    /// `name@generation` of every config applied.
+    pub(crate) fn applied(&self) -> Vec<String> {
+        lock(&self.applied).iter().map(|(n, g)| format!("{n}@{g}")).collect()
+    }
+}
+
+/// The managed directory of a worker with workspace `ws`.
+pub(crate) fn managed_dir(ws: &Path) -> PathBuf {
+    ws.join(".rota").join("config")
+}
+
+/// Asks once and applies what changed, then reports how that went at once (the server
+/// records it on the configs). An error (an older server, or none reachable) changes
+/// nothing; unreported outcomes go with the next query.
+pub(crate) async fn sync(ctx: &Ctx) {
+    if let Some(configs) = query(ctx).await
+        && apply_needed(ctx, &configs)
+    {
+        apply(ctx, &configs).await;
+        let _ = query(ctx).await;
+    }
+}
+
+fn apply_needed(ctx: &Ctx, configs: &[Matched]) -> bool {
+    let desired: BTreeMap<String, i64> = configs.iter().map(|c| (c.name.clone(), c.generation)).collect();
+    *lock(&ctx.host.applied) != desired
+}
+
+/// One query carrying the outcomes not yet reported; `None` if it failed.
+async fn query(ctx: &Ctx) -> Option<Vec<Matched>> {
+    let results = std::mem::take(&mut *lock(&ctx.host.pending));
+    let query = ConfigQuery {
+        name: ctx.config.name.clone(),
+        host: ctx.config.host.clone(),
+        tags: ctx.config.tags.clone(),
+        results: results.clone(),
+    };
+    match ctx.client.configs(&query).await {
+        Ok(r) => Some(r.configs),
+        Err(e) => {
+            tracing::debug!("cannot ask which worker configs apply: {e}");
+            // Reported next time.
+            lock(&ctx.host.pending).splice(0..0, results);
+            None
+        }
+    }
+}
+
+/// Applies `configs` (in order): holds claims, waits for running steps, then files, setup.
+async fn apply(ctx: &Ctx, configs: &[Matched]) {
+    let applied = lock(&ctx.host.applied).clone();
+    let changed: Vec<&Matched> =
+        configs.iter().filter(|c| applied.get(&c.name) != Some(&c.generation)).collect();
+    let gone: Vec<String> =
+        applied.keys().filter(|n| !configs.iter().any(|c| &c.name == *n)).cloned().collect();
+    tracing::info!(changed = ?changed.iter().map(|c| &c.name).collect::<Vec<_>>(), removed = ?gone,
+        "worker configs changed: finishing running steps, then applying");
+    ctx.fleet.hold(true);
+    while ctx.attempts.running_count() > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dir = managed_dir(&ctx.config.workspace);
+    for name in gone.iter().chain(changed.iter().map(|c| &c.name)) {
+        let files = lock(&ctx.host.written).remove(name).unwrap_or_default();
+        for f in files {
+            let _ = std::fs::remove_file(&f);
+        }
+        lock(&ctx.host.applied).remove(name);
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    for c in configs {
+        env.extend(c.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    *lock(&ctx.host.env) = env.clone();
+    let mut degraded = None;
+    for c in changed {
+        let result = apply_one(ctx, &dir, c, &env).await;
+        if !result.ok && degraded.is_none() {
+            degraded = Some(format!("config {} generation {}: {}", c.name, c.generation, result.message));
+        }
+        lock(&ctx.host.applied).insert(c.name.clone(), c.generation);
+        lock(&ctx.host.pending).push(result);
+    }
+    // A config that failed before and did not change keeps the worker degraded.
+    let still = lock(&ctx.host.degraded).clone().filter(|d| {
+        configs.iter().any(|c| d.starts_with(&format!("config {} generation {}:", c.name, c.generation)))
+    });
+    let now = degraded.or(still);
+    match &now {
+        Some(why) => tracing::error!("not taking work until a worker config changes: {why}"),
+        None => tracing::info!("worker configs applied"),
+    }
+    *lock(&ctx.host.degraded) = now.clone();
+    ctx.fleet.hold(now.is_some());
+}
+
+/// Writes one config's files and runs its setup.
+async fn apply_one(ctx: &Ctx, dir: &Path, c: &Matched, env: &[(String, String)]) -> ConfigResult {
+    let fail = |message: String, exit_code: Option<i32>| ConfigResult {
+        name: c.name.clone(),
+        generation: c.generation,
+        ok: false,
+        exit_code,
+        message,
+    };
+    let mut written = Vec::new();
+    for f in &c.spec.files {
+        let path = dir.join(&f.path);
+        if let Err(e) = write_file(&path, f.content.as_bytes(), f.mode_bits()) {
+            lock(&ctx.host.written).insert(c.name.clone(), written);
+            return fail(format!("cannot write {}: {e}", path.display()), None);
+        }
+        written.push(path);
+    }
+    lock(&ctx.host.written).insert(c.name.clone(), written);
+    if let Some(setup) = &c.spec.setup {
+        match run_setup(dir, &setup.run, setup.timeout(), env).await {
+            Ok((0, _)) => {}
+            Ok((code, tail)) => return fail(tail, Some(code)),
+            Err(why) => return fail(why, None),
+        }
+        tracing::info!(config = %c.name, generation = c.generation, "setup succeeded");
+    }
+    ConfigResult {
+        name: c.name.clone(),
+        generation: c.generation,
+        ok: true,
+        exit_code: None,
+        message: String::new(),
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension(format!("rota-tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Runs `sh -c script` in `dir` with the configs' `env`, in its own process group; at
+/// `timeout` the group is killed. Returns the exit code (128 + signal when killed) and
+/// the output's last lines, or why it could not run.
+async fn run_setup(
+    dir: &Path,
+    script: &str,
+    timeout: Duration,
+    env: &[(String, String)],
+) -> Result<(i32, String), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| crate::spawn::DEFAULT_PATH.into()))
+        .envs(std::env::var_os("HOME").map(|h| ("HOME", h)))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env(CONFIG_DIR_ENV, dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // posix_spawn keeps the new group (no pre_exec): the whole tree dies at the limit.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start sh: {e}"))?;
+    let pgid = child.id().and_then(|p| rustix::process::Pid::from_raw(i32::try_from(p).unwrap_or(0)));
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    // Both pipes at once: a script filling one while the other is read would block.
+    let read = async {
+        let (mut a, b) = tokio::join!(read_all(out), read_all(err));
+        a.extend_from_slice(&b);
+        a
+    };
+    let waited = tokio::time::timeout(timeout, async {
+        let output = read.await;
+        (child.wait().await, output)
+    })
+    .await;
+    match waited {
+        Ok((Ok(status), output)) => {
+            use std::os::unix::process::ExitStatusExt;
+            let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            Ok((code, tail(&output)))
+        }
+        Ok((Err(e), _)) => Err(format!("cannot wait for setup: {e}")),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                crate::kill::kill_group(pgid);
+            }
+            Err(format!("setup did not finish within {}", humantime::format_duration(timeout)))
+        }
+    }
+}
+
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if let Some(mut p) = pipe {
+        let _ = p.read_to_end(&mut buf).await;
+    }
+    buf
+}
+
+/// The last lines of `output` within [`TAIL_BYTES`].
+fn tail(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let start = text.len().saturating_sub(TAIL_BYTES);
+    let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+    text[start..].trim_end().to_string()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn setup_runs_in_the_managed_dir_with_env_and_reports_its_tail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cfg");
+        let env = vec![("GREETING".to_string(), "hi".to_string())];
+        let (code, out) = run_setup(
+            &dir,
+            "echo \"$GREETING from $(pwd)\"; echo oops >&2; exit 3",
+            Duration::from_secs(10),
+            &env,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 3);
+        assert!(out.contains(&format!("hi from {}", dir.display())) && out.contains("oops"), "{out}");
+        let e = run_setup(&dir, "sleep 30", Duration::from_millis(200), &[]).await.unwrap_err();
+        assert!(e.contains("did not finish"), "{e}");
+        assert_eq!(tail(&vec![b'x'; 10_000]).len(), TAIL_BYTES);
+    }
+}
