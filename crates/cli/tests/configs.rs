@@ -121,3 +121,47 @@ fn a_config_sets_up_env_files_and_setup_and_degrades_on_failure(backend: Backend
     assert!(out.contains("second-setup") && out.contains("tool=/opt/tool5"), "{out}");
     assert_eq!(code(&run(&env, &["worker", "stop"])), 0);
 }
+
+both_backends!(fn a_job_naming_a_project_runs_in_its_directory_where_mapped);
+fn a_job_naming_a_project_runs_in_its_directory_where_mapped(backend: Backend) {
+    let mut env = Env::on(backend);
+    env.start_server(&[]);
+    let _cleanup = Cleanup::new(&env);
+    let demo = env.path("checkouts/demo");
+    std::fs::create_dir_all(&demo).unwrap();
+    let path = env.path("projects.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "kind: WorkerConfig\nmetadata: {{name: checkouts}}\nspec:\n  selector: {{workers: ['*']}}\n  projects: {{demo: {}}}\n",
+            path_str(&demo)
+        ),
+    )
+    .unwrap();
+    let o = run(&env, &["apply", "-f", &path_str(&path)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(&env, &["worker", "start", "--json"]);
+    assert_eq!(code(&o), 0, "{}\nlog:\n{}", stderr(&o), log(&env));
+
+    let doc = env.path("job.yaml");
+    std::fs::write(
+        &doc,
+        "project: demo\nsteps:\n  - {name: where, run: 'pwd; echo \"project=$ROTA_PROJECT\"'}\n",
+    )
+    .unwrap();
+    let id = submit(&env, &["-f", &path_str(&doc)]);
+    assert_eq!(wait_for_end(&env, &id)["state"], "succeeded", "{}", logs(&env, &id));
+    let out = logs(&env, &id);
+    let real = std::fs::canonicalize(&demo).unwrap();
+    assert!(out.contains(&path_str(&real)) || out.contains(&path_str(&demo)), "ran elsewhere: {out}");
+    assert!(out.contains("project=demo"), "{out}");
+
+    // No live worker maps `other`: unschedulable, saying so.
+    std::fs::write(&doc, "project: other\nsteps:\n  - {name: s, run: 'true'}\n").unwrap();
+    let id = submit(&env, &["-f", &path_str(&doc)]);
+    std::thread::sleep(Duration::from_secs(1));
+    let shown = rota_testkit::show_json(&env, &id);
+    assert_eq!(shown["state"], "unschedulable", "{shown:#}");
+    assert!(shown["reason"].as_str().unwrap_or_default().contains("maps project 'other'"), "{shown:#}");
+    assert_eq!(code(&run(&env, &["worker", "stop"])), 0);
+}

@@ -173,6 +173,18 @@ impl WorkerConfigSpec {
     }
 }
 
+/// The tag a worker mapping project `name` carries, and a job naming the project asks
+/// for: how such a job reaches only workers that map it.
+pub fn project_tag(name: &str) -> String {
+    format!("{PROJECT_TAG_PREFIX}{name}")
+}
+
+/// The prefix of [`project_tag`]s.
+pub const PROJECT_TAG_PREFIX: &str = "project:";
+
+/// The variable naming a job's project for its steps.
+pub const PROJECT_ENV: &str = "ROTA_PROJECT";
+
 /// A config as the matcher sees it.
 #[derive(Clone, Debug)]
 pub struct DeclaredConfig<'a> {

@@ -45,6 +45,10 @@ pub struct JobSpec {
     /// After this instant the job fails with reason `deadline` and nothing more starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+    /// Run in this project's directory on workers that map it (a `WorkerConfig`'s
+    /// `projects`); a job naming one only goes to such workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// The steps, in document order.
     pub steps: Vec<StepSpec>,
 }
@@ -249,7 +253,21 @@ impl JobSpec {
             env: BTreeMap::new(),
             idempotency_key: None,
             deadline: None,
+            project: None,
             steps,
+        }
+    }
+
+    /// Routes a job naming a project: it asks for the `project:NAME` tag workers mapping
+    /// the project carry, and its steps see `ROTA_PROJECT` (the worker runs them in the
+    /// project's directory). Idempotent; the server calls it before storing a job.
+    pub fn route_project(&mut self) {
+        if let Some(p) = &self.project {
+            let tag = crate::hostconfig::project_tag(p);
+            if !self.target.tags.contains(&tag) {
+                self.target.tags.push(tag);
+            }
+            self.env.insert(crate::hostconfig::PROJECT_ENV.to_string(), p.clone());
         }
     }
 
@@ -259,6 +277,9 @@ impl JobSpec {
             limits::check_text("name", name, limits::MAX_JOB_NAME)?;
         }
         limits::check_name("queue", &self.queue)?;
+        if let Some(p) = &self.project {
+            limits::check_name("project", p)?;
+        }
         if let Some(k) = &self.idempotency_key {
             limits::check_text("idempotency_key", k, limits::MAX_IDEMPOTENCY_KEY)?;
         }

@@ -35,6 +35,9 @@ pub struct WorkflowSpec {
     /// Environment for every step (a step's own `env` wins).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Runs go to workers that map this project and run in its directory there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// The steps, as in a job document.
     pub steps: Vec<StepSpec>,
 }
@@ -327,6 +330,7 @@ impl WorkflowSpec {
         job.target.host = on.map(str::to_string).or_else(|| self.target.host.clone());
         job.target.tags = self.target.tags.clone();
         job.env = self.env.clone();
+        job.project = self.project.clone();
         for (n, v) in inputs {
             job.env.insert(input_env(n), v.clone());
         }
@@ -418,6 +422,7 @@ mod tests {
                 .collect(),
             target: WorkflowTarget::default(),
             env: BTreeMap::new(),
+            project: None,
             steps,
         }
     }

@@ -14,8 +14,12 @@ use rota_store::{NewJob, Submitted};
 /// the same commit claimed for them. The caller still wakes the other claimers.
 pub(crate) async fn submit_jobs(
     state: &AppState,
-    jobs: Vec<NewJob>,
+    mut jobs: Vec<NewJob>,
 ) -> Result<Vec<rota_store::Result<Submitted>>, ApiError> {
+    // Every way a job is made (submit, workflow run, schedule) routes its project here.
+    for j in &mut jobs {
+        j.spec.route_project();
+    }
     let roots: usize = jobs.iter().map(|j| j.spec.steps.iter().filter(|s| s.needs.is_empty()).count()).sum();
     // Only sessions heard from lately: a worker whose link was cut still has its claim
     // parked here, and what it took would be lost again at its lease's end.

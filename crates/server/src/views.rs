@@ -68,8 +68,20 @@ fn unschedulable_reason(row: &JobRow) -> String {
     if let Some(h) = &row.target.host {
         want.push_str(&format!(" on host '{h}'"));
     }
-    if !row.target.tags.is_empty() {
-        want.push_str(&format!(" with tags [{}]", row.target.tags.join(", ")));
+    let prefix = rota_domain::hostconfig::PROJECT_TAG_PREFIX;
+    let (projects, tags): (Vec<&String>, Vec<&String>) =
+        row.target.tags.iter().partition(|t| t.starts_with(prefix));
+    if !tags.is_empty() {
+        want.push_str(&format!(
+            " with tags [{}]",
+            tags.iter().map(|t| t.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for p in projects {
+        want.push_str(&format!(
+            " that maps project '{}' (a WorkerConfig's projects)",
+            p.trim_start_matches(prefix)
+        ));
     }
     want
 }

@@ -45,6 +45,9 @@ pub(crate) struct Setup<'a> {
     pub(crate) secrets: &'a [&'a str],
     /// The worker configs' variables, and `ROTA_CONFIG_DIR` (the job's env wins).
     pub(crate) host_env: &'a [(String, String)],
+    /// For a job naming a project: where that project lives on this host (`Err`: the
+    /// project it names, which this worker does not map).
+    pub(crate) project_dir: Option<Result<std::path::PathBuf, String>>,
     /// TERM → KILL grace.
     pub(crate) kill_grace: Duration,
 }
@@ -79,6 +82,17 @@ pub(crate) async fn run_attempt(
         Ok(dir) => dir,
         Err(e) => return Some(lost(format!("cannot create the attempt directory: {e}")).into()),
     };
+    let cwd = match &setup.project_dir {
+        None => dir.path().to_path_buf(),
+        Some(Ok(p)) => p.clone(),
+        Some(Err(project)) => {
+            setup.dirs.release(dir, keep, true).await;
+            let why = format!(
+                "this worker does not map project '{project}' (its worker configs changed meanwhile)"
+            );
+            return Some(AttemptOutcome::Failed { exit_code: None, signal: None, why: Some(why) }.into());
+        }
+    };
     let mut env = spawn::build_env(setup.base_env, setup.host_env, step, setup.secrets);
     let output_file = setup.dirs.output_file(step.attempt_id);
     env.push((rota_domain::workflow::OUTPUT_FILE_ENV.into(), output_file.clone().into_os_string()));
@@ -95,7 +109,9 @@ pub(crate) async fn run_attempt(
     let args = vec!["-c".into(), step.run.clone().into()];
     // The helper journals the group before it answers: from here on, a kill of this
     // worker at any moment leaves no process of the step behind.
-    let sp = match setup.spawner.spawn(step.attempt_id, spawn::SHELL, args, env, dir.path()).await {
+    // A project's steps run in its directory (shared by concurrent jobs of the project);
+    // the attempt directory still holds `$ROTA_OUTPUT` and is cleaned as always.
+    let sp = match setup.spawner.spawn(step.attempt_id, spawn::SHELL, args, env, &cwd).await {
         Ok(sp) => sp,
         Err(e) => {
             setup.dirs.release(dir, keep, true).await;
@@ -464,12 +480,17 @@ pub(crate) async fn execute(
             crate::hostconfig::CONFIG_DIR_ENV.to_string(),
             crate::hostconfig::managed_dir(&ctx.config.workspace).display().to_string(),
         ));
+        let project_dir = step
+            .env
+            .get(rota_domain::hostconfig::PROJECT_ENV)
+            .map(|p| ctx.host.project_dir(p).ok_or_else(|| p.clone()));
         let setup = Setup {
             dirs: &ctx.dirs,
             spawner: &ctx.spawner,
             base_env: &ctx.base_env,
             secrets: &secrets,
             host_env: &host_env,
+            project_dir,
             kill_grace: ctx.config.kill_grace,
         };
         let hooks = CtxHooks { ctx: &ctx, step: &step };

@@ -80,6 +80,7 @@ impl Harness {
             base_env: &self.base,
             secrets: &[],
             host_env: &[],
+            project_dir: None,
             kill_grace: grace,
         }
     }

@@ -12,7 +12,7 @@
 
 use crate::context::Ctx;
 use rota_api_types::worker::{ConfigQuery, ConfigResult};
-use rota_domain::hostconfig::Matched;
+use rota_domain::hostconfig::{Matched, PROJECT_TAG_PREFIX, project_tag};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -44,12 +44,19 @@ pub(crate) struct HostState {
     degraded: Mutex<Option<String>>,
     /// Outcomes not yet reported.
     pending: Mutex<Vec<ConfigResult>>,
+    /// Project name → the directory its jobs run in on this host.
+    projects: Mutex<BTreeMap<String, String>>,
 }
 
 impl HostState {
     /// Variables the configs give steps.
     pub(crate) fn env(&self) -> Vec<(String, String)> {
         lock(&self.env).clone()
+    }
+
+    /// The directory project `name` lives in on this host, if mapped.
+    pub(crate) fn project_dir(&self, name: &str) -> Option<PathBuf> {
+        lock(&self.projects).get(name).map(PathBuf::from)
     }
 
     /// Why the worker claims nothing, if it does not.
@@ -68,16 +75,41 @@ pub(crate) fn managed_dir(ws: &Path) -> PathBuf {
     ws.join(".rota").join("config")
 }
 
-/// Asks once and applies what changed, then reports how that went at once (the server
-/// records it on the configs). An error (an older server, or none reachable) changes
-/// nothing; unreported outcomes go with the next query.
-pub(crate) async fn sync(ctx: &Ctx) {
-    if let Some(configs) = query(ctx).await
-        && apply_needed(ctx, &configs)
-    {
-        apply(ctx, &configs).await;
+/// The configs that apply now (reporting the outcomes not yet reported); `None` when the
+/// server could not be asked (an older server, or none reachable): nothing changes then.
+pub(crate) async fn fetch(ctx: &Ctx) -> Option<Vec<Matched>> {
+    query(ctx).await
+}
+
+/// Applies what changed in `configs`, then reports how that went at once (the server
+/// records it on the configs).
+pub(crate) async fn converge(ctx: &Ctx, configs: &[Matched]) {
+    if apply_needed(ctx, configs) {
+        apply(ctx, configs).await;
         let _ = query(ctx).await;
     }
+}
+
+/// The tags a worker mapping `configs`' projects carries (`project:NAME`), sorted: how a
+/// job naming a project reaches only workers that map it.
+pub(crate) fn project_tags(configs: &[Matched]) -> Vec<String> {
+    let mut tags: Vec<String> = projects(configs).keys().map(|p| project_tag(p)).collect();
+    tags.sort();
+    tags
+}
+
+/// [`project_tags`] of `configs`, or, when they could not be fetched, the project tags
+/// already registered (a failed query changes nothing).
+pub(crate) fn project_tags_or_kept(ctx: &Ctx, configs: Option<&[Matched]>) -> Vec<String> {
+    match configs {
+        Some(c) => project_tags(c),
+        None => ctx.registered_tags().into_iter().filter(|t| t.starts_with(PROJECT_TAG_PREFIX)).collect(),
+    }
+}
+
+/// Project name → directory, over every config (a later config, by name, wins).
+fn projects(configs: &[Matched]) -> BTreeMap<String, String> {
+    configs.iter().flat_map(|c| c.spec.projects.iter().map(|(k, v)| (k.clone(), v.clone()))).collect()
 }
 
 fn apply_needed(ctx: &Ctx, configs: &[Matched]) -> bool {
@@ -131,6 +163,7 @@ async fn apply(ctx: &Ctx, configs: &[Matched]) {
         env.extend(c.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     *lock(&ctx.host.env) = env.clone();
+    *lock(&ctx.host.projects) = projects(configs);
     let mut degraded = None;
     for c in changed {
         let result = apply_one(ctx, &dir, c, &env).await;

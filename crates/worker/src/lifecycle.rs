@@ -73,7 +73,9 @@ pub(crate) async fn serve(
         }
         // A declared pool is in force before the first claim (its tags need a registration
         // that carries them: nothing is held yet, so registering again costs nothing).
-        if crate::pool::sync(ctx, true).await == crate::pool::Synced::Reregister {
+        let configs = crate::hostconfig::fetch(ctx).await;
+        let projects = crate::hostconfig::project_tags_or_kept(ctx, configs.as_deref());
+        if crate::pool::sync(ctx, true, &projects).await == crate::pool::Synced::Reregister {
             continue;
         }
         let started = Instant::now();
@@ -82,7 +84,9 @@ pub(crate) async fn serve(
         let control = tokio::spawn(control_loop(ctx.clone(), session.clone()));
         // Worker configs (files, setup) are in place before the first claim; heartbeats
         // keep the session alive while a setup runs.
-        crate::hostconfig::sync(ctx).await;
+        if let Some(c) = &configs {
+            crate::hostconfig::converge(ctx, c).await;
+        }
         let pools = tokio::spawn(crate::pool::pool_loop(ctx.clone(), session.clone()));
         runner::claim_loop(ctx, &slots, &executors, shutdown, &session).await;
 

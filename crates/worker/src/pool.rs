@@ -80,7 +80,9 @@ pub(crate) enum Synced {
 /// Asks once and applies what came back. `before_claims`: the session has not claimed
 /// yet, so a new set of tags is taken by registering again rather than by a restart. An
 /// error (an older server without pools, or none reachable) leaves everything as it is.
-pub(crate) async fn sync(ctx: &Ctx, before_claims: bool) -> Synced {
+/// `projects`: the `project:NAME` tags of the worker configs' projects, carried besides
+/// the worker's own and the pool's tags.
+pub(crate) async fn sync(ctx: &Ctx, before_claims: bool, projects: &[String]) -> Synced {
     let config = &ctx.config;
     let query = PoolQuery {
         name: config.name.clone(),
@@ -97,7 +99,12 @@ pub(crate) async fn sync(ctx: &Ctx, before_claims: bool) -> Synced {
     };
     let before = ctx.fleet.tuning();
     let in_force = reply.in_force.as_ref();
-    let next = effective(config, in_force);
+    let mut next = effective(config, in_force);
+    for t in projects {
+        if !next.tags.contains(t) {
+            next.tags.push(t.clone());
+        }
+    }
     let mut live = next.clone();
     let registered = WorkerSettings { tags: ctx.registered_tags(), ..next.clone() };
     let mut synced = Synced::Done;
@@ -128,15 +135,19 @@ pub(crate) async fn sync(ctx: &Ctx, before_claims: bool) -> Synced {
     synced
 }
 
-/// Syncs every [`RESYNC`] until the session ends.
+/// Converges on the declared pool and configs every [`RESYNC`] until the session ends.
 pub(crate) async fn pool_loop(ctx: Arc<Ctx>, session: CancellationToken) {
     loop {
         tokio::select! {
             () = session.cancelled() => return,
             () = tokio::time::sleep(RESYNC) => {}
         }
-        sync(&ctx, false).await;
-        crate::hostconfig::sync(&ctx).await;
+        let configs = crate::hostconfig::fetch(&ctx).await;
+        let projects = crate::hostconfig::project_tags_or_kept(&ctx, configs.as_deref());
+        sync(&ctx, false, &projects).await;
+        if let Some(c) = configs {
+            crate::hostconfig::converge(&ctx, &c).await;
+        }
     }
 }
 
