@@ -4,6 +4,7 @@
 //! outside the specs (which keep the snake_case of the job document).
 
 use rota_domain::resource::{Applied, Kind, Metadata, Status};
+use rota_domain::schedule::ScheduleSpec;
 use rota_domain::workflow::WorkflowSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,6 +18,8 @@ pub const API_VERSION: &str = "rota/v1";
 pub enum ResourceDocument {
     /// A named, parameterized DAG of steps, started with `rota run`.
     Workflow(WorkflowDocument),
+    /// Runs of a workflow at the fire times of a cron pattern in a time zone.
+    Schedule(ScheduleDocument),
 }
 
 /// A `Workflow` document.
@@ -32,11 +35,25 @@ pub struct WorkflowDocument {
     pub spec: WorkflowSpec,
 }
 
+/// A `Schedule` document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScheduleDocument {
+    /// `rota/v1` if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// When it fires and what it runs.
+    pub spec: ScheduleSpec,
+}
+
 impl ResourceDocument {
     /// Its kind.
     pub fn kind(&self) -> Kind {
         match self {
             ResourceDocument::Workflow(_) => Kind::Workflow,
+            ResourceDocument::Schedule(_) => Kind::Schedule,
         }
     }
 
@@ -44,6 +61,7 @@ impl ResourceDocument {
     pub fn metadata(&self) -> &Metadata {
         match self {
             ResourceDocument::Workflow(d) => &d.metadata,
+            ResourceDocument::Schedule(d) => &d.metadata,
         }
     }
 
@@ -51,6 +69,7 @@ impl ResourceDocument {
     pub fn api_version(&self) -> Option<&str> {
         match self {
             ResourceDocument::Workflow(d) => d.api_version.as_deref(),
+            ResourceDocument::Schedule(d) => d.api_version.as_deref(),
         }
     }
 }
@@ -61,6 +80,8 @@ impl ResourceDocument {
 pub enum ResourceSpec {
     /// A workflow's.
     Workflow(WorkflowSpec),
+    /// A schedule's.
+    Schedule(ScheduleSpec),
 }
 
 /// `POST /api/v1/resources/apply`: documents applied together (all or nothing).

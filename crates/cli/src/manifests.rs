@@ -7,7 +7,7 @@
 use crate::failure::usage;
 use crate::source_map;
 use anyhow::{Context, Result};
-use rota_api_types::resources::{API_VERSION, ResourceDocument, WorkflowDocument};
+use rota_api_types::resources::{API_VERSION, ResourceDocument, ScheduleDocument, WorkflowDocument};
 use rota_domain::resource::{Kind, MAX_DOCUMENT_BYTES, json_pointer};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -158,6 +158,18 @@ struct WorkflowFile {
     spec: rota_domain::workflow::WorkflowSpec,
 }
 
+/// A `Schedule` document as a file holds it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ScheduleFile {
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    api_version: Option<String>,
+    metadata: rota_domain::resource::Metadata,
+    spec: rota_domain::schedule::ScheduleSpec,
+}
+
 fn parse(file: &str, first_line: u64, text: &str, json: bool) -> Result<Manifest> {
     let at = |line: u64, column: u64| format!("{file}:{}:{column}", line + first_line - 1);
     if text.len() > MAX_DOCUMENT_BYTES {
@@ -179,6 +191,14 @@ fn parse(file: &str, first_line: u64, text: &str, json: bool) -> Result<Manifest
         Some(Kind::Workflow) => {
             let f: WorkflowFile = source_map::deserialize(text, json, &at)?;
             ResourceDocument::Workflow(WorkflowDocument {
+                api_version: f.api_version,
+                metadata: f.metadata,
+                spec: f.spec,
+            })
+        }
+        Some(Kind::Schedule) => {
+            let f: ScheduleFile = source_map::deserialize(text, json, &at)?;
+            ResourceDocument::Schedule(ScheduleDocument {
                 api_version: f.api_version,
                 metadata: f.metadata,
                 spec: f.spec,
@@ -213,6 +233,10 @@ fn check(m: &Manifest) -> Result<()> {
     }
     match &m.doc {
         ResourceDocument::Workflow(d) => d.spec.validate().map_err(|e| {
+            let field = format!("spec.{}", e.path);
+            fail(&json_pointer(&field), &field, &e.message)
+        }),
+        ResourceDocument::Schedule(d) => d.spec.validate().map_err(|e| {
             let field = format!("spec.{}", e.path);
             fail(&json_pointer(&field), &field, &e.message)
         }),

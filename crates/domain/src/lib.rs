@@ -17,6 +17,7 @@
 //! - [`units`]: durations and byte sizes as written in job documents and flags.
 //! - [`resource`]: declared resources (`rota apply`): names, labels, generations, conditions.
 //! - [`workflow`]: the `Workflow` resource: inputs, outputs and the job a run makes.
+//! - [`schedule`]: the `Schedule` resource: cron and zone, fire times, overlap and catch-up.
 //! - [`settings`]: worker and server settings: what flags parse into, what a background
 //!   instance saves, what a worker pool overlays; the command lines derived from them.
 
@@ -26,6 +27,7 @@ pub mod limits;
 pub mod policy;
 pub mod reason;
 pub mod resource;
+pub mod schedule;
 pub mod settings;
 pub mod settle;
 pub mod spec;

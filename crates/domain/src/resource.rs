@@ -26,16 +26,19 @@ pub const MAX_CONDITIONS: usize = 32;
 pub enum Kind {
     /// A named, parameterized DAG of steps, started with `rota run`.
     Workflow,
+    /// Runs of a workflow at the fire times of a cron pattern in a time zone.
+    Schedule,
 }
 
 impl Kind {
     /// Every kind, in the order listings show them.
-    pub const ALL: &'static [Kind] = &[Kind::Workflow];
+    pub const ALL: &'static [Kind] = &[Kind::Workflow, Kind::Schedule];
 
     /// The kind's name as documents write it (`Workflow`).
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Workflow => "Workflow",
+            Kind::Schedule => "Schedule",
         }
     }
 
@@ -43,6 +46,7 @@ impl Kind {
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Workflow => "workflows",
+            Kind::Schedule => "schedules",
         }
     }
 
@@ -50,6 +54,7 @@ impl Kind {
     pub fn short(self) -> &'static str {
         match self {
             Kind::Workflow => "wf",
+            Kind::Schedule => "sched",
         }
     }
 
@@ -150,6 +155,9 @@ pub struct Status {
     /// of every resource's shape (clients read `status.conditions` without a guard).
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// A schedule's fire times and recent fires: computed when it is read, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::ScheduleStatus>,
 }
 
 impl Status {
@@ -311,6 +319,7 @@ mod tests {
         }
         let e = Kind::parse("pods").unwrap_err().to_string();
         assert!(e.contains("unknown kind `pods`") && e.contains("Workflow (workflows, wf)"), "{e}");
+        assert_eq!(Kind::parse("sched"), Ok(Kind::Schedule));
     }
 
     #[test]

@@ -122,7 +122,7 @@ pub enum Scalar {
 
 impl Scalar {
     /// As a step would see it.
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         match self {
             Scalar::Bool(b) => b.to_string(),
             Scalar::Int(n) => n.to_string(),

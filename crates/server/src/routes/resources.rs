@@ -19,6 +19,7 @@ use rota_api_types::resources::{
     ResourceView, RunRequest, StoredMetadata,
 };
 use rota_domain::resource::{self, Applied, Kind, MAX_DOCUMENT_BYTES, Status};
+use rota_domain::schedule::ScheduleSpec;
 use rota_domain::workflow::{InputError, WorkflowSpec};
 use rota_domain::{JobId, JobState, limits};
 use rota_store::NewJob;
@@ -51,6 +52,10 @@ fn prepare(i: usize, doc: &ResourceDocument) -> Result<ResourceWrite, ApiError> 
             d.spec.validate().map_err(|e| invalid(i, "spec", &e.path, &e.message))?;
             serde_json::to_string(&d.spec).map_err(ApiError::internal)?
         }
+        ResourceDocument::Schedule(d) => {
+            d.spec.validate().map_err(|e| invalid(i, "spec", &e.path, &e.message))?;
+            serde_json::to_string(&d.spec).map_err(ApiError::internal)?
+        }
     };
     if spec.len() > MAX_DOCUMENT_BYTES {
         return Err(invalid(
@@ -64,25 +69,89 @@ fn prepare(i: usize, doc: &ResourceDocument) -> Result<ResourceWrite, ApiError> 
 }
 
 fn spec_view(kind: Kind, text: &str) -> Result<ResourceSpec, ApiError> {
+    let unreadable =
+        |e: serde_json::Error| ApiError::internal(format!("a stored {kind} spec cannot be read: {e}"));
     match kind {
-        Kind::Workflow => serde_json::from_str::<WorkflowSpec>(text)
-            .map(ResourceSpec::Workflow)
-            .map_err(|e| ApiError::internal(format!("a stored {kind} spec cannot be read: {e}"))),
+        Kind::Workflow => {
+            serde_json::from_str::<WorkflowSpec>(text).map(ResourceSpec::Workflow).map_err(unreadable)
+        }
+        Kind::Schedule => {
+            serde_json::from_str::<ScheduleSpec>(text).map(ResourceSpec::Schedule).map_err(unreadable)
+        }
     }
 }
 
-fn view(r: ResourceRecord) -> Result<ResourceView, ApiError> {
+/// A schedule's workflow must exist (stored, or declared in the same apply) and take the
+/// schedule's inputs: refused at apply, naming `spec.workflow` or `spec.inputs.NAME`.
+async fn check_schedules(state: &AppState, req: &ApplyRequest) -> Result<(), ApiError> {
+    let declared: HashMap<&str, &WorkflowSpec> = req
+        .documents
+        .iter()
+        .filter_map(|d| match d {
+            ResourceDocument::Workflow(w) => Some((w.metadata.name.as_str(), &w.spec)),
+            _ => None,
+        })
+        .collect();
+    for (i, doc) in req.documents.iter().enumerate() {
+        let ResourceDocument::Schedule(d) = doc else { continue };
+        let stored;
+        let workflow = match declared.get(d.spec.workflow.as_str()) {
+            Some(w) => *w,
+            None => {
+                let key = ResourceKey::new(Kind::Workflow, d.spec.workflow.clone());
+                let Some(found) = state.store.get_resource(&key).await? else {
+                    return Err(invalid(
+                        i,
+                        "spec",
+                        "workflow",
+                        &format!(
+                            "workflow `{}` does not exist; declare it first (or in the same apply)",
+                            d.spec.workflow
+                        ),
+                    ));
+                };
+                let ResourceSpec::Workflow(w) = spec_view(found.kind, &found.spec)? else {
+                    return Err(ApiError::internal("a stored workflow is not a workflow"));
+                };
+                stored = w;
+                &stored
+            }
+        };
+        workflow.job(&d.spec.workflow, &d.spec.input_texts(), None).map_err(|e| match &e {
+            InputError::Unknown { name, .. }
+            | InputError::Missing { name }
+            | InputError::WrongType { name, .. } => {
+                let field = if matches!(e, InputError::Missing { .. }) {
+                    "inputs".to_string()
+                } else {
+                    format!("inputs.{name}")
+                };
+                invalid(i, "spec", &field, &e.to_string())
+            }
+            InputError::Job(s) => invalid(i, "spec", "inputs", &s.to_string()),
+        })?;
+    }
+    Ok(())
+}
+
+async fn view(state: &AppState, r: ResourceRecord) -> Result<ResourceView, ApiError> {
+    let spec = spec_view(r.kind, &r.spec)?;
+    let mut status = r.status;
+    if let ResourceSpec::Schedule(s) = &spec {
+        status.schedule =
+            Some(crate::schedules::status_of(state, &r.metadata.name, s, state.store.now()).await?);
+    }
     Ok(ResourceView {
         api_version: API_VERSION.to_string(),
         kind: r.kind,
-        spec: spec_view(r.kind, &r.spec)?,
+        spec,
         metadata: StoredMetadata {
             name: r.metadata.name,
             labels: r.metadata.labels,
             generation: r.generation,
             creation_timestamp: r.created_at,
         },
-        status: r.status,
+        status,
     })
 }
 
@@ -109,6 +178,7 @@ pub(crate) async fn apply(
         }
         writes.push(w);
     }
+    check_schedules(&state, &req).await?;
     // A dry run decides from what is stored now; a real apply reports what its own
     // transaction saw and did (another apply racing it cannot skew the answer).
     let done: Vec<AppliedResource> = if req.dry_run {
@@ -161,7 +231,7 @@ fn stored(r: ResourceRecord) -> resource::Stored<String> {
 /// Kubernetes lists: at most `limit` (default 500, at most 1000), with a `continue` token
 /// while more remain.
 #[utoipa::path(get, path = "/api/v1/resources/{kind}", tag = "resources", security(("admin" = [])),
-    params(("kind" = String, Path, description = "kind: `Workflow`, `workflows` or `wf`"), ListResourcesQuery),
+    params(("kind" = String, Path, description = "kind: `Workflow`, `workflows` or `wf`; `Schedule`, `schedules` or `sched`"), ListResourcesQuery),
     responses((status = 200, body = ResourceList), (status = 400, body = rota_api_types::ErrorBody, description = "`limit` out of 1-1000, or a `continue` token no listing gave"),
         (status = 401), (status = 403), (status = 404, description = "unknown kind")))]
 pub(crate) async fn list(
@@ -189,7 +259,10 @@ pub(crate) async fn list(
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let continue_token = if more { rows.last().map(|r| r.metadata.name.clone()) } else { None };
-    let items = rows.into_iter().map(view).collect::<Result<_, _>>()?;
+    let mut items = Vec::with_capacity(rows.len());
+    for r in rows {
+        items.push(view(&state, r).await?);
+    }
     Ok(Json(ResourceList { items, continue_token }))
 }
 
@@ -204,7 +277,7 @@ pub(crate) async fn get(
 ) -> Result<Json<ResourceView>, ApiError> {
     let key = ResourceKey::new(kind_of(&kind)?, name);
     match state.store.get_resource(&key).await? {
-        Some(r) => Ok(Json(view(r)?)),
+        Some(r) => Ok(Json(view(&state, r).await?)),
         None => Err(ApiError::not_found(format!("no {key}"))),
     }
 }
@@ -286,7 +359,9 @@ pub(crate) async fn run(
     let Some(found) = state.store.get_resource(&key).await? else {
         return Err(ApiError::not_found(format!("no {key}; `rota apply -f FILE` declares it")));
     };
-    let ResourceSpec::Workflow(spec) = spec_view(found.kind, &found.spec)?;
+    let ResourceSpec::Workflow(spec) = spec_view(found.kind, &found.spec)? else {
+        return Err(ApiError::internal(format!("{key} is not stored as a workflow")));
+    };
     let mut job = spec.job(&name, &req.inputs, req.on.as_deref()).map_err(|e| match &e {
         InputError::Unknown { name, .. }
         | InputError::Missing { name }
