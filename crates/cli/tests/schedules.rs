@@ -225,10 +225,10 @@ async fn invalid_schedules_are_refused_at_apply_naming_the_line(backend: Backend
     let dir = c.marker_dir("docs");
     let wf = "kind: Workflow\nmetadata: {name: w}\nspec:\n  steps: [{name: s, run: 'true'}]\n---\n";
     let cases = [
-        ("cron", "  cron: '* * *'\n  workflow: w\n", 7),
-        ("zone", "  cron: '@hourly'\n  timeZone: Mars/Base\n  workflow: w\n", 8),
-        ("workflow", "  cron: '@hourly'\n  workflow: nope\n", 8),
-        ("input", "  cron: '@hourly'\n  workflow: w\n  inputs: {colour: red}\n", 9),
+        ("cron", "  cron: '* * *'\n  workflow: w\n", 9),
+        ("zone", "  cron: '@hourly'\n  timeZone: Mars/Base\n  workflow: w\n", 10),
+        ("workflow", "  cron: '@hourly'\n  workflow: nope\n", 10),
+        ("input", "  cron: '@hourly'\n  workflow: w\n  inputs: {colour: red}\n", 11),
     ];
     for (what, spec, line) in cases {
         let path = format!("{dir}/{what}.yaml");
