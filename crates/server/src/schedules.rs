@@ -41,6 +41,8 @@ const PAGE: u32 = 500;
 const RECENT_SHOWN: u32 = 10;
 /// The condition a schedule's state is reported in.
 const READY: &str = "Ready";
+/// Its message while the schedule fires (`status.schedule` has the times).
+const SCHEDULED: &str = "fires on schedule";
 
 /// A schedule that failed: when it may be tried again, and the next wait.
 struct Backoff {
@@ -191,9 +193,7 @@ async fn reconcile(state: &AppState, r: ResourceRecord) -> Result<(), Failed> {
     let since = last.map_or(r.created_at, |t| t.max(r.created_at));
     let due = compiled.due(since, now, spec.catchup);
     if due.run.is_empty() {
-        return Ok(
-            observe(state, &r, ConditionStatus::True, "Scheduled", "waiting for the next fire time").await?
-        );
+        return Ok(observe(state, &r, ConditionStatus::True, "Scheduled", SCHEDULED).await?);
     }
     let key = ResourceKey::new(Kind::Workflow, spec.workflow.clone());
     let Some(found) = state.store.get_resource(&key).await? else {
@@ -253,11 +253,8 @@ async fn reconcile(state: &AppState, r: ResourceRecord) -> Result<(), Failed> {
         cancel(state, &name, prev).await?;
     }
     announce(state, &name, &recorded, due.truncated);
-    let message = match newest.and_then(|t| compiled.next_after(t.max(now))) {
-        Some(next) => format!("next fire time {}", next.to_rfc3339()),
-        None => "the pattern fires no more".to_string(),
-    };
-    observe(state, &r, ConditionStatus::True, "Scheduled", &message).await?;
+    // One message whatever fired: a steady schedule writes its status once, not per fire.
+    observe(state, &r, ConditionStatus::True, "Scheduled", SCHEDULED).await?;
     Ok(())
 }
 

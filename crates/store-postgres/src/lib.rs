@@ -386,4 +386,16 @@ impl JobStore for PgStore {
     ) -> Result<Vec<rota_store::schedules::FireRecord>> {
         in_tx!(self, Durability::Read, |tx| schedules::list(&tx, schedule, filter, limit).await?)
     }
+
+    async fn prune_fires(&self, before: DateTime<Utc>) -> Result<u64> {
+        let chunk = rota_store::schedules::PRUNE_CHUNK;
+        let mut pruned = 0;
+        loop {
+            let n = in_tx!(self, Durability::Relaxed, |tx| schedules::prune(&tx, before, chunk).await?)?;
+            pruned += n;
+            if n < u64::from(chunk) {
+                return Ok(pruned);
+            }
+        }
+    }
 }

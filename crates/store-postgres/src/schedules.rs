@@ -108,3 +108,12 @@ pub(crate) async fn list(
         .map(|r| decode(r, false))
         .collect()
 }
+
+/// Deletes up to one chunk of fires recorded before `before`, never a schedule's newest.
+pub(crate) async fn prune(tx: &Tx<'_>, before: DateTime<Utc>, chunk: u32) -> Result<u64> {
+    exec(tx, PRUNE, &[&before, &i64::from(chunk)]).await
+}
+
+const PRUNE: &str = "DELETE FROM schedule_fires WHERE (schedule, fire_time) IN ( \
+     SELECT f.schedule, f.fire_time FROM schedule_fires f WHERE f.recorded_at < $1 \
+     AND f.fire_time < (SELECT MAX(g.fire_time) FROM schedule_fires g WHERE g.schedule = f.schedule) LIMIT $2)";

@@ -541,4 +541,16 @@ impl JobStore for SqliteStore {
         let schedule = schedule.to_string();
         self.main_readers.run(move |c| schedules::list(c, &schedule, filter, limit)).await
     }
+
+    async fn prune_fires(&self, before: DateTime<Utc>) -> Result<u64> {
+        let chunk = rota_store::schedules::PRUNE_CHUNK;
+        let mut pruned = 0;
+        loop {
+            let n = self.write(Durability::Normal, move |c| schedules::prune(c, before, chunk)).await?;
+            pruned += n;
+            if n < u64::from(chunk) {
+                return Ok(pruned);
+            }
+        }
+    }
 }

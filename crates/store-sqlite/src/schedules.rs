@@ -93,3 +93,13 @@ pub(crate) fn list(
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter().map(|r| decode(r, false)).collect()
 }
+
+/// Deletes up to one chunk of fires recorded before `before`, never a schedule's newest.
+pub(crate) fn prune(conn: &Connection, before: DateTime<Utc>, chunk: u32) -> Result<u64> {
+    let n = conn.prepare_cached(PRUNE)?.execute((ms(before), i64::from(chunk)))?;
+    Ok(n as u64)
+}
+
+const PRUNE: &str = "DELETE FROM schedule_fires WHERE (schedule, fire_time) IN ( \
+     SELECT f.schedule, f.fire_time FROM schedule_fires f WHERE f.recorded_at < ?1 \
+     AND f.fire_time < (SELECT MAX(g.fire_time) FROM schedule_fires g WHERE g.schedule = f.schedule) LIMIT ?2)";

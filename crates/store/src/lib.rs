@@ -283,4 +283,8 @@ pub trait JobStore: Send + Sync + 'static {
         filter: schedules::FireFilter,
         limit: u32,
     ) -> Result<Vec<schedules::FireRecord>>;
+
+    /// Deletes fires recorded before `before`, except each schedule's newest (the controller
+    /// counts due fire times from it), in chunks; returns how many went.
+    async fn prune_fires(&self, before: DateTime<Utc>) -> Result<u64>;
 }

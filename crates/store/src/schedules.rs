@@ -66,6 +66,9 @@ pub struct FireRecord {
     pub created: bool,
 }
 
+/// Most fire rows one pruning statement deletes (a chunk keeps SQLite's writer responsive).
+pub const PRUNE_CHUNK: u32 = 2000;
+
 /// Which recorded fires a listing returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FireFilter {

@@ -1,7 +1,8 @@
 //! Conformance scenarios for schedule fires: each fire time is recorded once (a second
 //! recording returns the first, writing nothing), a run stores its job in the same call
 //! under the fire's idempotency key (a job already stored under that key is adopted, never
-//! doubled), bad batches write nothing, listings are newest first and filtered; and two
+//! doubled), bad batches write nothing, listings are newest first and filtered, pruning
+//! keeps each schedule's newest fire; and two
 //! recorders racing over the same fire times (a leader change) agree on every record and
 //! start at most one job per fire time. Through the trait only.
 
@@ -91,6 +92,15 @@ pub(super) async fn schedules_record_each_fire_once(s: Arc<dyn JobStore>) {
     assert_eq!(times(s.list_fires("nightly", FireFilter::Runs, 10).await.unwrap()), [at(40), at(20)]);
     assert_eq!(times(s.list_fires("nightly", FireFilter::NotRun, 10).await.unwrap()), [at(10), at(0)]);
     assert!(s.list_fires("other", FireFilter::All, 10).await.unwrap().is_empty());
+
+    // Pruning keeps each schedule's newest fire (due fire times count from it).
+    s.record_fires(vec![not_run("solo", at(5), NewOutcome::Missed)], at(6)).await.unwrap();
+    assert_eq!(s.prune_fires(at(21)).await.unwrap(), 0, "recorded at 21, not before");
+    assert_eq!(s.prune_fires(at(22)).await.unwrap(), 3, "nightly's fires at 0, 10 and 20");
+    assert_eq!(times(s.list_fires("nightly", FireFilter::All, 10).await.unwrap()), [at(40)]);
+    assert_eq!(times(s.list_fires("solo", FireFilter::All, 10).await.unwrap()), [at(5)]);
+    assert_eq!(s.prune_fires(at(1000)).await.unwrap(), 0, "the newest of each stays");
+    assert_eq!(times(s.list_fires("solo", FireFilter::All, 10).await.unwrap()), [at(5)]);
 }
 
 /// Three recorders race over the same 20 fire times, two running each and one recording
