@@ -3,7 +3,9 @@
 //! that come while a slow run is going; a server stopped for ~10 s and started again on the
 //! same database runs exactly one late fire time for the gap (`catchup: 1`) and records the
 //! rest as missed; invalid schedules are refused at apply naming the field's line; `rota
-//! get schedule NAME` shows cron, zone, next fire time, last run and what did not run.
+//! get schedule NAME` shows cron, zone, next fire time, last run and what did not run; with
+//! two servers on PostgreSQL, killing the leader hands the schedule to the other server
+//! without running a fire time twice.
 //! Every run appends `FIRE_TIME JOB_ID` to a log, which is what "ran" means here. Bounds
 //! are generous (a loaded 2-core machine); observed times are printed.
 
@@ -11,13 +13,16 @@
 
 use chrono::{DateTime, Utc};
 use rota_testkit::cluster::{Cluster, Timing};
-use rota_testkit::{Backend, both_backends};
+use rota_testkit::postgres::TestDb;
+use rota_testkit::{Backend, Env, both_backends, isolate, rota_bin, server, spawn_worker};
 use std::collections::BTreeSet;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-fn run(c: &Cluster, args: &[&str]) -> Output {
-    c.rota().args(args).output().unwrap()
+fn run(env: &Env, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(rota_bin());
+    isolate(&mut cmd, env);
+    cmd.args(args).output().unwrap()
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -26,7 +31,7 @@ fn text(o: &Output) -> (String, String) {
 
 /// Applies a workflow whose step appends its fire time and job id to `log` (after sleeping
 /// `sleep` seconds when given, the line written first), and a schedule of it.
-fn apply(c: &Cluster, dir: &str, name: &str, extra: &str, sleep: u32) -> String {
+fn apply(c: &Env, dir: &str, name: &str, extra: &str, sleep: u32) -> String {
     let log = format!("{dir}/{name}.log");
     let doc = format!(
         "kind: Workflow\nmetadata: {{name: {name}-wf}}\nspec:\n  steps:\n    - name: s\n      run: echo \"$ROTA_FIRE_TIME $ROTA_JOB_ID\" >> {log}; sleep {sleep}\n---\nkind: Schedule\nmetadata: {{name: {name}}}\nspec:\n  cron: '*/2 * * * * *'\n  workflow: {name}-wf\n{extra}"
@@ -58,7 +63,7 @@ fn utc(s: &str) -> DateTime<Utc> {
 }
 
 /// Waits until `log` holds at least `n` runs.
-async fn wait_runs(c: &Cluster, log: &str, n: usize, within: Duration) -> Vec<DateTime<Utc>> {
+async fn wait_runs(c: &Env, log: &str, n: usize, within: Duration) -> Vec<DateTime<Utc>> {
     let start = Instant::now();
     loop {
         let got = runs(log);
@@ -75,14 +80,14 @@ async fn wait_runs(c: &Cluster, log: &str, n: usize, within: Duration) -> Vec<Da
     }
 }
 
-fn schedule_json(c: &Cluster, name: &str) -> serde_json::Value {
+fn schedule_json(c: &Env, name: &str) -> serde_json::Value {
     let o = run(c, &["get", "schedule", name, "-o", "json"]);
     assert!(o.status.success(), "{}", text(&o).1);
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
 /// The recent fire times that did not run, with their outcome.
-fn not_run(c: &Cluster, name: &str) -> Vec<(DateTime<Utc>, String)> {
+fn not_run(c: &Env, name: &str) -> Vec<(DateTime<Utc>, String)> {
     let v = schedule_json(c, name);
     v["status"]["schedule"]["recentNotRun"]
         .as_array()
@@ -241,4 +246,49 @@ async fn invalid_schedules_are_refused_at_apply_naming_the_line(backend: Backend
     let o = run(&c, &["get", "schedules", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["items"].as_array().map(Vec::len), Some(0), "nothing stored: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_leader_hands_the_schedule_over_without_a_fire_time_twice() {
+    let Some(db) = TestDb::create().await else { return };
+    let mut env = Env::new();
+    env.start_server(&["--database", &db.url]);
+    let a = env.url.clone();
+    let b = server::start_beside(&env, &db.url);
+    // A started first and leads; every command of the tree gets ROTA_SERVER=A,B.
+    let root = env.dir.path().to_path_buf();
+    let start = Instant::now();
+    while rota_testkit::several::leads(&root, &a).await != Some(true) {
+        assert!(start.elapsed() < Duration::from_secs(30), "A never led");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.url = format!("{a},{}", b.url);
+    let mut worker = spawn_worker(&env, "w1", &["--concurrency", "4"]);
+    let dir = env.path("sched");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = apply(&env, dir.to_str().unwrap(), "lead", "", 0);
+    let before = wait_runs(&env, &log, 3, Duration::from_secs(60)).await;
+    env.kill_server();
+    let killed = Utc::now();
+    let after = wait_runs(&env, &log, before.len() + 4, Duration::from_secs(90)).await;
+    let recorded: BTreeSet<DateTime<Utc>> = not_run(&env, "lead").into_iter().map(|(t, _)| t).collect();
+    eprintln!(
+        "killed A at {}; runs {}; not run {}",
+        killed.format("%H:%M:%S%.3f"),
+        show(&after),
+        show(&recorded.iter().copied().collect::<Vec<_>>())
+    );
+    // No fire time ran twice (`runs` panics on one), and each from the first to the last
+    // either ran (through A, then B) or was recorded as not run.
+    let mut sorted = after.clone();
+    sorted.sort();
+    let mut t = sorted[0];
+    while t < *sorted.last().unwrap() {
+        assert!(sorted.contains(&t) || recorded.contains(&t), "{t} neither ran nor was recorded");
+        t += chrono::Duration::seconds(2);
+    }
+    assert!(sorted.last().unwrap() > &killed, "B fired after A was killed: {}", show(&sorted));
+    assert_eq!(rota_testkit::several::leads(&root, &b.url).await, Some(true), "B leads now");
+    worker.terminate(rota_testkit::bound());
+    drop(b);
 }
