@@ -1,5 +1,6 @@
 //! Schedules end to end (issue 14, "Schedule"), on both backends: a schedule firing every
-//! 2 s runs once per fire time with no fire time twice; `overlap: skip` skips the fire times
+//! 2 s runs once per fire time with no fire time twice; `overlap: cancel_previous` cancels
+//! the running run at each fire time; `overlap: skip` skips the fire times
 //! that come while a slow run is going; a server stopped for ~10 s and started again on the
 //! same database runs exactly one late fire time for the gap (`catchup: 1`) and records the
 //! rest as missed; invalid schedules are refused at apply naming the field's line; `rota
@@ -176,6 +177,26 @@ async fn overlap_skip_skips_fire_times_while_a_run_is_going(backend: Backend) {
     assert!(skipped.len() >= 2, "skipped {}", show(&skipped));
     for t in &skipped {
         assert!(!got.contains(t), "{t} both ran and was skipped");
+    }
+}
+
+both_backends!(async fn overlap_cancel_previous_cancels_the_running_run);
+async fn overlap_cancel_previous_cancels_the_running_run(backend: Backend) {
+    let c = Cluster::on(backend, Timing::FAST).await;
+    let _w = c.worker("w1", 4).await;
+    let dir = c.marker_dir("sched");
+    let log = apply(&c, &dir, "busy", "  overlap: cancel_previous\n", 30);
+    let got = wait_runs(&c, &log, 3, Duration::from_secs(60)).await;
+    eprintln!("runs at {}", show(&got));
+    let body = std::fs::read_to_string(&log).unwrap();
+    let jobs: Vec<&str> = body.lines().map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+    // Each run but the newest was cancelled when the next fire time came.
+    for id in &jobs[..jobs.len() - 1] {
+        let job = rota_testkit::wait_for_state(&c, id, &["cancelled"], rota_testkit::bound());
+        assert_eq!(job["state"], "cancelled", "{job}");
+    }
+    for w in got.windows(2) {
+        assert_eq!(w[1] - w[0], chrono::Duration::seconds(2), "a fire time did not run: {}", show(&got));
     }
 }
 
