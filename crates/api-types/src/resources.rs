@@ -6,6 +6,7 @@
 use rota_domain::hostconfig::WorkerConfigSpec;
 use rota_domain::pool::PoolSpec;
 use rota_domain::resource::{Applied, Kind, Metadata, Status};
+use rota_domain::schedule::ScheduleSpec;
 use rota_domain::spec::SpecError;
 use rota_domain::workflow::WorkflowSpec;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,8 @@ pub enum ResourceDocument {
     WorkerPool(WorkerPoolDocument),
     /// What the workers a selector names set up on their hosts.
     WorkerConfig(WorkerConfigDocument),
+    /// Runs of a workflow at the fire times of a cron pattern in a time zone.
+    Schedule(ScheduleDocument),
 }
 
 /// A `WorkerConfig` document.
@@ -65,6 +68,19 @@ pub struct WorkflowDocument {
     pub spec: WorkflowSpec,
 }
 
+/// A `Schedule` document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ScheduleDocument {
+    /// `rota/v1` if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// When it fires and what it runs.
+    pub spec: ScheduleSpec,
+}
+
 impl ResourceDocument {
     /// Its kind.
     pub fn kind(&self) -> Kind {
@@ -72,6 +88,7 @@ impl ResourceDocument {
             ResourceDocument::Workflow(_) => Kind::Workflow,
             ResourceDocument::WorkerPool(_) => Kind::WorkerPool,
             ResourceDocument::WorkerConfig(_) => Kind::WorkerConfig,
+            ResourceDocument::Schedule(_) => Kind::Schedule,
         }
     }
 
@@ -81,6 +98,7 @@ impl ResourceDocument {
             ResourceDocument::Workflow(d) => &d.metadata,
             ResourceDocument::WorkerPool(d) => &d.metadata,
             ResourceDocument::WorkerConfig(d) => &d.metadata,
+            ResourceDocument::Schedule(d) => &d.metadata,
         }
     }
 
@@ -90,6 +108,7 @@ impl ResourceDocument {
             ResourceDocument::Workflow(d) => d.api_version.as_deref(),
             ResourceDocument::WorkerPool(d) => d.api_version.as_deref(),
             ResourceDocument::WorkerConfig(d) => d.api_version.as_deref(),
+            ResourceDocument::Schedule(d) => d.api_version.as_deref(),
         }
     }
 
@@ -99,6 +118,7 @@ impl ResourceDocument {
             ResourceDocument::Workflow(d) => ResourceSpec::Workflow(d.spec.clone()),
             ResourceDocument::WorkerPool(d) => ResourceSpec::WorkerPool(d.spec.clone()),
             ResourceDocument::WorkerConfig(d) => ResourceSpec::WorkerConfig(d.spec.clone()),
+            ResourceDocument::Schedule(d) => ResourceSpec::Schedule(d.spec.clone()),
         }
     }
 
@@ -108,6 +128,7 @@ impl ResourceDocument {
             ResourceDocument::Workflow(d) => d.spec.validate(),
             ResourceDocument::WorkerPool(d) => d.spec.validate(),
             ResourceDocument::WorkerConfig(d) => d.spec.validate(),
+            ResourceDocument::Schedule(d) => d.spec.validate(),
         }
     }
 }
@@ -122,6 +143,8 @@ pub enum ResourceSpec {
     WorkerPool(PoolSpec),
     /// A worker config's.
     WorkerConfig(WorkerConfigSpec),
+    /// A schedule's.
+    Schedule(ScheduleSpec),
 }
 
 impl ResourceSpec {
@@ -131,6 +154,7 @@ impl ResourceSpec {
             Kind::Workflow => ResourceSpec::Workflow(serde_json::from_str(text)?),
             Kind::WorkerPool => ResourceSpec::WorkerPool(serde_json::from_str(text)?),
             Kind::WorkerConfig => ResourceSpec::WorkerConfig(serde_json::from_str(text)?),
+            Kind::Schedule => ResourceSpec::Schedule(serde_json::from_str(text)?),
         })
     }
 }

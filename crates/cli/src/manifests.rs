@@ -8,7 +8,8 @@ use crate::failure::usage;
 use crate::source_map;
 use anyhow::{Context, Result};
 use rota_api_types::resources::{
-    API_VERSION, ResourceDocument, WorkerConfigDocument, WorkerPoolDocument, WorkflowDocument,
+    API_VERSION, ResourceDocument, ScheduleDocument, WorkerConfigDocument, WorkerPoolDocument,
+    WorkflowDocument,
 };
 use rota_domain::resource::{Kind, MAX_DOCUMENT_BYTES, json_pointer};
 use std::io::Read;
@@ -160,6 +161,18 @@ struct WorkflowFile {
     spec: rota_domain::workflow::WorkflowSpec,
 }
 
+/// A `Schedule` document as a file holds it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ScheduleFile {
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    api_version: Option<String>,
+    metadata: rota_domain::resource::Metadata,
+    spec: rota_domain::schedule::ScheduleSpec,
+}
+
 /// A `WorkerConfig` document as a file holds it.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -205,6 +218,14 @@ fn parse(file: &str, first_line: u64, text: &str, json: bool) -> Result<Manifest
         Some(Kind::Workflow) => {
             let f: WorkflowFile = source_map::deserialize(text, json, &at)?;
             ResourceDocument::Workflow(WorkflowDocument {
+                api_version: f.api_version,
+                metadata: f.metadata,
+                spec: f.spec,
+            })
+        }
+        Some(Kind::Schedule) => {
+            let f: ScheduleFile = source_map::deserialize(text, json, &at)?;
+            ResourceDocument::Schedule(ScheduleDocument {
                 api_version: f.api_version,
                 metadata: f.metadata,
                 spec: f.spec,

@@ -21,6 +21,7 @@
 //!   matching worker sets up on its host; validation and how several combine.
 //! - [`pool`]: the `WorkerPool` resource: selectors, which pool is in force for a worker,
 //!   what a running worker can change live.
+//! - [`schedule`]: the `Schedule` resource: cron and zone, fire times, overlap and catch-up.
 //! - [`settings`]: worker and server settings: what flags parse into, what a background
 //!   instance saves, what a worker pool overlays; the command lines derived from them.
 
@@ -32,6 +33,7 @@ pub mod policy;
 pub mod pool;
 pub mod reason;
 pub mod resource;
+pub mod schedule;
 pub mod settings;
 pub mod settle;
 pub mod spec;

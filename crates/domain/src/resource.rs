@@ -26,6 +26,8 @@ pub const MAX_CONDITIONS: usize = 32;
 pub enum Kind {
     /// A named, parameterized DAG of steps, started with `rota run`.
     Workflow,
+    /// Runs of a workflow at the fire times of a cron pattern in a time zone.
+    Schedule,
     /// Settings laid over the workers a selector names.
     WorkerPool,
     /// Environment, files, a setup script and projects for the workers a selector names.
@@ -34,7 +36,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order listings show them.
-    pub const ALL: &'static [Kind] = &[Kind::Workflow, Kind::WorkerPool, Kind::WorkerConfig];
+    pub const ALL: &'static [Kind] = &[Kind::Workflow, Kind::Schedule, Kind::WorkerPool, Kind::WorkerConfig];
 
     /// The kind's name as documents write it (`Workflow`).
     pub fn as_str(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Kind {
             Kind::Workflow => "Workflow",
             Kind::WorkerPool => "WorkerPool",
             Kind::WorkerConfig => "WorkerConfig",
+            Kind::Schedule => "Schedule",
         }
     }
 
@@ -51,6 +54,7 @@ impl Kind {
             Kind::Workflow => "workflows",
             Kind::WorkerPool => "workerpools",
             Kind::WorkerConfig => "workerconfigs",
+            Kind::Schedule => "schedules",
         }
     }
 
@@ -60,6 +64,7 @@ impl Kind {
             Kind::Workflow => "wf",
             Kind::WorkerPool => "pool",
             Kind::WorkerConfig => "wc",
+            Kind::Schedule => "sched",
         }
     }
 
@@ -160,6 +165,9 @@ pub struct Status {
     /// of every resource's shape (clients read `status.conditions` without a guard).
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// A schedule's fire times and recent fires: computed when it is read, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<crate::schedule::ScheduleStatus>,
 }
 
 impl Status {
@@ -321,6 +329,7 @@ mod tests {
         }
         let e = Kind::parse("pods").unwrap_err().to_string();
         assert!(e.contains("unknown kind `pods`") && e.contains("Workflow (workflows, wf)"), "{e}");
+        assert_eq!(Kind::parse("sched"), Ok(Kind::Schedule));
     }
 
     #[test]

@@ -125,7 +125,7 @@ pub enum Scalar {
 
 impl Scalar {
     /// As a step would see it.
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         match self {
             Scalar::Bool(b) => b.to_string(),
             Scalar::Int(n) => n.to_string(),
@@ -334,6 +334,8 @@ impl WorkflowSpec {
         for (n, v) in inputs {
             job.env.insert(input_env(n), v.clone());
         }
+        // Every job a workflow makes (`rota run`, a schedule's fire) is routed the same.
+        job.route_project();
         job
     }
 }

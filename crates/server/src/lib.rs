@@ -16,6 +16,7 @@
 //! - `parking` (claim long-polls waiting for work), `handoff` (a submit claims for them),
 //!   `liveness` (when each session was last heard from: only fresh ones are handed work).
 //! - `sweeper`: lease expiry, deadlines, retention; runs only while this server leads.
+//! - `schedules`: the schedule controller (fire times → runs); only while this server leads.
 //! - `routes/`: one file per resource.
 //! - `error`: [`ApiError`] and the JSON body extractor that turns bad input into 400/413.
 
@@ -33,6 +34,7 @@ mod openapi_facts;
 mod parking;
 mod refresh;
 mod routes;
+mod schedules;
 mod seams;
 mod state;
 mod sweeper;
@@ -89,7 +91,8 @@ pub async fn run(
 /// lease is extended by one TTL so workers that kept running while the control plane was
 /// down are not marked lost; the admin and join token hashes are loaded from the store
 /// (first seeded with `config`'s tokens where it holds none). The bus listener runs until
-/// shutdown, and so does the sweeper, which acts only while this server leads.
+/// shutdown, and so do the sweeper and the schedule controller, which act only while this
+/// server leads.
 pub async fn run_with(
     listener: TcpListener,
     store: Arc<dyn JobStore>,
@@ -113,12 +116,14 @@ pub async fn run_with(
         tokio::spawn(listen::run(state.events.bus().subscribe(), state.receivers(), shutdown.clone()));
     let app = routes::build(state.clone());
     let sweeper = tokio::spawn(sweeper::run(state.clone(), shutdown.clone()));
+    let scheduling = tokio::spawn(schedules::run(state.clone(), shutdown.clone()));
     let refreshing = tokio::spawn(refresh::run(state.clone(), shutdown.clone()));
     let stop = shutdown.clone();
     let served =
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
     shutdown.cancel();
     let _ = sweeper.await;
+    let _ = scheduling.await;
     let _ = refreshing.await;
     let _ = listening.await;
     if let Err(e) = state.leader.resign().await {

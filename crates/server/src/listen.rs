@@ -24,6 +24,7 @@ pub(crate) struct Receivers {
     pub(crate) auth: Arc<AuthCache>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) resources: Arc<Notify>,
 }
 
 impl Receivers {
@@ -42,6 +43,7 @@ impl Receivers {
         self.bump_progress();
         self.auth.forget_all_sessions();
         self.auth.forget_credentials();
+        self.resources.notify_one();
     }
 
     fn apply(&self, envelope: &Envelope) {
@@ -57,7 +59,8 @@ impl Receivers {
                         self.hub.drop_session(*session);
                     }
                 }
-                Event::Resource { .. } => {}
+                // The schedule controller looks at once (it also looks every tick).
+                Event::Resource { .. } => self.resources.notify_one(),
                 Event::Credentials => self.auth.forget_credentials(),
                 Event::Control { session, id, command } => self.hub.received_command(*session, *id, command),
                 Event::ControlReply { id, reply } => self.hub.received_reply(*id, reply),

@@ -40,6 +40,8 @@ pub(crate) struct AppState {
     /// Bumped (by the bus) whenever log chunks or job states change, for `logs --follow`.
     pub(crate) progress: Arc<watch::Sender<u64>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// Woken (by the bus) when a resource is applied or deleted: the schedule controller.
+    pub(crate) resources: Arc<Notify>,
     /// Cancelled at shutdown so long-polls return at once.
     pub(crate) shutdown: CancellationToken,
 }
@@ -69,6 +71,7 @@ impl AppState {
             liveness: Arc::new(Liveness::new(fresh_window)),
             progress: Arc::new(progress),
             metrics: Arc::new(Metrics::default()),
+            resources: Arc::new(Notify::new()),
             shutdown,
         }
     }
@@ -81,6 +84,7 @@ impl AppState {
             auth: self.auth.clone(),
             hub: self.hub.clone(),
             metrics: self.metrics.clone(),
+            resources: self.resources.clone(),
         }
     }
 

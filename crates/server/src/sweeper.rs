@@ -1,9 +1,10 @@
 //! The sweeper: expires leases (applying each step's `on_lost`), fails jobs past their
-//! deadline (telling workers to stop their steps), and prunes finished jobs past the
-//! retention. It changes state only through the store, reads time from the store's clock,
-//! and acts only while this server leads (`rota_store::leader`): each of its writes is a
-//! conditional update (only a running attempt past its lease is lost, only a live job past
-//! its deadline fails), so two servers that briefly both lead never apply one twice.
+//! deadline (telling workers to stop their steps), and prunes finished jobs and recorded
+//! schedule fires (each schedule's newest kept) past the retention. It changes state only
+//! through the store, reads time from the store's clock, and acts only while this server
+//! leads (`rota_store::leader`): each of its writes is a conditional update (only a running
+//! attempt past its lease is lost, only a live job past its deadline fails), so two servers
+//! that briefly both lead never apply one twice.
 
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -73,6 +74,11 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(pruned = n, "pruned finished jobs past retention"),
                 Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+            }
+            match state.store.prune_fires(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(pruned = n, "pruned schedule fires past retention"),
+                Err(e) => tracing::warn!(error = %e, "pruning schedule fires failed"),
             }
         }
     }

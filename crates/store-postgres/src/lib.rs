@@ -18,7 +18,8 @@
 //!   write paths, one file per concern; `settle` and `attempts` are what they share.
 //! - `jobs_read`: job listings and records; `logs`: log chunks (tables of their own);
 //!   `quota`: the total log quota (its counters; which finished jobs' logs go first);
-//!   `credentials`: the admin and join token hashes.
+//!   `credentials`: the admin and join token hashes; `resources`: declared resources;
+//!   `schedules`: the fire times of schedules (at most one run each).
 //! - `bus` (LISTEN/NOTIFY), `leader` (advisory lock), `servers` (who serves),
 //!   `dedicated` (their own connections); `url`: [`url::PgUrl`], shown without a password;
 //!   `tls`: `sslmode` (libpq's meanings) through rustls, for every connection.
@@ -51,6 +52,7 @@ mod plans;
 mod prune;
 mod quota;
 mod resources;
+mod schedules;
 mod schema;
 mod servers;
 mod settle;
@@ -369,5 +371,35 @@ impl JobStore for PgStore {
 
     async fn rotate_credential(&self, kind: CredentialKind, hash: &str, now: DateTime<Utc>) -> Result<()> {
         in_tx!(self, Durability::Full, |tx| credentials::rotate_credential(&tx, kind, hash, now).await?)
+    }
+
+    async fn record_fires(
+        &self,
+        fires: Vec<rota_store::schedules::NewFire>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<rota_store::schedules::FireRecord>> {
+        // Full: a run's job is a submit, durable before it is acknowledged.
+        in_tx!(self, Durability::Full, |tx| schedules::record(&mut tx, fires.clone(), now).await?)
+    }
+
+    async fn list_fires(
+        &self,
+        schedule: &str,
+        filter: rota_store::schedules::FireFilter,
+        limit: u32,
+    ) -> Result<Vec<rota_store::schedules::FireRecord>> {
+        in_tx!(self, Durability::Read, |tx| schedules::list(&tx, schedule, filter, limit).await?)
+    }
+
+    async fn prune_fires(&self, before: DateTime<Utc>) -> Result<u64> {
+        let chunk = rota_store::schedules::PRUNE_CHUNK;
+        let mut pruned = 0;
+        loop {
+            let n = in_tx!(self, Durability::Relaxed, |tx| schedules::prune(&tx, before, chunk).await?)?;
+            pruned += n;
+            if n < u64::from(chunk) {
+                return Ok(pruned);
+            }
+        }
     }
 }

@@ -40,6 +40,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         min_compatible: 1,
         sql: include_str!("../migrations/0003_outputs.sql"),
     },
+    Migration {
+        version: 4,
+        name: "schedules",
+        min_compatible: 1,
+        sql: include_str!("../migrations/0004_schedules.sql"),
+    },
 ];
 
 /// The advisory lock key migrations run under (an arbitrary constant: "rota" + 1).

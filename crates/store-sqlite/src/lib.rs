@@ -13,6 +13,7 @@
 //!   paths, one file per concern; `settle` and `attempts` are what they share.
 //! - `credentials`: the admin and join token hashes (migration 6).
 //! - `resources`: declared resources (`rota apply`, migration 7).
+//! - `schedules`: the fire times of schedules, a run with its job (migration 9).
 //! - `jobs_read`: job listings and records; `logs`: the log file; `quota`: which finished
 //!   jobs' logs the total log quota deletes first.
 //! - `export`: [`SqliteExporter`], reading a stopped store whole for `rota migrate`.
@@ -39,6 +40,7 @@ mod prune;
 mod quota;
 mod readers;
 mod resources;
+mod schedules;
 mod schema;
 mod settle;
 mod spec_cache;
@@ -522,6 +524,37 @@ impl JobStore for SqliteStore {
             quota_bytes: self.quota.quota,
             pruned_bytes: self.quota.pruned.load(Ordering::Relaxed),
             refused_bytes: self.quota.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn record_fires(
+        &self,
+        fires: Vec<rota_store::schedules::NewFire>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<rota_store::schedules::FireRecord>> {
+        // Full: a run's job is a submit, durable before it is acknowledged.
+        self.write(Durability::Full, move |c| schedules::record(c, fires, now)).await
+    }
+
+    async fn list_fires(
+        &self,
+        schedule: &str,
+        filter: rota_store::schedules::FireFilter,
+        limit: u32,
+    ) -> Result<Vec<rota_store::schedules::FireRecord>> {
+        let schedule = schedule.to_string();
+        self.main_readers.run(move |c| schedules::list(c, &schedule, filter, limit)).await
+    }
+
+    async fn prune_fires(&self, before: DateTime<Utc>) -> Result<u64> {
+        let chunk = rota_store::schedules::PRUNE_CHUNK;
+        let mut pruned = 0;
+        loop {
+            let n = self.write(Durability::Normal, move |c| schedules::prune(c, before, chunk)).await?;
+            pruned += n;
+            if n < u64::from(chunk) {
+                return Ok(pruned);
+            }
         }
     }
 }

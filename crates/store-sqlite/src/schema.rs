@@ -43,6 +43,7 @@ pub(crate) const MAIN: &[Migration] = &[
     },
     Migration { version: 7, name: "resources", sql: include_str!("../migrations/main/0007_resources.sql") },
     Migration { version: 8, name: "outputs", sql: include_str!("../migrations/main/0008_outputs.sql") },
+    Migration { version: 9, name: "schedules", sql: include_str!("../migrations/main/0009_schedules.sql") },
 ];
 
 /// Migrations of the logs database.

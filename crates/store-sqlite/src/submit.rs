@@ -29,7 +29,7 @@ pub(crate) fn submit_jobs(
     jobs.into_iter().map(|job| unsaved_item(conn, |c| submit_one(c, &job))).collect()
 }
 
-fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
+pub(crate) fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
     let spec = &job.spec;
     spec.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
     if let Some(key) = &spec.idempotency_key {

@@ -24,6 +24,7 @@ mod logs;
 mod prune;
 mod resources;
 mod revokes;
+mod schedules;
 mod workers;
 
 use crate::JobStore;
@@ -143,6 +144,8 @@ scenarios![
     resources::resources_delete_and_status,
     resources::resources_concurrent_applies_agree,
     resources::resources_list_in_pages,
+    schedules::schedules_record_each_fire_once,
+    schedules::schedules_racing_recorders_agree,
 ];
 
 /// Runs every scenario, each on a new database from `fresh` with a store open on it, and

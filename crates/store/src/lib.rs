@@ -14,6 +14,7 @@
 //! - [`bus`]: the typed events the servers of one control plane tell each other, and the
 //!   in-process transport.
 //! - [`resources`]: declared resources (`rota apply`) as stored.
+//! - [`schedules`]: the fire times of schedules as recorded (at most one run per fire time).
 //! - [`leader`]: which server runs the loops that must run once ([`leader::Leadership`]).
 //! - [`transfer`]: copying a whole control plane between backends (`rota migrate`).
 //! - `conformance` (feature): the suite every backend must pass.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod leader;
 pub mod records;
 pub mod resources;
+pub mod schedules;
 pub mod transfer;
 
 #[cfg(feature = "conformance")]
@@ -264,4 +266,29 @@ pub trait JobStore: Send + Sync + 'static {
         status: &rota_domain::resource::Status,
         now: DateTime<Utc>,
     ) -> Result<bool>;
+
+    /// Records fire times in one transaction (all or nothing), each at most once: a fire
+    /// time already recorded keeps its record, which is returned (`created: false`) and
+    /// nothing else is written for it; a new `Run` stores its job in the same transaction
+    /// (an existing job with the same idempotency key is the one recorded). Two callers
+    /// recording one fire time at once get the same record. A batch naming a fire twice,
+    /// or a run whose job lacks the fire's key ([`schedules::fire_key`]), is `Invalid`.
+    async fn record_fires(
+        &self,
+        fires: Vec<schedules::NewFire>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<schedules::FireRecord>>;
+
+    /// The recorded fires of `schedule` that `filter` admits, newest fire time first, at
+    /// most `limit`.
+    async fn list_fires(
+        &self,
+        schedule: &str,
+        filter: schedules::FireFilter,
+        limit: u32,
+    ) -> Result<Vec<schedules::FireRecord>>;
+
+    /// Deletes fires recorded before `before`, except each schedule's newest (the controller
+    /// counts due fire times from it), in chunks; returns how many went.
+    async fn prune_fires(&self, before: DateTime<Utc>) -> Result<u64>;
 }

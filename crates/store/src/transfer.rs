@@ -226,6 +226,19 @@ pub const TABLES: &[Table] = &[
         sequence: None,
     },
     Table {
+        name: "schedule_fires",
+        part: Part::Main,
+        columns: &[
+            col("schedule", Text),
+            col("fire_time", Time),
+            col("outcome", Text),
+            col("job_id", Uuid),
+            col("recorded_at", Time),
+        ],
+        order_by: "schedule, fire_time",
+        sequence: None,
+    },
+    Table {
         name: "log_attempts",
         part: Part::Logs,
         columns: &[

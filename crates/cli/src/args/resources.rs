@@ -35,7 +35,7 @@ pub(crate) enum GetFormat {
 /// `rota get`.
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
-    /// The kind: `Workflow`, `workflows` or `wf`.
+    /// The kind: `Workflow` (`workflows`, `wf`) or `Schedule` (`schedules`, `sched`).
     pub(crate) kind: String,
     /// One resource's name (all of the kind without it).
     pub(crate) name: Option<String>,
@@ -48,7 +48,7 @@ pub(crate) struct GetArgs {
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["kind", "file"]))]
 pub(crate) struct DeleteArgs {
-    /// The kind: `Workflow`, `workflows` or `wf`.
+    /// The kind: `Workflow` (`workflows`, `wf`) or `Schedule` (`schedules`, `sched`).
     #[arg(requires = "name")]
     pub(crate) kind: Option<String>,
     /// The resource's name.

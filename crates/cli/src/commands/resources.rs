@@ -89,6 +89,12 @@ pub(crate) async fn get(global: &GlobalArgs, args: &GetArgs, paths: &Paths) -> R
                 out.flush()?;
                 return Ok(ExitCode::SUCCESS);
             }
+            if format == GetFormat::Table && kind == Kind::Schedule {
+                let mut out = Out::new();
+                schedule_detail(&mut out, &one)?;
+                out.flush()?;
+                return Ok(ExitCode::SUCCESS);
+            }
             vec![one]
         }
         None => api.client.list_resources(kind.plural()).await.map_err(|e| api.error(e, None))?.items,
@@ -306,6 +312,36 @@ fn unified(old: &str, new: &str, label: &str, action: Applied) -> String {
 
 fn table(out: &mut Out, items: &[ResourceView]) -> Result<()> {
     let now = chrono::Utc::now();
+    let ready = |r: &ResourceView| {
+        r.status
+            .conditions
+            .iter()
+            .find(|c| c.kind == "Ready")
+            .map_or("-".to_string(), |c| format!("{:?}", c.status))
+    };
+    if items.iter().any(|r| r.kind == Kind::Schedule) {
+        let mut t = output::table(&["NAME", "CRON", "ZONE", "WORKFLOW", "NEXT", "LAST RUN", "READY"]);
+        for r in items {
+            let ResourceSpec::Schedule(s) = &r.spec else { continue };
+            let st = r.status.schedule.as_ref();
+            let next = if s.suspend {
+                "suspended".to_string()
+            } else {
+                st.and_then(|x| x.next_fire_time).map_or("-".to_string(), |t| t.to_rfc3339())
+            };
+            let last = st.and_then(|x| x.last_run.as_ref()).map_or("-".to_string(), run_text);
+            t.add_row(vec![
+                r.metadata.name.clone(),
+                s.cron.clone(),
+                s.zone_name().to_string(),
+                s.workflow.clone(),
+                next,
+                last,
+                ready(r),
+            ]);
+        }
+        return out.table(&t);
+    }
     let what = match items.first().map(|r| r.kind) {
         Some(Kind::WorkerPool) => "PRIORITY",
         Some(Kind::WorkerConfig) => "FILES",
@@ -317,20 +353,55 @@ fn table(out: &mut Out, items: &[ResourceView]) -> Result<()> {
             ResourceSpec::Workflow(w) => w.steps.len().to_string(),
             ResourceSpec::WorkerPool(p) => p.priority.to_string(),
             ResourceSpec::WorkerConfig(c) => c.files.len().to_string(),
+            ResourceSpec::Schedule(_) => "-".to_string(),
         };
-        let ready = r
-            .status
-            .conditions
-            .iter()
-            .find(|c| c.kind == "Ready")
-            .map_or("-".to_string(), |c| format!("{:?}", c.status));
         t.add_row(vec![
             r.metadata.name.clone(),
             r.metadata.generation.to_string(),
             steps,
             output::age(r.metadata.creation_timestamp, now),
-            ready,
+            ready(r),
         ]);
     }
     out.table(&t)
+}
+
+/// A fire that ran: its time, its job and that job's state.
+fn run_text(f: &rota_domain::schedule::FireView) -> String {
+    let job = f.job_id.map_or("-".to_string(), |j| j.to_string());
+    let state = f.state.map_or("pruned".to_string(), |s| s.as_str().to_string());
+    format!("{} job {job} ({state})", f.fire_time.to_rfc3339())
+}
+
+/// `rota get schedule NAME`: what it runs when, the next fire time, the last run and the
+/// recent fires that did not run.
+fn schedule_detail(out: &mut Out, r: &ResourceView) -> Result<()> {
+    let ResourceSpec::Schedule(s) = &r.spec else {
+        return Err(anyhow!("{} is not stored as a schedule", r.metadata.name));
+    };
+    let st = r.status.schedule.as_ref();
+    writeln!(out, "Name:       {}", r.metadata.name)?;
+    writeln!(out, "Cron:       {}", s.cron)?;
+    writeln!(out, "Time zone:  {}", s.zone_name())?;
+    writeln!(out, "Workflow:   {}", s.workflow)?;
+    writeln!(out, "Overlap:    {}", s.overlap.as_str())?;
+    writeln!(out, "Catchup:    {}", s.catchup)?;
+    writeln!(out, "Suspended:  {}", if s.suspend { "yes" } else { "no" })?;
+    let next = st.and_then(|x| x.next_fire_time).map_or("-".to_string(), |t| t.to_rfc3339());
+    writeln!(out, "Next fire:  {next}")?;
+    let last = st.and_then(|x| x.last_run.as_ref()).map_or("-".to_string(), run_text);
+    writeln!(out, "Last run:   {last}")?;
+    for c in &r.status.conditions {
+        writeln!(out, "Condition:  {}={:?} {}: {}", c.kind, c.status, c.reason, c.message)?;
+    }
+    let recent = st.map(|x| x.recent_not_run.as_slice()).unwrap_or_default();
+    if recent.is_empty() {
+        writeln!(out, "Not run:    none recently")?;
+    } else {
+        writeln!(out, "Not run (newest first):")?;
+        for f in recent {
+            writeln!(out, "  {}  {}", f.fire_time.to_rfc3339(), f.outcome)?;
+        }
+    }
+    Ok(())
 }

@@ -64,18 +64,77 @@ fn spec_view(kind: Kind, text: &str) -> Result<ResourceSpec, ApiError> {
         .map_err(|e| ApiError::internal(format!("a stored {kind} spec cannot be read: {e}")))
 }
 
-fn view(r: ResourceRecord) -> Result<ResourceView, ApiError> {
+/// A schedule's workflow must exist (stored, or declared in the same apply) and take the
+/// schedule's inputs: refused at apply, naming `spec.workflow` or `spec.inputs.NAME`.
+async fn check_schedules(state: &AppState, req: &ApplyRequest) -> Result<(), ApiError> {
+    let declared: HashMap<&str, &WorkflowSpec> = req
+        .documents
+        .iter()
+        .filter_map(|d| match d {
+            ResourceDocument::Workflow(w) => Some((w.metadata.name.as_str(), &w.spec)),
+            _ => None,
+        })
+        .collect();
+    for (i, doc) in req.documents.iter().enumerate() {
+        let ResourceDocument::Schedule(d) = doc else { continue };
+        let stored;
+        let workflow = match declared.get(d.spec.workflow.as_str()) {
+            Some(w) => *w,
+            None => {
+                let key = ResourceKey::new(Kind::Workflow, d.spec.workflow.clone());
+                let Some(found) = state.store.get_resource(&key).await? else {
+                    return Err(invalid(
+                        i,
+                        "spec",
+                        "workflow",
+                        &format!(
+                            "workflow `{}` does not exist; declare it first (or in the same apply)",
+                            d.spec.workflow
+                        ),
+                    ));
+                };
+                let ResourceSpec::Workflow(w) = spec_view(found.kind, &found.spec)? else {
+                    return Err(ApiError::internal("a stored workflow is not a workflow"));
+                };
+                stored = w;
+                &stored
+            }
+        };
+        workflow.job(&d.spec.workflow, &d.spec.input_texts(), None).map_err(|e| match &e {
+            InputError::Unknown { name, .. }
+            | InputError::Missing { name }
+            | InputError::WrongType { name, .. } => {
+                let field = if matches!(e, InputError::Missing { .. }) {
+                    "inputs".to_string()
+                } else {
+                    format!("inputs.{name}")
+                };
+                invalid(i, "spec", &field, &e.to_string())
+            }
+            InputError::Job(s) => invalid(i, "spec", "inputs", &s.to_string()),
+        })?;
+    }
+    Ok(())
+}
+
+async fn view(state: &AppState, r: ResourceRecord) -> Result<ResourceView, ApiError> {
+    let spec = spec_view(r.kind, &r.spec)?;
+    let mut status = r.status;
+    if let ResourceSpec::Schedule(s) = &spec {
+        status.schedule =
+            Some(crate::schedules::status_of(state, &r.metadata.name, s, state.store.now()).await?);
+    }
     Ok(ResourceView {
         api_version: API_VERSION.to_string(),
         kind: r.kind,
-        spec: spec_view(r.kind, &r.spec)?,
+        spec,
         metadata: StoredMetadata {
             name: r.metadata.name,
             labels: r.metadata.labels,
             generation: r.generation,
             creation_timestamp: r.created_at,
         },
-        status: r.status,
+        status,
     })
 }
 
@@ -102,6 +161,7 @@ pub(crate) async fn apply(
         }
         writes.push(w);
     }
+    check_schedules(&state, &req).await?;
     // A dry run decides from what is stored now; a real apply reports what its own
     // transaction saw and did (another apply racing it cannot skew the answer).
     let done: Vec<AppliedResource> = if req.dry_run {
@@ -154,7 +214,7 @@ fn stored(r: ResourceRecord) -> resource::Stored<String> {
 /// Kubernetes lists: at most `limit` (default 500, at most 1000), with a `continue` token
 /// while more remain.
 #[utoipa::path(get, path = "/api/v1/resources/{kind}", tag = "resources", security(("admin" = [])),
-    params(("kind" = String, Path, description = "kind: `Workflow`, `workflows` or `wf`"), ListResourcesQuery),
+    params(("kind" = String, Path, description = "kind: `Workflow`, `workflows` or `wf`; `Schedule`, `schedules` or `sched`"), ListResourcesQuery),
     responses((status = 200, body = ResourceList), (status = 400, body = rota_api_types::ErrorBody, description = "`limit` out of 1-1000, or a `continue` token no listing gave"),
         (status = 401), (status = 403), (status = 404, description = "unknown kind")))]
 pub(crate) async fn list(
@@ -182,7 +242,10 @@ pub(crate) async fn list(
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let continue_token = if more { rows.last().map(|r| r.metadata.name.clone()) } else { None };
-    let items = rows.into_iter().map(view).collect::<Result<_, _>>()?;
+    let mut items = Vec::with_capacity(rows.len());
+    for r in rows {
+        items.push(view(&state, r).await?);
+    }
     Ok(Json(ResourceList { items, continue_token }))
 }
 
@@ -197,7 +260,7 @@ pub(crate) async fn get(
 ) -> Result<Json<ResourceView>, ApiError> {
     let key = ResourceKey::new(kind_of(&kind)?, name);
     match state.store.get_resource(&key).await? {
-        Some(r) => Ok(Json(view(r)?)),
+        Some(r) => Ok(Json(view(&state, r).await?)),
         None => Err(ApiError::not_found(format!("no {key}"))),
     }
 }
