@@ -119,6 +119,16 @@ fn a_config_sets_up_env_files_and_setup_and_degrades_on_failure(backend: Backend
     assert_eq!(wait_for_end(&env, &id)["state"], "succeeded");
     let out = logs(&env, &id);
     assert!(out.contains("second-setup") && out.contains("tool=/opt/tool5"), "{out}");
+
+    // Deleted: its files and variables go.
+    let o = run(&env, &["delete", "workerconfig", "tools"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    wait_stats(&env, "the config removed", |s| s.get("configs").is_none());
+    let id = submit(
+        &env,
+        &["--", "sh", "-c", "test ! -e \"$ROTA_CONFIG_DIR/bin/hello\" && test -z \"$TOOL_HOME\""],
+    );
+    assert_eq!(wait_for_end(&env, &id)["state"], "succeeded", "{}", logs(&env, &id));
     assert_eq!(code(&run(&env, &["worker", "stop"])), 0);
 }
 

@@ -114,7 +114,11 @@ fn projects(configs: &[Matched]) -> BTreeMap<String, String> {
 
 fn apply_needed(ctx: &Ctx, configs: &[Matched]) -> bool {
     let desired: BTreeMap<String, i64> = configs.iter().map(|c| (c.name.clone(), c.generation)).collect();
-    *lock(&ctx.host.applied) != desired
+    if lock(&ctx.host.written).is_empty() {
+        *lock(&ctx.host.written) = read_ledger(&ledger_path(&ctx.config.workspace));
+    }
+    let stale = lock(&ctx.host.written).keys().any(|n| !desired.contains_key(n));
+    *lock(&ctx.host.applied) != desired || stale
 }
 
 /// One query carrying the outcomes not yet reported; `None` if it failed.
@@ -129,7 +133,12 @@ async fn query(ctx: &Ctx) -> Option<Vec<Matched>> {
     match ctx.client.configs(&query).await {
         Ok(r) => Some(r.configs),
         Err(e) => {
-            tracing::debug!("cannot ask which worker configs apply: {e}");
+            // 404: a server of a release without configs; unreachable: asked again soon.
+            if e.status() == Some(404) || e.is_transient() {
+                tracing::debug!("cannot ask which worker configs apply: {e}");
+            } else {
+                tracing::warn!("cannot ask which worker configs apply: {e}");
+            }
             // Reported next time.
             lock(&ctx.host.pending).splice(0..0, results);
             None
@@ -151,7 +160,12 @@ async fn apply(ctx: &Ctx, configs: &[Matched]) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let dir = managed_dir(&ctx.config.workspace);
-    for name in gone.iter().chain(changed.iter().map(|c| &c.name)) {
+    // Files an earlier run of this worker wrote for configs that no longer apply (it was
+    // stopped when they were deleted) go too: the list is kept beside them.
+    let ledger = ledger_path(&ctx.config.workspace);
+    let stale: Vec<String> =
+        lock(&ctx.host.written).keys().filter(|n| !configs.iter().any(|c| &c.name == *n)).cloned().collect();
+    for name in gone.iter().chain(stale.iter()).chain(changed.iter().map(|c| &c.name)) {
         let files = lock(&ctx.host.written).remove(name).unwrap_or_default();
         for f in files {
             let _ = std::fs::remove_file(&f);
@@ -183,6 +197,10 @@ async fn apply(ctx: &Ctx, configs: &[Matched]) {
         None => tracing::info!("worker configs applied"),
     }
     *lock(&ctx.host.degraded) = now.clone();
+    let written = lock(&ctx.host.written).clone();
+    if let Err(e) = write_ledger(&ledger, &written) {
+        tracing::warn!("cannot record the worker configs' files in {}: {e}", ledger.display());
+    }
     ctx.fleet.hold(now.is_some());
 }
 
@@ -220,6 +238,20 @@ async fn apply_one(ctx: &Ctx, dir: &Path, c: &Matched, env: &[(String, String)])
         exit_code: None,
         message: String::new(),
     }
+}
+
+/// `<workspace>/.rota/config-files.json`: config name → files written.
+fn ledger_path(ws: &Path) -> PathBuf {
+    ws.join(".rota").join("config-files.json")
+}
+
+fn read_ledger(path: &Path) -> BTreeMap<String, Vec<PathBuf>> {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+fn write_ledger(path: &Path, written: &BTreeMap<String, Vec<PathBuf>>) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(written).map_err(std::io::Error::other)?;
+    write_file(path, &bytes, 0o600)
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {

@@ -93,7 +93,12 @@ pub(crate) async fn sync(ctx: &Ctx, before_claims: bool, projects: &[String]) ->
     let reply = match ctx.client.pool(&query).await {
         Ok(r) => r,
         Err(e) => {
-            tracing::debug!("cannot ask which worker pool is in force: {e}");
+            // 404: a server of a release without pools; unreachable: asked again soon.
+            if e.status() == Some(404) || e.is_transient() {
+                tracing::debug!("cannot ask which worker pool is in force: {e}");
+            } else {
+                tracing::warn!("cannot ask which worker pool is in force: {e}");
+            }
             return Synced::Done;
         }
     };

@@ -48,7 +48,8 @@ fn generation(r: &ResourceRecord) -> i64 {
 }
 
 fn check_member(name: &str, host: &str, tags: &[String]) -> Result<(), ApiError> {
-    limits::check_name("name", name).map_err(ApiError::limit)?;
+    // As registration checks them: worker names are free text (`profile@host`).
+    limits::check_text("name", name, limits::MAX_NAME).map_err(ApiError::limit)?;
     limits::check_text("host", host, limits::MAX_NAME).map_err(ApiError::limit)?;
     limits::check_count("tags", tags.len(), limits::MAX_QUEUES).map_err(ApiError::limit)
 }

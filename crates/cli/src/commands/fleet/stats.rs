@@ -78,6 +78,11 @@ pub(crate) async fn run(api: &Api, target: &Target, json: bool) -> Result<ExitCo
                 ]);
             }
             out.table(&t)?;
+            for (r, s) in &rows {
+                if let Some(why) = &s.degraded {
+                    writeln!(out, "{}: takes no work: {why}", r.worker)?;
+                }
+            }
         }
         write_silent(&mut out, &resp)?;
         if !queues.is_empty() {
