@@ -292,6 +292,9 @@ async fn run_setup(
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start sh: {e}"))?;
     let pgid = child.id().and_then(|p| rustix::process::Pid::from_raw(i32::try_from(p).unwrap_or(0)));
+    // Dropped before the setup ended (the worker stops, the limit passed): the whole group
+    // goes, not only `sh` (`kill_on_drop` reaches the child alone).
+    let mut guard = GroupGuard(pgid);
     let out = child.stdout.take();
     let err = child.stderr.take();
     // Both pipes at once: a script filling one while the other is read would block.
@@ -305,6 +308,7 @@ async fn run_setup(
         (child.wait().await, output)
     })
     .await;
+    guard.0 = None;
     match waited {
         Ok((Ok(status), output)) => {
             use std::os::unix::process::ExitStatusExt;
@@ -317,6 +321,17 @@ async fn run_setup(
                 crate::kill::kill_group(pgid);
             }
             Err(format!("setup did not finish within {}", humantime::format_duration(timeout)))
+        }
+    }
+}
+
+/// Kills a process group when dropped, unless disarmed (`.0 = None`).
+struct GroupGuard(Option<rustix::process::Pid>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            crate::kill::kill_group(pgid);
         }
     }
 }
@@ -360,5 +375,27 @@ mod tests {
         let e = run_setup(&dir, "sleep 30", Duration::from_millis(200), &[]).await.unwrap_err();
         assert!(e.contains("did not finish"), "{e}");
         assert_eq!(tail(&vec![b'x'; 10_000]).len(), TAIL_BYTES);
+    }
+
+    /// A setup cut short from outside (the worker stops) takes its whole group with it.
+    #[tokio::test]
+    async fn a_dropped_setup_leaves_no_process() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cfg");
+        let script = "sleep 30 & echo $! > child; sleep 30";
+        let cut = tokio::time::timeout(
+            Duration::from_millis(500),
+            run_setup(&dir, script, Duration::from_secs(60), &[]),
+        );
+        assert!(cut.await.is_err(), "the setup was cut short");
+        let child: i32 = std::fs::read_to_string(dir.join("child")).unwrap().trim().parse().unwrap();
+        let began = std::time::Instant::now();
+        while crate::procfs::is_alive(child) {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "the setup's background child {child} survived"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

@@ -85,7 +85,11 @@ pub(crate) async fn serve(
         // Worker configs (files, setup) are in place before the first claim; heartbeats
         // keep the session alive while a setup runs.
         if let Some(c) = &configs {
-            crate::hostconfig::converge(ctx, c).await;
+            // A stop while a setup runs ends it (its process group is killed).
+            tokio::select! {
+                () = crate::hostconfig::converge(ctx, c) => {}
+                () = shutdown.cancelled() => {}
+            }
         }
         let pools = tokio::spawn(crate::pool::pool_loop(ctx.clone(), session.clone()));
         runner::claim_loop(ctx, &slots, &executors, shutdown, &session).await;
@@ -96,6 +100,9 @@ pub(crate) async fn serve(
             session.cancel();
             let _ = heartbeat.await;
             let _ = control.await;
+            // Not awaited to its end: it may be running a setup, which a stop ends.
+            pools.abort();
+            pools.abort();
             let _ = pools.await;
             if !lost {
                 match tokio::time::timeout(Duration::from_secs(5), ctx.client.unregister()).await {
