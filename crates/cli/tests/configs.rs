@@ -101,6 +101,8 @@ fn a_config_sets_up_env_files_and_setup_and_degrades_on_failure(backend: Backend
     assert!(message.contains("exited 7") && message.contains("broken-output"), "{message}");
     let (c, st) = status(&env, &[]);
     assert_eq!((c, st["server"]["registration"].as_str()), (0, Some("active")), "still registered: {st:#}");
+    assert!(st["server"]["degraded"].as_str().is_some_and(|d| d.contains("broken-output")), "{st:#}");
+    assert!(st["diagnostic"].as_str().is_some_and(|d| d.contains("taking no work")), "{st:#}");
     let waiting = submit(&env, &["--", "true"]);
     std::thread::sleep(Duration::from_secs(3));
     let shown = rota_testkit::show_json(&env, &waiting);

@@ -72,6 +72,8 @@ fn a_pool_retunes_running_and_new_workers(backend: Backend) {
         s["activeConcurrency"] == 5 && queues(s).contains(&"extra".to_string()) && s["pool"] == "fast"
     });
     assert_eq!(s["poolGeneration"], 1, "{s:#}");
+    let (_, st) = status(&env, &[]);
+    assert_eq!(st["server"]["pool"], "fast (generation 1)", "worker status names the pool: {st:#}");
     let (c, st) = status(&env, &[]);
     assert_eq!(
         (c, st["worker"]["pid"].clone(), st["restarts"].as_u64()),

@@ -57,6 +57,12 @@ pub struct ServerView {
     /// admin token).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leadership: Option<rota_api_types::health::HealthDetail>,
+    /// The declared pool in force, as the worker answered (`name (generation N)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Why the worker takes no work (a worker config's setup failed), as it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
 }
 
 /// `rota worker status --json`.
@@ -207,6 +213,8 @@ pub async fn server_view(server: &str, token: Option<String>, name: &str) -> Ser
         error: None,
         logs: None,
         leadership: None,
+        pool: None,
+        degraded: None,
     };
     let client = match rota_client::Client::new(server, token.clone()) {
         Ok(c) => c,
@@ -236,6 +244,9 @@ pub async fn server_view(server: &str, token: Option<String>, name: &str) -> Ser
                     WorkerState::Offline => "offline",
                 };
                 view.last_heartbeat_at = Some(w.last_heartbeat_at);
+                if w.state == WorkerState::Active {
+                    ask_stats(&client, name, &mut view).await;
+                }
             }
             None => view.registration = "not_registered",
         },
@@ -244,6 +255,28 @@ pub async fn server_view(server: &str, token: Option<String>, name: &str) -> Ser
         Err(_) => unreachable(&mut view, format!("no answer within {}s", limit.as_secs())),
     }
     view
+}
+
+/// The worker's own answer to `stats`, through the server: the pool in force and whether
+/// a worker config keeps it from taking work. Best effort: no answer within a second
+/// leaves both unknown.
+async fn ask_stats(client: &rota_client::Client, name: &str, view: &mut ServerView) {
+    let req = rota_api_types::fleet::FleetRequest {
+        command: rota_api_types::fleet::FleetCommand::Stats,
+        workers: vec![name.to_string()],
+        timeout_ms: Some(1000),
+        mode: None,
+    };
+    let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(3), client.fleet(&req)).await else { return };
+    for r in resp.replies {
+        if let rota_api_types::worker::Reply::Stats(s) = r.reply {
+            view.pool = s.pool.map(|p| match s.pool_generation {
+                Some(g) => format!("{p} (generation {g})"),
+                None => p,
+            });
+            view.degraded = s.degraded;
+        }
+    }
 }
 
 fn unreachable(view: &mut ServerView, error: String) {
@@ -261,6 +294,8 @@ pub async fn health_view(url: &str, token: Option<String>) -> ServerView {
         error: None,
         logs: None,
         leadership: None,
+        pool: None,
+        degraded: None,
     };
     let limit = Duration::from_secs(3);
     let has_token = token.is_some();
@@ -329,6 +364,11 @@ pub fn diagnose(s: &Status) -> String {
         "starting" => "Starting: the worker has not registered with the server yet.".into(),
         "stopping" => "Stopping.".into(),
         _ => match &s.server {
+            Some(v) if v.registration == "active" && v.degraded.is_some() => format!(
+                "Running and registered with {}, but taking no work until a worker config changes: {}.",
+                v.url,
+                v.degraded.as_deref().unwrap_or_default()
+            ),
             Some(v) if v.registration == "active" => format!("Running and registered with {} (active).", v.url),
             Some(v) if v.registration == "serving" => format!("Running and serving on {}.", v.url),
             Some(v) if v.registration == "unreachable" && s.key == "server" => format!(

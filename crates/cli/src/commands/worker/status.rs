@@ -81,6 +81,12 @@ fn print(instance: &Instance, s: &Status) -> Result<()> {
             .map(|t| format!(", last heartbeat {} ago", crate::output::age(t, chrono::Utc::now())))
             .unwrap_or_default();
         row("server", format!("{}: {}{hb}", v.url, v.registration.replace('_', " ")))?;
+        if let Some(p) = &v.pool {
+            row("pool", p.clone())?;
+        }
+        if let Some(d) = &v.degraded {
+            row("degraded", d.clone())?;
+        }
     }
     for w in &s.warnings {
         row("warning", w.clone())?;
