@@ -106,9 +106,12 @@ async fn revokes_expire_on_workers_unknown_ids_are_refused_and_keys_bind_later_j
     let id = c.submit_file("steps:\n  - name: s\n    run: sleep 300\n");
     c.wait_state(id, &["running"], c.timing.bound()).await;
     let expires = Duration::from_secs(2);
+    // Taken before the command: the server starts the revoke's clock when it stores it,
+    // which may be well before the command returns (on a loaded machine it was), so only
+    // this instant is sure to precede the expiry by the full two seconds.
+    let revoked_at = Instant::now();
     let out = c.rota().args(["worker", "revoke", "--expires", "2s", &id.to_string()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let revoked_at = Instant::now();
     assert!(held_revokes(&c, "w1").contains(&id.to_string()), "the worker holds the revoke");
     wait_for(expires + c.timing.bound(), "the worker to drop the expired revoke", || async {
         !held_revokes(&c, "w1").contains(&id.to_string())
