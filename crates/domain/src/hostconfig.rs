@@ -110,13 +110,7 @@ fn relative_ok(p: &str) -> bool {
 impl WorkerConfigSpec {
     /// Checks the selector, names, paths, modes and sizes, naming the field.
     pub fn validate(&self) -> Result<(), SpecError> {
-        let sel = &self.selector;
-        if sel.hosts.is_empty() && sel.workers.is_empty() && sel.tags.is_empty() {
-            return Err(err(
-                "selector",
-                "names no hosts, workers or tags; use workers: [\"*\"] for every worker",
-            ));
-        }
+        self.selector.validate()?;
         limits::check_count("env", self.env.len(), MAX_ENV)?;
         for (k, v) in &self.env {
             if !env_name_ok(k) {

@@ -42,6 +42,28 @@ pub struct Member<'a> {
 }
 
 impl Selector {
+    /// Names at least one way to select, with entries of a bounded size; paths in errors
+    /// start at `selector` (the same rules for pools and configs).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let sel = self;
+        if sel.hosts.is_empty() && sel.workers.is_empty() && sel.tags.is_empty() {
+            return Err(err(
+                "selector",
+                "names no hosts, workers or tags; use workers: [\"*\"] for every worker",
+            ));
+        }
+        for (field, list) in [("hosts", &sel.hosts), ("workers", &sel.workers), ("tags", &sel.tags)] {
+            limits::check_count(&format!("selector.{field}"), list.len(), MAX_SELECTOR_ENTRIES)?;
+            for (i, v) in list.iter().enumerate() {
+                limits::check_text(&format!("selector.{field}[{i}]"), v, limits::MAX_NAME)?;
+                if v.trim().is_empty() {
+                    return Err(err(format!("selector.{field}[{i}]"), "empty"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// True when every list given matches `m`.
     pub fn matches(&self, m: Member<'_>) -> bool {
         let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
@@ -75,22 +97,7 @@ impl PoolSpec {
     /// sets only what a pool may impose (not the server, name, profile or workspace, which
     /// say who a worker is and where it runs).
     pub fn validate(&self) -> Result<(), SpecError> {
-        let sel = &self.selector;
-        if sel.hosts.is_empty() && sel.workers.is_empty() && sel.tags.is_empty() {
-            return Err(err(
-                "selector",
-                "names no hosts, workers or tags; use workers: [\"*\"] for every worker",
-            ));
-        }
-        for (field, list) in [("hosts", &sel.hosts), ("workers", &sel.workers), ("tags", &sel.tags)] {
-            limits::check_count(&format!("selector.{field}"), list.len(), MAX_SELECTOR_ENTRIES)?;
-            for (i, v) in list.iter().enumerate() {
-                limits::check_text(&format!("selector.{field}[{i}]"), v, limits::MAX_NAME)?;
-                if v.trim().is_empty() {
-                    return Err(err(format!("selector.{field}[{i}]"), "empty"));
-                }
-            }
-        }
+        self.selector.validate()?;
         let s = &self.settings;
         for (field, set) in [
             ("server", s.server.is_some()),
