@@ -21,6 +21,7 @@
 //!   matching worker sets up on its host; validation and how several combine.
 //! - [`pool`]: the `WorkerPool` resource: selectors, which pool is in force for a worker,
 //!   what a running worker can change live.
+//! - [`namespace`]: the namespace name rule and `default`.
 //! - [`schedule`]: the `Schedule` resource: cron and zone, fire times, overlap and catch-up.
 //! - [`settings`]: worker and server settings: what flags parse into, what a background
 //!   instance saves, what a worker pool overlays; the command lines derived from them.
@@ -29,6 +30,7 @@ pub mod control;
 pub mod hostconfig;
 pub mod ids;
 pub mod limits;
+pub mod namespace;
 pub mod policy;
 pub mod pool;
 pub mod reason;
