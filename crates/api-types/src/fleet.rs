@@ -192,6 +192,9 @@ pub struct KeyRevokeResult {
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyRevokeView {
+    /// The namespace whose jobs carry the key.
+    #[serde(default = "rota_domain::namespace::default_owned")]
+    pub namespace: String,
     /// The idempotency key.
     pub key: String,
     /// Whether running steps are terminated.
@@ -249,6 +252,9 @@ pub struct RevokeList {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueView {
+    /// The namespace the queue is in.
+    #[serde(default = "rota_domain::namespace::default_owned")]
+    pub namespace: String,
     /// Queue name.
     pub queue: String,
     /// Steps waiting to be claimed.

@@ -71,6 +71,9 @@ pub struct StepCounts {
 pub struct JobSummary {
     /// Id.
     pub id: JobId,
+    /// Its namespace.
+    #[serde(default = "rota_domain::namespace::default_owned")]
+    pub namespace: String,
     /// Optional name.
     pub name: Option<String>,
     /// Queue.

@@ -11,6 +11,7 @@
 //! - [`fleet`]: fleet control: commands to workers, revokes, paused queues.
 //! - [`health`]: `/healthz/detail`: this server and the leader.
 //! - [`resources`]: declared resources (`rota apply`, `get`, `delete`, `run`).
+//! - [`namespace`]: the namespace query parameters of every operator call.
 //! - [`bytes`]: byte-exact payloads carried as base64.
 //! - [`error`]: the error body every non-2xx reply carries.
 
@@ -19,6 +20,7 @@ pub mod error;
 pub mod fleet;
 pub mod health;
 pub mod jobs;
+pub mod namespace;
 pub mod resources;
 pub mod worker;
 pub mod workers;

@@ -102,6 +102,17 @@ impl ResourceDocument {
         }
     }
 
+    /// Its name, labels and namespace, to change (the server puts a document that names no
+    /// namespace into the call's).
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        match self {
+            ResourceDocument::Workflow(d) => &mut d.metadata,
+            ResourceDocument::WorkerPool(d) => &mut d.metadata,
+            ResourceDocument::WorkerConfig(d) => &mut d.metadata,
+            ResourceDocument::Schedule(d) => &mut d.metadata,
+        }
+    }
+
     /// Its `apiVersion`, if it gave one.
     pub fn api_version(&self) -> Option<&str> {
         match self {
@@ -204,8 +215,14 @@ pub struct ApplyResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredMetadata {
-    /// Unique among resources of its kind.
+    /// Unique among resources of its kind in its namespace.
     pub name: String,
+    /// Its namespace (left out when `default`, as in manifests).
+    #[serde(
+        default = "rota_domain::namespace::default_owned",
+        skip_serializing_if = "rota_domain::namespace::is_default"
+    )]
+    pub namespace: String,
     /// As declared.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,

@@ -22,8 +22,12 @@ pub struct RegisterRequest {
     pub protocol_minor: u32,
     /// Worker name. A live session of the same name and instance (same `instanceId` and
     /// host) is superseded; one held by another instance is refused with 409
-    /// [`NAME_HELD`] unless `replace`.
+    /// [`NAME_HELD`] unless `replace`. Unique per namespace; never starts with `@`.
     pub name: String,
+    /// The namespace the worker belongs to: it claims only that namespace's jobs and is
+    /// governed by its pools and configs. Absent (older workers): `default`.
+    #[serde(default = "rota_domain::namespace::default_owned")]
+    pub namespace: String,
     /// Host name the worker runs on.
     pub host: String,
     /// Local profile (`default` unless `--profile`).

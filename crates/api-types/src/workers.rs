@@ -22,6 +22,9 @@ pub enum WorkerState {
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerView {
+    /// Its namespace: names are unique per namespace.
+    #[serde(default = "rota_domain::namespace::default_owned")]
+    pub namespace: String,
     /// Worker name.
     pub name: String,
     /// Current session.

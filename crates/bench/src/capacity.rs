@@ -191,6 +191,7 @@ async fn register(c: &BenchCluster, i: u32, capacity: u32) -> Result<Synthetic> 
     let client = WorkerClient::new(&c.url)?;
     let req = RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
+        namespace: rota_domain::namespace::default_owned(),
         protocol_minor: rota_domain::PROTOCOL_MINOR,
         name: format!("synthetic-{i}"),
         host: "bench".into(),

@@ -243,6 +243,7 @@ async fn wake_path(c: &BenchCluster, n: u32) -> Result<(Value, Vec<JobId>)> {
     let w = WorkerClient::new(&c.url)?;
     let req = RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
+        namespace: rota_domain::namespace::default_owned(),
         protocol_minor: rota_domain::PROTOCOL_MINOR,
         name: "wake-probe".into(),
         host: "bench".into(),

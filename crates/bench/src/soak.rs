@@ -655,6 +655,7 @@ async fn register(c: &BenchCluster, name: &str, concurrency: u32) -> Result<Work
     let client = WorkerClient::new(&c.url)?;
     let req = RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
+        namespace: rota_domain::namespace::default_owned(),
         protocol_minor: rota_domain::PROTOCOL_MINOR,
         name: name.into(),
         host: "bench".into(),

@@ -35,6 +35,10 @@ pub struct Health {
 pub struct Client {
     transport: Transport,
     token: Option<String>,
+    /// The namespace every `/api/v1` call acts in (`None`: the server's default).
+    namespace: Option<String>,
+    /// Listings span every namespace.
+    all_namespaces: bool,
 }
 
 #[derive(Serialize)]
@@ -48,7 +52,33 @@ impl Client {
     /// A client for `server` (`host:port` or URL, or a comma-separated list of them: the
     /// servers of one control plane) using the admin `token`, if any.
     pub fn new(server: &str, token: Option<String>) -> Result<Self> {
-        Ok(Self { transport: Transport::new(server)?, token })
+        Ok(Self { transport: Transport::new(server)?, token, namespace: None, all_namespaces: false })
+    }
+
+    /// The same client acting in `namespace` (every `/api/v1` call carries it).
+    pub fn in_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// The same client listing every namespace (`allNamespaces=true` on every call; the
+    /// server reads it on listings only).
+    pub fn across_namespaces(mut self, all: bool) -> Self {
+        self.all_namespaces = all;
+        self
+    }
+
+    /// The route of an operator call: `segments` under the base URL with `query`, plus
+    /// the client's namespace parameters.
+    fn route(&self, segments: &[&str], query: &[(&str, String)]) -> Route {
+        let mut pairs = query.to_vec();
+        if let Some(ns) = &self.namespace {
+            pairs.push(("namespace", ns.clone()));
+        }
+        if self.all_namespaces {
+            pairs.push(("allNamespaces", "true".to_string()));
+        }
+        self.transport.route(segments, &pairs)
     }
 
     /// The base URL of the server calls go to first (the one that answered last).
@@ -84,7 +114,7 @@ impl Client {
     /// idempotency key matched an existing job). With a key (header or document) a submit
     /// that got no answer is sent again to the next server; without one only if it never left.
     pub async fn submit(&self, spec: &JobSpec, idempotency_key: Option<&str>) -> Result<SubmitResponse> {
-        let route = self.transport.route(&["api", "v1", "jobs"], &[]);
+        let route = self.route(&["api", "v1", "jobs"], &[]);
         let headers: Vec<(&'static str, &str)> =
             idempotency_key.map(|k| (IDEMPOTENCY_KEY_HEADER, k)).into_iter().collect();
         let keyed = idempotency_key.is_some() || spec.idempotency_key.is_some();
@@ -100,7 +130,7 @@ impl Client {
     /// has no header key; it is sent again to the next server only when every job carries
     /// its own idempotency key in its document (or when it never left).
     pub async fn submit_batch(&self, jobs: &[JobSpec]) -> Result<BatchSubmitResponse> {
-        let route = self.transport.route(&["api", "v1", "jobs", "batch"], &[]);
+        let route = self.route(&["api", "v1", "jobs", "batch"], &[]);
         let keyed = jobs.iter().all(|j| j.idempotency_key.is_some());
         let failover = if keyed { Failover::Always } else { Failover::Unsent };
         let body = BatchRef { jobs };
@@ -120,13 +150,13 @@ impl Client {
         if let Some(limit) = query.limit {
             pairs.push(("limit", limit.to_string()));
         }
-        let route = self.transport.route(&["api", "v1", "jobs"], &pairs);
+        let route = self.route(&["api", "v1", "jobs"], &pairs);
         self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `GET /api/v1/jobs/{id}`.
     pub async fn get_job(&self, id: JobId) -> Result<JobDetail> {
-        let route = self.transport.route(&["api", "v1", "jobs", &id.to_string()], &[]);
+        let route = self.route(&["api", "v1", "jobs", &id.to_string()], &[]);
         self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
@@ -146,7 +176,7 @@ impl Client {
         if let Some(max) = query.max_bytes {
             pairs.push(("maxBytes", max.to_string()));
         }
-        let route = self.transport.route(&["api", "v1", "jobs", &id.to_string(), "logs"], &pairs);
+        let route = self.route(&["api", "v1", "jobs", &id.to_string(), "logs"], &pairs);
         let timeout = query.wait_ms.map_or(CALL_TIMEOUT, |w| long_poll_timeout(w).max(CALL_TIMEOUT));
         let call = Call { timeout, ..self.call(Method::GET, route, NO_BODY) };
         self.transport.send(call).await?.json()
@@ -154,13 +184,13 @@ impl Client {
 
     /// `POST /api/v1/jobs/{id}/cancel`.
     pub async fn cancel_job(&self, id: JobId) -> Result<JobSummary> {
-        let route = self.transport.route(&["api", "v1", "jobs", &id.to_string(), "cancel"], &[]);
+        let route = self.route(&["api", "v1", "jobs", &id.to_string(), "cancel"], &[]);
         self.transport.send(self.call(Method::POST, route, NO_BODY)).await?.json()
     }
 
     /// `POST /api/v1/jobs/{id}/retry`.
     pub async fn retry_job(&self, id: JobId) -> Result<JobSummary> {
-        let route = self.transport.route(&["api", "v1", "jobs", &id.to_string(), "retry"], &[]);
+        let route = self.route(&["api", "v1", "jobs", &id.to_string(), "retry"], &[]);
         // A second retry of a job the first one re-queued would be refused or act twice.
         let call = Call { failover: Failover::Unsent, ..self.call(Method::POST, route, NO_BODY) };
         self.transport.send(call).await?.json()
@@ -168,14 +198,14 @@ impl Client {
 
     /// `GET /api/v1/workers`.
     pub async fn list_workers(&self) -> Result<WorkerList> {
-        let route = self.transport.route(&["api", "v1", "workers"], &[]);
+        let route = self.route(&["api", "v1", "workers"], &[]);
         self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `POST /api/v1/workers/control`: a command fanned out to workers; replies are
     /// collected by the server until the request's timeout.
     pub async fn fleet(&self, req: &FleetRequest) -> Result<FleetResponse> {
-        let route = self.transport.route(&["api", "v1", "workers", "control"], &[]);
+        let route = self.route(&["api", "v1", "workers", "control"], &[]);
         let wait = req.timeout_ms.unwrap_or(1000);
         // The server names the command: sent again elsewhere, the workers would get it twice.
         let call = Call {
@@ -188,27 +218,27 @@ impl Client {
 
     /// `POST /api/v1/revokes`.
     pub async fn revoke(&self, req: &RevokeRequest) -> Result<RevokeResponse> {
-        let route = self.transport.route(&["api", "v1", "revokes"], &[]);
+        let route = self.route(&["api", "v1", "revokes"], &[]);
         let call = Call { failover: Failover::Unsent, ..self.call(Method::POST, route, Some(req)) };
         self.transport.send(call).await?.json()
     }
 
     /// `GET /api/v1/revokes`.
     pub async fn list_revokes(&self) -> Result<RevokeList> {
-        let route = self.transport.route(&["api", "v1", "revokes"], &[]);
+        let route = self.route(&["api", "v1", "revokes"], &[]);
         self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `GET /api/v1/queues`.
     pub async fn list_queues(&self) -> Result<QueueList> {
-        let route = self.transport.route(&["api", "v1", "queues"], &[]);
+        let route = self.route(&["api", "v1", "queues"], &[]);
         self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `POST /api/v1/queues/{queue}/pause` or `.../resume`.
     pub async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<QueueView> {
         let verb = if paused { "pause" } else { "resume" };
-        let route = self.transport.route(&["api", "v1", "queues", queue, verb], &[]);
+        let route = self.route(&["api", "v1", "queues", queue, verb], &[]);
         self.transport.send(self.call(Method::POST, route, NO_BODY)).await?.json()
     }
 
@@ -216,7 +246,7 @@ impl Client {
     /// twice changes nothing, so an apply that got no answer is sent again to the next
     /// server.
     pub async fn apply(&self, req: &ApplyRequest) -> Result<ApplyResponse> {
-        let route = self.transport.route(&["api", "v1", "resources", "apply"], &[]);
+        let route = self.route(&["api", "v1", "resources", "apply"], &[]);
         self.transport.send(self.call(Method::POST, route, Some(req))).await?.json()
     }
 
@@ -230,8 +260,9 @@ impl Client {
             let page = self.list_resources_page(kind, None, token.as_deref()).await?;
             items.extend(page.items);
             match page.continue_token {
-                // Names only grow along a listing: a token that does not would loop forever.
-                Some(next) if token.as_deref().is_some_and(|t| next.as_str() <= t) => {
+                // Keys (namespace, then name: `NS/NAME`) only grow along a listing: a token
+                // that does not would loop forever.
+                Some(next) if token.as_deref().is_some_and(|t| next.split_once('/') <= t.split_once('/')) => {
                     let url = self.base_url().to_string();
                     let source = <serde_json::Error as serde::de::Error>::custom(format!(
                         "the listing's continue token went back from {:?} to {next:?}",
@@ -260,19 +291,19 @@ impl Client {
         if let Some(token) = continue_token {
             pairs.push(("continue", token.to_string()));
         }
-        let route = self.transport.route(&["api", "v1", "resources", kind], &pairs);
+        let route = self.route(&["api", "v1", "resources", kind], &pairs);
         self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `GET /api/v1/resources/{kind}/{name}`.
     pub async fn get_resource(&self, kind: &str, name: &str) -> Result<ResourceView> {
-        let route = self.transport.route(&["api", "v1", "resources", kind, name], &[]);
+        let route = self.route(&["api", "v1", "resources", kind, name], &[]);
         self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
     /// `POST /api/v1/resources/delete`: deletes together; a missing one is reported.
     pub async fn delete_resources(&self, req: &DeleteRequest) -> Result<DeleteResponse> {
-        let route = self.transport.route(&["api", "v1", "resources", "delete"], &[]);
+        let route = self.route(&["api", "v1", "resources", "delete"], &[]);
         self.transport.send(self.call(Method::POST, route, Some(req))).await?.json()
     }
 
@@ -285,7 +316,7 @@ impl Client {
         req: &RunRequest,
         idempotency_key: Option<&str>,
     ) -> Result<SubmitResponse> {
-        let route = self.transport.route(&["api", "v1", "workflows", name, "runs"], &[]);
+        let route = self.route(&["api", "v1", "workflows", name, "runs"], &[]);
         let headers: Vec<(&'static str, &str)> =
             idempotency_key.map(|k| (IDEMPOTENCY_KEY_HEADER, k)).into_iter().collect();
         let failover = if idempotency_key.is_some() { Failover::Always } else { Failover::Unsent };

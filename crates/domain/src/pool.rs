@@ -94,7 +94,7 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> SpecError {
 
 impl PoolSpec {
     /// Checks the selector and the settings: a pool names at least one way to select, and
-    /// sets only what a pool may impose (not the server, name, profile or workspace, which
+    /// sets only what a pool may impose (not the server, name, namespace, profile or workspace, which
     /// say who a worker is and where it runs).
     pub fn validate(&self) -> Result<(), SpecError> {
         self.selector.validate()?;
@@ -104,6 +104,7 @@ impl PoolSpec {
             ("name", s.name.is_some()),
             ("profile", s.profile.is_some()),
             ("workspace", s.workspace.is_some()),
+            ("namespace", s.namespace.is_some()),
         ] {
             if set {
                 return Err(err(

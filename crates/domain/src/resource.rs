@@ -103,8 +103,14 @@ fn known_kinds() -> String {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
-    /// Unique among resources of its kind.
+    /// Unique among resources of its kind in its namespace.
     pub name: String,
+    /// The namespace it belongs to (`default` unless given; left out of documents then).
+    #[serde(
+        default = "crate::namespace::default_owned",
+        skip_serializing_if = "crate::namespace::is_default"
+    )]
+    pub namespace: String,
     /// Free-form key/value pairs for selecting resources.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -114,6 +120,7 @@ impl Metadata {
     /// Checks the name and labels, naming the offending field (`metadata.labels.team`).
     pub fn validate(&self) -> Result<(), LimitError> {
         limits::check_name("metadata.name", &self.name)?;
+        crate::namespace::check("metadata.namespace", &self.namespace)?;
         limits::check_count("metadata.labels", self.labels.len(), MAX_LABELS)?;
         for (k, v) in &self.labels {
             limits::check_name(&format!("metadata.labels.{k}"), k)?;
@@ -310,7 +317,7 @@ mod tests {
     use super::*;
 
     fn meta(name: &str) -> Metadata {
-        Metadata { name: name.into(), labels: BTreeMap::new() }
+        Metadata { name: name.into(), namespace: crate::namespace::default_owned(), labels: BTreeMap::new() }
     }
 
     #[test]

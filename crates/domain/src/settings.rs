@@ -77,6 +77,10 @@ pub struct WorkerSettings {
     /// The local profile (one background worker per host and profile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// Its namespace (else `default`): it claims only that namespace's jobs. Never laid
+    /// over by a pool: pools act within a namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Queues it takes steps from (empty: `default`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<String>,
@@ -192,6 +196,12 @@ impl WorkerSettings {
         if self.max_jobs == Some(0) {
             return Err(bad("--max-jobs", "must be at least 1"));
         }
+        if let Some(ns) = &self.namespace {
+            crate::namespace::check("--namespace", ns).map_err(|e| bad("--namespace", e.message))?;
+        }
+        if self.name.as_deref().is_some_and(|n| n.starts_with('@')) {
+            return Err(bad("--name", "must not start with '@' (it marks a namespace in workspace paths)"));
+        }
         if self.max_memory == Some(0) {
             return Err(bad("--max-memory", "must be greater than zero"));
         }
@@ -220,6 +230,9 @@ impl WorkerSettings {
         }
         if let Some(n) = &self.name {
             flag("name", n.clone());
+        }
+        if let Some(ns) = &self.namespace {
+            flag("namespace", ns.clone());
         }
         for q in &self.queues {
             flag("queue", q.clone());
@@ -452,6 +465,7 @@ mod tests {
             server: Some("http://a:7777,http://b:7777".into()),
             name: Some("w 1".into()),
             profile: Some("ci".into()),
+            namespace: Some("team-a".into()),
             queues: vec!["build".into(), "deploy".into()],
             tags: vec!["gpu".into()],
             concurrency: None,

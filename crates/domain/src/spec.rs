@@ -27,6 +27,13 @@ pub struct JobSpec {
     /// Optional human name, shown in listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The namespace the job belongs to: only workers of this namespace claim it, and
+    /// commands of another namespace do not see it. Left out of documents when `default`.
+    #[serde(
+        default = "crate::namespace::default_owned",
+        skip_serializing_if = "crate::namespace::is_default"
+    )]
+    pub namespace: String,
     /// Queue the job's steps are claimed from.
     #[serde(default = "default_queue")]
     pub queue: String,
@@ -247,6 +254,7 @@ impl JobSpec {
     pub fn new(steps: Vec<StepSpec>) -> Self {
         Self {
             name: None,
+            namespace: crate::namespace::default_owned(),
             queue: default_queue(),
             priority: 0,
             target: Target::default(),
@@ -276,6 +284,7 @@ impl JobSpec {
         if let Some(name) = &self.name {
             limits::check_text("name", name, limits::MAX_JOB_NAME)?;
         }
+        crate::namespace::check("namespace", &self.namespace)?;
         limits::check_name("queue", &self.queue)?;
         if let Some(p) = &self.project {
             limits::check_name("project", p)?;

@@ -62,6 +62,8 @@ pub(crate) fn from_v1(value: serde_json::Value) -> Result<Saved, String> {
         server: server_settings.is_none().then_some(v.server),
         name: v.name,
         profile: v.profile,
+        // Version 1 predates namespaces: everything it ran was in `default`.
+        namespace: None,
         queues: v.queues,
         tags: v.tags,
         concurrency: v.concurrency,

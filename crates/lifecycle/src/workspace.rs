@@ -52,9 +52,16 @@ pub fn dir_name(name: &str) -> Result<String> {
     Ok(out)
 }
 
-/// The default workspace of worker `name`: `<data>/workspace/<dir_name(name)>`.
-pub fn default_dir(data_dir: &Path, name: &str) -> Result<PathBuf> {
-    Ok(data_dir.join("workspace").join(dir_name(name)?))
+/// The default workspace of worker `name`: `<data>/workspace/<dir_name(name)>`, or
+/// `<data>/workspace/@<namespace>/<dir_name(name)>` outside the default namespace.
+pub fn default_dir(data_dir: &Path, namespace: &str, name: &str) -> Result<PathBuf> {
+    let root = data_dir.join("workspace");
+    // Outside `default` a worker's directory sits under `@<namespace>`: `w1` of `a` and `w1`
+    // of `b` are two workers and must not share a journal. Names never start with `@`, so
+    // no worker of `default` can be called like a namespace directory.
+    let root =
+        if rota_domain::namespace::is_default(namespace) { root } else { root.join(format!("@{namespace}")) };
+    Ok(root.join(dir_name(name)?))
 }
 
 /// The workspace earlier releases gave `instance` by default: the shared `<data>/workspace`
@@ -135,6 +142,7 @@ mod tests {
             PathBuf::from("/d/workspace-profile-gpu")
         );
         assert_eq!(legacy_dir(&paths, &Instance::node("n1").unwrap()), PathBuf::from("/d/workspace-node-n1"));
-        assert_eq!(default_dir(&paths, "w/1").unwrap(), PathBuf::from("/d/workspace/w%2F1"));
+        assert_eq!(default_dir(&paths, "default", "w/1").unwrap(), PathBuf::from("/d/workspace/w%2F1"));
+        assert_eq!(default_dir(&paths, "team-a", "w1").unwrap(), PathBuf::from("/d/workspace/@team-a/w1"));
     }
 }

@@ -26,6 +26,8 @@ use subtle::ConstantTimeEq;
 pub(crate) struct SessionInfo {
     pub(crate) session: SessionId,
     pub(crate) name: String,
+    /// The worker's namespace: what it is told about (pools, configs, secrets) is its own.
+    pub(crate) namespace: String,
 }
 
 /// How long a cached session credential is trusted before the store is asked again: the
@@ -196,7 +198,7 @@ async fn identify(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     }
     match state.store.session_by_token(&hash).await? {
         Some(w) => {
-            let info = SessionInfo { session: w.session, name: w.name };
+            let info = SessionInfo { session: w.session, name: w.name, namespace: w.namespace };
             state.auth.put(hash, info.clone());
             Ok(Caller::Worker(info))
         }

@@ -29,6 +29,7 @@ mod hub;
 mod listen;
 mod liveness;
 mod metrics;
+mod namespace;
 mod openapi;
 mod openapi_facts;
 mod parking;

@@ -88,18 +88,22 @@ async fn tick(
     state: &AppState,
     backoff: &mut HashMap<String, Backoff>,
 ) -> Result<(), rota_store::StoreError> {
-    let mut after: Option<String> = None;
+    // Every namespace's schedules; the backoff is keyed by `namespace/name`.
+    let mut after: Option<(String, String)> = None;
     let mut seen = Vec::new();
     loop {
-        let page = state.store.list_resources(Kind::Schedule, after.as_deref(), PAGE).await?;
+        let page = state
+            .store
+            .list_resources(Kind::Schedule, None, after.as_ref().map(|(n, m)| (n.as_str(), m.as_str())), PAGE)
+            .await?;
         let Some(last) = page.last() else { break };
-        after = Some(last.metadata.name.clone());
+        after = Some((last.metadata.namespace.clone(), last.metadata.name.clone()));
         for r in page {
-            seen.push(r.metadata.name.clone());
-            if backoff.get(&r.metadata.name).is_some_and(|b| Instant::now() < b.until) {
+            let name = format!("{}/{}", r.metadata.namespace, r.metadata.name);
+            seen.push(name.clone());
+            if backoff.get(&name).is_some_and(|b| Instant::now() < b.until) {
                 continue;
             }
-            let name = r.metadata.name.clone();
             match reconcile(state, r).await {
                 Ok(()) => {
                     backoff.remove(&name);
@@ -146,7 +150,7 @@ async fn observe(
 ) -> Result<(), rota_store::StoreError> {
     let mut s: Status = r.status.clone();
     if s.observe(r.generation, READY, status, reason, message, state.store.now()) {
-        let key = ResourceKey::new(Kind::Schedule, r.metadata.name.clone());
+        let key = ResourceKey::new(r.metadata.namespace.clone(), Kind::Schedule, r.metadata.name.clone());
         state.store.set_resource_status(&key, r.generation, &s, state.store.now()).await?;
     }
     Ok(())
@@ -159,8 +163,12 @@ async fn refuse(state: &AppState, r: &ResourceRecord, reason: &str, message: &st
 }
 
 /// What became of the previous run: whether its job is still going.
-async fn previous_unfinished(state: &AppState, name: &str) -> Result<Option<JobId>, rota_store::StoreError> {
-    let Some(prev) = state.store.list_fires(name, FireFilter::Runs, 1).await?.pop() else {
+async fn previous_unfinished(
+    state: &AppState,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<JobId>, rota_store::StoreError> {
+    let Some(prev) = state.store.list_fires(namespace, name, FireFilter::Runs, 1).await?.pop() else {
         return Ok(None);
     };
     let Some(id) = prev.job_id else { return Ok(None) };
@@ -173,6 +181,7 @@ async fn previous_unfinished(state: &AppState, name: &str) -> Result<Option<JobI
 
 async fn reconcile(state: &AppState, r: ResourceRecord) -> Result<(), Failed> {
     let name = r.metadata.name.clone();
+    let ns = r.metadata.namespace.clone();
     let spec: ScheduleSpec = match serde_json::from_str(&r.spec) {
         Ok(s) => s,
         Err(e) => {
@@ -188,14 +197,15 @@ async fn reconcile(state: &AppState, r: ResourceRecord) -> Result<(), Failed> {
         Err(e) => return refuse(state, &r, "InvalidSpec", &e.to_string()).await,
     };
     let now = state.store.now();
-    let last = state.store.list_fires(&name, FireFilter::All, 1).await?.pop().map(|f| f.fire_time);
+    let last = state.store.list_fires(&ns, &name, FireFilter::All, 1).await?.pop().map(|f| f.fire_time);
     // The first time (or once re-created): from the resource's creation, not the epoch.
     let since = last.map_or(r.created_at, |t| t.max(r.created_at));
     let due = compiled.due(since, now, spec.catchup);
     if due.run.is_empty() {
         return Ok(observe(state, &r, ConditionStatus::True, "Scheduled", SCHEDULED).await?);
     }
-    let key = ResourceKey::new(Kind::Workflow, spec.workflow.clone());
+    // A schedule runs a workflow of its own namespace; its runs are jobs of that namespace.
+    let key = ResourceKey::new(ns.clone(), Kind::Workflow, spec.workflow.clone());
     let Some(found) = state.store.get_resource(&key).await? else {
         let message = format!("workflow `{}` does not exist; `rota apply` declares it", spec.workflow);
         return refuse(state, &r, "WorkflowNotFound", &message).await;
@@ -205,7 +215,10 @@ async fn reconcile(state: &AppState, r: ResourceRecord) -> Result<(), Failed> {
         Err(e) => return refuse(state, &r, "WorkflowUnreadable", &e.to_string()).await,
     };
     let template = match workflow.job(&spec.workflow, &spec.input_texts(), None) {
-        Ok(j) => j,
+        Ok(mut j) => {
+            j.namespace = ns.clone();
+            j
+        }
         Err(e) => {
             return refuse(state, &r, "InvalidInputs", &format!("workflow `{}`: {e}", spec.workflow)).await;
         }
@@ -213,11 +226,16 @@ async fn reconcile(state: &AppState, r: ResourceRecord) -> Result<(), Failed> {
     let mut fires: Vec<NewFire> = due
         .missed
         .iter()
-        .map(|t| NewFire { schedule: name.clone(), fire_time: *t, outcome: NewOutcome::Missed })
+        .map(|t| NewFire {
+            namespace: ns.clone(),
+            schedule: name.clone(),
+            fire_time: *t,
+            outcome: NewOutcome::Missed,
+        })
         .collect();
     let previous = match spec.overlap {
         Overlap::Allow => None,
-        Overlap::Skip | Overlap::CancelPrevious => previous_unfinished(state, &name).await?,
+        Overlap::Skip | Overlap::CancelPrevious => previous_unfinished(state, &ns, &name).await?,
     };
     let mut running = previous;
     let newest = due.run.last().copied();
@@ -237,7 +255,7 @@ async fn reconcile(state: &AppState, r: ResourceRecord) -> Result<(), Failed> {
                 NewOutcome::Run(Box::new(NewJob { id, spec: job, now }))
             }
         };
-        fires.push(NewFire { schedule: name.clone(), fire_time: *t, outcome });
+        fires.push(NewFire { namespace: ns.clone(), schedule: name.clone(), fire_time: *t, outcome });
     }
     let recorded = match state.store.record_fires(fires, now).await {
         Ok(r) => r,
@@ -329,6 +347,7 @@ async fn view_of(state: &AppState, f: FireRecord) -> Result<FireView, ApiError> 
 /// `status.schedule` of a schedule as `GET` shows it, computed now.
 pub(crate) async fn status_of(
     state: &AppState,
+    namespace: &str,
     name: &str,
     spec: &ScheduleSpec,
     now: DateTime<Utc>,
@@ -337,12 +356,12 @@ pub(crate) async fn status_of(
         (false, Ok(c)) => c.next_after(now),
         _ => None,
     };
-    let last_run = match state.store.list_fires(name, FireFilter::Runs, 1).await?.pop() {
+    let last_run = match state.store.list_fires(namespace, name, FireFilter::Runs, 1).await?.pop() {
         Some(f) => Some(view_of(state, f).await?),
         None => None,
     };
     let mut recent_not_run = Vec::new();
-    for f in state.store.list_fires(name, FireFilter::NotRun, RECENT_SHOWN).await? {
+    for f in state.store.list_fires(namespace, name, FireFilter::NotRun, RECENT_SHOWN).await? {
         recent_not_run.push(view_of(state, f).await?);
     }
     Ok(ScheduleStatus {

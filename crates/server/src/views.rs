@@ -25,11 +25,14 @@ impl Fleet {
         Self { live }
     }
 
-    /// True if some live worker claims from the job's queue and matches its target.
+    /// True if some live worker of the job's namespace claims from its queue and matches
+    /// its target.
     pub(crate) fn can_take(&self, row: &JobRow) -> bool {
-        self.live
-            .iter()
-            .any(|w| w.queues.contains(&row.queue) && row.target.admits(&w.name, &w.host, &w.tags))
+        self.live.iter().any(|w| {
+            w.namespace == row.namespace
+                && w.queues.contains(&row.queue)
+                && row.target.admits(&w.name, &w.host, &w.tags)
+        })
     }
 
     /// The state shown to people: `unschedulable` for a queued job no live worker can take.
@@ -47,6 +50,7 @@ pub(crate) fn summary(row: &JobRow, fleet: &Fleet) -> JobSummary {
     let reason = if state == "unschedulable" { Some(unschedulable_reason(row)) } else { row.reason.clone() };
     JobSummary {
         id: row.id,
+        namespace: row.namespace.clone(),
         name: row.name.clone(),
         queue: row.queue.clone(),
         priority: row.priority,
@@ -65,6 +69,9 @@ pub(crate) fn summary(row: &JobRow, fleet: &Fleet) -> JobSummary {
 
 fn unschedulable_reason(row: &JobRow) -> String {
     let mut want = format!("no live worker claims queue '{}'", row.queue);
+    if !rota_domain::namespace::is_default(&row.namespace) {
+        want.push_str(&format!(" in namespace '{}'", row.namespace));
+    }
     if let Some(h) = &row.target.host {
         want.push_str(&format!(" on host '{h}'"));
     }
@@ -129,6 +136,7 @@ pub(crate) fn worker_view(w: &WorkerRecord, ttl: Duration) -> WorkerView {
         SessionStatus::Active => WorkerState::Active,
     };
     WorkerView {
+        namespace: w.namespace.clone(),
         name: w.name.clone(),
         session_id: w.session,
         host: w.host.clone(),

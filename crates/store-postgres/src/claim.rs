@@ -33,9 +33,9 @@ const SHARE_CLAIM_LOCK: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 // The row is locked (shared) so a supersession or unregister of the session waits for the
 // claim, and then loses the attempts it made.
 const SELECT_WORKER: &str =
-    "SELECT name, host, queues, tags, status FROM workers WHERE session = $1 FOR SHARE";
+    "SELECT name, host, queues, tags, status, namespace FROM workers WHERE session = $1 FOR SHARE";
 
-const PAUSED: &str = "SELECT queue FROM paused_queues";
+const PAUSED: &str = "SELECT queue FROM paused_queues WHERE namespace = $1";
 
 // The job's own state and deadline are checked so nothing starts once it has ended or its
 // deadline passed, even before the sweeper gets to it.
@@ -43,6 +43,7 @@ pub(crate) const CANDIDATES: &str =
     "SELECT s.job_id, s.name, s.queue, s.attempts_count, s.target_host, s.target_tags, \
      s.priority, s.idx FROM steps s JOIN jobs j ON j.id = s.job_id
      WHERE s.state = 'ready'
+       AND s.namespace = $7
        AND s.queue = $2
        AND (s.run_after IS NULL OR s.run_after <= $1)
        AND (s.target_host IS NULL OR s.target_host = $3 OR s.target_host = $4)
@@ -70,6 +71,7 @@ const NEEDED_OUTPUTS: &str = "SELECT outputs FROM attempts WHERE job_id = $1 AND
      AND status = 'succeeded' AND outputs IS NOT NULL ORDER BY id DESC LIMIT 1";
 
 struct ClaimingWorker {
+    namespace: String,
     name: String,
     host: String,
     queues: Vec<String>,
@@ -115,8 +117,11 @@ pub(crate) async fn claim(
     let Some(worker) = load_claiming_worker(tx, session).await? else {
         return Ok(Vec::new());
     };
-    let paused: Vec<String> =
-        rows(tx, PAUSED, &[]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+    let paused: Vec<String> = rows(tx, PAUSED, &[&worker.namespace])
+        .await?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()?;
     let mut queues: Vec<&str> =
         worker.queues.iter().map(String::as_str).filter(|q| !paused.iter().any(|p| p == q)).collect();
     queues.sort_unstable();
@@ -169,6 +174,7 @@ async fn load_claiming_worker(tx: &Tx<'_>, session: SessionId) -> Result<Option<
         return Ok(None);
     }
     Ok(Some(ClaimingWorker {
+        namespace: r.try_get(5)?,
         name: r.try_get(0)?,
         host: r.try_get(1)?,
         queues: r.try_get(2)?,
@@ -184,7 +190,7 @@ async fn candidates(
     offset: i64,
     limit: i64,
 ) -> Result<Vec<Candidate>> {
-    rows(tx, CANDIDATES, &[&now, &queue, &w.host, &w.name, &limit, &offset])
+    rows(tx, CANDIDATES, &[&now, &queue, &w.host, &w.name, &limit, &offset, &w.namespace])
         .await?
         .iter()
         .map(|r| {
@@ -246,6 +252,7 @@ async fn claim_one(
     Ok(ClaimedAttempt {
         attempt_id: AttemptId(id),
         job_id,
+        namespace: worker.namespace.clone(),
         step: c.step,
         number: u32_of(i64::from(number))?,
         run: step.run.clone(),

@@ -22,15 +22,16 @@ const UPSERT_REVOKE: &str = "INSERT INTO revokes (job_id, terminate, signal, exp
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (job_id) DO UPDATE SET terminate = excluded.terminate, \
      signal = excluded.signal, expires_at = excluded.expires_at";
 
-const JOB_EXISTS: &str = "SELECT 1 FROM jobs WHERE id = $1";
+// A revoke acts within its namespace: a job of another one is not found.
+const JOB_EXISTS: &str = "SELECT 1 FROM jobs WHERE id = $1 AND namespace = $2";
 
 const UPSERT_KEY_REVOKE: &str = "INSERT INTO key_revokes (idempotency_key, terminate, signal, expires_at, \
-     created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (idempotency_key) DO UPDATE SET \
+     created_at, namespace) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (namespace, idempotency_key) DO UPDATE SET \
      terminate = excluded.terminate, signal = excluded.signal, expires_at = excluded.expires_at";
 
-const JOB_OF_KEY: &str = "SELECT id FROM jobs WHERE idempotency_key = $1";
+const JOB_OF_KEY: &str = "SELECT id FROM jobs WHERE namespace = $1 AND idempotency_key = $2";
 
-const LIVE_KEY_REVOKES: &str = "SELECT idempotency_key, terminate, signal, expires_at, created_at \
+const LIVE_KEY_REVOKES: &str = "SELECT idempotency_key, terminate, signal, expires_at, created_at, namespace \
      FROM key_revokes WHERE expires_at IS NULL OR expires_at >= $1 ORDER BY created_at DESC, idempotency_key";
 
 const PRUNE_KEY_REVOKES: &str = "DELETE FROM key_revokes WHERE expires_at IS NOT NULL AND expires_at < $1";
@@ -43,18 +44,20 @@ const PRUNE_REVOKES: &str = "DELETE FROM revokes WHERE expires_at IS NOT NULL AN
 // One round trip for both kinds of revoke a new job may be bound by.
 const REVOKED_AT_SUBMIT: &str = "SELECT EXISTS (SELECT 1 FROM revokes WHERE job_id = $1 \
          AND (expires_at IS NULL OR expires_at >= $2)) \
-     OR EXISTS (SELECT 1 FROM key_revokes WHERE idempotency_key = $3 \
+     OR EXISTS (SELECT 1 FROM key_revokes WHERE idempotency_key = $3 AND namespace = $4 \
          AND (expires_at IS NULL OR expires_at >= $2))";
 
 const EXCLUSIVE_CLAIM_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
-const PAUSE: &str =
-    "INSERT INTO paused_queues (queue, paused_at) VALUES ($1, $2) ON CONFLICT (queue) DO NOTHING";
-const RESUME: &str = "DELETE FROM paused_queues WHERE queue = $1";
-const PAUSED: &str = "SELECT queue FROM paused_queues";
+const PAUSE: &str = "INSERT INTO paused_queues (namespace, queue, paused_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (namespace, queue) DO NOTHING";
+const RESUME: &str = "DELETE FROM paused_queues WHERE namespace = $1 AND queue = $2";
+const PAUSED: &str = "SELECT namespace, queue FROM paused_queues WHERE ($1::text IS NULL OR namespace = $1)";
 
 // Two halves so each one reads its partial index (steps_ready, steps_running).
-const QUEUE_DEPTHS: &str = "SELECT queue, 'ready', COUNT(*) FROM steps WHERE state = 'ready' GROUP BY queue \
-     UNION ALL SELECT queue, 'running', COUNT(*) FROM steps WHERE state = 'running' GROUP BY queue";
+const QUEUE_DEPTHS: &str = "SELECT namespace, queue, 'ready', COUNT(*) FROM steps WHERE state = 'ready' \
+     AND ($1::text IS NULL OR namespace = $1) GROUP BY namespace, queue \
+     UNION ALL SELECT namespace, queue, 'running', COUNT(*) FROM steps WHERE state = 'running' \
+     AND ($1::text IS NULL OR namespace = $1) GROUP BY namespace, queue";
 
 /// Records each revoke and ends the live jobs it names, one savepoint each.
 pub(crate) async fn revoke_jobs(
@@ -72,10 +75,11 @@ pub(crate) async fn revoke_jobs(
 async fn revoke_one(tx: &Tx<'_>, r: &RevokeRequest, now: DateTime<Utc>) -> Result<RevokeOutcome> {
     let id = r.job_id;
     // Ids are issued by the server at submit: a revoke of any other could never match.
-    if opt(tx, JOB_EXISTS, &[&id.0]).await?.is_none() {
+    if opt(tx, JOB_EXISTS, &[&id.0, &r.namespace]).await?.is_none() {
         return Err(StoreError::NotFound(format!(
-            "no job {id}: job ids are issued at submit (it may also have been pruned); to revoke a job \
-             not submitted yet, revoke its idempotency key"
+            "no job {id} in namespace '{}': job ids are issued at submit (it may also have been pruned, or \
+             belong to another namespace); to revoke a job not submitted yet, revoke its idempotency key",
+            r.namespace
         ))
         .into());
     }
@@ -108,10 +112,12 @@ pub(crate) async fn revoke_keys(
 }
 
 async fn revoke_key(tx: &Tx<'_>, r: &KeyRevokeRequest, now: DateTime<Utc>) -> Result<KeyRevokeOutcome> {
-    exec(tx, UPSERT_KEY_REVOKE, &[&r.key, &r.terminate, &r.signal, &r.expires_at, &now]).await?;
-    let job = match opt(tx, JOB_OF_KEY, &[&r.key]).await? {
+    exec(tx, UPSERT_KEY_REVOKE, &[&r.key, &r.terminate, &r.signal, &r.expires_at, &now, &r.namespace])
+        .await?;
+    let job = match opt(tx, JOB_OF_KEY, &[&r.namespace, &r.key]).await? {
         Some(row) => {
             let req = RevokeRequest {
+                namespace: r.namespace.clone(),
                 job_id: JobId(row.try_get(0)?),
                 terminate: r.terminate,
                 signal: r.signal,
@@ -129,10 +135,11 @@ async fn revoke_key(tx: &Tx<'_>, r: &KeyRevokeRequest, now: DateTime<Utc>) -> Re
 pub(crate) async fn apply_pending_revoke(
     tx: &Tx<'_>,
     id: JobId,
+    namespace: &str,
     key: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let revoked: bool = one(tx, REVOKED_AT_SUBMIT, &[&id.0, &now, &key]).await?.try_get(0)?;
+    let revoked: bool = one(tx, REVOKED_AT_SUBMIT, &[&id.0, &now, &key, &namespace]).await?.try_get(0)?;
     if revoked {
         // Just inserted: queued, nothing runs yet.
         control::end_job(tx, id, JobState::Queued, JobEnd::Revoke, now, false).await?;
@@ -164,7 +171,14 @@ pub(crate) async fn list_key_revokes(tx: &Tx<'_>, now: DateTime<Utc>) -> Result<
         .iter()
         .map(|r| {
             let (terminate, signal, expires_at, created_at) = revoke_fields(r)?;
-            Ok(KeyRevokeRecord { key: r.try_get(0)?, terminate, signal, expires_at, created_at })
+            Ok(KeyRevokeRecord {
+                namespace: r.try_get(5)?,
+                key: r.try_get(0)?,
+                terminate,
+                signal,
+                expires_at,
+                created_at,
+            })
         })
         .collect()
 }
@@ -173,36 +187,47 @@ pub(crate) async fn prune_revokes(tx: &Tx<'_>, now: DateTime<Utc>) -> Result<u64
     Ok(exec(tx, PRUNE_REVOKES, &[&now]).await? + exec(tx, PRUNE_KEY_REVOKES, &[&now]).await?)
 }
 
-pub(crate) async fn set_paused(tx: &Tx<'_>, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<bool> {
+pub(crate) async fn set_paused(
+    tx: &Tx<'_>,
+    namespace: &str,
+    queue: &str,
+    paused: bool,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     // Waits for claims in flight; every later claim sees the pause.
     one(tx, EXCLUSIVE_CLAIM_LOCK, &[&crate::claim::CLAIM_LOCK]).await?;
-    let changed =
-        if paused { exec(tx, PAUSE, &[&queue, &now]).await? } else { exec(tx, RESUME, &[&queue]).await? };
+    let changed = if paused {
+        exec(tx, PAUSE, &[&namespace, &queue, &now]).await?
+    } else {
+        exec(tx, RESUME, &[&namespace, &queue]).await?
+    };
     Ok(changed > 0)
 }
 
-pub(crate) async fn queue_stats(tx: &Tx<'_>) -> Result<Vec<QueueStats>> {
-    let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
-    for r in rows(tx, QUEUE_DEPTHS, &[]).await? {
-        let (queue, state, n): (String, &str, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        let e = by_queue.entry(queue.clone()).or_insert(QueueStats {
-            queue,
-            ready: 0,
-            running: 0,
-            paused: false,
-        });
+/// Queues with live steps or paused, of one namespace or (`None`) of all, by namespace
+/// and name.
+pub(crate) async fn queue_stats(tx: &Tx<'_>, namespace: Option<&str>) -> Result<Vec<QueueStats>> {
+    let mut by_queue: BTreeMap<(String, String), QueueStats> = BTreeMap::new();
+    let blank = |namespace: String, queue: String| QueueStats {
+        namespace,
+        queue,
+        ready: 0,
+        running: 0,
+        paused: false,
+    };
+    for r in rows(tx, QUEUE_DEPTHS, &[&namespace]).await? {
+        let (ns, queue, state, n): (String, String, &str, i64) =
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+        let e = by_queue.entry((ns.clone(), queue.clone())).or_insert_with(|| blank(ns, queue));
         if state == "ready" {
             e.ready = crate::codec::u64_of(n);
         } else {
             e.running = crate::codec::u64_of(n);
         }
     }
-    for r in rows(tx, PAUSED, &[]).await? {
-        let q: String = r.try_get(0)?;
-        by_queue
-            .entry(q.clone())
-            .or_insert(QueueStats { queue: q, ready: 0, running: 0, paused: true })
-            .paused = true;
+    for r in rows(tx, PAUSED, &[&namespace]).await? {
+        let (ns, q): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+        by_queue.entry((ns.clone(), q.clone())).or_insert_with(|| blank(ns, q)).paused = true;
     }
     Ok(by_queue.into_values().collect())
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 // Both job queries select the columns `job_row` decodes, in that order, step counts
 // included (one statement per listing, not one per job).
 const JOB_COLUMNS: &str = "SELECT j.id, j.name, j.queue, j.priority, j.target_host, j.target_tags, j.state, \
-     j.reason, j.created_at, j.finished_at, c.total, c.succeeded, c.running, c.failed FROM jobs j \
+     j.reason, j.created_at, j.finished_at, c.total, c.succeeded, c.running, c.failed, j.namespace FROM jobs j \
      CROSS JOIN LATERAL (SELECT COUNT(*) AS total, \
          COUNT(*) FILTER (WHERE state = 'succeeded') AS succeeded, \
          COUNT(*) FILTER (WHERE state = 'running') AS running, \
@@ -72,9 +72,9 @@ pub(crate) async fn list_jobs(tx: &Tx<'_>, filter: &JobFilter) -> Result<Vec<Job
     let limit = i64::from(filter.limit);
     let sql = format!(
         "{JOB_COLUMNS} WHERE ($1::text[] IS NULL OR j.state = ANY($1)) AND ($2::text IS NULL OR j.queue = $2) \
-         ORDER BY j.id DESC LIMIT $3"
+         AND ($4::text IS NULL OR j.namespace = $4) ORDER BY j.id DESC LIMIT $3"
     );
-    rows(tx, &sql, &[&states, &filter.queue, &limit]).await?.iter().map(job_row).collect()
+    rows(tx, &sql, &[&states, &filter.queue, &limit, &filter.namespace]).await?.iter().map(job_row).collect()
 }
 
 fn read_attempt(r: &Row) -> Result<AttemptRecord> {
@@ -105,6 +105,7 @@ fn job_row(r: &Row) -> Result<JobRow> {
     let count = |i| r.try_get::<_, i64>(i).map_err(crate::error::Error::from).and_then(u32_of);
     Ok(JobRow {
         id: JobId(id),
+        namespace: r.try_get(14)?,
         name: r.try_get(1)?,
         queue: r.try_get(2)?,
         priority: r.try_get(3)?,

@@ -286,12 +286,18 @@ impl JobStore for PgStore {
         in_tx!(self, Durability::Relaxed, |tx| fleet::prune_revokes(&tx, now).await?)
     }
 
-    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<bool> {
-        in_tx!(self, Durability::Full, |tx| fleet::set_paused(&tx, queue, paused, now).await?)
+    async fn set_queue_paused(
+        &self,
+        namespace: &str,
+        queue: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        in_tx!(self, Durability::Full, |tx| fleet::set_paused(&tx, namespace, queue, paused, now).await?)
     }
 
-    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        in_tx!(self, Durability::Read, |tx| fleet::queue_stats(&tx).await?)
+    async fn queue_stats(&self, namespace: Option<&str>) -> Result<Vec<QueueStats>> {
+        in_tx!(self, Durability::Read, |tx| fleet::queue_stats(&tx, namespace).await?)
     }
 
     /// The database server's clock (its offset measured at connect).
@@ -321,10 +327,11 @@ impl JobStore for PgStore {
     async fn list_resources(
         &self,
         kind: rota_domain::resource::Kind,
-        after: Option<&str>,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<rota_store::resources::ResourceRecord>> {
-        in_tx!(self, Durability::Read, |tx| resources::list(&tx, kind, after, limit).await?)
+        in_tx!(self, Durability::Read, |tx| resources::list(&tx, kind, namespace, after, limit).await?)
     }
 
     async fn set_resource_status(
@@ -384,11 +391,12 @@ impl JobStore for PgStore {
 
     async fn list_fires(
         &self,
+        namespace: &str,
         schedule: &str,
         filter: rota_store::schedules::FireFilter,
         limit: u32,
     ) -> Result<Vec<rota_store::schedules::FireRecord>> {
-        in_tx!(self, Durability::Read, |tx| schedules::list(&tx, schedule, filter, limit).await?)
+        in_tx!(self, Durability::Read, |tx| schedules::list(&tx, namespace, schedule, filter, limit).await?)
     }
 
     async fn prune_fires(&self, before: DateTime<Utc>) -> Result<u64> {

@@ -14,16 +14,18 @@ use rota_store::StoreError;
 use rota_store::schedules::{FireFilter, FireRecord, NewFire, NewOutcome, check_fires};
 use tokio_postgres::Row;
 
-const COLUMNS: &str = "schedule, fire_time, outcome, job_id, recorded_at";
+const COLUMNS: &str = "schedule, fire_time, outcome, job_id, recorded_at, namespace";
 
-const INSERT: &str = "INSERT INTO schedule_fires (schedule, fire_time, outcome, job_id, recorded_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (schedule, fire_time) DO NOTHING";
+const INSERT: &str = "INSERT INTO schedule_fires (schedule, fire_time, outcome, job_id, recorded_at, namespace) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (namespace, schedule, fire_time) DO NOTHING";
 
-const SET_JOB: &str = "UPDATE schedule_fires SET job_id = $3 WHERE schedule = $1 AND fire_time = $2";
+const SET_JOB: &str =
+    "UPDATE schedule_fires SET job_id = $3 WHERE namespace = $4 AND schedule = $1 AND fire_time = $2";
 
 fn decode(r: &Row, created: bool) -> Result<FireRecord> {
     let outcome: &str = r.try_get(2)?;
     Ok(FireRecord {
+        namespace: r.try_get(5)?,
         schedule: r.try_get(0)?,
         fire_time: r.try_get(1)?,
         outcome: FireOutcome::parse(outcome)
@@ -41,7 +43,9 @@ pub(crate) async fn record(
     now: DateTime<Utc>,
 ) -> Result<Vec<FireRecord>> {
     check_fires(&fires)?;
-    let find = format!("SELECT {COLUMNS} FROM schedule_fires WHERE schedule = $1 AND fire_time = $2");
+    let find = format!(
+        "SELECT {COLUMNS} FROM schedule_fires WHERE namespace = $3 AND schedule = $1 AND fire_time = $2"
+    );
     let mut out = Vec::with_capacity(fires.len());
     for f in fires {
         let outcome = f.outcome.outcome();
@@ -50,9 +54,11 @@ pub(crate) async fn record(
             NewOutcome::Skipped | NewOutcome::Missed => None,
         };
         let took =
-            exec(tx, INSERT, &[&f.schedule, &f.fire_time, &outcome.as_str(), &planned, &now]).await? == 1;
+            exec(tx, INSERT, &[&f.schedule, &f.fire_time, &outcome.as_str(), &planned, &now, &f.namespace])
+                .await?
+                == 1;
         if !took {
-            let row = opt(tx, &find, &[&f.schedule, &f.fire_time]).await?.ok_or_else(|| {
+            let row = opt(tx, &find, &[&f.schedule, &f.fire_time, &f.namespace]).await?.ok_or_else(|| {
                 StoreError::Invalid(format!(
                     "schedule {} fire {}: neither inserted nor found",
                     f.schedule, f.fire_time
@@ -73,11 +79,12 @@ pub(crate) async fn record(
             // A job already stored under the fire's key (started before its fire could be
             // recorded) is the fire's job: never a second one.
             if submitted.id != job.id {
-                exec(tx, SET_JOB, &[&f.schedule, &f.fire_time, &submitted.id.0]).await?;
+                exec(tx, SET_JOB, &[&f.schedule, &f.fire_time, &submitted.id.0, &f.namespace]).await?;
             }
             job_id = Some(submitted.id);
         }
         out.push(FireRecord {
+            namespace: f.namespace,
             schedule: f.schedule,
             fire_time: f.fire_time,
             outcome,
@@ -92,17 +99,18 @@ pub(crate) async fn record(
 /// The fires of `schedule` that `filter` admits, newest first.
 pub(crate) async fn list(
     tx: &Tx<'_>,
+    namespace: &str,
     schedule: &str,
     filter: FireFilter,
     limit: u32,
 ) -> Result<Vec<FireRecord>> {
     let (runs, not_run) = filter.flags();
     let sql = format!(
-        "SELECT {COLUMNS} FROM schedule_fires WHERE schedule = $1 \
+        "SELECT {COLUMNS} FROM schedule_fires WHERE namespace = $5 AND schedule = $1 \
          AND (($2 AND outcome = 'run') OR ($3 AND outcome <> 'run')) \
          ORDER BY fire_time DESC LIMIT $4"
     );
-    rows(tx, &sql, &[&schedule, &runs, &not_run, &i64::from(limit)])
+    rows(tx, &sql, &[&schedule, &runs, &not_run, &i64::from(limit), &namespace])
         .await?
         .iter()
         .map(|r| decode(r, false))
@@ -114,6 +122,7 @@ pub(crate) async fn prune(tx: &Tx<'_>, before: DateTime<Utc>, chunk: u32) -> Res
     exec(tx, PRUNE, &[&before, &i64::from(chunk)]).await
 }
 
-const PRUNE: &str = "DELETE FROM schedule_fires WHERE (schedule, fire_time) IN ( \
-     SELECT f.schedule, f.fire_time FROM schedule_fires f WHERE f.recorded_at < $1 \
-     AND f.fire_time < (SELECT MAX(g.fire_time) FROM schedule_fires g WHERE g.schedule = f.schedule) LIMIT $2)";
+const PRUNE: &str = "DELETE FROM schedule_fires WHERE (namespace, schedule, fire_time) IN ( \
+     SELECT f.namespace, f.schedule, f.fire_time FROM schedule_fires f WHERE f.recorded_at < $1 \
+     AND f.fire_time < (SELECT MAX(g.fire_time) FROM schedule_fires g \
+         WHERE g.namespace = f.namespace AND g.schedule = f.schedule) LIMIT $2)";

@@ -46,6 +46,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         min_compatible: 1,
         sql: include_str!("../migrations/0004_schedules.sql"),
     },
+    Migration {
+        version: 5,
+        name: "namespaces",
+        // Older servers look idempotency keys and worker names up across namespaces.
+        min_compatible: 5,
+        sql: include_str!("../migrations/0005_namespaces.sql"),
+    },
 ];
 
 /// The advisory lock key migrations run under (an arbitrary constant: "rota" + 1).

@@ -9,20 +9,21 @@ use rota_domain::{JobId, JobState, StepState};
 use rota_store::{ConflictKind, NewJob, StoreError, Submitted};
 use tokio_postgres::types::Json;
 
-const FIND_BY_KEY: &str = "SELECT id FROM jobs WHERE idempotency_key = $1";
+// Keys are unique per namespace (migration 5: `jobs_idempotency_key`).
+const FIND_BY_KEY: &str = "SELECT id FROM jobs WHERE namespace = $1 AND idempotency_key = $2";
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, name, queue, priority, target_host, target_tags, \
-     idempotency_key, deadline, spec, state, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+     idempotency_key, deadline, spec, state, created_at, namespace) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
 // All steps of a job in one statement (arrays unnested in document order).
 const INSERT_STEPS: &str = "INSERT INTO steps (job_id, idx, name, state, log_cap, queue, priority, \
-     target_host, target_tags) \
-     SELECT $1, s.idx - 1, s.name, s.state, s.log_cap, $5, $6, $7, $8 \
+     target_host, target_tags, namespace) \
+     SELECT $1, s.idx - 1, s.name, s.state, s.log_cap, $5, $6, $7, $8, $9 \
      FROM unnest($2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS s (name, state, log_cap, idx)";
 
 /// The unique index of idempotency keys (a concurrent submit of the same key).
-const KEY_INDEX: &str = "jobs_idempotency_key_key";
+const KEY_INDEX: &str = "jobs_idempotency_key";
 
 /// Stores each job (or finds the one its idempotency key names), one savepoint each.
 pub(crate) async fn submit_jobs(
@@ -49,7 +50,7 @@ pub(crate) async fn submit_jobs(
 
 async fn find_by_key(tx: &Tx<'_>, job: &NewJob) -> Result<Option<JobId>> {
     let Some(key) = &job.spec.idempotency_key else { return Ok(None) };
-    Ok(opt(tx, FIND_BY_KEY, &[key]).await?.map(|r| r.try_get(0)).transpose()?.map(JobId))
+    Ok(opt(tx, FIND_BY_KEY, &[&job.spec.namespace, key]).await?.map(|r| r.try_get(0)).transpose()?.map(JobId))
 }
 
 async fn submit_one(tx: &Tx<'_>, job: &NewJob) -> Result<Submitted> {
@@ -73,6 +74,7 @@ async fn submit_one(tx: &Tx<'_>, job: &NewJob) -> Result<Submitted> {
             &Json(spec),
             &JobState::Queued.as_str(),
             &job.now,
+            &spec.namespace,
         ],
     )
     .await;
@@ -106,9 +108,11 @@ async fn submit_one(tx: &Tx<'_>, job: &NewJob) -> Result<Submitted> {
             &spec.priority,
             &spec.target.host,
             &spec.target.tags,
+            &spec.namespace,
         ],
     )
     .await?;
-    crate::fleet::apply_pending_revoke(tx, job.id, spec.idempotency_key.as_deref(), job.now).await?;
+    crate::fleet::apply_pending_revoke(tx, job.id, &spec.namespace, spec.idempotency_key.as_deref(), job.now)
+        .await?;
     Ok(Submitted { id: job.id, created: true })
 }

@@ -18,19 +18,20 @@ use rota_store::{
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-/// Registrations of one name are serialized on this lock (1919906913 is "rota" in hex, the
-/// name's hash the second key).
-const LOCK_NAME: &str = "SELECT pg_advisory_xact_lock(1919906913, hashtext($1))";
+/// Registrations of one name in one namespace are serialized on this lock (1919906913 is
+/// "rota" in hex, the hash of namespace and name the second key).
+const LOCK_NAME: &str = "SELECT pg_advisory_xact_lock(1919906913, hashtext($1 || '/' || $2))";
 
 const INSERT_WORKER: &str = "INSERT INTO workers (session, name, token_hash, host, profile, version, queues, \
-     tags, concurrency, status, pid, registered_at, last_heartbeat_at, instance_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $11, $12)";
+     tags, concurrency, status, pid, registered_at, last_heartbeat_at, instance_id, namespace) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11, $11, $12, $13)";
 
 const TAKEN: &str = "SELECT EXISTS (SELECT 1 FROM workers WHERE session = $1 OR token_hash = $2)";
 
 /// Sessions of a name not yet offline (stale ones included: they are superseded too).
+/// Names are unique per namespace: `w1` of `a` and `w1` of `b` are two workers.
 const LIVE_NAMESAKES: &str = "SELECT session, instance_id, host, last_heartbeat_at FROM workers \
-     WHERE name = $1 AND status <> 'offline' ORDER BY registered_at DESC, session DESC FOR UPDATE";
+     WHERE namespace = $2 AND name = $1 AND status <> 'offline' ORDER BY registered_at DESC, session DESC FOR UPDATE";
 
 const SET_OFFLINE: &str = "UPDATE workers SET status = 'offline' WHERE session = $1";
 
@@ -41,14 +42,16 @@ const HELD_ATTEMPTS: &str = "SELECT job_id, id FROM attempts WHERE session = $1 
 // Both worker queries select the same columns, decoded by `decode`.
 const BY_TOKEN: &str = "SELECT w.session, w.name, w.host, w.profile, w.version, w.queues, w.tags, \
      w.concurrency, w.status, w.registered_at, w.last_heartbeat_at, \
-     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running'), w.instance_id \
-     FROM workers w WHERE w.token_hash = $1 AND w.status <> 'offline'";
+     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running'), w.instance_id, \
+     w.namespace FROM workers w WHERE w.token_hash = $1 AND w.status <> 'offline'";
 
 const LATEST_PER_NAME: &str = "SELECT w.session, w.name, w.host, w.profile, w.version, w.queues, w.tags, \
      w.concurrency, w.status, w.registered_at, w.last_heartbeat_at, \
-     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running'), w.instance_id \
-     FROM (SELECT DISTINCT ON (name) * FROM workers ORDER BY name, registered_at DESC, session DESC) w \
-     ORDER BY w.status = 'offline', w.name";
+     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running'), w.instance_id, \
+     w.namespace \
+     FROM (SELECT DISTINCT ON (namespace, name) * FROM workers \
+         ORDER BY namespace, name, registered_at DESC, session DESC) w \
+     ORDER BY w.status = 'offline', w.namespace, w.name";
 
 /// A session of the registering name that has not gone offline.
 struct Namesake {
@@ -91,8 +94,8 @@ pub(crate) async fn register_worker(
     reg: &WorkerRegistration,
     now: DateTime<Utc>,
 ) -> Result<Registered> {
-    one(tx, LOCK_NAME, &[&reg.name]).await?;
-    let older = rows(tx, LIVE_NAMESAKES, &[&reg.name])
+    one(tx, LOCK_NAME, &[&reg.namespace, &reg.name]).await?;
+    let older = rows(tx, LIVE_NAMESAKES, &[&reg.name, &reg.namespace])
         .await?
         .iter()
         .map(|r| {
@@ -144,6 +147,7 @@ pub(crate) async fn register_worker(
             &reg.pid.map(i64::from),
             &now,
             &reg.instance_id,
+            &reg.namespace,
         ],
     )
     .await;
@@ -239,6 +243,7 @@ fn parse_status(s: &str) -> Result<SessionStatus> {
 fn decode(r: &Row) -> Result<WorkerRecord> {
     Ok(WorkerRecord {
         session: SessionId(r.try_get(0)?),
+        namespace: r.try_get(13)?,
         name: r.try_get(1)?,
         host: r.try_get(2)?,
         profile: r.try_get(3)?,

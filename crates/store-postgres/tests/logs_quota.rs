@@ -43,6 +43,7 @@ async fn append(s: &PgStore, w: SessionId, a: &ClaimedAttempt, seq: u64, bytes: 
 async fn register(s: &PgStore, w: SessionId, name: &str) {
     let reg = WorkerRegistration {
         session: w,
+        namespace: "default".into(),
         token_hash: "h".into(),
         name: name.into(),
         host: "h".into(),

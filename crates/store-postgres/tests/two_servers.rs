@@ -34,6 +34,7 @@ fn registration(name: &str) -> WorkerRegistration {
     let session = SessionId::new();
     WorkerRegistration {
         session,
+        namespace: "default".into(),
         token_hash: format!("hash-{session}"),
         name: name.into(),
         host: "h".into(),

@@ -20,7 +20,8 @@ use std::time::Duration;
 /// refused so far (tags), so a claim for one slot reads one row, not a full page.
 const PAGE: i64 = 64;
 
-const SELECT_WORKER: &str = "SELECT name, host, queues, tags, status FROM workers WHERE session = ?1";
+const SELECT_WORKER: &str =
+    "SELECT name, host, queues, tags, status, namespace FROM workers WHERE session = ?1";
 
 // One queue at a time, so `steps_claim` yields rows already in claim order. The job's own
 // state and deadline are checked so nothing starts once it has ended or its deadline
@@ -29,6 +30,7 @@ pub(crate) const CANDIDATES: &str =
     "SELECT s.job_id, s.name, s.idx, s.priority, s.attempts_count, s.target_host, \
      s.target_tags FROM steps s JOIN jobs j ON j.id = s.job_id
      WHERE s.state = 'ready'
+       AND s.namespace = ?7
        AND s.queue = ?2
        AND (s.run_after IS NULL OR s.run_after <= ?1)
        AND (s.target_host IS NULL OR s.target_host = ?3 OR s.target_host = ?4)
@@ -50,6 +52,7 @@ const NEEDED_OUTPUTS: &str = "SELECT outputs FROM attempts WHERE job_id = ?1 AND
      AND status = 'succeeded' AND outputs IS NOT NULL ORDER BY id DESC LIMIT 1";
 
 struct ClaimingWorker {
+    namespace: String,
     name: String,
     host: String,
     queues: Vec<String>,
@@ -96,7 +99,7 @@ pub(crate) fn claim(
     let max = max as usize;
     // Paused queues are skipped here, inside the writer, so a pause that committed is never
     // raced by a claim.
-    let paused = crate::fleet::paused_queues(conn)?;
+    let paused = crate::fleet::paused_queues(conn, &worker.namespace)?;
     let mut queues: Vec<&str> =
         worker.queues.iter().map(String::as_str).filter(|q| !paused.iter().any(|p| p == q)).collect();
     queues.sort_unstable();
@@ -142,15 +145,16 @@ fn load_claiming_worker(conn: &Connection, session: SessionId) -> Result<Option<
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
             ))
         })
         .optional()?
         .ok_or_else(|| not_found(format!("worker session {session}")))?;
-    let (name, host, queues, tags, status) = row;
+    let (name, host, queues, tags, status, namespace) = row;
     if status != "active" {
         return Ok(None);
     }
-    Ok(Some(ClaimingWorker { name, host, queues: from_json(&queues)?, tags: from_json(&tags)? }))
+    Ok(Some(ClaimingWorker { namespace, name, host, queues: from_json(&queues)?, tags: from_json(&tags)? }))
 }
 
 fn candidates(
@@ -162,7 +166,7 @@ fn candidates(
     limit: i64,
 ) -> Result<Vec<Candidate>> {
     let mut st = conn.prepare_cached(CANDIDATES)?;
-    let mut rows = st.query((ms(now), queue, &w.host, &w.name, limit, offset))?;
+    let mut rows = st.query((ms(now), queue, &w.host, &w.name, limit, offset, &w.namespace))?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let tags: String = r.get(6)?;
@@ -228,6 +232,7 @@ fn claim_one(
     Ok(ClaimedAttempt {
         attempt_id,
         job_id,
+        namespace: worker.namespace.clone(),
         step: c.step,
         number: u32_of(number)?,
         run: step.run.clone(),

@@ -9,14 +9,15 @@ use rusqlite::{Connection, OptionalExtension, Row};
 
 // Both job queries select the columns `RawRow::read` decodes, in that order.
 const SELECT_JOB: &str = "SELECT id, name, queue, priority, target_host, target_tags, state, reason, \
-     created_at, finished_at FROM jobs WHERE id = ?1";
+     created_at, finished_at, namespace FROM jobs WHERE id = ?1";
 
 const SELECT_SPEC: &str = "SELECT spec FROM jobs WHERE id = ?1";
 
 const LIST_JOBS: &str = "SELECT id, name, queue, priority, target_host, target_tags, state, reason, \
-     created_at, finished_at FROM jobs
+     created_at, finished_at, namespace FROM jobs
      WHERE (?1 IS NULL OR state IN (SELECT value FROM json_each(?1)))
        AND (?2 IS NULL OR queue = ?2)
+       AND (?4 IS NULL OR namespace = ?4)
      ORDER BY id DESC LIMIT ?3";
 
 const STEP_COUNTS: &str = "SELECT COUNT(*),
@@ -87,7 +88,10 @@ pub(crate) fn list_jobs(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job
     };
     let mut st = conn.prepare_cached(LIST_JOBS)?;
     let raws = st
-        .query_map((states, filter.queue.as_deref(), i64::from(filter.limit)), RawRow::read)?
+        .query_map(
+            (states, filter.queue.as_deref(), i64::from(filter.limit), filter.namespace.as_deref()),
+            RawRow::read,
+        )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     raws.into_iter().map(|raw| raw.into_row(conn)).collect()
 }
@@ -128,6 +132,7 @@ struct RawRow {
     reason: Option<String>,
     created_at: i64,
     finished_at: Option<i64>,
+    namespace: String,
 }
 
 impl RawRow {
@@ -143,6 +148,7 @@ impl RawRow {
             reason: r.get(7)?,
             created_at: r.get(8)?,
             finished_at: r.get(9)?,
+            namespace: r.get(10)?,
         })
     }
 
@@ -152,6 +158,7 @@ impl RawRow {
         })?;
         Ok(JobRow {
             id: job_id(&self.id)?,
+            namespace: self.namespace,
             name: self.name,
             queue: self.queue,
             priority: self.priority,

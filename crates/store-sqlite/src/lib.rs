@@ -448,13 +448,20 @@ impl JobStore for SqliteStore {
         self.write(Durability::Normal, move |c| fleet::prune_revokes(c, now)).await
     }
 
-    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<bool> {
-        let queue = queue.to_string();
-        self.write(Durability::Full, move |c| fleet::set_paused(c, &queue, paused, now)).await
+    async fn set_queue_paused(
+        &self,
+        namespace: &str,
+        queue: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (namespace, queue) = (namespace.to_string(), queue.to_string());
+        self.write(Durability::Full, move |c| fleet::set_paused(c, &namespace, &queue, paused, now)).await
     }
 
-    async fn queue_stats(&self) -> Result<Vec<QueueStats>> {
-        self.main_readers.run(fleet::queue_stats).await
+    async fn queue_stats(&self, namespace: Option<&str>) -> Result<Vec<QueueStats>> {
+        let namespace = namespace.map(str::to_string);
+        self.main_readers.run(move |c| fleet::queue_stats(c, namespace.as_deref())).await
     }
 
     async fn credential_hashes(&self) -> Result<CredentialHashes> {
@@ -499,11 +506,18 @@ impl JobStore for SqliteStore {
     async fn list_resources(
         &self,
         kind: rota_domain::resource::Kind,
-        after: Option<&str>,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<rota_store::resources::ResourceRecord>> {
-        let after = after.map(str::to_string);
-        self.main_readers.run(move |c| resources::list(c, kind, after.as_deref(), limit)).await
+        let namespace = namespace.map(str::to_string);
+        let after = after.map(|(n, m)| (n.to_string(), m.to_string()));
+        self.main_readers
+            .run(move |c| {
+                let after = after.as_ref().map(|(n, m)| (n.as_str(), m.as_str()));
+                resources::list(c, kind, namespace.as_deref(), after, limit)
+            })
+            .await
     }
 
     async fn set_resource_status(
@@ -538,12 +552,13 @@ impl JobStore for SqliteStore {
 
     async fn list_fires(
         &self,
+        namespace: &str,
         schedule: &str,
         filter: rota_store::schedules::FireFilter,
         limit: u32,
     ) -> Result<Vec<rota_store::schedules::FireRecord>> {
-        let schedule = schedule.to_string();
-        self.main_readers.run(move |c| schedules::list(c, &schedule, filter, limit)).await
+        let (namespace, schedule) = (namespace.to_string(), schedule.to_string());
+        self.main_readers.run(move |c| schedules::list(c, &namespace, &schedule, filter, limit)).await
     }
 
     async fn prune_fires(&self, before: DateTime<Utc>) -> Result<u64> {

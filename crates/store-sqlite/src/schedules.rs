@@ -11,20 +11,21 @@ use rota_store::StoreError;
 use rota_store::schedules::{FireFilter, FireRecord, NewFire, NewOutcome, check_fires};
 use rusqlite::{Connection, OptionalExtension, Row};
 
-const COLUMNS: &str = "schedule, fire_time, outcome, job_id, recorded_at";
+const COLUMNS: &str = "schedule, fire_time, outcome, job_id, recorded_at, namespace";
 
-const INSERT: &str = "INSERT INTO schedule_fires (schedule, fire_time, outcome, job_id, recorded_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT: &str = "INSERT INTO schedule_fires (schedule, fire_time, outcome, job_id, recorded_at, namespace) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
-type RawRow = (String, i64, String, Option<String>, i64);
+type RawRow = (String, i64, String, Option<String>, i64, String);
 
 fn raw(r: &Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
 fn decode(row: RawRow, created: bool) -> Result<FireRecord> {
-    let (schedule, fire_time, outcome, job, recorded_at) = row;
+    let (schedule, fire_time, outcome, job, recorded_at, namespace) = row;
     Ok(FireRecord {
+        namespace,
         schedule,
         fire_time: time(fire_time)?,
         outcome: FireOutcome::parse(&outcome)
@@ -39,11 +40,15 @@ fn decode(row: RawRow, created: bool) -> Result<FireRecord> {
 /// the batch one change.
 pub(crate) fn record(conn: &Connection, fires: Vec<NewFire>, now: DateTime<Utc>) -> Result<Vec<FireRecord>> {
     check_fires(&fires)?;
-    let find = format!("SELECT {COLUMNS} FROM schedule_fires WHERE schedule = ?1 AND fire_time = ?2");
+    let find = format!(
+        "SELECT {COLUMNS} FROM schedule_fires WHERE namespace = ?3 AND schedule = ?1 AND fire_time = ?2"
+    );
     let mut out = Vec::with_capacity(fires.len());
     for f in fires {
-        if let Some(row) =
-            conn.prepare_cached(&find)?.query_row((&f.schedule, ms(f.fire_time)), raw).optional()?
+        if let Some(row) = conn
+            .prepare_cached(&find)?
+            .query_row((&f.schedule, ms(f.fire_time), &f.namespace), raw)
+            .optional()?
         {
             out.push(decode(row, false)?);
             continue;
@@ -61,8 +66,10 @@ pub(crate) fn record(conn: &Connection, fires: Vec<NewFire>, now: DateTime<Utc>)
             outcome.as_str(),
             job.map(|j| j.to_string()),
             ms(now),
+            &f.namespace,
         ))?;
         out.push(FireRecord {
+            namespace: f.namespace,
             schedule: f.schedule,
             fire_time: f.fire_time,
             outcome,
@@ -77,19 +84,20 @@ pub(crate) fn record(conn: &Connection, fires: Vec<NewFire>, now: DateTime<Utc>)
 /// The fires of `schedule` that `filter` admits, newest first.
 pub(crate) fn list(
     conn: &Connection,
+    namespace: &str,
     schedule: &str,
     filter: FireFilter,
     limit: u32,
 ) -> Result<Vec<FireRecord>> {
     let (runs, not_run) = filter.flags();
     let sql = format!(
-        "SELECT {COLUMNS} FROM schedule_fires WHERE schedule = ?1 \
+        "SELECT {COLUMNS} FROM schedule_fires WHERE namespace = ?5 AND schedule = ?1 \
          AND ((?2 AND outcome = 'run') OR (?3 AND outcome <> 'run')) \
          ORDER BY fire_time DESC LIMIT ?4"
     );
     let rows = conn
         .prepare_cached(&sql)?
-        .query_map((schedule, runs, not_run, i64::from(limit)), raw)?
+        .query_map((schedule, runs, not_run, i64::from(limit), namespace), raw)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter().map(|r| decode(r, false)).collect()
 }
@@ -100,6 +108,7 @@ pub(crate) fn prune(conn: &Connection, before: DateTime<Utc>, chunk: u32) -> Res
     Ok(n as u64)
 }
 
-const PRUNE: &str = "DELETE FROM schedule_fires WHERE (schedule, fire_time) IN ( \
-     SELECT f.schedule, f.fire_time FROM schedule_fires f WHERE f.recorded_at < ?1 \
-     AND f.fire_time < (SELECT MAX(g.fire_time) FROM schedule_fires g WHERE g.schedule = f.schedule) LIMIT ?2)";
+const PRUNE: &str = "DELETE FROM schedule_fires WHERE (namespace, schedule, fire_time) IN ( \
+     SELECT f.namespace, f.schedule, f.fire_time FROM schedule_fires f WHERE f.recorded_at < ?1 \
+     AND f.fire_time < (SELECT MAX(g.fire_time) FROM schedule_fires g \
+         WHERE g.namespace = f.namespace AND g.schedule = f.schedule) LIMIT ?2)";

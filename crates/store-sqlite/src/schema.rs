@@ -15,41 +15,90 @@ pub(crate) struct Migration {
     pub(crate) name: &'static str,
     /// The SQL, run in one transaction.
     pub(crate) sql: &'static str,
+    /// It rebuilds tables others point at (SQLite's way to change a constraint): foreign
+    /// keys are off while it runs (a `DROP TABLE` would otherwise cascade) and checked
+    /// before it commits; the rows it rewrites are counted and reported first.
+    pub(crate) rebuilds: &'static [&'static str],
 }
 
 /// Migrations of the main database (jobs, steps, attempts, workers).
 pub(crate) const MAIN: &[Migration] = &[
-    Migration { version: 1, name: "init", sql: include_str!("../migrations/main/0001_init.sql") },
-    Migration { version: 2, name: "fleet", sql: include_str!("../migrations/main/0002_fleet.sql") },
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/main/0001_init.sql"),
+        rebuilds: &[],
+    },
+    Migration {
+        version: 2,
+        name: "fleet",
+        sql: include_str!("../migrations/main/0002_fleet.sql"),
+        rebuilds: &[],
+    },
     Migration {
         version: 3,
         name: "partial_indexes",
         sql: include_str!("../migrations/main/0003_partial_indexes.sql"),
+        rebuilds: &[],
     },
     Migration {
         version: 4,
         name: "worker_instance",
         sql: include_str!("../migrations/main/0004_worker_instance.sql"),
+        rebuilds: &[],
     },
     Migration {
         version: 5,
         name: "key_revokes",
         sql: include_str!("../migrations/main/0005_key_revokes.sql"),
+        rebuilds: &[],
     },
     Migration {
         version: 6,
         name: "credentials",
         sql: include_str!("../migrations/main/0006_credentials.sql"),
+        rebuilds: &[],
     },
-    Migration { version: 7, name: "resources", sql: include_str!("../migrations/main/0007_resources.sql") },
-    Migration { version: 8, name: "outputs", sql: include_str!("../migrations/main/0008_outputs.sql") },
-    Migration { version: 9, name: "schedules", sql: include_str!("../migrations/main/0009_schedules.sql") },
+    Migration {
+        version: 7,
+        name: "resources",
+        sql: include_str!("../migrations/main/0007_resources.sql"),
+        rebuilds: &[],
+    },
+    Migration {
+        version: 8,
+        name: "outputs",
+        sql: include_str!("../migrations/main/0008_outputs.sql"),
+        rebuilds: &[],
+    },
+    Migration {
+        version: 9,
+        name: "schedules",
+        sql: include_str!("../migrations/main/0009_schedules.sql"),
+        rebuilds: &[],
+    },
+    Migration {
+        version: 10,
+        name: "namespaces",
+        sql: include_str!("../migrations/main/0010_namespaces.sql"),
+        rebuilds: &["jobs", "paused_queues", "key_revokes", "schedule_fires"],
+    },
 ];
 
 /// Migrations of the logs database.
 pub(crate) const LOGS: &[Migration] = &[
-    Migration { version: 1, name: "init", sql: include_str!("../migrations/logs/0001_init.sql") },
-    Migration { version: 2, name: "quota", sql: include_str!("../migrations/logs/0002_quota.sql") },
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/logs/0001_init.sql"),
+        rebuilds: &[],
+    },
+    Migration {
+        version: 2,
+        name: "quota",
+        sql: include_str!("../migrations/logs/0002_quota.sql"),
+        rebuilds: &[],
+    },
 ];
 
 const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -119,19 +168,65 @@ pub(crate) fn migrate(conn: &mut Connection, set: &[Migration], path: &Path) -> 
         return Err(SqliteError::SchemaTooNew { path: path.display().to_string(), found, known }.into());
     }
     for m in set.iter().filter(|m| m.version > found) {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Another process may have migrated while we waited for the write lock.
-        let now_found: i64 = tx.query_row(CURRENT_VERSION, [], |r| r.get(0))?;
-        if now_found >= m.version {
+        if m.rebuilds.is_empty() {
+            apply(conn, m, path)?;
             continue;
         }
-        tx.execute_batch(m.sql)?;
-        tx.execute(RECORD_MIGRATION, (m.version, m.name, chrono::Utc::now().timestamp_millis()))?;
-        tx.commit()?;
-        tracing::debug!(db = %path.display(), version = m.version, name = m.name, "applied migration");
+        // PRAGMA foreign_keys is a no-op inside a transaction: it is switched around it.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
+        let applied = apply(conn, m, path);
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        applied?;
     }
     Ok(())
 }
+
+/// Applies one migration in its own immediate transaction, unless another process applied
+/// it while this one waited for the write lock.
+fn apply(conn: &mut Connection, m: &Migration, path: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let now_found: i64 = tx.query_row(CURRENT_VERSION, [], |r| r.get(0))?;
+    if now_found >= m.version {
+        return Ok(());
+    }
+    let mut rows = 0i64;
+    for table in m.rebuilds {
+        // Names come from the embedded list above, never from input.
+        rows += tx.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))?;
+    }
+    if rows >= REPORT_ROWS {
+        tracing::info!(
+            db = %path.display(), version = m.version, name = m.name, rows,
+            "migrating the store: rewriting {rows} rows of {}; this can take a while, do not stop the server",
+            m.rebuilds.join(", ")
+        );
+    }
+    tx.execute_batch(m.sql)?;
+    if !m.rebuilds.is_empty() {
+        let broken: i64 = tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+        if broken > 0 {
+            return Err(SqliteError::Corrupt(format!(
+                "{}: migration {} ({}) would leave {broken} rows pointing at nothing; nothing was changed",
+                path.display(),
+                m.version,
+                m.name
+            ))
+            .into());
+        }
+    }
+    tx.execute(RECORD_MIGRATION, (m.version, m.name, chrono::Utc::now().timestamp_millis()))?;
+    tx.commit()?;
+    if rows >= REPORT_ROWS {
+        tracing::info!(db = %path.display(), version = m.version, rows, took_ms = started.elapsed().as_millis() as u64, "store migrated");
+    }
+    tracing::debug!(db = %path.display(), version = m.version, name = m.name, "applied migration");
+    Ok(())
+}
+
+/// A migration rewriting at least this many rows says so before and after: on a large
+/// store it takes long enough that a silent server looks hung.
+const REPORT_ROWS: i64 = 10_000;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
@@ -175,7 +270,13 @@ mod tests {
         assert_eq!((kept[0].terminate, kept[0].signal), (true, Some(9)));
         let out = store
             .revoke_keys(
-                vec![KeyRevokeRequest { key: "k1".into(), terminate: false, signal: None, expires_at: None }],
+                vec![KeyRevokeRequest {
+                    namespace: "default".into(),
+                    key: "k1".into(),
+                    terminate: false,
+                    signal: None,
+                    expires_at: None,
+                }],
                 now,
             )
             .await
@@ -277,11 +378,15 @@ mod tests {
         assert_eq!((a.status, a.outputs.len()), (rota_domain::AttemptStatus::Succeeded, 0));
         let w = ResourceWrite {
             kind: rota_domain::resource::Kind::Workflow,
-            metadata: rota_domain::resource::Metadata { name: "w".into(), labels: Default::default() },
+            metadata: rota_domain::resource::Metadata {
+                name: "w".into(),
+                namespace: "default".into(),
+                labels: Default::default(),
+            },
             spec: "{}".into(),
         };
         store.apply_resources(vec![w], chrono::Utc::now()).await.unwrap();
-        let key = ResourceKey::new(rota_domain::resource::Kind::Workflow, "w");
+        let key = ResourceKey::new("default", rota_domain::resource::Kind::Workflow, "w");
         assert_eq!(store.get_resource(&key).await.unwrap().map(|r| r.generation), Some(1));
         drop(store);
         let conn = open_reader(&path, Duration::from_secs(1)).unwrap();

@@ -10,14 +10,15 @@ use rota_store::ConflictKind;
 use rota_store::{NewJob, StoreError, Submitted};
 use rusqlite::{Connection, ErrorCode, OptionalExtension};
 
-const FIND_BY_KEY: &str = "SELECT id FROM jobs WHERE idempotency_key = ?1";
+// Keys are unique per namespace (migration 10: `jobs_idempotency_key`).
+const FIND_BY_KEY: &str = "SELECT id FROM jobs WHERE namespace = ?1 AND idempotency_key = ?2";
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, name, queue, priority, target_host, target_tags, env, \
-     idempotency_key, deadline, spec, state, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+     idempotency_key, deadline, spec, state, created_at, namespace) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 const INSERT_STEP: &str = "INSERT INTO steps (job_id, idx, name, state, log_cap, queue, priority, \
-     target_host, target_tags) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+     target_host, target_tags, namespace) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
 /// Stores each job (or finds the one its idempotency key names).
 pub(crate) fn submit_jobs(
@@ -34,7 +35,7 @@ pub(crate) fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
     spec.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
     if let Some(key) = &spec.idempotency_key {
         let existing: Option<String> =
-            conn.prepare_cached(FIND_BY_KEY)?.query_row([key], |r| r.get(0)).optional()?;
+            conn.prepare_cached(FIND_BY_KEY)?.query_row([&spec.namespace, key], |r| r.get(0)).optional()?;
         if let Some(id) = existing {
             return Ok(Submitted { id: crate::codec::job_id(&id)?, created: false });
         }
@@ -54,6 +55,7 @@ pub(crate) fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
         to_json(spec)?,
         JobState::Queued.as_str(),
         ms(job.now),
+        &spec.namespace,
     ));
     if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted
         && e.code == ErrorCode::ConstraintViolation
@@ -74,9 +76,16 @@ pub(crate) fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
             spec.priority,
             &spec.target.host,
             &tags,
+            &spec.namespace,
         ))?;
     }
-    crate::fleet::apply_pending_revoke(conn, job.id, spec.idempotency_key.as_deref(), job.now)?;
+    crate::fleet::apply_pending_revoke(
+        conn,
+        job.id,
+        &spec.namespace,
+        spec.idempotency_key.as_deref(),
+        job.now,
+    )?;
     // Its claim, on this same writer thread, then needs no JSON parse.
     crate::spec_cache::remember(job.id, std::sync::Arc::new(spec.clone()));
     Ok(Submitted { id: job.id, created: true })

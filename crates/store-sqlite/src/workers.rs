@@ -15,12 +15,13 @@ use rota_store::{
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row};
 
 const INSERT_WORKER: &str = "INSERT INTO workers (session, name, token_hash, host, profile, version, queues, \
-     tags, concurrency, status, pid, registered_at, last_heartbeat_at, instance_id) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11, ?11, ?12)";
+     tags, concurrency, status, pid, registered_at, last_heartbeat_at, instance_id, namespace) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'active', ?10, ?11, ?11, ?12, ?13)";
 
 /// Sessions of a name not yet offline (stale ones included: they are superseded too).
+/// Names are unique per namespace: `w1` of `a` and `w1` of `b` are two workers.
 const LIVE_NAMESAKES: &str = "SELECT session, instance_id, host, last_heartbeat_at FROM workers \
-     WHERE name = ?1 AND status <> 'offline' ORDER BY registered_at DESC, session DESC";
+     WHERE namespace = ?1 AND name = ?2 AND status <> 'offline' ORDER BY registered_at DESC, session DESC";
 
 const SET_OFFLINE: &str = "UPDATE workers SET status = 'offline' WHERE session = ?1";
 
@@ -32,16 +33,16 @@ pub(crate) const HELD_ATTEMPTS: &str = "SELECT id, job_id, step, number, session
 // Both worker queries select the same columns, decoded by `RawWorker`.
 pub(crate) const BY_TOKEN: &str = "SELECT w.session, w.name, w.host, w.profile, w.version, w.queues, w.tags, \
      w.concurrency, w.status, w.registered_at, w.last_heartbeat_at, \
-     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running'), w.instance_id \
-     FROM workers w WHERE w.token_hash = ?1 AND w.status <> 'offline'";
+     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running'), w.instance_id, \
+     w.namespace FROM workers w WHERE w.token_hash = ?1 AND w.status <> 'offline'";
 
 const LATEST_PER_NAME: &str = "SELECT w.session, w.name, w.host, w.profile, w.version, w.queues, w.tags, \
      w.concurrency, w.status, w.registered_at, w.last_heartbeat_at, \
-     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running'), w.instance_id \
-     FROM workers w \
-     WHERE w.session = (SELECT w2.session FROM workers w2 WHERE w2.name = w.name \
+     (SELECT COUNT(*) FROM attempts a WHERE a.session = w.session AND a.status = 'running'), w.instance_id, \
+     w.namespace FROM workers w \
+     WHERE w.session = (SELECT w2.session FROM workers w2 WHERE w2.namespace = w.namespace AND w2.name = w.name \
          ORDER BY w2.registered_at DESC, w2.session DESC LIMIT 1) \
-     ORDER BY w.status = 'offline', w.name";
+     ORDER BY w.status = 'offline', w.namespace, w.name";
 
 /// A session of the registering name that has not gone offline.
 struct Namesake {
@@ -87,7 +88,7 @@ pub(crate) fn register_worker(
 ) -> Result<Registered> {
     let older: Vec<Namesake> = conn
         .prepare_cached(LIVE_NAMESAKES)?
-        .query_map([&reg.name], |r| {
+        .query_map([&reg.namespace, &reg.name], |r| {
             Ok(Namesake {
                 session: r.get(0)?,
                 instance_id: r.get(1)?,
@@ -117,6 +118,7 @@ pub(crate) fn register_worker(
         reg.pid.map(i64::from),
         ms(now),
         &reg.instance_id,
+        &reg.namespace,
     ));
     if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted
         && e.code == ErrorCode::ConstraintViolation
@@ -231,6 +233,7 @@ struct RawWorker {
     last_heartbeat_at: i64,
     running: i64,
     instance_id: Option<String>,
+    namespace: String,
 }
 
 impl RawWorker {
@@ -249,12 +252,14 @@ impl RawWorker {
             last_heartbeat_at: r.get(10)?,
             running: r.get(11)?,
             instance_id: r.get(12)?,
+            namespace: r.get(13)?,
         })
     }
 
     fn decode(self) -> Result<WorkerRecord> {
         Ok(WorkerRecord {
             session: session_id(&self.session)?,
+            namespace: self.namespace,
             name: self.name,
             host: self.host,
             profile: self.profile,
@@ -307,6 +312,7 @@ mod tests {
         let session = rota_domain::SessionId::new();
         let reg = WorkerRegistration {
             session,
+            namespace: "default".into(),
             token_hash: "new-hash".into(),
             name: "vm".into(),
             host: "h1".into(),

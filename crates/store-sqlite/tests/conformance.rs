@@ -82,6 +82,7 @@ async fn a_job_the_previous_release_stopped_with_a_step_running_still_finishes()
     let session = SessionId::new();
     let reg = WorkerRegistration {
         session,
+        namespace: "default".into(),
         token_hash: "hash".into(),
         name: "w1".into(),
         host: "h1".into(),

@@ -188,10 +188,17 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Pauses (`true`) or resumes a queue, durably: no step of a paused queue is claimed.
     /// Returns whether the state changed.
-    async fn set_queue_paused(&self, queue: &str, paused: bool, now: DateTime<Utc>) -> Result<bool>;
+    async fn set_queue_paused(
+        &self,
+        namespace: &str,
+        queue: &str,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
 
-    /// Every queue that has live steps or is paused, by name.
-    async fn queue_stats(&self) -> Result<Vec<QueueStats>>;
+    /// Every queue that has live steps or is paused, of `namespace` (`None`: of every
+    /// namespace), by namespace and name.
+    async fn queue_stats(&self, namespace: Option<&str>) -> Result<Vec<QueueStats>>;
 
     /// Use of the total log quota. Cheap (no I/O): safe for health checks and metrics.
     fn log_usage(&self) -> LogUsage;
@@ -253,7 +260,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn list_resources(
         &self,
         kind: rota_domain::resource::Kind,
-        after: Option<&str>,
+        namespace: Option<&str>,
+        after: Option<(&str, &str)>,
         limit: u32,
     ) -> Result<Vec<resources::ResourceRecord>>;
 
@@ -283,6 +291,7 @@ pub trait JobStore: Send + Sync + 'static {
     /// most `limit`.
     async fn list_fires(
         &self,
+        namespace: &str,
         schedule: &str,
         filter: schedules::FireFilter,
         limit: u32,

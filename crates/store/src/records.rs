@@ -46,6 +46,8 @@ pub struct StepCountsRecord {
 pub struct JobRow {
     /// Id.
     pub id: JobId,
+    /// Its namespace.
+    pub namespace: String,
     /// Optional name.
     pub name: Option<String>,
     /// Queue.
@@ -135,6 +137,8 @@ impl AttemptRecord {
 /// Which jobs to list.
 #[derive(Clone, Debug)]
 pub struct JobFilter {
+    /// Only this namespace (`None`: every namespace).
+    pub namespace: Option<String>,
     /// Only these states (empty = all).
     pub states: Vec<JobState>,
     /// Only this queue.
@@ -145,7 +149,7 @@ pub struct JobFilter {
 
 impl Default for JobFilter {
     fn default() -> Self {
-        Self { states: Vec::new(), queue: None, limit: 50 }
+        Self { namespace: None, states: Vec::new(), queue: None, limit: 50 }
     }
 }
 
@@ -194,6 +198,8 @@ pub struct WorkerRegistration {
     pub session: SessionId,
     /// SHA-256 (hex) of the session credential.
     pub token_hash: String,
+    /// Its namespace: it claims only that namespace's jobs; names are unique in it.
+    pub namespace: String,
     /// Worker name.
     pub name: String,
     /// Host.
@@ -260,6 +266,8 @@ pub enum SessionStatus {
 pub struct WorkerRecord {
     /// Session.
     pub session: SessionId,
+    /// Its namespace.
+    pub namespace: String,
     /// Name.
     pub name: String,
     /// Host.
@@ -333,6 +341,8 @@ pub struct ClaimedAttempt {
     pub attempt_id: AttemptId,
     /// Job.
     pub job_id: JobId,
+    /// The job's namespace (the claiming worker's): where its secret references resolve.
+    pub namespace: String,
     /// Step name.
     pub step: String,
     /// 1-based attempt number.
@@ -511,6 +521,8 @@ pub struct LogUsage {
 /// A revoke to record.
 #[derive(Clone, Debug)]
 pub struct RevokeRequest {
+    /// The namespace the job must be in (a job of another one is not found).
+    pub namespace: String,
     /// The job (it must exist: ids are issued at submit; revoke a key for later jobs).
     pub job_id: JobId,
     /// Also stop its running steps (signal, grace, KILL); otherwise they finish.
@@ -553,6 +565,8 @@ pub struct RevokeRecord {
 /// A revoke of an idempotency key: binds the job submitted with that key, now or later.
 #[derive(Clone, Debug)]
 pub struct KeyRevokeRequest {
+    /// The namespace whose jobs carry the key.
+    pub namespace: String,
     /// The idempotency key.
     pub key: String,
     /// Also stop the job's running steps (only if it already runs).
@@ -575,6 +589,8 @@ pub struct KeyRevokeOutcome {
 /// A stored key revoke.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRevokeRecord {
+    /// The namespace whose jobs carry the key.
+    pub namespace: String,
     /// The idempotency key.
     pub key: String,
     /// Whether running steps are terminated.
@@ -590,6 +606,8 @@ pub struct KeyRevokeRecord {
 /// Depth and state of one queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueStats {
+    /// The namespace the queue is in.
+    pub namespace: String,
     /// Queue name.
     pub queue: String,
     /// Steps ready to be claimed (including ones waiting for a retry time).

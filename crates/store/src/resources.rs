@@ -53,27 +53,34 @@ pub struct AppliedResource {
 pub struct ResourceKey {
     /// Its kind.
     pub kind: Kind,
+    /// Its namespace.
+    pub namespace: String,
     /// Its name.
     pub name: String,
 }
 
 impl ResourceKey {
-    /// The key of `kind` named `name`.
-    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
-        Self { kind, name: name.into() }
+    /// The key of `kind` named `name` in `namespace`.
+    pub fn new(namespace: impl Into<String>, kind: Kind, name: impl Into<String>) -> Self {
+        Self { kind, namespace: namespace.into(), name: name.into() }
     }
 }
 
 impl std::fmt::Display for ResourceKey {
+    /// `workflows/deploy`, or `workflows/deploy in namespace a` outside `default`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.kind.plural(), self.name)
+        write!(f, "{}/{}", self.kind.plural(), self.name)?;
+        if !rota_domain::namespace::is_default(&self.namespace) {
+            write!(f, " in namespace '{}'", self.namespace)?;
+        }
+        Ok(())
     }
 }
 
 impl ResourceWrite {
     /// Its key.
     pub fn key(&self) -> ResourceKey {
-        ResourceKey::new(self.kind, self.metadata.name.clone())
+        ResourceKey::new(self.metadata.namespace.clone(), self.kind, self.metadata.name.clone())
     }
 }
 

@@ -19,6 +19,8 @@ pub fn fire_key(schedule: &str, fire_time: DateTime<Utc>) -> String {
 /// A fire time to record.
 #[derive(Clone, Debug)]
 pub struct NewFire {
+    /// The schedule's namespace (a run's job is in it too).
+    pub namespace: String,
     /// The schedule's name.
     pub schedule: String,
     /// The fire time.
@@ -52,6 +54,8 @@ impl NewOutcome {
 /// A recorded fire time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FireRecord {
+    /// The schedule's namespace.
+    pub namespace: String,
     /// The schedule's name.
     pub schedule: String,
     /// The fire time.
@@ -101,7 +105,7 @@ impl FireFilter {
 pub fn check_fires(fires: &[NewFire]) -> crate::Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for f in fires {
-        if !seen.insert((f.schedule.as_str(), f.fire_time)) {
+        if !seen.insert((f.namespace.as_str(), f.schedule.as_str(), f.fire_time)) {
             return Err(crate::StoreError::Invalid(format!(
                 "schedule {} fire time {} is named twice in one request",
                 f.schedule, f.fire_time
@@ -115,6 +119,14 @@ pub fn check_fires(fires: &[NewFire]) -> crate::Result<()> {
                 f.schedule,
                 f.fire_time,
                 fire_key(&f.schedule, f.fire_time)
+            )));
+        }
+        if let NewOutcome::Run(job) = &f.outcome
+            && job.spec.namespace != f.namespace
+        {
+            return Err(crate::StoreError::Invalid(format!(
+                "the job of schedule {} at {} must be in the schedule's namespace '{}', not '{}'",
+                f.schedule, f.fire_time, f.namespace, job.spec.namespace
             )));
         }
     }

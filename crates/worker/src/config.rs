@@ -19,6 +19,9 @@ pub struct WorkerConfig {
     /// host) is superseded; one held by another instance refuses this worker
     /// ([`WorkerError::NameHeld`]) unless `replace`.
     pub name: String,
+    /// The namespace it belongs to (default `default`): it claims only that namespace's
+    /// jobs and takes its pools and configs.
+    pub namespace: String,
     /// Host name reported to the server.
     pub host: String,
     /// Local profile (`None` = default).
@@ -83,6 +86,7 @@ impl WorkerConfig {
             server: server.into(),
             join_token: join_token.into(),
             name: host.clone(),
+            namespace: rota_domain::namespace::default_owned(),
             host,
             profile: None,
             queues: vec!["default".to_string()],
@@ -124,6 +128,12 @@ impl WorkerConfig {
         }
         if self.name.trim().is_empty() {
             return bad("name: must not be empty");
+        }
+        if self.name.starts_with('@') {
+            return bad("name: must not start with '@' (it marks a namespace in workspace paths)");
+        }
+        if let Err(e) = rota_domain::namespace::check("namespace", &self.namespace) {
+            return Err(WorkerError::InvalidConfig(e.to_string()));
         }
         if self.queues.is_empty() || self.queues.iter().any(|q| q.trim().is_empty()) {
             return bad("queues: at least one non-empty queue is needed");

@@ -21,6 +21,7 @@ fn request(ctx: &Ctx, replace: bool) -> RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
         protocol_minor: rota_domain::PROTOCOL_MINOR,
         name: c.name.clone(),
+        namespace: c.namespace.clone(),
         host: c.host.clone(),
         profile: c.profile.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),

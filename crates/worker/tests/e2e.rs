@@ -220,6 +220,7 @@ async fn a_superseded_session_kills_its_steps_and_registers_again() {
     // Someone registers the same name: the worker's session is superseded.
     let imposter = WorkerClient::new(&server.addr.to_string()).unwrap();
     let req = rota_api_types::worker::RegisterRequest {
+        namespace: "default".into(),
         protocol_version: rota_domain::PROTOCOL_VERSION,
         protocol_minor: rota_domain::PROTOCOL_MINOR,
         name,

@@ -17,6 +17,12 @@ pub(crate) use resources::*;
 pub(crate) use server::*;
 pub(crate) use worker::*;
 
+/// A `--namespace` value: checked as the server checks it.
+fn parse_namespace(s: &str) -> Result<String, String> {
+    rota_domain::namespace::check("--namespace", s).map_err(|e| e.message)?;
+    Ok(s.to_string())
+}
+
 /// Default control-plane address, for `--server` and `--listen`.
 pub(crate) const DEFAULT_ADDR: &str = rota_domain::settings::ServerSettings::DEFAULT_LISTEN;
 
@@ -42,6 +48,14 @@ pub(crate) struct GlobalArgs {
     /// Admin token for operator calls [default: the local admin.token file].
     #[arg(long, global = true, env = "ROTA_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub(crate) token: Option<String>,
+    /// The namespace to act in [default: default]. Workers, jobs, queues and resources
+    /// belong to one; `worker run|start|multi` join it. Namespaces organise a fleet, they
+    /// are not a security boundary (the admin token reaches every one).
+    #[arg(long, global = true, env = "ROTA_NAMESPACE", value_name = "NS", value_parser = parse_namespace)]
+    pub(crate) namespace: Option<String>,
+    /// Listings: show every namespace (ignored by commands that list nothing).
+    #[arg(long, global = true)]
+    pub(crate) all_namespaces: bool,
     /// Print JSON instead of a table (shapes are documented in the README).
     #[arg(long, global = true)]
     pub(crate) json: bool,

@@ -140,9 +140,11 @@ impl WorkerRunArgs {
     /// The worker settings these flags give (`server`: the resolved `--server` when one
     /// was given). `--join-token`, `--bind`, the log flags and `--replace` say how this
     /// one process runs, not how the worker works, so they are not settings.
-    pub(crate) fn settings(&self, server: Option<String>) -> WorkerSettings {
+    /// The settings these flags give, with the global `--server` and `--namespace`.
+    pub(crate) fn settings(&self, server: Option<String>, namespace: Option<String>) -> WorkerSettings {
         WorkerSettings {
             server,
+            namespace,
             name: self.name.clone(),
             profile: self.profile.clone(),
             queues: self.queues.clone(),
@@ -398,7 +400,7 @@ mod tests {
         let server = crate::config::server_url(&cli.global.server).unwrap();
         match cli.command {
             Command::Worker(w) => match w.command {
-                Some(WorkerCommand::Run(run)) => run.settings(Some(server)),
+                Some(WorkerCommand::Run(run)) => run.settings(Some(server), cli.global.namespace.clone()),
                 other => panic!("not worker run: {other:?}"),
             },
             other => panic!("not worker: {other:?}"),
@@ -413,6 +415,7 @@ mod tests {
             server: Some("http://a:7777,http://b:7001".into()),
             name: Some("w one".into()),
             profile: Some("ci".into()),
+            namespace: Some("team-a".into()),
             queues: vec!["build".into(), "deploy".into()],
             tags: vec!["gpu".into()],
             concurrency: None,

@@ -31,8 +31,11 @@ pub(crate) async fn run(
     worker_config.concurrency = args.concurrency;
     worker_config.spawner = spawner;
     if args.workspace.is_none() {
-        worker_config.workspace =
-            rota_lifecycle::workspace::default_dir(&paths.data_dir, &worker_config.name)?;
+        worker_config.workspace = rota_lifecycle::workspace::default_dir(
+            &paths.data_dir,
+            &worker_config.namespace,
+            &worker_config.name,
+        )?;
         let legacy = rota_lifecycle::workspace::legacy_dir(
             &paths.data_dir,
             &rota_lifecycle::paths::Instance::profile(None)?,

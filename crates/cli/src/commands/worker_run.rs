@@ -266,7 +266,7 @@ fn config_error(e: anyhow::Error) -> anyhow::Error {
 /// The worker's configuration: its [`WorkerSettings`] (from these flags, or laid over by
 /// a node's environment) resolved against this machine, plus the join token.
 fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Result<WorkerConfig> {
-    let mut settings = args.settings(Some(server_url(&global.server)?));
+    let mut settings = args.settings(Some(server_url(&global.server)?), global.namespace.clone());
     if settings.queues.is_empty()
         && let Ok(q) = std::env::var("ROTA_WORKER_QUEUES")
     {
@@ -314,8 +314,11 @@ fn configure(
     if let Some(name) = &s.name {
         config.name = name.clone();
     }
+    if let Some(ns) = &s.namespace {
+        config.namespace = ns.clone();
+    }
     if s.workspace.is_none() {
-        config.workspace = rota_lifecycle::workspace::default_dir(data_dir, &config.name)?;
+        config.workspace = rota_lifecycle::workspace::default_dir(data_dir, &config.namespace, &config.name)?;
     }
     if !s.queues.is_empty() {
         config.queues = s.queues.clone();

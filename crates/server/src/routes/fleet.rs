@@ -4,6 +4,7 @@
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiJson, ApiPath};
+use crate::namespace::Scope;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -23,13 +24,15 @@ use std::time::{Duration, Instant};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Sends ping, inspect, stats or shutdown to every live worker (or the named ones) and
-/// collects the replies until the timeout; workers that did not answer are listed.
+/// Sends ping, inspect, stats or shutdown to every live worker of the namespace (or the
+/// named ones) and collects the replies until the timeout; workers that did not answer are
+/// listed.
 #[utoipa::path(post, path = "/api/v1/workers/control", tag = "workers", security(("admin" = [])),
-    request_body = FleetRequest,
+    request_body = FleetRequest, params(rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = FleetResponse), (status = 400), (status = 401), (status = 403)))]
 pub(crate) async fn fleet_control(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<FleetRequest>,
 ) -> Result<Json<FleetResponse>, ApiError> {
@@ -47,7 +50,9 @@ pub(crate) async fn fleet_control(
             mode: req.mode.ok_or_else(|| ApiError::bad_request("mode: shutdown needs warm, soft or hard"))?,
         },
     };
-    let workers = state.store.list_workers().await?;
+    // One namespace at a time: `w1` of another namespace is another worker.
+    let workers: Vec<WorkerRecord> =
+        state.store.list_workers().await?.into_iter().filter(|w| w.namespace == scope.namespace).collect();
     let ttl = chrono::Duration::from_std(state.config.lease_ttl).unwrap_or(chrono::Duration::MAX);
     let now = state.store.now();
     let is_live = |w: &WorkerRecord| {
@@ -100,11 +105,13 @@ pub(crate) async fn fleet_control(
 /// durable) before anything is broadcast; with `terminate`, running steps get the signal,
 /// then KILL after the grace. A job id the server never issued is 404 and nothing is stored.
 #[utoipa::path(post, path = "/api/v1/revokes", tag = "workers", security(("admin" = [])), request_body = RevokeRequest,
+    params(rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = RevokeResponse), (status = 400), (status = 401), (status = 403),
         (status = 404, description = "a job id the server never issued (or already pruned); nothing was revoked"),
         (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn revoke(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RevokeRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
@@ -123,11 +130,20 @@ pub(crate) async fn revoke(
     }
     // Refuse the whole call before storing anything if an id was never issued: a revoke
     // of such an id could never match (ids are chosen by the server).
+    // A job of another namespace is not found either: a revoke acts within its namespace
+    // (the store checks it again inside the write).
     for (i, id) in req.jobs.iter().enumerate() {
-        if let Err(rota_store::StoreError::NotFound(_)) = state.store.get_job(*id).await {
+        let found = match state.store.get_job(*id).await {
+            Ok(job) => job.row.namespace == scope.namespace,
+            Err(rota_store::StoreError::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !found {
             return Err(ApiError::not_found(format!(
-                "jobs[{i}]: no job {id}: job ids are issued by the server at submit (or it was pruned); \
-                 to revoke a job not submitted yet, revoke its idempotency key (rota worker revoke --key K)"
+                "jobs[{i}]: no job {id} in namespace '{}': job ids are issued by the server at submit (or \
+                 it was pruned, or is in another namespace: --namespace); to revoke a job not submitted yet, \
+                 revoke its idempotency key (rota worker revoke --key K)",
+                scope.namespace
             )));
         }
     }
@@ -139,6 +155,7 @@ pub(crate) async fn revoke(
         .jobs
         .iter()
         .map(|id| rota_store::RevokeRequest {
+            namespace: scope.namespace.clone(),
             job_id: *id,
             terminate: req.terminate,
             signal: req.signal,
@@ -157,6 +174,7 @@ pub(crate) async fn revoke(
         .keys
         .iter()
         .map(|k| rota_store::KeyRevokeRequest {
+            namespace: scope.namespace.clone(),
             key: k.clone(),
             terminate: req.terminate,
             signal: req.signal,
@@ -181,8 +199,9 @@ pub(crate) async fn revoke(
         let expires_in_ms = req.expires_ms;
         let ttl = chrono::Duration::from_std(state.config.lease_ttl).unwrap_or(chrono::Duration::MAX);
         let (mut fresh, mut others) = (Vec::new(), Vec::new());
+        // Only the namespace's workers can run its jobs.
         for w in state.store.list_workers().await? {
-            if w.status == SessionStatus::Offline {
+            if w.status == SessionStatus::Offline || w.namespace != scope.namespace {
                 continue;
             }
             let push = (w.session, Command::Revoke { jobs: revoked_ids.clone(), expires_in_ms });
@@ -231,14 +250,30 @@ fn revoke_result(state: &AppState, out: rota_store::RevokeOutcome, signal: Optio
 
 /// Revokes in force (of jobs and of keys), newest first.
 #[utoipa::path(get, path = "/api/v1/revokes", tag = "workers", security(("admin" = [])),
+    params(rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = RevokeList)))]
 pub(crate) async fn list_revokes(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
 ) -> Result<Json<RevokeList>, ApiError> {
     let now = state.store.now();
-    let revokes = state.store.list_revokes(now).await?;
-    let keys = state.store.list_key_revokes(now).await?;
+    let mut revokes = state.store.list_revokes(now).await?;
+    if !scope.all {
+        // Revokes of job ids name their namespace through the job (a pruned job's revoke
+        // is shown in `default`'s listing only with --all-namespaces).
+        let mut kept = Vec::with_capacity(revokes.len());
+        for r in revokes {
+            if let Ok(job) = state.store.get_job(r.job_id).await
+                && job.row.namespace == scope.namespace
+            {
+                kept.push(r);
+            }
+        }
+        revokes = kept;
+    }
+    let keys: Vec<_> =
+        state.store.list_key_revokes(now).await?.into_iter().filter(|k| scope.sees(&k.namespace)).collect();
     Ok(Json(RevokeList {
         revokes: revokes
             .into_iter()
@@ -253,6 +288,7 @@ pub(crate) async fn list_revokes(
         keys: keys
             .into_iter()
             .map(|r| KeyRevokeView {
+                namespace: r.namespace,
                 key: r.key,
                 terminate: r.terminate,
                 signal: r.signal,
@@ -263,59 +299,77 @@ pub(crate) async fn list_revokes(
     }))
 }
 
-async fn queue_list(state: &AppState) -> Result<Vec<QueueView>, ApiError> {
+async fn queue_list(state: &AppState, namespace: Option<&str>) -> Result<Vec<QueueView>, ApiError> {
     Ok(state
         .store
-        .queue_stats()
+        .queue_stats(namespace)
         .await?
         .into_iter()
-        .map(|q| QueueView { queue: q.queue, ready: q.ready, running: q.running, paused: q.paused })
+        .map(|q| QueueView {
+            namespace: q.namespace,
+            queue: q.queue,
+            ready: q.ready,
+            running: q.running,
+            paused: q.paused,
+        })
         .collect())
 }
 
 /// Queues with live steps or paused, with their depth.
 #[utoipa::path(get, path = "/api/v1/queues", tag = "workers", security(("admin" = [])),
+    params(rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = QueueList), (status = 401), (status = 403)))]
 pub(crate) async fn list_queues(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
 ) -> Result<Json<QueueList>, ApiError> {
-    Ok(Json(QueueList { queues: queue_list(&state).await? }))
+    Ok(Json(QueueList { queues: queue_list(&state, scope.filter()).await? }))
 }
 
-async fn set_paused(state: &AppState, queue: &str, paused: bool) -> Result<Json<QueueView>, ApiError> {
+async fn set_paused(
+    state: &AppState,
+    scope: &Scope,
+    queue: &str,
+    paused: bool,
+) -> Result<Json<QueueView>, ApiError> {
     limits::check_name("queue", queue).map_err(ApiError::limit)?;
-    state.store.set_queue_paused(queue, paused, state.store.now()).await?;
+    let ns = scope.namespace.as_str();
+    state.store.set_queue_paused(ns, queue, paused, state.store.now()).await?;
     if !paused {
         state.wake_claimers();
     }
-    let view = queue_list(state).await?.into_iter().find(|q| q.queue == queue).unwrap_or(QueueView {
-        queue: queue.to_string(),
-        ready: 0,
-        running: 0,
-        paused,
-    });
+    let view =
+        queue_list(state, Some(ns)).await?.into_iter().find(|q| q.queue == queue).unwrap_or(QueueView {
+            namespace: ns.to_string(),
+            queue: queue.to_string(),
+            ready: 0,
+            running: 0,
+            paused,
+        });
     Ok(Json(view))
 }
 
 /// Pauses a queue: no worker claims from it until it is resumed (persisted).
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/pause", tag = "workers", security(("admin" = [])),
-    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
+    params(("queue" = String, Path), rota_api_types::namespace::NamespaceQuery), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn pause_queue(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiPath(queue): ApiPath<String>,
 ) -> Result<Json<QueueView>, ApiError> {
-    set_paused(&state, &queue, true).await
+    set_paused(&state, &scope, &queue, true).await
 }
 
 /// Resumes a paused queue.
 #[utoipa::path(post, path = "/api/v1/queues/{queue}/resume", tag = "workers", security(("admin" = [])),
-    params(("queue" = String, Path)), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
+    params(("queue" = String, Path), rota_api_types::namespace::NamespaceQuery), responses((status = 200, body = QueueView), (status = 400), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn resume_queue(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiPath(queue): ApiPath<String>,
 ) -> Result<Json<QueueView>, ApiError> {
-    set_paused(&state, &queue, false).await
+    set_paused(&state, &scope, &queue, false).await
 }

@@ -28,9 +28,10 @@ const MAX_RESULTS: usize = 100;
 /// and left out (it was valid when applied; a later release may have changed it).
 async fn declared<T: DeserializeOwned>(
     state: &AppState,
+    namespace: &str,
     kind: Kind,
 ) -> Result<Vec<(ResourceRecord, T)>, ApiError> {
-    let records = state.store.list_resources(kind, None, MAX_DECLARED).await?;
+    let records = state.store.list_resources(kind, Some(namespace), None, MAX_DECLARED).await?;
     Ok(records
         .into_iter()
         .filter_map(|r| match serde_json::from_str::<T>(&r.spec) {
@@ -68,7 +69,8 @@ pub(crate) async fn pool(
     for (i, q) in req.queues.iter().enumerate() {
         limits::check_name(&format!("queues[{i}]"), q).map_err(ApiError::limit)?;
     }
-    let pools = declared::<PoolSpec>(&state, Kind::WorkerPool).await?;
+    // A worker is governed by its own namespace's pools and configs only.
+    let pools = declared::<PoolSpec>(&state, &me.namespace, Kind::WorkerPool).await?;
     let in_force = resolve(
         pools.iter().map(|(r, spec)| Declared {
             name: &r.metadata.name,
@@ -93,16 +95,16 @@ pub(crate) async fn pool(
 #[utoipa::path(post, path = "/worker/configs", tag = "worker", security(("worker" = [])), request_body = ConfigQuery,
     responses((status = 200, body = ConfigReply), (status = 400), (status = 401), (status = 403)))]
 pub(crate) async fn configs(
-    Session(_me): Session,
+    Session(me): Session,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ConfigQuery>,
 ) -> Result<Json<ConfigReply>, ApiError> {
     check_member(&req.name, &req.host, &req.tags)?;
     limits::check_count("results", req.results.len(), MAX_RESULTS).map_err(ApiError::limit)?;
     for r in &req.results {
-        record(&state, &req.name, r).await?;
+        record(&state, &me.namespace, &req.name, r).await?;
     }
-    let all = declared::<WorkerConfigSpec>(&state, Kind::WorkerConfig).await?;
+    let all = declared::<WorkerConfigSpec>(&state, &me.namespace, Kind::WorkerConfig).await?;
     let configs = matching(
         all.iter().map(|(r, spec)| DeclaredConfig {
             name: &r.metadata.name,
@@ -116,9 +118,9 @@ pub(crate) async fn configs(
 
 /// Records `Degraded` on the config: true with the worker, exit code and output tail when
 /// its apply failed, false when it worked. Ignored when the config moved on meanwhile.
-async fn record(state: &AppState, worker: &str, r: &ConfigResult) -> Result<(), ApiError> {
+async fn record(state: &AppState, namespace: &str, worker: &str, r: &ConfigResult) -> Result<(), ApiError> {
     limits::check_name("results.name", &r.name).map_err(ApiError::limit)?;
-    let key = ResourceKey::new(Kind::WorkerConfig, r.name.clone());
+    let key = ResourceKey::new(namespace, Kind::WorkerConfig, r.name.clone());
     let Some(found) = state.store.get_resource(&key).await? else { return Ok(()) };
     let Ok(applied) = u64::try_from(r.generation) else { return Ok(()) };
     if found.generation != applied {

@@ -4,6 +4,7 @@
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::metrics::Metrics;
+use crate::namespace::Scope;
 use crate::state::AppState;
 use crate::views::{self, Fleet};
 use axum::Json;
@@ -31,7 +32,29 @@ async fn fleet(state: &AppState) -> Result<Fleet, ApiError> {
     Ok(Fleet::new(state.store.list_workers().await?, state.config.lease_ttl))
 }
 
-fn prepare(mut spec: JobSpec, header_key: Option<String>) -> Result<NewJob, String> {
+/// The job, if it is in the call's namespace: a job of another namespace is not found.
+async fn job_in(state: &AppState, scope: &Scope, id: JobId) -> Result<rota_store::JobRecord, ApiError> {
+    let rec = state.store.get_job(id).await?;
+    if !scope.sees(&rec.row.namespace) {
+        return Err(ApiError::not_found(format!(
+            "no job {id} in namespace '{}' (it is in another namespace: --namespace)",
+            scope.namespace
+        )));
+    }
+    Ok(rec)
+}
+
+/// The job as it will be stored: in the call's namespace (a document naming another
+/// namespace than the call is refused), with the header's idempotency key.
+fn prepare(mut spec: JobSpec, scope: &Scope, header_key: Option<String>) -> Result<NewJob, String> {
+    if rota_domain::namespace::is_default(&spec.namespace) {
+        spec.namespace = scope.namespace.clone();
+    } else if spec.namespace != scope.namespace && !rota_domain::namespace::is_default(&scope.namespace) {
+        return Err(format!(
+            "namespace: the document says '{}' but the call is in namespace '{}'",
+            spec.namespace, scope.namespace
+        ));
+    }
     if let Some(k) = header_key {
         spec.idempotency_key = Some(k);
     }
@@ -42,11 +65,13 @@ fn prepare(mut spec: JobSpec, header_key: Option<String>) -> Result<NewJob, Stri
 /// Submits one job. 201 when created; 200 with the existing id when the idempotency key
 /// (header or document) is already known. The reply is sent only after the job is on disk.
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", security(("admin" = [])), request_body = JobSpec,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Submitting twice with one key yields one job")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Submitting twice with one key yields one job"),
+        rota_api_types::namespace::NamespaceQuery),
     responses((status = 201, body = SubmitResponse), (status = 200, body = SubmitResponse),
         (status = 400, body = rota_api_types::ErrorBody), (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn submit_job(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(spec): ApiJson<JobSpec>,
@@ -57,7 +82,7 @@ pub(crate) async fn submit_job(
         ),
         None => None,
     };
-    let job = prepare(spec, key).map_err(ApiError::bad_request)?;
+    let job = prepare(spec, &scope, key).map_err(ApiError::bad_request)?;
     let mut results = crate::handoff::submit_jobs(&state, vec![job]).await?;
     let submitted = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     if submitted.created {
@@ -71,9 +96,11 @@ pub(crate) async fn submit_job(
 
 /// Submits many jobs in one durable commit; each is accepted or refused on its own.
 #[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", security(("admin" = [])), request_body = BatchSubmitRequest,
+    params(rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = BatchSubmitResponse), (status = 400), (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn submit_batch(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<BatchSubmitRequest>,
 ) -> Result<Json<BatchSubmitResponse>, ApiError> {
@@ -82,7 +109,7 @@ pub(crate) async fn submit_batch(
     let mut valid = Vec::new();
     let mut positions = Vec::new();
     for (i, spec) in req.jobs.into_iter().enumerate() {
-        match prepare(spec, None) {
+        match prepare(spec, &scope, None) {
             Ok(job) => {
                 positions.push(i);
                 valid.push(job);
@@ -130,10 +157,12 @@ pub(crate) async fn submit_batch(
 }
 
 /// Lists jobs, newest first (default 50, at most 1000).
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("admin" = [])), params(ListJobsQuery),
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", security(("admin" = [])),
+    params(ListJobsQuery, rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = JobList), (status = 400), (status = 401), (status = 403)))]
 pub(crate) async fn list_jobs(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<ListJobsQuery>,
 ) -> Result<Json<JobList>, ApiError> {
@@ -175,7 +204,15 @@ pub(crate) async fn list_jobs(
     let fleet = fleet(&state).await?;
     // Unschedulable is derived, so over-fetch when filtering on it.
     let fetch = if only_unschedulable != only_schedulable_queued { MAX_LIST_LIMIT } else { limit };
-    let rows = state.store.list_jobs(&JobFilter { states, queue: q.queue.clone(), limit: fetch }).await?;
+    let rows = state
+        .store
+        .list_jobs(&JobFilter {
+            namespace: scope.filter().map(str::to_string),
+            states,
+            queue: q.queue.clone(),
+            limit: fetch,
+        })
+        .await?;
     let jobs = rows
         .iter()
         .map(|r| views::summary(r, &fleet))
@@ -190,28 +227,32 @@ pub(crate) async fn list_jobs(
 }
 
 /// One job with its steps and attempts.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("admin" = [])), params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", security(("admin" = [])),
+    params(("id" = String, Path), rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = JobDetail), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn get_job(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobDetail>, ApiError> {
-    let rec = state.store.get_job(id).await?;
+    let rec = job_in(&state, &scope, id).await?;
     let fleet = fleet(&state).await?;
     Ok(Json(views::detail(&rec, &fleet)))
 }
 
 /// A page of the job's output after `after`; with `waitMs`, waits for new output (follow).
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "jobs", security(("admin" = [])),
-    params(("id" = String, Path), LogsQuery),
+    params(("id" = String, Path), LogsQuery, rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = LogPage), (status = 400), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn job_logs(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<JobId>,
     ApiQuery(q): ApiQuery<LogsQuery>,
 ) -> Result<Json<LogPage>, ApiError> {
+    job_in(&state, &scope, id).await?;
     if let Some(step) = &q.step {
         limits::check_name("step", step).map_err(ApiError::limit)?;
     }
@@ -285,13 +326,16 @@ fn to_page(page: rota_store::LogPage, _job: &rota_store::JobRecord, done: bool) 
 
 /// Cancels a job: steps not started end at once, running steps' process groups are told to
 /// stop (TERM, grace, KILL). The job ends `cancelled`.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("admin" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", security(("admin" = [])),
+    params(("id" = String, Path), rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn cancel_job(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobSummary>, ApiError> {
+    job_in(&state, &scope, id).await?;
     let out = state.store.stop_job(id, StopKind::Cancel, state.store.now()).await?;
     let mut stops = Vec::with_capacity(out.running.len());
     for r in &out.running {
@@ -314,13 +358,16 @@ pub(crate) async fn cancel_job(
 }
 
 /// Queues a failed, cancelled or revoked job again (succeeded steps are kept).
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", security(("admin" = [])), params(("id" = String, Path)),
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", security(("admin" = [])),
+    params(("id" = String, Path), rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = JobSummary), (status = 400), (status = 401), (status = 403), (status = 404), (status = 409), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn retry_job(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<JobId>,
 ) -> Result<Json<JobSummary>, ApiError> {
+    job_in(&state, &scope, id).await?;
     let row = state.store.retry_job(id, state.store.now()).await?;
     state.publish(vec![Event::Claimable, Event::Job { job: id, state: Some(row.state) }]);
     let fleet = fleet(&state).await?;

@@ -8,6 +8,7 @@
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::metrics::Metrics;
+use crate::namespace::Scope;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -67,21 +68,25 @@ fn spec_view(kind: Kind, text: &str) -> Result<ResourceSpec, ApiError> {
 /// A schedule's workflow must exist (stored, or declared in the same apply) and take the
 /// schedule's inputs: refused at apply, naming `spec.workflow` or `spec.inputs.NAME`.
 async fn check_schedules(state: &AppState, req: &ApplyRequest) -> Result<(), ApiError> {
-    let declared: HashMap<&str, &WorkflowSpec> = req
+    // A schedule runs a workflow of its own namespace.
+    let declared: HashMap<(&str, &str), &WorkflowSpec> = req
         .documents
         .iter()
         .filter_map(|d| match d {
-            ResourceDocument::Workflow(w) => Some((w.metadata.name.as_str(), &w.spec)),
+            ResourceDocument::Workflow(w) => {
+                Some(((w.metadata.namespace.as_str(), w.metadata.name.as_str()), &w.spec))
+            }
             _ => None,
         })
         .collect();
     for (i, doc) in req.documents.iter().enumerate() {
         let ResourceDocument::Schedule(d) = doc else { continue };
         let stored;
-        let workflow = match declared.get(d.spec.workflow.as_str()) {
+        let workflow = match declared.get(&(d.metadata.namespace.as_str(), d.spec.workflow.as_str())) {
             Some(w) => *w,
             None => {
-                let key = ResourceKey::new(Kind::Workflow, d.spec.workflow.clone());
+                let key =
+                    ResourceKey::new(d.metadata.namespace.clone(), Kind::Workflow, d.spec.workflow.clone());
                 let Some(found) = state.store.get_resource(&key).await? else {
                     return Err(invalid(
                         i,
@@ -121,8 +126,10 @@ async fn view(state: &AppState, r: ResourceRecord) -> Result<ResourceView, ApiEr
     let spec = spec_view(r.kind, &r.spec)?;
     let mut status = r.status;
     if let ResourceSpec::Schedule(s) = &spec {
-        status.schedule =
-            Some(crate::schedules::status_of(state, &r.metadata.name, s, state.store.now()).await?);
+        status.schedule = Some(
+            crate::schedules::status_of(state, &r.metadata.namespace, &r.metadata.name, s, state.store.now())
+                .await?,
+        );
     }
     Ok(ResourceView {
         api_version: API_VERSION.to_string(),
@@ -130,6 +137,7 @@ async fn view(state: &AppState, r: ResourceRecord) -> Result<ResourceView, ApiEr
         spec,
         metadata: StoredMetadata {
             name: r.metadata.name,
+            namespace: r.metadata.namespace,
             labels: r.metadata.labels,
             generation: r.generation,
             creation_timestamp: r.created_at,
@@ -144,14 +152,34 @@ fn kind_of(s: &str) -> Result<Kind, ApiError> {
 
 /// Creates or updates every document, all or nothing; `dryRun` only says what would change.
 #[utoipa::path(post, path = "/api/v1/resources/apply", tag = "resources", security(("admin" = [])), request_body = ApplyRequest,
+    params(rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = ApplyResponse), (status = 400, body = rota_api_types::ErrorBody, description = "a document is invalid (`error.pointer` names the field); nothing was stored"),
         (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn apply(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<ApplyRequest>,
+    ApiJson(mut req): ApiJson<ApplyRequest>,
 ) -> Result<Json<ApplyResponse>, ApiError> {
     limits::check_count("documents", req.documents.len(), MAX_DOCUMENTS).map_err(ApiError::limit)?;
+    // As `kubectl apply -n`: a document naming no namespace goes into the call's; one
+    // naming another than a namespace the call gave is refused.
+    for (i, doc) in req.documents.iter_mut().enumerate() {
+        let m = doc.metadata_mut();
+        if rota_domain::namespace::is_default(&m.namespace) {
+            m.namespace = scope.namespace.clone();
+        } else if m.namespace != scope.namespace && !rota_domain::namespace::is_default(&scope.namespace) {
+            return Err(invalid(
+                i,
+                "metadata",
+                "namespace",
+                &format!(
+                    "the document says '{}' but the call is in namespace '{}'",
+                    m.namespace, scope.namespace
+                ),
+            ));
+        }
+    }
     let mut writes = Vec::with_capacity(req.documents.len());
     let mut seen: HashMap<ResourceKey, usize> = HashMap::new();
     for (i, doc) in req.documents.iter().enumerate() {
@@ -214,11 +242,13 @@ fn stored(r: ResourceRecord) -> resource::Stored<String> {
 /// Kubernetes lists: at most `limit` (default 500, at most 1000), with a `continue` token
 /// while more remain.
 #[utoipa::path(get, path = "/api/v1/resources/{kind}", tag = "resources", security(("admin" = [])),
-    params(("kind" = String, Path, description = "kind: `Workflow`, `workflows` or `wf`; `Schedule`, `schedules` or `sched`"), ListResourcesQuery),
+    params(("kind" = String, Path, description = "kind: `Workflow`, `workflows` or `wf`; `Schedule`, `schedules` or `sched`"), ListResourcesQuery,
+        rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = ResourceList), (status = 400, body = rota_api_types::ErrorBody, description = "`limit` out of 1-1000, or a `continue` token no listing gave"),
         (status = 401), (status = 403), (status = 404, description = "unknown kind")))]
 pub(crate) async fn list(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiPath(kind): ApiPath<String>,
     ApiQuery(q): ApiQuery<ListResourcesQuery>,
@@ -228,20 +258,34 @@ pub(crate) async fn list(
     if limit == 0 || limit > MAX_LIST_LIMIT {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIST_LIMIT}")));
     }
-    // The token is the last name of the previous page: anything that is not a name never
-    // came from a listing (and must not reach the store as a bound).
-    if let Some(token) = &q.continue_token
-        && rota_domain::limits::check_name("continue", token).is_err()
-    {
-        return Err(ApiError::bad_request(
-            "continue: not a token a listing returned; pass back the previous page's `continue` as is",
-        ));
-    }
+    // The token is the last key of the previous page, `NAMESPACE/NAME`: anything that is not
+    // one never came from a listing (and must not reach the store as a bound).
+    let after = match &q.continue_token {
+        None => None,
+        Some(token) => {
+            let parsed = token.split_once('/').filter(|(ns, name)| {
+                rota_domain::namespace::check("continue", ns).is_ok()
+                    && rota_domain::limits::check_name("continue", name).is_ok()
+            });
+            match parsed {
+                Some(p) => Some(p),
+                None => {
+                    return Err(ApiError::bad_request(
+                        "continue: not a token a listing returned; pass back the previous page's `continue` as is",
+                    ));
+                }
+            }
+        }
+    };
     // One more than asked says whether another page follows without a second query.
-    let mut rows = state.store.list_resources(kind, q.continue_token.as_deref(), limit + 1).await?;
+    let mut rows = state.store.list_resources(kind, scope.filter(), after, limit + 1).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let continue_token = if more { rows.last().map(|r| r.metadata.name.clone()) } else { None };
+    let continue_token = if more {
+        rows.last().map(|r| format!("{}/{}", r.metadata.namespace, r.metadata.name))
+    } else {
+        None
+    };
     let mut items = Vec::with_capacity(rows.len());
     for r in rows {
         items.push(view(&state, r).await?);
@@ -251,14 +295,15 @@ pub(crate) async fn list(
 
 /// One resource.
 #[utoipa::path(get, path = "/api/v1/resources/{kind}/{name}", tag = "resources", security(("admin" = [])),
-    params(("kind" = String, Path), ("name" = String, Path)),
+    params(("kind" = String, Path), ("name" = String, Path), rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = ResourceView), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn get(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiPath((kind, name)): ApiPath<(String, String)>,
 ) -> Result<Json<ResourceView>, ApiError> {
-    let key = ResourceKey::new(kind_of(&kind)?, name);
+    let key = ResourceKey::new(scope.namespace, kind_of(&kind)?, name);
     match state.store.get_resource(&key).await? {
         Some(r) => Ok(Json(view(&state, r).await?)),
         None => Err(ApiError::not_found(format!("no {key}"))),
@@ -267,14 +312,15 @@ pub(crate) async fn get(
 
 /// Deletes one resource.
 #[utoipa::path(delete, path = "/api/v1/resources/{kind}/{name}", tag = "resources", security(("admin" = [])),
-    params(("kind" = String, Path), ("name" = String, Path)),
+    params(("kind" = String, Path), ("name" = String, Path), rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = DeleteResult), (status = 401), (status = 403), (status = 404)))]
 pub(crate) async fn delete_one(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiPath((kind, name)): ApiPath<(String, String)>,
 ) -> Result<Json<DeleteResult>, ApiError> {
-    let key = ResourceKey::new(kind_of(&kind)?, name);
+    let key = ResourceKey::new(scope.namespace, kind_of(&kind)?, name);
     let mut results = delete(&state, vec![key.clone()]).await?;
     match results.pop() {
         Some(r) if r.deleted => Ok(Json(r)),
@@ -284,9 +330,11 @@ pub(crate) async fn delete_one(
 
 /// Deletes several resources together; a missing one is reported, not an error.
 #[utoipa::path(post, path = "/api/v1/resources/delete", tag = "resources", security(("admin" = [])), request_body = DeleteRequest,
+    params(rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = DeleteResponse), (status = 400), (status = 401), (status = 403)))]
 pub(crate) async fn delete_many(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<DeleteRequest>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
@@ -296,7 +344,7 @@ pub(crate) async fn delete_many(
         let kind = Kind::parse(&r.kind).map_err(|e| {
             ApiError::invalid_at(format!("/resources/{i}/kind"), format!("resources[{i}].kind: {e}"))
         })?;
-        keys.push(ResourceKey::new(kind, r.name.clone()));
+        keys.push(ResourceKey::new(scope.namespace.clone(), kind, r.name.clone()));
     }
     Ok(Json(DeleteResponse { results: delete(&state, keys).await? }))
 }
@@ -322,11 +370,13 @@ async fn delete(state: &AppState, keys: Vec<ResourceKey>) -> Result<Vec<DeleteRe
 /// Starts a workflow: its steps as one job, inputs typed and checked, `on` overriding its
 /// target host.
 #[utoipa::path(post, path = "/api/v1/workflows/{name}/runs", tag = "resources", security(("admin" = [])), request_body = RunRequest,
-    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Starting twice with one key yields one run")),
+    params(("name" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Starting twice with one key yields one run"),
+        rota_api_types::namespace::NamespaceQuery),
     responses((status = 201, body = SubmitResponse), (status = 200, body = SubmitResponse, description = "the key named a run already started"), (status = 400, body = rota_api_types::ErrorBody, description = "an unknown input, a missing one or a value of the wrong type (`error.pointer`: `/inputs/NAME`)"),
         (status = 401), (status = 403), (status = 404), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn run(
     _: Admin,
+    scope: Scope,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     headers: axum::http::HeaderMap,
@@ -338,7 +388,7 @@ pub(crate) async fn run(
         ),
         None => None,
     };
-    let key = ResourceKey::new(Kind::Workflow, name.clone());
+    let key = ResourceKey::new(scope.namespace.clone(), Kind::Workflow, name.clone());
     let Some(found) = state.store.get_resource(&key).await? else {
         return Err(ApiError::not_found(format!("no {key}; `rota apply -f FILE` declares it")));
     };
@@ -352,6 +402,8 @@ pub(crate) async fn run(
         }
         InputError::Job(s) => ApiError::bad_request(s.to_string()),
     })?;
+    // A run is a job of the workflow's namespace, claimed by that namespace's workers.
+    job.namespace = scope.namespace.clone();
     if let Some(k) = idempotency_key {
         job.idempotency_key = Some(k);
         job.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -94,6 +94,11 @@ pub(crate) async fn register(
     if req.name.trim().is_empty() {
         return Err(ApiError::bad_request("name: must not be blank"));
     }
+    // `@` marks a namespace in default workspace paths (`workspace/@NS/NAME`).
+    if req.name.starts_with('@') {
+        return Err(ApiError::bad_request(format!("name: '{}' must not start with '@'", req.name)));
+    }
+    rota_domain::namespace::check("namespace", &req.namespace).map_err(ApiError::limit)?;
     if req.queues.is_empty() {
         return Err(ApiError::bad_request("queues: a worker needs at least one queue"));
     }
@@ -112,6 +117,7 @@ pub(crate) async fn register(
     let reg = rota_store::WorkerRegistration {
         session,
         token_hash: hash_token(&credential),
+        namespace: req.namespace.clone(),
         name: req.name.clone(),
         host: req.host.clone(),
         profile: req.profile,

@@ -158,14 +158,35 @@ pub(super) async fn retry_job(s: Arc<dyn JobStore>) {
 pub(super) async fn paused_queues(s: Arc<dyn JobStore>) {
     let id = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
     let w = worker(&s).await;
-    assert!(s.set_queue_paused("default", true, at(1)).await.unwrap());
-    assert!(!s.set_queue_paused("default", true, at(1)).await.unwrap(), "pausing twice changes nothing");
+    assert!(s.set_queue_paused("default", "default", true, at(1)).await.unwrap());
+    assert!(
+        !s.set_queue_paused("default", "default", true, at(1)).await.unwrap(),
+        "pausing twice changes nothing"
+    );
     assert!(claim(&s, w, 5, at(2)).await.is_empty(), "nothing is claimed from a paused queue");
-    let stats = s.queue_stats().await.unwrap();
-    assert_eq!(stats, vec![QueueStats { queue: "default".into(), ready: 1, running: 0, paused: true }]);
-    assert!(s.set_queue_paused("default", false, at(3)).await.unwrap());
+    let stats = s.queue_stats(Some("default")).await.unwrap();
+    assert_eq!(
+        stats,
+        vec![QueueStats {
+            namespace: "default".into(),
+            queue: "default".into(),
+            ready: 1,
+            running: 0,
+            paused: true
+        }]
+    );
+    assert!(s.set_queue_paused("default", "default", false, at(3)).await.unwrap());
     let c = claim_one(&s, w, at(4)).await;
     assert_eq!(c.job_id, id);
-    let stats = s.queue_stats().await.unwrap();
-    assert_eq!(stats, vec![QueueStats { queue: "default".into(), ready: 0, running: 1, paused: false }]);
+    let stats = s.queue_stats(Some("default")).await.unwrap();
+    assert_eq!(
+        stats,
+        vec![QueueStats {
+            namespace: "default".into(),
+            queue: "default".into(),
+            ready: 0,
+            running: 1,
+            paused: false
+        }]
+    );
 }

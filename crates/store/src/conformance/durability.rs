@@ -70,14 +70,14 @@ pub(super) async fn submitted_jobs_survive_reopening(fresh: Fresh) {
     append_ok(&s, append(w, a, vec![chunk(Stream::Stdout, 0, b"kept output\n".to_vec())])).await;
     append_ok(&s, append(w, b, vec![chunk(Stream::Stderr, 0, b"still running\n".to_vec())])).await;
     finish(&s, w, a, AttemptOutcome::Succeeded, at(2)).await;
-    s.set_queue_paused("other", true, at(3)).await.unwrap();
+    s.set_queue_paused("default", "other", true, at(3)).await.unwrap();
     let revoked = submit(&s, JobSpec::new(vec![step("r")]), at(4)).await;
     s.stop_job(revoked, StopKind::Revoke, at(5)).await.unwrap();
 
     let job = format!("{:?}", s.get_job(id).await.unwrap());
     let logs = read_all(&s, id, None, 1 << 20).await;
     let workers = format!("{:?}", s.list_workers().await.unwrap());
-    let queues = s.queue_stats().await.unwrap();
+    let queues = s.queue_stats(None).await.unwrap();
     let revoked_job = format!("{:?}", s.get_job(revoked).await.unwrap());
 
     last_handle(&s);
@@ -87,7 +87,7 @@ pub(super) async fn submitted_jobs_survive_reopening(fresh: Fresh) {
     assert_eq!(format!("{:?}", s.get_job(id).await.expect("the job is still there")), job);
     assert_eq!(read_all(&s, id, None, 1 << 20).await, logs, "its output is still there");
     assert_eq!(format!("{:?}", s.list_workers().await.unwrap()), workers);
-    assert_eq!(s.queue_stats().await.unwrap(), queues, "the paused queue stays paused");
+    assert_eq!(s.queue_stats(None).await.unwrap(), queues, "the paused queue stays paused");
     assert_eq!(format!("{:?}", s.get_job(revoked).await.unwrap()), revoked_job);
     let live = s.session_by_token(&token).await.unwrap().expect("the session is still live");
     assert_eq!(live.session, w);

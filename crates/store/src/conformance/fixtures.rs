@@ -91,6 +91,7 @@ pub(super) fn registration(w: &WorkerSpec<'_>) -> WorkerRegistration {
     WorkerRegistration {
         session,
         token_hash: format!("hash-{session}"),
+        namespace: "default".into(),
         name: w.name.into(),
         host: w.host.into(),
         profile: None,

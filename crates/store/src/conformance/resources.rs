@@ -20,7 +20,7 @@ fn when(secs: i64) -> DateTime<Utc> {
 fn wf(name: &str, spec: &str) -> ResourceWrite {
     ResourceWrite {
         kind: Kind::Workflow,
-        metadata: Metadata { name: name.into(), labels: BTreeMap::new() },
+        metadata: Metadata { name: name.into(), namespace: "default".into(), labels: BTreeMap::new() },
         spec: spec.into(),
     }
 }
@@ -30,12 +30,12 @@ fn actions(r: Vec<AppliedResource>) -> Vec<Applied> {
 }
 
 fn key(name: &str) -> ResourceKey {
-    ResourceKey::new(Kind::Workflow, name)
+    ResourceKey::new("default", Kind::Workflow, name)
 }
 
 /// The names of one page of workflows.
 async fn names(s: &Arc<dyn JobStore>, after: Option<&str>, limit: u32) -> Vec<String> {
-    s.list_resources(Kind::Workflow, after, limit)
+    s.list_resources(Kind::Workflow, Some("default"), after.map(|a| ("default", a)), limit)
         .await
         .unwrap()
         .into_iter()

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn revoke(id: JobId, terminate: bool, expires_at: Option<DateTime<Utc>>) -> RevokeRequest {
-    RevokeRequest { job_id: id, terminate, signal: None, expires_at }
+    RevokeRequest { namespace: "default".into(), job_id: id, terminate, signal: None, expires_at }
 }
 
 pub(super) async fn durable_revokes(s: Arc<dyn JobStore>) {
@@ -76,7 +76,7 @@ pub(super) async fn revoke_of_an_unknown_job_is_not_found(s: Arc<dyn JobStore>) 
 }
 
 fn key_revoke(key: &str, terminate: bool, expires_at: Option<DateTime<Utc>>) -> KeyRevokeRequest {
-    KeyRevokeRequest { key: key.into(), terminate, signal: None, expires_at }
+    KeyRevokeRequest { namespace: "default".into(), key: key.into(), terminate, signal: None, expires_at }
 }
 
 pub(super) async fn key_revokes_bind_later_jobs(s: Arc<dyn JobStore>) {

@@ -19,11 +19,16 @@ fn run(schedule: &str, fire: DateTime<Utc>) -> NewFire {
     let mut spec = JobSpec::new(vec![step("a")]);
     spec.idempotency_key = Some(fire_key(schedule, fire));
     let job = NewJob { id: new_id(), spec, now: fire };
-    NewFire { schedule: schedule.into(), fire_time: fire, outcome: NewOutcome::Run(Box::new(job)) }
+    NewFire {
+        namespace: "default".into(),
+        schedule: schedule.into(),
+        fire_time: fire,
+        outcome: NewOutcome::Run(Box::new(job)),
+    }
 }
 
 fn not_run(schedule: &str, fire: DateTime<Utc>, outcome: NewOutcome) -> NewFire {
-    NewFire { schedule: schedule.into(), fire_time: fire, outcome }
+    NewFire { namespace: "default".into(), schedule: schedule.into(), fire_time: fire, outcome }
 }
 
 async fn jobs_of(s: &Arc<dyn JobStore>) -> usize {
@@ -80,27 +85,36 @@ pub(super) async fn schedules_record_each_fire_once(s: Arc<dyn JobStore>) {
     }
     let bad = s.record_fires(vec![run("b", at(55)), wrong], at(61)).await;
     assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
-    assert!(s.list_fires("b", FireFilter::All, 10).await.unwrap().is_empty(), "nothing of a refused batch");
+    assert!(
+        s.list_fires("default", "b", FireFilter::All, 10).await.unwrap().is_empty(),
+        "nothing of a refused batch"
+    );
     assert_eq!(jobs_of(&s).await, 2);
 
     let times = |v: Vec<FireRecord>| v.into_iter().map(|r| r.fire_time).collect::<Vec<_>>();
     assert_eq!(
-        times(s.list_fires("nightly", FireFilter::All, 10).await.unwrap()),
+        times(s.list_fires("default", "nightly", FireFilter::All, 10).await.unwrap()),
         [at(40), at(20), at(10), at(0)]
     );
-    assert_eq!(times(s.list_fires("nightly", FireFilter::All, 1).await.unwrap()), [at(40)]);
-    assert_eq!(times(s.list_fires("nightly", FireFilter::Runs, 10).await.unwrap()), [at(40), at(20)]);
-    assert_eq!(times(s.list_fires("nightly", FireFilter::NotRun, 10).await.unwrap()), [at(10), at(0)]);
-    assert!(s.list_fires("other", FireFilter::All, 10).await.unwrap().is_empty());
+    assert_eq!(times(s.list_fires("default", "nightly", FireFilter::All, 1).await.unwrap()), [at(40)]);
+    assert_eq!(
+        times(s.list_fires("default", "nightly", FireFilter::Runs, 10).await.unwrap()),
+        [at(40), at(20)]
+    );
+    assert_eq!(
+        times(s.list_fires("default", "nightly", FireFilter::NotRun, 10).await.unwrap()),
+        [at(10), at(0)]
+    );
+    assert!(s.list_fires("default", "other", FireFilter::All, 10).await.unwrap().is_empty());
 
     // Pruning keeps each schedule's newest fire (due fire times count from it).
     s.record_fires(vec![not_run("solo", at(5), NewOutcome::Missed)], at(6)).await.unwrap();
     assert_eq!(s.prune_fires(at(21)).await.unwrap(), 0, "recorded at 21, not before");
     assert_eq!(s.prune_fires(at(22)).await.unwrap(), 3, "nightly's fires at 0, 10 and 20");
-    assert_eq!(times(s.list_fires("nightly", FireFilter::All, 10).await.unwrap()), [at(40)]);
-    assert_eq!(times(s.list_fires("solo", FireFilter::All, 10).await.unwrap()), [at(5)]);
+    assert_eq!(times(s.list_fires("default", "nightly", FireFilter::All, 10).await.unwrap()), [at(40)]);
+    assert_eq!(times(s.list_fires("default", "solo", FireFilter::All, 10).await.unwrap()), [at(5)]);
     assert_eq!(s.prune_fires(at(1000)).await.unwrap(), 0, "the newest of each stays");
-    assert_eq!(times(s.list_fires("solo", FireFilter::All, 10).await.unwrap()), [at(5)]);
+    assert_eq!(times(s.list_fires("default", "solo", FireFilter::All, 10).await.unwrap()), [at(5)]);
 }
 
 /// Three recorders race over the same 20 fire times, two running each and one recording
@@ -138,7 +152,7 @@ pub(super) async fn schedules_racing_recorders_agree(s: Arc<dyn JobStore>) {
             assert_eq!(job.spec.idempotency_key.as_deref(), Some(fire_key("race", *t).as_str()));
         }
     }
-    let stored = s.list_fires("race", FireFilter::All, 100).await.unwrap();
+    let stored = s.list_fires("default", "race", FireFilter::All, 100).await.unwrap();
     assert_eq!(stored.len(), fires.len());
     assert_eq!(jobs_of(&s).await, runs, "one job per fire time recorded as a run, none for the others");
 }

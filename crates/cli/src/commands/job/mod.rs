@@ -42,8 +42,12 @@ impl Api {
     pub(crate) fn connect(global: &GlobalArgs, paths: &Paths) -> Result<Self> {
         let settings = ClientSettings::from_args(global, paths)?;
         let has_token = settings.token.is_some();
-        let client = Client::new(&settings.server, settings.token)
-            .map_err(|e| anyhow!("cannot set up a client for {}: {e}", settings.server))?;
+        let mut client = Client::new(&settings.server, settings.token)
+            .map_err(|e| anyhow!("cannot set up a client for {}: {e}", settings.server))?
+            .across_namespaces(global.all_namespaces);
+        if let Some(ns) = &global.namespace {
+            client = client.in_namespace(ns.clone());
+        }
         Ok(Self { client, server: settings.server, has_token })
     }
 

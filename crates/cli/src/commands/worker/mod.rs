@@ -53,7 +53,7 @@ fn overrides(global: &GlobalArgs, run: &WorkerRunArgs, sv: &SupervisionArgs) -> 
     // `--replace` is deliberately not saved: it takes the name over once, for this start;
     // a restart or `heal` with it would take the name from whoever holds it.
     Ok(Overrides {
-        worker: run.settings(server_override(global)?),
+        worker: run.settings(server_override(global)?, global.namespace.clone()),
         join_token: run.join_token.clone(),
         bind: run.bind.clone(),
         log_path: run.log_path.clone(),
