@@ -247,7 +247,8 @@ mod tests {
         let t = TABLES.iter().find(|t| t.name == "paused_queues").unwrap();
         assert_eq!(
             insert_sql(t, 2),
-            "INSERT INTO paused_queues (queue, paused_at) VALUES ($1::text, $2::timestamptz), ($3::text, $4::timestamptz)"
+            "INSERT INTO paused_queues (namespace, queue, paused_at) VALUES ($1::text, $2::text, $3::timestamptz), \
+             ($4::text, $5::text, $6::timestamptz)"
         );
     }
 }

@@ -29,7 +29,7 @@ mod tests {
             .unwrap();
         client.batch_execute(&format!("PREPARE candidates AS {}", crate::claim::CANDIDATES)).await.unwrap();
         let plan: Vec<String> = client
-            .query("EXPLAIN EXECUTE candidates(now(), 'q0', 'h', 'w', 4, 0)", &[])
+            .query("EXPLAIN EXECUTE candidates(now(), 'q0', 'h', 'w', 4, 0, 'default')", &[])
             .await
             .unwrap()
             .iter()
