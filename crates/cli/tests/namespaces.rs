@@ -24,7 +24,8 @@ fn json(o: &Output) -> Value {
         String::from_utf8_lossy(&o.stderr),
         String::from_utf8_lossy(&o.stdout)
     );
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
 }
 
 /// A worker called `w1` in namespace `ns`, with a workspace of its own.
@@ -80,11 +81,18 @@ async fn two_namespaces_keep_their_workers_workflows_and_jobs_apart(backend: Bac
     // A manifest naming its namespace lands there whatever the flag says... unless the flag
     // names another one: refused, naming both.
     let clash = env.path("clash.yaml");
-    std::fs::write(&clash, "kind: Workflow\nmetadata: {name: x, namespace: b}\nspec:\n  steps: [{name: s, run: 'true'}]\n")
-        .unwrap();
+    std::fs::write(
+        &clash,
+        "kind: Workflow\nmetadata: {name: x, namespace: b}\nspec:\n  steps: [{name: s, run: 'true'}]\n",
+    )
+    .unwrap();
     let o = in_ns(&env, "a", &["apply", "-f", clash.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("namespace"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("namespace"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // Each run goes to its own namespace's w1: the step runs in that worker's workspace.
     for ns in ["a", "b"] {

@@ -21,11 +21,14 @@ mod fixtures;
 mod jobs;
 mod leases;
 mod logs;
+mod namespaces;
 mod prune;
 mod resources;
 mod revokes;
 mod schedules;
 mod workers;
+
+pub use namespaces::before_namespaces_in_default;
 
 use crate::JobStore;
 use async_trait::async_trait;
@@ -146,6 +149,7 @@ scenarios![
     resources::resources_list_in_pages,
     schedules::schedules_record_each_fire_once,
     schedules::schedules_racing_recorders_agree,
+    namespaces::namespaces_keep_apart,
 ];
 
 /// Runs every scenario, each on a new database from `fresh` with a store open on it, and

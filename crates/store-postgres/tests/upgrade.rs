@@ -1,0 +1,26 @@
+//! Migration 5 (namespaces, issue 15) on a database the previous release wrote: the fixture
+//! is a `pg_dump --inserts` of the database `rota` at c3fd497 left after a session of real
+//! use (`scripts/write-store-fixture`). Opened by this build, everything is in `default`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use rota_store::JobStore;
+use rota_store_postgres::{PgOptions, PgStore};
+use rota_testkit::postgres::TestDb;
+use std::sync::Arc;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_of_the_previous_release_opens_with_everything_in_default() {
+    let Some(db) = TestDb::create().await else { return };
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client.batch_execute(include_str!("fixtures/before-namespaces.sql")).await.unwrap();
+    let before: i64 =
+        client.query_one("SELECT max(version) FROM public.schema_migrations", &[]).await.unwrap().get(0);
+    assert_eq!(before, 4, "the fixture is at the schema before namespaces");
+    let store: Arc<dyn JobStore> = Arc::new(PgStore::connect(&db.url, PgOptions::default()).await.unwrap());
+    rota_store::conformance::before_namespaces_in_default(store).await;
+    let after: i64 =
+        client.query_one("SELECT max(version) FROM public.schema_migrations", &[]).await.unwrap().get(0);
+    assert_eq!(after, 5);
+}
