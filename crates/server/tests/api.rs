@@ -490,7 +490,10 @@ async fn paused_queue_holds_its_jobs_until_resumed() {
     let (_, claimed) = api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 4}))).await;
     assert_eq!(claimed["attempts"].as_array().unwrap().len(), 0);
     let (_, qs) = api.call("GET", "/api/v1/queues", Some(ADMIN), None).await;
-    assert_eq!(qs["queues"], json!([{"queue": "default", "ready": 1, "running": 0, "paused": true}]));
+    assert_eq!(
+        qs["queues"],
+        json!([{"namespace": "default", "queue": "default", "ready": 1, "running": 0, "paused": true}])
+    );
     api.call("POST", "/api/v1/queues/default/resume", Some(ADMIN), None).await;
     let (_, claimed) = api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 4}))).await;
     assert_eq!(claimed["attempts"][0]["jobId"], json!(id));
@@ -869,18 +872,21 @@ async fn resource_listings_are_paged() {
     }
     assert_eq!(pages, [vec!["B", "a"], vec!["c", "d"], vec!["e"]]);
     // Exactly a page's worth left: the last full page still says so, the next is empty.
-    let (_, page) = api.call("GET", "/api/v1/resources/wf?limit=3&continue=B", Some(ADMIN), None).await;
+    let (_, page) =
+        api.call("GET", "/api/v1/resources/wf?limit=3&continue=default/B", Some(ADMIN), None).await;
     assert_eq!(
         (names(&page), page.get("continue")),
-        (vec!["a".to_string(), "c".into(), "d".into()], Some(&json!("d")))
+        (vec!["a".to_string(), "c".into(), "d".into()], Some(&json!("default/d")))
     );
-    let (_, page) = api.call("GET", "/api/v1/resources/wf?limit=1000&continue=e", Some(ADMIN), None).await;
+    let (_, page) =
+        api.call("GET", "/api/v1/resources/wf?limit=1000&continue=default/e", Some(ADMIN), None).await;
     assert_eq!(page, json!({"items": []}));
 
     for (query, says) in [
         ("limit=0", "limit must be between 1 and 1000"),
         ("limit=1001", "limit must be between 1 and 1000"),
         ("continue=%2Fetc", "continue: not a token a listing returned"),
+        ("continue=B", "continue: not a token a listing returned"),
     ] {
         let (s, v) = api.call("GET", &format!("/api/v1/resources/wf?{query}"), Some(ADMIN), None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {v}");

@@ -148,9 +148,19 @@ pub(crate) async fn revoke(
         }
     }
     let now = state.store.now();
-    let expires_at = req
-        .expires_ms
-        .map(|ms| now + chrono::Duration::milliseconds(i64::try_from(ms).unwrap_or(i64::MAX / 2)));
+    // A time past what a timestamp holds is refused, not a panic.
+    let expires_at = match req.expires_ms {
+        None => None,
+        Some(ms) => Some(
+            i64::try_from(ms)
+                .ok()
+                .and_then(chrono::Duration::try_milliseconds)
+                .and_then(|d| now.checked_add_signed(d))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("expiresMs: {ms} ms from now is too far ahead"))
+                })?,
+        ),
+    };
     let reqs = req
         .jobs
         .iter()
