@@ -44,7 +44,14 @@ pub(crate) const MAIN: &[Migration] = &[
     Migration { version: 7, name: "resources", sql: include_str!("../migrations/main/0007_resources.sql") },
     Migration { version: 8, name: "outputs", sql: include_str!("../migrations/main/0008_outputs.sql") },
     Migration { version: 9, name: "schedules", sql: include_str!("../migrations/main/0009_schedules.sql") },
+    // Version 10 is reserved for the namespaces migration (issue 15), written alongside.
+    Migration { version: 11, name: "secrets", sql: include_str!("../migrations/main/0011_secrets.sql") },
 ];
+
+/// Versions left free for a migration written alongside (the runner applies versions
+/// above the newest applied, so a reserved one must be filled before a release).
+#[cfg(test)]
+const RESERVED: &[i64] = &[10];
 
 /// Migrations of the logs database.
 pub(crate) const LOGS: &[Migration] = &[
@@ -141,8 +148,13 @@ mod tests {
     #[test]
     fn migrations_are_numbered_in_order() {
         for set in [MAIN, LOGS] {
-            for (i, m) in set.iter().enumerate() {
-                assert_eq!(m.version, i as i64 + 1, "{}", m.name);
+            let mut want = 1;
+            for m in set {
+                while RESERVED.contains(&want) && m.version != want {
+                    want += 1;
+                }
+                assert_eq!(m.version, want, "{}", m.name);
+                want += 1;
             }
         }
     }

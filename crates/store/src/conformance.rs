@@ -25,6 +25,7 @@ mod prune;
 mod resources;
 mod revokes;
 mod schedules;
+mod secrets;
 mod workers;
 
 use crate::JobStore;
@@ -146,6 +147,9 @@ scenarios![
     resources::resources_list_in_pages,
     schedules::schedules_record_each_fire_once,
     schedules::schedules_racing_recorders_agree,
+    secrets::secrets_store_and_generations,
+    secrets::secrets_reseal_is_all_or_nothing,
+    secrets::claims_carry_secret_references,
 ];
 
 /// Runs every scenario, each on a new database from `fresh` with a store open on it, and
