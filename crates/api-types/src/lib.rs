@@ -11,6 +11,8 @@
 //! - [`fleet`]: fleet control: commands to workers, revokes, paused queues.
 //! - [`health`]: `/healthz/detail`: this server and the leader.
 //! - [`resources`]: declared resources (`rota apply`, `get`, `delete`, `run`).
+//! - [`secrets`]: secrets: writes (values, write-only), reads (key names and sizes), key
+//!   rotation.
 //! - [`bytes`]: byte-exact payloads carried as base64.
 //! - [`error`]: the error body every non-2xx reply carries.
 
@@ -20,6 +22,7 @@ pub mod fleet;
 pub mod health;
 pub mod jobs;
 pub mod resources;
+pub mod secrets;
 pub mod worker;
 pub mod workers;
 

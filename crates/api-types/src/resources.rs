@@ -9,6 +9,7 @@ use rota_domain::resource::{Applied, Kind, Metadata, Status};
 use rota_domain::schedule::ScheduleSpec;
 use rota_domain::spec::SpecError;
 use rota_domain::workflow::WorkflowSpec;
+use crate::secrets::SecretSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -27,6 +28,21 @@ pub enum ResourceDocument {
     WorkerConfig(WorkerConfigDocument),
     /// Runs of a workflow at the fire times of a cron pattern in a time zone.
     Schedule(ScheduleDocument),
+    /// Named key/value data, stored encrypted (values are write-only).
+    Secret(SecretDocument),
+}
+
+/// A `Secret` document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretDocument {
+    /// `rota/v1` if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// Its values (write-only), or its key names and sizes as read.
+    pub spec: SecretSpec,
 }
 
 /// A `WorkerConfig` document.
@@ -89,6 +105,7 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(_) => Kind::WorkerPool,
             ResourceDocument::WorkerConfig(_) => Kind::WorkerConfig,
             ResourceDocument::Schedule(_) => Kind::Schedule,
+            ResourceDocument::Secret(_) => Kind::Secret,
         }
     }
 
@@ -99,6 +116,7 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(d) => &d.metadata,
             ResourceDocument::WorkerConfig(d) => &d.metadata,
             ResourceDocument::Schedule(d) => &d.metadata,
+            ResourceDocument::Secret(d) => &d.metadata,
         }
     }
 
@@ -109,6 +127,7 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(d) => d.api_version.as_deref(),
             ResourceDocument::WorkerConfig(d) => d.api_version.as_deref(),
             ResourceDocument::Schedule(d) => d.api_version.as_deref(),
+            ResourceDocument::Secret(d) => d.api_version.as_deref(),
         }
     }
 
@@ -119,6 +138,11 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(d) => ResourceSpec::WorkerPool(d.spec.clone()),
             ResourceDocument::WorkerConfig(d) => ResourceSpec::WorkerConfig(d.spec.clone()),
             ResourceDocument::Schedule(d) => ResourceSpec::Schedule(d.spec.clone()),
+            // Values are write-only: a document's spec as shown carries its key names only.
+            ResourceDocument::Secret(d) => ResourceSpec::Secret(SecretSpec {
+                keys: d.spec.values().unwrap_or_default().iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect(),
+                ..SecretSpec::default()
+            }),
         }
     }
 
@@ -129,6 +153,7 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(d) => d.spec.validate(),
             ResourceDocument::WorkerConfig(d) => d.spec.validate(),
             ResourceDocument::Schedule(d) => d.spec.validate(),
+            ResourceDocument::Secret(d) => d.spec.values().map(|_| ()).map_err(SpecError::from),
         }
     }
 }
@@ -145,6 +170,8 @@ pub enum ResourceSpec {
     WorkerConfig(WorkerConfigSpec),
     /// A schedule's.
     Schedule(ScheduleSpec),
+    /// A secret's: key names and sizes only.
+    Secret(SecretSpec),
 }
 
 impl ResourceSpec {
@@ -155,6 +182,7 @@ impl ResourceSpec {
             Kind::WorkerPool => ResourceSpec::WorkerPool(serde_json::from_str(text)?),
             Kind::WorkerConfig => ResourceSpec::WorkerConfig(serde_json::from_str(text)?),
             Kind::Schedule => ResourceSpec::Schedule(serde_json::from_str(text)?),
+            Kind::Secret => ResourceSpec::Secret(serde_json::from_str(text)?),
         })
     }
 }

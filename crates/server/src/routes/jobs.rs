@@ -31,12 +31,22 @@ async fn fleet(state: &AppState) -> Result<Fleet, ApiError> {
     Ok(Fleet::new(state.store.list_workers().await?, state.config.lease_ttl))
 }
 
-fn prepare(mut spec: JobSpec, header_key: Option<String>) -> Result<NewJob, String> {
+/// A job ready to store, or why it is refused (`Ok(Err)`: a 400 naming the field).
+async fn prepare(
+    state: &AppState,
+    mut spec: JobSpec,
+    header_key: Option<String>,
+) -> Result<Result<NewJob, String>, ApiError> {
     if let Some(k) = header_key {
         spec.idempotency_key = Some(k);
     }
-    spec.validate().map_err(|e| e.to_string())?;
-    Ok(NewJob { id: JobId::new(), spec, now: chrono::Utc::now() })
+    if let Err(e) = spec.validate() {
+        return Ok(Err(e.to_string()));
+    }
+    if let Some(refused) = super::secrets::refused_job(state, &spec).await? {
+        return Ok(Err(refused));
+    }
+    Ok(Ok(NewJob { id: JobId::new(), spec, now: chrono::Utc::now() }))
 }
 
 /// Submits one job. 201 when created; 200 with the existing id when the idempotency key
@@ -57,7 +67,7 @@ pub(crate) async fn submit_job(
         ),
         None => None,
     };
-    let job = prepare(spec, key).map_err(ApiError::bad_request)?;
+    let job = prepare(&state, spec, key).await?.map_err(ApiError::bad_request)?;
     let mut results = crate::handoff::submit_jobs(&state, vec![job]).await?;
     let submitted = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     if submitted.created {
@@ -82,7 +92,7 @@ pub(crate) async fn submit_batch(
     let mut valid = Vec::new();
     let mut positions = Vec::new();
     for (i, spec) in req.jobs.into_iter().enumerate() {
-        match prepare(spec, None) {
+        match prepare(&state, spec, None).await? {
             Ok(job) => {
                 positions.push(i);
                 valid.push(job);
