@@ -3,13 +3,13 @@
 //! (`metadata.generation`, `status`) and `rota run`'s request. Kubernetes-shaped, camelCase
 //! outside the specs (which keep the snake_case of the job document).
 
+use crate::secrets::SecretSpec;
 use rota_domain::hostconfig::WorkerConfigSpec;
 use rota_domain::pool::PoolSpec;
 use rota_domain::resource::{Applied, Kind, Metadata, Status};
 use rota_domain::schedule::ScheduleSpec;
 use rota_domain::spec::SpecError;
 use rota_domain::workflow::WorkflowSpec;
-use crate::secrets::SecretSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -140,7 +140,13 @@ impl ResourceDocument {
             ResourceDocument::Schedule(d) => ResourceSpec::Schedule(d.spec.clone()),
             // Values are write-only: a document's spec as shown carries its key names only.
             ResourceDocument::Secret(d) => ResourceSpec::Secret(SecretSpec {
-                keys: d.spec.values().unwrap_or_default().iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect(),
+                keys: d
+                    .spec
+                    .values()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.len() as u64))
+                    .collect(),
                 ..SecretSpec::default()
             }),
         }

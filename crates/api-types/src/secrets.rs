@@ -29,7 +29,9 @@ pub struct SecretSpec {
 
 impl fmt::Debug for SecretSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sizes = |m: Vec<(&String, usize)>| m.into_iter().map(|(k, n)| format!("{k}: {n} bytes")).collect::<Vec<_>>();
+        let sizes = |m: Vec<(&String, usize)>| {
+            m.into_iter().map(|(k, n)| format!("{k}: {n} bytes")).collect::<Vec<_>>()
+        };
         f.debug_struct("SecretSpec")
             .field("data", &sizes(self.data.iter().map(|(k, v)| (k, v.0.len())).collect()))
             .field("string_data", &sizes(self.string_data.iter().map(|(k, v)| (k, v.len())).collect()))
@@ -51,7 +53,8 @@ impl SecretSpec {
         use rota_domain::secret::check_data;
         check_data("data", self.data.iter().map(|(k, v)| (k, v.0.as_slice())))?;
         check_data("stringData", self.string_data.iter().map(|(k, v)| (k, v.as_bytes())))?;
-        let mut out: BTreeMap<String, Vec<u8>> = self.data.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        let mut out: BTreeMap<String, Vec<u8>> =
+            self.data.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect();
         for (k, v) in &self.string_data {
             if out.insert(k.clone(), v.as_bytes().to_vec()).is_some() {
                 return Err(LimitError {
@@ -78,7 +81,10 @@ pub struct PutSecretRequest {
 
 impl fmt::Debug for PutSecretRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PutSecretRequest").field("labels", &self.labels).field("keys", &self.data.keys()).finish()
+        f.debug_struct("PutSecretRequest")
+            .field("labels", &self.labels)
+            .field("keys", &self.data.keys())
+            .finish()
     }
 }
 
@@ -166,7 +172,9 @@ mod tests {
 
     #[test]
     fn values_are_checked_and_never_shown() {
-        let spec: SecretSpec = serde_json::from_str(r#"{"stringData":{"token":"s3cret-value"},"data":{"b":"AAECAwQFBg=="}}"#).unwrap();
+        let spec: SecretSpec =
+            serde_json::from_str(r#"{"stringData":{"token":"s3cret-value"},"data":{"b":"AAECAwQFBg=="}}"#)
+                .unwrap();
         let v = spec.values().unwrap();
         assert_eq!(v["token"], b"s3cret-value");
         assert_eq!(v["b"].len(), 7);

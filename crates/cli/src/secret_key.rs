@@ -27,13 +27,15 @@ fn read(path: &Path) -> Result<Option<SecretKey>> {
     match fs::read_to_string(path) {
         Ok(text) => {
             let text = Zeroizing::new(text);
-            let key = SecretKey::from_text(&text).map_err(|e| {
-                with_code(EXIT_CONFIG, anyhow!("secret key file {}: {e}", path.display()))
-            })?;
+            let key = SecretKey::from_text(&text)
+                .map_err(|e| with_code(EXIT_CONFIG, anyhow!("secret key file {}: {e}", path.display())))?;
             if let Ok(meta) = fs::metadata(path)
                 && meta.permissions().mode() & 0o077 != 0
             {
-                tracing::warn!("secret key file {} is readable by other users; run: chmod 600 {0}", path.display());
+                tracing::warn!(
+                    "secret key file {} is readable by other users; run: chmod 600 {0}",
+                    path.display()
+                );
             }
             Ok(Some(key))
         }
@@ -49,7 +51,11 @@ fn read_or_create(path: &Path) -> Result<(SecretKey, bool)> {
         return Ok((key, false));
     }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let key = SecretKey::generate();

@@ -4,8 +4,8 @@
 //! Pure rules: validation and how several matching configs combine; the worker applies.
 
 use crate::limits;
-use crate::secret::{EnvValue, SecretRef};
 use crate::pool::{Member, Selector};
+use crate::secret::{EnvValue, SecretRef};
 use crate::spec::SpecError;
 use crate::units::serde_duration;
 use serde::{Deserialize, Serialize};
@@ -274,7 +274,12 @@ mod tests {
         s.env.insert("ROTA_X".into(), "1".into());
         assert_eq!(s.validate().unwrap_err().path, "env.ROTA_X");
         s.env.clear();
-        s.files.push(FileSpec { path: "../etc/passwd".into(), content: String::new(), secret: None, mode: None });
+        s.files.push(FileSpec {
+            path: "../etc/passwd".into(),
+            content: String::new(),
+            secret: None,
+            mode: None,
+        });
         assert_eq!(s.validate().unwrap_err().path, "files[0].path");
         s.files[0].path = "bin/tool".into();
         s.files[0].mode = Some("0999".into());

@@ -51,7 +51,10 @@ impl SecretRef {
         if !self.secret.contains('/') {
             return Err(LimitError {
                 field: field.to_string(),
-                message: format!("`{}` is not NAME/KEY (a secret's name, a slash, its key)", shown(&self.secret)),
+                message: format!(
+                    "`{}` is not NAME/KEY (a secret's name, a slash, its key)",
+                    shown(&self.secret)
+                ),
             });
         }
         check_name(field, self.name())?;
@@ -166,10 +169,7 @@ pub fn check_key(field: &str, key: &str) -> Result<(), LimitError> {
     } else {
         Err(LimitError {
             field: field.to_string(),
-            message: format!(
-                "`{}` is not a key: 1-{MAX_KEY} of letters, digits, . _ and -",
-                shown(key)
-            ),
+            message: format!("`{}` is not a key: 1-{MAX_KEY} of letters, digits, . _ and -", shown(key)),
         })
     }
 }
@@ -192,7 +192,10 @@ pub fn check_value(field: &str, value: &[u8]) -> Result<(), LimitError> {
 }
 
 /// Checks a whole secret's keys and values, naming the key (`data.token`).
-pub fn check_data<'a>(under: &str, data: impl IntoIterator<Item = (&'a String, &'a [u8])>) -> Result<usize, LimitError> {
+pub fn check_data<'a>(
+    under: &str,
+    data: impl IntoIterator<Item = (&'a String, &'a [u8])>,
+) -> Result<usize, LimitError> {
     let mut n = 0;
     for (k, v) in data {
         let field = format!("{under}.{k}");
@@ -242,7 +245,8 @@ mod tests {
         let job: BTreeMap<String, EnvValue> =
             [("A".to_string(), EnvValue::Secret(SecretRef::new("s", "k"))), ("B".into(), "x".into())].into();
         let step: BTreeMap<String, EnvValue> =
-            [("A".to_string(), "plain".into()), ("B".into(), EnvValue::Secret(SecretRef::new("s", "b")))].into();
+            [("A".to_string(), "plain".into()), ("B".into(), EnvValue::Secret(SecretRef::new("s", "b")))]
+                .into();
         let split = split_env(job.iter().chain(step.iter()));
         assert_eq!(split.plain, BTreeMap::from([("A".to_string(), "plain".to_string())]));
         assert_eq!(split.secrets, BTreeMap::from([("B".to_string(), SecretRef::new("s", "b"))]));

@@ -231,7 +231,8 @@ async fn reconcile(state: &AppState, r: ResourceRecord) -> Result<(), Failed> {
                 job.idempotency_key = Some(fire_key(&name, *t));
                 // Steps can tell which fire time they run for (a report's date, say).
                 job.env.insert(SCHEDULE_ENV.to_string(), name.clone().into());
-                job.env.insert(FIRE_TIME_ENV.to_string(), t.to_rfc3339_opts(SecondsFormat::Secs, true).into());
+                job.env
+                    .insert(FIRE_TIME_ENV.to_string(), t.to_rfc3339_opts(SecondsFormat::Secs, true).into());
                 let id = JobId::new();
                 running = Some(id);
                 NewOutcome::Run(Box::new(NewJob { id, spec: job, now }))

@@ -292,7 +292,10 @@ pub async fn check_refs(
         }
         match known.get(r.name()).and_then(Option::as_ref) {
             None => {
-                return Ok(Err((field, format!("no secret named '{}'; create it first (`rota secret create`)", r.name()))));
+                return Ok(Err((
+                    field,
+                    format!("no secret named '{}'; create it first (`rota secret create`)", r.name()),
+                )));
             }
             Some(s) if !s.keys.contains_key(r.key()) => {
                 let keys: Vec<&str> = s.keys.keys().map(String::as_str).collect();
@@ -368,7 +371,10 @@ mod tests {
         let got = key.open(&record("default", "deploy", sealed.clone(), key.fingerprint())).unwrap();
         assert_eq!(got.get("token").map(|v| v.as_slice()), Some(b"s3cret-value".as_slice()));
         assert_eq!(got.len(), 2);
-        assert!(key.open(&record("default", "other", sealed.clone(), key.fingerprint())).is_err(), "bound to its name");
+        assert!(
+            key.open(&record("default", "other", sealed.clone(), key.fingerprint())).is_err(),
+            "bound to its name"
+        );
         assert!(SecretKey::generate().open(&record("default", "deploy", sealed, key.fingerprint())).is_err());
     }
 

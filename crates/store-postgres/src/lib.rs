@@ -421,7 +421,11 @@ impl JobStore for PgStore {
         in_tx!(self, Durability::Full, |tx| secrets::put(&tx, &write, now).await?)
     }
 
-    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<rota_store::secrets::SecretRecord>> {
+    async fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<rota_store::secrets::SecretRecord>> {
         in_tx!(self, Durability::Read, |tx| secrets::get(&tx, namespace, name).await?)
     }
 

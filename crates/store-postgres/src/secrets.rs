@@ -14,7 +14,8 @@ use rota_store::StoreError;
 use rota_store::secrets::{SecretRecord, SecretWrite, decide, same_secrets, stale_key};
 use tokio_postgres::Row;
 
-const COLUMNS: &str = "namespace, name, labels, generation, keys, sealed, key_fingerprint, created_at, updated_at";
+const COLUMNS: &str =
+    "namespace, name, labels, generation, keys, sealed, key_fingerprint, created_at, updated_at";
 
 const UPSERT: &str = "INSERT INTO secrets (namespace, name, labels, generation, keys, sealed, key_fingerprint, \
      created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
@@ -22,8 +23,7 @@ const UPSERT: &str = "INSERT INTO secrets (namespace, name, labels, generation, 
         keys = excluded.keys, sealed = excluded.sealed, key_fingerprint = excluded.key_fingerprint, \
         updated_at = excluded.updated_at";
 
-const RESEAL: &str =
-    "UPDATE secrets SET sealed = $3, key_fingerprint = $4, updated_at = $5 WHERE namespace = $1 AND name = $2";
+const RESEAL: &str = "UPDATE secrets SET sealed = $3, key_fingerprint = $4, updated_at = $5 WHERE namespace = $1 AND name = $2";
 
 const FINGERPRINT: &str = "SELECT fingerprint FROM secret_key WHERE id = 1";
 
@@ -78,13 +78,13 @@ pub(crate) async fn get(tx: &Tx<'_>, namespace: &str, name: &str) -> Result<Opti
 pub(crate) async fn list(tx: &Tx<'_>, namespace: Option<&str>) -> Result<Vec<SecretRecord>> {
     let found = match namespace {
         Some(ns) => {
-            let sql = format!("SELECT {COLUMNS} FROM secrets WHERE namespace = $1 ORDER BY name COLLATE \"C\"");
+            let sql =
+                format!("SELECT {COLUMNS} FROM secrets WHERE namespace = $1 ORDER BY name COLLATE \"C\"");
             rows(tx, &sql, &[&ns]).await?
         }
         None => {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM secrets ORDER BY namespace COLLATE \"C\", name COLLATE \"C\""
-            );
+            let sql =
+                format!("SELECT {COLUMNS} FROM secrets ORDER BY namespace COLLATE \"C\", name COLLATE \"C\"");
             rows(tx, &sql, &[]).await?
         }
     };
@@ -105,7 +105,16 @@ pub(crate) async fn put(tx: &Tx<'_>, w: &SecretWrite, now: DateTime<Utc>) -> Res
         exec(
             tx,
             UPSERT,
-            &[&w.namespace, &w.name, &labels, &i64_of(generation), &keys, &w.sealed, &w.key_fingerprint, &now],
+            &[
+                &w.namespace,
+                &w.name,
+                &labels,
+                &i64_of(generation),
+                &keys,
+                &w.sealed,
+                &w.key_fingerprint,
+                &now,
+            ],
         )
         .await?;
     }

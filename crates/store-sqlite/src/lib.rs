@@ -577,7 +577,11 @@ impl JobStore for SqliteStore {
         self.write(Durability::Full, move |c| secrets::put(c, &write, now)).await
     }
 
-    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<rota_store::secrets::SecretRecord>> {
+    async fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<rota_store::secrets::SecretRecord>> {
         let (ns, name) = (namespace.to_string(), name.to_string());
         self.main_readers.run(move |c| secrets::get(c, &ns, &name)).await
     }

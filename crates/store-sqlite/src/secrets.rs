@@ -12,7 +12,8 @@ use rota_store::StoreError;
 use rota_store::secrets::{SecretRecord, SecretWrite, decide, same_secrets, stale_key};
 use rusqlite::{Connection, OptionalExtension, Row};
 
-const COLUMNS: &str = "namespace, name, labels, generation, keys, sealed, key_fingerprint, created_at, updated_at";
+const COLUMNS: &str =
+    "namespace, name, labels, generation, keys, sealed, key_fingerprint, created_at, updated_at";
 
 const UPSERT: &str = "INSERT INTO secrets (namespace, name, labels, generation, keys, sealed, key_fingerprint, \
      created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) \
@@ -20,8 +21,7 @@ const UPSERT: &str = "INSERT INTO secrets (namespace, name, labels, generation, 
         keys = excluded.keys, sealed = excluded.sealed, key_fingerprint = excluded.key_fingerprint, \
         updated_at = excluded.updated_at";
 
-const RESEAL: &str =
-    "UPDATE secrets SET sealed = ?3, key_fingerprint = ?4, updated_at = ?5 WHERE namespace = ?1 AND name = ?2";
+const RESEAL: &str = "UPDATE secrets SET sealed = ?3, key_fingerprint = ?4, updated_at = ?5 WHERE namespace = ?1 AND name = ?2";
 
 const FINGERPRINT: &str = "SELECT fingerprint FROM secret_key WHERE id = 1";
 
@@ -62,7 +62,8 @@ pub(crate) fn init_key(conn: &Connection, fp: &str, now: DateTime<Utc>) -> Resul
         return Err(StoreError::Invalid("the secret key fingerprint is empty".into()).into());
     }
     conn.prepare_cached(INIT_KEY)?.execute((fp, ms(now)))?;
-    fingerprint(conn)?.ok_or_else(|| StoreError::Invalid("no secret key fingerprint after storing one".into()).into())
+    fingerprint(conn)?
+        .ok_or_else(|| StoreError::Invalid("no secret key fingerprint after storing one".into()).into())
 }
 
 /// One secret.
@@ -111,7 +112,9 @@ pub(crate) fn put(conn: &Connection, w: &SecretWrite, now: DateTime<Utc>) -> Res
 
 /// Deletes one secret; whether it existed.
 pub(crate) fn delete(conn: &Connection, namespace: &str, name: &str) -> Result<bool> {
-    let n = conn.prepare_cached("DELETE FROM secrets WHERE namespace = ?1 AND name = ?2")?.execute((namespace, name))?;
+    let n = conn
+        .prepare_cached("DELETE FROM secrets WHERE namespace = ?1 AND name = ?2")?
+        .execute((namespace, name))?;
     Ok(n == 1)
 }
 

@@ -241,7 +241,12 @@ pub const TABLES: &[Table] = &[
     Table {
         name: "secret_key",
         part: Part::Main,
-        columns: &[col("id", Int), col("fingerprint", Text), col("created_at", Time), col("rotated_at", Time)],
+        columns: &[
+            col("id", Int),
+            col("fingerprint", Text),
+            col("created_at", Time),
+            col("rotated_at", Time),
+        ],
         order_by: "id",
         sequence: None,
     },

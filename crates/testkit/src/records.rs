@@ -43,7 +43,10 @@ impl Records {
     pub async fn dump_text(&self) -> String {
         let tables = self
             .client
-            .query("SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename", &[])
+            .query(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename",
+                &[],
+            )
             .await
             .unwrap_or_else(|e| panic!("listing tables: {e}"));
         let mut out = String::new();

@@ -8,6 +8,8 @@
 pub fn forbid_dumps() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
-        tracing::warn!("cannot make this process non-dumpable (secrets in its memory stay readable by a debugger of the same user): {e}");
+        tracing::warn!(
+            "cannot make this process non-dumpable (secrets in its memory stay readable by a debugger of the same user): {e}"
+        );
     }
 }

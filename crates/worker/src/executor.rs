@@ -404,7 +404,15 @@ impl<'a> Output<'a> {
         secrets: &[Vec<u8>],
     ) -> Self {
         let masks = [Masker::new(secrets.iter().cloned()), Masker::new(secrets.iter().cloned())];
-        Self { stdout: Some(stdout), stderr: Some(stderr), buf: Vec::new(), stderr_first: false, logs, id, masks }
+        Self {
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            buf: Vec::new(),
+            stderr_first: false,
+            logs,
+            id,
+            masks,
+        }
     }
 
     /// Sends what the maskers still hold back (a stream that reached its end already did).

@@ -188,8 +188,14 @@ async fn apply(ctx: &Ctx, configs: &[Matched]) {
     *lock(&ctx.host.secrets) = configs
         .iter()
         .flat_map(|c| {
-            let env = c.secret_env.iter().filter_map(|k| c.spec.env.get(k)?.plain().map(|v| v.as_bytes().to_vec()));
-            let files = c.spec.files.iter().filter(|f| c.secret_files.contains(&f.path)).map(|f| f.content.as_bytes().to_vec());
+            let env =
+                c.secret_env.iter().filter_map(|k| c.spec.env.get(k)?.plain().map(|v| v.as_bytes().to_vec()));
+            let files = c
+                .spec
+                .files
+                .iter()
+                .filter(|f| c.secret_files.contains(&f.path))
+                .map(|f| f.content.as_bytes().to_vec());
             env.chain(files).collect::<Vec<_>>()
         })
         .collect();

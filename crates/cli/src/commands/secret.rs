@@ -56,7 +56,9 @@ fn values(args: &SecretCreateArgs) -> Result<BTreeMap<String, Bytes64>> {
         add(k, v)?;
     }
     if data.is_empty() {
-        return Err(usage("give at least one value: --from-file KEY=PATH, --from-literal KEY=VALUE or --from-stdin KEY"));
+        return Err(usage(
+            "give at least one value: --from-file KEY=PATH, --from-literal KEY=VALUE or --from-stdin KEY",
+        ));
     }
     Ok(data)
 }

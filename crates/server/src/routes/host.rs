@@ -122,7 +122,10 @@ pub(crate) async fn configs(
 /// reply only; the stored config keeps the references), and names what a secret filled so
 /// the worker masks it. A reference that cannot be resolved leaves its variable unset and
 /// its file out, with a warning naming it (never a value).
-async fn resolve_config(state: &AppState, mut c: rota_domain::hostconfig::Matched) -> rota_domain::hostconfig::Matched {
+async fn resolve_config(
+    state: &AppState,
+    mut c: rota_domain::hostconfig::Matched,
+) -> rota_domain::hostconfig::Matched {
     use rota_domain::secret::{EnvValue, SecretRef};
     let refs = c.spec.secret_refs();
     if refs.is_empty() {

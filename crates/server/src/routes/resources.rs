@@ -259,7 +259,10 @@ pub(crate) async fn apply(
 }
 
 /// A `Secret` document's metadata, checked (its values are checked by the caller).
-fn prepare_secret(i: usize, d: &rota_api_types::resources::SecretDocument) -> Result<resource::Metadata, ApiError> {
+fn prepare_secret(
+    i: usize,
+    d: &rota_api_types::resources::SecretDocument,
+) -> Result<resource::Metadata, ApiError> {
     if let Some(v) = &d.api_version
         && v != API_VERSION
     {
@@ -309,11 +312,17 @@ async fn check_secret_refs(state: &AppState, req: &ApplyRequest) -> Result<(), A
         let refs: Vec<(String, SecretRef)> = match doc {
             ResourceDocument::WorkerConfig(d) => d.spec.secret_refs(),
             ResourceDocument::Workflow(d) => {
-                let mut refs: Vec<(String, SecretRef)> =
-                    d.spec.env.iter().filter_map(|(k, v)| Some((format!("env.{k}"), v.secret()?.clone()))).collect();
+                let mut refs: Vec<(String, SecretRef)> = d
+                    .spec
+                    .env
+                    .iter()
+                    .filter_map(|(k, v)| Some((format!("env.{k}"), v.secret()?.clone())))
+                    .collect();
                 for (j, st) in d.spec.steps.iter().enumerate() {
                     refs.extend(
-                        st.env.iter().filter_map(|(k, v)| Some((format!("steps[{j}].env.{k}"), v.secret()?.clone()))),
+                        st.env
+                            .iter()
+                            .filter_map(|(k, v)| Some((format!("steps[{j}].env.{k}"), v.secret()?.clone()))),
                     );
                 }
                 refs
@@ -327,12 +336,19 @@ async fn check_secret_refs(state: &AppState, req: &ApplyRequest) -> Result<(), A
             match declared.get(r.name()) {
                 Some(Some(keys)) if keys.iter().any(|k| k == r.key()) => {}
                 Some(Some(_)) => {
-                    return Err(invalid(i, "spec", &field, &format!("secret '{}' has no key '{}'", r.name(), r.key())));
+                    return Err(invalid(
+                        i,
+                        "spec",
+                        &field,
+                        &format!("secret '{}' has no key '{}'", r.name(), r.key()),
+                    ));
                 }
                 _ => stored_refs.push((field, r)),
             }
         }
-        let checked = crate::secrets::check_refs(state.store.as_ref(), rota_domain::namespace::DEFAULT, stored_refs).await?;
+        let checked =
+            crate::secrets::check_refs(state.store.as_ref(), rota_domain::namespace::DEFAULT, stored_refs)
+                .await?;
         if let Err((field, problem)) = checked {
             return Err(invalid(i, "spec", &field, &problem));
         }
@@ -454,7 +470,8 @@ pub(crate) async fn delete_many(
 
 async fn delete(state: &AppState, keys: Vec<ResourceKey>) -> Result<Vec<DeleteResult>, ApiError> {
     // Secrets live apart from the other kinds.
-    let (secrets, keys): (Vec<ResourceKey>, Vec<ResourceKey>) = keys.into_iter().partition(|k| k.kind == Kind::Secret);
+    let (secrets, keys): (Vec<ResourceKey>, Vec<ResourceKey>) =
+        keys.into_iter().partition(|k| k.kind == Kind::Secret);
     let mut secret_results = Vec::with_capacity(secrets.len());
     for k in secrets {
         let deleted = super::secrets::remove(state, &k.name).await?;

@@ -26,7 +26,9 @@ const NAMESPACE: &str = rota_domain::namespace::DEFAULT;
 /// The key ring, or 409 saying how to give the server one.
 pub(crate) fn keyring(state: &AppState) -> Result<&Keyring, ApiError> {
     state.config.secret_key.as_deref().ok_or_else(|| {
-        ApiError::conflict("this server holds no secret key; start it with --secret-key-file (rota server does)")
+        ApiError::conflict(
+            "this server holds no secret key; start it with --secret-key-file (rota server does)",
+        )
     })
 }
 
@@ -41,7 +43,10 @@ pub(crate) async fn refused_refs(
 }
 
 /// [`refused_refs`] of a job document.
-pub(crate) async fn refused_job(state: &AppState, spec: &rota_domain::JobSpec) -> Result<Option<String>, ApiError> {
+pub(crate) async fn refused_job(
+    state: &AppState,
+    spec: &rota_domain::JobSpec,
+) -> Result<Option<String>, ApiError> {
     let refs: Vec<(String, rota_domain::secret::SecretRef)> =
         spec.secret_refs().into_iter().map(|(f, r)| (f, r.clone())).collect();
     refused_refs(state, refs).await
@@ -84,7 +89,9 @@ pub(crate) async fn write(
             let keys = values.iter().map(|(k, v)| (k.clone(), v.len() as u64)).collect();
             // The same values keep their sealed bytes, so re-applying a file is `unchanged`.
             let same = match old {
-                Some(o) if o.key_fingerprint == key.fingerprint() => keyring.open(o).ok().is_some_and(|v| v == values),
+                Some(o) if o.key_fingerprint == key.fingerprint() => {
+                    keyring.open(o).ok().is_some_and(|v| v == values)
+                }
                 _ => false,
             };
             match old {
@@ -211,15 +218,16 @@ pub(crate) async fn rotate_key(
     ApiJson(req): ApiJson<RotateKeyRequest>,
 ) -> Result<Json<RotateKeyResponse>, ApiError> {
     let keyring = keyring(&state)?;
-    let new = SecretKey::from_text(&Zeroizing::new(req.key)).map_err(|e| ApiError::bad_request(format!("key: {e}")))?;
+    let new = SecretKey::from_text(&Zeroizing::new(req.key))
+        .map_err(|e| ApiError::bad_request(format!("key: {e}")))?;
     let held = state
         .store
         .secret_key_fingerprint()
         .await?
         .ok_or_else(|| ApiError::conflict("the store holds no secret key yet"))?;
-    let old = keyring
-        .key_for(&held)
-        .ok_or_else(|| ApiError::conflict(format!("this server does not hold the store's secret key (fingerprint {held})")))?;
+    let old = keyring.key_for(&held).ok_or_else(|| {
+        ApiError::conflict(format!("this server does not hold the store's secret key (fingerprint {held})"))
+    })?;
     if new.fingerprint() == held {
         return Err(ApiError::bad_request("key: that is the key already in use"));
     }

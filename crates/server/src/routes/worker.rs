@@ -310,7 +310,8 @@ async fn hand_out(state: &AppState, session: SessionId, got: Vec<ClaimedAttempt>
         match resolve_secrets(state, namespace, &a).await {
             Ok(values) => attempts.push(to_claimed(a, values)),
             Err(u) => {
-                let why = rota_domain::Reason::SecretUnavailable { reference: u.reference, problem: u.problem };
+                let why =
+                    rota_domain::Reason::SecretUnavailable { reference: u.reference, problem: u.problem };
                 tracing::warn!(job_id = %a.job_id, step = %a.step, attempt_id = %a.attempt_id,
                     "attempt not handed out: {why}");
                 failed.push(Completion {
@@ -356,10 +357,7 @@ async fn resolve_secrets(
         a.secret_env.values(),
     )
     .await?;
-    Ok(a.secret_env
-        .iter()
-        .filter_map(|(var, r)| Some((var.clone(), values.get(r)?.clone())))
-        .collect())
+    Ok(a.secret_env.iter().filter_map(|(var, r)| Some((var.clone(), values.get(r)?.clone()))).collect())
 }
 
 fn to_claimed(a: ClaimedAttempt, secrets: Vec<(String, zeroize::Zeroizing<String>)>) -> ClaimedStep {

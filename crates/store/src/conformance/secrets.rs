@@ -4,10 +4,10 @@
 //! bytes are opaque here: the store must keep them exactly.
 
 use super::fixtures::{at, claim_one, step, submit, worker};
-use rota_domain::JobSpec;
 use crate::secrets::{SecretRecord, SecretWrite};
 use crate::{ConflictKind, JobStore, StoreError};
 use chrono::{DateTime, Utc};
+use rota_domain::JobSpec;
 use rota_domain::resource::Applied;
 use rota_domain::secret::{EnvValue, SecretRef};
 use std::collections::BTreeMap;
@@ -41,14 +41,23 @@ pub(super) async fn secrets_store_and_generations(s: Arc<dyn JobStore>) {
     // Bytes of every value, NUL and high bytes included, are kept exactly.
     let sealed: Vec<u8> = (0..=255u8).collect();
     assert_eq!(s.put_secret(write("default", "a", &sealed, "fp1"), when(2)).await.unwrap(), Applied::Created);
-    assert_eq!(s.put_secret(write("default", "a", &sealed, "fp1"), when(3)).await.unwrap(), Applied::Unchanged);
+    assert_eq!(
+        s.put_secret(write("default", "a", &sealed, "fp1"), when(3)).await.unwrap(),
+        Applied::Unchanged
+    );
     let mut labelled = write("default", "a", &sealed, "fp1");
     labelled.labels.insert("team".into(), "ops".into());
     assert_eq!(s.put_secret(labelled.clone(), when(4)).await.unwrap(), Applied::Configured);
     let got = s.get_secret("default", "a").await.unwrap().unwrap();
-    assert_eq!((got.generation, got.sealed.as_slice(), &got.labels), (1, sealed.as_slice(), &labelled.labels));
+    assert_eq!(
+        (got.generation, got.sealed.as_slice(), &got.labels),
+        (1, sealed.as_slice(), &labelled.labels)
+    );
     assert_eq!(got.keys, BTreeMap::from([("token".to_string(), 12)]));
-    assert_eq!(s.put_secret(write("default", "a", b"new", "fp1"), when(5)).await.unwrap(), Applied::Configured);
+    assert_eq!(
+        s.put_secret(write("default", "a", b"new", "fp1"), when(5)).await.unwrap(),
+        Applied::Configured
+    );
     assert_eq!(s.get_secret("default", "a").await.unwrap().unwrap().generation, 2);
 
     let stale = s.put_secret(write("default", "b", b"x", "fp2"), when(6)).await.unwrap_err();
@@ -63,7 +72,11 @@ pub(super) async fn secrets_store_and_generations(s: Arc<dyn JobStore>) {
     assert_eq!(s.all_secrets().await.unwrap().len(), 3);
     assert!(s.delete_secret("default", "a").await.unwrap());
     assert!(!s.delete_secret("default", "a").await.unwrap());
-    assert_eq!(s.get_secret("team-b", "a").await.unwrap().unwrap().generation, 1, "other namespaces untouched");
+    assert_eq!(
+        s.get_secret("team-b", "a").await.unwrap().unwrap().generation,
+        1,
+        "other namespaces untouched"
+    );
 }
 
 /// A re-seal replaces every secret's bytes and the key at once; one naming other secrets
@@ -83,15 +96,20 @@ pub(super) async fn secrets_reseal_is_all_or_nothing(s: Arc<dyn JobStore>) {
     assert_eq!(s.secret_key_fingerprint().await.unwrap().as_deref(), Some("old"));
     assert_eq!(s.all_secrets().await.unwrap(), all, "nothing changed");
 
-    let resealed: Vec<SecretRecord> =
-        all.iter().map(|r| SecretRecord { sealed: [b"re-", r.sealed.as_slice()].concat(), ..r.clone() }).collect();
+    let resealed: Vec<SecretRecord> = all
+        .iter()
+        .map(|r| SecretRecord { sealed: [b"re-", r.sealed.as_slice()].concat(), ..r.clone() })
+        .collect();
     s.reseal_secrets("old", "new", resealed, when(3)).await.unwrap();
     assert_eq!(s.secret_key_fingerprint().await.unwrap().as_deref(), Some("new"));
     for r in s.all_secrets().await.unwrap() {
         assert!(r.sealed.starts_with(b"re-") && r.key_fingerprint == "new" && r.generation == 1, "{r:?}");
     }
     let e = s.put_secret(write("default", "c", b"c", "old"), when(4)).await.unwrap_err();
-    assert!(matches!(e, StoreError::Conflict(ConflictKind::SecretKey, _)), "a write under the old key: {e:?}");
+    assert!(
+        matches!(e, StoreError::Conflict(ConflictKind::SecretKey, _)),
+        "a write under the old key: {e:?}"
+    );
 }
 
 /// A claim hands out references as references, apart from the plain env (a step's plain
