@@ -145,7 +145,7 @@ fn kind_of(s: &str) -> Result<Kind, ApiError> {
 /// Creates or updates every document, all or nothing; `dryRun` only says what would change.
 #[utoipa::path(post, path = "/api/v1/resources/apply", tag = "resources", security(("admin" = [])), request_body = ApplyRequest,
     responses((status = 200, body = ApplyResponse), (status = 400, body = rota_api_types::ErrorBody, description = "a document is invalid (`error.pointer` names the field); nothing was stored"),
-        (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
+        (status = 401), (status = 403), (status = 409, description = "a Secret document, and this server holds no secret key (or it was rotated meanwhile)"), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn apply(
     _: Admin,
     State(state): State<AppState>,

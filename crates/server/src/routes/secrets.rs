@@ -144,7 +144,7 @@ pub(crate) async fn remove(state: &AppState, name: &str) -> Result<bool, ApiErro
     params(("name" = String, Path)), request_body = PutSecretRequest,
     responses((status = 200, body = rota_api_types::secrets::PutSecretResponse), (status = 400, body = rota_api_types::ErrorBody, description = "a bad name, key or value (the message names the key, never the value)"),
         (status = 401), (status = 403), (status = 409, description = "the server holds no secret key, or the key was rotated meanwhile"), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
-pub(crate) async fn put(
+pub(crate) async fn put_secret(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -167,7 +167,10 @@ pub(crate) async fn put(
 /// The secrets, by name: key names and sizes only.
 #[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets", security(("admin" = [])),
     responses((status = 200, body = SecretList), (status = 401), (status = 403)))]
-pub(crate) async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<SecretList>, ApiError> {
+pub(crate) async fn list_secrets(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<SecretList>, ApiError> {
     Ok(Json(SecretList { items: all(&state).await?.iter().map(view).collect() }))
 }
 
@@ -175,7 +178,7 @@ pub(crate) async fn list(_: Admin, State(state): State<AppState>) -> Result<Json
 #[utoipa::path(get, path = "/api/v1/secrets/{name}", tag = "secrets", security(("admin" = [])),
     params(("name" = String, Path)),
     responses((status = 200, body = SecretView), (status = 401), (status = 403), (status = 404)))]
-pub(crate) async fn get(
+pub(crate) async fn get_secret(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -191,7 +194,7 @@ pub(crate) async fn get(
 #[utoipa::path(delete, path = "/api/v1/secrets/{name}", tag = "secrets", security(("admin" = [])),
     params(("name" = String, Path)),
     responses((status = 200, body = DeleteSecretResponse), (status = 401), (status = 403), (status = 404)))]
-pub(crate) async fn delete(
+pub(crate) async fn delete_secret(
     _: Admin,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -212,7 +215,7 @@ pub(crate) async fn delete(
     responses((status = 200, body = RotateKeyResponse), (status = 400, description = "not a key"), (status = 401), (status = 403),
         (status = 409, description = "the server holds no secret key, or secrets changed during the rotation (run it again)"),
         (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
-pub(crate) async fn rotate_key(
+pub(crate) async fn rotate_secret_key(
     _: Admin,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RotateKeyRequest>,
