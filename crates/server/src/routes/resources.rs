@@ -155,7 +155,7 @@ pub(crate) async fn apply(
     let mut writes = Vec::with_capacity(req.documents.len());
     // Secrets are kept apart from the other kinds (sealed, in their own table): checked
     // with the others, written after them.
-    let mut secrets: Vec<(usize, resource::Metadata, Option<BTreeMap<String, Vec<u8>>>)> = Vec::new();
+    let mut secrets: Vec<SecretDoc> = Vec::new();
     let mut order: Vec<Option<usize>> = Vec::with_capacity(req.documents.len());
     let mut seen: HashMap<ResourceKey, usize> = HashMap::new();
     for (i, doc) in req.documents.iter().enumerate() {
@@ -257,6 +257,9 @@ pub(crate) async fn apply(
         .collect();
     Ok(Json(ApplyResponse { results, dry_run: req.dry_run }))
 }
+
+/// A `Secret` document of an apply: its index, metadata and values (none: keep the stored).
+type SecretDoc = (usize, resource::Metadata, Option<BTreeMap<String, Vec<u8>>>);
 
 /// A `Secret` document's metadata, checked (its values are checked by the caller).
 fn prepare_secret(
