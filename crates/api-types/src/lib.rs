@@ -12,6 +12,8 @@
 //! - [`health`]: `/healthz/detail`: this server and the leader.
 //! - [`resources`]: declared resources (`rota apply`, `get`, `delete`, `run`).
 //! - [`namespace`]: the namespace query parameters of every operator call.
+//! - [`secrets`]: secrets: writes (values, write-only), reads (key names and sizes), key
+//!   rotation.
 //! - [`bytes`]: byte-exact payloads carried as base64.
 //! - [`error`]: the error body every non-2xx reply carries.
 
@@ -22,6 +24,7 @@ pub mod health;
 pub mod jobs;
 pub mod namespace;
 pub mod resources;
+pub mod secrets;
 pub mod worker;
 pub mod workers;
 

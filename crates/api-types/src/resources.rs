@@ -3,6 +3,7 @@
 //! (`metadata.generation`, `status`) and `rota run`'s request. Kubernetes-shaped, camelCase
 //! outside the specs (which keep the snake_case of the job document).
 
+use crate::secrets::SecretSpec;
 use rota_domain::hostconfig::WorkerConfigSpec;
 use rota_domain::pool::PoolSpec;
 use rota_domain::resource::{Applied, Kind, Metadata, Status};
@@ -27,6 +28,21 @@ pub enum ResourceDocument {
     WorkerConfig(WorkerConfigDocument),
     /// Runs of a workflow at the fire times of a cron pattern in a time zone.
     Schedule(ScheduleDocument),
+    /// Named key/value data, stored encrypted (values are write-only).
+    Secret(SecretDocument),
+}
+
+/// A `Secret` document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretDocument {
+    /// `rota/v1` if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// Its values (write-only), or its key names and sizes as read.
+    pub spec: SecretSpec,
 }
 
 /// A `WorkerConfig` document.
@@ -89,6 +105,7 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(_) => Kind::WorkerPool,
             ResourceDocument::WorkerConfig(_) => Kind::WorkerConfig,
             ResourceDocument::Schedule(_) => Kind::Schedule,
+            ResourceDocument::Secret(_) => Kind::Secret,
         }
     }
 
@@ -99,6 +116,7 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(d) => &d.metadata,
             ResourceDocument::WorkerConfig(d) => &d.metadata,
             ResourceDocument::Schedule(d) => &d.metadata,
+            ResourceDocument::Secret(d) => &d.metadata,
         }
     }
 
@@ -110,6 +128,7 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(d) => &mut d.metadata,
             ResourceDocument::WorkerConfig(d) => &mut d.metadata,
             ResourceDocument::Schedule(d) => &mut d.metadata,
+            ResourceDocument::Secret(d) => &mut d.metadata,
         }
     }
 
@@ -120,6 +139,7 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(d) => d.api_version.as_deref(),
             ResourceDocument::WorkerConfig(d) => d.api_version.as_deref(),
             ResourceDocument::Schedule(d) => d.api_version.as_deref(),
+            ResourceDocument::Secret(d) => d.api_version.as_deref(),
         }
     }
 
@@ -130,6 +150,17 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(d) => ResourceSpec::WorkerPool(d.spec.clone()),
             ResourceDocument::WorkerConfig(d) => ResourceSpec::WorkerConfig(d.spec.clone()),
             ResourceDocument::Schedule(d) => ResourceSpec::Schedule(d.spec.clone()),
+            // Values are write-only: a document's spec as shown carries its key names only.
+            ResourceDocument::Secret(d) => ResourceSpec::Secret(SecretSpec {
+                keys: d
+                    .spec
+                    .values()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.len() as u64))
+                    .collect(),
+                ..SecretSpec::default()
+            }),
         }
     }
 
@@ -140,6 +171,7 @@ impl ResourceDocument {
             ResourceDocument::WorkerPool(d) => d.spec.validate(),
             ResourceDocument::WorkerConfig(d) => d.spec.validate(),
             ResourceDocument::Schedule(d) => d.spec.validate(),
+            ResourceDocument::Secret(d) => d.spec.values().map(|_| ()).map_err(SpecError::from),
         }
     }
 }
@@ -156,6 +188,8 @@ pub enum ResourceSpec {
     WorkerConfig(WorkerConfigSpec),
     /// A schedule's.
     Schedule(ScheduleSpec),
+    /// A secret's: key names and sizes only.
+    Secret(SecretSpec),
 }
 
 impl ResourceSpec {
@@ -166,6 +200,7 @@ impl ResourceSpec {
             Kind::WorkerPool => ResourceSpec::WorkerPool(serde_json::from_str(text)?),
             Kind::WorkerConfig => ResourceSpec::WorkerConfig(serde_json::from_str(text)?),
             Kind::Schedule => ResourceSpec::Schedule(serde_json::from_str(text)?),
+            Kind::Secret => ResourceSpec::Secret(serde_json::from_str(text)?),
         })
     }
 }

@@ -344,8 +344,13 @@ pub struct ClaimedStep {
     pub attempt: u32,
     /// Shell script for `sh -c`.
     pub run: String,
-    /// The job's env overlaid with the step's env (the worker adds PATH, HOME, ROTA_*).
+    /// The job's env overlaid with the step's env (the worker adds PATH, HOME, ROTA_*),
+    /// secret references resolved for this attempt.
     pub env: BTreeMap<String, String>,
+    /// The variables of `env` a secret filled in: the worker masks their values in the
+    /// step's output and refuses them in `$ROTA_OUTPUT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
     /// Kill the group after this long.
     #[serde(default)]
     pub timeout_ms: Option<u64>,

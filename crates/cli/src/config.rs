@@ -40,6 +40,11 @@ impl Paths {
     pub(crate) fn join_token(&self) -> PathBuf {
         self.data_dir.join("join.token")
     }
+
+    /// The default secret key file.
+    pub(crate) fn secret_key(&self) -> PathBuf {
+        self.data_dir.join("secret.key")
+    }
 }
 
 /// What `rota server` (and the server half of `rota dev`) runs with: its
@@ -56,6 +61,8 @@ pub(crate) struct ServerSetup {
     pub(crate) log_quota: Option<u64>,
     /// The pool and timeouts of a PostgreSQL database (`--db-*`; unused on SQLite).
     pub(crate) pg: rota_store_postgres::PgOptions,
+    /// The secret key file (`--secret-key-file`, else the data directory's).
+    pub(crate) secret_key_file: PathBuf,
 }
 
 impl ServerSetup {
@@ -72,6 +79,7 @@ impl ServerSetup {
             lease_ttl: s.lease_ttl(),
             log_quota: s.log_quota,
             pg,
+            secret_key_file: s.secret_key_file.as_ref().map_or_else(|| paths.secret_key(), PathBuf::from),
         })
     }
 }

@@ -90,7 +90,7 @@ fn apply_flags(spec: &mut JobSpec, args: &SubmitArgs, now: DateTime<Utc>) -> Res
         spec.priority = p;
     }
     for (k, v) in &args.env {
-        spec.env.insert(k.clone(), v.clone());
+        spec.env.insert(k.clone(), v.clone().into());
     }
     if let Some(key) = &args.idempotency_key {
         spec.idempotency_key = Some(key.clone());

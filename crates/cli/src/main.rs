@@ -20,6 +20,7 @@ mod log_quota;
 mod manifests;
 mod output;
 mod routing;
+mod secret_key;
 mod signals;
 mod source_map;
 mod tokens;

@@ -185,6 +185,19 @@ struct ConfigFile {
     spec: rota_domain::hostconfig::WorkerConfigSpec,
 }
 
+/// A `Secret` document as a file holds it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct SecretFile {
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    api_version: Option<String>,
+    metadata: rota_domain::resource::Metadata,
+    #[serde(default)]
+    spec: rota_api_types::secrets::SecretSpec,
+}
+
 /// A `WorkerPool` document as a file holds it.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -242,6 +255,14 @@ fn parse(file: &str, first_line: u64, text: &str, json: bool) -> Result<Manifest
         Some(Kind::WorkerPool) => {
             let f: PoolFile = source_map::deserialize(text, json, &at)?;
             ResourceDocument::WorkerPool(WorkerPoolDocument {
+                api_version: f.api_version,
+                metadata: f.metadata,
+                spec: f.spec,
+            })
+        }
+        Some(Kind::Secret) => {
+            let f: SecretFile = source_map::deserialize(text, json, &at)?;
+            ResourceDocument::Secret(rota_api_types::resources::SecretDocument {
                 api_version: f.api_version,
                 metadata: f.metadata,
                 spec: f.spec,

@@ -327,6 +327,41 @@ impl Client {
         Ok(resp)
     }
 
+    /// `PUT /api/v1/secrets/{name}`: creates or replaces a secret (values in, never out).
+    /// Replacing is idempotent, so it may move on to the next server.
+    pub async fn put_secret(
+        &self,
+        name: &str,
+        req: &rota_api_types::secrets::PutSecretRequest,
+    ) -> Result<rota_api_types::secrets::PutSecretResponse> {
+        let route = self.route(&["api", "v1", "secrets", name], &[]);
+        let call = Call { failover: Failover::Always, ..self.call(Method::PUT, route, Some(req)) };
+        self.transport.send(call).await?.json()
+    }
+
+    /// `GET /api/v1/secrets`: key names and sizes only.
+    pub async fn list_secrets(&self) -> Result<rota_api_types::secrets::SecretList> {
+        let route = self.route(&["api", "v1", "secrets"], &[]);
+        self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
+    }
+
+    /// `DELETE /api/v1/secrets/{name}`.
+    pub async fn delete_secret(&self, name: &str) -> Result<rota_api_types::secrets::DeleteSecretResponse> {
+        let route = self.route(&["api", "v1", "secrets", name], &[]);
+        self.transport.send(self.call(Method::DELETE, route, NO_BODY)).await?.json()
+    }
+
+    /// `POST /api/v1/secrets/rotate-key`: re-encrypts every secret under `req.key`. Sent
+    /// to one server only (never moved on once sent).
+    pub async fn rotate_secret_key(
+        &self,
+        req: &rota_api_types::secrets::RotateKeyRequest,
+    ) -> Result<rota_api_types::secrets::RotateKeyResponse> {
+        let route = self.route(&["api", "v1", "secrets", "rotate-key"], &[]);
+        let call = Call { failover: Failover::Unsent, ..self.call(Method::POST, route, Some(req)) };
+        self.transport.send(call).await?.json()
+    }
+
     /// `GET /healthz` (no auth needed; the token is not sent).
     pub async fn healthz(&self) -> Result<Health> {
         let route = self.transport.route(&["healthz"], &[]);

@@ -5,6 +5,7 @@
 
 use crate::limits;
 use crate::pool::{Member, Selector};
+use crate::secret::{EnvValue, SecretRef};
 use crate::spec::SpecError;
 use crate::units::serde_duration;
 use serde::{Deserialize, Serialize};
@@ -29,8 +30,13 @@ pub const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct FileSpec {
     /// Relative to the worker's managed directory (`$ROTA_CONFIG_DIR`); no `..`.
     pub path: String,
-    /// The file's content (text).
+    /// The file's content (text); empty when `secret` gives it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub content: String,
+    /// Take the content from a secret's key instead (`NAME/KEY`), resolved by the server
+    /// for the workers the config reaches: the stored config holds the reference only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
     /// Permission bits, e.g. `0644` or `0755` [default: 0644].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
@@ -73,9 +79,10 @@ impl Setup {
 pub struct WorkerConfigSpec {
     /// The workers it applies to.
     pub selector: Selector,
-    /// Variables every step of a matching worker sees (a job's own env wins).
+    /// Variables every step of a matching worker sees (a job's own env wins): strings or
+    /// `{secret: NAME/KEY}` references, resolved by the server for the matching workers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
     /// Files written to the managed directory, removed when the config no longer applies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileSpec>,
@@ -108,6 +115,19 @@ fn relative_ok(p: &str) -> bool {
 }
 
 impl WorkerConfigSpec {
+    /// Every secret reference of the config with the field naming it (`env.TOKEN`,
+    /// `files[0].secret`).
+    pub fn secret_refs(&self) -> Vec<(String, SecretRef)> {
+        let mut out: Vec<(String, SecretRef)> =
+            self.env.iter().filter_map(|(k, v)| Some((format!("env.{k}"), v.secret()?.clone()))).collect();
+        for (i, f) in self.files.iter().enumerate() {
+            if let Some(r) = &f.secret {
+                out.push((format!("files[{i}].secret"), SecretRef { secret: r.clone() }));
+            }
+        }
+        out
+    }
+
     /// Checks the selector, names, paths, modes and sizes, naming the field.
     pub fn validate(&self) -> Result<(), SpecError> {
         self.selector.validate()?;
@@ -119,7 +139,10 @@ impl WorkerConfigSpec {
                     "a variable name uses letters, digits and _ (not first a digit), and not the ROTA_ prefix",
                 ));
             }
-            limits::check_text(&format!("env.{k}"), v, MAX_FILE_BYTES)?;
+            match v {
+                EnvValue::Plain(v) => limits::check_text(&format!("env.{k}"), v, MAX_FILE_BYTES)?,
+                EnvValue::Secret(r) => r.validate(&format!("env.{k}"))?,
+            }
         }
         limits::check_count("files", self.files.len(), MAX_FILES)?;
         let mut seen = std::collections::HashSet::new();
@@ -132,6 +155,12 @@ impl WorkerConfigSpec {
             }
             if !seen.insert(f.path.as_str()) {
                 return Err(err(format!("files[{i}].path"), format!("`{}` is written twice", f.path)));
+            }
+            if let Some(r) = &f.secret {
+                if !f.content.is_empty() {
+                    return Err(err(format!("files[{i}].secret"), "give `content` or `secret`, not both"));
+                }
+                SecretRef { secret: r.clone() }.validate(&format!("files[{i}].secret"))?;
             }
             if f.content.len() > MAX_FILE_BYTES {
                 return Err(err(
@@ -199,8 +228,16 @@ pub struct Matched {
     pub name: String,
     /// Its generation.
     pub generation: i64,
-    /// Its spec.
+    /// Its spec; as handed to a worker, with every secret reference resolved (the server
+    /// fills the values in for this worker only).
     pub spec: WorkerConfigSpec,
+    /// The variables of `spec.env` a secret filled in: the worker masks their values in
+    /// step output and refuses them in `$ROTA_OUTPUT`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
+    /// The paths of `spec.files` a secret filled in (masked like `secret_env`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_files: Vec<String>,
 }
 
 /// Every config whose selector matches `m`, in name order (the order they are applied in:
@@ -209,7 +246,13 @@ pub fn matching<'a>(configs: impl IntoIterator<Item = DeclaredConfig<'a>>, m: Me
     let mut out: Vec<Matched> = configs
         .into_iter()
         .filter(|c| c.spec.selector.matches(m))
-        .map(|c| Matched { name: c.name.to_string(), generation: c.generation, spec: c.spec.clone() })
+        .map(|c| Matched {
+            name: c.name.to_string(),
+            generation: c.generation,
+            spec: c.spec.clone(),
+            secret_env: Vec::new(),
+            secret_files: Vec::new(),
+        })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -231,13 +274,22 @@ mod tests {
         s.env.insert("ROTA_X".into(), "1".into());
         assert_eq!(s.validate().unwrap_err().path, "env.ROTA_X");
         s.env.clear();
-        s.files.push(FileSpec { path: "../etc/passwd".into(), content: String::new(), mode: None });
+        s.files.push(FileSpec {
+            path: "../etc/passwd".into(),
+            content: String::new(),
+            secret: None,
+            mode: None,
+        });
         assert_eq!(s.validate().unwrap_err().path, "files[0].path");
         s.files[0].path = "bin/tool".into();
         s.files[0].mode = Some("0999".into());
         assert_eq!(s.validate().unwrap_err().path, "files[0].mode");
         s.files[0].mode = Some("0755".into());
         assert_eq!(s.files[0].mode_bits(), 0o755);
+        s.validate().unwrap();
+        s.files[0].secret = Some("no-key".into());
+        assert_eq!(s.validate().unwrap_err().path, "files[0].secret");
+        s.files[0].secret = Some("tls/key.pem".into());
         s.validate().unwrap();
         s.projects.insert("demo".into(), "relative".into());
         assert_eq!(s.validate().unwrap_err().path, "projects.demo");

@@ -22,6 +22,8 @@
 //! - [`pool`]: the `WorkerPool` resource: selectors, which pool is in force for a worker,
 //!   what a running worker can change live.
 //! - [`namespace`]: the namespace name rule and `default`.
+//! - [`secret`]: secret references (`{secret: NAME/KEY}`), env values that may be one, and
+//!   the rules of secret names, keys and values.
 //! - [`schedule`]: the `Schedule` resource: cron and zone, fire times, overlap and catch-up.
 //! - [`settings`]: worker and server settings: what flags parse into, what a background
 //!   instance saves, what a worker pool overlays; the command lines derived from them.
@@ -36,6 +38,7 @@ pub mod pool;
 pub mod reason;
 pub mod resource;
 pub mod schedule;
+pub mod secret;
 pub mod settings;
 pub mod settle;
 pub mod spec;

@@ -99,10 +99,11 @@ pub fn check_count(field: &str, len: usize, max: usize) -> Result<(), LimitError
     Ok(())
 }
 
-/// One `env` map: names, values and their count (exec sizes are checked per step).
+/// One `env` map: names, values and their count (exec sizes are checked per step); a value
+/// may be a reference to a secret's key (`{secret: NAME/KEY}`), checked for its form.
 pub fn check_env_map<'a>(
     field: &str,
-    env: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+    env: impl ExactSizeIterator<Item = (&'a String, &'a crate::secret::EnvValue)>,
 ) -> Result<(), LimitError> {
     check_count(field, env.len(), MAX_ENV_VARS)?;
     for (k, v) in env {
@@ -113,8 +114,12 @@ pub fn check_env_map<'a>(
         if k.len() > MAX_ENV_KEY {
             return Err(fail(f, format!("the name is {} bytes; the limit is {MAX_ENV_KEY}", k.len())));
         }
-        if v.contains('\0') {
-            return Err(fail(f, "the value contains a NUL byte"));
+        match v {
+            crate::secret::EnvValue::Plain(v) if v.contains('\0') => {
+                return Err(fail(f, "the value contains a NUL byte"));
+            }
+            crate::secret::EnvValue::Plain(_) => {}
+            crate::secret::EnvValue::Secret(r) => r.validate(&f)?,
         }
     }
     Ok(())

@@ -48,6 +48,20 @@ pub enum Reason {
     },
     /// The job ended in this state with no step to name it after.
     Ended(JobState),
+    /// The step wrote a value holding one of its secret values to `$ROTA_OUTPUT`, which
+    /// would pass it on to other steps in plain text: the attempt fails, naming the key.
+    SecretInOutput {
+        /// The `$ROTA_OUTPUT` key whose value holds it.
+        key: String,
+    },
+    /// A secret the step refers to could not be given to it when it was claimed (deleted,
+    /// or a key it no longer has): the attempt fails, naming the reference and the problem.
+    SecretUnavailable {
+        /// `NAME/KEY`.
+        reference: String,
+        /// What is wrong (never a value).
+        problem: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -77,6 +91,14 @@ impl fmt::Display for Reason {
             Self::Succeeded { steps } => write!(f, "all {steps} steps succeeded"),
             Self::Step { step, reason } => write!(f, "step '{step}': {reason}"),
             Self::Ended(state) => f.write_str(state.as_str()),
+            Self::SecretInOutput { key } => write!(
+                f,
+                "$ROTA_OUTPUT key '{key}' holds a secret value given to the step; secret values are \
+                 never passed on as outputs (refer to the secret in the step that needs it)"
+            ),
+            Self::SecretUnavailable { reference, problem } => {
+                write!(f, "secret '{reference}' cannot be given to the step: {problem}")
+            }
         }
     }
 }
@@ -220,6 +242,12 @@ mod tests {
         let step = Reason::Step { step: "b".into(), reason: "exit code 2".into() };
         assert_eq!(text(step), "step 'b': exit code 2");
         assert_eq!(text(Reason::Ended(JobState::Failed)), "failed");
+        let out = text(Reason::SecretInOutput { key: "TOKEN".into() });
+        assert!(out.starts_with("$ROTA_OUTPUT key 'TOKEN' holds a secret value"), "{out}");
+        assert_eq!(
+            text(Reason::SecretUnavailable { reference: "d/t".into(), problem: "no such secret".into() }),
+            "secret 'd/t' cannot be given to the step: no such secret"
+        );
     }
 
     #[test]

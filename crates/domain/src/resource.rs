@@ -32,11 +32,15 @@ pub enum Kind {
     WorkerPool,
     /// Environment, files, a setup script and projects for the workers a selector names.
     WorkerConfig,
+    /// Named key/value data steps and configs refer to; stored encrypted, apart from the
+    /// other kinds, and never shown (reads show key names and sizes).
+    Secret,
 }
 
 impl Kind {
     /// Every kind, in the order listings show them.
-    pub const ALL: &'static [Kind] = &[Kind::Workflow, Kind::Schedule, Kind::WorkerPool, Kind::WorkerConfig];
+    pub const ALL: &'static [Kind] =
+        &[Kind::Workflow, Kind::Schedule, Kind::WorkerPool, Kind::WorkerConfig, Kind::Secret];
 
     /// The kind's name as documents write it (`Workflow`).
     pub fn as_str(self) -> &'static str {
@@ -45,6 +49,7 @@ impl Kind {
             Kind::WorkerPool => "WorkerPool",
             Kind::WorkerConfig => "WorkerConfig",
             Kind::Schedule => "Schedule",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -55,6 +60,7 @@ impl Kind {
             Kind::WorkerPool => "workerpools",
             Kind::WorkerConfig => "workerconfigs",
             Kind::Schedule => "schedules",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -65,6 +71,7 @@ impl Kind {
             Kind::WorkerPool => "pool",
             Kind::WorkerConfig => "wc",
             Kind::Schedule => "sched",
+            Kind::Secret => "secret",
         }
     }
 

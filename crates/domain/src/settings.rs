@@ -308,6 +308,9 @@ pub struct ServerSettings {
     /// PostgreSQL: longest wait for a pooled connection.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_duration")]
     pub db_pool_timeout: Option<Duration>,
+    /// The key-encryption key's file (absolute): secrets are sealed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_file: Option<String>,
 }
 
 impl ServerSettings {
@@ -354,7 +357,8 @@ impl ServerSettings {
             log_quota,
             db_pool_size,
             db_statement_timeout,
-            db_pool_timeout
+            db_pool_timeout,
+            secret_key_file
         );
         self.allow_remote |= top.allow_remote;
     }
@@ -429,6 +433,9 @@ impl ServerSettings {
         }
         if let Some(d) = self.db_pool_timeout {
             flag("db-pool-timeout", duration_arg(d));
+        }
+        if let Some(f) = &self.secret_key_file {
+            flag("secret-key-file", f.clone());
         }
         if self.allow_remote {
             args.push("--allow-remote".into());

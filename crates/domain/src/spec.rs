@@ -4,6 +4,7 @@
 //! names the offending field by path (`steps[2].needs[0]`) so errors point at the input.
 
 use crate::limits::{self, LimitError};
+use crate::secret::{EnvValue, SecretRef, SplitEnv};
 use crate::units::{serde_duration, serde_size};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -43,9 +44,11 @@ pub struct JobSpec {
     /// Which workers may run it.
     #[serde(default)]
     pub target: Target,
-    /// Environment for every step (a step's own `env` wins).
+    /// Environment for every step (a step's own `env` wins). A value is a string or a
+    /// reference to a secret's key (`{secret: NAME/KEY}`), resolved when a step is handed
+    /// to its worker: the stored document holds the reference only.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
     /// Submitting twice with the same key yields one job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -108,9 +111,9 @@ pub struct StepSpec {
     /// What a lost attempt (worker gone, lease expired) means for this step.
     #[serde(default)]
     pub on_lost: OnLost,
-    /// Step-specific environment.
+    /// Step-specific environment (strings or `{secret: NAME/KEY}` references).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
     /// Memory limit for the step's whole process group.
     #[serde(default, with = "serde_size", skip_serializing_if = "Option::is_none")]
     pub memory_limit: Option<u64>,
@@ -275,7 +278,7 @@ impl JobSpec {
             if !self.target.tags.contains(&tag) {
                 self.target.tags.push(tag);
             }
-            self.env.insert(crate::hostconfig::PROJECT_ENV.to_string(), p.clone());
+            self.env.insert(crate::hostconfig::PROJECT_ENV.to_string(), p.clone().into());
         }
     }
 
@@ -335,14 +338,13 @@ impl JobSpec {
                 return Err(err(format!("{p}.log_cap"), "must be greater than zero"));
             }
             limits::check_env_map(&format!("{p}.env"), s.env.iter())?;
-            // What the worker will exec: the job's env overlaid with the step's.
-            let mut merged: BTreeMap<&str, &str> =
-                self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            merged.extend(s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            // What the worker will exec: the job's env overlaid with the step's (a secret's
+            // value is unknown here; the worker checks the whole at spawn).
+            let merged = self.step_env(s);
             limits::check_exec(
                 &p,
                 &s.run,
-                merged.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+                merged.plain.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
                 limits::MAX_EXEC_BYTES,
             )?;
         }
@@ -365,6 +367,23 @@ impl JobSpec {
             return Err(err("steps", format!("the needs form a cycle: {}", cycle.join(" -> "))));
         }
         Ok(())
+    }
+
+    /// The environment `step` runs with: the job's env overlaid with the step's, split into
+    /// plain values and the variables a secret fills in.
+    pub fn step_env(&self, step: &StepSpec) -> SplitEnv {
+        crate::secret::split_env(self.env.iter().chain(step.env.iter()))
+    }
+
+    /// Every secret reference of the document with the field naming it
+    /// (`steps[0].env.TOKEN`, `env.TOKEN`), in document order.
+    pub fn secret_refs(&self) -> Vec<(String, &SecretRef)> {
+        let mut out: Vec<(String, &SecretRef)> =
+            self.env.iter().filter_map(|(k, v)| Some((format!("env.{k}"), v.secret()?))).collect();
+        for (i, s) in self.steps.iter().enumerate() {
+            out.extend(s.env.iter().filter_map(|(k, v)| Some((format!("steps[{i}].env.{k}"), v.secret()?))));
+        }
+        out
     }
 
     fn find_cycle(&self, index: &HashMap<&str, usize>) -> Option<Vec<String>> {
@@ -464,7 +483,7 @@ mod tests {
         assert!(e.message.contains("1024"), "{e}");
 
         let mut s = StepSpec::new("a", "true");
-        s.env.insert("BIG".into(), "x".repeat(128 * 1024));
+        s.env.insert("BIG".into(), "x".repeat(128 * 1024).into());
         let e = JobSpec::new(vec![s]).validate().unwrap_err();
         assert_eq!(e.path, "steps[0].env.BIG");
         assert!(e.message.contains("131071"), "{e}");
@@ -472,7 +491,7 @@ mod tests {
         // Each variable fits, together they do not.
         let mut many = JobSpec::new(vec![StepSpec::new("a", "true")]);
         for i in 0..12 {
-            many.env.insert(format!("V{i}"), "x".repeat(100_000));
+            many.env.insert(format!("V{i}"), "x".repeat(100_000).into());
         }
         let e = many.validate().unwrap_err();
         assert_eq!(e.path, "steps[0]");

@@ -32,9 +32,9 @@ pub struct WorkflowSpec {
     /// Where its runs go unless `rota run` says otherwise.
     #[serde(default, skip_serializing_if = "WorkflowTarget::is_any")]
     pub target: WorkflowTarget,
-    /// Environment for every step (a step's own `env` wins).
+    /// Environment for every step (a step's own `env` wins); strings or secret references.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, crate::secret::EnvValue>,
     /// Runs go to workers that map this project and run in its directory there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
@@ -332,7 +332,7 @@ impl WorkflowSpec {
         job.env = self.env.clone();
         job.project = self.project.clone();
         for (n, v) in inputs {
-            job.env.insert(input_env(n), v.clone());
+            job.env.insert(input_env(n), v.clone().into());
         }
         // Every job a workflow makes (`rota run`, a schedule's fire) is routed the same.
         job.route_project();
@@ -441,8 +441,8 @@ mod tests {
         );
         w.validate().unwrap();
         let job = w.job("greet", &given(&[("who", "ada")]), Some("web1")).unwrap();
-        assert_eq!(job.env.get("ROTA_INPUT_WHO").map(String::as_str), Some("ada"));
-        assert_eq!(job.env.get("ROTA_INPUT_COUNT").map(String::as_str), Some("3"));
+        assert_eq!(job.env.get("ROTA_INPUT_WHO").and_then(|v| v.plain()), Some("ada"));
+        assert_eq!(job.env.get("ROTA_INPUT_COUNT").and_then(|v| v.plain()), Some("3"));
         assert_eq!((job.name.as_deref(), job.target.host.as_deref()), (Some("greet"), Some("web1")));
         assert_eq!(
             w.job("greet", &given(&[("who", "x"), ("count", "many")]), None).unwrap_err(),

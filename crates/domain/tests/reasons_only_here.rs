@@ -31,7 +31,9 @@ fn covered(r: &Reason) {
         | Reason::CancelledByWorker
         | Reason::Succeeded { .. }
         | Reason::Step { .. }
-        | Reason::Ended(_) => {}
+        | Reason::Ended(_)
+        | Reason::SecretInOutput { .. }
+        | Reason::SecretUnavailable { .. } => {}
     }
 }
 
@@ -75,6 +77,8 @@ fn samples() -> Vec<String> {
         Reason::Succeeded { steps: 1 },
         Reason::Succeeded { steps: usize::MAX },
         Reason::Step { step: m(), reason: m() },
+        Reason::SecretInOutput { key: m() },
+        Reason::SecretUnavailable { reference: m(), problem: m() },
     ]);
     reasons.extend(STOPS.map(Reason::Stopped));
     reasons.extend(JobState::ALL.iter().map(|s| Reason::Ended(*s)));

@@ -26,6 +26,10 @@ pub struct ServerConfig {
     pub max_poll: Duration,
     /// Longest any other request may take, reading its body included (408 `timeout`).
     pub request_timeout: Duration,
+    /// The key-encryption key secrets are sealed with (agreed with the store's fingerprint
+    /// by the caller before the server starts). `None`: secret writes are refused and steps
+    /// referring to a secret fail when claimed.
+    pub secret_key: Option<std::sync::Arc<crate::secrets::Keyring>>,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +44,7 @@ impl Default for ServerConfig {
             log_body_limit: 48 << 20,
             max_poll: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
+            secret_key: None,
         }
     }
 }

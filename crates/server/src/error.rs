@@ -128,7 +128,8 @@ impl From<StoreError> for ApiError {
                 | ConflictKind::Ended
                 | ConflictKind::WrongAttempt
                 | ConflictKind::Exists
-                | ConflictKind::JobState,
+                | ConflictKind::JobState
+                | ConflictKind::SecretKey,
                 m,
             ) => Self::conflict(m),
             StoreError::Invalid(m) => Self::bad_request(m),

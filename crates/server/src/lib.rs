@@ -17,6 +17,7 @@
 //!   `liveness` (when each session was last heard from: only fresh ones are handed work).
 //! - `sweeper`: lease expiry, deadlines, retention; runs only while this server leads.
 //! - `schedules`: the schedule controller (fire times → runs); only while this server leads.
+//! - `secrets`: the key-encryption key, sealing and opening secrets, resolving references.
 //! - `routes/`: one file per resource.
 //! - `error`: [`ApiError`] and the JSON body extractor that turns bad input into 400/413.
 
@@ -37,6 +38,7 @@ mod refresh;
 mod routes;
 mod schedules;
 mod seams;
+pub mod secrets;
 mod state;
 mod sweeper;
 mod views;

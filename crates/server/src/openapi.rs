@@ -11,6 +11,7 @@ use utoipa::OpenApi;
         (name = "jobs", description = "Operator job calls (admin token)."),
         (name = "workers", description = "Operator views of workers (admin token)."),
         (name = "resources", description = "Declared resources (`rota apply`) and workflow runs (admin token)."),
+        (name = "secrets", description = "Secrets: values in (write-only, sealed at rest), key names and sizes out; key rotation (admin token)."),
         (name = "meta", description = "Health, metrics, this document (no token).")
     )
 )]

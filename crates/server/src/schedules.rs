@@ -248,8 +248,9 @@ async fn reconcile(state: &AppState, r: ResourceRecord) -> Result<(), Failed> {
                 let mut job = template.clone();
                 job.idempotency_key = Some(fire_key(&name, *t));
                 // Steps can tell which fire time they run for (a report's date, say).
-                job.env.insert(SCHEDULE_ENV.to_string(), name.clone());
-                job.env.insert(FIRE_TIME_ENV.to_string(), t.to_rfc3339_opts(SecondsFormat::Secs, true));
+                job.env.insert(SCHEDULE_ENV.to_string(), name.clone().into());
+                job.env
+                    .insert(FIRE_TIME_ENV.to_string(), t.to_rfc3339_opts(SecondsFormat::Secs, true).into());
                 let id = JobId::new();
                 running = Some(id);
                 NewOutcome::Run(Box::new(NewJob { id, spec: job, now }))

@@ -234,8 +234,8 @@ async fn claim_one(
         .iter()
         .find(|s| s.name == c.step)
         .ok_or_else(|| corrupt(format!("job {job_id} has no step '{}'", c.step)))?;
-    let mut env = spec.env.clone();
-    env.extend(step.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // Secret references stay references: the server resolves them for this attempt.
+    let rota_domain::secret::SplitEnv { plain: mut env, secrets: secret_env } = spec.step_env(step);
     if !step.needs.is_empty() {
         let mut needed = Vec::new();
         for n in &step.needs {
@@ -257,6 +257,7 @@ async fn claim_one(
         number: u32_of(i64::from(number))?,
         run: step.run.clone(),
         env,
+        secret_env,
         timeout: step.timeout,
         memory_limit: step.memory_limit,
         keep_workspace: step.keep_workspace,

@@ -19,7 +19,8 @@
 //! - `jobs_read`: job listings and records; `logs`: log chunks (tables of their own);
 //!   `quota`: the total log quota (its counters; which finished jobs' logs go first);
 //!   `credentials`: the admin and join token hashes; `resources`: declared resources;
-//!   `schedules`: the fire times of schedules (at most one run each).
+//!   `schedules`: the fire times of schedules (at most one run each); `secrets`: sealed
+//!   secrets and the key fingerprint.
 //! - `bus` (LISTEN/NOTIFY), `leader` (advisory lock), `servers` (who serves),
 //!   `dedicated` (their own connections); `url`: [`url::PgUrl`], shown without a password;
 //!   `tls`: `sslmode` (libpq's meanings) through rustls, for every connection.
@@ -54,6 +55,7 @@ mod quota;
 mod resources;
 mod schedules;
 mod schema;
+mod secrets;
 mod servers;
 mod settle;
 mod submit;
@@ -409,5 +411,51 @@ impl JobStore for PgStore {
                 return Ok(pruned);
             }
         }
+    }
+
+    async fn secret_key_fingerprint(&self) -> Result<Option<String>> {
+        in_tx!(self, Durability::Read, |tx| secrets::fingerprint(&tx).await?)
+    }
+
+    async fn init_secret_key(&self, fingerprint: &str, now: DateTime<Utc>) -> Result<String> {
+        in_tx!(self, Durability::Full, |tx| secrets::init_key(&tx, fingerprint, now).await?)
+    }
+
+    async fn put_secret(
+        &self,
+        write: rota_store::secrets::SecretWrite,
+        now: DateTime<Utc>,
+    ) -> Result<rota_domain::resource::Applied> {
+        in_tx!(self, Durability::Full, |tx| secrets::put(&tx, &write, now).await?)
+    }
+
+    async fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<rota_store::secrets::SecretRecord>> {
+        in_tx!(self, Durability::Read, |tx| secrets::get(&tx, namespace, name).await?)
+    }
+
+    async fn list_secrets(&self, namespace: &str) -> Result<Vec<rota_store::secrets::SecretRecord>> {
+        in_tx!(self, Durability::Read, |tx| secrets::list(&tx, Some(namespace)).await?)
+    }
+
+    async fn delete_secret(&self, namespace: &str, name: &str) -> Result<bool> {
+        in_tx!(self, Durability::Full, |tx| secrets::delete(&tx, namespace, name).await?)
+    }
+
+    async fn all_secrets(&self) -> Result<Vec<rota_store::secrets::SecretRecord>> {
+        in_tx!(self, Durability::Read, |tx| secrets::list(&tx, None).await?)
+    }
+
+    async fn reseal_secrets(
+        &self,
+        from: &str,
+        to: &str,
+        resealed: Vec<rota_store::secrets::SecretRecord>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        in_tx!(self, Durability::Full, |tx| secrets::reseal(&tx, from, to, &resealed, now).await?)
     }
 }

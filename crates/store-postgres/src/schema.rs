@@ -53,6 +53,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         min_compatible: 5,
         sql: include_str!("../migrations/0005_namespaces.sql"),
     },
+    Migration {
+        version: 6,
+        name: "secrets",
+        min_compatible: 5,
+        sql: include_str!("../migrations/0006_secrets.sql"),
+    },
 ];
 
 /// The advisory lock key migrations run under (an arbitrary constant: "rota" + 1).

@@ -13,6 +13,7 @@
 //!   paths, one file per concern; `settle` and `attempts` are what they share.
 //! - `credentials`: the admin and join token hashes (migration 6).
 //! - `resources`: declared resources (`rota apply`, migration 7).
+//! - `secrets`: sealed secrets and the key fingerprint (migration 11).
 //! - `schedules`: the fire times of schedules, a run with its job (migration 9).
 //! - `jobs_read`: job listings and records; `logs`: the log file; `quota`: which finished
 //!   jobs' logs the total log quota deletes first.
@@ -42,6 +43,7 @@ mod readers;
 mod resources;
 mod schedules;
 mod schema;
+mod secrets;
 mod settle;
 mod spec_cache;
 mod submit;
@@ -571,5 +573,56 @@ impl JobStore for SqliteStore {
                 return Ok(pruned);
             }
         }
+    }
+
+    async fn secret_key_fingerprint(&self) -> Result<Option<String>> {
+        self.main_readers.run(secrets::fingerprint).await
+    }
+
+    async fn init_secret_key(&self, fingerprint: &str, now: DateTime<Utc>) -> Result<String> {
+        let fp = fingerprint.to_string();
+        self.write(Durability::Full, move |c| secrets::init_key(c, &fp, now)).await
+    }
+
+    async fn put_secret(
+        &self,
+        write: rota_store::secrets::SecretWrite,
+        now: DateTime<Utc>,
+    ) -> Result<rota_domain::resource::Applied> {
+        self.write(Durability::Full, move |c| secrets::put(c, &write, now)).await
+    }
+
+    async fn get_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<rota_store::secrets::SecretRecord>> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.main_readers.run(move |c| secrets::get(c, &ns, &name)).await
+    }
+
+    async fn list_secrets(&self, namespace: &str) -> Result<Vec<rota_store::secrets::SecretRecord>> {
+        let ns = namespace.to_string();
+        self.main_readers.run(move |c| secrets::list(c, Some(&ns))).await
+    }
+
+    async fn delete_secret(&self, namespace: &str, name: &str) -> Result<bool> {
+        let (ns, name) = (namespace.to_string(), name.to_string());
+        self.write(Durability::Full, move |c| secrets::delete(c, &ns, &name)).await
+    }
+
+    async fn all_secrets(&self) -> Result<Vec<rota_store::secrets::SecretRecord>> {
+        self.main_readers.run(|c| secrets::list(c, None)).await
+    }
+
+    async fn reseal_secrets(
+        &self,
+        from: &str,
+        to: &str,
+        resealed: Vec<rota_store::secrets::SecretRecord>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let (from, to) = (from.to_string(), to.to_string());
+        self.write(Durability::Full, move |c| secrets::reseal(c, &from, &to, &resealed, now)).await
     }
 }

@@ -83,6 +83,12 @@ pub(crate) const MAIN: &[Migration] = &[
         sql: include_str!("../migrations/main/0010_namespaces.sql"),
         rebuilds: &["jobs", "paused_queues", "key_revokes", "schedule_fires"],
     },
+    Migration {
+        version: 11,
+        name: "secrets",
+        sql: include_str!("../migrations/main/0011_secrets.sql"),
+        rebuilds: &[],
+    },
 ];
 
 /// Migrations of the logs database.

@@ -26,6 +26,7 @@ mod prune;
 mod resources;
 mod revokes;
 mod schedules;
+mod secrets;
 mod workers;
 
 pub use namespaces::before_namespaces_in_default;
@@ -150,6 +151,9 @@ scenarios![
     schedules::schedules_record_each_fire_once,
     schedules::schedules_racing_recorders_agree,
     namespaces::namespaces_keep_apart,
+    secrets::secrets_store_and_generations,
+    secrets::secrets_reseal_is_all_or_nothing,
+    secrets::claims_carry_secret_references,
 ];
 
 /// Runs every scenario, each on a new database from `fresh` with a store open on it, and

@@ -53,6 +53,9 @@ pub enum ConflictKind {
     /// The job's state forbids the change (a retry of a job that has not ended, or whose
     /// step is still stopping).
     JobState,
+    /// A secret write or re-encryption names another key-encryption key than the store
+    /// holds (a rotation happened meanwhile), or the secrets changed during a rotation.
+    SecretKey,
 }
 
 /// Result with [`StoreError`].

@@ -14,6 +14,8 @@
 //! - [`bus`]: the typed events the servers of one control plane tell each other, and the
 //!   in-process transport.
 //! - [`resources`]: declared resources (`rota apply`) as stored.
+//! - [`secrets`]: secrets as stored: sealed (encrypted) values, key names and sizes, and
+//!   the fingerprint of the key-encryption key; never a plaintext value or the key.
 //! - [`schedules`]: the fire times of schedules as recorded (at most one run per fire time).
 //! - [`leader`]: which server runs the loops that must run once ([`leader::Leadership`]).
 //! - [`transfer`]: copying a whole control plane between backends (`rota migrate`).
@@ -25,6 +27,7 @@ pub mod leader;
 pub mod records;
 pub mod resources;
 pub mod schedules;
+pub mod secrets;
 pub mod transfer;
 
 #[cfg(feature = "conformance")]
@@ -300,4 +303,48 @@ pub trait JobStore: Send + Sync + 'static {
     /// Deletes fires recorded before `before`, except each schedule's newest (the controller
     /// counts due fire times from it), in chunks; returns how many went.
     async fn prune_fires(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// The fingerprint of the key-encryption key the store's secrets are sealed with; `None`
+    /// before any server stored one.
+    async fn secret_key_fingerprint(&self) -> Result<Option<String>>;
+
+    /// Stores `fingerprint` if the store holds none yet (insert-if-absent, durably: servers
+    /// starting together agree on the first writer's) and returns the one held afterwards.
+    /// An empty fingerprint is `Invalid`.
+    async fn init_secret_key(&self, fingerprint: &str, now: DateTime<Utc>) -> Result<String>;
+
+    /// Creates or replaces one secret in `write.namespace`, durably. What changed is decided
+    /// as for resources: a new secret is `Created` at generation 1; new sealed values raise
+    /// the generation (`Configured`); new labels alone are `Configured` at the same
+    /// generation; nothing new is `Unchanged` (nothing written). A write sealed under
+    /// another key than the store holds is `Conflict(SecretKey)` and nothing is written.
+    async fn put_secret(
+        &self,
+        write: secrets::SecretWrite,
+        now: DateTime<Utc>,
+    ) -> Result<rota_domain::resource::Applied>;
+
+    /// One secret of `namespace`, if it exists.
+    async fn get_secret(&self, namespace: &str, name: &str) -> Result<Option<secrets::SecretRecord>>;
+
+    /// The secrets of `namespace`, by name (byte order).
+    async fn list_secrets(&self, namespace: &str) -> Result<Vec<secrets::SecretRecord>>;
+
+    /// Deletes one secret of `namespace`; whether it existed.
+    async fn delete_secret(&self, namespace: &str, name: &str) -> Result<bool>;
+
+    /// Every secret of every namespace, for a key rotation.
+    async fn all_secrets(&self) -> Result<Vec<secrets::SecretRecord>>;
+
+    /// Re-seals every secret under a new key in one durable transaction: the store must
+    /// hold `from` and exactly the secrets of `resealed` (same namespace, name and
+    /// generation; else `Conflict(SecretKey)` and nothing is written); each gets its new
+    /// sealed bytes and `to`, and `to` becomes the key held. Generations do not change.
+    async fn reseal_secrets(
+        &self,
+        from: &str,
+        to: &str,
+        resealed: Vec<secrets::SecretRecord>,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 }

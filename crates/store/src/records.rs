@@ -349,8 +349,11 @@ pub struct ClaimedAttempt {
     pub number: u32,
     /// Script.
     pub run: String,
-    /// Job env overlaid with step env.
+    /// Job env overlaid with step env: the plain values.
     pub env: BTreeMap<String, String>,
+    /// The variables of that env a secret fills in, as references: the server resolves
+    /// them when it hands the attempt to its worker (the store never holds a value).
+    pub secret_env: BTreeMap<String, rota_domain::secret::SecretRef>,
     /// Timeout.
     pub timeout: Option<Duration>,
     /// Memory limit.

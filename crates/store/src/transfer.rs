@@ -244,6 +244,36 @@ pub const TABLES: &[Table] = &[
         sequence: None,
     },
     Table {
+        name: "secret_key",
+        part: Part::Main,
+        columns: &[
+            col("id", Int),
+            col("fingerprint", Text),
+            col("created_at", Time),
+            col("rotated_at", Time),
+        ],
+        order_by: "id",
+        sequence: None,
+    },
+    Table {
+        name: "secrets",
+        part: Part::Main,
+        // Sealed bytes copied exactly: the target's servers need the same key file.
+        columns: &[
+            col("namespace", Text),
+            col("name", Text),
+            col("labels", Text),
+            col("generation", Int),
+            col("keys", Text),
+            col("sealed", Bytes),
+            col("key_fingerprint", Text),
+            col("created_at", Time),
+            col("updated_at", Time),
+        ],
+        order_by: "namespace, name",
+        sequence: None,
+    },
+    Table {
         name: "log_attempts",
         part: Part::Logs,
         columns: &[

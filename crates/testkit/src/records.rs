@@ -38,6 +38,35 @@ impl Records {
         Records { client }
     }
 
+    /// Every row of every table of the database as text (`SELECT t::text`), one line per
+    /// row: for tests that grep what a database holds (bytea columns read as hex).
+    pub async fn dump_text(&self) -> String {
+        let tables = self
+            .client
+            .query(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("listing tables: {e}"));
+        let mut out = String::new();
+        for t in tables {
+            let name: String = t.get(0);
+            let rows = self
+                .client
+                .query(&format!("SELECT t::text FROM \"{name}\" t"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("reading {name}: {e}"));
+            for r in rows {
+                out.push_str(&name);
+                out.push(' ');
+                out.push_str(&r.get::<_, String>(0));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Every attempt, by job, step and number.
     pub async fn attempts(&self) -> Vec<AttemptRow> {
         let rows = self

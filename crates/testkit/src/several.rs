@@ -1,7 +1,7 @@
 //! Several `rota server` processes of one control plane (PostgreSQL) in end-to-end tests:
 //! which of them says it leads, and a server in a HOME/XDG tree of its own that shares the
-//! first tree's token files (the store holds their hashes; a server refuses token files
-//! that do not match them). Starts servers only through [`crate::server`].
+//! first tree's token files and secret key file (the store holds their hashes and the key's
+//! fingerprint; a server refuses files that do not match them). Starts servers only through [`crate::server`].
 
 use crate::server::{self, Server, Spec};
 use crate::{Env, HEARTBEAT, LEASE_TTL};
@@ -24,7 +24,8 @@ pub fn start_in_own_tree(env: &Env, root: &Path, listen: &str, args: &[&str]) ->
     server::make_tree(root).unwrap_or_else(|e| panic!("making {}: {e}", root.display()));
     let data = root.join("data/rota");
     std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("making {}: {e}", data.display()));
-    for file in ["admin.token", "join.token"] {
+    // The secret key file too: every server of a control plane needs the same key.
+    for file in ["admin.token", "join.token", "secret.key"] {
         let from = env.data_dir().join(file);
         std::fs::copy(&from, data.join(file)).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
     }

@@ -7,6 +7,7 @@ use crate::attempts::StopKind;
 use crate::context::Ctx;
 use crate::kill;
 use crate::logship::LogShip;
+use crate::mask::Masker;
 use crate::spawn::{self, BaseEnv};
 use crate::spawner::{SpawnedStep, Spawner, StepExit};
 use crate::workspace::AttemptDirs;
@@ -45,6 +46,8 @@ pub(crate) struct Setup<'a> {
     pub(crate) secrets: &'a [&'a str],
     /// The worker configs' variables, and `ROTA_CONFIG_DIR` (the job's env wins).
     pub(crate) host_env: &'a [(String, String)],
+    /// Values the worker configs gave from secrets: masked in the step's output.
+    pub(crate) host_secrets: &'a [Vec<u8>],
     /// For a job naming a project: where that project lives on this host (`Err`: the
     /// project it names, which this worker does not map).
     pub(crate) project_dir: Option<Result<std::path::PathBuf, String>>,
@@ -129,7 +132,9 @@ pub(crate) async fn run_attempt(
     let (spawn_call_unix_us, spawned_unix_us) = (unix_us(spawn_call), unix_us(spawned_at));
     tracing::debug!(pid, spawn_call_unix_us, spawned_unix_us, "step started");
 
-    let mut output = Output::new(stdout, stderr, logs, step.attempt_id);
+    // Every secret value the step holds: masked in its output, refused in its outputs.
+    let masked = secret_values(step, setup.host_secrets);
+    let mut output = Output::new(stdout, stderr, logs, step.attempt_id, &masked);
     let (status, ending) =
         supervise(&mut child, pgid, step, setup.kill_grace, &mut stop_rx, &mut output, hooks).await;
     // No orphans: whatever is left of the group dies with its shell.
@@ -140,6 +145,7 @@ pub(crate) async fn run_attempt(
             "output pipe still open {PIPE_DRAIN:?} after the step's group was killed; stopped reading"
         );
     }
+    output.flush();
     drop(output);
     let gone = kill::wait_group_gone(pgid, Instant::now() + Duration::from_millis(500)).await;
     hooks.group(None);
@@ -153,7 +159,12 @@ pub(crate) async fn run_attempt(
     // A process that escaped the group and still holds a pipe may also still use the
     // directory: it is then removed, never handed to another attempt.
     setup.dirs.release(dir, keep, drained && gone).await;
-    let outputs = read_outputs(&output_file).await;
+    let outputs = read_outputs(&output_file).await.map_err(Refused::Output).and_then(|o| {
+        match o.iter().find(|(_, v)| crate::mask::contains_any(v, &masked)) {
+            Some((k, _)) => Err(Refused::Secret(k.clone())),
+            None => Ok(o),
+        }
+    });
     let outcome = match ending {
         Some(Ending::Silent) => return None,
         Some(Ending::Report(o)) => o,
@@ -171,6 +182,32 @@ pub(crate) async fn run_attempt(
         },
         (other, _) => Ended { outcome: other, outputs: BTreeMap::new() },
     })
+}
+
+/// Why a succeeded step's `$ROTA_OUTPUT` cannot be passed on.
+enum Refused {
+    Output(OutputError),
+    /// The value of this key holds a secret value.
+    Secret(String),
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Output(e) => e.fmt(f),
+            Refused::Secret(key) => rota_domain::Reason::SecretInOutput { key: key.clone() }.fmt(f),
+        }
+    }
+}
+
+/// The values a secret gave the step: its own variables' (the server names them) and the
+/// worker configs'.
+fn secret_values(step: &ClaimedStep, host: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    step.secret_env
+        .iter()
+        .filter_map(|k| step.env.get(k).map(|v| v.as_bytes().to_vec()))
+        .chain(host.iter().cloned())
+        .collect()
 }
 
 /// How an attempt ended, with what it wrote to `$ROTA_OUTPUT` if it succeeded.
@@ -354,11 +391,39 @@ struct Output<'a> {
     stderr_first: bool,
     logs: &'a LogShip,
     id: AttemptId,
+    /// Per stream (stdout, stderr): masks the step's secret values before they are sent.
+    masks: [Masker; 2],
 }
 
 impl<'a> Output<'a> {
-    fn new(stdout: pipe::Receiver, stderr: pipe::Receiver, logs: &'a LogShip, id: AttemptId) -> Self {
-        Self { stdout: Some(stdout), stderr: Some(stderr), buf: Vec::new(), stderr_first: false, logs, id }
+    fn new(
+        stdout: pipe::Receiver,
+        stderr: pipe::Receiver,
+        logs: &'a LogShip,
+        id: AttemptId,
+        secrets: &[Vec<u8>],
+    ) -> Self {
+        let masks = [Masker::new(secrets.iter().cloned()), Masker::new(secrets.iter().cloned())];
+        Self {
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            buf: Vec::new(),
+            stderr_first: false,
+            logs,
+            id,
+            masks,
+        }
+    }
+
+    /// Sends what the maskers still hold back (a stream that reached its end already did).
+    fn flush(&mut self) {
+        for (mask, stream) in self.masks.iter_mut().zip([Stream::Stdout, Stream::Stderr]) {
+            let mut out = Vec::new();
+            mask.finish(&mut out);
+            if !out.is_empty() {
+                self.logs.push(self.id, stream, &out);
+            }
+        }
     }
 
     fn is_open(&self) -> bool {
@@ -370,13 +435,14 @@ impl<'a> Output<'a> {
     /// are closed.
     async fn read_some(&mut self) {
         std::future::poll_fn(|cx| {
-            let Self { stdout, stderr, buf, stderr_first, logs, id } = &mut *self;
+            let Self { stdout, stderr, buf, stderr_first, logs, id, masks } = &mut *self;
+            let [out_mask, err_mask] = masks;
             *stderr_first = !*stderr_first;
             for round in [*stderr_first, !*stderr_first] {
                 let progress = if round {
-                    poll_pipe(stderr, Stream::Stderr, cx, buf, logs, *id)
+                    poll_pipe(stderr, Stream::Stderr, cx, buf, logs, *id, err_mask)
                 } else {
-                    poll_pipe(stdout, Stream::Stdout, cx, buf, logs, *id)
+                    poll_pipe(stdout, Stream::Stdout, cx, buf, logs, *id, out_mask)
                 };
                 if progress.is_some() {
                     return Poll::Ready(());
@@ -403,6 +469,7 @@ fn poll_pipe<R: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     logs: &LogShip,
     id: AttemptId,
+    mask: &mut Masker,
 ) -> Option<()> {
     let reader = pipe.as_mut()?;
     if buf.capacity() < READ_SIZE {
@@ -414,10 +481,23 @@ fn poll_pipe<R: AsyncRead + Unpin>(
         Poll::Pending => None,
         Poll::Ready(Ok(())) if rb.filled().is_empty() => {
             *pipe = None;
+            let mut out = Vec::new();
+            mask.finish(&mut out);
+            if !out.is_empty() {
+                logs.push(id, stream, &out);
+            }
+            Some(())
+        }
+        Poll::Ready(Ok(())) if mask.is_empty() => {
+            logs.push(id, stream, rb.filled());
             Some(())
         }
         Poll::Ready(Ok(())) => {
-            logs.push(id, stream, rb.filled());
+            let mut out = Vec::with_capacity(rb.filled().len());
+            mask.push(rb.filled(), &mut out);
+            if !out.is_empty() {
+                logs.push(id, stream, &out);
+            }
             Some(())
         }
         Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
@@ -484,12 +564,14 @@ pub(crate) async fn execute(
             .env
             .get(rota_domain::hostconfig::PROJECT_ENV)
             .map(|p| ctx.host.project_dir(p).ok_or_else(|| p.clone()));
+        let host_secrets = ctx.host.secret_values();
         let setup = Setup {
             dirs: &ctx.dirs,
             spawner: &ctx.spawner,
             base_env: &ctx.base_env,
             secrets: &secrets,
             host_env: &host_env,
+            host_secrets: &host_secrets,
             project_dir,
             kill_grace: ctx.config.kill_grace,
         };

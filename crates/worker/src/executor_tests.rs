@@ -34,6 +34,7 @@ impl Recorder {
 
 fn claimed(id: i64, run: &str) -> ClaimedStep {
     ClaimedStep {
+        secret_env: Vec::new(),
         attempt_id: AttemptId(id),
         job_id: JobId::new(),
         step: "s".into(),
@@ -75,6 +76,7 @@ impl Harness {
 
     fn setup(&self, grace: Duration) -> Setup<'_> {
         Setup {
+            host_secrets: &[],
             dirs: &self.dirs,
             spawner: &self.spawner,
             base_env: &self.base,

@@ -394,6 +394,7 @@ mod tests {
 
     fn step(id: i64) -> ClaimedStep {
         ClaimedStep {
+            secret_env: Vec::new(),
             attempt_id: AttemptId(id),
             job_id: JobId::new(),
             step: "s".into(),

@@ -40,6 +40,8 @@ pub(crate) struct HostState {
     written: Mutex<BTreeMap<String, Vec<PathBuf>>>,
     /// The configs' variables, in application order.
     env: Mutex<Vec<(String, String)>>,
+    /// The values of those variables and files a secret filled in (masked in step output).
+    secrets: Mutex<Vec<Vec<u8>>>,
     /// Why the worker claims nothing (a setup failed), if it does not.
     degraded: Mutex<Option<String>>,
     /// Outcomes not yet reported.
@@ -52,6 +54,11 @@ impl HostState {
     /// Variables the configs give steps.
     pub(crate) fn env(&self) -> Vec<(String, String)> {
         lock(&self.env).clone()
+    }
+
+    /// The values the configs gave from secrets: masked in every step's output.
+    pub(crate) fn secret_values(&self) -> Vec<Vec<u8>> {
+        lock(&self.secrets).clone()
     }
 
     /// The directory project `name` lives in on this host, if mapped.
@@ -174,9 +181,24 @@ async fn apply(ctx: &Ctx, configs: &[Matched]) {
     }
     let mut env: Vec<(String, String)> = Vec::new();
     for c in configs {
-        env.extend(c.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // The server resolved every reference for this worker: only plain values arrive.
+        env.extend(c.spec.env.iter().filter_map(|(k, v)| Some((k.clone(), v.plain()?.to_string()))));
     }
     *lock(&ctx.host.env) = env.clone();
+    *lock(&ctx.host.secrets) = configs
+        .iter()
+        .flat_map(|c| {
+            let env =
+                c.secret_env.iter().filter_map(|k| c.spec.env.get(k)?.plain().map(|v| v.as_bytes().to_vec()));
+            let files = c
+                .spec
+                .files
+                .iter()
+                .filter(|f| c.secret_files.contains(&f.path))
+                .map(|f| f.content.as_bytes().to_vec());
+            env.chain(files).collect::<Vec<_>>()
+        })
+        .collect();
     *lock(&ctx.host.projects) = projects(configs);
     let mut degraded = None;
     for c in changed {

@@ -96,6 +96,7 @@ mod tests {
 
     fn step(env: &[(&str, &str)]) -> ClaimedStep {
         ClaimedStep {
+            secret_env: Vec::new(),
             attempt_id: AttemptId(77),
             job_id: JobId::new(),
             step: "build".into(),

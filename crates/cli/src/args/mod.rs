@@ -10,10 +10,12 @@ use std::time::Duration;
 
 mod fleet;
 mod resources;
+mod secrets;
 mod server;
 mod worker;
 pub(crate) use fleet::*;
 pub(crate) use resources::*;
+pub(crate) use secrets::*;
 pub(crate) use server::*;
 pub(crate) use worker::*;
 
@@ -124,6 +126,13 @@ pub(crate) enum Command {
     ///   rota run build --input version=1.2 --follow
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
+    /// Secrets: named key/value data steps and worker configs refer to
+    /// (`env: {TOKEN: {secret: NAME/KEY}}`), stored encrypted, masked in step output.
+    /// List them with `rota get secret`, declare them with `rota apply` (kind Secret).
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.

@@ -107,6 +107,13 @@ pub(crate) struct ServerArgs {
     /// 503 with Retry-After (clients retry or fail over) [default: 5s].
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) db_pool_timeout: Option<Duration>,
+    /// The key-encryption key secrets are sealed with: a file (never an environment
+    /// variable). A lone server's first start creates it (mode 0600); every server of a
+    /// fleet needs the same file, and a server whose key differs from the one the database
+    /// holds refuses to start (exit 78). Losing it loses every secret
+    /// [default: <data dir>/secret.key].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) secret_key_file: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -124,6 +131,11 @@ impl ServerArgs {
             db_pool_size: self.db_pool_size,
             db_statement_timeout: self.db_statement_timeout,
             db_pool_timeout: self.db_pool_timeout,
+            // Absolute, so a background server started elsewhere finds the same file.
+            secret_key_file: self
+                .secret_key_file
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()),
         }
     }
 }

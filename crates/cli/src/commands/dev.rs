@@ -20,6 +20,8 @@ pub(crate) async fn run(
 ) -> Result<ExitCode> {
     let settings = ServerSetup::from_settings(&args.server.settings(), paths)?;
     super::init_tracing();
+    // It holds the secret key and the secret values its steps are given.
+    rota_worker::dumpable::forbid_dumps();
     let signals = StopSignals::install()?;
     let server = Prepared::new(&settings, paths).await?;
     let url = server.url.clone();

@@ -9,6 +9,7 @@ pub(crate) mod job;
 mod migrate;
 mod resources;
 mod routing;
+mod secret;
 mod server;
 mod server_bg;
 pub(crate) mod worker;
@@ -67,6 +68,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get(args) => block_on(resources::get(global, &args, &Paths::from_env()?)),
         Command::Delete(args) => block_on(resources::delete(global, &args, &Paths::from_env()?)),
         Command::Run(args) => block_on(resources::run(global, &args, &Paths::from_env()?)),
+        Command::Secret { command } => block_on(secret::run(global, command, &Paths::from_env()?)),
     }
 }
 

@@ -345,6 +345,7 @@ fn table(out: &mut Out, items: &[ResourceView]) -> Result<()> {
     let what = match items.first().map(|r| r.kind) {
         Some(Kind::WorkerPool) => "PRIORITY",
         Some(Kind::WorkerConfig) => "FILES",
+        Some(Kind::Secret) => "KEYS",
         _ => "STEPS",
     };
     let mut t = output::table(&["NAME", "GENERATION", what, "AGE", "READY"]);
@@ -354,6 +355,10 @@ fn table(out: &mut Out, items: &[ResourceView]) -> Result<()> {
             ResourceSpec::WorkerPool(p) => p.priority.to_string(),
             ResourceSpec::WorkerConfig(c) => c.files.len().to_string(),
             ResourceSpec::Schedule(_) => "-".to_string(),
+            // Names and sizes only: a secret's values are never shown.
+            ResourceSpec::Secret(sec) => {
+                sec.keys.iter().map(|(k, n)| format!("{k} ({n} B)")).collect::<Vec<_>>().join(", ")
+            }
         };
         t.add_row(vec![
             r.metadata.name.clone(),

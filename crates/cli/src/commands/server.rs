@@ -32,6 +32,8 @@ pub(crate) async fn run(args: &ServerArgs, paths: &Paths) -> Result<ExitCode> {
     let ready_pipe = readiness::take_from_stdout();
     let settings = ServerSetup::from_settings(&args.settings(), paths)?;
     super::init_tracing();
+    // It holds the secret key and, while handing out steps, secret values.
+    rota_worker::dumpable::forbid_dumps();
     let signals = StopSignals::install()?;
     let server = Prepared::new(&settings, paths).await?;
     server.announce(paths);
@@ -73,6 +75,8 @@ pub(crate) struct Prepared {
     pub(crate) log_quota: String,
     /// Which token files this start generated (the store held no token of that kind).
     pub(crate) tokens_created: TokensCreated,
+    /// The secret key file, and whether this start created it.
+    pub(crate) secret_key: (std::path::PathBuf, bool),
     /// The bus and leadership that go with the store.
     pub(crate) seams: rota_server::Seams,
     /// SQLite: this server's claim on its file (one server per file); held until it exits.
@@ -83,6 +87,7 @@ impl Prepared {
     pub(crate) async fn new(settings: &ServerSetup, paths: &Paths) -> Result<Self> {
         let Opened { store, log_quota, serving, seams } = open_store(settings).await?;
         let tokens = tokens::settle_with_store(store.as_ref(), paths, &settings.database).await?;
+        let key = crate::secret_key::settle_with_store(store.as_ref(), &settings.secret_key_file).await?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -92,6 +97,7 @@ impl Prepared {
             heartbeat_interval: settings.heartbeat_interval,
             lease_ttl: settings.lease_ttl,
             retention: settings.retention,
+            secret_key: Some(Arc::new(key.keyring)),
             ..ServerConfig::default()
         };
         Ok(Self {
@@ -102,6 +108,7 @@ impl Prepared {
             join_token: tokens.join.token,
             log_quota,
             tokens_created: TokensCreated { admin: tokens.admin.created, join: tokens.join.created },
+            secret_key: (settings.secret_key_file.clone(), key.created),
             seams,
             _serving: serving,
         })
@@ -111,6 +118,16 @@ impl Prepared {
     pub(crate) fn announce(&self, paths: &Paths) {
         note(format_args!("rota server listening on {}", self.url));
         announce_tokens(paths, self.tokens_created);
+        let (key_file, created) = &self.secret_key;
+        if *created {
+            note(format_args!(
+                "secret key: {} (created now, mode 0600). Back it up: losing it loses every secret; every \
+                 server of this control plane needs a copy",
+                key_file.display()
+            ));
+        } else {
+            note(format_args!("secret key: {} (existing file, reused)", key_file.display()));
+        }
         note(format_args!("log quota: {}", self.log_quota));
     }
 }

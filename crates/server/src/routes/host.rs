@@ -113,7 +113,69 @@ pub(crate) async fn configs(
         }),
         Member { name: &req.name, host: &req.host, tags: &req.tags },
     );
-    Ok(Json(ConfigReply { configs }))
+    let mut resolved = Vec::with_capacity(configs.len());
+    for c in configs {
+        resolved.push(resolve_config(&state, &me.namespace, c).await);
+    }
+    Ok(Json(ConfigReply { configs: resolved }))
+}
+
+/// Fills a matched config's secret references in for the worker asking (values go to this
+/// reply only; the stored config keeps the references), and names what a secret filled so
+/// the worker masks it. A reference that cannot be resolved leaves its variable unset and
+/// its file out, with a warning naming it (never a value).
+async fn resolve_config(
+    state: &AppState,
+    namespace: &str,
+    mut c: rota_domain::hostconfig::Matched,
+) -> rota_domain::hostconfig::Matched {
+    use rota_domain::secret::{EnvValue, SecretRef};
+    let refs = c.spec.secret_refs();
+    if refs.is_empty() {
+        return c;
+    }
+    // The worker's own namespace: its configs and their secrets are of it.
+    let keyring = state.config.secret_key.as_deref();
+    let mut values = std::collections::BTreeMap::new();
+    for (field, r) in refs {
+        match crate::secrets::resolve(state.store.as_ref(), keyring, namespace, [&r]).await {
+            Ok(mut v) => {
+                if let Some(value) = v.remove(&r) {
+                    values.insert(r, value);
+                }
+            }
+            Err(u) => tracing::warn!(config = %c.name, field = %field, reference = %u.reference,
+                "worker config secret not resolved: {}", u.problem),
+        }
+    }
+    let env = std::mem::take(&mut c.spec.env);
+    for (k, v) in env {
+        match v {
+            EnvValue::Secret(r) => {
+                if let Some(value) = values.get(&r) {
+                    c.secret_env.push(k.clone());
+                    c.spec.env.insert(k, EnvValue::Plain(value.to_string()));
+                }
+            }
+            plain => {
+                c.spec.env.insert(k, plain);
+            }
+        }
+    }
+    let files = std::mem::take(&mut c.spec.files);
+    for mut f in files {
+        match f.secret.take() {
+            Some(r) => {
+                if let Some(value) = values.get(&SecretRef { secret: r }) {
+                    f.content = value.to_string();
+                    c.secret_files.push(f.path.clone());
+                    c.spec.files.push(f);
+                }
+            }
+            None => c.spec.files.push(f),
+        }
+    }
+    c
 }
 
 /// Records `Degraded` on the config: true with the worker, exit code and output tail when

@@ -46,20 +46,32 @@ async fn job_in(state: &AppState, scope: &Scope, id: JobId) -> Result<rota_store
 
 /// The job as it will be stored: in the call's namespace (a document naming another
 /// namespace than the call is refused), with the header's idempotency key.
-fn prepare(mut spec: JobSpec, scope: &Scope, header_key: Option<String>) -> Result<NewJob, String> {
+/// `Ok(Err)` is a 400 naming the field (secret references are checked in the job's
+/// namespace).
+async fn prepare(
+    state: &AppState,
+    mut spec: JobSpec,
+    scope: &Scope,
+    header_key: Option<String>,
+) -> Result<Result<NewJob, String>, ApiError> {
     if rota_domain::namespace::is_default(&spec.namespace) {
         spec.namespace = scope.namespace.clone();
     } else if spec.namespace != scope.namespace && !rota_domain::namespace::is_default(&scope.namespace) {
-        return Err(format!(
+        return Ok(Err(format!(
             "namespace: the document says '{}' but the call is in namespace '{}'",
             spec.namespace, scope.namespace
-        ));
+        )));
     }
     if let Some(k) = header_key {
         spec.idempotency_key = Some(k);
     }
-    spec.validate().map_err(|e| e.to_string())?;
-    Ok(NewJob { id: JobId::new(), spec, now: chrono::Utc::now() })
+    if let Err(e) = spec.validate() {
+        return Ok(Err(e.to_string()));
+    }
+    if let Some(refused) = super::secrets::refused_job(state, &spec).await? {
+        return Ok(Err(refused));
+    }
+    Ok(Ok(NewJob { id: JobId::new(), spec, now: chrono::Utc::now() }))
 }
 
 /// Submits one job. 201 when created; 200 with the existing id when the idempotency key
@@ -82,7 +94,7 @@ pub(crate) async fn submit_job(
         ),
         None => None,
     };
-    let job = prepare(spec, &scope, key).map_err(ApiError::bad_request)?;
+    let job = prepare(&state, spec, &scope, key).await?.map_err(ApiError::bad_request)?;
     let mut results = crate::handoff::submit_jobs(&state, vec![job]).await?;
     let submitted = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     if submitted.created {
@@ -109,7 +121,7 @@ pub(crate) async fn submit_batch(
     let mut valid = Vec::new();
     let mut positions = Vec::new();
     for (i, spec) in req.jobs.into_iter().enumerate() {
-        match prepare(spec, &scope, None) {
+        match prepare(&state, spec, &scope, None).await? {
             Ok(job) => {
                 positions.push(i);
                 valid.push(job);

@@ -6,6 +6,7 @@ mod host;
 mod jobs;
 mod meta;
 mod resources;
+pub(crate) mod secrets;
 mod timeout;
 mod worker;
 mod workers;
@@ -42,6 +43,9 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(resources::get, resources::delete_one))
         .routes(routes!(resources::delete_many))
         .routes(routes!(resources::run))
+        .routes(routes!(secrets::list_secrets))
+        .routes(routes!(secrets::put_secret, secrets::get_secret, secrets::delete_secret))
+        .routes(routes!(secrets::rotate_secret_key))
         .layer(DefaultBodyLimit::max(body_limit));
     // Long-polls (log follow, fleet replies, control, claim) hold a request on purpose, each
     // bounded by `max_poll`: the request timeout would cut them.

@@ -25,7 +25,7 @@ use rota_domain::{JobId, JobState, limits};
 use rota_store::NewJob;
 use rota_store::bus::Event;
 use rota_store::resources::{AppliedResource, ResourceKey, ResourceRecord, ResourceWrite};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Most documents in one apply or resources in one delete.
 const MAX_DOCUMENTS: usize = 1000;
@@ -154,7 +154,7 @@ fn kind_of(s: &str) -> Result<Kind, ApiError> {
 #[utoipa::path(post, path = "/api/v1/resources/apply", tag = "resources", security(("admin" = [])), request_body = ApplyRequest,
     params(rota_api_types::namespace::NamespaceQuery),
     responses((status = 200, body = ApplyResponse), (status = 400, body = rota_api_types::ErrorBody, description = "a document is invalid (`error.pointer` names the field); nothing was stored"),
-        (status = 401), (status = 403), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
+        (status = 401), (status = 403), (status = 409, description = "a Secret document, and this server holds no secret key (or it was rotated meanwhile)"), (status = 413), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
 pub(crate) async fn apply(
     _: Admin,
     scope: Scope,
@@ -181,15 +181,36 @@ pub(crate) async fn apply(
         }
     }
     let mut writes = Vec::with_capacity(req.documents.len());
+    // Secrets are kept apart from the other kinds (sealed, in their own table): checked
+    // with the others, written after them.
+    let mut secrets: Vec<SecretDoc> = Vec::new();
+    let mut order: Vec<Option<usize>> = Vec::with_capacity(req.documents.len());
     let mut seen: HashMap<ResourceKey, usize> = HashMap::new();
     for (i, doc) in req.documents.iter().enumerate() {
+        if let ResourceDocument::Secret(d) = doc {
+            let key = ResourceKey::new(d.metadata.namespace.clone(), Kind::Secret, d.metadata.name.clone());
+            if let Some(j) = seen.insert(key.clone(), i) {
+                return Err(invalid(i, "metadata.name", "", &format!("{key} is also documents[{j}]")));
+            }
+            secrets.push((i, prepare_secret(i, d)?, None));
+            if d.spec.has_values() {
+                let values = d.spec.values().map_err(|e| invalid(i, "spec", &e.field, &e.message))?;
+                if let Some(last) = secrets.last_mut() {
+                    last.2 = Some(values);
+                }
+            }
+            order.push(None);
+            continue;
+        }
         let w = prepare(i, doc)?;
         if let Some(j) = seen.insert(w.key(), i) {
             return Err(invalid(i, "metadata.name", "", &format!("{} is also documents[{j}]", w.key())));
         }
+        order.push(Some(writes.len()));
         writes.push(w);
     }
     check_schedules(&state, &req).await?;
+    check_secret_refs(&state, &req).await?;
     // A dry run decides from what is stored now; a real apply reports what its own
     // transaction saw and did (another apply racing it cannot skew the answer).
     let done: Vec<AppliedResource> = if req.dry_run {
@@ -201,6 +222,8 @@ pub(crate) async fn apply(
             done.push(AppliedResource { applied, generation: next.generation, previous: before });
         }
         done
+    } else if writes.is_empty() {
+        Vec::new()
     } else {
         state.store.apply_resources(writes.clone(), state.store.now()).await?
     };
@@ -225,7 +248,144 @@ pub(crate) async fn apply(
     if !events.is_empty() {
         state.publish(events);
     }
+    let mut secret_results = HashMap::new();
+    for (i, metadata, values) in secrets {
+        let before = super::secrets::stored(&state, &metadata.namespace, &metadata.name).await?;
+        let (action, generation) = if req.dry_run {
+            match &before {
+                None => (Applied::Created, 1),
+                Some(b) if values.is_some() => (Applied::Configured, b.generation + 1),
+                Some(b) if b.labels != metadata.labels => (Applied::Configured, b.generation),
+                Some(b) => (Applied::Unchanged, b.generation),
+            }
+        } else {
+            super::secrets::write(&state, &metadata, values).await?
+        };
+        secret_results.insert(
+            i,
+            ApplyResult {
+                kind: Kind::Secret,
+                name: metadata.name.clone(),
+                action,
+                generation,
+                // Never a value: the keys as stored before.
+                previous: before.as_ref().map(secret_spec),
+                previous_labels: before.map(|b| b.labels),
+            },
+        );
+    }
+    let mut results: Vec<Option<ApplyResult>> = results.into_iter().map(Some).collect();
+    let results: Vec<ApplyResult> = order
+        .iter()
+        .enumerate()
+        .filter_map(|(i, slot)| match slot {
+            Some(w) => results.get_mut(*w).and_then(Option::take),
+            None => secret_results.remove(&i),
+        })
+        .collect();
     Ok(Json(ApplyResponse { results, dry_run: req.dry_run }))
+}
+
+/// A `Secret` document of an apply: its index, metadata and values (none: keep the stored).
+type SecretDoc = (usize, resource::Metadata, Option<BTreeMap<String, Vec<u8>>>);
+
+/// A `Secret` document's metadata, checked (its values are checked by the caller).
+fn prepare_secret(
+    i: usize,
+    d: &rota_api_types::resources::SecretDocument,
+) -> Result<resource::Metadata, ApiError> {
+    if let Some(v) = &d.api_version
+        && v != API_VERSION
+    {
+        return Err(invalid(i, "apiVersion", "", &format!("`{v}` is not known; use {API_VERSION}")));
+    }
+    d.metadata.validate().map_err(|e| invalid(i, &e.field, "", &e.message))?;
+    Ok(d.metadata.clone())
+}
+
+/// A stored secret's spec as reads show it: key names and sizes.
+fn secret_spec(r: &rota_store::secrets::SecretRecord) -> ResourceSpec {
+    ResourceSpec::Secret(rota_api_types::secrets::SecretSpec { keys: r.keys.clone(), ..Default::default() })
+}
+
+/// A stored secret as a resource view (key names and sizes only).
+fn secret_view(r: &rota_store::secrets::SecretRecord) -> ResourceView {
+    ResourceView {
+        api_version: API_VERSION.to_string(),
+        kind: Kind::Secret,
+        spec: secret_spec(r),
+        metadata: StoredMetadata {
+            name: r.name.clone(),
+            namespace: r.namespace.clone(),
+            labels: r.labels.clone(),
+            generation: r.generation,
+            creation_timestamp: r.created_at,
+        },
+        status: Status::default(),
+    }
+}
+
+/// Secret references of workflows and worker configs must name a secret (stored, or
+/// declared in the same apply) and one of its keys: refused at apply, naming the field.
+async fn check_secret_refs(state: &AppState, req: &ApplyRequest) -> Result<(), ApiError> {
+    use rota_domain::secret::SecretRef;
+    let declared: HashMap<&str, Option<Vec<String>>> = req
+        .documents
+        .iter()
+        .filter_map(|d| match d {
+            ResourceDocument::Secret(s) => Some((
+                s.metadata.name.as_str(),
+                s.spec.has_values().then(|| s.spec.values().unwrap_or_default().into_keys().collect()),
+            )),
+            _ => None,
+        })
+        .collect();
+    for (i, doc) in req.documents.iter().enumerate() {
+        let refs: Vec<(String, SecretRef)> = match doc {
+            ResourceDocument::WorkerConfig(d) => d.spec.secret_refs(),
+            ResourceDocument::Workflow(d) => {
+                let mut refs: Vec<(String, SecretRef)> = d
+                    .spec
+                    .env
+                    .iter()
+                    .filter_map(|(k, v)| Some((format!("env.{k}"), v.secret()?.clone())))
+                    .collect();
+                for (j, st) in d.spec.steps.iter().enumerate() {
+                    refs.extend(
+                        st.env
+                            .iter()
+                            .filter_map(|(k, v)| Some((format!("steps[{j}].env.{k}"), v.secret()?.clone()))),
+                    );
+                }
+                refs
+            }
+            _ => continue,
+        };
+        // A secret declared alongside with values answers for itself; one declared without
+        // values is the stored one.
+        let mut stored_refs = Vec::new();
+        for (field, r) in refs {
+            match declared.get(r.name()) {
+                Some(Some(keys)) if keys.iter().any(|k| k == r.key()) => {}
+                Some(Some(_)) => {
+                    return Err(invalid(
+                        i,
+                        "spec",
+                        &field,
+                        &format!("secret '{}' has no key '{}'", r.name(), r.key()),
+                    ));
+                }
+                _ => stored_refs.push((field, r)),
+            }
+        }
+        // References name secrets of the document's own namespace.
+        let checked =
+            crate::secrets::check_refs(state.store.as_ref(), &doc.metadata().namespace, stored_refs).await?;
+        if let Err((field, problem)) = checked {
+            return Err(invalid(i, "spec", &field, &problem));
+        }
+    }
+    Ok(())
 }
 
 fn stored(r: ResourceRecord) -> resource::Stored<String> {
@@ -277,6 +437,12 @@ pub(crate) async fn list(
             }
         }
     };
+    if kind == Kind::Secret {
+        // Few per namespace: one page, by name (of the call's namespace, also with
+        // allNamespaces: secrets are listed one namespace at a time).
+        let items = super::secrets::all(&state, &scope.namespace).await?.iter().map(secret_view).collect();
+        return Ok(Json(ResourceList { items, continue_token: None }));
+    }
     // One more than asked says whether another page follows without a second query.
     let mut rows = state.store.list_resources(kind, scope.filter(), after, limit + 1).await?;
     let more = rows.len() > limit as usize;
@@ -304,6 +470,12 @@ pub(crate) async fn get(
     ApiPath((kind, name)): ApiPath<(String, String)>,
 ) -> Result<Json<ResourceView>, ApiError> {
     let key = ResourceKey::new(scope.namespace, kind_of(&kind)?, name);
+    if key.kind == Kind::Secret {
+        return match super::secrets::stored(&state, &key.namespace, &key.name).await? {
+            Some(r) => Ok(Json(secret_view(&r))),
+            None => Err(ApiError::not_found(format!("no {key}"))),
+        };
+    }
     match state.store.get_resource(&key).await? {
         Some(r) => Ok(Json(view(&state, r).await?)),
         None => Err(ApiError::not_found(format!("no {key}"))),
@@ -350,7 +522,15 @@ pub(crate) async fn delete_many(
 }
 
 async fn delete(state: &AppState, keys: Vec<ResourceKey>) -> Result<Vec<DeleteResult>, ApiError> {
-    let gone = state.store.delete_resources(keys.clone()).await?;
+    // Secrets live apart from the other kinds.
+    let (secrets, keys): (Vec<ResourceKey>, Vec<ResourceKey>) =
+        keys.into_iter().partition(|k| k.kind == Kind::Secret);
+    let mut secret_results = Vec::with_capacity(secrets.len());
+    for k in secrets {
+        let deleted = super::secrets::remove(state, &k.namespace, &k.name).await?;
+        secret_results.push(DeleteResult { kind: k.kind, name: k.name, deleted });
+    }
+    let gone = if keys.is_empty() { Vec::new() } else { state.store.delete_resources(keys.clone()).await? };
     let results: Vec<DeleteResult> = keys
         .into_iter()
         .zip(gone)
@@ -364,6 +544,8 @@ async fn delete(state: &AppState, keys: Vec<ResourceKey>) -> Result<Vec<DeleteRe
     if !events.is_empty() {
         state.publish(events);
     }
+    let mut results = results;
+    results.extend(secret_results);
     Ok(results)
 }
 
@@ -407,6 +589,9 @@ pub(crate) async fn run(
     if let Some(k) = idempotency_key {
         job.idempotency_key = Some(k);
         job.validate().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    if let Some(refused) = super::secrets::refused_job(&state, &job).await? {
+        return Err(ApiError::bad_request(refused));
     }
     let mut results = crate::handoff::submit_jobs(
         &state,

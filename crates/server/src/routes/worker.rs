@@ -247,22 +247,6 @@ pub(crate) async fn claim(
     let wait = Duration::from_millis(req.wait_ms).min(state.config.max_poll);
     let arrived = tokio::time::Instant::now();
     let deadline = arrived + wait;
-    let reply = |state: &AppState, got: Vec<ClaimedAttempt>| {
-        Metrics::add(&state.metrics.attempts_claimed, got.len() as u64);
-        if !got.is_empty() {
-            state.publish(
-                got.iter()
-                    .map(|a| Event::Attempt {
-                        job: a.job_id,
-                        step: a.step.clone(),
-                        attempt: a.attempt_id,
-                        status: AttemptStatus::Running,
-                    })
-                    .collect(),
-            );
-        }
-        Json(ClaimResponse { attempts: got.into_iter().map(to_claimed).collect() })
-    };
     loop {
         // A session not heard from lately (no heartbeat for 1.5 intervals and this claim
         // no younger) takes nothing more: a cut link sends no FIN, so this request may
@@ -270,7 +254,7 @@ pub(crate) async fn claim(
         // lost again. The steps stay ready for live workers; a live worker whose
         // heartbeats are merely late just claims again (a new claim counts as heard from).
         if !state.liveness.fresh(me.session, arrived, tokio::time::Instant::now()) {
-            return Ok(reply(&state, Vec::new()));
+            return Ok(hand_out(&state, me.session, Vec::new()).await);
         }
         // Register interest before looking, so a submit between the look and the wait
         // still wakes us.
@@ -280,7 +264,7 @@ pub(crate) async fn claim(
         let got = state.store.claim(me.session, max, state.store.now(), state.config.lease_ttl).await?;
         let now = tokio::time::Instant::now();
         if !got.is_empty() || now >= deadline || state.shutdown.is_cancelled() {
-            return Ok(reply(&state, got));
+            return Ok(hand_out(&state, me.session, got).await);
         }
         // Park: the next submit claims for us in its own commit (parking.rs). Retries with a
         // backoff become claimable without a submit: look again at least once a second.
@@ -300,19 +284,101 @@ pub(crate) async fn claim(
             None => handed.await.unwrap_or_default(),
         };
         if !got.is_empty() {
-            return Ok(reply(&state, got));
+            return Ok(hand_out(&state, me.session, got).await);
         }
     }
 }
 
-fn to_claimed(a: ClaimedAttempt) -> ClaimedStep {
+/// The one point where claimed attempts become what their worker is sent, whether its own
+/// claim took them or a submit claimed them for its parked long-poll (`handoff.rs`): secret
+/// references are resolved here, for this attempt only. An attempt whose secret cannot be
+/// resolved (deleted, a key gone, another key) is not sent: it fails at once, naming the
+/// reference and the problem, as its worker would have reported it.
+async fn hand_out(state: &AppState, session: SessionId, got: Vec<ClaimedAttempt>) -> Json<ClaimResponse> {
+    Metrics::add(&state.metrics.attempts_claimed, got.len() as u64);
+    if !got.is_empty() {
+        state.publish(
+            got.iter()
+                .map(|a| Event::Attempt {
+                    job: a.job_id,
+                    step: a.step.clone(),
+                    attempt: a.attempt_id,
+                    status: AttemptStatus::Running,
+                })
+                .collect(),
+        );
+    }
+    let mut attempts = Vec::with_capacity(got.len());
+    let mut failed = Vec::new();
+    for a in got {
+        // A job's references name secrets of its own namespace.
+        let namespace = a.namespace.clone();
+        match resolve_secrets(state, &namespace, &a).await {
+            Ok(values) => attempts.push(to_claimed(a, values)),
+            Err(u) => {
+                let why =
+                    rota_domain::Reason::SecretUnavailable { reference: u.reference, problem: u.problem };
+                tracing::warn!(job_id = %a.job_id, step = %a.step, attempt_id = %a.attempt_id,
+                    "attempt not handed out: {why}");
+                failed.push(Completion {
+                    session,
+                    job_id: a.job_id,
+                    step: a.step,
+                    attempt_id: a.attempt_id,
+                    outcome: rota_domain::AttemptOutcome::Failed {
+                        exit_code: None,
+                        signal: None,
+                        why: Some(why.to_string()),
+                    },
+                    run_ms: Some(0),
+                    jitter01: rand::random::<f64>(),
+                    outputs: Default::default(),
+                });
+            }
+        }
+    }
+    if !failed.is_empty() {
+        // Not sent, so only here can they end; if this fails, their leases expire.
+        match state.store.complete(failed, state.store.now()).await {
+            Ok(_) => state.wake_claimers(),
+            Err(e) => tracing::warn!("attempts whose secrets could not be resolved were not recorded: {e}"),
+        }
+    }
+    Json(ClaimResponse { attempts })
+}
+
+/// The values of an attempt's secret references, by variable, resolved in `namespace`.
+async fn resolve_secrets(
+    state: &AppState,
+    namespace: &str,
+    a: &ClaimedAttempt,
+) -> Result<Vec<(String, zeroize::Zeroizing<String>)>, crate::secrets::Unresolved> {
+    if a.secret_env.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values = crate::secrets::resolve(
+        state.store.as_ref(),
+        state.config.secret_key.as_deref(),
+        namespace,
+        a.secret_env.values(),
+    )
+    .await?;
+    Ok(a.secret_env.iter().filter_map(|(var, r)| Some((var.clone(), values.get(r)?.clone()))).collect())
+}
+
+fn to_claimed(a: ClaimedAttempt, secrets: Vec<(String, zeroize::Zeroizing<String>)>) -> ClaimedStep {
+    let mut env = a.env;
+    let secret_env: Vec<String> = secrets.iter().map(|(k, _)| k.clone()).collect();
+    // The wire body needs plain strings; the copies end with the response.
+    env.extend(secrets.into_iter().map(|(k, v)| (k, v.to_string())));
     ClaimedStep {
         attempt_id: a.attempt_id,
         job_id: a.job_id,
         step: a.step,
         attempt: a.number,
         run: a.run,
-        env: a.env,
+        env,
+        secret_env,
         timeout_ms: a.timeout.map(ms),
         memory_limit: a.memory_limit,
         keep_workspace: a.keep_workspace,
