@@ -138,6 +138,32 @@ async fn two_namespaces_keep_their_workers_workflows_and_jobs_apart(backend: Bac
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(ended(&env, "b", &id)["state"], "revoked");
 
+    // A secret belongs to its namespace: a's job reads it, b's job cannot name it.
+    let o = in_ns(&env, "a", &["secret", "create", "api", "--from-literal", "token=value-of-a-123"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let job = |ns: &str| {
+        let file = env.path(&format!("secret-job-{ns}.yaml"));
+        std::fs::write(
+            &file,
+            "env: {T: {secret: api/token}}\nsteps:\n  - name: s\n    run: test \"$T\" = value-of-a-123 && echo same\n",
+        )
+        .unwrap();
+        in_ns(&env, ns, &["job", "submit", "--json", "-f", file.to_str().unwrap()])
+    };
+    let id = json(&job("a"))["id"].as_str().unwrap().to_string();
+    let end = ended(&env, "a", &id);
+    assert_eq!(end["state"], "succeeded", "{end}");
+    assert!(logs(&env, "a", &id).contains("same"));
+    let refused = job("b");
+    assert!(!refused.status.success(), "b's job named a's secret");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("api"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let o = in_ns(&env, "b", &["get", "secret", "api"]);
+    assert!(!o.status.success(), "b sees a's secret");
+
     // Listings: one namespace, or every one with --all-namespaces.
     let a_jobs = json(&in_ns(&env, "a", &["job", "list", "--json"]));
     assert!(a_jobs["jobs"].as_array().unwrap().iter().all(|j| j["namespace"] == "a"), "{a_jobs}");
