@@ -13,8 +13,10 @@ use std::process::ExitCode;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+/// `namespace`: the one worker's (`--namespace`; else `default`).
 pub(crate) async fn run(
     args: &DevArgs,
+    namespace: Option<&str>,
     paths: &Paths,
     spawner: Option<rota_worker::Spawner>,
 ) -> Result<ExitCode> {
@@ -31,6 +33,9 @@ pub(crate) async fn run(
     let mut worker_config =
         WorkerConfig::new(url.clone(), server.join_token.clone(), args.workspace.clone().unwrap_or_default());
     worker_config.concurrency = args.concurrency;
+    if let Some(ns) = namespace {
+        worker_config.namespace = ns.to_string();
+    }
     worker_config.spawner = spawner;
     if args.workspace.is_none() {
         worker_config.workspace = rota_lifecycle::workspace::default_dir(

@@ -35,7 +35,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dev(args) => {
             let paths = Paths::from_env()?;
             let spawner = start_spawner()?;
-            block_on(dev::run(&args, &paths, Some(spawner)))
+            block_on(dev::run(&args, global.namespace.as_deref(), &paths, Some(spawner)))
         }
         Command::Worker(args) => match *args {
             WorkerArgs { command: Some(WorkerCommand::Supervise(args)), .. } => {

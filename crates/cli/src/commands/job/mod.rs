@@ -94,12 +94,22 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// The columns of `job list`, also used by `cancel` and `retry`.
+/// The columns of `job list`, also used by `cancel` and `retry`; a NAMESPACE column first
+/// when the jobs are of more than one namespace (`--all-namespaces`).
 pub(crate) fn summary_table(jobs: &[JobSummary]) -> Table {
     let now = chrono::Utc::now();
-    let mut t = output::table(&["ID", "NAME", "QUEUE", "STATE", "STEPS", "AGE", "REASON"]);
+    let several = jobs.iter().any(|j| j.namespace != jobs[0].namespace);
+    let mut heads = vec!["ID", "NAME", "QUEUE", "STATE", "STEPS", "AGE", "REASON"];
+    if several {
+        heads.insert(0, "NAMESPACE");
+    }
+    let mut t = output::table(&heads);
     for j in jobs {
-        t.add_row(vec![
+        let mut row = Vec::with_capacity(heads.len());
+        if several {
+            row.push(j.namespace.clone());
+        }
+        row.extend([
             j.id.to_string(),
             output::or_dash(j.name.as_deref()).to_string(),
             j.queue.clone(),
@@ -108,6 +118,7 @@ pub(crate) fn summary_table(jobs: &[JobSummary]) -> Table {
             output::age(j.created_at, now),
             output::or_dash(j.reason.as_deref()).to_string(),
         ]);
+        t.add_row(row);
     }
     t
 }
