@@ -14,6 +14,7 @@
 //! - [`namespace`]: the namespace query parameters of every operator call.
 //! - [`secrets`]: secrets: writes (values, write-only), reads (key names and sizes), key
 //!   rotation.
+//! - [`supervisors`]: the supervisor link, supervisor views and the fleet heal.
 //! - [`bytes`]: byte-exact payloads carried as base64.
 //! - [`error`]: the error body every non-2xx reply carries.
 
@@ -25,6 +26,7 @@ pub mod jobs;
 pub mod namespace;
 pub mod resources;
 pub mod secrets;
+pub mod supervisors;
 pub mod worker;
 pub mod workers;
 

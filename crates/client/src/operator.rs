@@ -362,6 +362,29 @@ impl Client {
         self.transport.send(call).await?.json()
     }
 
+    /// `GET /api/v1/supervisors`: the supervisors heard from (their last reports).
+    pub async fn list_supervisors(&self) -> Result<rota_api_types::supervisors::SupervisorList> {
+        let route = self.route(&["api", "v1", "supervisors"], &[]);
+        self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
+    }
+
+    /// `POST /api/v1/workers/heal`: heals the failed workers whose supervisors are linked;
+    /// waits for every outcome (the call's timeout is the heal wait plus a margin). Sent
+    /// once: a heal is not repeated on another server.
+    pub async fn heal_fleet(
+        &self,
+        req: &rota_api_types::supervisors::FleetHealRequest,
+    ) -> Result<rota_api_types::supervisors::FleetHealResponse> {
+        let route = self.route(&["api", "v1", "workers", "heal"], &[]);
+        let wait = req.timeout_ms.unwrap_or(60_000);
+        let call = Call {
+            timeout: long_poll_timeout(wait),
+            failover: Failover::Unsent,
+            ..self.call(Method::POST, route, Some(req))
+        };
+        self.transport.send(call).await?.json()
+    }
+
     /// `GET /healthz` (no auth needed; the token is not sent).
     pub async fn healthz(&self) -> Result<Health> {
         let route = self.transport.route(&["healthz"], &[]);

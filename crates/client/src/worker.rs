@@ -114,6 +114,26 @@ impl WorkerClient {
         self.post(&["worker", "heartbeat"], req, None).await?.json()
     }
 
+    /// `POST /supervisor/link` with the join token: a supervisor's report; the answer (after
+    /// up to `waitMs`) may carry a heal. Moves on to the next server like any read.
+    pub async fn supervisor_link(
+        &self,
+        join_token: &str,
+        req: &rota_api_types::supervisors::LinkRequest,
+    ) -> Result<rota_api_types::supervisors::LinkReply> {
+        let route = self.transport.route(&["supervisor", "link"], &[]);
+        let call = Call {
+            method: Method::POST,
+            route,
+            token: Some(join_token),
+            body: Some(req),
+            timeout: long_poll_timeout(req.wait_ms),
+            headers: &[],
+            failover: Failover::Always,
+        };
+        self.transport.send(call).await?.json()
+    }
+
     /// `POST /worker/control`: long-polls up to `req.wait_ms` for commands.
     pub async fn control(&self, req: &ControlRequest) -> Result<ControlResponse> {
         self.post(&["worker", "control"], req, Some(req.wait_ms)).await?.json()

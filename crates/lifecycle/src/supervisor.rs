@@ -67,6 +67,8 @@ pub struct SuperviseArgs {
     pub ready_timeout: Option<Duration>,
     /// The first worker it runs takes its name over (`worker start --replace`).
     pub replace: bool,
+    /// The link to the server (a background worker's supervisor; not the server's own).
+    pub link: Option<link::LinkConfig>,
 }
 
 /// Runs the supervisor; called before any runtime exists, with tracing set up by the
@@ -139,6 +141,22 @@ async fn supervise(args: &SuperviseArgs, mut notify: Option<File>) -> Result<Exi
     })?;
     tracing::info!(key = %paths.key, pid = me.pid, "supervisor started");
     let exe = std::env::current_exe().doing(|| "cannot find this program's path".into())?;
+    let shared = link::Shared::default();
+    let (heal_tx, heals) = tokio::sync::mpsc::channel(1);
+    let server = meta.url();
+    let link_task = match (&args.link, meta.is_server()) {
+        (Some(cfg), false) if !server.is_empty() => {
+            let namespace =
+                meta.worker.namespace.clone().unwrap_or_else(rota_domain::namespace::default_owned);
+            // The token `start` saved for this worker, else the local server's join.token.
+            let cfg = link::LinkConfig {
+                token_file: meta.join_token_file.clone().unwrap_or_else(|| cfg.token_file.clone()),
+                ..cfg.clone()
+            };
+            Some(tokio::spawn(link::run(cfg, server, paths.clone(), namespace, shared.clone(), heal_tx)))
+        }
+        _ => None,
+    };
     let mut sup = Supervisor {
         paths,
         meta,
@@ -151,14 +169,27 @@ async fn supervise(args: &SuperviseArgs, mut notify: Option<File>) -> Result<Exi
         registered: false,
         ready_timeout: args.ready_timeout,
         replace_once: args.replace,
+        shared,
+        heals,
+        heal_requested: None,
     };
     // The log it and its worker write to grows with every run: bounded by size here.
     let rotation = tokio::spawn(super::logrotate::watch(
         sup.meta.log_path.clone(),
         super::logrotate::Rotation::from_env(),
     ));
-    sup.run().await;
+    loop {
+        sup.run().await;
+        // A heal from the server ended `failed`: the one primitive, here on the host.
+        match sup.heal_requested.take() {
+            Some(id) => sup.begin_heal(id),
+            None => break,
+        }
+    }
     rotation.abort();
+    if let Some(t) = link_task {
+        t.abort();
+    }
     files::remove_pidfile_of(&sup.meta.pidfile, me.pid);
     tracing::info!("supervisor exiting");
     Ok(ExitCode::SUCCESS)
@@ -217,9 +248,16 @@ struct Supervisor {
     ready_timeout: Option<Duration>,
     /// Only the first run takes its name over (`start --replace`).
     replace_once: bool,
+    /// What the link to the server reports (heal progress) and when to report at once.
+    shared: link::Shared,
+    /// Heals the server sent (through the link).
+    heals: tokio::sync::mpsc::Receiver<uuid::Uuid>,
+    /// A heal ended `failed`: start again with the saved settings.
+    heal_requested: Option<uuid::Uuid>,
 }
 
 mod child;
+pub mod link;
 
 impl Supervisor {
     async fn run(&mut self) {
@@ -373,8 +411,36 @@ impl Supervisor {
         Next::Restart(delay)
     }
 
+    /// The heal primitive, as `rota worker heal` does it on the host: the failed state is
+    /// reset and the worker starts with the saved settings, read again (never edited).
+    fn begin_heal(&mut self, id: uuid::Uuid) {
+        tracing::info!(heal = %id, "healing: resetting the failed state, starting with the saved settings");
+        let mut notes = Vec::new();
+        match crate::saved::load(&self.paths, &mut notes) {
+            Ok(Some(m)) => self.meta = m,
+            _ => tracing::warn!(
+                "the saved settings cannot be read again: healing with the ones loaded at start"
+            ),
+        }
+        self.update(|s| {
+            s.phase = Phase::Starting;
+            s.failed_reason = None;
+            s.unstable_exits.clear();
+            s.stopped_by_user = false;
+        });
+    }
+
     fn on_ready(&mut self, pid: i32, line: &ReadyLine) {
         tracing::info!(pid, port = line.port, "{} is ready", self.what());
+        if let Some(id) = self.shared.healing() {
+            tracing::info!(heal = %id, pid, "healed");
+            self.shared.set_heal(
+                id,
+                rota_api_types::supervisors::HealPhase::Healed,
+                Some(pid.unsigned_abs()),
+                None,
+            );
+        }
         self.ready_deadline = None;
         self.registered = true;
         let (line, supervisor) = (line.clone(), self.me.pid.unsigned_abs());
@@ -422,6 +488,9 @@ impl Supervisor {
 
     fn fail(&mut self, code: NotReady, why: String, exit_code: Option<i32>) {
         tracing::error!("giving up, {} is now failed: {why}", self.what());
+        if let Some(id) = self.shared.healing() {
+            self.shared.set_heal(id, rota_api_types::supervisors::HealPhase::Failed, None, Some(why.clone()));
+        }
         super::systemd::notify(&format!("STATUS=failed: {why}"));
         let reason = why.clone();
         self.update(|s| {
@@ -473,6 +542,10 @@ impl Supervisor {
                 _ = self.signals.int.recv() => return,
                 _ = self.signals.hup.recv() => {}
                 _ = self.signals.chld.recv() => reaper::kill_leftovers(self.me.pid),
+                Some(id) = self.heals.recv() => {
+                    self.heal_requested = Some(id);
+                    return;
+                }
             }
         }
     }
@@ -492,13 +565,16 @@ impl Supervisor {
     }
 
     fn update(&self, change: impl FnOnce(&mut state::RuntimeState)) -> Option<state::RuntimeState> {
-        match state::update(&self.paths, change) {
+        let written = match state::update(&self.paths, change) {
             Ok((s, _)) => Some(s),
             Err(e) => {
                 tracing::error!("cannot write the worker's state: {e:#}");
                 None
             }
-        }
+        };
+        // The link reports the new state at once.
+        self.shared.changed.notify_one();
+        written
     }
 }
 

@@ -40,6 +40,7 @@ mod schedules;
 mod seams;
 pub mod secrets;
 mod state;
+mod supervisors;
 mod sweeper;
 mod views;
 

@@ -25,6 +25,7 @@ pub(crate) struct Receivers {
     pub(crate) hub: Arc<Hub>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) resources: Arc<Notify>,
+    pub(crate) supervisors: Arc<crate::supervisors::Supervisors>,
 }
 
 impl Receivers {
@@ -64,6 +65,13 @@ impl Receivers {
                 Event::Credentials => self.auth.forget_credentials(),
                 Event::Control { session, id, command } => self.hub.received_command(*session, *id, command),
                 Event::ControlReply { id, reply } => self.hub.received_reply(*id, reply),
+                Event::SupervisorReport { report } => match serde_json::from_str(report) {
+                    Ok(r) => self.supervisors.report(r),
+                    Err(e) => tracing::warn!("a supervisor report on the bus cannot be read: {e}"),
+                },
+                Event::HealCommand { host, key, id } => {
+                    self.supervisors.queue_heal(&(host.clone(), key.clone()), *id)
+                }
             }
         }
         if claimable {

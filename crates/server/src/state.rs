@@ -44,6 +44,8 @@ pub(crate) struct AppState {
     pub(crate) resources: Arc<Notify>,
     /// Cancelled at shutdown so long-polls return at once.
     pub(crate) shutdown: CancellationToken,
+    /// The supervisors' latest reports and pending heals (fed by links and the bus).
+    pub(crate) supervisors: Arc<crate::supervisors::Supervisors>,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             resources: Arc::new(Notify::new()),
             shutdown,
+            supervisors: Arc::default(),
         }
     }
 
@@ -85,6 +88,7 @@ impl AppState {
             hub: self.hub.clone(),
             metrics: self.metrics.clone(),
             resources: self.resources.clone(),
+            supervisors: self.supervisors.clone(),
         }
     }
 

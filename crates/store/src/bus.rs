@@ -86,6 +86,21 @@ pub enum Event {
         /// The reply, as the worker protocol's JSON.
         reply: String,
     },
+    /// A supervisor's report of its local state (the supervisor link), as the API's JSON:
+    /// every server keeps the latest per host and key.
+    SupervisorReport {
+        /// The report (its error text bounded, so the envelope stays small).
+        report: String,
+    },
+    /// A heal for the supervisor of `host`/`key`, for whichever server it links to.
+    HealCommand {
+        /// The supervisor's host.
+        host: String,
+        /// Its instance key.
+        key: String,
+        /// The heal's id.
+        id: Uuid,
+    },
 }
 
 /// Fixed part of any event's JSON: the `kind` tag, braces, field names, an id.
@@ -103,6 +118,8 @@ impl Event {
                 Event::Resource { resource, name } => text(resource) + text(name),
                 Event::Control { command, .. } => text(command),
                 Event::ControlReply { reply, .. } => text(reply),
+                Event::SupervisorReport { report } => text(report),
+                Event::HealCommand { host, key, .. } => text(host) + text(key),
                 _ => 0,
             }
     }

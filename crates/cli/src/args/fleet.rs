@@ -24,6 +24,9 @@ pub(crate) enum FleetCmd {
     Pause(QueueArg),
     /// Resume a paused queue.
     Resume(QueueArg),
+    /// The fleet as the server sees it: workers (state, heartbeat age, concurrency) and
+    /// the supervisors of background workers (state, last error), of the namespace.
+    List,
 }
 
 /// Which workers, and how long to wait for them.

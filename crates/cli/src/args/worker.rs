@@ -282,6 +282,10 @@ pub(crate) struct HealArgs {
     /// Only say which workers would be healed.
     #[arg(long)]
     pub(crate) dry_run: bool,
+    /// Heal through the server: every failed background worker of the namespace whose
+    /// supervisor is linked, on whichever host it runs (events stream back).
+    #[arg(long)]
+    pub(crate) fleet: bool,
     /// How long each healed worker may take to register.
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) wait_timeout: Duration,

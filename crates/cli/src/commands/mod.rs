@@ -40,10 +40,16 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Worker(args) => match *args {
             WorkerArgs { command: Some(WorkerCommand::Supervise(args)), .. } => {
                 init_tracing();
+                // The link reads the join token from the file the worker reads it from.
+                let link = Paths::from_env().ok().map(|p| rota_lifecycle::supervisor::link::LinkConfig {
+                    token_file: p.join_token(),
+                    host: rota_worker::host_name(),
+                });
                 let args = rota_lifecycle::supervisor::SuperviseArgs {
                     key: args.key,
                     ready_timeout: args.ready_timeout,
                     replace: args.replace,
+                    link,
                 };
                 Ok(rota_lifecycle::supervisor::run(&args)?)
             }
@@ -73,7 +79,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// Runs `command` on a multi-threaded runtime built for it.
-fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(command: F) -> Result<ExitCode> {
+pub(crate) fn block_on<F: std::future::Future<Output = Result<ExitCode>>>(command: F) -> Result<ExitCode> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@ mod jobs;
 mod meta;
 mod resources;
 pub(crate) mod secrets;
+mod supervisors;
 mod timeout;
 mod worker;
 mod workers;
@@ -28,6 +29,7 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::retry_job))
         .routes(routes!(workers::list_workers))
+        .routes(routes!(supervisors::list_supervisors))
         .routes(routes!(fleet::revoke))
         .routes(routes!(fleet::list_revokes))
         .routes(routes!(fleet::list_queues))
@@ -54,6 +56,8 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(fleet::fleet_control))
         .routes(routes!(worker::control))
         .routes(routes!(worker::claim))
+        .routes(routes!(supervisors::link))
+        .routes(routes!(supervisors::heal))
         .layer(DefaultBodyLimit::max(body_limit));
     let large = OpenApiRouter::new()
         .routes(routes!(jobs::submit_batch))

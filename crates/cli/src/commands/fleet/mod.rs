@@ -4,6 +4,7 @@
 //! always listed, never dropped. Each verb has `--json` with a documented shape.
 
 mod inspect;
+mod list;
 mod ping;
 mod queues;
 mod revoke;
@@ -29,6 +30,7 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: FleetCmd, paths: &Paths) -> Re
         FleetCmd::Shutdown(a) => shutdown::run(&api, &a, json).await,
         FleetCmd::Pause(q) => queues::run(&api, &q.queue, true, json).await,
         FleetCmd::Resume(q) => queues::run(&api, &q.queue, false, json).await,
+        FleetCmd::List => list::run(&api, json).await,
     }
 }
 

@@ -2,6 +2,8 @@
 //! cached local state only (no subprocess, no network; never ones stopped on purpose) and
 //! starts each through `start`'s path with its saved settings, which heal never writes.
 //! Events `starting|healed|failed|done` (NDJSON with `--json`), always ending in `done`.
+//! `--fleet` heals through the server instead: the same primitive, sent to the linked
+//! supervisor of every failed background worker of the namespace, on whichever host.
 
 use crate::args::{GlobalArgs, HealArgs};
 use crate::output::{Out, note};
@@ -45,6 +47,9 @@ struct Unhealthy {
 }
 
 pub(super) fn heal(global: &GlobalArgs, args: &HealArgs) -> Result<ExitCode> {
+    if args.fleet {
+        return crate::commands::block_on(fleet_heal(global, args));
+    }
     let mut out = Out::new();
     let mut emit = |e: Event| -> Result<()> {
         if global.json {
@@ -161,4 +166,54 @@ fn heal_one(dirs: &Dirs, paths: &InstancePaths, args: &HealArgs) -> Result<Optio
     let req =
         StartRequest { default_server: meta.url(), wait: Some(args.wait_timeout), ..StartRequest::default() };
     Ok(launch::start(dirs, paths, &req)?.pid)
+}
+
+/// `heal --fleet`: the server detects from its cached supervisor reports and heals through
+/// them; its events are printed as the local heal prints its own (NDJSON with `--json`).
+async fn fleet_heal(global: &GlobalArgs, args: &HealArgs) -> Result<ExitCode> {
+    let api = crate::commands::job::Api::connect(global, &crate::config::Paths::from_env()?)?;
+    // Each heal may take the worker's registration time, plus the supervisor's link.
+    let wait = args.wait_timeout + std::time::Duration::from_secs(15);
+    let req = rota_api_types::supervisors::FleetHealRequest {
+        dry_run: args.dry_run,
+        timeout_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let resp = api.client.heal_fleet(&req).await.map_err(|e| api.error(e, None))?;
+    let mut out = Out::new();
+    let (mut healed, mut failed) = (0usize, 0usize);
+    for e in &resp.events {
+        if global.json {
+            let line = serde_json::to_string(e)?;
+            writeln!(out, "{line}")?;
+        } else {
+            let who = format!(
+                "{}{}",
+                e.worker.as_deref().unwrap_or_default(),
+                e.host.as_deref().map(|h| format!(" on {h}")).unwrap_or_default()
+            );
+            match e.phase.as_str() {
+                "detected" => writeln!(
+                    out,
+                    "would heal {who} (failed{})",
+                    e.error.as_deref().map(|x| format!(": {x}")).unwrap_or_default()
+                )?,
+                "starting" => writeln!(out, "starting {who}")?,
+                "healed" => writeln!(out, "healed {who} (worker pid {})", e.pid.unwrap_or_default())?,
+                "failed" => writeln!(out, "failed {who}: {}", e.error.as_deref().unwrap_or_default())?,
+                _ => writeln!(out, "done")?,
+            }
+        }
+        if e.phase == "done" {
+            healed = e.healed.unwrap_or_default();
+            failed = e.failed.unwrap_or_default();
+        }
+    }
+    out.flush()?;
+    let summary = format!("Healed {healed} worker(s), {failed} failed.");
+    if global.json {
+        note(summary);
+    } else {
+        writeln!(Out::new(), "{summary}")?;
+    }
+    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
