@@ -7,7 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use rota_testkit::background::*;
-use rota_testkit::{Backend, Env, both_backends, bound, wait_until};
+use rota_testkit::netns::Host;
+use rota_testkit::{Backend, Env, HEARTBEAT, LEASE_TTL, both_backends, bound, wait_until};
 use serde_json::Value;
 use std::time::Instant;
 
@@ -97,4 +98,57 @@ async fn a_crash_looping_background_worker_is_seen_failed_and_healed_through_the
     // Nothing left to heal.
     let o = run(&env, &["worker", "heal", "--fleet", "--json"]);
     assert_eq!(phases(&o), ["done"], "{}", stdout(&o));
+}
+
+both_backends!(async fn a_worker_on_another_host_is_healed_from_here);
+/// The same on another host (a network namespace with its own host name and tree): its
+/// supervisor links to the server across the link; the heal is typed here.
+async fn a_worker_on_another_host_is_healed_from_here(backend: Backend) {
+    if !rota_testkit::require::require_test_hooks() {
+        return;
+    }
+    let mut env = Env::on(backend);
+    let mut host = Host::new("heal");
+    let addr = host.ns.host_addr.to_string();
+    env.start_server_at(&addr, HEARTBEAT, LEASE_TTL, &["--allow-remote"]);
+    host.env.url = env.url.clone();
+    let token = env.join_token();
+    let _cleanup = Cleanup::new(&host.env);
+    let crash = host.env.path("crash-now");
+    let crash_s = path_str(&crash);
+    let o = host
+        .rota(&[
+            "worker",
+            "start",
+            "--json",
+            "--join-token",
+            &token,
+            "--test-crash-file",
+            &crash_s,
+            "--restart-delay",
+            "200ms",
+            "--max-restarts",
+            "3",
+            "--min-uptime",
+            "20s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "start on {} failed: {}\n{}", host.hostname, stderr(&o), log(&host.env));
+    wait_until(bound(), "the other host's supervisor reports running", || {
+        supervisors(&env).iter().any(|s| s["state"] == "running" && s["host"] == host.hostname.as_str())
+    });
+    std::fs::write(&crash, b"").unwrap();
+    wait_until(bound(), "the server lists the other host's worker failed", || {
+        supervisors(&env).iter().any(|s| s["state"] == "failed" && s["host"] == host.hostname.as_str())
+    });
+    std::fs::remove_file(&crash).unwrap();
+    let o = run(&env, &["worker", "heal", "--fleet", "--json"]);
+    assert_eq!(code(&o), 0, "heal failed: {}\n{}\nlog:\n{}", stdout(&o), stderr(&o), log(&host.env));
+    assert_eq!(phases(&o), ["starting", "healed", "done"], "{}", stdout(&o));
+    let healed: Value = serde_json::from_str(stdout(&o).lines().nth(1).unwrap()).unwrap();
+    assert_eq!(healed["host"], host.hostname.as_str(), "{healed}");
+    wait_until(bound(), "running again on the other host", || {
+        supervisors(&env).iter().any(|s| s["state"] == "running" && s["host"] == host.hostname.as_str())
+    });
 }
