@@ -98,6 +98,13 @@ async fn a_crash_looping_background_worker_is_seen_failed_and_healed_through_the
     // Nothing left to heal.
     let o = run(&env, &["worker", "heal", "--fleet", "--json"]);
     assert_eq!(phases(&o), ["done"], "{}", stdout(&o));
+    // Stopped on purpose: its supervisor's last report says so (and it is never healed).
+    assert_eq!(code(&run(&env, &["worker", "stop"])), 0);
+    wait_until(bound(), "the server lists it stopped", || {
+        supervisors(&env).iter().any(|s| s["state"] == "stopped")
+    });
+    let o = run(&env, &["worker", "heal", "--fleet", "--json"]);
+    assert_eq!(phases(&o), ["done"], "{}", stdout(&o));
 }
 
 both_backends!(async fn a_worker_on_another_host_is_healed_from_here);

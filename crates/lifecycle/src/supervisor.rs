@@ -153,7 +153,15 @@ async fn supervise(args: &SuperviseArgs, mut notify: Option<File>) -> Result<Exi
                 token_file: meta.join_token_file.clone().unwrap_or_else(|| cfg.token_file.clone()),
                 ..cfg.clone()
             };
-            Some(tokio::spawn(link::run(cfg, server, paths.clone(), namespace, shared.clone(), heal_tx)))
+            let task = tokio::spawn(link::run(
+                cfg.clone(),
+                server.clone(),
+                paths.clone(),
+                namespace.clone(),
+                shared.clone(),
+                heal_tx,
+            ));
+            Some((task, cfg, server, namespace))
         }
         _ => None,
     };
@@ -187,8 +195,9 @@ async fn supervise(args: &SuperviseArgs, mut notify: Option<File>) -> Result<Exi
         }
     }
     rotation.abort();
-    if let Some(t) = link_task {
-        t.abort();
+    if let Some((task, cfg, server, namespace)) = link_task {
+        task.abort();
+        link::last_report(&cfg, &server, &sup.paths, &namespace, &sup.shared).await;
     }
     files::remove_pidfile_of(&sup.meta.pidfile, me.pid);
     tracing::info!("supervisor exiting");

@@ -176,6 +176,30 @@ pub(crate) async fn run(
     }
 }
 
+/// One last report as the supervisor ends (stopped, or failed before its worker ever
+/// registered), so the server does not show it running until it goes stale. Best effort,
+/// bounded by a second.
+pub(crate) async fn last_report(
+    cfg: &LinkConfig,
+    server: &str,
+    paths: &InstancePaths,
+    namespace: &str,
+    shared: &Shared,
+) {
+    let (Ok(client), Ok(token)) =
+        (rota_client::WorkerClient::new(server), std::fs::read_to_string(&cfg.token_file))
+    else {
+        return;
+    };
+    let st = match state::load(paths) {
+        Ok(Loaded::Found(s)) => s,
+        _ => return,
+    };
+    let heal = shared.heal.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let req = LinkRequest { report: report(cfg, &paths.key, namespace, &st, heal), wait_ms: 0 };
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.supervisor_link(token.trim(), &req)).await;
+}
+
 /// A heal the server sent: done once (a repeated hand-over of the same id is ignored); a
 /// supervisor that is not `failed` has nothing to heal and says so at once.
 async fn take_heal(id: Uuid, st: &RuntimeState, shared: &Shared, heals: &mpsc::Sender<Uuid>) {
