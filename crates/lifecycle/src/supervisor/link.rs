@@ -164,7 +164,7 @@ pub(crate) async fn run(
             }
             Some(Err(e)) => {
                 failures += 1;
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(%server, failures, "supervisor link: {e}");
                 }
                 tokio::select! {
