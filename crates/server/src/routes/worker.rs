@@ -463,7 +463,7 @@ async fn complete_items(
             let (chunks, bytes) = to_new_chunks(item.logs.clone());
             state.metrics.log_bytes(bytes);
             appends.push(LogAppend {
-                session,
+                session: me.session,
                 job_id: *job_id,
                 step: step.clone(),
                 attempt_id: item.attempt_id,
