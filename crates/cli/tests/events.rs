@@ -9,7 +9,10 @@
 
 use rota_api_types::events::{EventsQuery, StreamEvent};
 use rota_client::{Client, EventStream};
-use rota_testkit::{Backend, Env, HEARTBEAT, LEASE_TTL, both_backends, bound, isolate, rota_bin, server, spawn_worker, submit, wait_for_end};
+use rota_testkit::{
+    Backend, Env, HEARTBEAT, LEASE_TTL, both_backends, bound, isolate, rota_bin, server, spawn_worker,
+    submit, wait_for_end,
+};
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -60,7 +63,11 @@ async fn read_until(
 }
 
 fn job_ended(id: &str) -> impl Fn(&StreamEvent) -> bool + '_ {
-    move |e| e.kind == "job" && e.job.map(|j| j.to_string()).as_deref() == Some(id) && e.state.as_deref() == Some("succeeded")
+    move |e| {
+        e.kind == "job"
+            && e.job.map(|j| j.to_string()).as_deref() == Some(id)
+            && e.state.as_deref() == Some("succeeded")
+    }
 }
 
 both_backends!(async fn a_client_that_reconnects_with_its_last_event_id_gets_what_it_missed_once_in_order);
@@ -94,10 +101,15 @@ async fn a_client_that_reconnects_with_its_last_event_id_gets_what_it_missed_onc
     for id in [&second, &third] {
         let of = |kind: &str, state: &str| {
             missed.iter().any(|e| {
-                e.kind == kind && e.job.map(|j| j.to_string()).as_deref() == Some(id) && e.state.as_deref() == Some(state)
+                e.kind == kind
+                    && e.job.map(|j| j.to_string()).as_deref() == Some(id)
+                    && e.state.as_deref() == Some(state)
             })
         };
-        assert!(of("job", "queued") && of("attempt", "running") && of("attempt", "succeeded"), "{id}: {missed:#?}");
+        assert!(
+            of("job", "queued") && of("attempt", "running") && of("attempt", "succeeded"),
+            "{id}: {missed:#?}"
+        );
     }
     // What it missed is what the server's buffer holds after `last`.
     let mut dump = client.events(&EventsQuery::default(), None).await.unwrap();
@@ -193,7 +205,8 @@ async fn a_connected_client_receives_resync_when_the_server_misses_a_bus_message
     let client = admin(&env, &s.url);
     let stream = client.events(&follow(), None).await.unwrap();
     let submitter = client.clone();
-    let spec: rota_domain::JobSpec = serde_json::from_str(r#"{"steps":[{"name":"a","run":"true"}]}"#).unwrap();
+    let spec: rota_domain::JobSpec =
+        serde_json::from_str(r#"{"steps":[{"name":"a","run":"true"}]}"#).unwrap();
     // Publishing goes on until the stream shows the resync (the third envelope shows the
     // gap the second left).
     let publishing = tokio::spawn(async move {

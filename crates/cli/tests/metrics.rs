@@ -153,14 +153,15 @@ async fn the_lost_counter_moves_for_each_way_and_a_stopped_workers_series_disapp
     eprintln!("m1's series went {:?} after its last word", started.elapsed());
 }
 
+both_backends!(async fn queue_gauges_are_exported_once_per_control_plane);
 /// The leader exports the fleet gauges from its snapshot; on PostgreSQL a second server of
 /// the same control plane exports none, so a sum over servers counts each step once.
-both_backends!(async fn queue_gauges_are_exported_once_per_control_plane);
 async fn queue_gauges_are_exported_once_per_control_plane(backend: Backend) {
     let mut env = Env::on(backend);
     env.start_server(&[]);
     let a = admin(&env, &env.url);
-    let spec: JobSpec = serde_json::from_str(r#"{"queue":"gauged","steps":[{"name":"a","run":"true"}]}"#).unwrap();
+    let spec: JobSpec =
+        serde_json::from_str(r#"{"queue":"gauged","steps":[{"name":"a","run":"true"}]}"#).unwrap();
     for _ in 0..3 {
         a.submit(&spec, None).await.unwrap();
     }

@@ -42,7 +42,11 @@ impl EventStream {
                 Ok(Ok(Some(c))) => c,
                 Ok(Ok(None)) => return Ok(None),
                 Ok(Err(e)) => {
-                    return Err(ClientError::Unreachable { url: self.url.clone(), source: e, tried: Vec::new() });
+                    return Err(ClientError::Unreachable {
+                        url: self.url.clone(),
+                        source: e,
+                        tried: Vec::new(),
+                    });
                 }
                 // Silent for too long: as if the server had ended it (the caller reconnects).
                 Err(_) => return Ok(None),
@@ -69,7 +73,9 @@ impl EventStream {
         if data.is_empty() {
             return Ok(None);
         }
-        serde_json::from_str(&data).map(Some).map_err(|source| ClientError::Decode { url: self.url.clone(), source })
+        serde_json::from_str(&data)
+            .map(Some)
+            .map_err(|source| ClientError::Decode { url: self.url.clone(), source })
     }
 }
 

@@ -397,7 +397,8 @@ impl Client {
             pairs.push(("kind", k.clone()));
         }
         let route = self.route(&["api", "v1", "events"], &pairs);
-        let headers: Vec<(&'static str, &str)> = last_id.map(|id| ("last-event-id", id)).into_iter().collect();
+        let headers: Vec<(&'static str, &str)> =
+            last_id.map(|id| ("last-event-id", id)).into_iter().collect();
         let call = Call {
             timeout: std::time::Duration::from_secs(24 * 3600),
             headers: &headers,

@@ -81,8 +81,9 @@ mod tests {
 
     #[test]
     fn a_batch_is_one_envelope_unless_it_would_not_fit() {
-        let jobs =
-            |n: usize| (0..n).map(|_| Event::Job { job: JobId::new(), state: None, namespace: None }).collect::<Vec<_>>();
+        let jobs = |n: usize| {
+            (0..n).map(|_| Event::Job { job: JobId::new(), state: None, namespace: None }).collect::<Vec<_>>()
+        };
         assert_eq!(pack(jobs(3), MAX_ENVELOPE_BYTES).len(), 1);
         assert!(pack(Vec::new(), MAX_ENVELOPE_BYTES).is_empty());
         let many = pack(jobs(1000), MAX_ENVELOPE_BYTES);

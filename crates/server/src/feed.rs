@@ -218,12 +218,16 @@ impl Feed {
         };
         match from {
             Ok(n) => {
-                let replay = inner.buffer.iter().filter(|e| self.number(&e.id).is_some_and(|m| m > n)).cloned();
+                let replay =
+                    inner.buffer.iter().filter(|e| self.number(&e.id).is_some_and(|m| m > n)).cloned();
                 Start { resync: None, replay: replay.collect(), position, live }
             }
-            Err(why) => {
-                Start { resync: Some(self.resync_event(position.clone(), why)), replay: Vec::new(), position, live }
-            }
+            Err(why) => Start {
+                resync: Some(self.resync_event(position.clone(), why)),
+                replay: Vec::new(),
+                position,
+                live,
+            },
         }
     }
 }
@@ -247,7 +251,8 @@ fn fill_in(inner: &mut Inner, ev: &mut StreamEvent) {
 
 /// What a bus event shows on the stream (`None`: nothing, e.g. claim wake-ups).
 fn to_stream(e: &Event) -> Option<StreamEvent> {
-    let base = |kind: &str| StreamEvent { kind: kind.into(), at: chrono::Utc::now(), ..StreamEvent::default() };
+    let base =
+        |kind: &str| StreamEvent { kind: kind.into(), at: chrono::Utc::now(), ..StreamEvent::default() };
     Some(match e {
         Event::Job { job, state, namespace } => StreamEvent {
             job: Some(*job),

@@ -58,7 +58,10 @@ impl FleetGauges {
         for q in &s.queues {
             let (ns, queue) = (escape(&q.namespace), escape(&q.queue));
             for (state, n) in [("ready", q.ready), ("running", q.running)] {
-                let _ = writeln!(out, "rota_queue_steps{{namespace=\"{ns}\",queue=\"{queue}\",state=\"{state}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "rota_queue_steps{{namespace=\"{ns}\",queue=\"{queue}\",state=\"{state}\"}} {n}"
+                );
             }
         }
         let _ = writeln!(
@@ -85,8 +88,12 @@ impl FleetGauges {
             out,
             "# HELP rota_leader 1, exported by the server that leads (sweeps leases, runs schedules).\n# TYPE rota_leader gauge"
         );
-        let _ =
-            writeln!(out, "rota_leader{{server=\"{}\",host=\"{}\"}} 1", escape(&s.leader.0), escape(&s.leader.1));
+        let _ = writeln!(
+            out,
+            "rota_leader{{server=\"{}\",host=\"{}\"}} 1",
+            escape(&s.leader.0),
+            escape(&s.leader.1)
+        );
         out
     }
 }

@@ -114,7 +114,11 @@ impl Metrics {
     fn describe(&self) {
         use metrics::Unit;
         let rows: &[(&'static str, Unit, &'static str)] = &[
-            ("rota_jobs_submitted_total", Unit::Count, "Jobs created by this server (submits, workflow runs, schedule fires)."),
+            (
+                "rota_jobs_submitted_total",
+                Unit::Count,
+                "Jobs created by this server (submits, workflow runs, schedule fires).",
+            ),
             ("rota_attempts_claimed_total", Unit::Count, "Attempts handed to workers by this server."),
             (
                 "rota_attempts_handed_at_submit_total",
@@ -147,7 +151,11 @@ impl Metrics {
                 Unit::Seconds,
                 "From a job's submit to the claim of a first attempt of one of its steps.",
             ),
-            ("rota_step_duration_seconds", Unit::Seconds, "How long attempts ran, as their workers measured, by outcome."),
+            (
+                "rota_step_duration_seconds",
+                Unit::Seconds,
+                "How long attempts ran, as their workers measured, by outcome.",
+            ),
             ("rota_claim_duration_seconds", Unit::Seconds, "How long one claim took in the store."),
             (
                 "rota_worker_active_concurrency",
@@ -169,7 +177,11 @@ impl Metrics {
             ),
             ("process_cpu_seconds_total", Unit::Seconds, "User and system CPU time of this server process."),
             ("process_resident_memory_bytes", Unit::Bytes, "Resident memory of this server process."),
-            ("process_start_time_seconds", Unit::Seconds, "Start time of this server process since the Unix epoch."),
+            (
+                "process_start_time_seconds",
+                Unit::Seconds,
+                "Start time of this server process since the Unix epoch.",
+            ),
             ("process_open_fds", Unit::Count, "Open file descriptors of this server process."),
             ("process_threads", Unit::Count, "Threads of this server process."),
         ];
@@ -270,7 +282,8 @@ impl Metrics {
         if let Some(q) = log.quota_bytes {
             self.gauge("rota_log_quota_bytes", &[], q as f64);
         }
-        let absolute = |name: &'static str, v: u64| self.recorder.register_counter(&key(name, &[]), &META).absolute(v);
+        let absolute =
+            |name: &'static str, v: u64| self.recorder.register_counter(&key(name, &[]), &META).absolute(v);
         absolute("rota_log_quota_pruned_bytes_total", log.pruned_bytes);
         absolute("rota_log_quota_refused_bytes_total", log.refused_bytes);
         if let Some(p) = process {

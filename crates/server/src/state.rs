@@ -5,11 +5,11 @@
 use crate::auth::AuthCache;
 use crate::config::ServerConfig;
 use crate::events::Publisher;
+use crate::feed::Feed;
+use crate::fleet_gauges::FleetGauges;
 use crate::hub::Hub;
 use crate::listen::Receivers;
 use crate::liveness::Liveness;
-use crate::feed::Feed;
-use crate::fleet_gauges::FleetGauges;
 use crate::metrics::Metrics;
 use crate::parking::Parking;
 use crate::seams::Seams;

@@ -125,7 +125,10 @@ pub(crate) async fn sweep_once(state: &AppState) {
             if !running.is_empty() {
                 state.hub.push_all(stops, state.config.lease_ttl);
                 state.publish(
-                    running.iter().map(|r| Event::Job { job: r.job_id, state: None, namespace: None }).collect(),
+                    running
+                        .iter()
+                        .map(|r| Event::Job { job: r.job_id, state: None, namespace: None })
+                        .collect(),
                 );
             }
         }

@@ -77,26 +77,29 @@ pub(crate) async fn events(
     let kinds = match &q.kind {
         None => None,
         Some(k) => {
-            let list: Vec<String> = k.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            let list: Vec<String> =
+                k.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
             if let Some(bad) = list.iter().find(|k| !KINDS.contains(&k.as_str())) {
-                return Err(ApiError::bad_request(format!("kind: '{bad}' is not one of {}", KINDS.join(", "))));
+                return Err(ApiError::bad_request(format!(
+                    "kind: '{bad}' is not one of {}",
+                    KINDS.join(", ")
+                )));
             }
             Some(list)
         }
     };
     if let Some(w) = &q.worker {
-        rota_domain::limits::check_text("worker", w, rota_domain::limits::MAX_NAME).map_err(ApiError::limit)?;
+        rota_domain::limits::check_text("worker", w, rota_domain::limits::MAX_NAME)
+            .map_err(ApiError::limit)?;
     }
     let last = match headers.get("last-event-id") {
-        Some(v) => Some(v.to_str().map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?.to_string()),
+        Some(v) => {
+            Some(v.to_str().map_err(|_| ApiError::bad_request("Last-Event-ID is not text"))?.to_string())
+        }
         None => q.last_event_id.clone(),
     };
-    let filter = Filter {
-        namespace: scope.filter().map(str::to_string),
-        job: q.job,
-        worker: q.worker.clone(),
-        kinds,
-    };
+    let filter =
+        Filter { namespace: scope.filter().map(str::to_string), job: q.job, worker: q.worker.clone(), kinds };
     let start = state.feed.connect(last.as_deref());
     if let Some(r) = &start.resync {
         state.metrics.resync(ResyncWhy::StaleId.label());
@@ -124,10 +127,7 @@ pub(crate) async fn events(
         let chunk = c.next_chunk().await?;
         Some((Ok::<Bytes, std::convert::Infallible>(chunk), c))
     }));
-    Ok((
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
-        body,
-    )
+    Ok(([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], body)
         .into_response())
 }
 
