@@ -88,6 +88,25 @@ impl Default for Metrics {
         let handle = recorder.handle();
         let m = Self { recorder, handle };
         m.describe();
+        // Counters exist from the start at 0, so a rate has its first point and a reader
+        // tells "none yet" from "not exported".
+        for name in [
+            "rota_jobs_submitted_total",
+            "rota_attempts_claimed_total",
+            "rota_attempts_handed_at_submit_total",
+            "rota_log_bytes_total",
+            "rota_bus_missed_total",
+        ] {
+            m.counter(name, &[], 0);
+        }
+        for by in [LostBy::LeaseExpired, LostBy::Superseded, LostBy::Unregistered, LostBy::Reported] {
+            m.attempts_lost(by, 0);
+        }
+        for status in
+            rota_domain::AttemptStatus::ALL.iter().filter(|s| **s != rota_domain::AttemptStatus::Running)
+        {
+            m.counter("rota_attempts_completed_total", &[("outcome", status.as_str().to_string())], 0);
+        }
         m
     }
 }
