@@ -222,3 +222,54 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rota_store::bus::{Envelope, Event};
+    use rota_store::leader::ServerId;
+
+    fn client(feed: &Arc<Feed>) -> Client {
+        let start = feed.connect(None);
+        Client {
+            feed: feed.clone(),
+            metrics: Arc::new(Metrics::default()),
+            filter: Filter { namespace: None, job: None, worker: None, kinds: None },
+            live: start.live,
+            first: None,
+            follow: true,
+            until: Instant::now() + Duration::from_secs(60),
+            last_flush: None,
+            done: false,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    fn publish(feed: &Feed, n: usize) {
+        let events = (0..n).map(|_| Event::Logs { job: JobId::new(), namespace: None }).collect();
+        feed.heard(&Envelope { origin: ServerId::new(), seq: 1, events });
+    }
+
+    #[tokio::test]
+    async fn what_arrives_between_writes_goes_out_in_one_write() {
+        let feed = Arc::new(Feed::new(ServerId::new()));
+        let mut c = client(&feed);
+        publish(&feed, 5);
+        let chunk = c.next_chunk().await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&chunk).matches("event: logs").count(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_falls_too_far_behind_gets_a_resync_and_is_dropped() {
+        let feed = Arc::new(Feed::new(ServerId::new()));
+        let mut c = client(&feed);
+        publish(&feed, crate::feed::CLIENT_QUEUE + 10);
+        let mut text = String::new();
+        while let Some(chunk) = c.next_chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(text.ends_with("\n\n") && text.contains("event: resync"), "{text}");
+        assert!(text.contains(r#""state":"slow""#));
+    }
+}
