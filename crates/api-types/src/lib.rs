@@ -20,6 +20,7 @@
 
 pub mod bytes;
 pub mod error;
+pub mod events;
 pub mod fleet;
 pub mod health;
 pub mod jobs;

@@ -132,10 +132,24 @@ impl BenchCluster {
     /// A counter from `/metrics`.
     pub(crate) async fn metric(&self, name: &str) -> Result<u64> {
         let text = self.client.metrics_text().await?;
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .with_context(|| format!("metric {name} missing"))
+        metric_sum(&text, name).with_context(|| format!("metric {name} missing"))
     }
+}
+
+/// The value of counter `name` in a `/metrics` text, summed over its labels
+/// (`rota_attempts_lost_total{cause=…}`, `rota_attempts_completed_total{outcome=…}`).
+pub(crate) fn metric_sum(text: &str, name: &str) -> Option<u64> {
+    let values: Vec<u64> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !(rest.starts_with(' ') || rest.starts_with('{')) {
+                return None;
+            }
+            l.rsplit_once(' ')?.1.parse::<f64>().ok().map(|v| v as u64)
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// A `rota server` process started by [`spawn_server`], with what it printed and wrote.

@@ -506,9 +506,7 @@ async fn wait_registered(client: &Client, name: &str) -> Result<()> {
 /// A counter from `/metrics`.
 async fn metric(client: &Client, name: &str) -> Result<u64> {
     let text = client.metrics_text().await?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .with_context(|| format!("metric {name} missing"))
+    crate::cluster::metric_sum(&text, name).with_context(|| format!("metric {name} missing"))
 }
 
 /// Polls a counter until it reaches `n` (or [`WAIT_LIMIT`] passes); returns its value.

@@ -313,11 +313,11 @@ async fn autoscale_rises_to_max_and_falls_back_to_min() {
     assert_eq!(v["workers"][0]["processed"], total);
     // The metric shows the concurrency in force (carried by heartbeats).
     wait_for(Duration::from_secs(10), "the metric to show concurrency 2", || async {
-        c.client
-            .metrics_text()
-            .await
-            .unwrap_or_default()
-            .contains("rota_worker_active_concurrency{worker=\"auto\"} 2")
+        c.client.metrics_text().await.unwrap_or_default().lines().any(|l| {
+            l.starts_with("rota_worker_active_concurrency{")
+                && l.contains("worker=\"auto\"")
+                && l.ends_with(" 2")
+        })
     })
     .await;
     let _ = w.kill();

@@ -398,6 +398,38 @@ impl Client {
         self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
+    /// `GET /api/v1/events`: the event stream with the query's filters, after `last_id`
+    /// (`Last-Event-ID`) when given. Streams have no overall timeout (a followed one ends
+    /// when the server ends it; [`EventStream::next`] gives up after 45 s of silence).
+    pub async fn events(
+        &self,
+        query: &rota_api_types::events::EventsQuery,
+        last_id: Option<&str>,
+    ) -> Result<crate::EventStream> {
+        let mut pairs = Vec::new();
+        if query.follow == Some(true) {
+            pairs.push(("follow", "true".to_string()));
+        }
+        if let Some(job) = query.job {
+            pairs.push(("job", job.to_string()));
+        }
+        if let Some(w) = &query.worker {
+            pairs.push(("worker", w.clone()));
+        }
+        if let Some(k) = &query.kind {
+            pairs.push(("kind", k.clone()));
+        }
+        let route = self.route(&["api", "v1", "events"], &pairs);
+        let headers: Vec<(&'static str, &str)> =
+            last_id.map(|id| ("last-event-id", id)).into_iter().collect();
+        let call = Call {
+            timeout: std::time::Duration::from_secs(24 * 3600),
+            headers: &headers,
+            ..self.call(Method::GET, route, NO_BODY)
+        };
+        Ok(crate::EventStream::new(self.transport.open(call).await?))
+    }
+
     /// `GET /metrics`: the Prometheus text (no token needed).
     pub async fn metrics_text(&self) -> Result<String> {
         let route = self.transport.route(&["metrics"], &[]);

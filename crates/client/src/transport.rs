@@ -173,8 +173,46 @@ impl Transport {
         Err(ClientError::InvalidServer("no server address given".into()))
     }
 
+    /// Sends a call as [`Self::send`] does, but hands back the 2xx response with its body
+    /// unread, for a stream (the event stream).
+    pub(crate) async fn open<B: Serialize + ?Sized>(&self, call: Call<'_, B>) -> Result<reqwest::Response> {
+        let bases = &self.servers.bases;
+        let n = bases.len();
+        let start = self.servers.current.load(Ordering::Relaxed) % n;
+        let mut tried: Vec<String> = Vec::new();
+        for i in 0..n {
+            let at = (start + i) % n;
+            let err = match self.respond(&bases[at], &call).await {
+                Ok((_, resp)) => {
+                    if at != start {
+                        self.servers.current.store(at, Ordering::Relaxed);
+                    }
+                    return Ok(resp);
+                }
+                Err(e) => e,
+            };
+            if i + 1 == n || !fails_over(&err, call.failover) {
+                return Err(with_tried(err, tried));
+            }
+            tried.push(format!("{} ({})", bases[at].as_str().trim_end_matches('/'), brief(&err)));
+        }
+        Err(ClientError::InvalidServer("no server address given".into()))
+    }
+
     /// Sends a call to one server.
     async fn send_to<B: Serialize + ?Sized>(&self, base: &Url, call: &Call<'_, B>) -> Result<Reply> {
+        let (url, resp) = self.respond(base, call).await?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| transport_error(&url, e))?.to_vec();
+        Ok(Reply { status, url, body })
+    }
+
+    /// Sends a call to one server: its 2xx response, body unread, or the error it answered.
+    async fn respond<B: Serialize + ?Sized>(
+        &self,
+        base: &Url,
+        call: &Call<'_, B>,
+    ) -> Result<(Url, reqwest::Response)> {
         let url = Self::url(base, &call.route);
         let method = call.method.clone();
         let mut req = self.http.request(method.clone(), url.clone()).timeout(call.timeout);
@@ -190,8 +228,11 @@ impl Transport {
         tracing::trace!(%method, %url, "rota call");
         let resp = req.send().await.map_err(|e| transport_error(&url, e))?;
         let status = resp.status();
+        if status.is_success() {
+            return Ok((url, resp));
+        }
         let body = resp.bytes().await.map_err(|e| transport_error(&url, e))?.to_vec();
-        if status.is_success() { Ok(Reply { status, url, body }) } else { Err(http_error(status, &body)) }
+        Err(http_error(status, &body))
     }
 }
 

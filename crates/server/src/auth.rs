@@ -222,6 +222,18 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// Extractor: a caller that may watch the control plane (the event stream). Today that is
+/// the admin bearer token, as for [`Admin`]; the dashboard's session cookie (issue 17) is
+/// accepted here, and only here, when it exists, so read-only views need no other change.
+pub(crate) struct Viewer;
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Admin::from_request_parts(parts, state).await.map(|Admin| Viewer)
+    }
+}
+
 /// Extractor: the caller holds the join token.
 pub(crate) struct Joiner;
 

@@ -34,6 +34,17 @@ impl Publisher {
     }
 }
 
+/// A resource's status (its conditions) was written: what the event stream shows. The
+/// schedule controller is woken too (it also looks every tick).
+pub(crate) fn status_changed(key: &rota_store::resources::ResourceKey) -> Event {
+    Event::Resource {
+        resource: key.kind.as_str().to_string(),
+        name: key.name.clone(),
+        namespace: Some(key.namespace.clone()),
+        change: Some("status".into()),
+    }
+}
+
 /// Splits `events` into runs whose envelopes stay within `limit` bytes. An event larger
 /// than the limit on its own travels alone (only a fleet command could be; the transport
 /// that cannot carry it drops it, and the requester's retransmission times out).
@@ -70,8 +81,9 @@ mod tests {
 
     #[test]
     fn a_batch_is_one_envelope_unless_it_would_not_fit() {
-        let jobs =
-            |n: usize| (0..n).map(|_| Event::Job { job: JobId::new(), state: None }).collect::<Vec<_>>();
+        let jobs = |n: usize| {
+            (0..n).map(|_| Event::Job { job: JobId::new(), state: None, namespace: None }).collect::<Vec<_>>()
+        };
         assert_eq!(pack(jobs(3), MAX_ENVELOPE_BYTES).len(), 1);
         assert!(pack(Vec::new(), MAX_ENVELOPE_BYTES).is_empty());
         let many = pack(jobs(1000), MAX_ENVELOPE_BYTES);

@@ -5,7 +5,6 @@
 //! (`liveness.rs`). Must not decide what a claim may take: that is the store's claim.
 
 use crate::error::ApiError;
-use crate::metrics::Metrics;
 use crate::parking::Parked;
 use crate::state::AppState;
 use rota_store::{NewJob, Submitted};
@@ -50,6 +49,6 @@ pub(crate) async fn submit_jobs(
                 "a waiting claim went away as its steps were claimed; they run again when their leases expire");
         }
     }
-    Metrics::add(&state.metrics.attempts_handed_at_submit, handed);
+    state.metrics.handed_at_submit(handed);
     Ok(out.submitted)
 }

@@ -11,6 +11,10 @@
 //! - `state`: shared state handed to handlers (store, bus, leadership, auth cache, wake-ups,
 //!   control hub).
 //! - `events` (publishing on the bus), `listen` (what each bus event wakes here).
+//! - `feed` (the event stream: numbering, replay buffer, resync; served by
+//!   `routes/events.rs`).
+//! - `metrics` (the Prometheus recorder behind `/metrics`), `fleet_gauges` (the leader's
+//!   cached fleet snapshot).
 //! - `auth`: admin / join / worker-session extractors.
 //! - `hub`: per-session command queues behind `POST /worker/control`.
 //! - `parking` (claim long-polls waiting for work), `handoff` (a submit claims for them),
@@ -25,6 +29,8 @@ mod auth;
 pub mod config;
 mod error;
 mod events;
+mod feed;
+mod fleet_gauges;
 mod handoff;
 mod hub;
 mod listen;
@@ -47,6 +53,7 @@ mod views;
 pub use auth::hash_token;
 pub use config::ServerConfig;
 pub use error::ApiError;
+pub use metrics::{ProcessProbe, ProcessSample};
 pub use seams::{Seams, this_process};
 
 use rota_store::JobStore;
@@ -122,6 +129,7 @@ pub async fn run_with(
     let sweeper = tokio::spawn(sweeper::run(state.clone(), shutdown.clone()));
     let scheduling = tokio::spawn(schedules::run(state.clone(), shutdown.clone()));
     let refreshing = tokio::spawn(refresh::run(state.clone(), shutdown.clone()));
+    let gauging = tokio::spawn(fleet_gauges::run(state.clone(), shutdown.clone()));
     let stop = shutdown.clone();
     let served =
         axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
@@ -129,6 +137,7 @@ pub async fn run_with(
     let _ = sweeper.await;
     let _ = scheduling.await;
     let _ = refreshing.await;
+    let _ = gauging.await;
     let _ = listening.await;
     if let Err(e) = state.leader.resign().await {
         tracing::warn!(error = %e, "could not give up leadership at shutdown");

@@ -1,13 +1,15 @@
 //! Receiving from the bus: every envelope (this server's own included) is turned into the
 //! local wake-ups it stands for: claim long-polls look again, log followers look again,
 //! fleet commands reach the mailbox a worker long-polls, replies reach who waits, a
-//! session's cached credential is forgotten. A gap in an origin's sequence numbers, or a
+//! session's cached credential is forgotten, the event stream (`feed.rs`) hears every
+//! envelope. A gap in an origin's sequence numbers, or a
 //! subscriber that fell behind, is answered as if anything could have changed.
 //!
 //! Nothing here is needed for correctness: each waiter also looks at the store on a timer.
 //! Must not write to the store.
 
 use crate::auth::AuthCache;
+use crate::feed::Feed;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use rota_store::bus::{Envelope, Event, Received, Subscription};
@@ -24,6 +26,7 @@ pub(crate) struct Receivers {
     pub(crate) auth: Arc<AuthCache>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) feed: Arc<Feed>,
     pub(crate) resources: Arc<Notify>,
     pub(crate) supervisors: Arc<crate::supervisors::Supervisors>,
 }
@@ -39,7 +42,8 @@ impl Receivers {
 
     /// A message was missed: wake everything a message could have woken.
     fn missed(&self) {
-        Metrics::add(&self.metrics.bus_missed, 1);
+        self.metrics.bus_missed();
+        self.feed.missed();
         self.wake_claimers();
         self.bump_progress();
         self.auth.forget_all_sessions();
@@ -48,20 +52,27 @@ impl Receivers {
     }
 
     fn apply(&self, envelope: &Envelope) {
+        self.feed.heard(envelope);
         let (mut claimable, mut progress) = (false, false);
         for event in &envelope.events {
             match event {
                 Event::Claimable => claimable = true,
                 Event::Job { .. } | Event::Attempt { .. } | Event::Logs { .. } => progress = true,
-                Event::Worker { session, ended } => {
+                Event::Worker { session, ended, .. } => {
                     progress = true;
                     if *ended {
                         self.auth.forget_session(*session);
                         self.hub.drop_session(*session);
                     }
                 }
-                // The schedule controller looks at once (it also looks every tick).
-                Event::Resource { .. } => self.resources.notify_one(),
+                // The schedule controller looks at once (it also looks every tick); not
+                // for a status it (or a worker's report) wrote.
+                Event::Resource { change, .. } if change.as_deref() != Some("status") => {
+                    self.resources.notify_one()
+                }
+                Event::Resource { .. } => {}
+                // Only the event stream shows these.
+                Event::Supervisor { .. } | Event::Heal { .. } | Event::Other => {}
                 Event::Credentials => self.auth.forget_credentials(),
                 Event::Control { session, id, command } => self.hub.received_command(*session, *id, command),
                 Event::ControlReply { id, reply } => self.hub.received_reply(*id, reply),

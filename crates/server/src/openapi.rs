@@ -12,6 +12,7 @@ use utoipa::OpenApi;
         (name = "workers", description = "Operator views of workers (admin token)."),
         (name = "resources", description = "Declared resources (`rota apply`) and workflow runs (admin token)."),
         (name = "secrets", description = "Secrets: values in (write-only, sealed at rest), key names and sizes out; key rotation (admin token)."),
+        (name = "events", description = "The event stream: Server-Sent Events of jobs, attempts, log activity, workers, resources (admin token)."),
         (name = "meta", description = "Health, metrics, this document (no token).")
     )
 )]

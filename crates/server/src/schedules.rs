@@ -12,7 +12,6 @@
 //! for `GET` (next fire time, last run, recent skipped and missed fires).
 
 use crate::error::ApiError;
-use crate::metrics::Metrics;
 use crate::state::AppState;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rota_api_types::worker::{Command, StopOrder, StopReason};
@@ -152,6 +151,7 @@ async fn observe(
     if s.observe(r.generation, READY, status, reason, message, state.store.now()) {
         let key = ResourceKey::new(r.metadata.namespace.clone(), Kind::Schedule, r.metadata.name.clone());
         state.store.set_resource_status(&key, r.generation, &s, state.store.now()).await?;
+        state.publish(vec![crate::events::status_changed(&key)]);
     }
     Ok(())
 }
@@ -269,16 +269,21 @@ async fn reconcile(state: &AppState, r: ResourceRecord) -> Result<(), Failed> {
         && started
         && let Some(prev) = previous
     {
-        cancel(state, &name, prev).await?;
+        cancel(state, &name, &r.metadata.namespace, prev).await?;
     }
-    announce(state, &name, &recorded, due.truncated);
+    announce(state, &name, &r.metadata.namespace, &recorded, due.truncated);
     // One message whatever fired: a steady schedule writes its status once, not per fire.
     observe(state, &r, ConditionStatus::True, "Scheduled", SCHEDULED).await?;
     Ok(())
 }
 
 /// `overlap: cancel_previous`: the previous run ends as an operator's cancel would end it.
-async fn cancel(state: &AppState, schedule: &str, id: JobId) -> Result<(), rota_store::StoreError> {
+async fn cancel(
+    state: &AppState,
+    schedule: &str,
+    namespace: &str,
+    id: JobId,
+) -> Result<(), rota_store::StoreError> {
     let out = state.store.stop_job(id, StopKind::Cancel, state.store.now()).await?;
     tracing::info!(schedule, job_id = %id, "overlap cancel_previous: cancelled the previous run");
     let stops: Vec<_> = out
@@ -298,20 +303,28 @@ async fn cancel(state: &AppState, schedule: &str, id: JobId) -> Result<(), rota_
     if !stops.is_empty() {
         state.hub.push_all(stops, state.config.lease_ttl);
     }
-    state.publish(vec![Event::Job { job: id, state: Some(out.row.state) }]);
+    state.publish(vec![Event::Job {
+        job: id,
+        state: Some(out.row.state),
+        namespace: Some(namespace.to_string()),
+    }]);
     Ok(())
 }
 
 /// Logs what was recorded and tells the fleet about the new jobs.
-fn announce(state: &AppState, schedule: &str, recorded: &[FireRecord], truncated: bool) {
+fn announce(state: &AppState, schedule: &str, namespace: &str, recorded: &[FireRecord], truncated: bool) {
     let mut events = Vec::new();
     let (mut missed, mut skipped) = (0usize, 0usize);
     for f in recorded.iter().filter(|f| f.created) {
         match (f.outcome, f.job_id) {
             (FireOutcome::Run, Some(job)) => {
                 tracing::info!(schedule, fire_time = %f.fire_time.to_rfc3339(), job_id = %job, "schedule fired: run started");
-                Metrics::add(&state.metrics.jobs_submitted, 1);
-                events.push(Event::Job { job, state: Some(JobState::Queued) });
+                state.metrics.jobs_submitted(1);
+                events.push(Event::Job {
+                    job,
+                    state: Some(JobState::Queued),
+                    namespace: Some(namespace.to_string()),
+                });
             }
             (FireOutcome::Skipped, _) => skipped += 1,
             _ => missed += 1,

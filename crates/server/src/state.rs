@@ -5,6 +5,8 @@
 use crate::auth::AuthCache;
 use crate::config::ServerConfig;
 use crate::events::Publisher;
+use crate::feed::Feed;
+use crate::fleet_gauges::FleetGauges;
 use crate::hub::Hub;
 use crate::listen::Receivers;
 use crate::liveness::Liveness;
@@ -40,6 +42,10 @@ pub(crate) struct AppState {
     /// Bumped (by the bus) whenever log chunks or job states change, for `logs --follow`.
     pub(crate) progress: Arc<watch::Sender<u64>>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The leader's cached fleet snapshot for `/metrics` (empty elsewhere).
+    pub(crate) fleet_gauges: Arc<FleetGauges>,
+    /// The event stream (`GET /api/v1/events`), fed by the bus.
+    pub(crate) feed: Arc<Feed>,
     /// Woken (by the bus) when a resource is applied or deleted: the schedule controller.
     pub(crate) resources: Arc<Notify>,
     /// Cancelled at shutdown so long-polls return at once.
@@ -60,6 +66,7 @@ impl AppState {
         // second missing one is not.
         let fresh_window = config.heartbeat_interval.mul_f64(1.5);
         let events = Arc::new(Publisher::new(seams.me.id, seams.bus));
+        let feed = Arc::new(Feed::new(seams.me.id));
         Self {
             store,
             config: Arc::new(config),
@@ -73,6 +80,8 @@ impl AppState {
             liveness: Arc::new(Liveness::new(fresh_window)),
             progress: Arc::new(progress),
             metrics: Arc::new(Metrics::default()),
+            fleet_gauges: Arc::new(FleetGauges::default()),
+            feed,
             resources: Arc::new(Notify::new()),
             shutdown,
             supervisors: Arc::default(),
@@ -87,6 +96,7 @@ impl AppState {
             auth: self.auth.clone(),
             hub: self.hub.clone(),
             metrics: self.metrics.clone(),
+            feed: self.feed.clone(),
             resources: self.resources.clone(),
             supervisors: self.supervisors.clone(),
         }

@@ -6,7 +6,7 @@
 //! attempt past its lease is lost, only a live job past its deadline fails), so two servers
 //! that briefly both lead never apply one twice.
 
-use crate::metrics::Metrics;
+use crate::metrics::LostBy;
 use crate::state::AppState;
 use rota_api_types::worker::{Command, StopOrder, StopReason};
 use rota_domain::AttemptStatus;
@@ -88,7 +88,7 @@ pub(crate) async fn sweep_once(state: &AppState) {
     let now = state.store.now();
     match state.store.expire_leases(now).await {
         Ok(lost) if !lost.is_empty() => {
-            Metrics::add(&state.metrics.attempts_lost, lost.len() as u64);
+            state.metrics.attempts_lost(LostBy::LeaseExpired, lost.len());
             let mut events = vec![Event::Claimable];
             for l in &lost {
                 tracing::warn!(job_id = %l.job_id, step = %l.step, attempt_id = %l.attempt_id, retried = l.retried,
@@ -98,6 +98,9 @@ pub(crate) async fn sweep_once(state: &AppState) {
                     step: l.step.clone(),
                     attempt: l.attempt_id,
                     status: AttemptStatus::Lost,
+                    // The feed fills these in from the attempt's claim when it saw it.
+                    namespace: None,
+                    worker: None,
                 });
             }
             state.publish(events);
@@ -121,7 +124,12 @@ pub(crate) async fn sweep_once(state: &AppState) {
             }
             if !running.is_empty() {
                 state.hub.push_all(stops, state.config.lease_ttl);
-                state.publish(running.iter().map(|r| Event::Job { job: r.job_id, state: None }).collect());
+                state.publish(
+                    running
+                        .iter()
+                        .map(|r| Event::Job { job: r.job_id, state: None, namespace: None })
+                        .collect(),
+                );
             }
         }
         Err(e) => tracing::warn!(error = %e, "expiring deadlines failed"),

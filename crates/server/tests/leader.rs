@@ -96,10 +96,14 @@ async fn statuses(admin: &Client, ids: &[JobId]) -> Vec<Vec<AttemptStatus>> {
 
 async fn lost_total(admin: &Client) -> u64 {
     let text = admin.metrics_text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("rota_attempts_lost_total "))
-        .map(|v| v.trim().parse().unwrap())
-        .expect("the lost counter")
+    // Summed over its causes (only `lease_expired` moves here).
+    let lines: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("rota_attempts_lost_total{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(!lines.is_empty(), "the lost counter");
+    lines.iter().sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

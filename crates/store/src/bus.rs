@@ -37,6 +37,9 @@ pub enum Event {
         /// Its state after the change, when the writer knows it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         state: Option<JobState>,
+        /// Its namespace, when the publisher knows it (absent from older servers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
     },
     /// An attempt (of `step`) changed: claimed, ended, stopped.
     Attempt {
@@ -48,11 +51,20 @@ pub enum Event {
         attempt: AttemptId,
         /// Its status after the change.
         status: AttemptStatus,
+        /// Its job's namespace, when the publisher knows it (absent from older servers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        /// The name of the worker holding it, when the publisher knows it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worker: Option<String>,
     },
-    /// Output of a job was stored.
+    /// Output of a job was stored (a marker: never the bytes).
     Logs {
         /// The job.
         job: JobId,
+        /// Its namespace, when the publisher knows it (absent from older servers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
     },
     /// A worker session registered, changed or ended; an ended one's credential is void.
     Worker {
@@ -60,13 +72,58 @@ pub enum Event {
         session: SessionId,
         /// The session ended (superseded, unregistered): forget its cached credential.
         ended: bool,
+        /// Its namespace, when the publisher knows it (absent from older servers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        /// Its name, when the publisher knows it (absent from older servers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
-    /// A declared resource changed (later issues: pools, schedules, workflows).
+    /// A declared resource changed: applied, deleted, or its status (conditions) written.
     Resource {
         /// Its kind, e.g. `WorkerPool`.
         resource: String,
         /// Its name.
         name: String,
+        /// Its namespace (absent from older servers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        /// What happened (`applied`, `deleted`, `status`), when the publisher says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        change: Option<String>,
+    },
+    /// A background worker's supervisor reported its local state (reserved for the
+    /// supervisor link: running, restarting, failed, stopped). Receivers only stream it.
+    Supervisor {
+        /// The host it runs on.
+        host: String,
+        /// Its worker's instance id.
+        instance: String,
+        /// Its worker's profile.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        /// Its worker's namespace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        /// The state reported.
+        state: String,
+        /// The last error, shortened by the publisher.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// Progress of a fleet-wide heal (reserved for heal: `starting`, `healed`, `failed`,
+    /// `done`). Receivers only stream it.
+    Heal {
+        /// The heal operation.
+        id: Uuid,
+        /// The phase.
+        phase: String,
+        /// The host it concerns (none for `done`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        /// What happened, shortened by the publisher.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// The admin or join token was rotated: cached hashes must be read again.
     Credentials,
@@ -101,6 +158,10 @@ pub enum Event {
         /// The heal's id.
         id: Uuid,
     },
+    /// A kind a newer server publishes that this one does not know: ignored, so envelopes
+    /// from servers of different versions still decode (their other events count).
+    #[serde(other)]
+    Other,
 }
 
 /// Fixed part of any event's JSON: the `kind` tag, braces, field names, an id.
@@ -112,10 +173,20 @@ impl Event {
     pub fn size_bound(&self) -> usize {
         // Strings are escaped in JSON: a control character takes 6 bytes.
         let text = |s: &str| s.len() * 6;
+        // An optional field adds its name and quotes besides its text.
+        let opt = |s: &Option<String>| s.as_deref().map_or(0, |s| 24 + text(s));
         EVENT_FIXED
             + match self {
-                Event::Attempt { step, .. } => text(step),
-                Event::Resource { resource, name } => text(resource) + text(name),
+                Event::Job { namespace, .. } | Event::Logs { namespace, .. } => opt(namespace),
+                Event::Attempt { step, namespace, worker, .. } => text(step) + opt(namespace) + opt(worker),
+                Event::Worker { namespace, name, .. } => opt(namespace) + opt(name),
+                Event::Resource { resource, name, namespace, change } => {
+                    text(resource) + text(name) + opt(namespace) + opt(change)
+                }
+                Event::Supervisor { host, instance, profile, namespace, state, detail } => {
+                    text(host) + text(instance) + opt(profile) + opt(namespace) + text(state) + opt(detail)
+                }
+                Event::Heal { phase, host, detail, .. } => 64 + text(phase) + opt(host) + opt(detail),
                 Event::Control { command, .. } => text(command),
                 Event::ControlReply { reply, .. } => text(reply),
                 Event::SupervisorReport { report } => text(report),
@@ -253,17 +324,43 @@ mod tests {
         let name = "\u{1}".repeat(rota_domain::limits::MAX_NAME);
         vec![
             Event::Claimable,
-            Event::Job { job: JobId::new(), state: Some(JobState::Succeeded) },
-            Event::Job { job: JobId::new(), state: None },
+            Event::Job { job: JobId::new(), state: Some(JobState::Succeeded), namespace: Some(name.clone()) },
+            Event::Job { job: JobId::new(), state: None, namespace: None },
             Event::Attempt {
                 job: JobId::new(),
                 step: name.clone(),
                 attempt: AttemptId(i64::MAX),
                 status: AttemptStatus::Running,
+                namespace: Some(name.clone()),
+                worker: Some(name.clone()),
             },
-            Event::Logs { job: JobId::new() },
-            Event::Worker { session: SessionId::new(), ended: true },
-            Event::Resource { resource: name.clone(), name: name.clone() },
+            Event::Logs { job: JobId::new(), namespace: Some(name.clone()) },
+            Event::Worker {
+                session: SessionId::new(),
+                ended: true,
+                namespace: Some(name.clone()),
+                name: Some(name.clone()),
+            },
+            Event::Resource {
+                resource: name.clone(),
+                name: name.clone(),
+                namespace: Some(name.clone()),
+                change: Some(name.clone()),
+            },
+            Event::Supervisor {
+                host: name.clone(),
+                instance: name.clone(),
+                profile: Some(name.clone()),
+                namespace: Some(name.clone()),
+                state: name.clone(),
+                detail: Some(name.clone()),
+            },
+            Event::Heal {
+                id: Uuid::now_v7(),
+                phase: name.clone(),
+                host: Some(name.clone()),
+                detail: Some(name.clone()),
+            },
             Event::Credentials,
             Event::Control { session: SessionId::new(), id: Uuid::now_v7(), command: name.clone() },
             Event::ControlReply { id: Uuid::now_v7(), reply: name },
@@ -283,6 +380,22 @@ mod tests {
         assert!(json.len() <= bound, "{} > {bound}", json.len());
         let back: Envelope = serde_json::from_slice(&json).unwrap();
         assert_eq!(back, envelope);
+    }
+
+    #[test]
+    fn messages_of_older_and_newer_servers_decode() {
+        // An older server's events (no namespace, no names) still decode here.
+        let old = r#"{"origin":"0196a1b2-0000-7000-8000-000000000001","seq":3,"events":[
+            {"kind":"job","job":"0196a1b2-0000-7000-8000-000000000002","state":"queued"},
+            {"kind":"resource","resource":"Schedule","name":"nightly"},
+            {"kind":"worker","session":"0196a1b2-0000-7000-8000-000000000003","ended":true}]}"#;
+        let e: Envelope = serde_json::from_str(old).unwrap();
+        assert!(matches!(&e.events[1], Event::Resource { namespace: None, change: None, .. }));
+        // A newer server's unknown kind is skipped, the rest of its envelope kept.
+        let new = r#"{"origin":"0196a1b2-0000-7000-8000-000000000001","seq":4,"events":[
+            {"kind":"somethingNew","x":1},{"kind":"claimable"}]}"#;
+        let e: Envelope = serde_json::from_str(new).unwrap();
+        assert_eq!(e.events, vec![Event::Other, Event::Claimable]);
     }
 
     #[tokio::test]

@@ -38,6 +38,8 @@ pub struct Spec {
     pub tap: Option<Tap>,
     /// How long it may take to listen.
     pub within: Duration,
+    /// More environment variables (e.g. the lossy test bus's).
+    pub env: Vec<(String, String)>,
 }
 
 impl Spec {
@@ -52,6 +54,7 @@ impl Spec {
             keep_output: true,
             tap: None,
             within: Duration::from_secs(30),
+            env: Vec::new(),
         }
     }
 }
@@ -89,6 +92,7 @@ pub fn start(spec: Spec) -> Result<Server, KitError> {
     let mut cmd = Command::new(&spec.bin);
     crate::isolate_tree(&mut cmd, &spec.root, None);
     cmd.env("ROTA_LOG", &spec.log_filter).args(["server", "--listen", &spec.listen]).args(&spec.args);
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
     let (proc, line) = Proc::try_spawn(cmd, LISTENING, spec.within, spec.keep_output, spec.tap)?;
     let url =
         line.split_whitespace().last().unwrap_or_default().trim_end_matches(['/', ',', '.']).to_string();

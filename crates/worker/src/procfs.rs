@@ -193,6 +193,41 @@ pub fn flock_holders(path: &std::path::Path) -> Vec<i32> {
         .collect()
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`: 100 on every Linux
+/// architecture rota runs on; the kernel fixes it for user space).
+pub const TICKS_PER_SECOND: u64 = 100;
+
+/// One process's use of the machine, for `process_*` metrics.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Usage {
+    /// User and system CPU time, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory, in bytes.
+    pub resident_bytes: u64,
+    /// Start time, in seconds since the Unix epoch.
+    pub start_time_seconds: f64,
+    /// Open file descriptors (entries of `/proc/<pid>/fd`).
+    pub open_fds: Option<u64>,
+    /// Threads (`Threads:` of `/proc/<pid>/status`).
+    pub threads: Option<u64>,
+}
+
+/// This process's [`Usage`]; `None` without a readable `/proc`.
+pub fn self_usage() -> Option<Usage> {
+    let pid = i32::try_from(std::process::id()).ok()?;
+    let st = read_stat(pid).ok()?;
+    let ticks = TICKS_PER_SECOND as f64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+    let boot = now - system_uptime()?.as_secs_f64();
+    Some(Usage {
+        cpu_seconds: (st.utime + st.stime) as f64 / ticks,
+        resident_bytes: rss_bytes(pid).unwrap_or(0),
+        start_time_seconds: boot + st.start_ticks as f64 / ticks,
+        open_fds: std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count() as u64),
+        threads: status_field(pid, "Threads:").and_then(|t| t.trim().parse().ok()),
+    })
+}
+
 /// Time since boot (`/proc/uptime`).
 pub fn system_uptime() -> Option<Duration> {
     let text = std::fs::read_to_string("/proc/uptime").ok()?;

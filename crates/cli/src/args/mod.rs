@@ -133,11 +133,40 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// Print the control plane's events: jobs, attempts, log activity, workers, resources.
+    ///
+    /// Without -f prints what the server's replay buffer holds (its last 4096 events) and
+    /// exits; with -f keeps printing new ones (reconnecting where it left off). A `resync`
+    /// line means events were lost on the way: reload what you show. --json prints one
+    /// JSON object per line.
+    ///
+    /// Example:
+    ///   rota events -f --job 0196… --json
+    #[command(verbatim_doc_comment)]
+    Events(EventsArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+}
+
+/// `rota events`.
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Keep printing new events until interrupted.
+    #[arg(short = 'f', long)]
+    pub(crate) follow: bool,
+    /// Only this job's events.
+    #[arg(long, value_name = "ID")]
+    pub(crate) job: Option<rota_domain::JobId>,
+    /// Only this worker's events (its sessions and the attempts it holds).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) worker: Option<String>,
+    /// Only these kinds (job, attempt, logs, worker, resource, supervisor, heal); repeat
+    /// or separate with commas.
+    #[arg(long, value_name = "KIND", value_delimiter = ',')]
+    pub(crate) kind: Vec<String>,
 }
 
 /// `rota migrate`.

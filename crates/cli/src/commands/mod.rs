@@ -4,6 +4,7 @@
 
 mod completions;
 mod dev;
+mod events;
 pub(crate) mod fleet;
 pub(crate) mod job;
 mod migrate;
@@ -75,6 +76,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delete(args) => block_on(resources::delete(global, &args, &Paths::from_env()?)),
         Command::Run(args) => block_on(resources::run(global, &args, &Paths::from_env()?)),
         Command::Secret { command } => block_on(secret::run(global, command, &Paths::from_env()?)),
+        Command::Events(args) => block_on(events::run(global, &args, &Paths::from_env()?)),
     }
 }
 

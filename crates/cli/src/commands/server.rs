@@ -83,6 +83,18 @@ pub(crate) struct Prepared {
     pub(crate) _serving: Option<Held>,
 }
 
+/// `/metrics`' `process_*` series, read through the workspace's one `/proc` reader.
+fn process_usage() -> Option<rota_server::ProcessSample> {
+    let u = rota_worker::procfs::self_usage()?;
+    Some(rota_server::ProcessSample {
+        cpu_seconds: u.cpu_seconds,
+        resident_bytes: u.resident_bytes,
+        start_time_seconds: u.start_time_seconds,
+        open_fds: u.open_fds,
+        threads: u.threads,
+    })
+}
+
 impl Prepared {
     pub(crate) async fn new(settings: &ServerSetup, paths: &Paths) -> Result<Self> {
         let Opened { store, log_quota, serving, seams } = open_store(settings).await?;
@@ -98,6 +110,7 @@ impl Prepared {
             lease_ttl: settings.lease_ttl,
             retention: settings.retention,
             secret_key: Some(Arc::new(key.keyring)),
+            process_probe: Some(process_usage),
             ..ServerConfig::default()
         };
         Ok(Self {

@@ -232,8 +232,16 @@ pub(crate) async fn revoke(
             );
         }
     }
-    state
-        .publish(revoked_ids.iter().map(|&job| Event::Job { job, state: Some(JobState::Revoked) }).collect());
+    state.publish(
+        revoked_ids
+            .iter()
+            .map(|&job| Event::Job {
+                job,
+                state: Some(JobState::Revoked),
+                namespace: Some(scope.namespace.clone()),
+            })
+            .collect(),
+    );
     Ok(Json(RevokeResponse { results, keys }))
 }
 

@@ -198,6 +198,7 @@ async fn record(state: &AppState, namespace: &str, worker: &str, r: &ConfigResul
     };
     if status.observe(applied, "Degraded", st, reason, &message, state.store.now()) {
         state.store.set_resource_status(&key, applied, &status, state.store.now()).await?;
+        state.publish(vec![crate::events::status_changed(&key)]);
     }
     Ok(())
 }

@@ -3,7 +3,6 @@
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::metrics::Metrics;
 use crate::namespace::Scope;
 use crate::state::AppState;
 use crate::views::{self, Fleet};
@@ -98,9 +97,15 @@ pub(crate) async fn submit_job(
     let mut results = crate::handoff::submit_jobs(&state, vec![job]).await?;
     let submitted = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     if submitted.created {
-        Metrics::add(&state.metrics.jobs_submitted, 1);
-        state
-            .publish(vec![Event::Claimable, Event::Job { job: submitted.id, state: Some(JobState::Queued) }]);
+        state.metrics.jobs_submitted(1);
+        state.publish(vec![
+            Event::Claimable,
+            Event::Job {
+                job: submitted.id,
+                state: Some(JobState::Queued),
+                namespace: Some(scope.namespace.clone()),
+            },
+        ]);
     }
     let status = if submitted.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(SubmitResponse { id: submitted.id, created: submitted.created })))
@@ -143,7 +148,11 @@ pub(crate) async fn submit_batch(
             Ok(s) => {
                 created += u64::from(s.created);
                 if s.created {
-                    events.push(Event::Job { job: s.id, state: Some(JobState::Queued) });
+                    events.push(Event::Job {
+                        job: s.id,
+                        state: Some(JobState::Queued),
+                        namespace: Some(scope.namespace.clone()),
+                    });
                 }
                 ItemResult {
                     status: if s.created { 201 } else { 200 },
@@ -158,7 +167,7 @@ pub(crate) async fn submit_batch(
         });
     }
     if created > 0 {
-        Metrics::add(&state.metrics.jobs_submitted, created);
+        state.metrics.jobs_submitted(created);
         state.publish(events);
     }
     let results = slots
@@ -364,7 +373,11 @@ pub(crate) async fn cancel_job(
     if !stops.is_empty() {
         state.hub.push_all(stops, state.config.lease_ttl);
     }
-    state.publish(vec![Event::Job { job: id, state: Some(out.row.state) }]);
+    state.publish(vec![Event::Job {
+        job: id,
+        state: Some(out.row.state),
+        namespace: Some(scope.namespace.clone()),
+    }]);
     let fleet = fleet(&state).await?;
     Ok(Json(views::summary(&out.row, &fleet)))
 }
@@ -381,7 +394,10 @@ pub(crate) async fn retry_job(
 ) -> Result<Json<JobSummary>, ApiError> {
     job_in(&state, &scope, id).await?;
     let row = state.store.retry_job(id, state.store.now()).await?;
-    state.publish(vec![Event::Claimable, Event::Job { job: id, state: Some(row.state) }]);
+    state.publish(vec![
+        Event::Claimable,
+        Event::Job { job: id, state: Some(row.state), namespace: Some(scope.namespace.clone()) },
+    ]);
     let fleet = fleet(&state).await?;
     Ok(Json(views::summary(&row, &fleet)))
 }

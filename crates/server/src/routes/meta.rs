@@ -61,23 +61,13 @@ pub(crate) async fn healthz_detail(
     }))
 }
 
-/// Prometheus metrics.
+/// Prometheus metrics (every series is listed in the README). Reads memory only: this
+/// server's recorder, and on the leader its cached fleet snapshot.
 #[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let mut text = state.metrics.render();
-    text.push_str(&crate::metrics::Metrics::render_log_usage(&state.store.log_usage()));
-    // Per live worker: the concurrency in force (autoscaling moves it), from heartbeats.
-    if let Ok(workers) = state.store.list_workers().await {
-        text.push_str("# HELP rota_worker_active_concurrency Concurrency in force per live worker.\n");
-        text.push_str("# TYPE rota_worker_active_concurrency gauge\n");
-        for w in workers.iter().filter(|w| w.status != rota_store::SessionStatus::Offline) {
-            let name = w.name.replace('\\', "\\\\").replace('"', "\\\"");
-            text.push_str(&format!(
-                "rota_worker_active_concurrency{{worker=\"{name}\"}} {}\n",
-                w.concurrency
-            ));
-        }
-    }
+    let process = state.config.process_probe.and_then(|probe| probe());
+    let mut text = state.metrics.render(&state.store.log_usage(), process);
+    text.push_str(&state.fleet_gauges.render());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -1,6 +1,7 @@
 //! Assembles the router: every handler is registered through `utoipa_axum::routes!` so
 //! `/openapi.json` is generated from the same code that serves requests.
 
+mod events;
 mod fleet;
 mod host;
 mod jobs;
@@ -58,6 +59,7 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(worker::claim))
         .routes(routes!(supervisors::link))
         .routes(routes!(supervisors::heal))
+        .routes(routes!(events::events))
         .layer(DefaultBodyLimit::max(body_limit));
     let large = OpenApiRouter::new()
         .routes(routes!(jobs::submit_batch))

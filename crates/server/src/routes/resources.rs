@@ -7,7 +7,6 @@
 
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::metrics::Metrics;
 use crate::namespace::Scope;
 use crate::state::AppState;
 use axum::Json;
@@ -234,6 +233,8 @@ pub(crate) async fn apply(
             events.push(Event::Resource {
                 resource: w.kind.as_str().to_string(),
                 name: w.metadata.name.clone(),
+                namespace: Some(w.metadata.namespace.clone()),
+                change: Some("applied".into()),
             });
         }
         results.push(ApplyResult {
@@ -531,15 +532,21 @@ async fn delete(state: &AppState, keys: Vec<ResourceKey>) -> Result<Vec<DeleteRe
         secret_results.push(DeleteResult { kind: k.kind, name: k.name, deleted });
     }
     let gone = if keys.is_empty() { Vec::new() } else { state.store.delete_resources(keys.clone()).await? };
+    let events: Vec<Event> = keys
+        .iter()
+        .zip(&gone)
+        .filter(|(_, deleted)| **deleted)
+        .map(|(k, _)| Event::Resource {
+            resource: k.kind.as_str().to_string(),
+            name: k.name.clone(),
+            namespace: Some(k.namespace.clone()),
+            change: Some("deleted".into()),
+        })
+        .collect();
     let results: Vec<DeleteResult> = keys
         .into_iter()
         .zip(gone)
         .map(|(k, deleted)| DeleteResult { kind: k.kind, name: k.name, deleted })
-        .collect();
-    let events: Vec<Event> = results
-        .iter()
-        .filter(|r| r.deleted)
-        .map(|r| Event::Resource { resource: r.kind.as_str().to_string(), name: r.name.clone() })
         .collect();
     if !events.is_empty() {
         state.publish(events);
@@ -602,7 +609,14 @@ pub(crate) async fn run(
     if !submitted.created {
         return Ok((StatusCode::OK, Json(SubmitResponse { id: submitted.id, created: false })));
     }
-    Metrics::add(&state.metrics.jobs_submitted, 1);
-    state.publish(vec![Event::Claimable, Event::Job { job: submitted.id, state: Some(JobState::Queued) }]);
+    state.metrics.jobs_submitted(1);
+    state.publish(vec![
+        Event::Claimable,
+        Event::Job {
+            job: submitted.id,
+            state: Some(JobState::Queued),
+            namespace: Some(scope.namespace.clone()),
+        },
+    ]);
     Ok((StatusCode::CREATED, Json(SubmitResponse { id: submitted.id, created: true })))
 }

@@ -114,7 +114,12 @@ pub(crate) async fn write(
         None => return Err(ApiError::internal("a secret just stored cannot be read back")),
     };
     if applied != Applied::Unchanged {
-        state.publish(vec![Event::Resource { resource: "Secret".into(), name: name.clone() }]);
+        state.publish(vec![Event::Resource {
+            resource: "Secret".into(),
+            name: name.clone(),
+            namespace: Some(ns.to_string()),
+            change: Some("applied".into()),
+        }]);
     }
     Ok((applied, generation))
 }
@@ -137,7 +142,12 @@ pub(crate) async fn all(state: &AppState, namespace: &str) -> Result<Vec<SecretR
 pub(crate) async fn remove(state: &AppState, namespace: &str, name: &str) -> Result<bool, ApiError> {
     let gone = state.store.delete_secret(namespace, name).await?;
     if gone {
-        state.publish(vec![Event::Resource { resource: "Secret".into(), name: name.to_string() }]);
+        state.publish(vec![Event::Resource {
+            resource: "Secret".into(),
+            name: name.to_string(),
+            namespace: Some(namespace.to_string()),
+            change: Some("deleted".into()),
+        }]);
     }
     Ok(gone)
 }

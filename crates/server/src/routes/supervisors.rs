@@ -78,10 +78,29 @@ pub(crate) async fn link(
             tracing::info!(host = %report.host, key = %report.key, heal = %h.id, phase = ?h.phase, "heal progress");
         }
     }
+    let previous_heal = state.supervisors.get(&key).and_then(|(old, _)| old.heal);
     state.supervisors.report(report.clone());
+    let mut events = Vec::new();
     if let Ok(text) = serde_json::to_string(&report) {
-        state.publish(vec![Event::SupervisorReport { report: text }]);
+        events.push(Event::SupervisorReport { report: text });
     }
+    // What the event stream shows: the state when it changed, heal progress as it moves.
+    if changed {
+        events.push(Event::Supervisor {
+            host: report.host.clone(),
+            instance: report.key.clone(),
+            profile: report.worker.clone(),
+            namespace: Some(report.namespace.clone()),
+            state: report.state.as_str().to_string(),
+            detail: report.last_error.as_ref().map(|e| e.chars().take(300).collect()),
+        });
+    }
+    if let Some(h) = &report.heal
+        && previous_heal.as_ref() != Some(h)
+    {
+        events.push(heal_event(h.id, phase_name(h.phase), Some(&report.host), h.error.as_deref()));
+    }
+    state.publish(events);
     let reply = |heal| Json(LinkReply { heal, report_every_ms: millis(REPORT_EVERY) });
     let wait = Duration::from_millis(req.wait_ms).min(MAX_LINK_WAIT).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
@@ -97,6 +116,24 @@ pub(crate) async fn link(
             () = tokio::time::sleep_until(deadline) => return Ok(reply(None)),
             () = state.shutdown.cancelled() => return Ok(reply(None)),
         }
+    }
+}
+
+fn phase_name(p: HealPhase) -> &'static str {
+    match p {
+        HealPhase::Starting => "starting",
+        HealPhase::Healed => "healed",
+        HealPhase::Failed => "failed",
+    }
+}
+
+/// A heal's progress as the event stream shows it.
+fn heal_event(id: Uuid, phase: &str, host: Option<&str>, detail: Option<&str>) -> Event {
+    Event::Heal {
+        id,
+        phase: phase.to_string(),
+        host: host.map(str::to_string),
+        detail: detail.map(|d| d.chars().take(300).collect()),
     }
 }
 
@@ -241,5 +278,7 @@ pub(crate) async fn heal(
         failed: Some(failed),
         ..HealEvent::default()
     });
+    let summary = format!("{healed} healed, {failed} failed");
+    state.publish(vec![heal_event(Uuid::now_v7(), "done", None, Some(&summary))]);
     Ok(Json(FleetHealResponse { events }))
 }

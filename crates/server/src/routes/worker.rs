@@ -2,9 +2,9 @@
 //! does not hold the attempt (lost, superseded, someone else's) gets 409 and nothing
 //! changes. Claims and control are long-polls that end early on a wake-up.
 
-use crate::auth::{Joiner, Session, hash_token, new_credential};
+use crate::auth::{Joiner, Session, SessionInfo, hash_token, new_credential};
 use crate::error::{ApiError, ApiJson, ApiPath};
-use crate::metrics::Metrics;
+use crate::metrics::LostBy;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -151,11 +151,21 @@ pub(crate) async fn register(
         state.hub.drop_session(old);
         state.liveness.forget(old);
     }
-    let mut events = vec![Event::Claimable, Event::Worker { session, ended: false }];
-    events.extend(registered.superseded.map(|old| Event::Worker { session: old, ended: true }));
+    state.metrics.worker_concurrency(&req.namespace, &req.name, req.concurrency);
+    let (ns, name) = (Some(req.namespace.clone()), Some(req.name.clone()));
+    let mut events = vec![
+        Event::Claimable,
+        Event::Worker { session, ended: false, namespace: ns.clone(), name: name.clone() },
+    ];
+    events.extend(registered.superseded.map(|old| Event::Worker {
+        session: old,
+        ended: true,
+        namespace: ns.clone(),
+        name: name.clone(),
+    }));
     if !registered.lost.is_empty() {
-        Metrics::add(&state.metrics.attempts_lost, registered.lost.len() as u64);
-        events.extend(lost_events(&registered.lost));
+        state.metrics.attempts_lost(LostBy::Superseded, registered.lost.len());
+        events.extend(lost_events(&registered.lost, &req.namespace, &req.name));
     }
     state.publish(events);
     // A worker that starts later holds the revokes in force too, until each expires.
@@ -193,6 +203,9 @@ pub(crate) async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     limits::check_count("attempts", req.attempts.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
     state.liveness.heard(me.session);
+    if let Some(c) = req.concurrency {
+        state.metrics.worker_concurrency(&me.namespace, &me.name, c);
+    }
     let hb = Heartbeat {
         session: me.session,
         attempts: req.attempts,
@@ -254,17 +267,19 @@ pub(crate) async fn claim(
         // lost again. The steps stay ready for live workers; a live worker whose
         // heartbeats are merely late just claims again (a new claim counts as heard from).
         if !state.liveness.fresh(me.session, arrived, tokio::time::Instant::now()) {
-            return Ok(hand_out(&state, me.session, Vec::new()).await);
+            return Ok(hand_out(&state, &me, Vec::new()).await);
         }
         // Register interest before looking, so a submit between the look and the wait
         // still wakes us.
         let notified = state.work.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let asked = std::time::Instant::now();
         let got = state.store.claim(me.session, max, state.store.now(), state.config.lease_ttl).await?;
+        state.metrics.claim_took(asked.elapsed());
         let now = tokio::time::Instant::now();
         if !got.is_empty() || now >= deadline || state.shutdown.is_cancelled() {
-            return Ok(hand_out(&state, me.session, got).await);
+            return Ok(hand_out(&state, &me, got).await);
         }
         // Park: the next submit claims for us in its own commit (parking.rs). Retries with a
         // backoff become claimable without a submit: look again at least once a second.
@@ -284,7 +299,7 @@ pub(crate) async fn claim(
             None => handed.await.unwrap_or_default(),
         };
         if !got.is_empty() {
-            return Ok(hand_out(&state, me.session, got).await);
+            return Ok(hand_out(&state, &me, got).await);
         }
     }
 }
@@ -294,8 +309,9 @@ pub(crate) async fn claim(
 /// references are resolved here, for this attempt only. An attempt whose secret cannot be
 /// resolved (deleted, a key gone, another key) is not sent: it fails at once, naming the
 /// reference and the problem, as its worker would have reported it.
-async fn hand_out(state: &AppState, session: SessionId, got: Vec<ClaimedAttempt>) -> Json<ClaimResponse> {
-    Metrics::add(&state.metrics.attempts_claimed, got.len() as u64);
+async fn hand_out(state: &AppState, me: &SessionInfo, got: Vec<ClaimedAttempt>) -> Json<ClaimResponse> {
+    let session = me.session;
+    state.metrics.attempts_claimed(&got);
     if !got.is_empty() {
         state.publish(
             got.iter()
@@ -304,6 +320,8 @@ async fn hand_out(state: &AppState, session: SessionId, got: Vec<ClaimedAttempt>
                     step: a.step.clone(),
                     attempt: a.attempt_id,
                     status: AttemptStatus::Running,
+                    namespace: Some(a.namespace.clone()),
+                    worker: Some(me.name.clone()),
                 })
                 .collect(),
         );
@@ -419,7 +437,7 @@ fn to_response(r: CompletionRecorded) -> CompleteResponse {
 
 async fn complete_items(
     state: &AppState,
-    session: SessionId,
+    me: &SessionInfo,
     items: Vec<(JobId, String, rota_api_types::worker::CompleteItem)>,
 ) -> Result<Vec<Result<CompletionRecorded, ApiError>>, ApiError> {
     let mut items = items;
@@ -443,9 +461,9 @@ async fn complete_items(
     for (job_id, step, item) in &items {
         if !item.logs.is_empty() || item.dropped_bytes > 0 {
             let (chunks, bytes) = to_new_chunks(item.logs.clone());
-            Metrics::add(&state.metrics.log_bytes, bytes);
+            state.metrics.log_bytes(bytes);
             appends.push(LogAppend {
-                session,
+                session: me.session,
                 job_id: *job_id,
                 step: step.clone(),
                 attempt_id: item.attempt_id,
@@ -460,10 +478,11 @@ async fn complete_items(
         let _ = state.store.append_logs(appends).await?;
     }
     let keys: Vec<(JobId, String)> = items.iter().map(|(job, step, _)| (*job, step.clone())).collect();
+    let run_ms: Vec<Option<u64>> = items.iter().map(|(_, _, i)| i.run_ms).collect();
     let completions = items
         .into_iter()
         .map(|(job_id, step, item)| Completion {
-            session,
+            session: me.session,
             job_id,
             step,
             attempt_id: item.attempt_id,
@@ -474,32 +493,52 @@ async fn complete_items(
         })
         .collect();
     let results = state.store.complete(completions, state.store.now()).await?;
-    let mut events = Vec::with_capacity(results.len() + 1);
+    // Output first: a finished job's log is complete when its end is heard of.
+    let mut events = if had_logs { log_events(&keys, &me.namespace) } else { Vec::new() };
+    let mut finished = Vec::new();
+    let mut recorded = false;
     let out = results
         .into_iter()
-        .zip(&keys)
-        .map(|(r, (job, step))| {
+        .zip(keys.iter().zip(&run_ms))
+        .map(|(r, ((job, step), run_ms))| {
             r.inspect(|rec| {
                 if !rec.repeated {
-                    Metrics::add(&state.metrics.attempts_completed, 1);
+                    recorded = true;
+                    if rec.job_finished {
+                        finished.push(*job);
+                    }
+                    // An attempt its worker reports lost (self-fencing, shutdown, a spawn
+                    // failure) counts as lost, as the sweeper's would.
+                    state.metrics.attempt_ended(&me.namespace, &rec.outcome, *run_ms);
                     events.push(Event::Attempt {
                         job: *job,
                         step: step.clone(),
                         attempt: rec.attempt_id,
                         status: rec.status,
+                        namespace: Some(me.namespace.clone()),
+                        worker: Some(me.name.clone()),
                     });
                 }
             })
             .map_err(ApiError::from)
         })
         .collect();
-    if !events.is_empty() {
+    // The end state of the jobs this ended (one read each, only when a job ends).
+    for job in finished {
+        let job_state = match state.store.get_job(job).await {
+            Ok(r) => Some(r.row.state),
+            Err(e) => {
+                tracing::debug!(job_id = %job, "job ended; its state could not be read for the event: {e}");
+                None
+            }
+        };
+        events.push(Event::Job { job, state: job_state, namespace: Some(me.namespace.clone()) });
+    }
+    if recorded {
         // Completions ready dependents and retries, and free the worker's slot.
         events.push(Event::Claimable);
-        state.publish(events);
-    } else if had_logs {
-        state.publish(log_events(&keys));
     }
+    state.publish(events);
     Ok(out)
 }
 
@@ -524,7 +563,7 @@ pub(crate) async fn complete_step(
         run_ms: req.run_ms,
         outputs: req.outputs,
     };
-    let mut results = complete_items(&state, me.session, vec![(job_id, step, item)]).await?;
+    let mut results = complete_items(&state, &me, vec![(job_id, step, item)]).await?;
     let r = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     Ok(Json(to_response(r)))
 }
@@ -540,7 +579,7 @@ pub(crate) async fn complete_batch(
 ) -> Result<Json<CompleteBatchResponse>, ApiError> {
     limits::check_count("results", req.results.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
     let items = req.results.into_iter().map(|i| (i.job_id, i.step.clone(), i)).collect();
-    let results = complete_items(&state, me.session, items).await?;
+    let results = complete_items(&state, &me, items).await?;
     Ok(Json(CompleteBatchResponse {
         results: results
             .into_iter()
@@ -552,11 +591,17 @@ pub(crate) async fn complete_batch(
     }))
 }
 
-async fn append(state: &AppState, items: Vec<LogAppend>) -> Result<Vec<Result<(), ApiError>>, ApiError> {
+async fn append(
+    state: &AppState,
+    me: &SessionInfo,
+    items: Vec<LogAppend>,
+) -> Result<Vec<Result<(), ApiError>>, ApiError> {
     let mut jobs: Vec<JobId> = items.iter().map(|i| i.job_id).collect();
     jobs.dedup();
     let results = state.store.append_logs(items).await?;
-    state.publish(jobs.into_iter().map(|job| Event::Logs { job }).collect());
+    state.publish(
+        jobs.into_iter().map(|job| Event::Logs { job, namespace: Some(me.namespace.clone()) }).collect(),
+    );
     Ok(results.into_iter().map(|r| r.map_err(ApiError::from)).collect())
 }
 
@@ -571,7 +616,7 @@ pub(crate) async fn append_logs(
     ApiJson(req): ApiJson<LogsRequest>,
 ) -> Result<StatusCode, ApiError> {
     let (chunks, bytes) = to_new_chunks(req.chunks);
-    Metrics::add(&state.metrics.log_bytes, bytes);
+    state.metrics.log_bytes(bytes);
     let item = LogAppend {
         session: me.session,
         job_id,
@@ -580,7 +625,7 @@ pub(crate) async fn append_logs(
         chunks,
         dropped: req.dropped_bytes,
     };
-    let mut results = append(&state, vec![item]).await?;
+    let mut results = append(&state, &me, vec![item]).await?;
     results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -599,7 +644,7 @@ pub(crate) async fn append_logs_batch(
         .into_iter()
         .map(|b| {
             let (chunks, bytes) = to_new_chunks(b.chunks);
-            Metrics::add(&state.metrics.log_bytes, bytes);
+            state.metrics.log_bytes(bytes);
             LogAppend {
                 session: me.session,
                 job_id: b.job_id,
@@ -610,7 +655,7 @@ pub(crate) async fn append_logs_batch(
             }
         })
         .collect();
-    let results = append(&state, items).await?;
+    let results = append(&state, &me, items).await?;
     Ok(Json(LogsBatchResponse {
         results: results
             .into_iter()
@@ -634,30 +679,43 @@ pub(crate) async fn unregister(
     state.auth.forget_session(me.session);
     state.hub.drop_session(me.session);
     state.liveness.forget(me.session);
-    let mut events = vec![Event::Worker { session: me.session, ended: true }];
+    let mut events = vec![Event::Worker {
+        session: me.session,
+        ended: true,
+        namespace: Some(me.namespace.clone()),
+        name: Some(me.name.clone()),
+    }];
     if !lost.is_empty() {
-        Metrics::add(&state.metrics.attempts_lost, lost.len() as u64);
+        state.metrics.attempts_lost(LostBy::Unregistered, lost.len());
         events.push(Event::Claimable);
-        events.extend(lost_events(&lost));
+        events.extend(lost_events(&lost, &me.namespace, &me.name));
     }
+    state.metrics.worker_gone(&me.namespace, &me.name);
     state.publish(events);
     tracing::info!(worker = %me.name, session = %me.session, "worker unregistered");
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// What a lost attempt tells the bus.
-fn lost_events(lost: &[rota_store::LostAttempt]) -> impl Iterator<Item = Event> + '_ {
-    lost.iter().map(|l| Event::Attempt {
+/// What a lost attempt of the worker `name` (in `namespace`: a worker holds only its own
+/// namespace's attempts) tells the bus.
+fn lost_events<'a>(
+    lost: &'a [rota_store::LostAttempt],
+    namespace: &'a str,
+    name: &'a str,
+) -> impl Iterator<Item = Event> + 'a {
+    lost.iter().map(move |l| Event::Attempt {
         job: l.job_id,
         step: l.step.clone(),
         attempt: l.attempt_id,
         status: AttemptStatus::Lost,
+        namespace: Some(namespace.to_string()),
+        worker: Some(name.to_string()),
     })
 }
 
 /// Output stored for these jobs (a batch of repeated completions still carried logs).
-fn log_events(keys: &[(JobId, String)]) -> Vec<Event> {
+fn log_events(keys: &[(JobId, String)], namespace: &str) -> Vec<Event> {
     let mut jobs: Vec<JobId> = keys.iter().map(|(job, _)| *job).collect();
     jobs.dedup();
-    jobs.into_iter().map(|job| Event::Logs { job }).collect()
+    jobs.into_iter().map(|job| Event::Logs { job, namespace: Some(namespace.to_string()) }).collect()
 }
