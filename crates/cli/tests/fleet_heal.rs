@@ -90,6 +90,22 @@ async fn a_crash_looping_background_worker_is_seen_failed_and_healed_through_the
     assert_eq!(phases(&o), ["starting", "healed", "done"], "{}", stdout(&o));
     assert!(stderr(&o).contains("Healed 1 worker(s), 0 failed."), "{}", stderr(&o));
     eprintln!("healed through the server in {:?}", start.elapsed());
+    // The heal's progress and the supervisor's states are on the event stream too.
+    let o = run(&env, &["events", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let kinds: Vec<(String, String)> = stdout(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            (
+                v["kind"].as_str().unwrap_or_default().to_string(),
+                v["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for want in [("supervisor", "failed"), ("heal", "starting"), ("heal", "healed"), ("heal", "done")] {
+        assert!(kinds.iter().any(|(k, s)| k == want.0 && s == want.1), "{want:?} not in {kinds:?}");
+    }
     let (c, st) = status(&env, &[]);
     assert_eq!(c, 0, "{st:#}");
     wait_until(bound(), "the supervisor reports running again", || {

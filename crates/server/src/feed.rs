@@ -295,10 +295,11 @@ fn to_stream(e: &Event) -> Option<StreamEvent> {
             detail: detail.clone(),
             ..base("supervisor")
         },
-        Event::Heal { id, phase, host, detail } => StreamEvent {
+        Event::Heal { id, phase, host, namespace, detail } => StreamEvent {
             heal: Some(*id),
             state: Some(phase.clone()),
             host: host.clone(),
+            namespace: namespace.clone(),
             detail: detail.clone(),
             ..base("heal")
         },

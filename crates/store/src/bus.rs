@@ -121,6 +121,9 @@ pub enum Event {
         /// The host it concerns (none for `done`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         host: Option<String>,
+        /// The namespace of the worker it concerns (of the call, for `done`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
         /// What happened, shortened by the publisher.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
@@ -186,7 +189,9 @@ impl Event {
                 Event::Supervisor { host, instance, profile, namespace, state, detail } => {
                     text(host) + text(instance) + opt(profile) + opt(namespace) + text(state) + opt(detail)
                 }
-                Event::Heal { phase, host, detail, .. } => 64 + text(phase) + opt(host) + opt(detail),
+                Event::Heal { phase, host, namespace, detail, .. } => {
+                    64 + text(phase) + opt(host) + opt(namespace) + opt(detail)
+                }
                 Event::Control { command, .. } => text(command),
                 Event::ControlReply { reply, .. } => text(reply),
                 Event::SupervisorReport { report } => text(report),
@@ -359,10 +364,13 @@ mod tests {
                 id: Uuid::now_v7(),
                 phase: name.clone(),
                 host: Some(name.clone()),
+                namespace: Some(name.clone()),
                 detail: Some(name.clone()),
             },
             Event::Credentials,
             Event::Control { session: SessionId::new(), id: Uuid::now_v7(), command: name.clone() },
+            Event::SupervisorReport { report: name.clone() },
+            Event::HealCommand { host: name.clone(), key: name.clone(), id: Uuid::now_v7() },
             Event::ControlReply { id: Uuid::now_v7(), reply: name },
         ]
     }

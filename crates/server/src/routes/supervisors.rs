@@ -98,7 +98,13 @@ pub(crate) async fn link(
     if let Some(h) = &report.heal
         && previous_heal.as_ref() != Some(h)
     {
-        events.push(heal_event(h.id, phase_name(h.phase), Some(&report.host), h.error.as_deref()));
+        events.push(heal_event(
+            h.id,
+            phase_name(h.phase),
+            Some(&report.host),
+            &report.namespace,
+            h.error.as_deref(),
+        ));
     }
     state.publish(events);
     let reply = |heal| Json(LinkReply { heal, report_every_ms: millis(REPORT_EVERY) });
@@ -128,11 +134,12 @@ fn phase_name(p: HealPhase) -> &'static str {
 }
 
 /// A heal's progress as the event stream shows it.
-fn heal_event(id: Uuid, phase: &str, host: Option<&str>, detail: Option<&str>) -> Event {
+fn heal_event(id: Uuid, phase: &str, host: Option<&str>, namespace: &str, detail: Option<&str>) -> Event {
     Event::Heal {
         id,
         phase: phase.to_string(),
         host: host.map(str::to_string),
+        namespace: Some(namespace.to_string()),
         detail: detail.map(|d| d.chars().take(300).collect()),
     }
 }
@@ -279,6 +286,6 @@ pub(crate) async fn heal(
         ..HealEvent::default()
     });
     let summary = format!("{healed} healed, {failed} failed");
-    state.publish(vec![heal_event(Uuid::now_v7(), "done", None, Some(&summary))]);
+    state.publish(vec![heal_event(Uuid::now_v7(), "done", None, &scope.namespace, Some(&summary))]);
     Ok(Json(FleetHealResponse { events }))
 }
