@@ -26,6 +26,14 @@ fn follow() -> EventsQuery {
     EventsQuery { follow: Some(true), ..EventsQuery::default() }
 }
 
+/// The suite runs a second time over a bus that loses every other message (`.ci/run`'s
+/// lossy-bus phase). Exact delivery is then not promised; what is promised is a `resync`
+/// (reload state and carry on), which these tests check instead, with the job's end read
+/// from the store.
+fn lossy_bus() -> bool {
+    std::env::var_os("ROTA_TEST_BUS_DROP_EVERY").is_some()
+}
+
 /// The number part of an id `SERVER-N`.
 fn number(id: &str) -> u64 {
     id.rsplit_once('-').unwrap().1.parse().unwrap()
@@ -45,7 +53,7 @@ async fn read_until(
         assert!(started.elapsed() < bound(), "the awaited event never came; got {got:#?}");
         match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
             Ok(Ok(Some(e))) => {
-                let end = done(&e);
+                let end = done(&e) || (lossy_bus() && e.kind == "resync");
                 got.push(e);
                 if end {
                     return (got, stream);
@@ -80,6 +88,11 @@ async fn a_client_that_reconnects_with_its_last_event_id_gets_what_it_missed_onc
     let stream = client.events(&follow(), None).await.unwrap();
     let first = submit(&env, &["--", "true"]);
     let (seen, stream) = read_until(&client, stream, &follow(), job_ended(&first)).await;
+    if lossy_bus() {
+        assert!(seen.iter().any(|e| job_ended(&first)(e) || e.kind == "resync"), "{seen:#?}");
+        assert_eq!(wait_for_end(&env, &first)["state"], "succeeded");
+        return;
+    }
     let last = stream.last_id().unwrap().to_string();
     assert_eq!(seen.last().unwrap().id, last);
     drop(stream);
@@ -164,7 +177,11 @@ async fn rota_events_follow_json_shows_a_job_from_submit_to_success_in_order(bac
     });
     let mut lines: Vec<serde_json::Value> = Vec::new();
     let started = Instant::now();
-    while !lines.iter().any(|v| v["kind"] == "job" && v["state"] == "succeeded") {
+    let lossy = lossy_bus();
+    while !lines
+        .iter()
+        .any(|v| (v["kind"] == "job" && v["state"] == "succeeded") || (lossy && v["kind"] == "resync"))
+    {
         assert!(started.elapsed() < bound(), "no success in {lines:#?}");
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
             lines.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
@@ -172,6 +189,12 @@ async fn rota_events_follow_json_shows_a_job_from_submit_to_success_in_order(bac
     }
     let _ = child.kill();
     let _ = child.wait();
+    if lossy {
+        // The events it printed are this job's, in order; a resync may stand for the rest.
+        let ids: Vec<u64> = lines.iter().filter_map(|v| v["id"].as_str()).map(number).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order: {ids:?}");
+        return;
+    }
     let what: Vec<String> = lines
         .iter()
         .map(|v| format!("{}:{}", v["kind"].as_str().unwrap(), v["state"].as_str().unwrap_or("-")))
