@@ -160,14 +160,23 @@ async fn rota_events_follow_json_shows_a_job_from_submit_to_success_in_order(bac
     // Started after the job ended: `-f` prints the buffer first, so nothing is missed.
     let mut cmd = Command::new(rota_bin());
     isolate(&mut cmd, &env);
-    let mut child = cmd
+    let child = cmd
         .args(["events", "-f", "--json", "--job", &id])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    // Killed however the test ends (a failed assertion too): `-f` never ends by itself.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
+    let stdout = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines() {
             if tx.send(line.unwrap()).is_err() {
@@ -193,8 +202,7 @@ async fn rota_events_follow_json_shows_a_job_from_submit_to_success_in_order(bac
             lines.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     if lossy {
         // The events it printed are this job's, in order; a resync may stand for the rest.
         let ids: Vec<u64> = lines.iter().filter_map(|v| v["id"].as_str()).map(number).collect();
