@@ -10,9 +10,9 @@ use crate::failure::{EXIT_CONFIG, with_code};
 use anyhow::{Context, Result, anyhow};
 use rota_server::secrets::{Keyring, SecretKey};
 use rota_store::JobStore;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::io::ErrorKind;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -50,33 +50,13 @@ fn read_or_create(path: &Path) -> Result<(SecretKey, bool)> {
     if let Some(key) = read(path)? {
         return Ok((key, false));
     }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let key = SecretKey::generate();
-    let written = (|| -> std::io::Result<bool> {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        f.write_all(key.to_text().as_bytes())?;
-        f.sync_all()?;
-        match fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(true),
-            // Another process created it meanwhile: theirs wins.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        }
-    })();
-    let _ = fs::remove_file(&tmp);
-    let linked = written.with_context(|| format!("cannot write the secret key file {}", path.display()))?;
-    if !linked {
+    let created = crate::tokens::create_private(path, &key.to_text())
+        .with_context(|| format!("cannot write the secret key file {}", path.display()))?;
+    if !created {
         let theirs = read(path)?.with_context(|| format!("secret key file {} vanished", path.display()))?;
         return Ok((theirs, false));
     }
-    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
     Ok((key, true))
 }
 

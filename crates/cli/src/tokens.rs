@@ -45,23 +45,37 @@ pub(crate) fn read_or_create(path: &Path) -> Result<(String, bool)> {
         warn_if_readable_by_others(path);
         return Ok((token, false));
     }
-    let (dir, tmp) = temp_beside(path)?;
     let token = generate();
-    let written = write_synced(&tmp, &token);
+    if !create_private(path, &format!("{token}\n"))
+        .with_context(|| format!("cannot write token file {}", path.display()))?
+    {
+        let theirs = read(path)?.with_context(|| format!("token file {} vanished", path.display()))?;
+        return Ok((theirs, false));
+    }
+    Ok((token, true))
+}
+
+/// Creates `path` holding `text`, mode 0600 in a 0700 directory, unless it exists: `true`
+/// when this call created it, `false` when another process did first (theirs wins). The
+/// file is written whole and synced (then its directory) before it appears under its name.
+/// The one way rota creates a credential file (tokens, the secret key).
+pub(crate) fn create_private(path: &Path, text: &str) -> Result<bool> {
+    let (dir, tmp) = temp_beside(path)?;
+    let written = write_synced(&tmp, text);
     let linked = written.and_then(|()| match fs::hard_link(&tmp, path) {
         Ok(()) => Ok(true),
-        // Another process created it between our read and our link: theirs wins.
+        // Another process created it between the caller's read and this link.
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e),
     });
     let _ = fs::remove_file(&tmp);
-    let linked = linked.with_context(|| format!("cannot write token file {}", path.display()))?;
-    if !linked {
-        let theirs = read(path)?.with_context(|| format!("token file {} vanished", path.display()))?;
-        return Ok((theirs, false));
+    let linked = linked?;
+    if linked {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", dir.display()))?;
     }
-    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
-    Ok((token, true))
+    Ok(linked)
 }
 
 /// A fresh token: 32 random bytes, hex.
@@ -73,7 +87,7 @@ fn generate() -> String {
 
 /// The directory of `path` (created 0700 if missing) and a temp file name in it.
 fn temp_beside(path: &Path) -> Result<(&Path, PathBuf)> {
-    let dir = path.parent().context("token path has no directory")?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -83,10 +97,9 @@ fn temp_beside(path: &Path) -> Result<(&Path, PathBuf)> {
     Ok((dir, dir.join(format!(".{name}.{}.tmp", std::process::id()))))
 }
 
-fn write_synced(path: &Path, token: &str) -> std::io::Result<()> {
+fn write_synced(path: &Path, text: &str) -> std::io::Result<()> {
     let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
-    f.write_all(token.as_bytes())?;
-    f.write_all(b"\n")?;
+    f.write_all(text.as_bytes())?;
     f.sync_all()
 }
 
