@@ -263,6 +263,9 @@ pub struct QueueView {
     pub running: u64,
     /// Paused by an operator.
     pub paused: bool,
+    /// When the job of the oldest waiting step was submitted (none waiting: absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_waiting_since: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `GET /api/v1/queues`.

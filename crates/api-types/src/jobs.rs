@@ -46,6 +46,16 @@ pub struct ListJobsQuery {
     /// Only jobs of this queue.
     #[serde(default)]
     pub queue: Option<String>,
+    /// Only jobs whose name contains this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Only the runs of this schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Only jobs submitted before this one (the next page: pass the last id of a page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub before: Option<rota_domain::JobId>,
     /// At most this many (default 50, max 1000).
     #[serde(default)]
     pub limit: Option<u32>,
@@ -173,6 +183,10 @@ pub struct LogsQuery {
     /// At most this many bytes of data per page (default 4 MiB).
     #[serde(default)]
     pub max_bytes: Option<u64>,
+    /// Without `after`: start so that about the last this many bytes come (the output's
+    /// tail, whole chunks, at least one); its `nextCursor` follows on from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_bytes: Option<u64>,
 }
 
 /// A page of log output.

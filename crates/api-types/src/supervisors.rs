@@ -151,6 +151,9 @@ pub struct FleetHealRequest {
     /// How long to wait for each heal's outcome (default 60 s, at most 300 s).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Only this worker (its name, or its supervisor's key when it has none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 /// One event of a fleet heal, in order: `detected` (dry run) or `starting` then `healed` /

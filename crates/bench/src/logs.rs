@@ -378,7 +378,7 @@ async fn read_back(c: &BenchCluster, id: JobId) -> Result<ReadBack> {
     let (mut stdout_bytes, mut other_bytes, mut cut) = (0u64, 0u64, 0u64);
     let mut after = 0;
     loop {
-        let q = LogsQuery { step: None, after: Some(after), wait_ms: None, max_bytes: Some(32 << 20) };
+        let q = LogsQuery { after: Some(after), max_bytes: Some(32 << 20), ..LogsQuery::default() };
         let page = c.client.job_logs(id, &q).await?;
         for ch in &page.chunks {
             if ch.stream == Stream::Stdout {

@@ -18,6 +18,18 @@ impl JobId {
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
+
+    /// The smallest id a job submitted at `ms` (Unix milliseconds) or later can have: ids
+    /// sort by submission time, so `id >= JobId::first_at(t)` bounds a scan by the key.
+    pub fn first_at(ms: u64) -> Self {
+        Self(uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10]).into_uuid())
+    }
+
+    /// When the job was submitted, in Unix milliseconds, as its id says (UUID v7).
+    pub fn submitted_ms(&self) -> Option<u64> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        Some(secs * 1000 + u64::from(nanos / 1_000_000))
+    }
 }
 
 impl Default for JobId {

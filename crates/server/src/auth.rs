@@ -104,7 +104,7 @@ impl AuthCache {
     }
 
     /// The cached admin and join hashes, loading them on first use.
-    async fn credentials(&self, state: &AppState) -> Result<Arc<CredentialHashes>, StoreError> {
+    pub(crate) async fn credentials(&self, state: &AppState) -> Result<Arc<CredentialHashes>, StoreError> {
         let cached = self.credentials.read().ok().and_then(|c| c.clone());
         match cached {
             Some((held, at)) if at.elapsed() < CREDENTIALS_RECHECK => Ok(held),
@@ -162,7 +162,7 @@ pub(crate) fn new_credential() -> String {
 }
 
 /// Whether `hash` is the stored one, in constant time; nothing matches a missing or empty one.
-fn matches(hash: &str, stored: Option<&str>) -> bool {
+pub(crate) fn matches(hash: &str, stored: Option<&str>) -> bool {
     stored.is_some_and(|b| !b.is_empty() && hash.as_bytes().ct_eq(b.as_bytes()).into())
 }
 
@@ -222,14 +222,24 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// Extractor: a caller that may watch the control plane (the event stream). Today that is
-/// the admin bearer token, as for [`Admin`]; the dashboard's session cookie (issue 17) is
-/// accepted here, and only here, when it exists, so read-only views need no other change.
+/// Extractor: a caller that may watch the control plane (the event stream): the admin
+/// bearer token, as for [`Admin`], or, on a `GET` without an `Authorization` header, the
+/// dashboard's session cookie (`ui/session.rs`). Only read-only routes take it, so a cookie
+/// a browser sends on its own never changes anything.
 pub(crate) struct Viewer;
 
 impl FromRequestParts<AppState> for Viewer {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts.method == axum::http::Method::GET
+            && !parts.headers.contains_key(axum::http::header::AUTHORIZATION)
+            && crate::ui::session::cookie(&parts.headers).is_some()
+        {
+            return match crate::ui::session::verify(&parts.headers, state).await {
+                Some(_) => Ok(Viewer),
+                None => Err(ApiError::unauthorized("the dashboard session has ended: log in again")),
+            };
+        }
         Admin::from_request_parts(parts, state).await.map(|Admin| Viewer)
     }
 }

@@ -192,6 +192,16 @@ impl Feed {
         n
     }
 
+    /// The newest `n` buffered events `wanted` admits, oldest first (the dashboard's recent
+    /// heal progress, read when a page renders).
+    pub(crate) fn recent(&self, n: usize, wanted: impl Fn(&StreamEvent) -> bool) -> Vec<Arc<StreamEvent>> {
+        let inner = self.lock();
+        let mut found: Vec<Arc<StreamEvent>> =
+            inner.buffer.iter().rev().filter(|e| wanted(e)).take(n).cloned().collect();
+        found.reverse();
+        found
+    }
+
     /// The id of the newest event.
     pub(crate) fn position(&self) -> String {
         let inner = self.lock();

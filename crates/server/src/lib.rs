@@ -23,6 +23,8 @@
 //! - `schedules`: the schedule controller (fire times → runs); only while this server leads.
 //! - `secrets`: the key-encryption key, sealing and opening secrets, resolving references.
 //! - `routes/`: one file per resource.
+//! - `ui/`: the dashboard at `/ui` (askama pages over the same handlers, made live by htmx
+//!   and the event stream; session cookie and cross-site checks in `ui/session.rs`).
 //! - `error`: [`ApiError`] and the JSON body extractor that turns bad input into 400/413.
 
 mod auth;
@@ -48,6 +50,7 @@ pub mod secrets;
 mod state;
 mod supervisors;
 mod sweeper;
+mod ui;
 mod views;
 
 pub use auth::hash_token;

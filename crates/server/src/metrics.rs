@@ -271,6 +271,11 @@ impl Metrics {
         self.counter("rota_bus_missed_total", &[], 1);
     }
 
+    /// A browser reported a Content-Security-Policy violation on a dashboard page.
+    pub(crate) fn csp_violation(&self) {
+        self.counter("rota_ui_csp_violations_total", &[], 1);
+    }
+
     pub(crate) fn resync(&self, reason: &'static str) {
         self.counter("rota_event_resyncs_total", &[("reason", reason.to_string())], 1);
     }

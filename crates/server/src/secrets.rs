@@ -63,6 +63,17 @@ pub enum OpenError {
 }
 
 impl SecretKey {
+    /// A key for another purpose derived from this one (SHA-256 of the purpose and the key):
+    /// the dashboard signs its session cookies with one, so every server holding the same
+    /// key file accepts them, and the secrets key itself never signs anything.
+    pub fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let mut h = Sha256::new();
+        h.update(purpose.as_bytes());
+        h.update([0u8]);
+        h.update(self.0.as_ref());
+        Zeroizing::new(h.finalize().into())
+    }
+
     /// A fresh random key.
     pub fn generate() -> Self {
         let mut k = Zeroizing::new([0u8; KEY_BYTES]);

@@ -54,9 +54,10 @@ const RESUME: &str = "DELETE FROM paused_queues WHERE namespace = $1 AND queue =
 const PAUSED: &str = "SELECT namespace, queue FROM paused_queues WHERE ($1::text IS NULL OR namespace = $1)";
 
 // Two halves so each one reads its partial index (steps_ready, steps_running).
-const QUEUE_DEPTHS: &str = "SELECT namespace, queue, 'ready', COUNT(*) FROM steps WHERE state = 'ready' \
-     AND ($1::text IS NULL OR namespace = $1) GROUP BY namespace, queue \
-     UNION ALL SELECT namespace, queue, 'running', COUNT(*) FROM steps WHERE state = 'running' \
+// No min(uuid) before PostgreSQL 16: the text form sorts the same (lowercase hex).
+const QUEUE_DEPTHS: &str = "SELECT namespace, queue, 'ready', COUNT(*), MIN(job_id::text) FROM steps \
+     WHERE state = 'ready' AND ($1::text IS NULL OR namespace = $1) GROUP BY namespace, queue \
+     UNION ALL SELECT namespace, queue, 'running', COUNT(*), NULL FROM steps WHERE state = 'running' \
      AND ($1::text IS NULL OR namespace = $1) GROUP BY namespace, queue";
 
 /// Records each revoke and ends the live jobs it names, one savepoint each.
@@ -214,13 +215,19 @@ pub(crate) async fn queue_stats(tx: &Tx<'_>, namespace: Option<&str>) -> Result<
         ready: 0,
         running: 0,
         paused: false,
+        oldest_ready: None,
     };
     for r in rows(tx, QUEUE_DEPTHS, &[&namespace]).await? {
         let (ns, queue, state, n): (String, String, &str, i64) =
             (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+        let oldest: Option<&str> = r.try_get(4)?;
         let e = by_queue.entry((ns.clone(), queue.clone())).or_insert_with(|| blank(ns, queue));
         if state == "ready" {
             e.ready = crate::codec::u64_of(n);
+            e.oldest_ready = oldest
+                .map(|s| s.parse::<uuid::Uuid>().map(rota_domain::JobId))
+                .transpose()
+                .map_err(|e| crate::error::corrupt(format!("steps.job_id: {e}")))?;
         } else {
             e.running = crate::codec::u64_of(n);
         }

@@ -4,8 +4,12 @@
 use crate::codec::{parse_name, u32_of};
 use crate::error::{Result, not_found};
 use crate::tx::{Tx, opt, rows};
+use chrono::{DateTime, Utc};
 use rota_domain::{AttemptId, JobId, JobSpec, JobState, SessionId, StepState, Target};
-use rota_store::{AttemptRecord, JobFilter, JobRecord, JobRow, StepCountsRecord, StepRecord};
+use rota_store::{
+    AttemptRecord, FinishedMinute, JobFilter, JobRecord, JobRow, LatencyMinute, StepCountsRecord, StepRecord,
+    Throughput,
+};
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 use uuid::Uuid;
@@ -72,9 +76,57 @@ pub(crate) async fn list_jobs(tx: &Tx<'_>, filter: &JobFilter) -> Result<Vec<Job
     let limit = i64::from(filter.limit);
     let sql = format!(
         "{JOB_COLUMNS} WHERE ($1::text[] IS NULL OR j.state = ANY($1)) AND ($2::text IS NULL OR j.queue = $2) \
-         AND ($4::text IS NULL OR j.namespace = $4) ORDER BY j.id DESC LIMIT $3"
+         AND ($4::text IS NULL OR j.namespace = $4) AND ($5::text IS NULL OR strpos(j.name, $5) > 0) \
+         AND ($6::text IS NULL OR starts_with(j.idempotency_key, $6)) AND ($7::uuid IS NULL OR j.id < $7) \
+         ORDER BY j.id DESC LIMIT $3"
     );
-    rows(tx, &sql, &[&states, &filter.queue, &limit, &filter.namespace]).await?.iter().map(job_row).collect()
+    let schedule = filter.schedule.as_deref().map(rota_store::schedules::fire_key_prefix);
+    let before = filter.before.map(|b| b.0);
+    rows(tx, &sql, &[&states, &filter.queue, &limit, &filter.namespace, &filter.name, &schedule, &before])
+        .await?
+        .iter()
+        .map(job_row)
+        .collect()
+}
+
+/// Jobs ended per minute and state since $1.
+const FINISHED_PER_MINUTE: &str = "SELECT date_trunc('minute', finished_at) AS m, state, COUNT(*) FROM jobs \
+     WHERE finished_at >= $1 AND ($2::text IS NULL OR namespace = $2) GROUP BY m, state ORDER BY m, state";
+
+/// Submit→start per minute of first start, for jobs submitted since $1 (ids of at least $3,
+/// the smallest UUID v7 of that millisecond, so the primary key bounds the scan).
+const LATENCY_PER_MINUTE: &str = "SELECT date_trunc('minute', s) AS m, COUNT(*), \
+     AVG(EXTRACT(EPOCH FROM (s - c)) * 1000)::float8, MAX(EXTRACT(EPOCH FROM (s - c)) * 1000)::float8 FROM ( \
+       SELECT j.created_at AS c, MIN(a.started_at) AS s FROM jobs j JOIN attempts a ON a.job_id = j.id \
+       WHERE j.id >= $3 AND j.created_at >= $1 AND ($2::text IS NULL OR j.namespace = $2) GROUP BY j.id) t \
+     GROUP BY m ORDER BY m";
+
+/// Jobs ended and started per minute since `since`.
+pub(crate) async fn throughput(
+    tx: &Tx<'_>,
+    since: DateTime<Utc>,
+    namespace: Option<&str>,
+) -> Result<Throughput> {
+    let mut out = Throughput::default();
+    for r in rows(tx, FINISHED_PER_MINUTE, &[&since, &namespace]).await? {
+        out.finished.push(FinishedMinute {
+            minute: r.try_get(0)?,
+            state: parse_name::<JobState>(r.try_get(1)?)?,
+            jobs: u64::try_from(r.try_get::<_, i64>(2)?).unwrap_or(0),
+        });
+    }
+    let low = JobId::first_at(u64::try_from(since.timestamp_millis()).unwrap_or(0)).0;
+    for r in rows(tx, LATENCY_PER_MINUTE, &[&since, &namespace, &low]).await? {
+        let max: f64 = r.try_get(3)?;
+        out.latency.push(LatencyMinute {
+            minute: r.try_get(0)?,
+            started: u64::try_from(r.try_get::<_, i64>(1)?).unwrap_or(0),
+            mean_ms: r.try_get::<_, f64>(2)?.max(0.0),
+            // Whole milliseconds: a float of a non-negative duration, rounded.
+            max_ms: max.max(0.0).round() as u64,
+        });
+    }
+    Ok(out)
 }
 
 fn read_attempt(r: &Row) -> Result<AttemptRecord> {

@@ -78,7 +78,7 @@ use rota_store::{
     HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord,
     KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered,
     RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
-    SubmittedAndClaimed, WorkerRecord, WorkerRegistration,
+    SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration,
 };
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -115,6 +115,10 @@ impl JobStore for PgStore {
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>> {
         in_tx!(self, Durability::Read, |tx| jobs_read::list_jobs(&tx, filter).await?)
+    }
+
+    async fn throughput(&self, since: DateTime<Utc>, namespace: Option<&str>) -> Result<Throughput> {
+        in_tx!(self, Durability::Read, |tx| jobs_read::throughput(&tx, since, namespace).await?)
     }
 
     async fn stop_job(&self, id: JobId, kind: StopKind, now: DateTime<Utc>) -> Result<StopOutcome> {
@@ -227,6 +231,10 @@ impl JobStore for PgStore {
 
     async fn read_logs(&self, q: &LogQuery) -> Result<LogPage> {
         in_tx!(self, Durability::Read, |tx| logs::read_logs(&tx, q).await?)
+    }
+
+    async fn log_tail_cursor(&self, job_id: JobId, step: Option<&str>, max_bytes: u64) -> Result<i64> {
+        in_tx!(self, Durability::Read, |tx| logs::tail_cursor(&tx, job_id, step, max_bytes).await?)
     }
 
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<LostAttempt>> {

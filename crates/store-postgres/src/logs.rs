@@ -48,6 +48,10 @@ const PAGE: &str = "SELECT cursor, step, attempt_id, attempt_number, stream, dat
      WHERE job_id = $1 AND cursor > $2 AND cursor <= $3 AND ($4::text IS NULL OR step = $4) AND size > 0 \
      ORDER BY cursor";
 
+/// Newest chunks first, for [`tail_cursor`].
+const NEWEST_SIZES: &str = "SELECT cursor, size FROM log_chunks \
+     WHERE job_id = $1 AND ($2::text IS NULL OR step = $2) AND size > 0 ORDER BY cursor DESC";
+
 const TRUNCATED: &str = "SELECT step, attempt_id, bytes_cut + bytes_dropped, bytes_pruned, bytes_refused \
      FROM log_attempts WHERE job_id = $1 AND ($2::text IS NULL OR step = $2) \
      AND bytes_cut + bytes_dropped + bytes_pruned + bytes_refused > 0 ORDER BY attempt_id";
@@ -176,6 +180,23 @@ async fn enforce_cap(tx: &Tx<'_>, attempt: AttemptId, excess: i64) -> Result<i64
 }
 
 /// A page of a job's chunks after `q.after`, about `q.max_bytes` long (at least one chunk).
+/// The cursor the last `max_bytes` of output follow (see `JobStore::log_tail_cursor`).
+pub(crate) async fn tail_cursor(tx: &Tx<'_>, job: JobId, step: Option<&str>, max_bytes: u64) -> Result<i64> {
+    let max = i64_of(max_bytes);
+    let (mut total, mut n): (i64, u32) = (0, 0);
+    // A portal would stop early; the sizes of one job's chunks are few enough to read.
+    for r in rows(tx, NEWEST_SIZES, &[&job.0, &step]).await? {
+        let (cursor, size): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
+        // At least one chunk (the newest), as a page holds at least one.
+        if n > 0 && total + size > max {
+            return Ok(cursor);
+        }
+        total += size;
+        n += 1;
+    }
+    Ok(0)
+}
+
 pub(crate) async fn read_logs(tx: &Tx<'_>, q: &LogQuery) -> Result<LogPage> {
     let mut page = LogPage { next_cursor: q.after, ..LogPage::default() };
     let max = i64_of(q.max_bytes);

@@ -53,9 +53,10 @@ const PAUSED_IN: &str = "SELECT queue FROM paused_queues WHERE namespace = ?1";
 
 // Two halves so each one reads its partial index (steps_ready, steps_running) instead of
 // scanning every step ever run.
-pub(crate) const QUEUE_DEPTHS: &str = "SELECT namespace, queue, 'ready', COUNT(*) FROM steps WHERE state = 'ready' \
-     GROUP BY namespace, queue \
-     UNION ALL SELECT namespace, queue, 'running', COUNT(*) FROM steps WHERE state = 'running' GROUP BY namespace, queue";
+pub(crate) const QUEUE_DEPTHS: &str = "SELECT namespace, queue, 'ready', COUNT(*), MIN(job_id) FROM steps \
+     WHERE state = 'ready' GROUP BY namespace, queue \
+     UNION ALL SELECT namespace, queue, 'running', COUNT(*), NULL FROM steps WHERE state = 'running' \
+     GROUP BY namespace, queue";
 
 /// Records each revoke and ends the live jobs it names.
 pub(crate) fn revoke_jobs(
@@ -249,7 +250,13 @@ pub(crate) fn queue_stats(conn: &Connection, namespace: Option<&str>) -> Result<
     let mut st = conn.prepare_cached(QUEUE_DEPTHS)?;
     let rows = st
         .query_map([], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let blank = |namespace: String, queue: String| QueueStats {
@@ -258,11 +265,13 @@ pub(crate) fn queue_stats(conn: &Connection, namespace: Option<&str>) -> Result<
         ready: 0,
         running: 0,
         paused: false,
+        oldest_ready: None,
     };
-    for (ns, queue, state, n) in rows.into_iter().filter(|r| wanted(&r.0)) {
+    for (ns, queue, state, n, oldest) in rows.into_iter().filter(|r| wanted(&r.0)) {
         let e = by_queue.entry((ns.clone(), queue.clone())).or_insert_with(|| blank(ns, queue));
         if state == "ready" {
             e.ready = n as u64;
+            e.oldest_ready = oldest.as_deref().map(crate::codec::job_id).transpose()?;
         } else {
             e.running = n as u64;
         }

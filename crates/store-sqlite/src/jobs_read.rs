@@ -3,8 +3,12 @@
 
 use crate::codec::{from_json, job_id, opt_time, parse_name, session_id, stop_cause, time, to_json, u32_of};
 use crate::error::{Result, not_found};
+use chrono::{DateTime, Utc};
 use rota_domain::{AttemptId, JobId, JobSpec, JobState, StepState, Target};
-use rota_store::{AttemptRecord, JobFilter, JobRecord, JobRow, StepCountsRecord, StepRecord, StopCause};
+use rota_store::{
+    AttemptRecord, FinishedMinute, JobFilter, JobRecord, JobRow, LatencyMinute, StepCountsRecord, StepRecord,
+    StopCause, Throughput,
+};
 use rusqlite::{Connection, OptionalExtension, Row};
 
 // Both job queries select the columns `RawRow::read` decodes, in that order.
@@ -18,7 +22,23 @@ const LIST_JOBS: &str = "SELECT id, name, queue, priority, target_host, target_t
      WHERE (?1 IS NULL OR state IN (SELECT value FROM json_each(?1)))
        AND (?2 IS NULL OR queue = ?2)
        AND (?4 IS NULL OR namespace = ?4)
+       AND (?5 IS NULL OR instr(name, ?5) > 0)
+       AND (?6 IS NULL OR substr(idempotency_key, 1, length(?6)) = ?6)
+       AND (?7 IS NULL OR id < ?7)
      ORDER BY id DESC LIMIT ?3";
+
+/// Jobs ended per minute and state since ?1 (ms).
+const FINISHED_PER_MINUTE: &str = "SELECT finished_at / 60000 AS m, state, COUNT(*) FROM jobs
+     WHERE finished_at >= ?1 AND (?2 IS NULL OR namespace = ?2)
+     GROUP BY m, state ORDER BY m, state";
+
+/// Submit→start per minute of first start, for jobs submitted since ?1 (their ids are at
+/// least ?3, the smallest UUID v7 of that millisecond, so the primary key bounds the scan).
+const LATENCY_PER_MINUTE: &str = "SELECT s / 60000 AS m, COUNT(*), AVG(s - c), MAX(s - c) FROM (
+       SELECT j.created_at AS c, MIN(a.started_at) AS s FROM jobs j JOIN attempts a ON a.job_id = j.id
+       WHERE j.id >= ?3 AND j.created_at >= ?1 AND (?2 IS NULL OR j.namespace = ?2)
+       GROUP BY j.id)
+     GROUP BY m ORDER BY m";
 
 const STEP_COUNTS: &str = "SELECT COUNT(*),
        COALESCE(SUM(state = 'succeeded'), 0),
@@ -89,11 +109,50 @@ pub(crate) fn list_jobs(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job
     let mut st = conn.prepare_cached(LIST_JOBS)?;
     let raws = st
         .query_map(
-            (states, filter.queue.as_deref(), i64::from(filter.limit), filter.namespace.as_deref()),
+            (
+                states,
+                filter.queue.as_deref(),
+                i64::from(filter.limit),
+                filter.namespace.as_deref(),
+                filter.name.as_deref(),
+                filter.schedule.as_deref().map(rota_store::schedules::fire_key_prefix),
+                filter.before.map(|b| b.to_string()),
+            ),
             RawRow::read,
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     raws.into_iter().map(|raw| raw.into_row(conn)).collect()
+}
+
+/// Jobs ended and started per minute since `since`.
+pub(crate) fn throughput(
+    conn: &Connection,
+    since: DateTime<Utc>,
+    namespace: Option<&str>,
+) -> Result<Throughput> {
+    let from = since.timestamp_millis();
+    let mut out = Throughput::default();
+    let mut st = conn.prepare_cached(FINISHED_PER_MINUTE)?;
+    let mut rows = st.query((from, namespace))?;
+    while let Some(r) = rows.next()? {
+        out.finished.push(FinishedMinute {
+            minute: time(r.get::<_, i64>(0)? * 60_000)?,
+            state: parse_name::<JobState>(&r.get::<_, String>(1)?)?,
+            jobs: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        });
+    }
+    let low = JobId::first_at(u64::try_from(from).unwrap_or(0)).to_string();
+    let mut st = conn.prepare_cached(LATENCY_PER_MINUTE)?;
+    let mut rows = st.query((from, namespace, low))?;
+    while let Some(r) = rows.next()? {
+        out.latency.push(LatencyMinute {
+            minute: time(r.get::<_, i64>(0)? * 60_000)?,
+            started: u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            mean_ms: r.get::<_, f64>(2)?.max(0.0),
+            max_ms: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+        });
+    }
+    Ok(out)
 }
 
 fn read_attempt(r: &Row<'_>) -> Result<AttemptRecord> {

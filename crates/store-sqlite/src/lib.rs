@@ -62,7 +62,7 @@ use rota_store::{
     HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord,
     KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered,
     RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
-    SubmittedAndClaimed, WorkerRecord, WorkerRegistration,
+    SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -256,6 +256,11 @@ impl JobStore for SqliteStore {
         self.main_readers.run(move |c| jobs_read::list_jobs(c, &filter)).await
     }
 
+    async fn throughput(&self, since: DateTime<Utc>, namespace: Option<&str>) -> Result<Throughput> {
+        let namespace = namespace.map(str::to_string);
+        self.main_readers.run(move |c| jobs_read::throughput(c, since, namespace.as_deref())).await
+    }
+
     async fn stop_job(&self, id: JobId, kind: StopKind, now: DateTime<Utc>) -> Result<StopOutcome> {
         self.write(Durability::Full, move |c| control::stop_job(c, id, kind, now)).await
     }
@@ -382,6 +387,11 @@ impl JobStore for SqliteStore {
     async fn read_logs(&self, q: &LogQuery) -> Result<LogPage> {
         let q = q.clone();
         self.logs_readers.run(move |c| logs::read_logs(c, &q)).await
+    }
+
+    async fn log_tail_cursor(&self, job_id: JobId, step: Option<&str>, max_bytes: u64) -> Result<i64> {
+        let step = step.map(str::to_string);
+        self.logs_readers.run(move |c| logs::tail_cursor(c, job_id, step.as_deref(), max_bytes)).await
     }
 
     async fn expire_leases(&self, now: DateTime<Utc>) -> Result<Vec<LostAttempt>> {

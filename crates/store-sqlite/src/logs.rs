@@ -7,7 +7,7 @@ use crate::codec::{i64_of, job_id, parse_name, session_id, u32_of};
 use crate::error::{Result, conflict};
 use crate::writer::in_savepoint;
 use rota_domain::spec::DEFAULT_LOG_CAP;
-use rota_domain::{AttemptId, AttemptStatus, Stream};
+use rota_domain::{AttemptId, AttemptStatus, JobId, Stream};
 use rota_store::ConflictKind;
 use rota_store::{LogAppend, LogCut, LogPage, LogQuery, StoredChunk};
 use rusqlite::{Connection, OptionalExtension};
@@ -48,6 +48,10 @@ const RECORD_CUT: &str =
 
 const PAGE: &str = "SELECT cursor, step, attempt_id, attempt_number, stream, size, data FROM log_chunks \
      WHERE job_id = ?1 AND cursor > ?2 AND (?3 IS NULL OR step = ?3) AND size > 0 ORDER BY cursor";
+
+/// Newest chunks first, for [`tail_cursor`].
+const NEWEST_SIZES: &str = "SELECT cursor, size FROM log_chunks \
+     WHERE job_id = ?1 AND (?2 IS NULL OR step = ?2) AND size > 0 ORDER BY cursor DESC";
 
 const TRUNCATED: &str = "SELECT step, attempt_id, bytes_cut + bytes_dropped, bytes_pruned, bytes_refused \
      FROM log_attempts WHERE job_id = ?1 AND (?2 IS NULL OR step = ?2) \
@@ -253,6 +257,24 @@ pub(crate) fn read_logs(conn: &Connection, q: &LogQuery) -> Result<LogPage> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     page.truncated = rows;
     Ok(page)
+}
+
+/// The cursor the last `max_bytes` of output follow (see `JobStore::log_tail_cursor`).
+pub(crate) fn tail_cursor(conn: &Connection, job: JobId, step: Option<&str>, max_bytes: u64) -> Result<i64> {
+    let max = i64_of(max_bytes);
+    let mut st = conn.prepare_cached(NEWEST_SIZES)?;
+    let mut rows = st.query((job.to_string(), step))?;
+    let (mut total, mut n): (i64, u32) = (0, 0);
+    while let Some(r) = rows.next()? {
+        let (cursor, size): (i64, i64) = (r.get(0)?, r.get(1)?);
+        // At least one chunk (the newest), as a page holds at least one.
+        if n > 0 && total + size > max {
+            return Ok(cursor);
+        }
+        total += size;
+        n += 1;
+    }
+    Ok(0)
 }
 
 /// Deletes every chunk of the jobs listed in `ids_json` (a JSON array of job ids).

@@ -102,6 +102,7 @@ scenarios![
     jobs::submit_and_idempotency,
     jobs::list_and_get,
     jobs::dag_readiness,
+    jobs::throughput_per_minute,
     claims::claim_respects_queues,
     claims::claim_respects_targets,
     claims::claim_order_priority_age_and_max,

@@ -58,6 +58,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// Jobs matching the filter, newest first.
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>>;
 
+    /// Jobs ended and started per minute since `since` (of `namespace`; `None`: every
+    /// namespace), read from the store so that it is the whole fleet's, whichever server asks.
+    async fn throughput(&self, since: DateTime<Utc>, namespace: Option<&str>) -> Result<Throughput>;
+
     /// Cancels (or revokes) a job: steps not started end at once; running attempts are
     /// flagged so heartbeats tell their worker to stop, and are returned so the caller can
     /// push a stop command. A job already terminal is returned unchanged (`changed: false`).
@@ -144,6 +148,11 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// A page of a job's log output after a cursor.
     async fn read_logs(&self, q: &LogQuery) -> Result<LogPage>;
+
+    /// The cursor after which the last `max_bytes` (about: whole chunks) of a job's output
+    /// (of one step, if given) follow: read from it, a page is the output's tail. 0 when it
+    /// all fits.
+    async fn log_tail_cursor(&self, job_id: JobId, step: Option<&str>, max_bytes: u64) -> Result<i64>;
 
     /// Marks attempts whose lease ended before `now` lost and applies each step's
     /// `on_lost`. Returns what it changed.

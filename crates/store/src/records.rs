@@ -143,14 +143,63 @@ pub struct JobFilter {
     pub states: Vec<JobState>,
     /// Only this queue.
     pub queue: Option<String>,
+    /// Only jobs whose name contains this text (case-sensitive).
+    pub name: Option<String>,
+    /// Only the runs of this schedule (jobs whose idempotency key is one of its fire keys,
+    /// `schedule/NAME/…`).
+    pub schedule: Option<String>,
+    /// Only jobs older than this one (keyset paging: ids sort by submission time, so a page
+    /// stays correct while new jobs arrive).
+    pub before: Option<JobId>,
     /// At most this many, newest first.
     pub limit: u32,
 }
 
 impl Default for JobFilter {
     fn default() -> Self {
-        Self { namespace: None, states: Vec::new(), queue: None, limit: 50 }
+        Self {
+            namespace: None,
+            states: Vec::new(),
+            queue: None,
+            name: None,
+            schedule: None,
+            before: None,
+            limit: 50,
+        }
     }
+}
+
+/// Jobs that ended in one minute, by end state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedMinute {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    /// The end state.
+    pub state: JobState,
+    /// How many jobs ended so in that minute.
+    pub jobs: u64,
+}
+
+/// Submit→start latency of the jobs whose first attempt started in one minute.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencyMinute {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    /// Jobs whose first attempt started in that minute.
+    pub started: u64,
+    /// Their mean submit→start time, in milliseconds.
+    pub mean_ms: f64,
+    /// The longest of them, in milliseconds.
+    pub max_ms: u64,
+}
+
+/// Fleet-wide throughput since a time, per minute (the dashboard's throughput page).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Throughput {
+    /// Jobs ended per minute and end state, oldest first.
+    pub finished: Vec<FinishedMinute>,
+    /// Submit→start latency per minute, oldest first.
+    pub latency: Vec<LatencyMinute>,
 }
 
 /// Why a job is being stopped by an operator.
@@ -619,6 +668,8 @@ pub struct QueueStats {
     pub running: u64,
     /// Paused by an operator.
     pub paused: bool,
+    /// The oldest job with a ready step (its id tells when it was submitted).
+    pub oldest_ready: Option<JobId>,
 }
 
 /// A control-plane credential: the tokens operators and joining workers present. The store

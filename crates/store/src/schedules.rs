@@ -16,6 +16,11 @@ pub fn fire_key(schedule: &str, fire_time: DateTime<Utc>) -> String {
     format!("schedule/{schedule}/{}", fire_time.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
+/// What every [`fire_key`] of `schedule` starts with: listing a schedule's runs.
+pub fn fire_key_prefix(schedule: &str) -> String {
+    format!("schedule/{schedule}/")
+}
+
 /// A fire time to record.
 #[derive(Clone, Debug)]
 pub struct NewFire {

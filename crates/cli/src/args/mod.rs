@@ -289,6 +289,15 @@ pub(crate) struct ListArgs {
     /// Only jobs of this queue.
     #[arg(long)]
     pub(crate) queue: Option<String>,
+    /// Only jobs whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) name: Option<String>,
+    /// Only the runs of this schedule.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) schedule: Option<String>,
+    /// Only jobs submitted before this one (the next page: the last id of the previous one).
+    #[arg(long, value_name = "JOB_ID")]
+    pub(crate) before: Option<JobId>,
     /// At most this many jobs, newest first.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) limit: u32,
@@ -307,6 +316,10 @@ pub(crate) struct LogsArgs {
     /// Write `==> step S (attempt N) <==` lines to stderr even when it is not a terminal.
     #[arg(long)]
     pub(crate) headers: bool,
+    /// Start with about the last SIZE of output (whole chunks; e.g. 64KiB) instead of the
+    /// beginning; with -f, carries on from there.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub(crate) tail: Option<u64>,
 }
 
 /// When a job must be done by: resolved against the clock at submit time.

@@ -286,6 +286,9 @@ pub(crate) struct HealArgs {
     /// supervisor is linked, on whichever host it runs (events stream back).
     #[arg(long)]
     pub(crate) fleet: bool,
+    /// With --fleet: only this worker (its name).
+    #[arg(long, value_name = "NAME", requires = "fleet")]
+    pub(crate) worker: Option<String>,
     /// How long each healed worker may take to register.
     #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
     pub(crate) wait_timeout: Duration,

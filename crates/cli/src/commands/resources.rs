@@ -205,7 +205,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RunArgs, paths: &Paths) -> R
     if !args.follow {
         return Ok(ExitCode::SUCCESS);
     }
-    let follow = LogsArgs { id: submitted.id, step: None, follow: true, headers: false };
+    let follow = LogsArgs { id: submitted.id, step: None, follow: true, headers: false, tail: None };
     logs::run(&api, &follow).await?;
     submit::wait(&api, submitted.id).await
 }

@@ -329,6 +329,10 @@ async fn queue_list(state: &AppState, namespace: Option<&str>) -> Result<Vec<Que
             ready: q.ready,
             running: q.running,
             paused: q.paused,
+            oldest_waiting_since: q
+                .oldest_ready
+                .and_then(|id| id.submitted_ms())
+                .and_then(|ms| chrono::DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)),
         })
         .collect())
 }
@@ -364,6 +368,7 @@ async fn set_paused(
             ready: 0,
             running: 0,
             paused,
+            oldest_waiting_since: None,
         });
     Ok(Json(view))
 }

@@ -199,6 +199,12 @@ pub(crate) async fn list_jobs(
     if let Some(queue) = &q.queue {
         limits::check_name("queue", queue).map_err(ApiError::limit)?;
     }
+    if let Some(name) = &q.name {
+        limits::check_text("name", name, limits::MAX_NAME).map_err(ApiError::limit)?;
+    }
+    if let Some(schedule) = &q.schedule {
+        limits::check_name("schedule", schedule).map_err(ApiError::limit)?;
+    }
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
     if limit == 0 || limit > MAX_LIST_LIMIT {
         return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_LIST_LIMIT}")));
@@ -231,6 +237,9 @@ pub(crate) async fn list_jobs(
             namespace: scope.filter().map(str::to_string),
             states,
             queue: q.queue.clone(),
+            name: q.name.clone().filter(|n| !n.is_empty()),
+            schedule: q.schedule.clone(),
+            before: q.before,
             limit: fetch,
         })
         .await?;
@@ -282,10 +291,15 @@ pub(crate) async fn job_logs(
     }
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
+    let after = match (q.after, q.tail_bytes) {
+        (Some(after), _) => after,
+        (None, Some(tail)) => state.store.log_tail_cursor(id, q.step.as_deref(), tail).await?,
+        (None, None) => 0,
+    };
     let query = rota_store::LogQuery {
         job_id: id,
         step: q.step.clone(),
-        after: q.after.unwrap_or(0),
+        after,
         max_bytes: q.max_bytes.unwrap_or(DEFAULT_LOG_PAGE).clamp(1, 32 << 20),
     };
     let mut progress = state.progress.subscribe();

@@ -2,16 +2,16 @@
 //! `/openapi.json` is generated from the same code that serves requests.
 
 mod events;
-mod fleet;
+pub(crate) mod fleet;
 mod host;
-mod jobs;
+pub(crate) mod jobs;
 mod meta;
-mod resources;
+pub(crate) mod resources;
 pub(crate) mod secrets;
-mod supervisors;
+pub(crate) mod supervisors;
 mod timeout;
 mod worker;
-mod workers;
+pub(crate) mod workers;
 
 use crate::config::ServerConfig;
 use crate::state::AppState;
@@ -105,6 +105,8 @@ fn generated() -> utoipa::openapi::OpenApi {
 
 pub(crate) fn build(state: AppState) -> axum::Router {
     let (router, _) = api_router(&state.config).split_for_parts();
+    // The dashboard: forms and CSP reports are small; its pages are read-only GETs.
+    let router = router.merge(crate::ui::router().layer(DefaultBodyLimit::max(64 << 10)));
     // One span per request (method, path, version): what a handler logs names its request.
     let trace = TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO));
     router.with_state(state).layer(trace)

@@ -181,13 +181,22 @@ pub(crate) async fn heal(
     ApiJson(req): ApiJson<FleetHealRequest>,
 ) -> Result<Json<FleetHealResponse>, ApiError> {
     let wait = req.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_HEAL_WAIT).min(MAX_HEAL_WAIT);
+    if let Some(w) = &req.worker {
+        rota_domain::limits::check_text("worker", w, rota_domain::limits::MAX_NAME)
+            .map_err(ApiError::limit)?;
+    }
+    let only = |r: &SupervisorReport| {
+        req.worker
+            .as_ref()
+            .is_none_or(|w| r.worker.as_ref() == Some(w) || (r.worker.is_none() && &r.key == w))
+    };
     // Detection reads the cached reports only.
     let affected: Vec<SupervisorReport> = state
         .supervisors
         .snapshot()
         .into_iter()
         .filter(|(r, age)| {
-            scope.sees(&r.namespace) && r.state == SupervisorState::Failed && *age <= STALE_AFTER
+            scope.sees(&r.namespace) && r.state == SupervisorState::Failed && *age <= STALE_AFTER && only(r)
         })
         .map(|(r, _)| r)
         .collect();

@@ -172,7 +172,8 @@ pub(super) async fn paused_queues(s: Arc<dyn JobStore>) {
             queue: "default".into(),
             ready: 1,
             running: 0,
-            paused: true
+            paused: true,
+            oldest_ready: Some(id),
         }]
     );
     assert!(s.set_queue_paused("default", "default", false, at(3)).await.unwrap());
@@ -186,7 +187,8 @@ pub(super) async fn paused_queues(s: Arc<dyn JobStore>) {
             queue: "default".into(),
             ready: 0,
             running: 1,
-            paused: false
+            paused: false,
+            oldest_ready: None,
         }]
     );
 }

@@ -82,7 +82,64 @@ pub(super) async fn list_and_get(s: Arc<dyn JobStore>) {
         .unwrap();
     assert_eq!(queued.len(), 2);
 
+    // Search by name (a part of it), a schedule's runs, and keyset paging.
+    let named = s.list_jobs(&JobFilter { name: Some("irs".into()), ..JobFilter::default() }).await.unwrap();
+    assert_eq!(named.iter().map(|r| r.id).collect::<Vec<_>>(), [a], "name contains 'irs'");
+    let mut fired = JobSpec::new(vec![step("r")]);
+    fired.idempotency_key = Some(crate::schedules::fire_key("nightly", at(60)));
+    let c = submit(&s, fired, at(2)).await;
+    let mut near = JobSpec::new(vec![step("r")]);
+    near.idempotency_key = Some("schedule/nightly-x/2030-01-01T00:00:00Z".into());
+    let d = submit(&s, near, at(3)).await;
+    let runs =
+        s.list_jobs(&JobFilter { schedule: Some("nightly".into()), ..JobFilter::default() }).await.unwrap();
+    assert_eq!(
+        runs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [c],
+        "only the runs of `nightly`, not `nightly-x`"
+    );
+    let page1 = s.list_jobs(&JobFilter { limit: 2, ..JobFilter::default() }).await.unwrap();
+    assert_eq!(page1.iter().map(|r| r.id).collect::<Vec<_>>(), [d, c]);
+    // A job submitted after the first page was read does not shift the next page.
+    submit(&s, JobSpec::new(vec![step("late")]), at(4)).await;
+    let page2 = s.list_jobs(&JobFilter { limit: 2, before: Some(c), ..JobFilter::default() }).await.unwrap();
+    assert_eq!(page2.iter().map(|r| r.id).collect::<Vec<_>>(), [b, a], "the page after `c`");
+
     assert_not_found(s.get_job(new_id()).await, "get_job of an unknown id");
+}
+
+/// Jobs ended per minute by state, and submit→start latency per minute of first start.
+pub(super) async fn throughput_per_minute(s: Arc<dyn JobStore>) {
+    let w = worker(&s).await;
+    // Minute 0: one job starts 2 s after its submit and succeeds; another fails.
+    let ok = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
+    let bad = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
+    let c1 = claim_one(&s, w, at(2)).await;
+    let c2 = claim_one(&s, w, at(4)).await;
+    finish(&s, w, &c1, AttemptOutcome::Succeeded, at(5)).await;
+    finish(&s, w, &c2, super::fixtures::failed(1), at(6)).await;
+    // Minute 1: a job submitted at 60 s starts at 70 s and succeeds at 75 s.
+    let later = submit(&s, JobSpec::new(vec![step("a")]), at(60)).await;
+    let c3 = claim_one(&s, w, at(70)).await;
+    finish(&s, w, &c3, AttemptOutcome::Succeeded, at(75)).await;
+    assert_eq!([c1.job_id, c2.job_id, c3.job_id], [ok, bad, later]);
+
+    let t = s.throughput(t0(), None).await.unwrap();
+    let finished: Vec<(i64, JobState, u64)> =
+        t.finished.iter().map(|f| ((f.minute - t0()).num_seconds(), f.state, f.jobs)).collect();
+    assert_eq!(
+        finished,
+        [(0, JobState::Failed, 1), (0, JobState::Succeeded, 1), (60, JobState::Succeeded, 1)]
+    );
+    let latency: Vec<(i64, u64, u64)> =
+        t.latency.iter().map(|l| ((l.minute - t0()).num_seconds(), l.started, l.max_ms)).collect();
+    assert_eq!(latency, [(0, 2, 4000), (60, 1, 10_000)]);
+    assert!((t.latency[0].mean_ms - 3000.0).abs() < 1.0, "mean of 2 s and 4 s: {}", t.latency[0].mean_ms);
+    // Since minute 1, and of a namespace with no jobs.
+    let since = s.throughput(at(60), None).await.unwrap();
+    assert_eq!((since.finished.len(), since.latency.len()), (1, 1));
+    let other = s.throughput(t0(), Some("elsewhere")).await.unwrap();
+    assert_eq!(other, crate::Throughput::default());
 }
 
 pub(super) async fn dag_readiness(s: Arc<dyn JobStore>) {

@@ -43,6 +43,19 @@ pub(super) async fn logs_round_trip(s: Arc<dyn JobStore>) {
     assert_eq!((c.attempt_id, c.attempt, c.stream, c.data.len()), (a.attempt_id, 1, Stream::Stdout, 1 << 20));
     assert!(page.truncated.is_empty());
 
+    // The tail: `a` wrote 5 MiB in 1 MiB chunks, then an odd-sized stderr chunk; read from
+    // the tail cursor, a page holds the last chunks only.
+    let from = s.log_tail_cursor(id, Some("a"), 1 << 20).await.unwrap();
+    assert!(from > 0, "5 MiB do not fit in 1 MiB");
+    let tail = s
+        .read_logs(&LogQuery { job_id: id, step: Some("a".into()), after: from, max_bytes: 8 << 20 })
+        .await
+        .unwrap();
+    let tail_bytes: usize = tail.chunks.iter().map(|c| c.data.len()).sum();
+    assert!(tail_bytes <= 1 << 20 && !tail.chunks.is_empty(), "the tail is at most 1 MiB: {tail_bytes}");
+    assert_eq!(tail.chunks.last().map(|c| c.stream), Some(Stream::Stderr), "the newest chunk is last");
+    assert_eq!(s.log_tail_cursor(id, Some("b"), 1 << 20).await.unwrap(), 0, "all of `b` fits");
+
     let other = submit(&s, JobSpec::new(vec![step("z")]), at(2)).await;
     let empty = s.read_logs(&LogQuery { job_id: other, step: None, after: 0, max_bytes: 100 }).await.unwrap();
     assert!(empty.chunks.is_empty() && empty.next_cursor == 0);

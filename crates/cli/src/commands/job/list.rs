@@ -15,7 +15,14 @@ const UNSCHEDULABLE: &str = "unschedulable";
 
 pub(crate) async fn run(api: &Api, args: &ListArgs, json: bool) -> Result<ExitCode> {
     let state = args.state.as_deref().map(check_states).transpose()?;
-    let query = ListJobsQuery { state, queue: args.queue.clone(), limit: Some(args.limit) };
+    let query = ListJobsQuery {
+        state,
+        queue: args.queue.clone(),
+        name: args.name.clone(),
+        schedule: args.schedule.clone(),
+        before: args.before,
+        limit: Some(args.limit),
+    };
     let list = api.client.list_jobs(&query).await.map_err(|e| api.error(e, None))?;
     let mut out = Out::new();
     if json {

@@ -35,14 +35,19 @@ pub(crate) async fn run(api: &Api, args: &LogsArgs) -> Result<ExitCode> {
 
     let mut out = Out::new();
     let mut after = 0;
+    let mut first = true;
     let mut current: Option<(String, u32)> = None;
     let mut reported_cuts = HashSet::new();
     loop {
+        // The first page of `--tail` starts where the server says the tail does.
+        let tail = args.tail.filter(|_| first);
+        first = false;
         let query = LogsQuery {
             step: args.step.clone(),
-            after: Some(after),
+            after: if tail.is_some() { None } else { Some(after) },
             wait_ms: args.follow.then_some(FOLLOW_WAIT_MS),
             max_bytes: None,
+            tail_bytes: tail,
         };
         let page = api.client.job_logs(id, &query).await.map_err(|e| api.error(e, Some(id)))?;
         for chunk in &page.chunks {

@@ -177,6 +177,7 @@ async fn fleet_heal(global: &GlobalArgs, args: &HealArgs) -> Result<ExitCode> {
     let req = rota_api_types::supervisors::FleetHealRequest {
         dry_run: args.dry_run,
         timeout_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+        worker: args.worker.clone(),
     };
     let resp = api.client.heal_fleet(&req).await.map_err(|e| api.error(e, None))?;
     let mut out = Out::new();
