@@ -150,6 +150,11 @@ impl Env {
         server::Spec { listen: listen.into(), args: full, ..server::Spec::new(rota_bin(), self.dir.path()) }
     }
 
+    /// The admin token the server of this tree wrote on its first start.
+    pub fn admin_token(&self) -> String {
+        server::read_token(&self.data_dir().join("admin.token")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// The join token the server of this tree wrote on its first start.
     pub fn join_token(&self) -> String {
         server::read_token(&self.data_dir().join("join.token")).unwrap_or_else(|e| panic!("{e}"))

@@ -1,7 +1,7 @@
 //! rota's one test kit: a test's private HOME/XDG tree ([`Env`]) on a [`Backend`], the one way to start a
 //! real `rota server` on port 0 with its own data ([`server`]), background `rota`
 //! processes ([`Proc`]), an async cluster with an API client ([`cluster`]), in-process
-//! servers and workers ([`inproc`]), test hosts in network namespaces ([`netns`]), a TLS
+//! servers and workers ([`inproc`]), a headless browser ([`browser`]), test hosts in network namespaces ([`netns`]), a TLS
 //! path to the test PostgreSQL server ([`pg_tls_proxy`]), the
 //! background-worker commands ([`background`]), `/proc` checks ([`procs`]), the one skip
 //! helper ([`require`]), several servers of one control plane ([`several`]) and what they
@@ -18,6 +18,7 @@ mod wait;
 
 pub mod backend;
 pub mod background;
+pub mod browser;
 pub mod cluster;
 pub mod inproc;
 pub mod netns;
