@@ -393,3 +393,80 @@ async fn every_page_stays_bounded_with_ten_thousand_jobs_and_a_hundred_workers()
 fn rota_server_page_rows() -> usize {
     50
 }
+
+/// A dashboard GET with a cookie: its status and where it redirects to.
+async fn ui_get(url: &str, cookie: &str) -> (u16, String) {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let location = r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    (r.status().as_u16(), location)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_accepted_by_every_server_and_ends_when_the_admin_token_is_rotated() {
+    if !rota_testkit::require::require(
+        std::env::var_os("ROTA_TEST_POSTGRES_URL").is_some(),
+        "PostgreSQL",
+        "set ROTA_TEST_POSTGRES_URL",
+    ) {
+        return;
+    }
+    let mut env = Env::on(rota_testkit::Backend::Postgres);
+    env.start_server(&[]);
+    let other_root = tempfile::tempdir().unwrap();
+    let other = rota_testkit::several::start_in_own_tree(&env, other_root.path(), "127.0.0.1:0", &[]);
+    let cookie = session_cookie(&env).await;
+    assert_eq!(ui_get(&format!("{}/ui/fleet", env.url), &cookie).await.0, 200);
+    assert_eq!(
+        ui_get(&format!("{}/ui/jobs", other.url), &cookie).await.0,
+        200,
+        "another server of the control plane"
+    );
+    // The event stream takes the cookie too (GET only).
+    let r = reqwest::Client::new()
+        .get(format!("{}/api/v1/events", other.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A forged or altered cookie is not a session.
+    let forged = format!("{}0", &cookie[..cookie.len() - 1]);
+    assert_eq!(ui_get(&format!("{}/ui/fleet", env.url), &forged).await, (303, "/ui/login".to_string()));
+    // A state-changing call with the cookie but no anti-forgery token is refused.
+    let r = reqwest::Client::new()
+        .post(format!("{}/ui/queues/default/pause", env.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("anti-forgery"));
+
+    // Rotating the admin token ends every session, on every server (each reads the stored
+    // hash again within 30 s, or at once when the bus says so).
+    let db = env.database_url().expect("a PostgreSQL URL").to_string();
+    let o = run(&env, &["server", "rotate-token", "admin", "--database", &db]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let start = Instant::now();
+    for url in [&env.url, &other.url] {
+        let page = format!("{url}/ui/fleet");
+        let mut status = ui_get(&page, &cookie).await;
+        while status.0 == 200 {
+            assert!(start.elapsed() < Duration::from_secs(90), "the session outlived the rotation on {url}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            status = ui_get(&page, &cookie).await;
+        }
+        assert_eq!(status, (303, "/ui/login".to_string()), "{url}");
+    }
+    eprintln!("sessions ended {:?} after the rotation", start.elapsed());
+    // The new token logs in again.
+    assert_eq!(ui_get(&format!("{}/ui/fleet", env.url), &session_cookie(&env).await).await.0, 200);
+}
