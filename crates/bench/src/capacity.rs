@@ -148,6 +148,7 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
         state: Some("queued,unschedulable,running,failed,cancelled,revoked".into()),
         queue: None,
         limit: Some(1000),
+        ..ListJobsQuery::default()
     };
     let not_succeeded = c.client.list_jobs(&q).await?.jobs.len() as u64;
     let queues = c.client.list_queues().await?.queues;

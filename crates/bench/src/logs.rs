@@ -274,6 +274,7 @@ async fn burn_once(args: &Args, stream: bool) -> Result<Value> {
         state: Some("queued,unschedulable,running,failed,cancelled,revoked".into()),
         queue: Some("default".into()),
         limit: Some(1000),
+        ..ListJobsQuery::default()
     };
     let not_succeeded = c.client.list_jobs(&q).await?.jobs.len() as u64;
     Ok(json!({

@@ -109,6 +109,7 @@ pub(crate) async fn burn_down(
         state: Some("queued,unschedulable,running,failed,cancelled,revoked".into()),
         queue: None,
         limit: Some(1000),
+        ..ListJobsQuery::default()
     };
     let unfinished = c.client.list_jobs(&q).await?.jobs.len();
     Ok(json!({

@@ -527,6 +527,7 @@ async fn not_succeeded(client: &Client) -> Result<u64> {
         state: Some("queued,unschedulable,running,failed,cancelled,revoked".into()),
         queue: Some("default".into()),
         limit: Some(1000),
+        ..ListJobsQuery::default()
     };
     Ok(client.list_jobs(&q).await?.jobs.len() as u64)
 }
@@ -712,7 +713,12 @@ async fn memory(args: &Args) -> Result<Value> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let server_full = rss_bytes(c.server_pid());
     // A listing reads the job tables; the RSS after it includes the page cache SQLite kept.
-    let q = ListJobsQuery { state: Some("succeeded".into()), queue: None, limit: Some(1000) };
+    let q = ListJobsQuery {
+        state: Some("succeeded".into()),
+        queue: None,
+        limit: Some(1000),
+        ..ListJobsQuery::default()
+    };
     let listed = c.client.list_jobs(&q).await?.jobs.len();
     let server_after_list = rss_bytes(c.server_pid());
 

@@ -131,7 +131,7 @@ pub(crate) fn cross_site(headers: &HeaderMap, session: Option<&UiSession>) -> Op
             return Some("the request's Origin is not this server");
         }
     }
-    let Some(session) = session else { return None };
+    let session = session?;
     let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !bool::from(subtle::ConstantTimeEq::ct_eq(sent.as_bytes(), session.csrf.as_bytes())) {
         return Some("the request lacks this page's anti-forgery token");
