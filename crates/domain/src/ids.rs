@@ -6,6 +6,10 @@ use std::fmt;
 use std::str::FromStr;
 use uuid::Uuid;
 
+/// How far a job id's clock (the submitting server's) may be from its `created_at` (the
+/// store's) when ids bound a scan by submission time: generous, since a bound only prunes.
+pub const ID_CLOCK_SLACK_MS: u64 = 10 * 60 * 1000;
+
 /// A job's id (UUID v7, so ids sort by submission time). Parsed (and deserialized) from
 /// its text only: a bad id is refused with [`BadJobId`], which names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -22,6 +26,8 @@ impl JobId {
     /// The smallest id a job submitted at `ms` (Unix milliseconds) or later can have: ids
     /// sort by submission time, so `id >= JobId::first_at(t)` bounds a scan by the key.
     pub fn first_at(ms: u64) -> Self {
+        // Callers bounding by submission time leave slack (`ID_CLOCK_SLACK_MS`): an id is
+        // drawn from the submitting server's clock, `created_at` from the store's.
         Self(uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10]).into_uuid())
     }
 

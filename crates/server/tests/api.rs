@@ -489,7 +489,12 @@ async fn paused_queue_holds_its_jobs_until_resumed() {
     assert_eq!((s, v["paused"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
     let (_, claimed) = api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 4}))).await;
     assert_eq!(claimed["attempts"].as_array().unwrap().len(), 0);
-    let (_, qs) = api.call("GET", "/api/v1/queues", Some(ADMIN), None).await;
+    let (_, mut qs) = api.call("GET", "/api/v1/queues", Some(ADMIN), None).await;
+    // When the oldest waiting job was submitted: its id's time, a moment ago.
+    let since =
+        qs["queues"][0].as_object_mut().unwrap().remove("oldestWaitingSince").expect("oldestWaitingSince");
+    let since = chrono::DateTime::parse_from_rfc3339(since.as_str().unwrap()).unwrap();
+    assert!((chrono::Utc::now() - since.with_timezone(&chrono::Utc)).num_seconds().abs() < 60, "{since}");
     assert_eq!(
         qs["queues"],
         json!([{"namespace": "default", "queue": "default", "ready": 1, "running": 0, "paused": true}])

@@ -115,7 +115,12 @@ pub(crate) async fn throughput(
             jobs: u64::try_from(r.try_get::<_, i64>(2)?).unwrap_or(0),
         });
     }
-    let low = JobId::first_at(u64::try_from(since.timestamp_millis()).unwrap_or(0)).0;
+    let low = JobId::first_at(
+        u64::try_from(since.timestamp_millis())
+            .unwrap_or(0)
+            .saturating_sub(rota_domain::ids::ID_CLOCK_SLACK_MS),
+    )
+    .0;
     for r in rows(tx, LATENCY_PER_MINUTE, &[&since, &namespace, &low]).await? {
         let max: f64 = r.try_get(3)?;
         out.latency.push(LatencyMinute {

@@ -141,7 +141,9 @@ pub(crate) fn throughput(
             jobs: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
         });
     }
-    let low = JobId::first_at(u64::try_from(from).unwrap_or(0)).to_string();
+    let low =
+        JobId::first_at(u64::try_from(from).unwrap_or(0).saturating_sub(rota_domain::ids::ID_CLOCK_SLACK_MS))
+            .to_string();
     let mut st = conn.prepare_cached(LATENCY_PER_MINUTE)?;
     let mut rows = st.query((from, namespace, low))?;
     while let Some(r) = rows.next()? {

@@ -125,14 +125,16 @@ pub(super) async fn throughput_per_minute(s: Arc<dyn JobStore>) {
     assert_eq!([c1.job_id, c2.job_id, c3.job_id], [ok, bad, later]);
 
     let t = s.throughput(t0(), None).await.unwrap();
+    // Minutes start on the minute (t0 is 40 s into one).
+    let m0 = t0() - chrono::Duration::seconds(t0().timestamp() % 60);
     let finished: Vec<(i64, JobState, u64)> =
-        t.finished.iter().map(|f| ((f.minute - t0()).num_seconds(), f.state, f.jobs)).collect();
+        t.finished.iter().map(|f| ((f.minute - m0).num_seconds(), f.state, f.jobs)).collect();
     assert_eq!(
         finished,
         [(0, JobState::Failed, 1), (0, JobState::Succeeded, 1), (60, JobState::Succeeded, 1)]
     );
     let latency: Vec<(i64, u64, u64)> =
-        t.latency.iter().map(|l| ((l.minute - t0()).num_seconds(), l.started, l.max_ms)).collect();
+        t.latency.iter().map(|l| ((l.minute - m0).num_seconds(), l.started, l.max_ms)).collect();
     assert_eq!(latency, [(0, 2, 4000), (60, 1, 10_000)]);
     assert!((t.latency[0].mean_ms - 3000.0).abs() < 1.0, "mean of 2 s and 4 s: {}", t.latency[0].mean_ms);
     // Since minute 1, and of a namespace with no jobs.
