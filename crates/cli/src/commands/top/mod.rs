@@ -315,10 +315,12 @@ impl App {
     }
 }
 
-/// One snapshot: workers, supervisors, queues, running jobs and the oldest queued ones.
+/// One snapshot: workers, supervisors, queues, running jobs and the oldest waiting ones
+/// (`queued` or `unschedulable`).
 async fn load(client: &Client) -> rota_client::Result<Snapshot> {
     let running = ListJobsQuery { state: Some("running".into()), queue: None, limit: Some(RUNNING_LIMIT) };
-    let queued = ListJobsQuery { state: Some("queued".into()), queue: None, limit: Some(WAITING_LIMIT) };
+    let queued =
+        ListJobsQuery { state: Some("queued,unschedulable".into()), queue: None, limit: Some(WAITING_LIMIT) };
     let (workers, supervisors, queues, running, queued) = tokio::try_join!(
         client.list_workers(),
         client.list_supervisors(),

@@ -72,7 +72,16 @@ async fn press(
 /// is still listed depends on timing.
 fn freeze(model: &mut Model) {
     let host = rota_worker::host_name();
-    let fix = |s: &str| s.replace(&host, "HOST");
+    // Whole words only: a short host name may be part of other words.
+    let fix = |s: &str| {
+        s.split(' ')
+            .map(|w| {
+                let bare = w.trim_matches(|c: char| "():;,".contains(c));
+                if bare == host { w.replace(bare, "HOST") } else { w.to_string() }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     model.server = "http://127.0.0.1:PORT".into();
     model.now = chrono::DateTime::parse_from_rfc3339("2026-01-01T12:00:00Z").unwrap().to_utc();
     model.last_event = Some("worker active".into());
