@@ -1,6 +1,6 @@
 //! Which key does what in `rota top`: a key press → an [`Action`], given whether a cancel
-//! is waiting for y/n. Pure; acting on it is the run loop's job. The help text is built
-//! from [`BINDINGS`] so the two never disagree.
+//! is waiting for y/n. Pure; acting on it is the run loop's job. The help pane is built
+//! from [`BINDINGS`]; a test checks that `rota top --help` names every key.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
@@ -84,6 +84,17 @@ mod tests {
             Some(Action::Quit)
         );
         assert_eq!(action(&key(KeyCode::Char('x')), false), None);
+    }
+
+    #[test]
+    fn the_command_help_names_every_key() {
+        use clap::CommandFactory;
+        let mut cli = crate::args::Cli::command();
+        let top = cli.find_subcommand_mut("top").expect("a top command");
+        let help = top.render_long_help().to_string();
+        for (keys, _) in BINDINGS {
+            assert!(help.contains(keys), "{keys:?} not in rota top --help:\n{help}");
+        }
     }
 
     #[test]

@@ -48,12 +48,14 @@ impl Pane {
     }
 }
 
-/// How a row should look: fine, worth a look, or unhealthy.
+/// How a row should look: fine, worth a look, unhealthy, or gone (an offline session:
+/// stopped or superseded, nothing to fix).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Health {
     Ok,
     Warn,
     Bad,
+    Gone,
 }
 
 /// One row of the fleet pane: a worker session or a background worker's supervisor.
@@ -294,7 +296,8 @@ impl Model {
             let health = match w.state {
                 WorkerState::Active => Health::Ok,
                 WorkerState::Draining => Health::Warn,
-                WorkerState::Stale | WorkerState::Offline => Health::Bad,
+                WorkerState::Stale => Health::Bad,
+                WorkerState::Offline => Health::Gone,
             };
             rows.push(FleetRow {
                 kind: "worker",
@@ -393,5 +396,71 @@ impl Model {
         let i = self.focus.index();
         let next = if forward { (i + 1) % 3 } else { (i + 2) % 3 };
         self.focus = Pane::ALL[next];
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rota_api_types::supervisors::HealEvent;
+
+    #[test]
+    fn log_output_is_split_into_lines_per_step_and_keeps_its_tail() {
+        let mut logs = Logs::new("01900000-0000-7000-8000-0000a1b2c3d0".parse().unwrap());
+        logs.push("a", b"one\ntw");
+        logs.push("b", b"x\n");
+        logs.push("a", b"o\n");
+        assert_eq!(logs.shown(), ["a: one", "b: x", "a: two"]);
+        logs.push("a", b"half");
+        assert_eq!(logs.shown().last().unwrap(), "a: half");
+        for i in 0..LOG_TAIL + 10 {
+            logs.push("c", format!("{i}\n").as_bytes());
+        }
+        assert_eq!(logs.lines.len(), LOG_TAIL);
+        assert_eq!(logs.lines.back().unwrap(), &format!("c: {}", LOG_TAIL + 9));
+    }
+
+    #[test]
+    fn the_heal_line_follows_the_stream_then_the_answer() {
+        let mut m = Model::new("http://s".into(), None, false, Utc::now());
+        m.heal_started();
+        assert!(m.healing());
+        let e = StreamEvent {
+            kind: "heal".into(),
+            state: Some("starting".into()),
+            host: Some("h1".into()),
+            ..StreamEvent::default()
+        };
+        assert!(m.on_event(&e));
+        assert_eq!(m.heal.as_ref().unwrap().line, "heal: starting on h1");
+        let ev = |phase: &str| HealEvent {
+            phase: phase.into(),
+            worker: Some("w".into()),
+            host: Some("h1".into()),
+            ..HealEvent::default()
+        };
+        let done = HealEvent { healed: Some(1), failed: Some(0), ..ev("done") };
+        m.heal_finished(Ok(FleetHealResponse { events: vec![ev("starting"), ev("healed"), done] }));
+        assert!(!m.healing());
+        assert_eq!(
+            m.heal.as_ref().unwrap().line,
+            "heal: done, healed 1 worker(s), 0 failed (healed w on h1)"
+        );
+        m.heal_finished(Ok(FleetHealResponse {
+            events: vec![HealEvent { healed: Some(0), failed: Some(0), ..ev("done") }],
+        }));
+        assert_eq!(m.heal.as_ref().unwrap().line, "heal: done, nothing to heal");
+    }
+
+    #[test]
+    fn only_the_open_log_panes_log_events_ask_for_a_refresh() {
+        let mut m = Model::new("http://s".into(), None, false, Utc::now());
+        let job: JobId = "01900000-0000-7000-8000-0000a1b2c3d0".parse().unwrap();
+        let logs = StreamEvent { kind: "logs".into(), job: Some(job), ..StreamEvent::default() };
+        assert!(!m.on_event(&logs));
+        m.logs = Some(Logs::new(job));
+        assert!(m.on_event(&logs));
+        assert!(m.on_event(&StreamEvent { kind: "worker".into(), ..StreamEvent::default() }));
     }
 }

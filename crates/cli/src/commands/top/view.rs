@@ -84,6 +84,7 @@ fn health_style(h: Health) -> Style {
         Health::Ok => Style::new(),
         Health::Warn => Style::new().fg(Color::Yellow),
         Health::Bad => Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+        Health::Gone => Style::new().fg(Color::DarkGray),
     }
 }
 
@@ -102,11 +103,12 @@ fn render_table(frame: &mut Frame<'_>, table: Table<'_>, area: Rect, selected: O
 
 fn render_fleet(frame: &mut Frame<'_>, model: &Model, area: Rect) {
     let rows = model.fleet_rows();
+    let count = |kind: &str| rows.iter().filter(|r| r.kind == kind).count();
+    let mut title = format!("Fleet: {} workers, {} supervisors", count("worker"), count("supervisor"));
     let bad = rows.iter().filter(|r| r.health == Health::Bad).count();
-    let title = match bad {
-        0 => format!("Fleet: {} rows", rows.len()),
-        n => format!("Fleet: {} rows, {n} unhealthy", rows.len()),
-    };
+    if bad > 0 {
+        title.push_str(&format!(", {bad} unhealthy"));
+    }
     let mut heads = vec!["KIND", "NAME", "HOST", "STATE", "SEEN", "SLOTS", "QUEUES / NOTE"];
     let mut widths =
         vec![Constraint::Length(10), Constraint::Min(10), Constraint::Min(8), Constraint::Length(16)];
