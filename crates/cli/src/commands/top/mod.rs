@@ -60,7 +60,7 @@ pub(crate) fn run(global: &GlobalArgs, paths: &Paths) -> Result<ExitCode> {
             failure::EXIT_CONFIG,
             anyhow!(
                 "rota top needs a terminal, and stdout is not one; for scripts use `rota worker list`, \
-                 `rota job list`, `rota worker fleet queues` or `rota events -f --json`"
+                 `rota worker stats`, `rota job list` or `rota events -f --json`"
             ),
         ));
     }
