@@ -7,7 +7,8 @@ use std::fmt;
 /// A usage error: bad flag values, invalid job documents.
 pub(crate) const EXIT_USAGE: u8 = 2;
 /// The worker's own exit for bad configuration (refused token, invalid flags): a supervisor
-/// must not restart it.
+/// must not restart it. Also any command whose environment cannot serve it while its
+/// command line is fine (a missing token file, `rota top` without a terminal).
 pub(crate) const EXIT_CONFIG: u8 = 78;
 
 /// An error with the exit code it should end the process with.

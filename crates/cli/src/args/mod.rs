@@ -144,6 +144,26 @@ pub(crate) enum Command {
     ///   rota events -f --job 0196… --json
     #[command(verbatim_doc_comment)]
     Events(EventsArgs),
+    /// A live terminal view: fleet, queues and running jobs, over the event stream.
+    ///
+    /// Shows workers and background workers' supervisors (state, heartbeat or report age,
+    /// steps running of the concurrency; unhealthy ones in red), queues (ready, running,
+    /// paused, how long the oldest queued job has waited) and running jobs, refreshed as
+    /// events arrive (at most a few times a second, and every 5 s whatever happens). Honours
+    /// --namespace and --all-namespaces. Needs a terminal: with stdout not one (a pipe, a
+    /// file) it exits 78 without touching it.
+    ///
+    /// Keys:
+    ///   ↑/↓ j/k        move the selection
+    ///   Tab/S-Tab      switch pane (fleet, queues, running jobs)
+    ///   h              heal the fleet (as `rota worker heal --fleet`); progress on the heal line
+    ///   c              cancel the selected running job (asks y/n)
+    ///   l/Enter        show or hide the selected job's log tail
+    ///   r              refresh now
+    ///   ?              show or hide the keys
+    ///   q/Esc/Ctrl-C   quit (Esc closes help, logs or a question first)
+    #[command(verbatim_doc_comment)]
+    Top,
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.

@@ -13,6 +13,7 @@ mod routing;
 mod secret;
 mod server;
 mod server_bg;
+mod top;
 pub(crate) mod worker;
 mod worker_run;
 
@@ -77,6 +78,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => block_on(resources::run(global, &args, &Paths::from_env()?)),
         Command::Secret { command } => block_on(secret::run(global, command, &Paths::from_env()?)),
         Command::Events(args) => block_on(events::run(global, &args, &Paths::from_env()?)),
+        Command::Top => top::run(global, &Paths::from_env()?),
     }
 }
 
