@@ -27,7 +27,6 @@ use rota_api_types::events::{EventsQuery, StreamEvent};
 use rota_api_types::jobs::{ListJobsQuery, LogsQuery};
 use rota_api_types::supervisors::{FleetHealRequest, FleetHealResponse};
 use rota_client::Client;
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -40,8 +39,6 @@ const THROTTLE: Duration = Duration::from_millis(300);
 const FALLBACK: Duration = Duration::from_secs(5);
 /// How often the loop wakes without input (ages tick on, throttled refreshes run).
 const TICK: Duration = Duration::from_millis(250);
-/// Most queued jobs read to find each queue's oldest waiting one.
-const WAITING_LIMIT: u32 = 500;
 /// Most running jobs shown.
 const RUNNING_LIMIT: u32 = 200;
 /// How long the server may take to heal each failed worker (as `worker heal --fleet`'s
@@ -278,6 +275,7 @@ impl App {
                     let req = FleetHealRequest {
                         dry_run: false,
                         timeout_ms: Some(u64::try_from(HEAL_WAIT.as_millis()).unwrap_or(u64::MAX)),
+                        worker: None,
                     };
                     let outcome = client.heal_fleet(&req).await.map_err(|e| format!("{server}: {e}"));
                     let _ = tx.send(outcome).await;
@@ -315,31 +313,25 @@ impl App {
     }
 }
 
-/// One snapshot: workers, supervisors, queues, running jobs and the oldest waiting ones
-/// (`queued` or `unschedulable`).
+/// One snapshot: workers, supervisors, queues (with how long their oldest job has waited)
+/// and running jobs.
 async fn load(client: &Client) -> rota_client::Result<Snapshot> {
-    let running = ListJobsQuery { state: Some("running".into()), queue: None, limit: Some(RUNNING_LIMIT) };
-    let queued =
-        ListJobsQuery { state: Some("queued,unschedulable".into()), queue: None, limit: Some(WAITING_LIMIT) };
-    let (workers, supervisors, queues, running, queued) = tokio::try_join!(
+    let running = ListJobsQuery {
+        state: Some("running".into()),
+        limit: Some(RUNNING_LIMIT),
+        ..ListJobsQuery::default()
+    };
+    let (workers, supervisors, queues, running) = tokio::try_join!(
         client.list_workers(),
         client.list_supervisors(),
         client.list_queues(),
         client.list_jobs(&running),
-        client.list_jobs(&queued),
     )?;
-    let mut oldest_waiting = BTreeMap::new();
-    for j in &queued.jobs {
-        let at = oldest_waiting.entry((j.namespace.clone(), j.queue.clone())).or_insert(j.created_at);
-        *at = (*at).min(j.created_at);
-    }
     Ok(Snapshot {
         workers: workers.workers,
         supervisors: supervisors.supervisors,
         queues: queues.queues,
         running: running.jobs,
-        waiting_cut: queued.jobs.len() >= WAITING_LIMIT as usize,
-        oldest_waiting,
     })
 }
 
@@ -347,7 +339,13 @@ async fn load(client: &Client) -> rota_client::Result<Snapshot> {
 /// read of a long log keeps only its tail.
 async fn read_logs(client: &Client, logs: &mut Logs) -> rota_client::Result<()> {
     for _ in 0..64 {
-        let q = LogsQuery { step: None, after: logs.cursor, wait_ms: None, max_bytes: Some(LOG_PAGE) };
+        // The first read starts at the output's tail (the server finds it).
+        let q = LogsQuery {
+            after: logs.cursor,
+            max_bytes: Some(LOG_PAGE),
+            tail_bytes: logs.cursor.is_none().then_some(LOG_PAGE),
+            ..LogsQuery::default()
+        };
         let page = client.job_logs(logs.job, &q).await?;
         let empty = page.chunks.is_empty();
         for c in &page.chunks {

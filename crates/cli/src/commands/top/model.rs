@@ -22,10 +22,6 @@ pub(crate) struct Snapshot {
     pub(crate) queues: Vec<QueueView>,
     /// Running jobs, newest first.
     pub(crate) running: Vec<JobSummary>,
-    /// The oldest queued job's creation time per (namespace, queue).
-    pub(crate) oldest_waiting: BTreeMap<(String, String), DateTime<Utc>>,
-    /// The queued listing hit its limit: older waiting jobs may exist.
-    pub(crate) waiting_cut: bool,
 }
 
 /// The three panes the selection moves between (Tab).
@@ -351,12 +347,11 @@ impl Model {
         q
     }
 
-    /// How long the oldest queued job of `q` has waited (`-` when none).
+    /// How long the oldest waiting job of `q` has waited (`-` when none), as the server
+    /// counts it (`oldestWaitingSince`).
     pub(crate) fn oldest_waiting(&self, q: &QueueView) -> String {
-        let Some(s) = &self.snapshot else { return "-".into() };
-        match s.oldest_waiting.get(&(q.namespace.clone(), q.queue.clone())) {
-            Some(at) if s.waiting_cut => format!("≥{}", crate::output::span(*at, self.now)),
-            Some(at) => crate::output::span(*at, self.now),
+        match q.oldest_waiting_since {
+            Some(at) => crate::output::span(at, self.now),
             None => "-".into(),
         }
     }

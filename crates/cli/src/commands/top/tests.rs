@@ -106,8 +106,10 @@ fn freeze(model: &mut Model) {
         j.id = format!("01900000-0000-7000-8000-0000a1b2c3d{i}").parse().unwrap();
         j.created_at = now - chrono::Duration::seconds(3);
     }
-    for at in s.oldest_waiting.values_mut() {
-        *at = now - chrono::Duration::seconds(42);
+    for q in &mut s.queues {
+        if q.oldest_waiting_since.is_some() {
+            q.oldest_waiting_since = Some(now - chrono::Duration::seconds(42));
+        }
     }
     if let Some(l) = &mut model.logs {
         l.job = "01900000-0000-7000-8000-0000a1b2c3d0".parse().unwrap();
