@@ -35,9 +35,8 @@ impl Mcp {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                // Everything on stdout must be a protocol message.
-                let v: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                // Everything on stdout must be a protocol message: `request` fails on anything else.
+                let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| json!({ "notJson": line }));
                 if tx.send(v).is_err() {
                     break;
                 }
@@ -73,6 +72,7 @@ impl Mcp {
             let msg = self.lines.recv_timeout(left).unwrap_or_else(|_| {
                 panic!("no answer to {method} within {:?}; stderr:\n{}", bound(), self.stderr())
             });
+            assert!(msg.get("notJson").is_none(), "stdout carried something else than JSON-RPC: {msg}");
             if msg["id"] == json!(id) {
                 return (msg, notes);
             }
@@ -188,16 +188,24 @@ async fn an_assistant_submits_a_job_and_heals_a_worker_over_mcp(backend: Backend
     let submitted: Value = serde_json::from_str(&text).unwrap();
     let id = submitted["id"].as_str().unwrap().to_string();
     let start = Instant::now();
-    let mut last = String::new();
-    wait_until(bound(), "the job succeeds", || {
+    let last = loop {
         let (err, text) = mcp.call("show_job", json!({"id": id}));
         assert!(!err, "{text}");
         let job: Value = serde_json::from_str(&text).unwrap();
-        let state = job["summary"]["state"].as_str().unwrap_or_default().to_string();
+        let state = job["state"].as_str().unwrap_or_default().to_string();
         assert!(!["failed", "cancelled", "revoked"].contains(&state.as_str()), "{text}");
-        last = text;
-        state == "succeeded"
-    });
+        if state == "succeeded" {
+            break text;
+        }
+        assert!(
+            start.elapsed() < bound(),
+            "the job did not succeed within {:?}: {text}\nworkers: {}\nlog:\n{}",
+            bound(),
+            stdout(&run(&env, &["worker", "list", "--json"])),
+            log(&env)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     eprintln!("succeeded after {:?}", start.elapsed());
     assert!(last.contains("mcp-job"), "{last}");
     let (err, text) = mcp.call("job_logs", json!({"id": id, "step": "main"}));
@@ -252,6 +260,10 @@ async fn an_assistant_submits_a_job_and_heals_a_worker_over_mcp(backend: Backend
         .filter(|n| n["method"] == "notifications/progress" && n["params"]["progressToken"] == "heal-1")
         .collect();
     assert!(!progress.is_empty(), "no progress notification: {notes:?}");
+    let said = |what: &str| {
+        progress.iter().any(|n| n["params"]["message"].as_str().unwrap_or_default().contains(what))
+    };
+    assert!(said("heal starting") && said("heal healed") && said("done: healed 1"), "{progress:?}");
     eprintln!("progress: {progress:?}");
     wait_until(bound(), "the supervisor reports running again", || {
         supervisors(&env).iter().any(|s| s["state"] == "running")

@@ -1,7 +1,8 @@
 //! `heal_workers` with MCP progress: while the server heals (one call that answers when
 //! every heal has an outcome), its `heal` events from the event stream are sent to the
-//! caller as `notifications/progress`; then one last notification sums the outcome, so a
-//! caller that asked for progress always gets some, even over a stream that lost events.
+//! caller as `notifications/progress`; the answer's steps that did not come live (the
+//! stream coalesces, may lose events, and is closed when the answer comes) follow, then one
+//! last notification sums the outcome, so a caller that asked for progress always gets it.
 
 use super::tools::failed;
 use crate::commands::job::Api;
@@ -10,8 +11,8 @@ use rmcp::model::{CallToolResult, ContentBlock, ProgressNotificationParam, Progr
 use rmcp::{Peer, RoleServer};
 use rota_api_types::events::{EventsQuery, StreamEvent};
 use rota_api_types::supervisors::HealEvent;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Where progress goes: the caller and the token it gave.
@@ -21,11 +22,25 @@ pub(super) struct Progress {
     token: ProgressToken,
     /// Notifications sent so far (progress must rise with each).
     sent: Arc<AtomicU32>,
+    /// The heal steps sent live: phase and host.
+    live: Arc<Mutex<Vec<(String, Option<String>)>>>,
 }
 
 impl Progress {
     pub(super) fn new(peer: Peer<RoleServer>, token: ProgressToken) -> Self {
-        Self { peer, token, sent: Arc::new(AtomicU32::new(0)) }
+        Self { peer, token, sent: Arc::new(AtomicU32::new(0)), live: Arc::default() }
+    }
+
+    /// Whether a step like `e` was sent live (each live one answers for one step only).
+    fn sent_live(&self, e: &HealEvent) -> bool {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        match live.iter().position(|(phase, host)| *phase == e.phase && (host.is_none() || *host == e.host)) {
+            Some(i) => {
+                live.remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     async fn send(&self, message: String) {
@@ -56,10 +71,8 @@ pub(super) async fn heal(
         Err(e) => return failed(format!("{e:#}")),
     };
     if let Some(p) = &progress {
-        let forwarded = p.sent.load(Ordering::SeqCst);
-        if forwarded == 0 {
-            // Nothing came live (no stream, or its events were lost): the steps as answered.
-            for e in resp.events.iter().filter(|e| e.phase != "done") {
+        for e in resp.events.iter().filter(|e| e.phase != "done") {
+            if !p.sent_live(e) {
                 p.send(describe(e)).await;
             }
         }
@@ -102,16 +115,21 @@ async fn follow_heal_events(api: &Api, progress: Progress) -> Option<tokio::task
     };
     Some(tokio::spawn(async move {
         while let Ok(Some(e)) = stream.next().await {
-            if e.kind == "heal" {
-                progress.send(describe_streamed(&e)).await;
+            // `done` is said once, by the summary.
+            let Some(phase) = e.state.clone().filter(|_| e.kind == "heal") else { continue };
+            if phase == "done" {
+                continue;
             }
+            // Recorded once sent: a step cut off in between is sent again, never lost.
+            progress.send(describe_streamed(&e)).await;
+            progress.live.lock().unwrap_or_else(PoisonError::into_inner).push((phase, e.host.clone()));
         }
     }))
 }
 
 /// A heal step of the answer, in words.
 fn describe(e: &HealEvent) -> String {
-    let mut s = e.phase.clone();
+    let mut s = format!("heal {}", e.phase);
     if let Some(w) = &e.worker {
         s.push_str(&format!(" {w}"));
     }
