@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+/// A heal step sent live: its phase and host.
+type Step = (String, Option<String>);
+
 /// Where progress goes: the caller and the token it gave.
 #[derive(Clone)]
 pub(super) struct Progress {
@@ -22,8 +25,8 @@ pub(super) struct Progress {
     token: ProgressToken,
     /// Notifications sent so far (progress must rise with each).
     sent: Arc<AtomicU32>,
-    /// The heal steps sent live: phase and host.
-    live: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    /// The heal steps sent live.
+    live: Arc<Mutex<Vec<Step>>>,
 }
 
 impl Progress {
