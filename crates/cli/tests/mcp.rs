@@ -111,6 +111,30 @@ fn supervisors(env: &Env) -> Vec<Value> {
     json(&o)["supervisors"].as_array().cloned().unwrap_or_default()
 }
 
+/// Shows the job over MCP until it succeeded (failing at once if it ended otherwise);
+/// returns the last `show_job` text.
+fn wait_succeeded(mcp: &mut Mcp, env: &Env, id: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let (err, text) = mcp.call("show_job", json!({"id": id}));
+        assert!(!err, "{text}");
+        let job: Value = serde_json::from_str(&text).unwrap();
+        let state = job["state"].as_str().unwrap_or_default().to_string();
+        assert!(!["failed", "cancelled", "revoked"].contains(&state.as_str()), "{text}");
+        if state == "succeeded" {
+            return text;
+        }
+        assert!(
+            start.elapsed() < bound(),
+            "the job did not succeed within {:?}: {text}\nworkers: {}\nlog:\n{}",
+            bound(),
+            stdout(&run(env, &["worker", "list", "--json"])),
+            log(env)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 both_backends!(async fn an_assistant_submits_a_job_and_heals_a_worker_over_mcp);
 async fn an_assistant_submits_a_job_and_heals_a_worker_over_mcp(backend: Backend) {
     if !rota_testkit::require::require_test_hooks() {
@@ -188,24 +212,7 @@ async fn an_assistant_submits_a_job_and_heals_a_worker_over_mcp(backend: Backend
     let submitted: Value = serde_json::from_str(&text).unwrap();
     let id = submitted["id"].as_str().unwrap().to_string();
     let start = Instant::now();
-    let last = loop {
-        let (err, text) = mcp.call("show_job", json!({"id": id}));
-        assert!(!err, "{text}");
-        let job: Value = serde_json::from_str(&text).unwrap();
-        let state = job["state"].as_str().unwrap_or_default().to_string();
-        assert!(!["failed", "cancelled", "revoked"].contains(&state.as_str()), "{text}");
-        if state == "succeeded" {
-            break text;
-        }
-        assert!(
-            start.elapsed() < bound(),
-            "the job did not succeed within {:?}: {text}\nworkers: {}\nlog:\n{}",
-            bound(),
-            stdout(&run(&env, &["worker", "list", "--json"])),
-            log(&env)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    let last = wait_succeeded(&mut mcp, &env, &id);
     eprintln!("succeeded after {:?}", start.elapsed());
     assert!(last.contains("mcp-job"), "{last}");
     let (err, text) = mcp.call("job_logs", json!({"id": id, "step": "main"}));
@@ -226,6 +233,24 @@ async fn an_assistant_submits_a_job_and_heals_a_worker_over_mcp(backend: Backend
     assert!(err && text.starts_with("state: "), "{text}");
     let (err, text) = mcp.call("get_resources", json!({"kind": "gizmo"}));
     assert!(err && text.starts_with("kind: "), "{text}");
+
+    // Declared resources: apply (YAML text), get, run with inputs; bad ones named.
+    let wf = "kind: Workflow\nmetadata: {name: greet}\nspec:\n  inputs:\n    who: {type: string}\n  steps:\n    - name: a\n      run: echo \"hello $ROTA_INPUT_WHO\"\n";
+    let (err, text) = mcp.call("apply_resources", json!({"documents": wf}));
+    assert!(!err && text.contains("created"), "{text}");
+    let (err, text) = mcp.call("get_resources", json!({"kind": "workflows"}));
+    assert!(!err && text.contains("greet"), "{text}");
+    let (err, text) = mcp.call("run_workflow", json!({"workflow": "greet", "inputs": {"who": "ada"}}));
+    assert!(!err, "{text}");
+    let run_id = serde_json::from_str::<Value>(&text).unwrap()["id"].as_str().unwrap().to_string();
+    wait_succeeded(&mut mcp, &env, &run_id);
+    let (err, text) = mcp.call("job_logs", json!({"id": run_id}));
+    assert!(!err && text.contains("hello ada"), "{text}");
+    let (err, text) = mcp.call("run_workflow", json!({"workflow": "greet", "inputs": {"whom": "x"}}));
+    assert!(err && text.starts_with("inputs: "), "{text}");
+    let bad = "kind: Workflow\nmetadata: {name: bad}\nspec:\n  steps:\n    - name: a\n      bogus: 1\n";
+    let (err, text) = mcp.call("apply_resources", json!({"documents": bad}));
+    assert!(err && text.starts_with("documents:") && text.contains("bogus"), "{text}");
 
     // A crash loop, seen as unhealthy, healed with progress.
     std::fs::write(&crash, b"").unwrap();
