@@ -47,16 +47,30 @@ impl Manifest {
 pub(crate) fn read(path: &Path) -> Result<Vec<Manifest>> {
     let mut out = Vec::new();
     for (file, text, json) in sources(path)? {
-        let parts = split(&text, json)
-            .map_err(|line| usage(format!("{file}:{line}: start the document on the line after `---`")))?;
-        for (first_line, part) in parts {
-            out.push(parse(&file, first_line, part, json)?);
-        }
+        out.extend(documents(&file, &text, json)?);
     }
     if out.is_empty() {
         return Err(usage(format!("{}: no documents found", path.display())));
     }
     Ok(out)
+}
+
+/// Every document of `text` (JSON when it starts with `{`, else YAML), as `-` reads stdin;
+/// errors name `file`. `rota mcp`'s `apply_resources` is given its documents this way.
+pub(crate) fn from_text(file: &str, text: &str) -> Result<Vec<Manifest>> {
+    let json = text.trim_start().starts_with('{');
+    let out = documents(file, text, json)?;
+    if out.is_empty() {
+        return Err(usage(format!("{file}: no documents found")));
+    }
+    Ok(out)
+}
+
+/// One file's documents, parsed and checked.
+fn documents(file: &str, text: &str, json: bool) -> Result<Vec<Manifest>> {
+    let parts = split(text, json)
+        .map_err(|line| usage(format!("{file}:{line}: start the document on the line after `---`")))?;
+    parts.into_iter().map(|(first_line, part)| parse(file, first_line, part, json)).collect()
 }
 
 /// The files to read: `(name, text, is JSON)`.

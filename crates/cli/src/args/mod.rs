@@ -164,6 +164,17 @@ pub(crate) enum Command {
     ///   q/Esc/Ctrl-C   quit (Esc closes help, logs or a question first)
     #[command(verbatim_doc_comment)]
     Top,
+    /// Serve the Model Context Protocol on stdin/stdout, for AI assistants.
+    ///
+    /// Tools: submit_job, run_workflow, list_jobs, show_job, job_logs, cancel_job,
+    /// retry_job, list_workers, unhealthy_workers, heal_workers, apply_resources,
+    /// get_resources. They act with this command line's server, token and namespace.
+    /// Logs go to stderr (ROTA_LOG).
+    ///
+    /// Example:
+    ///   claude mcp add rota -- rota mcp
+    #[command(verbatim_doc_comment)]
+    Mcp,
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -251,7 +262,7 @@ pub(crate) enum JobCommand {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub(crate) struct SubmitArgs {
     /// Job document (YAML or JSON; `-` reads stdin). Flags below override or extend it.
     #[arg(short = 'f', long = "file", value_name = "FILE")]

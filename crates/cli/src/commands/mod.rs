@@ -7,8 +7,9 @@ mod dev;
 mod events;
 pub(crate) mod fleet;
 pub(crate) mod job;
+mod mcp;
 mod migrate;
-mod resources;
+pub(crate) mod resources;
 mod routing;
 mod secret;
 mod server;
@@ -79,6 +80,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Secret { command } => block_on(secret::run(global, command, &Paths::from_env()?)),
         Command::Events(args) => block_on(events::run(global, &args, &Paths::from_env()?)),
         Command::Top => top::run(global, &Paths::from_env()?),
+        Command::Mcp => block_on(mcp::run(global, &Paths::from_env()?)),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::failure::usage;
 use crate::manifests::{self, Manifest};
 use crate::output::{self, Out};
 use anyhow::{Result, anyhow};
+use rota_api_types::jobs::SubmitResponse;
 use rota_api_types::resources::{
     ApplyRequest, ApplyResponse, DeleteRequest, ResourceDocument, ResourceRef, ResourceSpec, ResourceView,
     RunRequest,
@@ -169,26 +170,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RunArgs, paths: &Paths) -> R
     }
     let api = Api::connect(global, paths)?;
     let req = RunRequest { inputs, on: args.on.clone() };
-    let (key, own_key) = submit::submit_key(args.idempotency_key.as_deref());
-    let mut submitted =
-        api.client.run_workflow(&args.workflow, &req, Some(&key)).await.map_err(|e| match e {
-            // A wrong input is the user's command line: a usage error naming it.
-            ClientError::Http { status: 400, message, pointer: Some(p), .. } if p.starts_with("/inputs/") => {
-                usage(format!("--input: {message}"))
-            }
-            ClientError::Http { status: 404, .. } => {
-                anyhow!(
-                    "no workflow named '{}' (rota get workflows lists them; rota apply -f declares one)",
-                    args.workflow
-                )
-            }
-            other => api.error(other, None),
-        })?;
-    if own_key {
-        // Our own fresh key can only match the run this very command started (sent again
-        // to another server after its first answer was lost).
-        submitted.created = true;
-    }
+    let submitted = start_run(&api, &args.workflow, &req, args.idempotency_key.as_deref(), "--input").await?;
     let mut out = Out::new();
     if global.json {
         out.json(&submitted)?;
@@ -210,8 +192,39 @@ pub(crate) async fn run(global: &GlobalArgs, args: &RunArgs, paths: &Paths) -> R
     submit::wait(&api, submitted.id).await
 }
 
+/// Starts a run of `workflow` (with the user's idempotency key, else one of our own): `rota
+/// run`'s call, also `rota mcp`'s `run_workflow`. A refused input is a usage error naming
+/// `inputs_field`, the way the caller's user gave the inputs.
+pub(crate) async fn start_run(
+    api: &Api,
+    workflow: &str,
+    req: &RunRequest,
+    idempotency_key: Option<&str>,
+    inputs_field: &str,
+) -> Result<SubmitResponse> {
+    let (key, own_key) = submit::submit_key(idempotency_key);
+    let mut submitted = api.client.run_workflow(workflow, req, Some(&key)).await.map_err(|e| match e {
+        // A wrong input is the user's command line: a usage error naming it.
+        ClientError::Http { status: 400, message, pointer: Some(p), .. } if p.starts_with("/inputs/") => {
+            usage(format!("{inputs_field}: {message}"))
+        }
+        ClientError::Http { status: 404, .. } => {
+            anyhow!(
+                "no workflow named '{workflow}' (rota get workflows lists them; rota apply -f declares one)"
+            )
+        }
+        other => api.error(other, None),
+    })?;
+    if own_key {
+        // Our own fresh key can only match the run this very command started (sent again
+        // to another server after its first answer was lost).
+        submitted.created = true;
+    }
+    Ok(submitted)
+}
+
 /// Sends the documents; a refusal that names a field is mapped back to its file and line.
-async fn send(api: &Api, manifests: &[Manifest], dry_run: bool) -> Result<ApplyResponse> {
+pub(crate) async fn send(api: &Api, manifests: &[Manifest], dry_run: bool) -> Result<ApplyResponse> {
     let req = ApplyRequest { documents: manifests.iter().map(|m| m.doc.clone()).collect(), dry_run };
     api.client.apply(&req).await.map_err(|e| match e {
         ClientError::Http { status: 400, message, pointer: Some(p), .. } => match located(manifests, &p) {
@@ -238,7 +251,7 @@ fn strip_document(message: &str) -> &str {
     }
 }
 
-fn not_found(api: &Api, e: ClientError, kind: Kind, name: &str) -> anyhow::Error {
+pub(crate) fn not_found(api: &Api, e: ClientError, kind: Kind, name: &str) -> anyhow::Error {
     match e {
         ClientError::Http { status: 404, .. } => anyhow!("no {} named '{name}'", kind.as_str()),
         other => api.error(other, None),

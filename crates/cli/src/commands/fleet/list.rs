@@ -12,21 +12,29 @@ use rota_api_types::workers::WorkerView;
 use serde::Serialize;
 use std::process::ExitCode;
 
+/// The fleet: workers and the supervisors of background workers.
 #[derive(Serialize)]
-struct Listing {
-    workers: Vec<WorkerView>,
-    supervisors: Vec<SupervisorView>,
+pub(crate) struct Listing {
+    pub(crate) workers: Vec<WorkerView>,
+    pub(crate) supervisors: Vec<SupervisorView>,
+}
+
+/// The fleet as the server sees it (also `rota mcp`'s `list_workers`).
+pub(crate) async fn fetch(api: &Api) -> Result<Listing> {
+    let workers = api.client.list_workers().await.map_err(|e| api.error(e, None))?.workers;
+    let supervisors = api.client.list_supervisors().await.map_err(|e| api.error(e, None))?.supervisors;
+    Ok(Listing { workers, supervisors })
 }
 
 pub(crate) async fn run(api: &Api, json: bool) -> Result<ExitCode> {
-    let workers = api.client.list_workers().await.map_err(|e| api.error(e, None))?.workers;
-    let supervisors = api.client.list_supervisors().await.map_err(|e| api.error(e, None))?.supervisors;
+    let listing = fetch(api).await?;
     let mut out = Out::new();
     if json {
-        out.json(&Listing { workers, supervisors })?;
+        out.json(&listing)?;
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
+    let Listing { workers, supervisors } = listing;
     let now = chrono::Utc::now();
     if workers.is_empty() {
         writeln!(out, "no workers")?;

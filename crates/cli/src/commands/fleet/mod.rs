@@ -4,7 +4,7 @@
 //! always listed, never dropped. Each verb has `--json` with a documented shape.
 
 mod inspect;
-mod list;
+pub(crate) mod list;
 mod ping;
 mod queues;
 mod revoke;

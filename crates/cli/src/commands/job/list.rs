@@ -14,7 +14,7 @@ use std::process::ExitCode;
 const UNSCHEDULABLE: &str = "unschedulable";
 
 pub(crate) async fn run(api: &Api, args: &ListArgs, json: bool) -> Result<ExitCode> {
-    let state = args.state.as_deref().map(check_states).transpose()?;
+    let state = args.state.as_deref().map(|s| check_states("--state", s)).transpose()?;
     let query = ListJobsQuery {
         state,
         queue: args.queue.clone(),
@@ -36,20 +36,20 @@ pub(crate) async fn run(api: &Api, args: &ListArgs, json: bool) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-/// `queued,failed` → the same, checked; an unknown state is a usage error listing the
-/// valid ones.
-fn check_states(s: &str) -> Result<String> {
+/// `queued,failed` → the same, checked; an unknown state is a usage error naming `field`
+/// and listing the valid ones.
+pub(crate) fn check_states(field: &str, s: &str) -> Result<String> {
     let mut states = Vec::new();
     for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
         if word != UNSCHEDULABLE
             && let Err(e) = word.parse::<JobState>()
         {
-            return Err(usage(format!("--state: {e}, {UNSCHEDULABLE}")));
+            return Err(usage(format!("{field}: {e}, {UNSCHEDULABLE}")));
         }
         states.push(word);
     }
     if states.is_empty() {
-        return Err(usage("--state: empty; give one or more states, comma-separated"));
+        return Err(usage(format!("{field}: empty; give one or more states, comma-separated")));
     }
     Ok(states.join(","))
 }
@@ -60,10 +60,10 @@ mod tests {
 
     #[test]
     fn states_are_checked() {
-        assert_eq!(check_states("queued, failed").unwrap(), "queued,failed");
-        assert_eq!(check_states("unschedulable").unwrap(), "unschedulable");
-        let e = format!("{:#}", check_states("queued,bogus").unwrap_err());
+        assert_eq!(check_states("--state", "queued, failed").unwrap(), "queued,failed");
+        assert_eq!(check_states("--state", "unschedulable").unwrap(), "unschedulable");
+        let e = format!("{:#}", check_states("--state", "queued,bogus").unwrap_err());
         assert!(e.contains("'bogus'") && e.contains("succeeded"), "{e}");
-        assert!(check_states(",").is_err());
+        assert!(check_states("--state", ",").is_err());
     }
 }

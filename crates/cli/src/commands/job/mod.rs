@@ -3,7 +3,7 @@
 //! messages that say what to do: an unreachable server, a refused token, an unknown job.
 
 mod cancel;
-mod list;
+pub(crate) mod list;
 pub(crate) mod logs;
 mod retry;
 mod show;

@@ -8,11 +8,31 @@ use crate::args::SubmitArgs;
 use crate::job_document;
 use crate::output::{Out, note, or_dash};
 use anyhow::Result;
+use rota_api_types::jobs::SubmitResponse;
 use rota_domain::{JobId, JobState};
 use std::process::ExitCode;
 use std::time::Duration;
 
 pub(crate) async fn run(api: &Api, args: &SubmitArgs, json: bool) -> Result<ExitCode> {
+    let submitted = send(api, args).await?;
+    let mut out = Out::new();
+    if json {
+        out.json(&submitted)?;
+    } else if submitted.created {
+        writeln!(out, "submitted {}", submitted.id)?;
+    } else {
+        writeln!(out, "submitted {} (already known by its idempotency key)", submitted.id)?;
+    }
+    out.flush()?;
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait(api, submitted.id).await
+}
+
+/// Builds the job `args` describe, routes it and submits it: the one path of `rota job
+/// submit` (and of `rota mcp`'s `submit_job`, which fills in the same arguments).
+pub(crate) async fn send(api: &Api, args: &SubmitArgs) -> Result<SubmitResponse> {
     let mut spec = job_document::build(args, chrono::Utc::now())?;
     // Routing: explicit --queue, else a route by job name, else the document; then aliases.
     let routing = crate::routing::load_active()?;
@@ -27,19 +47,7 @@ pub(crate) async fn run(api: &Api, args: &SubmitArgs, json: bool) -> Result<Exit
         // that reached one server, lost its answer and was sent again to another.
         submitted.created = true;
     }
-    let mut out = Out::new();
-    if json {
-        out.json(&submitted)?;
-    } else if submitted.created {
-        writeln!(out, "submitted {}", submitted.id)?;
-    } else {
-        writeln!(out, "submitted {} (already known by its idempotency key)", submitted.id)?;
-    }
-    out.flush()?;
-    if !args.wait {
-        return Ok(ExitCode::SUCCESS);
-    }
-    wait(api, submitted.id).await
+    Ok(submitted)
 }
 
 /// The submit's idempotency key: the user's (`--idempotency-key` or the document's), else a

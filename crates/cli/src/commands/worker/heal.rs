@@ -172,14 +172,7 @@ fn heal_one(dirs: &Dirs, paths: &InstancePaths, args: &HealArgs) -> Result<Optio
 /// them; its events are printed as the local heal prints its own (NDJSON with `--json`).
 async fn fleet_heal(global: &GlobalArgs, args: &HealArgs) -> Result<ExitCode> {
     let api = crate::commands::job::Api::connect(global, &crate::config::Paths::from_env()?)?;
-    // Each heal may take the worker's registration time, plus the supervisor's link.
-    let wait = args.wait_timeout + std::time::Duration::from_secs(15);
-    let req = rota_api_types::supervisors::FleetHealRequest {
-        dry_run: args.dry_run,
-        timeout_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
-        worker: args.worker.clone(),
-    };
-    let resp = api.client.heal_fleet(&req).await.map_err(|e| api.error(e, None))?;
+    let resp = heal_fleet(&api, args.dry_run, args.wait_timeout, args.worker.clone()).await?;
     let mut out = Out::new();
     let (mut healed, mut failed) = (0usize, 0usize);
     for e in &resp.events {
@@ -217,4 +210,23 @@ async fn fleet_heal(global: &GlobalArgs, args: &HealArgs) -> Result<ExitCode> {
         writeln!(Out::new(), "{summary}")?;
     }
     Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Asks the server to heal the namespace's failed background workers (only to say which
+/// with `dry_run`), waiting up to `wait_timeout` for each: `heal --fleet`'s call, also
+/// `rota mcp`'s `heal_workers`.
+pub(crate) async fn heal_fleet(
+    api: &crate::commands::job::Api,
+    dry_run: bool,
+    wait_timeout: std::time::Duration,
+    worker: Option<String>,
+) -> Result<rota_api_types::supervisors::FleetHealResponse> {
+    // Each heal may take the worker's registration time, plus the supervisor's link.
+    let wait = wait_timeout + std::time::Duration::from_secs(15);
+    let req = rota_api_types::supervisors::FleetHealRequest {
+        dry_run,
+        timeout_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+        worker,
+    };
+    api.client.heal_fleet(&req).await.map_err(|e| api.error(e, None))
 }

@@ -5,7 +5,7 @@
 
 mod diagnose;
 mod enable;
-mod heal;
+pub(crate) mod heal;
 mod healthcheck;
 mod logs;
 mod multi;
