@@ -128,5 +128,6 @@ fn banner(
             "(to type just `rota`, put it on your PATH: `cargo install --path crates/cli` in rota's source tree)",
         );
     }
+    note(format_args!("dashboard: {}/ui (log in with the admin token above)", url.trim_end_matches('/')));
     note("Ctrl-C stops both (running steps finish first).");
 }
