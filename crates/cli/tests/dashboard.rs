@@ -362,6 +362,10 @@ async fn every_page_stays_bounded_with_ten_thousand_jobs_and_a_hundred_workers()
         format!("/ui/jobs/{id}"),
         "/ui/queues".to_string(),
         "/ui/resources".to_string(),
+        "/ui/resources?kind=schedules".to_string(),
+        "/ui/resources?kind=workerpools".to_string(),
+        "/ui/resources?kind=workerconfigs".to_string(),
+        "/ui/resources?kind=secrets".to_string(),
         "/ui/throughput".to_string(),
     ] {
         let r = http.get(format!("{}{page}", env.url)).header("cookie", &cookie).send().await.unwrap();

@@ -12,12 +12,12 @@ use axum::response::Response;
 use rota_api_types::resources::{ListResourcesQuery, ResourceSpec, ResourceView};
 use serde::Deserialize;
 
-/// The kinds, as the page's tabs: (path segment the API takes, label).
+/// The kinds, as the page's tabs: (their plural, as the API's paths take it, label).
 const KINDS: &[(&str, &str)] = &[
     ("workflows", "Workflows"),
     ("schedules", "Schedules"),
-    ("pools", "Pools"),
-    ("configs", "Configs"),
+    ("workerpools", "Pools"),
+    ("workerconfigs", "Configs"),
     ("secrets", "Secrets"),
 ];
 
@@ -159,8 +159,8 @@ fn headers(kind: &str) -> Vec<&'static str> {
     match kind {
         "workflows" => vec!["steps", "step names"],
         "schedules" => vec!["cron", "workflow", "last run", "next run", "missed or skipped"],
-        "pools" => vec!["selector", "priority"],
-        "configs" => vec!["selector", "env", "files"],
+        "workerpools" => vec!["selector", "priority"],
+        "workerconfigs" => vec!["selector", "env", "files"],
         _ => vec!["keys (names and sizes; values are never shown)"],
     }
 }
