@@ -106,7 +106,7 @@ fn generated() -> utoipa::openapi::OpenApi {
 pub(crate) fn build(state: AppState) -> axum::Router {
     let (router, _) = api_router(&state.config).split_for_parts();
     // The dashboard: forms and CSP reports are small; its pages are read-only GETs.
-    let router = router.merge(crate::ui::router().layer(DefaultBodyLimit::max(64 << 10)));
+    let router = router.merge(crate::ui::router().route_layer(DefaultBodyLimit::max(64 << 10)));
     // One span per request (method, path, version): what a handler logs names its request.
     let trace = TraceLayer::new_for_http().make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO));
     router.with_state(state).layer(trace)

@@ -68,7 +68,63 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui/workflows/{name}/run", post(actions::run_workflow))
         .route("/ui/schedules/{name}/suspend", post(actions::suspend))
         .route("/ui/schedules/{name}/resume", post(actions::unsuspend))
-        .layer(axum::middleware::map_response(security_headers))
+        // Unknown dashboard paths only: the API keeps its own JSON 404.
+        .route(
+            "/ui/{*rest}",
+            axum::routing::any(|| async { UiError::Api(ApiError::not_found("no such dashboard page")) }),
+        )
+        // Route layers: a `layer` would also wrap this router's fallback, which the merge
+        // makes the whole server's (the API's unknown paths would get dashboard pages).
+        .route_layer(axum::middleware::from_fn(error_pages))
+        .route_layer(axum::middleware::map_response(security_headers))
+}
+
+/// The message of a refused dashboard request, for [`error_pages`].
+#[derive(Clone)]
+struct UiMessage(String);
+
+#[derive(Template)]
+#[template(path = "ui/error_page.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    reason: &'a str,
+    message: &'a str,
+}
+
+/// A refusal answered to a browser's navigation (not an htmx request, whose answer goes into
+/// the page) becomes a page of its own: the status, what was wrong, a way back. Covers
+/// axum's own rejections (a malformed id in the path, say), whose body is plain text.
+async fn error_pages(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let htmx = req.headers().contains_key("hx-request");
+    let response = next.run(req).await;
+    let status = response.status();
+    if htmx || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    let known = response.extensions().get::<UiMessage>().cloned();
+    if is_html && known.is_none() {
+        // A page already (the login page's refusal).
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let message = match known {
+        Some(UiMessage(m)) => m,
+        None => {
+            let bytes = axum::body::to_bytes(body, 16 << 10).await.unwrap_or_default();
+            String::from_utf8_lossy(&bytes).trim().to_string()
+        }
+    };
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let message = if message.is_empty() { reason.to_string() } else { message };
+    match (ErrorPage { status: status.as_u16(), reason, message: &message }).render() {
+        Ok(page) => (parts.status, Html(page)).into_response(),
+        Err(_) => (parts.status, message).into_response(),
+    }
 }
 
 /// Headers every dashboard response carries.
@@ -177,7 +233,9 @@ impl IntoResponse for UiError {
                 let body = ErrorFragment { status: e.status.as_u16(), message: &e.message }
                     .render()
                     .unwrap_or_else(|_| "error".into());
-                (e.status, Html(body)).into_response()
+                let mut r = (e.status, Html(body)).into_response();
+                r.extensions_mut().insert(UiMessage(e.message));
+                r
             }
         }
     }
