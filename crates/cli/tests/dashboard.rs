@@ -328,6 +328,13 @@ async fn every_page_stays_bounded_with_ten_thousand_jobs_and_a_hundred_workers()
         let r = client.submit_batch(&jobs).await.unwrap();
         last = r.results.last().and_then(|x| x.result.as_ref().map(|s| s.id));
     }
+    // One job of the most steps a job may have.
+    let wide = JobSpec::new(
+        (0..rota_domain::limits::MAX_STEPS).map(|i| StepSpec::new(format!("s{i}"), "true")).collect(),
+    );
+    let mut wide = wide;
+    wide.queue = "nowhere".into();
+    let wide = client.submit(&wide, None).await.unwrap().id;
     let join = env.join_token();
     for i in 0..100 {
         let w = rota_client::WorkerClient::new(&env.url).unwrap();
@@ -360,6 +367,8 @@ async fn every_page_stays_bounded_with_ten_thousand_jobs_and_a_hundred_workers()
         format!("/ui/jobs?before={id}"),
         "/ui/jobs?q=seeded-9".to_string(),
         format!("/ui/jobs/{id}"),
+        format!("/ui/jobs/{wide}"),
+        format!("/ui/jobs/{wide}?spage=30"),
         "/ui/queues".to_string(),
         "/ui/resources".to_string(),
         "/ui/resources?kind=schedules".to_string(),

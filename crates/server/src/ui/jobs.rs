@@ -166,9 +166,21 @@ pub(crate) struct StepRow {
     pub(crate) name: String,
     pub(crate) state: String,
     pub(crate) reason: String,
+    /// Its newest attempts ([`ATTEMPTS_SHOWN`], more for the selected step).
     pub(crate) attempts: Vec<AttemptRow>,
+    /// Older attempts not shown.
+    pub(crate) earlier: usize,
     pub(crate) selected: bool,
 }
+
+/// Steps a job page lists at a time (a job may have 1000): with their newest attempts, the
+/// table stays within [`MAX_PAGE_ROWS`] rows.
+const STEPS_SHOWN: usize = 19;
+/// Newest attempts shown per step, and for the selected step.
+const ATTEMPTS_SHOWN: usize = 2;
+const SELECTED_ATTEMPTS_SHOWN: usize = 10;
+/// Jobs with more steps get no graph (it would not be readable, nor small).
+const MAX_DRAWN_STEPS: usize = 100;
 
 #[derive(Template)]
 #[template(path = "ui/job_live.html")]
@@ -183,7 +195,12 @@ struct JobLive {
     finished: String,
     ended: bool,
     dag: String,
+    total_steps: usize,
     steps: Vec<StepRow>,
+    /// Step pages (from 0) and the query keeping the selected step.
+    spage: usize,
+    spages: usize,
+    step_q: String,
 }
 
 #[derive(Template)]
@@ -199,6 +216,9 @@ struct JobPage {
 #[derive(Deserialize, Default)]
 pub(crate) struct StepQuery {
     step: Option<String>,
+    /// The page of the steps table.
+    #[serde(default)]
+    spage: usize,
 }
 
 async fn detail(req: &UiRequest, state: &AppState, id: JobId) -> Result<JobDetail, UiError> {
@@ -222,7 +242,7 @@ fn selected(d: &JobDetail, asked: Option<&str>) -> Option<String> {
     running.or(ran).or(d.step_details.first()).map(|s| s.name.clone())
 }
 
-fn job_live(d: &JobDetail, nsq: &str, step: Option<&str>) -> JobLive {
+fn job_live(d: &JobDetail, nsq: &str, step: Option<&str>, spage: usize) -> JobLive {
     let states: Vec<String> = d.step_details.iter().map(|s| s.state.as_str().to_string()).collect();
     let nodes: Vec<Node<'_>> = d
         .spec
@@ -239,6 +259,13 @@ fn job_live(d: &JobDetail, nsq: &str, step: Option<&str>) -> JobLive {
         })
         .collect();
     let s = &d.summary;
+    let spages = d.step_details.len().div_ceil(STEPS_SHOWN).max(1);
+    // The page holding the selected step unless another was asked for.
+    let spage = if spage > 0 {
+        spage.min(spages - 1)
+    } else {
+        step.and_then(|n| d.step_details.iter().position(|s| s.name == n)).map_or(0, |i| i / STEPS_SHOWN)
+    };
     JobLive {
         id: s.id.to_string(),
         nsq: nsq.to_string(),
@@ -249,35 +276,48 @@ fn job_live(d: &JobDetail, nsq: &str, step: Option<&str>) -> JobLive {
         submitted: when(s.created_at),
         finished: s.finished_at.map(when).unwrap_or_default(),
         ended: s.finished_at.is_some(),
-        dag: dag(&nodes),
+        dag: if nodes.len() <= MAX_DRAWN_STEPS { dag(&nodes) } else { String::new() },
+        total_steps: d.step_details.len(),
+        spages,
+        spage,
+        step_q: step.map(|s| format!("&step={}", urlencode(s))).unwrap_or_default(),
         steps: d
             .step_details
             .iter()
-            .map(|st| StepRow {
-                name: st.name.clone(),
-                state: st.state.as_str().to_string(),
-                reason: st.reason.clone().unwrap_or_default(),
-                selected: step == Some(st.name.as_str()),
-                attempts: st
-                    .attempts
-                    .iter()
-                    .map(|a| AttemptRow {
-                        number: a.number,
-                        worker: a.worker.clone(),
-                        status: a.status.as_str().to_string(),
-                        exit: a.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-                        duration: a
-                            .finished_at
-                            .map(|f| {
-                                format!(
-                                    "{:.2}s",
-                                    (f - a.started_at).num_milliseconds().max(0) as f64 / 1000.0
-                                )
-                            })
-                            .unwrap_or_else(|| format!("{} so far", age(a.started_at))),
-                        reason: a.reason.clone().unwrap_or_default(),
-                    })
-                    .collect(),
+            .skip(spage * STEPS_SHOWN)
+            .take(STEPS_SHOWN)
+            .map(|st| {
+                let selected = step == Some(st.name.as_str());
+                let shown = if selected { SELECTED_ATTEMPTS_SHOWN } else { ATTEMPTS_SHOWN };
+                let earlier = st.attempts.len().saturating_sub(shown);
+                StepRow {
+                    name: st.name.clone(),
+                    state: st.state.as_str().to_string(),
+                    reason: st.reason.clone().unwrap_or_default(),
+                    selected,
+                    earlier,
+                    attempts: st
+                        .attempts
+                        .iter()
+                        .skip(earlier)
+                        .map(|a| AttemptRow {
+                            number: a.number,
+                            worker: a.worker.clone(),
+                            status: a.status.as_str().to_string(),
+                            exit: a.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                            duration: a
+                                .finished_at
+                                .map(|f| {
+                                    format!(
+                                        "{:.2}s",
+                                        (f - a.started_at).num_milliseconds().max(0) as f64 / 1000.0
+                                    )
+                                })
+                                .unwrap_or_else(|| format!("{} so far", age(a.started_at))),
+                            reason: a.reason.clone().unwrap_or_default(),
+                        })
+                        .collect(),
+                }
             })
             .collect(),
     }
@@ -293,7 +333,7 @@ pub(crate) async fn show(
     let d = detail(&req, &state, id).await?;
     let step = selected(&d, q.step.as_deref());
     let nsq = format!("ns={}", urlencode(&req.ns));
-    let live = job_live(&d, &nsq, step.as_deref());
+    let live = job_live(&d, &nsq, step.as_deref(), q.spage);
     if req.fragment {
         return html(&live);
     }
@@ -302,7 +342,7 @@ pub(crate) async fn show(
     let chrome = req.chrome(&state, format!("Job {id}"), "jobs", &format!("&job={id}")).await;
     html(&JobPage {
         chrome,
-        live_url: format!("/ui/jobs/{id}?{nsq}{step_q}"),
+        live_url: format!("/ui/jobs/{id}?{nsq}{step_q}&spage={}", q.spage),
         logs_url: format!("/ui/jobs/{id}/logs?{nsq}{step_q}"),
         live: live.render()?,
         logs: logs.render()?,
