@@ -232,24 +232,7 @@ async fn a_crash_looped_worker_shows_in_the_banner_and_heal_turns_it_running() {
     let mut env = Env::new();
     env.start_server(&[]);
     let _cleanup = Cleanup::new(&env);
-    let crash = env.path("crash-now");
-    let o = run(
-        &env,
-        &[
-            "worker",
-            "start",
-            "--json",
-            "--test-crash-file",
-            &path_str(&crash),
-            "--restart-delay",
-            "200ms",
-            "--max-restarts",
-            "3",
-            "--min-uptime",
-            "20s",
-        ],
-    );
-    assert_eq!(code(&o), 0, "start failed: {}", stderr(&o));
+    let crash = rota_testkit::background::start_crash_loopable(&env);
     browser.login(&env.url, &env.admin_token()).await;
     browser
         .wait_for_text("#supervisors", within(), "the supervisor linked and running", |t| {

@@ -38,25 +38,7 @@ async fn a_crash_looping_background_worker_is_seen_failed_and_healed_through_the
     let mut env = Env::on(backend);
     env.start_server(&[]);
     let _cleanup = Cleanup::new(&env);
-    let crash = env.path("crash-now");
-    let crash_s = path_str(&crash);
-    let o = run(
-        &env,
-        &[
-            "worker",
-            "start",
-            "--json",
-            "--test-crash-file",
-            &crash_s,
-            "--restart-delay",
-            "200ms",
-            "--max-restarts",
-            "3",
-            "--min-uptime",
-            "20s",
-        ],
-    );
-    assert_eq!(code(&o), 0, "start failed: {}\nlog:\n{}", stderr(&o), log(&env));
+    let crash = start_crash_loopable(&env);
 
     let start = Instant::now();
     wait_until(bound(), "the supervisor reports running", || {
@@ -141,25 +123,10 @@ async fn a_worker_on_another_host_is_healed_from_here(backend: Backend) {
     let token = env.join_token();
     let _cleanup = Cleanup::new(&host.env);
     let crash = host.env.path("crash-now");
-    let crash_s = path_str(&crash);
-    let o = host
-        .rota(&[
-            "worker",
-            "start",
-            "--json",
-            "--join-token",
-            &token,
-            "--test-crash-file",
-            &crash_s,
-            "--restart-delay",
-            "200ms",
-            "--max-restarts",
-            "3",
-            "--min-uptime",
-            "20s",
-        ])
-        .output()
-        .unwrap();
+    let flags = crash_loop_flags(&crash);
+    let mut args = vec!["worker", "start", "--json", "--join-token", &token];
+    args.extend(flags.iter().map(String::as_str));
+    let o = host.rota(&args).output().unwrap();
     assert_eq!(code(&o), 0, "start on {} failed: {}\n{}", host.hostname, stderr(&o), log(&host.env));
     wait_until(bound(), "the other host's supervisor reports running", || {
         supervisors(&env).iter().any(|s| s["state"] == "running" && s["host"] == host.hostname.as_str())

@@ -147,20 +147,8 @@ fn crashes_are_restarted_until_failed_and_heal_brings_it_back() {
     let env = spawn_server();
     let _cleanup = Cleanup::new(&env);
     let crash = env.path("crash-now");
-    let crash_s = path_str(&crash);
-    let v = start_json(
-        &env,
-        &[
-            "--test-crash-file",
-            &crash_s,
-            "--restart-delay",
-            "200ms",
-            "--max-restarts",
-            "3",
-            "--min-uptime",
-            "20s",
-        ],
-    );
+    let flags = crash_loop_flags(&crash);
+    let v = start_json(&env, &flags.iter().map(String::as_str).collect::<Vec<_>>());
     let first = v["pid"].as_i64().expect("pid") as i32;
     let steppid = env.path("step.pid");
     submit(&env, &["--step", &format!("s=echo $$ > {}; sleep 300 & sleep 300", steppid.display())]);

@@ -143,25 +143,7 @@ async fn an_assistant_submits_a_job_and_heals_a_worker_over_mcp(backend: Backend
     let mut env = Env::on(backend);
     env.start_server(&[]);
     let _cleanup = Cleanup::new(&env);
-    let crash = env.path("crash-now");
-    let crash_s = path_str(&crash);
-    let o = run(
-        &env,
-        &[
-            "worker",
-            "start",
-            "--json",
-            "--test-crash-file",
-            &crash_s,
-            "--restart-delay",
-            "200ms",
-            "--max-restarts",
-            "3",
-            "--min-uptime",
-            "20s",
-        ],
-    );
-    assert_eq!(code(&o), 0, "start failed: {}\nlog:\n{}", stderr(&o), log(&env));
+    let crash = start_crash_loopable(&env);
     wait_until(bound(), "the supervisor reports running", || {
         supervisors(&env).iter().any(|s| s["state"] == "running" && !s["worker"].is_null())
     });

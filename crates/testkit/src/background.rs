@@ -24,6 +24,26 @@ pub fn run_with_env(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Output {
     cmd.args(args).envs(vars.iter().copied()).output().expect("run rota")
 }
 
+/// The `worker start` flags of a background worker that crash-loops once `crash` exists
+/// (the test hook `--test-crash-file`): restarted after 200 ms, `failed` after 3 exits each
+/// under 20 s. Needs a binary with the test hooks.
+pub fn crash_loop_flags(crash: &Path) -> Vec<String> {
+    let flags = ["--restart-delay", "200ms", "--max-restarts", "3", "--min-uptime", "20s"];
+    ["--test-crash-file".to_string(), path_str(crash)].into_iter().chain(flags.map(String::from)).collect()
+}
+
+/// Starts `env`'s background worker with [`crash_loop_flags`] (`worker start --json`); the
+/// file that, once written, makes it crash-loop.
+pub fn start_crash_loopable(env: &Env) -> PathBuf {
+    let crash = env.path("crash-now");
+    let flags = crash_loop_flags(&crash);
+    let mut args = vec!["worker", "start", "--json"];
+    args.extend(flags.iter().map(String::as_str));
+    let o = run(env, &args);
+    assert_eq!(code(&o), 0, "start failed: {}\nlog:\n{}", stderr(&o), log(env));
+    crash
+}
+
 /// Its exit code (-1 when killed by a signal).
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)

@@ -221,10 +221,18 @@ pub(crate) struct StepQuery {
     spage: usize,
 }
 
-async fn detail(req: &UiRequest, state: &AppState, id: JobId) -> Result<JobDetail, UiError> {
+/// The job (as the API shows it, in the request's namespace) and the step its page shows
+/// ([`selected`]).
+async fn detail(
+    req: &UiRequest,
+    state: &AppState,
+    id: JobId,
+    asked: Option<&str>,
+) -> Result<(JobDetail, Option<String>), UiError> {
     let axum::Json(d) =
         crate::routes::jobs::get_job(Admin, req.scope.clone(), State(state.clone()), ApiPath(id)).await?;
-    Ok(d)
+    let step = selected(&d, asked);
+    Ok((d, step))
 }
 
 /// The step a job page shows the output of: the one asked for, else the first running,
@@ -330,8 +338,7 @@ pub(crate) async fn show(
     Path(id): Path<JobId>,
     Query(q): Query<StepQuery>,
 ) -> Result<Response, UiError> {
-    let d = detail(&req, &state, id).await?;
-    let step = selected(&d, q.step.as_deref());
+    let (d, step) = detail(&req, &state, id, q.step.as_deref()).await?;
     let nsq = format!("ns={}", urlencode(&req.ns));
     let live = job_live(&d, &nsq, step.as_deref(), q.spage);
     if req.fragment {
@@ -416,8 +423,7 @@ pub(crate) async fn logs(
     Path(id): Path<JobId>,
     Query(q): Query<StepQuery>,
 ) -> Result<Response, UiError> {
-    let d = detail(&req, &state, id).await?;
-    let step = selected(&d, q.step.as_deref());
+    let (_, step) = detail(&req, &state, id, q.step.as_deref()).await?;
     html(&logs_fragment(&req, &state, id, step.as_deref()).await?)
 }
 
@@ -429,8 +435,7 @@ pub(crate) async fn download(
     Path(id): Path<JobId>,
     Query(q): Query<StepQuery>,
 ) -> Result<Response, UiError> {
-    let d = detail(&req, &state, id).await?;
-    let step = selected(&d, q.step.as_deref());
+    let (_, step) = detail(&req, &state, id, q.step.as_deref()).await?;
     let name = step.clone().unwrap_or_else(|| "job".into());
     let scope = req.scope.clone();
     let stream = futures_util::stream::unfold(Some(0i64), move |after| {

@@ -13,7 +13,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use rota_api_types::workers::WorkerState;
-use rota_testkit::background::{Cleanup, code, json, path_str, run, stderr};
+use rota_testkit::background::{Cleanup, code, json, run, stderr};
 use rota_testkit::{Env, bound, server, spawn_worker, submit, wait_until};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -201,23 +201,7 @@ async fn the_heal_key_heals_a_crash_looping_worker_and_shows_its_progress() {
     let mut env = Env::new();
     env.start_server(&[]);
     let _cleanup = Cleanup::new(&env);
-    let crash = env.path("crash-now");
-    let crash_s = path_str(&crash);
-    let args = [
-        "worker",
-        "start",
-        "--json",
-        "--test-crash-file",
-        &crash_s,
-        "--restart-delay",
-        "200ms",
-        "--max-restarts",
-        "3",
-        "--min-uptime",
-        "20s",
-    ];
-    let o = run(&env, &args);
-    assert_eq!(code(&o), 0, "start failed: {}", stderr(&o));
+    let crash = rota_testkit::background::start_crash_loopable(&env);
     wait_until(bound(), "the supervisor reports running", || {
         supervisors(&env).iter().any(|s| s["state"] == "running" && !s["worker"].is_null())
     });
