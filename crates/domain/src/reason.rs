@@ -165,6 +165,12 @@ pub enum LostCause {
         /// The host it runs on.
         host: String,
     },
+    /// An operator forgot the worker holding it (`rota worker forget`): its session and
+    /// credential ended at once.
+    Forgotten {
+        /// The worker's name.
+        name: String,
+    },
     /// Its worker reported it cancelled although nothing asked it to stop (e.g. the worker
     /// shut down hard): it could not run to the end, which is what `lost` means.
     StoppedUnasked,
@@ -181,6 +187,7 @@ impl fmt::Display for LostCause {
                 "superseded: worker name {name} taken over by instance {} on host {host} (--replace)",
                 instance.as_deref().unwrap_or("?")
             ),
+            Self::Forgotten { name } => write!(f, "worker {name} was forgotten by an operator"),
             Self::StoppedUnasked => f.write_str("stopped by its worker without a cancel"),
         }
     }

@@ -149,6 +149,25 @@ impl JobStore for PgStore {
         in_tx!(self, Durability::Read, |tx| workers::list_workers(&tx).await?)
     }
 
+    async fn forget_worker(
+        &self,
+        namespace: &str,
+        name: &str,
+        block: bool,
+        now: DateTime<Utc>,
+    ) -> Result<rota_store::Forgotten> {
+        // Full: an operator cutting a credential off must not see it come back after a crash.
+        in_tx!(self, Durability::Full, |tx| workers::forget_worker(&tx, namespace, name, block, now).await?)
+    }
+
+    async fn unblock_worker(&self, namespace: &str, name: &str) -> Result<bool> {
+        in_tx!(self, Durability::Full, |tx| workers::unblock_worker(&tx, namespace, name).await?)
+    }
+
+    async fn is_forgotten(&self, token_hash: &str) -> Result<bool> {
+        in_tx!(self, Durability::Read, |tx| workers::is_forgotten(&tx, token_hash).await?)
+    }
+
     async fn heartbeat(&self, hb: Heartbeat, now: DateTime<Utc>, ttl: Duration) -> Result<HeartbeatOutcome> {
         in_tx!(self, Durability::Relaxed, |tx| lease::heartbeat(&tx, &hb, now, ttl).await?)
     }
@@ -388,6 +407,15 @@ impl JobStore for PgStore {
 
     async fn rotate_credential(&self, kind: CredentialKind, hash: &str, now: DateTime<Utc>) -> Result<()> {
         in_tx!(self, Durability::Full, |tx| credentials::rotate_credential(&tx, kind, hash, now).await?)
+    }
+
+    async fn rotate_credential_with_grace(
+        &self,
+        kind: CredentialKind,
+        rotation: &rota_store::GraceRotation,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        in_tx!(self, Durability::Full, |tx| credentials::rotate_with_grace(&tx, kind, rotation, now).await?)
     }
 
     async fn record_fires(

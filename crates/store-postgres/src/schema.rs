@@ -59,6 +59,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         min_compatible: 5,
         sql: include_str!("../migrations/0006_secrets.sql"),
     },
+    Migration {
+        version: 7,
+        name: "forget",
+        min_compatible: 5,
+        sql: include_str!("../migrations/0007_forget.sql"),
+    },
 ];
 
 /// The advisory lock key migrations run under (an arbitrary constant: "rota" + 1).

@@ -12,7 +12,7 @@ use crate::tx::{Tx, exec, one, opt, rows};
 use chrono::{DateTime, Utc};
 use rota_domain::{AttemptId, JobId, LostCause, SessionId};
 use rota_store::{
-    ConflictKind, LostAttempt, NameHolder, Registered, SessionStatus, StoreError, WorkerRecord,
+    ConflictKind, Forgotten, LostAttempt, NameHolder, Registered, SessionStatus, StoreError, WorkerRecord,
     WorkerRegistration,
 };
 use tokio_postgres::Row;
@@ -108,6 +108,9 @@ pub(crate) async fn register_worker(
         })
         .collect::<Result<Vec<_>>>()?;
     // Checked before anything is written, so a refusal changes nothing.
+    if opt(tx, IS_BLOCKED, &[&reg.namespace, &reg.name]).await?.is_some() {
+        return Err(Error::Store(StoreError::blocked_worker(&reg.namespace, &reg.name)));
+    }
     if let Some(h) = older.iter().find(|o| o.holds_against(reg, now))
         && !reg.replace
     {
@@ -186,6 +189,55 @@ pub(crate) async fn set_worker_queues(tx: &Tx<'_>, session: SessionId, queues: &
     )
     .await?;
     Ok(n > 0)
+}
+
+const IS_BLOCKED: &str = "SELECT 1 FROM blocked_workers WHERE namespace = $1 AND name = $2";
+const KNOWN_NAME: &str = "SELECT 1 FROM workers WHERE namespace = $1 AND name = $2 LIMIT 1";
+const SET_FORGOTTEN: &str = "UPDATE workers SET forgotten_at = $2 WHERE session = $1";
+const BLOCK: &str =
+    "INSERT INTO blocked_workers (namespace, name, blocked_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+const UNBLOCK: &str = "DELETE FROM blocked_workers WHERE namespace = $1 AND name = $2";
+const FORGOTTEN_TOKEN: &str =
+    "SELECT 1 FROM workers WHERE token_hash = $1 AND status = 'offline' AND forgotten_at IS NOT NULL";
+
+/// Ends every live session of `name` as forgotten (offline, attempts lost, credential marked)
+/// and blocks the name if asked. Under the name's registration lock, so a registration in
+/// flight either ends first (and is forgotten here) or comes after (and sees the block).
+pub(crate) async fn forget_worker(
+    tx: &Tx<'_>,
+    namespace: &str,
+    name: &str,
+    block: bool,
+    now: DateTime<Utc>,
+) -> Result<Forgotten> {
+    one(tx, LOCK_NAME, &[&namespace, &name]).await?;
+    let known = opt(tx, KNOWN_NAME, &[&namespace, &name]).await?.is_some();
+    let live = rows(tx, LIVE_NAMESAKES, &[&name, &namespace])
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get::<_, Uuid>(0)?))
+        .collect::<Result<Vec<_>>>()?;
+    let why = LostCause::Forgotten { name: name.to_string() };
+    let mut out = Forgotten { known, blocked: block, ..Forgotten::default() };
+    for session in live {
+        exec(tx, SET_FORGOTTEN, &[&session, &now]).await?;
+        out.lost.extend(end_session(tx, session, &why, now).await?);
+        out.sessions.push(SessionId(session));
+    }
+    if block {
+        exec(tx, BLOCK, &[&namespace, &name, &now]).await?;
+    }
+    Ok(out)
+}
+
+/// Lets a blocked name register again; false if it was not blocked.
+pub(crate) async fn unblock_worker(tx: &Tx<'_>, namespace: &str, name: &str) -> Result<bool> {
+    Ok(exec(tx, UNBLOCK, &[&namespace, &name]).await? > 0)
+}
+
+/// Whether `token_hash` belongs to a forgotten session.
+pub(crate) async fn is_forgotten(tx: &Tx<'_>, token_hash: &str) -> Result<bool> {
+    Ok(opt(tx, FORGOTTEN_TOKEN, &[&token_hash]).await?.is_some())
 }
 
 async fn end_session(

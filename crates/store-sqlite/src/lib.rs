@@ -290,6 +290,28 @@ impl JobStore for SqliteStore {
         self.main_readers.run(workers::list_workers).await
     }
 
+    async fn forget_worker(
+        &self,
+        namespace: &str,
+        name: &str,
+        block: bool,
+        now: DateTime<Utc>,
+    ) -> Result<rota_store::Forgotten> {
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        // Full: an operator cutting a credential off must not see it come back after a crash.
+        self.write(Durability::Full, move |c| workers::forget_worker(c, &namespace, &name, block, now)).await
+    }
+
+    async fn unblock_worker(&self, namespace: &str, name: &str) -> Result<bool> {
+        let (namespace, name) = (namespace.to_string(), name.to_string());
+        self.write(Durability::Full, move |c| workers::unblock_worker(c, &namespace, &name)).await
+    }
+
+    async fn is_forgotten(&self, token_hash: &str) -> Result<bool> {
+        let token_hash = token_hash.to_string();
+        self.main_readers.run(move |c| workers::is_forgotten(c, &token_hash)).await
+    }
+
     async fn heartbeat(&self, hb: Heartbeat, now: DateTime<Utc>, ttl: Duration) -> Result<HeartbeatOutcome> {
         self.write(Durability::Normal, move |c| lease::heartbeat(c, &hb, now, ttl)).await
     }
@@ -493,6 +515,16 @@ impl JobStore for SqliteStore {
     async fn rotate_credential(&self, kind: CredentialKind, hash: &str, now: DateTime<Utc>) -> Result<()> {
         let hash = hash.to_string();
         self.write(Durability::Full, move |c| credentials::rotate_credential(c, kind, &hash, now)).await
+    }
+
+    async fn rotate_credential_with_grace(
+        &self,
+        kind: CredentialKind,
+        rotation: &rota_store::GraceRotation,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let rotation = rotation.clone();
+        self.write(Durability::Full, move |c| credentials::rotate_with_grace(c, kind, &rotation, now)).await
     }
 
     async fn apply_resources(

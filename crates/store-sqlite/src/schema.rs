@@ -89,6 +89,12 @@ pub(crate) const MAIN: &[Migration] = &[
         sql: include_str!("../migrations/main/0011_secrets.sql"),
         rebuilds: &[],
     },
+    Migration {
+        version: 12,
+        name: "forget",
+        sql: include_str!("../migrations/main/0012_forget.sql"),
+        rebuilds: &[],
+    },
 ];
 
 /// Migrations of the logs database.
@@ -331,7 +337,8 @@ mod tests {
         let now = chrono::Utc::now();
         assert_eq!(store.list_key_revokes(now).await.unwrap().len(), 1, "the key revoke is kept");
         assert_eq!(store.credential_hashes().await.unwrap(), CredentialHashes::default());
-        let from_files = CredentialHashes { admin: Some("aa".into()), join: Some("bb".into()) };
+        let from_files =
+            CredentialHashes { admin: Some("aa".into()), join: Some("bb".into()), previous: vec![] };
         assert_eq!(store.init_credentials(&from_files, now).await.unwrap(), from_files);
         drop(store);
         let store = crate::SqliteStore::open(&path, crate::SqliteOptions::default()).unwrap();

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use rota_domain::{LostCause, SessionId};
 use rota_store::ConflictKind;
 use rota_store::{
-    LostAttempt, NameHolder, Registered, SessionStatus, StoreError, WorkerRecord, WorkerRegistration,
+    Forgotten, LostAttempt, NameHolder, Registered, SessionStatus, StoreError, WorkerRecord,
+    WorkerRegistration,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row};
 
@@ -98,6 +99,9 @@ pub(crate) fn register_worker(
         })?
         .collect::<rusqlite::Result<_>>()?;
     // Checked before anything is written, so a refusal changes nothing.
+    if conn.prepare_cached(IS_BLOCKED)?.exists([&reg.namespace, &reg.name])? {
+        return Err(Error::Store(StoreError::blocked_worker(&reg.namespace, &reg.name)));
+    }
     let holder = older.iter().find(|o| o.holds_against(reg, now));
     if let Some(h) = holder
         && !reg.replace
@@ -144,6 +148,52 @@ pub(crate) fn register_worker(
     }
     let superseded = older.first().map(|o| session_id(&o.session)).transpose()?;
     Ok(Registered { superseded, lost })
+}
+
+const IS_BLOCKED: &str = "SELECT 1 FROM blocked_workers WHERE namespace = ?1 AND name = ?2";
+const KNOWN_NAME: &str = "SELECT 1 FROM workers WHERE namespace = ?1 AND name = ?2 LIMIT 1";
+const SET_FORGOTTEN: &str = "UPDATE workers SET forgotten_at = ?2 WHERE session = ?1";
+const BLOCK: &str =
+    "INSERT INTO blocked_workers (namespace, name, blocked_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING";
+const UNBLOCK: &str = "DELETE FROM blocked_workers WHERE namespace = ?1 AND name = ?2";
+const FORGOTTEN_TOKEN: &str =
+    "SELECT 1 FROM workers WHERE token_hash = ?1 AND status = 'offline' AND forgotten_at IS NOT NULL";
+
+/// Ends every live session of `name` as forgotten (offline, attempts lost, credential marked)
+/// and blocks the name if asked.
+pub(crate) fn forget_worker(
+    conn: &Connection,
+    namespace: &str,
+    name: &str,
+    block: bool,
+    now: DateTime<Utc>,
+) -> Result<Forgotten> {
+    let known = conn.prepare_cached(KNOWN_NAME)?.exists([namespace, name])?;
+    let live: Vec<String> = conn
+        .prepare_cached(LIVE_NAMESAKES)?
+        .query_map([namespace, name], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let why = LostCause::Forgotten { name: name.to_string() };
+    let mut out = Forgotten { known, blocked: block, ..Forgotten::default() };
+    for session in &live {
+        conn.prepare_cached(SET_FORGOTTEN)?.execute((session, ms(now)))?;
+        out.lost.extend(end_session(conn, session, &why, now)?);
+        out.sessions.push(session_id(session)?);
+    }
+    if block {
+        conn.prepare_cached(BLOCK)?.execute((namespace, name, ms(now)))?;
+    }
+    Ok(out)
+}
+
+/// Lets a blocked name register again; false if it was not blocked.
+pub(crate) fn unblock_worker(conn: &Connection, namespace: &str, name: &str) -> Result<bool> {
+    Ok(conn.prepare_cached(UNBLOCK)?.execute([namespace, name])? > 0)
+}
+
+/// Whether `token_hash` belongs to a forgotten session.
+pub(crate) fn is_forgotten(conn: &Connection, token_hash: &str) -> Result<bool> {
+    Ok(conn.prepare_cached(FORGOTTEN_TOKEN)?.exists([token_hash])?)
 }
 
 /// A session leaves: it goes offline and the attempts it still holds are lost.

@@ -53,6 +53,8 @@ pub enum ConflictKind {
     /// The job's state forbids the change (a retry of a job that has not ended, or whose
     /// step is still stopping).
     JobState,
+    /// The worker name was forgotten with `--block`: it may not register until unblocked.
+    Blocked,
     /// A secret write or re-encryption names another key-encryption key than the store
     /// holds (a rotation happened meanwhile), or the secrets changed during a rotation.
     SecretKey,
@@ -60,3 +62,17 @@ pub enum ConflictKind {
 
 /// Result with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// The refusal of a registration under a name forgotten with `--block` (both backends
+    /// say it the same way).
+    pub fn blocked_worker(namespace: &str, name: &str) -> Self {
+        StoreError::Conflict(
+            ConflictKind::Blocked,
+            format!(
+                "worker name \"{name}\" (namespace {namespace}) was forgotten with --block: it may not \
+                 register until an operator runs `rota worker unblock {name}`"
+            ),
+        )
+    }
+}

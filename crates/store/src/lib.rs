@@ -90,6 +90,28 @@ pub trait JobStore: Send + Sync + 'static {
     /// The live (not offline) session whose credential hashes to `token_hash`.
     async fn session_by_token(&self, token_hash: &str) -> Result<Option<WorkerRecord>>;
 
+    /// Ends every live session of worker `name` in `namespace` as forgotten by an operator
+    /// (`rota worker forget`): they go offline, their attempts are lost (cause
+    /// `LostCause::Forgotten`), and their credentials are answered "forgotten" from now on
+    /// ([`JobStore::is_forgotten`]). With `block` the name may not register again until
+    /// [`JobStore::unblock_worker`] (a registration is then refused with
+    /// `ConflictKind::Blocked`); without it, a registration with the join token is welcome.
+    /// Durable before it returns.
+    async fn forget_worker(
+        &self,
+        namespace: &str,
+        name: &str,
+        block: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Forgotten>;
+
+    /// Lets a blocked name register again; false if it was not blocked.
+    async fn unblock_worker(&self, namespace: &str, name: &str) -> Result<bool>;
+
+    /// Whether `token_hash` is the credential of a session an operator forgot (asked only
+    /// for a credential that matched no live session, to say why it is refused).
+    async fn is_forgotten(&self, token_hash: &str) -> Result<bool>;
+
     /// Every worker's latest session, live ones first.
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>>;
 
@@ -249,6 +271,17 @@ pub trait JobStore: Send + Sync + 'static {
     /// durably. Servers that cached the old hash accept the old token until they reload.
     /// An empty hash is `Invalid` and nothing is written.
     async fn rotate_credential(&self, kind: CredentialKind, hash: &str, now: DateTime<Utc>) -> Result<()>;
+
+    /// Replaces the hash of `kind` like [`JobStore::rotate_credential`], keeping the
+    /// replaced one as [`PreviousCredential`] until `rotation.until` (with the sealed new
+    /// token, if given). A store holding no hash of `kind` just stores the new one. A plain
+    /// rotation later drops the kept one.
+    async fn rotate_credential_with_grace(
+        &self,
+        kind: CredentialKind,
+        rotation: &GraceRotation,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
 
     /// Creates or updates every resource of `writes` in one transaction (all or nothing):
     /// per item, what `rota_domain::resource::apply` decides (the generation rises only

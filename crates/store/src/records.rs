@@ -720,6 +720,47 @@ pub struct CredentialHashes {
     pub admin: Option<String>,
     /// Hash of the join token.
     pub join: Option<String>,
+    /// Replaced hashes still in their grace (as stored: whether `until` has passed is the
+    /// reader's check against its clock). Empty in what a caller proposes.
+    pub previous: Vec<PreviousCredential>,
+}
+
+/// A replaced credential hash kept through a rotation's grace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviousCredential {
+    /// Which token it was.
+    pub kind: CredentialKind,
+    /// The replaced token's hash.
+    pub hash: String,
+    /// Accepted until then, refused after.
+    pub until: DateTime<Utc>,
+    /// The new token sealed under the control plane's key (the server's keyring), so a
+    /// server can hand it to a holder of the old one during the grace. Never the token.
+    pub handover: Option<String>,
+}
+
+/// A rotation that keeps the replaced hash for a while (`rota token rotate --grace`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GraceRotation {
+    /// The new token's hash.
+    pub hash: String,
+    /// The replaced hash is accepted until then.
+    pub until: DateTime<Utc>,
+    /// The new token, sealed (see [`PreviousCredential::handover`]).
+    pub handover: Option<String>,
+}
+
+/// What `JobStore::forget_worker` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// A worker of that name ever registered in that namespace.
+    pub known: bool,
+    /// The live sessions it ended (their credentials are refused as forgotten from now on).
+    pub sessions: Vec<SessionId>,
+    /// The attempts those sessions held, now lost (and retried where the policy says).
+    pub lost: Vec<LostAttempt>,
+    /// The name may not register again until unblocked.
+    pub blocked: bool,
 }
 
 impl CredentialHashes {

@@ -166,6 +166,7 @@ pub const TABLES: &[Table] = &[
             col("last_heartbeat_at", Time),
             col("instance_id", Text),
             col("namespace", Text),
+            col("forgotten_at", Time),
         ],
         order_by: "registered_at, session",
         sequence: None,
@@ -207,8 +208,23 @@ pub const TABLES: &[Table] = &[
     Table {
         name: "credentials",
         part: Part::Main,
-        columns: &[col("kind", Text), col("hash", Text), col("created_at", Time), col("rotated_at", Time)],
+        columns: &[
+            col("kind", Text),
+            col("hash", Text),
+            col("created_at", Time),
+            col("rotated_at", Time),
+            col("previous_hash", Text),
+            col("previous_until", Time),
+            col("handover", Text),
+        ],
         order_by: "kind",
+        sequence: None,
+    },
+    Table {
+        name: "blocked_workers",
+        part: Part::Main,
+        columns: &[col("namespace", Text), col("name", Text), col("blocked_at", Time)],
+        order_by: "namespace, name",
         sequence: None,
     },
     Table {

@@ -3,7 +3,7 @@
 //! one hash per kind), explicit rotation, and refusal of an empty hash. Through the trait
 //! only; it needs none of the job fixtures, so it names only crate-level types.
 
-use crate::{CredentialHashes, CredentialKind, JobStore, StoreError};
+use crate::{CredentialHashes, CredentialKind, GraceRotation, JobStore, PreviousCredential, StoreError};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ fn hash(n: u8) -> String {
 }
 
 fn both(admin: &str, join: &str) -> CredentialHashes {
-    CredentialHashes { admin: Some(admin.into()), join: Some(join.into()) }
+    CredentialHashes { admin: Some(admin.into()), join: Some(join.into()), previous: vec![] }
 }
 
 /// A fresh store holds no credential; the first hashes proposed are stored, later proposals
@@ -26,7 +26,7 @@ fn both(admin: &str, join: &str) -> CredentialHashes {
 pub(super) async fn credentials_are_stored_once(s: Arc<dyn JobStore>) {
     assert_eq!(s.credential_hashes().await.unwrap(), CredentialHashes::default(), "a fresh store");
 
-    let only_admin = CredentialHashes { admin: Some(hash(1)), join: None };
+    let only_admin = CredentialHashes { admin: Some(hash(1)), join: None, previous: vec![] };
     let held = s.init_credentials(&only_admin, when(0)).await.unwrap();
     assert_eq!(held, only_admin, "the admin hash is stored, the join kind stays empty");
 
@@ -65,7 +65,10 @@ pub(super) async fn credentials_init_races_agree_on_one(s: Arc<dyn JobStore>) {
 /// proposal does not undo it; rotating a kind the store holds none of stores it.
 pub(super) async fn credentials_rotate(s: Arc<dyn JobStore>) {
     s.rotate_credential(CredentialKind::Join, &hash(7), when(0)).await.unwrap();
-    assert_eq!(s.credential_hashes().await.unwrap(), CredentialHashes { admin: None, join: Some(hash(7)) });
+    assert_eq!(
+        s.credential_hashes().await.unwrap(),
+        CredentialHashes { admin: None, join: Some(hash(7)), previous: vec![] }
+    );
 
     let held = s.init_credentials(&both(&hash(1), &hash(2)), when(1)).await.unwrap();
     assert_eq!(held, both(&hash(1), &hash(7)));
@@ -83,7 +86,7 @@ pub(super) async fn credentials_rotate(s: Arc<dyn JobStore>) {
 /// An empty hash would match nothing, so a store holding one would lock everyone out (or,
 /// compared carelessly, let an empty token in): it is refused and nothing is written.
 pub(super) async fn credentials_refuse_an_empty_hash(s: Arc<dyn JobStore>) {
-    let proposed = CredentialHashes { admin: Some(hash(1)), join: Some(String::new()) };
+    let proposed = CredentialHashes { admin: Some(hash(1)), join: Some(String::new()), previous: vec![] };
     let err = s.init_credentials(&proposed, when(0)).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
     assert_eq!(s.credential_hashes().await.unwrap(), CredentialHashes::default(), "nothing was written");
@@ -91,4 +94,58 @@ pub(super) async fn credentials_refuse_an_empty_hash(s: Arc<dyn JobStore>) {
     let err = s.rotate_credential(CredentialKind::Admin, "", when(1)).await.unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
     assert_eq!(s.credential_hashes().await.unwrap(), CredentialHashes::default());
+}
+
+/// A rotation with a grace keeps the replaced hash (and the sealed new token) until its end;
+/// a plain rotation drops it; each kind keeps its own.
+pub(super) async fn credentials_rotate_with_grace(s: Arc<dyn JobStore>) {
+    s.init_credentials(&both(&hash(1), &hash(2)), when(0)).await.unwrap();
+    let rotation = GraceRotation { hash: hash(3), until: when(30), handover: Some("sealed".into()) };
+    s.rotate_credential_with_grace(CredentialKind::Join, &rotation, when(1)).await.unwrap();
+    let held = s.credential_hashes().await.unwrap();
+    assert_eq!(
+        (held.admin.as_deref(), held.join.as_deref()),
+        (Some(hash(1).as_str()), Some(hash(3).as_str()))
+    );
+    assert_eq!(
+        held.previous,
+        [PreviousCredential {
+            kind: CredentialKind::Join,
+            hash: hash(2),
+            until: when(30),
+            handover: Some("sealed".into())
+        }]
+    );
+
+    // Another grace rotation keeps the hash it replaces (the one of the first rotation).
+    let rotation = GraceRotation { hash: hash(4), until: when(60), handover: None };
+    s.rotate_credential_with_grace(CredentialKind::Join, &rotation, when(2)).await.unwrap();
+    let held = s.credential_hashes().await.unwrap();
+    assert_eq!(held.previous.len(), 1);
+    assert_eq!((held.previous[0].hash.as_str(), held.previous[0].until), (hash(3).as_str(), when(60)));
+
+    s.rotate_credential(CredentialKind::Join, &hash(5), when(3)).await.unwrap();
+    assert_eq!(
+        s.credential_hashes().await.unwrap(),
+        both(&hash(1), &hash(5)),
+        "a plain rotation ends the grace"
+    );
+
+    let fresh = GraceRotation { hash: hash(6), until: when(90), handover: None };
+    let err = s
+        .rotate_credential_with_grace(
+            CredentialKind::Admin,
+            &GraceRotation { hash: String::new(), ..fresh.clone() },
+            when(4),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
+    s.rotate_credential_with_grace(CredentialKind::Admin, &fresh, when(4)).await.unwrap();
+    let held = s.credential_hashes().await.unwrap();
+    assert_eq!((held.admin, held.join), (Some(hash(6)), Some(hash(5))));
+    assert_eq!(
+        held.previous,
+        [PreviousCredential { kind: CredentialKind::Admin, hash: hash(1), until: when(90), handover: None }]
+    );
 }

@@ -202,3 +202,52 @@ pub(super) async fn queues_change_for_a_live_session(s: Arc<dyn JobStore>) {
     s.unregister_worker(me, at(3)).await.unwrap();
     assert!(!s.set_worker_queues(me, vec!["a".into()]).await.unwrap(), "offline session");
 }
+
+/// `forget_worker` ends the name's live session at once: offline, its attempt lost and
+/// retried, its credential known as forgotten (and not as live); without a block the name
+/// registers again; with one it is refused (nothing written) until unblocked. Forgetting a
+/// name never seen says so.
+pub(super) async fn forget_ends_sessions_and_blocks(s: Arc<dyn JobStore>) {
+    let id = submit(&s, JobSpec::new(vec![step("a")]), t0()).await;
+    let reg = registration(&WorkerSpec::default());
+    let (w, token) = (reg.session, reg.token_hash.clone());
+    s.register_worker(reg, t0()).await.unwrap();
+    let a = claim_one(&s, w, at(1)).await;
+    assert!(!s.is_forgotten(&token).await.unwrap(), "a live credential is not forgotten");
+
+    let out = s.forget_worker("default", "w1", false, at(2)).await.unwrap();
+    assert!(out.known && !out.blocked);
+    assert_eq!(out.sessions, [w]);
+    assert_eq!(out.lost.len(), 1);
+    assert_eq!((out.lost[0].attempt_id, out.lost[0].job_id, out.lost[0].retried), (a.attempt_id, id, true));
+    assert!(s.session_by_token(&token).await.unwrap().is_none(), "the credential no longer works");
+    assert!(s.is_forgotten(&token).await.unwrap(), "and is known as forgotten");
+    let job = get(&s, id).await;
+    assert_eq!(job.row.state, JobState::Queued, "the step will run again");
+    let lost = &step_of(&job, "a").attempts[0];
+    assert_eq!(lost.status, AttemptStatus::Lost);
+
+    // Not blocked: the same name registers again (the join token is enough).
+    let again = registration(&WorkerSpec::default());
+    let w2 = again.session;
+    s.register_worker(again, at(3)).await.unwrap();
+    let b = claim_one(&s, w2, at(4)).await;
+    assert_eq!(b.job_id, id, "the lost step runs on the new session");
+
+    // Blocked: the live session ends, and the name may not register until unblocked.
+    let out = s.forget_worker("default", "w1", true, at(5)).await.unwrap();
+    assert_eq!((out.sessions.as_slice(), out.blocked), ([w2].as_slice(), true));
+    let refused = s.register_worker(registration(&WorkerSpec::default()), at(6)).await;
+    match refused {
+        Err(StoreError::Conflict(crate::ConflictKind::Blocked, m)) => assert!(m.contains("unblock"), "{m}"),
+        other => panic!("a blocked name registered: {other:?}"),
+    }
+    let other_ns = WorkerRegistration { namespace: "other".into(), ..registration(&WorkerSpec::default()) };
+    s.register_worker(other_ns, at(6)).await.expect("the block is per namespace");
+    assert!(s.unblock_worker("default", "w1").await.unwrap());
+    assert!(!s.unblock_worker("default", "w1").await.unwrap(), "already unblocked");
+    s.register_worker(registration(&WorkerSpec::default()), at(7)).await.expect("unblocked");
+
+    let none = s.forget_worker("default", "never-seen", false, at(8)).await.unwrap();
+    assert!(!none.known && none.sessions.is_empty());
+}
