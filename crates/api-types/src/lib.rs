@@ -28,6 +28,7 @@ pub mod namespace;
 pub mod resources;
 pub mod secrets;
 pub mod supervisors;
+pub mod tokens;
 pub mod worker;
 pub mod workers;
 

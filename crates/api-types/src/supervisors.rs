@@ -119,6 +119,11 @@ pub struct LinkReply {
     pub heal: Option<Uuid>,
     /// Report again within this long even when nothing changed.
     pub report_every_ms: u64,
+    /// The join token was rotated and this link still presents the replaced one (in its
+    /// grace): the new token, for the supervisor to save in its 0600 token file so that its
+    /// worker's next registration uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_token: Option<String>,
 }
 
 /// A supervisor as the server last heard from it.

@@ -62,6 +62,14 @@ pub struct RegisterRequest {
 /// the name (HTTP 409). The message names the holder's host, instance and last heartbeat.
 pub const NAME_HELD: &str = "name_held";
 
+/// The error code of a 401 answered to the credential of a session an operator forgot
+/// (`rota worker forget`): the worker kills its steps at once and exits (configuration).
+pub const FORGOTTEN: &str = "forgotten";
+
+/// The error code of a 403 answered to a registration under a name forgotten with
+/// `--block`: the worker exits (configuration) until an operator unblocks the name.
+pub const BLOCKED: &str = "blocked";
+
 /// Reply to register.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -61,3 +61,39 @@ pub struct WorkerList {
     /// Workers, live ones first, then by name.
     pub workers: Vec<WorkerView>,
 }
+
+/// `POST /api/v1/workers/{name}/forget`: end that worker's session everywhere.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForgetRequest {
+    /// Also refuse the name's registrations (with the join token) until
+    /// `POST /api/v1/workers/{name}/unblock`. Without it the worker may register again.
+    #[serde(default)]
+    pub block: bool,
+}
+
+/// What a forget did.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForgetReply {
+    /// The namespace it acted in.
+    pub namespace: String,
+    /// The worker's name.
+    pub name: String,
+    /// The live sessions ended (their credentials now get a `forgotten` 401).
+    pub sessions: Vec<SessionId>,
+    /// Attempts those sessions held, now lost (and retried where their policy says).
+    pub lost_attempts: u32,
+    /// The name may not register until unblocked.
+    pub blocked: bool,
+}
+
+/// `POST /api/v1/workers/{name}/unblock`.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnblockReply {
+    /// The worker's name.
+    pub name: String,
+    /// It was blocked (and may register again now); false if it was not.
+    pub was_blocked: bool,
+}

@@ -12,7 +12,6 @@ use crate::config::Paths;
 use crate::database::Database;
 use crate::failure::{EXIT_CONFIG, with_code};
 use anyhow::{Context, Result, anyhow, bail};
-use rand::RngCore;
 use rota_store::{CredentialHashes, CredentialKind, JobStore};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -78,11 +77,9 @@ pub(crate) fn create_private(path: &Path, text: &str) -> Result<bool> {
     Ok(linked)
 }
 
-/// A fresh token: 32 random bytes, hex.
+/// A fresh token: 32 random bytes, hex (the server's one generator).
 fn generate() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    rota_server::new_token()
 }
 
 /// The directory of `path` (created 0700 if missing) and a temp file name in it.

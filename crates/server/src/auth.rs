@@ -6,8 +6,12 @@
 //! compared in constant time. This module neither generates nor rotates the admin and join
 //! tokens (the CLI does).
 //!
-//! Unknown or missing token → 401; a valid token on the wrong kind of endpoint → 403.
+//! Unknown or missing token → 401 (`forgotten` for the credential of a session an operator
+//! forgot); a valid token on the wrong kind of endpoint → 403. During a rotation's grace the
+//! replaced token is accepted too, until the grace ends by the store's clock. Repeated
+//! failures from one address are slowed (`auth_limit.rs`).
 
+use crate::auth_limit::AuthFailures;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -17,6 +21,7 @@ use rota_domain::SessionId;
 use rota_store::{CredentialHashes, CredentialKind, JobStore, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -46,6 +51,7 @@ pub(crate) const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 pub(crate) struct AuthCache {
     sessions: RwLock<HashMap<String, (SessionInfo, Instant)>>,
     credentials: RwLock<Option<(Arc<CredentialHashes>, Instant)>>,
+    pub(crate) failures: AuthFailures,
 }
 
 impl AuthCache {
@@ -155,6 +161,13 @@ pub fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// A fresh admin or join token: 32 random bytes, hex (the one generator: `rota server`'s
+/// first start and every rotation use it).
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
 /// A fresh random credential (32 bytes, hex).
 pub(crate) fn new_credential() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -180,18 +193,69 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 
 enum Caller {
     Admin,
-    Joiner,
+    /// The join token; `previous` when it is the replaced one, still in its grace.
+    Joiner {
+        previous: bool,
+    },
     Worker(SessionInfo),
 }
 
+/// The address a request came from (unknown in `oneshot` tests: one shared bucket).
+pub(crate) fn peer(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// Extractor: the address a request came from ([`peer`]).
+pub(crate) struct Peer(pub(crate) IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer(parts)))
+    }
+}
+
+/// 429 for an address slowed by [`AuthFailures`].
+pub(crate) fn slowed(state: &AppState, addr: IpAddr) -> Result<(), ApiError> {
+    match state.auth.failures.retry_after(addr, Instant::now()) {
+        Some(wait) => Err(ApiError::too_many_attempts(wait)),
+        None => Ok(()),
+    }
+}
+
+/// Who the bearer token of `parts` is. Slowed addresses get 429 before any check; a 401 is
+/// counted against the address.
 async fn identify(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
-    let hash = hash_token(bearer(parts)?);
+    let addr = peer(parts);
+    slowed(state, addr)?;
+    let found = match bearer(parts) {
+        Ok(token) => lookup(hash_token(token), state).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &found
+        && e.status == axum::http::StatusCode::UNAUTHORIZED
+    {
+        state.auth.failures.failed(addr, Instant::now());
+    }
+    found
+}
+
+async fn lookup(hash: String, state: &AppState) -> Result<Caller, ApiError> {
     let held = state.auth.credentials(state).await?;
     if matches(&hash, held.admin.as_deref()) {
         return Ok(Caller::Admin);
     }
     if matches(&hash, held.join.as_deref()) {
-        return Ok(Caller::Joiner);
+        return Ok(Caller::Joiner { previous: false });
+    }
+    if let Some(kind) = in_grace(&held, &hash, state.store.now()) {
+        return Ok(match kind {
+            CredentialKind::Admin => Caller::Admin,
+            CredentialKind::Join => Caller::Joiner { previous: true },
+        });
     }
     if let Some(info) = state.auth.get(&hash) {
         return Ok(Caller::Worker(info));
@@ -202,8 +266,18 @@ async fn identify(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
             state.auth.put(hash, info.clone());
             Ok(Caller::Worker(info))
         }
+        None if state.store.is_forgotten(&hash).await? => Err(ApiError::forgotten()),
         None => Err(ApiError::unauthorized("unknown or expired token")),
     }
+}
+
+/// The kind whose replaced token `hash` is, while its grace lasts at `now`.
+pub(crate) fn in_grace(
+    held: &CredentialHashes,
+    hash: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<CredentialKind> {
+    held.previous.iter().find(|p| p.until > now && matches(hash, Some(&p.hash))).map(|p| p.kind)
 }
 
 /// Extractor: the caller holds the admin token.
@@ -214,7 +288,9 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match identify(parts, state).await? {
             Caller::Admin => Ok(Admin),
-            Caller::Joiner => Err(ApiError::forbidden("the join token cannot call operator endpoints")),
+            Caller::Joiner { .. } => {
+                Err(ApiError::forbidden("the join token cannot call operator endpoints"))
+            }
             Caller::Worker(_) => {
                 Err(ApiError::forbidden("a worker credential cannot call operator endpoints"))
             }
@@ -244,14 +320,16 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
-/// Extractor: the caller holds the join token.
-pub(crate) struct Joiner;
+/// Extractor: the caller holds the join token (`previous`: the replaced one, in its grace).
+pub(crate) struct Joiner {
+    pub(crate) previous: bool,
+}
 
 impl FromRequestParts<AppState> for Joiner {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match identify(parts, state).await? {
-            Caller::Joiner => Ok(Joiner),
+            Caller::Joiner { previous } => Ok(Joiner { previous }),
             _ => Err(ApiError::forbidden("registration needs the join token")),
         }
     }

@@ -24,12 +24,20 @@ pub struct ApiError {
     pub message: String,
     /// The request body's field to blame, as a JSON pointer, if one is.
     pub pointer: Option<String>,
+    /// Seconds to wait before retrying (a 429's `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     /// 400.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into(), pointer: None }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+            pointer: None,
+            retry_after: None,
+        }
     }
     /// 400 for input over a limit (or malformed), naming the field and the limit.
     pub fn limit(e: rota_domain::limits::LimitError) -> Self {
@@ -46,19 +54,38 @@ impl ApiError {
             code: "unauthorized",
             message: message.into(),
             pointer: None,
+            retry_after: None,
         }
     }
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into(), pointer: None }
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: message.into(),
+            pointer: None,
+            retry_after: None,
+        }
     }
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into(), pointer: None }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+            pointer: None,
+            retry_after: None,
+        }
     }
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::CONFLICT, code: "conflict", message: message.into(), pointer: None }
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            message: message.into(),
+            pointer: None,
+            retry_after: None,
+        }
     }
     /// 409 `name_held`: a registration named a worker whose live session belongs to
     /// another instance. Names the holder so the operator can find it.
@@ -76,6 +103,7 @@ impl ApiError {
                 h.instance_id.as_deref().unwrap_or("unknown"),
             ),
             pointer: None,
+            retry_after: None,
         }
     }
     /// 507 `storage_full`: the device holding `path` has no space left. Not logged here:
@@ -90,6 +118,7 @@ impl ApiError {
                 path.display()
             ),
             pointer: None,
+            retry_after: None,
         }
     }
     /// 503 `unavailable` (with `Retry-After`): the database cannot be reached right now.
@@ -103,6 +132,34 @@ impl ApiError {
                  a moment"
             ),
             pointer: None,
+            retry_after: None,
+        }
+    }
+    /// 401 `forgotten`: the credential of a session an operator forgot (`rota worker
+    /// forget`); the worker stops its steps and exits rather than registering again.
+    pub fn forgotten() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: rota_api_types::worker::FORGOTTEN,
+            message: "this worker was forgotten by an operator (rota worker forget): its session and \
+                      credential have ended"
+                .into(),
+            pointer: None,
+            retry_after: None,
+        }
+    }
+    /// 429 `too_many_attempts` (with `Retry-After`): this address failed to authenticate too
+    /// often; the message says how long to wait.
+    pub fn too_many_attempts(wait: std::time::Duration) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "too_many_attempts",
+            message: format!(
+                "too many failed authentications from this address: retry in {} s",
+                wait.as_secs().max(1)
+            ),
+            pointer: None,
+            retry_after: Some(wait.as_secs().max(1)),
         }
     }
     /// 500 (the detail is logged, not sent).
@@ -113,6 +170,7 @@ impl ApiError {
             code: "internal",
             message: "internal error".into(),
             pointer: None,
+            retry_after: None,
         }
     }
 }
@@ -132,6 +190,13 @@ impl From<StoreError> for ApiError {
                 | ConflictKind::SecretKey,
                 m,
             ) => Self::conflict(m),
+            StoreError::Conflict(ConflictKind::Blocked, m) => Self {
+                status: StatusCode::FORBIDDEN,
+                code: rota_api_types::worker::BLOCKED,
+                message: m,
+                pointer: None,
+                retry_after: None,
+            },
             StoreError::Invalid(m) => Self::bad_request(m),
             StoreError::NameHeld(h) => Self::name_held(&h),
             StoreError::StorageFull { path, detail } => Self::storage_full(&path, &detail),
@@ -143,6 +208,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after = self.retry_after;
         let body = ErrorBody {
             error: ErrorDetail { code: self.code.to_string(), message: self.message, pointer: self.pointer },
         };
@@ -152,6 +218,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
         }
         response
     }
@@ -179,6 +250,7 @@ where
                         code: "payload_too_large",
                         message: "request body is larger than the server accepts".into(),
                         pointer: None,
+                        retry_after: None,
                     });
                 }
                 let message = match &rejection {

@@ -28,6 +28,7 @@
 //! - `error`: [`ApiError`] and the JSON body extractor that turns bad input into 400/413.
 
 mod auth;
+mod auth_limit;
 pub mod config;
 mod error;
 mod events;
@@ -53,7 +54,7 @@ mod sweeper;
 mod ui;
 mod views;
 
-pub use auth::hash_token;
+pub use auth::{hash_token, new_token};
 pub use config::ServerConfig;
 pub use error::ApiError;
 pub use metrics::{ProcessProbe, ProcessSample};
@@ -134,8 +135,11 @@ pub async fn run_with(
     let refreshing = tokio::spawn(refresh::run(state.clone(), shutdown.clone()));
     let gauging = tokio::spawn(fleet_gauges::run(state.clone(), shutdown.clone()));
     let stop = shutdown.clone();
-    let served =
-        axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+    // The peer's address reaches handlers (`auth::peer`: failed authentications are
+    // counted per address).
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await;
     shutdown.cancel();
     let _ = sweeper.await;
     let _ = scheduling.await;

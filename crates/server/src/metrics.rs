@@ -40,6 +40,8 @@ pub(crate) enum LostBy {
     Unregistered,
     /// Its worker reported it lost (self-fencing, a hard shutdown, a spawn failure).
     Reported,
+    /// An operator forgot its worker (`rota worker forget`).
+    Forgotten,
 }
 
 impl LostBy {
@@ -49,6 +51,7 @@ impl LostBy {
             LostBy::Superseded => "superseded",
             LostBy::Unregistered => "unregistered",
             LostBy::Reported => "reported",
+            LostBy::Forgotten => "forgotten",
         }
     }
 }

@@ -10,6 +10,7 @@ use utoipa::OpenApi;
         (name = "worker", description = "Worker protocol: join token for register, then the session credential."),
         (name = "jobs", description = "Operator job calls (admin token)."),
         (name = "workers", description = "Operator views of workers (admin token)."),
+        (name = "tokens", description = "Control-plane token rotation (admin token)."),
         (name = "resources", description = "Declared resources (`rota apply`) and workflow runs (admin token)."),
         (name = "secrets", description = "Secrets: values in (write-only, sealed at rest), key names and sizes out; key rotation (admin token)."),
         (name = "events", description = "The event stream: Server-Sent Events of jobs, attempts, log activity, workers, resources (admin token)."),

@@ -136,19 +136,33 @@ impl SecretKey {
 
     /// Opens the values of a stored secret.
     pub fn open(&self, r: &SecretRecord) -> Result<Values, OpenError> {
-        if r.sealed.len() < 1 + NONCE_BYTES || r.sealed[0] != SEALED_V1 {
+        self.open_sealed(&r.namespace, &r.name, &r.sealed, &r.key_fingerprint)
+    }
+
+    fn open_sealed(
+        &self,
+        namespace: &str,
+        name: &str,
+        sealed: &[u8],
+        fingerprint: &str,
+    ) -> Result<Values, OpenError> {
+        if sealed.len() < 1 + NONCE_BYTES || sealed[0] != SEALED_V1 {
             return Err(OpenError::Damaged);
         }
-        let (nonce, ct) = r.sealed[1..].split_at(NONCE_BYTES);
-        let aad = associated(&r.namespace, &r.name);
+        let (nonce, ct) = sealed[1..].split_at(NONCE_BYTES);
+        let aad = associated(namespace, name);
         let plain = Zeroizing::new(
             self.cipher()
                 .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
-                .map_err(|_| OpenError::OtherKey(r.key_fingerprint.clone()))?,
+                .map_err(|_| OpenError::OtherKey(fingerprint.to_string()))?,
         );
         decode(&plain).ok_or(OpenError::Damaged)
     }
 }
+
+/// The associated-data namespace of sealed tokens: not a valid namespace name, so no secret
+/// can be opened as a token or a token as a secret.
+const HANDOVER_NAMESPACE: &str = "\0credential";
 
 fn associated(namespace: &str, name: &str) -> Vec<u8> {
     [b"rota secret v1\0".as_slice(), namespace.as_bytes(), b"\0", name.as_bytes()].concat()
@@ -234,6 +248,27 @@ impl Keyring {
         tracing::info!(fingerprint, "secret key file changed: using the new key (a rotation happened)");
         self.replace(fresh.clone());
         Some(fresh)
+    }
+
+    /// Seals a rotated control-plane token for hand-over (the store's `credentials.handover`):
+    /// `FINGERPRINT:BASE64`, bound to its kind (a sealed join token never opens as another).
+    pub fn seal_token(&self, kind: &str, token: &str) -> String {
+        let key = self.current();
+        let mut values = Values::new();
+        values.insert("token".into(), Zeroizing::new(token.as_bytes().to_vec()));
+        let sealed = key.seal(HANDOVER_NAMESPACE, kind, &values);
+        format!("{}:{}", key.fingerprint(), base64::engine::general_purpose::STANDARD.encode(sealed))
+    }
+
+    /// Opens what [`Keyring::seal_token`] sealed; `None` if it is damaged or sealed under a
+    /// key this server does not hold.
+    pub fn open_token(&self, kind: &str, text: &str) -> Option<Zeroizing<String>> {
+        let (fingerprint, b64) = text.split_once(':')?;
+        let sealed = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+        let key = self.key_for(fingerprint)?;
+        let values = key.open_sealed(HANDOVER_NAMESPACE, kind, &sealed, fingerprint).ok()?;
+        let token = String::from_utf8(values.get("token")?.to_vec()).ok()?;
+        Some(Zeroizing::new(token))
     }
 
     /// Opens a stored secret with the key it is sealed under.
@@ -367,6 +402,17 @@ mod tests {
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         }
+    }
+
+    #[test]
+    fn a_sealed_token_opens_only_as_its_kind_and_under_its_key() {
+        let ring = Keyring::new(SecretKey::generate(), None);
+        let sealed = ring.seal_token("join", "tok-123456");
+        assert!(!sealed.contains("tok-123456"));
+        assert_eq!(ring.open_token("join", &sealed).as_deref().map(String::as_str), Some("tok-123456"));
+        assert!(ring.open_token("admin", &sealed).is_none(), "bound to its kind");
+        assert!(Keyring::new(SecretKey::generate(), None).open_token("join", &sealed).is_none());
+        assert!(ring.open_token("join", "garbage").is_none());
     }
 
     #[test]

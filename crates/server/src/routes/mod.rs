@@ -10,6 +10,7 @@ pub(crate) mod resources;
 pub(crate) mod secrets;
 pub(crate) mod supervisors;
 mod timeout;
+pub(crate) mod tokens;
 mod worker;
 pub(crate) mod workers;
 
@@ -30,6 +31,9 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::retry_job))
         .routes(routes!(workers::list_workers))
+        .routes(routes!(workers::forget))
+        .routes(routes!(workers::unblock))
+        .routes(routes!(tokens::rotate))
         .routes(routes!(supervisors::list_supervisors))
         .routes(routes!(fleet::revoke))
         .routes(routes!(fleet::list_revokes))

@@ -17,6 +17,7 @@ use rota_api_types::supervisors::{
     SupervisorList, SupervisorReport, SupervisorState, SupervisorView,
 };
 use rota_domain::limits;
+use rota_store::CredentialKind;
 use rota_store::bus::Event;
 use std::time::Duration;
 use uuid::Uuid;
@@ -64,7 +65,7 @@ fn checked(mut r: SupervisorReport) -> Result<SupervisorReport, ApiError> {
 #[utoipa::path(post, path = "/supervisor/link", tag = "worker", security(("join" = [])), request_body = LinkRequest,
     responses((status = 200, body = LinkReply), (status = 400), (status = 401), (status = 403)))]
 pub(crate) async fn link(
-    _: Joiner,
+    joiner: Joiner,
     State(state): State<AppState>,
     ApiJson(req): ApiJson<LinkRequest>,
 ) -> Result<Json<LinkReply>, ApiError> {
@@ -107,7 +108,11 @@ pub(crate) async fn link(
         ));
     }
     state.publish(events);
-    let reply = |heal| Json(LinkReply { heal, report_every_ms: millis(REPORT_EVERY) });
+    // A link still on the replaced join token (in its grace) is handed the new one.
+    let join_token = if joiner.previous { handover(&state).await } else { None };
+    let reply = |heal| {
+        Json(LinkReply { heal, report_every_ms: millis(REPORT_EVERY), join_token: join_token.clone() })
+    };
     let wait = Duration::from_millis(req.wait_ms).min(MAX_LINK_WAIT).min(state.config.max_poll);
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = state.supervisors.subscribe();
@@ -297,4 +302,20 @@ pub(crate) async fn heal(
     let summary = format!("{healed} healed, {failed} failed");
     state.publish(vec![heal_event(Uuid::now_v7(), "done", None, &scope.namespace, Some(&summary))]);
     Ok(Json(FleetHealResponse { events }))
+}
+
+/// The current join token, opened from the sealed copy a grace rotation stored; `None` (and
+/// logged) if there is none or this server cannot open it (another secret key).
+async fn handover(state: &AppState) -> Option<String> {
+    let held = state.auth.credentials(state).await.ok()?;
+    let sealed = held.previous.iter().find(|p| p.kind == CredentialKind::Join)?.handover.clone();
+    let opened =
+        sealed.and_then(|s| state.config.secret_key.as_ref()?.open_token(CredentialKind::Join.as_str(), &s));
+    if opened.is_none() {
+        tracing::warn!(
+            "a supervisor links with the replaced join token, but the new one cannot be handed over (not \
+             sealed, or under a secret key this server does not hold): it must be copied to that host"
+        );
+    }
+    opened.map(|t| t.to_string())
 }

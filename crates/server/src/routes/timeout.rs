@@ -52,6 +52,7 @@ fn as_json(res: Response, limit: Duration) -> Response {
         code: "timeout",
         message: format!("the request took longer than the server's request timeout ({limit}); retry it"),
         pointer: None,
+        retry_after: None,
     }
     .into_response()
 }

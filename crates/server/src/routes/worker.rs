@@ -88,6 +88,7 @@ pub(crate) async fn register(
                 req.protocol_version, req.protocol_minor
             ),
             pointer: None,
+            retry_after: None,
         });
     }
     check_registration(&req).map_err(ApiError::limit)?;
@@ -698,7 +699,7 @@ pub(crate) async fn unregister(
 
 /// What a lost attempt of the worker `name` (in `namespace`: a worker holds only its own
 /// namespace's attempts) tells the bus.
-fn lost_events<'a>(
+pub(crate) fn lost_events<'a>(
     lost: &'a [rota_store::LostAttempt],
     namespace: &'a str,
     name: &'a str,

@@ -372,17 +372,21 @@ struct LoginForm {
 /// refused (login forgery would log the victim into the attacker's session).
 async fn login(
     headers: HeaderMap,
+    crate::auth::Peer(addr): crate::auth::Peer,
     State(state): State<AppState>,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, UiError> {
     if let Some(why) = session::cross_site(&headers, None) {
         return Err(ApiError::forbidden(format!("refused: {why}")).into());
     }
+    // Wrong tokens count against the address like the API's (and are slowed the same way).
+    crate::auth::slowed(&state, addr)?;
     if form.token.len() > rota_domain::limits::MAX_NAME * 4 {
         return Err(ApiError::bad_request("token: too long").into());
     }
     let Some(cookie) = session::login(&state, &form.token, false).await else {
         tracing::warn!("dashboard: a login with a wrong token was refused");
+        state.auth.failures.failed(addr, std::time::Instant::now());
         let page = LoginPage { error: Some("That is not the admin token.") }.render()?;
         return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
     };
