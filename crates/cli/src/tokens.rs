@@ -225,24 +225,56 @@ fn file_name(path: &Path) -> String {
 /// the store refuses, nothing changed; if the rename fails after the store took the hash,
 /// the error names the temp file holding the new token.
 pub(crate) async fn rotate(store: &dyn JobStore, kind: CredentialKind, path: &Path) -> Result<()> {
-    let (dir, tmp) = temp_beside(path)?;
-    let token = generate();
-    write_synced(&tmp, &token).with_context(|| format!("cannot write {}", tmp.display()))?;
+    // Written (not yet in place) before the store changes: a file that cannot be written
+    // leaves everything as it was.
+    let staged = Staged::new(path, &generate())?;
     let now = chrono::Utc::now();
-    if let Err(e) = store.rotate_credential(kind, &rota_server::hash_token(&token), now).await {
-        let _ = fs::remove_file(&tmp);
+    if let Err(e) = store.rotate_credential(kind, &rota_server::hash_token(&staged.token), now).await {
+        staged.discard();
         return Err(e).context("cannot store the new token's hash; nothing was changed");
     }
-    fs::rename(&tmp, path).with_context(|| {
+    let tmp = staged.tmp.clone();
+    staged.commit().with_context(|| {
         format!(
             "the store holds the new {kind} token, but it could not be moved into place: it is in \
              {}; move it to {}",
             tmp.display(),
             path.display()
         )
-    })?;
-    File::open(dir).and_then(|d| d.sync_all()).with_context(|| format!("cannot sync {}", dir.display()))?;
-    Ok(())
+    })
+}
+
+/// A token written and synced to a 0600 temp file beside its file, not yet in place:
+/// [`Staged::commit`] renames it over the file and syncs the directory, so a reader sees the
+/// old token or the new one, never half of either.
+struct Staged {
+    token: String,
+    dir: PathBuf,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+impl Staged {
+    fn new(path: &Path, token: &str) -> Result<Self> {
+        let (dir, tmp) = temp_beside(path)?;
+        if let Err(e) = write_synced(&tmp, &format!("{token}\n")) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).with_context(|| format!("cannot write {}", tmp.display()));
+        }
+        Ok(Self { token: token.to_string(), dir: dir.to_path_buf(), tmp, path: path.to_path_buf() })
+    }
+
+    fn commit(self) -> Result<()> {
+        fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("cannot move the new token into {}", self.path.display()))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", self.dir.display()))
+    }
+
+    fn discard(self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
 }
 
 #[cfg(test)]

@@ -75,6 +75,14 @@ impl ClientError {
         self.status() == Some(409)
     }
 
+    /// The server's error code (`conflict`, `forgotten`, ...) of an HTTP error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Http { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
     /// True for a 401: the token or session credential is not (or no longer) valid.
     pub fn is_unauthorized(&self) -> bool {
         self.status() == Some(401)

@@ -202,6 +202,37 @@ impl Client {
         self.transport.send(self.call(Method::GET, route, NO_BODY)).await?.json()
     }
 
+    /// `POST /api/v1/workers/{name}/forget`: ends that worker's session everywhere (and
+    /// blocks its name with `block`). Idempotent: sent again, it forgets nothing more.
+    pub async fn forget_worker(
+        &self,
+        name: &str,
+        block: bool,
+    ) -> Result<rota_api_types::workers::ForgetReply> {
+        let route = self.route(&["api", "v1", "workers", name, "forget"], &[]);
+        let req = rota_api_types::workers::ForgetRequest { block };
+        self.transport.send(self.call(Method::POST, route, Some(&req))).await?.json()
+    }
+
+    /// `POST /api/v1/workers/{name}/unblock`.
+    pub async fn unblock_worker(&self, name: &str) -> Result<rota_api_types::workers::UnblockReply> {
+        let route = self.route(&["api", "v1", "workers", name, "unblock"], &[]);
+        self.transport.send(self.call(Method::POST, route, NO_BODY)).await?.json()
+    }
+
+    /// `POST /api/v1/tokens/{kind}/rotate`. Never sent twice: a second rotation would
+    /// replace the token this one answers.
+    pub async fn rotate_token(
+        &self,
+        kind: &str,
+        grace_ms: u64,
+    ) -> Result<rota_api_types::tokens::RotateReply> {
+        let route = self.route(&["api", "v1", "tokens", kind, "rotate"], &[]);
+        let req = rota_api_types::tokens::RotateRequest { grace_ms };
+        let call = Call { failover: Failover::Unsent, ..self.call(Method::POST, route, Some(&req)) };
+        self.transport.send(call).await?.json()
+    }
+
     /// `POST /api/v1/workers/control`: a command fanned out to workers; replies are
     /// collected by the server until the request's timeout.
     pub async fn fleet(&self, req: &FleetRequest) -> Result<FleetResponse> {

@@ -68,6 +68,8 @@ pub(crate) struct Ctx {
     tags: Mutex<Vec<String>>,
     session: Mutex<CancellationToken>,
     draining: AtomicBool,
+    /// An operator forgot this worker: its session loop ends with [`crate::WorkerError::Forgotten`].
+    forgotten: AtomicBool,
 }
 
 impl Ctx {
@@ -98,6 +100,7 @@ impl Ctx {
             tags,
             session: Mutex::new(CancellationToken::new()),
             draining: AtomicBool::new(false),
+            forgotten: AtomicBool::new(false),
         }
     }
 
@@ -145,17 +148,29 @@ impl Ctx {
         token
     }
 
-    /// A call made with credential `generation` was answered 401: if that is still the
-    /// current credential, the session is over (superseded or unknown to the server).
-    pub(crate) fn session_lost(&self, generation: u64) {
+    /// A call made with credential `generation` was answered 401 (`err`): if that is still
+    /// the current credential, the session is over (superseded or unknown to the server). A
+    /// `forgotten` 401 (an operator cut this worker off) also kills every running step at
+    /// once, before anything else: the worker fences itself, and [`Ctx::forgotten`] tells
+    /// the session loop to exit rather than register again.
+    pub(crate) fn session_lost(&self, generation: u64, err: &rota_client::ClientError) {
         if generation == 0 || generation != self.client.credential_generation() {
             return;
+        }
+        if err.code() == Some(rota_api_types::worker::FORGOTTEN) && !self.forgotten.swap(true, Ordering::SeqCst) {
+            let n = self.attempts.stop_all(crate::attempts::StopKind::Superseded);
+            tracing::error!(steps = n, "this worker was forgotten by an operator: its steps were killed");
         }
         let token = self.session.lock().unwrap_or_else(PoisonError::into_inner).clone();
         if !token.is_cancelled() {
             tracing::warn!("the server no longer accepts this session (401): superseded or forgotten");
             token.cancel();
         }
+    }
+
+    /// An operator forgot this worker (see [`Ctx::session_lost`]).
+    pub(crate) fn forgotten(&self) -> bool {
+        self.forgotten.load(Ordering::SeqCst)
     }
 
     /// True once a warm shutdown began.

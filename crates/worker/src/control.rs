@@ -48,7 +48,7 @@ pub(crate) async fn control_loop(ctx: Arc<Ctx>, session: CancellationToken) {
                 }
             }
             Err(e) if e.is_unauthorized() => {
-                ctx.session_lost(generation);
+                ctx.session_lost(generation, &e);
                 return;
             }
             Err(e) => {

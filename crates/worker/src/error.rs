@@ -44,6 +44,14 @@ pub enum WorkerError {
         /// The workspace.
         path: PathBuf,
     },
+    /// An operator forgot this worker (`rota worker forget`): its steps were killed and it
+    /// must not register again on its own. Configuration: it stays down until someone
+    /// starts it again (or, after `--block`, unblocks its name).
+    #[error("{message}")]
+    Forgotten {
+        /// What happened and what to do.
+        message: String,
+    },
     /// The configuration cannot work (bad server address, zero concurrency, ...).
     #[error("invalid worker configuration: {0}")]
     InvalidConfig(String),

@@ -63,7 +63,7 @@ async fn beat(ctx: &Ctx, failing: &AtomicBool) {
                 ctx.apply_stop(order);
             }
         }
-        Ok(Err(e)) if e.is_unauthorized() => ctx.session_lost(generation),
+        Ok(Err(e)) if e.is_unauthorized() => ctx.session_lost(generation, &e),
         Ok(Err(e)) => {
             if !failing.swap(true, Ordering::Relaxed) {
                 tracing::warn!(attempts = req.attempts.len(), "heartbeat failed: {e}");

@@ -126,6 +126,16 @@ pub(crate) async fn serve(
         }
         wait_until_idle(ctx, Instant::now() + ctx.config.kill_grace + AFTER_KILL).await;
         ctx.attempts.forget_finished();
+        if ctx.forgotten() {
+            return Err(WorkerError::Forgotten {
+                message: format!(
+                    "worker \"{}\" was forgotten by an operator (rota worker forget): its steps were killed \
+                     and it does not register again on its own; start it again to rejoin (after \
+                     --block, once `rota worker unblock {0}` ran)",
+                    ctx.config.name
+                ),
+            });
+        }
         if started.elapsed() < Duration::from_secs(10) {
             let delay = churn.next_delay();
             tokio::select! {

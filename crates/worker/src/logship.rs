@@ -120,7 +120,7 @@ impl LogShip {
                 }
                 Ok(Err(e)) if e.is_unauthorized() => {
                     self.lock().put_back(batches);
-                    ctx.session_lost(generation);
+                    ctx.session_lost(generation, &e);
                     return Err(());
                 }
                 Ok(Err(e)) if e.is_transient() || matches!(e, rota_client::ClientError::NotRegistered) => {

@@ -214,7 +214,7 @@ impl Reporter {
             }
             Err(e) => {
                 if e.is_unauthorized() {
-                    ctx.session_lost(generation);
+                    ctx.session_lost(generation, &e);
                 } else if e.is_transient() || matches!(e, ClientError::NotRegistered) {
                     tracing::debug!(results = items.len(), "results not delivered yet: {e}");
                 } else {
@@ -288,7 +288,7 @@ async fn ship_logs_first(ctx: &Ctx, item: &mut CompleteItem) -> Result<(), Clien
             }
             Err(e) => {
                 if e.is_unauthorized() {
-                    ctx.session_lost(generation);
+                    ctx.session_lost(generation, &e);
                 }
                 if e.is_transient() || e.is_unauthorized() || matches!(e, ClientError::NotRegistered) {
                     return Err(e);

@@ -113,7 +113,7 @@ pub(crate) async fn claim_loop(
                 ctx.fleet.autoscale(filled);
             }
             Err(e) if e.is_unauthorized() => {
-                ctx.session_lost(generation);
+                ctx.session_lost(generation, &e);
                 return;
             }
             Err(e) => {

@@ -27,6 +27,36 @@ pub(crate) enum FleetCmd {
     /// The fleet as the server sees it: workers (state, heartbeat age, concurrency) and
     /// the supervisors of background workers (state, last error), of the namespace.
     List,
+    /// Cut a worker off: its session ends on every server at once. Its next call is refused
+    /// as forgotten, on which it kills its running steps and exits 78; the attempts it held
+    /// are lost and retried elsewhere. Without --block it may register again with the join
+    /// token (a restart brings it back); with --block its name is refused until `unblock`.
+    ///
+    /// Example:
+    ///   rota worker forget build-7 --block
+    #[command(verbatim_doc_comment)]
+    Forget(ForgetArgs),
+    /// Let a worker name forgotten with --block register again.
+    Unblock(NameArg),
+}
+
+/// `forget` flags.
+#[derive(Debug, Args)]
+pub(crate) struct ForgetArgs {
+    /// The worker's name (as `rota worker list` shows it).
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+    /// Also refuse the name's registrations until `rota worker unblock NAME`.
+    #[arg(long)]
+    pub(crate) block: bool,
+}
+
+/// A worker name.
+#[derive(Debug, Args)]
+pub(crate) struct NameArg {
+    /// The worker's name.
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
 }
 
 /// Which workers, and how long to wait for them.

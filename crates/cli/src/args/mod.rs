@@ -133,6 +133,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: SecretCommand,
     },
+    /// The control plane's admin and join tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Print the control plane's events: jobs, attempts, log activity, workers, resources.
     ///
     /// Without -f prints what the server's replay buffer holds (its last 4096 events) and
@@ -425,4 +430,34 @@ mod tests {
         assert_eq!(s.command, ["sh", "-c", "echo \"$X\""]);
         assert_eq!(s.queue.as_deref(), Some("q"));
     }
+}
+
+/// `rota token …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Replace the admin or join token on every server of the control plane, without a
+    /// restart (the servers share it through their store).
+    ///
+    /// The new token goes where this command found the old one: the local admin.token or
+    /// join.token file is rewritten (0600); otherwise (a token given by --token/ROTA_TOKEN,
+    /// or no local join.token) it is printed on stdout, once. With --grace the replaced
+    /// token keeps working until the grace ends; background workers' supervisors linked to
+    /// the server receive a new join token meanwhile and save it, so their restarts keep
+    /// registering. Without a grace the old token is refused at once.
+    ///
+    /// Example:
+    ///   rota token rotate join --grace 10m
+    #[command(verbatim_doc_comment)]
+    Rotate(TokenRotateArgs),
+}
+
+/// `rota token rotate` flags.
+#[derive(Debug, Args)]
+pub(crate) struct TokenRotateArgs {
+    /// Which token.
+    #[arg(value_enum)]
+    pub(crate) kind: TokenKind,
+    /// Keep accepting the replaced token this long (at most 7d).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub(crate) grace: Option<Duration>,
 }

@@ -14,6 +14,7 @@ mod routing;
 mod secret;
 mod server;
 mod server_bg;
+mod token;
 mod top;
 pub(crate) mod worker;
 mod worker_run;
@@ -78,6 +79,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         Command::Delete(args) => block_on(resources::delete(global, &args, &Paths::from_env()?)),
         Command::Run(args) => block_on(resources::run(global, &args, &Paths::from_env()?)),
         Command::Secret { command } => block_on(secret::run(global, command, &Paths::from_env()?)),
+        Command::Token { command } => block_on(token::run(global, command, &Paths::from_env()?)),
         Command::Events(args) => block_on(events::run(global, &args, &Paths::from_env()?)),
         Command::Top => top::run(global, &Paths::from_env()?),
         Command::Mcp => block_on(mcp::run(global, &Paths::from_env()?)),

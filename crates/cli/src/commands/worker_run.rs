@@ -113,7 +113,8 @@ pub(crate) async fn run(
             e @ (WorkerError::Refused { .. }
             | WorkerError::InvalidConfig(_)
             | WorkerError::WorkspaceInUse { .. }
-            | WorkerError::NameHeld { .. }),
+            | WorkerError::NameHeld { .. }
+            | WorkerError::Forgotten { .. }),
         )) => {
             report(&pipe, ReadyLine::failed(NotReady::Refused, e.to_string(), Some(i32::from(EXIT_CONFIG))));
             Err(with_code(EXIT_CONFIG, anyhow::Error::new(e)))

@@ -2,7 +2,8 @@
 //! instance key (never the worker's name, so it never clashes with its worker's
 //! registration), authenticated with the join token read from its 0600 file (never argv
 //! or the environment). It reports the local state on change and every few seconds, and
-//! hands the heals the server sends to the supervisor. It never starts or stops a process
+//! hands the heals the server sends to the supervisor, and saves a rotated join token the
+//! server hands over (during the old token's grace). It never starts or stops a process
 //! itself; a server that is away costs nothing but a retry with backoff.
 
 use super::super::files::Loaded;
@@ -158,6 +159,12 @@ pub(crate) async fn run(
                     tracing::info!(%server, "supervisor link up again");
                 }
                 failures = 0;
+                if let Some(new) = reply.join_token.as_deref().map(str::trim)
+                    && !new.is_empty()
+                    && new != token
+                {
+                    save_join_token(&cfg.token_file, new);
+                }
                 if let Some(id) = reply.heal {
                     take_heal(id, &st, &shared, &heals).await;
                 }
@@ -173,6 +180,21 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+}
+
+/// The join token was rotated and the server handed this link the new one: it replaces the
+/// token file (atomically, 0600), so the worker's next registration (a crash-restart, a
+/// `rota worker restart`, a heal) uses it once the old one's grace ends. The token is
+/// never logged.
+fn save_join_token(file: &std::path::Path, token: &str) {
+    match crate::files::write_atomic(file, format!("{token}\n").as_bytes(), 0o600) {
+        Ok(()) => tracing::info!("the join token was rotated: saved the new one to {}", file.display()),
+        Err(e) => tracing::error!(
+            "the join token was rotated but the new one could not be saved to {}: {e}; the worker \
+             cannot register again once the old token's grace ends",
+            file.display()
+        ),
     }
 }
 

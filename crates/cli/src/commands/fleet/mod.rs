@@ -3,6 +3,7 @@
 //! them out); replies are collected until `--timeout` and workers that did not answer are
 //! always listed, never dropped. Each verb has `--json` with a documented shape.
 
+mod forget;
 mod inspect;
 pub(crate) mod list;
 mod ping;
@@ -31,6 +32,8 @@ pub(crate) async fn run(global: &GlobalArgs, cmd: FleetCmd, paths: &Paths) -> Re
         FleetCmd::Pause(q) => queues::run(&api, &q.queue, true, json).await,
         FleetCmd::Resume(q) => queues::run(&api, &q.queue, false, json).await,
         FleetCmd::List => list::run(&api, json).await,
+        FleetCmd::Forget(a) => forget::forget(&api, &a, json).await,
+        FleetCmd::Unblock(a) => forget::unblock(&api, &a.name, json).await,
     }
 }
 
