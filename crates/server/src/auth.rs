@@ -408,4 +408,91 @@ mod tests {
         assert_eq!(status(&app, "a3").await, StatusCode::OK, "the rotated token is accepted");
         assert_eq!(status(&app, "j1").await, StatusCode::FORBIDDEN, "the join token is unchanged");
     }
+
+    async fn post(app: &axum::Router, uri: &str, token: &str, body: &str) -> axum::response::Response {
+        let req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        app.clone().oneshot(req).await.unwrap()
+    }
+
+    /// `POST /api/v1/tokens/join/rotate` with a grace: the new token works at once, the old
+    /// one until the grace ends (by the store's clock) and not after; the reply carries the
+    /// token, which the store holds only as a hash and a sealed copy.
+    #[tokio::test]
+    async fn a_rotated_token_is_accepted_with_the_old_one_until_the_grace_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn JobStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("rota.db"), SqliteOptions::default()).unwrap());
+        let ring = Arc::new(crate::secrets::Keyring::new(crate::secrets::SecretKey::generate(), None));
+        let config = ServerConfig {
+            admin_token: "a1".into(),
+            join_token: "j1".into(),
+            secret_key: Some(ring.clone()),
+            ..ServerConfig::default()
+        };
+        let app = crate::routes::build(state_of(store.clone(), config));
+        assert_eq!(status(&app, "a1").await, StatusCode::OK);
+
+        let r = post(&app, "/api/v1/tokens/join/rotate", "a1", r#"{"graceMs": 1500}"#).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let reply: rota_api_types::tokens::RotateReply = serde_json::from_slice(&body).unwrap();
+        assert_eq!(reply.kind, "join");
+        assert!(reply.grace_until.is_some());
+        let held = store.credential_hashes().await.unwrap();
+        assert_eq!(held.join.as_deref(), Some(hash_token(&reply.token).as_str()));
+        let sealed = held.previous[0].handover.clone().unwrap();
+        assert!(!sealed.contains(&reply.token), "only sealed");
+        assert_eq!(
+            ring.open_token("join", &sealed).as_deref().map(String::as_str),
+            Some(reply.token.as_str())
+        );
+        // Both join tokens are join tokens now (403 on an operator route, not 401).
+        assert_eq!(status(&app, &reply.token).await, StatusCode::FORBIDDEN);
+        assert_eq!(status(&app, "j1").await, StatusCode::FORBIDDEN, "the old one, in its grace");
+        tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+        assert_eq!(status(&app, "j1").await, StatusCode::UNAUTHORIZED, "the grace ended");
+        assert_eq!(status(&app, &reply.token).await, StatusCode::FORBIDDEN);
+
+        let bad = post(&app, "/api/v1/tokens/root/rotate", "a1", "{}").await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        let long = post(&app, "/api/v1/tokens/admin/rotate", "a1", r#"{"graceMs": 999999999999}"#).await;
+        assert_eq!(long.status(), StatusCode::BAD_REQUEST);
+        let by_join = post(&app, "/api/v1/tokens/admin/rotate", &reply.token, "{}").await;
+        assert_eq!(by_join.status(), StatusCode::FORBIDDEN, "only the admin rotates");
+        assert_eq!(status(&app, "a1").await, StatusCode::OK, "nothing rotated by the refused calls");
+    }
+
+    /// Failed authentications from one address are answered 429 with Retry-After once past
+    /// the threshold, whatever the token; successes never count.
+    #[tokio::test]
+    async fn repeated_failures_from_one_address_are_slowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn JobStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("rota.db"), SqliteOptions::default()).unwrap());
+        let config =
+            ServerConfig { admin_token: "a1".into(), join_token: "j1".into(), ..ServerConfig::default() };
+        let app = crate::routes::build(state_of(store, config));
+        for _ in 0..crate::auth_limit::MAX_FAILURES * 2 {
+            assert_eq!(status(&app, "a1").await, StatusCode::OK, "successes do not count");
+        }
+        for _ in 0..crate::auth_limit::MAX_FAILURES {
+            assert_eq!(status(&app, "wrong").await, StatusCode::UNAUTHORIZED);
+        }
+        let req = Request::builder()
+            .uri("/api/v1/jobs")
+            .header("authorization", "Bearer wrong")
+            .body(Body::empty())
+            .unwrap();
+        let r = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        assert_eq!(status(&app, "a1").await, StatusCode::TOO_MANY_REQUESTS, "the address is slowed");
+    }
 }

@@ -157,7 +157,9 @@ impl Ctx {
         if generation == 0 || generation != self.client.credential_generation() {
             return;
         }
-        if err.code() == Some(rota_api_types::worker::FORGOTTEN) && !self.forgotten.swap(true, Ordering::SeqCst) {
+        if err.code() == Some(rota_api_types::worker::FORGOTTEN)
+            && !self.forgotten.swap(true, Ordering::SeqCst)
+        {
             let n = self.attempts.stop_all(crate::attempts::StopKind::Superseded);
             tracing::error!(steps = n, "this worker was forgotten by an operator: its steps were killed");
         }

@@ -34,7 +34,8 @@ async fn rotate(global: &GlobalArgs, args: &TokenRotateArgs, paths: &Paths) -> R
     let mut out = Out::new();
     let until = reply.grace_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     if rewrite {
-        if let Err(e) = rota_lifecycle::files::write_atomic(&file, format!("{}\n", reply.token).as_bytes(), 0o600)
+        if let Err(e) =
+            rota_lifecycle::files::write_atomic(&file, format!("{}\n", reply.token).as_bytes(), 0o600)
         {
             // The server holds the new token now: losing it would lock everyone out.
             writeln!(out, "{}", reply.token)?;
