@@ -220,7 +220,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 
 /// 429 for an address slowed by [`AuthFailures`].
 pub(crate) fn slowed(state: &AppState, addr: IpAddr) -> Result<(), ApiError> {
-    match state.auth.failures.retry_after(addr, Instant::now()) {
+    match state.auth.failures.retry_after(addr, state.config.auth_failures_per_minute, Instant::now()) {
         Some(wait) => Err(ApiError::too_many_attempts(wait)),
         None => Ok(()),
     }
@@ -238,7 +238,7 @@ async fn identify(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     if let Err(e) = &found
         && e.status == axum::http::StatusCode::UNAUTHORIZED
     {
-        state.auth.failures.failed(addr, Instant::now());
+        state.auth.failures.failed(addr, state.config.auth_failures_per_minute, Instant::now());
     }
     found
 }

@@ -30,6 +30,9 @@ pub struct ServerConfig {
     /// by the caller before the server starts). `None`: secret writes are refused and steps
     /// referring to a secret fail when claimed.
     pub secret_key: Option<std::sync::Arc<crate::secrets::Keyring>>,
+    /// Failed authentications one address may have per minute before its requests are
+    /// answered 429 (`auth_limit.rs`); generous, for a NAT of many workers.
+    pub auth_failures_per_minute: u32,
     /// Reads this process's CPU, memory and descriptors for `/metrics` (`process_*`);
     /// `None`: not exported. The CLI passes its `/proc` reader.
     pub process_probe: Option<crate::metrics::ProcessProbe>,
@@ -48,6 +51,7 @@ impl Default for ServerConfig {
             max_poll: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             secret_key: None,
+            auth_failures_per_minute: crate::auth_limit::MAX_FAILURES,
             process_probe: None,
         }
     }

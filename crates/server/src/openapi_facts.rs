@@ -177,6 +177,8 @@ fn operation(op: &mut Value) {
     if secured {
         add("401");
         add("403");
+        // Repeated authentication failures from the caller's address (`auth_limit.rs`).
+        add("429");
         // Every secured route reads or writes the store.
         add("500");
     }
@@ -241,6 +243,7 @@ fn describe(status: &str) -> &'static str {
         "409" => "Conflict: the caller does not hold the attempt, or the state forbids the change",
         "408" => "The request took longer than the server's request timeout; retry it",
         "413" => "The request body is larger than the server accepts",
+        "429" => "Too many failed authentications from this address: retry after Retry-After seconds",
         "500" => "Internal error (the server logs the cause)",
         _ => "See the error body",
     }

@@ -395,7 +395,12 @@ async fn send(http: &reqwest::Client, c: &Case) -> (u16, String, String) {
 async fn every_route_answers_only_documented_statuses_with_matching_bodies() {
     let dir = tempfile::tempdir().unwrap();
     // Short long-polls: generated waits must not turn seconds into minutes.
-    let config = ServerConfig { max_poll: Duration::from_millis(100), ..ServerConfig::default() };
+    // Wrong tokens are part of the fuzzing: not slowed here (`auth_limit.rs` has its tests).
+    let config = ServerConfig {
+        max_poll: Duration::from_millis(100),
+        auth_failures_per_minute: u32::MAX,
+        ..ServerConfig::default()
+    };
     let server = rota_testkit::inproc::Server::start_with(&dir.path().join("rota.db"), None, config).await;
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();

@@ -87,7 +87,8 @@ pub(crate) async fn forget(
 /// Lets a name forgotten with `block` register again.
 #[utoipa::path(post, path = "/api/v1/workers/{name}/unblock", tag = "workers", security(("admin" = [])),
     params(("name" = String, Path, description = "the worker's name"), rota_api_types::namespace::NamespaceQuery),
-    responses((status = 200, body = UnblockReply), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = UnblockReply), (status = 400), (status = 401), (status = 403),
+        (status = 404, description = "no such route (an empty or dot-segment name)")))]
 pub(crate) async fn unblock(
     _: Admin,
     scope: crate::namespace::Scope,

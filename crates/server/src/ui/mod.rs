@@ -386,7 +386,7 @@ async fn login(
     }
     let Some(cookie) = session::login(&state, &form.token, false).await else {
         tracing::warn!("dashboard: a login with a wrong token was refused");
-        state.auth.failures.failed(addr, std::time::Instant::now());
+        state.auth.failures.failed(addr, state.config.auth_failures_per_minute, std::time::Instant::now());
         let page = LoginPage { error: Some("That is not the admin token.") }.render()?;
         return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());
     };
