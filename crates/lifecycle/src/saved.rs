@@ -187,10 +187,15 @@ impl Saved {
     /// several joined by commas), or the background server's own URL.
     pub fn url(&self) -> String {
         match &self.server_settings {
-            Some(s) => match s.listen_addr() {
-                Ok(a) => format!("http://{a}"),
-                Err(_) => format!("http://{}", s.listen.as_deref().unwrap_or(ServerSettings::DEFAULT_LISTEN)),
-            },
+            Some(s) => {
+                let scheme = if s.tls() { "https" } else { "http" };
+                match s.listen_addr() {
+                    Ok(a) => format!("{scheme}://{a}"),
+                    Err(_) => {
+                        format!("{scheme}://{}", s.listen.as_deref().unwrap_or(ServerSettings::DEFAULT_LISTEN))
+                    }
+                }
+            }
             None => self.worker.server.clone().unwrap_or_default(),
         }
     }
@@ -334,7 +339,17 @@ pub fn load(paths: &InstancePaths, notes: &mut Vec<String>) -> Result<Option<Sav
     let loaded = files::load_with(&paths.meta, parse)
         .map_err(|e| Error::io(format!("cannot read {}", paths.meta.display()), e))?;
     match loaded {
-        Loaded::Found((saved, upgraded)) => {
+        Loaded::Found((mut saved, mut upgraded)) => {
+            let plain = saved.server_settings.as_mut().is_some_and(ServerSettings::keep_plain_http_on_upgrade);
+            if plain {
+                upgraded = true;
+                notes.push(format!(
+                    "the saved background server listens on {} over plain HTTP: this release needs \
+                     --insecure-http for that, so it is now saved with it (tokens cross the network in \
+                     clear text; restart it with --tls-cert FILE --tls-key FILE to serve HTTPS)",
+                    saved.server_settings.as_ref().and_then(|s| s.listen.clone()).unwrap_or_default()
+                ));
+            }
             if upgraded {
                 files::write_json(&paths.meta, &saved, 0o600).map_err(|e| {
                     Error::io(format!("cannot write the upgraded settings {}", paths.meta.display()), e)
@@ -374,7 +389,12 @@ pub fn all_saved(dirs: &Dirs) -> std::io::Result<Vec<(InstancePaths, std::result
         let Some(instance) = Instance::from_key(key) else { continue };
         let paths = dirs.instance(&instance);
         match files::peek_with(&paths.meta, parse) {
-            Ok(Some((m, _))) => out.push((paths, Ok(m))),
+            Ok(Some((mut m, _))) => {
+                if let Some(s) = m.server_settings.as_mut() {
+                    s.keep_plain_http_on_upgrade();
+                }
+                out.push((paths, Ok(m)))
+            }
             Ok(None) => {}
             Err(e) => out.push((paths, Err(e))),
         }

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// Reads this process's CPU, memory and descriptors for `/metrics` (`process_*`);
     /// `None`: not exported. The CLI passes its `/proc` reader.
     pub process_probe: Option<crate::metrics::ProcessProbe>,
+    /// Serve HTTPS with this certificate (the caller keeps a clone to reload it); `None`:
+    /// plain HTTP.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +52,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(60),
             secret_key: None,
             process_probe: None,
+            tls: None,
         }
     }
 }

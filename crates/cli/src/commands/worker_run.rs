@@ -267,6 +267,7 @@ fn config_error(e: anyhow::Error) -> anyhow::Error {
 /// a node's environment) resolved against this machine, plus the join token.
 fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Result<WorkerConfig> {
     let mut settings = args.settings(Some(server_url(&global.server)?), global.namespace.clone());
+    settings.ca_cert = global.ca_cert.clone();
     if settings.queues.is_empty()
         && let Ok(q) = std::env::var("ROTA_WORKER_QUEUES")
     {
@@ -343,5 +344,8 @@ fn configure(
     }
     config.max_jobs = s.max_jobs;
     config.max_memory = s.max_memory;
+    if let Some(f) = &s.ca_cert {
+        config.ca = rota_client::CaCerts::from_pem_file(f)?;
+    }
     Ok(config)
 }

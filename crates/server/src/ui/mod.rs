@@ -381,7 +381,7 @@ async fn login(
     if form.token.len() > rota_domain::limits::MAX_NAME * 4 {
         return Err(ApiError::bad_request("token: too long").into());
     }
-    let Some(cookie) = session::login(&state, &form.token, false).await else {
+    let Some(cookie) = session::login(&state, &form.token, state.config.tls.is_some()).await else {
         tracing::warn!("dashboard: a login with a wrong token was refused");
         let page = LoginPage { error: Some("That is not the admin token.") }.render()?;
         return Ok((StatusCode::UNAUTHORIZED, Html(page)).into_response());

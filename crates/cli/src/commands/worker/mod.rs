@@ -16,6 +16,7 @@ mod stop;
 
 use crate::args::{GlobalArgs, SupervisionArgs, WorkerCommand, WorkerRunArgs};
 use crate::config::{Paths, server_url};
+use rota_domain::settings::WorkerSettings;
 use anyhow::Result;
 use rota_lifecycle::saved::Overrides;
 use std::process::ExitCode;
@@ -53,7 +54,10 @@ fn overrides(global: &GlobalArgs, run: &WorkerRunArgs, sv: &SupervisionArgs) -> 
     // `--replace` is deliberately not saved: it takes the name over once, for this start;
     // a restart or `heal` with it would take the name from whoever holds it.
     Ok(Overrides {
-        worker: run.settings(server_override(global)?, global.namespace.clone()),
+        worker: WorkerSettings {
+            ca_cert: global.ca_cert.clone(),
+            ..run.settings(server_override(global)?, global.namespace.clone())
+        },
         join_token: run.join_token.clone(),
         bind: run.bind.clone(),
         log_path: run.log_path.clone(),
