@@ -82,7 +82,11 @@ impl ServerSetup {
             log_quota: s.log_quota,
             pg,
             secret_key_file: s.secret_key_file.as_ref().map_or_else(|| paths.secret_key(), PathBuf::from),
-            tls: s.tls_cert.as_ref().zip(s.tls_key.as_ref()).map(|(c, k)| (PathBuf::from(c), PathBuf::from(k))),
+            tls: s
+                .tls_cert
+                .as_ref()
+                .zip(s.tls_key.as_ref())
+                .map(|(c, k)| (PathBuf::from(c), PathBuf::from(k))),
         })
     }
 }

@@ -20,7 +20,9 @@ pub(crate) fn spawn_tls_reload(tls: rota_server::tls::ServerTls) -> Result<()> {
                     not_after = %not_after.to_rfc3339(),
                     "SIGHUP: TLS certificate reloaded; new connections get it"
                 ),
-                Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, the old one is still served: {e}"),
+                Err(e) => {
+                    tracing::error!("SIGHUP: TLS certificate not reloaded, the old one is still served: {e}")
+                }
             }
         }
     });

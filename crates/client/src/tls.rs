@@ -49,13 +49,12 @@ pub(crate) fn certificate_problem(err: &(dyn std::error::Error + 'static)) -> Op
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(describe(tls));
         }
-        // hyper-util and reqwest wrap rustls' error in io::Error without naming it as a source.
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(describe(tls));
-        }
-        cause = e.source();
+        // hyper-util and tokio-rustls wrap rustls' error in io::Errors (nested), whose
+        // `source` skips the wrapped error itself: step into it.
+        cause = match e.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }

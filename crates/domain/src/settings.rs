@@ -417,7 +417,9 @@ impl ServerSettings {
             ));
         }
         match (&self.tls_cert, &self.tls_key) {
-            (Some(_), None) => return Err(bad("--tls-cert", "needs --tls-key FILE (the certificate's private key)")),
+            (Some(_), None) => {
+                return Err(bad("--tls-cert", "needs --tls-key FILE (the certificate's private key)"));
+            }
             (None, Some(_)) => return Err(bad("--tls-key", "needs --tls-cert FILE (the certificate chain)")),
             _ => {}
         }
@@ -630,7 +632,8 @@ mod tests {
         let s = ServerSettings { allow_remote: true, ..s };
         let e = s.check().unwrap_err();
         assert!(e.field == "--listen" && e.message.contains("--insecure-http"), "{e}");
-        let tls = ServerSettings { tls_cert: Some("/c.pem".into()), tls_key: Some("/k.pem".into()), ..s.clone() };
+        let tls =
+            ServerSettings { tls_cert: Some("/c.pem".into()), tls_key: Some("/k.pem".into()), ..s.clone() };
         tls.check().unwrap();
         let half = ServerSettings { tls_key: None, ..tls.clone() };
         assert_eq!(half.check().unwrap_err().field, "--tls-cert");

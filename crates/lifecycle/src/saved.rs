@@ -192,7 +192,10 @@ impl Saved {
                 match s.listen_addr() {
                     Ok(a) => format!("{scheme}://{a}"),
                     Err(_) => {
-                        format!("{scheme}://{}", s.listen.as_deref().unwrap_or(ServerSettings::DEFAULT_LISTEN))
+                        format!(
+                            "{scheme}://{}",
+                            s.listen.as_deref().unwrap_or(ServerSettings::DEFAULT_LISTEN)
+                        )
                     }
                 }
             }
@@ -340,7 +343,8 @@ pub fn load(paths: &InstancePaths, notes: &mut Vec<String>) -> Result<Option<Sav
         .map_err(|e| Error::io(format!("cannot read {}", paths.meta.display()), e))?;
     match loaded {
         Loaded::Found((mut saved, mut upgraded)) => {
-            let plain = saved.server_settings.as_mut().is_some_and(ServerSettings::keep_plain_http_on_upgrade);
+            let plain =
+                saved.server_settings.as_mut().is_some_and(ServerSettings::keep_plain_http_on_upgrade);
             if plain {
                 upgraded = true;
                 notes.push(format!(

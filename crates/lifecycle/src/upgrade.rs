@@ -76,6 +76,7 @@ pub(crate) fn from_v1(value: serde_json::Value) -> Result<Saved, String> {
         max_memory: v.scaling.max_memory,
         drain_timeout: ms(v.drain_timeout_ms),
         workspace: v.workspace,
+        ca_cert: None,
     };
     worker.check().map_err(|e| format!("version 1 settings break a rule ({e})"))?;
     Ok(Saved {

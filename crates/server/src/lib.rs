@@ -142,7 +142,9 @@ pub async fn run_with(
             let listener = tls::TlsListener::new(listener, &tls)?;
             axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
         }
-        None => axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await,
+        None => {
+            axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+        }
     };
     shutdown.cancel();
     let _ = sweeper.await;

@@ -148,7 +148,8 @@ fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Loade
     let Some(leaf) = chain.first() else {
         return Err(bad(cert, "holds no certificate (expected -----BEGIN CERTIFICATE-----)".into()));
     };
-    let not_after = not_after(leaf).map_err(|e| bad(cert, format!("its first certificate cannot be read: {e}")))?;
+    let not_after =
+        not_after(leaf).map_err(|e| bad(cert, format!("its first certificate cannot be read: {e}")))?;
     let pem = read_file(key)?;
     let key_der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
         bad(key, format!("holds no usable private key (expected a PEM PKCS#8, RSA or EC key): {e}"))
@@ -158,7 +159,9 @@ fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Loade
         .load_private_key(key_der)
         .map_err(|e| bad(key, format!("the private key cannot be used: {e}")))?;
     let certified = CertifiedKey::new(chain, signing);
-    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) = certified.keys_match() {
+    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+        certified.keys_match()
+    {
         return Err(bad(key, format!("is not the private key of the certificate in {}", cert.display())));
     }
     Ok(Loaded { key: Arc::new(certified), not_after })
@@ -237,11 +240,11 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, ready) = (acceptor.clone(), ready.clone());
+        let (acceptor, queue) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
-                    let _ = ready.send((stream, peer)).await;
+                    let _ = queue.send((stream, peer)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

@@ -33,7 +33,9 @@ impl TestCa {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, format!("rota test CA {:08x}", rand::random::<u32>()));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("rota test CA {:08x}", rand::random::<u32>()));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).expect("CA certificate");
         TestCa { pem: cert.pem(), issuer: Issuer::new(params, key) }

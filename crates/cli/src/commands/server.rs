@@ -105,7 +105,10 @@ impl Prepared {
         // First: a certificate that cannot be served fails the start before anything is opened.
         let tls = match &settings.tls {
             Some((cert, key)) => Some(rota_server::tls::ServerTls::load(cert, key).map_err(|e| {
-                with_code(EXIT_CONFIG, anyhow::Error::new(e).context("cannot serve TLS (--tls-cert, --tls-key)"))
+                with_code(
+                    EXIT_CONFIG,
+                    anyhow::Error::new(e).context("cannot serve TLS (--tls-cert, --tls-key)"),
+                )
             })?),
             None => None,
         };

@@ -137,8 +137,10 @@ fn status(global: &GlobalArgs, ipaths: &InstancePaths, paths: &Paths) -> Result<
         let mut view = runtime.block_on(report::health_view(&url, token, &ca));
         // Unreachable (a certificate this command does not trust): the file on this machine.
         if view.tls_not_after.is_none()
-            && let Some((cert, key)) =
-                meta.as_ref().and_then(|m| m.server_settings.as_ref()).and_then(|s| s.tls_cert.clone().zip(s.tls_key.clone()))
+            && let Some((cert, key)) = meta
+                .as_ref()
+                .and_then(|m| m.server_settings.as_ref())
+                .and_then(|s| s.tls_cert.clone().zip(s.tls_key.clone()))
             && let Ok(tls) = rota_server::tls::ServerTls::load(cert.as_ref(), key.as_ref())
         {
             view.tls_not_after = Some(tls.not_after().to_rfc3339());

@@ -197,9 +197,7 @@ pub(crate) async fn last_report(
     namespace: &str,
     shared: &Shared,
 ) {
-    let (Ok(client), Ok(token)) =
-        (client(server, cfg), std::fs::read_to_string(&cfg.token_file))
-    else {
+    let (Ok(client), Ok(token)) = (client(server, cfg), std::fs::read_to_string(&cfg.token_file)) else {
         return;
     };
     let st = match state::load(paths) {

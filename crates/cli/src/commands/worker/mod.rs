@@ -16,8 +16,8 @@ mod stop;
 
 use crate::args::{GlobalArgs, SupervisionArgs, WorkerCommand, WorkerRunArgs};
 use crate::config::{Paths, server_url};
-use rota_domain::settings::WorkerSettings;
 use anyhow::Result;
+use rota_domain::settings::WorkerSettings;
 use rota_lifecycle::saved::Overrides;
 use std::process::ExitCode;
 
