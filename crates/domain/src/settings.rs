@@ -122,11 +122,6 @@ pub struct WorkerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub workspace: Option<PathBuf>,
-    /// A PEM file of CA certificates trusted besides the system roots when the server is
-    /// reached over `https://` (`--ca-cert`, `ROTA_CA_CERT`); absolute once saved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
-    pub ca_cert: Option<PathBuf>,
 }
 
 impl WorkerSettings {
@@ -157,8 +152,7 @@ impl WorkerSettings {
             max_jobs,
             max_memory,
             drain_timeout,
-            workspace,
-            ca_cert
+            workspace
         );
         if !top.queues.is_empty() {
             self.queues = top.queues.clone();
@@ -176,10 +170,8 @@ impl WorkerSettings {
     /// A relative workspace made absolute against `cwd` (a background worker does not run
     /// where its settings were given).
     pub fn absolutize(&mut self, cwd: &Path) {
-        for p in [&mut self.workspace, &mut self.ca_cert] {
-            if let Some(w) = p.as_mut().filter(|w| w.is_relative()) {
-                *w = cwd.join(&*w);
-            }
+        if let Some(w) = self.workspace.as_mut().filter(|w| w.is_relative()) {
+            *w = cwd.join(&*w);
         }
     }
 
@@ -227,9 +219,6 @@ impl WorkerSettings {
         let mut args = Vec::new();
         if let Some(s) = &self.server {
             args.extend(["--server".to_string(), s.clone()]);
-        }
-        if let Some(c) = &self.ca_cert {
-            args.extend(["--ca-cert".to_string(), c.display().to_string()]);
         }
         args.extend(["worker".to_string(), "run".to_string()]);
         let mut flag = |name: &str, value: String| {
@@ -552,7 +541,6 @@ mod tests {
             max_memory: Some(1 << 30),
             drain_timeout: Some(Duration::from_secs(45)),
             workspace: Some("/srv/ws".into()),
-            ca_cert: None,
         }
     }
 

@@ -90,6 +90,11 @@ pub struct Saved {
     /// KEY=VALUE file exported to the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_file: Option<PathBuf>,
+    /// The CA certificates the worker and the supervisor's link trust besides the system
+    /// roots (`--ca-cert`; given to the worker as `ROTA_CA_CERT`). Kept here, not in the
+    /// worker's settings: a host's file, never laid over by a pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
     /// The command the worker runs (`multi --command`); `None` = `rota worker run`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
@@ -117,6 +122,8 @@ pub struct Overrides {
     pub pidfile: Option<PathBuf>,
     /// `--env-file`.
     pub env_file: Option<PathBuf>,
+    /// `--ca-cert` / `ROTA_CA_CERT`.
+    pub ca_cert: Option<PathBuf>,
     /// `--command`.
     pub command: Option<Vec<String>>,
     /// `--restart-delay`.
@@ -167,6 +174,7 @@ impl Saved {
             pidfile: paths.default_pidfile.clone(),
             join_token_file: None,
             env_file: None,
+            ca_cert: None,
             command: None,
             supervision: Supervision::default(),
             test_hooks: TestHooks::default(),
@@ -224,6 +232,9 @@ impl Saved {
         if let Some(p) = &o.env_file {
             self.env_file = Some(abs(p));
         }
+        if let Some(p) = &o.ca_cert {
+            self.ca_cert = Some(abs(p));
+        }
         if let Some(c) = &o.command {
             self.command = Some(c.clone());
         }
@@ -267,6 +278,9 @@ impl Saved {
         }
         let url = self.url();
         let mut env = vec![("ROTA_SERVER".to_string(), url)];
+        if let Some(ca) = &self.ca_cert {
+            env.push(("ROTA_CA_CERT".into(), ca.display().to_string()));
+        }
         let mut worker = self.worker.clone();
         if let Some(node) = &self.node {
             env.push(("ROTA_WORKER_NODE".into(), node.clone()));

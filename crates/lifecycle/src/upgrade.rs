@@ -76,7 +76,6 @@ pub(crate) fn from_v1(value: serde_json::Value) -> Result<Saved, String> {
         max_memory: v.scaling.max_memory,
         drain_timeout: ms(v.drain_timeout_ms),
         workspace: v.workspace,
-        ca_cert: None,
     };
     worker.check().map_err(|e| format!("version 1 settings break a rule ({e})"))?;
     Ok(Saved {
@@ -90,6 +89,7 @@ pub(crate) fn from_v1(value: serde_json::Value) -> Result<Saved, String> {
         pidfile: v.pidfile,
         join_token_file: v.join_token_file,
         env_file: v.env_file,
+        ca_cert: None,
         command: v.command,
         supervision: v.supervision,
         test_hooks: v.test_hooks,

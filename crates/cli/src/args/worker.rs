@@ -159,8 +159,6 @@ impl WorkerRunArgs {
             max_memory: self.max_memory,
             drain_timeout: self.drain_timeout,
             workspace: self.workspace.clone(),
-            // A global flag: the callers set it.
-            ca_cert: None,
         }
     }
 

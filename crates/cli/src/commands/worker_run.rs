@@ -267,7 +267,6 @@ fn config_error(e: anyhow::Error) -> anyhow::Error {
 /// a node's environment) resolved against this machine, plus the join token.
 fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Result<WorkerConfig> {
     let mut settings = args.settings(Some(server_url(&global.server)?), global.namespace.clone());
-    settings.ca_cert = global.ca_cert.clone();
     if settings.queues.is_empty()
         && let Ok(q) = std::env::var("ROTA_WORKER_QUEUES")
     {
@@ -284,6 +283,9 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
         })?,
     };
     let mut config = configure(&settings, join_token, &instance(args)?, &paths.data_dir)?;
+    if let Some(f) = &global.ca_cert {
+        config.ca = rota_client::CaCerts::from_pem_file(f)?;
+    }
     config.replace = args.replace
         || std::env::var_os(rota_lifecycle::supervisor::REPLACE_ONCE_ENV).is_some_and(|v| v == "1");
     config.supervised = std::env::var_os(rota_lifecycle::supervisor::SUPERVISOR_PID_ENV).is_some();
@@ -344,8 +346,5 @@ fn configure(
     }
     config.max_jobs = s.max_jobs;
     config.max_memory = s.max_memory;
-    if let Some(f) = &s.ca_cert {
-        config.ca = rota_client::CaCerts::from_pem_file(f)?;
-    }
     Ok(config)
 }

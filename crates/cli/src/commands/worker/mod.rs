@@ -17,7 +17,6 @@ mod stop;
 use crate::args::{GlobalArgs, SupervisionArgs, WorkerCommand, WorkerRunArgs};
 use crate::config::{Paths, server_url};
 use anyhow::Result;
-use rota_domain::settings::WorkerSettings;
 use rota_lifecycle::saved::Overrides;
 use std::process::ExitCode;
 
@@ -54,10 +53,8 @@ fn overrides(global: &GlobalArgs, run: &WorkerRunArgs, sv: &SupervisionArgs) -> 
     // `--replace` is deliberately not saved: it takes the name over once, for this start;
     // a restart or `heal` with it would take the name from whoever holds it.
     Ok(Overrides {
-        worker: WorkerSettings {
-            ca_cert: global.ca_cert.clone(),
-            ..run.settings(server_override(global)?, global.namespace.clone())
-        },
+        worker: run.settings(server_override(global)?, global.namespace.clone()),
+        ca_cert: global.ca_cert.clone(),
         join_token: run.join_token.clone(),
         bind: run.bind.clone(),
         log_path: run.log_path.clone(),
