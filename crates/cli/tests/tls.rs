@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use rota_testkit::background::{Cleanup, code, json, run, stderr, stdout};
 use rota_testkit::certs::TestCa;
 use rota_testkit::netns::Host;
 use rota_testkit::require::require;
@@ -225,4 +226,60 @@ fn a_bad_certificate_at_start_exits_78_naming_the_file() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The background forms: `rota server start` with TLS saves the certificate and serves it
+/// (`rota server status` shows its expiry); a background worker on another host started
+/// with `--ca-cert` joins, its supervisor's link reports it running, and it runs a job.
+#[test]
+fn a_background_server_and_a_background_worker_over_tls() {
+    let began = Instant::now();
+    let ca = TestCa::new();
+    let mut host = Host::new("tls-bg");
+    let addr = host.ns.host_addr.to_string();
+    let mut server = Env::new();
+    let _stop_server = Cleanup::new(&server);
+    let issued = ca.issue(server.dir.path(), "server", &[&addr], YEAR);
+    server.ca_cert = Some(ca.write(&server.path("ca.pem")));
+    let listen = format!("{addr}:0");
+    let (cert, key) = (issued.cert.to_str().unwrap(), issued.key.to_str().unwrap());
+    let o = run(
+        &server,
+        &[
+            "server",
+            "start",
+            "--json",
+            "--listen",
+            &listen,
+            "--allow-remote",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    server.url = json(&o)["name"].as_str().unwrap().to_string();
+    assert!(server.url.starts_with("https://"), "{}", stdout(&o));
+    let o = run(&server, &["server", "status"]);
+    assert!(stdout(&o).contains("tls: certificate expires "), "{}{}", stdout(&o), stderr(&o));
+
+    host.env.url = server.url.clone();
+    let _stop_worker = Cleanup::new(&host.env);
+    let token = server.join_token();
+    let ca_file = ca.write(&host.env.path("ca.pem"));
+    let o = host
+        .rota(&["worker", "start", "--json", "--join-token", &token, "--ca-cert", ca_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    wait_until(bound(), "the other host's supervisor reports running over TLS", || {
+        let o = run(&server, &["worker", "list", "--json"]);
+        json(&o)["supervisors"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s["state"] == "running" && s["host"] == host.hostname.as_str()))
+    });
+    let job = submit(&server, &["--on", &host.hostname, "--step", "s=echo background"]);
+    assert_eq!(wait_for_end(&server, &job)["state"], "succeeded");
+    eprintln!("took {:?}", began.elapsed());
 }
