@@ -1,7 +1,8 @@
 //! TLS on a real server on port 0: a reload serves the new certificate to new connections
 //! while a keep-alive connection opened before it goes on working; a reload of a bad file
 //! keeps the served certificate; `/healthz` shows the expiry; a client that does not trust
-//! the issuer says so (`ClientError::certificate_problem`), one given the CA gets through.
+//! the issuer says so (`ClientError::certificate_problem`), one given the CA gets through;
+//! the dashboard's session cookie is `Secure`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -48,12 +49,17 @@ async fn connect(addr: SocketAddr, ca: &Path) -> (Conn, CertificateDer<'static>)
 
 /// One keep-alive `GET path` on `conn`: (status, body).
 async fn get(conn: &mut Conn, path: &str) -> (u16, String) {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
-    conn.get_mut().write_all(req.as_bytes()).await.unwrap();
+    let (status, _, body) = exchange(conn, &format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n")).await;
+    (status, body)
+}
+
+/// Sends `request` on `conn` and reads one response: (status, header lines, body).
+async fn exchange(conn: &mut Conn, request: &str) -> (u16, String, String) {
+    conn.get_mut().write_all(request.as_bytes()).await.unwrap();
     let mut status = String::new();
     conn.read_line(&mut status).await.unwrap();
     let code = status.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut len = 0usize;
+    let (mut len, mut headers) = (0usize, String::new());
     loop {
         let mut line = String::new();
         conn.read_line(&mut line).await.unwrap();
@@ -65,10 +71,11 @@ async fn get(conn: &mut Conn, path: &str) -> (u16, String) {
         {
             len = v.trim().parse().unwrap();
         }
+        headers.push_str(&line);
     }
     let mut body = vec![0; len];
     conn.read_exact(&mut body).await.unwrap();
-    (code, String::from_utf8(body).unwrap())
+    (code, headers, String::from_utf8(body).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,6 +128,19 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_and_keeps_open_o
     let (_, leaf) = connect(addr, &ca_pem).await;
     assert_eq!(leaf, der(&second.cert), "the old certificate is still served");
     assert_eq!(tls.not_after(), not_after);
+
+    // The dashboard's session cookie is `Secure` under TLS.
+    let form = "token=admin";
+    let login = format!(
+        "POST /ui/login HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{form}",
+        form.len()
+    );
+    let (status, headers, body) = exchange(&mut fresh, &login).await;
+    assert_eq!(status, 303, "{headers}{body}");
+    let cookie =
+        headers.lines().find(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).unwrap_or_default();
+    assert!(cookie.contains("HttpOnly") && cookie.ends_with("; Secure"), "{headers}");
 
     // The client: without the CA it names the problem; with it, it gets through.
     let url = format!("https://{addr}");
