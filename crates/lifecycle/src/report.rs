@@ -208,7 +208,12 @@ pub fn expected_name(meta: &Saved) -> String {
 }
 
 /// Asks the server about the worker (a few seconds at most).
-pub async fn server_view(server: &str, token: Option<String>, name: &str) -> ServerView {
+pub async fn server_view(
+    server: &str,
+    token: Option<String>,
+    name: &str,
+    ca: &rota_client::CaCerts,
+) -> ServerView {
     let mut view = ServerView {
         url: server.to_string(),
         registration: "unknown",
@@ -220,7 +225,7 @@ pub async fn server_view(server: &str, token: Option<String>, name: &str) -> Ser
         degraded: None,
         tls_not_after: None,
     };
-    let client = match rota_client::Client::new(server, token.clone()) {
+    let client = match rota_client::Client::trusting(server, token.clone(), ca) {
         Ok(c) => c,
         Err(e) => {
             view.error = Some(e.to_string());
