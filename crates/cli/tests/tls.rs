@@ -136,6 +136,17 @@ fn a_worker_with_the_ca_runs_a_job_over_tls_and_one_without_exits_78() {
     assert_eq!(o.status.code(), Some(78), "{err}");
     assert!(err.contains("the server's certificate is not trusted: UnknownIssuer"), "{err}");
 
+    // SIGHUP with a renewed certificate (a year): read again, served to new connections.
+    let renewed = ca.issue(server.dir.path(), "renewed", &[&addr], YEAR);
+    std::fs::copy(&renewed.cert, &issued.cert).unwrap();
+    std::fs::copy(&renewed.key, &issued.key).unwrap();
+    server.server().unwrap().proc.signal("HUP");
+    wait_until(bound(), "the reload in the server's log", || {
+        server.server_log().contains("TLS certificate reloaded")
+    });
+    let o = rota(&server).args(["job", "list"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
     // SIGHUP with a key that is not a key: logged, the old certificate kept.
     std::fs::write(&issued.key, "not a key\n").unwrap();
     server.server().unwrap().proc.signal("HUP");
@@ -226,6 +237,17 @@ fn a_bad_certificate_at_start_exits_78_naming_the_file() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    // `rota dev` stays plain HTTP on loopback.
+    let o = rota(&env)
+        .args(["dev", "--tls-cert"])
+        .arg(&good.cert)
+        .arg("--tls-key")
+        .arg(&good.key)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("rota dev serves plain HTTP on loopback"), "{err}");
 }
 
 /// The background forms: `rota server start` with TLS saves the certificate and serves it
