@@ -63,6 +63,8 @@ pub(crate) struct ServerSetup {
     pub(crate) pg: rota_store_postgres::PgOptions,
     /// The secret key file (`--secret-key-file`, else the data directory's).
     pub(crate) secret_key_file: PathBuf,
+    /// `--tls-cert` and `--tls-key`: serve HTTPS.
+    pub(crate) tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl ServerSetup {
@@ -80,6 +82,11 @@ impl ServerSetup {
             log_quota: s.log_quota,
             pg,
             secret_key_file: s.secret_key_file.as_ref().map_or_else(|| paths.secret_key(), PathBuf::from),
+            tls: s
+                .tls_cert
+                .as_ref()
+                .zip(s.tls_key.as_ref())
+                .map(|(c, k)| (PathBuf::from(c), PathBuf::from(k))),
         })
     }
 }
@@ -122,6 +129,8 @@ pub(crate) struct ClientSettings {
     pub(crate) server: String,
     /// Admin token, if one was given or found.
     pub(crate) token: Option<String>,
+    /// What is trusted over `https://` besides the system roots (`--ca-cert`).
+    pub(crate) ca: rota_client::CaCerts,
 }
 
 impl ClientSettings {
@@ -131,7 +140,17 @@ impl ClientSettings {
             Some(t) => Some(t.trim().to_string()),
             None => crate::tokens::read(&paths.admin_token())?,
         };
-        Ok(Self { server: server_url(&global.server)?, token })
+        Ok(Self { server: server_url(&global.server)?, token, ca: ca_certs(global)? })
+    }
+}
+
+/// `--ca-cert`/`ROTA_CA_CERT` read (exit 78 naming the file when it cannot be used), or
+/// the system roots only.
+pub(crate) fn ca_certs(global: &GlobalArgs) -> Result<rota_client::CaCerts> {
+    match &global.ca_cert {
+        Some(f) => rota_client::CaCerts::from_pem_file(f)
+            .map_err(|e| crate::failure::with_code(crate::failure::EXIT_CONFIG, anyhow::Error::new(e))),
+        None => Ok(rota_client::CaCerts::default()),
     }
 }
 

@@ -1,11 +1,33 @@
 //! SIGINT and SIGTERM become cancellation (for the worker SIGTERM/SIGINT/SIGQUIT choose
-//! warm/soft/hard): the first one asks for a graceful stop (drain),
+//! warm/soft/hard), SIGHUP reloads the server's TLS certificate: the first stop signal asks
+//! for a graceful stop (drain),
 //! the second for a fast one, a third ends the process at once. Only the CLI installs
 //! signal handlers; the server and worker libraries just watch their tokens.
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
+
+/// SIGHUP reads the server's certificate and key again: new connections get the new pair,
+/// open ones keep theirs; a pair that cannot be served is logged and the old one kept.
+pub(crate) fn spawn_tls_reload(tls: rota_server::tls::ServerTls) -> Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("cannot install a SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(not_after) => tracing::info!(
+                    file = %tls.cert_path().display(),
+                    not_after = %not_after.to_rfc3339(),
+                    "SIGHUP: TLS certificate reloaded; new connections get it"
+                ),
+                Err(e) => {
+                    tracing::error!("SIGHUP: TLS certificate not reloaded, the old one is still served: {e}")
+                }
+            }
+        }
+    });
+    Ok(())
+}
 
 /// The two stop signals, installed once.
 pub(crate) struct StopSignals {

@@ -153,6 +153,18 @@ fn server_refuses_a_remote_listen_address_without_allow_remote() {
         .stderr(predicate::str::contains("--allow-remote"));
 }
 
+/// Issue 18: a remote listen address without TLS also needs `--insecure-http`, and the
+/// refusal names it (and the TLS flags).
+#[test]
+fn server_refuses_a_remote_plain_http_listen_address_without_insecure_http() {
+    let env = Env::new();
+    rota(&env)
+        .args(["server", "--listen", "0.0.0.0:0", "--allow-remote"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--insecure-http").and(predicate::str::contains("--tls-cert")));
+}
+
 #[test]
 fn server_creates_private_tokens_once_and_stops_cleanly() {
     let mut env = spawn_server();

@@ -118,7 +118,7 @@ async fn a_worker_on_another_host_is_healed_from_here(backend: Backend) {
     let mut env = Env::on(backend);
     let mut host = Host::new("heal");
     let addr = host.ns.host_addr.to_string();
-    env.start_server_at(&addr, HEARTBEAT, LEASE_TTL, &["--allow-remote"]);
+    env.start_server_at(&addr, HEARTBEAT, LEASE_TTL, &["--allow-remote", "--insecure-http"]);
     host.env.url = env.url.clone();
     let token = env.join_token();
     let _cleanup = Cleanup::new(&host.env);

@@ -57,7 +57,7 @@ fn two_hosts(a: &str, b: &str, listen_on: usize) -> (Env, Host, Host, String) {
     let mut server = Env::new();
     let mut hosts = [Host::new(a), Host::new(b)];
     let addr = hosts[listen_on].ns.host_addr.to_string();
-    server.start_server_at(&addr, HEARTBEAT, LEASE_TTL, &["--allow-remote"]);
+    server.start_server_at(&addr, HEARTBEAT, LEASE_TTL, &["--allow-remote", "--insecure-http"]);
     for h in &mut hosts {
         h.env.url = server.url.clone();
     }

@@ -48,10 +48,15 @@ async fn a_cut_off_worker_loses_its_attempt_kills_its_step_and_its_late_result_g
     let (mut h1, mut h2) = (Host::new("split-1"), Host::new("split-2"));
     let mut env = Env::on(Backend::Postgres);
     let addr1 = h1.ns.host_addr.to_string();
-    env.start_server_at(&addr1, HEARTBEAT, LEASE_TTL, &["--allow-remote"]);
+    env.start_server_at(&addr1, HEARTBEAT, LEASE_TTL, &["--allow-remote", "--insecure-http"]);
     let a = env.url.clone();
     let b_root = tempfile::tempdir().unwrap();
-    let b = start_in_own_tree(&env, b_root.path(), &format!("{}:0", h2.ns.host_addr), &["--allow-remote"]);
+    let b = start_in_own_tree(
+        &env,
+        b_root.path(),
+        &format!("{}:0", h2.ns.host_addr),
+        &["--allow-remote", "--insecure-http"],
+    );
     eprintln!("server A {a}, server B {}", b.url);
     let both = format!("{a},{}", b.url);
     for h in [&mut h1, &mut h2] {

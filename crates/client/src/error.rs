@@ -43,6 +43,14 @@ pub enum ClientError {
     /// The server address is not usable (`host:port`, `http://…` or `https://…`).
     #[error("invalid server address: {0}")]
     InvalidServer(String),
+    /// A `--ca-cert` file cannot be used.
+    #[error("the CA certificate file {}: {problem}", path.display())]
+    CaCert {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A worker-protocol call was made before `register` returned a credential.
     #[error("not registered: call register first")]
     NotRegistered,
@@ -86,6 +94,15 @@ impl ClientError {
     /// True for a 401: the token or session credential is not (or no longer) valid.
     pub fn is_unauthorized(&self) -> bool {
         self.status() == Some(401)
+    }
+
+    /// Why the server's certificate was refused, when that is why the call failed (not
+    /// transient: it fails the same way until the certificate or `--ca-cert` changes).
+    pub fn certificate_problem(&self) -> Option<String> {
+        match self {
+            Self::Unreachable { source, .. } => crate::tls::certificate_problem(source),
+            _ => None,
+        }
     }
 
     /// True when retrying the same call later may succeed: unreachable, 408, 429 or 5xx.

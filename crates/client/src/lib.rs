@@ -11,11 +11,13 @@
 //! - [`server_url`]: parses `host:port`, `http://…` and `https://…` server addresses;
 //!   [`server_urls`] a comma-separated list of them (several servers: calls fail over).
 //! - [`EventStream`]: the event stream `Client::events` opens (Server-Sent Events).
+//! - [`CaCerts`]: CA certificates trusted besides the system roots over `https://`.
 //! - [`ClientError`]: every way a call can fail.
 
 mod error;
 mod events;
 mod operator;
+mod tls;
 mod transport;
 mod url;
 mod worker;
@@ -23,6 +25,7 @@ mod worker;
 pub use error::{ClientError, Result};
 pub use events::EventStream;
 pub use operator::{Client, Health};
+pub use tls::CaCerts;
 pub use url::{DEFAULT_PORT, server_url, server_urls};
 pub use worker::WorkerClient;
 

@@ -28,6 +28,9 @@ pub struct Health {
     /// Use of its total log quota (absent from older servers).
     #[serde(default)]
     pub logs: Option<rota_api_types::jobs::LogQuotaUse>,
+    /// When the server's TLS certificate expires (absent without TLS, and from older servers).
+    #[serde(default, rename = "tlsNotAfter")]
+    pub tls_not_after: Option<String>,
 }
 
 /// Typed client for the operator API. Cheap to clone (the pool is shared).
@@ -52,7 +55,12 @@ impl Client {
     /// A client for `server` (`host:port` or URL, or a comma-separated list of them: the
     /// servers of one control plane) using the admin `token`, if any.
     pub fn new(server: &str, token: Option<String>) -> Result<Self> {
-        Ok(Self { transport: Transport::new(server)?, token, namespace: None, all_namespaces: false })
+        Self::trusting(server, token, &crate::CaCerts::default())
+    }
+
+    /// [`Self::new`], trusting `ca` besides the system roots over `https://`.
+    pub fn trusting(server: &str, token: Option<String>, ca: &crate::CaCerts) -> Result<Self> {
+        Ok(Self { transport: Transport::new(server, ca)?, token, namespace: None, all_namespaces: false })
     }
 
     /// The same client acting in `namespace` (every `/api/v1` call carries it).

@@ -87,9 +87,10 @@ pub(crate) struct Call<'a, B: Serialize + ?Sized> {
 impl Transport {
     /// A transport for `servers`: one address or a comma-separated list (see
     /// [`crate::server_urls`]).
-    pub(crate) fn new(servers: &str) -> Result<Self> {
+    pub(crate) fn new(servers: &str, ca: &crate::CaCerts) -> Result<Self> {
         let bases = crate::server_urls(servers)?;
         let http = reqwest::Client::builder()
+            .tls_certs_merge(ca.certificates())
             .user_agent(concat!("rota/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -340,10 +341,10 @@ mod tests {
         let url = |t: &Transport, segments: &[&str], query: &[(&str, String)]| {
             Transport::url(t.base(), &t.route(segments, query)).to_string()
         };
-        let t = Transport::new("https://h.example/rota/").unwrap();
+        let t = Transport::new("https://h.example/rota/", &crate::CaCerts::default()).unwrap();
         let u = url(&t, &["worker", "jobs", "x", "steps", "a b/c", "start"], &[]);
         assert_eq!(u, "https://h.example/rota/worker/jobs/x/steps/a%20b%2Fc/start");
-        let t = Transport::new("zeus:7777").unwrap();
+        let t = Transport::new("zeus:7777", &crate::CaCerts::default()).unwrap();
         let u = url(&t, &["api", "v1", "jobs"], &[("state", "running".into()), ("limit", "5".into())]);
         assert_eq!(u, "http://zeus:7777/api/v1/jobs?state=running&limit=5");
         assert_eq!(url(&t, &["healthz"], &[]), "http://zeus:7777/healthz");

@@ -284,6 +284,16 @@ pub struct ServerSettings {
     /// A non-loopback `listen` is accepted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_remote: bool,
+    /// A non-loopback `listen` without TLS is accepted (tokens then cross the network in
+    /// clear text).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
+    /// The certificate chain (PEM, absolute) served over TLS; with `tls_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    /// The private key (PEM, absolute) of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
     /// A SQLite file (absolute) or a `postgres://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
@@ -358,9 +368,29 @@ impl ServerSettings {
             db_pool_size,
             db_statement_timeout,
             db_pool_timeout,
-            secret_key_file
+            secret_key_file,
+            tls_cert,
+            tls_key
         );
         self.allow_remote |= top.allow_remote;
+        self.insecure_http |= top.insecure_http;
+    }
+
+    /// Whether the server serves TLS (`--tls-cert` and `--tls-key`).
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// A saved file of a release before TLS that listens remotely over plain HTTP: it
+    /// keeps doing so (`insecure_http` set) so an upgrade does not stop a running fleet.
+    /// True when it changed something (the caller says so and rewrites the file).
+    pub fn keep_plain_http_on_upgrade(&mut self) -> bool {
+        let remote = self.listen_addr().is_ok_and(|l| !l.ip().is_loopback());
+        if remote && self.allow_remote && !self.tls() && !self.insecure_http {
+            self.insecure_http = true;
+            return true;
+        }
+        false
     }
 
     /// The timing and size rules the flags have, for settings from anywhere.
@@ -372,6 +402,23 @@ impl ServerSettings {
                 format!(
                     "{listen} is not a loopback address, so other machines could reach the server; \
                      pass --allow-remote as well if that is what you want"
+                ),
+            ));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(bad("--tls-cert", "needs --tls-key FILE (the certificate's private key)"));
+            }
+            (None, Some(_)) => return Err(bad("--tls-key", "needs --tls-cert FILE (the certificate chain)")),
+            _ => {}
+        }
+        if !listen.ip().is_loopback() && !self.tls() && !self.insecure_http {
+            return Err(bad(
+                "--listen",
+                format!(
+                    "{listen} is not a loopback address and the server has no TLS, so tokens would \
+                     cross the network in clear text; pass --tls-cert FILE --tls-key FILE, or \
+                     --insecure-http as well if that is what you want"
                 ),
             ));
         }
@@ -437,8 +484,17 @@ impl ServerSettings {
         if let Some(f) = &self.secret_key_file {
             flag("secret-key-file", f.clone());
         }
+        if let Some(f) = &self.tls_cert {
+            flag("tls-cert", f.clone());
+        }
+        if let Some(f) = &self.tls_key {
+            flag("tls-key", f.clone());
+        }
         if self.allow_remote {
             args.push("--allow-remote".into());
+        }
+        if self.insecure_http {
+            args.push("--insecure-http".into());
         }
         args
     }
@@ -562,6 +618,18 @@ mod tests {
         };
         assert_eq!(s.check().unwrap_err().field, "--listen");
         let s = ServerSettings { allow_remote: true, ..s };
+        let e = s.check().unwrap_err();
+        assert!(e.field == "--listen" && e.message.contains("--insecure-http"), "{e}");
+        let tls =
+            ServerSettings { tls_cert: Some("/c.pem".into()), tls_key: Some("/k.pem".into()), ..s.clone() };
+        tls.check().unwrap();
+        let half = ServerSettings { tls_key: None, ..tls.clone() };
+        assert_eq!(half.check().unwrap_err().field, "--tls-cert");
+        let mut upgraded = s.clone();
+        assert!(upgraded.keep_plain_http_on_upgrade(), "a remote plain-HTTP file keeps plain HTTP");
+        assert!(!upgraded.clone().keep_plain_http_on_upgrade(), "once");
+        assert!(!tls.clone().keep_plain_http_on_upgrade(), "a TLS server needs nothing");
+        let s = ServerSettings { insecure_http: true, ..s };
         s.check().unwrap();
         assert_eq!(
             s.serve_args(),
@@ -573,7 +641,8 @@ mod tests {
                 "7days",
                 "--log-quota",
                 "1073741824",
-                "--allow-remote"
+                "--allow-remote",
+                "--insecure-http"
             ]
         );
         let late = ServerSettings { lease_ttl: Some(Duration::from_secs(2)), ..Default::default() };

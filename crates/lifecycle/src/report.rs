@@ -63,6 +63,9 @@ pub struct ServerView {
     /// Why the worker takes no work (a worker config's setup failed), as it answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub degraded: Option<String>,
+    /// When the server's TLS certificate expires (`rota server status`; RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_not_after: Option<String>,
 }
 
 /// `rota worker status --json`.
@@ -205,7 +208,12 @@ pub fn expected_name(meta: &Saved) -> String {
 }
 
 /// Asks the server about the worker (a few seconds at most).
-pub async fn server_view(server: &str, token: Option<String>, name: &str) -> ServerView {
+pub async fn server_view(
+    server: &str,
+    token: Option<String>,
+    name: &str,
+    ca: &rota_client::CaCerts,
+) -> ServerView {
     let mut view = ServerView {
         url: server.to_string(),
         registration: "unknown",
@@ -215,8 +223,9 @@ pub async fn server_view(server: &str, token: Option<String>, name: &str) -> Ser
         leadership: None,
         pool: None,
         degraded: None,
+        tls_not_after: None,
     };
-    let client = match rota_client::Client::new(server, token.clone()) {
+    let client = match rota_client::Client::trusting(server, token.clone(), ca) {
         Ok(c) => c,
         Err(e) => {
             view.error = Some(e.to_string());
@@ -286,7 +295,7 @@ fn unreachable(view: &mut ServerView, error: String) {
 
 /// The background server's own view: does it answer `GET /healthz` at `url`? With the
 /// admin `token`, `GET /healthz/detail` also says who leads.
-pub async fn health_view(url: &str, token: Option<String>) -> ServerView {
+pub async fn health_view(url: &str, token: Option<String>, ca: &rota_client::CaCerts) -> ServerView {
     let mut view = ServerView {
         url: url.to_string(),
         registration: "serving",
@@ -296,10 +305,11 @@ pub async fn health_view(url: &str, token: Option<String>) -> ServerView {
         leadership: None,
         pool: None,
         degraded: None,
+        tls_not_after: None,
     };
     let limit = Duration::from_secs(3);
     let has_token = token.is_some();
-    let client = match rota_client::Client::new(url, token) {
+    let client = match rota_client::Client::trusting(url, token, ca) {
         Err(e) => {
             unreachable(&mut view, e.to_string());
             return view;
@@ -307,7 +317,10 @@ pub async fn health_view(url: &str, token: Option<String>) -> ServerView {
         Ok(c) => c,
     };
     match tokio::time::timeout(limit, client.healthz()).await {
-        Ok(Ok(health)) => view.logs = health.logs,
+        Ok(Ok(health)) => {
+            view.logs = health.logs;
+            view.tls_not_after = health.tls_not_after;
+        }
         Ok(Err(e)) => unreachable(&mut view, format!("{e:#}")),
         Err(_) => unreachable(&mut view, format!("no answer within {}s", limit.as_secs())),
     }

@@ -90,6 +90,11 @@ pub struct Saved {
     /// KEY=VALUE file exported to the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_file: Option<PathBuf>,
+    /// The CA certificates the worker and the supervisor's link trust besides the system
+    /// roots (`--ca-cert`; given to the worker as `ROTA_CA_CERT`). Kept here, not in the
+    /// worker's settings: a host's file, never laid over by a pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
     /// The command the worker runs (`multi --command`); `None` = `rota worker run`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
@@ -117,6 +122,8 @@ pub struct Overrides {
     pub pidfile: Option<PathBuf>,
     /// `--env-file`.
     pub env_file: Option<PathBuf>,
+    /// `--ca-cert` / `ROTA_CA_CERT`.
+    pub ca_cert: Option<PathBuf>,
     /// `--command`.
     pub command: Option<Vec<String>>,
     /// `--restart-delay`.
@@ -167,6 +174,7 @@ impl Saved {
             pidfile: paths.default_pidfile.clone(),
             join_token_file: None,
             env_file: None,
+            ca_cert: None,
             command: None,
             supervision: Supervision::default(),
             test_hooks: TestHooks::default(),
@@ -187,10 +195,18 @@ impl Saved {
     /// several joined by commas), or the background server's own URL.
     pub fn url(&self) -> String {
         match &self.server_settings {
-            Some(s) => match s.listen_addr() {
-                Ok(a) => format!("http://{a}"),
-                Err(_) => format!("http://{}", s.listen.as_deref().unwrap_or(ServerSettings::DEFAULT_LISTEN)),
-            },
+            Some(s) => {
+                let scheme = if s.tls() { "https" } else { "http" };
+                match s.listen_addr() {
+                    Ok(a) => format!("{scheme}://{a}"),
+                    Err(_) => {
+                        format!(
+                            "{scheme}://{}",
+                            s.listen.as_deref().unwrap_or(ServerSettings::DEFAULT_LISTEN)
+                        )
+                    }
+                }
+            }
             None => self.worker.server.clone().unwrap_or_default(),
         }
     }
@@ -215,6 +231,9 @@ impl Saved {
         }
         if let Some(p) = &o.env_file {
             self.env_file = Some(abs(p));
+        }
+        if let Some(p) = &o.ca_cert {
+            self.ca_cert = Some(abs(p));
         }
         if let Some(c) = &o.command {
             self.command = Some(c.clone());
@@ -259,6 +278,9 @@ impl Saved {
         }
         let url = self.url();
         let mut env = vec![("ROTA_SERVER".to_string(), url)];
+        if let Some(ca) = &self.ca_cert {
+            env.push(("ROTA_CA_CERT".into(), ca.display().to_string()));
+        }
         let mut worker = self.worker.clone();
         if let Some(node) = &self.node {
             env.push(("ROTA_WORKER_NODE".into(), node.clone()));
@@ -334,7 +356,18 @@ pub fn load(paths: &InstancePaths, notes: &mut Vec<String>) -> Result<Option<Sav
     let loaded = files::load_with(&paths.meta, parse)
         .map_err(|e| Error::io(format!("cannot read {}", paths.meta.display()), e))?;
     match loaded {
-        Loaded::Found((saved, upgraded)) => {
+        Loaded::Found((mut saved, mut upgraded)) => {
+            let plain =
+                saved.server_settings.as_mut().is_some_and(ServerSettings::keep_plain_http_on_upgrade);
+            if plain {
+                upgraded = true;
+                notes.push(format!(
+                    "the saved background server listens on {} over plain HTTP: this release needs \
+                     --insecure-http for that, so it is now saved with it (tokens cross the network in \
+                     clear text; restart it with --tls-cert FILE --tls-key FILE to serve HTTPS)",
+                    saved.server_settings.as_ref().and_then(|s| s.listen.clone()).unwrap_or_default()
+                ));
+            }
             if upgraded {
                 files::write_json(&paths.meta, &saved, 0o600).map_err(|e| {
                     Error::io(format!("cannot write the upgraded settings {}", paths.meta.display()), e)
@@ -374,7 +407,12 @@ pub fn all_saved(dirs: &Dirs) -> std::io::Result<Vec<(InstancePaths, std::result
         let Some(instance) = Instance::from_key(key) else { continue };
         let paths = dirs.instance(&instance);
         match files::peek_with(&paths.meta, parse) {
-            Ok(Some((m, _))) => out.push((paths, Ok(m))),
+            Ok(Some((mut m, _))) => {
+                if let Some(s) = m.server_settings.as_mut() {
+                    s.keep_plain_http_on_upgrade();
+                }
+                out.push((paths, Ok(m)))
+            }
             Ok(None) => {}
             Err(e) => out.push((paths, Err(e))),
         }

@@ -151,6 +151,7 @@ async fn supervise(args: &SuperviseArgs, mut notify: Option<File>) -> Result<Exi
             // The token `start` saved for this worker, else the local server's join.token.
             let cfg = link::LinkConfig {
                 token_file: meta.join_token_file.clone().unwrap_or_else(|| cfg.token_file.clone()),
+                ca_cert: meta.ca_cert.clone(),
                 ..cfg.clone()
             };
             let task = tokio::spawn(link::run(

@@ -89,6 +89,7 @@ pub(crate) fn from_v1(value: serde_json::Value) -> Result<Saved, String> {
         pidfile: v.pidfile,
         join_token_file: v.join_token_file,
         env_file: v.env_file,
+        ca_cert: None,
         command: v.command,
         supervision: v.supervision,
         test_hooks: v.test_hooks,

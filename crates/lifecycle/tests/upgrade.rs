@@ -159,3 +159,37 @@ fn loading_rewrites_the_file_once_and_bad_files_are_quarantined() {
     assert_eq!(saved::load(&paths, &mut notes).unwrap(), None);
     assert!(notes[0].contains("--concurrency"), "{notes:?}");
 }
+
+/// Issue 18: a background server saved by the release before TLS, listening on a remote
+/// address over plain HTTP, keeps serving as it did after the upgrade: `--insecure-http`
+/// (which that address now needs) is added once, with a note saying so.
+#[test]
+fn a_saved_remote_plain_http_server_keeps_plain_http_with_a_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = Dirs { state: tmp.path().join("state"), run: tmp.path().join("run") };
+    dirs.ensure().unwrap();
+    let paths = dirs.instance(&Instance::Server);
+    let mut old = saved::Saved::fresh(&paths, String::new());
+    old.server_settings = Some(rota_domain::settings::ServerSettings {
+        listen: Some("0.0.0.0:7777".into()),
+        allow_remote: true,
+        ..Default::default()
+    });
+    let text = serde_json::to_string(&old).unwrap();
+    assert!(!text.contains("insecureHttp"), "the previous release's file has no such field: {text}");
+    std::fs::write(&paths.meta, &text).unwrap();
+
+    let mut notes = Vec::new();
+    let s = saved::load(&paths, &mut notes).unwrap().unwrap();
+    assert!(s.server_settings.as_ref().unwrap().insecure_http);
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(notes[0].contains("0.0.0.0:7777") && notes[0].contains("--insecure-http"), "{notes:?}");
+    let args = s.invocation(Path::new("/bin/rota")).args;
+    assert!(args.iter().any(|a| a == "--insecure-http"), "{args:?}");
+    s.server_settings.as_ref().unwrap().check().unwrap();
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(&paths.meta).unwrap()).unwrap();
+    assert_eq!(written["serverSettings"]["insecureHttp"], true, "rewritten: {written}");
+    let mut notes = Vec::new();
+    saved::load(&paths, &mut notes).unwrap().unwrap();
+    assert!(notes.is_empty(), "once: {notes:?}");
+}

@@ -36,6 +36,9 @@ pub struct ServerConfig {
     /// Reads this process's CPU, memory and descriptors for `/metrics` (`process_*`);
     /// `None`: not exported. The CLI passes its `/proc` reader.
     pub process_probe: Option<crate::metrics::ProcessProbe>,
+    /// Serve HTTPS with this certificate (the caller keeps a clone to reload it); `None`:
+    /// plain HTTP.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             secret_key: None,
             auth_failures_per_minute: crate::auth_limit::MAX_FAILURES,
             process_probe: None,
+            tls: None,
         }
     }
 }

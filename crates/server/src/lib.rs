@@ -25,6 +25,7 @@
 //! - `routes/`: one file per resource.
 //! - `ui/`: the dashboard at `/ui` (askama pages over the same handlers, made live by htmx
 //!   and the event stream; session cookie and cross-site checks in `ui/session.rs`).
+//! - `tls`: [`tls::ServerTls`] (the served certificate, reloadable) and the TLS listener.
 //! - `error`: [`ApiError`] and the JSON body extractor that turns bad input into 400/413.
 
 mod auth;
@@ -51,6 +52,7 @@ pub mod secrets;
 mod state;
 mod supervisors;
 mod sweeper;
+pub mod tls;
 mod ui;
 mod views;
 
@@ -137,9 +139,20 @@ pub async fn run_with(
     let stop = shutdown.clone();
     // The peer's address reaches handlers (`auth::peer`: failed authentications are
     // counted per address).
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await;
+    let served = match state.config.tls.clone() {
+        Some(tls) => {
+            tokio::spawn(tls::watch_expiry(tls.clone(), shutdown.clone()));
+            let listener = tls::TlsListener::new(listener, &tls)?;
+            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+        None => {
+            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    };
     shutdown.cancel();
     let _ = sweeper.await;
     let _ = scheduling.await;

@@ -29,6 +29,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     /// `http://127.0.0.1:PORT` of the server, or a closed port before one is started.
     pub url: String,
+    /// Given to every `rota` of this tree as `ROTA_CA_CERT` (a server over TLS).
+    pub ca_cert: Option<std::path::PathBuf>,
     server: Option<Server>,
     backend: Backend,
     /// Last, so it outlives the server (dropped with the tree).
@@ -59,7 +61,7 @@ impl Env {
                 panic!("no PostgreSQL for this test: check Backend::Postgres.available() first")
             })),
         };
-        Env { dir, url: "http://127.0.0.1:1".into(), server: None, backend, db }
+        Env { dir, url: "http://127.0.0.1:1".into(), ca_cert: None, server: None, backend, db }
     }
 
     /// The backend its servers run on.
@@ -111,7 +113,8 @@ impl Env {
     }
 
     /// Like [`Env::start_server`], listening on `addr` (port 0) with these lease timings;
-    /// a non-loopback `addr` needs `--allow-remote` in `args`.
+    /// a non-loopback `addr` needs `--allow-remote` in `args`, and `--insecure-http` or
+    /// `--tls-cert`/`--tls-key`.
     pub fn start_server_at(&mut self, addr: &str, heartbeat: Duration, lease_ttl: Duration, args: &[&str]) {
         self.start_server_on(&format!("{addr}:0"), heartbeat, lease_ttl, args);
     }
@@ -123,7 +126,9 @@ impl Env {
         let spec = self.server_spec(listen, heartbeat, lease_ttl, args);
         let host = listen.rsplit_once(':').map_or(listen, |(h, _)| h);
         let s = server::start(spec).unwrap_or_else(|e| panic!("{e}"));
-        assert!(s.url.starts_with(&format!("http://{host}:")), "unexpected server url {}", s.url);
+        let over_tls = args.contains(&"--tls-cert");
+        let scheme = if over_tls { "https" } else { "http" };
+        assert!(s.url.starts_with(&format!("{scheme}://{host}:")), "unexpected server url {}", s.url);
         self.url = s.url.clone();
         self.server = Some(s);
     }
@@ -173,6 +178,9 @@ pub fn rota(env: &Env) -> assert_cmd::Command {
 /// Gives `cmd` a clean environment inside `env`'s tree, pointed at its server.
 pub fn isolate(cmd: &mut Command, env: &Env) {
     isolate_tree(cmd, env.dir.path(), Some(&env.url));
+    if let Some(ca) = &env.ca_cert {
+        cmd.env("ROTA_CA_CERT", ca);
+    }
 }
 
 /// Gives `cmd` a clean environment inside the tree at `root` (HOME, the XDG directories,

@@ -2,7 +2,7 @@
 //! real `rota server` on port 0 with its own data ([`server`]), background `rota`
 //! processes ([`Proc`]), an async cluster with an API client ([`cluster`]), in-process
 //! servers and workers ([`inproc`]), a headless browser ([`browser`]), test hosts in network namespaces ([`netns`]), a TLS
-//! path to the test PostgreSQL server ([`pg_tls_proxy`]), the
+//! path to the test PostgreSQL server ([`pg_tls_proxy`]), a test CA ([`certs`]), the
 //! background-worker commands ([`background`]), `/proc` checks ([`procs`]), the one skip
 //! helper ([`require`]), several servers of one control plane ([`several`]) and what they
 //! recorded ([`records`]), scenario sizes ([`size`]) and one test body for both backends
@@ -19,6 +19,7 @@ mod wait;
 pub mod backend;
 pub mod background;
 pub mod browser;
+pub mod certs;
 pub mod cluster;
 pub mod inproc;
 pub mod netns;

@@ -13,6 +13,8 @@ pub struct WorkerConfig {
     /// Server address: `host:port`, `http://…` or `https://…`; or a comma-separated list of
     /// them, the servers of one control plane (calls fail over between them).
     pub server: String,
+    /// CA certificates trusted besides the system roots when `server` is `https://`.
+    pub ca: rota_client::CaCerts,
     /// The fleet's join token (never logged, never passed to steps).
     pub join_token: String,
     /// Worker name. A live session of it held by this instance (same workspace, same
@@ -84,6 +86,7 @@ impl WorkerConfig {
         let host = host_name();
         Self {
             server: server.into(),
+            ca: rota_client::CaCerts::default(),
             join_token: join_token.into(),
             name: host.clone(),
             namespace: rota_domain::namespace::default_owned(),
@@ -173,6 +176,7 @@ impl fmt::Debug for WorkerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerConfig")
             .field("server", &self.server)
+            .field("ca", &self.ca)
             .field("join_token", &"<redacted>")
             .field("name", &self.name)
             .field("host", &self.host)

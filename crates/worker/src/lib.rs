@@ -120,7 +120,8 @@ pub async fn run_with(
     ready: Option<oneshot::Sender<Ready>>,
 ) -> Result<(), WorkerError> {
     config.validate()?;
-    let client = WorkerClient::new(&config.server).map_err(|e| WorkerError::InvalidConfig(e.to_string()))?;
+    let client = WorkerClient::trusting(&config.server, &config.ca)
+        .map_err(|e| WorkerError::InvalidConfig(e.to_string()))?;
     let _lock = workspace::prepare(&config.workspace)?;
     let instance_id = instance::load_or_create(&config.workspace)?;
     let ws = config.workspace.clone();

@@ -1,7 +1,7 @@
 //! Registration: joins the server with the join token and the workspace's instance id,
 //! retrying an unreachable (or failing) server with backoff and jitter until shutdown, and
 //! turning a refusal (bad token, protocol mismatch, invalid registration) into
-//! [`WorkerError::Refused`], a name held by another instance into
+//! [`WorkerError::Refused`] (so is a server certificate it does not trust), a name held by another instance into
 //! [`WorkerError::NameHeld`]. It holds no session state itself (that is `context.rs`).
 
 use crate::backoff::Backoff;
@@ -61,6 +61,11 @@ pub(crate) async fn register(
             }
             Err(e) => e,
         };
+        // Retrying cannot help until the certificate or what this worker trusts changes.
+        if let Some(problem) = e.certificate_problem() {
+            let message = format!("{server}: {problem}; pass --ca-cert FILE or set ROTA_CA_CERT");
+            return Err(WorkerError::Refused { message });
+        }
         match &e {
             ClientError::Http { status: 409, code, message, .. } if code == NAME_HELD => {
                 return Err(WorkerError::NameHeld { message: message.clone() });

@@ -47,6 +47,10 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, env = "ROTA_SERVER", default_value = DEFAULT_ADDR, value_name = "URL",
         action = clap::ArgAction::Append, value_delimiter = ',')]
     pub(crate) server: Vec<String>,
+    /// A PEM file of CA certificates to trust, besides the system roots, for a server
+    /// reached over https:// (a private CA, a self-signed certificate).
+    #[arg(long, global = true, env = "ROTA_CA_CERT", value_name = "FILE")]
+    pub(crate) ca_cert: Option<PathBuf>,
     /// Admin token for operator calls [default: the local admin.token file].
     #[arg(long, global = true, env = "ROTA_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     pub(crate) token: Option<String>,

@@ -77,6 +77,17 @@ pub(crate) struct ServerArgs {
     /// Accept a non-loopback --listen address (other machines can then reach the server).
     #[arg(long)]
     pub(crate) allow_remote: bool,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); with --tls-key. Read
+    /// again on SIGHUP (new connections get the new certificate, open ones keep theirs).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Accept a non-loopback --listen address without TLS (tokens then cross the network
+    /// in clear text); with --allow-remote.
+    #[arg(long)]
+    pub(crate) insecure_http: bool,
     /// The database: a SQLite file (PATH or sqlite:PATH; one server) [default: <data
     /// dir>/rota.db], or PostgreSQL (postgres://USER@HOST:PORT/DB; any number of servers).
     #[arg(long, env = "ROTA_DATABASE", value_name = "PATH|URL")]
@@ -123,6 +134,10 @@ impl ServerArgs {
         ServerSettings {
             listen: self.listen.clone(),
             allow_remote: self.allow_remote,
+            insecure_http: self.insecure_http,
+            // Absolute, as the secret key file below.
+            tls_cert: self.tls_cert.as_deref().map(absolute_text),
+            tls_key: self.tls_key.as_deref().map(absolute_text),
             database: self.database.as_ref().map(|p| p.display().to_string()),
             retention: self.retention,
             heartbeat_interval: self.heartbeat_interval,
@@ -132,12 +147,14 @@ impl ServerArgs {
             db_statement_timeout: self.db_statement_timeout,
             db_pool_timeout: self.db_pool_timeout,
             // Absolute, so a background server started elsewhere finds the same file.
-            secret_key_file: self
-                .secret_key_file
-                .as_ref()
-                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()),
+            secret_key_file: self.secret_key_file.as_deref().map(absolute_text),
         }
     }
+}
+
+/// A file flag made absolute, so a background server started elsewhere finds the same file.
+fn absolute_text(p: &std::path::Path) -> String {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,11 @@ pub(crate) async fn run(
     paths: &Paths,
     spawner: Option<rota_worker::Spawner>,
 ) -> Result<ExitCode> {
+    if args.server.tls_cert.is_some() || args.server.insecure_http {
+        return Err(crate::failure::usage(
+            "rota dev serves plain HTTP on loopback; --tls-cert, --tls-key and --insecure-http are for rota server",
+        ));
+    }
     let settings = ServerSetup::from_settings(&args.server.settings(), paths)?;
     super::init_tracing();
     // It holds the secret key and the secret values its steps are given.

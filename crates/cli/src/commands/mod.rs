@@ -48,6 +48,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
                 let link = Paths::from_env().ok().map(|p| rota_lifecycle::supervisor::link::LinkConfig {
                     token_file: p.join_token(),
                     host: rota_worker::host_name(),
+                    ca_cert: None,
                 });
                 let args = rota_lifecycle::supervisor::SuperviseArgs {
                     key: args.key,

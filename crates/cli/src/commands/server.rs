@@ -55,6 +55,9 @@ pub(crate) async fn run(args: &ServerArgs, paths: &Paths) -> Result<ExitCode> {
     }
     // The server has no slower and faster stop: both signals mean "stop".
     signals.spawn_escalation(shutdown.clone(), shutdown.clone());
+    if let Some(tls) = server.tls.clone() {
+        crate::signals::spawn_tls_reload(tls)?;
+    }
     rota_server::run_with(server.listener, server.store, server.config, server.seams, shutdown)
         .await
         .context("server stopped with an error")?;
@@ -65,8 +68,10 @@ pub(crate) async fn run(args: &ServerArgs, paths: &Paths) -> Result<ExitCode> {
 /// A server ready to run: store open, tokens agreed with it, socket bound.
 pub(crate) struct Prepared {
     pub(crate) listener: TcpListener,
-    /// `http://ADDR` of the bound socket.
+    /// `http://ADDR` (`https://ADDR` with TLS) of the bound socket.
     pub(crate) url: String,
+    /// The served certificate, reloaded on SIGHUP.
+    pub(crate) tls: Option<rota_server::tls::ServerTls>,
     pub(crate) store: Arc<dyn JobStore>,
     pub(crate) config: ServerConfig,
     /// The join token (the local worker of `rota dev` joins with it).
@@ -97,6 +102,16 @@ fn process_usage() -> Option<rota_server::ProcessSample> {
 
 impl Prepared {
     pub(crate) async fn new(settings: &ServerSetup, paths: &Paths) -> Result<Self> {
+        // First: a certificate that cannot be served fails the start before anything is opened.
+        let tls = match &settings.tls {
+            Some((cert, key)) => Some(rota_server::tls::ServerTls::load(cert, key).map_err(|e| {
+                with_code(
+                    EXIT_CONFIG,
+                    anyhow::Error::new(e).context("cannot serve TLS (--tls-cert, --tls-key)"),
+                )
+            })?),
+            None => None,
+        };
         let Opened { store, log_quota, serving, seams } = open_store(settings).await?;
         let tokens = tokens::settle_with_store(store.as_ref(), paths, &settings.database).await?;
         let key = crate::secret_key::settle_with_store(store.as_ref(), &settings.secret_key_file).await?;
@@ -111,11 +126,14 @@ impl Prepared {
             retention: settings.retention,
             secret_key: Some(Arc::new(key.keyring)),
             process_probe: Some(process_usage),
+            tls: tls.clone(),
             ..ServerConfig::default()
         };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         Ok(Self {
             listener,
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
+            tls,
             store,
             config,
             join_token: tokens.join.token,
@@ -130,6 +148,13 @@ impl Prepared {
     /// The lines people (and tests) look for on stderr.
     pub(crate) fn announce(&self, paths: &Paths) {
         note(format_args!("rota server listening on {}", self.url));
+        if let Some(tls) = &self.tls {
+            note(format_args!(
+                "TLS certificate: {} (expires {}; SIGHUP reads it again)",
+                tls.cert_path().display(),
+                tls.not_after().to_rfc3339()
+            ));
+        }
         announce_tokens(paths, self.tokens_created);
         let (key_file, created) = &self.secret_key;
         if *created {

@@ -6,6 +6,7 @@
 use super::worker::took;
 use crate::args::{GlobalArgs, ServerCommand, ServerStartArgs};
 use crate::config::{Paths, ServerSetup};
+use crate::failure::{EXIT_CONFIG, with_code};
 use crate::output::{Out, note, size_text};
 use anyhow::{Context, Result};
 use rota_domain::settings::ServerSettings;
@@ -96,6 +97,12 @@ fn saved_form(mut s: ServerSettings) -> Result<ServerSettings> {
             std::path::absolute(db).context("cannot resolve --database")?.display().to_string()
         });
     }
+    if let Some((cert, key)) = s.tls_cert.as_ref().zip(s.tls_key.as_ref()) {
+        // Refused now rather than in the background server's log.
+        rota_server::tls::ServerTls::load(cert.as_ref(), key.as_ref()).map_err(|e| {
+            with_code(EXIT_CONFIG, anyhow::Error::new(e).context("cannot serve TLS (--tls-cert, --tls-key)"))
+        })?;
+    }
     Ok(s)
 }
 
@@ -126,7 +133,19 @@ fn status(global: &GlobalArgs, ipaths: &InstancePaths, paths: &Paths) -> Result<
             Some(t) => Some(t.trim().to_string()),
             None => crate::tokens::read(&paths.admin_token()).unwrap_or(None),
         };
-        s.server = Some(runtime.block_on(report::health_view(&url, token)));
+        let ca = crate::config::ca_certs(global)?;
+        let mut view = runtime.block_on(report::health_view(&url, token, &ca));
+        // Unreachable (a certificate this command does not trust): the file on this machine.
+        if view.tls_not_after.is_none()
+            && let Some((cert, key)) = meta
+                .as_ref()
+                .and_then(|m| m.server_settings.as_ref())
+                .and_then(|s| s.tls_cert.clone().zip(s.tls_key.clone()))
+            && let Ok(tls) = rota_server::tls::ServerTls::load(cert.as_ref(), key.as_ref())
+        {
+            view.tls_not_after = Some(tls.not_after().to_rfc3339());
+        }
+        s.server = Some(view);
     }
     s.diagnostic = report::diagnose(&s);
     let code = s.exit_code();
@@ -143,6 +162,9 @@ fn status(global: &GlobalArgs, ipaths: &InstancePaths, paths: &Paths) -> Result<
         if let Some(logs) = s.server.as_ref().and_then(|v| v.logs) {
             writeln!(out, "  logs: {}", log_quota_text(&logs))?;
         }
+        if let Some(t) = s.server.as_ref().and_then(|v| v.tls_not_after.as_deref()) {
+            writeln!(out, "  tls: {}", expiry_text(t))?;
+        }
         if let Some(d) = s.server.as_ref().and_then(|v| v.leadership.as_ref()) {
             writeln!(out, "  leader: {}", leader_text(d))?;
         } else if let Some(e) = s.server.as_ref().and_then(|v| v.error.as_ref()) {
@@ -150,6 +172,21 @@ fn status(global: &GlobalArgs, ipaths: &InstancePaths, paths: &Paths) -> Result<
         }
     }
     Ok(ExitCode::from(code))
+}
+
+/// `certificate expires 2027-01-01T00:00:00+00:00 (in 25 days)`, with a warning inside
+/// the server's 14-day warning window.
+fn expiry_text(not_after: &str) -> String {
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(not_after) else {
+        return format!("certificate expires {not_after}");
+    };
+    let days = (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
+    let warn = rota_server::tls::EXPIRY_WARNING.as_secs() / 86_400;
+    match days {
+        d if d < 0 => format!("certificate EXPIRED {not_after}: replace it and send the server SIGHUP"),
+        d if d < warn as i64 => format!("certificate expires {not_after} (in {d} days: replace it soon)"),
+        d => format!("certificate expires {not_after} (in {d} days)"),
+    }
 }
 
 /// `this server (host h, pid 42, up since …)`, or the other server that leads, or nobody.

@@ -284,6 +284,9 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
         })?,
     };
     let mut config = configure(&settings, join_token, &instance(args)?, &paths.data_dir)?;
+    if let Some(f) = &global.ca_cert {
+        config.ca = rota_client::CaCerts::from_pem_file(f)?;
+    }
     config.replace = args.replace
         || std::env::var_os(rota_lifecycle::supervisor::REPLACE_ONCE_ENV).is_some_and(|v| v == "1");
     config.supervised = std::env::var_os(rota_lifecycle::supervisor::SUPERVISOR_PID_ENV).is_some();

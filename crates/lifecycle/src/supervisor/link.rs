@@ -29,6 +29,17 @@ pub struct LinkConfig {
     pub token_file: PathBuf,
     /// This host's name, as the worker reports it.
     pub host: String,
+    /// The worker's `--ca-cert`, trusted by the link as by the worker.
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// A client for `server` trusting what the worker trusts.
+fn client(server: &str, cfg: &LinkConfig) -> Result<rota_client::WorkerClient, rota_client::ClientError> {
+    let ca = match &cfg.ca_cert {
+        Some(f) => rota_client::CaCerts::from_pem_file(f)?,
+        None => rota_client::CaCerts::default(),
+    };
+    rota_client::WorkerClient::trusting(server, &ca)
 }
 
 /// What the supervisor and its link share.
@@ -113,7 +124,7 @@ pub(crate) async fn run(
     shared: Shared,
     heals: mpsc::Sender<Uuid>,
 ) {
-    let client = match rota_client::WorkerClient::new(&server) {
+    let client = match client(&server, &cfg) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(%server, "no supervisor link: {e}");
@@ -208,9 +219,7 @@ pub(crate) async fn last_report(
     namespace: &str,
     shared: &Shared,
 ) {
-    let (Ok(client), Ok(token)) =
-        (rota_client::WorkerClient::new(server), std::fs::read_to_string(&cfg.token_file))
-    else {
+    let (Ok(client), Ok(token)) = (client(server, cfg), std::fs::read_to_string(&cfg.token_file)) else {
         return;
     };
     let st = match state::load(paths) {

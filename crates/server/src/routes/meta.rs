@@ -21,6 +21,9 @@ pub(crate) struct Health {
     version: &'static str,
     /// Use of the total log quota (`rota server status` shows it).
     logs: LogQuotaUse,
+    /// When the served TLS certificate expires (absent without TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_not_after: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn log_quota_use(state: &AppState) -> LogQuotaUse {
@@ -36,7 +39,12 @@ fn log_quota_use(state: &AppState) -> LogQuotaUse {
 /// Liveness: answers without touching the store (the log quota's use is kept in memory).
 #[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, body = Health)))]
 pub(crate) async fn healthz(State(state): State<AppState>) -> Json<Health> {
-    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), logs: log_quota_use(&state) })
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        logs: log_quota_use(&state),
+        tls_not_after: state.config.tls.as_ref().map(|t| t.not_after()),
+    })
 }
 
 fn identity(s: &ServerInfo) -> ServerIdentity {

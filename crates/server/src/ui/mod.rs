@@ -384,7 +384,7 @@ async fn login(
     if form.token.len() > rota_domain::limits::MAX_NAME * 4 {
         return Err(ApiError::bad_request("token: too long").into());
     }
-    let Some(cookie) = session::login(&state, &form.token, false).await else {
+    let Some(cookie) = session::login(&state, &form.token, state.config.tls.is_some()).await else {
         tracing::warn!("dashboard: a login with a wrong token was refused");
         state.auth.failures.failed(addr, state.config.auth_failures_per_minute, std::time::Instant::now());
         let page = LoginPage { error: Some("That is not the admin token.") }.render()?;

@@ -42,7 +42,7 @@ impl Api {
     pub(crate) fn connect(global: &GlobalArgs, paths: &Paths) -> Result<Self> {
         let settings = ClientSettings::from_args(global, paths)?;
         let has_token = settings.token.is_some();
-        let mut client = Client::new(&settings.server, settings.token)
+        let mut client = Client::trusting(&settings.server, settings.token, &settings.ca)
             .map_err(|e| anyhow!("cannot set up a client for {}: {e}", settings.server))?
             .across_namespaces(global.all_namespaces);
         if let Some(ns) = &global.namespace {
@@ -54,6 +54,12 @@ impl Api {
     /// A client error as a message for people. `job` names the job the call was about, so
     /// a 404 reads `no job <id>`.
     pub(crate) fn error(&self, err: ClientError, job: Option<JobId>) -> anyhow::Error {
+        if let Some(problem) = err.certificate_problem() {
+            return crate::failure::with_code(
+                crate::failure::EXIT_CONFIG,
+                anyhow!("{}: {problem}; pass --ca-cert FILE or set ROTA_CA_CERT", self.server),
+            );
+        }
         match err {
             ClientError::Unreachable { source, .. } if !self.server.contains(',') => anyhow!(
                 "cannot reach the rota server at {}: {}; is it running? (rota server / rota dev)",

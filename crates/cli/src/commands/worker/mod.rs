@@ -54,6 +54,7 @@ fn overrides(global: &GlobalArgs, run: &WorkerRunArgs, sv: &SupervisionArgs) -> 
     // a restart or `heal` with it would take the name from whoever holds it.
     Ok(Overrides {
         worker: run.settings(server_override(global)?, global.namespace.clone()),
+        ca_cert: global.ca_cert.clone(),
         join_token: run.join_token.clone(),
         bind: run.bind.clone(),
         log_path: run.log_path.clone(),

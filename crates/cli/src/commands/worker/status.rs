@@ -39,7 +39,12 @@ pub(super) fn status_of(global: &GlobalArgs, ipaths: &InstancePaths, paths: &Pat
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        s.server = Some(runtime.block_on(report::server_view(&meta.url(), token, &name)));
+        // What the worker trusts, unless this command line says otherwise.
+        let ca = match global.ca_cert.as_ref().or(meta.ca_cert.as_ref()) {
+            Some(f) => rota_client::CaCerts::from_pem_file(f)?,
+            None => rota_client::CaCerts::default(),
+        };
+        s.server = Some(runtime.block_on(report::server_view(&meta.url(), token, &name, &ca)));
     }
     s.diagnostic = report::diagnose(&s);
     Ok(s)
