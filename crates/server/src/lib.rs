@@ -48,6 +48,7 @@ mod refresh;
 mod routes;
 mod schedules;
 mod seams;
+mod serve;
 pub mod secrets;
 mod state;
 mod supervisors;
@@ -137,22 +138,13 @@ pub async fn run_with(
     let refreshing = tokio::spawn(refresh::run(state.clone(), shutdown.clone()));
     let gauging = tokio::spawn(fleet_gauges::run(state.clone(), shutdown.clone()));
     let stop = shutdown.clone();
-    // The peer's address reaches handlers (`auth::peer`: failed authentications are
-    // counted per address).
-    let served = match state.config.tls.clone() {
+    match state.config.tls.clone() {
         Some(tls) => {
             tokio::spawn(tls::watch_expiry(tls.clone(), shutdown.clone()));
-            let listener = tls::TlsListener::new(listener, &tls)?;
-            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+            serve::serve(tls::TlsListener::new(listener, &tls)?, app, stop).await;
         }
-        None => {
-            axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        }
-    };
+        None => serve::serve(listener, app, stop).await,
+    }
     shutdown.cancel();
     let _ = sweeper.await;
     let _ = scheduling.await;
@@ -162,6 +154,5 @@ pub async fn run_with(
     if let Err(e) = state.leader.resign().await {
         tracing::warn!(error = %e, "could not give up leadership at shutdown");
     }
-    served?;
     Ok(())
 }
