@@ -111,6 +111,7 @@ fn start_all(
             pidfile: pidfiles.as_ref().map(|p| p[i].clone()),
             log_path: logfiles.as_ref().map(|p| p[i].clone()),
             env_file: args.env_file.clone(),
+            ca_cert: global.ca_cert.clone(),
             command: command.clone(),
             ..super::supervision(&args.supervision)
         };
