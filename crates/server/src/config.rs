@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub max_poll: Duration,
     /// Longest any other request may take, reading its body included (408 `timeout`).
     pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers (then the connection is
+    /// closed): a client sending them byte by byte cannot hold a connection.
+    pub header_read_timeout: Duration,
     /// The key-encryption key secrets are sealed with (agreed with the store's fingerprint
     /// by the caller before the server starts). `None`: secret writes are refused and steps
     /// referring to a secret fail when claimed.
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             log_body_limit: 48 << 20,
             max_poll: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
             secret_key: None,
             auth_failures_per_minute: crate::auth_limit::MAX_FAILURES,
             process_probe: None,

@@ -48,8 +48,8 @@ mod refresh;
 mod routes;
 mod schedules;
 mod seams;
-mod serve;
 pub mod secrets;
+mod serve;
 mod state;
 mod supervisors;
 mod sweeper;
@@ -138,12 +138,13 @@ pub async fn run_with(
     let refreshing = tokio::spawn(refresh::run(state.clone(), shutdown.clone()));
     let gauging = tokio::spawn(fleet_gauges::run(state.clone(), shutdown.clone()));
     let stop = shutdown.clone();
+    let headers = state.config.header_read_timeout;
     match state.config.tls.clone() {
         Some(tls) => {
             tokio::spawn(tls::watch_expiry(tls.clone(), shutdown.clone()));
-            serve::serve(tls::TlsListener::new(listener, &tls)?, app, stop).await;
+            serve::serve(tls::TlsListener::new(listener, &tls)?, app, headers, stop).await;
         }
-        None => serve::serve(listener, app, stop).await,
+        None => serve::serve(listener, app, headers, stop).await,
     }
     shutdown.cancel();
     let _ = sweeper.await;

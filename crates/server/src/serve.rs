@@ -15,21 +15,24 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
-/// Longest time a client may take to send a request's headers (every request of a kept-alive
-/// connection, the first one included). Bodies are bounded by the routes' request timeout.
-pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a stop waits for requests in flight (streams and long-polls end on the stop
 /// themselves).
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Serves `app` on what `listener` accepts until `stop` is cancelled.
-pub(crate) async fn serve<L>(mut listener: L, app: Router, stop: CancellationToken)
-where
+/// Serves `app` on what `listener` accepts until `stop` is cancelled. A client gets
+/// `header_read_timeout` for each request's headers (bodies are bounded by the routes'
+/// request timeout).
+pub(crate) async fn serve<L>(
+    mut listener: L,
+    app: Router,
+    header_read_timeout: Duration,
+    stop: CancellationToken,
+) where
     L: axum::serve::Listener<Addr = SocketAddr>,
 {
     let graceful = GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     loop {
         let (io, peer) = tokio::select! {

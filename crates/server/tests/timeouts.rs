@@ -1,5 +1,7 @@
 //! The request timeout against a real server on port 0 over real TCP: a request that
-//! outlives it gets 408 in the JSON error shape; the long-polls are not cut by it.
+//! outlives it gets 408 in the JSON error shape; the long-polls are not cut by it. Headers
+//! sent too slowly close the connection; oversized headers are refused; every route that
+//! takes a body refuses one over its limit (413), with the right credential for the route.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,6 +19,7 @@ const ADMIN: &str = "admin-secret";
 const JOIN: &str = "join-secret";
 /// Short, so the test is quick; the long-polls below wait four times as long.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
+const HEADER_TIMEOUT: Duration = Duration::from_millis(800);
 
 struct Server {
     addr: SocketAddr,
@@ -40,6 +43,7 @@ async fn start() -> Server {
         admin_token: ADMIN.into(),
         join_token: JOIN.into(),
         request_timeout: REQUEST_TIMEOUT,
+        header_read_timeout: HEADER_TIMEOUT,
         ..ServerConfig::default()
     };
     let stop = CancellationToken::new();
@@ -150,4 +154,96 @@ async fn long_polls_outlive_the_request_timeout() {
     let (status, v) = exchange(server.addr, &head, b"", 0).await;
     eprintln!("log-follow long-poll answered after {:?}", started.elapsed());
     assert_eq!(status, 200, "{v}");
+}
+
+/// Reads until the server closes the connection (or `within` passes: `None`).
+async fn closed_within(s: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(got),
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A client that starts a request and never finishes its headers is cut off after the
+/// header read timeout (a slow-loris client cannot hold connections); one whose headers are
+/// far too large is refused without the server reading them all.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_or_oversized_headers_do_not_hold_a_connection() {
+    let server = start().await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Slow: a").await.unwrap();
+    let closed = closed_within(&mut s, Duration::from_secs(30)).await;
+    eprintln!("a connection with unfinished headers was closed after {:?}", started.elapsed());
+    assert!(closed.is_some(), "still open after 30 s");
+    assert!(started.elapsed() >= HEADER_TIMEOUT, "not before the timeout");
+
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let huge = format!("GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+    // The server may stop reading (and close) before all of it is written.
+    let _ = s.write_all(huge.as_bytes()).await;
+    let answer = closed_within(&mut s, Duration::from_secs(30)).await.expect("closed");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 431"), "{text:.200}");
+}
+
+/// Every operation of the served OpenAPI document that takes a body refuses one a byte over
+/// its limit with 413 in the JSON error shape, called with the credential its route needs
+/// (so the limit, not the authentication, answers).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_with_a_body_refuses_one_over_its_limit() {
+    let server = start().await;
+    let (status, reg) = post(
+        server.addr,
+        "/worker/register",
+        JOIN,
+        &json!({"protocolVersion": rota_domain::PROTOCOL_VERSION, "name": "big", "host": "h", "version": "t", "queues": ["default"], "concurrency": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{reg}");
+    let credential = reg["credential"].as_str().unwrap().to_string();
+    let (status, job) =
+        post(server.addr, "/api/v1/jobs", ADMIN, &json!({"steps": [{"name": "a", "run": "true"}]})).await;
+    assert_eq!(status, 201, "{job}");
+    let job_id = job["id"].as_str().unwrap().to_string();
+    let (_, doc) = exchange(server.addr, "GET /openapi.json HTTP/1.1", b"", 0).await;
+    let defaults = ServerConfig::default();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op.get("requestBody").is_none() {
+                continue;
+            }
+            let token = match op["security"][0].as_object().and_then(|o| o.keys().next().cloned()).as_deref()
+            {
+                Some("admin") => ADMIN.to_string(),
+                Some("join") => JOIN.to_string(),
+                Some("worker") => credential.clone(),
+                other => panic!("{method} {path}: unexpected security {other:?}"),
+            };
+            let large = ["/complete", "/logs", "/apply", "/jobs/batch"].iter().any(|s| path.contains(s));
+            let limit = if large { defaults.log_body_limit } else { defaults.body_limit };
+            let url = path
+                .replace("{id}", &job_id)
+                .replace("{name}", "x")
+                .replace("{kind}", "join")
+                .replace("{queue}", "default")
+                .replace("{step}", "a");
+            let body = format!("{{\"x\": \"{}\"}}", "a".repeat(limit));
+            let head = format!("{} {url} HTTP/1.1\r\nAuthorization: Bearer {token}", method.to_uppercase());
+            let (status, err) = exchange(server.addr, &head, body.as_bytes(), body.len()).await;
+            assert_eq!(status, 413, "{method} {path}: {err}");
+            assert_eq!(err["error"]["code"], "payload_too_large", "{method} {path}: {err}");
+            checked += 1;
+        }
+    }
+    eprintln!("{checked} operations with a body refuse one over their limit");
+    assert!(checked >= 20, "only {checked} operations with a body");
 }
