@@ -19,7 +19,9 @@ async fn a_database_of_the_previous_release_opens_with_everything_in_default() {
         client.query_one("SELECT max(version) FROM public.schema_migrations", &[]).await.unwrap().get(0);
     assert_eq!(before, 4, "the fixture is at the schema before namespaces");
     let store: Arc<dyn JobStore> = Arc::new(PgStore::connect(&db.url, PgOptions::default()).await.unwrap());
-    rota_store::conformance::before_namespaces_in_default(store).await;
+    rota_store::conformance::before_namespaces_in_default(store.clone()).await;
+    // Migration 12 (SQLite) / 7 (PostgreSQL), issue 18: grace rotations and forgotten workers.
+    rota_store::conformance::previous_release_rotates_and_forgets(store).await;
     let applied: i64 = client
         .query_one(
             "SELECT count(*) FROM public.schema_migrations WHERE version = 5 AND name = 'namespaces'",

@@ -19,7 +19,9 @@ async fn a_store_of_the_previous_release_opens_with_everything_in_default() {
         rusqlite::Connection::open(&file).unwrap().execute_batch(dump).unwrap();
     }
     let store: Arc<dyn JobStore> = Arc::new(SqliteStore::open(&path, SqliteOptions::default()).unwrap());
-    rota_store::conformance::before_namespaces_in_default(store).await;
+    rota_store::conformance::before_namespaces_in_default(store.clone()).await;
+    // Migration 12 (SQLite) / 7 (PostgreSQL), issue 18: grace rotations and forgotten workers.
+    rota_store::conformance::previous_release_rotates_and_forgets(store).await;
     let conn = rusqlite::Connection::open(&path).unwrap();
     let applied: i64 = conn
         .query_row(

@@ -29,6 +29,7 @@ mod schedules;
 mod secrets;
 mod workers;
 
+pub use credentials::previous_release_rotates_and_forgets;
 pub use namespaces::before_namespaces_in_default;
 
 use crate::JobStore;

@@ -149,3 +149,21 @@ pub(super) async fn credentials_rotate_with_grace(s: Arc<dyn JobStore>) {
         [PreviousCredential { kind: CredentialKind::Admin, hash: hash(1), until: when(90), handover: None }]
     );
 }
+
+/// Run on a store the previous release wrote (the upgrade tests): its token hashes load
+/// with no grace kept, a grace rotation keeps the old hash, and its worker `w1` (offline)
+/// can be forgotten with a block and unblocked.
+pub async fn previous_release_rotates_and_forgets(s: Arc<dyn JobStore>) {
+    let held = s.credential_hashes().await.unwrap();
+    assert!(held.previous.is_empty(), "{held:?}");
+    let old_join = held.join.clone();
+    if old_join.is_some() {
+        let rotation = GraceRotation { hash: hash(9), until: when(30), handover: None };
+        s.rotate_credential_with_grace(CredentialKind::Join, &rotation, when(0)).await.unwrap();
+        let held = s.credential_hashes().await.unwrap();
+        assert_eq!(held.previous.first().map(|p| Some(p.hash.clone())), Some(old_join));
+    }
+    let out = s.forget_worker("default", "w1", true, when(1)).await.unwrap();
+    assert!(out.known && out.sessions.is_empty() && out.blocked, "{out:?}");
+    assert!(s.unblock_worker("default", "w1").await.unwrap());
+}
