@@ -7,7 +7,6 @@ use crate::args::{ApplyArgs, DeleteArgs, DiffArgs, GetArgs, GetFormat, GlobalArg
 use crate::commands::job::{Api, logs, submit};
 use crate::config::Paths;
 use crate::failure::{document_error, usage};
-use rota_manifest::manifests::{self, Manifest};
 use crate::output::{self, Out};
 use anyhow::{Result, anyhow};
 use rota_api_types::jobs::SubmitResponse;
@@ -17,6 +16,7 @@ use rota_api_types::resources::{
 };
 use rota_client::ClientError;
 use rota_domain::resource::{Applied, Kind};
+use rota_manifest::manifests::{self, Manifest};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
@@ -122,7 +122,8 @@ pub(crate) async fn get(global: &GlobalArgs, args: &GetArgs, paths: &Paths) -> R
 /// `rota delete KIND NAME` or `rota delete -f FILE`.
 pub(crate) async fn delete(global: &GlobalArgs, args: &DeleteArgs, paths: &Paths) -> Result<ExitCode> {
     let refs: Vec<ResourceRef> = match (&args.file, &args.kind, &args.name) {
-        (Some(file), _, _) => manifests::read(file).map_err(document_error)?
+        (Some(file), _, _) => manifests::read(file)
+            .map_err(document_error)?
             .iter()
             .map(|m| ResourceRef {
                 kind: m.doc.kind().as_str().to_string(),
