@@ -31,6 +31,12 @@ pub(crate) fn usage(message: impl fmt::Display) -> anyhow::Error {
     Failure { code: EXIT_USAGE, error: anyhow::anyhow!("{message}") }.into()
 }
 
+/// A document's error (`rota_manifest`) as the CLI reports it: a usage error (exit 2)
+/// unless reading stdin failed.
+pub(crate) fn document_error(e: rota_manifest::Error) -> anyhow::Error {
+    if e.is_usage() { usage(e) } else { anyhow::Error::new(e) }
+}
+
 /// `error`, ending the process with `code`.
 pub(crate) fn with_code(code: u8, error: anyhow::Error) -> anyhow::Error {
     Failure { code, error }.into()

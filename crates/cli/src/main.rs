@@ -6,7 +6,7 @@
 //! - `args`: raw clap definitions. `config`: validated settings and XDG paths.
 //! - `commands/`: one file per command. `output`: stdout writes, tables, JSON.
 //! - `tokens`: the admin and join token files. `signals`: SIGINT/SIGTERM to cancellation.
-//! - `job_document`, `shell`, `source_map`: building a job from a file, flags and argv.
+//! - `job_flags`: building a job from a document (`rota_manifest`), flags and argv.
 //! - `lifecycle`: background workers (supervisor, files, locks, start/stop/status).
 //! - `failure`: exit codes.
 
@@ -15,14 +15,12 @@ mod commands;
 mod config;
 mod database;
 mod failure;
-mod job_document;
+mod job_flags;
 mod log_quota;
-mod manifests;
 mod output;
 mod routing;
 mod secret_key;
 mod signals;
-mod source_map;
 mod tokens;
 
 use clap::error::ErrorKind;

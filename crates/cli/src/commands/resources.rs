@@ -1,13 +1,12 @@
 //! The declarative commands: `rota apply`, `diff`, `get`, `delete` and `run`. Documents are
-//! read and checked locally first (`manifests`: exit 2 naming `file:line:column`); the
+//! read and checked locally first (`rota_manifest::manifests`: exit 2 naming `file:line:column`); the
 //! server's own refusals carry a JSON pointer into the request, mapped back here to the
 //! document's file and line. Connecting and client errors are `job::Api`'s.
 
 use crate::args::{ApplyArgs, DeleteArgs, DiffArgs, GetArgs, GetFormat, GlobalArgs, LogsArgs, RunArgs};
 use crate::commands::job::{Api, logs, submit};
 use crate::config::Paths;
-use crate::failure::usage;
-use crate::manifests::{self, Manifest};
+use crate::failure::{document_error, usage};
 use crate::output::{self, Out};
 use anyhow::{Result, anyhow};
 use rota_api_types::jobs::SubmitResponse;
@@ -17,12 +16,13 @@ use rota_api_types::resources::{
 };
 use rota_client::ClientError;
 use rota_domain::resource::{Applied, Kind};
+use rota_manifest::manifests::{self, Manifest};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 /// `rota apply -f`.
 pub(crate) async fn apply(global: &GlobalArgs, args: &ApplyArgs, paths: &Paths) -> Result<ExitCode> {
-    let manifests = manifests::read(&args.file)?;
+    let manifests = manifests::read(&args.file).map_err(document_error)?;
     let api = Api::connect(global, paths)?;
     let resp = send(&api, &manifests, false).await?;
     let mut out = Out::new();
@@ -39,7 +39,7 @@ pub(crate) async fn apply(global: &GlobalArgs, args: &ApplyArgs, paths: &Paths) 
 
 /// `rota diff -f`: exit 0 when nothing would change, 1 when something would.
 pub(crate) async fn diff(global: &GlobalArgs, args: &DiffArgs, paths: &Paths) -> Result<ExitCode> {
-    let manifests = manifests::read(&args.file)?;
+    let manifests = manifests::read(&args.file).map_err(document_error)?;
     let api = Api::connect(global, paths)?;
     let resp = send(&api, &manifests, true).await?;
     let mut out = Out::new();
@@ -122,7 +122,8 @@ pub(crate) async fn get(global: &GlobalArgs, args: &GetArgs, paths: &Paths) -> R
 /// `rota delete KIND NAME` or `rota delete -f FILE`.
 pub(crate) async fn delete(global: &GlobalArgs, args: &DeleteArgs, paths: &Paths) -> Result<ExitCode> {
     let refs: Vec<ResourceRef> = match (&args.file, &args.kind, &args.name) {
-        (Some(file), _, _) => manifests::read(file)?
+        (Some(file), _, _) => manifests::read(file)
+            .map_err(document_error)?
             .iter()
             .map(|m| ResourceRef {
                 kind: m.doc.kind().as_str().to_string(),

@@ -1,11 +1,11 @@
-//! `rota job submit`: build the job from a document, flags and argv (see `job_document`),
+//! `rota job submit`: build the job from a document, flags and argv (see `job_flags`),
 //! validate it here so mistakes exit 2 before any network call, submit (always with an
 //! idempotency key: the user's or one of our own), print the id.
 //! `--wait` then follows the job to its end: exit 0 if it succeeded, 1 otherwise.
 
 use super::Api;
 use crate::args::SubmitArgs;
-use crate::job_document;
+use crate::job_flags;
 use crate::output::{Out, note, or_dash};
 use anyhow::Result;
 use rota_api_types::jobs::SubmitResponse;
@@ -33,7 +33,7 @@ pub(crate) async fn run(api: &Api, args: &SubmitArgs, json: bool) -> Result<Exit
 /// Builds the job `args` describe, routes it and submits it: the one path of `rota job
 /// submit` (and of `rota mcp`'s `submit_job`, which fills in the same arguments).
 pub(crate) async fn send(api: &Api, args: &SubmitArgs) -> Result<SubmitResponse> {
-    let mut spec = job_document::build(args, chrono::Utc::now())?;
+    let mut spec = job_flags::build(args, chrono::Utc::now())?;
     // Routing: explicit --queue, else a route by job name, else the document; then aliases.
     let routing = crate::routing::load_active()?;
     spec.queue = routing

@@ -3,7 +3,7 @@
 //! here calls the server.
 
 use crate::args::{SubmitArgs, parse_duration};
-use crate::job_document::ARGV_STEP;
+use crate::job_flags::ARGV_STEP;
 use rmcp::handler::server::common::{schema_for_empty_input, schema_for_input};
 use rmcp::model::JsonObject;
 use rota_domain::JobId;

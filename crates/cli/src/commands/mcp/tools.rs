@@ -219,9 +219,9 @@ impl Rota {
     )]
     async fn apply_resources(&self, args: JsonObject) -> CallToolResult {
         with_input!(args, ApplyResources, |input| {
-            let manifests = match crate::manifests::from_text("documents", &input.documents) {
+            let manifests = match rota_manifest::manifests::from_text("documents", &input.documents) {
                 Ok(m) => m,
-                Err(e) => return failure(e),
+                Err(e) => return failure(e.into()),
             };
             resources::send(&self.api, &manifests, input.dry_run).await.map_or_else(failure, |r| ok(&r))
         })

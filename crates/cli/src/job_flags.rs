@@ -1,34 +1,24 @@
-//! Building the job `rota job submit` sends: a YAML or JSON document (file or stdin), then
-//! the flags on top (they override scalars and extend lists), then local validation. Every
-//! error is a usage error naming where it is: `job.yaml:3:5: ...` for syntax and types,
-//! `job.yaml:7:14: steps[1].needs[0]: ...` for the rules `JobSpec::validate` checks.
+//! Building the job `rota job submit` sends: the document (`rota_manifest::job_document`:
+//! file or stdin, YAML or JSON), then the flags on top (they override scalars and extend
+//! lists), then validation placed in the document. Every error is a usage error.
 
 use crate::args::{Deadline, SubmitArgs};
-use crate::failure::usage;
-use crate::source_map;
-use anyhow::{Context, Result};
+use crate::failure::{document_error, usage};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use rota_domain::{JobSpec, StepSpec};
 use rota_lifecycle::shell;
-use std::io::Read;
-use std::path::Path;
+use rota_manifest::job_document;
 
 /// Name of the step made from the argv after `--`.
 pub(crate) const ARGV_STEP: &str = "main";
-
-/// A document's text and the name errors call it by.
-struct Document {
-    name: String,
-    text: String,
-    json: bool,
-}
 
 /// The job described by `args`, validated. `now` resolves a relative `--deadline`.
 pub(crate) fn build(args: &SubmitArgs, now: DateTime<Utc>) -> Result<JobSpec> {
     let (mut spec, doc) = match &args.file {
         Some(path) => {
-            let doc = read(path)?;
-            (parse(&doc)?, Some(doc))
+            let doc = job_document::read(path).map_err(document_error)?;
+            (job_document::parse(&doc).map_err(document_error)?, Some(doc))
         }
         None => (JobSpec::new(Vec::new()), None),
     };
@@ -36,37 +26,8 @@ pub(crate) fn build(args: &SubmitArgs, now: DateTime<Utc>) -> Result<JobSpec> {
     if spec.steps.is_empty() {
         return Err(usage("nothing to run: give -f FILE, --step NAME=CMD, or a command after `--`"));
     }
-    spec.validate().map_err(|e| match &doc {
-        Some(doc) => match source_map::locate(&doc.text, &e.path) {
-            Some((line, column)) => usage(format!("{}:{line}:{column}: {e}", doc.name)),
-            None => usage(format!("{}: {e}", doc.name)),
-        },
-        None => usage(format!("job: {e}")),
-    })?;
+    job_document::validate(&spec, doc.as_ref()).map_err(document_error)?;
     Ok(spec)
-}
-
-fn read(path: &Path) -> Result<Document> {
-    if path == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("cannot read the job document from stdin")?;
-        let json = text.trim_start().starts_with('{');
-        return Ok(Document { name: "<stdin>".into(), text, json });
-    }
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| usage(format!("{name}: cannot read: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|_| usage(format!("{name}: not UTF-8 text")))?;
-    let json = match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => true,
-        Some("yaml" | "yml") => false,
-        _ => text.trim_start().starts_with('{'),
-    };
-    Ok(Document { name, text, json })
-}
-
-fn parse(doc: &Document) -> Result<JobSpec> {
-    let at = |line: u64, column: u64| format!("{}:{line}:{column}", doc.name);
-    source_map::deserialize(&doc.text, doc.json, &at)
 }
 
 /// Flags override the document's scalars and extend its lists; `--timeout`/`--retries`
@@ -141,6 +102,7 @@ mod tests {
     use super::*;
     use crate::args::{Cli, Command, JobCommand};
     use clap::Parser;
+    use rota_manifest::job_document::{Document, parse};
 
     fn submit_args(argv: &[&str]) -> SubmitArgs {
         let cli = Cli::try_parse_from(["rota", "job", "submit"].iter().chain(argv)).unwrap();
@@ -150,39 +112,15 @@ mod tests {
         }
     }
 
-    fn yaml(text: &str) -> Result<JobSpec> {
-        parse(&Document { name: "job.yaml".into(), text: text.into(), json: false })
-    }
-
-    fn message(r: Result<JobSpec>) -> String {
-        format!("{:#}", r.unwrap_err())
-    }
-
-    #[test]
-    fn yaml_errors_have_line_and_column() {
-        let m = message(yaml("steps:\n  - name: a\n    run: true\n    bogus: 1\n"));
-        assert!(m.starts_with("job.yaml:4:5: "), "{m}");
-        assert!(m.contains("bogus"), "{m}");
-        let m = message(yaml("steps:\n  - name: a\n    run: echo\n    keep_workspace: yes\n"));
-        assert!(m.starts_with("job.yaml:4:"), "{m}");
-        let m = message(yaml("steps: [\n"));
-        assert!(m.starts_with("job.yaml:"), "{m}");
-    }
-
-    #[test]
-    fn json_errors_have_line_and_column() {
-        let doc = Document { name: "j.json".into(), text: "{\n  \"steps\": 3\n}".into(), json: true };
-        let m = message(parse(&doc));
-        assert!(m.starts_with("j.json:2:"), "{m}");
-        assert!(!m.contains(" at line "), "{m}");
+    fn yaml(text: &str) -> JobSpec {
+        parse(&Document { name: "job.yaml".into(), text: text.into(), json: false }).unwrap()
     }
 
     #[test]
     fn flags_override_and_extend_the_document() {
         let mut spec = yaml(
             "queue: q1\nsteps:\n  - name: a\n    run: make\n    timeout: 5s\n  - name: b\n    run: test\n",
-        )
-        .unwrap();
+        );
         let args = submit_args(&[
             "--queue",
             "q2",

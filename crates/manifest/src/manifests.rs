@@ -1,12 +1,12 @@
 //! Reading what `rota apply`, `diff` and `delete -f` are given: a file, a directory (every
 //! `*.yaml`, `*.yml` and `*.json` in it, in name order) or `-` (stdin). A YAML file holds
-//! one or more documents separated by `---` lines; a JSON file holds one document. Each document is parsed strictly into a `ResourceDocument` and checked
-//! against the domain rules here, so mistakes exit 2 naming `file:line:column` before any
-//! network call; each keeps where it came from, so a server's JSON pointer maps back too.
+//! one or more documents separated by `---` lines; a JSON file holds one document. Each
+//! document is parsed strictly into a `ResourceDocument` and checked against the domain
+//! rules here, so mistakes are named by `file:line:column` before any network call; each
+//! keeps where it came from, so a server's JSON pointer maps back too. No network here.
 
-use crate::failure::usage;
+use crate::error::{Error, invalid};
 use crate::source_map;
-use anyhow::{Context, Result};
 use rota_api_types::resources::{
     API_VERSION, ResourceDocument, ScheduleDocument, WorkerConfigDocument, WorkerPoolDocument,
     WorkflowDocument,
@@ -16,21 +16,21 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// One document and where it came from.
-pub(crate) struct Manifest {
+pub struct Manifest {
     /// The file's name as errors say it (`<stdin>` for `-`).
-    pub(crate) file: String,
+    pub file: String,
     /// The line of the file the document's first line is (1-based).
-    pub(crate) first_line: u64,
+    pub first_line: u64,
     /// The document's own text.
-    pub(crate) text: String,
+    pub text: String,
     /// The document, parsed.
-    pub(crate) doc: ResourceDocument,
+    pub doc: ResourceDocument,
 }
 
 impl Manifest {
     /// `file:line:column` of the value at `pointer` (relative to the document), or `file:line`
     /// of the document when it cannot be found.
-    pub(crate) fn position(&self, pointer: &str) -> String {
+    pub fn position(&self, pointer: &str) -> String {
         match source_map::locate_pointer(&self.text, pointer) {
             Some((line, column)) => format!("{}:{}:{column}", self.file, line + self.first_line - 1),
             None => format!("{}:{}", self.file, self.first_line),
@@ -38,59 +38,62 @@ impl Manifest {
     }
 
     /// The document's kind and name, as `rota get` writes them (`workflows/build`).
-    pub(crate) fn label(&self) -> String {
+    pub fn label(&self) -> String {
         format!("{}/{}", self.doc.kind().plural(), self.doc.metadata().name)
     }
 }
 
-/// Every document `-f PATH` names, in order; the first problem is a usage error.
-pub(crate) fn read(path: &Path) -> Result<Vec<Manifest>> {
+/// Every document `-f PATH` names, in order; the first problem is the error.
+pub fn read(path: &Path) -> Result<Vec<Manifest>, Error> {
     let mut out = Vec::new();
     for (file, text, json) in sources(path)? {
         out.extend(documents(&file, &text, json)?);
     }
     if out.is_empty() {
-        return Err(usage(format!("{}: no documents found", path.display())));
+        return Err(invalid(format!("{}: no documents found", path.display())));
     }
     Ok(out)
 }
 
 /// Every document of `text` (JSON when it starts with `{`, else YAML), as `-` reads stdin;
 /// errors name `file`. `rota mcp`'s `apply_resources` is given its documents this way.
-pub(crate) fn from_text(file: &str, text: &str) -> Result<Vec<Manifest>> {
+pub fn from_text(file: &str, text: &str) -> Result<Vec<Manifest>, Error> {
     let json = text.trim_start().starts_with('{');
     let out = documents(file, text, json)?;
     if out.is_empty() {
-        return Err(usage(format!("{file}: no documents found")));
+        return Err(invalid(format!("{file}: no documents found")));
     }
     Ok(out)
 }
 
 /// One file's documents, parsed and checked.
-fn documents(file: &str, text: &str, json: bool) -> Result<Vec<Manifest>> {
+fn documents(file: &str, text: &str, json: bool) -> Result<Vec<Manifest>, Error> {
     let parts = split(text, json)
-        .map_err(|line| usage(format!("{file}:{line}: start the document on the line after `---`")))?;
+        .map_err(|line| invalid(format!("{file}:{line}: start the document on the line after `---`")))?;
     parts.into_iter().map(|(first_line, part)| parse(file, first_line, part, json)).collect()
 }
 
 /// The files to read: `(name, text, is JSON)`.
-fn sources(path: &Path) -> Result<Vec<(String, String, bool)>> {
+fn sources(path: &Path) -> Result<Vec<(String, String, bool)>, Error> {
     if path == Path::new("-") {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("cannot read documents from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|source| Error::Stdin { what: "documents", source })?;
         let json = text.trim_start().starts_with('{');
         return Ok(vec![("<stdin>".into(), text, json)]);
     }
-    let meta = std::fs::metadata(path).map_err(|e| usage(format!("{}: cannot read: {e}", path.display())))?;
+    let name = || path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| Error::Read { name: name(), source })?;
     let files: Vec<PathBuf> = if meta.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| usage(format!("{}: cannot list: {e}", path.display())))?
+            .map_err(|source| Error::List { name: name(), source })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && matches!(extension(p), Some("yaml" | "yml" | "json")))
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(usage(format!(
+            return Err(invalid(format!(
                 "{}: no *.yaml, *.yml or *.json files in this directory",
                 path.display()
             )));
@@ -103,8 +106,8 @@ fn sources(path: &Path) -> Result<Vec<(String, String, bool)>> {
         .into_iter()
         .map(|f| {
             let name = f.display().to_string();
-            let bytes = std::fs::read(&f).map_err(|e| usage(format!("{name}: cannot read: {e}")))?;
-            let text = String::from_utf8(bytes).map_err(|_| usage(format!("{name}: not UTF-8 text")))?;
+            let bytes = std::fs::read(&f).map_err(|source| Error::Read { name: name.clone(), source })?;
+            let text = String::from_utf8(bytes).map_err(|_| invalid(format!("{name}: not UTF-8 text")))?;
             // A byte-order mark some editors write is not part of the document.
             let text = text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text);
             let json = match extension(&f) {
@@ -224,10 +227,10 @@ struct PoolFile {
     spec: rota_domain::pool::PoolSpec,
 }
 
-fn parse(file: &str, first_line: u64, text: &str, json: bool) -> Result<Manifest> {
+fn parse(file: &str, first_line: u64, text: &str, json: bool) -> Result<Manifest, Error> {
     let at = |line: u64, column: u64| format!("{file}:{}:{column}", line + first_line - 1);
     if text.len() > MAX_DOCUMENT_BYTES {
-        return Err(usage(format!(
+        return Err(invalid(format!(
             "{}: the document is {} bytes; the limit is {MAX_DOCUMENT_BYTES}",
             at(1, 1),
             text.len()
@@ -239,7 +242,7 @@ fn parse(file: &str, first_line: u64, text: &str, json: bool) -> Result<Manifest
         None => at(1, 1),
     };
     let Some(kind) = head.kind else {
-        return Err(usage(format!("{}: missing `kind` (e.g. kind: Workflow)", at(1, 1))));
+        return Err(invalid(format!("{}: missing `kind` (e.g. kind: Workflow)", at(1, 1))));
     };
     let doc = match Kind::ALL.iter().find(|k| k.as_str() == kind) {
         Some(Kind::Workflow) => {
@@ -284,7 +287,7 @@ fn parse(file: &str, first_line: u64, text: &str, json: bool) -> Result<Manifest
         }
         None => {
             let known: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-            return Err(usage(format!(
+            return Err(invalid(format!(
                 "{}: unknown kind `{kind}`; known kinds: {}",
                 place("/kind"),
                 known.join(", ")
@@ -297,9 +300,9 @@ fn parse(file: &str, first_line: u64, text: &str, json: bool) -> Result<Manifest
 }
 
 /// The rules the server also checks, here first: `file:line:column` of the field to blame.
-fn check(m: &Manifest) -> Result<()> {
+fn check(m: &Manifest) -> Result<(), Error> {
     let fail = |pointer: &str, field: &str, message: &str| {
-        usage(format!("{}: {field}: {message}", m.position(pointer)))
+        invalid(format!("{}: {field}: {message}", m.position(pointer)))
     };
     if let Some(v) = m.doc.api_version()
         && v != API_VERSION

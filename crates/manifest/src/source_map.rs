@@ -2,11 +2,11 @@
 //! validation errors (which know paths, not positions) can say `job.yaml:7:14: ...` too.
 //! The text is read a second time as a bare YAML tree (JSON parses as YAML as well) that
 //! keeps each value's line and column; nothing here decides whether the document is valid.
-//! [`deserialize`] is the one way the CLI parses a document: its errors lead with
+//! [`deserialize`] is the one way a document is parsed a document: its errors lead with
 //! `file:line:column`, found from the failing field's path when the parser has no position
 //! of its own (a duration or size that does not parse, say).
 
-use crate::failure::usage;
+use crate::error::{Error, invalid};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 use std::fmt;
@@ -18,20 +18,20 @@ enum Node {
     Scalar,
 }
 
-/// Deserializes a YAML or JSON document; an error is a usage error led by `at(line,
+/// Deserializes a YAML or JSON document; an error is [`Error::Invalid`] led by `at(line,
 /// column)`. Only `true`/`false` are YAML booleans, so `on: yes` is not silently `true`.
-pub(crate) fn deserialize<T: de::DeserializeOwned>(
+pub fn deserialize<T: de::DeserializeOwned>(
     text: &str,
     json: bool,
     at: &dyn Fn(u64, u64) -> String,
-) -> anyhow::Result<T> {
+) -> Result<T, Error> {
     if json {
         return serde_json::from_str(text).map_err(|e| {
             // serde_json appends " at line L column C" to its message; we lead with it instead.
             let msg = e.to_string();
             let suffix = format!(" at line {} column {}", e.line(), e.column());
             let msg = msg.strip_suffix(&suffix).unwrap_or(&msg).to_string();
-            usage(format!("{}: {msg}", at(e.line() as u64, e.column() as u64)))
+            invalid(format!("{}: {msg}", at(e.line() as u64, e.column() as u64)))
         });
     }
     let options = serde_saphyr::options! { strict_booleans: true };
@@ -60,15 +60,15 @@ pub(crate) fn deserialize<T: de::DeserializeOwned>(
         // The parser's own position says where (and its message what); a position found
         // from the path also names the field, which the message alone may not.
         match (own, by_path) {
-            (Some((line, column)), _) => usage(format!("{}: {msg}", at(line, column))),
-            (None, Some((line, column))) => usage(format!("{}: {path}: {msg}", at(line, column))),
-            (None, None) => usage(format!("{}: {msg}", at(1, 1))),
+            (Some((line, column)), _) => invalid(format!("{}: {msg}", at(line, column))),
+            (None, Some((line, column))) => invalid(format!("{}: {path}: {msg}", at(line, column))),
+            (None, None) => invalid(format!("{}: {msg}", at(1, 1))),
         }
     })
 }
 
 /// Line and column (1-based) of the value at `path` in `text`, if it can be found.
-pub(crate) fn locate(text: &str, path: &str) -> Option<(u64, u64)> {
+pub fn locate(text: &str, path: &str) -> Option<(u64, u64)> {
     let root: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
     let mut node = &root;
     for segment in segments(path)? {
@@ -85,7 +85,7 @@ pub(crate) fn locate(text: &str, path: &str) -> Option<(u64, u64)> {
 /// Line and column (1-based) of the value a JSON pointer (`/spec/steps/1/run`, RFC 6901)
 /// names in `text`; a key that is missing points at its parent instead (a missing field is
 /// best shown where it belongs), the root at line 1.
-pub(crate) fn locate_pointer(text: &str, pointer: &str) -> Option<(u64, u64)> {
+pub fn locate_pointer(text: &str, pointer: &str) -> Option<(u64, u64)> {
     let root: Spanned<Node> = serde_saphyr::from_str(text).ok()?;
     let mut node = &root;
     for raw in pointer.split('/').skip(1) {
