@@ -138,6 +138,9 @@ async fn prepare(
 ) -> Result<(WorkerConfig, Option<u16>, Arc<AtomicBool>, ShutdownHandle)> {
     let config = worker_config(global, args, paths)?;
     init_logging(args)?;
+    // It holds the join token: a step of the same user must not read its environment or
+    // memory (its spawner helpers do the same at their own start).
+    rota_worker::dumpable::forbid_dumps();
     if args.workspace.is_none() {
         rota_lifecycle::workspace::retire_legacy(rota_lifecycle::workspace::legacy_dir(
             &paths.data_dir,
@@ -272,13 +275,18 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
     {
         settings.queues = q.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     }
+    // Under a supervisor: the saved token's file (by path: the token is never in the
+    // worker's environment), else the local server's join.token.
+    let token_file = std::env::var_os(rota_lifecycle::supervisor::JOIN_TOKEN_FILE_ENV)
+        .filter(|f| !f.is_empty())
+        .map_or_else(|| paths.join_token(), PathBuf::from);
     let join_token = match &args.join_token {
         Some(t) => t.trim().to_string(),
-        None => tokens::read(&paths.join_token())?.ok_or_else(|| {
+        None => tokens::read(&token_file)?.ok_or_else(|| {
             anyhow!(
                 "no join token: pass --join-token or set ROTA_JOIN_TOKEN (a server on this machine \
                  writes it to {})",
-                paths.join_token().display()
+                token_file.display()
             )
         })?,
     };

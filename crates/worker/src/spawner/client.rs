@@ -315,6 +315,7 @@ impl Lane {
             .env_clear()
             .envs(envs.iter().map(|(k, v)| (*k, *v)))
             .env(PARENT_ENV, &me)
+            .envs(crate::dumpable::ptrace_allowed().then_some((crate::dumpable::ALLOW_PTRACE_ENV, "1")))
             .process_group(0)
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())

@@ -32,6 +32,9 @@ pub const TEST_HELPER_ENV: &str = "ROTA_SPAWNER_TEST_HELPER";
 /// The helper's main: serves the worker connected on stdin until it goes away, kills what
 /// is left, and returns the process's exit code.
 pub fn helper_main() -> i32 {
+    // Re-executed, so dumpable again: it holds no token, but a step of the same user must
+    // not attach to the process that spawns (and kills) every step.
+    crate::dumpable::forbid_dumps();
     match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(sock) => {
             // Our stdin must not stay a second handle on the socket (EOF would never come
