@@ -33,9 +33,10 @@ pub(crate) async fn run(
     args: &WorkerRunArgs,
     paths: &Paths,
     spawner: Option<rota_worker::Spawner>,
+    run_as: Result<Option<rota_worker::RunAs>, rota_worker::RunAsError>,
 ) -> Result<ExitCode> {
     let pipe: Pipe = Arc::new(Mutex::new(readiness::take_from_stdout()));
-    let prepared = prepare(global, args, paths).await;
+    let prepared = prepare(global, args, paths, run_as).await;
     let (mut config, port, registered, handle) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -135,8 +136,11 @@ async fn prepare(
     global: &GlobalArgs,
     args: &WorkerRunArgs,
     paths: &Paths,
+    run_as: Result<Option<rota_worker::RunAs>, rota_worker::RunAsError>,
 ) -> Result<(WorkerConfig, Option<u16>, Arc<AtomicBool>, ShutdownHandle)> {
-    let config = worker_config(global, args, paths)?;
+    let mut config = worker_config(global, args, paths)?;
+    // Whether that user can reach the workspace is the worker's first check (exit 78).
+    config.run_as = run_as?;
     init_logging(args)?;
     // It holds the join token: a step of the same user must not read its environment or
     // memory (its spawner helpers do the same at their own start).
