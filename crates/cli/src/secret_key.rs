@@ -12,7 +12,6 @@ use rota_server::secrets::{Keyring, SecretKey};
 use rota_store::JobStore;
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -29,14 +28,7 @@ fn read(path: &Path) -> Result<Option<SecretKey>> {
             let text = Zeroizing::new(text);
             let key = SecretKey::from_text(&text)
                 .map_err(|e| with_code(EXIT_CONFIG, anyhow!("secret key file {}: {e}", path.display())))?;
-            if let Ok(meta) = fs::metadata(path)
-                && meta.permissions().mode() & 0o077 != 0
-            {
-                tracing::warn!(
-                    "secret key file {} is readable by other users; run: chmod 600 {0}",
-                    path.display()
-                );
-            }
+            crate::tokens::tighten(path);
             Ok(Some(key))
         }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),

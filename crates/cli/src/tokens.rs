@@ -15,7 +15,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use rota_store::{CredentialHashes, CredentialKind, JobStore};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Reads a token file; `None` if it does not exist.
@@ -41,7 +41,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<String>> {
 /// flag says whether this call created it.
 pub(crate) fn read_or_create(path: &Path) -> Result<(String, bool)> {
     if let Some(token) = read(path)? {
-        warn_if_readable_by_others(path);
+        tighten(path);
         return Ok((token, false));
     }
     let token = generate();
@@ -100,11 +100,11 @@ fn write_synced(path: &Path, text: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
-fn warn_if_readable_by_others(path: &Path) {
-    if let Ok(meta) = fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!("token file {} is readable by other users; run: chmod 600 {0}", path.display());
+/// An existing token file readable by others is tightened to 0600, with a notice; a file
+/// this user may not chmod keeps a warning.
+pub(crate) fn tighten(path: &Path) {
+    if let Err(e) = rota_store::private_file::tighten(path) {
+        tracing::warn!("{} is readable by other users and cannot be tightened to 0600: {e}", path.display());
     }
 }
 
@@ -158,7 +158,7 @@ pub(crate) async fn settle_with_store(
                     return Err(with_code(EXIT_CONFIG, mismatched_file(kind, &path, paths, database)));
                 }
                 Some(token) => {
-                    warn_if_readable_by_others(&path);
+                    tighten(&path);
                     StartToken { token, created: false }
                 }
             },
@@ -280,6 +280,7 @@ impl Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn created_once_0600_then_reused() {

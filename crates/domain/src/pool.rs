@@ -94,8 +94,8 @@ fn err(path: impl Into<String>, message: impl Into<String>) -> SpecError {
 
 impl PoolSpec {
     /// Checks the selector and the settings: a pool names at least one way to select, and
-    /// sets only what a pool may impose (not the server, name, namespace, profile or workspace, which
-    /// say who a worker is and where it runs).
+    /// sets only what a pool may impose (not the server, name, namespace, profile, workspace or
+    /// run-as user, which say who a worker is and where and as whom it runs).
     pub fn validate(&self) -> Result<(), SpecError> {
         self.selector.validate()?;
         let s = &self.settings;
@@ -105,6 +105,7 @@ impl PoolSpec {
             ("profile", s.profile.is_some()),
             ("workspace", s.workspace.is_some()),
             ("namespace", s.namespace.is_some()),
+            ("runAs", s.run_as.is_some()),
         ] {
             if set {
                 return Err(err(

@@ -122,6 +122,9 @@ pub struct WorkerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub workspace: Option<PathBuf>,
+    /// Run every step as this user (`USER[:GROUP]`; the worker runs as root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
 }
 
 impl WorkerSettings {
@@ -152,7 +155,8 @@ impl WorkerSettings {
             max_jobs,
             max_memory,
             drain_timeout,
-            workspace
+            workspace,
+            run_as
         );
         if !top.queues.is_empty() {
             self.queues = top.queues.clone();
@@ -269,6 +273,9 @@ impl WorkerSettings {
         }
         if let Some(w) = &self.workspace {
             flag("workspace", w.display().to_string());
+        }
+        if let Some(u) = &self.run_as {
+            flag("run-as", u.clone());
         }
         args
     }

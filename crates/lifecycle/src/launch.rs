@@ -276,7 +276,12 @@ fn spawn_supervisor(
         .doing(|| format!("cannot open the log file {}", meta.log_path.display()))?;
     let log_from = logtail::len(&meta.log_path);
     let mut cmd = Command::new(&exe);
-    cmd.args(["worker", "supervise", "--key", &paths.key]).stdin(Stdio::null()).stderr(Stdio::from(log));
+    // The join token was saved to its 0600 file above: it never travels in a child's
+    // environment (the supervisor hands the worker the file's path).
+    cmd.args(["worker", "supervise", "--key", &paths.key])
+        .stdin(Stdio::null())
+        .stderr(Stdio::from(log))
+        .env_remove("ROTA_JOIN_TOKEN");
     if replace {
         cmd.arg("--replace");
     }

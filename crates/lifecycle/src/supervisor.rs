@@ -36,6 +36,10 @@ pub const SUPERVISOR_PID_ENV: &str = "ROTA_SUPERVISOR_PID";
 /// Set (to `1`) for the first worker of `worker start --replace` only: it takes its name
 /// over like `worker run --replace`. Never inherited by later workers.
 pub const REPLACE_ONCE_ENV: &str = "ROTA_WORKER_REPLACE_ONCE";
+
+/// Set by the supervisor for its worker: the path of the join token file to read (the
+/// token itself never goes through a child's environment or argv).
+pub const JOIN_TOKEN_FILE_ENV: &str = "ROTA_JOIN_TOKEN_FILE";
 /// Restart delays never exceed this.
 const MAX_DELAY: Duration = Duration::from_secs(60);
 /// Extra time a worker gets after its drain timeout when the supervisor is TERMed.
@@ -79,6 +83,9 @@ pub fn run(args: &SuperviseArgs) -> Result<ExitCode> {
     if let Err(e) = rustix::process::setsid() {
         tracing::warn!("setsid failed: {e}");
     }
+    // It reads the join token file and holds the control secret: a step of the same user
+    // must not read its memory or environment.
+    rota_worker::dumpable::forbid_dumps();
     let notify = readiness::take_from_stdout();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -76,6 +76,8 @@ pub(crate) fn from_v1(value: serde_json::Value) -> Result<Saved, String> {
         max_memory: v.scaling.max_memory,
         drain_timeout: ms(v.drain_timeout_ms),
         workspace: v.workspace,
+        // Version 1 predates `--run-as`.
+        run_as: None,
     };
     worker.check().map_err(|e| format!("version 1 settings break a rule ({e})"))?;
     Ok(Saved {

@@ -62,7 +62,7 @@ use rota_store::{
     HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord,
     KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered,
     RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
-    SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration,
+    SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration, private_file,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -115,6 +115,13 @@ pub struct SqliteStore {
     quota: LogQuota,
 }
 
+/// Whether `path` names a file on disk (not `:memory:` or a `file:` URI), so its mode can
+/// be set.
+fn is_file_path(path: &Path) -> bool {
+    let s = path.as_os_str().to_string_lossy();
+    !s.is_empty() && s != ":memory:" && !s.starts_with("file:")
+}
+
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database at `path` and its logs file
     /// `<path>.logs`. Refuses a database written by a newer rota.
@@ -123,10 +130,22 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(SqliteError::Io)?;
         }
         let logs_path = Self::logs_path_for(path);
+        // 0600 before SQLite opens them: it creates the -wal and -shm files with the mode
+        // of their database, so those follow; older ones are tightened after the open.
+        for p in [path, logs_path.as_path()].into_iter().filter(|p| is_file_path(p)) {
+            private_file::ensure(p).map_err(SqliteError::Io)?;
+        }
         let mut main = schema::open_writer(path, opts.busy_timeout)?;
         schema::migrate(&mut main, schema::MAIN, path)?;
         let mut logs = schema::open_writer(&logs_path, opts.busy_timeout)?;
         schema::migrate(&mut logs, schema::LOGS, &logs_path)?;
+        for p in [path, logs_path.as_path()].into_iter().filter(|p| is_file_path(p)) {
+            for suffix in ["-wal", "-shm"] {
+                let mut side = p.as_os_str().to_owned();
+                side.push(suffix);
+                private_file::tighten(Path::new(&side)).map_err(SqliteError::Io)?;
+            }
+        }
         let live = logs::live_bytes(&logs).map_err(StoreError::from)?;
         let keep = opts.reader_connections;
         Ok(SqliteStore {

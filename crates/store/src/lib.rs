@@ -18,12 +18,14 @@
 //!   the fingerprint of the key-encryption key; never a plaintext value or the key.
 //! - [`schedules`]: the fire times of schedules as recorded (at most one run per fire time).
 //! - [`leader`]: which server runs the loops that must run once ([`leader::Leadership`]).
+//! - [`private_file`]: files only their owner may read (0600): created so, tightened if wider.
 //! - [`transfer`]: copying a whole control plane between backends (`rota migrate`).
 //! - `conformance` (feature): the suite every backend must pass.
 
 pub mod bus;
 pub mod error;
 pub mod leader;
+pub mod private_file;
 pub mod records;
 pub mod resources;
 pub mod schedules;

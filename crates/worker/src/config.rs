@@ -72,6 +72,10 @@ pub struct WorkerConfig {
     /// worker): a declared pool's change that needs a restart drains and exits 75. A
     /// foreground worker keeps its value and logs that a restart is needed.
     pub supervised: bool,
+    /// Run every step (and the configs' setup) as this user, group and supplementary
+    /// groups (`--run-as`; the worker runs as root). The spawner must have been started
+    /// with [`crate::RunAs::helper_env`].
+    pub run_as: Option<crate::RunAs>,
 }
 
 impl WorkerConfig {
@@ -112,6 +116,7 @@ impl WorkerConfig {
             supervised: false,
             spawner: None,
             replace: false,
+            run_as: None,
         }
     }
 
@@ -157,6 +162,11 @@ impl WorkerConfig {
         }
         if self.workspace.as_os_str().is_empty() {
             return bad("workspace: no directory given");
+        }
+        if let Some(run_as) = &self.run_as
+            && let Err(why) = run_as.check_reach(&self.workspace)
+        {
+            return Err(WorkerError::InvalidConfig(why));
         }
         if self.spawner.is_none() {
             return bad("spawner: none given (start one with Spawner::start before the runtime)");

@@ -80,7 +80,8 @@ impl Ctx {
             lease_ttl: config.lease_ttl.unwrap_or(Duration::from_secs(10)),
         };
         let logship = Arc::new(LogShip::new(config.log_flush));
-        let dirs = AttemptDirs::new(&config.workspace);
+        let dirs = AttemptDirs::new(&config.workspace).owned_by(config.run_as.as_ref());
+        let base_env = BaseEnv::from_process().for_user(config.run_as.as_ref());
         let fleet = crate::fleet::FleetState::new(&config);
         let tags = Mutex::new(config.tags.clone());
         Self {
@@ -93,7 +94,7 @@ impl Ctx {
             reporter: Reporter::default(),
             spawner,
             dirs,
-            base_env: BaseEnv::from_process(),
+            base_env,
             heartbeat_now: Notify::new(),
             instance_id: None,
             lease: Mutex::new(lease),

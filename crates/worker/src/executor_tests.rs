@@ -94,7 +94,7 @@ impl Harness {
         hooks: &Recorder,
     ) -> Option<AttemptOutcome> {
         self.logs.open(step.attempt_id, step.job_id, &step.step, step.log_cap);
-        self.spawner.use_journal(self.ws.path()).await.unwrap();
+        self.spawner.use_journal(self.ws.path(), false).await.unwrap();
         run_attempt(step, &self.setup(Duration::from_millis(500)), &self.logs, stop_rx, hooks)
             .await
             .map(|e| e.outcome)
@@ -330,7 +330,7 @@ async fn outputs_are_read_from_a_plain_file_only() {
     let step = claimed(40, r#"printf 'A=1\nB=two words\n' >> "$ROTA_OUTPUT""#);
     let (_tx, rx) = mpsc::unbounded_channel();
     h.logs.open(step.attempt_id, step.job_id, &step.step, step.log_cap);
-    h.spawner.use_journal(h.ws.path()).await.unwrap();
+    h.spawner.use_journal(h.ws.path(), false).await.unwrap();
     let ended = run_attempt(&step, &h.setup(Duration::from_millis(500)), &h.logs, rx, &Recorder::default())
         .await
         .unwrap();

@@ -238,7 +238,9 @@ async fn apply_one(ctx: &Ctx, dir: &Path, c: &Matched, env: &[(String, String)])
     let mut written = Vec::new();
     for f in &c.spec.files {
         let path = dir.join(&f.path);
-        if let Err(e) = write_file(&path, f.content.as_bytes(), f.mode_bits()) {
+        let written_as = write_file(&path, f.content.as_bytes(), f.mode_bits())
+            .and_then(|()| crate::workspace::chown_to(&path, ctx.config.run_as.as_ref()));
+        if let Err(e) = written_as {
             lock(&ctx.host.written).insert(c.name.clone(), written);
             return fail(format!("cannot write {}: {e}", path.display()), None);
         }
@@ -246,7 +248,11 @@ async fn apply_one(ctx: &Ctx, dir: &Path, c: &Matched, env: &[(String, String)])
     }
     lock(&ctx.host.written).insert(c.name.clone(), written);
     if let Some(setup) = &c.spec.setup {
-        match run_setup(dir, &setup.run, setup.timeout(), env).await {
+        let ran = match &ctx.config.run_as {
+            None => run_setup(dir, &setup.run, setup.timeout(), env).await,
+            Some(run_as) => run_setup_as(ctx, run_as, dir, &setup.run, setup.timeout(), env).await,
+        };
+        match ran {
             Ok((0, _)) => {}
             Ok((code, tail)) => return fail(tail, Some(code)),
             Err(why) => return fail(why, None),
@@ -314,11 +320,57 @@ async fn run_setup(
         .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| format!("cannot start sh: {e}"))?;
     let pgid = child.id().and_then(|p| rustix::process::Pid::from_raw(i32::try_from(p).unwrap_or(0)));
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    finish(pgid, out, err, child.wait(), timeout).await
+}
+
+/// The id a config's setup is journaled under by the spawner (no attempt has it).
+const SETUP_ATTEMPT: rota_domain::AttemptId = rota_domain::AttemptId(-1);
+
+/// [`run_setup`] under `--run-as`: spawned by the spawner helper, which runs as that user,
+/// with that user's HOME, USER and LOGNAME.
+async fn run_setup_as(
+    ctx: &Ctx,
+    run_as: &crate::RunAs,
+    dir: &Path,
+    script: &str,
+    timeout: Duration,
+    env: &[(String, String)],
+) -> Result<(i32, String), String> {
+    use std::ffi::OsString;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| crate::spawn::DEFAULT_PATH.into());
+    let mut vars: Vec<(OsString, OsString)> = vec![
+        ("PATH".into(), path),
+        ("HOME".into(), run_as.home.clone().into_os_string()),
+        ("USER".into(), run_as.user.clone().into()),
+        ("LOGNAME".into(), run_as.user.clone().into()),
+    ];
+    vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+    vars.push((CONFIG_DIR_ENV.into(), dir.as_os_str().to_owned()));
+    let args = vec!["-c".into(), script.into()];
+    let spawned = ctx.spawner.spawn(SETUP_ATTEMPT, crate::spawn::SHELL, args, vars, dir).await;
+    let mut sp = spawned.map_err(|e| format!("cannot start sh: {e}"))?;
+    let pgid = rustix::process::Pid::from_raw(sp.pid);
+    let result = finish(pgid, Some(sp.stdout), Some(sp.stderr), sp.exit.wait(), timeout).await;
+    if !sp.exit.released() {
+        let _ = ctx.spawner.release(SETUP_ATTEMPT);
+    }
+    result
+}
+
+/// Reads a running setup's output and waits for its exit, up to `timeout` (then its group
+/// `pgid` is killed; also when this future is dropped first).
+async fn finish(
+    pgid: Option<rustix::process::Pid>,
+    out: Option<impl tokio::io::AsyncRead + Unpin>,
+    err: Option<impl tokio::io::AsyncRead + Unpin>,
+    exit: impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>>,
+    timeout: Duration,
+) -> Result<(i32, String), String> {
     // Dropped before the setup ended (the worker stops, the limit passed): the whole group
     // goes, not only `sh` (`kill_on_drop` reaches the child alone).
     let mut guard = GroupGuard(pgid);
-    let out = child.stdout.take();
-    let err = child.stderr.take();
     // Both pipes at once: a script filling one while the other is read would block.
     let read = async {
         let (mut a, b) = tokio::join!(read_all(out), read_all(err));
@@ -327,7 +379,7 @@ async fn run_setup(
     };
     let waited = tokio::time::timeout(timeout, async {
         let output = read.await;
-        (child.wait().await, output)
+        (exit.await, output)
     })
     .await;
     guard.0 = None;

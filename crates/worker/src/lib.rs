@@ -41,6 +41,7 @@ mod pgid;
 mod pool;
 pub mod procfs;
 mod report;
+mod run_as;
 mod runner;
 mod session;
 mod shutdown;
@@ -51,6 +52,7 @@ mod workspace;
 pub use config::{WorkerConfig, host_name};
 pub use error::WorkerError;
 pub use legacy::{Retirement, retire_shared_workspace};
+pub use run_as::{RunAs, RunAsError};
 pub use shutdown::{ShutdownHandle, ShutdownMode, UnknownShutdownMode};
 pub use spawner::{Spawner, SpawnerError};
 
@@ -122,7 +124,7 @@ pub async fn run_with(
     config.validate()?;
     let client = WorkerClient::trusting(&config.server, &config.ca)
         .map_err(|e| WorkerError::InvalidConfig(e.to_string()))?;
-    let _lock = workspace::prepare(&config.workspace)?;
+    let _lock = workspace::prepare(&config.workspace, config.run_as.as_ref())?;
     let instance_id = instance::load_or_create(&config.workspace)?;
     let ws = config.workspace.clone();
     let reaped = tokio::task::spawn_blocking(move || pgid::reap_leftovers(&ws))
@@ -140,7 +142,7 @@ pub async fn run_with(
     let spawner =
         config.spawner.clone().ok_or_else(|| WorkerError::InvalidConfig("spawner: none given".into()))?;
     spawner
-        .use_journal(&config.workspace)
+        .use_journal(&config.workspace, config.run_as.is_some())
         .await
         .map_err(|source| WorkerError::Workspace { path: pgid::running_dir(&config.workspace), source })?;
     let spawner_gone = spawner.gone();

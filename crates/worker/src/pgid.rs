@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -53,21 +54,35 @@ pub(crate) fn lane_journal_path(workspace: &Path, lane: usize) -> PathBuf {
     }
 }
 
-/// Every journal of `workspace`: `running.log` (even when absent) and each `running.<n>.log`.
-fn journal_paths(workspace: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut paths = vec![journal_path(workspace)];
-    let entries = match fs::read_dir(running_dir(workspace)) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(paths),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let name = entry?.file_name();
-        let lane = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("running.")?.strip_suffix(".log")?.parse::<usize>().ok());
-        if lane.is_some_and(|n| n > 0) {
-            paths.push(running_dir(workspace).join(name));
+/// `<workspace>/.rota/steps`: the journals of spawner helpers that run as the `--run-as`
+/// user (owned by that user, who may write them: see [`reap_leftovers`]).
+pub(crate) fn user_journal_dir(workspace: &Path) -> PathBuf {
+    running_dir(workspace).join("steps")
+}
+
+/// The journal of a `--run-as` spawner helper `lane`: `.rota/steps/running.<lane>.log`.
+pub(crate) fn user_journal_path(workspace: &Path, lane: usize) -> PathBuf {
+    user_journal_dir(workspace).join(format!("running.{lane}.log"))
+}
+
+/// Every journal of `workspace`: `running.log` (even when absent), each `running.<n>.log`,
+/// and each `steps/running.<n>.log` (flagged: written as the `--run-as` user).
+fn journal_paths(workspace: &Path) -> io::Result<Vec<(PathBuf, bool)>> {
+    let mut paths = vec![(journal_path(workspace), false)];
+    for (dir, by_user) in [(running_dir(workspace), false), (user_journal_dir(workspace), true)] {
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let name = entry?.file_name();
+            let lane = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("running.")?.strip_suffix(".log")?.parse::<usize>().ok());
+            if lane.is_some_and(|n| n > 0 || by_user) {
+                paths.push((dir.join(name), by_user));
+            }
         }
     }
     Ok(paths)
@@ -293,26 +308,35 @@ fn legacy_records(dir: &Path) -> io::Result<Vec<PgidRecord>> {
 pub(crate) fn reap_leftovers(workspace: &Path) -> io::Result<Reaped> {
     let paths = journal_paths(workspace)?;
     let mut out = Reaped::default();
-    let mut records: Vec<PgidRecord> = Vec::new();
-    for path in &paths {
-        let (journal, bad) = match fs::read(path) {
-            Ok(body) => parse_journal(&body),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), 0),
+    // Each record, with the uid whose processes alone it may name: a journal the
+    // `--run-as` user can write must not make a root worker kill anyone else's group.
+    let mut records: Vec<(PgidRecord, Option<u32>)> = Vec::new();
+    for (path, by_user) in &paths {
+        let (journal, bad, owner) = match fs::read(path) {
+            Ok(body) => {
+                let (journal, bad) = parse_journal(&body);
+                let owner = if *by_user { Some(fs::metadata(path)?.uid()) } else { None };
+                (journal, bad, owner)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => (BTreeMap::new(), 0, None),
             Err(e) => return Err(e),
         };
         if bad > 0 {
             tracing::warn!(lines = bad, path = %path.display(), "unreadable lines in the process-group journal: ignored without signalling");
         }
-        records.extend(journal.into_values());
+        records.extend(journal.into_values().map(|r| (r, owner)));
     }
     let legacy = legacy_dir(workspace);
-    records.extend(legacy_records(&legacy)?);
+    records.extend(legacy_records(&legacy)?.into_iter().map(|r| (r, None)));
     if !records.is_empty() {
         let procs = procfs::all_processes()?;
-        for rec in records {
+        for (rec, owner) in records {
             let pgid = Pid::from_raw(rec.pgid).filter(|_| rec.pgid > 1);
+            let owned = |uid: u32| {
+                procfs::live_group_members(rec.pgid).iter().all(|p| procfs::uid(p.pid) == Some(uid))
+            };
             match pgid {
-                Some(pgid) if is_record_live(&rec, &procs) => {
+                Some(pgid) if is_record_live(&rec, &procs) && owner.is_none_or(owned) => {
                     tracing::warn!(attempt_id = %rec.attempt_id, pgid = rec.pgid,
                         "killing process group left behind by a previous worker");
                     kill::kill_group(pgid);
@@ -324,7 +348,7 @@ pub(crate) fn reap_leftovers(workspace: &Path) -> io::Result<Reaped> {
         }
     }
     Inner::default().rewrite(&journal_path(workspace))?;
-    for path in &paths[1..] {
+    for (path, _) in &paths[1..] {
         match fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}

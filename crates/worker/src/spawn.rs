@@ -1,6 +1,7 @@
 //! Building a step's environment and naming its shell (the spawner helper spawns it). The
-//! environment is built, never inherited: only PATH, HOME, LANG, TZ from the worker, the
-//! job's env and `ROTA_*`; never a token, credential or their file paths.
+//! environment is built, never inherited: only PATH, HOME, LANG, TZ from the worker (HOME,
+//! USER, LOGNAME of the `--run-as` user), the job's env and `ROTA_*`; never a token,
+//! credential or their file paths.
 
 use rota_api_types::worker::ClaimedStep;
 use std::ffi::OsString;
@@ -15,13 +16,27 @@ pub(crate) struct BaseEnv {
     home: Option<OsString>,
     lang: Option<OsString>,
     tz: Option<OsString>,
+    /// `USER` and `LOGNAME` (set under `--run-as` only).
+    user: Option<OsString>,
 }
 
 impl BaseEnv {
     /// Reads PATH, HOME, LANG and TZ from this process.
     pub(crate) fn from_process() -> Self {
         let get = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-        Self { path: get("PATH"), home: get("HOME"), lang: get("LANG"), tz: get("TZ") }
+        Self { path: get("PATH"), home: get("HOME"), lang: get("LANG"), tz: get("TZ"), user: None }
+    }
+
+    /// Steps run as `run_as`: its home, user and login name replace the worker's.
+    pub(crate) fn for_user(self, run_as: Option<&crate::RunAs>) -> Self {
+        match run_as {
+            None => self,
+            Some(r) => Self {
+                home: Some(r.home.clone().into_os_string()),
+                user: Some(r.user.clone().into()),
+                ..self
+            },
+        }
     }
 }
 
@@ -39,6 +54,10 @@ pub(crate) fn build_env(
     env.push(("PATH".into(), base.path.clone().unwrap_or_else(|| DEFAULT_PATH.into())));
     if let Some(home) = &base.home {
         env.push(("HOME".into(), home.clone()));
+    }
+    if let Some(user) = &base.user {
+        env.push(("USER".into(), user.clone()));
+        env.push(("LOGNAME".into(), user.clone()));
     }
     env.push(("LANG".into(), base.lang.clone().unwrap_or_else(|| "C.UTF-8".into())));
     if let Some(tz) = &base.tz {

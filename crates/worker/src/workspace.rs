@@ -5,6 +5,7 @@
 
 use crate::error::WorkerError;
 use crate::pgid;
+use crate::run_as::RunAs;
 use rota_domain::AttemptId;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
@@ -41,11 +42,20 @@ pub(crate) fn try_lock(ws: &Path) -> io::Result<Option<File>> {
 }
 
 /// Creates the workspace directories, takes the workspace lock, and empties the pool of
-/// directories (an earlier worker's entries are not known to be empty any more).
-pub(crate) fn prepare(ws: &Path) -> Result<WorkspaceLock, WorkerError> {
+/// directories (an earlier worker's entries are not known to be empty any more). Under
+/// `--run-as` (`owner`), `attempts/` (where steps create their `$ROTA_OUTPUT` files) and the
+/// helpers' journal directory are that user's; `.rota` itself stays the worker's.
+pub(crate) fn prepare(ws: &Path, owner: Option<&RunAs>) -> Result<WorkspaceLock, WorkerError> {
     let err = |path: &Path, source: io::Error| WorkerError::Workspace { path: path.to_path_buf(), source };
     for dir in [ws.join("attempts"), pgid::running_dir(ws)] {
         fs::create_dir_all(&dir).map_err(|e| err(&dir, e))?;
+    }
+    if let Some(owner) = owner {
+        let steps = pgid::user_journal_dir(ws);
+        fs::create_dir_all(&steps).map_err(|e| err(&steps, e))?;
+        for dir in [ws.join("attempts"), steps] {
+            chown_to(&dir, Some(owner)).map_err(|e| err(&dir, e))?;
+        }
     }
     let lock_path = lock_path(ws);
     let Some(file) = try_lock(ws).map_err(|e| err(&lock_path, e))? else {
@@ -66,6 +76,14 @@ pub(crate) fn prepare(ws: &Path) -> Result<WorkspaceLock, WorkerError> {
         }
     }
     Ok(WorkspaceLock { _file: file })
+}
+
+/// Gives `path` to the `--run-as` user and its group (nothing without one).
+pub(crate) fn chown_to(path: &Path, owner: Option<&RunAs>) -> io::Result<()> {
+    match owner {
+        Some(o) => std::os::unix::fs::chown(path, Some(o.uid), Some(o.gid)),
+        None => Ok(()),
+    }
 }
 
 /// Empty directories kept in the pool at most.
@@ -112,6 +130,8 @@ pub(crate) struct AttemptDirs {
     attempts: PathBuf,
     pool: PathBuf,
     state: Mutex<Pool>,
+    /// The `--run-as` user new directories are given to.
+    owner: Option<RunAs>,
 }
 
 #[derive(Debug, Default)]
@@ -125,7 +145,12 @@ struct Pool {
 impl AttemptDirs {
     /// The attempt directories of `ws` (whose pool [`prepare`] emptied).
     pub(crate) fn new(ws: &Path) -> Self {
-        Self { attempts: ws.join("attempts"), pool: pool_dir(ws), state: Mutex::default() }
+        Self { attempts: ws.join("attempts"), pool: pool_dir(ws), state: Mutex::default(), owner: None }
+    }
+
+    /// New attempt directories belong to `owner` (`--run-as`).
+    pub(crate) fn owned_by(self, owner: Option<&RunAs>) -> Self {
+        Self { owner: owner.cloned(), ..self }
     }
 
     fn lock(&self) -> MutexGuard<'_, Pool> {
@@ -153,6 +178,7 @@ impl AttemptDirs {
             }
         }
         fs::create_dir_all(&path)?;
+        chown_to(&path, self.owner.as_ref())?;
         Ok(AttemptDir { stamp: stamp(&path), path })
     }
 

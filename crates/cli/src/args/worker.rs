@@ -114,6 +114,10 @@ pub(crate) struct WorkerRunArgs {
     /// Exit to be replaced once the worker's own memory (RSS) passes SIZE, e.g. `512MiB`.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub(crate) max_memory: Option<u64>,
+    /// Run every step (and the worker configs' setup) as USER, its primary group (or
+    /// GROUP) and supplementary groups, with its HOME; for a worker running as root.
+    #[arg(long, value_name = "USER[:GROUP]")]
+    pub(crate) run_as: Option<String>,
     /// Take the name over from a live worker of another instance (which then exits 78
     /// instead of taking it back). Applies once, to this start: never saved with a
     /// background worker's settings.
@@ -159,6 +163,7 @@ impl WorkerRunArgs {
             max_memory: self.max_memory,
             drain_timeout: self.drain_timeout,
             workspace: self.workspace.clone(),
+            run_as: self.run_as.clone(),
         }
     }
 
@@ -435,6 +440,7 @@ mod tests {
             max_memory: Some(3 << 29),
             drain_timeout: Some(Duration::from_secs(3725)),
             workspace: Some("/srv/w s".into()),
+            run_as: Some("nobody:nogroup".into()),
         };
         assert_eq!(parsed(&all.run_args()), all);
         let fixed = WorkerSettings {

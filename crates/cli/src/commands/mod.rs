@@ -38,7 +38,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Dev(args) => {
             let paths = Paths::from_env()?;
-            let spawner = start_spawner()?;
+            let spawner = start_spawner(None)?;
             block_on(dev::run(&args, global.namespace.as_deref(), &paths, Some(spawner)))
         }
         Command::Worker(args) => match *args {
@@ -60,8 +60,11 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
             }
             WorkerArgs { command: Some(WorkerCommand::Run(run)), .. } | WorkerArgs { command: None, run } => {
                 let paths = Paths::from_env()?;
-                let spawner = start_spawner()?;
-                block_on(worker_run::run(global, &run, &paths, Some(spawner)))
+                // Looked up before the helpers start, which become that user themselves; a
+                // refusal is reported (exit 78) by the worker's own start.
+                let run_as = run.run_as.as_deref().map(rota_worker::RunAs::resolve).transpose();
+                let spawner = start_spawner(run_as.as_ref().ok().and_then(Option::as_ref))?;
+                block_on(worker_run::run(global, &run, &paths, Some(spawner), run_as))
             }
             WorkerArgs { command: Some(WorkerCommand::Fleet(fleet)), .. } => {
                 block_on(fleet::run(global, *fleet, &Paths::from_env()?))
@@ -124,10 +127,13 @@ pub(crate) fn init_tracing_to(file: std::fs::File) {
         .try_init();
 }
 
-/// Starts the step spawner of a worker this process will run.
-fn start_spawner() -> Result<rota_worker::Spawner> {
+/// Starts the step spawner of a worker this process will run (its helpers become
+/// `run_as` at their start).
+fn start_spawner(run_as: Option<&rota_worker::RunAs>) -> Result<rota_worker::Spawner> {
     let arg = std::ffi::OsStr::new(rota_worker::spawner::HELPER_ARG);
-    let spawner = rota_worker::Spawner::start(&[arg], &[])?;
+    let env = run_as.map(rota_worker::RunAs::helper_env);
+    let envs: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let spawner = rota_worker::Spawner::start(&[arg], &envs)?;
     // Test-only (feature `test-hooks`): the worker KILLs itself right after a spawn is
     // answered (crates/cli/tests prove no step survives that).
     #[cfg(feature = "test-hooks")]

@@ -33,9 +33,10 @@ pub(crate) async fn run(
     args: &WorkerRunArgs,
     paths: &Paths,
     spawner: Option<rota_worker::Spawner>,
+    run_as: Result<Option<rota_worker::RunAs>, rota_worker::RunAsError>,
 ) -> Result<ExitCode> {
     let pipe: Pipe = Arc::new(Mutex::new(readiness::take_from_stdout()));
-    let prepared = prepare(global, args, paths).await;
+    let prepared = prepare(global, args, paths, run_as).await;
     let (mut config, port, registered, handle) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -136,9 +137,15 @@ async fn prepare(
     global: &GlobalArgs,
     args: &WorkerRunArgs,
     paths: &Paths,
+    run_as: Result<Option<rota_worker::RunAs>, rota_worker::RunAsError>,
 ) -> Result<(WorkerConfig, Option<u16>, Arc<AtomicBool>, ShutdownHandle)> {
-    let config = worker_config(global, args, paths)?;
+    let mut config = worker_config(global, args, paths)?;
+    // Whether that user can reach the workspace is the worker's first check (exit 78).
+    config.run_as = run_as?;
     init_logging(args)?;
+    // It holds the join token: a step of the same user must not read its environment or
+    // memory (its spawner helpers do the same at their own start).
+    rota_worker::dumpable::forbid_dumps();
     if args.workspace.is_none() {
         rota_lifecycle::workspace::retire_legacy(rota_lifecycle::workspace::legacy_dir(
             &paths.data_dir,
@@ -273,13 +280,18 @@ fn worker_config(global: &GlobalArgs, args: &WorkerRunArgs, paths: &Paths) -> Re
     {
         settings.queues = q.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
     }
+    // Under a supervisor: the saved token's file (by path: the token is never in the
+    // worker's environment), else the local server's join.token.
+    let token_file = std::env::var_os(rota_lifecycle::supervisor::JOIN_TOKEN_FILE_ENV)
+        .filter(|f| !f.is_empty())
+        .map_or_else(|| paths.join_token(), PathBuf::from);
     let join_token = match &args.join_token {
         Some(t) => t.trim().to_string(),
-        None => tokens::read(&paths.join_token())?.ok_or_else(|| {
+        None => tokens::read(&token_file)?.ok_or_else(|| {
             anyhow!(
                 "no join token: pass --join-token or set ROTA_JOIN_TOKEN (a server on this machine \
                  writes it to {})",
-                paths.join_token().display()
+                token_file.display()
             )
         })?,
     };

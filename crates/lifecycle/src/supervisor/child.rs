@@ -22,6 +22,7 @@ use tokio::time::Instant;
 /// override its saved settings, or they are credentials it must not hold.
 const SCRUBBED: &[&str] = &[
     "ROTA_JOIN_TOKEN",
+    super::JOIN_TOKEN_FILE_ENV,
     "ROTA_TOKEN",
     "ROTA_SERVER",
     "ROTA_PROFILE",
@@ -67,11 +68,10 @@ impl Supervisor {
             }
         }
         cmd.envs(inv.env.iter().map(|(k, v)| (k, v)));
+        // The token by its file's path, never its value: a child's environment is readable
+        // by whatever that child runs, and an env file must not override the saved token.
         if let Some(f) = &self.meta.join_token_file {
-            let token = std::fs::read_to_string(f).map_err(|e| {
-                std::io::Error::other(format!("cannot read the join token file {}: {e}", f.display()))
-            })?;
-            cmd.env("ROTA_JOIN_TOKEN", token.trim());
+            cmd.env_remove("ROTA_JOIN_TOKEN").env(super::JOIN_TOKEN_FILE_ENV, f);
         }
         cmd.env(READY_FD_ENV, "1")
             .env(crate::control::SECRET_FILE_ENV, &self.paths.secret)

@@ -209,12 +209,17 @@ impl Spawner {
     }
 
     /// From now on each helper journals each group it spawns in its own journal of
-    /// `workspace` before it answers. Boot reaping must have emptied them first.
-    pub(crate) async fn use_journal(&self, workspace: &Path) -> io::Result<()> {
+    /// `workspace` before it answers (`as_user`: helpers that run as the `--run-as` user,
+    /// in that user's journal directory). Boot reaping must have emptied them first.
+    pub(crate) async fn use_journal(&self, workspace: &Path, as_user: bool) -> io::Result<()> {
         self.start_routing()?;
         for (n, lane) in self.inner.lanes.iter().enumerate() {
             let (id, rx) = lane.expect_answer()?;
-            let path = crate::pgid::lane_journal_path(workspace, n);
+            let path = if as_user {
+                crate::pgid::user_journal_path(workspace, n)
+            } else {
+                crate::pgid::lane_journal_path(workspace, n)
+            };
             lane.send(&Request::Journal { id, path }, &[], &self.inner.gone)?;
             match rx.await {
                 Ok(Ok(_)) => {}
@@ -315,6 +320,7 @@ impl Lane {
             .env_clear()
             .envs(envs.iter().map(|(k, v)| (*k, *v)))
             .env(PARENT_ENV, &me)
+            .envs(crate::dumpable::ptrace_allowed().then_some((crate::dumpable::ALLOW_PTRACE_ENV, "1")))
             .process_group(0)
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::null())

@@ -32,6 +32,17 @@ pub const TEST_HELPER_ENV: &str = "ROTA_SPAWNER_TEST_HELPER";
 /// The helper's main: serves the worker connected on stdin until it goes away, kills what
 /// is left, and returns the process's exit code.
 pub fn helper_main() -> i32 {
+    // `--run-as`: become the steps' user first, while this process has one thread.
+    if let Err(e) = crate::run_as::drop_privileges_from_env() {
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("rota spawner: cannot change to the --run-as user: {e}\n").as_bytes(),
+        );
+        return 1;
+    }
+    // Re-executed (and perhaps changed user), so its dumpability is reset: it holds no
+    // token, but a step of the same user must not attach to what spawns and kills steps.
+    crate::dumpable::forbid_dumps();
     match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(sock) => {
             // Our stdin must not stay a second handle on the socket (EOF would never come
