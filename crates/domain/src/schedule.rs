@@ -224,6 +224,11 @@ impl ScheduleSpec {
                 format!("`{}` is not an IANA time zone (e.g. Europe/Berlin, UTC)", self.zone_name()),
             )
         })?;
+        // A pattern no date matches (`0 0 31 2 *`) would search to croner's year 5000 each
+        // time its next fire time is asked for: refused once here instead.
+        if cron.find_next_occurrence(&DateTime::<Utc>::UNIX_EPOCH.with_timezone(&zone), false).is_err() {
+            return Err(err("cron", format!("`{}` matches no date; it would never fire", self.cron.trim())));
+        }
         if !(1..=MAX_CATCHUP).contains(&self.catchup) {
             return Err(err("catchup", format!("must be between 1 and {MAX_CATCHUP}")));
         }
@@ -250,6 +255,12 @@ fn parse_cron(pattern: &str) -> Result<Cron, String> {
         return Err(format!(
             "`{trimmed}` has {fields} fields; use 5 (MIN HOUR DOM MON DOW) or 6 (SEC MIN HOUR DOM MON DOW)"
         ));
+    }
+    // croner reads an empty list item (`,` alone, `1,,2`) as no value at all: a field that
+    // matches nothing, and a search for the next fire time that steps minute by minute to
+    // croner's year 5000 (found by fuzzing: 7 s per search).
+    if let Some(field) = trimmed.split_whitespace().find(|f| f.split(',').any(str::is_empty)) {
+        return Err(format!("`{trimmed}`: `{field}` has an empty item in its list (a stray comma)"));
     }
     CronParser::builder()
         .seconds(Seconds::Optional)
@@ -351,6 +362,26 @@ mod tests {
             next_n(&c, "2026-01-01T10:20:01Z", 2),
             ["2026-01-01T10:20:02+00:00", "2026-01-01T10:20:04+00:00"]
         );
+    }
+
+    /// Found by `fuzz/fuzz_targets/cron.rs`: `, * * *  * * ` compiled to a pattern whose
+    /// seconds field matches nothing, and each `next_after` and `due` then searched to
+    /// croner's year 5000 (7 s each in a release build: a libFuzzer timeout). Patterns that
+    /// can never fire are refused when compiled instead.
+    #[test]
+    fn patterns_that_never_fire_are_refused() {
+        for bad in [", * * *  * * ", "* , * * *", "0 0 * * ,", "1,,2 * * * *", "0 0 31 2 *", "0 0 30 2 *"] {
+            let e = spec(bad, None).validate().unwrap_err();
+            assert_eq!(e.path, "cron", "{bad}: {e}");
+            eprintln!("{bad:?}: {e}");
+        }
+        let e = spec(", * * *  * * ", None).validate().unwrap_err();
+        assert!(e.message.contains("stray comma"), "{e}");
+        let e = spec("0 0 31 2 *", Some("Europe/Berlin")).validate().unwrap_err();
+        assert!(e.message.contains("never fire"), "{e}");
+        // Rare is not never: 29 February on a Monday.
+        let c = spec("0 0 29 2 1", None).compile().unwrap();
+        assert_eq!(next_n(&c, "2026-03-29T01:30:00Z", 1), ["2027-02-01T00:00:00+00:00"]);
     }
 
     #[test]
