@@ -147,15 +147,18 @@ fn run_as_nobody_runs_steps_as_nobody_who_cannot_read_a_private_directory() {
     }
     let mut env = Env::new();
     env.start_server(&[]);
-    // The tree is a 0700 temp directory: nobody cannot reach a workspace in it.
+    // A tree of mode 0700: nobody cannot reach a workspace in it.
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let mut cmd = Command::new(rota_bin());
     isolate(&mut cmd, &env);
     let ws = env.path("ws");
     let o = cmd.args(["worker", "run", "--run-as", "nobody", "--workspace"]).arg(&ws).output().unwrap();
+    eprintln!("refused: {}", stderr(&o).trim());
     assert_eq!(code(&o), 78, "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot reach the workspace"), "{}", stderr(&o));
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let _worker = rota_testkit::spawn_worker(&env, "w", &["--run-as", "nobody"]);
+    eprintln!("worker running as nobody");
 
     // Under /tmp: a 0700 directory of root's and a world-readable sibling.
     let private = tempfile::Builder::new().prefix("rota-private-").tempdir_in("/tmp").unwrap();
