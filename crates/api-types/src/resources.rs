@@ -19,6 +19,9 @@ pub const API_VERSION: &str = "rota/v1";
 /// One declared resource, as written in a file: the kind says which spec it carries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind")]
+// A pool's settings are the largest; a handful of documents per request, never a hot path,
+// so boxing would only complicate every match and the schema.
+#[allow(clippy::large_enum_variant)]
 pub enum ResourceDocument {
     /// A named, parameterized DAG of steps, started with `rota run`.
     Workflow(WorkflowDocument),
@@ -179,6 +182,8 @@ impl ResourceDocument {
 /// A stored resource's spec, whichever its kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
+// As for `ResourceDocument`: sizes of declared resources do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ResourceSpec {
     /// A workflow's.
     Workflow(WorkflowSpec),

@@ -2,6 +2,7 @@
 //! so a step of that user cannot read their `/proc/<pid>/environ` (and the background
 //! commands still work on them); `--run-as` runs steps as another user; token, database and
 //! key files are 0600, and wider ones are tightened at start.
+#![allow(clippy::unwrap_used)]
 
 use rota_testkit::background::{self, Cleanup, code, stderr, stdout};
 use rota_testkit::require::require;
@@ -73,7 +74,11 @@ fn probe_script(pids: &[(&str, i32)]) -> String {
 #[test]
 fn a_step_cannot_read_the_environment_of_its_worker_spawner_supervisor_or_server() {
     if !require(is_root(), "root", "run the tests as root (they switch to a non-root user with setpriv)")
-        || !require(has_user(TEST_USER), "the user rota-test", "useradd --create-home --shell /bin/sh rota-test")
+        || !require(
+            has_user(TEST_USER),
+            "the user rota-test",
+            "useradd --create-home --shell /bin/sh rota-test",
+        )
     {
         return;
     }
@@ -85,7 +90,8 @@ fn a_step_cannot_read_the_environment_of_its_worker_spawner_supervisor_or_server
     assert!(chown.unwrap().success());
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
     let wrapper = as_user_wrapper(&env, TEST_USER);
-    let spec = server::Spec { bin: wrapper.clone(), ..env.server_spec("127.0.0.1:0", HEARTBEAT, LEASE_TTL, &[]) };
+    let spec =
+        server::Spec { bin: wrapper.clone(), ..env.server_spec("127.0.0.1:0", HEARTBEAT, LEASE_TTL, &[]) };
     let server: Server = server::start(spec).unwrap_or_else(|e| panic!("{e}"));
     env.url = server.url.clone();
 
@@ -112,7 +118,8 @@ fn a_step_cannot_read_the_environment_of_its_worker_spawner_supervisor_or_server
     let out = logs(&env, &id);
     assert_eq!(job["state"], "succeeded", "{job:#}\n{out}");
     for (what, _) in pids {
-        let line = out.lines().find(|l| l.starts_with(&format!("{what}:"))).unwrap_or_else(|| panic!("{out}"));
+        let line =
+            out.lines().find(|l| l.starts_with(&format!("{what}:"))).unwrap_or_else(|| panic!("{out}"));
         assert!(line.contains("Permission denied"), "a step read the {what}'s environment: {line}\n{out}");
     }
     assert!(out.contains("self: readable"), "a step can read its own environment:\n{out}");
@@ -128,7 +135,7 @@ fn a_step_cannot_read_the_environment_of_its_worker_spawner_supervisor_or_server
     let o = run_as_user(&env, &wrapper, &["worker", "stop"]);
     assert_eq!(code(&o), 0, "stop: {}{}", stdout(&o), stderr(&o));
     for pid in [supervisor, worker, spawner] {
-        assert!(!procfs::stat(pid).is_some_and(|p| !p.is_zombie()), "pid {pid} outlived `worker stop`");
+        assert!(procfs::stat(pid).is_none_or(|p| p.is_zombie()), "pid {pid} outlived `worker stop`");
     }
     eprintln!("worker stop took {:?}", began.elapsed());
 }
@@ -147,15 +154,18 @@ fn run_as_nobody_runs_steps_as_nobody_who_cannot_read_a_private_directory() {
     }
     let mut env = Env::new();
     env.start_server(&[]);
-    // The tree is a 0700 temp directory: nobody cannot reach a workspace in it.
+    // A tree of mode 0700: nobody cannot reach a workspace in it.
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let mut cmd = Command::new(rota_bin());
     isolate(&mut cmd, &env);
     let ws = env.path("ws");
     let o = cmd.args(["worker", "run", "--run-as", "nobody", "--workspace"]).arg(&ws).output().unwrap();
+    eprintln!("refused: {}", stderr(&o).trim());
     assert_eq!(code(&o), 78, "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot reach the workspace"), "{}", stderr(&o));
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let _worker = rota_testkit::spawn_worker(&env, "w", &["--run-as", "nobody"]);
+    eprintln!("worker running as nobody");
 
     // Under /tmp: a 0700 directory of root's and a world-readable sibling.
     let private = tempfile::Builder::new().prefix("rota-private-").tempdir_in("/tmp").unwrap();
@@ -219,6 +229,9 @@ fn database_token_and_key_files_are_0600_and_wider_ones_are_tightened() {
     let log = env.server_log();
     for f in ["join.token", "secret.key", "rota.db.logs", "rota.db-wal"] {
         assert_eq!(mode(&data.join(f)), 0o600, "{f} after a restart");
-        assert!(log.contains(&format!("{} was mode 0644", data.join(f).display())), "no notice for {f}:\n{log}");
+        assert!(
+            log.contains(&format!("{} was mode 0644", data.join(f).display())),
+            "no notice for {f}:\n{log}"
+        );
     }
 }

@@ -548,6 +548,7 @@ mod tests {
             max_memory: Some(1 << 30),
             drain_timeout: Some(Duration::from_secs(45)),
             workspace: Some("/srv/ws".into()),
+            run_as: Some("builder:docker".into()),
         }
     }
 

@@ -36,10 +36,7 @@ pub fn tighten(path: &Path) -> io::Result<Option<u32>> {
         return Ok(None);
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(old & 0o700 | MODE))?;
-    tracing::warn!(
-        "{} was mode {old:04o}, readable by other users: tightened to 0600",
-        path.display()
-    );
+    tracing::warn!("{} was mode {old:04o}, readable by other users: tightened to 0600", path.display());
     Ok(Some(old))
 }
 

@@ -61,7 +61,7 @@ struct Harness {
 impl Harness {
     fn new() -> Self {
         let ws = tempfile::tempdir().unwrap();
-        let lock = crate::workspace::prepare(ws.path()).unwrap();
+        let lock = crate::workspace::prepare(ws.path(), None).unwrap();
         let spawner = crate::spawner::start_in_test_binary("executor::tests::spawner_helper").unwrap();
         let dirs = crate::workspace::AttemptDirs::new(ws.path());
         Self {

@@ -112,7 +112,7 @@ mod tests {
         fs::write(pgid::journal_path(old), old_line(pid, ticks)).unwrap();
 
         // Held by a worker using it as its own workspace: its groups are its own.
-        let held = crate::workspace::prepare(old).unwrap();
+        let held = crate::workspace::prepare(old, None).unwrap();
         let began = Instant::now();
         assert_eq!(retire_shared_workspace(old).unwrap(), Retirement::InUse);
         assert!(began.elapsed() >= PATIENCE);

@@ -54,8 +54,10 @@ impl RunAs {
     /// `/etc/group`, and refuses it unless this process is root.
     pub fn resolve(spec: &str) -> Result<Self, RunAsError> {
         let read = |path: &str| {
-            std::fs::read_to_string(path)
-                .map_err(|e| RunAsError::Lookup { spec: spec.into(), why: format!("cannot read {path}: {e}") })
+            std::fs::read_to_string(path).map_err(|e| RunAsError::Lookup {
+                spec: spec.into(),
+                why: format!("cannot read {path}: {e}"),
+            })
         };
         let run_as = resolve_in(spec, &read("/etc/passwd")?, &read("/etc/group")?)?;
         let uid = rustix::process::geteuid().as_raw();
@@ -136,7 +138,8 @@ fn resolve_in(spec: &str, passwd: &str, group: &str) -> Result<RunAs, RunAsError
         .or_else(|| users.iter().find(|f| user_part.parse::<u32>().is_ok() && f[2] == user_part))
         .ok_or_else(|| bad(format!("no user {user_part} in /etc/passwd")))?;
     let number = |text: &str, what: &str| {
-        text.parse::<u32>().map_err(|_| bad(format!("/etc/passwd: {what} '{text}' of {} is not a number", entry[0])))
+        text.parse::<u32>()
+            .map_err(|_| bad(format!("/etc/passwd: {what} '{text}' of {} is not a number", entry[0])))
     };
     let (name, uid, primary) = (entry[0].to_string(), number(entry[2], "uid")?, number(entry[3], "gid")?);
     // name:password:gid:member,member
@@ -145,7 +148,9 @@ fn resolve_in(spec: &str, passwd: &str, group: &str) -> Result<RunAs, RunAsError
     let gid = match group_part {
         None => primary,
         Some(g) => match groups.iter().find(|f| f[0] == g) {
-            Some(f) => f[2].parse::<u32>().map_err(|_| bad(format!("/etc/group: gid of {g} is not a number")))?,
+            Some(f) => {
+                f[2].parse::<u32>().map_err(|_| bad(format!("/etc/group: gid of {g} is not a number")))?
+            }
             None => g.parse::<u32>().map_err(|_| bad(format!("no group {g} in /etc/group")))?,
         },
     };
@@ -204,10 +209,18 @@ mod tests {
     #[test]
     fn users_groups_and_homes_are_looked_up() {
         let ann = resolve_in("ann", PASSWD, GROUP).unwrap();
-        assert_eq!((ann.uid, ann.gid, ann.groups.clone(), ann.home.clone()), (1000, 1000, vec![1000, 999], "/home/ann".into()));
+        assert_eq!(
+            (ann.uid, ann.gid, ann.groups.clone(), ann.home.clone()),
+            (1000, 1000, vec![1000, 999], "/home/ann".into())
+        );
         assert_eq!(resolve_in("1000:staff", PASSWD, GROUP).unwrap().gid, 50);
         assert_eq!(resolve_in("nobody", PASSWD, GROUP).unwrap().uid, 65534);
-        for (spec, why) in [("zed", "no user zed"), ("ann:nope", "no group nope"), ("root", "that is root"), (":x", "expected")] {
+        for (spec, why) in [
+            ("zed", "no user zed"),
+            ("ann:nope", "no group nope"),
+            ("root", "that is root"),
+            (":x", "expected"),
+        ] {
             let e = resolve_in(spec, PASSWD, GROUP).unwrap_err().to_string();
             assert!(e.contains(why), "{spec}: {e}");
         }

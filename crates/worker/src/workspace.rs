@@ -237,10 +237,10 @@ mod tests {
     fn a_workspace_is_locked_while_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let ws = dir.path().join("ws");
-        let lock = prepare(&ws).unwrap();
+        let lock = prepare(&ws, None).unwrap();
         assert!(ws.join("attempts").is_dir());
         assert!(pgid::running_dir(&ws).is_dir());
-        let second = prepare(&ws).unwrap_err();
+        let second = prepare(&ws, None).unwrap_err();
         assert!(matches!(second, WorkerError::WorkspaceInUse { .. }), "{second:?}");
         assert!(second.to_string().contains("in use by another worker"), "{second}");
         assert!(std::error::Error::source(&second).is_none(), "the message must not repeat a source");
@@ -249,7 +249,7 @@ mod tests {
         // every descriptor, the lock's included, until the child execs (close-on-exec):
         // for that instant the lock is still held, so it is retried within a bound.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while let Err(e) = prepare(&ws) {
+        while let Err(e) = prepare(&ws, None) {
             assert!(std::time::Instant::now() < deadline, "the released lock is still held: {e}");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -264,7 +264,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let ws = tmp.path();
         fs::create_dir_all(pool_dir(ws).join("stale")).unwrap();
-        let _lock = prepare(ws).unwrap();
+        let _lock = prepare(ws, None).unwrap();
         assert_eq!(pooled(ws), 0, "boot empties the pool");
         let dirs = AttemptDirs::new(ws);
 
