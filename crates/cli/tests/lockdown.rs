@@ -79,6 +79,11 @@ fn a_step_cannot_read_the_environment_of_its_worker_spawner_supervisor_or_server
             "the user rota-test",
             "useradd --create-home --shell /bin/sh rota-test",
         )
+        || !require(
+            Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success()),
+            "setpriv",
+            "apt-get install util-linux",
+        )
     {
         return;
     }
