@@ -79,6 +79,11 @@ fn a_step_cannot_read_the_environment_of_its_worker_spawner_supervisor_or_server
             "the user rota-test",
             "useradd --create-home --shell /bin/sh rota-test",
         )
+        || !require(
+            Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success()),
+            "setpriv",
+            "apt-get install util-linux",
+        )
     {
         return;
     }
@@ -164,6 +169,20 @@ fn run_as_nobody_runs_steps_as_nobody_who_cannot_read_a_private_directory() {
     assert_eq!(code(&o), 78, "{}", stderr(&o));
     assert!(stderr(&o).contains("cannot reach the workspace"), "{}", stderr(&o));
     std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A WorkerConfig's setup runs as nobody too, and its files are nobody's: a setup that
+    // finds otherwise fails, and the worker then claims nothing.
+    let nobody = uid_of("nobody");
+    let config = env.path("config.yaml");
+    let setup = format!("test $(id -u) = {nobody} && test $HOME = /nonexistent && test -O bin/hello");
+    std::fs::write(
+        &config,
+        format!(
+            "kind: WorkerConfig\nmetadata: {{name: tools}}\nspec:\n  selector: {{workers: ['*']}}\n  files:\n    - {{path: bin/hello, mode: '0755', content: \"#!/bin/sh\\necho hello\\n\"}}\n  setup: {{run: '{setup}', timeout: 30s}}\n"
+        ),
+    )
+    .unwrap();
+    let o = background::run(&env, &["apply", "-f", &config.display().to_string()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
     let _worker = rota_testkit::spawn_worker(&env, "w", &["--run-as", "nobody"]);
     eprintln!("worker running as nobody");
 
@@ -176,7 +195,8 @@ fn run_as_nobody_runs_steps_as_nobody_who_cannot_read_a_private_directory() {
     std::fs::write(open.path().join("f"), "open content\n").unwrap();
     std::fs::set_permissions(open.path().join("f"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let script = format!(
-        "echo uid=$(id -u) home=$HOME user=$USER; cat {p}/f 2>&1; cat {o}/f",
+        "echo uid=$(id -u) home=$HOME user=$USER; cat {p}/f 2>&1; cat {o}/f; \
+         echo config-file-owner=$(stat -c %u $ROTA_CONFIG_DIR/bin/hello)",
         p = private.path().display(),
         o = open.path().display()
     );
@@ -185,7 +205,8 @@ fn run_as_nobody_runs_steps_as_nobody_who_cannot_read_a_private_directory() {
     let out = logs(&env, &id);
     eprintln!("step output:\n{out}");
     assert_eq!(job["state"], "succeeded", "{job:#}\n{out}");
-    assert!(out.contains(&format!("uid={} ", uid_of("nobody"))), "{out}");
+    assert!(out.contains(&format!("uid={nobody} ")), "{out}");
+    assert!(out.contains(&format!("config-file-owner={nobody}")), "{out}");
     assert!(out.contains("user=nobody"), "{out}");
     assert!(out.contains("Permission denied") && !out.contains("private\n"), "{out}");
     assert!(out.contains("open content"), "{out}");

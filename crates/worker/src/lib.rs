@@ -15,6 +15,8 @@
 //!   workspace of earlier releases), `instance.rs` (the persistent instance id).
 //! - `heartbeat.rs`, `control.rs`, `logbuf.rs` + `logship.rs` (output), `report.rs`, `fence.rs` (self-fencing),
 //!   `memory.rs` (memory limits), `backoff.rs`.
+//! - [`dumpable`] (no process of the worker's user may read its memory), `run_as.rs`
+//!   ([`RunAs`]: steps as another user, `--run-as`).
 //! - `shutdown.rs`: [`ShutdownHandle`] and its warm/soft/hard [`ShutdownMode`]s.
 
 mod attempts;
