@@ -43,6 +43,7 @@ fn covered_lost(c: &LostCause) {
         | LostCause::SessionEnded
         | LostCause::Superseded { .. }
         | LostCause::Replaced { .. }
+        | LostCause::Forgotten { .. }
         | LostCause::StoppedUnasked => {}
     }
 }
@@ -95,6 +96,7 @@ fn samples() -> Vec<String> {
         LostCause::Superseded { name: m() },
         LostCause::Replaced { name: m(), instance: Some(m()), host: m() },
         LostCause::Replaced { name: m(), instance: None, host: m() },
+        LostCause::Forgotten { name: m() },
         LostCause::StoppedUnasked,
     ];
     out.extend(lost.iter().inspect(|c| covered_lost(c)).map(ToString::to_string));
