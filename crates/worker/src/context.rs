@@ -162,7 +162,14 @@ impl Ctx {
             && !self.forgotten.swap(true, Ordering::SeqCst)
         {
             let n = self.attempts.stop_all(crate::attempts::StopKind::Superseded);
-            tracing::error!(steps = n, "this worker was forgotten by an operator: its steps were killed");
+            if n > 0 {
+                tracing::error!(
+                    steps = n,
+                    "this worker was forgotten by an operator: its running steps were killed"
+                );
+            } else {
+                tracing::error!("this worker was forgotten by an operator");
+            }
         }
         let token = self.session.lock().unwrap_or_else(PoisonError::into_inner).clone();
         if !token.is_cancelled() {

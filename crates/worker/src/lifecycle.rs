@@ -129,8 +129,8 @@ pub(crate) async fn serve(
         if ctx.forgotten() {
             return Err(WorkerError::Forgotten {
                 message: format!(
-                    "worker \"{}\" was forgotten by an operator (rota worker forget): its steps were killed \
-                     and it does not register again on its own; start it again to rejoin (after \
+                    "worker \"{}\" was forgotten by an operator (rota worker forget): its running steps \
+                     were killed and it does not register again on its own; start it again to rejoin (after \
                      --block, once `rota worker unblock {0}` ran)",
                     ctx.config.name
                 ),

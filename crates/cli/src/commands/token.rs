@@ -6,9 +6,15 @@
 use crate::args::{GlobalArgs, TokenCommand, TokenKind, TokenRotateArgs};
 use crate::commands::job::Api;
 use crate::config::Paths;
+use crate::failure::usage;
 use crate::output::{Out, note};
 use anyhow::{Context, Result};
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// The server's longest grace (`routes/tokens.rs`), checked here too so that a typo is a
+/// usage error before anything is rotated.
+const MAX_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 pub(crate) async fn run(global: &GlobalArgs, command: TokenCommand, paths: &Paths) -> Result<ExitCode> {
     match command {
@@ -29,6 +35,9 @@ async fn rotate(global: &GlobalArgs, args: &TokenRotateArgs, paths: &Paths) -> R
         TokenKind::Admin => global.token.is_none() && file.exists(),
         TokenKind::Join => file.exists(),
     };
+    if args.grace.is_some_and(|g| g > MAX_GRACE) {
+        return Err(usage("--grace: at most 7d (a week covers hosts that were off over a weekend)"));
+    }
     let grace_ms = args.grace.map_or(0, |g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX));
     let reply = api.client.rotate_token(kind, grace_ms).await.map_err(|e| api.error(e, None))?;
     let mut out = Out::new();
