@@ -107,6 +107,16 @@ impl AppState {
         self.events.publish(events);
     }
 
+    /// A session ended (unregistered, superseded, forgotten): this server forgets its cached
+    /// credential, its control mailbox and when it was last heard from at once; the other
+    /// servers when the bus's `Worker { ended }` tells them (listen.rs), or at the cache's
+    /// re-check.
+    pub(crate) fn session_ended(&self, session: rota_domain::SessionId) {
+        self.auth.forget_session(session);
+        self.hub.drop_session(session);
+        self.liveness.forget(session);
+    }
+
     /// Steps may have become claimable: claim long-polls on every server look again.
     pub(crate) fn wake_claimers(&self) {
         self.publish(vec![Event::Claimable]);

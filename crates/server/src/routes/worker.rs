@@ -145,12 +145,8 @@ pub(crate) async fn register(
     if let Some(old) = registered.superseded {
         tracing::info!(worker = %req.name, old_session = %old, new_session = %session, lost = registered.lost.len(),
             replace = req.replace, "worker re-registered: old session superseded");
-        // Here at once (the old credential is refused from the next request on); the
-        // other servers forget it when the bus tells them (listen.rs), or at the cache's
-        // re-check.
-        state.auth.forget_session(old);
-        state.hub.drop_session(old);
-        state.liveness.forget(old);
+        // The old credential is refused from the next request on.
+        state.session_ended(old);
     }
     state.metrics.worker_concurrency(&req.namespace, &req.name, req.concurrency);
     let (ns, name) = (Some(req.namespace.clone()), Some(req.name.clone()));
@@ -676,10 +672,7 @@ pub(crate) async fn unregister(
     State(state): State<AppState>,
 ) -> Result<StatusCode, ApiError> {
     let lost = state.store.unregister_worker(me.session, state.store.now()).await?;
-    // Here at once; the other servers when the bus tells them (listen.rs).
-    state.auth.forget_session(me.session);
-    state.hub.drop_session(me.session);
-    state.liveness.forget(me.session);
+    state.session_ended(me.session);
     let mut events = vec![Event::Worker {
         session: me.session,
         ended: true,

@@ -51,12 +51,9 @@ pub(crate) async fn forget(
             "no worker named \"{name}\" ever registered in namespace {ns}"
         )));
     }
-    // Here at once; the other servers when the bus tells them (listen.rs).
     let mut events = Vec::new();
     for &session in &out.sessions {
-        state.auth.forget_session(session);
-        state.hub.drop_session(session);
-        state.liveness.forget(session);
+        state.session_ended(session);
         events.push(Event::Worker {
             session,
             ended: true,
