@@ -189,7 +189,7 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
 
 /// Registers synthetic client `i` with the join token, as a real worker does.
 async fn register(c: &BenchCluster, i: u32, capacity: u32) -> Result<Synthetic> {
-    let client = WorkerClient::new(&c.url)?;
+    let client = c.worker_client()?;
     let req = RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
         namespace: rota_domain::namespace::default_owned(),

@@ -4,7 +4,7 @@
 
 use crate::store::Database;
 use anyhow::{Context, Result, bail};
-use rota_client::Client;
+use rota_client::{CaCerts, Client, WorkerClient};
 use rota_testkit::{Proc, server};
 use rota_worker::procfs;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,8 @@ pub(crate) struct BenchCluster {
     pub(crate) url: String,
     pub(crate) join_token: String,
     pub(crate) client: Client,
+    /// With `--tls`: the CA file workers get as `--ca-cert`, and what the bench's clients trust.
+    ca: Option<(PathBuf, CaCerts)>,
     workers: Vec<Child>,
     /// Dropped after `Drop::drop` killed the server and workers (fields drop last).
     db: Database,
@@ -32,8 +34,19 @@ impl BenchCluster {
     pub(crate) fn start_with(rota: &Path, server_flags: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let db = Database::create(dir.path())?;
-        let sp = spawn_server(rota, dir.path(), &db.arg(), server_flags, |_| {})?;
-        let client = Client::new(&sp.url, Some(sp.admin))?;
+        let mut flags: Vec<String> = server_flags.iter().map(|f| f.to_string()).collect();
+        let tls = crate::tls::on().then(|| crate::tls::Files::issue(dir.path()));
+        if let Some(files) = &tls {
+            flags.extend(files.server_flags());
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let sp = spawn_server(rota, dir.path(), &db.arg(), &flags, |_| {})?;
+        let ca = match tls {
+            Some(files) => Some((files.ca.clone(), files.trust()?)),
+            None => None,
+        };
+        let trust = ca.as_ref().map(|(_, c)| c.clone()).unwrap_or_default();
+        let client = Client::trusting(&sp.url, Some(sp.admin), &trust)?;
         Ok(Self {
             dir,
             rota: rota.to_path_buf(),
@@ -41,9 +54,25 @@ impl BenchCluster {
             url: sp.url,
             join_token: sp.join_token,
             client,
+            ca,
             workers: Vec::new(),
             db,
         })
+    }
+
+    /// What the bench's own clients trust: the run's CA with `--tls`, else the system roots.
+    fn trust(&self) -> CaCerts {
+        self.ca.as_ref().map(|(_, c)| c.clone()).unwrap_or_default()
+    }
+
+    /// An operator client of its own (its own connection pool) with `token`.
+    pub(crate) fn operator_client(&self, token: String) -> Result<Client> {
+        Ok(Client::trusting(&self.url, Some(token), &self.trust())?)
+    }
+
+    /// A synthetic worker-protocol client of its own.
+    pub(crate) fn worker_client(&self) -> Result<WorkerClient> {
+        Ok(WorkerClient::trusting(&self.url, &self.trust())?)
     }
 
     /// The server's database.
@@ -86,6 +115,7 @@ impl BenchCluster {
             .args(["--concurrency", &concurrency.to_string(), "--workspace"])
             .arg(ws)
             .args(extra)
+            .args(self.ca.iter().flat_map(|(file, _)| [std::ffi::OsStr::new("--ca-cert"), file.as_os_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         cmd
@@ -101,9 +131,9 @@ impl BenchCluster {
         self.server.pid().unsigned_abs()
     }
 
-    /// Resident memory of the first worker, in bytes.
+    /// Resident memory of the first worker with its spawner helpers, in bytes.
     pub(crate) fn worker_rss_bytes(&self) -> Option<u64> {
-        rss_bytes(self.workers.first()?.id())
+        worker_rss_bytes(self.workers.first()?.id())
     }
 
     /// Waits until a worker named `name` is registered.
@@ -189,6 +219,17 @@ pub(crate) fn spawn_server(
             Err(e.into())
         }
     }
+}
+
+/// Resident memory of a worker with its live child processes, in bytes. Taken when the
+/// worker runs no step, its children are its spawner helpers (the processes that start its
+/// steps): their memory is the worker's cost too, so the figure counts it. A helper runs the
+/// worker's own executable, so its file-backed pages are the worker's (counted once, in the
+/// worker's `VmRSS`); what it adds is its private memory.
+pub(crate) fn worker_rss_bytes(pid: u32) -> Option<u64> {
+    let own = rss_bytes(pid)?;
+    let children = procfs::children_of(i32::try_from(pid).ok()?);
+    Some(own + children.iter().filter_map(|c| procfs::private_rss_bytes(c.pid)).sum::<u64>())
 }
 
 /// Resident memory (`VmRSS`) of `pid` (as `std::process` numbers it) in bytes.

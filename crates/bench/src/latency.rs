@@ -12,7 +12,6 @@ use crate::cluster::BenchCluster;
 use crate::probes::shell_job;
 use anyhow::{Context, Result, bail};
 use rota_api_types::worker::{ClaimRequest, CompleteBatchRequest, CompleteItem, RegisterRequest};
-use rota_client::WorkerClient;
 use rota_domain::{AttemptOutcome, JobId, PROTOCOL_VERSION};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -240,7 +239,7 @@ async fn wake_path(c: &BenchCluster, n: u32) -> Result<(Value, Vec<JobId>)> {
     if n == 0 {
         return Ok((Value::Null, Vec::new()));
     }
-    let w = WorkerClient::new(&c.url)?;
+    let w = c.worker_client()?;
     let req = RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
         namespace: rota_domain::namespace::default_owned(),

@@ -1,10 +1,14 @@
 //! The machine's limits other than spawning, taken in the same run as the workloads so the
 //! figures can be judged as ratios: 1-row SQLite commits/s in WAL mode with
-//! `synchronous=FULL` (the durability rota's server uses for acknowledged writes), and the
-//! loopback HTTP round trip of one keep-alive connection to a real rota server.
+//! `synchronous=FULL` (the durability rota's server uses for acknowledged writes), rows/s
+//! when 100 rows share each such commit (what a batching writer can reach), the same two on
+//! PostgreSQL with `synchronous_commit` as the server has it (when `ROTA_TEST_POSTGRES_URL`
+//! names one), and the loopback HTTP round trip of one keep-alive connection to a real rota
+//! server.
 
 use crate::cluster::BenchCluster;
 use anyhow::{Context, Result};
+use rota_testkit::postgres::{TestDb, URL_ENV};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -22,15 +26,25 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> Result<Value> {
     let window = Duration::from_secs_f64(args.seconds.max(0.2));
-    let sqlite = tokio::task::spawn_blocking(move || sqlite_full_commits(window)).await??;
+    let sqlite = tokio::task::spawn_blocking(move || sqlite_full_commits(window, 1)).await??;
+    let sqlite_batched = tokio::task::spawn_blocking(move || sqlite_full_commits(window, BATCH)).await??;
+    let postgres = if std::env::var_os(URL_ENV).is_some_and(|u| !u.is_empty()) {
+        json!({"commits_per_s": pg_commits(window, 1).await?, "batched_rows_per_s": pg_commits(window, BATCH).await?})
+    } else {
+        Value::Null
+    };
     let http = http_round_trip(&args, window).await?;
     Ok(json!({"workload": "limits", "system": "machine", "sqlite_full_commits_per_s": sqlite,
+        "sqlite_full_batched_rows_per_s": sqlite_batched, "rows_per_batch": BATCH, "postgres": postgres,
         "http_rtt_us": http, "lost": 0, "duplicated": 0}))
 }
 
-/// One-row INSERT transactions into a WAL database with `synchronous=FULL`, on the same
-/// file system as the bench's servers (the temp dir), for `window`.
-fn sqlite_full_commits(window: Duration) -> Result<f64> {
+/// Rows per transaction of the batched probes.
+const BATCH: u64 = 100;
+
+/// INSERT transactions of `rows` rows each into a WAL database with `synchronous=FULL`, on
+/// the same file system as the bench's servers (the temp dir), for `window`: rows per second.
+fn sqlite_full_commits(window: Duration, rows: u64) -> Result<f64> {
     let dir = tempfile::tempdir()?;
     let conn = rusqlite::Connection::open(dir.path().join("probe.db"))?;
     conn.execute_batch(
@@ -41,12 +55,51 @@ fn sqlite_full_commits(window: Duration) -> Result<f64> {
     let payload = [7_u8; 64];
     let start = Instant::now();
     let mut n = 0_u64;
-    // Autocommit: each INSERT is its own transaction, so each pays one commit (and fsync).
+    // One transaction per `rows` INSERTs, so each batch pays one commit (and fsync); with
+    // one row it is plain autocommit.
     while start.elapsed() < window {
-        stmt.execute([&payload[..]])?;
-        n += 1;
+        if rows > 1 {
+            conn.execute_batch("BEGIN")?;
+        }
+        for _ in 0..rows {
+            stmt.execute([&payload[..]])?;
+        }
+        if rows > 1 {
+            conn.execute_batch("COMMIT")?;
+        }
+        n += rows;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// The same on a PostgreSQL database of its own (dropped after), one connection, the
+/// server's own `synchronous_commit`: rows per second.
+async fn pg_commits(window: Duration, rows: u64) -> Result<f64> {
+    let db = TestDb::create().await.context("no PostgreSQL database for the limits probe")?;
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await?;
+    let conn = tokio::spawn(conn);
+    client.batch_execute("CREATE TABLE t (id bigserial PRIMARY KEY, v bytea NOT NULL)").await?;
+    let stmt = client.prepare("INSERT INTO t (v) VALUES ($1)").await?;
+    let payload = vec![7_u8; 64];
+    let start = Instant::now();
+    let mut n = 0_u64;
+    while start.elapsed() < window {
+        if rows > 1 {
+            client.batch_execute("BEGIN").await?;
+        }
+        for _ in 0..rows {
+            client.execute(&stmt, &[&payload]).await?;
+        }
+        if rows > 1 {
+            client.batch_execute("COMMIT").await?;
+        }
+        n += rows;
+    }
+    let per_s = n as f64 / start.elapsed().as_secs_f64();
+    drop(client);
+    // The connection ends with the client; the database is dropped with `db`.
+    let _ = conn.await;
+    Ok(per_s)
 }
 
 /// Sequential `GET /healthz` over one keep-alive connection: p50/p99 in microseconds and

@@ -21,6 +21,7 @@ mod soak;
 mod start;
 mod store;
 mod submit;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -33,6 +34,10 @@ struct Args {
     /// (a database of its own on the server ROTA_TEST_POSTGRES_URL names, dropped after).
     #[arg(long, global = true, default_value = "sqlite", value_parser = store::parse_backend)]
     backend: rota_testkit::Backend,
+    /// Serve HTTPS (a certificate from a CA of the run's own, trusted by every client and
+    /// worker through `--ca-cert`); plain HTTP on loopback otherwise, as the peers are run.
+    #[arg(long, global = true)]
+    tls: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -79,6 +84,7 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     store::set_backend(args.backend);
+    tls::set(args.tls);
     let rt = tokio::runtime::Runtime::new()?;
     let mut value = match args.cmd {
         Cmd::SpawnProbe { jobs, parallel } => probes::spawn_probe(jobs, parallel)?,
@@ -99,6 +105,11 @@ fn main() -> anyhow::Result<()> {
     {
         obj.insert("backend".into(), store::backend_name().into());
         obj.insert("postgres".into(), rt.block_on(store::pg_settings())?.into());
+    }
+    if let Some(obj) = value.as_object_mut()
+        && args.tls
+    {
+        obj.insert("transport".into(), "https".into());
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{value}")?;

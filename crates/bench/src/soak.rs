@@ -13,7 +13,7 @@
 //! checks the machinery; `--fill-budget-secs` caps the time spent queueing so the report
 //! names the depth actually reached.
 
-use crate::cluster::{BenchCluster, rss_bytes};
+use crate::cluster::{BenchCluster, rss_bytes, worker_rss_bytes};
 use crate::probes::shell_job;
 use crate::store::{self, Database};
 use anyhow::{Context, Result, bail};
@@ -173,7 +173,7 @@ async fn soak(args: &Args) -> Result<Value> {
     let mut workers = Workers::default();
     let worker_pid = workers.launch(&args.rota, dir.path(), &server, "soak", args.concurrency, &[])?;
     wait_registered(&server.client, "soak").await?;
-    let worker_rss_idle = rss_bytes(worker_pid);
+    let worker_rss_idle = worker_rss_bytes(worker_pid);
 
     let offered = Arc::new(Offered::default());
     let interval = Duration::from_secs(args.interval_secs.max(1));
@@ -197,7 +197,7 @@ async fn soak(args: &Args) -> Result<Value> {
             "minute": k, "completed": done - last_done,
             "per_s": (done - last_done) as f64 / interval.as_secs_f64(),
             "submitted": sub - last_sub, "backlog": sub.saturating_sub(done),
-            "worker_rss_mib": rss_bytes(worker_pid).map(|b| b / MIB),
+            "worker_rss_mib": worker_rss_bytes(worker_pid).map(|b| b / MIB),
             "server_rss_mib": rss_bytes(server.pid()).map(|b| b / MIB),
             "db_bytes": size["total"], "sizes": size, "vacuum_s": vacuum_s,
         }));
@@ -217,7 +217,7 @@ async fn soak(args: &Args) -> Result<Value> {
     let claimed = metric(&server.client, "rota_attempts_claimed_total").await?;
     let attempts_lost = metric(&server.client, "rota_attempts_lost_total").await?;
     let not_succeeded = not_succeeded(&server.client).await?;
-    let worker_rss_end = rss_bytes(worker_pid);
+    let worker_rss_end = worker_rss_bytes(worker_pid);
     let prunes_seen = server.prunes();
 
     let per_s = |m: &Value| m["per_s"].as_f64().unwrap_or(f64::NAN);
@@ -651,7 +651,7 @@ async fn fill_queue(client: &Client, n: u64, budget: Instant) -> Result<u64> {
 
 /// Registers a synthetic protocol client, as a real worker does.
 async fn register(c: &BenchCluster, name: &str, concurrency: u32) -> Result<WorkerClient> {
-    let client = WorkerClient::new(&c.url)?;
+    let client = c.worker_client()?;
     let req = RegisterRequest {
         protocol_version: PROTOCOL_VERSION,
         namespace: rota_domain::namespace::default_owned(),
@@ -688,7 +688,7 @@ async fn memory(args: &Args) -> Result<Value> {
     c.wait_registered("idle").await?;
     // Past its first heartbeat and control long-poll: the steady idle state.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let worker_idle = rss_bytes(worker_pid);
+    let worker_idle = worker_rss_bytes(worker_pid);
     let server_empty = rss_bytes(c.server_pid());
 
     let budget = Instant::now() + Duration::from_secs(args.fill_budget_secs);

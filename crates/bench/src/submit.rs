@@ -7,7 +7,6 @@
 use crate::cluster::BenchCluster;
 use crate::probes::shell_job;
 use anyhow::{Context, Result, bail};
-use rota_client::Client;
 use rota_domain::{JobId, JobSpec};
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -75,7 +74,7 @@ pub(crate) async fn run(args: Args) -> Result<Value> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.clients {
-        let client = Client::new(&c.url, Some(admin.trim().to_string()))?;
+        let client = c.operator_client(admin.trim().to_string())?;
         let next = next.clone();
         let mode = args.mode;
         tasks.push(tokio::spawn(async move {

@@ -125,6 +125,16 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Memory of `pid` that no other process maps from the same file, in bytes: `RssAnon` plus
+/// `RssShmem` of `/proc/<pid>/status` (its heap, stacks, private data), without `RssFile`
+/// (pages of its executable and libraries, shared with every process of the same binary).
+/// What a helper process adds to its parent's `VmRSS` when both run the same executable.
+pub fn private_rss_bytes(pid: i32) -> Option<u64> {
+    let kib =
+        |field: &str| -> Option<u64> { status_field(pid, field)?.split_whitespace().next()?.parse().ok() };
+    Some((kib("RssAnon:")? + kib("RssShmem:")?) * 1024)
+}
+
 /// The real uid a process runs as (`Uid:` in `/proc/<pid>/status`, readable for every
 /// process). Not the owner of `/proc/<pid>`: that turns to root for a non-dumpable process.
 pub fn uid(pid: i32) -> Option<u32> {
@@ -282,6 +292,7 @@ mod tests {
         assert!(!me.is_zombie() && is_alive(pid));
         assert!(me.start_ticks > 0);
         assert!(rss_bytes(pid).unwrap() > 0);
+        assert!(private_rss_bytes(pid).unwrap() > 0 && private_rss_bytes(pid) <= rss_bytes(pid));
         assert!(!cmdline(pid).unwrap().is_empty());
         assert!(environ(pid).is_some());
         assert!(is_ours(pid));
