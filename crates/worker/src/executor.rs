@@ -227,10 +227,19 @@ impl From<AttemptOutcome> for Ended {
 /// plain file is read, and at most one byte past the cap: a symbolic link is not followed
 /// (`/dev/zero`, another user's file) and a FIFO or device is refused, so a step cannot make
 /// the worker read forever or block.
+///
+/// Almost no step writes one: a single `open` here, on the executor's own thread, tells so
+/// (a failed lookup does not block), and only a file that exists is read and removed on a
+/// blocking thread. A task hand-off per step cost more than the open itself.
 async fn read_outputs(path: &std::path::Path) -> Result<BTreeMap<String, String>, OutputError> {
+    let file = match open_plain(path) {
+        // `NOFOLLOW`: a link, even a dangling one, is not "not found": nothing to remove.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        other => other,
+    };
     let owned = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let result = read_plain_file(&owned);
+        let result = read_plain_file(file);
         let removed = match std::fs::symlink_metadata(&owned) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&owned),
             Ok(_) => std::fs::remove_file(&owned),
@@ -245,11 +254,16 @@ async fn read_outputs(path: &std::path::Path) -> Result<BTreeMap<String, String>
     .unwrap_or_else(|e| Err(OutputError::Unreadable(format!("the reading task failed: {e}"))))
 }
 
-fn read_plain_file(path: &std::path::Path) -> Result<BTreeMap<String, String>, OutputError> {
-    use std::io::Read;
+/// Opens `$ROTA_OUTPUT` without following a link and without blocking on a FIFO.
+fn open_plain(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-    let file = match std::fs::OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path) {
+    std::fs::OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path)
+}
+
+fn read_plain_file(file: std::io::Result<std::fs::File>) -> Result<BTreeMap<String, String>, OutputError> {
+    use std::io::Read;
+    let file = match file {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(e) => return Err(OutputError::Unreadable(format!("{e} (it must be a plain file, not a link)"))),
