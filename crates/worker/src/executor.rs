@@ -137,8 +137,14 @@ pub(crate) async fn run_attempt(
     let mut output = Output::new(stdout, stderr, logs, step.attempt_id, &masked);
     let (status, ending) =
         supervise(&mut child, pgid, step, setup.kill_grace, &mut stop_rx, &mut output, hooks).await;
+    // The spawner saw the group empty once it had reaped the shell (almost every step): a
+    // group with no member cannot gain one, so there is nothing to kill or wait for, and
+    // its id may already name someone else's new group (pid reuse): it is left alone.
+    let emptied = child.released();
     // No orphans: whatever is left of the group dies with its shell.
-    kill::kill_group(pgid);
+    if !emptied {
+        kill::kill_group(pgid);
+    }
     let drained = tokio::time::timeout(PIPE_DRAIN, output.drain()).await.is_ok();
     if !drained {
         tracing::warn!(
@@ -147,7 +153,7 @@ pub(crate) async fn run_attempt(
     }
     output.flush();
     drop(output);
-    let gone = kill::wait_group_gone(pgid, Instant::now() + Duration::from_millis(500)).await;
+    let gone = emptied || kill::wait_group_gone(pgid, Instant::now() + Duration::from_millis(500)).await;
     hooks.group(None);
     // Almost always the spawner forgot the group when its leader exited (it was empty);
     // otherwise it kills what is left (if provably the step's) and forgets it once empty.
