@@ -137,8 +137,14 @@ pub(crate) async fn run_attempt(
     let mut output = Output::new(stdout, stderr, logs, step.attempt_id, &masked);
     let (status, ending) =
         supervise(&mut child, pgid, step, setup.kill_grace, &mut stop_rx, &mut output, hooks).await;
+    // The spawner saw the group empty once it had reaped the shell (almost every step): a
+    // group with no member cannot gain one, so there is nothing to kill or wait for, and
+    // its id may already name someone else's new group (pid reuse): it is left alone.
+    let emptied = child.released();
     // No orphans: whatever is left of the group dies with its shell.
-    kill::kill_group(pgid);
+    if !emptied {
+        kill::kill_group(pgid);
+    }
     let drained = tokio::time::timeout(PIPE_DRAIN, output.drain()).await.is_ok();
     if !drained {
         tracing::warn!(
@@ -147,7 +153,7 @@ pub(crate) async fn run_attempt(
     }
     output.flush();
     drop(output);
-    let gone = kill::wait_group_gone(pgid, Instant::now() + Duration::from_millis(500)).await;
+    let gone = emptied || kill::wait_group_gone(pgid, Instant::now() + Duration::from_millis(500)).await;
     hooks.group(None);
     // Almost always the spawner forgot the group when its leader exited (it was empty);
     // otherwise it kills what is left (if provably the step's) and forgets it once empty.
@@ -227,10 +233,19 @@ impl From<AttemptOutcome> for Ended {
 /// plain file is read, and at most one byte past the cap: a symbolic link is not followed
 /// (`/dev/zero`, another user's file) and a FIFO or device is refused, so a step cannot make
 /// the worker read forever or block.
+///
+/// Almost no step writes one: a single `open` here, on the executor's own thread, tells so
+/// (a failed lookup does not block), and only a file that exists is read and removed on a
+/// blocking thread. A task hand-off per step cost more than the open itself.
 async fn read_outputs(path: &std::path::Path) -> Result<BTreeMap<String, String>, OutputError> {
+    let file = match open_plain(path) {
+        // `NOFOLLOW`: a link, even a dangling one, is not "not found": nothing to remove.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        other => other,
+    };
     let owned = path.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        let result = read_plain_file(&owned);
+        let result = read_plain_file(file);
         let removed = match std::fs::symlink_metadata(&owned) {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&owned),
             Ok(_) => std::fs::remove_file(&owned),
@@ -245,11 +260,16 @@ async fn read_outputs(path: &std::path::Path) -> Result<BTreeMap<String, String>
     .unwrap_or_else(|e| Err(OutputError::Unreadable(format!("the reading task failed: {e}"))))
 }
 
-fn read_plain_file(path: &std::path::Path) -> Result<BTreeMap<String, String>, OutputError> {
-    use std::io::Read;
+/// Opens `$ROTA_OUTPUT` without following a link and without blocking on a FIFO.
+fn open_plain(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-    let file = match std::fs::OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path) {
+    std::fs::OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path)
+}
+
+fn read_plain_file(file: std::io::Result<std::fs::File>) -> Result<BTreeMap<String, String>, OutputError> {
+    use std::io::Read;
+    let file = match file {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
         Err(e) => return Err(OutputError::Unreadable(format!("{e} (it must be a plain file, not a link)"))),
