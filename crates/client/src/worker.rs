@@ -9,6 +9,7 @@
 use crate::error::{ClientError, Result};
 use crate::transport::{CALL_TIMEOUT, Call, Failover, Reply, Transport, long_poll_timeout};
 use reqwest::{Method, Url};
+use rota_api_types::logframes;
 use rota_api_types::worker::{
     ClaimRequest, ClaimResponse, CompleteBatchRequest, CompleteBatchResponse, CompleteRequest,
     CompleteResponse, ConfigQuery, ConfigReply, ControlRequest, ControlResponse, HeartbeatRequest,
@@ -17,6 +18,7 @@ use rota_api_types::worker::{
 };
 use rota_domain::JobId;
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// The session credential and how many registrations produced one so far.
@@ -32,6 +34,9 @@ struct Credential {
 pub struct WorkerClient {
     transport: Transport,
     credential: Arc<RwLock<Credential>>,
+    /// Set once a server answered that it does not know the binary log route (a server of
+    /// an older release): log batches go as JSON from then on.
+    json_logs: Arc<AtomicBool>,
 }
 
 impl WorkerClient {
@@ -43,7 +48,7 @@ impl WorkerClient {
 
     /// [`Self::new`], trusting `ca` besides the system roots over `https://`.
     pub fn trusting(server: &str, ca: &crate::CaCerts) -> Result<Self> {
-        Ok(Self { transport: Transport::new(server, ca)?, credential: Arc::default() })
+        Ok(Self { transport: Transport::new(server, ca)?, credential: Arc::default(), json_logs: Arc::default() })
     }
 
     /// The base URL of the server calls go to first (the one that answered last).
@@ -189,8 +194,33 @@ impl WorkerClient {
         self.post(&["worker", "jobs", &job, "logs"], req, None).await.map(drop)
     }
 
-    /// `POST /worker/logs`: chunks of several attempts; each entry carries its own status.
+    /// `POST /worker/logs/frames` (the binary form: raw bytes, no base64), or `POST
+    /// /worker/logs` (JSON) on a server that does not know it: chunks of several attempts;
+    /// each entry carries its own status.
     pub async fn logs_batch(&self, req: &LogsBatchRequest) -> Result<LogsBatchResponse> {
+        if !self.json_logs.load(Ordering::Relaxed)
+            && let Some(body) = logframes::encode(req)
+        {
+            let token = self.token()?;
+            let call: Call<'_, ()> = Call {
+                method: Method::POST,
+                route: self.transport.route(&["worker", "logs", "frames"], &[]),
+                token: Some(&token),
+                body: None,
+                timeout: CALL_TIMEOUT,
+                headers: &[],
+                failover: Failover::Always,
+            };
+            match self.transport.send_raw(call, logframes::CONTENT_TYPE, body).await {
+                // An older server: no such route (404), or `/worker/logs/{id}`-like routing
+                // that refuses the method or the media type (405, 415).
+                Err(ClientError::Http { status: 404 | 405 | 415, .. }) => {
+                    tracing::info!("the server does not take binary log frames: sending logs as JSON");
+                    self.json_logs.store(true, Ordering::Relaxed);
+                }
+                other => return other?.json(),
+            }
+        }
         self.post(&["worker", "logs"], req, None).await?.json()
     }
 
