@@ -41,7 +41,14 @@ pub fn encoded_len(req: &LogsBatchRequest) -> usize {
         + req
             .batches
             .iter()
-            .map(|b| 16 + 8 + 8 + 4 + b.step.len() + 4 + b.chunks.iter().map(|c| 1 + 8 + 4 + c.data.0.len()).sum::<usize>())
+            .map(|b| {
+                16 + 8
+                    + 8
+                    + 4
+                    + b.step.len()
+                    + 4
+                    + b.chunks.iter().map(|c| 1 + 8 + 4 + c.data.0.len()).sum::<usize>()
+            })
             .sum::<usize>()
 }
 
@@ -92,7 +99,8 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self, what: &str) -> Result<usize, FrameError> {
-        usize::try_from(u32::from_le_bytes(self.array(what)?)).map_err(|_| FrameError(format!("{what} too large")))
+        usize::try_from(u32::from_le_bytes(self.array(what)?))
+            .map_err(|_| FrameError(format!("{what} too large")))
     }
 
     fn u64(&mut self, what: &str) -> Result<u64, FrameError> {

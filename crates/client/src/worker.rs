@@ -48,7 +48,11 @@ impl WorkerClient {
 
     /// [`Self::new`], trusting `ca` besides the system roots over `https://`.
     pub fn trusting(server: &str, ca: &crate::CaCerts) -> Result<Self> {
-        Ok(Self { transport: Transport::new(server, ca)?, credential: Arc::default(), json_logs: Arc::default() })
+        Ok(Self {
+            transport: Transport::new(server, ca)?,
+            credential: Arc::default(),
+            json_logs: Arc::default(),
+        })
     }
 
     /// The base URL of the server calls go to first (the one that answered last).

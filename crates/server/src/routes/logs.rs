@@ -34,7 +34,8 @@ pub(crate) async fn append_log_frames(
             ..ApiError::bad_request(format!("expected Content-Type {}", logframes::CONTENT_TYPE))
         });
     }
-    let req = logframes::decode(&body, limits::MAX_CONCURRENCY).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let req = logframes::decode(&body, limits::MAX_CONCURRENCY)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     // The frames are copied out: the body can go before the store is waited on.
     drop(body);
     store_log_batches(&state, &me, req).await.map(Json)
