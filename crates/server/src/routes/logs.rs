@@ -10,6 +10,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use rota_api_types::logframes;
 use rota_api_types::worker::LogsBatchResponse;
@@ -24,8 +25,24 @@ pub(crate) async fn append_log_frames(
     Session(me): Session,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LogsBatchResponse>, ApiError> {
+    // In the JSON error shape, as `ApiJson` answers for the other routes.
+    let body = body.map_err(|rejection| ApiError {
+        status: rejection.status(),
+        code: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "bad_request"
+        },
+        message: if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "request body is larger than the server accepts".into()
+        } else {
+            format!("cannot read the request body: {rejection}")
+        },
+        pointer: None,
+        retry_after: None,
+    })?;
     let media = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if media.split(';').next().map(str::trim) != Some(logframes::CONTENT_TYPE) {
         return Err(ApiError {
