@@ -249,6 +249,85 @@ mod tests {
         assert!(matches!(err, ClientError::NotRegistered), "{err:?}");
     }
 
+    /// A server of an older release: no binary log route (404), the JSON one answers.
+    /// Returns its address and the paths it was asked for, in order.
+    async fn old_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut tmp = [0u8; 65536];
+                    // Head, then as many body bytes as Content-Length says.
+                    let (head_end, len) = loop {
+                        let n = sock.read(&mut tmp).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&tmp[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                            break (i + 4, len);
+                        }
+                    };
+                    while buf.len() < head_end + len {
+                        let n = sock.read(&mut tmp).await.unwrap();
+                        buf.extend_from_slice(&tmp[..n]);
+                    }
+                    let line = String::from_utf8_lossy(&buf[..head_end]).lines().next().unwrap().to_string();
+                    let path = line.split(' ').nth(1).unwrap().to_string();
+                    let (status, body) = if path == "/worker/logs" {
+                        ("200 OK", r#"{"results":[{"status":204}]}"#)
+                    } else {
+                        ("404 Not Found", "")
+                    };
+                    log.lock().unwrap().push(path);
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    sock.write_all(reply.as_bytes()).await.unwrap();
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn log_batches_fall_back_to_json_on_a_server_without_frames() {
+        use rota_api_types::worker::{LogBatch, LogChunk, Stream};
+        let (addr, seen) = old_server().await;
+        let c = WorkerClient::new(&addr).unwrap();
+        c.credential.write().unwrap().token = Some(Arc::from("cred"));
+        let req = LogsBatchRequest {
+            batches: vec![LogBatch {
+                job_id: JobId::new(),
+                step: "s".into(),
+                attempt_id: rota_domain::AttemptId(1),
+                chunks: vec![LogChunk {
+                    stream: Stream::Stdout,
+                    seq: 0,
+                    data: rota_api_types::Bytes64(b"hi".to_vec()),
+                }],
+                dropped_bytes: 0,
+            }],
+        };
+        assert_eq!(c.logs_batch(&req).await.unwrap().results[0].status, 204);
+        assert_eq!(c.logs_batch(&req).await.unwrap().results[0].status, 204);
+        // Frames once, then JSON for good.
+        assert_eq!(*seen.lock().unwrap(), ["/worker/logs/frames", "/worker/logs", "/worker/logs"]);
+    }
+
     #[tokio::test]
     async fn a_closed_port_is_unreachable() {
         // Port 1 on loopback is closed on any sane test machine: connection refused.
