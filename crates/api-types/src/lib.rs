@@ -16,6 +16,7 @@
 //!   rotation.
 //! - [`supervisors`]: the supervisor link, supervisor views and the fleet heal.
 //! - [`bytes`]: byte-exact payloads carried as base64.
+//! - [`logframes`]: the binary form of a log batch (raw bytes, no base64).
 //! - [`error`]: the error body every non-2xx reply carries.
 
 pub mod bytes;
@@ -24,6 +25,7 @@ pub mod events;
 pub mod fleet;
 pub mod health;
 pub mod jobs;
+pub mod logframes;
 pub mod namespace;
 pub mod resources;
 pub mod secrets;

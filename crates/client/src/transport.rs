@@ -139,13 +139,34 @@ impl Transport {
     /// ones (round-robin) as long as [`Failover`] allows; 2xx replies come back as
     /// [`Reply`], everything else as the last server's error, naming the others tried.
     pub(crate) async fn send<B: Serialize + ?Sized>(&self, call: Call<'_, B>) -> Result<Reply> {
+        self.send_body(call, None).await
+    }
+
+    /// [`Self::send`] with `body`, of media type `content_type`, as the request body (not
+    /// JSON): the binary form of log batches.
+    pub(crate) async fn send_raw(
+        &self,
+        call: Call<'_, ()>,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<Reply> {
+        self.send_body(call, Some((content_type, body))).await
+    }
+
+    async fn send_body<B: Serialize + ?Sized>(
+        &self,
+        call: Call<'_, B>,
+        mut raw: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<Reply> {
         let bases = &self.servers.bases;
         let n = bases.len();
         let start = self.servers.current.load(Ordering::Relaxed) % n;
         let mut tried: Vec<String> = Vec::new();
         for i in 0..n {
             let at = (start + i) % n;
-            let err = match self.send_to(&bases[at], &call).await {
+            // The last server to try gets the body itself; others a copy (failover only).
+            let raw_here = if i + 1 == n { raw.take() } else { raw.clone() };
+            let err = match self.send_to(&bases[at], &call, raw_here).await {
                 Ok(reply) => {
                     if at != start {
                         self.servers.current.store(at, Ordering::Relaxed);
@@ -183,7 +204,7 @@ impl Transport {
         let mut tried: Vec<String> = Vec::new();
         for i in 0..n {
             let at = (start + i) % n;
-            let err = match self.respond(&bases[at], &call).await {
+            let err = match self.respond(&bases[at], &call, None).await {
                 Ok((_, resp)) => {
                     if at != start {
                         self.servers.current.store(at, Ordering::Relaxed);
@@ -201,8 +222,13 @@ impl Transport {
     }
 
     /// Sends a call to one server.
-    async fn send_to<B: Serialize + ?Sized>(&self, base: &Url, call: &Call<'_, B>) -> Result<Reply> {
-        let (url, resp) = self.respond(base, call).await?;
+    async fn send_to<B: Serialize + ?Sized>(
+        &self,
+        base: &Url,
+        call: &Call<'_, B>,
+        raw: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<Reply> {
+        let (url, resp) = self.respond(base, call, raw).await?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| transport_error(&url, e))?.to_vec();
         Ok(Reply { status, url, body })
@@ -213,6 +239,7 @@ impl Transport {
         &self,
         base: &Url,
         call: &Call<'_, B>,
+        raw: Option<(&'static str, Vec<u8>)>,
     ) -> Result<(Url, reqwest::Response)> {
         let url = Self::url(base, &call.route);
         let method = call.method.clone();
@@ -223,7 +250,9 @@ impl Transport {
         for (name, value) in call.headers {
             req = req.header(*name, *value);
         }
-        if let Some(body) = call.body {
+        if let Some((content_type, body)) = raw {
+            req = req.header(reqwest::header::CONTENT_TYPE, content_type).body(body);
+        } else if let Some(body) = call.body {
             req = req.json(body);
         }
         tracing::trace!(%method, %url, "rota call");

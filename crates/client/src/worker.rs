@@ -9,6 +9,7 @@
 use crate::error::{ClientError, Result};
 use crate::transport::{CALL_TIMEOUT, Call, Failover, Reply, Transport, long_poll_timeout};
 use reqwest::{Method, Url};
+use rota_api_types::logframes;
 use rota_api_types::worker::{
     ClaimRequest, ClaimResponse, CompleteBatchRequest, CompleteBatchResponse, CompleteRequest,
     CompleteResponse, ConfigQuery, ConfigReply, ControlRequest, ControlResponse, HeartbeatRequest,
@@ -17,6 +18,7 @@ use rota_api_types::worker::{
 };
 use rota_domain::JobId;
 use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 /// The session credential and how many registrations produced one so far.
@@ -32,6 +34,9 @@ struct Credential {
 pub struct WorkerClient {
     transport: Transport,
     credential: Arc<RwLock<Credential>>,
+    /// Set once a server answered that it does not know the binary log route (a server of
+    /// an older release): log batches go as JSON from then on.
+    json_logs: Arc<AtomicBool>,
 }
 
 impl WorkerClient {
@@ -43,7 +48,11 @@ impl WorkerClient {
 
     /// [`Self::new`], trusting `ca` besides the system roots over `https://`.
     pub fn trusting(server: &str, ca: &crate::CaCerts) -> Result<Self> {
-        Ok(Self { transport: Transport::new(server, ca)?, credential: Arc::default() })
+        Ok(Self {
+            transport: Transport::new(server, ca)?,
+            credential: Arc::default(),
+            json_logs: Arc::default(),
+        })
     }
 
     /// The base URL of the server calls go to first (the one that answered last).
@@ -189,8 +198,33 @@ impl WorkerClient {
         self.post(&["worker", "jobs", &job, "logs"], req, None).await.map(drop)
     }
 
-    /// `POST /worker/logs`: chunks of several attempts; each entry carries its own status.
+    /// `POST /worker/logs/frames` (the binary form: raw bytes, no base64), or `POST
+    /// /worker/logs` (JSON) on a server that does not know it: chunks of several attempts;
+    /// each entry carries its own status.
     pub async fn logs_batch(&self, req: &LogsBatchRequest) -> Result<LogsBatchResponse> {
+        if !self.json_logs.load(Ordering::Relaxed)
+            && let Some(body) = logframes::encode(req)
+        {
+            let token = self.token()?;
+            let call: Call<'_, ()> = Call {
+                method: Method::POST,
+                route: self.transport.route(&["worker", "logs", "frames"], &[]),
+                token: Some(&token),
+                body: None,
+                timeout: CALL_TIMEOUT,
+                headers: &[],
+                failover: Failover::Always,
+            };
+            match self.transport.send_raw(call, logframes::CONTENT_TYPE, body).await {
+                // An older server: no such route (404), or `/worker/logs/{id}`-like routing
+                // that refuses the method or the media type (405, 415).
+                Err(ClientError::Http { status: 404 | 405 | 415, .. }) => {
+                    tracing::info!("the server does not take binary log frames: sending logs as JSON");
+                    self.json_logs.store(true, Ordering::Relaxed);
+                }
+                other => return other?.json(),
+            }
+        }
         self.post(&["worker", "logs"], req, None).await?.json()
     }
 
@@ -213,6 +247,85 @@ mod tests {
         assert_eq!(c.credential_generation(), 0);
         let err = c.heartbeat(&HeartbeatRequest::default()).await.unwrap_err();
         assert!(matches!(err, ClientError::NotRegistered), "{err:?}");
+    }
+
+    /// A server of an older release: no binary log route (404), the JSON one answers.
+    /// Returns its address and the paths it was asked for, in order.
+    async fn old_server() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut tmp = [0u8; 65536];
+                    // Head, then as many body bytes as Content-Length says.
+                    let (head_end, len) = loop {
+                        let n = sock.read(&mut tmp).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&tmp[..n]);
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                            break (i + 4, len);
+                        }
+                    };
+                    while buf.len() < head_end + len {
+                        let n = sock.read(&mut tmp).await.unwrap();
+                        buf.extend_from_slice(&tmp[..n]);
+                    }
+                    let line = String::from_utf8_lossy(&buf[..head_end]).lines().next().unwrap().to_string();
+                    let path = line.split(' ').nth(1).unwrap().to_string();
+                    let (status, body) = if path == "/worker/logs" {
+                        ("200 OK", r#"{"results":[{"status":204}]}"#)
+                    } else {
+                        ("404 Not Found", "")
+                    };
+                    log.lock().unwrap().push(path);
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    sock.write_all(reply.as_bytes()).await.unwrap();
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn log_batches_fall_back_to_json_on_a_server_without_frames() {
+        use rota_api_types::worker::{LogBatch, LogChunk, Stream};
+        let (addr, seen) = old_server().await;
+        let c = WorkerClient::new(&addr).unwrap();
+        c.credential.write().unwrap().token = Some(Arc::from("cred"));
+        let req = LogsBatchRequest {
+            batches: vec![LogBatch {
+                job_id: JobId::new(),
+                step: "s".into(),
+                attempt_id: rota_domain::AttemptId(1),
+                chunks: vec![LogChunk {
+                    stream: Stream::Stdout,
+                    seq: 0,
+                    data: rota_api_types::Bytes64(b"hi".to_vec()),
+                }],
+                dropped_bytes: 0,
+            }],
+        };
+        assert_eq!(c.logs_batch(&req).await.unwrap().results[0].status, 204);
+        assert_eq!(c.logs_batch(&req).await.unwrap().results[0].status, 204);
+        // Frames once, then JSON for good.
+        assert_eq!(*seen.lock().unwrap(), ["/worker/logs/frames", "/worker/logs", "/worker/logs"]);
     }
 
     #[tokio::test]

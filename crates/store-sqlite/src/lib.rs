@@ -137,6 +137,9 @@ impl SqliteStore {
         }
         let mut main = schema::open_writer(path, opts.busy_timeout)?;
         schema::migrate(&mut main, schema::MAIN, path)?;
+        if is_file_path(&logs_path) {
+            logs::size_pages_if_new(&logs_path)?;
+        }
         let mut logs = schema::open_writer(&logs_path, opts.busy_timeout)?;
         schema::migrate(&mut logs, schema::LOGS, &logs_path)?;
         for p in [path, logs_path.as_path()].into_iter().filter(|p| is_file_path(p)) {

@@ -128,6 +128,9 @@ pub(crate) struct FinalLogs {
     pub(crate) dropped: u64,
     /// True when the server refused this attempt's logs (it was superseded).
     pub(crate) rejected: bool,
+    /// The attempt's job and step (`None` when nothing was buffered for it), to ship the
+    /// chunks on their own.
+    pub(crate) owner: Option<(JobId, String)>,
 }
 
 impl LogBuffers {
@@ -224,7 +227,7 @@ impl LogBuffers {
             s.seal(stream, true);
             chunks.extend(s.sealed.drain(..));
         }
-        FinalLogs { chunks, dropped: a.dropped, rejected }
+        FinalLogs { chunks, dropped: a.dropped, rejected, owner: Some((a.job_id, a.step)) }
     }
 
     /// Forgets an attempt's output (its session is gone).

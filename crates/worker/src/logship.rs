@@ -1,14 +1,17 @@
 //! Step output on its way to the server: one shipper per worker coalesces every attempt's
 //! chunks into `POST /worker/logs` at least every `log_flush` (sooner at 1 MiB), puts them
 //! back while the server is away, stops an attempt's output on 409, and hands out final
-//! chunks only after requests in flight settled. Buffering itself is `logbuf.rs`.
+//! chunks only after requests in flight settled. Large final output is shipped here too,
+//! as binary frames, rather than as base64 inside the completion. Buffering itself is
+//! `logbuf.rs`.
 
 use crate::backoff::Backoff;
 use crate::context::Ctx;
 use crate::logbuf::{FinalLogs, LogBuffers};
-use rota_api_types::worker::{LogsBatchRequest, Stream};
+use rota_api_types::worker::{LogBatch, LogsBatchRequest, Stream};
+use rota_client::WorkerClient;
 use rota_domain::{AttemptId, JobId};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -20,6 +23,10 @@ const WAKE_AT: usize = 1 << 20;
 pub(crate) const REQUEST_MAX: usize = 8 << 20;
 /// A log request that takes longer is abandoned (and its chunks retried).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Final output of at least this many bytes is sent through the logs route (binary frames:
+/// raw bytes) before the completion, instead of inside it (JSON: base64, which costs the
+/// worker and the server more than the extra round trip from here on).
+const SHIP_FINAL_AT: usize = 64 << 10;
 
 /// The per-worker log buffer and shipper.
 #[derive(Debug)]
@@ -30,6 +37,8 @@ pub(crate) struct LogShip {
     /// after its earlier chunks were stored or put back.
     send_lock: tokio::sync::Mutex<()>,
     flush_every: Duration,
+    /// The protocol client, once the shipper runs (final chunks are shipped with it).
+    client: OnceLock<WorkerClient>,
 }
 
 impl LogShip {
@@ -40,6 +49,7 @@ impl LogShip {
             wake: Notify::new(),
             send_lock: tokio::sync::Mutex::new(()),
             flush_every,
+            client: OnceLock::new(),
         }
     }
 
@@ -73,7 +83,15 @@ impl LogShip {
     /// in flight has settled.
     pub(crate) async fn finish(&self, id: AttemptId) -> FinalLogs {
         let _sending = self.send_lock.lock().await;
-        self.lock().take_final(id)
+        let mut fin = self.lock().take_final(id);
+        let bytes: usize = fin.chunks.iter().map(|c| c.data.0.len()).sum();
+        if bytes >= SHIP_FINAL_AT
+            && !fin.rejected
+            && let (Some(client), Some((job_id, step))) = (self.client.get(), fin.owner.clone())
+        {
+            ship_final(client, id, job_id, &step, &mut fin).await;
+        }
+        fin
     }
 
     /// Forgets an attempt's output (its session is gone).
@@ -144,6 +162,7 @@ impl LogShip {
     /// The shipper: sends at least every `flush_every`, sooner when 1 MiB is buffered,
     /// backing off while the server is away. Returns when `stop` is cancelled.
     pub(crate) async fn run(&self, ctx: &Ctx, stop: CancellationToken) {
+        let _ = self.client.set(ctx.client.clone());
         let mut backoff = Backoff::new(self.flush_every, Duration::from_secs(5));
         let mut delay = self.flush_every;
         loop {
@@ -169,6 +188,42 @@ impl LogShip {
                 return;
             }
             tokio::time::sleep_until((Instant::now() + Duration::from_millis(200)).min(deadline)).await;
+        }
+    }
+}
+
+/// Sends an ended attempt's final chunks in bounded requests, removing from `fin` what was
+/// stored. Anything not stored (the server away, a refusal) stays in `fin`: the completion
+/// carries it, and says what became of the attempt.
+async fn ship_final(client: &WorkerClient, id: AttemptId, job_id: JobId, step: &str, fin: &mut FinalLogs) {
+    while !fin.chunks.is_empty() {
+        let mut bytes = 0;
+        let n = fin
+            .chunks
+            .iter()
+            .take_while(|c| {
+                bytes += c.data.0.len();
+                bytes <= REQUEST_MAX
+            })
+            .count()
+            .max(1);
+        let batch = LogBatch {
+            job_id,
+            step: step.to_string(),
+            attempt_id: id,
+            chunks: fin.chunks.drain(..n).collect(),
+            dropped_bytes: fin.dropped,
+        };
+        let mut req = LogsBatchRequest { batches: vec![batch] };
+        match tokio::time::timeout(SEND_TIMEOUT, client.logs_batch(&req)).await {
+            Ok(Ok(resp)) if resp.results.first().is_some_and(|r| (200..=299).contains(&r.status)) => {}
+            _ => {
+                tracing::debug!(attempt_id = %id, "final log chunks not shipped on their own: the completion carries them");
+                if let Some(b) = req.batches.pop() {
+                    fin.chunks.splice(0..0, b.chunks);
+                }
+                return;
+            }
         }
     }
 }

@@ -5,6 +5,7 @@ mod events;
 pub(crate) mod fleet;
 mod host;
 pub(crate) mod jobs;
+mod logs;
 mod meta;
 pub(crate) mod resources;
 pub(crate) mod secrets;
@@ -72,6 +73,7 @@ fn api_router(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .routes(routes!(worker::complete_batch))
         .routes(routes!(worker::append_logs))
         .routes(routes!(worker::append_logs_batch))
+        .routes(routes!(logs::append_log_frames))
         .layer(DefaultBodyLimit::max(log_body_limit));
     let meta = OpenApiRouter::new()
         .routes(routes!(meta::healthz))

@@ -636,6 +636,15 @@ pub(crate) async fn append_logs_batch(
     ApiJson(req): ApiJson<LogsBatchRequest>,
 ) -> Result<Json<LogsBatchResponse>, ApiError> {
     limits::check_count("batches", req.batches.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
+    store_log_batches(&state, &me, req).await.map(Json)
+}
+
+/// Stores a log batch request (either form: JSON or frames), one result per batch.
+pub(super) async fn store_log_batches(
+    state: &AppState,
+    me: &SessionInfo,
+    req: LogsBatchRequest,
+) -> Result<LogsBatchResponse, ApiError> {
     let items = req
         .batches
         .into_iter()
@@ -652,8 +661,8 @@ pub(crate) async fn append_logs_batch(
             }
         })
         .collect();
-    let results = append(&state, &me, items).await?;
-    Ok(Json(LogsBatchResponse {
+    let results = append(state, me, items).await?;
+    Ok(LogsBatchResponse {
         results: results
             .into_iter()
             .map(|r| match r {
@@ -661,7 +670,7 @@ pub(crate) async fn append_logs_batch(
                 Err(e) => ItemResult { status: e.status.as_u16(), result: None, error: Some(e.message) },
             })
             .collect(),
-    }))
+    })
 }
 
 /// Leaves the fleet cleanly; attempts still held are lost (and follow `on_lost`).
