@@ -10,11 +10,11 @@
 
 use crate::codec::{after, u32_of};
 use crate::error::{Result, corrupt, not_found};
-use crate::jobs_read::load_spec;
 use crate::tx::{Tx, exec, one, opt, rows};
 use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;
 use rota_domain::{AttemptId, JobId, JobSpec, SessionId, Target};
+use std::sync::Arc;
 use rota_store::ClaimedAttempt;
 use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
@@ -131,7 +131,7 @@ pub(crate) async fn claim(
         .map(|queue| QueueScan { queue, buffered: VecDeque::new(), refused: 0, done: false })
         .collect();
     let max = max as usize;
-    let mut specs: HashMap<Uuid, JobSpec> = HashMap::new();
+    let mut specs: HashMap<Uuid, Arc<JobSpec>> = HashMap::new();
     let mut out = Vec::new();
     while out.len() < max {
         let wanted = (max - out.len()) as i64;
@@ -214,7 +214,7 @@ async fn claim_one(
     worker: &ClaimingWorker,
     now: DateTime<Utc>,
     ttl: Duration,
-    specs: &mut HashMap<Uuid, JobSpec>,
+    specs: &mut HashMap<Uuid, Arc<JobSpec>>,
 ) -> Result<ClaimedAttempt> {
     let job_id = JobId(c.job_id);
     let number = c.attempts + 1;
@@ -227,7 +227,7 @@ async fn claim_one(
     exec(tx, JOB_RUNNING, &[&c.job_id]).await?;
     let spec = match specs.entry(c.job_id) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(load_spec(tx, job_id).await?),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(crate::spec_cache::spec(tx, job_id).await?),
     };
     let step = spec
         .steps
