@@ -14,11 +14,12 @@ use crate::tx::{Tx, exec, one, opt, rows};
 use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;
 use rota_domain::{AttemptId, JobId, JobSpec, SessionId, Target};
-use std::sync::Arc;
 use rota_store::ClaimedAttempt;
 use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 /// Rows read per query at most.
@@ -219,12 +220,18 @@ async fn claim_one(
     let job_id = JobId(c.job_id);
     let number = c.attempts + 1;
     let lease = after(now, ttl);
-    let id: i64 =
-        one(tx, INSERT_ATTEMPT, &[&c.job_id, &c.step, &number, &session.0, &worker.name, &lease, &now])
-            .await?
-            .try_get(0)?;
-    exec(tx, STEP_RUNNING, &[&c.job_id, &c.step, &number]).await?;
-    exec(tx, JOB_RUNNING, &[&c.job_id]).await?;
+    // Pipelined: the three writes go out together and PostgreSQL runs them in the order
+    // sent, one round trip where there were three.
+    let attempt_params: [&(dyn ToSql + Sync); 7] =
+        [&c.job_id, &c.step, &number, &session.0, &worker.name, &lease, &now];
+    let step_params: [&(dyn ToSql + Sync); 3] = [&c.job_id, &c.step, &number];
+    let job_params: [&(dyn ToSql + Sync); 1] = [&c.job_id];
+    let (row, _, _) = tokio::try_join!(
+        one(tx, INSERT_ATTEMPT, &attempt_params),
+        exec(tx, STEP_RUNNING, &step_params),
+        exec(tx, JOB_RUNNING, &job_params),
+    )?;
+    let id: i64 = row.try_get(0)?;
     let spec = match specs.entry(c.job_id) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(e) => e.insert(crate::spec_cache::spec(tx, job_id).await?),

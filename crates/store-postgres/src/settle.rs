@@ -53,9 +53,14 @@ pub(crate) async fn settle(
     now: DateTime<Utc>,
     jitter01: f64,
 ) -> Result<Settled> {
-    let (job_state, job_has_reason) = lock_job_reason(tx, a.job_id).await?;
+    // Pipelined (sent together, run in the order sent): the lock is taken before the steps
+    // are read, as before, in one round trip. Both statements are prepared first: a
+    // statement still being prepared would be sent after the other.
+    tx.prepare_cached(LOCK_JOB).await?;
+    tx.prepare_cached(STEP_STATES).await?;
+    let ((job_state, job_has_reason), steps) =
+        tokio::try_join!(lock_job_reason(tx, a.job_id), load_steps(tx, a.job_id))?;
     let spec = crate::spec_cache::spec(tx, a.job_id).await?;
-    let steps = load_steps(tx, a.job_id).await?;
     // Read only when the domain consults it (an ended job).
     let attempts_running = job_state.is_terminal()
         && one(tx, crate::control::ANY_RUNNING_OF_JOB, &[&a.job_id.0]).await?.try_get(0)?;
@@ -77,7 +82,12 @@ pub(crate) async fn settle(
     if ended.is_some() {
         crate::spec_cache::forget(a.job_id);
     }
-    Ok(Settled { job_finished: ended.is_some(), job_state: ended, readied: plan.readied, retried: plan.retried })
+    Ok(Settled {
+        job_finished: ended.is_some(),
+        job_state: ended,
+        readied: plan.readied,
+        retried: plan.retried,
+    })
 }
 
 /// Writes a settlement. Returns the job's terminal state when it recorded the job's end.

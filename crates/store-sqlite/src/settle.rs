@@ -68,7 +68,12 @@ pub(crate) fn settle(
     if ended.is_some() {
         spec_cache::forget(a.job_id);
     }
-    Ok(Settled { job_finished: ended.is_some(), job_state: ended, readied: plan.readied, retried: plan.retried })
+    Ok(Settled {
+        job_finished: ended.is_some(),
+        job_state: ended,
+        readied: plan.readied,
+        retried: plan.retried,
+    })
 }
 
 /// Writes a settlement. Returns the job's terminal state when it recorded the job's end.
