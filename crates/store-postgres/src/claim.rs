@@ -10,7 +10,6 @@
 
 use crate::codec::{after, u32_of};
 use crate::error::{Result, corrupt, not_found};
-use crate::jobs_read::load_spec;
 use crate::tx::{Tx, exec, one, opt, rows};
 use chrono::{DateTime, Utc};
 use rota_domain::spec::DEFAULT_LOG_CAP;
@@ -18,7 +17,9 @@ use rota_domain::{AttemptId, JobId, JobSpec, SessionId, Target};
 use rota_store::ClaimedAttempt;
 use std::cmp::Reverse;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 /// Rows read per query at most.
@@ -131,7 +132,7 @@ pub(crate) async fn claim(
         .map(|queue| QueueScan { queue, buffered: VecDeque::new(), refused: 0, done: false })
         .collect();
     let max = max as usize;
-    let mut specs: HashMap<Uuid, JobSpec> = HashMap::new();
+    let mut specs: HashMap<Uuid, Arc<JobSpec>> = HashMap::new();
     let mut out = Vec::new();
     while out.len() < max {
         let wanted = (max - out.len()) as i64;
@@ -214,20 +215,26 @@ async fn claim_one(
     worker: &ClaimingWorker,
     now: DateTime<Utc>,
     ttl: Duration,
-    specs: &mut HashMap<Uuid, JobSpec>,
+    specs: &mut HashMap<Uuid, Arc<JobSpec>>,
 ) -> Result<ClaimedAttempt> {
     let job_id = JobId(c.job_id);
     let number = c.attempts + 1;
     let lease = after(now, ttl);
-    let id: i64 =
-        one(tx, INSERT_ATTEMPT, &[&c.job_id, &c.step, &number, &session.0, &worker.name, &lease, &now])
-            .await?
-            .try_get(0)?;
-    exec(tx, STEP_RUNNING, &[&c.job_id, &c.step, &number]).await?;
-    exec(tx, JOB_RUNNING, &[&c.job_id]).await?;
+    // Pipelined: the three writes go out together and PostgreSQL runs them in the order
+    // sent, one round trip where there were three.
+    let attempt_params: [&(dyn ToSql + Sync); 7] =
+        [&c.job_id, &c.step, &number, &session.0, &worker.name, &lease, &now];
+    let step_params: [&(dyn ToSql + Sync); 3] = [&c.job_id, &c.step, &number];
+    let job_params: [&(dyn ToSql + Sync); 1] = [&c.job_id];
+    let (row, _, _) = tokio::try_join!(
+        one(tx, INSERT_ATTEMPT, &attempt_params),
+        exec(tx, STEP_RUNNING, &step_params),
+        exec(tx, JOB_RUNNING, &job_params),
+    )?;
+    let id: i64 = row.try_get(0)?;
     let spec = match specs.entry(c.job_id) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(load_spec(tx, job_id).await?),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(crate::spec_cache::spec(tx, job_id).await?),
     };
     let step = spec
         .steps

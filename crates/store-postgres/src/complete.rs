@@ -83,6 +83,7 @@ async fn complete_one(tx: &Tx<'_>, c: &Completion, now: DateTime<Utc>) -> Result
                 outcome: recorded.clone(),
                 repeated: true,
                 job_finished: false,
+                job_state: None,
                 readied: 0,
             }),
             _ => {
@@ -101,6 +102,7 @@ async fn complete_one(tx: &Tx<'_>, c: &Completion, now: DateTime<Utc>) -> Result
         outcome: c.outcome.clone(),
         repeated: false,
         job_finished: settled.job_finished,
+        job_state: settled.job_state,
         readied: settled.readied,
     })
 }

@@ -58,6 +58,7 @@ mod schema;
 mod secrets;
 mod servers;
 mod settle;
+mod spec_cache;
 mod submit;
 pub mod tls;
 mod tx;

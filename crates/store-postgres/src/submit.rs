@@ -114,5 +114,7 @@ async fn submit_one(tx: &Tx<'_>, job: &NewJob) -> Result<Submitted> {
     .await?;
     crate::fleet::apply_pending_revoke(tx, job.id, &spec.namespace, spec.idempotency_key.as_deref(), job.now)
         .await?;
+    // Its claim (on this server) then needs no read of the document.
+    crate::spec_cache::remember_new(job.id, std::sync::Arc::new(spec.clone()));
     Ok(Submitted { id: job.id, created: true })
 }

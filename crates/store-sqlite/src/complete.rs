@@ -63,6 +63,7 @@ fn complete_one(conn: &Connection, c: &Completion, now: DateTime<Utc>) -> Result
                 outcome: recorded.clone(),
                 repeated: true,
                 job_finished: false,
+                job_state: None,
                 readied: 0,
             }),
             _ => {
@@ -81,6 +82,7 @@ fn complete_one(conn: &Connection, c: &Completion, now: DateTime<Utc>) -> Result
         outcome: c.outcome.clone(),
         repeated: false,
         job_finished: settled.job_finished,
+        job_state: settled.job_state,
         readied: settled.readied,
     })
 }

@@ -41,4 +41,5 @@ fn hot_queries_search_the_partial_indexes() {
     assert_uses(&conn, "worker by token", crate::workers::BY_TOKEN, "attempts_session");
     assert_uses(&conn, "leases after a restart", crate::lease::EXTEND_ALL, "attempts_lease");
     assert_uses(&conn, "a job's running attempts", crate::control::RUNNING_OF_JOB, "attempts_step");
+    assert_uses(&conn, "settling: a job and its steps", crate::settle::JOB_AND_STEPS, "steps_job_idx");
 }

@@ -40,6 +40,18 @@ pub(crate) fn remember(id: JobId, spec: Arc<JobSpec>) {
     });
 }
 
+/// Keeps a document just submitted, unless the cache is full: a backlog is claimed
+/// oldest first, so the documents of the oldest queued jobs are the ones worth keeping
+/// (evicting them for the newest made every claim of a large backlog a miss).
+pub(crate) fn remember_new(id: JobId, spec: Arc<JobSpec>) {
+    SPECS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() < MAX_ENTRIES {
+            m.insert(id, spec);
+        }
+    });
+}
+
 /// Drops a finished job's document: it will rarely be needed again.
 pub(crate) fn forget(id: JobId) {
     SPECS.with(|m| m.borrow_mut().remove(&id));

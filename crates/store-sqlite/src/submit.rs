@@ -87,6 +87,6 @@ pub(crate) fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
         job.now,
     )?;
     // Its claim, on this same writer thread, then needs no JSON parse.
-    crate::spec_cache::remember(job.id, std::sync::Arc::new(spec.clone()));
+    crate::spec_cache::remember_new(job.id, std::sync::Arc::new(spec.clone()));
     Ok(Submitted { id: job.id, created: true })
 }

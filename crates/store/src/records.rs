@@ -451,6 +451,9 @@ pub struct CompletionRecorded {
     pub repeated: bool,
     /// True when the job reached a terminal state with this completion.
     pub job_finished: bool,
+    /// The job's terminal state when `job_finished`, so the caller need not read the job
+    /// back to announce its end (that read was a large share of the server's work per job).
+    pub job_state: Option<JobState>,
     /// How many steps became claimable (dependents, retries).
     pub readied: u32,
 }

@@ -502,7 +502,7 @@ async fn complete_items(
                 if !rec.repeated {
                     recorded = true;
                     if rec.job_finished {
-                        finished.push(*job);
+                        finished.push((*job, rec.job_state));
                     }
                     // An attempt its worker reports lost (self-fencing, shutdown, a spawn
                     // failure) counts as lost, as the sweeper's would.
@@ -520,15 +520,8 @@ async fn complete_items(
             .map_err(ApiError::from)
         })
         .collect();
-    // The end state of the jobs this ended (one read each, only when a job ends).
-    for job in finished {
-        let job_state = match state.store.get_job(job).await {
-            Ok(r) => Some(r.row.state),
-            Err(e) => {
-                tracing::debug!(job_id = %job, "job ended; its state could not be read for the event: {e}");
-                None
-            }
-        };
+    // The store says in which state each ended job ended: no read back per job.
+    for (job, job_state) in finished {
         events.push(Event::Job { job, state: job_state, namespace: Some(me.namespace.clone()) });
     }
     if recorded {

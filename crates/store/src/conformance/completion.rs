@@ -105,6 +105,7 @@ pub(super) async fn retry_with_backoff(s: Arc<dyn JobStore>) {
     assert_eq!(third.number, 3);
     let end = finish(&s, w, &third, failed(2), at(33)).await;
     assert!(end.job_finished, "out of attempts: the job fails");
+    assert_eq!(end.job_state, Some(JobState::Failed), "the completion says how the job ended");
 
     let rec = get(&s, id).await;
     assert_eq!(rec.row.state, JobState::Failed);

@@ -39,7 +39,12 @@ pub(super) async fn cancel_queued_and_running(s: Arc<dyn JobStore>) {
     assert_eq!(stopping.state, StepState::Cancelled, "the running step ends with its job, not after it");
     assert_eq!(stopping.attempts[0].status, AttemptStatus::Running, "its attempt is still being stopped");
 
-    finish(&s, w, &a, AttemptOutcome::Cancelled, at(7)).await;
+    let end = finish(&s, w, &a, AttemptOutcome::Cancelled, at(7)).await;
+    assert_eq!(
+        (end.job_finished, end.job_state),
+        (true, Some(JobState::Cancelled)),
+        "its last attempt ends the cancelled job"
+    );
     let rec = get(&s, running).await;
     assert_eq!(rec.row.state, JobState::Cancelled, "the job keeps its state");
     assert_eq!(rec.row.finished_at, Some(at(7)), "it ends when its last step stops");

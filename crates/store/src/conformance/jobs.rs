@@ -176,6 +176,7 @@ pub(super) async fn dag_readiness(s: Arc<dyn JobStore>) {
     assert_eq!(d.step, "d");
     let end = finish(&s, w, &d, AttemptOutcome::Succeeded, at(8)).await;
     assert!(end.job_finished, "the last step ends the job");
+    assert_eq!(end.job_state, Some(JobState::Succeeded), "the completion says how the job ended");
     let rec = get(&s, id).await;
     assert_eq!(rec.row.state, JobState::Succeeded);
     assert_eq!(rec.row.finished_at, Some(at(8)));
