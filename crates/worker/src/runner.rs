@@ -55,10 +55,14 @@ pub(crate) async fn claim_loop(
         }
         // The concurrency in force (autoscaling) and the --max-jobs budget decide how many
         // of the free slots may be filled; with none, wait for a change instead of claiming.
+        // Registered before the check: a change between the check and the wait (a slot
+        // left, the hold lifted) must wake the wait, not be missed until the 250 ms nap.
+        let changed = ctx.fleet.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         let allowed = ctx.fleet.claimable();
         if allowed == 0 {
             drop(permits);
-            let changed = ctx.fleet.changed.notified();
             tokio::select! {
                 () = changed => {}
                 () = tokio::time::sleep(Duration::from_millis(250)) => {}
