@@ -360,7 +360,7 @@ async fn supervise(
                     }
                 }
             },
-            () = output.read_some(), if output.is_open() => {}
+            () = output.read_some(true), if output.is_open() => {}
             () = &mut timeout, if ending.is_none() && step.timeout_ms.is_some() => {
                 tracing::info!(timeout_ms = step.timeout_ms, "step timed out: stopping its process group");
                 ending = Some(Ending::Report(AttemptOutcome::Timeout));
@@ -389,7 +389,7 @@ async fn supervise(
                     }
                     None => orders = false,
                 },
-                () = output.read_some(), if output.is_open() => {}
+                () = output.read_some(true), if output.is_open() => {}
                 else => std::future::pending::<()>().await,
             }
         }
@@ -452,8 +452,13 @@ impl<'a> Output<'a> {
 
     /// Waits until a pipe has output (buffered here) or reaches its end (closed here).
     /// Cancel-safe: what was read is buffered before it returns. Pending while both pipes
-    /// are closed.
-    async fn read_some(&mut self) {
+    /// are closed. With `hold`, first waits while the attempt has as much unsent output as
+    /// the log shipper holds back for (`LogShip::room_for`): a step writing faster than
+    /// its output is stored then waits in `write(2)`; none of its bytes is lost.
+    async fn read_some(&mut self, hold: bool) {
+        if hold {
+            self.logs.room_for(self.id).await;
+        }
         std::future::poll_fn(|cx| {
             let Self { stdout, stderr, buf, stderr_first, logs, id, masks } = &mut *self;
             let [out_mask, err_mask] = masks;
@@ -473,10 +478,11 @@ impl<'a> Output<'a> {
         .await;
     }
 
-    /// Copies until both pipes are closed.
+    /// Copies until both pipes are closed. Not held back: the group is gone, what is left
+    /// is at most what the pipes hold, and the drain has a deadline that must not cut it.
     async fn drain(&mut self) {
         while self.is_open() {
-            self.read_some().await;
+            self.read_some(false).await;
         }
     }
 }

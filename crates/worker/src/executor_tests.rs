@@ -351,3 +351,68 @@ async fn outputs_are_read_from_a_plain_file_only() {
         assert!(!h.dirs.output_file(step.attempt_id).exists(), "{run}: removed");
     }
 }
+
+/// What `yes 0123456789abcdef | head -c n` writes.
+fn yes_bytes(n: usize) -> Vec<u8> {
+    b"0123456789abcdef\n".iter().copied().cycle().take(n).collect()
+}
+
+#[tokio::test]
+async fn a_step_writing_faster_than_the_server_stores_is_held_back_not_cut() {
+    use crate::logship::HOLD_AT;
+    let h = Harness::new();
+    const N: usize = 40 << 20;
+    let step = claimed(61, &format!("yes 0123456789abcdef | head -c {N}"));
+    h.logs.set_taking(true);
+    // A slow server: 512 KiB every 10 ms, noting the most the worker ever held unsent.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let (logs, stop) = (h.logs.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut stored, mut most) = (Vec::new(), 0usize);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let (batches, held) = logs.take_for_test(512 << 10);
+                most = most.max(held);
+                stored.extend(batches.into_iter().flat_map(|b| b.chunks));
+            }
+            (stored, most)
+        })
+    };
+    assert_eq!(
+        h.run(&step, mpsc::unbounded_channel().1, &Recorder::default()).await,
+        Some(AttemptOutcome::Succeeded)
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut chunks, most) = server.await.unwrap();
+    let fin = h.logs.finish(step.attempt_id).await;
+    assert_eq!(fin.dropped, 0, "nothing is dropped while the server takes output");
+    chunks.extend(fin.chunks);
+    let seqs: Vec<u64> = chunks.iter().map(|c| c.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gap");
+    let got: Vec<u8> = chunks.iter().flat_map(|c| c.data.0.clone()).collect();
+    assert!(got == yes_bytes(N), "byte-exact ({} bytes of {N})", got.len());
+    assert!(most <= HOLD_AT + READ_SIZE, "the worker held {most} bytes unsent (bound {HOLD_AT})");
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_does_not_stall_the_step() {
+    let h = Harness::new();
+    const N: usize = 24 << 20;
+    let step = claimed(62, &format!("yes 0123456789abcdef | head -c {N}"));
+    h.logs.set_taking(true);
+    // Held back at the bound until the shipper finds the server gone; then read as before.
+    let logs = h.logs.clone();
+    let away = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        logs.set_taking(false);
+    });
+    assert_eq!(
+        h.run(&step, mpsc::unbounded_channel().1, &Recorder::default()).await,
+        Some(AttemptOutcome::Succeeded)
+    );
+    away.await.unwrap();
+    let fin = h.logs.finish(step.attempt_id).await;
+    assert_eq!(fin.dropped, 0);
+    assert!(stream_bytes(&fin, Stream::Stdout) == yes_bytes(N), "byte-exact, within the cap");
+}

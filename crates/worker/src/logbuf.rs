@@ -139,6 +139,12 @@ impl LogBuffers {
         self.total
     }
 
+    /// True when an attempt holds at least `bound` unsent bytes, or half its cap (so it
+    /// waits for the shipper before the cap would drop anything).
+    pub(crate) fn is_full(&self, id: AttemptId, bound: usize) -> bool {
+        self.attempts.get(&id).is_some_and(|a| a.unsent() >= bound.min(a.cap / 2))
+    }
+
     /// Starts buffering for an attempt, keeping at most `cap` unsent bytes.
     pub(crate) fn open(&mut self, id: AttemptId, job_id: JobId, step: &str, cap: u64) {
         let cap = usize::try_from(cap).unwrap_or(usize::MAX).max(CHUNK_MAX);
@@ -303,6 +309,23 @@ mod tests {
         assert_eq!(kept.len(), 300_000, "exactly the cap is kept");
         assert_eq!(kept.len() as u64 + fin.dropped, 1_000_000);
         assert_eq!(kept[..], data[data.len() - kept.len()..]);
+    }
+
+    #[test]
+    fn full_means_the_bound_or_half_the_cap() {
+        let mut b = LogBuffers::default();
+        let (big, small) = (AttemptId(1), AttemptId(2));
+        b.open(big, JobId::new(), "big", 64 << 20);
+        b.open(small, JobId::new(), "small", 1 << 20);
+        b.push(big, Stream::Stdout, &vec![b'x'; 600 << 10]);
+        b.push(small, Stream::Stdout, &vec![b'x'; 600 << 10]);
+        assert!(!b.is_full(big, 1 << 20));
+        assert!(b.is_full(small, 1 << 20), "half of a 1 MiB cap");
+        b.push(big, Stream::Stderr, &vec![b'y'; 500 << 10]);
+        assert!(b.is_full(big, 1 << 20));
+        assert!(!b.is_full(AttemptId(3), 0), "an attempt not open is never full");
+        b.take_batch(8 << 20);
+        assert!(!b.is_full(big, 1 << 20) && !b.is_full(small, 1 << 20));
     }
 
     #[test]

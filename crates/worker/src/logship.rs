@@ -2,8 +2,12 @@
 //! chunks into `POST /worker/logs` at least every `log_flush` (sooner at 1 MiB), puts them
 //! back while the server is away, stops an attempt's output on 409, and hands out final
 //! chunks only after requests in flight settled. Large final output is shipped here too,
-//! as binary frames, rather than as base64 inside the completion. Buffering itself is
-//! `logbuf.rs`.
+//! as binary frames, rather than as base64 inside the completion. While the server takes
+//! output, a step that writes faster than it is stored is held back (its pipes are not
+//! read while [`HOLD_AT`] of its output is unsent), so it waits in `write(2)` instead of
+//! burning CPU the other steps and the server need; while the server is away nothing is
+//! held back (the buffer keeps the tail up to the step's cap, as before). Buffering itself
+//! is `logbuf.rs`.
 
 use crate::backoff::Backoff;
 use crate::context::Ctx;
@@ -11,6 +15,7 @@ use crate::logbuf::{FinalLogs, LogBuffers};
 use rota_api_types::worker::{LogBatch, LogsBatchRequest, Stream};
 use rota_client::WorkerClient;
 use rota_domain::{AttemptId, JobId};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -27,6 +32,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// raw bytes) before the completion, instead of inside it (JSON: base64, which costs the
 /// worker and the server more than the extra round trip from here on).
 const SHIP_FINAL_AT: usize = 64 << 10;
+/// Unsent bytes of one attempt at which its pipes are no longer read until the shipper
+/// took them (or half its log cap, if less). One full request: the shipper sends requests
+/// as large as before, and reading resumes while one is in flight.
+pub(crate) const HOLD_AT: usize = REQUEST_MAX;
 
 /// The per-worker log buffer and shipper.
 #[derive(Debug)]
@@ -39,6 +48,12 @@ pub(crate) struct LogShip {
     flush_every: Duration,
     /// The protocol client, once the shipper runs (final chunks are shipped with it).
     client: OnceLock<WorkerClient>,
+    /// Notified whenever buffered output was taken or dropped, or `taking` changed.
+    room: Notify,
+    /// True while the shipper runs and its last request was stored: only then is a step's
+    /// output held back. A server that is away (or a shipper that is not running) must not
+    /// stall steps: their output is read and kept up to the cap as before.
+    taking: AtomicBool,
 }
 
 impl LogShip {
@@ -50,6 +65,32 @@ impl LogShip {
             send_lock: tokio::sync::Mutex::new(()),
             flush_every,
             client: OnceLock::new(),
+            room: Notify::new(),
+            taking: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the shipper is taking output; wakes held-back readers when that changes.
+    pub(crate) fn set_taking(&self, taking: bool) {
+        if self.taking.swap(taking, Ordering::Relaxed) != taking {
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Returns once the attempt may buffer more output: at once unless it holds
+    /// [`HOLD_AT`] unsent bytes while the server takes output; then after the shipper took
+    /// them (it is woken for that), or the server stopped answering. Cancel-safe.
+    pub(crate) async fn room_for(&self, id: AttemptId) {
+        loop {
+            let freed = self.room.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so a take between the check and the wait is seen.
+            freed.as_mut().enable();
+            if !self.taking.load(Ordering::Relaxed) || !self.lock().is_full(id, HOLD_AT) {
+                return;
+            }
+            self.wake.notify_one();
+            freed.await;
         }
     }
 
@@ -94,6 +135,17 @@ impl LogShip {
         fin
     }
 
+    /// What a shipper's request takes (tests stand in for a server with it).
+    #[cfg(test)]
+    pub(crate) fn take_for_test(&self, max_bytes: usize) -> (Vec<LogBatch>, usize) {
+        let mut b = self.lock();
+        let before = b.total();
+        let batches = b.take_batch(max_bytes);
+        drop(b);
+        self.room.notify_waiters();
+        (batches, before)
+    }
+
     /// Forgets an attempt's output (its session is gone).
     pub(crate) fn discard(&self, id: AttemptId) {
         self.lock().discard(id);
@@ -107,6 +159,8 @@ impl LogShip {
             if batches.is_empty() {
                 return Ok(());
             }
+            // Held-back readers go on while this request is in flight.
+            self.room.notify_waiters();
             let generation = ctx.client.credential_generation();
             let req = LogsBatchRequest { batches };
             let res = tokio::time::timeout(SEND_TIMEOUT, ctx.client.logs_batch(&req)).await;
@@ -122,11 +176,13 @@ impl LogShip {
                                 tracing::info!(attempt_id = %batch.attempt_id,
                                     "server refused logs (409): attempt superseded, no more output is sent for it");
                                 self.lock().reject(batch.attempt_id);
+                                self.room.notify_waiters();
                             }
                             Some((status @ 400..=499, error)) if status != 408 && status != 429 => {
                                 tracing::warn!(attempt_id = %batch.attempt_id, status,
                                     "server refused logs: {}; no more output is sent for it", error.unwrap_or_default());
                                 self.lock().reject(batch.attempt_id);
+                                self.room.notify_waiters();
                             }
                             _ => retry.push(batch),
                         }
@@ -170,12 +226,17 @@ impl LogShip {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.wake.notified(), if !failing => {}
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => {
+                    self.set_taking(false);
+                    return;
+                }
             }
             if self.ship_once(ctx).await.is_ok() {
+                self.set_taking(true);
                 backoff.reset();
                 delay = self.flush_every;
             } else {
+                self.set_taking(false);
                 delay = backoff.next_delay();
             }
         }
