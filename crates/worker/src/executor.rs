@@ -542,26 +542,11 @@ fn poll_pipe<R: AsyncRead + Unpin>(
 struct CtxHooks<'a> {
     ctx: &'a Arc<Ctx>,
     step: &'a ClaimedStep,
-    /// The claim loop's slot, freed as soon as the step's group is gone (not after the
-    /// directory recycle and `$ROTA_OUTPUT`), so the next claim overlaps that work.
-    slot: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
-}
-
-impl CtxHooks<'_> {
-    /// Frees the slot once: the fleet first, then the permit that wakes the claim loop.
-    fn free_slot(&self) {
-        let slot = self.slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        self.ctx.fleet.left(self.step.attempt_id);
-        drop(slot);
-    }
 }
 
 impl Hooks for CtxHooks<'_> {
     fn group(&self, pgid: Option<Pid>) {
         self.ctx.attempts.set_pgid(self.step.attempt_id, pgid);
-        if pgid.is_none() {
-            self.free_slot();
-        }
     }
 
     fn long_running(&self, pid: u32) {
@@ -579,7 +564,7 @@ impl Hooks for CtxHooks<'_> {
 }
 
 /// Runs a claimed attempt on the worker and queues its result. `slot` is released as soon
-/// as the step's processes are gone (from the `group(None)` hook).
+/// as the step's processes are gone.
 pub(crate) async fn execute(
     ctx: Arc<Ctx>,
     step: ClaimedStep,
@@ -616,11 +601,11 @@ pub(crate) async fn execute(
             project_dir,
             kill_grace: ctx.config.kill_grace,
         };
-        let hooks = CtxHooks { ctx: &ctx, step: &step, slot: std::sync::Mutex::new(slot) };
+        let hooks = CtxHooks { ctx: &ctx, step: &step };
         let ended = run_attempt(&step, &setup, &logs, stop_rx, &hooks).await;
         let run_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
         ctx.attempts.finished(step.attempt_id);
-        hooks.free_slot();
+        drop(slot);
         ctx.fleet.finished(step.attempt_id, ended.as_ref().map(|e| &e.outcome));
         let Some(Ended { outcome, outputs }) = ended else {
             logs.discard(step.attempt_id);

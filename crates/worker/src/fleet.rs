@@ -221,18 +221,7 @@ impl FleetState {
         );
     }
 
-    /// An attempt's processes are gone: its slot counts as free for [`Self::claimable`]
-    /// from now on, while its result may still be on its way (`finished` counts it). Call
-    /// it before the slot's permit is released, so that a claim loop woken by the permit
-    /// already sees the slot free. Idempotent.
-    pub(crate) fn left(&self, id: AttemptId) {
-        lock(&self.in_flight).remove(&id);
-        *lock(&self.last_busy) = Instant::now();
-        self.changed.notify_waiters();
-    }
-
-    /// An attempt ended (`None`: superseded, nothing to count); frees its slot too if
-    /// [`Self::left`] was not called.
+    /// An attempt ended (`None`: superseded, nothing to count).
     pub(crate) fn finished(&self, id: AttemptId, outcome: Option<&AttemptOutcome>) {
         lock(&self.in_flight).remove(&id);
         *lock(&self.last_busy) = Instant::now();
@@ -457,13 +446,9 @@ mod tests {
             f.claimed(&step(i), None);
         }
         assert_eq!(f.claimable(), 0);
-        f.left(AttemptId(1));
         f.finished(AttemptId(1), Some(&AttemptOutcome::Succeeded));
-        f.left(AttemptId(2));
-        assert_eq!(f.claimable(), 1, "only one job of the budget is left");
         f.finished(AttemptId(2), Some(&AttemptOutcome::Succeeded));
-        assert_eq!(f.claimable(), 1, "finished after left frees nothing twice");
-        assert_eq!(f.stats().processed, 2);
+        assert_eq!(f.claimable(), 1, "only one job of the budget is left");
         f.claimed(&step(5), None);
         assert!(f.budget_spent());
         assert_eq!(f.claimable(), 0);
