@@ -253,21 +253,26 @@ impl LogShip {
     }
 }
 
+/// How many of `chunks`, from the first, go into one request of at most `REQUEST_MAX`
+/// bytes of output; at least one, so a single chunk over the bound still goes alone.
+pub(crate) fn chunks_per_request(chunks: &[rota_api_types::worker::LogChunk]) -> usize {
+    let mut bytes = 0;
+    chunks
+        .iter()
+        .take_while(|c| {
+            bytes += c.data.0.len();
+            bytes <= REQUEST_MAX
+        })
+        .count()
+        .max(1)
+}
+
 /// Sends an ended attempt's final chunks in bounded requests, removing from `fin` what was
 /// stored. Anything not stored (the server away, a refusal) stays in `fin`: the completion
 /// carries it, and says what became of the attempt.
 async fn ship_final(client: &WorkerClient, id: AttemptId, job_id: JobId, step: &str, fin: &mut FinalLogs) {
     while !fin.chunks.is_empty() {
-        let mut bytes = 0;
-        let n = fin
-            .chunks
-            .iter()
-            .take_while(|c| {
-                bytes += c.data.0.len();
-                bytes <= REQUEST_MAX
-            })
-            .count()
-            .max(1);
+        let n = chunks_per_request(&fin.chunks);
         let batch = LogBatch {
             job_id,
             step: step.to_string(),

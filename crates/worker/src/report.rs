@@ -254,16 +254,7 @@ fn settle(ctx: &Ctx, item: &CompleteItem, status: u16, error: Option<&str>) -> D
 /// what was stored. A 409/4xx for them clears them too (the completion will tell).
 async fn ship_logs_first(ctx: &Ctx, item: &mut CompleteItem) -> Result<(), ClientError> {
     while !item.logs.is_empty() {
-        let mut bytes = 0;
-        let n = item
-            .logs
-            .iter()
-            .take_while(|c| {
-                bytes += c.data.0.len();
-                bytes <= crate::logship::REQUEST_MAX
-            })
-            .count()
-            .max(1);
+        let n = crate::logship::chunks_per_request(&item.logs);
         let chunks: Vec<_> = item.logs[..n].to_vec();
         let batch = LogBatch {
             job_id: item.job_id,
