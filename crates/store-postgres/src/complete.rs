@@ -2,7 +2,8 @@
 //! Fencing lives here: only the holding session may report, a repeat of the recorded
 //! outcome is answered with it, anything else is a `Conflict` that changes nothing. A batch
 //! locks the job rows it touches first, in job id order, so two servers completing steps
-//! of the same jobs never deadlock; each item then runs in its own savepoint.
+//! of the same jobs never deadlock, then its attempt rows in attempt id order, so a
+//! heartbeat renewing them never deadlocks with it; each item then runs in its own savepoint.
 
 use crate::attempts::{AttemptRow, end_attempt, load_attempt, lock_attempt};
 use crate::error::{Result, conflict, not_found};
@@ -18,6 +19,11 @@ const SET_PID: &str = "UPDATE attempts SET pid = $2 WHERE id = $1";
 const SET_OUTPUTS: &str = "UPDATE attempts SET outputs = $2 WHERE id = $1";
 
 const JOBS_OF_ATTEMPTS: &str = "SELECT DISTINCT job_id FROM attempts WHERE id = ANY($1)";
+
+/// The batch's attempt rows, locked in attempt id order (after their jobs' rows): the order
+/// a heartbeat renewing the same attempts locks them in (`lease::RENEW`). Items are then
+/// recorded in the order they came, with every row they update already held.
+const LOCK_ATTEMPTS: &str = "SELECT 1 FROM attempts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 /// Records the pid of a running attempt the session holds.
 pub(crate) async fn record_start(
@@ -48,6 +54,10 @@ pub(crate) async fn complete(
         {
             return Err(e);
         }
+    }
+    // One attempt cannot be locked out of order.
+    if items.len() > 1 {
+        rows(tx, LOCK_ATTEMPTS, &[&ids]).await?;
     }
     let mut out = Vec::with_capacity(items.len());
     for c in items {

@@ -17,9 +17,15 @@ use uuid::Uuid;
 const TOUCH_WORKER: &str = "UPDATE workers SET last_heartbeat_at = $2, status = $3, \
      concurrency = COALESCE($4, concurrency) WHERE session = $1";
 
-// Renewed even when it must stop, so it is not marked lost while dying.
-const RENEW: &str = "UPDATE attempts SET lease_expires_at = $3 \
-     WHERE id = ANY($1) AND session = $2 AND status = 'running' RETURNING id, stop_cause";
+// Renewed even when it must stop, so it is not marked lost while dying. The rows are locked
+// in attempt id order first, the order a batch of completions locks them in
+// (`complete::LOCK_ATTEMPTS`): a plain `UPDATE ... WHERE id = ANY(..)` locks in scan order,
+// and against a batch completing the same attempts in another order the two deadlocked,
+// each deadlock stalling both for `deadlock_timeout` while leases ran out behind them.
+const RENEW: &str = "WITH held AS (SELECT id FROM attempts \
+     WHERE id = ANY($1) AND session = $2 AND status = 'running' ORDER BY id FOR NO KEY UPDATE) \
+     UPDATE attempts a SET lease_expires_at = $3 FROM held WHERE a.id = held.id \
+     RETURNING a.id, a.stop_cause";
 
 const EXPIRED: &str = "SELECT job_id, id FROM attempts WHERE status = 'running' AND lease_expires_at < $1 \
      ORDER BY id";
