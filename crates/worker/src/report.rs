@@ -35,15 +35,18 @@ pub(crate) struct Reporter {
     /// Results taken from the queue by a request still in flight.
     in_flight: AtomicUsize,
     wake: Notify,
+    /// Woken each time a request settled, for a claim loop waiting for results to drain.
+    settled: Notify,
 }
 
 /// Counts taken results as in flight until the request settled (and any retry was
 /// queued again), so `pending` never reads 0 while a result is on the wire.
-struct InFlight<'a>(&'a AtomicUsize, usize);
+struct InFlight<'a>(&'a Reporter, usize);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(self.1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(self.1, Ordering::SeqCst);
+        self.0.settled.notify_waiters();
     }
 }
 
@@ -72,6 +75,20 @@ impl Reporter {
     pub(crate) fn pending(&self) -> usize {
         let queued = self.lock().len();
         queued + self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Results this worker may leave undelivered and still claim more work: a full request's
+    /// worth, or two rounds of its slots. Past it the server is recording results slower
+    /// than it hands out steps, and claiming on would only pile up finished work that a
+    /// crash of this worker loses and the server's leases must keep alive (a PostgreSQL
+    /// soak once grew to 6 900 "running" attempts on a worker of 8 slots).
+    pub(crate) fn undelivered_bound(concurrency: u32) -> usize {
+        BATCH_MAX.max(2 * concurrency as usize)
+    }
+
+    /// Returns once a request settled, or after `at_most`.
+    pub(crate) async fn settled_or(&self, at_most: Duration) {
+        let _ = tokio::time::timeout(at_most, self.settled.notified()).await;
     }
 
     /// Takes the next request's worth: up to [`BATCH_MAX`] results carrying at most
@@ -153,7 +170,7 @@ impl Reporter {
     /// Sends one request's worth. False when something must be retried later.
     async fn deliver_some(&self, ctx: &Ctx) -> bool {
         let mut items = self.take();
-        let _in_flight = InFlight(&self.in_flight, items.len());
+        let _in_flight = InFlight(self, items.len());
         if items.is_empty() {
             return true;
         }

@@ -6,6 +6,7 @@
 use crate::backoff::Backoff;
 use crate::context::Ctx;
 use crate::executor;
+use crate::report::Reporter;
 use rota_api_types::worker::ClaimRequest;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,15 @@ pub(crate) async fn claim_loop(
                     () = shutdown.cancelled() => return,
                     () = session.cancelled() => return,
                 }
+            }
+        }
+        // Results the server has not recorded yet hold claims back (bounded work in flight):
+        // the slots stay held meanwhile, so the claim goes out as soon as they drain.
+        while ctx.reporter.pending() >= Reporter::undelivered_bound(ctx.fleet.active()) {
+            tokio::select! {
+                () = ctx.reporter.settled_or(Duration::from_millis(100)) => {}
+                () = shutdown.cancelled() => return,
+                () = session.cancelled() => return,
             }
         }
         // The concurrency in force (autoscaling) and the --max-jobs budget decide how many
