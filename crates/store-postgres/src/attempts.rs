@@ -1,7 +1,7 @@
 //! Attempt rows as the write paths see them, and ending one: record its outcome, then let
 //! [`crate::settle`] move its step and job. Shared by complete, lease expiry and worker
 //! supersession; it must not choose outcomes itself. Whoever ends an attempt locks its job
-//! row first (`lock_attempt`), then reads the attempt: the attempt read is then current.
+//! row first, then reads the attempt: the attempt read is then current.
 
 use crate::codec::{jitter_for, opt_stop_cause, parse_name, u32_of};
 use crate::error::Result;
@@ -20,8 +20,6 @@ const SELECT_ATTEMPT: &str =
 // Still running (and, for lease expiry, still expired) once its job's row is locked.
 const STILL_RUNNING: &str = "SELECT id, job_id, step, number, session, status, outcome, stop_cause \
      FROM attempts WHERE id = $1 AND status = 'running' AND ($2::timestamptz IS NULL OR lease_expires_at < $2)";
-
-const JOB_OF_ATTEMPT: &str = "SELECT job_id FROM attempts WHERE id = $1";
 
 // With the worker's own run time ($6, ms), the end is start + run time, bounded by now: a
 // result that arrives late (server outage, retried delivery) does not stretch the step.
@@ -48,13 +46,6 @@ pub(crate) async fn load_attempt(tx: &Tx<'_>, id: AttemptId) -> Result<Option<At
     opt(tx, SELECT_ATTEMPT, &[&id.0]).await?.as_ref().map(decode).transpose()
 }
 
-/// One attempt, read after locking its job's row (so it cannot end or settle under us).
-pub(crate) async fn lock_attempt(tx: &Tx<'_>, id: AttemptId) -> Result<Option<AttemptRow>> {
-    let Some(r) = opt(tx, JOB_OF_ATTEMPT, &[&id.0]).await? else { return Ok(None) };
-    lock_job(tx, JobId(r.try_get(0)?)).await?;
-    load_attempt(tx, id).await
-}
-
 /// Records how a running attempt ended and applies its step's policy.
 pub(crate) async fn end_attempt(
     tx: &Tx<'_>,
@@ -66,9 +57,15 @@ pub(crate) async fn end_attempt(
 ) -> Result<Settled> {
     let run_ms = run_ms.map(|r| i64::try_from(r).unwrap_or(i64::MAX));
     let reason = outcome.reason();
-    exec(tx, END_ATTEMPT, &[&a.id.0, &outcome.status().as_str(), &Json(outcome), &reason, &now, &run_ms])
-        .await?;
-    settle(tx, a, outcome, now, jitter01).await
+    // Sent in the same round trip as the settlement's reads (prepared first, so it goes out
+    // first): it writes only the attempt row, which those reads do not look at.
+    tx.prepare_cached(END_ATTEMPT).await?;
+    let status = outcome.status().as_str();
+    let outcome_json = Json(outcome);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+        [&a.id.0, &status, &outcome_json, &reason, &now, &run_ms];
+    let write = exec(tx, END_ATTEMPT, &params);
+    settle(tx, a, outcome, now, jitter01, write).await
 }
 
 /// Marks a running attempt lost for `why` and applies the step's `on_lost`. The caller

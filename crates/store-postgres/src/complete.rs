@@ -5,7 +5,7 @@
 //! of the same jobs never deadlock, then its attempt rows in attempt id order, so a
 //! heartbeat renewing them never deadlocks with it; each item then runs in its own savepoint.
 
-use crate::attempts::{AttemptRow, end_attempt, load_attempt, lock_attempt};
+use crate::attempts::{AttemptRow, end_attempt, load_attempt};
 use crate::error::{Result, conflict, not_found};
 use crate::settle::lock_job;
 use crate::tx::{Tx, exec, item, rows};
@@ -67,7 +67,9 @@ pub(crate) async fn complete(
 }
 
 async fn complete_one(tx: &Tx<'_>, c: &Completion, now: DateTime<Utc>) -> Result<CompletionRecorded> {
-    let a = lock_attempt(tx, c.attempt_id)
+    // The batch locked the job row of every attempt it names (`JOBS_OF_ATTEMPTS`), so the
+    // attempt read here is current.
+    let a = load_attempt(tx, c.attempt_id)
         .await?
         .ok_or_else(|| not_found(format!("attempt {}", c.attempt_id)))?;
     if a.job_id != c.job_id || a.step != c.step {

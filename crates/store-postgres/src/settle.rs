@@ -44,7 +44,8 @@ async fn lock_job_reason(tx: &Tx<'_>, id: JobId) -> Result<(JobState, bool)> {
     Ok((parse_name(r.try_get(0)?)?, r.try_get(1)?))
 }
 
-/// Moves the step of an attempt that just ended (already recorded as `outcome`), then the
+/// Moves the step of an attempt that just ended, then the job. `record` is the write of
+/// the attempt's outcome, not sent yet: it goes out first, in the round trip that reads the
 /// job. The caller locked the job row before it read the attempt.
 pub(crate) async fn settle(
     tx: &Tx<'_>,
@@ -52,14 +53,15 @@ pub(crate) async fn settle(
     outcome: &AttemptOutcome,
     now: DateTime<Utc>,
     jitter01: f64,
+    record: impl std::future::Future<Output = Result<u64>>,
 ) -> Result<Settled> {
-    // Pipelined (sent together, run in the order sent): the lock is taken before the steps
-    // are read, as before, in one round trip. Both statements are prepared first: a
-    // statement still being prepared would be sent after the other.
+    // Pipelined (sent together, run in the order sent): the outcome is recorded, the lock
+    // taken and the steps read in one round trip. Every statement is prepared first: a
+    // statement still being prepared would be sent after the others.
     tx.prepare_cached(LOCK_JOB).await?;
     tx.prepare_cached(STEP_STATES).await?;
-    let ((job_state, job_has_reason), steps) =
-        tokio::try_join!(lock_job_reason(tx, a.job_id), load_steps(tx, a.job_id))?;
+    let (_, (job_state, job_has_reason), steps) =
+        tokio::try_join!(record, lock_job_reason(tx, a.job_id), load_steps(tx, a.job_id))?;
     let spec = crate::spec_cache::spec(tx, a.job_id).await?;
     // Read only when the domain consults it (an ended job).
     let attempts_running = job_state.is_terminal()
@@ -99,28 +101,52 @@ async fn apply(
     plan: &Settlement,
     now: DateTime<Utc>,
 ) -> Result<Option<JobState>> {
-    for c in &plan.steps {
-        let name = &steps.get(c.step).ok_or_else(|| corrupt(format!("job {job}: no step {}", c.step)))?.name;
-        let reason = c.reason.as_ref().map(ToString::to_string);
-        exec(tx, SET_STEP, &[&job.0, name, &c.state.as_str(), &reason, &c.run_after]).await?;
+    // The last step write goes out with the job's write, in one round trip (pipelined,
+    // run in the order sent): a single-step job's end is then one round trip.
+    let (last, before) = match (plan.pending.is_none(), plan.steps.split_last()) {
+        (true, Some((last, before))) => (Some(last), before),
+        _ => (None, plan.steps.as_slice()),
+    };
+    for c in before {
+        set_step(tx, job, steps, c).await?;
     }
     if let Some(p) = &plan.pending {
         exec(tx, END_PENDING, &[&job.0, &p.state.as_str(), &p.reason.to_string()]).await?;
     }
-    Ok(match &plan.job {
-        JobChange::Keep => None,
-        JobChange::Finished => (exec(tx, SET_FINISHED_AT, &[&job.0, &now]).await? > 0).then_some(job_state),
-        JobChange::Live { state, reason } => {
-            let reason = reason.as_ref().map(ToString::to_string);
-            exec(tx, SET_JOB_STATE, &[&job.0, &state.as_str(), &reason]).await?;
-            None
+    if last.is_some() {
+        tx.prepare_cached(SET_STEP).await?;
+    }
+    let step_write = async {
+        match last {
+            Some(c) => set_step(tx, job, steps, c).await,
+            None => Ok(()),
         }
-        JobChange::End { state, reason } => {
-            let reason = reason.as_ref().map(ToString::to_string);
-            exec(tx, FINISH_JOB, &[&job.0, &state.as_str(), &reason, &now]).await?;
-            Some(*state)
-        }
-    })
+    };
+    let job_write = async {
+        Ok(match &plan.job {
+            JobChange::Keep => None,
+            JobChange::Finished => (exec(tx, SET_FINISHED_AT, &[&job.0, &now]).await? > 0).then_some(job_state),
+            JobChange::Live { state, reason } => {
+                let reason = reason.as_ref().map(ToString::to_string);
+                exec(tx, SET_JOB_STATE, &[&job.0, &state.as_str(), &reason]).await?;
+                None
+            }
+            JobChange::End { state, reason } => {
+                let reason = reason.as_ref().map(ToString::to_string);
+                exec(tx, FINISH_JOB, &[&job.0, &state.as_str(), &reason, &now]).await?;
+                Some(*state)
+            }
+        })
+    };
+    let ((), ended) = tokio::try_join!(step_write, job_write)?;
+    Ok(ended)
+}
+
+async fn set_step(tx: &Tx<'_>, job: JobId, steps: &[StoredStep], c: &rota_domain::StepChange) -> Result<()> {
+    let name = &steps.get(c.step).ok_or_else(|| corrupt(format!("job {job}: no step {}", c.step)))?.name;
+    let reason = c.reason.as_ref().map(ToString::to_string);
+    exec(tx, SET_STEP, &[&job.0, name, &c.state.as_str(), &reason, &c.run_after]).await?;
+    Ok(())
 }
 
 /// Every step of a job in document order.
