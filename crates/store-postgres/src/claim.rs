@@ -36,7 +36,9 @@ const SHARE_CLAIM_LOCK: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 const SELECT_WORKER: &str =
     "SELECT name, host, queues, tags, status, namespace FROM workers WHERE session = $1 FOR SHARE";
 
-const PAUSED: &str = "SELECT queue FROM paused_queues WHERE namespace = $1";
+// By session, not namespace, so it goes out with the worker's read (pipelined).
+const PAUSED: &str =
+    "SELECT queue FROM paused_queues WHERE namespace = (SELECT namespace FROM workers WHERE session = $1)";
 
 // The job's own state and deadline are checked so nothing starts once it has ended or its
 // deadline passed, even before the sweeper gets to it.
@@ -114,15 +116,23 @@ pub(crate) async fn claim(
     now: DateTime<Utc>,
     ttl: Duration,
 ) -> Result<Vec<ClaimedAttempt>> {
-    one(tx, SHARE_CLAIM_LOCK, &[&CLAIM_LOCK]).await?;
-    let Some(worker) = load_claiming_worker(tx, session).await? else {
+    // Pipelined (sent together, run in the order sent): the lock is taken, then the worker
+    // and its namespace's paused queues are read, in one round trip. Each statement is
+    // prepared first: one still being prepared would be sent after the others.
+    for sql in [SHARE_CLAIM_LOCK, SELECT_WORKER, PAUSED] {
+        tx.prepare_cached(sql).await?;
+    }
+    let (lock_params, paused_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+        ([&CLAIM_LOCK], [&session.0]);
+    let (_, worker, paused) = tokio::try_join!(
+        one(tx, SHARE_CLAIM_LOCK, &lock_params),
+        load_claiming_worker(tx, session),
+        rows(tx, PAUSED, &paused_params),
+    )?;
+    let Some(worker) = worker else {
         return Ok(Vec::new());
     };
-    let paused: Vec<String> = rows(tx, PAUSED, &[&worker.namespace])
-        .await?
-        .iter()
-        .map(|r| r.try_get(0))
-        .collect::<Result<_, _>>()?;
+    let paused: Vec<String> = paused.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
     let mut queues: Vec<&str> =
         worker.queues.iter().map(String::as_str).filter(|q| !paused.iter().any(|p| p == q)).collect();
     queues.sort_unstable();

@@ -125,7 +125,9 @@ async fn apply(
     let job_write = async {
         Ok(match &plan.job {
             JobChange::Keep => None,
-            JobChange::Finished => (exec(tx, SET_FINISHED_AT, &[&job.0, &now]).await? > 0).then_some(job_state),
+            JobChange::Finished => {
+                (exec(tx, SET_FINISHED_AT, &[&job.0, &now]).await? > 0).then_some(job_state)
+            }
             JobChange::Live { state, reason } => {
                 let reason = reason.as_ref().map(ToString::to_string);
                 exec(tx, SET_JOB_STATE, &[&job.0, &state.as_str(), &reason]).await?;
