@@ -17,7 +17,8 @@ const SELECT_JOB: &str = "SELECT id, name, queue, priority, target_host, target_
 
 const SELECT_SPEC: &str = "SELECT spec FROM jobs WHERE id = ?1";
 
-pub(crate) const LIST_JOBS: &str = "SELECT id, name, queue, priority, target_host, target_tags, state, reason, \
+pub(crate) const LIST_JOBS: &str =
+    "SELECT id, name, queue, priority, target_host, target_tags, state, reason, \
      created_at, finished_at, namespace FROM jobs
      WHERE (?1 IS NULL OR state IN (SELECT value FROM json_each(?1)))
        AND (?2 IS NULL OR queue = ?2)

@@ -22,8 +22,7 @@ const END_PENDING: &str = "UPDATE steps SET state = ?2, reason = ?3, run_after =
 const SET_JOB_STATE: &str = "UPDATE jobs SET state = ?2, reason = COALESCE(?3, reason) WHERE rowid = ?1";
 const FINISH_JOB: &str =
     "UPDATE jobs SET state = ?2, reason = COALESCE(?3, reason), finished_at = ?4 WHERE rowid = ?1";
-const SET_FINISHED_AT: &str =
-    "UPDATE jobs SET finished_at = ?2 WHERE rowid = ?1 AND finished_at IS NULL";
+const SET_FINISHED_AT: &str = "UPDATE jobs SET finished_at = ?2 WHERE rowid = ?1 AND finished_at IS NULL";
 
 /// A job as settling reads it: its state, whether it has a reason, its steps in document
 /// order, and the rowids of the job and of each step (same order) for this transaction.
@@ -99,7 +98,8 @@ fn apply(
 ) -> Result<Option<JobState>> {
     let job_row = loaded.job_row;
     for c in &plan.steps {
-        let row = *loaded.step_rows.get(c.step).ok_or_else(|| corrupt(format!("job {job}: no step {}", c.step)))?;
+        let row =
+            *loaded.step_rows.get(c.step).ok_or_else(|| corrupt(format!("job {job}: no step {}", c.step)))?;
         let reason = c.reason.as_ref().map(ToString::to_string);
         conn.prepare_cached(SET_STEP)?.execute((row, c.state.as_str(), reason, c.run_after.map(ms)))?;
     }
@@ -155,7 +155,13 @@ fn load_job_and_steps(conn: &Connection, job: &str) -> Result<Loaded> {
                 .query_row([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?
                 .ok_or_else(|| not_found(format!("job {job}")))?;
-            Ok(Loaded { state: parse_name(&state)?, has_reason, steps: Vec::new(), job_row, step_rows: Vec::new() })
+            Ok(Loaded {
+                state: parse_name(&state)?,
+                has_reason,
+                steps: Vec::new(),
+                job_row,
+                step_rows: Vec::new(),
+            })
         }
     }
 }

@@ -22,9 +22,9 @@ use std::sync::Arc;
 /// (50 000 queued jobs) is claimed from memory: at 16 384 two claims in three parsed JSON.
 const MAX_ENTRIES: usize = 65_536;
 
-/// Estimated bytes held per thread at most (32 MiB): what the entry bound allows for
-/// small documents, and far fewer large ones.
-const MAX_BYTES: usize = 32 << 20;
+/// Estimated bytes held per thread at most (64 MiB): what the entry bound allows for
+/// one-step shell jobs (about 700 estimated bytes each), and far fewer large documents.
+const MAX_BYTES: usize = 64 << 20;
 
 /// The map's own cost per entry beyond the documents (key, pointer, hash slot, `Arc` header).
 const ENTRY_OVERHEAD: usize = 64;
@@ -142,6 +142,14 @@ mod tests {
             remember_new(JobId::new(), small(), 10);
         }
         assert!(held().0 <= MAX_ENTRIES);
+    }
+
+    /// The server-capacity bench's backlog (50 000 one-step shell jobs) fits.
+    #[test]
+    fn the_bench_backlog_fits() {
+        let spec = JobSpec::new(vec![StepSpec::new("s", "true")]);
+        let each = cost(&spec, serde_json::to_string(&spec).unwrap().len());
+        assert!(each * 50_000 <= MAX_BYTES && 50_000 <= MAX_ENTRIES, "{each} bytes each");
     }
 
     #[test]
