@@ -78,16 +78,18 @@ pub(crate) fn spec(conn: &Connection, id: JobId) -> Result<Arc<JobSpec>> {
 }
 
 /// Keeps a document this thread just read. A full cache starts over: entries of jobs that
-/// ended without settling (cancelled while queued) would otherwise stay for good.
+/// ended without settling (cancelled while queued) would otherwise stay for good. A
+/// document larger than the whole bound is not kept, and evicts nothing.
 fn remember(id: JobId, spec: Arc<JobSpec>, cost: usize) {
+    if cost > MAX_BYTES {
+        return;
+    }
     SPECS.with(|m| {
         let mut m = m.borrow_mut();
         if !m.has_room(cost) {
             m.clear();
         }
-        if m.has_room(cost) {
-            m.insert(id, spec, cost);
-        }
+        m.insert(id, spec, cost);
     });
 }
 
@@ -163,6 +165,6 @@ mod tests {
         remember(id, small(), big);
         assert_eq!(held(), (1, big), "a read past the bound starts over");
         remember(JobId::new(), small(), MAX_BYTES + 1);
-        assert_eq!(held(), (0, 0), "a document larger than the bound is not kept");
+        assert_eq!(held(), (1, big), "a document larger than the bound is not kept and evicts nothing");
     }
 }
