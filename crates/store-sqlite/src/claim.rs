@@ -26,9 +26,11 @@ const SELECT_WORKER: &str =
 // One queue at a time, so `steps_claim` yields rows already in claim order. The job's own
 // state and deadline are checked so nothing starts once it has ended or its deadline
 // passed, even before the sweeper gets to it.
+// The rows' rowids let the claim's updates find them without searching the text keys again
+// (valid for the claim's own transaction, which is all they are used for).
 pub(crate) const CANDIDATES: &str =
     "SELECT s.job_id, s.name, s.idx, s.priority, s.attempts_count, s.target_host, \
-     s.target_tags FROM steps s JOIN jobs j ON j.id = s.job_id
+     s.target_tags, s.rowid, j.rowid FROM steps s JOIN jobs j ON j.id = s.job_id
      WHERE s.state = 'ready'
        AND s.namespace = ?7
        AND s.queue = ?2
@@ -42,10 +44,12 @@ pub(crate) const CANDIDATES: &str =
 const INSERT_ATTEMPT: &str = "INSERT INTO attempts (job_id, step, number, session, worker_name, status, \
      lease_expires_at, started_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6, ?7)";
 
-const STEP_RUNNING: &str = "UPDATE steps SET state = 'running', attempts_count = ?3, run_after = NULL, \
-     reason = NULL WHERE job_id = ?1 AND name = ?2";
+// By rowid (from CANDIDATES, same transaction): an integer seek where the primary keys
+// were a search over 36-character text keys, twice per claimed step.
+const STEP_RUNNING: &str = "UPDATE steps SET state = 'running', attempts_count = ?2, run_after = NULL, \
+     reason = NULL WHERE rowid = ?1";
 
-const JOB_RUNNING: &str = "UPDATE jobs SET state = 'running' WHERE id = ?1 AND state = 'queued'";
+const JOB_RUNNING: &str = "UPDATE jobs SET state = 'running' WHERE rowid = ?1 AND state = 'queued'";
 
 /// What a needed step's succeeded attempt wrote to `$ROTA_OUTPUT`.
 const NEEDED_OUTPUTS: &str = "SELECT outputs FROM attempts WHERE job_id = ?1 AND step = ?2 \
@@ -66,6 +70,9 @@ struct Candidate {
     priority: i64,
     attempts: i64,
     target: Target,
+    /// The step's and the job's rowids, for this transaction's updates.
+    step_row: i64,
+    job_row: i64,
 }
 
 impl Candidate {
@@ -177,6 +184,8 @@ fn candidates(
             priority: r.get(3)?,
             attempts: r.get(4)?,
             target: Target { host: r.get(5)?, tags: from_json(&tags)? },
+            step_row: r.get(7)?,
+            job_row: r.get(8)?,
         });
     }
     Ok(out)
@@ -205,8 +214,8 @@ fn claim_one(
         ms(now),
     ))?;
     let attempt_id = AttemptId(conn.last_insert_rowid());
-    conn.prepare_cached(STEP_RUNNING)?.execute((&c.job_id, &c.step, number))?;
-    conn.prepare_cached(JOB_RUNNING)?.execute([&c.job_id])?;
+    conn.prepare_cached(STEP_RUNNING)?.execute((c.step_row, number))?;
+    conn.prepare_cached(JOB_RUNNING)?.execute([c.job_row])?;
     if !specs.contains_key(&c.job_id) {
         specs.insert(c.job_id.clone(), spec_cache::spec(conn, job_id)?);
     }

@@ -17,7 +17,8 @@ const SELECT_JOB: &str = "SELECT id, name, queue, priority, target_host, target_
 
 const SELECT_SPEC: &str = "SELECT spec FROM jobs WHERE id = ?1";
 
-const LIST_JOBS: &str = "SELECT id, name, queue, priority, target_host, target_tags, state, reason, \
+pub(crate) const LIST_JOBS: &str =
+    "SELECT id, name, queue, priority, target_host, target_tags, state, reason, \
      created_at, finished_at, namespace FROM jobs
      WHERE (?1 IS NULL OR state IN (SELECT value FROM json_each(?1)))
        AND (?2 IS NULL OR queue = ?2)
@@ -63,12 +64,15 @@ pub(crate) fn load_row(conn: &Connection, id: JobId) -> Result<JobRow> {
 
 /// The stored document of one job. `NotFound` if it does not exist.
 pub(crate) fn load_spec(conn: &Connection, id: JobId) -> Result<JobSpec> {
-    let text: String = conn
-        .prepare_cached(SELECT_SPEC)?
+    from_json(&load_spec_text(conn, id)?)
+}
+
+/// The stored document of one job as its JSON text. `NotFound` if it does not exist.
+pub(crate) fn load_spec_text(conn: &Connection, id: JobId) -> Result<String> {
+    conn.prepare_cached(SELECT_SPEC)?
         .query_row([id.to_string()], |r| r.get(0))
         .optional()?
-        .ok_or_else(|| not_found(format!("job {id}")))?;
-    from_json(&text)
+        .ok_or_else(|| not_found(format!("job {id}")))
 }
 
 /// One job with its steps (document order) and their attempts (oldest first).

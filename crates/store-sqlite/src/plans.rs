@@ -42,4 +42,35 @@ fn hot_queries_search_the_partial_indexes() {
     assert_uses(&conn, "leases after a restart", crate::lease::EXTEND_ALL, "attempts_lease");
     assert_uses(&conn, "a job's running attempts", crate::control::RUNNING_OF_JOB, "attempts_step");
     assert_uses(&conn, "settling: a job and its steps", crate::settle::JOB_AND_STEPS, "steps_job_idx");
+    assert_uses(&conn, "job listing", crate::jobs_read::LIST_JOBS, "sqlite_autoindex_jobs_1");
+}
+
+/// Migration 13 dropped the job indexes no query read; every statement on `jobs` still
+/// finds its rows through an index it has.
+#[test]
+fn no_query_needs_the_dropped_job_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.db");
+    let mut conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+    migrate(&mut conn, MAIN, &path).unwrap();
+    let left: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        left,
+        ["jobs_deadline", "jobs_finished_at", "jobs_idempotency_key", "sqlite_autoindex_jobs_1"],
+        "the job indexes"
+    );
+    for (what, sql) in [
+        ("job listing", crate::jobs_read::LIST_JOBS),
+        ("claim candidates", crate::claim::CANDIDATES),
+        ("settling", crate::settle::JOB_AND_STEPS),
+    ] {
+        let p = plan(&conn, sql);
+        assert!(!p.iter().any(|d| d == "SCAN jobs" || d == "SCAN j"), "{what}: scans the jobs table: {p:?}");
+    }
 }

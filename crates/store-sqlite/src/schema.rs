@@ -95,6 +95,12 @@ pub(crate) const MAIN: &[Migration] = &[
         sql: include_str!("../migrations/main/0012_forget.sql"),
         rebuilds: &[],
     },
+    Migration {
+        version: 13,
+        name: "unused_job_indexes",
+        sql: include_str!("../migrations/main/0013_unused_job_indexes.sql"),
+        rebuilds: &[],
+    },
 ];
 
 /// Migrations of the logs database.
@@ -403,6 +409,106 @@ mod tests {
         assert_eq!(store.get_resource(&key).await.unwrap().map(|r| r.generation), Some(1));
         drop(store);
         let conn = open_reader(&path, Duration::from_secs(1)).unwrap();
+        let version: i64 = conn.query_row(CURRENT_VERSION, [], |r| r.get(0)).unwrap();
+        assert_eq!(Some(version), MAIN.last().map(|m| m.version), "migrated to the newest schema");
+    }
+
+    /// Migration 13 (unused job indexes) on a database at schema 12, as the previous release
+    /// wrote it: its jobs list by state, queue and namespace as before, a queued one is
+    /// claimed and completed, and the three indexes are gone.
+    #[tokio::test]
+    async fn migration_13_keeps_what_schema_12_wrote() {
+        use rota_store::{Completion, JobFilter, JobStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rota.db");
+        let (done, queued) = (rota_domain::JobId::new(), rota_domain::JobId::new());
+        let spec = rota_domain::JobSpec::new(vec![rota_domain::StepSpec::new("a", "true")]);
+        {
+            let mut conn = open_writer(&path, Duration::from_secs(1)).unwrap();
+            migrate(&mut conn, &MAIN[..12], &path).unwrap();
+            // Rows as the previous release's submit.rs and settle.rs wrote them.
+            for (id, state, finished, step_state) in
+                [(done, "succeeded", Some(2000i64), "succeeded"), (queued, "queued", None, "ready")]
+            {
+                conn.execute(
+                    "INSERT INTO jobs (id, name, queue, priority, target_host, target_tags, env, idempotency_key, \
+                     deadline, spec, state, created_at, finished_at, namespace) \
+                     VALUES (?1, NULL, 'q1', 0, NULL, '[]', '{}', NULL, NULL, ?2, ?3, 1000, ?4, 'default')",
+                    (id.to_string(), serde_json::to_string(&spec).unwrap(), state, finished),
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO steps (job_id, idx, name, state, log_cap, queue, priority, target_host, target_tags, \
+                     namespace) VALUES (?1, 0, 'a', ?2, NULL, 'q1', 0, NULL, '[]', 'default')",
+                    (id.to_string(), step_state),
+                )
+                .unwrap();
+            }
+            let version: i64 = conn.query_row(CURRENT_VERSION, [], |r| r.get(0)).unwrap();
+            assert_eq!(version, 12);
+        }
+        let store = crate::SqliteStore::open(&path, crate::SqliteOptions::default()).unwrap();
+        let list = |states: Vec<rota_domain::JobState>| JobFilter {
+            states,
+            queue: Some("q1".into()),
+            namespace: Some("default".into()),
+            ..JobFilter::default()
+        };
+        let ids = |rows: Vec<rota_store::JobRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.list_jobs(&list(vec![])).await.unwrap()), [queued, done], "newest first");
+        let finished = store.list_jobs(&list(vec![rota_domain::JobState::Succeeded])).await.unwrap();
+        assert_eq!(ids(finished), [done]);
+        let now = chrono::Utc::now();
+        let session = rota_domain::SessionId::new();
+        let reg = rota_store::WorkerRegistration {
+            session,
+            namespace: "default".into(),
+            token_hash: "hash".into(),
+            name: "w1".into(),
+            host: "h1".into(),
+            profile: None,
+            version: "test".into(),
+            queues: vec!["q1".into()],
+            tags: vec![],
+            concurrency: 4,
+            pid: None,
+            instance_id: None,
+            replace: false,
+            stale_after: Duration::from_secs(30),
+        };
+        store.register_worker(reg, now).await.unwrap();
+        let claimed = store.claim(session, 4, now, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(claimed.iter().map(|c| c.job_id).collect::<Vec<_>>(), [queued]);
+        let c = &claimed[0];
+        let recorded = store
+            .complete(
+                vec![Completion {
+                    outputs: Default::default(),
+                    session,
+                    job_id: c.job_id,
+                    step: c.step.clone(),
+                    attempt_id: c.attempt_id,
+                    outcome: rota_domain::AttemptOutcome::Succeeded,
+                    run_ms: None,
+                    jitter01: 0.5,
+                }],
+                now,
+            )
+            .await
+            .unwrap();
+        assert_eq!(recorded[0].as_ref().unwrap().job_state, Some(rota_domain::JobState::Succeeded));
+        let running = store.list_jobs(&list(vec![rota_domain::JobState::Queued])).await.unwrap();
+        assert!(running.is_empty(), "{running:?}");
+        drop(store);
+        let conn = open_reader(&path, Duration::from_secs(1)).unwrap();
+        let left: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('jobs_state', 'jobs_queue', 'jobs_namespace')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "the unused indexes are gone");
         let version: i64 = conn.query_row(CURRENT_VERSION, [], |r| r.get(0)).unwrap();
         assert_eq!(Some(version), MAIN.last().map(|m| m.version), "migrated to the newest schema");
     }

@@ -10,18 +10,29 @@ use chrono::{DateTime, Utc};
 use rota_domain::{AttemptOutcome, Ended, JobChange, JobState, Settlement, StoredStep};
 use rusqlite::{Connection, OptionalExtension};
 
-const JOB_STATE: &str = "SELECT state, reason IS NOT NULL FROM jobs WHERE id = ?1";
-pub(crate) const JOB_AND_STEPS: &str = "SELECT j.state, j.reason IS NOT NULL, s.name, s.state, s.reason \
-     FROM jobs j JOIN steps s ON s.job_id = j.id WHERE j.id = ?1 ORDER BY s.idx";
+const JOB_STATE: &str = "SELECT state, reason IS NOT NULL, rowid FROM jobs WHERE id = ?1";
+// With the rows' rowids: the settlement's updates then seek an integer where they searched
+// the 36-character text keys again (valid inside this transaction, all they are used for).
+pub(crate) const JOB_AND_STEPS: &str = "SELECT j.state, j.reason IS NOT NULL, s.name, s.state, s.reason, \
+     j.rowid, s.rowid FROM jobs j JOIN steps s ON s.job_id = j.id WHERE j.id = ?1 ORDER BY s.idx";
 const STEP_STATES: &str = "SELECT name, state, reason FROM steps WHERE job_id = ?1 ORDER BY idx";
-const SET_STEP: &str =
-    "UPDATE steps SET state = ?3, reason = ?4, run_after = ?5 WHERE job_id = ?1 AND name = ?2";
+const SET_STEP: &str = "UPDATE steps SET state = ?2, reason = ?3, run_after = ?4 WHERE rowid = ?1";
 const END_PENDING: &str = "UPDATE steps SET state = ?2, reason = ?3, run_after = NULL \
      WHERE job_id = ?1 AND state IN ('waiting', 'ready')";
-const SET_JOB_STATE: &str = "UPDATE jobs SET state = ?2, reason = COALESCE(?3, reason) WHERE id = ?1";
+const SET_JOB_STATE: &str = "UPDATE jobs SET state = ?2, reason = COALESCE(?3, reason) WHERE rowid = ?1";
 const FINISH_JOB: &str =
-    "UPDATE jobs SET state = ?2, reason = COALESCE(?3, reason), finished_at = ?4 WHERE id = ?1";
-const SET_FINISHED_AT: &str = "UPDATE jobs SET finished_at = ?2 WHERE id = ?1 AND finished_at IS NULL";
+    "UPDATE jobs SET state = ?2, reason = COALESCE(?3, reason), finished_at = ?4 WHERE rowid = ?1";
+const SET_FINISHED_AT: &str = "UPDATE jobs SET finished_at = ?2 WHERE rowid = ?1 AND finished_at IS NULL";
+
+/// A job as settling reads it: its state, whether it has a reason, its steps in document
+/// order, and the rowids of the job and of each step (same order) for this transaction.
+struct Loaded {
+    state: JobState,
+    has_reason: bool,
+    steps: Vec<StoredStep>,
+    job_row: i64,
+    step_rows: Vec<i64>,
+}
 
 /// What settling an attempt changed.
 #[derive(Debug, Default)]
@@ -45,7 +56,8 @@ pub(crate) fn settle(
     jitter01: f64,
 ) -> Result<Settled> {
     let job = a.job_id.to_string();
-    let (job_state, job_has_reason, steps) = load_job_and_steps(conn, &job)?;
+    let loaded = load_job_and_steps(conn, &job)?;
+    let (job_state, job_has_reason, steps) = (loaded.state, loaded.has_reason, &loaded.steps);
     let spec = spec_cache::spec(conn, a.job_id)?;
     // Read only when the domain consults it (an ended job), as before the rules moved.
     let attempts_running = job_state.is_terminal()
@@ -54,7 +66,7 @@ pub(crate) fn settle(
         spec: &spec,
         job: job_state,
         job_has_reason,
-        steps: &steps,
+        steps,
         step: &a.step,
         number: a.number,
         outcome,
@@ -64,7 +76,7 @@ pub(crate) fn settle(
         jitter01,
     })
     .map_err(|e| corrupt(format!("job {job}: {e}")))?;
-    let ended = apply(conn, &job, job_state, &steps, &plan, now)?;
+    let ended = apply(conn, &job, &loaded, &plan, now)?;
     if ended.is_some() {
         spec_cache::forget(a.job_id);
     }
@@ -80,15 +92,16 @@ pub(crate) fn settle(
 fn apply(
     conn: &Connection,
     job: &str,
-    job_state: JobState,
-    steps: &[StoredStep],
+    loaded: &Loaded,
     plan: &Settlement,
     now: DateTime<Utc>,
 ) -> Result<Option<JobState>> {
+    let job_row = loaded.job_row;
     for c in &plan.steps {
-        let name = &steps.get(c.step).ok_or_else(|| corrupt(format!("job {job}: no step {}", c.step)))?.name;
+        let row =
+            *loaded.step_rows.get(c.step).ok_or_else(|| corrupt(format!("job {job}: no step {}", c.step)))?;
         let reason = c.reason.as_ref().map(ToString::to_string);
-        conn.prepare_cached(SET_STEP)?.execute((job, name, c.state.as_str(), reason, c.run_after.map(ms)))?;
+        conn.prepare_cached(SET_STEP)?.execute((row, c.state.as_str(), reason, c.run_after.map(ms)))?;
     }
     if let Some(p) = &plan.pending {
         conn.prepare_cached(END_PENDING)?.execute((job, p.state.as_str(), p.reason.to_string()))?;
@@ -96,16 +109,16 @@ fn apply(
     Ok(match &plan.job {
         JobChange::Keep => None,
         JobChange::Finished => {
-            (conn.prepare_cached(SET_FINISHED_AT)?.execute((job, ms(now)))? > 0).then_some(job_state)
+            (conn.prepare_cached(SET_FINISHED_AT)?.execute((job_row, ms(now)))? > 0).then_some(loaded.state)
         }
         JobChange::Live { state, reason } => {
             let reason = reason.as_ref().map(ToString::to_string);
-            conn.prepare_cached(SET_JOB_STATE)?.execute((job, state.as_str(), reason))?;
+            conn.prepare_cached(SET_JOB_STATE)?.execute((job_row, state.as_str(), reason))?;
             None
         }
         JobChange::End { state, reason } => {
             let reason = reason.as_ref().map(ToString::to_string);
-            conn.prepare_cached(FINISH_JOB)?.execute((job, state.as_str(), reason, ms(now)))?;
+            conn.prepare_cached(FINISH_JOB)?.execute((job_row, state.as_str(), reason, ms(now)))?;
             Some(*state)
         }
     })
@@ -113,39 +126,44 @@ fn apply(
 
 /// The job's state, whether it has a reason, and its steps in document order: one
 /// statement where two ran before (settling is the writer's largest cost per job).
-fn load_job_and_steps(conn: &Connection, job: &str) -> Result<(JobState, bool, Vec<StoredStep>)> {
+fn load_job_and_steps(conn: &Connection, job: &str) -> Result<Loaded> {
     let mut st = conn.prepare_cached(JOB_AND_STEPS)?;
     let mut rows = st.query([job])?;
     let mut head = None;
     let mut steps = Vec::new();
+    let mut step_rows = Vec::new();
     while let Some(r) = rows.next()? {
         if head.is_none() {
-            head = Some((r.get::<_, String>(0)?, r.get::<_, bool>(1)?));
+            head = Some((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, i64>(5)?));
         }
         steps.push(StoredStep {
             name: r.get(2)?,
             state: parse_name(&r.get::<_, String>(3)?)?,
             reason: r.get(4)?,
         });
+        step_rows.push(r.get(6)?);
     }
     match head {
-        Some((state, has_reason)) => Ok((parse_name(&state)?, has_reason, steps)),
-        // Every job has steps; a missing row is the job itself missing.
+        Some((state, has_reason, job_row)) => {
+            Ok(Loaded { state: parse_name(&state)?, has_reason, steps, job_row, step_rows })
+        }
+        // Every job has steps; a missing row is the job itself missing. A job with no
+        // steps has no step rowids to need.
         None => {
-            let (state, has_reason) = load_job_state(conn, job)?;
-            Ok((state, has_reason, load_steps(conn, job)?))
+            let (state, has_reason, job_row): (String, bool, i64) = conn
+                .prepare_cached(JOB_STATE)?
+                .query_row([job], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?
+                .ok_or_else(|| not_found(format!("job {job}")))?;
+            Ok(Loaded {
+                state: parse_name(&state)?,
+                has_reason,
+                steps: Vec::new(),
+                job_row,
+                step_rows: Vec::new(),
+            })
         }
     }
-}
-
-/// The job's state and whether it has a reason.
-fn load_job_state(conn: &Connection, job: &str) -> Result<(JobState, bool)> {
-    let (state, has_reason): (String, bool) = conn
-        .prepare_cached(JOB_STATE)?
-        .query_row([job], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
-        .ok_or_else(|| not_found(format!("job {job}")))?;
-    Ok((parse_name(&state)?, has_reason))
 }
 
 /// Every step of a job in document order.

@@ -42,6 +42,8 @@ pub(crate) fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
     }
     let id = job.id.to_string();
     let tags = to_json(&spec.target.tags)?;
+    let document = to_json(spec)?;
+    let cached = crate::spec_cache::cost(spec, document.len());
     let inserted = conn.prepare_cached(INSERT_JOB)?.execute((
         &id,
         &spec.name,
@@ -52,7 +54,7 @@ pub(crate) fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
         to_json(&spec.env)?,
         &spec.idempotency_key,
         spec.deadline.map(ms),
-        to_json(spec)?,
+        &document,
         JobState::Queued.as_str(),
         ms(job.now),
         &spec.namespace,
@@ -87,6 +89,6 @@ pub(crate) fn submit_one(conn: &Connection, job: &NewJob) -> Result<Submitted> {
         job.now,
     )?;
     // Its claim, on this same writer thread, then needs no JSON parse.
-    crate::spec_cache::remember_new(job.id, std::sync::Arc::new(spec.clone()));
+    crate::spec_cache::remember_new(job.id, std::sync::Arc::new(spec.clone()), cached);
     Ok(Submitted { id: job.id, created: true })
 }
