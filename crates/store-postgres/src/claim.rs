@@ -106,6 +106,12 @@ struct QueueScan<'a> {
     done: bool,
 }
 
+/// Takes the claim lock shared, as every claim does first (again in the same transaction
+/// costs nothing).
+pub(crate) async fn share_claim_lock(tx: &Tx<'_>) -> Result<()> {
+    one(tx, SHARE_CLAIM_LOCK, &[&CLAIM_LOCK]).await.map(drop)
+}
+
 /// Claims up to `max` steps for an active session (none for a draining or offline one).
 pub(crate) async fn claim(
     tx: &Tx<'_>,
@@ -114,7 +120,7 @@ pub(crate) async fn claim(
     now: DateTime<Utc>,
     ttl: Duration,
 ) -> Result<Vec<ClaimedAttempt>> {
-    one(tx, SHARE_CLAIM_LOCK, &[&CLAIM_LOCK]).await?;
+    share_claim_lock(tx).await?;
     let Some(worker) = load_claiming_worker(tx, session).await? else {
         return Ok(Vec::new());
     };
