@@ -122,7 +122,9 @@ async fn a_draining_workers_completion_claims_nothing() {
     w.task.await.unwrap().unwrap();
     wait_all(&c, &first, "succeeded").await;
     for id in &rest {
-        assert_eq!(c.get_job(*id).await.unwrap().summary.state, "queued", "a draining worker took {id}");
+        // No worker is left, so the job may show as unschedulable: it has no attempt.
+        let d = c.get_job(*id).await.unwrap();
+        assert!(d.step_details[0].attempts.is_empty(), "a draining worker took {id}: {d:#?}");
     }
     assert_eq!(metric(&c, "rota_attempts_claimed_at_completion_total").await, 0);
     server.shut().await;
