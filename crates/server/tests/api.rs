@@ -916,9 +916,7 @@ async fn a_batch_completion_claims_for_the_slots_it_frees_when_asked() {
     let (_, v) = api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 1}))).await;
     let attempt = v["attempts"][0]["attemptId"].as_i64().unwrap();
     let (second, third) = (api.submit("true").await, api.submit("true").await);
-    let item = |job: &str, attempt: i64| {
-        json!({"jobId": job, "step": "a", "attemptId": attempt, "outcome": {"status": "succeeded"}})
-    };
+    let item = |job: &str, attempt: i64| json!({"jobId": job, "step": "a", "attemptId": attempt, "outcome": {"status": "succeeded"}});
 
     // `claim` asks for at most one step per result: the next oldest comes back, leased.
     let body = json!({"results": [item(&first, attempt)], "claim": 5});

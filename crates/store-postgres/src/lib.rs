@@ -75,11 +75,11 @@ use deadpool_postgres::Pool;
 use quota::LogQuota;
 use rota_domain::{AttemptId, JobId, SessionId};
 use rota_store::{
-    ClaimedAttempt, Claimer, CompletedAndClaimed, Completion, CompletionRecorded, CredentialHashes, CredentialKind, Heartbeat,
-    HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord,
-    KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered,
-    RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
-    SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration,
+    ClaimedAttempt, Claimer, CompletedAndClaimed, Completion, CompletionRecorded, CredentialHashes,
+    CredentialKind, Heartbeat, HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome,
+    KeyRevokeRecord, KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob,
+    QueueStats, Registered, RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind,
+    StopOutcome, StoreError, Submitted, SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration,
 };
 use std::sync::atomic::Ordering;
 use std::time::Duration;

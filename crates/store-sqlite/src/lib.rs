@@ -58,11 +58,12 @@ use chrono::{DateTime, Utc};
 use readers::Readers;
 use rota_domain::{AttemptId, JobId, SessionId};
 use rota_store::{
-    ClaimedAttempt, Claimer, CompletedAndClaimed, Completion, CompletionRecorded, CredentialHashes, CredentialKind, Heartbeat,
-    HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord,
-    KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered,
-    RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
-    SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration, private_file,
+    ClaimedAttempt, Claimer, CompletedAndClaimed, Completion, CompletionRecorded, CredentialHashes,
+    CredentialKind, Heartbeat, HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome,
+    KeyRevokeRecord, KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob,
+    QueueStats, Registered, RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind,
+    StopOutcome, StoreError, Submitted, SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration,
+    private_file,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -636,16 +636,19 @@ pub(crate) async fn execute(
             );
         }
         tracing::debug!(outcome = %outcome.reason(), "step ended");
-        ctx.reporter.push(handed, CompleteItem {
-            job_id: step.job_id,
-            step: step.step.clone(),
-            attempt_id: step.attempt_id,
-            outcome,
-            logs: if fin.rejected { Vec::new() } else { fin.chunks },
-            dropped_bytes: fin.dropped,
-            run_ms: Some(run_ms),
-            outputs,
-        });
+        ctx.reporter.push(
+            handed,
+            CompleteItem {
+                job_id: step.job_id,
+                step: step.step.clone(),
+                attempt_id: step.attempt_id,
+                outcome,
+                logs: if fin.rejected { Vec::new() } else { fin.chunks },
+                dropped_bytes: fin.dropped,
+                run_ms: Some(run_ms),
+                outputs,
+            },
+        );
     }
     .instrument(span)
     .await;

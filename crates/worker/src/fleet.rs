@@ -167,7 +167,8 @@ impl FleetState {
         let running = (lock(&self.in_flight).len() as u32).saturating_add(busy).saturating_add(asked);
         let mut free = self.active.load(Ordering::Relaxed).saturating_sub(running);
         if let Some(n) = lock(&self.tuning).max_jobs {
-            let left = n.saturating_sub(self.claimed.load(Ordering::Relaxed)).saturating_sub(u64::from(asked));
+            let left =
+                n.saturating_sub(self.claimed.load(Ordering::Relaxed)).saturating_sub(u64::from(asked));
             free = free.min(u32::try_from(left).unwrap_or(u32::MAX));
         }
         free

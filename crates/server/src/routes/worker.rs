@@ -499,8 +499,10 @@ async fn complete_items(
     } else {
         let claimer = rota_store::Claimer { session: me.session, max: claim };
         let asked = std::time::Instant::now();
-        let out =
-            state.store.complete_and_claim(completions, claimer, state.store.now(), state.config.lease_ttl).await?;
+        let out = state
+            .store
+            .complete_and_claim(completions, claimer, state.store.now(), state.config.lease_ttl)
+            .await?;
         state.metrics.claim_took(asked.elapsed());
         // A failed claim (the session is gone) leaves the results recorded: nothing is handed out.
         let claimed = out.claimed.unwrap_or_else(|e| {

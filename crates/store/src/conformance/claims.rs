@@ -200,7 +200,8 @@ pub(super) async fn complete_and_claim_fills_the_freed_slot(s: Arc<dyn JobStore>
     let done = vec![completion(w, &got[0], AttemptOutcome::Succeeded)];
     let out = s.complete_and_claim(done, Claimer { session: w, max: 0 }, at(4), TTL).await.expect("call");
     assert!(out.completed[0].is_ok() && out.claimed.as_ref().is_ok_and(Vec::is_empty), "{out:?}");
-    let stale = vec![completion(w, &a, AttemptOutcome::Failed { exit_code: Some(1), signal: None, why: None })];
+    let stale =
+        vec![completion(w, &a, AttemptOutcome::Failed { exit_code: Some(1), signal: None, why: None })];
     let out = s.complete_and_claim(stale, Claimer { session: w, max: 1 }, at(5), TTL).await.expect("call");
     assert!(out.completed[0].is_err(), "another outcome for a recorded attempt: {out:?}");
     let c = out.claimed.expect("claim");
@@ -216,6 +217,7 @@ pub(super) async fn complete_and_claim_fills_the_freed_slot(s: Arc<dyn JobStore>
     assert!(out.claimed.as_ref().is_ok_and(Vec::is_empty), "a draining session claims nothing: {out:?}");
 
     // An unknown session's claim fails on its own.
-    let out = s.complete_and_claim(Vec::new(), Claimer { session: SessionId::new(), max: 1 }, at(9), TTL).await;
+    let out =
+        s.complete_and_claim(Vec::new(), Claimer { session: SessionId::new(), max: 1 }, at(9), TTL).await;
     assert!(matches!(out.expect("call").claimed, Err(StoreError::NotFound(_))));
 }
