@@ -199,7 +199,7 @@ impl Ctx {
     pub(crate) fn claims_with_results(&self) -> bool {
         self.server_minor.load(Ordering::Relaxed) >= rota_domain::MINOR_CLAIM_ON_COMPLETE
             && !self.is_draining()
-            && !self.fleet.shutdown_handle().is_some_and(|h| h.requested().is_some())
+            && self.fleet.shutdown_handle().is_none_or(|h| h.requested().is_none())
             && !self.session.lock().unwrap_or_else(PoisonError::into_inner).is_cancelled()
     }
 
