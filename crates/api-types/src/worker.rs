@@ -434,6 +434,18 @@ pub struct CompleteResponse {
 pub struct CompleteBatchRequest {
     /// One entry per attempt.
     pub results: Vec<CompleteItem>,
+    /// Slots these results free that the worker would fill again at once (protocol minor
+    /// 2): after recording the results, the server claims up to this many attempts for
+    /// the session as `POST /worker/jobs/claim` does (never more than there are results,
+    /// never waiting) and returns them in [`CompleteBatchResponse::claimed`]; the worker
+    /// starts them in those slots. 0 (absent, older workers): no claim. Older servers
+    /// ignore it and return nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub claim: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// One entry of a batch complete.
@@ -472,6 +484,11 @@ pub struct CompleteItem {
 pub struct CompleteBatchResponse {
     /// Per-entry results.
     pub results: Vec<ItemResult<CompleteResponse>>,
+    /// What the request's `claim` took: attempts already marked running and leased to the
+    /// caller, as a claim returns them. Empty when nothing was asked or nothing is ready
+    /// (and for a draining or ended session).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claimed: Vec<ClaimedStep>,
 }
 
 /// One entry's result inside a batch: `status` is the HTTP status the single call would

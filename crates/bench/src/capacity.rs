@@ -252,7 +252,7 @@ async fn client_loop(
                 })
                 .collect();
             let jobs_of: Vec<JobId> = results.iter().map(|r| r.job_id).collect();
-            let reply = w.client.complete_batch(&CompleteBatchRequest { results }).await?;
+            let reply = w.client.complete_batch(&CompleteBatchRequest { results, claim: 0 }).await?;
             tally.complete_calls.fetch_add(1, Ordering::Relaxed);
             set_held(&w.held, Vec::new());
             let mut recorded = 0;

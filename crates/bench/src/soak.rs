@@ -624,7 +624,7 @@ async fn complete_all(
             }
         })
         .collect();
-    for r in w.complete_batch(&CompleteBatchRequest { results }).await?.results {
+    for r in w.complete_batch(&CompleteBatchRequest { results, claim: 0 }).await?.results {
         match r.result {
             Some(rec) if r.status == 200 && rec.repeated => tally.repeated += 1,
             Some(_) if r.status == 200 => tally.recorded += 1,

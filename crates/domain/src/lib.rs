@@ -62,4 +62,8 @@ pub use state::{AttemptOutcome, AttemptStatus, JobState, StepState, Stream};
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Minor version of the worker protocol: additions a peer of the same major may ignore
 /// (the protocol tolerates fields it does not know). A different minor is never refused.
-pub const PROTOCOL_MINOR: u32 = 1;
+/// Minor 2: a batch completion may ask the server to claim for the slots it frees
+/// (`CompleteBatchRequest::claim`); a worker asks only a server of minor 2 or later.
+pub const PROTOCOL_MINOR: u32 = 2;
+/// The first minor whose server claims for a completion's freed slots.
+pub const MINOR_CLAIM_ON_COMPLETE: u32 = 2;

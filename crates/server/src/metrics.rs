@@ -97,6 +97,7 @@ impl Default for Metrics {
             "rota_jobs_submitted_total",
             "rota_attempts_claimed_total",
             "rota_attempts_handed_at_submit_total",
+            "rota_attempts_claimed_at_completion_total",
             "rota_log_bytes_total",
             "rota_bus_missed_total",
         ] {
@@ -146,6 +147,11 @@ impl Metrics {
                 "rota_attempts_handed_at_submit_total",
                 Unit::Count,
                 "Attempts claimed inside the submit that created them, for a waiting worker.",
+            ),
+            (
+                "rota_attempts_claimed_at_completion_total",
+                Unit::Count,
+                "Attempts claimed with a worker's completion, for the slots it freed.",
             ),
             (
                 "rota_attempts_completed_total",
@@ -242,6 +248,10 @@ impl Metrics {
 
     pub(crate) fn handed_at_submit(&self, n: u64) {
         self.counter("rota_attempts_handed_at_submit_total", &[], n);
+    }
+
+    pub(crate) fn claimed_at_completion(&self, n: u64) {
+        self.counter("rota_attempts_claimed_at_completion_total", &[], n);
     }
 
     pub(crate) fn claim_took(&self, d: Duration) {

@@ -907,3 +907,49 @@ async fn resource_listings_are_paged() {
     assert_eq!(schema_of("continue").unwrap()["type"], "string", "{params:?}");
     assert!(doc["components"]["schemas"]["ResourceList"]["properties"]["continue"].is_object());
 }
+
+#[tokio::test]
+async fn a_batch_completion_claims_for_the_slots_it_frees_when_asked() {
+    let api = Api::new();
+    let (w, _) = api.register("w1").await;
+    let first = api.submit("true").await;
+    let (_, v) = api.call("POST", "/worker/jobs/claim", Some(&w), Some(json!({"max": 1}))).await;
+    let attempt = v["attempts"][0]["attemptId"].as_i64().unwrap();
+    let (second, third) = (api.submit("true").await, api.submit("true").await);
+    let item = |job: &str, attempt: i64| json!({"jobId": job, "step": "a", "attemptId": attempt, "outcome": {"status": "succeeded"}});
+
+    // `claim` asks for at most one step per result: the next oldest comes back, leased.
+    let body = json!({"results": [item(&first, attempt)], "claim": 5});
+    let (s, v) = api.call("POST", "/worker/jobs/complete", Some(&w), Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"][0]["status"], 200, "{v}");
+    let claimed = v["claimed"].as_array().unwrap();
+    assert_eq!(claimed.len(), 1, "one per result: {v}");
+    assert_eq!(claimed[0]["jobId"], json!(second));
+    let attempt = claimed[0]["attemptId"].as_i64().unwrap();
+    assert_eq!(metric(&api, "rota_attempts_claimed_at_completion_total").await, 1);
+    let (_, shown) = api.call("GET", &format!("/api/v1/jobs/{second}"), Some(ADMIN), None).await;
+    assert_eq!(shown["state"], "running", "{shown}");
+
+    // Without `claim` (older workers), nothing is claimed and the reply has no `claimed`.
+    let body = json!({"results": [item(&second, attempt)]});
+    let (s, v) = api.call("POST", "/worker/jobs/complete", Some(&w), Some(body)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v.get("claimed").is_none(), "{v}");
+    let (_, shown) = api.call("GET", &format!("/api/v1/jobs/{third}"), Some(ADMIN), None).await;
+    assert_eq!(shown["state"], "queued", "{shown}");
+
+    // A paused queue gives nothing; a refused result still lets the claim run.
+    api.call("POST", "/api/v1/queues/default/pause", Some(ADMIN), None).await;
+    let body = json!({"results": [item(&second, attempt)], "claim": 1});
+    let (_, v) = api.call("POST", "/worker/jobs/complete", Some(&w), Some(body.clone())).await;
+    assert_eq!(v["results"][0]["status"], 200, "a repeat: {v}");
+    assert!(v.get("claimed").is_none(), "paused: {v}");
+    api.call("POST", "/api/v1/queues/default/resume", Some(ADMIN), None).await;
+    api.register("w1").await;
+    let (s, _) = api.call("POST", "/worker/jobs/complete", Some(&w), Some(body)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "a superseded session claims nothing: it is refused");
+    let (_, shown) = api.call("GET", &format!("/api/v1/jobs/{third}"), Some(ADMIN), None).await;
+    assert_eq!(shown["state"], "queued", "{shown}");
+    assert_eq!(metric(&api, "rota_attempts_claimed_at_completion_total").await, 1);
+}

@@ -108,6 +108,12 @@ struct QueueScan<'a> {
     done: bool,
 }
 
+/// Takes the claim lock shared, as every claim does first (again in the same transaction
+/// costs nothing).
+pub(crate) async fn share_claim_lock(tx: &Tx<'_>) -> Result<()> {
+    one(tx, SHARE_CLAIM_LOCK, &[&CLAIM_LOCK]).await.map(drop)
+}
+
 /// Claims up to `max` steps for an active session (none for a draining or offline one).
 pub(crate) async fn claim(
     tx: &Tx<'_>,

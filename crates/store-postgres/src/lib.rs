@@ -75,11 +75,11 @@ use deadpool_postgres::Pool;
 use quota::LogQuota;
 use rota_domain::{AttemptId, JobId, SessionId};
 use rota_store::{
-    ClaimedAttempt, Claimer, Completion, CompletionRecorded, CredentialHashes, CredentialKind, Heartbeat,
-    HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord,
-    KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered,
-    RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
-    SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration,
+    ClaimedAttempt, Claimer, CompletedAndClaimed, Completion, CompletionRecorded, CredentialHashes,
+    CredentialKind, Heartbeat, HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome,
+    KeyRevokeRecord, KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob,
+    QueueStats, Registered, RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind,
+    StopOutcome, StoreError, Submitted, SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration,
 };
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -215,6 +215,30 @@ impl JobStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<CompletionRecorded>>> {
         in_tx!(self, Durability::Relaxed, |tx| complete::complete(&mut tx, &items, now).await?)
+    }
+
+    async fn complete_and_claim(
+        &self,
+        items: Vec<Completion>,
+        claimer: Claimer,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<CompletedAndClaimed> {
+        // One transaction: the claim sees the steps the completions readied. The claim
+        // lock is taken before the completions lock their jobs, the order a claim takes
+        // them in, so a pause waiting for the lock exclusively cannot close a cycle.
+        in_tx!(self, Durability::Relaxed, |tx| {
+            if claimer.max > 0 {
+                claim::share_claim_lock(&tx).await?;
+            }
+            let completed = complete::complete(&mut tx, &items, now).await?;
+            let claimed = if claimer.max == 0 {
+                Ok(Vec::new())
+            } else {
+                item!(tx, |sp| claim::claim(&sp, claimer.session, claimer.max, now, ttl).await)
+            };
+            CompletedAndClaimed { completed, claimed }
+        })
     }
 
     async fn append_logs(&self, items: Vec<LogAppend>) -> Result<Vec<Result<()>>> {

@@ -58,11 +58,12 @@ use chrono::{DateTime, Utc};
 use readers::Readers;
 use rota_domain::{AttemptId, JobId, SessionId};
 use rota_store::{
-    ClaimedAttempt, Claimer, Completion, CompletionRecorded, CredentialHashes, CredentialKind, Heartbeat,
-    HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome, KeyRevokeRecord,
-    KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob, QueueStats, Registered,
-    RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind, StopOutcome, StoreError, Submitted,
-    SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration, private_file,
+    ClaimedAttempt, Claimer, CompletedAndClaimed, Completion, CompletionRecorded, CredentialHashes,
+    CredentialKind, Heartbeat, HeartbeatOutcome, JobFilter, JobRecord, JobRow, JobStore, KeyRevokeOutcome,
+    KeyRevokeRecord, KeyRevokeRequest, LogAppend, LogPage, LogQuery, LogUsage, LostAttempt, NewJob,
+    QueueStats, Registered, RevokeOutcome, RevokeRecord, RevokeRequest, RunningAttempt, StopKind,
+    StopOutcome, StoreError, Submitted, SubmittedAndClaimed, Throughput, WorkerRecord, WorkerRegistration,
+    private_file,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -381,6 +382,26 @@ impl JobStore for SqliteStore {
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<CompletionRecorded>>> {
         self.write_items(Durability::Normal, move |c| complete::complete(c, items, now)).await
+    }
+
+    async fn complete_and_claim(
+        &self,
+        items: Vec<Completion>,
+        claimer: Claimer,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<CompletedAndClaimed> {
+        // One writer op, one commit: the claim sees the steps the completions readied.
+        self.write_items(Durability::Normal, move |c| {
+            let completed = complete::complete(c, items, now)?;
+            let claimed = if claimer.max == 0 {
+                Ok(Vec::new())
+            } else {
+                unsaved_item(c, |c| claim::claim(c, claimer.session, claimer.max, now, ttl))?
+            };
+            Ok(CompletedAndClaimed { completed, claimed })
+        })
+        .await
     }
 
     async fn append_logs(&self, items: Vec<LogAppend>) -> Result<Vec<Result<()>>> {

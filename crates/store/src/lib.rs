@@ -163,6 +163,23 @@ pub trait JobStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Vec<Result<CompletionRecorded>>>;
 
+    /// Records `items` as [`JobStore::complete`] does, then claims for `claimer` as
+    /// [`JobStore::claim`] does, in one transaction where the backend can: a worker's
+    /// completion that also fills the slots it frees costs one commit, and the claim sees
+    /// what the completions readied. A claim error (say, an unknown session) leaves the
+    /// completions standing. The default runs the two calls one after the other.
+    async fn complete_and_claim(
+        &self,
+        items: Vec<Completion>,
+        claimer: Claimer,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> Result<CompletedAndClaimed> {
+        let completed = self.complete(items, now).await?;
+        let claimed = self.claim(claimer.session, claimer.max, now, ttl).await;
+        Ok(CompletedAndClaimed { completed, claimed })
+    }
+
     /// Appends log chunks (per item: `Conflict` if the session does not hold the attempt).
     /// Chunks already stored (same attempt, stream, seq) are ignored. Past the step's log
     /// cap, the oldest chunks of the attempt are dropped and the cut is recorded. Past the

@@ -383,6 +383,16 @@ pub struct SubmittedAndClaimed {
     pub claimed: Vec<Result<Vec<ClaimedAttempt>>>,
 }
 
+/// What [`crate::JobStore::complete_and_claim`] did: one result per completion, and the
+/// claim made after them.
+#[derive(Debug)]
+pub struct CompletedAndClaimed {
+    /// As [`crate::JobStore::complete`] returns them.
+    pub completed: Vec<Result<CompletionRecorded>>,
+    /// As [`crate::JobStore::claim`] returns it.
+    pub claimed: Result<Vec<ClaimedAttempt>>,
+}
+
 /// A claimed attempt with what the worker needs to run it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClaimedAttempt {

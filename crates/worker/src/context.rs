@@ -1,6 +1,7 @@
 //! The handles every task of one worker shares: configuration, protocol client, held
-//! attempts, log shipper, result reporter, lease timing, the current session and the
-//! draining flag. Plain state and small rules about it; no loops live here.
+//! attempts, log shipper, result reporter, the executors' tracker, lease timing, the current
+//! session, the server's protocol minor and the draining flag. Plain state and small rules
+//! about it; no loops live here.
 
 use crate::attempts::{Attempts, StopKind, StopResult};
 use crate::config::WorkerConfig;
@@ -11,11 +12,12 @@ use crate::spawn::BaseEnv;
 use crate::workspace::AttemptDirs;
 use rota_api_types::worker::{StopOrder, StopReason};
 use rota_client::WorkerClient;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Heartbeat and lease timing in force.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +50,9 @@ pub(crate) struct Ctx {
     pub(crate) logship: Arc<LogShip>,
     /// Results waiting for delivery.
     pub(crate) reporter: Reporter,
+    /// The running executors (one per attempt): started by the claim loop, and by the
+    /// reporter for steps claimed with a result; waited for by a drain.
+    pub(crate) executors: TaskTracker,
     /// Spawns steps and journals their process groups.
     pub(crate) spawner: crate::spawner::Spawner,
     /// Attempt directories (and the pool of empty ones).
@@ -67,6 +72,8 @@ pub(crate) struct Ctx {
     /// claim of a session (`pool.rs`).
     tags: Mutex<Vec<String>>,
     session: Mutex<CancellationToken>,
+    /// The protocol minor of the server the session registered with.
+    server_minor: AtomicU32,
     draining: AtomicBool,
     /// An operator forgot this worker: its session loop ends with [`crate::WorkerError::Forgotten`].
     forgotten: AtomicBool,
@@ -92,6 +99,7 @@ impl Ctx {
             attempts: Attempts::default(),
             logship,
             reporter: Reporter::default(),
+            executors: TaskTracker::new(),
             spawner,
             dirs,
             base_env,
@@ -100,6 +108,7 @@ impl Ctx {
             lease: Mutex::new(lease),
             tags,
             session: Mutex::new(CancellationToken::new()),
+            server_minor: AtomicU32::new(0),
             draining: AtomicBool::new(false),
             forgotten: AtomicBool::new(false),
         }
@@ -176,6 +185,22 @@ impl Ctx {
             tracing::warn!("the server no longer accepts this session (401): superseded or forgotten");
             token.cancel();
         }
+    }
+
+    /// Notes the protocol minor of the server that answered the registration.
+    pub(crate) fn set_server_minor(&self, minor: u32) {
+        self.server_minor.store(minor, Ordering::Relaxed);
+    }
+
+    /// Whether a result may ask the server to claim for the slot it frees: the server
+    /// knows how (minor 2), and the worker would claim for that slot now (not draining or
+    /// shutting down, its session live). The concurrency and budget are the fleet's to
+    /// say (`FleetState::refillable`).
+    pub(crate) fn claims_with_results(&self) -> bool {
+        self.server_minor.load(Ordering::Relaxed) >= rota_domain::MINOR_CLAIM_ON_COMPLETE
+            && !self.is_draining()
+            && self.fleet.shutdown_handle().is_none_or(|h| h.requested().is_none())
+            && !self.session.lock().unwrap_or_else(PoisonError::into_inner).is_cancelled()
     }
 
     /// An operator forgot this worker (see [`Ctx::session_lost`]).

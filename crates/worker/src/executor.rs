@@ -5,6 +5,7 @@
 
 use crate::attempts::StopKind;
 use crate::context::Ctx;
+use crate::handover::HandedSlot;
 use crate::kill;
 use crate::logship::LogShip;
 use crate::mask::Masker;
@@ -564,7 +565,8 @@ impl Hooks for CtxHooks<'_> {
 }
 
 /// Runs a claimed attempt on the worker and queues its result. `slot` is released as soon
-/// as the step's processes are gone.
+/// as the step's processes are gone, unless the result may claim for it (see
+/// `handover.rs`): then it goes with the result.
 pub(crate) async fn execute(
     ctx: Arc<Ctx>,
     step: ClaimedStep,
@@ -605,8 +607,21 @@ pub(crate) async fn execute(
         let ended = run_attempt(&step, &setup, &logs, stop_rx, &hooks).await;
         let run_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
         ctx.attempts.finished(step.attempt_id);
-        drop(slot);
-        ctx.fleet.finished(step.attempt_id, ended.as_ref().map(|e| &e.outcome));
+        let outcome = ended.as_ref().map(|e| &e.outcome);
+        // The slot goes with the result if its completion may claim a step for it; it is
+        // freed at once when no claim would fill it (a lowered concurrency, a spent budget).
+        let handed = match slot {
+            Some(permit) if outcome.is_some() && ctx.claims_with_results() => {
+                ctx.fleet.hand_over(step.attempt_id, outcome);
+                let handed = HandedSlot::new(ctx.clone(), permit);
+                (ctx.fleet.refillable(1) > 0).then_some(handed)
+            }
+            slot => {
+                drop(slot);
+                ctx.fleet.finished(step.attempt_id, outcome);
+                None
+            }
+        };
         let Some(Ended { outcome, outputs }) = ended else {
             logs.discard(step.attempt_id);
             ctx.attempts.remove(step.attempt_id);
@@ -621,16 +636,19 @@ pub(crate) async fn execute(
             );
         }
         tracing::debug!(outcome = %outcome.reason(), "step ended");
-        ctx.reporter.push(CompleteItem {
-            job_id: step.job_id,
-            step: step.step.clone(),
-            attempt_id: step.attempt_id,
-            outcome,
-            logs: if fin.rejected { Vec::new() } else { fin.chunks },
-            dropped_bytes: fin.dropped,
-            run_ms: Some(run_ms),
-            outputs,
-        });
+        ctx.reporter.push(
+            handed,
+            CompleteItem {
+                job_id: step.job_id,
+                step: step.step.clone(),
+                attempt_id: step.attempt_id,
+                outcome,
+                logs: if fin.rejected { Vec::new() } else { fin.chunks },
+                dropped_bytes: fin.dropped,
+                run_ms: Some(run_ms),
+                outputs,
+            },
+        );
     }
     .instrument(span)
     .await;

@@ -92,6 +92,11 @@ pub(crate) struct FleetState {
     succeeded: AtomicU64,
     failed: AtomicU64,
     claimed: AtomicU64,
+    /// Slots of finished steps kept for the claim their results carry (`handover.rs`):
+    /// busy for the claim loop until they hold a new step or are freed.
+    handed: AtomicU32,
+    /// Slots the claim loop's request in flight asks for.
+    claiming: AtomicU32,
     in_flight: Mutex<HashMap<AttemptId, Entry>>,
     /// Revoked jobs, with when each revoke expires (by this process's clock).
     revoked: Mutex<HashMap<JobId, Option<Instant>>>,
@@ -125,6 +130,8 @@ impl FleetState {
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
+            handed: AtomicU32::new(0),
+            claiming: AtomicU32::new(0),
             in_flight: Mutex::new(HashMap::new()),
             revoked: Mutex::new(HashMap::new()),
             last_busy: Mutex::new(now),
@@ -135,19 +142,55 @@ impl FleetState {
         }
     }
 
-    /// Slots the claim loop may fill now: the concurrency in force minus steps in flight,
-    /// capped by what is left of the `--max-jobs` budget.
+    /// Slots the claim loop may fill now: the concurrency in force minus steps in flight
+    /// and slots handed to results' claims, capped by what is left of the `--max-jobs`
+    /// budget.
     pub(crate) fn claimable(&self) -> u32 {
+        self.fillable(self.handed.load(Ordering::SeqCst), 0)
+    }
+
+    /// How many of `mine` slots handed over by finished steps the claim their results
+    /// carry may fill: as many as the claim loop could fill for them, with the other
+    /// handed slots and a claim loop's request in flight counted as busy. Never more
+    /// than `mine`: that claim only refills slots it frees.
+    pub(crate) fn refillable(&self, mine: u32) -> u32 {
+        let others = self.handed.load(Ordering::SeqCst).saturating_sub(mine);
+        self.fillable(others, self.claiming.load(Ordering::SeqCst)).min(mine)
+    }
+
+    /// Free slots under the concurrency in force and the `--max-jobs` budget, `busy`
+    /// slots besides the steps in flight, `asked` of them claimed by a request in flight.
+    fn fillable(&self, busy: u32, asked: u32) -> u32 {
         if *self.held.borrow() {
             return 0;
         }
-        let running = lock(&self.in_flight).len() as u32;
+        let running = (lock(&self.in_flight).len() as u32).saturating_add(busy).saturating_add(asked);
         let mut free = self.active.load(Ordering::Relaxed).saturating_sub(running);
         if let Some(n) = lock(&self.tuning).max_jobs {
-            let left = n.saturating_sub(self.claimed.load(Ordering::Relaxed));
+            let left =
+                n.saturating_sub(self.claimed.load(Ordering::Relaxed)).saturating_sub(u64::from(asked));
             free = free.min(u32::try_from(left).unwrap_or(u32::MAX));
         }
         free
+    }
+
+    /// The claim loop asks for `n` slots (0: its request settled, what it got is in
+    /// flight). Seen by [`FleetState::refillable`].
+    pub(crate) fn set_claiming(&self, n: u32) {
+        self.claiming.store(n, Ordering::SeqCst);
+    }
+
+    /// A finished step's slot is kept for its result's claim: counted busy before the step
+    /// leaves the steps in flight, so no claim sees the slot free meanwhile.
+    pub(crate) fn hand_over(&self, id: AttemptId, outcome: Option<&AttemptOutcome>) {
+        self.handed.fetch_add(1, Ordering::SeqCst);
+        self.finished(id, outcome);
+    }
+
+    /// A handed-over slot holds a new step (counted in flight already) or is free again.
+    pub(crate) fn handed_back(&self) {
+        let _ = self.handed.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        self.changed.notify_waiters();
     }
 
     /// The slots the claim loop takes permits from.
@@ -433,6 +476,41 @@ mod tests {
         assert_eq!(f.autoscale(false), Some(2));
         assert_eq!(f.autoscale(false), None, "never below MIN");
         assert_eq!(f.stats().processed, 8);
+    }
+
+    #[test]
+    fn handed_slots_are_busy_for_the_claim_loop_and_refilled_within_the_concurrency() {
+        let mut c = config(None);
+        c.concurrency = 2;
+        c.max_jobs = Some(3);
+        let f = FleetState::new(&c);
+        f.claimed(&step(1), None);
+        f.claimed(&step(2), None);
+        f.hand_over(AttemptId(1), Some(&AttemptOutcome::Succeeded));
+        assert_eq!(f.claimable(), 0, "a handed slot is not the claim loop's");
+        assert_eq!(f.refillable(1), 1);
+        f.set_claiming(1);
+        assert_eq!(f.refillable(1), 0, "the claim loop's request in flight counts (budget)");
+        f.set_claiming(0);
+        f.hand_over(AttemptId(2), Some(&AttemptOutcome::Succeeded));
+        assert_eq!(f.refillable(2), 1, "only one job of the budget is left");
+        f.handed_back();
+        f.handed_back();
+        assert_eq!(f.claimable(), 1);
+        f.retune(Tuning { min: 1, max: 1, ..f.tuning() });
+        f.claimed(&step(3), None);
+        f.hand_over(AttemptId(3), None);
+        assert_eq!(f.refillable(1), 0, "the budget is spent");
+        f.handed_back();
+        let f = FleetState::new(&c);
+        f.claimed(&step(1), None);
+        f.claimed(&step(2), None);
+        f.retune(Tuning { min: 1, max: 1, ..f.tuning() });
+        f.hand_over(AttemptId(1), None);
+        assert_eq!(f.refillable(1), 0, "a lowered concurrency is not refilled");
+        f.hold(true);
+        f.hand_over(AttemptId(2), None);
+        assert_eq!(f.refillable(2), 0, "held claims");
     }
 
     #[test]

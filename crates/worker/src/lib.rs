@@ -8,7 +8,8 @@
 //! - [`config`]: [`WorkerConfig`] and its defaults. `error.rs`: [`WorkerError`].
 //! - `lifecycle.rs` (register → session → drain), `session.rs` (registration with backoff),
 //!   `context.rs` (shared state), `attempts.rs` (held attempts).
-//! - `runner.rs` (claim loop + slots), `executor.rs` (one attempt), `spawn.rs` (a step's
+//! - `runner.rs` (claim loop + slots), `handover.rs` (a finished step's slot kept for the
+//!   claim its result carries), `executor.rs` (one attempt), `spawn.rs` (a step's
 //!   environment), [`spawner`] (the helper process that spawns steps and kills them when
 //!   the worker dies), `kill.rs` (TERM → grace → KILL), `pgid.rs` (durable pgid records,
 //!   boot reaping), `procfs.rs`, `workspace.rs`, `legacy.rs` (retiring the shared
@@ -29,6 +30,7 @@ mod error;
 mod executor;
 mod fence;
 mod fleet;
+mod handover;
 mod heartbeat;
 mod hostconfig;
 mod instance;

@@ -34,7 +34,7 @@ pub(crate) async fn serve(
     // Sized for the autoscale maximum; the claim loop fills only what the concurrency in
     // force allows (`FleetState::claimable`).
     let slots = ctx.fleet.slots();
-    let executors = TaskTracker::new();
+    let executors = &ctx.executors;
     let mut churn = Backoff::server();
     // `--replace` applies once, to the first registration: re-registering after a lost
     // session never takes the name from anyone.
@@ -61,6 +61,7 @@ pub(crate) async fn serve(
         replace = false;
         registered_before = true;
         ctx.set_lease(resp.heartbeat_interval_ms, resp.lease_ttl_ms);
+        ctx.set_server_minor(resp.protocol_minor);
         ctx.fleet.hold_revokes(&resp.revoked, |id| {
             resp.revoke_expires_in_ms.get(&id).map(|ms| std::time::Duration::from_millis(*ms))
         });
@@ -92,10 +93,10 @@ pub(crate) async fn serve(
             }
         }
         let pools = tokio::spawn(crate::pool::pool_loop(ctx.clone(), session.clone()));
-        runner::claim_loop(ctx, &slots, &executors, shutdown, &session).await;
+        runner::claim_loop(ctx, &slots, executors, shutdown, &session).await;
 
         if shutdown.is_cancelled() {
-            drain(ctx, &executors, &session, handle).await;
+            drain(ctx, executors, &session, handle).await;
             let lost = session.is_cancelled();
             session.cancel();
             let _ = heartbeat.await;

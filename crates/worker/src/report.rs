@@ -1,15 +1,20 @@
 //! Delivering results with their final log chunks, batched (`POST /worker/jobs/complete`)
 //! when several are ready; kept and retried with backoff while the server is away; a 409
-//! is logged and never retried. It runs no steps; it only makes sure a refused attempt's
-//! group is dead.
+//! is logged and never retried. Results that carry their step's slot (`handover.rs`) ask
+//! the server, in the same request, to claim for those slots (`claim`), and the steps it
+//! returns start in them (`runner::start_claimed`); a slot nothing is claimed for, or
+//! whose request failed, is freed for the claim loop. A result is retried without a claim.
+//! It runs no steps; it only makes sure a refused attempt's group is dead.
 
 use crate::backoff::Backoff;
 use crate::context::Ctx;
+use crate::handover::HandedSlot;
 use rota_api_types::worker::{
     CompleteBatchRequest, CompleteItem, CompleteRequest, LogBatch, LogsBatchRequest,
 };
 use rota_client::ClientError;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -28,10 +33,17 @@ const LINGER: Duration = Duration::from_millis(2);
 /// ships them through the logs endpoint first.
 const CARRIED_LOGS_MAX: usize = 4 << 20;
 
+/// A result to deliver, with the slot its step held if its completion may claim for it.
+#[derive(Debug)]
+struct Queued {
+    item: CompleteItem,
+    slot: Option<HandedSlot>,
+}
+
 /// The queue of results to deliver.
 #[derive(Debug, Default)]
 pub(crate) struct Reporter {
-    queue: Mutex<VecDeque<CompleteItem>>,
+    queue: Mutex<VecDeque<Queued>>,
     /// Results taken from the queue by a request still in flight.
     in_flight: AtomicUsize,
     wake: Notify,
@@ -61,13 +73,13 @@ enum Delivery {
 }
 
 impl Reporter {
-    fn lock(&self) -> MutexGuard<'_, VecDeque<CompleteItem>> {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Queued>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a result.
-    pub(crate) fn push(&self, item: CompleteItem) {
-        self.lock().push_back(item);
+    /// Queues a result, with its step's slot if its completion may claim for it.
+    pub(crate) fn push(&self, slot: Option<HandedSlot>, item: CompleteItem) {
+        self.lock().push_back(Queued { item, slot });
         self.wake.notify_one();
     }
 
@@ -93,12 +105,12 @@ impl Reporter {
 
     /// Takes the next request's worth: up to [`BATCH_MAX`] results carrying at most
     /// [`CARRIED_LOGS_MAX`] log bytes (always at least one).
-    fn take(&self) -> Vec<CompleteItem> {
+    fn take(&self) -> Vec<Queued> {
         let mut q = self.lock();
         let mut out = Vec::new();
         let mut bytes = 0;
         while let Some(front) = q.front() {
-            let b = log_bytes(front);
+            let b = log_bytes(&front.item);
             if !out.is_empty() && (out.len() >= BATCH_MAX || bytes + b > CARRIED_LOGS_MAX) {
                 break;
             }
@@ -109,15 +121,17 @@ impl Reporter {
         out
     }
 
+    /// Queues results again, in front; a retried result claims nothing (its slot, if it
+    /// still had one, is freed).
     fn requeue(&self, items: Vec<CompleteItem>) {
         let mut q = self.lock();
         for item in items.into_iter().rev() {
-            q.push_front(item);
+            q.push_front(Queued { item, slot: None });
         }
     }
 
     /// The delivery loop; returns when `stop` is cancelled.
-    pub(crate) async fn run(&self, ctx: &Ctx, stop: CancellationToken) {
+    pub(crate) async fn run(&self, ctx: &Arc<Ctx>, stop: CancellationToken) {
         let mut backoff = Backoff::server();
         loop {
             if self.pending() == 0 {
@@ -129,7 +143,7 @@ impl Reporter {
                 continue;
             }
             let until = Instant::now() + LINGER;
-            while self.lock().len() < BATCH_MAX && ctx.attempts.running_count() > 0 {
+            while self.lingers(ctx) {
                 tokio::select! {
                     () = self.wake.notified() => {}
                     () = tokio::time::sleep_until(until) => break,
@@ -151,8 +165,21 @@ impl Reporter {
         }
     }
 
+    /// Whether the next request waits for more results: while other steps still run and
+    /// the batch is not full; and when results carry slots to claim for, only until they
+    /// are as many as the claim loop waits for (`runner::claim_batch`): a slot is not
+    /// left idle longer than it would have been without its result's claim.
+    fn lingers(&self, ctx: &Ctx) -> bool {
+        if ctx.attempts.running_count() == 0 {
+            return false;
+        }
+        let q = self.lock();
+        let slots = q.iter().filter(|r| r.slot.is_some()).count();
+        q.len() < BATCH_MAX && (slots == 0 || slots < crate::runner::claim_batch(ctx))
+    }
+
     /// Delivers until the queue is empty or `deadline` passes.
-    pub(crate) async fn flush(&self, ctx: &Ctx, deadline: Instant) {
+    pub(crate) async fn flush(&self, ctx: &Arc<Ctx>, deadline: Instant) {
         let mut backoff = Backoff::server();
         while self.pending() > 0 && Instant::now() < deadline {
             if self.lock().is_empty() {
@@ -168,21 +195,40 @@ impl Reporter {
     }
 
     /// Sends one request's worth. False when something must be retried later.
-    async fn deliver_some(&self, ctx: &Ctx) -> bool {
-        let mut items = self.take();
-        let _in_flight = InFlight(self, items.len());
-        if items.is_empty() {
+    async fn deliver_some(&self, ctx: &Arc<Ctx>) -> bool {
+        let taken = self.take();
+        let _in_flight = InFlight(self, taken.len());
+        if taken.is_empty() {
             return true;
         }
-        // Oversized final output goes through the logs endpoint first.
+        let (mut items, mut slots): (Vec<CompleteItem>, Vec<HandedSlot>) =
+            (Vec::with_capacity(taken.len()), Vec::new());
+        for q in taken {
+            items.push(q.item);
+            slots.extend(q.slot);
+        }
+        // Oversized final output goes through the logs endpoint first; the slots are not
+        // kept waiting for that.
+        if items.iter().any(|i| log_bytes(i) > CARRIED_LOGS_MAX) {
+            slots.clear();
+        }
         for item in items.iter_mut().filter(|i| log_bytes(i) > CARRIED_LOGS_MAX) {
             if ship_logs_first(ctx, item).await.is_err() {
                 self.requeue(items);
                 return false;
             }
         }
+        // As many slots as the claim loop would fill now are claimed for; the rest are
+        // freed before the request goes, as they would have been without it.
+        let claim = match u32::try_from(slots.len()) {
+            Ok(n) if n > 0 && ctx.claims_with_results() => ctx.fleet.refillable(n),
+            _ => 0,
+        };
+        slots.truncate(claim as usize);
         let generation = ctx.client.credential_generation();
-        let outcome = if items.len() == 1 {
+        let sent = Instant::now();
+        let mut claimed = Vec::new();
+        let outcome = if items.len() == 1 && claim == 0 {
             let item = &items[0];
             let req = CompleteRequest {
                 attempt_id: item.attempt_id,
@@ -194,12 +240,21 @@ impl Reporter {
             };
             ctx.client.complete(item.job_id, &item.step, &req).await.map(|_| vec![(200, None)])
         } else {
-            let req = CompleteBatchRequest { results: items.clone() };
-            ctx.client
-                .complete_batch(&req)
-                .await
-                .map(|resp| resp.results.into_iter().map(|r| (r.status, r.error)).collect::<Vec<_>>())
+            let req = CompleteBatchRequest { results: items.clone(), claim };
+            ctx.client.complete_batch(&req).await.map(|resp| {
+                claimed = resp.claimed;
+                resp.results.into_iter().map(|r| (r.status, r.error)).collect::<Vec<_>>()
+            })
         };
+        // The claimed steps start in the slots their results freed; slots left over are
+        // freed (dropped) for the claim loop.
+        if !claimed.is_empty() {
+            let mut slots = slots.drain(..);
+            crate::runner::start_claimed(ctx, &ctx.executors, claimed, claim, sent, || {
+                slots.next().and_then(HandedSlot::into_slot)
+            });
+        }
+        drop(slots);
         match outcome {
             Ok(statuses) => {
                 let mut retry = Vec::new();

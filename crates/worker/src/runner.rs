@@ -2,15 +2,17 @@
 //! running`), waits for a slot when none is free (no claim call), long-polls, and starts
 //! an executor per claimed attempt. It stops claiming at once on shutdown or when the
 //! session ends (the in-flight long-poll is dropped). It never runs steps itself.
+//! [`start_claimed`] starts claimed steps in their slots, for the claim loop and for the
+//! steps a completion claimed for the slots it freed (`report.rs`).
 
 use crate::backoff::Backoff;
 use crate::context::Ctx;
 use crate::executor;
 use crate::report::Reporter;
-use rota_api_types::worker::ClaimRequest;
+use rota_api_types::worker::{ClaimRequest, ClaimedStep};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,7 +42,7 @@ pub(crate) async fn claim_loop(
             () = session.cancelled() => return,
         };
         if ctx.attempts.running_count() > 0 {
-            let want = (ctx.fleet.active() / 2).max(1) as usize;
+            let want = claim_batch(ctx);
             let until = Instant::now() + CLAIM_LINGER;
             while permits.num_permits() + slots.available_permits() < want {
                 tokio::select! {
@@ -91,6 +93,7 @@ pub(crate) async fn claim_loop(
         let generation = ctx.client.credential_generation();
         let sent = Instant::now();
         let req = ClaimRequest { max, wait_ms };
+        let claiming = Claiming::new(ctx, max);
         let mut held = ctx.fleet.held();
         let res = tokio::select! {
             r = ctx.client.claim(&req) => r,
@@ -106,27 +109,14 @@ pub(crate) async fn claim_loop(
                     tracing::info!("claims work again");
                 }
                 backoff.reset();
-                // The server started the leases while answering: just before the reply
-                // arrived, and never before the request was sent.
-                let lease_start =
-                    Instant::now().checked_sub(Duration::from_secs(1)).unwrap_or(sent).max(sent);
-                let filled = resp.attempts.len() as u32 >= max;
-                for step in resp.attempts {
-                    ctx.fleet.claimed(&step, step.queue.clone());
-                    let slot = permits.split(1);
-                    if slot.is_none() {
-                        tracing::warn!(attempt_id = %step.attempt_id, "server handed out more steps than free slots");
-                    }
-                    let stop_rx = ctx.attempts.insert(step.attempt_id, lease_start, step.memory_limit);
-                    executors.spawn(executor::execute(ctx.clone(), step, stop_rx, slot));
-                }
-                ctx.fleet.autoscale(filled);
+                start_claimed(ctx, executors, resp.attempts, max, sent, || permits.split(1));
             }
             Err(e) if e.is_unauthorized() => {
                 ctx.session_lost(generation, &e);
                 return;
             }
             Err(e) => {
+                drop(claiming);
                 if !backoff.is_failing() {
                     tracing::warn!("claim failed: {e}; retrying with backoff");
                 } else {
@@ -142,4 +132,56 @@ pub(crate) async fn claim_loop(
             }
         }
     }
+}
+
+/// How many free slots a claim waits for (up to [`CLAIM_LINGER`]) while other steps run:
+/// half the concurrency, at least one. The reporter waits the same way for results that
+/// carry slots to claim for.
+pub(crate) fn claim_batch(ctx: &Ctx) -> usize {
+    (ctx.fleet.active() / 2).max(1) as usize
+}
+
+/// Counts the claim loop's request in flight for [`crate::fleet::FleetState::refillable`]
+/// until it settled (dropped after what it got is counted in flight).
+struct Claiming<'a>(&'a Ctx);
+
+impl<'a> Claiming<'a> {
+    fn new(ctx: &'a Ctx, max: u32) -> Self {
+        ctx.fleet.set_claiming(max);
+        Self(ctx)
+    }
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        self.0.fleet.set_claiming(0);
+    }
+}
+
+/// Starts claimed `steps` (asked for `asked` slots, request sent at `sent`), each in the
+/// slot `slot()` gives, and makes the autoscaling decision the claim allows.
+pub(crate) fn start_claimed(
+    ctx: &Arc<Ctx>,
+    executors: &TaskTracker,
+    steps: Vec<ClaimedStep>,
+    asked: u32,
+    sent: Instant,
+    mut slot: impl FnMut() -> Option<OwnedSemaphorePermit>,
+) {
+    // The server started the leases while answering: just before the reply arrived, and
+    // never before the request was sent.
+    let lease_start = Instant::now().checked_sub(Duration::from_secs(1)).unwrap_or(sent).max(sent);
+    let filled = steps.len() as u32 >= asked;
+    for step in steps {
+        // Counted in flight before its slot is taken (a handed-over slot stops counting
+        // as busy then).
+        ctx.fleet.claimed(&step, step.queue.clone());
+        let slot = slot();
+        if slot.is_none() {
+            tracing::warn!(attempt_id = %step.attempt_id, "server handed out more steps than free slots");
+        }
+        let stop_rx = ctx.attempts.insert(step.attempt_id, lease_start, step.memory_limit);
+        executors.spawn(executor::execute(ctx.clone(), step, stop_rx, slot));
+    }
+    ctx.fleet.autoscale(filled);
 }

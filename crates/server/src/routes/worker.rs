@@ -432,11 +432,16 @@ fn to_response(r: CompletionRecorded) -> CompleteResponse {
     CompleteResponse { attempt_id: r.attempt_id, status: r.status, outcome: r.outcome, repeated: r.repeated }
 }
 
+/// Records the results (final log chunks first); with `claim` > 0, then claims up to that
+/// many attempts for the session in the same store call (the slots the results free,
+/// which the worker fills again at once). Returns the per-item results and what was
+/// claimed (not handed out yet: see [`hand_out`]).
 async fn complete_items(
     state: &AppState,
     me: &SessionInfo,
     items: Vec<(JobId, String, rota_api_types::worker::CompleteItem)>,
-) -> Result<Vec<Result<CompletionRecorded, ApiError>>, ApiError> {
+    claim: u32,
+) -> Result<(Vec<Result<CompletionRecorded, ApiError>>, Vec<ClaimedAttempt>), ApiError> {
     let mut items = items;
     for (_, _, item) in &mut items {
         // Outputs the steps that need them cannot be given make the step fail, saying why,
@@ -489,7 +494,24 @@ async fn complete_items(
             outputs: item.outputs,
         })
         .collect();
-    let results = state.store.complete(completions, state.store.now()).await?;
+    let (results, claimed) = if claim == 0 {
+        (state.store.complete(completions, state.store.now()).await?, Vec::new())
+    } else {
+        let claimer = rota_store::Claimer { session: me.session, max: claim };
+        let asked = std::time::Instant::now();
+        let out = state
+            .store
+            .complete_and_claim(completions, claimer, state.store.now(), state.config.lease_ttl)
+            .await?;
+        state.metrics.claim_took(asked.elapsed());
+        // A failed claim (the session is gone) leaves the results recorded: nothing is handed out.
+        let claimed = out.claimed.unwrap_or_else(|e| {
+            tracing::debug!(session = %me.session, "claim with the completion took nothing: {e}");
+            Vec::new()
+        });
+        state.metrics.claimed_at_completion(claimed.len() as u64);
+        (out.completed, claimed)
+    };
     // Output first: a finished job's log is complete when its end is heard of.
     let mut events = if had_logs { log_events(&keys, &me.namespace) } else { Vec::new() };
     let mut finished = Vec::new();
@@ -529,7 +551,7 @@ async fn complete_items(
         events.push(Event::Claimable);
     }
     state.publish(events);
-    Ok(out)
+    Ok((out, claimed))
 }
 
 /// Records how an attempt ended (with its final log chunks). A repeat of a recorded
@@ -553,12 +575,14 @@ pub(crate) async fn complete_step(
         run_ms: req.run_ms,
         outputs: req.outputs,
     };
-    let mut results = complete_items(&state, &me, vec![(job_id, step, item)]).await?;
+    let (mut results, _) = complete_items(&state, &me, vec![(job_id, step, item)], 0).await?;
     let r = results.pop().ok_or_else(|| ApiError::internal("store returned no result"))??;
     Ok(Json(to_response(r)))
 }
 
-/// Several completions in one call; one entry per item with its own status.
+/// Several completions in one call; one entry per item with its own status. With `claim`,
+/// the server then claims for the slots they free (at most one per result, never waiting)
+/// and returns what it took in `claimed`.
 #[utoipa::path(post, path = "/worker/jobs/complete", tag = "worker", security(("worker" = [])),
     request_body = CompleteBatchRequest,
     responses((status = 200, body = CompleteBatchResponse), (status = 401), (status = 403), (status = 507, description = "storage_full: no space left on the device holding the database (the message names it)")))]
@@ -568,9 +592,13 @@ pub(crate) async fn complete_batch(
     ApiJson(req): ApiJson<CompleteBatchRequest>,
 ) -> Result<Json<CompleteBatchResponse>, ApiError> {
     limits::check_count("results", req.results.len(), limits::MAX_CONCURRENCY).map_err(ApiError::limit)?;
+    // A claim only for slots these results free: one per result at most.
+    let claim = req.claim.min(u32::try_from(req.results.len()).unwrap_or(u32::MAX));
     let items = req.results.into_iter().map(|i| (i.job_id, i.step.clone(), i)).collect();
-    let results = complete_items(&state, &me, items).await?;
+    let (results, claimed) = complete_items(&state, &me, items, claim).await?;
+    let claimed = if claim == 0 { Vec::new() } else { hand_out(&state, &me, claimed).await.0.attempts };
     Ok(Json(CompleteBatchResponse {
+        claimed,
         results: results
             .into_iter()
             .map(|r| match r {

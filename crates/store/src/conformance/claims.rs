@@ -1,12 +1,14 @@
 //! Scenarios for claiming: queues, targets (host, name, tags), priority and age order, `max`,
-//! session state, and `submit_and_claim`. What happens after a claim lives elsewhere.
+//! session state, `submit_and_claim` and `complete_and_claim`. What happens after a claim
+//! lives elsewhere.
 
 use super::fixtures::{
-    TTL, WorkerSpec, at, claim, claim_one, get, new_id, register, step, step_of, submit, t0, worker,
+    TTL, WorkerSpec, at, claim, claim_one, completion, get, needs, new_id, register, step, step_of, submit,
+    t0, worker,
 };
 use crate::{Claimer, Heartbeat, JobStore, NewJob, StoreError};
 use rota_domain::spec::DEFAULT_LOG_CAP;
-use rota_domain::{AttemptStatus, JobId, JobSpec, JobState, SessionId};
+use rota_domain::{AttemptOutcome, AttemptStatus, JobId, JobSpec, JobState, SessionId};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,4 +178,46 @@ pub(super) async fn submit_and_claim_hands_out_in_one_call(s: Arc<dyn JobStore>)
     assert_eq!(got[0].job_id, a, "oldest first");
     assert_eq!(get(&s, a).await.row.state, JobState::Running);
     assert_eq!(claim_one(&s, w, at(2)).await.job_id, b, "the rest stays claimable");
+}
+
+pub(super) async fn complete_and_claim_fills_the_freed_slot(s: Arc<dyn JobStore>) {
+    let id = submit(&s, JobSpec::new(vec![step("a"), needs(step("b"), &["a"])]), t0()).await;
+    let w = worker(&s).await;
+    let a = claim_one(&s, w, at(1)).await;
+    let done = vec![completion(w, &a, AttemptOutcome::Succeeded)];
+    let out = s.complete_and_claim(done, Claimer { session: w, max: 1 }, at(2), TTL).await.expect("call");
+    assert_eq!(out.completed.len(), 1);
+    assert!(out.completed[0].as_ref().is_ok_and(|r| !r.repeated), "{:?}", out.completed);
+    let got = out.claimed.expect("claim");
+    assert_eq!(got.len(), 1, "the claim sees the step the completion readied");
+    assert_eq!((got[0].job_id, got[0].step.as_str()), (id, "b"));
+    let rec = get(&s, id).await;
+    assert_eq!(step_of(&rec, "a").attempts[0].status, AttemptStatus::Succeeded);
+    assert_eq!(step_of(&rec, "b").attempts[0].status, AttemptStatus::Running);
+
+    // `max` 0 claims nothing; a refused completion still lets the claim run.
+    submit(&s, JobSpec::new(vec![step("c")]), at(3)).await;
+    let done = vec![completion(w, &got[0], AttemptOutcome::Succeeded)];
+    let out = s.complete_and_claim(done, Claimer { session: w, max: 0 }, at(4), TTL).await.expect("call");
+    assert!(out.completed[0].is_ok() && out.claimed.as_ref().is_ok_and(Vec::is_empty), "{out:?}");
+    let stale =
+        vec![completion(w, &a, AttemptOutcome::Failed { exit_code: Some(1), signal: None, why: None })];
+    let out = s.complete_and_claim(stale, Claimer { session: w, max: 1 }, at(5), TTL).await.expect("call");
+    assert!(out.completed[0].is_err(), "another outcome for a recorded attempt: {out:?}");
+    let c = out.claimed.expect("claim");
+    assert_eq!(c.len(), 1);
+
+    // A draining session's completion is recorded and claims nothing.
+    submit(&s, JobSpec::new(vec![step("d")]), at(6)).await;
+    let hb = Heartbeat { session: w, attempts: vec![c[0].attempt_id], draining: true, concurrency: None };
+    s.heartbeat(hb, at(7), TTL).await.unwrap();
+    let done = vec![completion(w, &c[0], AttemptOutcome::Succeeded)];
+    let out = s.complete_and_claim(done, Claimer { session: w, max: 1 }, at(8), TTL).await.expect("call");
+    assert!(out.completed[0].is_ok(), "{out:?}");
+    assert!(out.claimed.as_ref().is_ok_and(Vec::is_empty), "a draining session claims nothing: {out:?}");
+
+    // An unknown session's claim fails on its own.
+    let out =
+        s.complete_and_claim(Vec::new(), Claimer { session: SessionId::new(), max: 1 }, at(9), TTL).await;
+    assert!(matches!(out.expect("call").claimed, Err(StoreError::NotFound(_))));
 }
