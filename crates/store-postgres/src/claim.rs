@@ -114,6 +114,16 @@ pub(crate) async fn share_claim_lock(tx: &Tx<'_>) -> Result<()> {
     one(tx, SHARE_CLAIM_LOCK, &[&CLAIM_LOCK]).await.map(drop)
 }
 
+/// Locks the session's worker row shared, as a claim does (`SELECT_WORKER`), for a
+/// transaction that ends attempts before it claims: a heartbeat locks the worker row, then
+/// the session's attempt rows, so completions that lock attempt rows first and the worker
+/// row after deadlocked with it. Taken first, the order is the heartbeat's.
+pub(crate) async fn share_worker(tx: &Tx<'_>, session: SessionId) -> Result<()> {
+    rows(tx, SHARE_WORKER, &[&session.0]).await.map(drop)
+}
+
+const SHARE_WORKER: &str = "SELECT 1 FROM workers WHERE session = $1 FOR SHARE";
+
 /// Claims up to `max` steps for an active session (none for a draining or offline one).
 pub(crate) async fn claim(
     tx: &Tx<'_>,

@@ -230,6 +230,7 @@ impl JobStore for PgStore {
         in_tx!(self, Durability::Relaxed, |tx| {
             if claimer.max > 0 {
                 claim::share_claim_lock(&tx).await?;
+                claim::share_worker(&tx, claimer.session).await?;
             }
             let completed = complete::complete(&mut tx, &items, now).await?;
             let claimed = if claimer.max == 0 {
