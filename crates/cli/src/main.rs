@@ -69,12 +69,16 @@ fn server_given(m: &clap::ArgMatches) -> bool {
 }
 
 /// Prints clap's message. Usage errors exit 2, except for `rota worker [run]`, whose bad
-/// flags are bad configuration (78) so that a supervisor never restarts it for them.
+/// flags are bad configuration (78) so that a supervisor never restarts it for them. A
+/// mistyped subcommand (`rota worker lsit`) is a usage error even there: no supervisor runs
+/// a word that is not a subcommand.
 fn exit_on_parse_error(err: &clap::Error, argv: &[std::ffi::OsString]) -> ExitCode {
     let _ = err.print();
     match err.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => ExitCode::from(failure::EXIT_USAGE),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::InvalidSubcommand => {
+            ExitCode::from(failure::EXIT_USAGE)
+        }
         _ if is_worker_run(argv) => ExitCode::from(failure::EXIT_CONFIG),
         _ => ExitCode::from(failure::EXIT_USAGE),
     }

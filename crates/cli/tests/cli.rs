@@ -33,6 +33,10 @@ fn usage_errors_exit_2_and_say_what_and_where() {
         .stderr(predicate::str::contains("'nope'").and(predicate::str::contains("unschedulable")));
     rota(&env).args(["job", "show", "not-an-id"]).assert().code(2);
     rota(&env).args(["job", "submit"]).assert().code(2).stderr(predicate::str::contains("nothing to run"));
+    // A mistyped worker subcommand is a usage error too (a bad flag of `rota worker run` is 78).
+    rota(&env).args(["worker", "lsit"]).assert().code(2).stderr(
+        predicate::str::contains("unrecognized subcommand 'lsit'").and(predicate::str::contains("'list'")),
+    );
 }
 
 /// `--database` (and `ROTA_DATABASE`): another scheme or a malformed URL is a usage error
