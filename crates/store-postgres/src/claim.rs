@@ -31,10 +31,14 @@ pub(crate) const CLAIM_LOCK: i64 = 0x726f_7461_0002;
 
 const SHARE_CLAIM_LOCK: &str = "SELECT pg_advisory_xact_lock_shared($1)";
 
-// The row is locked (shared) so a supersession or unregister of the session waits for the
-// claim, and then loses the attempts it made.
+// The row is key-share locked so a supersession or unregister of the session (which locks
+// it `FOR UPDATE`, `workers::end_session`) waits for the claim, and then loses the attempts it
+// made. Not `FOR SHARE`: that conflicts with the heartbeat's `UPDATE workers` (a no-key
+// update), and under a stream of overlapping claims and completions the heartbeat starved
+// behind their share locks (PostgreSQL lets new sharers past a waiting updater) until the
+// session's leases ran out and its running attempts were re-run (seen in the soak).
 const SELECT_WORKER: &str =
-    "SELECT name, host, queues, tags, status, namespace FROM workers WHERE session = $1 FOR SHARE";
+    "SELECT name, host, queues, tags, status, namespace FROM workers WHERE session = $1 FOR KEY SHARE";
 
 // By session, not namespace, so it goes out with the worker's read (pipelined).
 const PAUSED: &str =
@@ -114,15 +118,15 @@ pub(crate) async fn share_claim_lock(tx: &Tx<'_>) -> Result<()> {
     one(tx, SHARE_CLAIM_LOCK, &[&CLAIM_LOCK]).await.map(drop)
 }
 
-/// Locks the session's worker row shared, as a claim does (`SELECT_WORKER`), for a
-/// transaction that ends attempts before it claims: a heartbeat locks the worker row, then
-/// the session's attempt rows, so completions that lock attempt rows first and the worker
-/// row after deadlocked with it. Taken first, the order is the heartbeat's.
+/// Locks the session's worker row as a claim does (`SELECT_WORKER`, key share), for a
+/// transaction that ends attempts before it claims: an unregister or supersession locks the
+/// worker row, then the session's attempt rows, so a completion locking attempt rows first
+/// and the worker row after could deadlock with it. Taken first, the order is theirs.
 pub(crate) async fn share_worker(tx: &Tx<'_>, session: SessionId) -> Result<()> {
     rows(tx, SHARE_WORKER, &[&session.0]).await.map(drop)
 }
 
-const SHARE_WORKER: &str = "SELECT 1 FROM workers WHERE session = $1 FOR SHARE";
+const SHARE_WORKER: &str = "SELECT 1 FROM workers WHERE session = $1 FOR KEY SHARE";
 
 /// Claims up to `max` steps for an active session (none for a draining or offline one).
 pub(crate) async fn claim(

@@ -33,7 +33,10 @@ const TAKEN: &str = "SELECT EXISTS (SELECT 1 FROM workers WHERE session = $1 OR 
 const LIVE_NAMESAKES: &str = "SELECT session, instance_id, host, last_heartbeat_at FROM workers \
      WHERE namespace = $2 AND name = $1 AND status <> 'offline' ORDER BY registered_at DESC, session DESC FOR UPDATE";
 
-const SET_OFFLINE: &str = "UPDATE workers SET status = 'offline' WHERE session = $1";
+// `FOR UPDATE` first: a claim in flight for the session holds its row `FOR KEY SHARE`
+// (`claim::SELECT_WORKER`), which a plain update (a no-key update) would not wait for.
+const SET_OFFLINE: &str = "WITH locked AS (SELECT session FROM workers WHERE session = $1 FOR UPDATE) \
+     UPDATE workers w SET status = 'offline' FROM locked WHERE w.session = locked.session";
 
 const SESSION_STATUS: &str = "SELECT status FROM workers WHERE session = $1";
 
@@ -246,7 +249,7 @@ async fn end_session(
     why: &LostCause,
     now: DateTime<Utc>,
 ) -> Result<Vec<LostAttempt>> {
-    // The row lock makes a claim in flight for this session finish first (it shares it).
+    // The row lock makes a claim in flight for this session finish first (it key-shares it).
     exec(tx, SET_OFFLINE, &[&session]).await?;
     let held = rows(tx, HELD_ATTEMPTS, &[&session])
         .await?
