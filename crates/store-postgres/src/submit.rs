@@ -282,4 +282,3 @@ pub(crate) async fn submit_pipelined(
         })
         .collect())
 }
-
