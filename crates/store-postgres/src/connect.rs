@@ -6,7 +6,7 @@
 use crate::error::{self, PgError};
 use crate::quota::LogQuota;
 use crate::url::PgUrl;
-use crate::{PgStore, clock, schema, tls};
+use crate::{PgStore, clock, schema, submit_group, tls};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;
 
@@ -59,7 +59,8 @@ impl PgStore {
             .create_timeout(Some(opts.connect_timeout))
             .build()
             .map_err(|e| PgError::Config(e.to_string()))?;
-        let store = PgStore { pool, quota: LogQuota::new(), clock: clock::Clock::default() };
+        let submits = submit_group::SubmitGroups::new(pool.clone());
+        let store = PgStore { pool, quota: LogQuota::new(), clock: clock::Clock::default(), submits };
         // The first connection says whether the database can be reached at all.
         let first = store.pool.get().await.map_err(|e| {
             let detail = match &e {

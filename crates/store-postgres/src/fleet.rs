@@ -42,7 +42,7 @@ const LIVE_REVOKES: &str = "SELECT job_id, terminate, signal, expires_at, create
 const PRUNE_REVOKES: &str = "DELETE FROM revokes WHERE expires_at IS NOT NULL AND expires_at < $1";
 
 // One round trip for both kinds of revoke a new job may be bound by.
-const REVOKED_AT_SUBMIT: &str = "SELECT EXISTS (SELECT 1 FROM revokes WHERE job_id = $1 \
+pub(crate) const REVOKED_AT_SUBMIT: &str = "SELECT EXISTS (SELECT 1 FROM revokes WHERE job_id = $1 \
          AND (expires_at IS NULL OR expires_at >= $2)) \
      OR EXISTS (SELECT 1 FROM key_revokes WHERE idempotency_key = $3 AND namespace = $4 \
          AND (expires_at IS NULL OR expires_at >= $2))";
@@ -142,9 +142,15 @@ pub(crate) async fn apply_pending_revoke(
 ) -> Result<()> {
     let revoked: bool = one(tx, REVOKED_AT_SUBMIT, &[&id.0, &now, &key, &namespace]).await?.try_get(0)?;
     if revoked {
-        // Just inserted: queued, nothing runs yet.
-        control::end_job(tx, id, JobState::Queued, JobEnd::Revoke, now, false).await?;
+        end_revoked_at_submit(tx, id, now).await?;
     }
+    Ok(())
+}
+
+/// Ends job `id`, just inserted, that `REVOKED_AT_SUBMIT` found bound by a revoke.
+pub(crate) async fn end_revoked_at_submit(tx: &Tx<'_>, id: JobId, now: DateTime<Utc>) -> Result<()> {
+    // Just inserted: queued, nothing runs yet.
+    control::end_job(tx, id, JobState::Queued, JobEnd::Revoke, now, false).await?;
     Ok(())
 }
 

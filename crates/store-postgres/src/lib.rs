@@ -14,6 +14,7 @@
 //! - `connect`: [`PgOptions`], the pool, the first connection; `schema`: embedded
 //!   migrations (`migrations/`) under an advisory lock; `tx`: the
 //!   transaction retry loop, per-item savepoints and statement helpers.
+//! - `submit_group`: concurrent submits stored in one durable transaction (group commit).
 //! - `submit`, `claim`, `complete`, `lease`, `control`, `fleet`, `workers`, `prune`: the
 //!   write paths, one file per concern; `settle` and `attempts` are what they share.
 //! - `jobs_read`: job listings and records; `logs`: log chunks (tables of their own);
@@ -60,6 +61,7 @@ mod servers;
 mod settle;
 mod spec_cache;
 mod submit;
+mod submit_group;
 pub mod tls;
 mod tx;
 pub mod url;
@@ -96,6 +98,8 @@ pub struct PgStore {
     pool: Pool,
     quota: LogQuota,
     clock: clock::Clock,
+    /// Concurrent submits, stored together in one durable transaction.
+    submits: submit_group::SubmitGroups,
 }
 
 impl PgStore {
@@ -107,7 +111,7 @@ impl PgStore {
 #[async_trait]
 impl JobStore for PgStore {
     async fn submit_jobs(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Submitted>>> {
-        in_tx!(self, Durability::Full, |tx| submit::submit_jobs(&mut tx, &jobs).await?)
+        self.submits.submit(jobs).await
     }
 
     async fn get_job(&self, id: JobId) -> Result<JobRecord> {

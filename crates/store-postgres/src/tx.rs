@@ -1,9 +1,13 @@
 //! Transactions and statements: the `in_tx!` retry loop every call runs in (deadlock and
 //! serialization failures run the whole transaction again), `item!` (one savepoint per item
-//! of a batch, so one failing item never rolls back the others), and short query helpers
-//! over cached prepared statements. Knows nothing of jobs.
+//! of a batch, so one failing item never rolls back the others), short query helpers
+//! over cached prepared statements, and `pipeline` (many statements in one round trip).
+//! Knows nothing of jobs.
 
 use crate::error::Result;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -65,6 +69,36 @@ pub(crate) async fn one(tx: &Tx<'_>, sql: &str, p: Params<'_>) -> Result<Row> {
 pub(crate) async fn exec(tx: &Tx<'_>, sql: &str, p: Params<'_>) -> Result<u64> {
     let st = tx.prepare_cached(sql).await?;
     Ok(tx.execute(&st, p).await?)
+}
+
+/// A statement's future, boxed so one pipeline can hold statements of several kinds.
+pub(crate) type Sent<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs `statements` as one pipeline: each is polled once, in order, which sends it (a
+/// statement already prepared is sent on its first poll, with no round trip before), then
+/// their answers are awaited in order. The server runs them in the order sent, so this is
+/// `statements` one after the other in a single round trip. After a failed statement the
+/// server refuses the rest of the transaction's statements (`25P02`): the first error is the
+/// one that counts.
+pub(crate) async fn pipeline<T>(mut statements: Vec<Sent<'_, T>>) -> Vec<T> {
+    let mut early: Vec<Option<T>> = statements.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (f, slot) in statements.iter_mut().zip(early.iter_mut()) {
+            if let Poll::Ready(v) = f.as_mut().poll(cx) {
+                *slot = Some(v);
+            }
+        }
+        Poll::Ready(())
+    })
+    .await;
+    let mut out = Vec::with_capacity(statements.len());
+    for (f, slot) in statements.into_iter().zip(early) {
+        out.push(match slot {
+            Some(v) => v,
+            None => f.await,
+        });
+    }
+    out
 }
 
 /// Ends an item's savepoint: kept if the item succeeded, rolled back if it was refused or
