@@ -113,7 +113,7 @@ pub(crate) async fn lose_all(
     Ok(out)
 }
 
-fn decode(r: &Row) -> Result<AttemptRow> {
+pub(crate) fn decode(r: &Row) -> Result<AttemptRow> {
     let outcome: Option<Json<AttemptOutcome>> = r.try_get(6)?;
     Ok(AttemptRow {
         id: AttemptId(r.try_get(0)?),

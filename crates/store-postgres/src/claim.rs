@@ -7,6 +7,11 @@
 //! is filtered in SQL, then every row is checked with `Target::admits` (the domain's rule;
 //! tags are not filtered in SQL, whose row estimate for them made the planner sort the
 //! backlog), rows it refuses are paged past so they never starve the rest.
+//!
+//! The statements are set-based: the heads a round picks have their job rows locked in
+//! one statement (job id order, `SKIP LOCKED`; the documents the cache lacks come back
+//! with it), and the round's attempts, steps and jobs are written with one statement each
+//! over arrays, sent together. A claim of 8 is a handful of round trips, not two per job.
 
 use crate::codec::{after, u32_of};
 use crate::error::{Result, corrupt, not_found};
@@ -16,10 +21,10 @@ use rota_domain::spec::DEFAULT_LOG_CAP;
 use rota_domain::{AttemptId, JobId, JobSpec, SessionId, Target};
 use rota_store::ClaimedAttempt;
 use std::cmp::Reverse;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 /// Rows read per query at most.
@@ -60,18 +65,27 @@ pub(crate) const CANDIDATES: &str =
      LIMIT $5 OFFSET $6
      FOR UPDATE OF s SKIP LOCKED";
 
-const INSERT_ATTEMPT: &str = "INSERT INTO attempts (job_id, step, number, session, worker_name, status, \
-     lease_expires_at, started_at) VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) RETURNING id";
+// One row per claimed step, in claim order (`ord`), so attempt ids rise in claim order.
+const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (job_id, step, number, session, worker_name, status, \
+     lease_expires_at, started_at) \
+     SELECT t.job_id, t.step, t.number, $4, $5, 'running', $6, $7 \
+     FROM unnest($1::uuid[], $2::text[], $3::int4[]) WITH ORDINALITY AS t(job_id, step, number, ord) \
+     ORDER BY t.ord RETURNING id, job_id, step";
 
-const STEP_RUNNING: &str = "UPDATE steps SET state = 'running', attempts_count = $3, run_after = NULL, \
-     reason = NULL WHERE job_id = $1 AND name = $2";
+const STEPS_RUNNING: &str = "UPDATE steps s SET state = 'running', attempts_count = t.number, \
+     run_after = NULL, reason = NULL \
+     FROM unnest($1::uuid[], $2::text[], $3::int4[]) AS t(job_id, step, number) \
+     WHERE s.job_id = t.job_id AND s.name = t.step";
 
-// The job's row is locked without waiting: a job being cancelled, revoked or settled holds
-// it (and may wait for this claim's step row), so its step is passed over this time rather
-// than deadlocking; it is claimable again once that commits. Returns the current state.
-const LOCK_JOB: &str = "SELECT state FROM jobs WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED";
+// The job rows are locked without waiting: a job being cancelled, revoked or settled holds
+// its row (and may wait for this claim's step row), so its step is passed over this time
+// rather than deadlocking; it is claimable again once that commits. Locked in id order, as
+// every statement that locks several job rows does. Returns the current state, and the
+// document of the jobs in $2 (those the cache lacks).
+const LOCK_JOBS: &str = "SELECT id, state, CASE WHEN id = ANY($2) THEN spec END FROM jobs \
+     WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED";
 
-const JOB_RUNNING: &str = "UPDATE jobs SET state = 'running' WHERE id = $1 AND state = 'queued'";
+const JOBS_RUNNING: &str = "UPDATE jobs SET state = 'running' WHERE id = ANY($1) AND state = 'queued'";
 
 /// What a needed step's succeeded attempt wrote to `$ROTA_OUTPUT`.
 const NEEDED_OUTPUTS: &str = "SELECT outputs FROM attempts WHERE job_id = $1 AND step = $2 \
@@ -165,34 +179,91 @@ pub(crate) async fn claim(
     let mut specs: HashMap<Uuid, Arc<JobSpec>> = HashMap::new();
     let mut out = Vec::new();
     while out.len() < max {
-        let wanted = (max - out.len()) as i64;
+        let wanted = max - out.len();
         for scan in scans.iter_mut().filter(|s| s.buffered.is_empty() && !s.done) {
-            let limit = (wanted + scan.refused).clamp(1, PAGE);
+            let limit = (wanted as i64 + scan.refused).clamp(1, PAGE);
             let page = candidates(tx, now, scan.queue, &worker, scan.refused, limit).await?;
             scan.done = (page.len() as i64) < limit;
             scan.buffered = page.into();
         }
-        let best = scans
-            .iter_mut()
-            .filter(|s| !s.buffered.is_empty())
-            .min_by(|a, b| a.buffered[0].order().cmp(&b.buffered[0].order()));
-        let Some(scan) = best else { break };
-        let Some(c) = scan.buffered.pop_front() else { break };
-        if !c.target.admits(&worker.name, &worker.host, &worker.tags) || !lock_live_job(tx, c.job_id).await? {
-            scan.refused += 1;
-            continue;
+        // A round: the merged heads in claim order that the target admits, up to what is
+        // still wanted. It ends early when a scan that may hold more rows runs dry: its
+        // next page is read once this round's claims are written (they leave its result
+        // set then, and `refused` counts the rest).
+        let mut round: Vec<(usize, Candidate)> = Vec::new();
+        let mut dry = false;
+        while round.len() < wanted && !dry {
+            let best = scans
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| !s.buffered.is_empty())
+                .min_by(|(_, a), (_, b)| a.buffered[0].order().cmp(&b.buffered[0].order()));
+            let Some((i, scan)) = best else { break };
+            let Some(c) = scan.buffered.pop_front() else { break };
+            if c.target.admits(&worker.name, &worker.host, &worker.tags) {
+                round.push((i, c));
+            } else {
+                scan.refused += 1;
+            }
+            dry = scan.buffered.is_empty() && !scan.done;
         }
-        out.push(claim_one(tx, c, session, &worker, now, ttl, &mut specs).await?);
+        if round.is_empty() {
+            if dry {
+                continue;
+            }
+            break;
+        }
+        let live = lock_live_jobs(tx, &round, &mut specs).await?;
+        let mut claimed = Vec::with_capacity(round.len());
+        for (i, c) in round {
+            if live.contains(&c.job_id) {
+                claimed.push(c);
+            } else if let Some(scan) = scans.get_mut(i) {
+                scan.refused += 1;
+            }
+        }
+        out.extend(claim_all(tx, claimed, session, &worker, now, ttl, &specs).await?);
     }
     Ok(out)
 }
 
-/// Locks the job's row unless another transaction holds it; true if locked and the job
-/// may still start steps.
-async fn lock_live_job(tx: &Tx<'_>, job: Uuid) -> Result<bool> {
-    let Some(r) = opt(tx, LOCK_JOB, &[&job]).await? else { return Ok(false) };
-    let state: &str = r.try_get(0)?;
-    Ok(matches!(state, "queued" | "running"))
+/// Locks the job rows of a round's candidates, in job id order, passing over rows another
+/// transaction holds; returns the jobs locked that may still start steps. Documents the
+/// cache lacks are read in the same statement into `specs`.
+async fn lock_live_jobs(
+    tx: &Tx<'_>,
+    round: &[(usize, Candidate)],
+    specs: &mut HashMap<Uuid, Arc<JobSpec>>,
+) -> Result<HashSet<Uuid>> {
+    let mut ids: Vec<Uuid> = round.iter().map(|(_, c)| c.job_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut missing = Vec::new();
+    for id in &ids {
+        if specs.contains_key(id) {
+            continue;
+        }
+        match crate::spec_cache::cached(JobId(*id)) {
+            Some(spec) => {
+                specs.insert(*id, spec);
+            }
+            None => missing.push(*id),
+        }
+    }
+    let mut live = HashSet::with_capacity(ids.len());
+    for r in rows(tx, LOCK_JOBS, &[&ids, &missing]).await? {
+        let id: Uuid = r.try_get(0)?;
+        let state: &str = r.try_get(1)?;
+        if let Some(Json(spec)) = r.try_get::<_, Option<Json<JobSpec>>>(2)? {
+            let spec = Arc::new(spec);
+            crate::spec_cache::remember(JobId(id), spec.clone());
+            specs.insert(id, spec);
+        }
+        if matches!(state, "queued" | "running") {
+            live.insert(id);
+        }
+    }
+    Ok(live)
 }
 
 /// The session's worker if it may claim; `NotFound` if the session is unknown.
@@ -238,33 +309,66 @@ async fn candidates(
         .collect()
 }
 
-async fn claim_one(
+/// Writes a round's claims, one statement per table sent together (PostgreSQL runs them in
+/// the order sent), then builds each attempt's hand-out in claim order.
+async fn claim_all(
     tx: &Tx<'_>,
-    c: Candidate,
+    claimed: Vec<Candidate>,
     session: SessionId,
     worker: &ClaimingWorker,
     now: DateTime<Utc>,
     ttl: Duration,
-    specs: &mut HashMap<Uuid, Arc<JobSpec>>,
+    specs: &HashMap<Uuid, Arc<JobSpec>>,
+) -> Result<Vec<ClaimedAttempt>> {
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lease = after(now, ttl);
+    let jobs: Vec<Uuid> = claimed.iter().map(|c| c.job_id).collect();
+    let steps: Vec<&str> = claimed.iter().map(|c| c.step.as_str()).collect();
+    let numbers: Vec<i32> = claimed.iter().map(|c| c.attempts + 1).collect();
+    // Each statement is prepared first: one still being prepared would be sent after the others.
+    for sql in [INSERT_ATTEMPTS, STEPS_RUNNING, JOBS_RUNNING] {
+        tx.prepare_cached(sql).await?;
+    }
+    let attempt_params: [&(dyn ToSql + Sync); 7] =
+        [&jobs, &steps, &numbers, &session.0, &worker.name, &lease, &now];
+    let step_params: [&(dyn ToSql + Sync); 3] = [&jobs, &steps, &numbers];
+    let job_params: [&(dyn ToSql + Sync); 1] = [&jobs];
+    let (inserted, _, _) = tokio::try_join!(
+        rows(tx, INSERT_ATTEMPTS, &attempt_params),
+        exec(tx, STEPS_RUNNING, &step_params),
+        exec(tx, JOBS_RUNNING, &job_params),
+    )?;
+    let mut ids: HashMap<(Uuid, String), i64> = HashMap::with_capacity(inserted.len());
+    for r in &inserted {
+        ids.insert((r.try_get(1)?, r.try_get(2)?), r.try_get(0)?);
+    }
+    let mut out = Vec::with_capacity(claimed.len());
+    for c in claimed {
+        let number = c.attempts + 1;
+        let Some(id) = ids.remove(&(c.job_id, c.step.clone())) else {
+            return Err(corrupt(format!("no attempt was written for job {} step '{}'", c.job_id, c.step)));
+        };
+        out.push(hand_out(tx, c, id, number, worker, specs).await?);
+    }
+    Ok(out)
+}
+
+/// What the worker gets for one claimed attempt.
+async fn hand_out(
+    tx: &Tx<'_>,
+    c: Candidate,
+    id: i64,
+    number: i32,
+    worker: &ClaimingWorker,
+    specs: &HashMap<Uuid, Arc<JobSpec>>,
 ) -> Result<ClaimedAttempt> {
     let job_id = JobId(c.job_id);
-    let number = c.attempts + 1;
-    let lease = after(now, ttl);
-    // Pipelined: the three writes go out together and PostgreSQL runs them in the order
-    // sent, one round trip where there were three.
-    let attempt_params: [&(dyn ToSql + Sync); 7] =
-        [&c.job_id, &c.step, &number, &session.0, &worker.name, &lease, &now];
-    let step_params: [&(dyn ToSql + Sync); 3] = [&c.job_id, &c.step, &number];
-    let job_params: [&(dyn ToSql + Sync); 1] = [&c.job_id];
-    let (row, _, _) = tokio::try_join!(
-        one(tx, INSERT_ATTEMPT, &attempt_params),
-        exec(tx, STEP_RUNNING, &step_params),
-        exec(tx, JOB_RUNNING, &job_params),
-    )?;
-    let id: i64 = row.try_get(0)?;
-    let spec = match specs.entry(c.job_id) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(crate::spec_cache::spec(tx, job_id).await?),
+    let spec = match specs.get(&c.job_id) {
+        Some(spec) => spec.clone(),
+        // Dropped from the cache between the lock and here (a rare race): read it.
+        None => crate::spec_cache::spec(tx, job_id).await?,
     };
     let step = spec
         .steps

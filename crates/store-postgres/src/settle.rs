@@ -93,7 +93,7 @@ pub(crate) async fn settle(
 }
 
 /// Writes a settlement. Returns the job's terminal state when it recorded the job's end.
-async fn apply(
+pub(crate) async fn apply(
     tx: &Tx<'_>,
     job: JobId,
     job_state: JobState,

@@ -22,12 +22,17 @@ fn with<T>(f: impl FnOnce(&mut HashMap<JobId, Arc<JobSpec>>) -> T) -> T {
 
 /// The document of job `id`, from the cache or the database (`NotFound` if it does not exist).
 pub(crate) async fn spec(tx: &Tx<'_>, id: JobId) -> Result<Arc<JobSpec>> {
-    if let Some(hit) = with(|m| m.get(&id).cloned()) {
+    if let Some(hit) = cached(id) {
         return Ok(hit);
     }
     let spec = Arc::new(load_spec(tx, id).await?);
     remember(id, spec.clone());
     Ok(spec)
+}
+
+/// The document of job `id` if the cache holds it (no read).
+pub(crate) fn cached(id: JobId) -> Option<Arc<JobSpec>> {
+    with(|m| m.get(&id).cloned())
 }
 
 /// Keeps a document just stored or read.

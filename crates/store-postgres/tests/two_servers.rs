@@ -363,3 +363,104 @@ async fn heartbeats_racing_batched_completions_never_deadlock() {
     drop(store);
     assert_eq!(deadlocks(&db).await, 0, "heartbeats and completions deadlocked");
 }
+
+/// A claim locks its candidates' job rows without waiting: rows another transaction holds
+/// (a cancel, a settlement through another server) are passed over, and the rest are still
+/// handed out in claim order (priority, then age) across the worker's queues; once the
+/// other transaction ends, the passed-over jobs are claimable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_passes_over_job_rows_another_transaction_holds_and_keeps_claim_order() {
+    let Some((db, a, _b)) = two_servers().await else { return };
+    let mut ids = Vec::new();
+    for (queue, priority) in
+        [("gpu", 1), ("default", 5), ("gpu", 5), ("default", 0), ("gpu", 0), ("default", 1)]
+    {
+        let mut j = JobSpec::new(vec![StepSpec::new("s", "true")]);
+        (j.queue, j.priority) = (queue.to_string(), priority);
+        ids.push(submit(&a, j).await);
+    }
+    // Claim order: [1, 2, 0, 5, 3, 4]. Hold jobs 2 and 5 in another transaction.
+    let (mut client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let holder = client.transaction().await.unwrap();
+    let held: Vec<uuid::Uuid> = vec![ids[2].0, ids[5].0];
+    let locked = holder.query("SELECT id FROM jobs WHERE id = ANY($1) FOR UPDATE", &[&held]).await.unwrap();
+    assert_eq!(locked.len(), 2);
+
+    let mut reg = registration("both");
+    reg.queues = vec!["default".into(), "gpu".into()];
+    let w = reg.session;
+    a.register_worker(reg, t(0)).await.unwrap();
+    let got: Vec<JobId> = a.claim(w, 3, t(1), TTL).await.unwrap().iter().map(|c| c.job_id).collect();
+    assert_eq!(got, [ids[1], ids[0], ids[3]], "held jobs passed over, the rest in claim order");
+    holder.rollback().await.unwrap();
+    let rest = a.claim(w, 8, t(2), TTL).await.unwrap();
+    let rest_ids: Vec<JobId> = rest.iter().map(|c| c.job_id).collect();
+    assert_eq!(rest_ids, [ids[2], ids[5], ids[4]], "released jobs claimable again, in order");
+    assert!(rest.windows(2).all(|p| p[0].attempt_id < p[1].attempt_id), "attempt ids rise in claim order");
+    for id in &ids {
+        let rec = a.get_job(*id).await.unwrap();
+        assert_eq!(rec.row.state, JobState::Running, "{id}");
+        assert_eq!(rec.steps[0].attempts.len(), 1, "{id}: claimed once");
+    }
+}
+
+/// One completion batch holding every kind of item: two steps of one job (settled one
+/// after the other), single-step jobs (settled together), a repeat of a recorded result, a
+/// result from the wrong session, and a failure that ends a job's waiting step. Each item
+/// gets its own answer and every job ends as its results say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_completion_batch_answers_each_item_and_settles_each_job_once() {
+    let Some((_db, a, _b)) = two_servers().await else { return };
+    let pair = submit(&a, JobSpec::new(vec![StepSpec::new("x", "true"), StepSpec::new("y", "true")])).await;
+    let single = submit(&a, JobSpec::new(vec![StepSpec::new("s", "true")])).await;
+    let repeat = submit(&a, JobSpec::new(vec![StepSpec::new("s", "true")])).await;
+    let mut chain = JobSpec::new(vec![StepSpec::new("first", "false"), StepSpec::new("then", "true")]);
+    chain.steps[1].needs = vec!["first".into()];
+    let chain = submit(&a, chain).await;
+    let refused = submit(&a, JobSpec::new(vec![StepSpec::new("s", "true")])).await;
+    let w = register(&a, "w").await;
+    let got = a.claim(w, 8, t(1), TTL).await.unwrap();
+    let of = |job: JobId, step: &str| got.iter().find(|c| c.job_id == job && c.step == step).unwrap();
+    assert_eq!(got.len(), 6, "{got:?}");
+    let first = a.complete(vec![done(w, of(repeat, "s"))], t(2)).await.unwrap();
+    assert!(first[0].as_ref().is_ok_and(|r| r.job_finished), "{first:?}");
+
+    let mut failed = done(w, of(chain, "first"));
+    failed.outcome = AttemptOutcome::Failed { exit_code: Some(1), signal: None, why: None };
+    let mut wrong = done(w, of(refused, "s"));
+    wrong.session = SessionId::new();
+    let batch = vec![
+        done(w, of(pair, "y")),
+        done(w, of(single, "s")),
+        done(w, of(repeat, "s")),
+        failed,
+        wrong,
+        done(w, of(pair, "x")),
+    ];
+    let out = a.complete(batch, t(3)).await.unwrap();
+    let ok = |i: usize| out[i].as_ref().unwrap_or_else(|e| panic!("item {i}: {e}"));
+    assert!(!ok(0).repeated && !ok(0).job_finished, "{out:?}");
+    assert_eq!((ok(1).job_finished, ok(1).job_state), (true, Some(JobState::Succeeded)), "{out:?}");
+    assert!(ok(2).repeated && !ok(2).job_finished, "{out:?}");
+    assert_eq!((ok(3).job_finished, ok(3).job_state), (true, Some(JobState::Failed)), "{out:?}");
+    assert!(matches!(out[4], Err(StoreError::Conflict(..))), "{out:?}");
+    assert_eq!((ok(5).job_finished, ok(5).job_state), (true, Some(JobState::Succeeded)), "{out:?}");
+
+    for (job, state) in [
+        (pair, JobState::Succeeded),
+        (single, JobState::Succeeded),
+        (repeat, JobState::Succeeded),
+        (chain, JobState::Failed),
+        (refused, JobState::Running),
+    ] {
+        let rec = a.get_job(job).await.unwrap();
+        assert_eq!(rec.row.state, state, "{job}");
+        assert_eq!(rec.row.finished_at.is_some(), state.is_terminal(), "{job}");
+    }
+    let rec = a.get_job(chain).await.unwrap();
+    assert_eq!(rec.steps[0].state, StepState::Failed);
+    assert!(!matches!(rec.steps[1].state, StepState::Waiting | StepState::Ready), "{:?}", rec.steps);
+    let rec = a.get_job(refused).await.unwrap();
+    assert_eq!(rec.steps[0].attempts[0].status, rota_domain::AttemptStatus::Running);
+}
