@@ -27,6 +27,37 @@ const INSERT_STEPS: &str = "INSERT INTO steps (job_id, idx, name, state, log_cap
      SELECT $1, s.idx - 1, s.name, s.state, s.log_cap, $5, $6, $7, $8, $9 \
      FROM unnest($2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS s (name, state, log_cap, idx)";
 
+/// A new job's row as `INSERT_JOB` takes it: one list of parameters for both submit paths.
+struct JobRow<'a> {
+    job: &'a NewJob,
+    doc: Json<&'a JobSpec>,
+    state: &'static str,
+}
+
+impl<'a> JobRow<'a> {
+    fn of(job: &'a NewJob) -> Self {
+        Self { job, doc: Json(&job.spec), state: JobState::Queued.as_str() }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        let (job, spec) = (self.job, &self.job.spec);
+        [
+            &job.id.0,
+            &spec.name,
+            &spec.queue,
+            &spec.priority,
+            &spec.target.host,
+            &spec.target.tags,
+            &spec.idempotency_key,
+            &spec.deadline,
+            &self.doc,
+            &self.state,
+            &job.now,
+            &spec.namespace,
+        ]
+    }
+}
+
 /// The unique index of idempotency keys (a concurrent submit of the same key).
 const KEY_INDEX: &str = "jobs_idempotency_key";
 
@@ -64,25 +95,8 @@ async fn submit_one(tx: &Tx<'_>, job: &NewJob) -> Result<Submitted> {
     if let Some(id) = find_by_key(tx, job).await? {
         return Ok(Submitted { id, created: false });
     }
-    let inserted = exec(
-        tx,
-        INSERT_JOB,
-        &[
-            &job.id.0,
-            &spec.name,
-            &spec.queue,
-            &spec.priority,
-            &spec.target.host,
-            &spec.target.tags,
-            &spec.idempotency_key,
-            &spec.deadline,
-            &Json(spec),
-            &JobState::Queued.as_str(),
-            &job.now,
-            &spec.namespace,
-        ],
-    )
-    .await;
+    let row = JobRow::of(job);
+    let inserted = exec(tx, INSERT_JOB, &row.params()).await;
     if let Err(e) = &inserted
         && let Some(index) = e.unique_violation()
     {
@@ -214,24 +228,7 @@ pub(crate) async fn submit_pipelined(
         for (&job, c) in inserts.iter().zip(&cols) {
             let spec = &job.spec;
             sent.push(Box::pin(async move {
-                tx.execute(
-                    insert_job,
-                    &[
-                        &job.id.0,
-                        &spec.name,
-                        &spec.queue,
-                        &spec.priority,
-                        &spec.target.host,
-                        &spec.target.tags,
-                        &spec.idempotency_key,
-                        &spec.deadline,
-                        &Json(spec),
-                        &JobState::Queued.as_str(),
-                        &job.now,
-                        &spec.namespace,
-                    ],
-                )
-                .await?;
+                tx.execute(insert_job, &JobRow::of(job).params()).await?;
                 Ok::<_, Error>(false)
             }));
             sent.push(Box::pin(async move {
