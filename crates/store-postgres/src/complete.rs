@@ -32,8 +32,14 @@ const SET_OUTPUTS: &str = "UPDATE attempts SET outputs = $2 WHERE id = $1";
 
 /// The job rows of the batch's attempts, locked in job id order (a job pruned meanwhile
 /// has none: its item finds no attempt and says so).
-const LOCK_JOBS: &str = "SELECT id, state, reason IS NOT NULL FROM jobs \
-     WHERE id IN (SELECT job_id FROM attempts WHERE id = ANY($1)) ORDER BY id FOR UPDATE";
+///
+/// `= ANY(ARRAY(..))`, not `IN (SELECT ..)`, here and in [`STEPS`]: the array is computed
+/// once and the outer table is read by its index whatever the planner believes about the
+/// tables' sizes. With `IN`, a table never analyzed (a server with autovacuum off) was read
+/// by a hash semi-join over a sequential scan of every step: 42 ms per completion batch at
+/// 50 000 steps, which made PostgreSQL's server capacity fall as the table grew.
+pub(crate) const LOCK_JOBS: &str = "SELECT id, state, reason IS NOT NULL FROM jobs \
+     WHERE id = ANY(ARRAY(SELECT job_id FROM attempts WHERE id = ANY($1))) ORDER BY id FOR UPDATE";
 
 /// The batch's attempt rows, locked in attempt id order (after their jobs' rows): the order
 /// a heartbeat renewing the same attempts locks them in (`lease::RENEW`). Read once locked,
@@ -42,8 +48,8 @@ const LOCK_ATTEMPTS: &str = "SELECT id, job_id, step, number, session, status, o
      FROM attempts WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE";
 
 /// Every step of the batch's jobs, in document order (read under their jobs' locks).
-const STEPS: &str = "SELECT job_id, name, state, reason FROM steps \
-     WHERE job_id IN (SELECT job_id FROM attempts WHERE id = ANY($1)) ORDER BY job_id, idx";
+pub(crate) const STEPS: &str = "SELECT job_id, name, state, reason FROM steps \
+     WHERE job_id = ANY(ARRAY(SELECT job_id FROM attempts WHERE id = ANY($1))) ORDER BY job_id, idx";
 
 // `attempts::END_ATTEMPT` over arrays; outputs (NULL: none) only ever come with a success.
 const END_ATTEMPTS: &str = "UPDATE attempts a SET status = t.status, outcome = t.outcome, \

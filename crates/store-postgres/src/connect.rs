@@ -45,9 +45,24 @@ impl PgStore {
         let tls = tls::connector(url.tls()).map_err(|e| PgError::Config(e.to_string()))?;
         let mut cfg = url.config().clone();
         cfg.connect_timeout(opts.connect_timeout);
+        // Every statement is planned for the tables as they are when it runs, not once per
+        // connection: the store's statements are prepared (cached per connection), and
+        // PostgreSQL keeps a prepared statement's generic plan until the table's statistics
+        // change. On a server with autovacuum off they never do, so a plan made while
+        // `attempts` was empty (a sequential scan) was kept at 50 000 rows and each
+        // completion batch read the whole table; even with autovacuum, a queue's tables
+        // swing from empty to a large backlog faster than it analyzes them. The price is a
+        // plan per execution, cheap for these single-table, primary-key statements.
+        // The URL's own options come after ours, so a `-c plan_cache_mode=..` there wins.
+        let mut options = String::from("-c plan_cache_mode=force_custom_plan");
         if let Some(t) = opts.statement_timeout {
-            cfg.options(format!("-c statement_timeout={}", t.as_millis()));
+            options.push_str(&format!(" -c statement_timeout={}", t.as_millis()));
         }
+        if let Some(theirs) = cfg.get_options().filter(|o| !o.trim().is_empty()) {
+            options.push(' ');
+            options.push_str(theirs);
+        }
+        cfg.options(options);
         cfg.application_name("rota");
         let target = describe_target(&cfg);
         let manager =
@@ -142,7 +157,30 @@ mod tests {
         let client = store.pool.get().await.unwrap();
         let shown: String = client.query_one("SHOW statement_timeout", &[]).await.unwrap().get(0);
         assert_eq!(shown, "1500ms");
+        let shown: String = client.query_one("SHOW plan_cache_mode", &[]).await.unwrap().get(0);
+        assert_eq!(shown, "force_custom_plan", "statements are planned for the tables as they are");
         let err = client.query_one("SELECT pg_sleep(3)", &[]).await.expect_err("cancelled by the timeout");
         assert_eq!(err.code(), Some(&tokio_postgres::error::SqlState::QUERY_CANCELED), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_urls_own_options_are_kept_and_win() {
+        let Some(db) = TestDb::create().await else { return };
+        let sep = if db.url.contains('?') { '&' } else { '?' };
+        // `-c plan_cache_mode=auto -c work_mem=5MB`, percent-encoded.
+        let url = format!("{}{sep}options=-c%20plan_cache_mode%3Dauto%20-c%20work_mem%3D5MB", db.url);
+        let opts = PgOptions {
+            pool_size: 1,
+            statement_timeout: Some(Duration::from_millis(1500)),
+            ..PgOptions::default()
+        };
+        let store = PgStore::connect(&url, opts).await.unwrap();
+        let client = store.pool.get().await.unwrap();
+        for (setting, want) in
+            [("plan_cache_mode", "auto"), ("work_mem", "5MB"), ("statement_timeout", "1500ms")]
+        {
+            let shown: String = client.query_one(&format!("SHOW {setting}"), &[]).await.unwrap().get(0);
+            assert_eq!(shown, want, "{setting}");
+        }
     }
 }
