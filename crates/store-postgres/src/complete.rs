@@ -255,12 +255,7 @@ impl<'a> Writes<'a> {
         plan: Settlement,
     ) -> Result<CompletionRecorded> {
         // What can fail comes first, so a refused item leaves nothing behind.
-        // Outputs only count from a success: a failed attempt's are never seen by a dependent.
-        let outputs = if c.outcome == AttemptOutcome::Succeeded && !c.outputs.is_empty() {
-            Some(serde_json::to_string(&c.outputs)?)
-        } else {
-            None
-        };
+        let outputs = c.outputs_to_record().map(serde_json::to_string).transpose()?;
         let mut seen = BTreeSet::new();
         let one_by_one = plan.pending.is_some() || !plan.steps.iter().all(|s| seen.insert(s.step));
         let names = plan

@@ -72,8 +72,8 @@ fn complete_one(conn: &Connection, c: &Completion, now: DateTime<Utc>) -> Result
         };
     }
     // Outputs only count from a success: a failed attempt's are never seen by a dependent.
-    if c.outcome == rota_domain::AttemptOutcome::Succeeded && !c.outputs.is_empty() {
-        conn.prepare_cached(SET_OUTPUTS)?.execute((a.id.0, crate::codec::to_json(&c.outputs)?))?;
+    if let Some(outputs) = c.outputs_to_record() {
+        conn.prepare_cached(SET_OUTPUTS)?.execute((a.id.0, crate::codec::to_json(outputs)?))?;
     }
     let settled = end_attempt(conn, &a, &c.outcome, c.run_ms, now, c.jitter01)?;
     Ok(CompletionRecorded {

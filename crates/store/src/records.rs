@@ -448,6 +448,14 @@ pub struct Completion {
     pub outputs: std::collections::BTreeMap<String, String>,
 }
 
+impl Completion {
+    /// The outputs a store records with the attempt: only a success's, and only when it
+    /// wrote any (a failed attempt's partial outputs must never reach a needing step).
+    pub fn outputs_to_record(&self) -> Option<&std::collections::BTreeMap<String, String>> {
+        (self.outcome == AttemptOutcome::Succeeded && !self.outputs.is_empty()).then_some(&self.outputs)
+    }
+}
+
 /// What was recorded for a completion.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CompletionRecorded {
