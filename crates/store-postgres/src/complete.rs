@@ -373,8 +373,8 @@ async fn complete_one(tx: &Tx<'_>, c: &Completion, now: DateTime<Utc>) -> Result
         return Ok(answer);
     }
     // Outputs only count from a success: a failed attempt's are never seen by a dependent.
-    if c.outcome == rota_domain::AttemptOutcome::Succeeded && !c.outputs.is_empty() {
-        exec(tx, SET_OUTPUTS, &[&a.id.0, &serde_json::to_string(&c.outputs)?]).await?;
+    if let Some(outputs) = c.outputs_to_record() {
+        exec(tx, SET_OUTPUTS, &[&a.id.0, &serde_json::to_string(outputs)?]).await?;
     }
     let settled = end_attempt(tx, &a, &c.outcome, c.run_ms, now, c.jitter01).await?;
     Ok(CompletionRecorded {

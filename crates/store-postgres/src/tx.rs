@@ -42,9 +42,26 @@ pub(crate) async fn begin(client: &mut deadpool_postgres::Object, durability: Du
     }
     let tx = client.transaction().await?;
     if durability == Durability::Relaxed {
-        tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+        // Sent, not waited for: it goes out ahead of the body's first statement, in the same
+        // round trip, instead of costing one of its own on every claim, heartbeat and
+        // completion. It cannot fail on a live connection; if it did, the body's first
+        // statement would fail (the transaction is aborted) and nothing would commit.
+        send_only(tx.batch_execute("SET LOCAL synchronous_commit = off")).await;
     }
     Ok(tx)
+}
+
+/// Sends a request and does not wait for its answer. Polled once, a tokio-postgres request
+/// is queued on its connection, ahead of every request made after it (the server runs them
+/// in that order); the connection reads and discards the answer of a request whose future
+/// was dropped.
+async fn send_only<F: Future>(f: F) {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        let _ = f.as_mut().poll(cx);
+        Poll::Ready(())
+    })
+    .await;
 }
 
 /// Every row of a statement.
@@ -157,3 +174,40 @@ macro_rules! item {
 }
 
 pub(crate) use {in_tx, item};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::{PgOptions, PgStore};
+    use rota_testkit::postgres::TestDb;
+
+    async fn shown(tx: &Tx<'_>) -> String {
+        tx.query_one("SHOW synchronous_commit", &[]).await.unwrap().get(0)
+    }
+
+    /// A relaxed transaction's `SET LOCAL` is sent without waiting for its answer: the
+    /// statements after it must run with it in force and get their own answers, and it must
+    /// end with the transaction.
+    #[tokio::test]
+    async fn each_durability_commits_as_it_says() {
+        let Some(db) = TestDb::create().await else { return };
+        let store =
+            PgStore::connect(&db.url, PgOptions { pool_size: 1, ..PgOptions::default() }).await.unwrap();
+        let mut client = store.client().await.unwrap();
+        for round in 0..3 {
+            let tx = begin(&mut client, Durability::Relaxed).await.unwrap();
+            assert_eq!(shown(&tx).await, "off", "relaxed, round {round}");
+            let n: i32 = tx.query_one("SELECT $1::int4 + 1", &[&round]).await.unwrap().get(0);
+            assert_eq!(n, round + 1, "the answer after the unanswered SET is the statement's own");
+            tx.commit().await.unwrap();
+            let tx = begin(&mut client, Durability::Full).await.unwrap();
+            assert_eq!(shown(&tx).await, "on", "full after relaxed, round {round}");
+            tx.rollback().await.unwrap();
+        }
+        let tx = begin(&mut client, Durability::Relaxed).await.unwrap();
+        tx.rollback().await.unwrap();
+        let after: String = client.query_one("SHOW synchronous_commit", &[]).await.unwrap().get(0);
+        assert_eq!(after, "on", "SET LOCAL ends with its transaction");
+    }
+}
