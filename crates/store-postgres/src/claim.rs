@@ -126,18 +126,21 @@ struct QueueScan<'a> {
     done: bool,
 }
 
-/// Takes the claim lock shared, as every claim does first (again in the same transaction
-/// costs nothing).
-pub(crate) async fn share_claim_lock(tx: &Tx<'_>) -> Result<()> {
-    one(tx, SHARE_CLAIM_LOCK, &[&CLAIM_LOCK]).await.map(drop)
-}
-
-/// Locks the session's worker row as a claim does (`SELECT_WORKER`, key share), for a
-/// transaction that ends attempts before it claims: an unregister or supersession locks the
-/// worker row, then the session's attempt rows, so a completion locking attempt rows first
-/// and the worker row after could deadlock with it. Taken first, the order is theirs.
-pub(crate) async fn share_worker(tx: &Tx<'_>, session: SessionId) -> Result<()> {
-    rows(tx, SHARE_WORKER, &[&session.0]).await.map(drop)
+/// For a transaction that ends attempts before it claims (a completion that claims for the
+/// freed slots): takes the claim lock shared, as every claim does first (again in the same
+/// transaction costs nothing), then locks the session's worker row as a claim does
+/// (`SELECT_WORKER`, key share). An unregister or supersession locks the worker row, then the
+/// session's attempt rows, so a completion locking attempt rows first and the worker row
+/// after could deadlock with it; taken first, the order is theirs. One round trip: the two
+/// are pipelined, and the server runs them in the order sent.
+pub(crate) async fn share_claim_lock_and_worker(tx: &Tx<'_>, session: SessionId) -> Result<()> {
+    for sql in [SHARE_CLAIM_LOCK, SHARE_WORKER] {
+        tx.prepare_cached(sql).await?;
+    }
+    let (lock_params, worker_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+        ([&CLAIM_LOCK], [&session.0]);
+    tokio::try_join!(one(tx, SHARE_CLAIM_LOCK, &lock_params), rows(tx, SHARE_WORKER, &worker_params))
+        .map(drop)
 }
 
 const SHARE_WORKER: &str = "SELECT 1 FROM workers WHERE session = $1 FOR KEY SHARE";

@@ -173,7 +173,7 @@ pub(crate) async fn complete(
                 Ok(recorded)
             }
             Some(Err(e)) => Err(e),
-            None => item!(tx, |sp| complete_one(&sp, c, now).await),
+            None => item!(tx, |sp| complete_one(sp, c, now).await),
         });
     }
     Ok(results)

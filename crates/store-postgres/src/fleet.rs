@@ -68,7 +68,7 @@ pub(crate) async fn revoke_jobs(
 ) -> Result<Vec<rota_store::Result<RevokeOutcome>>> {
     let mut out = Vec::with_capacity(reqs.len());
     for r in reqs {
-        out.push(item!(tx, |sp| revoke_one(&sp, r, now).await));
+        out.push(item!(tx, |sp| revoke_one(sp, r, now).await));
     }
     Ok(out)
 }
@@ -107,7 +107,7 @@ pub(crate) async fn revoke_keys(
 ) -> Result<Vec<rota_store::Result<KeyRevokeOutcome>>> {
     let mut out = Vec::with_capacity(reqs.len());
     for r in reqs {
-        out.push(item!(tx, |sp| revoke_key(&sp, r, now).await));
+        out.push(item!(tx, |sp| revoke_key(sp, r, now).await));
     }
     Ok(out)
 }

@@ -190,7 +190,7 @@ impl JobStore for PgStore {
             let submitted = submit::submit_jobs(&mut tx, &jobs).await?;
             let mut claimed = Vec::with_capacity(claimers.len());
             for w in &claimers {
-                claimed.push(item!(tx, |sp| claim::claim(&sp, w.session, w.max, now, ttl).await));
+                claimed.push(item!(tx, |sp| claim::claim(sp, w.session, w.max, now, ttl).await));
             }
             SubmittedAndClaimed { submitted, claimed }
         })
@@ -233,14 +233,13 @@ impl JobStore for PgStore {
         // them in, so a pause waiting for the lock exclusively cannot close a cycle.
         in_tx!(self, Durability::Relaxed, |tx| {
             if claimer.max > 0 {
-                claim::share_claim_lock(&tx).await?;
-                claim::share_worker(&tx, claimer.session).await?;
+                claim::share_claim_lock_and_worker(&tx, claimer.session).await?;
             }
             let completed = complete::complete(&mut tx, &items, now).await?;
             let claimed = if claimer.max == 0 {
                 Ok(Vec::new())
             } else {
-                item!(tx, |sp| claim::claim(&sp, claimer.session, claimer.max, now, ttl).await)
+                item!(tx, |sp| claim::claim(sp, claimer.session, claimer.max, now, ttl).await)
             };
             CompletedAndClaimed { completed, claimed }
         })
@@ -258,7 +257,7 @@ impl JobStore for PgStore {
             let (mut delta, mut refused) = (0i64, 0u64);
             let mut results = Vec::with_capacity(items.len());
             for a in &items {
-                let r = item!(tx, |sp| logs::append_one(&sp, a, quota, live).await);
+                let r = item!(tx, |sp| logs::append_one(sp, a, quota, live).await);
                 results.push(r.map(|done| {
                     live = live.saturating_add_signed(done.live_delta);
                     delta += done.live_delta;

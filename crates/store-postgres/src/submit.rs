@@ -68,7 +68,7 @@ pub(crate) async fn submit_jobs(
 ) -> Result<Vec<rota_store::Result<Submitted>>> {
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let r = item!(tx, |sp| submit_one(&sp, job).await);
+        let r = item!(tx, |sp| submit_one(sp, job).await);
         // Lost a race for its idempotency key to a concurrent submit: that job is the one.
         let r = match r {
             Err(StoreError::Conflict(ConflictKind::Exists, ref m)) if m == KEY_INDEX => {
