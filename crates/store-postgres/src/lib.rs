@@ -187,7 +187,7 @@ impl JobStore for PgStore {
         // One durable transaction: the claims see the new rows, and the parked workers get
         // their steps when the submitter gets its reply.
         in_tx!(self, Durability::Full, |tx| {
-            let submitted = submit::submit_jobs(&mut tx, &jobs).await?;
+            let submitted = submit::submit_jobs_pipelined_first(&mut tx, &jobs).await?;
             let mut claimed = Vec::with_capacity(claimers.len());
             for w in &claimers {
                 claimed.push(item!(tx, |sp| claim::claim(sp, w.session, w.max, now, ttl).await));

@@ -84,6 +84,26 @@ pub(crate) async fn submit_jobs(
     Ok(out)
 }
 
+/// Stores `jobs` inside a transaction that does more than submit (a submit that claims for
+/// parked workers, `submit_and_claim`): first pipelined in one savepoint
+/// ([`submit_pipelined`], a round trip or two for all of them), and if a statement failed,
+/// that savepoint is rolled back and the jobs go through [`submit_jobs`], one savepoint each,
+/// so a bad job still fails alone and the rest of the transaction is kept.
+pub(crate) async fn submit_jobs_pipelined_first(
+    tx: &mut Tx<'_>,
+    jobs: &[NewJob],
+) -> Result<Vec<rota_store::Result<Submitted>>> {
+    crate::tx::begin_item(tx).await;
+    let first = submit_pipelined(tx, jobs).await;
+    match crate::tx::end_item(tx, first).await? {
+        Ok(out) => Ok(out),
+        Err(e) => {
+            tracing::debug!(jobs = jobs.len(), error = %e, "a job of a submit failed: one savepoint per job");
+            submit_jobs(tx, jobs).await
+        }
+    }
+}
+
 async fn find_by_key(tx: &Tx<'_>, job: &NewJob) -> Result<Option<JobId>> {
     let Some(key) = &job.spec.idempotency_key else { return Ok(None) };
     Ok(opt(tx, FIND_BY_KEY, &[&job.spec.namespace, key]).await?.map(|r| r.try_get(0)).transpose()?.map(JobId))

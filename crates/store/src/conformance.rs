@@ -109,6 +109,7 @@ scenarios![
     claims::claim_order_priority_age_and_max,
     claims::claim_only_when_active,
     claims::submit_and_claim_hands_out_in_one_call,
+    claims::submit_and_claim_answers_a_bad_job_alone,
     claims::complete_and_claim_fills_the_freed_slot,
     completion::fencing,
     completion::retry_with_backoff,

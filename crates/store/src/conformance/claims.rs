@@ -180,6 +180,32 @@ pub(super) async fn submit_and_claim_hands_out_in_one_call(s: Arc<dyn JobStore>)
     assert_eq!(claim_one(&s, w, at(2)).await.job_id, b, "the rest stays claimable");
 }
 
+pub(super) async fn submit_and_claim_answers_a_bad_job_alone(s: Arc<dyn JobStore>) {
+    let w = worker(&s).await;
+    // A job already stored under the id the submit reuses, on a queue `w` does not serve.
+    let taken = submit(&s, JobSpec { queue: "gpu".into(), ..JobSpec::new(vec![step("x")]) }, t0()).await;
+    let (a, c) = (new_id(), new_id());
+    let jobs = vec![
+        NewJob { id: a, spec: JobSpec::new(vec![step("a")]), now: t0() },
+        NewJob { id: taken, spec: JobSpec::new(vec![step("b")]), now: t0() },
+        NewJob { id: c, spec: JobSpec::new(vec![step("c")]), now: t0() },
+    ];
+    let out = s
+        .submit_and_claim(jobs, vec![Claimer { session: w, max: 4 }], at(1), TTL)
+        .await
+        .expect("submit_and_claim");
+    assert!(out.submitted[0].as_ref().is_ok_and(|x| x.created), "{:?}", out.submitted);
+    assert!(matches!(out.submitted[1], Err(StoreError::Conflict(..))), "taken id: {:?}", out.submitted[1]);
+    assert!(out.submitted[2].as_ref().is_ok_and(|x| x.created), "{:?}", out.submitted);
+    let mut got: Vec<JobId> =
+        out.claimed[0].as_ref().expect("claim for w").iter().map(|x| x.job_id).collect();
+    got.sort();
+    let mut want = vec![a, c];
+    want.sort();
+    assert_eq!(got, want, "the good jobs are stored and handed out in the same call");
+    assert_eq!(get(&s, taken).await.spec.queue, "gpu", "the stored job is untouched");
+}
+
 pub(super) async fn complete_and_claim_fills_the_freed_slot(s: Arc<dyn JobStore>) {
     let id = submit(&s, JobSpec::new(vec![step("a"), needs(step("b"), &["a"])]), t0()).await;
     let w = worker(&s).await;
