@@ -8,7 +8,8 @@
 
 use chrono::{DateTime, Utc};
 use rota_domain::{AttemptOutcome, JobId, JobSpec, JobState, SessionId, StepSpec, StepState};
-use rota_store::{Completion, JobStore, NewJob, SessionStatus, StoreError, WorkerRegistration};
+use rota_store::conformance::{WorkerSpec, registration};
+use rota_store::{Completion, JobStore, NewJob, SessionStatus, StoreError};
 use rota_store_postgres::{PgOptions, PgStore};
 use rota_testkit::postgres::TestDb;
 use std::collections::HashSet;
@@ -30,28 +31,8 @@ async fn two_servers() -> Option<(TestDb, Arc<dyn JobStore>, Arc<dyn JobStore>)>
     Some((db, Arc::new(a), Arc::new(b)))
 }
 
-fn registration(name: &str) -> WorkerRegistration {
-    let session = SessionId::new();
-    WorkerRegistration {
-        session,
-        namespace: "default".into(),
-        token_hash: format!("hash-{session}"),
-        name: name.into(),
-        host: "h".into(),
-        profile: None,
-        version: "test".into(),
-        queues: vec!["default".into()],
-        tags: Vec::new(),
-        concurrency: 4,
-        pid: None,
-        instance_id: None,
-        replace: false,
-        stale_after: TTL,
-    }
-}
-
 async fn register(s: &Arc<dyn JobStore>, name: &str) -> SessionId {
-    let reg = registration(name);
+    let reg = registration(&WorkerSpec { name, ..WorkerSpec::default() });
     let session = reg.session;
     s.register_worker(reg, t(0)).await.unwrap();
     session
@@ -387,7 +368,7 @@ async fn a_claim_passes_over_job_rows_another_transaction_holds_and_keeps_claim_
     let locked = holder.query("SELECT id FROM jobs WHERE id = ANY($1) FOR UPDATE", &[&held]).await.unwrap();
     assert_eq!(locked.len(), 2);
 
-    let mut reg = registration("both");
+    let mut reg = registration(&WorkerSpec { name: "both", ..WorkerSpec::default() });
     reg.queues = vec!["default".into(), "gpu".into()];
     let w = reg.session;
     a.register_worker(reg, t(0)).await.unwrap();

@@ -8,7 +8,8 @@
 
 use chrono::{DateTime, Utc};
 use rota_domain::{JobId, JobSpec, SessionId, StepSpec};
-use rota_store::{Heartbeat, JobStore, NewJob, WorkerRegistration};
+use rota_store::conformance::{WorkerSpec, registration};
+use rota_store::{Heartbeat, JobStore, NewJob};
 use rota_store_postgres::{PgOptions, PgStore};
 use rota_testkit::postgres::TestDb;
 use std::time::{Duration, Instant};
@@ -26,23 +27,8 @@ fn t(secs: i64) -> DateTime<Utc> {
 async fn store_with_worker() -> Option<(TestDb, PgStore, SessionId)> {
     let db = TestDb::create().await?;
     let store = PgStore::connect(&db.url, PgOptions { pool_size: 4, ..PgOptions::default() }).await.unwrap();
-    let session = SessionId::new();
-    let reg = WorkerRegistration {
-        session,
-        namespace: "default".into(),
-        token_hash: format!("hash-{session}"),
-        name: "w".into(),
-        host: "h".into(),
-        profile: None,
-        version: "test".into(),
-        queues: vec!["default".into()],
-        tags: Vec::new(),
-        concurrency: 4,
-        pid: None,
-        instance_id: None,
-        replace: false,
-        stale_after: TTL,
-    };
+    let reg = registration(&WorkerSpec { name: "w", ..WorkerSpec::default() });
+    let session = reg.session;
     store.register_worker(reg, t(0)).await.unwrap();
     Some((db, store, session))
 }

@@ -30,6 +30,7 @@ mod secrets;
 mod workers;
 
 pub use credentials::previous_release_rotates_and_forgets;
+pub use fixtures::{WorkerSpec, registration};
 pub use namespaces::before_namespaces_in_default;
 
 use crate::JobStore;

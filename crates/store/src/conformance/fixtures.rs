@@ -73,11 +73,16 @@ pub(super) async fn submit(s: &Arc<dyn JobStore>, spec: JobSpec, now: DateTime<U
     id
 }
 
-pub(super) struct WorkerSpec<'a> {
-    pub(super) name: &'a str,
-    pub(super) host: &'a str,
-    pub(super) queues: &'a [&'a str],
-    pub(super) tags: &'a [&'a str],
+/// A worker to register: the parts a scenario varies (the rest is fixed by [`registration`]).
+pub struct WorkerSpec<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its host.
+    pub host: &'a str,
+    /// The queues it serves.
+    pub queues: &'a [&'a str],
+    /// Its tags.
+    pub tags: &'a [&'a str],
 }
 
 impl Default for WorkerSpec<'_> {
@@ -86,7 +91,9 @@ impl Default for WorkerSpec<'_> {
     }
 }
 
-pub(super) fn registration(w: &WorkerSpec<'_>) -> WorkerRegistration {
+/// A registration of a new session for `w` in the default namespace (concurrency 4, stale
+/// after the suite's lease TTL): the one every store test registers workers with.
+pub fn registration(w: &WorkerSpec<'_>) -> WorkerRegistration {
     let session = SessionId::new();
     WorkerRegistration {
         session,
