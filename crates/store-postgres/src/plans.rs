@@ -10,12 +10,18 @@ mod tests {
     use crate::{PgOptions, PgStore};
     use rota_testkit::postgres::TestDb;
 
-    #[tokio::test]
-    async fn a_claim_reads_the_ready_index_in_order() {
-        let Some(db) = TestDb::create().await else { return };
+    /// A plain connection to `db` once the store's migrations made its schema.
+    async fn migrated(db: &TestDb) -> tokio_postgres::Client {
         drop(PgStore::connect(&db.url, PgOptions { pool_size: 1, ..PgOptions::default() }).await.unwrap());
         let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
+        client
+    }
+
+    #[tokio::test]
+    async fn a_claim_reads_the_ready_index_in_order() {
+        let Some(db) = TestDb::create().await else { return };
+        let client = migrated(&db).await;
         // 20 000 jobs over three queues, half of them finished, half with a ready step: a
         // backlog the planner must not sort for every claim.
         client
@@ -72,9 +78,7 @@ mod tests {
     #[tokio::test]
     async fn a_completion_reads_its_jobs_and_steps_by_index_also_unanalyzed() {
         let Some(db) = TestDb::create().await else { return };
-        drop(PgStore::connect(&db.url, PgOptions { pool_size: 1, ..PgOptions::default() }).await.unwrap());
-        let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
+        let client = migrated(&db).await;
         // 50 000 finished jobs with one step and one attempt each, and no ANALYZE: what a
         // server with autovacuum off (CI's) holds after a capacity run. The planner then
         // guesses the tables' sizes from their pages; a semi-join read every step.

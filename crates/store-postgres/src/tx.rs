@@ -191,6 +191,14 @@ mod tests {
     use crate::{PgOptions, PgStore};
     use rota_testkit::postgres::TestDb;
 
+    /// A store on `db` (its schema migrated) and its one pooled connection.
+    async fn one_connection(db: &TestDb) -> (PgStore, deadpool_postgres::Object) {
+        let store =
+            PgStore::connect(&db.url, PgOptions { pool_size: 1, ..PgOptions::default() }).await.unwrap();
+        let client = store.client().await.unwrap();
+        (store, client)
+    }
+
     async fn shown(tx: &Tx<'_>) -> String {
         tx.query_one("SHOW synchronous_commit", &[]).await.unwrap().get(0)
     }
@@ -201,9 +209,7 @@ mod tests {
     #[tokio::test]
     async fn each_durability_commits_as_it_says() {
         let Some(db) = TestDb::create().await else { return };
-        let store =
-            PgStore::connect(&db.url, PgOptions { pool_size: 1, ..PgOptions::default() }).await.unwrap();
-        let mut client = store.client().await.unwrap();
+        let (_store, mut client) = one_connection(&db).await;
         for round in 0..3 {
             let tx = begin(&mut client, Durability::Relaxed).await.unwrap();
             assert_eq!(shown(&tx).await, "off", "relaxed, round {round}");
@@ -226,9 +232,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_item_rolls_back_alone() {
         let Some(db) = TestDb::create().await else { return };
-        let store =
-            PgStore::connect(&db.url, PgOptions { pool_size: 1, ..PgOptions::default() }).await.unwrap();
-        let mut client = store.client().await.unwrap();
+        let (_store, mut client) = one_connection(&db).await;
         client.batch_execute("CREATE TABLE t (n int4 PRIMARY KEY)").await.unwrap();
         let tx = begin(&mut client, Durability::Relaxed).await.unwrap();
         let mut answers = Vec::new();
